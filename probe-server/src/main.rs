@@ -1,1 +1,38 @@
-fn main(){}
+//! probe-server: runs beside RTCD, on RTCD's port, and answers the probe client.
+
+mod cert;
+mod cli;
+mod control;
+mod quic;
+mod serve;
+mod shared;
+mod tcp;
+mod udp;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::Cli::parse();
+    init_logging(&args.log);
+    let code = match args.command {
+        None => serve::run(args.serve),
+    };
+    std::process::exit(code);
+}
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::EnvFilter;
+    // RUST_LOG wins when set, so operators can use the usual directive syntax.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// One sentence on stderr and exit 2: the run could not be carried out.
+pub fn fail(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("probe-server: {msg}");
+    2
+}

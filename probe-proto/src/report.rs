@@ -1,0 +1,249 @@
+//! The client's report: the JSON contract (schema 1) that network teams' scripts rely on, and
+//! its human rendering. Fields are only ever added; existing ones keep their meaning.
+
+use crate::stats::EchoSummary;
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// One thing the probe found: what is wrong, and the setting or action that fixes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub id: String,
+    pub severity: Severity,
+    pub summary: String,
+    pub fix: String,
+}
+
+impl Finding {
+    pub fn new(id: &str, severity: Severity, summary: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            severity,
+            summary: summary.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StunResult {
+    pub mapped: Option<String>,
+    pub rtt_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UdpResult {
+    pub reachable: bool,
+    pub stun: StunResult,
+    pub echo: Option<EchoSummary>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TcpResult {
+    pub reachable: bool,
+    pub connect_ms: Option<f64>,
+    pub echo: Option<EchoSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: u32,
+    pub tool_version: String,
+    pub site: String,
+    pub server: String,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub ok: bool,
+    pub udp: UdpResult,
+    pub tcp: TcpResult,
+    pub findings: Vec<Finding>,
+    /// The server's version, when the control channel came up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    /// The certificate pin the server presented on the QUIC control channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_pin: Option<String>,
+}
+
+impl Report {
+    /// Sets the findings and derives `ok` from them, so the two can never disagree.
+    pub fn set_findings(&mut self, findings: Vec<Finding>) {
+        self.ok = !findings.iter().any(|f| f.severity == Severity::Error);
+        self.findings = findings;
+    }
+
+    /// Exit code of a completed run: 1 when any finding is an error.
+    pub fn exit_code(&self) -> i32 {
+        if self.ok {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+fn ms(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn opt_pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |p| format!("{p:.1} %"))
+}
+
+fn echo_lines(out: &mut String, e: &EchoSummary) {
+    out.push_str(&format!(
+        "     sent {}  received {}  loss up {}  down {}\n",
+        e.sent,
+        e.received,
+        opt_pct(e.loss_up_pct),
+        opt_pct(e.loss_down_pct)
+    ));
+    match &e.rtt_ms {
+        Some(r) => out.push_str(&format!(
+            "     RTT ms  min {}  p50 {}  p95 {}  p99 {}  max {}   jitter {} ms  reordered {}  duplicates {}\n",
+            ms(r.min),
+            ms(r.p50),
+            ms(r.p95),
+            ms(r.p99),
+            ms(r.max),
+            ms(e.jitter_ms),
+            e.reordered,
+            e.duplicates
+        )),
+        None => out.push_str("     no echo reply came back\n"),
+    }
+}
+
+/// Human report: a short table per transport, then findings with what to do.
+pub fn render_text(r: &Report) -> String {
+    let mut out = format!(
+        "probe-client {} → {}   site {}   {}   {:.1} s\n\n",
+        r.tool_version,
+        r.server,
+        r.site,
+        r.started_at,
+        r.duration_ms as f64 / 1000.0
+    );
+    let udp_state = if r.udp.reachable { "reachable" } else { "NO ANSWER" };
+    out.push_str(&format!("UDP  {udp_state}"));
+    if let (Some(m), Some(rtt)) = (&r.udp.stun.mapped, r.udp.stun.rtt_ms) {
+        out.push_str(&format!("   STUN: you are {m} as seen by the server ({} ms)", ms(rtt)));
+    }
+    out.push('\n');
+    if let Some(e) = &r.udp.echo {
+        echo_lines(&mut out, e);
+    }
+    let tcp_state = if r.tcp.reachable { "reachable" } else { "NO ANSWER" };
+    out.push_str(&format!("TCP  {tcp_state}"));
+    if let Some(c) = r.tcp.connect_ms {
+        out.push_str(&format!("   connect {} ms", ms(c)));
+    }
+    out.push('\n');
+    if let Some(e) = &r.tcp.echo {
+        echo_lines(&mut out, e);
+    }
+    out.push('\n');
+    if r.findings.is_empty() {
+        out.push_str("No problems found.\n");
+    }
+    for f in &r.findings {
+        out.push_str(&format!("{:<7}  {} — {}\n", f.severity.label().to_uppercase(), f.id, f.summary));
+        out.push_str(&format!("         fix: {}\n", f.fix));
+    }
+    let errors = r.findings.iter().filter(|f| f.severity == Severity::Error).count();
+    let warnings = r.findings.iter().filter(|f| f.severity == Severity::Warning).count();
+    out.push_str(&if r.ok {
+        format!("\nVerdict: PASS — media can reach this server from here ({warnings} warning(s)).\n")
+    } else {
+        format!("\nVerdict: FAIL — {errors} error(s), {warnings} warning(s). Calls from this network will not work as they should.\n")
+    });
+    out
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC (`2026-11-26T07:50:00.123Z`); std has no calendar.
+pub fn rfc3339(unix_ms: u64) -> String {
+    let secs = unix_ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's civil-from-days algorithm.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        unix_ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_670_400_123), "2026-11-26T00:00:00.123Z");
+    }
+
+    #[test]
+    fn ok_follows_error_findings() {
+        let mut r = Report {
+            schema: SCHEMA,
+            tool_version: "t".into(),
+            site: "s".into(),
+            server: "h:1".into(),
+            started_at: rfc3339(0),
+            duration_ms: 1,
+            ok: false,
+            udp: UdpResult::default(),
+            tcp: TcpResult::default(),
+            findings: vec![],
+            server_version: None,
+            server_pin: None,
+        };
+        r.set_findings(vec![Finding::new("x", Severity::Warning, "s", "f")]);
+        assert!(r.ok);
+        assert_eq!(r.exit_code(), 0);
+        r.set_findings(vec![Finding::new("y", Severity::Error, "s", "f")]);
+        assert!(!r.ok);
+        assert_eq!(r.exit_code(), 1);
+        let v: serde_json::Value = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["findings"][0]["severity"], "error");
+        assert!(v["udp"]["echo"].is_null());
+        assert!(render_text(&r).contains("FAIL"));
+    }
+}

@@ -1,0 +1,411 @@
+//! The server's per-datagram logic, sans IO: session table, STUN and echo answers, counters.
+//!
+//! The async shell owns the sockets and the clock; it hands every STUN or echo datagram (UDP, or
+//! an RFC 4571 frame payload from TCP) to [`Core`] and sends back whatever reply it writes.
+
+use crate::echo::{self, SessionKey};
+use crate::msg::{Counters, Hello, Refused, Transport};
+use crate::stun;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// Operator limits. Defaults are safe to leave on the public internet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    pub max_duration_ms: u32,
+    pub min_interval_us: u32,
+    pub max_packet: usize,
+    pub idle_timeout_us: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_sessions: 256,
+            max_sessions_per_ip: 8,
+            max_duration_ms: 120_000,
+            min_interval_us: 1_000,
+            max_packet: echo::MAX_LEN,
+            idle_timeout_us: 15_000_000,
+        }
+    }
+}
+
+/// Whole-server counters, exported in logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    pub stun_requests: u64,
+    pub stun_replies: u64,
+    /// Binding requests shorter than their answer would be (anti-amplification).
+    pub stun_too_small: u64,
+    pub ice_checks: u64,
+    pub ice_bad_credentials: u64,
+    pub echo_requests: u64,
+    pub echo_replies: u64,
+    pub drop_unknown_session: u64,
+    pub drop_bad_mac: u64,
+    pub drop_malformed: u64,
+    pub sessions_opened: u64,
+    pub sessions_expired: u64,
+    pub sessions_refused: u64,
+}
+
+#[derive(Debug)]
+struct Session {
+    key: SessionKey,
+    peer: IpAddr,
+    last_us: u64,
+    deadline_us: u64,
+    counters: Counters,
+    ice: Option<(String, String)>,
+}
+
+/// ICE credentials the server hands out with a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCredentials {
+    pub ufrag: String,
+    pub pwd: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Core {
+    limits: Limits,
+    sessions: HashMap<u64, Session>,
+    by_ufrag: HashMap<String, u64>,
+    pub stats: ServerStats,
+}
+
+impl Core {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Default::default()
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Checks a hello against the limits; `id`, `key` and `ice` come from the shell's RNG.
+    pub fn open(
+        &mut self,
+        now_us: u64,
+        peer: IpAddr,
+        hello: &Hello,
+        id: u64,
+        key: [u8; 32],
+        ice: Option<IceCredentials>,
+    ) -> Result<(), Refused> {
+        let refuse = |reason: String, limit: String| Refused {
+            reason,
+            limit: Some(limit),
+        };
+        let l = &self.limits;
+        let r = if self.sessions.len() >= l.max_sessions {
+            Err(refuse(
+                format!("the server already runs {} sessions", self.sessions.len()),
+                format!("max-sessions={}", l.max_sessions),
+            ))
+        } else if self.sessions.values().filter(|s| s.peer == peer).count() >= l.max_sessions_per_ip {
+            Err(refuse(
+                format!("too many sessions from {peer}"),
+                format!("max-sessions-per-ip={}", l.max_sessions_per_ip),
+            ))
+        } else if hello.duration_ms > l.max_duration_ms {
+            Err(refuse(
+                format!("a {} ms test is longer than allowed", hello.duration_ms),
+                format!("max-duration={}s", l.max_duration_ms / 1000),
+            ))
+        } else if hello.interval_us < l.min_interval_us {
+            Err(refuse(
+                format!("a {} µs packet interval is faster than allowed", hello.interval_us),
+                format!("min-interval={}ms", f64::from(l.min_interval_us) / 1000.0),
+            ))
+        } else if usize::from(hello.size) > l.max_packet {
+            Err(refuse(
+                format!("{}-byte packets are larger than allowed", hello.size),
+                format!("max-packet={}", l.max_packet),
+            ))
+        } else {
+            Ok(())
+        };
+        if let Err(refusal) = r {
+            self.stats.sessions_refused += 1;
+            return Err(refusal);
+        }
+        // Two transports run one after the other, plus ICE and slack for slow handshakes.
+        let lifetime_us = u64::from(hello.duration_ms) * 2_000 + 30_000_000;
+        if let Some(c) = &ice {
+            self.by_ufrag.insert(c.ufrag.clone(), id);
+        }
+        self.sessions.insert(
+            id,
+            Session {
+                key: SessionKey::new(&key),
+                peer,
+                last_us: now_us,
+                deadline_us: now_us + lifetime_us,
+                counters: Counters::default(),
+                ice: ice.map(|c| (c.ufrag, c.pwd)),
+            },
+        );
+        self.stats.sessions_opened += 1;
+        Ok(())
+    }
+
+    /// Counters of a session so far.
+    pub fn counters(&self, id: u64) -> Option<Counters> {
+        self.sessions.get(&id).map(|s| s.counters)
+    }
+
+    /// Marks activity on the control channel so an idle data path does not expire the session.
+    pub fn touch(&mut self, id: u64, now_us: u64) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.last_us = now_us;
+        }
+    }
+
+    /// Ends a session, returning its final counters.
+    pub fn close(&mut self, id: u64) -> Option<Counters> {
+        let s = self.sessions.remove(&id)?;
+        if let Some((ufrag, _)) = &s.ice {
+            self.by_ufrag.remove(ufrag);
+        }
+        Some(s.counters)
+    }
+
+    /// Drops sessions idle past the timeout or past their lifetime; returns their ids.
+    pub fn expire(&mut self, now_us: u64) -> Vec<u64> {
+        let idle = self.limits.idle_timeout_us;
+        let dead: Vec<u64> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now_us.saturating_sub(s.last_us) > idle || now_us > s.deadline_us)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &dead {
+            self.close(*id);
+            self.stats.sessions_expired += 1;
+        }
+        dead
+    }
+
+    /// Answers a STUN message from `src`; returns the reply length written into `out`.
+    pub fn on_stun(&mut self, src: SocketAddr, pkt: &[u8], out: &mut [u8]) -> Option<usize> {
+        let msg = match stun::decode(pkt) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                return None;
+            }
+        };
+        if msg.class != stun::Class::Request || msg.method != 0x001 {
+            self.stats.drop_malformed += 1;
+            return None;
+        }
+        self.stats.stun_requests += 1;
+        let reply = match (&msg.username, msg.has_integrity) {
+            (Some(user), true) => self.ice_reply(src, pkt, &msg, user)?,
+            _ => {
+                // Anyone can send a plain Binding: answer only if it is no larger than the request.
+                if stun::binding_response_len(&src, false) > pkt.len() {
+                    self.stats.stun_too_small += 1;
+                    return None;
+                }
+                stun::binding_response(msg.tid, src, None)
+            }
+        };
+        let n = reply.len();
+        out.get_mut(..n)?.copy_from_slice(&reply);
+        self.stats.stun_replies += 1;
+        Some(n)
+    }
+
+    /// An ICE connectivity check: USERNAME "ourUfrag:theirUfrag", integrity with our password.
+    fn ice_reply(&mut self, src: SocketAddr, pkt: &[u8], msg: &stun::Message, user: &str) -> Option<Vec<u8>> {
+        self.stats.ice_checks += 1;
+        let ours = user.split(':').next().unwrap_or_default();
+        let pwd = self
+            .by_ufrag
+            .get(ours)
+            .and_then(|id| self.sessions.get(id))
+            .and_then(|s| s.ice.as_ref())
+            .map(|(_, pwd)| pwd.clone());
+        match pwd {
+            Some(pwd) if stun::check_integrity(pkt, pwd.as_bytes()) => {
+                Some(stun::binding_response(msg.tid, src, Some(pwd.as_bytes())))
+            }
+            _ => {
+                self.stats.ice_bad_credentials += 1;
+                None
+            }
+        }
+    }
+
+    /// Answers an echo request; unknown sessions and bad MACs get nothing.
+    pub fn on_echo(&mut self, now_us: u64, transport: Transport, pkt: &[u8], out: &mut [u8]) -> Option<usize> {
+        let head = match echo::peek_request(pkt) {
+            Ok(h) => h,
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                return None;
+            }
+        };
+        let Some(s) = self.sessions.get_mut(&head.session) else {
+            self.stats.drop_unknown_session += 1;
+            return None;
+        };
+        if echo::verify_request(&s.key, pkt).is_err() {
+            self.stats.drop_bad_mac += 1;
+            return None;
+        }
+        if pkt.len() > self.limits.max_packet || out.len() < pkt.len() {
+            self.stats.drop_malformed += 1;
+            return None;
+        }
+        self.stats.echo_requests += 1;
+        s.last_us = now_us;
+        let n = echo::encode_reply(&s.key, pkt, now_us, now_us, out);
+        match transport {
+            Transport::Udp => {
+                s.counters.udp_rx += 1;
+                s.counters.udp_tx += 1;
+            }
+            Transport::Tcp => {
+                s.counters.tcp_rx += 1;
+                s.counters.tcp_tx += 1;
+            }
+        }
+        self.stats.echo_replies += 1;
+        Some(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::Profile;
+    use proptest::prelude::*;
+
+    fn hello() -> Hello {
+        Hello {
+            proto_min: 1,
+            proto_max: 1,
+            client_version: "t".into(),
+            site: "s".into(),
+            profile: Profile::Audio,
+            interval_us: 20_000,
+            size: 160,
+            duration_ms: 5_000,
+        }
+    }
+
+    fn src() -> SocketAddr {
+        "198.51.100.2:40000".parse().unwrap()
+    }
+
+    #[test]
+    fn echo_needs_a_session_and_its_key() {
+        let mut core = Core::new(Limits::default());
+        let key = [4u8; 32];
+        let mut req = [0u8; 200];
+        let n = echo::encode_request(&SessionKey::new(&key), 77, 0, 10, 160, &mut req);
+        let mut out = [0u8; 1500];
+        assert_eq!(core.on_echo(1, Transport::Udp, &req[..n], &mut out), None);
+        assert_eq!(core.stats.drop_unknown_session, 1);
+        core.open(0, src().ip(), &hello(), 77, [5u8; 32], None).unwrap();
+        assert_eq!(core.on_echo(1, Transport::Udp, &req[..n], &mut out), None, "wrong key");
+        assert_eq!(core.stats.drop_bad_mac, 1);
+        core.close(77);
+        core.open(0, src().ip(), &hello(), 77, key, None).unwrap();
+        assert_eq!(core.on_echo(1, Transport::Tcp, &req[..n], &mut out), Some(n));
+        assert_eq!(core.counters(77).unwrap().tcp_rx, 1);
+    }
+
+    #[test]
+    fn limits_refuse_with_the_setting_named() {
+        let mut core = Core::new(Limits {
+            max_sessions_per_ip: 1,
+            ..Limits::default()
+        });
+        core.open(0, src().ip(), &hello(), 1, [0; 32], None).unwrap();
+        let r = core.open(0, src().ip(), &hello(), 2, [0; 32], None).unwrap_err();
+        assert_eq!(r.limit.as_deref(), Some("max-sessions-per-ip=1"));
+        let long = Hello {
+            duration_ms: 10_000_000,
+            ..hello()
+        };
+        let r = core.open(0, "198.51.100.3".parse().unwrap(), &long, 3, [0; 32], None).unwrap_err();
+        assert!(r.limit.unwrap().starts_with("max-duration="));
+        assert_eq!(core.stats.sessions_refused, 2);
+    }
+
+    #[test]
+    fn idle_sessions_expire() {
+        let mut core = Core::new(Limits::default());
+        core.open(0, src().ip(), &hello(), 9, [0; 32], None).unwrap();
+        assert!(core.expire(1_000_000).is_empty());
+        assert_eq!(core.expire(16_000_001), vec![9]);
+        assert_eq!(core.session_count(), 0);
+    }
+
+    #[test]
+    fn plain_binding_answered_only_when_padded() {
+        let mut core = Core::new(Limits::default());
+        let mut out = [0u8; 1500];
+        let bare = stun::binding_request([1; 12], None, None, 0);
+        assert_eq!(core.on_stun(src(), &bare, &mut out), None);
+        assert_eq!(core.stats.stun_too_small, 1);
+        let padded = stun::binding_request([1; 12], None, None, 64);
+        let n = core.on_stun(src(), &padded, &mut out).unwrap();
+        assert!(n <= padded.len());
+        assert_eq!(stun::decode(&out[..n]).unwrap().xor_mapped, Some(src()));
+    }
+
+    #[test]
+    fn ice_checks_need_the_session_password() {
+        let mut core = Core::new(Limits::default());
+        let creds = IceCredentials {
+            ufrag: "srvU".into(),
+            pwd: "serverpasswordserverpw".into(),
+        };
+        core.open(0, src().ip(), &hello(), 5, [0; 32], Some(creds.clone())).unwrap();
+        let mut out = [0u8; 1500];
+        let check = |pwd: &str| {
+            stun::ice_check_request(&stun::IceCheck {
+                tid: [3; 12],
+                username: "srvU:cliU",
+                password: pwd,
+                priority: 1,
+                controlling: true,
+                tiebreaker: 9,
+                use_candidate: false,
+            })
+        };
+        assert_eq!(core.on_stun(src(), &check("wrong"), &mut out), None);
+        let n = core.on_stun(src(), &check(&creds.pwd), &mut out).unwrap();
+        assert!(stun::check_integrity(&out[..n], creds.pwd.as_bytes()));
+        core.close(5);
+        assert_eq!(core.on_stun(src(), &check(&creds.pwd), &mut out), None, "closed session");
+    }
+
+    proptest! {
+        #[test]
+        fn random_datagrams_never_panic_or_reply(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            let mut core = Core::new(Limits::default());
+            core.open(0, src().ip(), &hello(), 1, [0; 32], None).unwrap();
+            let mut out = [0u8; 1500];
+            prop_assert_eq!(core.on_echo(1, Transport::Udp, &bytes, &mut out), None);
+            if let Some(n) = core.on_stun(src(), &bytes, &mut out) {
+                prop_assert!(n <= bytes.len());
+            }
+        }
+    }
+}

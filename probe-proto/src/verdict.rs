@@ -1,0 +1,279 @@
+//! Verdict rules: from measured facts to findings, in the words of the Calls troubleshooting
+//! guide. Pure functions, so every rule is unit-tested on constructed facts.
+
+use crate::msg::Refused;
+use crate::report::{Finding, Severity, TcpResult, UdpResult};
+
+pub const LOSS_WARN_PCT: f64 = 1.0;
+pub const LOSS_ERROR_PCT: f64 = 5.0;
+pub const LATENCY_WARN_MS: f64 = 150.0;
+pub const JITTER_WARN_MS: f64 = 30.0;
+
+/// Everything the rules look at.
+#[derive(Debug, Clone)]
+pub struct Facts<'a> {
+    /// `HOST:PORT` as the user named it.
+    pub server: &'a str,
+    pub port: u16,
+    pub udp_tested: bool,
+    pub tcp_tested: bool,
+    pub udp: &'a UdpResult,
+    pub tcp: &'a TcpResult,
+    /// The phase in which the server stopped answering mid-run, if it did.
+    pub server_lost: Option<&'a str>,
+    pub refused: Option<&'a Refused>,
+}
+
+pub fn evaluate(f: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let port = f.port;
+    let firewall = format!(
+        "Open inbound UDP {port} (and TCP {port} for TCP fallback) from client networks at every hop: the RTCD host's \
+         firewall (`sudo iptables -L -n` / `nft list ruleset`), cloud security groups or network ACLs, load balancers \
+         (they must forward UDP) and corporate firewalls."
+    );
+    let any_reachable = (f.udp_tested && f.udp.reachable) || (f.tcp_tested && f.tcp.reachable);
+    if let Some(r) = f.refused {
+        let limit = r.limit.as_deref().map(|l| format!(" (limit {l})")).unwrap_or_default();
+        out.push(Finding::new(
+            "server_refused",
+            Severity::Error,
+            format!("The probe server refused the test: {}{limit}.", r.reason),
+            "Run with fewer packets or a shorter --duration, or ask the admin to raise that probe-server limit.",
+        ));
+    }
+    if !any_reachable && (f.udp_tested || f.tcp_tested) {
+        out.push(Finding::new(
+            "server_unreachable",
+            Severity::Error,
+            format!(
+                "Nothing answered on {} over UDP or TCP: calls from this network cannot connect \
+                 (browsers log \"timed out waiting for rtc connection\").",
+                f.server
+            ),
+            format!("Check that probe-server (or RTCD) is running on that host and port. {firewall}"),
+        ));
+    } else {
+        if f.udp_tested && f.tcp_tested && !f.udp.reachable && f.tcp.reachable {
+            out.push(Finding::new(
+                "udp_blocked",
+                Severity::Error,
+                format!(
+                    "UDP to port {port} got no answer while TCP did: media will be forced onto TCP fallback \
+                     (RTCD v0.11+ and Calls v0.17+) or fail with \"timed out waiting for rtc connection\"."
+                ),
+                format!(
+                    "{firewall} A Cloudflare tunnel or an HTTP-only proxy carries no UDP: RTCD's ICE address must be \
+                     reachable directly over UDP."
+                ),
+            ));
+        }
+        if f.udp_tested && f.tcp_tested && f.udp.reachable && !f.tcp.reachable {
+            out.push(Finding::new(
+                "tcp_blocked",
+                Severity::Warning,
+                format!(
+                    "TCP to port {port} got no answer while UDP works: users on networks that block UDP cannot use \
+                     TCP fallback."
+                ),
+                format!(
+                    "Open inbound TCP {port} from client networks (security groups, host firewall, load balancer), \
+                     and keep RTCD's `rtc.ice_port_tcp` on that port."
+                ),
+            ));
+        }
+    }
+    if let Some(phase) = f.server_lost {
+        out.push(Finding::new(
+            "server_lost",
+            Severity::Error,
+            format!("The server stopped answering during {phase}; the figures above are partial."),
+            "Check whether probe-server (or the host) restarted or a firewall cut the flow mid-call, then run again.",
+        ));
+    }
+    if let Some(e) = f.udp.echo.as_ref().filter(|_| f.udp.reachable) {
+        loss(&mut out, e.loss_up_pct, e.loss_down_pct);
+        if let Some(r) = &e.rtt_ms {
+            if r.p95 >= LATENCY_WARN_MS {
+                out.push(Finding::new(
+                    "high_latency",
+                    Severity::Warning,
+                    format!("Round-trip time is high: p95 {:.0} ms (calls feel laggy from {LATENCY_WARN_MS:.0} ms).", r.p95),
+                    "Check the path between this network and RTCD (VPN hairpins, distant region); consider an RTCD \
+                     closer to users.",
+                ));
+            }
+        }
+        if e.jitter_ms >= JITTER_WARN_MS {
+            out.push(Finding::new(
+                "high_jitter",
+                Severity::Warning,
+                format!("Jitter is {:.1} ms (audio turns choppy from {JITTER_WARN_MS:.0} ms).", e.jitter_ms),
+                "Look for congestion on this network (Wi-Fi, uplink saturation) and prioritise real-time traffic with QoS.",
+            ));
+        }
+    } else if let Some(r) = f.tcp.echo.as_ref().and_then(|e| e.rtt_ms) {
+        if r.p95 >= LATENCY_WARN_MS {
+            out.push(Finding::new(
+                "high_latency",
+                Severity::Warning,
+                format!("Round-trip time over TCP is high: p95 {:.0} ms.", r.p95),
+                "Check the path between this network and RTCD; TCP fallback adds delay under loss.",
+            ));
+        }
+    }
+    out
+}
+
+fn loss(out: &mut Vec<Finding>, up: Option<f64>, down: Option<f64>) {
+    let dirs = [("client → server (upstream)", up), ("server → client (downstream)", down)];
+    let worst = dirs.iter().filter_map(|(_, v)| *v).fold(0.0, f64::max);
+    if worst < LOSS_WARN_PCT {
+        return;
+    }
+    let severity = if worst >= LOSS_ERROR_PCT {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
+    let parts: Vec<String> = dirs
+        .iter()
+        .filter_map(|(name, v)| v.filter(|p| *p >= LOSS_WARN_PCT).map(|p| format!("{p:.1} % {name}")))
+        .collect();
+    out.push(Finding::new(
+        "packet_loss",
+        severity,
+        format!("UDP packet loss: {} (audio degrades from 1 %, breaks up from 5 %).", parts.join(", ")),
+        "Check for congestion or a lossy link on that direction of the path (Wi-Fi, VPN, saturated uplink); on the RTCD \
+         host check `netstat -su` for receive errors and the socket buffers (net.core.rmem_max = 16777216).",
+    ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{EchoSummary, RttSummary};
+
+    fn echo(up: f64, down: f64, p95: f64, jitter: f64) -> EchoSummary {
+        EchoSummary {
+            sent: 100,
+            received: 100,
+            loss_up_pct: Some(up),
+            loss_down_pct: Some(down),
+            rtt_ms: Some(RttSummary {
+                min: 1.0,
+                p50: 2.0,
+                p95,
+                p99: p95,
+                max: p95,
+            }),
+            jitter_ms: jitter,
+            reordered: 0,
+            duplicates: 0,
+        }
+    }
+
+    fn ids(udp: &UdpResult, tcp: &TcpResult) -> Vec<(String, Severity)> {
+        let f = Facts {
+            server: "rtcd.example:8443",
+            port: 8443,
+            udp_tested: true,
+            tcp_tested: true,
+            udp,
+            tcp,
+            server_lost: None,
+            refused: None,
+        };
+        evaluate(&f).into_iter().map(|f| (f.id, f.severity)).collect()
+    }
+
+    fn up(e: Option<EchoSummary>) -> UdpResult {
+        UdpResult {
+            reachable: true,
+            echo: e,
+            ..Default::default()
+        }
+    }
+
+    fn tcp_up() -> TcpResult {
+        TcpResult {
+            reachable: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn clean_path_has_no_findings() {
+        assert!(ids(&up(Some(echo(0.0, 0.0, 20.0, 1.0))), &tcp_up()).is_empty());
+    }
+
+    #[test]
+    fn reachability_rules() {
+        let down = UdpResult::default();
+        assert_eq!(
+            ids(&down, &TcpResult::default()),
+            vec![("server_unreachable".into(), Severity::Error)]
+        );
+        assert_eq!(ids(&down, &tcp_up()), vec![("udp_blocked".into(), Severity::Error)]);
+        assert_eq!(
+            ids(&up(None), &TcpResult::default()),
+            vec![("tcp_blocked".into(), Severity::Warning)]
+        );
+    }
+
+    #[test]
+    fn loss_thresholds_and_direction() {
+        assert!(ids(&up(Some(echo(0.9, 0.0, 1.0, 0.0))), &tcp_up()).is_empty());
+        assert_eq!(
+            ids(&up(Some(echo(1.0, 0.0, 1.0, 0.0))), &tcp_up()),
+            vec![("packet_loss".into(), Severity::Warning)]
+        );
+        assert_eq!(
+            ids(&up(Some(echo(0.0, 5.0, 1.0, 0.0))), &tcp_up()),
+            vec![("packet_loss".into(), Severity::Error)]
+        );
+        let udp = up(Some(echo(0.0, 10.0, 1.0, 0.0)));
+        let tcp = tcp_up();
+        let f = Facts {
+            server: "h:1",
+            port: 1,
+            udp_tested: true,
+            tcp_tested: true,
+            udp: &udp,
+            tcp: &tcp,
+            server_lost: None,
+            refused: None,
+        };
+        let s = &evaluate(&f)[0].summary;
+        assert!(s.contains("downstream") && !s.contains("upstream"), "{s}");
+    }
+
+    #[test]
+    fn latency_and_jitter() {
+        assert_eq!(
+            ids(&up(Some(echo(0.0, 0.0, 150.0, 30.0))), &tcp_up()),
+            vec![
+                ("high_latency".into(), Severity::Warning),
+                ("high_jitter".into(), Severity::Warning)
+            ]
+        );
+    }
+
+    #[test]
+    fn only_tested_transports_count() {
+        let udp = UdpResult::default();
+        let tcp = tcp_up();
+        let f = Facts {
+            server: "h:1",
+            port: 1,
+            udp_tested: false,
+            tcp_tested: true,
+            udp: &udp,
+            tcp: &tcp,
+            server_lost: Some("the UDP echo phase"),
+            refused: None,
+        };
+        let got: Vec<String> = evaluate(&f).into_iter().map(|f| f.id).collect();
+        assert_eq!(got, vec!["server_lost".to_string()]);
+    }
+}

@@ -1,0 +1,112 @@
+//! Control messages, the same over a QUIC stream and over the TCP port: hello opens a session,
+//! finish asks for its counters, closing the channel ends it.
+
+use crate::shared::Shared;
+use probe_proto::msg::{negotiate, Control, Refused, Welcome};
+use probe_proto::session::IceCredentials;
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// One control channel's view: the peer and the session it opened, if any.
+pub struct Channel {
+    pub peer: SocketAddr,
+    pub via: &'static str,
+    pub session: Option<u64>,
+}
+
+impl Channel {
+    pub fn new(peer: SocketAddr, via: &'static str) -> Self {
+        Self {
+            peer,
+            via,
+            session: None,
+        }
+    }
+
+    /// Handles one message; returns the answer to send, if any.
+    pub fn handle(&mut self, shared: &Shared, msg: Control) -> Option<Control> {
+        match msg {
+            Control::Hello(hello) if self.session.is_none() => {
+                let Some(proto) = negotiate(hello.proto_min, hello.proto_max) else {
+                    return Some(Control::Refused(Refused {
+                        reason: format!(
+                            "protocol versions {}..={} are not spoken by this server ({})",
+                            hello.proto_min,
+                            hello.proto_max,
+                            env!("CARGO_PKG_VERSION")
+                        ),
+                        limit: None,
+                    }));
+                };
+                let id = u64::from_be_bytes(shared.random());
+                let key: [u8; 32] = shared.random();
+                let ice = shared.ice.as_ref().map(|_| IceCredentials {
+                    ufrag: alnum(&shared.random::<8>()),
+                    pwd: alnum(&shared.random::<24>()),
+                });
+                let now = shared.now_us();
+                let opened = shared.core().open(now, self.peer.ip(), &hello, id, key, ice.clone());
+                match opened {
+                    Ok(()) => {
+                        self.session = Some(id);
+                        tracing::info!(
+                            session = format_args!("{id:016x}"),
+                            peer = %self.peer,
+                            via = self.via,
+                            site = %hello.site,
+                            client = %hello.client_version,
+                            "session opened"
+                        );
+                        let ice = shared.ice.clone().zip(ice).map(|(mut offer, creds)| {
+                            offer.ufrag = creds.ufrag;
+                            offer.pwd = creds.pwd;
+                            offer
+                        });
+                        Some(Control::Welcome(Welcome {
+                            proto,
+                            session_id: id,
+                            key,
+                            server_version: env!("CARGO_PKG_VERSION").into(),
+                            server_time_ms: SystemTime::now()
+                                .duration_since(UNIX_EPOCH)
+                                .map_or(0, |d| d.as_millis() as u64),
+                            observed: self.peer.to_string(),
+                            ice,
+                        }))
+                    }
+                    Err(refused) => {
+                        tracing::warn!(peer = %self.peer, reason = %refused.reason, "session refused");
+                        Some(Control::Refused(refused))
+                    }
+                }
+            }
+            Control::Finish { session_id } if Some(session_id) == self.session => {
+                let now = shared.now_us();
+                let mut core = shared.core();
+                core.touch(session_id, now);
+                core.counters(session_id).map(Control::Counters)
+            }
+            _ => None,
+        }
+    }
+
+    /// Ends the channel's session and logs what it counted.
+    pub fn close(&mut self, shared: &Shared) {
+        if let Some(id) = self.session.take() {
+            if let Some(c) = shared.core().close(id) {
+                tracing::info!(
+                    session = format_args!("{id:016x}"),
+                    udp_rx = c.udp_rx,
+                    tcp_rx = c.tcp_rx,
+                    "session closed"
+                );
+            }
+        }
+    }
+}
+
+/// ICE ufrag/pwd characters (RFC 8445: ice-char is ALPHA / DIGIT / "+" / "/").
+fn alnum(bytes: &[u8]) -> String {
+    const SET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    bytes.iter().map(|b| SET[*b as usize % SET.len()] as char).collect()
+}

@@ -1,0 +1,82 @@
+//! The QUIC control endpoint on the shared UDP port.
+
+use crate::cert::Identity;
+use crate::control::Channel;
+use crate::shared::{canonical, Shared};
+use anyhow::{Context, Result};
+use probe_proto::frame::Decoder;
+use probe_proto::msg::Control;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const ALPN: &[u8] = b"calls-probe/1";
+/// A control channel that says nothing for this long is closed.
+const IDLE: Duration = Duration::from_secs(20);
+
+pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rustls::pki_types::CertificateDer::from(id.cert_der.clone());
+    let key = rustls::pki_types::PrivateKeyDer::try_from(id.key_der.clone())
+        .map_err(|e| anyhow::anyhow!("the stored private key is unusable: {e}"))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 with ring is available")?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .context("the stored certificate and key do not match")?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).context("QUIC TLS config")?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(IDLE.try_into().expect("small duration")));
+    transport.max_concurrent_uni_streams(0u8.into());
+    transport.max_concurrent_bidi_streams(1u8.into());
+    cfg.transport_config(Arc::new(transport));
+    Ok(cfg)
+}
+
+pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+    while let Some(incoming) = endpoint.accept().await {
+        // Validate the address first (Retry) so an unvalidated source gets one small packet,
+        // not the 3x amplification QUIC would otherwise allow.
+        if !incoming.remote_address_validated() {
+            let _ = incoming.retry();
+            continue;
+        }
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let peer = canonical(incoming.remote_address());
+            match incoming.await {
+                Ok(conn) => handle(conn, shared).await,
+                Err(e) => tracing::debug!(%peer, "QUIC handshake failed: {e}"),
+            }
+        });
+    }
+}
+
+async fn handle(conn: quinn::Connection, shared: Arc<Shared>) {
+    let mut channel = Channel::new(canonical(conn.remote_address()), "quic");
+    if let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(IDLE, conn.accept_bi()).await {
+        let mut dec = Decoder::new();
+        let mut buf = vec![0u8; 4096];
+        'read: while let Ok(Some(n)) = recv.read(&mut buf).await {
+            dec.push(&buf[..n]);
+            loop {
+                let payload = match dec.next_frame() {
+                    Ok(Some(p)) => p.to_vec(),
+                    Ok(None) => break,
+                    Err(_) => break 'read,
+                };
+                let Ok(msg) = Control::from_payload(&payload) else {
+                    break 'read;
+                };
+                if let Some(answer) = channel.handle(&shared, msg) {
+                    if send.write_all(&answer.to_frame()).await.is_err() {
+                        break 'read;
+                    }
+                }
+            }
+        }
+    }
+    channel.close(&shared);
+}

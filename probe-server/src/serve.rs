@@ -1,0 +1,158 @@
+//! `probe-server` (no subcommand): bind the port, print the ready line, serve until a signal.
+
+use crate::cli::ServeArgs;
+use crate::shared::Shared;
+use crate::{cert, fail, quic, tcp, udp};
+use probe_proto::session::{Core, Limits};
+use std::io::{ErrorKind, Write};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn run(args: ServeArgs) -> i32 {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    rt.block_on(serve(args))
+}
+
+fn bind_error(proto: &str, args: &ServeArgs, e: std::io::Error) -> i32 {
+    let addr = args.listen;
+    let port = addr.port();
+    match e.kind() {
+        ErrorKind::AddrInUse => fail(format!(
+            "{proto} port {port} on {} is already in use — RTCD is probably running there; stop RTCD while you \
+             test (the probe needs its port), or run the probe on another port with --listen {}:{}.",
+            addr.ip(),
+            addr.ip(),
+            port.wrapping_add(1)
+        )),
+        ErrorKind::PermissionDenied => fail(format!(
+            "not allowed to bind {proto} {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a \
+             higher port with --listen."
+        )),
+        ErrorKind::AddrNotAvailable => fail(format!(
+            "cannot bind {proto} {addr}: that address is not on this host; use 0.0.0.0:{port} or one of this \
+             host's addresses with --listen."
+        )),
+        _ => fail(format!("cannot bind {proto} {addr}: {e}.")),
+    }
+}
+
+async fn serve(args: ServeArgs) -> i32 {
+    // Plain binds: never SO_REUSEPORT, so a running RTCD makes this fail instead of losing traffic.
+    let udp_std = match std::net::UdpSocket::bind(args.listen) {
+        Ok(s) => s,
+        Err(e) => return bind_error("UDP", &args, e),
+    };
+    let tcp_std = match std::net::TcpListener::bind(udp_std.local_addr().unwrap_or(args.listen)) {
+        Ok(s) => s,
+        Err(e) => return bind_error("TCP", &args, e),
+    };
+    let state_dir = args.state_dir.clone().unwrap_or_else(cert::default_state_dir);
+    let identity = match cert::load_or_create(&state_dir) {
+        Ok(id) => id,
+        Err(e) => return fail(format!("{e:#}.")),
+    };
+    let limits = Limits {
+        max_sessions: args.max_sessions,
+        max_sessions_per_ip: args.max_sessions_per_ip,
+        max_duration_ms: args.max_duration.saturating_mul(1000),
+        min_interval_us: (args.min_interval * 1000.0) as u32,
+        max_packet: args.max_packet.min(probe_proto::echo::MAX_LEN),
+        idle_timeout_us: args.idle_timeout.saturating_mul(1_000_000),
+    };
+    let shared = Arc::new(Shared::new(Core::new(limits), None));
+
+    let setup = (|| -> anyhow::Result<_> {
+        udp_std.set_nonblocking(true)?;
+        tcp_std.set_nonblocking(true)?;
+        let udp_sock = Arc::new(tokio::net::UdpSocket::from_std(udp_std)?);
+        let listener = tokio::net::TcpListener::from_std(tcp_std)?;
+        let (quic_sock, quic_tx) = udp::QuicSocket::new(udp_sock.clone());
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(quic::server_config(&identity)?),
+            Arc::new(quic_sock),
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        Ok((udp_sock, listener, endpoint, quic_tx))
+    })();
+    let (udp_sock, listener, endpoint, quic_tx) = match setup {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot set up the listeners: {e:#}.")),
+    };
+    let udp_addr = udp_sock.local_addr().unwrap_or(args.listen);
+    let tcp_addr = listener.local_addr().unwrap_or(args.listen);
+
+    let tasks = [
+        tokio::spawn(udp::serve(udp_sock, shared.clone(), quic_tx)),
+        tokio::spawn(tcp::serve(listener, shared.clone())),
+        tokio::spawn(quic::serve(endpoint.clone(), shared.clone())),
+        tokio::spawn(expire(shared.clone())),
+    ];
+
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "probe-server ready udp={udp_addr} tcp={tcp_addr} pin={}", identity.pin);
+        let _ = out.flush();
+    }
+    tracing::info!(
+        "listening on UDP and TCP {udp_addr}; users run: probe-client {} --pin {}",
+        client_target(udp_addr),
+        identity.pin
+    );
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    // Replies are sent inline, so nothing is in flight once the loops stop; tell QUIC peers.
+    endpoint.close(0u32.into(), b"server shutting down");
+    let _ = tokio::time::timeout(Duration::from_millis(300), endpoint.wait_idle()).await;
+    for t in tasks {
+        t.abort();
+    }
+    let s = shared.core().stats;
+    tracing::info!(
+        echo_replies = s.echo_replies,
+        stun_replies = s.stun_replies,
+        dropped = s.drop_malformed + s.drop_bad_mac + s.drop_unknown_session + s.stun_too_small,
+        "stopped"
+    );
+    0
+}
+
+/// What to put in the copy-paste client command: the bound address unless it is a wildcard.
+fn client_target(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("THIS_HOST:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+async fn expire(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = shared.now_us();
+        for id in shared.core().expire(now) {
+            tracing::info!(session = format_args!("{id:016x}"), "session expired (idle or over its lifetime)");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,58 @@
+//! State shared by the server's tasks: the sans-IO core behind a mutex, the clock, the RNG.
+
+use probe_proto::msg::IceOffer;
+use probe_proto::session::Core;
+use ring::rand::{SecureRandom, SystemRandom};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+pub struct Shared {
+    core: Mutex<Core>,
+    start: Instant,
+    rng: SystemRandom,
+    /// What RTCD would advertise, computed once at start; handed to every session.
+    pub ice: Option<IceOffer>,
+    /// Datagrams outside every demux range.
+    pub drop_other: AtomicU64,
+    /// QUIC datagrams dropped because the endpoint's queue was full.
+    pub drop_quic_queue: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(core: Core, ice: Option<IceOffer>) -> Self {
+        Self {
+            core: Mutex::new(core),
+            start: Instant::now(),
+            rng: SystemRandom::new(),
+            ice,
+            drop_other: AtomicU64::new(0),
+            drop_quic_queue: AtomicU64::new(0),
+        }
+    }
+
+    /// Microseconds on the server's monotonic clock (the echo timestamps' origin).
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    pub fn core(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock would be a bug; keep serving rather than cascade.
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn random<const N: usize>(&self) -> [u8; N] {
+        let mut b = [0u8; N];
+        self.rng.fill(&mut b).expect("the OS random source works");
+        b
+    }
+
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Turns a v4-mapped IPv6 peer (dual-stack `[::]` socket) into the IPv4 address users know.
+pub fn canonical(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}

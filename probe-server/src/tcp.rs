@@ -1,0 +1,86 @@
+//! The TCP port: RFC 4571 frames, each demultiplexed by its first byte like the UDP port —
+//! STUN, echo, or a control message when UDP is blocked and QUIC cannot run.
+
+use crate::control::Channel;
+use crate::shared::{canonical, Shared};
+use probe_proto::demux::{classify, Kind};
+use probe_proto::frame::{self, Decoder};
+use probe_proto::msg::{Control, Transport, CONTROL_TAG};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A connection that sends nothing for this long is closed (RTCD uses 30 s for its first STUN).
+const IDLE: Duration = Duration::from_secs(30);
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let shared = shared.clone();
+                tokio::spawn(async move { handle(stream, shared).await });
+            }
+            Err(e) => {
+                tracing::warn!("TCP accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
+    let Ok(peer) = stream.peer_addr().map(canonical) else {
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let mut channel = Channel::new(peer, "tcp");
+    let mut dec = Decoder::new();
+    let mut buf = vec![0u8; 8192];
+    let mut out = vec![0u8; 2048];
+    'conn: loop {
+        let n = match tokio::time::timeout(IDLE, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        dec.push(&buf[..n]);
+        let mut replies = Vec::new();
+        loop {
+            let payload = match dec.next_frame() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(_) => {
+                    shared.core().stats.drop_malformed += 1;
+                    break 'conn;
+                }
+            };
+            let reply = match classify(payload) {
+                Kind::Stun => shared.core().on_stun(peer, payload, &mut out).map(|n| out[..n].to_vec()),
+                Kind::Echo => {
+                    let now = shared.now_us();
+                    let n = shared.core().on_echo(now, Transport::Tcp, payload, &mut out);
+                    n.map(|n| out[..n].to_vec())
+                }
+                _ if payload.first() == Some(&CONTROL_TAG) => match Control::from_payload(payload) {
+                    Ok(msg) => channel.handle(&shared, msg).map(|c| c.to_payload()),
+                    Err(_) => {
+                        shared.core().stats.drop_malformed += 1;
+                        break 'conn;
+                    }
+                },
+                // Like RTCD's TCP mux: a frame that is none of ours ends the connection.
+                _ => {
+                    shared.core().stats.drop_malformed += 1;
+                    break 'conn;
+                }
+            };
+            if let Some(r) = reply {
+                replies.extend(frame::encode(&r));
+            }
+        }
+        if !replies.is_empty() && stream.write_all(&replies).await.is_err() {
+            break;
+        }
+    }
+    channel.close(&shared);
+}
