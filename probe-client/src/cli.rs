@@ -20,7 +20,10 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// From the Mattermost host: check what the Calls plugin needs from RTCD's API (port 8045).
+    RtcdApi(crate::rtcd_api::RtcdApiArgs),
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProfileArg {
@@ -53,6 +56,9 @@ pub struct ProbeArgs {
     /// Refuse a server whose certificate does not have this SHA-256 pin (sha256:HEX, printed by probe-server).
     #[arg(long, env = "PROBE_PIN")]
     pub pin: Option<String>,
+    /// Access token, when the admin started probe-server with --token.
+    #[arg(long, env = "PROBE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Print one JSON object (schema 1) instead of the human report.
     #[arg(long)]
     pub json: bool,
@@ -65,7 +71,9 @@ pub struct ProbeArgs {
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if (0.2..=600.0).contains(&v) {
         Ok(v)
     } else {
@@ -74,7 +82,9 @@ fn parse_duration(s: &str) -> Result<f64, String> {
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of milliseconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of milliseconds"))?;
     if (1.0..=1000.0).contains(&v) {
         Ok(v)
     } else {

@@ -20,8 +20,12 @@ pub enum QuicError {
     Failed(String),
 }
 
+/// Control payloads are padded to this size so the server's answer is never larger.
+pub const CONTROL_PAD_TO: usize = 1100;
+
 pub struct QuicControl {
     _endpoint: quinn::Endpoint,
+    token: Option<[u8; 32]>,
     pub conn: quinn::Connection,
     send: quinn::SendStream,
     recv: quinn::RecvStream,
@@ -30,7 +34,12 @@ pub struct QuicControl {
 }
 
 impl QuicControl {
-    pub async fn connect(server: SocketAddr, pin: Option<String>, timeout: Duration) -> Result<Self, QuicError> {
+    pub async fn connect(
+        server: SocketAddr,
+        pin: Option<String>,
+        token: Option<[u8; 32]>,
+        timeout: Duration,
+    ) -> Result<Self, QuicError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = Arc::new(PinVerifier::new(pin, provider.clone()));
         let fail = |e: String| QuicError::Failed(e);
@@ -41,7 +50,8 @@ impl QuicControl {
             .with_custom_certificate_verifier(verifier.clone())
             .with_no_client_auth();
         tls.alpn_protocols = vec![ALPN.to_vec()];
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| fail(e.to_string()))?;
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+            .map_err(|e| fail(e.to_string()))?;
         let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
         let mut transport = quinn::TransportConfig::default();
         // Short idle timeout with keep-alives: a dead server is noticed within seconds.
@@ -53,7 +63,14 @@ impl QuicControl {
         } else {
             "[::]:0".parse().expect("literal")
         };
-        let endpoint = quinn::Endpoint::client(bind).map_err(|e| fail(format!("cannot open a UDP socket: {e}")))?;
+        // The server demultiplexes by first byte (RFC 9443): never grease QUIC's fixed bit.
+        let mut endpoint_cfg = quinn::EndpointConfig::default();
+        endpoint_cfg.grease_quic_bit(false);
+        let socket = std::net::UdpSocket::bind(bind)
+            .map_err(|e| fail(format!("cannot open a UDP socket: {e}")))?;
+        let endpoint =
+            quinn::Endpoint::new(endpoint_cfg, None, socket, Arc::new(quinn::TokioRuntime))
+                .map_err(|e| fail(format!("cannot open a UDP socket: {e}")))?;
         let attempt = async {
             let conn = endpoint
                 .connect_with(cfg, server, "probe-server")
@@ -76,6 +93,7 @@ impl QuicControl {
         };
         Ok(Self {
             _endpoint: endpoint,
+            token,
             conn,
             send,
             recv,
@@ -86,11 +104,15 @@ impl QuicControl {
 
     pub async fn request(&mut self, msg: &Control, timeout: Duration) -> Result<Control, String> {
         let exchange = async {
-            self.send.write_all(&msg.to_frame()).await.map_err(|e| e.to_string())?;
+            self.send
+                .write_all(&msg.to_frame(self.token.as_ref()))
+                .await
+                .map_err(|e| e.to_string())?;
             let mut buf = [0u8; 4096];
             loop {
                 if let Some(p) = self.dec.next_frame().map_err(|e| e.to_string())? {
-                    return Control::from_payload(p).map_err(|e| e.to_string());
+                    return Control::from_payload(p, self.token.as_ref())
+                        .map_err(|e| e.to_string());
                 }
                 match self.recv.read(&mut buf).await.map_err(|e| e.to_string())? {
                     Some(n) => self.dec.push(&buf[..n]),
@@ -116,11 +138,16 @@ pub struct TcpLink {
     pub rd: OwnedReadHalf,
     pub wr: OwnedWriteHalf,
     pub dec: Decoder,
+    pub token: Option<[u8; 32]>,
 }
 
 impl TcpLink {
     /// Connects; returns the link and the connect time in ms.
-    pub async fn connect(server: SocketAddr, timeout: Duration) -> Result<(Self, f64), String> {
+    pub async fn connect(
+        server: SocketAddr,
+        token: Option<[u8; 32]>,
+        timeout: Duration,
+    ) -> Result<(Self, f64), String> {
         let t0 = Instant::now();
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(server)).await {
             Ok(Ok(s)) => s,
@@ -135,6 +162,7 @@ impl TcpLink {
                 rd,
                 wr,
                 dec: Decoder::new(),
+                token,
             },
             ms,
         ))
@@ -152,14 +180,16 @@ impl TcpLink {
     /// answers. Returns the mapped address.
     pub async fn stun(&mut self, timeout: Duration) -> Result<SocketAddr, String> {
         let tid: [u8; 12] = rand_bytes();
-        let req = stun::binding_request(tid, None, None, 64);
+        let req = stun_request(tid, self.token.as_ref());
         let exchange = async {
             self.send(&req).await.map_err(|e| e.to_string())?;
             loop {
                 let f = self.next_frame().await?;
                 if let Ok(m) = stun::decode(&f) {
                     if m.tid == tid {
-                        return m.xor_mapped.ok_or_else(|| "STUN answer without a mapped address".to_string());
+                        return m
+                            .xor_mapped
+                            .ok_or_else(|| "STUN answer without a mapped address".to_string());
                     }
                 }
             }
@@ -172,11 +202,14 @@ impl TcpLink {
     /// A control exchange on this connection; frames of other kinds are skipped.
     pub async fn request(&mut self, msg: &Control, timeout: Duration) -> Result<Control, String> {
         let exchange = async {
-            self.send(&msg.to_payload()).await.map_err(|e| e.to_string())?;
+            self.send(&msg.to_payload(self.token.as_ref()))
+                .await
+                .map_err(|e| e.to_string())?;
             loop {
                 let f = self.next_frame().await?;
                 if f.first() == Some(&probe_proto::msg::CONTROL_TAG) {
-                    return Control::from_payload(&f).map_err(|e| e.to_string());
+                    return Control::from_payload(&f, self.token.as_ref())
+                        .map_err(|e| e.to_string());
                 }
             }
         };
@@ -202,9 +235,21 @@ pub async fn read_frame(rd: &mut OwnedReadHalf, dec: &mut Decoder) -> Result<Vec
     }
 }
 
+/// A Binding request padded so its answer is never larger; with a token it proves it holds it.
+pub fn stun_request(tid: [u8; 12], token: Option<&[u8; 32]>) -> Vec<u8> {
+    match token {
+        Some(key) => {
+            stun::binding_request(tid, Some(probe_proto::auth::STUN_USERNAME), Some(key), 128)
+        }
+        None => stun::binding_request(tid, None, None, 64),
+    }
+}
+
 pub fn rand_bytes<const N: usize>() -> [u8; N] {
     use ring::rand::SecureRandom;
     let mut b = [0u8; N];
-    ring::rand::SystemRandom::new().fill(&mut b).expect("the OS random source works");
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the OS random source works");
     b
 }

@@ -1,6 +1,6 @@
 //! STUN and media-shaped echo: over UDP on one connected socket, and over a TCP link.
 
-use crate::control::{rand_bytes, read_frame, TcpLink};
+use crate::control::{rand_bytes, read_frame, stun_request, TcpLink};
 use crate::progress::Progress;
 use crate::schedule::Schedule;
 use probe_proto::echo::{self, SessionKey};
@@ -52,9 +52,9 @@ pub async fn udp_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// Binding request with retransmissions; padded so the answer is never larger than the request.
-pub async fn udp_stun(sock: &UdpSocket) -> Option<StunAnswer> {
+pub async fn udp_stun(sock: &UdpSocket, token: Option<&[u8; 32]>) -> Option<StunAnswer> {
     let tid: [u8; 12] = rand_bytes();
-    let req = stun::binding_request(tid, None, None, 64);
+    let req = stun_request(tid, token);
     let t0 = Instant::now();
     let give_up = tokio::time::Instant::from_std(t0 + STUN_GIVE_UP);
     let mut buf = [0u8; 1500];
@@ -120,9 +120,9 @@ impl EchoOutcome {
     /// Replies came at first and then stopped well before sending ended: the server went away.
     pub fn stopped_midway(&self) -> bool {
         self.broken.is_some()
-            || self
-                .last_reply
-                .is_some_and(|t| self.sending_ended.saturating_duration_since(t) > Duration::from_secs(1))
+            || self.last_reply.is_some_and(|t| {
+                self.sending_ended.saturating_duration_since(t) > Duration::from_secs(1)
+            })
     }
 
     fn record(&mut self, s: &EchoSession, bytes: &[u8], max_rtt: &mut u64) {
@@ -130,7 +130,13 @@ impl EchoOutcome {
             if r.session == s.id {
                 let now = s.clock.us();
                 *max_rtt = (*max_rtt).max(now.saturating_sub(r.client_send_us));
-                self.stats.on_reply(r.seq, r.client_send_us, r.server_recv_us, r.server_send_us, now);
+                self.stats.on_reply(
+                    r.seq,
+                    r.client_send_us,
+                    r.server_recv_us,
+                    r.server_send_us,
+                    now,
+                );
                 self.last_reply = Some(Instant::now());
             }
         }
@@ -197,7 +203,7 @@ pub async fn tcp_echo(link: &mut TcpLink, s: &EchoSession<'_>) -> EchoOutcome {
     let mut max_rtt = 0;
     let mut done_at: Option<tokio::time::Instant> = None;
     let mut out = [0u8; echo::MAX_LEN];
-    let TcpLink { rd, wr, dec } = link;
+    let TcpLink { rd, wr, dec, .. } = link;
     loop {
         tokio::select! {
             biased;

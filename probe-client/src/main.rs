@@ -5,6 +5,7 @@ mod control;
 mod echo;
 mod pin;
 mod progress;
+mod rtcd_api;
 mod run;
 mod schedule;
 mod target;
@@ -25,6 +26,7 @@ fn main() {
     let code = rt.block_on(async {
         match args.command {
             None => run::main(args.probe).await,
+            Some(cli::Command::RtcdApi(a)) => rtcd_api::run(a).await,
         }
     });
     // Background tasks (QUIC drivers) must not keep a finished run alive.

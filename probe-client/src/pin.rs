@@ -27,7 +27,13 @@ pub fn parse_pin(s: &str) -> Result<String, String> {
 
 pub fn pin_of(der: &[u8]) -> String {
     let d = ring::digest::digest(&ring::digest::SHA256, der);
-    format!("sha256:{}", d.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>())
+    format!(
+        "sha256:{}",
+        d.as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    )
 }
 
 #[derive(Debug)]
@@ -69,7 +75,9 @@ impl ServerCertVerifier for PinVerifier {
         let pin = pin_of(end_entity.as_ref());
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(pin.clone());
         match &self.expected {
-            Some(want) if *want != pin => Err(rustls::Error::General(format!("certificate pin {pin} is not {want}"))),
+            Some(want) if *want != pin => Err(rustls::Error::General(format!(
+                "certificate pin {pin} is not {want}"
+            ))),
             // Without --pin the run still measures the path; the report names the pin it saw.
             _ => Ok(ServerCertVerified::assertion()),
         }
@@ -91,11 +99,18 @@ impl ServerCertVerifier for PinVerifier {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         // The pin says which key; the signature still proves the server holds it.
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -106,8 +121,14 @@ mod tests {
     #[test]
     fn pin_forms() {
         let hex = "ab".repeat(32);
-        assert_eq!(parse_pin(&format!("sha256:{hex}")).unwrap(), format!("sha256:{hex}"));
-        assert_eq!(parse_pin(&hex.to_uppercase()).unwrap(), format!("sha256:{hex}"));
+        assert_eq!(
+            parse_pin(&format!("sha256:{hex}")).unwrap(),
+            format!("sha256:{hex}")
+        );
+        assert_eq!(
+            parse_pin(&hex.to_uppercase()).unwrap(),
+            format!("sha256:{hex}")
+        );
         assert!(parse_pin("sha256:abc").is_err());
         assert!(parse_pin(&"zz".repeat(32)).is_err());
     }

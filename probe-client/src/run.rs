@@ -2,7 +2,7 @@
 //! (QUIC, else TCP), UDP echo, TCP echo, final counters, verdict.
 
 use crate::cli::ProbeArgs;
-use crate::control::{QuicControl, QuicError, TcpLink};
+use crate::control::{QuicControl, QuicError, TcpLink, CONTROL_PAD_TO};
 use crate::echo::{self, Clock, EchoOutcome, EchoSession};
 use crate::progress::Progress;
 use crate::schedule::Schedule;
@@ -10,8 +10,8 @@ use crate::target::Target;
 use crate::{fail, pin};
 use probe_proto::echo::SessionKey;
 use probe_proto::msg::{Control, Counters, Hello, Refused, Welcome, PROTO_MAX, PROTO_MIN};
-use probe_proto::stats::EchoSummary;
 use probe_proto::report::{self, Finding, Report, Severity, StunResult, TcpResult, UdpResult};
+use probe_proto::stats::EchoSummary;
 use probe_proto::verdict::{self, Facts};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,7 +24,10 @@ pub async fn main(args: ProbeArgs) -> i32 {
     match run(&args).await {
         Ok(report) => {
             if args.json {
-                println!("{}", serde_json::to_string(&report).expect("reports serialise"));
+                println!(
+                    "{}",
+                    serde_json::to_string(&report).expect("reports serialise")
+                );
             } else {
                 print!("{}", report::render_text(&report));
             }
@@ -54,12 +57,24 @@ impl Ctl {
 pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
     let t0 = Instant::now();
     let clock = Clock(t0);
-    let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let started_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let target = Target::parse(args.server.as_deref().unwrap_or_default())?;
     let pin = args.pin.as_deref().map(pin::parse_pin).transpose()?;
     if args.no_udp && args.no_tcp {
-        return Err("--no-udp and --no-tcp together leave nothing to test; drop one of them".into());
+        return Err(
+            "--no-udp and --no-tcp together leave nothing to test; drop one of them".into(),
+        );
     }
+    let token = match args.token.as_deref().map(str::trim) {
+        Some("") => {
+            return Err(
+                "the access token is empty; pass the token the admin gave you with --token".into(),
+            )
+        }
+        t => t.map(probe_proto::auth::token_key),
+    };
     let schedule = Schedule::from_args(args);
     let site = args
         .site
@@ -77,7 +92,7 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
         }
         match echo::udp_socket(addr).await {
             Ok(sock) => {
-                let answer = echo::udp_stun(&sock).await;
+                let answer = echo::udp_stun(&sock, token.as_ref()).await;
                 Some((sock, answer))
             }
             Err(e) => {
@@ -90,7 +105,7 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
         if args.no_tcp {
             return None;
         }
-        match TcpLink::connect(addr, TCP_CONNECT).await {
+        match TcpLink::connect(addr, token, TCP_CONNECT).await {
             Ok((mut link, ms)) => {
                 let ok = link.stun(TCP_STUN).await.is_ok();
                 Some((Some(link).filter(|_| ok), Some(ms), ok))
@@ -124,7 +139,7 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
     let mut pin_seen = None;
     if udp.reachable {
         progress.show("opening the QUIC control channel");
-        match QuicControl::connect(addr, pin.clone(), QUIC_CONNECT).await {
+        match QuicControl::connect(addr, pin.clone(), token, QUIC_CONNECT).await {
             Ok(q) => {
                 pin_seen = q.pin_seen.clone();
                 ctl = Ctl::Quic(q);
@@ -152,15 +167,18 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
             }
         }
     }
-    let hello = Control::Hello(Hello {
-        proto_min: PROTO_MIN,
-        proto_max: PROTO_MAX,
-        client_version: env!("CARGO_PKG_VERSION").into(),
-        site: site.clone(),
-        profile: schedule.profile,
-        interval_us: schedule.mean_interval_us(),
-        size: schedule.max_size(),
-        duration_ms: schedule.duration.as_millis() as u32,
+    let hello = padded(|pad| {
+        Control::Hello(Hello {
+            proto_min: PROTO_MIN,
+            proto_max: PROTO_MAX,
+            client_version: env!("CARGO_PKG_VERSION").into(),
+            site: site.clone(),
+            profile: schedule.profile,
+            interval_us: schedule.mean_interval_us(),
+            size: schedule.max_size(),
+            duration_ms: schedule.duration.as_millis() as u32,
+            pad,
+        })
     });
     let mut refused: Option<Refused> = None;
     let mut welcome: Option<Welcome> = None;
@@ -201,7 +219,7 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
             let link = match &mut ctl {
                 Ctl::Tcp(link) => Ok(link),
                 // A fresh connection: the probe's one may have idled out during a long UDP phase.
-                _ => match TcpLink::connect(addr, TCP_CONNECT).await {
+                _ => match TcpLink::connect(addr, token, TCP_CONNECT).await {
                     Ok((l, _)) => Ok(tcp_link.insert(l)),
                     Err(e) => Err(e),
                 },
@@ -216,7 +234,11 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
             }
         }
         progress.show("collecting the server's counters");
-        match ctl.request(&Control::Finish { session_id: w.session_id }).await {
+        let finish = padded(|pad| Control::Finish {
+            session_id: w.session_id,
+            pad,
+        });
+        match ctl.request(&finish).await {
             Ok(Control::Counters(c)) => counters = Some(c),
             other => tracing::warn!("final counters unavailable: {other:?}"),
         }
@@ -234,13 +256,15 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
         .filter(|o| o.stats.sent() > 0)
         .map(|o| summary(o, counters.map(|c| (c.tcp_rx, c.tcp_tx))));
     let lost = match (&welcome, counters) {
-        (Some(_), None) => Some(if udp_out.as_ref().is_some_and(EchoOutcome::stopped_midway) {
-            "the UDP echo phase"
-        } else if tcp_out.as_ref().is_some_and(EchoOutcome::stopped_midway) {
-            "the TCP echo phase"
-        } else {
-            "the final exchange of counters"
-        }),
+        (Some(_), None) => Some(
+            if udp_out.as_ref().is_some_and(EchoOutcome::stopped_midway) {
+                "the UDP echo phase"
+            } else if tcp_out.as_ref().is_some_and(EchoOutcome::stopped_midway) {
+                "the TCP echo phase"
+            } else {
+                "the final exchange of counters"
+            },
+        ),
         _ => None,
     };
     let facts = Facts {
@@ -284,4 +308,12 @@ fn summary(o: &EchoOutcome, server: Option<(u64, u64)>) -> EchoSummary {
     s.loss_up_pct = s.loss_up_pct.map(round3);
     s.loss_down_pct = s.loss_down_pct.map(round3);
     s
+}
+
+/// Builds a control message padded to [`CONTROL_PAD_TO`] bytes, so the server may answer it
+/// without ever sending more than it received.
+fn padded(make: impl Fn(Vec<u8>) -> Control) -> Control {
+    let bare = make(Vec::new()).to_payload(None).len();
+    // Two bytes of slack for the varint length prefix of the pad growing.
+    make(vec![0; CONTROL_PAD_TO.saturating_sub(bare + 2)])
 }

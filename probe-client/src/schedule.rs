@@ -20,7 +20,11 @@ impl Schedule {
             // Opus at 20 ms frames: ~160 bytes with RTP and SRTP overhead.
             ProfileArg::Audio => (Profile::Audio, 20.0, vec![160]),
             // ~1.5 Mbit/s at 30 frames/s: 6250 bytes a frame in 1200-byte packets.
-            ProfileArg::Video => (Profile::Video, 1000.0 / 30.0, vec![1200, 1200, 1200, 1200, 1200, 250]),
+            ProfileArg::Video => (
+                Profile::Video,
+                1000.0 / 30.0,
+                vec![1200, 1200, 1200, 1200, 1200, 250],
+            ),
         };
         if let Some(size) = a.size {
             burst.iter_mut().for_each(|s| *s = size.into());

@@ -25,10 +25,16 @@ impl Target {
                 "" => DEFAULT_PORT,
                 t => port(t.strip_prefix(':').ok_or_else(bad)?).ok_or_else(bad)?,
             };
-            return Ok(Self { host: host.into(), port });
+            return Ok(Self {
+                host: host.into(),
+                port,
+            });
         }
         if s.parse::<std::net::Ipv6Addr>().is_ok() {
-            return Ok(Self { host: s.into(), port: DEFAULT_PORT });
+            return Ok(Self {
+                host: s.into(),
+                port: DEFAULT_PORT,
+            });
         }
         match s.rsplit_once(':') {
             Some((h, p)) if !h.is_empty() => Ok(Self {
@@ -84,14 +90,32 @@ mod tests {
 
     #[test]
     fn forms() {
-        let t = |h: &str, p| Target { host: h.into(), port: p };
-        assert_eq!(Target::parse("rtcd.example.com"), Ok(t("rtcd.example.com", 8443)));
+        let t = |h: &str, p| Target {
+            host: h.into(),
+            port: p,
+        };
+        assert_eq!(
+            Target::parse("rtcd.example.com"),
+            Ok(t("rtcd.example.com", 8443))
+        );
         assert_eq!(Target::parse("203.0.113.5:443"), Ok(t("203.0.113.5", 443)));
-        assert_eq!(Target::parse("[2001:db8::1]:9000"), Ok(t("2001:db8::1", 9000)));
+        assert_eq!(
+            Target::parse("[2001:db8::1]:9000"),
+            Ok(t("2001:db8::1", 9000))
+        );
         assert_eq!(Target::parse("[2001:db8::1]"), Ok(t("2001:db8::1", 8443)));
         assert_eq!(Target::parse("2001:db8::1"), Ok(t("2001:db8::1", 8443)));
         assert_eq!(t("2001:db8::1", 1).display(), "[2001:db8::1]:1");
-        for bad in ["", "host:", "host:0", "host:99999", ":80", "[::1", "[nothost]:1", "[::1]x"] {
+        for bad in [
+            "",
+            "host:",
+            "host:0",
+            "host:99999",
+            ":80",
+            "[::1",
+            "[nothost]:1",
+            "[::1]x",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }

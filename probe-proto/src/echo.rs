@@ -63,7 +63,9 @@ pub enum EchoError {
 impl std::fmt::Display for EchoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            EchoError::Length(n) => write!(f, "echo packet of {n} bytes outside {MIN_LEN}..={MAX_LEN}"),
+            EchoError::Length(n) => {
+                write!(f, "echo packet of {n} bytes outside {MIN_LEN}..={MAX_LEN}")
+            }
             EchoError::NotEcho => write!(f, "not an RTP-shaped echo packet"),
             EchoError::PayloadType(pt) => write!(f, "unexpected payload type {pt}"),
             EchoError::BadMac => write!(f, "echo MAC does not verify"),
@@ -225,16 +227,26 @@ mod tests {
         let mut req = [0u8; MAX_LEN];
         let n = encode_request(&k, 0xdead_beef_0102_0304, 7, 123_456, 160, &mut req);
         assert_eq!(n, 160);
-        assert!((128..=191).contains(&req[0]), "echo stays in the RTP demux range");
+        assert!(
+            (128..=191).contains(&req[0]),
+            "echo stays in the RTP demux range"
+        );
         let h = verify_request(&k, &req[..n]).unwrap();
-        assert_eq!((h.session, h.seq, h.client_send_us), (0xdead_beef_0102_0304, 7, 123_456));
+        assert_eq!(
+            (h.session, h.seq, h.client_send_us),
+            (0xdead_beef_0102_0304, 7, 123_456)
+        );
         let mut rep = [0u8; MAX_LEN];
         let m = encode_reply(&k, &req[..n], 1000, 1010, &mut rep);
         assert_eq!(m, n, "reply never larger than request");
         let r = decode_reply(&k, &rep[..m]).unwrap();
         assert_eq!(r.seq, 7);
         assert_eq!((r.server_recv_us, r.server_send_us), (1000, 1010));
-        assert_ne!(&rep[HEADER_LEN..m], &req[HEADER_LEN..n], "client fill is not echoed");
+        assert_ne!(
+            &rep[HEADER_LEN..m],
+            &req[HEADER_LEN..n],
+            "client fill is not echoed"
+        );
     }
 
     #[test]
@@ -250,7 +262,10 @@ mod tests {
         assert_eq!(decode_reply(&key(1), &req[..n]), Err(EchoError::BadMac));
         // Truncation changes the covered length.
         let n = encode_request(&key(1), 5, 1, 2, 200, &mut req);
-        assert_eq!(verify_request(&key(1), &req[..n - 4]), Err(EchoError::BadMac));
+        assert_eq!(
+            verify_request(&key(1), &req[..n - 4]),
+            Err(EchoError::BadMac)
+        );
     }
 
     #[test]

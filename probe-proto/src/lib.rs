@@ -15,10 +15,13 @@
 //! See [`demux`]: STUN 0–3, QUIC 64–127 and 192–255, RTP-shaped echo 128–191 (RFC 7983 and
 //! RFC 9443). TCP carries the same packets in RFC 4571 frames ([`frame`]).
 
+pub mod auth;
 pub mod demux;
 pub mod echo;
 pub mod frame;
+pub mod http;
 pub mod msg;
+pub mod ratelimit;
 pub mod report;
 pub mod rtcd;
 pub mod session;

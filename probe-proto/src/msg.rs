@@ -39,6 +39,9 @@ pub struct Hello {
     pub interval_us: u32,
     pub size: u16,
     pub duration_ms: u32,
+    /// Zeros that make the hello at least as long as the welcome it asks for, so the server
+    /// never answers an unauthenticated sender with more bytes than it sent.
+    pub pad: Vec<u8>,
 }
 
 /// Where an advertised candidate address came from, as RTCD would compute it.
@@ -117,8 +120,12 @@ pub enum Control {
     Hello(Hello),
     Welcome(Welcome),
     Refused(Refused),
-    /// The client is done sending; the server answers with [`Control::Counters`].
-    Finish { session_id: u64 },
+    /// The client is done sending; the server answers with [`Control::Counters`]. Padded like
+    /// the hello, so the answer is never the larger.
+    Finish {
+        session_id: u64,
+        pad: Vec<u8>,
+    },
     Counters(Counters),
 }
 
@@ -128,6 +135,8 @@ pub enum DecodeError {
     NotControl(u8),
     TooLong(usize),
     Postcard(String),
+    /// A token is configured and the message's MAC is missing or wrong.
+    BadMac,
 }
 
 impl std::fmt::Display for DecodeError {
@@ -137,6 +146,7 @@ impl std::fmt::Display for DecodeError {
             DecodeError::NotControl(b) => write!(f, "first byte {b:#04x} is not a control frame"),
             DecodeError::TooLong(n) => write!(f, "control message of {n} bytes is too long"),
             DecodeError::Postcard(e) => write!(f, "undecodable control message: {e}"),
+            DecodeError::BadMac => write!(f, "control message without a valid token MAC"),
         }
     }
 }
@@ -144,21 +154,26 @@ impl std::fmt::Display for DecodeError {
 impl std::error::Error for DecodeError {}
 
 impl Control {
-    /// Encodes as a frame payload: tag byte then postcard.
-    pub fn to_payload(&self) -> Vec<u8> {
+    /// Encodes as a frame payload: tag byte, postcard, and with a token key the MAC trailer.
+    pub fn to_payload(&self, token: Option<&[u8; 32]>) -> Vec<u8> {
         let mut out = vec![CONTROL_TAG];
         // Serialising our own plain data types into a Vec cannot fail.
         out.extend(postcard::to_stdvec(self).expect("control messages serialise"));
+        if let Some(key) = token {
+            let mac = crate::auth::control_mac(key, &out);
+            out.extend_from_slice(&mac);
+        }
         out
     }
 
     /// Encodes as a complete RFC 4571 frame.
-    pub fn to_frame(&self) -> Vec<u8> {
-        crate::frame::encode(&self.to_payload())
+    pub fn to_frame(&self, token: Option<&[u8; 32]>) -> Vec<u8> {
+        crate::frame::encode(&self.to_payload(token))
     }
 
-    /// Decodes a frame payload; never panics on arbitrary input.
-    pub fn from_payload(payload: &[u8]) -> Result<Self, DecodeError> {
+    /// Decodes a frame payload, checking the MAC trailer when a token key is given; never
+    /// panics on arbitrary input.
+    pub fn from_payload(payload: &[u8], token: Option<&[u8; 32]>) -> Result<Self, DecodeError> {
         let (&tag, body) = payload.split_first().ok_or(DecodeError::Empty)?;
         if tag != CONTROL_TAG {
             return Err(DecodeError::NotControl(tag));
@@ -166,7 +181,15 @@ impl Control {
         if body.len() > MAX_CONTROL {
             return Err(DecodeError::TooLong(body.len()));
         }
-        postcard::from_bytes(body).map_err(|e| DecodeError::Postcard(e.to_string()))
+        let (msg, rest) =
+            postcard::take_from_bytes(body).map_err(|e| DecodeError::Postcard(e.to_string()))?;
+        if let Some(key) = token {
+            let signed = &payload[..payload.len() - rest.len()];
+            if !crate::auth::control_mac_ok(key, signed, rest) {
+                return Err(DecodeError::BadMac);
+            }
+        }
+        Ok(msg)
     }
 }
 
@@ -191,6 +214,7 @@ mod tests {
             interval_us: 20_000,
             size: 160,
             duration_ms: 5000,
+            pad: vec![0; 32],
         }
     }
 
@@ -225,7 +249,10 @@ mod tests {
                 reason: "too many sessions".into(),
                 limit: Some("max_sessions=64".into()),
             }),
-            Control::Finish { session_id: 42 },
+            Control::Finish {
+                session_id: 42,
+                pad: vec![0; 40],
+            },
             Control::Counters(Counters {
                 udp_rx: 1,
                 udp_tx: 2,
@@ -234,12 +261,34 @@ mod tests {
             }),
         ];
         for m in msgs {
-            let frame = m.to_frame();
+            let frame = m.to_frame(None);
             let mut d = crate::frame::Decoder::new();
             d.push(&frame);
             let payload = d.next_frame().unwrap().unwrap().to_vec();
-            assert_eq!(Control::from_payload(&payload).unwrap(), m);
+            assert_eq!(Control::from_payload(&payload, None).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn token_mac_is_required_and_checked() {
+        let key = crate::auth::token_key("secret");
+        let other = crate::auth::token_key("other");
+        let m = Control::Hello(hello());
+        let signed = m.to_payload(Some(&key));
+        assert_eq!(Control::from_payload(&signed, Some(&key)).unwrap(), m);
+        assert_eq!(
+            Control::from_payload(&signed, Some(&other)),
+            Err(DecodeError::BadMac)
+        );
+        assert_eq!(
+            Control::from_payload(&m.to_payload(None), Some(&key)),
+            Err(DecodeError::BadMac)
+        );
+        // A server without a token ignores the trailer (older/newer clients interoperate).
+        assert_eq!(Control::from_payload(&signed, None).unwrap(), m);
+        let mut tampered = signed.clone();
+        tampered[3] ^= 1;
+        assert!(Control::from_payload(&tampered, Some(&key)).is_err());
     }
 
     #[test]
@@ -251,18 +300,23 @@ mod tests {
 
     #[test]
     fn wrong_tag_and_garbage_are_errors() {
-        assert_eq!(Control::from_payload(&[]), Err(DecodeError::Empty));
-        assert_eq!(Control::from_payload(&[0x80, 1]), Err(DecodeError::NotControl(0x80)));
-        assert!(Control::from_payload(&[CONTROL_TAG, 0xff, 0xff, 0xff]).is_err());
+        assert_eq!(Control::from_payload(&[], None), Err(DecodeError::Empty));
+        assert_eq!(
+            Control::from_payload(&[0x80, 1], None),
+            Err(DecodeError::NotControl(0x80))
+        );
+        assert!(Control::from_payload(&[CONTROL_TAG, 0xff, 0xff, 0xff], None).is_err());
     }
 
     proptest! {
         #[test]
         fn random_payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
-            let _ = Control::from_payload(&bytes);
+            let key = [7u8; 32];
+            let _ = Control::from_payload(&bytes, None);
             let mut tagged = vec![CONTROL_TAG];
             tagged.extend(&bytes);
-            let _ = Control::from_payload(&tagged);
+            let _ = Control::from_payload(&tagged, None);
+            let _ = Control::from_payload(&tagged, Some(&key));
         }
     }
 }

@@ -34,7 +34,12 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(id: &str, severity: Severity, summary: impl Into<String>, fix: impl Into<String>) -> Self {
+    pub fn new(
+        id: &str,
+        severity: Severity,
+        summary: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
         Self {
             id: id.into(),
             severity,
@@ -149,16 +154,27 @@ pub fn render_text(r: &Report) -> String {
         r.started_at,
         r.duration_ms as f64 / 1000.0
     );
-    let udp_state = if r.udp.reachable { "reachable" } else { "NO ANSWER" };
+    let udp_state = if r.udp.reachable {
+        "reachable"
+    } else {
+        "NO ANSWER"
+    };
     out.push_str(&format!("UDP  {udp_state}"));
     if let (Some(m), Some(rtt)) = (&r.udp.stun.mapped, r.udp.stun.rtt_ms) {
-        out.push_str(&format!("   STUN: you are {m} as seen by the server ({} ms)", ms(rtt)));
+        out.push_str(&format!(
+            "   STUN: you are {m} as seen by the server ({} ms)",
+            ms(rtt)
+        ));
     }
     out.push('\n');
     if let Some(e) = &r.udp.echo {
         echo_lines(&mut out, e);
     }
-    let tcp_state = if r.tcp.reachable { "reachable" } else { "NO ANSWER" };
+    let tcp_state = if r.tcp.reachable {
+        "reachable"
+    } else {
+        "NO ANSWER"
+    };
     out.push_str(&format!("TCP  {tcp_state}"));
     if let Some(c) = r.tcp.connect_ms {
         out.push_str(&format!("   connect {} ms", ms(c)));
@@ -172,11 +188,24 @@ pub fn render_text(r: &Report) -> String {
         out.push_str("No problems found.\n");
     }
     for f in &r.findings {
-        out.push_str(&format!("{:<7}  {} — {}\n", f.severity.label().to_uppercase(), f.id, f.summary));
+        out.push_str(&format!(
+            "{:<7}  {} — {}\n",
+            f.severity.label().to_uppercase(),
+            f.id,
+            f.summary
+        ));
         out.push_str(&format!("         fix: {}\n", f.fix));
     }
-    let errors = r.findings.iter().filter(|f| f.severity == Severity::Error).count();
-    let warnings = r.findings.iter().filter(|f| f.severity == Severity::Warning).count();
+    let errors = r
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let warnings = r
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::Warning)
+        .count();
     out.push_str(&if r.ok {
         format!("\nVerdict: PASS — media can reach this server from here ({warnings} warning(s)).\n")
     } else {
@@ -216,7 +245,8 @@ mod tests {
     fn rfc3339_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_670_400_123), "2026-11-26T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_651_200_123), "2026-11-26T00:00:00.123Z");
+        assert_eq!(rfc3339(1_795_670_400_999), "2026-11-26T05:20:00.999Z");
     }
 
     #[test]

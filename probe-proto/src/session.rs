@@ -3,8 +3,10 @@
 //! The async shell owns the sockets and the clock; it hands every STUN or echo datagram (UDP, or
 //! an RFC 4571 frame payload from TCP) to [`Core`] and sends back whatever reply it writes.
 
+use crate::auth;
 use crate::echo::{self, SessionKey};
 use crate::msg::{Counters, Hello, Refused, Transport};
+use crate::ratelimit::{Bucket, PerSource};
 use crate::stun;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +20,12 @@ pub struct Limits {
     pub min_interval_us: u32,
     pub max_packet: usize,
     pub idle_timeout_us: u64,
+    /// Reply packets per second for the whole server (STUN and echo together).
+    pub max_reply_pps: u32,
+    /// Per-source-address rate of unauthenticated packets (STUN, QUIC handshakes, TCP connects).
+    pub unauth_per_source_pps: u32,
+    /// Source addresses tracked by the per-source limiter at once.
+    pub tracked_sources: usize,
 }
 
 impl Default for Limits {
@@ -29,6 +37,9 @@ impl Default for Limits {
             min_interval_us: 1_000,
             max_packet: echo::MAX_LEN,
             idle_timeout_us: 15_000_000,
+            max_reply_pps: 50_000,
+            unauth_per_source_pps: 50,
+            tracked_sources: 65_536,
         }
     }
 }
@@ -50,6 +61,32 @@ pub struct ServerStats {
     pub sessions_opened: u64,
     pub sessions_expired: u64,
     pub sessions_refused: u64,
+    /// Packets over a per-source, per-session or server-wide rate.
+    pub drop_rate_limited: u64,
+    /// STUN without the token's MESSAGE-INTEGRITY while a token is configured.
+    pub drop_unauthenticated: u64,
+    /// Control answers not sent because the request was shorter (anti-amplification).
+    pub control_too_small: u64,
+    /// Datagrams outside every demux range (first byte 4–63, or empty).
+    pub drop_not_ours: u64,
+    /// QUIC datagrams dropped because the control endpoint's queue was full.
+    pub drop_quic_queue: u64,
+}
+
+impl ServerStats {
+    /// Everything that was received and not answered, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.stun_too_small
+            + self.ice_bad_credentials
+            + self.drop_unknown_session
+            + self.drop_bad_mac
+            + self.drop_malformed
+            + self.drop_rate_limited
+            + self.drop_unauthenticated
+            + self.control_too_small
+            + self.drop_not_ours
+            + self.drop_quic_queue
+    }
 }
 
 #[derive(Debug)]
@@ -60,6 +97,12 @@ struct Session {
     deadline_us: u64,
     counters: Counters,
     ice: Option<(String, String)>,
+    /// The session's own echo rate, from the operator's minimum interval.
+    bucket: Bucket,
+}
+
+fn l_min_interval(l: &Limits) -> u32 {
+    l.min_interval_us.max(1)
 }
 
 /// ICE credentials the server hands out with a session.
@@ -69,20 +112,62 @@ pub struct IceCredentials {
     pub pwd: String,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Core {
     limits: Limits,
     sessions: HashMap<u64, Session>,
     by_ufrag: HashMap<String, u64>,
+    token: Option<[u8; 32]>,
+    unauth: PerSource,
+    replies: Bucket,
     pub stats: ServerStats,
 }
 
+/// Echo packets a session may send back to back (a video frame is 6 packets).
+const SESSION_BURST: f64 = 64.0;
+
 impl Core {
     pub fn new(limits: Limits) -> Self {
+        Self::with_token(limits, None)
+    }
+
+    /// `token`: the key from [`auth::token_key`] when the operator set an access token.
+    pub fn with_token(limits: Limits, token: Option<[u8; 32]>) -> Self {
+        let pps = f64::from(limits.max_reply_pps);
         Self {
+            unauth: PerSource::new(
+                f64::from(limits.unauth_per_source_pps),
+                f64::from(limits.unauth_per_source_pps) * 2.0,
+                limits.tracked_sources,
+            ),
+            replies: Bucket::new(pps, pps / 10.0 + 1.0, 0),
             limits,
-            ..Default::default()
+            sessions: HashMap::new(),
+            by_ufrag: HashMap::new(),
+            token,
+            stats: ServerStats::default(),
         }
+    }
+
+    pub fn token(&self) -> Option<&[u8; 32]> {
+        self.token.as_ref()
+    }
+
+    /// Admits one unauthenticated packet or connection from `ip` (STUN, QUIC handshake, TCP connect).
+    pub fn admit_unauthenticated(&mut self, ip: IpAddr, now_us: u64) -> bool {
+        let ok = self.unauth.allow(ip, now_us);
+        if !ok {
+            self.stats.drop_rate_limited += 1;
+        }
+        ok
+    }
+
+    fn reply_budget(&mut self, now_us: u64) -> bool {
+        let ok = self.replies.take(now_us);
+        if !ok {
+            self.stats.drop_rate_limited += 1;
+        }
+        ok
     }
 
     pub fn limits(&self) -> &Limits {
@@ -113,7 +198,8 @@ impl Core {
                 format!("the server already runs {} sessions", self.sessions.len()),
                 format!("max-sessions={}", l.max_sessions),
             ))
-        } else if self.sessions.values().filter(|s| s.peer == peer).count() >= l.max_sessions_per_ip {
+        } else if self.sessions.values().filter(|s| s.peer == peer).count() >= l.max_sessions_per_ip
+        {
             Err(refuse(
                 format!("too many sessions from {peer}"),
                 format!("max-sessions-per-ip={}", l.max_sessions_per_ip),
@@ -125,7 +211,10 @@ impl Core {
             ))
         } else if hello.interval_us < l.min_interval_us {
             Err(refuse(
-                format!("a {} µs packet interval is faster than allowed", hello.interval_us),
+                format!(
+                    "a {} µs packet interval is faster than allowed",
+                    hello.interval_us
+                ),
                 format!("min-interval={}ms", f64::from(l.min_interval_us) / 1000.0),
             ))
         } else if usize::from(hello.size) > l.max_packet {
@@ -154,6 +243,11 @@ impl Core {
                 deadline_us: now_us + lifetime_us,
                 counters: Counters::default(),
                 ice: ice.map(|c| (c.ufrag, c.pwd)),
+                bucket: Bucket::new(
+                    1e6 / f64::from(l_min_interval(&self.limits)),
+                    SESSION_BURST,
+                    now_us,
+                ),
             },
         );
         self.stats.sessions_opened += 1;
@@ -198,7 +292,16 @@ impl Core {
     }
 
     /// Answers a STUN message from `src`; returns the reply length written into `out`.
-    pub fn on_stun(&mut self, src: SocketAddr, pkt: &[u8], out: &mut [u8]) -> Option<usize> {
+    pub fn on_stun(
+        &mut self,
+        now_us: u64,
+        src: SocketAddr,
+        pkt: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
+        if !self.admit_unauthenticated(src.ip(), now_us) {
+            return None;
+        }
         let msg = match stun::decode(pkt) {
             Ok(m) => m,
             Err(_) => {
@@ -211,8 +314,22 @@ impl Core {
             return None;
         }
         self.stats.stun_requests += 1;
-        let reply = match (&msg.username, msg.has_integrity) {
-            (Some(user), true) => self.ice_reply(src, pkt, &msg, user)?,
+        let reply = match (&msg.username, msg.has_integrity, self.token) {
+            (Some(user), true, _) if user != auth::STUN_USERNAME => {
+                self.ice_reply(src, pkt, &msg, user)?
+            }
+            (Some(_), true, Some(key)) => {
+                if !stun::check_integrity(pkt, &key) {
+                    self.stats.drop_unauthenticated += 1;
+                    return None;
+                }
+                stun::binding_response(msg.tid, src, Some(&key))
+            }
+            (_, _, Some(_)) => {
+                // With a token, a Binding that does not prove it gets no answer at all.
+                self.stats.drop_unauthenticated += 1;
+                return None;
+            }
             _ => {
                 // Anyone can send a plain Binding: answer only if it is no larger than the request.
                 if stun::binding_response_len(&src, false) > pkt.len() {
@@ -222,6 +339,9 @@ impl Core {
                 stun::binding_response(msg.tid, src, None)
             }
         };
+        if !self.reply_budget(now_us) {
+            return None;
+        }
         let n = reply.len();
         out.get_mut(..n)?.copy_from_slice(&reply);
         self.stats.stun_replies += 1;
@@ -229,7 +349,13 @@ impl Core {
     }
 
     /// An ICE connectivity check: USERNAME "ourUfrag:theirUfrag", integrity with our password.
-    fn ice_reply(&mut self, src: SocketAddr, pkt: &[u8], msg: &stun::Message, user: &str) -> Option<Vec<u8>> {
+    fn ice_reply(
+        &mut self,
+        src: SocketAddr,
+        pkt: &[u8],
+        msg: &stun::Message,
+        user: &str,
+    ) -> Option<Vec<u8>> {
         self.stats.ice_checks += 1;
         let ours = user.split(':').next().unwrap_or_default();
         let pwd = self
@@ -250,7 +376,13 @@ impl Core {
     }
 
     /// Answers an echo request; unknown sessions and bad MACs get nothing.
-    pub fn on_echo(&mut self, now_us: u64, transport: Transport, pkt: &[u8], out: &mut [u8]) -> Option<usize> {
+    pub fn on_echo(
+        &mut self,
+        now_us: u64,
+        transport: Transport,
+        pkt: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
         let head = match echo::peek_request(pkt) {
             Ok(h) => h,
             Err(_) => {
@@ -272,6 +404,10 @@ impl Core {
         }
         self.stats.echo_requests += 1;
         s.last_us = now_us;
+        if !s.bucket.take(now_us) || !self.replies.take(now_us) {
+            self.stats.drop_rate_limited += 1;
+            return None;
+        }
         let n = echo::encode_reply(&s.key, pkt, now_us, now_us, out);
         match transport {
             Transport::Udp => {
@@ -304,6 +440,7 @@ mod tests {
             interval_us: 20_000,
             size: 160,
             duration_ms: 5_000,
+            pad: Vec::new(),
         }
     }
 
@@ -320,12 +457,20 @@ mod tests {
         let mut out = [0u8; 1500];
         assert_eq!(core.on_echo(1, Transport::Udp, &req[..n], &mut out), None);
         assert_eq!(core.stats.drop_unknown_session, 1);
-        core.open(0, src().ip(), &hello(), 77, [5u8; 32], None).unwrap();
-        assert_eq!(core.on_echo(1, Transport::Udp, &req[..n], &mut out), None, "wrong key");
+        core.open(0, src().ip(), &hello(), 77, [5u8; 32], None)
+            .unwrap();
+        assert_eq!(
+            core.on_echo(1, Transport::Udp, &req[..n], &mut out),
+            None,
+            "wrong key"
+        );
         assert_eq!(core.stats.drop_bad_mac, 1);
         core.close(77);
         core.open(0, src().ip(), &hello(), 77, key, None).unwrap();
-        assert_eq!(core.on_echo(1, Transport::Tcp, &req[..n], &mut out), Some(n));
+        assert_eq!(
+            core.on_echo(1, Transport::Tcp, &req[..n], &mut out),
+            Some(n)
+        );
         assert_eq!(core.counters(77).unwrap().tcp_rx, 1);
     }
 
@@ -335,14 +480,19 @@ mod tests {
             max_sessions_per_ip: 1,
             ..Limits::default()
         });
-        core.open(0, src().ip(), &hello(), 1, [0; 32], None).unwrap();
-        let r = core.open(0, src().ip(), &hello(), 2, [0; 32], None).unwrap_err();
+        core.open(0, src().ip(), &hello(), 1, [0; 32], None)
+            .unwrap();
+        let r = core
+            .open(0, src().ip(), &hello(), 2, [0; 32], None)
+            .unwrap_err();
         assert_eq!(r.limit.as_deref(), Some("max-sessions-per-ip=1"));
         let long = Hello {
             duration_ms: 10_000_000,
             ..hello()
         };
-        let r = core.open(0, "198.51.100.3".parse().unwrap(), &long, 3, [0; 32], None).unwrap_err();
+        let r = core
+            .open(0, "198.51.100.3".parse().unwrap(), &long, 3, [0; 32], None)
+            .unwrap_err();
         assert!(r.limit.unwrap().starts_with("max-duration="));
         assert_eq!(core.stats.sessions_refused, 2);
     }
@@ -350,7 +500,8 @@ mod tests {
     #[test]
     fn idle_sessions_expire() {
         let mut core = Core::new(Limits::default());
-        core.open(0, src().ip(), &hello(), 9, [0; 32], None).unwrap();
+        core.open(0, src().ip(), &hello(), 9, [0; 32], None)
+            .unwrap();
         assert!(core.expire(1_000_000).is_empty());
         assert_eq!(core.expire(16_000_001), vec![9]);
         assert_eq!(core.session_count(), 0);
@@ -361,10 +512,10 @@ mod tests {
         let mut core = Core::new(Limits::default());
         let mut out = [0u8; 1500];
         let bare = stun::binding_request([1; 12], None, None, 0);
-        assert_eq!(core.on_stun(src(), &bare, &mut out), None);
+        assert_eq!(core.on_stun(0, src(), &bare, &mut out), None);
         assert_eq!(core.stats.stun_too_small, 1);
         let padded = stun::binding_request([1; 12], None, None, 64);
-        let n = core.on_stun(src(), &padded, &mut out).unwrap();
+        let n = core.on_stun(0, src(), &padded, &mut out).unwrap();
         assert!(n <= padded.len());
         assert_eq!(stun::decode(&out[..n]).unwrap().xor_mapped, Some(src()));
     }
@@ -376,7 +527,8 @@ mod tests {
             ufrag: "srvU".into(),
             pwd: "serverpasswordserverpw".into(),
         };
-        core.open(0, src().ip(), &hello(), 5, [0; 32], Some(creds.clone())).unwrap();
+        core.open(0, src().ip(), &hello(), 5, [0; 32], Some(creds.clone()))
+            .unwrap();
         let mut out = [0u8; 1500];
         let check = |pwd: &str| {
             stun::ice_check_request(&stun::IceCheck {
@@ -389,11 +541,73 @@ mod tests {
                 use_candidate: false,
             })
         };
-        assert_eq!(core.on_stun(src(), &check("wrong"), &mut out), None);
-        let n = core.on_stun(src(), &check(&creds.pwd), &mut out).unwrap();
+        assert_eq!(core.on_stun(0, src(), &check("wrong"), &mut out), None);
+        let n = core
+            .on_stun(0, src(), &check(&creds.pwd), &mut out)
+            .unwrap();
         assert!(stun::check_integrity(&out[..n], creds.pwd.as_bytes()));
         core.close(5);
-        assert_eq!(core.on_stun(src(), &check(&creds.pwd), &mut out), None, "closed session");
+        assert_eq!(
+            core.on_stun(0, src(), &check(&creds.pwd), &mut out),
+            None,
+            "closed session"
+        );
+    }
+
+    #[test]
+    fn token_makes_plain_stun_silent() {
+        let key = auth::token_key("t0ken");
+        let mut core = Core::with_token(Limits::default(), Some(key));
+        let mut out = [0u8; 1500];
+        let plain = stun::binding_request([1; 12], None, None, 128);
+        assert_eq!(core.on_stun(0, src(), &plain, &mut out), None);
+        let wrong = stun::binding_request(
+            [1; 12],
+            Some(auth::STUN_USERNAME),
+            Some(&auth::token_key("nope")),
+            128,
+        );
+        assert_eq!(core.on_stun(0, src(), &wrong, &mut out), None);
+        assert_eq!(core.stats.drop_unauthenticated, 2);
+        let good = stun::binding_request([1; 12], Some(auth::STUN_USERNAME), Some(&key), 128);
+        let n = core.on_stun(0, src(), &good, &mut out).unwrap();
+        assert!(stun::check_integrity(&out[..n], &key));
+    }
+
+    #[test]
+    fn rates_are_capped_per_source_and_per_session() {
+        let mut core = Core::new(Limits {
+            unauth_per_source_pps: 10,
+            min_interval_us: 10_000,
+            ..Limits::default()
+        });
+        let mut out = [0u8; 1500];
+        let req = stun::binding_request([1; 12], None, None, 64);
+        let answered = (0..100)
+            .filter(|_| core.on_stun(0, src(), &req, &mut out).is_some())
+            .count();
+        assert_eq!(answered, 20, "burst of twice the per-second rate");
+        let other: SocketAddr = "198.51.100.9:1".parse().unwrap();
+        assert!(
+            core.on_stun(0, other, &req, &mut out).is_some(),
+            "other sources unaffected"
+        );
+
+        let key = [1u8; 32];
+        core.open(0, src().ip(), &hello(), 3, key, None).unwrap();
+        let mut pkt = [0u8; 200];
+        let echoed = (0..200u32)
+            .filter(|seq| {
+                let n = echo::encode_request(&SessionKey::new(&key), 3, *seq, 0, 160, &mut pkt);
+                core.on_echo(0, Transport::Udp, &pkt[..n], &mut out)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(
+            echoed as f64, SESSION_BURST,
+            "a session cannot exceed its burst at one instant"
+        );
+        assert!(core.stats.drop_rate_limited > 0);
     }
 
     proptest! {
@@ -403,7 +617,7 @@ mod tests {
             core.open(0, src().ip(), &hello(), 1, [0; 32], None).unwrap();
             let mut out = [0u8; 1500];
             prop_assert_eq!(core.on_echo(1, Transport::Udp, &bytes, &mut out), None);
-            if let Some(n) = core.on_stun(src(), &bytes, &mut out) {
+            if let Some(n) = core.on_stun(0, src(), &bytes, &mut out) {
                 prop_assert!(n <= bytes.len());
             }
         }

@@ -34,7 +34,11 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
     );
     let any_reachable = (f.udp_tested && f.udp.reachable) || (f.tcp_tested && f.tcp.reachable);
     if let Some(r) = f.refused {
-        let limit = r.limit.as_deref().map(|l| format!(" (limit {l})")).unwrap_or_default();
+        let limit = r
+            .limit
+            .as_deref()
+            .map(|l| format!(" (limit {l})"))
+            .unwrap_or_default();
         out.push(Finding::new(
             "server_refused",
             Severity::Error,
@@ -51,7 +55,9 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
                  (browsers log \"timed out waiting for rtc connection\").",
                 f.server
             ),
-            format!("Check that probe-server (or RTCD) is running on that host and port. {firewall}"),
+            format!(
+                "Check that probe-server (or RTCD) is running on that host and port. {firewall}"
+            ),
         ));
     } else {
         if f.udp_tested && f.tcp_tested && !f.udp.reachable && f.tcp.reachable {
@@ -126,7 +132,10 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
 }
 
 fn loss(out: &mut Vec<Finding>, up: Option<f64>, down: Option<f64>) {
-    let dirs = [("client → server (upstream)", up), ("server → client (downstream)", down)];
+    let dirs = [
+        ("client → server (upstream)", up),
+        ("server → client (downstream)", down),
+    ];
     let worst = dirs.iter().filter_map(|(_, v)| *v).fold(0.0, f64::max);
     if worst < LOSS_WARN_PCT {
         return;
@@ -138,7 +147,10 @@ fn loss(out: &mut Vec<Finding>, up: Option<f64>, down: Option<f64>) {
     };
     let parts: Vec<String> = dirs
         .iter()
-        .filter_map(|(name, v)| v.filter(|p| *p >= LOSS_WARN_PCT).map(|p| format!("{p:.1} % {name}")))
+        .filter_map(|(name, v)| {
+            v.filter(|p| *p >= LOSS_WARN_PCT)
+                .map(|p| format!("{p:.1} % {name}"))
+        })
         .collect();
     out.push(Finding::new(
         "packet_loss",
@@ -184,7 +196,10 @@ mod tests {
             server_lost: None,
             refused: None,
         };
-        evaluate(&f).into_iter().map(|f| (f.id, f.severity)).collect()
+        evaluate(&f)
+            .into_iter()
+            .map(|f| (f.id, f.severity))
+            .collect()
     }
 
     fn up(e: Option<EchoSummary>) -> UdpResult {
@@ -214,7 +229,10 @@ mod tests {
             ids(&down, &TcpResult::default()),
             vec![("server_unreachable".into(), Severity::Error)]
         );
-        assert_eq!(ids(&down, &tcp_up()), vec![("udp_blocked".into(), Severity::Error)]);
+        assert_eq!(
+            ids(&down, &tcp_up()),
+            vec![("udp_blocked".into(), Severity::Error)]
+        );
         assert_eq!(
             ids(&up(None), &TcpResult::default()),
             vec![("tcp_blocked".into(), Severity::Warning)]

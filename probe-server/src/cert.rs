@@ -57,23 +57,36 @@ pub fn load_or_create(dir: &Path) -> Result<Identity> {
     let cert_path = dir.join("cert.der");
     let key_path = dir.join("key.der");
     if cert_path.exists() && key_path.exists() {
-        let cert_der = std::fs::read(&cert_path).with_context(|| format!("cannot read {}", cert_path.display()))?;
-        let key_der = std::fs::read(&key_path).with_context(|| format!("cannot read {}", key_path.display()))?;
+        let cert_der = std::fs::read(&cert_path)
+            .with_context(|| format!("cannot read {}", cert_path.display()))?;
+        let key_der = std::fs::read(&key_path)
+            .with_context(|| format!("cannot read {}", key_path.display()))?;
         let pin = pin_of(&cert_der);
-        return Ok(Identity { cert_der, key_der, pin });
+        return Ok(Identity {
+            cert_der,
+            key_der,
+            pin,
+        });
     }
-    std::fs::create_dir_all(dir).with_context(|| format!(
-        "cannot create the state directory {} (choose another with --state-dir)",
-        dir.display()
-    ))?;
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create the state directory {} (choose another with --state-dir)",
+            dir.display()
+        )
+    })?;
     let cert = rcgen::generate_simple_self_signed(vec!["probe-server".to_string()])
         .map_err(|e| anyhow::anyhow!("cannot generate a certificate: {e}"))?;
     let cert_der = cert.cert.der().to_vec();
     let key_der = cert.signing_key.serialize_der();
     write_private(&key_path, &key_der)?;
-    std::fs::write(&cert_path, &cert_der).with_context(|| format!("cannot write {}", cert_path.display()))?;
+    std::fs::write(&cert_path, &cert_der)
+        .with_context(|| format!("cannot write {}", cert_path.display()))?;
     let pin = pin_of(&cert_der);
-    Ok(Identity { cert_der, key_der, pin })
+    Ok(Identity {
+        cert_der,
+        key_der,
+        pin,
+    })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -85,6 +98,9 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         opts.mode(0o600);
     }
     use std::io::Write;
-    let mut f = opts.open(path).with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

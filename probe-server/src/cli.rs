@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(name = "probe-server", version, about = "Answers probe-client on RTCD's port: STUN, echo, ICE checks.")]
+#[command(
+    name = "probe-server",
+    version,
+    about = "Answers probe-client on RTCD's port: STUN, echo, ICE checks."
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
@@ -18,7 +22,12 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Run the troubleshooting guide's host-side checks on RTCD's host (RTCD running).
+    Doctor(crate::doctor::DoctorArgs),
+    /// Pack what Mattermost support asks for into one .tar.gz, secrets redacted.
+    Bundle(crate::bundle::BundleArgs),
+}
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -46,4 +55,24 @@ pub struct ServeArgs {
     /// A session with no traffic for this many seconds is freed.
     #[arg(long, env = "PROBE_SERVER_IDLE_TIMEOUT", default_value_t = 15)]
     pub idle_timeout: u64,
+    /// Reply packets per second for the whole server, so the probe never loads RTCD's host.
+    #[arg(long, env = "PROBE_SERVER_MAX_REPLY_PPS", default_value_t = 50_000)]
+    pub max_reply_pps: u32,
+    /// Unauthenticated packets per second from one address (STUN, QUIC handshakes, TCP connects).
+    #[arg(long, env = "PROBE_SERVER_UNAUTH_PPS", default_value_t = 50)]
+    pub unauth_pps: u32,
+    /// TCP connections at once.
+    #[arg(long, env = "PROBE_SERVER_MAX_TCP_CONNECTIONS", default_value_t = 512)]
+    pub max_tcp_connections: usize,
+    /// Access token: clients must prove they hold it (--token on probe-client); nothing else gets a reply.
+    #[arg(
+        long,
+        env = "PROBE_SERVER_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// Read the access token from this file (first line), keeping it out of the process list.
+    #[arg(long, env = "PROBE_SERVER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }

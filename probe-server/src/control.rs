@@ -2,7 +2,7 @@
 //! finish asks for its counters, closing the channel ends it.
 
 use crate::shared::Shared;
-use probe_proto::msg::{negotiate, Control, Refused, Welcome};
+use probe_proto::msg::{negotiate, Control, DecodeError, Refused, Welcome};
 use probe_proto::session::IceCredentials;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,8 +23,42 @@ impl Channel {
         }
     }
 
+    /// Decodes one control frame payload and returns the encoded answer, if any. `Err` means
+    /// the channel should be closed (undecodable input, or a missing token MAC).
+    pub fn handle_payload(
+        &mut self,
+        shared: &Shared,
+        payload: &[u8],
+    ) -> Result<Option<Vec<u8>>, ()> {
+        let token = shared.core().token().copied();
+        let msg = match Control::from_payload(payload, token.as_ref()) {
+            Ok(m) => m,
+            Err(e) => {
+                let mut core = shared.core();
+                if e == DecodeError::BadMac {
+                    core.stats.drop_unauthenticated += 1;
+                } else {
+                    core.stats.drop_malformed += 1;
+                }
+                tracing::debug!(peer = %self.peer, "control frame dropped: {e}");
+                return Err(());
+            }
+        };
+        let Some(answer) = self.handle(shared, msg) else {
+            return Ok(None);
+        };
+        let out = answer.to_payload(token.as_ref());
+        // Without a token nothing proves who sent this: never answer with more bytes than came in.
+        if token.is_none() && out.len() > payload.len() {
+            shared.core().stats.control_too_small += 1;
+            tracing::debug!(peer = %self.peer, "control answer larger than the request; not sent");
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+
     /// Handles one message; returns the answer to send, if any.
-    pub fn handle(&mut self, shared: &Shared, msg: Control) -> Option<Control> {
+    fn handle(&mut self, shared: &Shared, msg: Control) -> Option<Control> {
         match msg {
             Control::Hello(hello) if self.session.is_none() => {
                 let Some(proto) = negotiate(hello.proto_min, hello.proto_max) else {
@@ -45,7 +79,9 @@ impl Channel {
                     pwd: alnum(&shared.random::<24>()),
                 });
                 let now = shared.now_us();
-                let opened = shared.core().open(now, self.peer.ip(), &hello, id, key, ice.clone());
+                let opened = shared
+                    .core()
+                    .open(now, self.peer.ip(), &hello, id, key, ice.clone());
                 match opened {
                     Ok(()) => {
                         self.session = Some(id);
@@ -80,7 +116,7 @@ impl Channel {
                     }
                 }
             }
-            Control::Finish { session_id } if Some(session_id) == self.session => {
+            Control::Finish { session_id, .. } if Some(session_id) == self.session => {
                 let now = shared.now_us();
                 let mut core = shared.core();
                 core.touch(session_id, now);
@@ -108,5 +144,8 @@ impl Channel {
 /// ICE ufrag/pwd characters (RFC 8445: ice-char is ALPHA / DIGIT / "+" / "/").
 fn alnum(bytes: &[u8]) -> String {
     const SET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    bytes.iter().map(|b| SET[*b as usize % SET.len()] as char).collect()
+    bytes
+        .iter()
+        .map(|b| SET[*b as usize % SET.len()] as char)
+        .collect()
 }

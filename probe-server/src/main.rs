@@ -1,8 +1,10 @@
 //! probe-server: runs beside RTCD, on RTCD's port, and answers the probe client.
 
+mod bundle;
 mod cert;
 mod cli;
 mod control;
+mod doctor;
 mod quic;
 mod serve;
 mod shared;
@@ -16,6 +18,8 @@ fn main() {
     init_logging(&args.log);
     let code = match args.command {
         None => serve::run(args.serve),
+        Some(cli::Command::Doctor(a)) => doctor::run(a),
+        Some(cli::Command::Bundle(a)) => bundle::run(a),
     };
     std::process::exit(code);
 }

@@ -4,8 +4,7 @@ use crate::cert::Identity;
 use crate::control::Channel;
 use crate::shared::{canonical, Shared};
 use anyhow::{Context, Result};
-use probe_proto::frame::Decoder;
-use probe_proto::msg::Control;
+use probe_proto::frame::{self, Decoder};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,8 @@ pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig> {
         .with_single_cert(vec![cert], key)
         .context("the stored certificate and key do not match")?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).context("QUIC TLS config")?;
+    let crypto =
+        quinn::crypto::rustls::QuicServerConfig::try_from(tls).context("QUIC TLS config")?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(IDLE.try_into().expect("small duration")));
@@ -37,6 +37,12 @@ pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig> {
 
 pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
     while let Some(incoming) = endpoint.accept().await {
+        let ip = canonical(incoming.remote_address()).ip();
+        let now = shared.now_us();
+        if !shared.core().admit_unauthenticated(ip, now) {
+            incoming.ignore();
+            continue;
+        }
         // Validate the address first (Retry) so an unvalidated source gets one small packet,
         // not the 3x amplification QUIC would otherwise allow.
         if !incoming.remote_address_validated() {
@@ -67,13 +73,14 @@ async fn handle(conn: quinn::Connection, shared: Arc<Shared>) {
                     Ok(None) => break,
                     Err(_) => break 'read,
                 };
-                let Ok(msg) = Control::from_payload(&payload) else {
-                    break 'read;
-                };
-                if let Some(answer) = channel.handle(&shared, msg) {
-                    if send.write_all(&answer.to_frame()).await.is_err() {
-                        break 'read;
+                match channel.handle_payload(&shared, &payload) {
+                    Ok(Some(answer)) => {
+                        if send.write_all(&frame::encode(&answer)).await.is_err() {
+                            break 'read;
+                        }
                     }
+                    Ok(None) => {}
+                    Err(()) => break 'read,
                 }
             }
         }

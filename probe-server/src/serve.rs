@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub fn run(args: ServeArgs) -> i32 {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
@@ -49,11 +52,30 @@ async fn serve(args: ServeArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return bind_error("TCP", &args, e),
     };
-    let state_dir = args.state_dir.clone().unwrap_or_else(cert::default_state_dir);
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(cert::default_state_dir);
     let identity = match cert::load_or_create(&state_dir) {
         Ok(id) => id,
         Err(e) => return fail(format!("{e:#}.")),
     };
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(s) => Some(s.lines().next().unwrap_or_default().trim().to_string()),
+            Err(e) => {
+                return fail(format!(
+                    "cannot read the token file {}: {e}; check the path and its permissions.",
+                    path.display()
+                ))
+            }
+        },
+        (None, None) => None,
+    };
+    if token.as_deref() == Some("") {
+        return fail("the access token is empty; give a non-empty --token or token file.");
+    }
     let limits = Limits {
         max_sessions: args.max_sessions,
         max_sessions_per_ip: args.max_sessions_per_ip,
@@ -61,8 +83,12 @@ async fn serve(args: ServeArgs) -> i32 {
         min_interval_us: (args.min_interval * 1000.0) as u32,
         max_packet: args.max_packet.min(probe_proto::echo::MAX_LEN),
         idle_timeout_us: args.idle_timeout.saturating_mul(1_000_000),
+        max_reply_pps: args.max_reply_pps.max(1),
+        unauth_per_source_pps: args.unauth_pps.max(1),
+        ..Limits::default()
     };
-    let shared = Arc::new(Shared::new(Core::new(limits), None));
+    let core = Core::with_token(limits, token.as_deref().map(probe_proto::auth::token_key));
+    let shared = Arc::new(Shared::new(core, None));
 
     let setup = (|| -> anyhow::Result<_> {
         udp_std.set_nonblocking(true)?;
@@ -70,8 +96,12 @@ async fn serve(args: ServeArgs) -> i32 {
         let udp_sock = Arc::new(tokio::net::UdpSocket::from_std(udp_std)?);
         let listener = tokio::net::TcpListener::from_std(tcp_std)?;
         let (quic_sock, quic_tx) = udp::QuicSocket::new(udp_sock.clone());
+        // RFC 9443: peers that share a port with STUN/RTP must keep QUIC's fixed bit set, or
+        // short-header packets land in the STUN and echo ranges.
+        let mut endpoint_cfg = quinn::EndpointConfig::default();
+        endpoint_cfg.grease_quic_bit(false);
         let endpoint = quinn::Endpoint::new_with_abstract_socket(
-            quinn::EndpointConfig::default(),
+            endpoint_cfg,
             Some(quic::server_config(&identity)?),
             Arc::new(quic_sock),
             Arc::new(quinn::TokioRuntime),
@@ -87,18 +117,32 @@ async fn serve(args: ServeArgs) -> i32 {
 
     let tasks = [
         tokio::spawn(udp::serve(udp_sock, shared.clone(), quic_tx)),
-        tokio::spawn(tcp::serve(listener, shared.clone())),
+        tokio::spawn(tcp::serve(
+            listener,
+            shared.clone(),
+            args.max_tcp_connections.max(1),
+        )),
         tokio::spawn(quic::serve(endpoint.clone(), shared.clone())),
         tokio::spawn(expire(shared.clone())),
     ];
 
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "probe-server ready udp={udp_addr} tcp={tcp_addr} pin={}", identity.pin);
+        let _ = writeln!(
+            out,
+            "probe-server ready udp={udp_addr} tcp={tcp_addr} pin={}",
+            identity.pin
+        );
         let _ = out.flush();
     }
+    // The admin already typed the token on this command line; from a file, point at the file.
+    let token_arg = match (&args.token, &args.token_file) {
+        (Some(t), _) => format!(" --token '{t}'"),
+        (None, Some(f)) => format!(" --token \"$(cat {})\"", f.display()),
+        (None, None) => String::new(),
+    };
     tracing::info!(
-        "listening on UDP and TCP {udp_addr}; users run: probe-client {} --pin {}",
+        "listening on UDP and TCP {udp_addr}; users run: probe-client {} --pin {}{token_arg}",
         client_target(udp_addr),
         identity.pin
     );
@@ -111,14 +155,29 @@ async fn serve(args: ServeArgs) -> i32 {
     for t in tasks {
         t.abort();
     }
+    log_stats(&shared, "stopped");
+    0
+}
+
+/// One line with every counter, at shutdown and every minute, for operators and tests.
+fn log_stats(shared: &Shared, what: &str) {
     let s = shared.core().stats;
     tracing::info!(
         echo_replies = s.echo_replies,
         stun_replies = s.stun_replies,
-        dropped = s.drop_malformed + s.drop_bad_mac + s.drop_unknown_session + s.stun_too_small,
-        "stopped"
+        sessions_opened = s.sessions_opened,
+        sessions_expired = s.sessions_expired,
+        sessions_refused = s.sessions_refused,
+        dropped = s.dropped(),
+        drop_malformed = s.drop_malformed,
+        drop_unknown_session = s.drop_unknown_session,
+        drop_bad_mac = s.drop_bad_mac,
+        drop_rate_limited = s.drop_rate_limited,
+        drop_unauthenticated = s.drop_unauthenticated,
+        drop_not_ours = s.drop_not_ours,
+        stun_too_small = s.stun_too_small,
+        "{what}"
     );
-    0
 }
 
 /// What to put in the copy-paste client command: the bound address unless it is a wildcard.
@@ -132,11 +191,17 @@ fn client_target(addr: std::net::SocketAddr) -> String {
 
 async fn expire(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
+    for n in 1u64.. {
         tick.tick().await;
+        if n % 60 == 0 {
+            log_stats(&shared, "counters");
+        }
         let now = shared.now_us();
         for id in shared.core().expire(now) {
-            tracing::info!(session = format_args!("{id:016x}"), "session expired (idle or over its lifetime)");
+            tracing::info!(
+                session = format_args!("{id:016x}"),
+                "session expired (idle or over its lifetime)"
+            );
         }
     }
 }

@@ -3,7 +3,6 @@
 use probe_proto::msg::IceOffer;
 use probe_proto::session::Core;
 use ring::rand::{SecureRandom, SystemRandom};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -13,10 +12,6 @@ pub struct Shared {
     rng: SystemRandom,
     /// What RTCD would advertise, computed once at start; handed to every session.
     pub ice: Option<IceOffer>,
-    /// Datagrams outside every demux range.
-    pub drop_other: AtomicU64,
-    /// QUIC datagrams dropped because the endpoint's queue was full.
-    pub drop_quic_queue: AtomicU64,
 }
 
 impl Shared {
@@ -26,8 +21,6 @@ impl Shared {
             start: Instant::now(),
             rng: SystemRandom::new(),
             ice,
-            drop_other: AtomicU64::new(0),
-            drop_quic_queue: AtomicU64::new(0),
         }
     }
 
@@ -45,10 +38,6 @@ impl Shared {
         let mut b = [0u8; N];
         self.rng.fill(&mut b).expect("the OS random source works");
         b
-    }
-
-    pub fn count(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -5,7 +5,7 @@ use crate::control::Channel;
 use crate::shared::{canonical, Shared};
 use probe_proto::demux::{classify, Kind};
 use probe_proto::frame::{self, Decoder};
-use probe_proto::msg::{Control, Transport, CONTROL_TAG};
+use probe_proto::msg::{Transport, CONTROL_TAG};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,12 +14,28 @@ use tokio::net::{TcpListener, TcpStream};
 /// A connection that sends nothing for this long is closed (RTCD uses 30 s for its first STUN).
 const IDLE: Duration = Duration::from_secs(30);
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, max_connections: usize) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                let now = shared.now_us();
+                if !shared
+                    .core()
+                    .admit_unauthenticated(canonical(peer).ip(), now)
+                {
+                    continue;
+                }
+                // At the cap, new connections are closed at once rather than queued.
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    shared.core().stats.drop_rate_limited += 1;
+                    continue;
+                };
                 let shared = shared.clone();
-                tokio::spawn(async move { handle(stream, shared).await });
+                tokio::spawn(async move {
+                    handle(stream, shared).await;
+                    drop(slot);
+                });
             }
             Err(e) => {
                 tracing::warn!("TCP accept failed: {e}");
@@ -55,19 +71,26 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
                 }
             };
             let reply = match classify(payload) {
-                Kind::Stun => shared.core().on_stun(peer, payload, &mut out).map(|n| out[..n].to_vec()),
+                Kind::Stun => {
+                    let now = shared.now_us();
+                    shared
+                        .core()
+                        .on_stun(now, peer, payload, &mut out)
+                        .map(|n| out[..n].to_vec())
+                }
                 Kind::Echo => {
                     let now = shared.now_us();
-                    let n = shared.core().on_echo(now, Transport::Tcp, payload, &mut out);
+                    let n = shared
+                        .core()
+                        .on_echo(now, Transport::Tcp, payload, &mut out);
                     n.map(|n| out[..n].to_vec())
                 }
-                _ if payload.first() == Some(&CONTROL_TAG) => match Control::from_payload(payload) {
-                    Ok(msg) => channel.handle(&shared, msg).map(|c| c.to_payload()),
-                    Err(_) => {
-                        shared.core().stats.drop_malformed += 1;
-                        break 'conn;
+                _ if payload.first() == Some(&CONTROL_TAG) => {
+                    match channel.handle_payload(&shared, payload) {
+                        Ok(reply) => reply,
+                        Err(()) => break 'conn,
                     }
-                },
+                }
                 // Like RTCD's TCP mux: a frame that is none of ours ends the connection.
                 _ => {
                     shared.core().stats.drop_malformed += 1;

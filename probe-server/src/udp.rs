@@ -19,7 +19,11 @@ use tokio::sync::mpsc;
 const QUIC_QUEUE: usize = 1024;
 
 /// Reads every datagram and routes it. Runs until the socket fails or the task is aborted.
-pub async fn serve(sock: Arc<UdpSocket>, shared: Arc<Shared>, quic_tx: mpsc::Sender<(Vec<u8>, SocketAddr)>) {
+pub async fn serve(
+    sock: Arc<UdpSocket>,
+    shared: Arc<Shared>,
+    quic_tx: mpsc::Sender<(Vec<u8>, SocketAddr)>,
+) {
     let mut buf = vec![0u8; 65_536];
     let mut out = vec![0u8; 2048];
     loop {
@@ -34,19 +38,22 @@ pub async fn serve(sock: Arc<UdpSocket>, shared: Arc<Shared>, quic_tx: mpsc::Sen
         };
         let pkt = &buf[..n];
         let reply = match classify(pkt) {
-            Kind::Stun => shared.core().on_stun(canonical(src), pkt, &mut out),
+            Kind::Stun => {
+                let now = shared.now_us();
+                shared.core().on_stun(now, canonical(src), pkt, &mut out)
+            }
             Kind::Echo => {
                 let now = shared.now_us();
                 shared.core().on_echo(now, Transport::Udp, pkt, &mut out)
             }
             Kind::Quic => {
                 if quic_tx.try_send((pkt.to_vec(), src)).is_err() {
-                    Shared::count(&shared.drop_quic_queue);
+                    shared.core().stats.drop_quic_queue += 1;
                 }
                 None
             }
             Kind::Other => {
-                Shared::count(&shared.drop_other);
+                shared.core().stats.drop_not_ours += 1;
                 None
             }
         };
@@ -68,7 +75,13 @@ pub struct QuicSocket {
 impl QuicSocket {
     pub fn new(io: Arc<UdpSocket>) -> (Self, mpsc::Sender<(Vec<u8>, SocketAddr)>) {
         let (tx, rx) = mpsc::channel(QUIC_QUEUE);
-        (Self { io, rx: Mutex::new(rx) }, tx)
+        (
+            Self {
+                io,
+                rx: Mutex::new(rx),
+            },
+            tx,
+        )
     }
 }
 
@@ -84,7 +97,12 @@ impl AsyncUdpSocket for QuicSocket {
         self.io.try_send_to(t.contents, t.destination).map(|_| ())
     }
 
-    fn poll_recv(&self, cx: &mut Context, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> Poll<io::Result<usize>> {
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
         let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
         match rx.poll_recv(cx) {
             Poll::Ready(Some((data, addr))) => {
@@ -99,7 +117,10 @@ impl AsyncUdpSocket for QuicSocket {
                 };
                 Poll::Ready(Ok(1))
             }
-            Poll::Ready(None) => Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "demultiplexer stopped"))),
+            Poll::Ready(None) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "demultiplexer stopped",
+            ))),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -131,7 +131,11 @@ fn string_table(key: &str, v: &toml::Value) -> Result<Vec<(String, String)>, Str
         .collect()
 }
 
-fn flatten_into(prefix: &str, v: &toml::Value, out: &mut Vec<(String, Value)>) -> Result<(), String> {
+fn flatten_into(
+    prefix: &str,
+    v: &toml::Value,
+    out: &mut Vec<(String, Value)>,
+) -> Result<(), String> {
     match v {
         toml::Value::Table(t) => {
             for (k, x) in t {
@@ -151,7 +155,9 @@ fn check_finding_id(id: &str) -> Result<(), String> {
     if FINDING_IDS.contains(&id) {
         Ok(())
     } else {
-        Err(format!("unknown finding id {id:?} (known: {FINDING_IDS:?})"))
+        Err(format!(
+            "unknown finding id {id:?} (known: {FINDING_IDS:?})"
+        ))
     }
 }
 
@@ -162,8 +168,11 @@ impl Expect {
         for (key, v) in t {
             match key.as_str() {
                 "exit_code" => {
-                    let c = v.as_integer().ok_or("expect.exit_code must be an integer")?;
-                    e.exit_code = Some(i32::try_from(c).map_err(|_| "expect.exit_code out of range")?);
+                    let c = v
+                        .as_integer()
+                        .ok_or("expect.exit_code must be an integer")?;
+                    e.exit_code =
+                        Some(i32::try_from(c).map_err(|_| "expect.exit_code out of range")?);
                 }
                 "findings" => e.findings = strings(key, v)?,
                 "absent_findings" => e.absent_findings = strings(key, v)?,
@@ -192,7 +201,9 @@ impl Expect {
         for (id, sev) in &e.severity {
             check_finding_id(id)?;
             if !SEVERITIES.contains(&sev.as_str()) {
-                return Err(format!("expect.severity.{id}: {sev:?} is not one of {SEVERITIES:?}"));
+                return Err(format!(
+                    "expect.severity.{id}: {sev:?} is not one of {SEVERITIES:?}"
+                ));
             }
         }
         if let Some(id) = e.findings.iter().find(|id| e.absent_findings.contains(id)) {
@@ -202,7 +213,10 @@ impl Expect {
             match (l.rate_pct, l.max_rate_pct) {
                 (Some(r), None) | (None, Some(r)) if (0.0..=100.0).contains(&r) => {}
                 (Some(_), Some(_)) => {
-                    return Err(format!("expect.loss {}: give rate_pct or max_rate_pct, not both", l.path))
+                    return Err(format!(
+                        "expect.loss {}: give rate_pct or max_rate_pct, not both",
+                        l.path
+                    ))
                 }
                 _ => {
                     return Err(format!(
@@ -211,7 +225,7 @@ impl Expect {
                     ))
                 }
             }
-            if l.sigmas.is_some_and(|s| !(s > 0.0)) {
+            if l.sigmas.is_some_and(|s| s.is_nan() || s <= 0.0) {
                 return Err(format!("expect.loss {}: sigmas must be > 0", l.path));
             }
         }
@@ -249,7 +263,9 @@ impl Expect {
         for (path, want) in &self.equals {
             match lookup(json, path) {
                 None => f.push(format!("{path}: missing (expected {want})")),
-                Some(got) if !json_eq(got, want) => f.push(format!("{path}: expected {want}, got {got}")),
+                Some(got) if !json_eq(got, want) => {
+                    f.push(format!("{path}: expected {want}, got {got}"))
+                }
                 Some(_) => {}
             }
         }
@@ -270,7 +286,9 @@ impl Expect {
         for (path, prefix) in &self.starts_with {
             match lookup(json, path).and_then(Value::as_str) {
                 Some(s) if s.starts_with(prefix.as_str()) => {}
-                Some(s) => f.push(format!("{path}: expected to start with {prefix:?}, got {s:?}")),
+                Some(s) => f.push(format!(
+                    "{path}: expected to start with {prefix:?}, got {s:?}"
+                )),
                 None => f.push(format!(
                     "{path}: expected a string starting with {prefix:?}, got {}",
                     show(lookup(json, path))
@@ -280,7 +298,10 @@ impl Expect {
         let findings = findings(json);
         match &findings {
             Err(e) => {
-                if !(self.findings.is_empty() && self.absent_findings.is_empty() && self.severity.is_empty()) {
+                if !(self.findings.is_empty()
+                    && self.absent_findings.is_empty()
+                    && self.severity.is_empty())
+                {
                     f.push(e.clone());
                 }
             }
@@ -293,7 +314,9 @@ impl Expect {
                 }
                 for id in &self.absent_findings {
                     if ids.contains(&id.as_str()) {
-                        f.push(format!("finding {id:?} present but must be absent (findings: {ids:?})"));
+                        f.push(format!(
+                            "finding {id:?} present but must be absent (findings: {ids:?})"
+                        ));
                     }
                 }
                 for (id, sev) in &self.severity {
@@ -303,9 +326,13 @@ impl Expect {
                         .map(|(_, s)| s.as_str())
                         .collect();
                     if sevs.is_empty() {
-                        f.push(format!("finding {id:?} (severity {sev}) missing (findings: {ids:?})"));
+                        f.push(format!(
+                            "finding {id:?} (severity {sev}) missing (findings: {ids:?})"
+                        ));
                     } else if !sevs.contains(&sev.as_str()) {
-                        f.push(format!("finding {id:?}: expected severity {sev:?}, got {sevs:?}"));
+                        f.push(format!(
+                            "finding {id:?}: expected severity {sev:?}, got {sevs:?}"
+                        ));
                     }
                 }
             }
@@ -347,7 +374,12 @@ pub fn findings(json: &Value) -> Result<Vec<(String, String)>, String> {
     let arr = json
         .get("findings")
         .and_then(Value::as_array)
-        .ok_or_else(|| format!("report has no \"findings\" array (got {})", show(json.get("findings"))))?;
+        .ok_or_else(|| {
+            format!(
+                "report has no \"findings\" array (got {})",
+                show(json.get("findings"))
+            )
+        })?;
     arr.iter()
         .map(|x| {
             let id = x.get("id").and_then(Value::as_str);
@@ -373,18 +405,25 @@ pub fn lookup<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 pub fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, p)| y.get(k).is_some_and(|q| json_eq(p, q)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, p)| y.get(k).is_some_and(|q| json_eq(p, q)))
         }
         _ => a == b,
     }
 }
 
 fn number(json: &Value, path: &str) -> Result<f64, String> {
-    lookup(json, path)
-        .and_then(Value::as_f64)
-        .ok_or_else(|| format!("{path}: expected a number, got {}", show(lookup(json, path))))
+    lookup(json, path).and_then(Value::as_f64).ok_or_else(|| {
+        format!(
+            "{path}: expected a number, got {}",
+            show(lookup(json, path))
+        )
+    })
 }
 
 fn parent(path: &str) -> &str {
@@ -419,7 +458,10 @@ fn check_loss(json: &Value, l: &LossExpect) -> Result<(), String> {
     let measured = number(json, &l.path)?;
     let (n, origin) = trials(json, l)?;
     if n == 0 {
-        return Err(format!("{}: no packets to judge loss on ({origin} = 0)", l.path));
+        return Err(format!(
+            "{}: no packets to judge loss on ({origin} = 0)",
+            l.path
+        ));
     }
     let sigmas = l.sigmas.unwrap_or(DEFAULT_SIGMAS);
     if let Some(rate) = l.rate_pct {
@@ -498,9 +540,18 @@ mod tests {
         assert_eq!(e.check(Some(1), Some(&r)), Vec::<String>::new());
         let f = e.check(Some(0), Some(&json!({"ok": true, "findings": []})));
         assert!(f.iter().any(|m| m.starts_with("exit code")), "{f:?}");
-        assert!(f.iter().any(|m| m.starts_with("ok: expected false")), "{f:?}");
-        assert!(f.iter().any(|m| m.contains("udp.reachable: missing")), "{f:?}");
-        assert!(f.iter().any(|m| m.contains("\"packet_loss\" missing")), "{f:?}");
+        assert!(
+            f.iter().any(|m| m.starts_with("ok: expected false")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter().any(|m| m.contains("udp.reachable: missing")),
+            "{f:?}"
+        );
+        assert!(
+            f.iter().any(|m| m.contains("\"packet_loss\" missing")),
+            "{f:?}"
+        );
         assert!(f.iter().any(|m| m.contains("duration_ms")), "{f:?}");
         assert!(e.check(Some(1), None).iter().any(|m| m.contains("no JSON")));
     }

@@ -69,10 +69,7 @@ pub fn require_root() {
 /// The workspace root (parent of this crate's manifest directory).
 pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or(manifest)
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
 
 /// The directory holding this crate's scenario TOML files.

@@ -47,7 +47,11 @@ impl Netns {
                 format!("ip netns add {name}"),
                 HELPER_TIMEOUT,
             );
-            assert!(done.success(), "cannot create namespace: {}", done.describe());
+            assert!(
+                done.success(),
+                "cannot create namespace: {}",
+                done.describe()
+            );
         }
         // From here on the guard owns it, so a failure below still cleans up.
         let ns = Netns { name };
@@ -114,7 +118,11 @@ impl Netns {
     pub fn ip(&self, args: &[&str]) {
         let mut cmd = Command::new("ip");
         cmd.args(["-n", &self.name]).args(args);
-        let done = run_bounded(cmd, format!("ip -n {} {}", self.name, args.join(" ")), HELPER_TIMEOUT);
+        let done = run_bounded(
+            cmd,
+            format!("ip -n {} {}", self.name, args.join(" ")),
+            HELPER_TIMEOUT,
+        );
         assert!(done.success(), "command failed: {}", done.describe());
     }
 
@@ -136,9 +144,23 @@ impl Netns {
         );
     }
 
-    /// `sysctl -w key=value` inside the namespace, checked.
+    /// Sets a sysctl inside the namespace (writes `/proc/sys/…` through
+    /// `sh`, so procps is not needed), checked.
     pub fn sysctl(&self, key: &str, value: &str) {
-        self.exec(&["sysctl", "-q", "-w", &format!("{key}={value}")]);
+        assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-'),
+            "bad sysctl key {key:?}"
+        );
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.exec(&[
+            "sh",
+            "-c",
+            "printf '%s\\n' \"$1\" > \"$2\"",
+            "sh",
+            value,
+            &path,
+        ]);
     }
 
     /// Re-enables IPv6 (disabled by [`Netns::new`]).
@@ -186,7 +208,10 @@ impl Netns {
     /// [`Netns::write_hosts`].  No-op if the host has no /etc/resolv.conf.
     pub fn isolate_dns(&self) {
         if std::path::Path::new("/etc/resolv.conf").exists() {
-            self.write_etc_file("resolv.conf", "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n");
+            self.write_etc_file(
+                "resolv.conf",
+                "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+            );
         }
     }
 
@@ -281,7 +306,13 @@ fn ns_pids(name: &str) -> Vec<u32> {
 fn delete_netns(name: &str) {
     let pids = ns_pids(name);
     if !pids.is_empty() {
-        let mut argv = vec!["kill".to_string(), "-KILL".to_string()];
+        // The shell's builtin kill: no procps needed.
+        let mut argv = vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            "kill -KILL \"$@\"".to_string(),
+            "sh".to_string(),
+        ];
         argv.extend(pids.iter().map(u32::to_string));
         let _ = run_bounded(crate::proc::command(&argv), "kill", HELPER_TIMEOUT);
     }
@@ -296,7 +327,10 @@ fn delete_netns(name: &str) {
             break;
         }
         if attempt == 4 {
-            eprintln!("probe-tests: could not delete namespace {name}: {}", done.describe());
+            eprintln!(
+                "probe-tests: could not delete namespace {name}: {}",
+                done.describe()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -359,10 +393,24 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     }
     let mut cmd = Command::new("ip");
     cmd.args([
-        "link", "add", a_if, "netns", a.name(), "type", "veth", "peer", "name", b_if, "netns",
+        "link",
+        "add",
+        a_if,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
         b.name(),
     ]);
-    let done = run_bounded(cmd, format!("veth {a_if}@{} <-> {b_if}@{}", a.name(), b.name()), HELPER_TIMEOUT);
+    let done = run_bounded(
+        cmd,
+        format!("veth {a_if}@{} <-> {b_if}@{}", a.name(), b.name()),
+        HELPER_TIMEOUT,
+    );
     assert!(done.success(), "cannot create veth: {}", done.describe());
     a.ip(&["link", "set", a_if, "up"]);
     b.ip(&["link", "set", b_if, "up"]);

@@ -81,9 +81,10 @@ pub fn add_rules<S: AsRef<str>>(ns: &Netns, chain: Chain, rules: &[S]) {
 ///   unless they were DNATed or answer a connection the private side
 ///   opened (the internet does not route 172.31.0.0/16).
 ///
-/// The (empty) `nat output` chain is needed: NAT hooks are only registered
-/// for hooks with a nat base chain, and replies from router-local services
-/// to SNATed peers must be un-NATed on output.
+/// A service in the router ns must bind 203.0.113.1 (not 0.0.0.0): the
+/// SNATed server appears as 203.0.113.10, a local address, so an unbound
+/// socket answers from 203.0.113.10, misses the conntrack entry and the
+/// reply never reaches the server.
 pub fn nat_script(
     cfg: &NatConfig,
     client_if: &str,
@@ -97,7 +98,6 @@ pub fn nat_script(
         "add table inet {t}\n\
          add chain inet {t} prerouting {{ type nat hook prerouting priority -100; policy accept; }}\n\
          add chain inet {t} input {{ type nat hook input priority 100; policy accept; }}\n\
-         add chain inet {t} output {{ type nat hook output priority -100; policy accept; }}\n\
          add chain inet {t} postrouting {{ type nat hook postrouting priority 100; policy accept; }}\n\
          add chain inet {t} forward {{ type filter hook forward priority -10; policy accept; }}\n"
     );
@@ -135,7 +135,10 @@ mod tests {
 
     #[test]
     fn filter_script_shape() {
-        let s = filter_script(Chain::Forward, &["ip daddr 203.0.113.2 udp dport 8443 drop", " "]);
+        let s = filter_script(
+            Chain::Forward,
+            &["ip daddr 203.0.113.2 udp dport 8443 drop", " "],
+        );
         assert_eq!(
             s,
             "add table inet probe_test\n\

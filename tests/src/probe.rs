@@ -132,13 +132,31 @@ pub struct ServerReady {
     pub pin: String,
 }
 
+/// Applies the probe processes' environment: inherited `PROBE_*` variables
+/// (e.g. `PROBE_PIN`, `PROBE_SERVER_LISTEN`, which the binaries read) are
+/// removed so the test alone decides, `NO_COLOR=1` keeps logs readable,
+/// then `env` is added.
+pub fn probe_env(cmd: &mut std::process::Command, env: &BTreeMap<String, String>) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("PROBE_") && !k.starts_with("PROBE_TESTS_") {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+    cmd.env("NO_COLOR", "1");
+    cmd.envs(env);
+}
+
 /// Prefix of the server's ready line.
 pub const READY_PREFIX: &str = "probe-server ready ";
 
 /// Parses `probe-server ready udp=IP:PORT tcp=IP:PORT pin=sha256:HEX`.
 pub fn parse_ready_line(line: &str) -> Result<ServerReady, String> {
     let err = |why: &str| format!("bad ready line ({why}): {line:?}");
-    let rest = line.trim_end().strip_prefix(READY_PREFIX).ok_or_else(|| err("prefix"))?;
+    let rest = line
+        .trim_end()
+        .strip_prefix(READY_PREFIX)
+        .ok_or_else(|| err("prefix"))?;
     let fields: Vec<&str> = rest.split(' ').collect();
     if fields.len() != 3 {
         return Err(err("want exactly udp=, tcp=, pin="));
@@ -149,7 +167,9 @@ pub fn parse_ready_line(line: &str) -> Result<ServerReady, String> {
     let pin = get("pin=", fields[2]).ok_or_else(|| err("pin="))?;
     let udp: SocketAddr = udp.parse().map_err(|_| err("udp address"))?;
     let tcp: SocketAddr = tcp.parse().map_err(|_| err("tcp address"))?;
-    let hex = pin.strip_prefix("sha256:").ok_or_else(|| err("pin must be sha256:HEX"))?;
+    let hex = pin
+        .strip_prefix("sha256:")
+        .ok_or_else(|| err("pin must be sha256:HEX"))?;
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(err("pin must be 64 hex digits"));
     }
@@ -205,7 +225,8 @@ impl ServerHandle {
 /// Starts `probe-server ARGS` in `ns` and waits (≤ 10 s) for its ready
 /// line.  Panics with the server's output if it does not come.
 pub fn start_server<S: AsRef<str>>(ns: &Netns, args: &[S]) -> ServerHandle {
-    try_start_server(ns, args, SERVER_READY_TIMEOUT, SERVER_LIFETIME).unwrap_or_else(|e| panic!("{e}"))
+    try_start_server(ns, args, SERVER_READY_TIMEOUT, SERVER_LIFETIME)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Creates a state dir and starts
@@ -252,7 +273,7 @@ fn spawn_server<S: AsRef<str>>(
     let mut argv = vec![bins.server.display().to_string()];
     argv.extend(args.iter().map(|a| a.as_ref().to_string()));
     let mut cmd = ns.argv_command(&argv);
-    cmd.envs(env);
+    probe_env(&mut cmd, env);
     let mut proc = Proc::spawn(cmd, format!("[{}] probe-server", ns.name()), lifetime)
         .map_err(|e| format!("cannot spawn probe-server: {e}"))?;
     let waited = proc
@@ -356,7 +377,7 @@ pub fn try_run_client_env<S: AsRef<str>>(
     let mut argv = vec![bins.client.display().to_string()];
     argv.extend(args.iter().map(|a| a.as_ref().to_string()));
     let mut cmd = ns.argv_command(&argv);
-    cmd.envs(env);
+    probe_env(&mut cmd, env);
     let done = crate::proc::run_bounded(cmd, format!("[{}] probe-client", ns.name()), timeout);
     ClientRun {
         code: done.code(),
@@ -396,7 +417,10 @@ mod tests {
         assert_eq!(r.udp, "0.0.0.0:8443".parse().unwrap());
         assert_eq!(r.tcp.port(), 8443);
         assert_eq!(r.pin, PIN);
-        let v6 = parse_ready_line(&format!("probe-server ready udp=[::]:1 tcp=[::1]:2 pin={PIN}\n")).unwrap();
+        let v6 = parse_ready_line(&format!(
+            "probe-server ready udp=[::]:1 tcp=[::1]:2 pin={PIN}\n"
+        ))
+        .unwrap();
         assert_eq!(v6.tcp.port(), 2);
     }
 

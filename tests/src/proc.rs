@@ -167,7 +167,11 @@ impl std::fmt::Debug for Proc {
 impl Proc {
     /// Spawns `cmd` with stdin from /dev/null, stdout/stderr captured, and a
     /// watchdog that kills it after `lifetime`.
-    pub fn spawn(cmd: Command, label: impl Into<String>, lifetime: Duration) -> std::io::Result<Proc> {
+    pub fn spawn(
+        cmd: Command,
+        label: impl Into<String>,
+        lifetime: Duration,
+    ) -> std::io::Result<Proc> {
         Self::spawn_with_stdin(cmd, label, lifetime, None)
     }
 
@@ -454,7 +458,11 @@ mod tests {
     #[test]
     fn kills_at_bound() {
         let t = Instant::now();
-        let done = run_bounded(command(&["sleep", "30"]), "sleep", Duration::from_millis(200));
+        let done = run_bounded(
+            command(&["sleep", "30"]),
+            "sleep",
+            Duration::from_millis(200),
+        );
         assert!(done.timed_out);
         assert_eq!(done.code(), None);
         assert!(t.elapsed() < Duration::from_secs(5));
@@ -462,7 +470,12 @@ mod tests {
 
     #[test]
     fn watchdog_kills_background_process() {
-        let mut p = Proc::spawn(command(&["sleep", "30"]), "sleep", Duration::from_millis(200)).unwrap();
+        let mut p = Proc::spawn(
+            command(&["sleep", "30"]),
+            "sleep",
+            Duration::from_millis(200),
+        )
+        .unwrap();
         let st = p.wait_timeout(Duration::from_secs(5));
         assert!(st.is_some(), "watchdog did not kill the child");
         assert!(p.watchdog_fired());
@@ -487,7 +500,12 @@ mod tests {
 
     #[test]
     fn line_wait_reports_closed() {
-        let mut p = Proc::spawn(command(&["sh", "-c", "echo nope"]), "sh", Duration::from_secs(10)).unwrap();
+        let mut p = Proc::spawn(
+            command(&["sh", "-c", "echo nope"]),
+            "sh",
+            Duration::from_secs(10),
+        )
+        .unwrap();
         let r = p
             .stdout_capture()
             .wait_for_line(Duration::from_secs(5), |l| l == "ready");

@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use crate::expect::Expect;
 use crate::nft::Chain;
-use crate::probe::{start_server_with_state, try_run_client_env};
+use crate::probe::{start_server_with_state, try_run_client_env, ClientRun};
 use crate::proc::Proc;
 use crate::topology::{NatConfig, PortMap, Role, Topology, TopologyKind, NAT_PUBLIC_IP};
 
@@ -182,15 +182,18 @@ impl Scenario {
             .ok_or_else(|| format!("bad scenario path {}", path.display()))?
             .to_string();
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file: ScenarioFile = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        let expect = Expect::from_table(&file.expect).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file: ScenarioFile =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let expect =
+            Expect::from_table(&file.expect).map_err(|e| format!("{}: {e}", path.display()))?;
         let s = Scenario {
             name,
             path: path.to_path_buf(),
             file,
             expect,
         };
-        s.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        s.validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(s)
     }
 
@@ -208,7 +211,12 @@ impl Scenario {
             return Err("[nat] needs topology = \"nat\"".into());
         }
         let r = &f.router;
-        if !r.args.is_empty() || !r.env.is_empty() || r.server.is_some() || r.timeout_secs.is_some() || r.listen.is_some() {
+        if !r.args.is_empty()
+            || !r.env.is_empty()
+            || r.server.is_some()
+            || r.timeout_secs.is_some()
+            || r.listen.is_some()
+        {
             return Err("[router] takes only input/output/forward/hosts".into());
         }
         if f.server.server.is_some() || f.server.timeout_secs.is_some() {
@@ -221,9 +229,17 @@ impl Scenario {
             return Err("client.timeout_secs must be > 0".into());
         }
         for (role, sec) in [("router", r), ("client", &f.client), ("server", &f.server)] {
-            for rule in sec.input.iter().chain(&sec.output).chain(&sec.forward).chain(&sec.hosts) {
+            for rule in sec
+                .input
+                .iter()
+                .chain(&sec.output)
+                .chain(&sec.forward)
+                .chain(&sec.hosts)
+            {
                 if rule.contains('\n') || rule.trim().is_empty() {
-                    return Err(format!("[{role}]: rules/hosts must be non-empty single lines: {rule:?}"));
+                    return Err(format!(
+                        "[{role}]: rules/hosts must be non-empty single lines: {rule:?}"
+                    ));
                 }
             }
         }
@@ -239,7 +255,9 @@ impl Scenario {
     pub fn topology_kind(&self) -> TopologyKind {
         match self.file.topology {
             TopologyName::Routed => TopologyKind::Routed,
-            TopologyName::Nat => TopologyKind::Nat(self.file.nat.clone().unwrap_or_default().config()),
+            TopologyName::Nat => {
+                TopologyKind::Nat(self.file.nat.clone().unwrap_or_default().config())
+            }
         }
     }
 
@@ -251,8 +269,9 @@ impl Scenario {
         }
     }
 
-    /// Runs the scenario; panics with diagnostics on any failure.
-    pub fn run(&self) {
+    /// Runs the scenario; panics with diagnostics on any failure.  Returns
+    /// the client run (with its parsed report) for extra checks in Rust.
+    pub fn run(&self) -> ClientRun {
         // Build (or find) the binaries before any namespace exists.
         crate::binaries();
         let topo = Topology::build(self.topology_kind());
@@ -275,7 +294,8 @@ impl Scenario {
             }
         }
 
-        let client_timeout = Duration::from_secs(self.file.client.timeout_secs.unwrap_or(CLIENT_TIMEOUT_SECS));
+        let client_timeout =
+            Duration::from_secs(self.file.client.timeout_secs.unwrap_or(CLIENT_TIMEOUT_SECS));
         // Helpers and the server outlive the client by a margin, then the
         // watchdog kills them: nothing can hang.
         let lifetime = client_timeout + Duration::from_secs(60);
@@ -287,18 +307,25 @@ impl Scenario {
             let mut cmd = ns.argv_command(&argv);
             cmd.envs(&s.env);
             let label = format!("spawn[{i}] [{}] {}", s.ns.name(), argv.join(" "));
-            let p = Proc::spawn(cmd, label.clone(), lifetime).unwrap_or_else(|e| panic!("cannot spawn {label}: {e}"));
+            let p = Proc::spawn(cmd, label.clone(), lifetime)
+                .unwrap_or_else(|e| panic!("cannot spawn {label}: {e}"));
             helpers.push(p);
             let p = helpers.last().expect("just pushed");
             let timeout = Duration::from_secs(s.ready_timeout_secs.unwrap_or(10));
             let mut why = Vec::new();
             if let Some(want) = &s.wait_stdout {
-                if let Err(e) = p.stdout_capture().wait_for_line(timeout, |l| l.contains(want.as_str())) {
+                if let Err(e) = p
+                    .stdout_capture()
+                    .wait_for_line(timeout, |l| l.contains(want.as_str()))
+                {
                     why.push(format!("no stdout line containing {want:?} ({e:?})"));
                 }
             }
             if let Some(want) = &s.wait_stderr {
-                if let Err(e) = p.stderr_capture().wait_for_line(timeout, |l| l.contains(want.as_str())) {
+                if let Err(e) = p
+                    .stderr_capture()
+                    .wait_for_line(timeout, |l| l.contains(want.as_str()))
+                {
                     why.push(format!("no stderr line containing {want:?} ({e:?})"));
                 }
             }
@@ -321,11 +348,18 @@ impl Scenario {
         let srv = &self.file.server;
         let server_args: Vec<String> = srv.args.iter().map(|a| subst(a, &vars)).collect();
         let listen = subst(srv.listen.as_deref().unwrap_or(DEFAULT_LISTEN), &vars);
-        let mut server = start_server_with_state(&topo.server, &listen, &server_args, &srv.env, lifetime)
-            .unwrap_or_else(|e| panic!("scenario {}: {e}", self.name));
+        let mut server =
+            start_server_with_state(&topo.server, &listen, &server_args, &srv.env, lifetime)
+                .unwrap_or_else(|e| panic!("scenario {}: {e}", self.name));
         vars.insert("pin".into(), server.pin().to_string());
-        vars.insert("server_udp_port".into(), server.ready.udp.port().to_string());
-        vars.insert("server_tcp_port".into(), server.ready.tcp.port().to_string());
+        vars.insert(
+            "server_udp_port".into(),
+            server.ready.udp.port().to_string(),
+        );
+        vars.insert(
+            "server_tcp_port".into(),
+            server.ready.tcp.port().to_string(),
+        );
         if let Some(d) = server.state_dir() {
             vars.insert("state_dir".into(), d.display().to_string());
         }
@@ -339,14 +373,19 @@ impl Scenario {
 
         let mut failures = Vec::new();
         if run.timed_out {
-            failures.push(format!("probe-client ran past its {client_timeout:?} bound and was killed"));
+            failures.push(format!(
+                "probe-client ran past its {client_timeout:?} bound and was killed"
+            ));
         }
         if let Some(st) = server.exited() {
             failures.push(format!("probe-server exited during the run: {st}"));
         }
         if let Some(j) = &run.json {
             if j.get("schema") != Some(&serde_json::json!(1)) {
-                failures.push(format!("report schema: expected 1, got {}", j.get("schema").unwrap_or(&serde_json::Value::Null)));
+                failures.push(format!(
+                    "report schema: expected 1, got {}",
+                    j.get("schema").unwrap_or(&serde_json::Value::Null)
+                ));
             }
             if j.get("site").and_then(|s| s.as_str()) != Some(self.name.as_str()) {
                 failures.push(format!(
@@ -388,6 +427,7 @@ impl Scenario {
             drop(helpers);
             panic!("{msg}");
         }
+        run
     }
 }
 
@@ -411,11 +451,19 @@ pub fn subst(s: &str, vars: &BTreeMap<String, String>) -> String {
             continue;
         }
         match after.find('}') {
-            Some(j) if after[..j].chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') && j > 0 => {
+            Some(j)
+                if after[..j]
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+                    && j > 0 =>
+            {
                 let key = &after[..j];
-                let v = vars
-                    .get(key)
-                    .unwrap_or_else(|| panic!("unknown substitution {{{key}}} in {s:?}; known: {:?}", vars.keys()));
+                let v = vars.get(key).unwrap_or_else(|| {
+                    panic!(
+                        "unknown substitution {{{key}}} in {s:?}; known: {:?}",
+                        vars.keys()
+                    )
+                });
                 out.push_str(v);
                 rest = &after[j + 1..];
             }
@@ -430,16 +478,16 @@ pub fn subst(s: &str, vars: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// Loads and runs `tests/scenarios/NAME.toml`.
-pub fn run_named(name: &str) {
+/// Loads and runs `tests/scenarios/NAME.toml`; returns the client run.
+pub fn run_named(name: &str) -> ClientRun {
     let s = Scenario::named(name).unwrap_or_else(|e| panic!("{e}"));
-    s.run();
+    s.run()
 }
 
-/// Loads and runs a scenario file.
-pub fn run_scenario_file(path: &Path) {
+/// Loads and runs a scenario file; returns the client run.
+pub fn run_scenario_file(path: &Path) -> ClientRun {
     let s = Scenario::load(path).unwrap_or_else(|e| panic!("{e}"));
-    s.run();
+    s.run()
 }
 
 /// Stems of all `tests/scenarios/*.toml`, sorted.
@@ -463,8 +511,14 @@ mod tests {
     fn substitution() {
         let mut v = BTreeMap::new();
         v.insert("server_ip".to_string(), "203.0.113.2".to_string());
-        assert_eq!(subst("ip daddr {server_ip} drop", &v), "ip daddr 203.0.113.2 drop");
-        assert_eq!(subst("udp dport { 3478, 8443 } drop", &v), "udp dport { 3478, 8443 } drop");
+        assert_eq!(
+            subst("ip daddr {server_ip} drop", &v),
+            "ip daddr 203.0.113.2 drop"
+        );
+        assert_eq!(
+            subst("udp dport { 3478, 8443 } drop", &v),
+            "udp dport { 3478, 8443 } drop"
+        );
         assert_eq!(subst("{{server_ip}}", &v), "{server_ip}");
         assert_eq!(subst("a}b", &v), "a}b");
     }

@@ -15,7 +15,11 @@
 //! ```
 //! The client dials 203.0.113.10; packets it sends to 172.31.0.0/16 are
 //! dropped by the router unless they were DNATed (no route on the
-//! "internet").  The server's outbound traffic is SNATed to 203.0.113.10.
+//! "internet").  The server's outbound traffic is SNATed to 203.0.113.10,
+//! also toward services in the router ns on 203.0.113.1 — which must bind
+//! 203.0.113.1 explicitly (e.g. coturn `--listening-ip 203.0.113.1`), not
+//! 0.0.0.0, or their replies to the server are lost (see
+//! [`crate::nft::nat_script`]).
 //!
 //! In both, IPv6 is disabled and each namespace's resolv.conf points at
 //! 127.0.0.1 (see [`Netns::isolate_dns`]): names for tests go in hosts files.
@@ -183,7 +187,11 @@ impl Topology {
     }
 
     fn namespaces() -> (Netns, Netns, Netns) {
-        let n = (Netns::new("client"), Netns::new("router"), Netns::new("server"));
+        let n = (
+            Netns::new("client"),
+            Netns::new("router"),
+            Netns::new("server"),
+        );
         for ns in [&n.0, &n.1, &n.2] {
             ns.isolate_dns();
         }
@@ -319,7 +327,13 @@ impl Topology {
     pub fn dump_rulesets(&self) -> String {
         Role::ALL
             .iter()
-            .map(|&r| format!("--- nft ruleset in {} ---\n{}", r.name(), self.ns(r).ruleset()))
+            .map(|&r| {
+                format!(
+                    "--- nft ruleset in {} ---\n{}",
+                    r.name(),
+                    self.ns(r).ruleset()
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }

@@ -17,10 +17,11 @@ const BOUND: Duration = Duration::from_secs(20);
 /// Starts a UDP echo listener on `0.0.0.0:port` in `ns`; it exits after
 /// `idle_ms` without traffic.
 fn udp_echo(ns: &Netns, port: u16, idle_ms: u64) -> Proc {
-    let p = ns.spawn(
-        &[NETCHECK, "udp-echo", &format!("0.0.0.0:{port}"), &idle_ms.to_string()],
-        BOUND,
-    );
+    udp_echo_on(ns, &format!("0.0.0.0:{port}"), idle_ms)
+}
+
+fn udp_echo_on(ns: &Netns, bind: &str, idle_ms: u64) -> Proc {
+    let p = ns.spawn(&[NETCHECK, "udp-echo", bind, &idle_ms.to_string()], BOUND);
     wait_ready(p)
 }
 
@@ -28,7 +29,12 @@ fn udp_echo(ns: &Netns, port: u16, idle_ms: u64) -> Proc {
 /// address it sees.
 fn tcp_echo(ns: &Netns, port: u16, idle_ms: u64) -> Proc {
     let p = ns.spawn(
-        &[NETCHECK, "tcp-echo", &format!("0.0.0.0:{port}"), &idle_ms.to_string()],
+        &[
+            NETCHECK,
+            "tcp-echo",
+            &format!("0.0.0.0:{port}"),
+            &idle_ms.to_string(),
+        ],
         BOUND,
     );
     wait_ready(p)
@@ -59,7 +65,10 @@ fn udp_send(ns: &Netns, dest: &str, count: u32, gap_us: u32, wait_ms: u32) -> Fi
 }
 
 fn tcp_connect(ns: &Netns, dest: &str, timeout_ms: u32) -> Finished {
-    ns.try_exec(&[NETCHECK, "tcp-connect", dest, &timeout_ms.to_string()], BOUND)
+    ns.try_exec(
+        &[NETCHECK, "tcp-connect", dest, &timeout_ms.to_string()],
+        BOUND,
+    )
 }
 
 /// Waits for a listener to exit and returns the N of its `done N` line
@@ -78,7 +87,9 @@ fn received(p: Proc) -> (u64, Finished) {
 fn assert_reply_seen(send: &Finished, seen_prefix: &str) {
     assert!(send.success(), "no reply: {}", send.describe());
     assert!(
-        send.stdout.lines().any(|l| l.starts_with("reply ") && l.contains(&format!("seen {seen_prefix}"))),
+        send.stdout
+            .lines()
+            .any(|l| l.starts_with("reply ") && l.contains(&format!("seen {seen_prefix}"))),
         "reply does not show source {seen_prefix}: {}",
         send.describe()
     );
@@ -91,7 +102,11 @@ fn routed_udp_and_tcp_reach_the_server() {
     let send = udp_send(&t.client, "203.0.113.2:9000", 3, 1000, 500);
     // The reply comes from the server's address; no NAT on the path.
     assert_reply_seen(&send, "198.51.100.2:");
-    assert!(send.stdout.contains("reply 203.0.113.2:9000 "), "{}", send.describe());
+    assert!(
+        send.stdout.contains("reply 203.0.113.2:9000 "),
+        "{}",
+        send.describe()
+    );
     let (n, _) = received(echo);
     assert_eq!(n, 3);
 
@@ -108,8 +123,16 @@ fn router_forward_drop_rule_blocks_udp_only() {
     t.router_forward(&["ip daddr 203.0.113.2 udp dport 9000 counter drop"]);
     let echo = udp_echo(&t.server, 9000, 1500);
     let send = udp_send(&t.client, "203.0.113.2:9000", 3, 1000, 500);
-    assert!(!send.success(), "UDP got through a drop rule: {}", send.describe());
-    assert!(send.stdout.contains("sent 3 replies 0"), "{}", send.describe());
+    assert!(
+        !send.success(),
+        "UDP got through a drop rule: {}",
+        send.describe()
+    );
+    assert!(
+        send.stdout.contains("sent 3 replies 0"),
+        "{}",
+        send.describe()
+    );
     let (n, _) = received(echo);
     assert_eq!(n, 0, "server received datagrams through a drop rule");
     // The rule matched (counter), so the drop was the router's doing.
@@ -175,11 +198,17 @@ fn nat_public_address_reaches_private_server() {
     // Reply un-DNATed (comes from the public address); the server sees the
     // client's real address (no client-side NAT).
     assert_reply_seen(&send, "198.51.100.2:");
-    assert!(send.stdout.contains("reply 203.0.113.10:9000 "), "{}", send.describe());
+    assert!(
+        send.stdout.contains("reply 203.0.113.10:9000 "),
+        "{}",
+        send.describe()
+    );
     assert_eq!(received(echo).0, 3);
 
     let tcp = tcp_echo(&t.server, 9443, 1500);
-    t.server.wait_listening("tcp:9443", Duration::from_secs(5)).unwrap();
+    t.server
+        .wait_listening("tcp:9443", Duration::from_secs(5))
+        .unwrap();
     let c = tcp_connect(&t.client, "203.0.113.10:9443", 2000);
     assert!(c.success(), "{}", c.describe());
     assert!(c.stdout.contains("seen 198.51.100.2:"), "{}", c.describe());
@@ -191,12 +220,20 @@ fn nat_private_address_is_unreachable_from_client() {
     let t = Topology::nat(NatConfig::default());
     let echo = udp_echo(&t.server, 9000, 1500);
     let send = udp_send(&t.client, "172.31.1.2:9000", 3, 1000, 500);
-    assert!(!send.success(), "client reached the private address: {}", send.describe());
+    assert!(
+        !send.success(),
+        "client reached the private address: {}",
+        send.describe()
+    );
     assert_eq!(received(echo).0, 0);
 
     let tcp = tcp_echo(&t.server, 9000, 2500);
     let c = tcp_connect(&t.client, "172.31.1.2:9000", 1000);
-    assert!(!c.success(), "client connected to the private address: {}", c.describe());
+    assert!(
+        !c.success(),
+        "client connected to the private address: {}",
+        c.describe()
+    );
     drop(tcp);
 }
 
@@ -210,9 +247,12 @@ fn nat_server_outbound_is_snatted_to_public_ip() {
     drop(received(echo));
 
     // Server → a service in the router ns on 203.0.113.1 (where a STUN
-    // server will run): it too sees the public address.
-    let echo = udp_echo(&t.router, 3478, 1500);
-    t.router.wait_listening("udp:3478", Duration::from_secs(5)).unwrap();
+    // server will run): it too sees the public address.  The service must
+    // bind 203.0.113.1 itself (see nft::nat_script).
+    let echo = udp_echo_on(&t.router, "203.0.113.1:3478", 1500);
+    t.router
+        .wait_listening("udp:3478", Duration::from_secs(5))
+        .unwrap();
     let send = udp_send(&t.server, "203.0.113.1:3478", 2, 1000, 500);
     assert_reply_seen(&send, "203.0.113.10:");
     drop(received(echo));
@@ -234,7 +274,11 @@ fn nat_port_map_443_to_8443() {
     let echo = udp_echo(&t.server, 8443, 2000);
     let send = udp_send(&t.client, "203.0.113.10:443", 2, 1000, 500);
     assert_reply_seen(&send, "198.51.100.2:");
-    assert!(send.stdout.contains("reply 203.0.113.10:443 "), "{}", send.describe());
+    assert!(
+        send.stdout.contains("reply 203.0.113.10:443 "),
+        "{}",
+        send.describe()
+    );
     // Unmapped port: not forwarded.
     let send = udp_send(&t.client, "203.0.113.10:8443", 2, 1000, 500);
     assert!(!send.success(), "{}", send.describe());
@@ -244,7 +288,11 @@ fn nat_port_map_443_to_8443() {
     let c = tcp_connect(&t.client, "203.0.113.10:443", 2000);
     assert!(c.success(), "{}", c.describe());
     let c = tcp_connect(&t.client, "203.0.113.10:8443", 1000);
-    assert!(!c.success(), "unmapped TCP port reached the server: {}", c.describe());
+    assert!(
+        !c.success(),
+        "unmapped TCP port reached the server: {}",
+        c.describe()
+    );
     drop(tcp);
 }
 
@@ -254,10 +302,14 @@ fn hosts_files_are_per_namespace() {
     let t = Topology::routed();
     t.client.write_hosts(&["203.0.113.10 calls.example.test"]);
     t.server.write_hosts(&["172.31.1.2 calls.example.test"]);
-    let r = t.client.try_exec(&[NETCHECK, "resolve", "calls.example.test"], BOUND);
+    let r = t
+        .client
+        .try_exec(&[NETCHECK, "resolve", "calls.example.test"], BOUND);
     assert!(r.success(), "{}", r.describe());
     assert_eq!(r.stdout.trim(), "203.0.113.10");
-    let r = t.server.try_exec(&[NETCHECK, "resolve", "calls.example.test"], BOUND);
+    let r = t
+        .server
+        .try_exec(&[NETCHECK, "resolve", "calls.example.test"], BOUND);
     assert_eq!(r.stdout.trim(), "172.31.1.2", "{}", r.describe());
     assert!(t.client.etc_dir().join("hosts").is_file());
     assert_eq!(std::fs::read_to_string("/etc/hosts").ok(), host_hosts);
@@ -280,11 +332,19 @@ fn namespaces_are_removed_on_drop_and_after_panic() {
     loop {
         // Killed: gone, or a zombie nobody reaps (we forgot the handle).
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rsplit(')').next().unwrap_or("").split_whitespace().next();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
         if stat.is_empty() || state == Some("Z") {
             break;
         }
-        assert!(Instant::now() < deadline, "process {pid} survived its namespace: {stat}");
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} survived its namespace: {stat}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -302,10 +362,16 @@ fn namespaces_are_removed_on_drop_and_after_panic() {
     assert!(r.is_err());
     let names = names.into_inner().unwrap();
     assert_eq!(names.len(), 3);
-    let left: Vec<String> = netns::list().into_iter().filter(|n| names.contains(n)).collect();
+    let left: Vec<String> = netns::list()
+        .into_iter()
+        .filter(|n| names.contains(n))
+        .collect();
     assert!(left.is_empty(), "namespaces left after panic: {left:?}");
     for n in &names {
-        assert!(!std::path::Path::new("/etc/netns").join(n).exists(), "/etc/netns/{n} left");
+        assert!(
+            !std::path::Path::new("/etc/netns").join(n).exists(),
+            "/etc/netns/{n} left"
+        );
     }
 }
 

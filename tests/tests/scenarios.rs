@@ -7,7 +7,7 @@ macro_rules! scenarios {
         $(
             #[test]
             fn $name() {
-                probe_tests::run_named(stringify!($name));
+                let _report = probe_tests::run_named(stringify!($name));
             }
         )*
 

@@ -148,9 +148,13 @@ impl RtcdConfig {
     /// Does not validate: call [`RtcdConfig::validate`] (after `apply_env`).
     pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
         let table: Table = s.parse().map_err(|e: toml::de::Error| {
-            let line = e
-                .span()
-                .map(|sp| s.as_bytes()[..sp.start.min(s.len())].iter().filter(|&&b| b == b'\n').count() + 1);
+            let line = e.span().map(|sp| {
+                s.as_bytes()[..sp.start.min(s.len())]
+                    .iter()
+                    .filter(|&&b| b == b'\n')
+                    .count()
+                    + 1
+            });
             let at = line.map(|l| format!("line {l}: ")).unwrap_or_default();
             ConfigError::new(
                 "toml",
@@ -239,7 +243,9 @@ impl<'a> At<'a> {
                  TOML value has type {}; destination has type {want}",
                 type_name(v)
             ),
-            format!("give {key} a {want} value in RTCD's config file; RTCD refuses to start otherwise"),
+            format!(
+                "give {key} a value of type {want} in RTCD's config file; RTCD refuses to start otherwise"
+            ),
         )
     }
 
@@ -406,19 +412,11 @@ fn decode_ice_servers(rtc: &At, cfg: &mut RtcdConfig, src: &str) -> Result<(), C
     };
     let items = match v {
         Value::Array(_) if ice_servers_is_array_of_tables(src) => {
-            return Err(rtc.unmarshal_err(
-                k,
-                "invalid type []map[string]interface {}".into(),
-                HINT,
-            ))
+            return Err(rtc.unmarshal_err(k, "invalid type []map[string]interface {}".into(), HINT))
         }
         Value::Array(a) => a,
         other => {
-            return Err(rtc.unmarshal_err(
-                k,
-                format!("invalid type {}", go_type_name(other)),
-                HINT,
-            ))
+            return Err(rtc.unmarshal_err(k, format!("invalid type {}", go_type_name(other)), HINT))
         }
     };
     let mut servers = Vec::with_capacity(items.len());
@@ -505,8 +503,10 @@ enable_color = true
     #[test]
     fn sample_config_parses_to_defaults() {
         let cfg = RtcdConfig::from_toml_str(SAMPLE).unwrap();
-        let mut expected = RtcdConfig::default();
-        expected.table = cfg.table.clone();
+        let expected = RtcdConfig {
+            table: cfg.table.clone(),
+            ..RtcdConfig::default()
+        };
         assert_eq!(cfg, expected);
         assert!(cfg.table.contains_key("logger"));
         cfg.validate().unwrap();
@@ -579,9 +579,11 @@ allow_self_registration = true
         assert!(e.rtcd_message.ends_with("invalid type string"), "{e}");
         let e = RtcdConfig::from_toml_str("[rtc]\nice_servers = [1]").unwrap_err();
         assert!(e.rtcd_message.ends_with("unknown type int64"), "{e}");
-        let e = RtcdConfig::from_toml_str("[[rtc.ice_servers]]\nurls = [\"stun:x:1\"]").unwrap_err();
+        let e =
+            RtcdConfig::from_toml_str("[[rtc.ice_servers]]\nurls = [\"stun:x:1\"]").unwrap_err();
         assert!(
-            e.rtcd_message.ends_with("invalid type []map[string]interface {}"),
+            e.rtcd_message
+                .ends_with("invalid type []map[string]interface {}"),
             "{e}"
         );
         let e = RtcdConfig::from_toml_str("[rtc]\nnack_buffer_size = 70000").unwrap_err();
@@ -593,7 +595,11 @@ allow_self_registration = true
     #[test]
     fn syntax_errors_name_the_line() {
         let e = RtcdConfig::from_toml_str("[rtc]\nice_port_udp = = 1\n").unwrap_err();
-        assert!(e.rtcd_message.starts_with("failed to decode config file: toml: line 2"), "{e}");
+        assert!(
+            e.rtcd_message
+                .starts_with("failed to decode config file: toml: line 2"),
+            "{e}"
+        );
         assert!(e.to_string().contains(" — "));
     }
 
@@ -601,15 +607,17 @@ allow_self_registration = true
     fn ice_server_tables_mirror_unmarshal_toml() {
         // `urls` given as a string is silently dropped by RTCD, which then
         // fails validation with "invalid empty URLs".
-        let cfg = RtcdConfig::from_toml_str("[rtc]\nice_servers = [{urls = \"stun:x:1\"}]").unwrap();
+        let cfg =
+            RtcdConfig::from_toml_str("[rtc]\nice_servers = [{urls = \"stun:x:1\"}]").unwrap();
         assert_eq!(cfg.ice_servers, vec![IceServer::default()]);
         assert_eq!(
             cfg.validate().unwrap_err().rtcd_message,
             "invalid ICEServers value: invalid empty URLs"
         );
-        let cfg =
-            RtcdConfig::from_toml_str("[rtc]\nice_servers = [{urls = [\"stun:x:1\", 3], username = 7}]")
-                .unwrap();
+        let cfg = RtcdConfig::from_toml_str(
+            "[rtc]\nice_servers = [{urls = [\"stun:x:1\", 3], username = 7}]",
+        )
+        .unwrap();
         assert_eq!(cfg.ice_servers[0].urls, vec!["stun:x:1", ""]);
         assert_eq!(cfg.ice_servers[0].username, "");
     }

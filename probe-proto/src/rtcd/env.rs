@@ -77,15 +77,25 @@ impl RtcdConfig {
         env.boolean("RTCD_API_HTTP_TLS_ENABLE", "Enable", &mut api.tls_enable)?;
         env.string("RTCD_API_HTTP_TLS_CERTFILE", &mut api.tls_cert_file);
         env.string("RTCD_API_HTTP_TLS_CERTKEY", &mut api.tls_cert_key);
-        env.boolean("RTCD_API_SECURITY_ENABLEADMIN", "EnableAdmin", &mut api.enable_admin)?;
-        env.string("RTCD_API_SECURITY_ADMINSECRETKEY", &mut api.admin_secret_key);
+        env.boolean(
+            "RTCD_API_SECURITY_ENABLEADMIN",
+            "EnableAdmin",
+            &mut api.enable_admin,
+        )?;
+        env.string(
+            "RTCD_API_SECURITY_ADMINSECRETKEY",
+            &mut api.admin_secret_key,
+        );
         env.boolean(
             "RTCD_API_SECURITY_ALLOWSELFREGISTRATION",
             "AllowSelfRegistration",
             &mut api.allow_self_registration,
         )?;
         // Not kept, but a bad value still stops RTCD.
-        env.int("RTCD_API_SECURITY_SESSIONCACHE_EXPIRATIONMINUTES", "ExpirationMinutes")?;
+        env.int(
+            "RTCD_API_SECURITY_SESSIONCACHE_EXPIRATIONMINUTES",
+            "ExpirationMinutes",
+        )?;
 
         env.string("RTCD_RTC_ICEADDRESSUDP", &mut self.ice_address_udp);
         if let Some(p) = env.int("RTCD_RTC_ICEPORTUDP", "ICEPortUDP")? {
@@ -96,10 +106,19 @@ impl RtcdConfig {
             self.ice_port_tcp = p;
         }
         env.string("RTCD_RTC_ICEHOSTOVERRIDE", &mut self.ice_host_override);
-        env.string("RTCD_RTC_ICEHOSTPORTOVERRIDE", &mut self.ice_host_port_override);
+        env.string(
+            "RTCD_RTC_ICEHOSTPORTOVERRIDE",
+            &mut self.ice_host_port_override,
+        );
         if let Some(v) = env.get("RTCD_RTC_ICESERVERS") {
             self.ice_servers = decode_ice_servers_json(&v).map_err(|e| {
-                parse_err("RTCD_RTC_ICESERVERS", "ICEServers", "rtc.ICEServers", &v, &e)
+                parse_err(
+                    "RTCD_RTC_ICESERVERS",
+                    "ICEServers",
+                    "rtc.ICEServers",
+                    &v,
+                    &e,
+                )
             })?;
         }
         env.string(
@@ -117,8 +136,15 @@ impl RtcdConfig {
             self.udp_sockets_count = Some(n);
         }
         if let Some(v) = env.get("RTCD_RTC_NACKBUFFERSIZE") {
-            self.nack_buffer_size = parse_uint16(&v)
-                .map_err(|e| parse_err("RTCD_RTC_NACKBUFFERSIZE", "NACKBufferSize", "uint16", &v, &e))?;
+            self.nack_buffer_size = parse_uint16(&v).map_err(|e| {
+                parse_err(
+                    "RTCD_RTC_NACKBUFFERSIZE",
+                    "NACKBufferSize",
+                    "uint16",
+                    &v,
+                    &e,
+                )
+            })?;
         }
         let mut ignored = false;
         env.boolean("RTCD_RTC_NACKDISABLECOPY", "NACKDisableCopy", &mut ignored)?;
@@ -191,8 +217,11 @@ pub fn decode_ice_servers_json(s: &str) -> Result<Vec<IceServer>, String> {
             }
         };
         let field = |name: &str| {
-            obj.get(name)
-                .or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+            obj.get(name).or_else(|| {
+                obj.iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v)
+            })
         };
         let mut server = IceServer::default();
         if let Some(u) = field("urls") {
@@ -244,7 +273,10 @@ mod tests {
         .unwrap();
         cfg.apply_env(&env(&[
             ("RTCD_RTC_ICEHOSTOVERRIDE", "203.0.113.7"),
-            ("RTCD_RTC_ICEHOSTPORTOVERRIDE", "10.0.0.1/8448,10.0.0.2/8449"),
+            (
+                "RTCD_RTC_ICEHOSTPORTOVERRIDE",
+                "10.0.0.1/8448,10.0.0.2/8449",
+            ),
             ("RTCD_RTC_ICEPORTUDP", "0x20FC"),
             ("RTCD_RTC_ICEPORTTCP", "8445"),
             ("RTCD_RTC_ICEADDRESSUDP", "10.0.0.1"),
@@ -259,7 +291,10 @@ mod tests {
         assert_eq!(cfg.ice_host_override, "203.0.113.7");
         assert_eq!(cfg.ice_host_port_override, "10.0.0.1/8448,10.0.0.2/8449");
         assert_eq!((cfg.ice_port_udp, cfg.ice_port_tcp), (8444, 8445));
-        assert_eq!((cfg.ice_address_udp.as_str(), cfg.ice_address_tcp.as_str()), ("10.0.0.1", "10.0.0.2"));
+        assert_eq!(
+            (cfg.ice_address_udp.as_str(), cfg.ice_address_tcp.as_str()),
+            ("10.0.0.1", "10.0.0.2")
+        );
         assert!(cfg.enable_ipv6);
         assert_eq!(cfg.udp_sockets_count, Some(8));
         assert_eq!(cfg.api.listen_address, ":8046");
@@ -284,8 +319,10 @@ mod tests {
 
     #[test]
     fn set_but_empty_counts() {
-        let mut cfg = RtcdConfig::from_toml_str("[rtc]\nice_host_override = \"198.51.100.1\"").unwrap();
-        cfg.apply_env(&env(&[("RTCD_RTC_ICEHOSTOVERRIDE", "")])).unwrap();
+        let mut cfg =
+            RtcdConfig::from_toml_str("[rtc]\nice_host_override = \"198.51.100.1\"").unwrap();
+        cfg.apply_env(&env(&[("RTCD_RTC_ICEHOSTOVERRIDE", "")]))
+            .unwrap();
         assert_eq!(cfg.ice_host_override, "");
         let e = RtcdConfig::default()
             .apply_env(&env(&[("RTCD_RTC_ICEPORTUDP", "")]))
@@ -311,7 +348,10 @@ mod tests {
             "envconfig.Process: assigning RTCD_RTC_ENABLEIPV6 to EnableIPv6: converting 'yes' to type bool. details: strconv.ParseBool: parsing \"yes\": invalid syntax"
         );
         assert!(e.to_string().contains("fix or unset RTCD_RTC_ENABLEIPV6"));
-        assert_eq!(cfg.env_applied, vec!["RTCD_RTC_ICEHOSTOVERRIDE", "RTCD_RTC_ENABLEIPV6"]);
+        assert_eq!(
+            cfg.env_applied,
+            vec!["RTCD_RTC_ICEHOSTOVERRIDE", "RTCD_RTC_ENABLEIPV6"]
+        );
         let e = RtcdConfig::default()
             .apply_env(&env(&[("RTCD_RTC_NACKBUFFERSIZE", "70000")]))
             .unwrap_err();
@@ -366,7 +406,10 @@ mod tests {
         );
         assert!(decode_ice_servers_json("not json").is_err());
         let e = RtcdConfig::default()
-            .apply_env(&env(&[("RTCD_RTC_ICESERVERS", r#"[{"urls":"stun:s:3478"}]"#)]))
+            .apply_env(&env(&[(
+                "RTCD_RTC_ICESERVERS",
+                r#"[{"urls":"stun:s:3478"}]"#,
+            )]))
             .unwrap_err();
         assert!(
             e.rtcd_message.starts_with(

@@ -50,7 +50,10 @@ pub(crate) fn atoi(s: &str) -> Result<i64, String> {
         if !b.is_ascii_digit() {
             return Err(num_err("Atoi", s, "invalid syntax"));
         }
-        n = match n.checked_mul(10).and_then(|n| n.checked_add(u64::from(b - b'0'))) {
+        n = match n
+            .checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(b - b'0')))
+        {
             Some(v) if v <= limit => v,
             _ => return Err(num_err("Atoi", s, "value out of range")),
         };
@@ -76,7 +79,7 @@ fn underscore_ok(s: &str) -> bool {
     if b.len() >= 2 && b[0] == b'0' && matches!(b[1].to_ascii_lowercase(), b'b' | b'o' | b'x') {
         i = 2;
         saw = b'0';
-        hex = b[1].to_ascii_lowercase() == b'x';
+        hex = b[1].eq_ignore_ascii_case(&b'x');
     }
     while i < b.len() {
         let c = b[i];
@@ -290,7 +293,10 @@ mod tests {
             atoi(" 8443").unwrap_err(),
             "strconv.Atoi: parsing \" 8443\": invalid syntax"
         );
-        assert_eq!(atoi("").unwrap_err(), "strconv.Atoi: parsing \"\": invalid syntax");
+        assert_eq!(
+            atoi("").unwrap_err(),
+            "strconv.Atoi: parsing \"\": invalid syntax"
+        );
         assert_eq!(
             atoi("9223372036854775808").unwrap_err(),
             "strconv.Atoi: parsing \"9223372036854775808\": value out of range"
@@ -341,7 +347,10 @@ mod tests {
         assert_eq!(parse_ip(" 1.2.3.4"), None);
         assert!(is_domain_name("rtc.example.com"));
         assert!(is_domain_name("rtc.example.com."));
-        assert!(!is_domain_name("1.2.3.4"), "all-numeric names are not names");
+        assert!(
+            !is_domain_name("1.2.3.4"),
+            "all-numeric names are not names"
+        );
         assert!(!is_domain_name(" rtc.example.com"));
         assert!(!is_domain_name("a..b"));
         assert!(!is_domain_name("-a.b"));

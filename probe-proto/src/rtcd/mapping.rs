@@ -116,14 +116,20 @@ mod tests {
         let m = new(&["203.0.113.1/10.0.0.5", "203.0.113.2/10.0.0.6"]).unwrap();
         assert_eq!(
             m.find(ip("10.0.0.6")),
-            Lookup::Mapped { external: ip("203.0.113.2"), entry: 1 }
+            Lookup::Mapped {
+                external: ip("203.0.113.2"),
+                entry: 1
+            }
         );
         assert_eq!(m.find(ip("172.17.0.1")), Lookup::NotFound);
         assert_eq!(m.find(ip("2001:db8::5")), Lookup::Unchanged);
         let m = new(&["203.0.113.1"]).unwrap();
         assert_eq!(
             m.find(ip("172.17.0.1")),
-            Lookup::Mapped { external: ip("203.0.113.1"), entry: 0 }
+            Lookup::Mapped {
+                external: ip("203.0.113.1"),
+                entry: 0
+            }
         );
         // One catch-all per family, families independent.
         let m = new(&["203.0.113.1", "2001:db8::1/2001:db8::5"]).unwrap();
@@ -135,7 +141,10 @@ mod tests {
         let m = new(&["::ffff:203.0.113.1/10.0.0.5"]).unwrap();
         assert_eq!(
             m.find(ip("10.0.0.5")),
-            Lookup::Mapped { external: ip("203.0.113.1"), entry: 0 }
+            Lookup::Mapped {
+                external: ip("203.0.113.1"),
+                entry: 0
+            }
         );
     }
 

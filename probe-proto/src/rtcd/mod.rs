@@ -1,1 +1,110 @@
+//! RTCD's own view of the network, computed sans-IO: its configuration
+//! (TOML, `RTCD_*` environment, start-up validation with RTCD's wording) and
+//! the ICE host candidates it advertises.
+//!
+//! Mirrors rtcd (service/rtc, cmd/rtcd) with pion/ice v4.0.x as pinned by
+//! rtcd's go.mod. The caller supplies the IO: interface addresses, DNS for a
+//! hostname override, and the STUN exchange.
 
+mod candidates;
+mod config;
+mod env;
+mod goparse;
+mod mapping;
+mod net;
+mod validate;
+
+pub use candidates::{
+    compute_advertised, rtcd_stun_target, stun_url, AdvertiseError, Advertised, Candidate,
+    LocalAddr, OverrideForm, Protocol, Resolve, Source, DEFAULT_STUN_PORT,
+};
+pub use config::{
+    parse_ice_address, ApiConfig, IceServer, RtcdConfig, TurnConfig, DEFAULT_ICE_PORT,
+    DEFAULT_LISTEN_ADDRESS, UDP_SOCKETS_PER_CPU,
+};
+pub use env::decode_ice_servers_json;
+pub use goparse::canonical;
+pub use mapping::PION_MAPPING_ERROR;
+pub use net::is_private;
+pub use validate::{parse_port_map, ConfigError};
+
+#[cfg(test)]
+mod fuzz {
+    //! Arbitrary text in the places users type it must never panic.
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::IpAddr;
+
+    fn locals() -> Vec<LocalAddr> {
+        [
+            "127.0.0.1",
+            "10.0.0.5",
+            "172.17.0.1",
+            "2001:db8::5",
+            "fe80::1",
+        ]
+        .iter()
+        .map(|s| LocalAddr {
+            ip: s.parse().unwrap(),
+            loopback: s.starts_with("127."),
+        })
+        .collect()
+    }
+
+    /// Text biased towards the characters these settings are made of.
+    fn settingish() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9a-f.:/,\\[\\] ]{0,40}",
+            "[0-9./,]{0,30}",
+            any::<String>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn overrides_never_panic(ov in settingish(), port_ov in settingish(), ipv6 in any::<bool>()) {
+            let mut cfg = RtcdConfig {
+                ice_host_override: ov,
+                ice_host_port_override: port_ov,
+                enable_ipv6: ipv6,
+                ..RtcdConfig::default()
+            };
+            let resolve = |_: &str, _: bool| -> Result<Vec<IpAddr>, String> {
+                Ok(vec!["203.0.113.7".parse().unwrap()])
+            };
+            let _ = compute_advertised(&cfg, &locals(), &resolve, &|_| None, 8443, 8443);
+            cfg.ice_servers = vec![IceServer { urls: vec![format!("stun:{}", cfg.ice_host_override)], ..IceServer::default() }];
+            cfg.ice_host_override.clear();
+            let _ = stun_url(&cfg);
+            let _ = rtcd_stun_target(&cfg);
+            let stun = |_: IpAddr| Some("198.51.100.9".parse().unwrap());
+            let _ = compute_advertised(&cfg, &locals(), &resolve, &stun, 8443, 8443);
+        }
+
+        #[test]
+        fn addresses_never_panic(udp in settingish(), tcp in settingish()) {
+            let cfg = RtcdConfig { ice_address_udp: udp, ice_address_tcp: tcp, ..RtcdConfig::default() };
+            let _ = compute_advertised(&cfg, &locals(), &|_, _| Err("x".into()), &|_| None, 1, 1);
+        }
+
+        #[test]
+        fn toml_never_panics(s in any::<String>(), key in "[a-z_]{1,20}", val in settingish()) {
+            let _ = RtcdConfig::from_toml_str(&s);
+            let doc = format!("[rtc]\n{key} = {val:?}\n[api]\nhttp.{key} = {val}\n");
+            if let Ok(cfg) = RtcdConfig::from_toml_str(&doc) {
+                let _ = cfg.validate();
+            }
+        }
+
+        #[test]
+        fn env_never_panics(val in settingish()) {
+            let mut cfg = RtcdConfig::default();
+            let v = val.clone();
+            let _ = cfg.apply_env(&move |_| Some(v.clone()));
+            let _ = cfg.validate();
+            let _ = decode_ice_servers_json(&val);
+        }
+    }
+}

@@ -139,7 +139,10 @@ mod tests {
         assert!(rtcd_keeps(ip("127.0.0.1"), false));
         assert!(!rtcd_keeps(ip("2001:db8::1"), false));
         assert!(rtcd_keeps(ip("2001:db8::1"), true));
-        assert!(rtcd_keeps(ip("fd00::1"), true), "Go counts ULA as global unicast");
+        assert!(
+            rtcd_keeps(ip("fd00::1"), true),
+            "Go counts ULA as global unicast"
+        );
         assert!(!rtcd_keeps(ip("fe80::1"), true));
         assert!(!rtcd_keeps(ip("::1"), true));
         assert!(pion_tcp_keeps(ip("127.0.0.1"), false));

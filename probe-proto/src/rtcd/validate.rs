@@ -127,10 +127,23 @@ impl RtcdConfig {
 
     fn validate_rtc(&self) -> Result<(), ConfigError> {
         for (field, key, env, value) in [
-            ("ICEAddressUDP", "rtc.ice_address_udp", "RTCD_RTC_ICEADDRESSUDP", &self.ice_address_udp),
-            ("ICEAddressTCP", "rtc.ice_address_tcp", "RTCD_RTC_ICEADDRESSTCP", &self.ice_address_tcp),
+            (
+                "ICEAddressUDP",
+                "rtc.ice_address_udp",
+                "RTCD_RTC_ICEADDRESSUDP",
+                &self.ice_address_udp,
+            ),
+            (
+                "ICEAddressTCP",
+                "rtc.ice_address_tcp",
+                "RTCD_RTC_ICEADDRESSTCP",
+                &self.ice_address_tcp,
+            ),
         ] {
-            if let Some(bad) = parse_ice_address(value).into_iter().find(|a| parse_ip(a).is_none()) {
+            if let Some(bad) = parse_ice_address(value)
+                .into_iter()
+                .find(|a| parse_ip(a).is_none())
+            {
                 return Err(ConfigError::new(
                     key,
                     format!("invalid {field} value: invalid ICEAddress value: {bad} is not a valid IP address"),
@@ -139,14 +152,27 @@ impl RtcdConfig {
             }
         }
         for (field, key, env, port) in [
-            ("ICEPortUDP", "rtc.ice_port_udp", "RTCD_RTC_ICEPORTUDP", self.ice_port_udp),
-            ("ICEPortTCP", "rtc.ice_port_tcp", "RTCD_RTC_ICEPORTTCP", self.ice_port_tcp),
+            (
+                "ICEPortUDP",
+                "rtc.ice_port_udp",
+                "RTCD_RTC_ICEPORTUDP",
+                self.ice_port_udp,
+            ),
+            (
+                "ICEPortTCP",
+                "rtc.ice_port_tcp",
+                "RTCD_RTC_ICEPORTTCP",
+                self.ice_port_tcp,
+            ),
         ] {
             if !port_range(port) {
                 return Err(ConfigError::new(
                     key,
                     format!("invalid {field} value: {port} is not in allowed range [80, 49151]"),
-                    format!("set [rtc] {} (env {env}) to a port between 80 and 49151", key.trim_start_matches("rtc.")),
+                    format!(
+                        "set [rtc] {} (env {env}) to a port between 80 and 49151",
+                        key.trim_start_matches("rtc.")
+                    ),
                 ));
             }
         }
@@ -274,15 +300,28 @@ mod tests {
     fn ports_use_rtcd_wording() {
         let mut c = cfg();
         c.ice_port_udp = 22;
-        assert_eq!(msg(&c), "invalid ICEPortUDP value: 22 is not in allowed range [80, 49151]");
+        assert_eq!(
+            msg(&c),
+            "invalid ICEPortUDP value: 22 is not in allowed range [80, 49151]"
+        );
         c.ice_port_udp = 65000;
-        assert_eq!(msg(&c), "invalid ICEPortUDP value: 65000 is not in allowed range [80, 49151]");
+        assert_eq!(
+            msg(&c),
+            "invalid ICEPortUDP value: 65000 is not in allowed range [80, 49151]"
+        );
         let mut c = cfg();
         c.ice_port_tcp = 0;
         let e = c.validate().unwrap_err();
-        assert_eq!(e.rtcd_message, "invalid ICEPortTCP value: 0 is not in allowed range [80, 49151]");
+        assert_eq!(
+            e.rtcd_message,
+            "invalid ICEPortTCP value: 0 is not in allowed range [80, 49151]"
+        );
         assert_eq!(e.key, "rtc.ice_port_tcp");
-        assert!(e.to_string().contains(" — set [rtc] ice_port_tcp (env RTCD_RTC_ICEPORTTCP)"), "{e}");
+        assert!(
+            e.to_string()
+                .contains(" — set [rtc] ice_port_tcp (env RTCD_RTC_ICEPORTTCP)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -314,14 +353,29 @@ mod tests {
         c.ice_servers = vec![srv(&[""])];
         assert_eq!(msg(&c), "invalid ICEServers value: invalid empty URL");
         c.ice_servers = vec![srv(&["localhost:3478"])];
-        assert_eq!(msg(&c), "invalid ICEServers value: URL is not a valid STUN/TURN server");
+        assert_eq!(
+            msg(&c),
+            "invalid ICEServers value: URL is not a valid STUN/TURN server"
+        );
         c.ice_servers = vec![srv(&["turn:turn1.localhost:3478", "turn2.localhost:3478"])];
-        assert_eq!(msg(&c), "invalid ICEServers value: URL is not a valid STUN/TURN server");
+        assert_eq!(
+            msg(&c),
+            "invalid ICEServers value: URL is not a valid STUN/TURN server"
+        );
         c.ice_servers = vec![srv(&["stun:a:3478", "turn:b:3478"])];
-        assert_eq!(msg(&c), "invalid ICEServers value: URL is not a valid STUN/TURN server");
+        assert_eq!(
+            msg(&c),
+            "invalid ICEServers value: URL is not a valid STUN/TURN server"
+        );
         c.ice_servers = vec![srv(&["turn:a:3478", ""])];
-        assert_eq!(msg(&c), "invalid ICEServers value: URL is not a valid STUN/TURN server");
-        c.ice_servers = vec![srv(&["stuns:a:5349", "stun:b:3478"]), srv(&["turns:t:5349"])];
+        assert_eq!(
+            msg(&c),
+            "invalid ICEServers value: URL is not a valid STUN/TURN server"
+        );
+        c.ice_servers = vec![
+            srv(&["stuns:a:5349", "stun:b:3478"]),
+            srv(&["turns:t:5349"]),
+        ];
         c.validate().unwrap();
     }
 
@@ -333,9 +387,15 @@ mod tests {
             c.validate().unwrap();
         }
         c.ice_host_port_override = "45".into();
-        assert_eq!(msg(&c), "invalid ICEHostPortOverride value: 45 is not in allowed range [80, 49151]");
+        assert_eq!(
+            msg(&c),
+            "invalid ICEHostPortOverride value: 45 is not in allowed range [80, 49151]"
+        );
         c.ice_host_port_override = "65000".into();
-        assert_eq!(msg(&c), "invalid ICEHostPortOverride value: 65000 is not in allowed range [80, 49151]");
+        assert_eq!(
+            msg(&c),
+            "invalid ICEHostPortOverride value: 65000 is not in allowed range [80, 49151]"
+        );
         c.ice_host_port_override = "127.0.0.1,8443".into();
         assert_eq!(
             msg(&c),
@@ -358,7 +418,10 @@ mod tests {
     fn parse_map_keeps_order() {
         assert_eq!(
             parse_port_map("127.0.0.1/8443,127.0.0.2/8445").unwrap(),
-            vec![("127.0.0.1".to_string(), 8443), ("127.0.0.2".to_string(), 8445)]
+            vec![
+                ("127.0.0.1".to_string(), 8443),
+                ("127.0.0.2".to_string(), 8445)
+            ]
         );
         assert_eq!(parse_port_map("").unwrap(), vec![]);
     }
@@ -367,10 +430,16 @@ mod tests {
     fn other_sections() {
         let mut c = cfg();
         c.udp_sockets_count = Some(0);
-        assert_eq!(msg(&c), "invalid UDPSocketsCount value: should be greater than 0");
+        assert_eq!(
+            msg(&c),
+            "invalid UDPSocketsCount value: should be greater than 0"
+        );
         let mut c = cfg();
         c.nack_buffer_size = 16;
-        assert_eq!(msg(&c), "invalid NACKBufferSize value: should be at least 32");
+        assert_eq!(
+            msg(&c),
+            "invalid NACKBufferSize value: should be at least 32"
+        );
         c.nack_buffer_size = 100;
         assert!(msg(&c).starts_with("invalid NACKBufferSize value: must be a power of 2"));
         let mut c = cfg();

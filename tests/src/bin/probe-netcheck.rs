@@ -42,7 +42,8 @@ fn flush() {
 
 fn udp_echo(bind: SocketAddr, idle: Duration) -> ExitCode {
     let sock = UdpSocket::bind(bind).unwrap_or_else(|e| usage(&format!("bind {bind}: {e}")));
-    sock.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .expect("timeout");
     println!("ready {}", sock.local_addr().expect("local addr"));
     flush();
     let mut n = 0u64;
@@ -56,7 +57,11 @@ fn udp_echo(bind: SocketAddr, idle: Duration) -> ExitCode {
                 println!("recv {from} {}", String::from_utf8_lossy(&buf[..len]));
                 let _ = sock.send_to(format!("seen {from}").as_bytes(), from);
             }
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => eprintln!("recv error: {e}"),
         }
     }
@@ -66,16 +71,14 @@ fn udp_echo(bind: SocketAddr, idle: Duration) -> ExitCode {
 
 fn udp_send(dest: SocketAddr, count: u64, gap: Duration, wait: Duration) -> ExitCode {
     let sock = UdpSocket::bind("0.0.0.0:0").expect("bind");
-    sock.set_read_timeout(Some(Duration::from_millis(5))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .expect("timeout");
     let mut replies = 0u64;
     let mut buf = [0u8; 2048];
-    let mut drain = |sock: &UdpSocket, replies: &mut u64| loop {
-        match sock.recv_from(&mut buf) {
-            Ok((len, from)) => {
-                *replies += 1;
-                println!("reply {from} {}", String::from_utf8_lossy(&buf[..len]));
-            }
-            Err(_) => break,
+    let mut drain = |sock: &UdpSocket, replies: &mut u64| {
+        while let Ok((len, from)) = sock.recv_from(&mut buf) {
+            *replies += 1;
+            println!("reply {from} {}", String::from_utf8_lossy(&buf[..len]));
         }
     };
     let mut send_errors = 0u64;
@@ -179,7 +182,11 @@ fn main() -> ExitCode {
         ),
         Some("tcp-echo") => tcp_echo(arg(&args, 2, "BIND"), ms(3, "IDLE_MS")),
         Some("tcp-connect") => tcp_connect(arg(&args, 2, "DEST"), ms(3, "TIMEOUT_MS")),
-        Some("resolve") => resolve(args.get(2).map(String::as_str).unwrap_or_else(|| usage("missing NAME"))),
+        Some("resolve") => resolve(
+            args.get(2)
+                .map(String::as_str)
+                .unwrap_or_else(|| usage("missing NAME")),
+        ),
         _ => usage("unknown command"),
     }
 }
