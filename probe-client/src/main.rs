@@ -3,6 +3,7 @@
 mod cli;
 mod control;
 mod echo;
+mod ice;
 mod pin;
 mod progress;
 mod rtcd_api;

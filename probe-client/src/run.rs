@@ -4,15 +4,17 @@
 use crate::cli::ProbeArgs;
 use crate::control::{QuicControl, QuicError, TcpLink, CONTROL_PAD_TO};
 use crate::echo::{self, Clock, EchoOutcome, EchoSession};
+use crate::ice;
 use crate::progress::Progress;
 use crate::schedule::Schedule;
 use crate::target::Target;
 use crate::{fail, pin};
 use probe_proto::echo::SessionKey;
 use probe_proto::msg::{Control, Counters, Hello, Refused, Welcome, PROTO_MAX, PROTO_MIN};
-use probe_proto::report::{self, Finding, Report, Severity, StunResult, TcpResult, UdpResult};
+use probe_proto::report::{self, Finding, IceReport, Report, Severity, StunResult, TcpResult, UdpResult};
 use probe_proto::stats::EchoSummary;
 use probe_proto::verdict::{self, Facts};
+use probe_proto::ice_verdict;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const TCP_CONNECT: Duration = Duration::from_secs(2);
@@ -203,6 +205,7 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
     let mut udp_out: Option<EchoOutcome> = None;
     let mut tcp_out: Option<EchoOutcome> = None;
     let mut counters: Option<Counters> = None;
+    let mut ice: Option<IceReport> = None;
     if let Some(w) = &welcome {
         let key = SessionKey::new(&w.key);
         let session = EchoSession {
@@ -232,6 +235,19 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
                     tcp_out = Some(o);
                 }
             }
+        }
+        if let Some(offer) = &w.ice {
+            progress.show("running ICE checks against the advertised candidates");
+            ice = Some(
+                ice::run(ice::IceInputs {
+                    offer,
+                    dialed: addr,
+                    host: &target.host,
+                    udp_reachable: udp.reachable,
+                    tcp_reachable: tcp.reachable,
+                })
+                .await,
+            );
         }
         progress.show("collecting the server's counters");
         let finish = padded(|pad| Control::Finish {
@@ -279,6 +295,9 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
     };
     let mut findings = verdict::evaluate(&facts);
     findings.extend(extra);
+    if let Some(ice) = &ice {
+        findings.extend(ice_verdict::evaluate(ice, &facts));
+    }
     let mut report = Report {
         schema: report::SCHEMA,
         tool_version: env!("CARGO_PKG_VERSION").into(),
@@ -292,6 +311,7 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
         findings: Vec::new(),
         server_version: welcome.as_ref().map(|w| w.server_version.clone()),
         server_pin: pin_seen,
+        ice,
     };
     report.set_findings(findings);
     Ok(report)

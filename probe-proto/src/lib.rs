@@ -19,6 +19,7 @@ pub mod auth;
 pub mod demux;
 pub mod echo;
 pub mod frame;
+pub mod ice_verdict;
 pub mod http;
 pub mod msg;
 pub mod ratelimit;

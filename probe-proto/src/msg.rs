@@ -46,6 +46,7 @@ pub struct Hello {
 
 /// Where an advertised candidate address came from, as RTCD would compute it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CandidateSource {
     Local,
     Override,
@@ -54,6 +55,7 @@ pub enum CandidateSource {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Transport {
     Udp,
     Tcp,

@@ -1,6 +1,7 @@
 //! The client's report: the JSON contract (schema 1) that network teams' scripts rely on, and
 //! its human rendering. Fields are only ever added; existing ones keep their meaning.
 
+use crate::msg::{CandidateSource, Transport};
 use crate::stats::EchoSummary;
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +70,53 @@ pub struct TcpResult {
     pub echo: Option<EchoSummary>,
 }
 
+/// One host candidate the server advertised on RTCD's behalf, as the client judged it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdvertisedCandidate {
+    pub address: String,
+    pub port: u16,
+    pub protocol: Transport,
+    /// RFC 1918, RFC 6598, ULA, loopback or link-local: unreachable from outside.
+    pub private: bool,
+    pub source: CandidateSource,
+}
+
+/// The outcome of ICE checks toward one remote address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairResult {
+    pub remote: String,
+    pub protocol: Transport,
+    /// A check sent to exactly this `IP:PORT` got a valid (integrity-checked) response.
+    pub ok: bool,
+    pub rtt_ms: Option<f64>,
+}
+
+/// The ICE host-override check (`"ice"` in the JSON report).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct IceReport {
+    pub advertised: Vec<AdvertisedCandidate>,
+    /// The port RTCD itself advertises (the probe may run on another one).
+    pub rtcd_port: u16,
+    /// The address the client reached the server at, after its own DNS resolution.
+    pub dialed: String,
+    /// `ice_host_override` as configured on the server; null when empty.
+    #[serde(rename = "override")]
+    pub override_value: Option<String>,
+    /// "none", "ip", "hostname" or "pairs".
+    pub override_form: String,
+    /// A hostname override as the server resolved it, and as this client resolves it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub override_resolved_server: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub override_resolved_client: Vec<String>,
+    pub pairs: Vec<PairResult>,
+    /// What the ICE agent itself concluded ("connected", "failed", …); not proof on its own.
+    #[serde(default)]
+    pub agent_state: String,
+    /// Every transport the probe reached has an advertised candidate that answered.
+    pub ok: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub schema: u32,
@@ -87,6 +135,9 @@ pub struct Report {
     /// The certificate pin the server presented on the QUIC control channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_pin: Option<String>,
+    /// The ICE host-override check; absent when no session could be opened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ice: Option<IceReport>,
 }
 
 impl Report {
@@ -264,6 +315,7 @@ mod tests {
             findings: vec![],
             server_version: None,
             server_pin: None,
+            ice: None,
         };
         r.set_findings(vec![Finding::new("x", Severity::Warning, "s", "f")]);
         assert!(r.ok);

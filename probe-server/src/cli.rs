@@ -75,4 +75,16 @@ pub struct ServeArgs {
     /// Read the access token from this file (first line), keeping it out of the process list.
     #[arg(long, env = "PROBE_SERVER_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// RTCD's TOML configuration, to advertise ICE candidates exactly as RTCD would (RTCD_RTC_* env applies too).
+    #[arg(long, env = "PROBE_SERVER_RTCD_CONFIG")]
+    pub rtcd_config: Option<PathBuf>,
+    /// Same as RTCD's rtc.ice_host_override (wins over the file and RTCD_RTC_ICEHOSTOVERRIDE).
+    #[arg(long)]
+    pub ice_host_override: Option<String>,
+    /// Same as RTCD's rtc.ice_host_port_override: a port, or localIP/port,… pairs.
+    #[arg(long)]
+    pub ice_host_port_override: Option<String>,
+    /// Same as RTCD's rtc.ice_servers, as the JSON of RTCD_RTC_ICESERVERS.
+    #[arg(long)]
+    pub ice_servers: Option<String>,
 }

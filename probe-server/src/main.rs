@@ -5,6 +5,8 @@ mod cert;
 mod cli;
 mod control;
 mod doctor;
+mod ice;
+mod interfaces;
 mod quic;
 mod serve;
 mod shared;

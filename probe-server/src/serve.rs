@@ -2,7 +2,7 @@
 
 use crate::cli::ServeArgs;
 use crate::shared::Shared;
-use crate::{cert, fail, quic, tcp, udp};
+use crate::{cert, fail, ice, quic, tcp, udp};
 use probe_proto::session::{Core, Limits};
 use std::io::{ErrorKind, Write};
 use std::sync::Arc;
@@ -87,8 +87,21 @@ async fn serve(args: ServeArgs) -> i32 {
         unauth_per_source_pps: args.unauth_pps.max(1),
         ..Limits::default()
     };
+    // What RTCD would advertise; a configuration RTCD would refuse stops the probe too.
+    let rtcd_cfg = match ice::load_config(&args) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{e}.")),
+    };
+    let probe_port = udp_std.local_addr().map_or(args.listen.port(), |a| a.port());
+    let advertised = match tokio::task::spawn_blocking(move || ice::advertise(&rtcd_cfg, probe_port).map(|a| (rtcd_cfg, a))).await {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return fail(format!("{e}.")),
+        Err(e) => return fail(format!("computing RTCD's candidates failed: {e}.")),
+    };
+    ice::log_advertised(&advertised.1, probe_port);
+    let offer = ice::offer(&advertised.0, &advertised.1);
     let core = Core::with_token(limits, token.as_deref().map(probe_proto::auth::token_key));
-    let shared = Arc::new(Shared::new(core, None));
+    let shared = Arc::new(Shared::new(core, Some(offer)));
 
     let setup = (|| -> anyhow::Result<_> {
         udp_std.set_nonblocking(true)?;

@@ -1,0 +1,328 @@
+//! RTCD's HTTP API as seen from its own host: `GET /version` (the guide's `curl
+//! http://RTCD:8045/version`) and `GET /metrics` (sessions, connection states, ICE errors).
+
+use probe_proto::http::Url;
+use probe_proto::report::{Finding, Severity};
+use std::time::Instant;
+
+use super::fetch::{self, FetchError};
+use super::report::{Check, Status};
+
+/// The first RTCD with ICE over TCP (the TCP fallback).
+pub const TCP_FALLBACK_VERSION: (u64, u64, u64) = (0, 11, 0);
+/// The Calls plugin's `min_rtcd_version` when rtcd-behaviour.md was written.
+pub const DEFAULT_MIN_VERSION: &str = "v0.17.0";
+/// Failed connections in RTCD's own counters from which the share below is worth a warning:
+/// a handful of failures out of thousands of joins is normal (users closing laptops).
+const FAILED_MIN: f64 = 5.0;
+/// Share of failed among connected + failed ICE connections that means a systematic problem.
+const FAILED_SHARE: f64 = 0.2;
+
+/// RTCD's `/metrics`, summed over label sets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    pub sessions: f64,
+    pub connected: f64,
+    pub failed: f64,
+    pub disconnected: f64,
+    pub closed: f64,
+    pub ice_errors: f64,
+    /// Any `rtcd_` series at all: tells RTCD's metrics from some other exporter's.
+    pub rtcd_series: usize,
+}
+
+/// Parses the Prometheus text format, keeping the series the doctor reads.
+pub fn parse_metrics(text: &str) -> Metrics {
+    let mut m = Metrics::default();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (series, value) = match line.rfind('}') {
+            Some(i) => (&line[..=i], line[i + 1..].trim()),
+            None => match line.split_once(char::is_whitespace) {
+                Some((s, v)) => (s, v.trim()),
+                None => continue,
+            },
+        };
+        // An optional timestamp may follow the value.
+        let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if !v.is_finite() {
+            continue;
+        }
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if name.starts_with("rtcd_") {
+            m.rtcd_series += 1;
+        }
+        let label = |key: &str| {
+            labels.split(',').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+            })
+        };
+        match name {
+            "rtcd_rtc_sessions_total" => m.sessions += v,
+            "rtcd_rtc_conn_states_total" => match label("type").as_deref() {
+                Some("connected") => m.connected += v,
+                Some("failed") => m.failed += v,
+                Some("disconnected") => m.disconnected += v,
+                Some("closed") => m.closed += v,
+                _ => {}
+            },
+            "rtcd_rtc_errors_total" if label("type").as_deref() == Some("ice") => m.ice_errors += v,
+            _ => {}
+        }
+    }
+    m
+}
+
+/// `v1.2.3`, `1.2.3-rc1`, `v0.17.0-dev` → (1, 2, 3); `None` when not a version.
+pub fn parse_version(s: &str) -> Option<(u64, u64, u64)> {
+    let s = s.trim().trim_start_matches('v');
+    let core = s.split(['-', '+', ' ']).next()?;
+    let mut it = core.split('.');
+    let major = it.next()?.parse().ok()?;
+    let minor = it.next().map_or(Some(0), |x| x.parse().ok())?;
+    let patch = it.next().map_or(Some(0), |x| x.parse().ok())?;
+    Some((major, minor, patch))
+}
+
+pub struct Outcome {
+    pub checks: Vec<Check>,
+    pub findings: Vec<Finding>,
+    pub version: Option<String>,
+    /// `/version`'s body as RTCD sent it, for the support bundle.
+    pub version_json: Option<String>,
+}
+
+pub struct Inputs<'a> {
+    pub url: &'a Url,
+    pub min_version: (u64, u64, u64),
+    pub min_version_text: &'a str,
+    /// What `--rtcd-api` or the config said, for the fix text.
+    pub url_source: &'a str,
+    /// Who listens on the API port here, if anyone (from the socket tables).
+    pub listener: Option<String>,
+}
+
+pub fn check(inp: &Inputs, deadline: Instant) -> Outcome {
+    let mut out = Outcome {
+        checks: Vec::new(),
+        findings: Vec::new(),
+        version: None,
+        version_json: None,
+    };
+    let url = inp.url.base();
+    let listener = inp
+        .listener
+        .clone()
+        .unwrap_or_else(|| format!("nothing listens on TCP port {} here", inp.url.port));
+    let unreachable = |why: String| {
+        Finding::new(
+            "rtcd_api_unreachable",
+            Severity::Error,
+            format!("RTCD's API at {url} does not answer as RTCD: {why} ({listener})"),
+            format!(
+                "start RTCD or fix its API address: [api] http.listen_address in RTCD's config (env RTCD_API_HTTP_LISTENADDRESS); \
+                 the doctor used {url} ({}); pass --rtcd-api URL if RTCD listens elsewhere",
+                inp.url_source
+            ),
+        )
+    };
+    match fetch::get(inp.url, "/version", deadline) {
+        Err(e) => {
+            let kind = match e {
+                FetchError::Connect(_) => "no connection",
+                FetchError::Exchange(_) => "no valid answer",
+            };
+            out.checks.push(Check::new("api_version", Status::Fail, format!("GET {url}/version: {kind}: {e}")));
+            out.findings.push(unreachable(e.to_string()));
+            out.checks.push(Check::new("api_metrics", Status::Skipped, "skipped: the API does not answer"));
+            return out;
+        }
+        Ok(r) if r.head.status != 200 => {
+            let why = format!("GET /version answered {} {}", r.head.status, r.head.reason);
+            out.checks.push(Check::new("api_version", Status::Fail, why.clone()));
+            out.findings.push(unreachable(why));
+        }
+        Ok(r) => {
+            let body = r.text();
+            let v: Option<serde_json::Value> = serde_json::from_str(&body).ok();
+            let field = |k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(|x| x.as_str()).map(str::to_string);
+            match field("buildVersion") {
+                None => {
+                    let why = "GET /version answered 200 without RTCD's JSON (no buildVersion)".to_string();
+                    out.checks.push(Check::new("api_version", Status::Fail, why.clone()));
+                    out.findings.push(unreachable(why));
+                }
+                Some(ver) => {
+                    out.version_json = Some(body.clone());
+                    let detail = format!(
+                        "{url}/version: RTCD {ver} (build {}, {}, {}/{})",
+                        field("buildHash").unwrap_or_default(),
+                        field("buildDate").unwrap_or_default(),
+                        field("goOS").unwrap_or_default(),
+                        field("goArch").unwrap_or_default()
+                    );
+                    let status = version_findings(&ver, inp, &mut out.findings);
+                    out.checks.push(Check::new("api_version", status, detail));
+                    out.version = Some(ver);
+                }
+            }
+        }
+    }
+    metrics(inp.url, deadline, &mut out);
+    out
+}
+
+fn version_findings(ver: &str, inp: &Inputs, findings: &mut Vec<Finding>) -> Status {
+    let Some(have) = parse_version(ver) else {
+        return Status::Pass;
+    };
+    let upgrade = "upgrade RTCD to the version the Calls plugin asks for (its release notes name it), e.g. the latest release from github.com/mattermost/rtcd/releases";
+    if have < inp.min_version {
+        findings.push(Finding::new(
+            "rtcd_version_old",
+            Severity::Error,
+            format!(
+                "RTCD {ver} is older than {} — the Calls plugin refuses it{}",
+                inp.min_version_text,
+                if have < TCP_FALLBACK_VERSION { ", and it has no TCP fallback (needs v0.11.0)" } else { "" }
+            ),
+            upgrade,
+        ));
+        Status::Fail
+    } else if have < TCP_FALLBACK_VERSION {
+        findings.push(Finding::new(
+            "rtcd_version_old",
+            Severity::Warning,
+            format!("RTCD {ver} is older than v0.11.0: no TCP fallback, so users whose networks block UDP cannot join calls"),
+            upgrade,
+        ));
+        Status::Warn
+    } else {
+        Status::Pass
+    }
+}
+
+fn metrics(url: &Url, deadline: Instant, out: &mut Outcome) {
+    let r = match fetch::get(url, "/metrics", deadline) {
+        Ok(r) if r.head.status == 200 => r,
+        Ok(r) => {
+            out.checks.push(Check::new(
+                "api_metrics",
+                Status::Warn,
+                format!("GET /metrics answered {} {}", r.head.status, r.head.reason),
+            ));
+            return;
+        }
+        Err(e) => {
+            out.checks.push(Check::new("api_metrics", Status::Warn, format!("GET /metrics: {e}")));
+            return;
+        }
+    };
+    let m = parse_metrics(&r.text());
+    if m.rtcd_series == 0 {
+        out.checks.push(Check::new("api_metrics", Status::Warn, "GET /metrics has no rtcd_* series"));
+        return;
+    }
+    let decided = m.connected + m.failed;
+    let share = if decided > 0.0 { m.failed / decided } else { 0.0 };
+    let detail = format!(
+        "{} active session(s); since RTCD started: {} connection(s) connected, {} failed ({:.0} %), {} ICE error(s)",
+        m.sessions,
+        m.connected,
+        m.failed,
+        share * 100.0,
+        m.ice_errors
+    );
+    if m.failed >= FAILED_MIN && share >= FAILED_SHARE {
+        out.findings.push(Finding::new(
+            "rtcd_connections_failing",
+            Severity::Warning,
+            format!(
+                "{:.0} % of RTCD's ICE connections failed since it started ({} failed, {} connected): media does not reach RTCD from many clients",
+                share * 100.0,
+                m.failed,
+                m.connected
+            ),
+            "run `probe-client RTCD_HOST` from an affected user's network to see whether UDP/TCP 8443 reach RTCD, and check the rtcd_advertises_private / host_firewall_blocks results here",
+        ));
+        out.checks.push(Check::new("api_metrics", Status::Warn, detail));
+    } else {
+        out.checks.push(Check::new("api_metrics", Status::Pass, detail));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Shaped like rtcd's /metrics (prometheus client_golang text format).
+    const METRICS: &str = r#"# HELP rtcd_rtc_conn_states_total Total number of RTC connection state changes
+# TYPE rtcd_rtc_conn_states_total counter
+rtcd_rtc_conn_states_total{type="closed"} 12
+rtcd_rtc_conn_states_total{type="connected"} 30
+rtcd_rtc_conn_states_total{type="disconnected"} 2
+rtcd_rtc_conn_states_total{type="failed"} 10
+# TYPE rtcd_rtc_errors_total counter
+rtcd_rtc_errors_total{groupID="g1",type="ice"} 3
+rtcd_rtc_errors_total{groupID="g2",type="ice"} 4
+rtcd_rtc_errors_total{groupID="g1",type="rtp"} 9
+# TYPE rtcd_rtc_sessions_total gauge
+rtcd_rtc_sessions_total{groupID="g1"} 2
+rtcd_rtc_sessions_total{groupID="g2"} 1 1700000000000
+go_goroutines 42
+rtcd_rtc_client_rtt_sum NaN
+"#;
+
+    #[test]
+    fn sums_series_over_labels() {
+        let m = parse_metrics(METRICS);
+        assert_eq!(
+            (m.sessions, m.connected, m.failed, m.disconnected, m.closed, m.ice_errors),
+            (3.0, 30.0, 10.0, 2.0, 12.0, 7.0)
+        );
+        assert!(m.rtcd_series > 0);
+        assert_eq!(parse_metrics("go_goroutines 4\n").rtcd_series, 0);
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("v1.1.0"), Some((1, 1, 0)));
+        assert_eq!(parse_version("0.17.0-rc2"), Some((0, 17, 0)));
+        assert_eq!(parse_version("v2"), Some((2, 0, 0)));
+        assert_eq!(parse_version("dev-7bc1f7a"), None);
+        assert!(parse_version("v0.10.9") < Some(TCP_FALLBACK_VERSION));
+        assert!(parse_version(DEFAULT_MIN_VERSION) > Some(TCP_FALLBACK_VERSION));
+    }
+
+    fn findings_for(ver: &str, min: &str) -> Vec<(String, Severity)> {
+        let url = Url::parse("http://127.0.0.1:8045").unwrap();
+        let inp = Inputs {
+            url: &url,
+            min_version: parse_version(min).unwrap(),
+            min_version_text: min,
+            url_source: "test",
+            listener: None,
+        };
+        let mut f = Vec::new();
+        version_findings(ver, &inp, &mut f);
+        f.into_iter().map(|f| (f.id, f.severity)).collect()
+    }
+
+    #[test]
+    fn version_verdicts() {
+        assert!(findings_for("v1.1.0", "v0.17.0").is_empty());
+        assert_eq!(findings_for("v0.16.2", "v0.17.0"), vec![("rtcd_version_old".into(), Severity::Error)]);
+        // Below the TCP fallback but above a lowered plugin minimum: a warning.
+        assert_eq!(findings_for("v0.10.0", "v0.9.0"), vec![("rtcd_version_old".into(), Severity::Warning)]);
+        assert!(findings_for("custom-build", "v0.17.0").is_empty());
+    }
+}
