@@ -68,6 +68,38 @@ pub struct ProbeArgs {
     /// Skip the TCP tests.
     #[arg(long)]
     pub no_tcp: bool,
+    /// Do not send the finished report to the server (it keeps reports for `probe-server results`).
+    #[arg(long)]
+    pub no_upload: bool,
+    /// Run again every DURATION (e.g. 30s, 5m, 1h) until --count runs or Ctrl-C.
+    #[arg(long, value_parser = parse_every)]
+    pub every: Option<std::time::Duration>,
+    /// With --every: stop after this many runs.
+    #[arg(long, requires = "every", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Load mode: this many concurrent sessions from this process; prints summary statistics only.
+    #[arg(long, conflicts_with = "every", value_parser = clap::value_parser!(u32).range(1..=5000))]
+    pub sessions: Option<u32>,
+}
+
+/// `30s`, `5m`, `1h` or plain seconds.
+pub fn parse_every(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1.0),
+        Some((i, 'm')) => (&s[..i], 60.0),
+        Some((i, 'h')) => (&s[..i], 3600.0),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; use e.g. 30s, 5m or 1h"))?;
+    let secs = v * mult;
+    if (1.0..=7.0 * 86_400.0).contains(&secs) {
+        Ok(std::time::Duration::from_secs_f64(secs))
+    } else {
+        Err("the interval must be between 1 s and 7 days".into())
+    }
 }
 
 fn parse_duration(s: &str) -> Result<f64, String> {
@@ -89,5 +121,22 @@ fn parse_interval(s: &str) -> Result<f64, String> {
         Ok(v)
     } else {
         Err("the interval must be between 1 and 1000 ms".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn every_forms() {
+        assert_eq!(parse_every("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_every("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_every("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_every("90"), Ok(Duration::from_secs(90)));
+        assert!(parse_every("0s").is_err());
+        assert!(parse_every("fast").is_err());
+        assert!(parse_every("").is_err());
     }
 }

@@ -4,6 +4,7 @@ mod cli;
 mod control;
 mod echo;
 mod ice;
+mod modes;
 mod pin;
 mod progress;
 mod rtcd_api;
@@ -26,7 +27,7 @@ fn main() {
     };
     let code = rt.block_on(async {
         match args.command {
-            None => run::main(args.probe).await,
+            None => modes::main(args.probe).await,
             Some(cli::Command::RtcdApi(a)) => rtcd_api::run(a).await,
         }
     });

@@ -13,6 +13,10 @@ impl Progress {
         }
     }
 
+    pub fn off() -> Self {
+        Self { enabled: false }
+    }
+
     pub fn show(&self, msg: &str) {
         if self.enabled {
             let mut e = std::io::stderr().lock();

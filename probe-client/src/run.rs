@@ -5,16 +5,18 @@ use crate::cli::ProbeArgs;
 use crate::control::{QuicControl, QuicError, TcpLink, CONTROL_PAD_TO};
 use crate::echo::{self, Clock, EchoOutcome, EchoSession};
 use crate::ice;
+use crate::pin;
 use crate::progress::Progress;
 use crate::schedule::Schedule;
 use crate::target::Target;
-use crate::{fail, pin};
 use probe_proto::echo::SessionKey;
+use probe_proto::ice_verdict;
 use probe_proto::msg::{Control, Counters, Hello, Refused, Welcome, PROTO_MAX, PROTO_MIN};
-use probe_proto::report::{self, Finding, IceReport, Report, Severity, StunResult, TcpResult, UdpResult};
+use probe_proto::report::{
+    self, Finding, IceReport, Report, Severity, StunResult, TcpResult, UdpResult,
+};
 use probe_proto::stats::EchoSummary;
 use probe_proto::verdict::{self, Facts};
-use probe_proto::ice_verdict;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const TCP_CONNECT: Duration = Duration::from_secs(2);
@@ -22,25 +24,8 @@ const TCP_STUN: Duration = Duration::from_millis(1500);
 const QUIC_CONNECT: Duration = Duration::from_secs(3);
 const CONTROL_ANSWER: Duration = Duration::from_secs(3);
 
-pub async fn main(args: ProbeArgs) -> i32 {
-    match run(&args).await {
-        Ok(report) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::to_string(&report).expect("reports serialise")
-                );
-            } else {
-                print!("{}", report::render_text(&report));
-            }
-            report.exit_code()
-        }
-        Err(msg) => fail(msg),
-    }
-}
-
 /// The control channel that came up, if any.
-enum Ctl {
+pub enum Ctl {
     Quic(QuicControl),
     Tcp(TcpLink),
     None,
@@ -56,7 +41,46 @@ impl Ctl {
     }
 }
 
-pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
+/// What varies between the modes: a single run does everything, load mode skips ICE.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOpts {
+    pub ice: bool,
+    pub progress: bool,
+}
+
+/// A finished run whose control channel is still open, so the report can be uploaded.
+pub struct Finished {
+    pub report: Report,
+    ctl: Ctl,
+    session: Option<u64>,
+}
+
+impl Finished {
+    /// Sends the report to the server to keep; returns why not when it was not kept.
+    pub async fn upload(&mut self) -> Result<(), String> {
+        let Some(session_id) = self.session else {
+            return Err("no session with the server".into());
+        };
+        let report = serde_json::to_string(&self.report).expect("reports serialise");
+        match self
+            .ctl
+            .request(&Control::Upload { session_id, report })
+            .await?
+        {
+            Control::Stored { accepted: true, .. } => Ok(()),
+            Control::Stored { reason, .. } => Err(reason.unwrap_or_else(|| "refused".into())),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    pub async fn close(self) {
+        if let Ctl::Quic(q) = &self.ctl {
+            q.close().await;
+        }
+    }
+}
+
+pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
     let t0 = Instant::now();
     let clock = Clock(t0);
     let started_ms = SystemTime::now()
@@ -82,7 +106,11 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
         .site
         .clone()
         .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned());
-    let progress = Progress::new();
+    let progress = if opts.progress {
+        Progress::new()
+    } else {
+        Progress::off()
+    };
     progress.show(&format!("resolving {}", target.host));
     let addr = target.resolve().await?;
 
@@ -236,7 +264,7 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
                 }
             }
         }
-        if let Some(offer) = &w.ice {
+        if let Some(offer) = w.ice.as_ref().filter(|_| opts.ice) {
             progress.show("running ICE checks against the advertised candidates");
             ice = Some(
                 ice::run(ice::IceInputs {
@@ -257,9 +285,6 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
         match ctl.request(&finish).await {
             Ok(Control::Counters(c)) => counters = Some(c),
             other => tracing::warn!("final counters unavailable: {other:?}"),
-        }
-        if let Ctl::Quic(q) = &ctl {
-            q.close().await;
         }
     }
     progress.clear();
@@ -314,7 +339,11 @@ pub async fn run(args: &ProbeArgs) -> Result<Report, String> {
         ice,
     };
     report.set_findings(findings);
-    Ok(report)
+    Ok(Finished {
+        report,
+        ctl,
+        session: welcome.map(|w| w.session_id),
+    })
 }
 
 /// Microsecond resolution is all a millisecond figure can honestly claim.

@@ -1,9 +1,10 @@
 //! RFC 4571 framing: a 2-byte big-endian length, then the packet. ICE-TCP uses it, so the probe's
 //! TCP traffic looks to middleboxes like what RTCD's TCP fallback carries.
 
-/// Largest frame payload the probe accepts. Media packets stay under 1500 bytes; control
-/// messages are small. Anything longer is malformed input, not a reason to allocate.
-pub const MAX_FRAME: usize = 4096;
+/// Largest frame payload the probe accepts. Media packets stay under 1500 bytes; the largest
+/// control message is a report upload. Anything longer is malformed input, not a reason to
+/// allocate.
+pub const MAX_FRAME: usize = 32 * 1024;
 
 /// Errors of the framing layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -129,6 +129,17 @@ pub enum Control {
         pad: Vec<u8>,
     },
     Counters(Counters),
+    /// The client's finished report (schema-1 JSON), kept by the server for `probe-server
+    /// results` and its metrics.
+    Upload {
+        session_id: u64,
+        report: String,
+    },
+    /// The server took the upload (`accepted`) or says why not.
+    Stored {
+        accepted: bool,
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -261,6 +272,14 @@ mod tests {
                 tcp_rx: 3,
                 tcp_tx: 4,
             }),
+            Control::Upload {
+                session_id: 42,
+                report: "{\"schema\":1}".repeat(500),
+            },
+            Control::Stored {
+                accepted: false,
+                reason: Some("the result store is read-only".into()),
+            },
         ];
         for m in msgs {
             let frame = m.to_frame(None);

@@ -27,6 +27,8 @@ pub enum Command {
     Doctor(crate::doctor::DoctorArgs),
     /// Pack what Mattermost support asks for into one .tar.gz, secrets redacted.
     Bundle(crate::bundle::BundleArgs),
+    /// Show the results clients uploaded, per site (or one site's runs).
+    Results(crate::results::ResultsArgs),
 }
 
 #[derive(Args, Debug, Clone)]

@@ -122,6 +122,23 @@ impl Channel {
                 core.touch(session_id, now);
                 core.counters(session_id).map(Control::Counters)
             }
+            Control::Upload { session_id, report } if Some(session_id) == self.session => {
+                let run = crate::results::UploadedRun {
+                    client_addr: self.peer,
+                    received_ms: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    report_json: report,
+                };
+                let outcome = shared.results.submit(run);
+                if let Err(e) = &outcome {
+                    tracing::debug!(peer = %self.peer, "upload not kept: {e}");
+                }
+                Some(Control::Stored {
+                    accepted: outcome.is_ok(),
+                    reason: outcome.err(),
+                })
+            }
             _ => None,
         }
     }

@@ -26,7 +26,8 @@ pub fn load_config(args: &ServeArgs) -> Result<RtcdConfig, String> {
         }
         None => RtcdConfig::default(),
     };
-    cfg.apply_env(&|k| std::env::var(k).ok()).map_err(|e| e.to_string())?;
+    cfg.apply_env(&|k| std::env::var(k).ok())
+        .map_err(|e| e.to_string())?;
     if let Some(v) = &args.ice_host_override {
         cfg.ice_host_override = v.clone();
     }
@@ -45,7 +46,9 @@ fn resolve(host: &str, ipv6: bool) -> Result<Vec<IpAddr>, String> {
     let (tx, rx) = mpsc::channel();
     let name = host.to_string();
     std::thread::spawn(move || {
-        let r = (name.as_str(), 0).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect::<Vec<_>>());
+        let r = (name.as_str(), 0)
+            .to_socket_addrs()
+            .map(|a| a.map(|s| s.ip()).collect::<Vec<_>>());
         let _ = tx.send(r);
     });
     match rx.recv_timeout(Duration::from_secs(1)) {
@@ -77,7 +80,9 @@ fn stun_discover(local: IpAddr, server: SocketAddr) -> Option<IpAddr> {
             next_send = Instant::now() + rto;
             rto *= 2;
         }
-        let wait = next_send.min(deadline).saturating_duration_since(Instant::now());
+        let wait = next_send
+            .min(deadline)
+            .saturating_duration_since(Instant::now());
         let _ = sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
         if let Ok((n, from)) = sock.recv_from(&mut buf) {
             if from == server {
@@ -103,7 +108,8 @@ fn rand_tid(seed: IpAddr) -> [u8; 12] {
 
 /// What RTCD would advertise with this configuration, with the probe's port on the candidates.
 pub fn advertise(cfg: &RtcdConfig, port: u16) -> Result<Advertised, String> {
-    let locals = interfaces::local_addrs().map_err(|e| format!("cannot list this host's interfaces: {e}"))?;
+    let locals = interfaces::local_addrs()
+        .map_err(|e| format!("cannot list this host's interfaces: {e}"))?;
     // STUN discovery runs only with an empty override and a STUN URL, once per local IP, in
     // parallel so that a blocked STUN server costs 5 s in total, as in RTCD.
     let mut found: HashMap<IpAddr, IpAddr> = HashMap::new();
@@ -125,7 +131,9 @@ pub fn advertise(cfg: &RtcdConfig, port: u16) -> Result<Advertised, String> {
                                 tracing::info!(local = %ip, public = %public, "got public IP address for local interface");
                                 found.insert(ip, public);
                             }
-                            None => tracing::warn!(local = %ip, stun = %server, "failed to get public IP address for local interface"),
+                            None => {
+                                tracing::warn!(local = %ip, stun = %server, "failed to get public IP address for local interface")
+                            }
                         }
                     }
                 }
@@ -134,7 +142,8 @@ pub fn advertise(cfg: &RtcdConfig, port: u16) -> Result<Advertised, String> {
         }
     }
     let stun_fn = |ip: IpAddr| found.get(&ip).copied();
-    rtcd::compute_advertised(cfg, &locals, &resolve, &stun_fn, port, port).map_err(|e| e.to_string())
+    rtcd::compute_advertised(cfg, &locals, &resolve, &stun_fn, port, port)
+        .map_err(|e| e.to_string())
 }
 
 /// The welcome's ICE part (credentials are filled per session).
@@ -203,7 +212,11 @@ pub fn log_advertised(adv: &Advertised, probe_port: u16) {
             adv.rtcd_port_tcp
         );
     }
-    let udp: Vec<&rtcd::Candidate> = adv.candidates.iter().filter(|c| c.protocol == Protocol::Udp).collect();
+    let udp: Vec<&rtcd::Candidate> = adv
+        .candidates
+        .iter()
+        .filter(|c| c.protocol == Protocol::Udp)
+        .collect();
     if !udp.is_empty() && udp.iter().all(|c| c.private) {
         let addrs: Vec<String> = udp.iter().map(|c| c.address.to_string()).collect();
         tracing::warn!(

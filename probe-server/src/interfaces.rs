@@ -58,6 +58,9 @@ mod tests {
     #[test]
     fn loopback_is_listed() {
         let addrs = super::local_addrs().unwrap();
-        assert!(addrs.iter().any(|a| a.loopback && a.ip.is_loopback()), "{addrs:?}");
+        assert!(
+            addrs.iter().any(|a| a.loopback && a.ip.is_loopback()),
+            "{addrs:?}"
+        );
     }
 }

@@ -8,6 +8,7 @@ mod doctor;
 mod ice;
 mod interfaces;
 mod quic;
+mod results;
 mod serve;
 mod shared;
 mod tcp;
@@ -22,6 +23,7 @@ fn main() {
         None => serve::run(args.serve),
         Some(cli::Command::Doctor(a)) => doctor::run(a),
         Some(cli::Command::Bundle(a)) => bundle::run(a),
+        Some(cli::Command::Results(a)) => results::run(a),
     };
     std::process::exit(code);
 }

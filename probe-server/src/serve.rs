@@ -92,8 +92,14 @@ async fn serve(args: ServeArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(format!("{e}.")),
     };
-    let probe_port = udp_std.local_addr().map_or(args.listen.port(), |a| a.port());
-    let advertised = match tokio::task::spawn_blocking(move || ice::advertise(&rtcd_cfg, probe_port).map(|a| (rtcd_cfg, a))).await {
+    let probe_port = udp_std
+        .local_addr()
+        .map_or(args.listen.port(), |a| a.port());
+    let advertised = match tokio::task::spawn_blocking(move || {
+        ice::advertise(&rtcd_cfg, probe_port).map(|a| (rtcd_cfg, a))
+    })
+    .await
+    {
         Ok(Ok(a)) => a,
         Ok(Err(e)) => return fail(format!("{e}.")),
         Err(e) => return fail(format!("computing RTCD's candidates failed: {e}.")),

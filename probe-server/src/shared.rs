@@ -12,6 +12,8 @@ pub struct Shared {
     rng: SystemRandom,
     /// What RTCD would advertise, computed once at start; handed to every session.
     pub ice: Option<IceOffer>,
+    /// Where uploaded reports go.
+    pub results: crate::results::Sink,
 }
 
 impl Shared {
@@ -21,6 +23,7 @@ impl Shared {
             start: Instant::now(),
             rng: SystemRandom::new(),
             ice,
+            results: crate::results::Sink::default(),
         }
     }
 

@@ -21,11 +21,15 @@ pub struct Outcome {
 
 /// `where_` names the config for fix texts (a path, or "RTCD's config file").
 pub fn check(cfg: &RtcdConfig, where_: &str, deadline: Instant) -> Outcome {
-    let locals = match super::ifaddrs::up_addresses() {
+    let locals = match crate::interfaces::local_addrs() {
         Ok(l) => l,
         Err(e) => {
             return Outcome {
-                check: Check::new("rtcd_config", Status::Skipped, format!("skipped: {e}")),
+                check: Check::new(
+                    "rtcd_config",
+                    Status::Skipped,
+                    format!("skipped: cannot list this host's interfaces: {e}"),
+                ),
                 findings: vec![],
             }
         }
@@ -46,7 +50,12 @@ pub fn check(cfg: &RtcdConfig, where_: &str, deadline: Instant) -> Outcome {
 }
 
 /// Turns the computation into the check and its findings (pure, so it is unit-tested).
-pub fn judge(cfg: &RtcdConfig, where_: &str, result: Result<Advertised, AdvertiseError>, stun_tried: bool) -> Outcome {
+pub fn judge(
+    cfg: &RtcdConfig,
+    where_: &str,
+    result: Result<Advertised, AdvertiseError>,
+    stun_tried: bool,
+) -> Outcome {
     let adv = match result {
         Ok(a) => a,
         Err(e) => {
@@ -59,7 +68,10 @@ pub fn judge(cfg: &RtcdConfig, where_: &str, result: Result<Advertised, Advertis
                     format!("RTCD would refuse this configuration: {}", c.rtcd_message),
                     format!("{} (in {where_})", c.hint),
                 ),
-                other => (other.to_string(), format!("fix the setting named above in {where_} and restart RTCD")),
+                other => (
+                    other.to_string(),
+                    format!("fix the setting named above in {where_} and restart RTCD"),
+                ),
             };
             return Outcome {
                 check: Check::new("rtcd_config", Status::Fail, summary.clone()),
@@ -71,23 +83,50 @@ pub fn judge(cfg: &RtcdConfig, where_: &str, result: Result<Advertised, Advertis
         adv.candidates
             .iter()
             .filter(|c| c.protocol == p)
-            .map(|c| format!("{}:{}{}", c.address, c.port, if c.private { " (private)" } else { "" }))
+            .map(|c| {
+                format!(
+                    "{}:{}{}",
+                    c.address,
+                    c.port,
+                    if c.private { " (private)" } else { "" }
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
     let form = match &adv.override_form {
-        OverrideForm::None if stun_tried => "no ice_host_override; addresses from STUN where it answered".to_string(),
-        OverrideForm::None => "no ice_host_override and no STUN server: local addresses".to_string(),
+        OverrideForm::None if stun_tried => {
+            "no ice_host_override; addresses from STUN where it answered".to_string()
+        }
+        OverrideForm::None => {
+            "no ice_host_override and no STUN server: local addresses".to_string()
+        }
         OverrideForm::Ip(ip) => format!("ice_host_override {ip}"),
-        OverrideForm::Hostname { name, resolved } => format!("ice_host_override {name} → {resolved} (resolved here)"),
-        OverrideForm::Pairs(p) => format!("ice_host_override with {} EXTERNAL/LOCAL pair(s)", p.len()),
+        OverrideForm::Hostname { name, resolved } => {
+            format!("ice_host_override {name} → {resolved} (resolved here)")
+        }
+        OverrideForm::Pairs(p) => {
+            format!("ice_host_override with {} EXTERNAL/LOCAL pair(s)", p.len())
+        }
     };
-    let detail = format!("advertises UDP {} — TCP {} — {form}", list(Protocol::Udp), list(Protocol::Tcp));
+    let detail = format!(
+        "advertises UDP {} — TCP {} — {form}",
+        list(Protocol::Udp),
+        list(Protocol::Tcp)
+    );
     let mut findings = Vec::new();
-    let udp: Vec<_> = adv.candidates.iter().filter(|c| c.protocol == Protocol::Udp).collect();
+    let udp: Vec<_> = adv
+        .candidates
+        .iter()
+        .filter(|c| c.protocol == Protocol::Udp)
+        .collect();
     let all_private = !udp.is_empty() && udp.iter().all(|c| c.private);
     if all_private {
-        let addrs: Vec<String> = udp.iter().filter(|c| !c.address.is_loopback()).map(|c| c.address.to_string()).collect();
+        let addrs: Vec<String> = udp
+            .iter()
+            .filter(|c| !c.address.is_loopback())
+            .map(|c| c.address.to_string())
+            .collect();
         let stun_note = if rtcd::stun_url(cfg).is_some() {
             " and its STUN server gave no public address (outbound STUN blocked? Calls plugin issue #110)"
         } else {
@@ -141,7 +180,9 @@ fn resolve(host: &str, ipv6: bool) -> Result<Vec<IpAddr>, String> {
     let (tx, rx) = mpsc::channel();
     let h = host.to_string();
     std::thread::spawn(move || {
-        let r = (h.as_str(), 0).to_socket_addrs().map(|it| it.map(|a| a.ip()).collect::<Vec<_>>());
+        let r = (h.as_str(), 0)
+            .to_socket_addrs()
+            .map(|it| it.map(|a| a.ip()).collect::<Vec<_>>());
         let _ = tx.send(r);
     });
     match rx.recv_timeout(RESOLVE_TIMEOUT) {
@@ -161,7 +202,11 @@ fn resolve(host: &str, ipv6: bool) -> Result<Vec<IpAddr>, String> {
 /// RTCD's start-up STUN exchange, one per local address, in parallel. RTCD sends from
 /// `localIP:ice_port_udp`, which it holds; the doctor sends from an ephemeral port of the same
 /// address, which gets the same public IP from the NAT (the port is not what RTCD uses).
-fn stun_answers(cfg: &RtcdConfig, locals: &[rtcd::LocalAddr], deadline: Instant) -> HashMap<IpAddr, Option<IpAddr>> {
+fn stun_answers(
+    cfg: &RtcdConfig,
+    locals: &[rtcd::LocalAddr],
+    deadline: Instant,
+) -> HashMap<IpAddr, Option<IpAddr>> {
     let mut out = HashMap::new();
     let Some(Ok((host, port))) = rtcd::rtcd_stun_target(cfg) else {
         return out;
@@ -177,7 +222,8 @@ fn stun_answers(cfg: &RtcdConfig, locals: &[rtcd::LocalAddr], deadline: Instant)
     for l in locals {
         let ip = rtcd::canonical(l.ip);
         out.insert(ip, None);
-        let Some(server) = server.filter(|s| s.is_ipv4() == ip.is_ipv4() && !ip.is_loopback()) else {
+        let Some(server) = server.filter(|s| s.is_ipv4() == ip.is_ipv4() && !ip.is_loopback())
+        else {
             continue;
         };
         let tx = tx.clone();
@@ -211,7 +257,10 @@ fn stun_once(local: IpAddr, server: SocketAddr, deadline: Instant) -> Option<IpA
             sock.send_to(&req, server).ok()?;
         }
         let until = (Instant::now() + Duration::from_millis(700)).min(deadline);
-        while let Some(left) = until.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
+        while let Some(left) = until
+            .checked_duration_since(Instant::now())
+            .filter(|d| !d.is_zero())
+        {
             sock.set_read_timeout(Some(left)).ok()?;
             let Ok((n, from)) = sock.recv_from(&mut buf) else {
                 break;
@@ -243,7 +292,10 @@ mod tests {
             .iter()
             .map(|s| {
                 let ip: IpAddr = s.parse().unwrap();
-                LocalAddr { ip, loopback: ip.is_loopback() }
+                LocalAddr {
+                    ip,
+                    loopback: ip.is_loopback(),
+                }
             })
             .collect();
         let resolve = |h: &str, _: bool| {
@@ -266,7 +318,11 @@ mod tests {
         assert_eq!(ids(&o), vec!["rtcd_advertises_private"]);
         let f = &o.findings[0];
         assert!(f.summary.contains("172.31.1.2"), "{}", f.summary);
-        assert!(f.fix.contains("ice_host_override") && f.fix.contains("RTCD_RTC_ICEHOSTOVERRIDE"), "{}", f.fix);
+        assert!(
+            f.fix.contains("ice_host_override") && f.fix.contains("RTCD_RTC_ICEHOSTOVERRIDE"),
+            "{}",
+            f.fix
+        );
         assert_eq!(o.check.status, Status::Fail);
     }
 
@@ -275,18 +331,37 @@ mod tests {
         let o = run("", &["127.0.0.1", "203.0.113.2"], &[]);
         assert!(o.findings.is_empty(), "{:?}", ids(&o));
         assert_eq!(o.check.status, Status::Pass);
-        let o = run("[rtc]\nice_host_override = \"203.0.113.10\"\n", &["127.0.0.1", "172.31.1.2"], &[]);
+        let o = run(
+            "[rtc]\nice_host_override = \"203.0.113.10\"\n",
+            &["127.0.0.1", "172.31.1.2"],
+            &[],
+        );
         assert!(o.findings.is_empty(), "{:?}", ids(&o));
-        assert!(o.check.detail.contains("203.0.113.10:8443"), "{}", o.check.detail);
+        assert!(
+            o.check.detail.contains("203.0.113.10:8443"),
+            "{}",
+            o.check.detail
+        );
     }
 
     #[test]
     fn hostname_override_warns_and_unresolvable_fails() {
         let toml = "[rtc]\nice_host_override = \"calls.example.com\"\n";
-        let o = run(toml, &["172.31.1.2"], &[("calls.example.com", "172.31.1.2")]);
+        let o = run(
+            toml,
+            &["172.31.1.2"],
+            &[("calls.example.com", "172.31.1.2")],
+        );
         // Resolves to a private address here: both the split-horizon warning and the error.
-        assert_eq!(ids(&o), vec!["rtcd_advertises_private", "ice_host_override_hostname"]);
-        let o = run(toml, &["172.31.1.2"], &[("calls.example.com", "203.0.113.10")]);
+        assert_eq!(
+            ids(&o),
+            vec!["rtcd_advertises_private", "ice_host_override_hostname"]
+        );
+        let o = run(
+            toml,
+            &["172.31.1.2"],
+            &[("calls.example.com", "203.0.113.10")],
+        );
         assert_eq!(ids(&o), vec!["ice_host_override_hostname"]);
         assert_eq!(o.check.status, Status::Warn);
         let o = run(toml, &["172.31.1.2"], &[]);
@@ -298,6 +373,10 @@ mod tests {
     fn invalid_values_quote_rtcd() {
         let o = run("[rtc]\nice_port_udp = 50000\n", &["203.0.113.2"], &[]);
         assert_eq!(ids(&o), vec!["rtcd_config_invalid"]);
-        assert!(o.findings[0].summary.contains("not in allowed range"), "{}", o.findings[0].summary);
+        assert!(
+            o.findings[0].summary.contains("not in allowed range"),
+            "{}",
+            o.findings[0].summary
+        );
     }
 }

@@ -47,7 +47,11 @@ pub fn parse_metrics(text: &str) -> Metrics {
             },
         };
         // An optional timestamp may follow the value.
-        let Some(v) = value.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()) else {
+        let Some(v) = value
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<f64>().ok())
+        else {
             continue;
         };
         if !v.is_finite() {
@@ -141,24 +145,40 @@ pub fn check(inp: &Inputs, deadline: Instant) -> Outcome {
                 FetchError::Connect(_) => "no connection",
                 FetchError::Exchange(_) => "no valid answer",
             };
-            out.checks.push(Check::new("api_version", Status::Fail, format!("GET {url}/version: {kind}: {e}")));
+            out.checks.push(Check::new(
+                "api_version",
+                Status::Fail,
+                format!("GET {url}/version: {kind}: {e}"),
+            ));
             out.findings.push(unreachable(e.to_string()));
-            out.checks.push(Check::new("api_metrics", Status::Skipped, "skipped: the API does not answer"));
+            out.checks.push(Check::new(
+                "api_metrics",
+                Status::Skipped,
+                "skipped: the API does not answer",
+            ));
             return out;
         }
         Ok(r) if r.head.status != 200 => {
             let why = format!("GET /version answered {} {}", r.head.status, r.head.reason);
-            out.checks.push(Check::new("api_version", Status::Fail, why.clone()));
+            out.checks
+                .push(Check::new("api_version", Status::Fail, why.clone()));
             out.findings.push(unreachable(why));
         }
         Ok(r) => {
             let body = r.text();
             let v: Option<serde_json::Value> = serde_json::from_str(&body).ok();
-            let field = |k: &str| v.as_ref().and_then(|v| v.get(k)).and_then(|x| x.as_str()).map(str::to_string);
+            let field = |k: &str| {
+                v.as_ref()
+                    .and_then(|v| v.get(k))
+                    .and_then(|x| x.as_str())
+                    .map(str::to_string)
+            };
             match field("buildVersion") {
                 None => {
-                    let why = "GET /version answered 200 without RTCD's JSON (no buildVersion)".to_string();
-                    out.checks.push(Check::new("api_version", Status::Fail, why.clone()));
+                    let why = "GET /version answered 200 without RTCD's JSON (no buildVersion)"
+                        .to_string();
+                    out.checks
+                        .push(Check::new("api_version", Status::Fail, why.clone()));
                     out.findings.push(unreachable(why));
                 }
                 Some(ver) => {
@@ -193,7 +213,11 @@ fn version_findings(ver: &str, inp: &Inputs, findings: &mut Vec<Finding>) -> Sta
             format!(
                 "RTCD {ver} is older than {} — the Calls plugin refuses it{}",
                 inp.min_version_text,
-                if have < TCP_FALLBACK_VERSION { ", and it has no TCP fallback (needs v0.11.0)" } else { "" }
+                if have < TCP_FALLBACK_VERSION {
+                    ", and it has no TCP fallback (needs v0.11.0)"
+                } else {
+                    ""
+                }
             ),
             upgrade,
         ));
@@ -223,17 +247,29 @@ fn metrics(url: &Url, deadline: Instant, out: &mut Outcome) {
             return;
         }
         Err(e) => {
-            out.checks.push(Check::new("api_metrics", Status::Warn, format!("GET /metrics: {e}")));
+            out.checks.push(Check::new(
+                "api_metrics",
+                Status::Warn,
+                format!("GET /metrics: {e}"),
+            ));
             return;
         }
     };
     let m = parse_metrics(&r.text());
     if m.rtcd_series == 0 {
-        out.checks.push(Check::new("api_metrics", Status::Warn, "GET /metrics has no rtcd_* series"));
+        out.checks.push(Check::new(
+            "api_metrics",
+            Status::Warn,
+            "GET /metrics has no rtcd_* series",
+        ));
         return;
     }
     let decided = m.connected + m.failed;
-    let share = if decided > 0.0 { m.failed / decided } else { 0.0 };
+    let share = if decided > 0.0 {
+        m.failed / decided
+    } else {
+        0.0
+    };
     let detail = format!(
         "{} active session(s); since RTCD started: {} connection(s) connected, {} failed ({:.0} %), {} ICE error(s)",
         m.sessions,
@@ -254,9 +290,11 @@ fn metrics(url: &Url, deadline: Instant, out: &mut Outcome) {
             ),
             "run `probe-client RTCD_HOST` from an affected user's network to see whether UDP/TCP 8443 reach RTCD, and check the rtcd_advertises_private / host_firewall_blocks results here",
         ));
-        out.checks.push(Check::new("api_metrics", Status::Warn, detail));
+        out.checks
+            .push(Check::new("api_metrics", Status::Warn, detail));
     } else {
-        out.checks.push(Check::new("api_metrics", Status::Pass, detail));
+        out.checks
+            .push(Check::new("api_metrics", Status::Pass, detail));
     }
 }
 
@@ -286,7 +324,14 @@ rtcd_rtc_client_rtt_sum NaN
     fn sums_series_over_labels() {
         let m = parse_metrics(METRICS);
         assert_eq!(
-            (m.sessions, m.connected, m.failed, m.disconnected, m.closed, m.ice_errors),
+            (
+                m.sessions,
+                m.connected,
+                m.failed,
+                m.disconnected,
+                m.closed,
+                m.ice_errors
+            ),
             (3.0, 30.0, 10.0, 2.0, 12.0, 7.0)
         );
         assert!(m.rtcd_series > 0);
@@ -320,9 +365,15 @@ rtcd_rtc_client_rtt_sum NaN
     #[test]
     fn version_verdicts() {
         assert!(findings_for("v1.1.0", "v0.17.0").is_empty());
-        assert_eq!(findings_for("v0.16.2", "v0.17.0"), vec![("rtcd_version_old".into(), Severity::Error)]);
+        assert_eq!(
+            findings_for("v0.16.2", "v0.17.0"),
+            vec![("rtcd_version_old".into(), Severity::Error)]
+        );
         // Below the TCP fallback but above a lowered plugin minimum: a warning.
-        assert_eq!(findings_for("v0.10.0", "v0.9.0"), vec![("rtcd_version_old".into(), Severity::Warning)]);
+        assert_eq!(
+            findings_for("v0.10.0", "v0.9.0"),
+            vec![("rtcd_version_old".into(), Severity::Warning)]
+        );
         assert!(findings_for("custom-build", "v0.17.0").is_empty());
     }
 }

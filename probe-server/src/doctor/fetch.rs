@@ -60,12 +60,21 @@ pub fn get(url: &Url, path: &str, deadline: Instant) -> Result<Response, FetchEr
         "GET",
         &target,
         &url.authority(),
-        &[("User-Agent", concat!("probe-server/", env!("CARGO_PKG_VERSION"))), ("Connection", "close")],
+        &[
+            (
+                "User-Agent",
+                concat!("probe-server/", env!("CARGO_PKG_VERSION")),
+            ),
+            ("Connection", "close"),
+        ],
         b"",
     )
     .map_err(|e| FetchError::Exchange(e.to_string()))?;
     let io = |e: std::io::Error| {
-        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
             FetchError::Exchange(format!("no answer to GET {path} in time"))
         } else {
             FetchError::Exchange(format!("GET {path}: {e}"))
@@ -75,7 +84,8 @@ pub fn get(url: &Url, path: &str, deadline: Instant) -> Result<Response, FetchEr
         let cfg = tls_config().map_err(FetchError::Exchange)?;
         let name = rustls::pki_types::ServerName::try_from(url.host.clone())
             .map_err(|e| FetchError::Exchange(format!("bad TLS name {}: {e}", url.host)))?;
-        let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| FetchError::Exchange(format!("TLS: {e}")))?;
+        let conn = rustls::ClientConnection::new(cfg, name)
+            .map_err(|e| FetchError::Exchange(format!("TLS: {e}")))?;
         Box::new(rustls::StreamOwned::new(conn, TimedTcp { tcp, deadline }))
     } else {
         Box::new(TimedTcp { tcp, deadline })
@@ -174,7 +184,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -183,7 +198,12 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
@@ -210,7 +230,9 @@ mod tests {
 
     #[test]
     fn gets_a_close_delimited_body() {
-        let url = serve_once(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"buildVersion\":\"v1\"}");
+        let url = serve_once(
+            b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{\"buildVersion\":\"v1\"}",
+        );
         let r = get(&url, "/version", Instant::now() + Duration::from_secs(5)).unwrap();
         assert_eq!(r.head.status, 200);
         assert_eq!(r.text(), "{\"buildVersion\":\"v1\"}");
@@ -218,13 +240,25 @@ mod tests {
 
     #[test]
     fn refused_is_a_connect_error_and_silence_hits_the_deadline() {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let url = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
-        assert!(matches!(get(&url, "/", Instant::now() + Duration::from_secs(5)), Err(FetchError::Connect(_))));
+        assert!(matches!(
+            get(&url, "/", Instant::now() + Duration::from_secs(5)),
+            Err(FetchError::Connect(_))
+        ));
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = Url::parse(&format!("http://{}", silent.local_addr().unwrap())).unwrap();
         let t = Instant::now();
-        let e = get(&url, "/version", Instant::now() + Duration::from_millis(300)).unwrap_err();
+        let e = get(
+            &url,
+            "/version",
+            Instant::now() + Duration::from_millis(300),
+        )
+        .unwrap_err();
         assert!(matches!(e, FetchError::Exchange(_)), "{e}");
         assert!(t.elapsed() < Duration::from_secs(3));
     }

@@ -38,11 +38,13 @@ pub struct LogScan {
 }
 
 pub fn read(path: &Path) -> Result<LogScan, String> {
-    let mut f = std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let mut f =
+        std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
     let skipped = len.saturating_sub(MAX_READ);
     if skipped > 0 {
-        f.seek(SeekFrom::Start(skipped)).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        f.seek(SeekFrom::Start(skipped))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     }
     let mut bytes = Vec::new();
     f.take(MAX_READ)
@@ -85,7 +87,12 @@ pub fn scan(text: &str) -> LogScan {
 fn message(line: &str) -> String {
     if let Some(i) = line.find('{') {
         if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line[i..]) {
-            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default().to_string();
+            let field = |k: &str| {
+                v.get(k)
+                    .and_then(|x| x.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
             let (msg, err) = (field("msg"), field("error"));
             if !msg.is_empty() || !err.is_empty() {
                 return format!("{msg} {err}");
@@ -140,7 +147,11 @@ Nov 26 07:29:02 rtc1 rtcd[812]: {"timestamp":"2025-05-14 10:29:24.000 Z","level"
         assert_eq!(s.counts.get("unauthorized"), Some(&1));
         assert_eq!(s.counts.get("connection error"), None);
         // Loopback, public and non-host candidates are not evidence.
-        let ips: Vec<(String, usize)> = s.private_candidates.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let ips: Vec<(String, usize)> = s
+            .private_candidates
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect();
         assert_eq!(ips, vec![("172.31.29.117".to_string(), 2)]);
         assert_eq!(s.matched.len(), 6);
         assert!(!s.matched.iter().any(|l| l.contains("new session")));
@@ -149,7 +160,10 @@ Nov 26 07:29:02 rtc1 rtcd[812]: {"timestamp":"2025-05-14 10:29:24.000 Z","level"
     #[test]
     fn ipv6_candidates_and_reading_a_file() {
         let s = scan("Ping STUN from udp6 host [fd00::5]:8443 to udp6 host [2001:db8::9]:4000\n");
-        assert_eq!(s.private_candidates.keys().next().map(|i| i.to_string()), Some("fd00::5".into()));
+        assert_eq!(
+            s.private_candidates.keys().next().map(|i| i.to_string()),
+            Some("fd00::5".into())
+        );
         let dir = std::env::temp_dir().join(format!("doctor-logs-{}", std::process::id()));
         std::fs::write(&dir, LOG).unwrap();
         let from_file = read(&dir).unwrap();

@@ -4,10 +4,9 @@
 mod advertise;
 mod api;
 mod cmd;
-mod config;
+pub mod config;
 mod cpu;
 mod fetch;
-mod ifaddrs;
 pub mod logs;
 mod nft;
 mod procnet;
@@ -58,7 +57,9 @@ pub struct DoctorArgs {
 }
 
 fn parse_sample(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if (0.5..=60.0).contains(&v) {
         Ok(v)
     } else {
@@ -118,17 +119,25 @@ fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Pending<T
 
 impl<T> Pending<T> {
     fn join(self, deadline: Instant) -> Option<T> {
-        self.0.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
+        self.0
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()
     }
 }
 
 fn late(id: &str) -> Check {
-    Check::new(id, Status::Skipped, "skipped: did not finish within its deadline")
+    Check::new(
+        id,
+        Status::Skipped,
+        "skipped: did not finish within its deadline",
+    )
 }
 
 pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
     let t0 = Instant::now();
-    let started_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let started_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let sample = Duration::from_secs_f64(inputs.sample);
     let hard = t0 + sample + JOIN_MARGIN;
     let cfg = &loaded.cfg;
@@ -143,33 +152,54 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
     let tcp0 = procnet::read_tables(Proto::Tcp);
     let snmp0 = snmp::read();
     let addrs = |list: &str| -> Vec<std::net::IpAddr> {
-        probe_proto::rtcd::parse_ice_address(list).iter().filter_map(|a| a.parse().ok()).collect()
+        probe_proto::rtcd::parse_ice_address(list)
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect()
     };
     let udp_addrs = addrs(&cfg.ice_address_udp);
     let tcp_addrs = addrs(&cfg.ice_address_tcp);
     let empty = Vec::new();
-    let udp_socks: Vec<&Sock> = procnet::on_port(udp0.as_ref().unwrap_or(&empty), ice_udp, &udp_addrs, false);
-    let tcp_socks: Vec<&Sock> = procnet::on_port(tcp0.as_ref().unwrap_or(&empty), ice_tcp, &tcp_addrs, true);
+    let udp_socks: Vec<&Sock> =
+        procnet::on_port(udp0.as_ref().unwrap_or(&empty), ice_udp, &udp_addrs, false);
+    let tcp_socks: Vec<&Sock> =
+        procnet::on_port(tcp0.as_ref().unwrap_or(&empty), ice_tcp, &tcp_addrs, true);
     let api_local = api_is_local(&api_url);
     let api_socks: Vec<&Sock> = if api_local {
         procnet::on_port(tcp0.as_ref().unwrap_or(&empty), api_url.port, &[], true)
     } else {
         Vec::new()
     };
-    let inodes: HashSet<u64> = udp_socks.iter().chain(&tcp_socks).chain(&api_socks).map(|s| s.inode).collect();
+    let inodes: HashSet<u64> = udp_socks
+        .iter()
+        .chain(&tcp_socks)
+        .chain(&api_socks)
+        .map(|s| s.inode)
+        .collect();
     let (by_inode, scan_complete) = procnet::owners(&inodes, t0 + OWNER_SCAN_DEADLINE);
     let (udp_owner, udp_all) = procnet::main_owner(&udp_socks, &by_inode);
     let (tcp_owner, tcp_all) = procnet::main_owner(&tcp_socks, &by_inode);
     let (api_owner, _) = procnet::main_owner(&api_socks, &by_inode);
     let rtcd_pid = udp_owner.as_ref().or(tcp_owner.as_ref()).map(|o| o.pid);
-    let cpu0 = rtcd_pid.and_then(cpu::process_ticks).map(|t| (t, Instant::now()));
-    let drops0: HashMap<u64, u64> = udp_socks.iter().map(|s| (s.inode, s.drops.unwrap_or(0))).collect();
+    let cpu0 = rtcd_pid
+        .and_then(cpu::process_ticks)
+        .map(|t| (t, Instant::now()));
+    let drops0: HashMap<u64, u64> = udp_socks
+        .iter()
+        .map(|s| (s.inode, s.drops.unwrap_or(0)))
+        .collect();
 
     // Concurrent checks.
     let api_listener = if api_local {
         Some(match (&api_owner, api_socks.is_empty()) {
-            (Some(o), _) => format!("{} (pid {}) listens on TCP {}", o.process, o.pid, api_url.port),
-            (None, false) => format!("a process the doctor cannot see listens on TCP {}", api_url.port),
+            (Some(o), _) => format!(
+                "{} (pid {}) listens on TCP {}",
+                o.process, o.pid, api_url.port
+            ),
+            (None, false) => format!(
+                "a process the doctor cannot see listens on TCP {}",
+                api_url.port
+            ),
             (None, true) => format!("nothing listens on TCP port {} here", api_url.port),
         })
     } else {
@@ -191,20 +221,37 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
         })
     };
     let fw_targets = vec![
-        nft::Target { proto: Proto::Udp, port: ice_udp, what: "RTCD's ICE port (media over UDP)" },
-        nft::Target { proto: Proto::Tcp, port: ice_tcp, what: "RTCD's ICE TCP port (the TCP fallback)" },
-        nft::Target { proto: Proto::Tcp, port: api_url.port, what: "RTCD's API port (Mattermost → RTCD)" },
+        nft::Target {
+            proto: Proto::Udp,
+            port: ice_udp,
+            what: "RTCD's ICE port (media over UDP)",
+        },
+        nft::Target {
+            proto: Proto::Tcp,
+            port: ice_tcp,
+            what: "RTCD's ICE TCP port (the TCP fallback)",
+        },
+        nft::Target {
+            proto: Proto::Tcp,
+            port: api_url.port,
+            what: "RTCD's API port (Mattermost → RTCD)",
+        },
     ];
     let nft_task = {
         let targets = fw_targets.clone();
-        spawn(move || nft::list_ruleset(t0 + NFT_DEADLINE).and_then(|rs| nft::find_blocks(&rs, &targets)))
+        spawn(move || {
+            nft::list_ruleset(t0 + NFT_DEADLINE).and_then(|rs| nft::find_blocks(&rs, &targets))
+        })
     };
     let adv_task = {
         let cfg = cfg.clone();
         let where_ = loaded.where_.clone();
         spawn(move || advertise::check(&cfg, &where_, t0 + ADVERTISE_DEADLINE))
     };
-    let log_task = inputs.rtcd_log.clone().map(|p| spawn(move || logs::read(&p)));
+    let log_task = inputs
+        .rtcd_log
+        .clone()
+        .map(|p| spawn(move || logs::read(&p)));
 
     // 1. Ports.
     port_checks(
@@ -241,7 +288,11 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
         checks.push(Check::new(
             "socket_buffers",
             status,
-            format!("{} (guide: {} each)", values.join(", "), sysctl::RECOMMENDED),
+            format!(
+                "{} (guide: {} each)",
+                values.join(", "),
+                sysctl::RECOMMENDED
+            ),
         ));
         if !small.is_empty() {
             let names: Vec<String> = small.iter().map(|(k, v)| format!("{k} = {v}")).collect();
@@ -260,7 +311,17 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
     // End of the sample.
     std::thread::sleep((t0 + sample).saturating_duration_since(Instant::now()));
     let elapsed = t0.elapsed().as_secs_f64();
-    udp_drop_check(&udp0, &drops0, ice_udp, &udp_addrs, &snmp0, elapsed, &small, &mut checks, &mut findings);
+    udp_drop_check(
+        &udp0,
+        &drops0,
+        ice_udp,
+        &udp_addrs,
+        &snmp0,
+        elapsed,
+        &small,
+        &mut checks,
+        &mut findings,
+    );
     cpu_check(rtcd_pid, cpu0, &mut checks, &mut findings);
 
     // 2. API.
@@ -287,7 +348,11 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
     // 5. Firewall.
     match nft_task.join(hard) {
         None => checks.push(late("host_firewall")),
-        Some(Err(why)) => checks.push(Check::new("host_firewall", Status::Skipped, format!("skipped: {why}"))),
+        Some(Err(why)) => checks.push(Check::new(
+            "host_firewall",
+            Status::Skipped,
+            format!("skipped: {why}"),
+        )),
         Some(Ok(blocks)) => firewall_findings(&blocks, &fw_targets, &mut checks, &mut findings),
     }
 
@@ -354,13 +419,13 @@ fn api_is_local(url: &Url) -> bool {
         Ok(ip) => {
             ip.is_loopback()
                 || ip.is_unspecified()
-                || ifaddrs::up_addresses().is_ok_and(|l| l.iter().any(|a| a.ip == ip))
+                || crate::interfaces::local_addrs().is_ok_and(|l| l.iter().any(|a| a.ip == ip))
         }
         Err(_) => url.host == "localhost" || url.host == hostname(),
     }
 }
 
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
@@ -372,7 +437,10 @@ fn addresses(socks: &[&Sock]) -> String {
 }
 
 fn owners_text(all: &[Owner]) -> String {
-    all.iter().map(|o| format!("{} (pid {})", o.process, o.pid)).collect::<Vec<_>>().join(", ")
+    all.iter()
+        .map(|o| format!("{} (pid {})", o.process, o.pid))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -394,9 +462,17 @@ fn port_checks(
         "a process not found before the deadline"
     };
     if let Err(e) = udp0 {
-        checks.push(Check::new("udp_port", Status::Skipped, format!("skipped: {e}")));
+        checks.push(Check::new(
+            "udp_port",
+            Status::Skipped,
+            format!("skipped: {e}"),
+        ));
     } else if udp_socks.is_empty() {
-        checks.push(Check::new("udp_port", Status::Fail, format!("nothing listens on UDP {ice_udp}")));
+        checks.push(Check::new(
+            "udp_port",
+            Status::Fail,
+            format!("nothing listens on UDP {ice_udp}"),
+        ));
         findings.push(Finding::new(
             "rtcd_not_listening",
             Severity::Error,
@@ -426,11 +502,19 @@ fn port_checks(
         checks.push(Check::new(
             "udp_port",
             status,
-            format!("UDP {ice_udp} on {}: {} socket(s) held by {who}", addresses(udp_socks), udp_socks.len()),
+            format!(
+                "UDP {ice_udp} on {}: {} socket(s) held by {who}",
+                addresses(udp_socks),
+                udp_socks.len()
+            ),
         ));
     }
     if tcp_socks.is_empty() {
-        checks.push(Check::new("tcp_port", Status::Warn, format!("nothing listens on TCP {ice_tcp}")));
+        checks.push(Check::new(
+            "tcp_port",
+            Status::Warn,
+            format!("nothing listens on TCP {ice_tcp}"),
+        ));
         findings.push(Finding::new(
             "tcp_fallback_off",
             Severity::Info,
@@ -445,7 +529,10 @@ fn port_checks(
         checks.push(Check::new(
             "tcp_port",
             Status::Pass,
-            format!("TCP {ice_tcp} listening on {}, held by {who}", addresses(tcp_socks)),
+            format!(
+                "TCP {ice_tcp} listening on {}, held by {who}",
+                addresses(tcp_socks)
+            ),
         ));
     }
 }
@@ -464,8 +551,17 @@ fn udp_drop_check(
 ) {
     let snmp1 = snmp::read();
     let (Ok(s0), Ok(s1)) = (snmp0, &snmp1) else {
-        let why = snmp0.as_ref().err().or(snmp1.as_ref().err()).cloned().unwrap_or_default();
-        checks.push(Check::new("udp_drops", Status::Skipped, format!("skipped: {why}")));
+        let why = snmp0
+            .as_ref()
+            .err()
+            .or(snmp1.as_ref().err())
+            .cloned()
+            .unwrap_or_default();
+        checks.push(Check::new(
+            "udp_drops",
+            Status::Skipped,
+            format!("skipped: {why}"),
+        ));
         return;
     };
     let host = s0.delta(s1);
@@ -525,16 +621,31 @@ fn udp_drop_check(
     }
 }
 
-fn cpu_check(pid: Option<u32>, start: Option<(u64, Instant)>, checks: &mut Vec<Check>, findings: &mut Vec<Finding>) {
+fn cpu_check(
+    pid: Option<u32>,
+    start: Option<(u64, Instant)>,
+    checks: &mut Vec<Check>,
+    findings: &mut Vec<Finding>,
+) {
     let cores = cpu::cores();
     let load = cpu::load1();
-    let load_text = load.map_or("load unknown".to_string(), |l| format!("load {l:.2} on {cores} core(s)"));
+    let load_text = load.map_or("load unknown".to_string(), |l| {
+        format!("load {l:.2} on {cores} core(s)")
+    });
     let (Some(pid), Some((t0, i0))) = (pid, start) else {
-        checks.push(Check::new("cpu", Status::Skipped, format!("skipped: RTCD's process was not found; {load_text}")));
+        checks.push(Check::new(
+            "cpu",
+            Status::Skipped,
+            format!("skipped: RTCD's process was not found; {load_text}"),
+        ));
         return;
     };
     let Some(t1) = cpu::process_ticks(pid) else {
-        checks.push(Check::new("cpu", Status::Skipped, format!("skipped: RTCD (pid {pid}) exited during the sample")));
+        checks.push(Check::new(
+            "cpu",
+            Status::Skipped,
+            format!("skipped: RTCD (pid {pid}) exited during the sample"),
+        ));
         return;
     };
     let secs = i0.elapsed().as_secs_f64().max(0.001);
@@ -551,13 +662,22 @@ fn cpu_check(pid: Option<u32>, start: Option<(u64, Instant)>, checks: &mut Vec<C
         ));
         checks.push(Check::new("cpu", Status::Warn, detail));
     } else if overloaded {
-        checks.push(Check::new("cpu", Status::Warn, format!("{detail} — the host is overloaded")));
+        checks.push(Check::new(
+            "cpu",
+            Status::Warn,
+            format!("{detail} — the host is overloaded"),
+        ));
     } else {
         checks.push(Check::new("cpu", Status::Pass, detail));
     }
 }
 
-fn firewall_findings(blocks: &[nft::Block], targets: &[nft::Target], checks: &mut Vec<Check>, findings: &mut Vec<Finding>) {
+fn firewall_findings(
+    blocks: &[nft::Block],
+    targets: &[nft::Target],
+    checks: &mut Vec<Check>,
+    findings: &mut Vec<Finding>,
+) {
     let ports: Vec<String> = targets.iter().map(nft::Target::label).collect();
     if blocks.is_empty() {
         checks.push(Check::new(
@@ -588,31 +708,66 @@ fn firewall_findings(blocks: &[nft::Block], targets: &[nft::Target], checks: &mu
                 ),
             ),
         };
-        let when = if b.conditional { " for some packets (the rule has other conditions)" } else { "" };
+        let when = if b.conditional {
+            " for some packets (the rule has other conditions)"
+        } else {
+            ""
+        };
         lines.push(format!("{} dropped by {place}: {what}{when}", t.label()));
         findings.push(Finding::new(
             "host_firewall_blocks",
-            if b.conditional { Severity::Warning } else { Severity::Error },
-            format!("the host firewall drops {} ({}){when}: {place}, {what}", t.label(), t.what),
+            if b.conditional {
+                Severity::Warning
+            } else {
+                Severity::Error
+            },
+            format!(
+                "the host firewall drops {} ({}){when}: {place}, {what}",
+                t.label(),
+                t.what
+            ),
             fix,
         ));
     }
-    let status = if blocks.iter().any(|b| !b.conditional) { Status::Fail } else { Status::Warn };
+    let status = if blocks.iter().any(|b| !b.conditional) {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
     checks.push(Check::new("host_firewall", status, lines.join("\n")));
 }
 
 fn log_findings(scan: &logs::LogScan, checks: &mut Vec<Check>, findings: &mut Vec<Finding>) {
-    let counts: Vec<String> = scan.counts.iter().map(|(p, n)| format!("\"{p}\" ×{n}")).collect();
+    let counts: Vec<String> = scan
+        .counts
+        .iter()
+        .map(|(p, n)| format!("\"{p}\" ×{n}"))
+        .collect();
     let mut detail = format!(
         "{} line(s){}; guide patterns: {}",
         scan.lines,
-        if scan.skipped_bytes > 0 { " (the end of the file)" } else { "" },
-        if counts.is_empty() { "none".to_string() } else { counts.join(", ") }
+        if scan.skipped_bytes > 0 {
+            " (the end of the file)"
+        } else {
+            ""
+        },
+        if counts.is_empty() {
+            "none".to_string()
+        } else {
+            counts.join(", ")
+        }
     );
     let mut status = Status::Pass;
     if !scan.private_candidates.is_empty() {
-        let ips: Vec<String> = scan.private_candidates.iter().map(|(ip, n)| format!("{ip} (×{n})")).collect();
-        detail.push_str(&format!("; ICE traces from private host candidates: {}", ips.join(", ")));
+        let ips: Vec<String> = scan
+            .private_candidates
+            .iter()
+            .map(|(ip, n)| format!("{ip} (×{n})"))
+            .collect();
+        detail.push_str(&format!(
+            "; ICE traces from private host candidates: {}",
+            ips.join(", ")
+        ));
         status = Status::Warn;
         findings.push(Finding::new(
             "log_private_candidates",

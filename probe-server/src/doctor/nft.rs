@@ -73,9 +73,16 @@ pub fn list_ruleset(deadline: Instant) -> Result<Value, String> {
     };
     let mut cmd = std::process::Command::new(nft);
     cmd.args(["-j", "list", "ruleset"]);
-    let out = super::cmd::run(cmd, deadline).map_err(|e| format!("`nft -j list ruleset` failed: {e}"))?;
+    let out =
+        super::cmd::run(cmd, deadline).map_err(|e| format!("`nft -j list ruleset` failed: {e}"))?;
     if !out.success {
-        let why = out.stderr.lines().next().unwrap_or("no error text").trim().to_string();
+        let why = out
+            .stderr
+            .lines()
+            .next()
+            .unwrap_or("no error text")
+            .trim()
+            .to_string();
         let hint = if why.contains("Operation not permitted") || why.contains("ermission") {
             " — run the doctor as root to read the firewall"
         } else {
@@ -83,7 +90,8 @@ pub fn list_ruleset(deadline: Instant) -> Result<Value, String> {
         };
         return Err(format!("`nft -j list ruleset` failed: {why}{hint}"));
     }
-    serde_json::from_str(&out.stdout).map_err(|e| format!("`nft -j list ruleset` printed something that is not JSON: {e}"))
+    serde_json::from_str(&out.stdout)
+        .map_err(|e| format!("`nft -j list ruleset` printed something that is not JSON: {e}"))
 }
 
 /// Every block of every target, in ruleset order.
@@ -180,12 +188,22 @@ enum Verdict {
 impl Ruleset<'_> {
     /// Walks `chain` for a new packet to the target. Blocks behind unmodelled conditions go to
     /// `side`; the returned flow is what happens to a packet that meets no such condition.
-    fn eval(&self, chain: &Key, t: &Target, depth: usize, conditional: bool, side: &mut Vec<Block>) -> Flow {
+    fn eval(
+        &self,
+        chain: &Key,
+        t: &Target,
+        depth: usize,
+        conditional: bool,
+        side: &mut Vec<Block>,
+    ) -> Flow {
         if depth > MAX_DEPTH {
             return Flow::Continue;
         }
         for rule in self.rules.get(chain).into_iter().flatten() {
-            let exprs: &[Value] = rule.get("expr").and_then(Value::as_array).map_or(&[], Vec::as_slice);
+            let exprs: &[Value] = rule
+                .get("expr")
+                .and_then(Value::as_array)
+                .map_or(&[], Vec::as_slice);
             let mut conds = Vec::new();
             let mut verdict = Verdict::None;
             for e in exprs {
@@ -218,7 +236,10 @@ impl Ruleset<'_> {
                         family: chain.0.clone(),
                         table: chain.1.clone(),
                         chain: chain.2.clone(),
-                        rule: Some((render(exprs), rule.get("handle").and_then(Value::as_u64).unwrap_or(0))),
+                        rule: Some((
+                            render(exprs),
+                            rule.get("handle").and_then(Value::as_u64).unwrap_or(0),
+                        )),
                         conditional: unknown,
                     };
                     if !unknown {
@@ -232,7 +253,9 @@ impl Ruleset<'_> {
                         Flow::Accept if !unknown => return Flow::Accept,
                         Flow::Block(b) if !unknown => return Flow::Block(b),
                         Flow::Block(b) => side.push(b),
-                        Flow::Continue if !unknown && matches!(verdict, Verdict::Goto(_)) => return Flow::Continue,
+                        Flow::Continue if !unknown && matches!(verdict, Verdict::Goto(_)) => {
+                            return Flow::Continue
+                        }
                         _ => {}
                     }
                 }
@@ -259,15 +282,24 @@ impl Ruleset<'_> {
             None => Cond::Unknown,
         };
         if let Some(p) = left.get("payload") {
-            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or_default();
+            let proto = p
+                .get("protocol")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let field = p.get("field").and_then(Value::as_str).unwrap_or_default();
             // `udp dport …` only ever matches UDP packets, whatever the operator.
-            if matches!(proto, "udp" | "tcp" | "sctp" | "dccp" | "udplite") && proto != t.proto_name() {
+            if matches!(proto, "udp" | "tcp" | "sctp" | "dccp" | "udplite")
+                && proto != t.proto_name()
+            {
                 return Cond::False;
             }
             return match (proto, field) {
-                ("udp" | "tcp" | "th", "dport") => verdict(self.contains(chain, right, &|v| port_hit(v, t.port))),
-                ("ip", "protocol") | ("ip6", "nexthdr") => verdict(self.contains(chain, right, &|v| proto_hit(v, t))),
+                ("udp" | "tcp" | "th", "dport") => {
+                    verdict(self.contains(chain, right, &|v| port_hit(v, t.port)))
+                }
+                ("ip", "protocol") | ("ip6", "nexthdr") => {
+                    verdict(self.contains(chain, right, &|v| proto_hit(v, t)))
+                }
                 _ => Cond::Unknown,
             };
         }
@@ -281,10 +313,20 @@ impl Ruleset<'_> {
 
     /// Whether the right-hand side (value, anonymous set, range, `@named` set) holds a value
     /// `hit` accepts; `None` when that cannot be told.
-    fn contains(&self, chain: &Key, right: &Value, hit: &dyn Fn(&Value) -> Option<bool>) -> Option<bool> {
+    fn contains(
+        &self,
+        chain: &Key,
+        right: &Value,
+        hit: &dyn Fn(&Value) -> Option<bool>,
+    ) -> Option<bool> {
         if let Some(name) = right.as_str().and_then(|s| s.strip_prefix('@')) {
-            let set = self.sets.get(&(chain.0.clone(), chain.1.clone(), name.to_string()))?;
-            let elems = set.get("elem").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+            let set = self
+                .sets
+                .get(&(chain.0.clone(), chain.1.clone(), name.to_string()))?;
+            let elems = set
+                .get("elem")
+                .and_then(Value::as_array)
+                .map_or(&[][..], Vec::as_slice);
             return any_hit(elems, hit);
         }
         if let Some(elems) = right.get("set").and_then(Value::as_array) {
@@ -316,7 +358,10 @@ fn any_hit(elems: &[Value], hit: &dyn Fn(&Value) -> Option<bool>) -> Option<bool
 }
 
 fn port_hit(v: &Value, port: u16) -> Option<bool> {
-    let num = |v: &Value| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()));
+    let num = |v: &Value| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+    };
     if let Some(r) = v.get("range").and_then(Value::as_array) {
         let (lo, hi) = (num(r.first()?)?, num(r.get(1)?)?);
         return Some((lo..=hi).contains(&u64::from(port)));
@@ -338,7 +383,10 @@ fn proto_hit(v: &Value, t: &Target) -> Option<bool> {
 }
 
 fn target_name(v: &Value) -> String {
-    v.get("target").and_then(Value::as_str).unwrap_or_default().to_string()
+    v.get("target")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// A rule in nft's own syntax, near enough to recognise it in `nft -a list ruleset`.
@@ -389,7 +437,10 @@ fn render_value(v: &Value) -> String {
             } else if let Some(c) = o.get("ct") {
                 format!("ct {}", c.get("key").and_then(Value::as_str).unwrap_or("?"))
             } else if let Some(s) = o.get("set").and_then(Value::as_array) {
-                format!("{{ {} }}", s.iter().map(render_value).collect::<Vec<_>>().join(", "))
+                format!(
+                    "{{ {} }}",
+                    s.iter().map(render_value).collect::<Vec<_>>().join(", ")
+                )
             } else if let Some(r) = o.get("range").and_then(Value::as_array) {
                 r.iter().map(render_value).collect::<Vec<_>>().join("-")
             } else if let Some(p) = o.get("prefix") {
@@ -410,9 +461,21 @@ fn render_value(v: &Value) -> String {
 mod tests {
     use super::*;
 
-    const ICE_UDP: Target = Target { proto: Proto::Udp, port: 8443, what: "ICE" };
-    const ICE_TCP: Target = Target { proto: Proto::Tcp, port: 8443, what: "ICE TCP" };
-    const API: Target = Target { proto: Proto::Tcp, port: 8045, what: "API" };
+    const ICE_UDP: Target = Target {
+        proto: Proto::Udp,
+        port: 8443,
+        what: "ICE",
+    };
+    const ICE_TCP: Target = Target {
+        proto: Proto::Tcp,
+        port: 8443,
+        what: "ICE TCP",
+    };
+    const API: Target = Target {
+        proto: Proto::Tcp,
+        port: 8045,
+        what: "API",
+    };
 
     /// Recorded with `nft -j list ruleset` (nftables 1.0.6) from a namespace loaded with a
     /// policy-drop input chain, a named port set, an anonymous set, a range, a jump, and an
@@ -431,7 +494,9 @@ mod tests {
                     b.family,
                     b.table,
                     b.chain,
-                    b.rule.as_ref().map_or("policy".to_string(), |(r, h)| format!("{r} #{h}")),
+                    b.rule
+                        .as_ref()
+                        .map_or("policy".to_string(), |(r, h)| format!("{r} #{h}")),
                     if b.conditional { "cond" } else { "all" }
                 )
             })
@@ -481,10 +546,16 @@ mod tests {
         let rs = rules("drop", &[]);
         let b = find_blocks(&rs, &[ICE_UDP]).unwrap();
         assert_eq!(describe(&b), vec!["8443/udp inet t input policy all"]);
-        let rs = rules("drop", &[serde_json::json!({"expr": [dport("udp", 8443.into()), {"accept": null}]})]);
+        let rs = rules(
+            "drop",
+            &[serde_json::json!({"expr": [dport("udp", 8443.into()), {"accept": null}]})],
+        );
         assert!(find_blocks(&rs, &[ICE_UDP]).unwrap().is_empty());
         // Accepting 8443/tcp does not open 8443/udp.
-        let rs = rules("drop", &[serde_json::json!({"expr": [dport("tcp", 8443.into()), {"accept": null}]})]);
+        let rs = rules(
+            "drop",
+            &[serde_json::json!({"expr": [dport("tcp", 8443.into()), {"accept": null}]})],
+        );
         assert_eq!(find_blocks(&rs, &[ICE_UDP]).unwrap().len(), 1);
     }
 
@@ -513,14 +584,22 @@ mod tests {
             ],
         );
         let b = find_blocks(&rs, &[ICE_UDP, API]).unwrap();
-        assert_eq!(describe(&b), vec!["8443/udp inet t sub meta l4proto udp counter drop #11 all"]);
+        assert_eq!(
+            describe(&b),
+            vec!["8443/udp inet t sub meta l4proto udp counter drop #11 all"]
+        );
         // An `xt` match (e.g. iptables multiport) makes the block conditional, never hidden.
         let rs = rules(
             "accept",
-            &[serde_json::json!({"expr": [dport("tcp", 8045.into()), {"xt": {"type": "match", "name": "conntrack"}}, {"reject": null}]})],
+            &[
+                serde_json::json!({"expr": [dport("tcp", 8045.into()), {"xt": {"type": "match", "name": "conntrack"}}, {"reject": null}]}),
+            ],
         );
         let b = find_blocks(&rs, &[API]).unwrap();
-        assert_eq!(describe(&b), vec!["8045/tcp inet t input tcp dport 8045 xt reject cond"]);
+        assert_eq!(
+            describe(&b),
+            vec!["8045/tcp inet t input tcp dport 8045 xt reject #10 cond"]
+        );
     }
 
     #[test]

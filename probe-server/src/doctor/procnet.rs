@@ -27,7 +27,9 @@ pub struct Sock {
 }
 
 /// A process holding a socket.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Owner {
     pub pid: u32,
     pub process: String,
@@ -36,7 +38,10 @@ pub struct Owner {
 /// Parses one table's text; malformed rows are skipped (the kernel's format is stable, but a
 /// reader must never fail on a row it does not understand).
 pub fn parse_table(text: &str, proto: Proto) -> Vec<Sock> {
-    text.lines().skip(1).filter_map(|l| parse_row(l, proto)).collect()
+    text.lines()
+        .skip(1)
+        .filter_map(|l| parse_row(l, proto))
+        .collect()
 }
 
 fn parse_row(line: &str, proto: Proto) -> Option<Sock> {
@@ -101,12 +106,19 @@ pub fn read_tables(proto: Proto) -> Result<Vec<Sock>, String> {
 
 /// Sockets on `port`, limited to `addrs` when given (RTCD's `ice_address_*`); a wildcard bind
 /// always counts.
-pub fn on_port<'a>(socks: &'a [Sock], port: u16, addrs: &[IpAddr], listen_only: bool) -> Vec<&'a Sock> {
+pub fn on_port<'a>(
+    socks: &'a [Sock],
+    port: u16,
+    addrs: &[IpAddr],
+    listen_only: bool,
+) -> Vec<&'a Sock> {
     socks
         .iter()
         .filter(|s| s.local.port() == port)
         .filter(|s| !listen_only || s.state == TCP_LISTEN)
-        .filter(|s| addrs.is_empty() || s.local.ip().is_unspecified() || addrs.contains(&s.local.ip()))
+        .filter(|s| {
+            addrs.is_empty() || s.local.ip().is_unspecified() || addrs.contains(&s.local.ip())
+        })
         .collect()
 }
 
@@ -158,7 +170,10 @@ pub fn owners(inodes: &HashSet<u64>, deadline: Instant) -> (HashMap<u64, Vec<Own
 }
 
 fn socket_inode(link: &str) -> Option<u64> {
-    link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+    link.strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
 }
 
 /// `/proc/PID/comm` (at most 15 characters, as `ps` shows it).
@@ -169,7 +184,10 @@ pub fn process_name(pid: u32) -> String {
 }
 
 /// The process holding the most of `socks`, and every distinct holder.
-pub fn main_owner(socks: &[&Sock], by_inode: &HashMap<u64, Vec<Owner>>) -> (Option<Owner>, Vec<Owner>) {
+pub fn main_owner(
+    socks: &[&Sock],
+    by_inode: &HashMap<u64, Vec<Owner>>,
+) -> (Option<Owner>, Vec<Owner>) {
     let mut count: HashMap<Owner, usize> = HashMap::new();
     for s in socks {
         for o in by_inode.get(&s.inode).into_iter().flatten() {
@@ -189,7 +207,7 @@ mod tests {
     // Recorded on a Linux 6.x x86-64 host (little-endian): an RTCD-like UDP socket on
     // 203.0.113.2:8443 with drops, a wildcard one, and IPv6 rows.
     const UDP: &str = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
-  112: 0200710B:20FB 00000000:0000 07 00000000:00000900 00 00000000     0        0 48213 2 00000000a1b2c3d4 57
+  112: 027100CB:20FB 00000000:0000 07 00000000:00000900 00 00000000     0        0 48213 2 00000000a1b2c3d4 57
   113: 00000000:20FB 00000000:0000 07 00000000:00000000 00 00000000     0        0 48214 2 00000000a1b2c3d5 0
   114: 0100007F:0035 00000000:0000 07 00000000:00000000 00 00000000   101        0 1201 2 00000000a1b2c3d6 0
 garbage row
@@ -200,7 +218,7 @@ garbage row
 ";
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:1F6D 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0
-   1: 0200710B:20FB 0300710B:C350 01 00000000:00000000 00:00000000 00000000     0        0 778 1 0000000000000000 20 4 30 10 -1
+   1: 027100CB:20FB 037100CB:C350 01 00000000:00000000 00:00000000 00000000     0        0 778 1 0000000000000000 20 4 30 10 -1
 ";
 
     #[test]
@@ -208,7 +226,10 @@ garbage row
         let rows = parse_table(UDP, Proto::Udp);
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].local, "203.0.113.2:8443".parse().unwrap());
-        assert_eq!((rows[0].inode, rows[0].drops, rows[0].rx_queue), (48213, Some(57), 0x900));
+        assert_eq!(
+            (rows[0].inode, rows[0].drops, rows[0].rx_queue),
+            (48213, Some(57), 0x900)
+        );
         assert_eq!(rows[1].local, "0.0.0.0:8443".parse().unwrap());
         assert_eq!(rows[2].local, "127.0.0.1:53".parse().unwrap());
     }
@@ -230,7 +251,10 @@ garbage row
         assert_eq!(rows[1].state, 1);
         assert_eq!(rows[0].drops, None);
         let listen = on_port(&rows, 8443, &[], true);
-        assert!(listen.is_empty(), "an established connection is not a listener");
+        assert!(
+            listen.is_empty(),
+            "an established connection is not a listener"
+        );
     }
 
     #[test]
@@ -252,7 +276,8 @@ garbage row
         let mine = on_port(&rows, port, &[], false);
         assert_eq!(mine.len(), 1, "{rows:?}");
         let inodes = mine.iter().map(|s| s.inode).collect();
-        let (by_inode, complete) = owners(&inodes, Instant::now() + std::time::Duration::from_secs(5));
+        let (by_inode, complete) =
+            owners(&inodes, Instant::now() + std::time::Duration::from_secs(5));
         assert!(complete);
         let (main, _) = main_owner(&mine, &by_inode);
         assert_eq!(main.unwrap().pid, std::process::id());

@@ -100,7 +100,13 @@ pub fn render_text(r: &DoctorReport) -> String {
         owner(&r.rtcd.udp_owner),
         owner(&r.rtcd.tcp_owner),
     );
-    let width = r.checks.iter().map(|c| c.id.len()).max().unwrap_or(5).max(5);
+    let width = r
+        .checks
+        .iter()
+        .map(|c| c.id.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     out.push_str(&format!("{:<width$}  {:<7}  detail\n", "check", "status"));
     for c in &r.checks {
         let mut lines = c.detail.lines();
@@ -119,12 +125,20 @@ pub fn render_text(r: &DoctorReport) -> String {
         out.push_str("No problems found.\n");
     }
     for f in &r.findings {
-        out.push_str(&format!("{:<7}  {} — {}\n", f.severity.label().to_uppercase(), f.id, f.summary));
+        out.push_str(&format!(
+            "{:<7}  {} — {}\n",
+            f.severity.label().to_uppercase(),
+            f.id,
+            f.summary
+        ));
         out.push_str(&format!("         fix: {}\n", f.fix));
     }
     let count = |s| r.findings.iter().filter(|f| f.severity == s).count();
     out.push_str(&if r.ok {
-        format!("\nVerdict: PASS — no error on this RTCD host ({} warning(s)).\n", count(Severity::Warning))
+        format!(
+            "\nVerdict: PASS — no error on this RTCD host ({} warning(s)).\n",
+            count(Severity::Warning)
+        )
     } else {
         format!(
             "\nVerdict: FAIL — {} error(s), {} warning(s) on this RTCD host.\n",
@@ -161,7 +175,10 @@ mod tests {
             rtcd: Rtcd {
                 version: None,
                 api: "http://127.0.0.1:8045".into(),
-                udp_owner: Some(Owner { pid: 7, process: "rtcd".into() }),
+                udp_owner: Some(Owner {
+                    pid: 7,
+                    process: "rtcd".into(),
+                }),
                 tcp_owner: None,
             },
             checks: vec![Check::new("udp_port", Status::Pass, "a\nb")],

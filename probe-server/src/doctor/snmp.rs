@@ -19,10 +19,6 @@ impl UdpCounters {
             sndbuf_errors: later.sndbuf_errors.saturating_sub(self.sndbuf_errors),
         }
     }
-
-    pub fn is_zero(&self) -> bool {
-        *self == UdpCounters::default()
-    }
 }
 
 /// `Udp:` header row then value row; the columns are found by name (their order and number
@@ -66,7 +62,8 @@ pub fn parse_snmp6(text: &str) -> UdpCounters {
 
 /// IPv4 + IPv6 counters of this namespace; `snmp6` is absent when IPv6 is off.
 pub fn read() -> Result<UdpCounters, String> {
-    let v4 = std::fs::read_to_string("/proc/net/snmp").map_err(|e| format!("cannot read /proc/net/snmp: {e}"))?;
+    let v4 = std::fs::read_to_string("/proc/net/snmp")
+        .map_err(|e| format!("cannot read /proc/net/snmp: {e}"))?;
     let v4 = parse_snmp(&v4).ok_or("/proc/net/snmp has no Udp: rows")?;
     let v6 = std::fs::read_to_string("/proc/net/snmp6")
         .map(|t| parse_snmp6(&t))
@@ -102,18 +99,47 @@ UdpLite6InErrors                \t99
     #[test]
     fn reads_udp_not_udplite() {
         let c = parse_snmp(SNMP).unwrap();
-        assert_eq!(c, UdpCounters { in_errors: 907, rcvbuf_errors: 905, sndbuf_errors: 3 });
+        assert_eq!(
+            c,
+            UdpCounters {
+                in_errors: 907,
+                rcvbuf_errors: 905,
+                sndbuf_errors: 3
+            }
+        );
         let c6 = parse_snmp6(SNMP6);
-        assert_eq!(c6, UdpCounters { in_errors: 4, rcvbuf_errors: 4, sndbuf_errors: 1 });
+        assert_eq!(
+            c6,
+            UdpCounters {
+                in_errors: 4,
+                rcvbuf_errors: 4,
+                sndbuf_errors: 1
+            }
+        );
         assert!(parse_snmp("Ip: x\nIp: 1\n").is_none());
     }
 
     #[test]
     fn delta_ignores_resets() {
-        let a = UdpCounters { in_errors: 10, rcvbuf_errors: 5, sndbuf_errors: 0 };
-        let b = UdpCounters { in_errors: 15, rcvbuf_errors: 1, sndbuf_errors: 2 };
-        assert_eq!(a.delta(&b), UdpCounters { in_errors: 5, rcvbuf_errors: 0, sndbuf_errors: 2 });
-        assert!(a.delta(&a).is_zero());
+        let a = UdpCounters {
+            in_errors: 10,
+            rcvbuf_errors: 5,
+            sndbuf_errors: 0,
+        };
+        let b = UdpCounters {
+            in_errors: 15,
+            rcvbuf_errors: 1,
+            sndbuf_errors: 2,
+        };
+        assert_eq!(
+            a.delta(&b),
+            UdpCounters {
+                in_errors: 5,
+                rcvbuf_errors: 0,
+                sndbuf_errors: 2
+            }
+        );
+        assert_eq!(a.delta(&a), UdpCounters::default());
     }
 
     #[test]

@@ -3,7 +3,11 @@
 
 /// The guide's recommended value for all three keys.
 pub const RECOMMENDED: u64 = 16_777_216;
-pub const KEYS: [&str; 3] = ["net.core.rmem_max", "net.core.wmem_max", "net.core.optmem_max"];
+pub const KEYS: [&str; 3] = [
+    "net.core.rmem_max",
+    "net.core.wmem_max",
+    "net.core.optmem_max",
+];
 
 /// `(key, value)` for each key, or why it could not be read.
 pub fn read() -> Vec<(&'static str, Result<u64, String>)> {
@@ -12,7 +16,11 @@ pub fn read() -> Vec<(&'static str, Result<u64, String>)> {
             let path = format!("/proc/sys/{}", k.replace('.', "/"));
             let v = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read {path}: {e}"))
-                .and_then(|s| s.trim().parse().map_err(|_| format!("{path} is not a number: {s:?}")));
+                .and_then(|s| {
+                    s.trim()
+                        .parse()
+                        .map_err(|_| format!("{path} is not a number: {s:?}"))
+                });
             (*k, v)
         })
         .collect()
@@ -31,8 +39,14 @@ pub fn small(values: &[(&'static str, Result<u64, String>)]) -> Vec<(&'static st
 
 /// The exact commands that fix it now and after a reboot.
 pub fn fix_text(small: &[(&'static str, u64)]) -> String {
-    let now: Vec<String> = small.iter().map(|(k, _)| format!("sysctl -w {k}={RECOMMENDED}")).collect();
-    let file: Vec<String> = small.iter().map(|(k, _)| format!("{k} = {RECOMMENDED}")).collect();
+    let now: Vec<String> = small
+        .iter()
+        .map(|(k, _)| format!("sysctl -w {k}={RECOMMENDED}"))
+        .collect();
+    let file: Vec<String> = small
+        .iter()
+        .map(|(k, _)| format!("{k} = {RECOMMENDED}"))
+        .collect();
     format!(
         "run as root: {}; to keep it across reboots write these lines to /etc/sysctl.d/90-rtcd.conf: \"{}\" then `sysctl --system`, and restart RTCD so its sockets get the larger buffers",
         now.join(" && "),
@@ -54,7 +68,10 @@ mod tests {
         let s = small(&v);
         assert_eq!(s, vec![("net.core.rmem_max", 212_992)]);
         let fix = fix_text(&s);
-        assert!(fix.contains("sysctl -w net.core.rmem_max=16777216"), "{fix}");
+        assert!(
+            fix.contains("sysctl -w net.core.rmem_max=16777216"),
+            "{fix}"
+        );
         assert!(fix.contains("/etc/sysctl.d/"), "{fix}");
         assert!(!fix.contains("wmem_max"), "{fix}");
     }

@@ -1,0 +1,260 @@
+//! The ways to run the probe: once (the default), repeatedly (`--every`), or many sessions at
+//! once (`--sessions`, load mode).
+
+use crate::cli::ProbeArgs;
+use crate::fail;
+use crate::run::{self, RunOpts};
+use probe_proto::report::{self, Report};
+use probe_proto::stats::percentile;
+use std::time::Duration;
+
+pub async fn main(args: ProbeArgs) -> i32 {
+    if let Some(n) = args.sessions {
+        return load(&args, n).await;
+    }
+    if let Some(every) = args.every {
+        return continuous(&args, every).await;
+    }
+    match once(&args, true).await {
+        Ok(report) => {
+            if args.json {
+                println!("{}", json(&report));
+            } else {
+                print!("{}", report::render_text(&report));
+            }
+            report.exit_code()
+        }
+        Err(msg) => fail(msg),
+    }
+}
+
+fn json(r: &Report) -> String {
+    serde_json::to_string(r).expect("reports serialise")
+}
+
+/// One run, with the upload unless `--no-upload`.
+async fn once(args: &ProbeArgs, progress: bool) -> Result<Report, String> {
+    let mut done = run::run(
+        args,
+        RunOpts {
+            ice: true,
+            progress,
+        },
+    )
+    .await?;
+    if !args.no_upload {
+        if let Err(e) = done.upload().await {
+            tracing::info!("the server did not keep this report: {e}");
+        }
+    }
+    let report = done.report.clone();
+    done.close().await;
+    Ok(report)
+}
+
+/// One line per run for `--every` without `--json`.
+fn summary_line(r: &Report) -> String {
+    let echo = r.udp.echo.as_ref().or(r.tcp.echo.as_ref());
+    let pct = |v: Option<f64>| v.map_or("n/a".to_string(), |p| format!("{p:.1}%"));
+    let rtt = echo
+        .and_then(|e| e.rtt_ms)
+        .map_or("n/a".to_string(), |r| format!("{:.1}ms", r.p50));
+    let findings: Vec<&str> = r.findings.iter().map(|f| f.id.as_str()).collect();
+    format!(
+        "{} {} {} udp={} tcp={} loss_up={} loss_down={} rtt_p50={} findings={}",
+        r.started_at,
+        r.site,
+        if r.ok { "PASS" } else { "FAIL" },
+        if r.udp.reachable { "ok" } else { "no" },
+        if r.tcp.reachable { "ok" } else { "no" },
+        pct(echo.and_then(|e| e.loss_up_pct)),
+        pct(echo.and_then(|e| e.loss_down_pct)),
+        rtt,
+        if findings.is_empty() {
+            "none".into()
+        } else {
+            findings.join(",")
+        }
+    )
+}
+
+/// `--every`: a failed run never stops the loop; Ctrl-C ends it after the current run.
+async fn continuous(args: &ProbeArgs, every: Duration) -> i32 {
+    let stop = tokio::sync::watch::channel(false);
+    let tx = stop.0;
+    let mut rx = stop.1;
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            let _ = tx.send(true);
+        }
+    });
+    let mut worst = 0;
+    let mut n = 0u64;
+    loop {
+        let next = tokio::time::Instant::now() + every;
+        n += 1;
+        match once(args, false).await {
+            Ok(r) => {
+                worst = worst.max(r.exit_code());
+                if args.json {
+                    println!("{}", json(&r));
+                } else {
+                    println!("{}", summary_line(&r));
+                }
+            }
+            Err(e) => {
+                // Keep going: DNS or the server may be back by the next run.
+                eprintln!("probe-client: run {n} could not be carried out: {e}");
+                worst = worst.max(1);
+            }
+        }
+        if args.count.is_some_and(|c| n >= c) || *rx.borrow() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = rx.changed() => break,
+        }
+    }
+    worst
+}
+
+/// `--sessions N`: N concurrent sessions, each a full run without ICE or upload.
+async fn load(args: &ProbeArgs, n: u32) -> i32 {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let args = args.clone();
+        set.spawn(async move {
+            // Spread the starts over ~1 s so handshakes do not arrive as one burst.
+            tokio::time::sleep(Duration::from_micros(
+                u64::from(i) * 1_000_000 / u64::from(n),
+            ))
+            .await;
+            let done = run::run(
+                &args,
+                RunOpts {
+                    ice: false,
+                    progress: false,
+                },
+            )
+            .await;
+            match done {
+                Ok(d) => {
+                    let r = d.report.clone();
+                    d.close().await;
+                    Ok(r)
+                }
+                Err(e) => Err(e),
+            }
+        });
+    }
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    while let Some(res) = set.join_next().await {
+        match res {
+            Ok(Ok(r)) => reports.push(r),
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    let s = LoadSummary::of(n, &reports, errors.len());
+    if args.json {
+        println!("{}", serde_json::to_string(&s).expect("summary serialises"));
+    } else {
+        print!("{}", s.render());
+        for e in errors.iter().take(3) {
+            eprintln!("probe-client: a session could not run: {e}");
+        }
+    }
+    if s.failed == 0 && s.errors == 0 {
+        0
+    } else {
+        1
+    }
+}
+
+/// Load mode's summary: totals over all sessions.
+#[derive(Debug, serde::Serialize)]
+pub struct LoadSummary {
+    pub sessions: u32,
+    pub passed: usize,
+    pub failed: usize,
+    pub errors: usize,
+    pub refused: usize,
+    pub sent: u64,
+    pub received: u64,
+    /// Round-trip loss over all sessions' UDP echo, in percent.
+    pub loss_pct: f64,
+    pub loss_up_pct: Option<f64>,
+    pub loss_down_pct: Option<f64>,
+    /// Percentiles of the sessions' median RTTs.
+    pub rtt_p50_ms: Option<f64>,
+    pub rtt_p95_ms: Option<f64>,
+}
+
+impl LoadSummary {
+    pub fn of(sessions: u32, reports: &[Report], errors: usize) -> Self {
+        let echoes: Vec<_> = reports
+            .iter()
+            .filter_map(|r| r.udp.echo.as_ref().or(r.tcp.echo.as_ref()))
+            .collect();
+        let sent: u64 = echoes.iter().map(|e| e.sent).sum();
+        let received: u64 = echoes.iter().map(|e| e.received).sum();
+        // Weighted by packets sent, so each packet counts once.
+        let weighted = |f: fn(&probe_proto::stats::EchoSummary) -> Option<f64>| {
+            let parts: Vec<(f64, f64)> = echoes
+                .iter()
+                .filter_map(|e| f(e).map(|v| (v, e.sent as f64)))
+                .collect();
+            let total: f64 = parts.iter().map(|p| p.1).sum();
+            (total > 0.0).then(|| parts.iter().map(|(v, w)| v * w).sum::<f64>() / total)
+        };
+        let mut p50s: Vec<f64> = echoes
+            .iter()
+            .filter_map(|e| e.rtt_ms.map(|r| r.p50))
+            .collect();
+        p50s.sort_by(f64::total_cmp);
+        Self {
+            sessions,
+            passed: reports.iter().filter(|r| r.ok).count(),
+            failed: reports.iter().filter(|r| !r.ok).count(),
+            errors,
+            refused: reports
+                .iter()
+                .filter(|r| r.findings.iter().any(|f| f.id == "server_refused"))
+                .count(),
+            sent,
+            received,
+            loss_pct: if sent == 0 {
+                0.0
+            } else {
+                (sent - received.min(sent)) as f64 * 100.0 / sent as f64
+            },
+            loss_up_pct: weighted(|e| e.loss_up_pct),
+            loss_down_pct: weighted(|e| e.loss_down_pct),
+            rtt_p50_ms: percentile(&p50s, 50.0),
+            rtt_p95_ms: percentile(&p50s, 95.0),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |x| format!("{x:.3}{unit}"));
+        format!(
+            "load: {} sessions  passed {}  failed {}  could not run {}  refused {}\n\
+             packets: sent {}  received {}  round-trip loss {:.3}%  (up {}  down {})\n\
+             median RTT across sessions: p50 {}  p95 {}\n",
+            self.sessions,
+            self.passed,
+            self.failed,
+            self.errors,
+            self.refused,
+            self.sent,
+            self.received,
+            self.loss_pct,
+            opt(self.loss_up_pct, "%"),
+            opt(self.loss_down_pct, "%"),
+            opt(self.rtt_p50_ms, " ms"),
+            opt(self.rtt_p95_ms, " ms"),
+        )
+    }
+}

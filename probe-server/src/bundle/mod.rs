@@ -1,0 +1,221 @@
+//! `probe-server bundle`: what the guide says to send to Mattermost support, in one `.tar.gz`:
+//! the doctor's report, RTCD's version, its configuration and `RTCD_*` environment with secrets
+//! redacted, OS/kernel and probe versions, and the log lines that matched.
+
+mod redact;
+mod tar;
+
+use flate2::write::GzEncoder;
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::doctor;
+use redact::Redactor;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct BundleArgs {
+    /// Where to write the archive (default: rtcd-bundle-HOST-TIME.tar.gz here).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub inputs: doctor::Inputs,
+}
+
+pub fn run(args: BundleArgs) -> i32 {
+    let loaded = match doctor::config::load(&args.inputs) {
+        Ok(l) => l,
+        Err(msg) => return crate::fail(msg),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let stamp = probe_proto::report::rfc3339(now * 1000)
+        .replace([':', '-'], "")
+        .chars()
+        .take(15)
+        .collect::<String>();
+    let host = doctor::hostname();
+    let safe_host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let dir = format!("rtcd-bundle-{safe_host}-{stamp}");
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{dir}.tar.gz")));
+    // Fail on an unwritable destination before spending the sample on the doctor.
+    let file = match open_private(&output) {
+        Ok(f) => f,
+        Err(e) => {
+            return crate::fail(format!(
+                "cannot write {}: {e}; give a writable path with -o",
+                output.display()
+            ))
+        }
+    };
+
+    let done = doctor::collect(&args.inputs, &loaded);
+    let files = contents(&args.inputs, &loaded, &done);
+    let mut archive = Vec::new();
+    for (name, data) in &files {
+        tar::append(
+            &mut archive,
+            &format!("{dir}/{name}"),
+            data.as_bytes(),
+            now,
+            0o600,
+        );
+    }
+    tar::finish(&mut archive);
+    let mut gz = GzEncoder::new(file, flate2::Compression::default());
+    if let Err(e) = gz.write_all(&archive).and_then(|_| gz.finish().map(|_| ())) {
+        return crate::fail(format!("cannot write {}: {e}", output.display()));
+    }
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    println!(
+        "wrote {} ({} files: {}); secrets are redacted — read it before you send it",
+        output.display(),
+        files.len(),
+        names.join(", ")
+    );
+    // The archive was written: the run succeeded whatever the doctor found.
+    0
+}
+
+fn open_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // The archive holds configuration: readable by its owner only.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Every file of the bundle, secrets removed: first by key name, then by value everywhere.
+fn contents(
+    inputs: &doctor::Inputs,
+    loaded: &doctor::Loaded,
+    done: &doctor::Done,
+) -> Vec<(String, String)> {
+    let mut r = Redactor::default();
+    let mut files: Vec<(String, String)> = Vec::new();
+
+    let config = match &loaded.text {
+        Some(_) => {
+            let t = r.toml("", &toml::Value::Table(loaded.cfg.table.clone()));
+            toml::to_string(&t)
+                .unwrap_or_else(|e| format!("# cannot re-encode the configuration: {e}\n"))
+        }
+        None => "# no --rtcd-config given: the doctor used RTCD's defaults\n".to_string(),
+    };
+    let effective = serde_json::to_value(&loaded.cfg).map(|v| r.json("", &v));
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("RTCD_"))
+        .collect();
+    env.sort();
+    let env_text: String = if env.is_empty() {
+        "# no RTCD_* variable is set in this environment\n".into()
+    } else {
+        env.iter()
+            .map(|(k, v)| format!("{k}={}\n", r.env(k, v)))
+            .collect()
+    };
+
+    files.push(("README.txt".into(), readme(inputs)));
+    files.push((
+        "doctor.json".into(),
+        serde_json::to_string_pretty(&done.report).unwrap_or_default() + "\n",
+    ));
+    files.push((
+        "doctor.txt".into(),
+        doctor::report::render_text(&done.report),
+    ));
+    files.push((
+        "rtcd-version.json".into(),
+        done.version_json.clone().unwrap_or_else(|| "null".into()) + "\n",
+    ));
+    files.push(("rtcd-config.toml".into(), config));
+    files.push((
+        "rtcd-config-effective.json".into(),
+        effective
+            .and_then(|v| serde_json::to_string_pretty(&v))
+            .unwrap_or_else(|e| format!("\"cannot encode: {e}\"")),
+    ));
+    files.push(("rtcd-env.txt".into(), env_text));
+    files.push(("system.txt".into(), system()));
+    if let Some(log) = &done.log {
+        let mut text = format!(
+            "# {} line(s) of {} matched the guide's patterns or showed a private ICE candidate (at most {} kept, the latest)\n",
+            log.matched.len(),
+            inputs.rtcd_log.as_ref().map_or(String::new(), |p| p.display().to_string()),
+            doctor::logs::MAX_KEPT
+        );
+        for l in &log.matched {
+            text.push_str(l);
+            text.push('\n');
+        }
+        files.push(("rtcd-log-matches.txt".into(), text));
+    }
+    files.push(("probe-results.txt".into(), results_note()));
+    files.into_iter().map(|(n, t)| (n, r.scrub(&t))).collect()
+}
+
+fn readme(inputs: &doctor::Inputs) -> String {
+    format!(
+        "Support bundle made by probe-server {} — what the Calls troubleshooting guide asks for.\n\n\
+         doctor.json / doctor.txt      the host checks (probe-server doctor, --sample {} s)\n\
+         rtcd-version.json             RTCD's GET /version answer\n\
+         rtcd-config.toml              RTCD's config file, secrets replaced by REDACTED\n\
+         rtcd-config-effective.json    the configuration RTCD would run with (file + RTCD_* environment), redacted\n\
+         rtcd-env.txt                  RTCD_* variables of the environment the bundle ran in, redacted\n\
+         system.txt                    OS, kernel, CPU count, probe version\n\
+         rtcd-log-matches.txt          log lines that matched (with --rtcd-log)\n\
+         probe-results.txt             stored probe-client results\n\n\
+         Redacted: values of keys named *key*, *secret*, *password*, *token*, credential; passwords in\n\
+         data_source strings and in URLs; and those values wherever else they appeared.\n",
+        env!("CARGO_PKG_VERSION"),
+        inputs.sample
+    )
+}
+
+fn system() -> String {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|e| format!("unreadable ({e})"))
+    };
+    let os = std::fs::read_to_string("/etc/os-release")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    format!(
+        "probe-server {}\nhost {}\nos {os}\nkernel {}\nkernel build {}\ncpus {}\nuptime_seconds {}\n",
+        env!("CARGO_PKG_VERSION"),
+        doctor::hostname(),
+        read("/proc/sys/kernel/osrelease"),
+        read("/proc/version"),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        read("/proc/uptime").split_whitespace().next().unwrap_or("?"),
+    )
+}
+
+/// Stored probe-client results: the result store has no reader yet, so the bundle says so
+/// instead of guessing at its files.
+fn results_note() -> String {
+    "# no stored probe-client results: this probe-server keeps none yet\n".into()
+}

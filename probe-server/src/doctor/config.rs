@@ -1,0 +1,114 @@
+//! RTCD's configuration as RTCD would read it (file, then `RTCD_*` environment), and the API
+//! URL derived from it.
+
+use probe_proto::http::Url;
+use probe_proto::rtcd::{ConfigError, RtcdConfig};
+
+use super::Inputs;
+
+pub struct Loaded {
+    pub cfg: RtcdConfig,
+    /// For the report: the path, or that RTCD's defaults were used.
+    pub source: String,
+    /// For fix texts: where the admin edits the setting.
+    pub where_: String,
+    /// The file as read, for the (redacted) support bundle.
+    pub text: Option<String>,
+    pub api_url: Url,
+    /// How `api_url` was chosen, for messages.
+    pub api_source: String,
+    /// An `RTCD_*` variable RTCD would refuse (reported as a finding, not a failure to run).
+    pub env_error: Option<ConfigError>,
+}
+
+/// Reads the config and environment; `Err` is the one sentence for stderr (exit 2).
+pub fn load(inputs: &Inputs) -> Result<Loaded, String> {
+    let (mut cfg, source, where_, text) = match &inputs.rtcd_config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                format!("cannot read RTCD's config {}: {e}; give the path of the TOML file RTCD runs with (its -config flag)", p.display())
+            })?;
+            let cfg = RtcdConfig::from_toml_str(&text).map_err(|e| {
+                format!("RTCD's config {} does not parse ({}); fix it or point --rtcd-config at the file RTCD runs with", p.display(), e.rtcd_message)
+            })?;
+            let shown = p.display().to_string();
+            (cfg, shown.clone(), shown, Some(text))
+        }
+        None => (
+            RtcdConfig::default(),
+            "RTCD's defaults (no --rtcd-config given)".to_string(),
+            "RTCD's config file".to_string(),
+            None,
+        ),
+    };
+    let env_error = cfg.apply_env(&|k| std::env::var(k).ok()).err();
+    let source = if cfg.env_applied.is_empty() {
+        source
+    } else {
+        format!("{source} + {}", cfg.env_applied.join(", "))
+    };
+    let (api_url, api_source) = match &inputs.rtcd_api {
+        Some(u) => (
+            Url::parse(u).map_err(|e| format!("--rtcd-api: {e}; give RTCD's API URL, e.g. http://127.0.0.1:8045"))?,
+            "--rtcd-api".to_string(),
+        ),
+        None => (
+            api_url_from(&cfg.api.listen_address, cfg.api.tls_enable).map_err(|e| {
+                format!("cannot derive RTCD's API URL from http.listen_address {:?} ({e}); pass --rtcd-api URL", cfg.api.listen_address)
+            })?,
+            format!("from http.listen_address {:?}", cfg.api.listen_address),
+        ),
+    };
+    Ok(Loaded {
+        cfg,
+        source,
+        where_,
+        text,
+        api_url,
+        api_source,
+        env_error,
+    })
+}
+
+/// `:8045` → `http://127.0.0.1:8045`; a wildcard host is reached on loopback; TLS → https.
+pub fn api_url_from(listen: &str, tls: bool) -> Result<Url, String> {
+    let (host, port) = listen.rsplit_once(':').ok_or("no port")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = match host {
+        "" | "0.0.0.0" => "127.0.0.1",
+        "::" => "[::1]",
+        h if h.contains(':') => return Url::parse(&format!("{}://[{h}]:{port}", scheme(tls))),
+        h => h,
+    };
+    Url::parse(&format!("{}://{host}:{port}", scheme(tls)))
+}
+
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_urls_from_listen_addresses() {
+        let u = |l: &str, tls: bool| api_url_from(l, tls).map(|u| u.base());
+        assert_eq!(u(":8045", false).unwrap(), "http://127.0.0.1:8045");
+        assert_eq!(u("0.0.0.0:9000", true).unwrap(), "https://127.0.0.1:9000");
+        assert_eq!(u("[::]:8045", false).unwrap(), "http://[::1]:8045");
+        assert_eq!(
+            u("203.0.113.2:8045", false).unwrap(),
+            "http://203.0.113.2:8045"
+        );
+        assert_eq!(
+            u("[2001:db8::2]:8045", false).unwrap(),
+            "http://[2001:db8::2]:8045"
+        );
+        assert!(u("8045", false).is_err());
+    }
+}

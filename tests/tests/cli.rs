@@ -1,0 +1,256 @@
+//! The binaries' contract with the people who run them: exit codes, the one-sentence errors,
+//! the ready line, signals, and what goes to stdout and stderr. Real binaries on loopback
+//! inside a namespace of their own, so the tests never collide on a port.
+
+use probe_tests::probe::start_server_with_state;
+use probe_tests::{binaries, Netns, ServerHandle, TempDir};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const LIFETIME: Duration = Duration::from_secs(60);
+const LISTEN: &str = "127.0.0.1:8443";
+
+fn server(ns: &Netns, extra: &[&str]) -> ServerHandle {
+    start_server_with_state(ns, LISTEN, extra, &BTreeMap::new(), LIFETIME)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn client(ns: &Netns, args: &[&str]) -> probe_tests::Finished {
+    let mut argv = vec![binaries().client.display().to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    ns.try_exec(&argv, Duration::from_secs(30))
+}
+
+fn server_cmd(ns: &Netns, args: &[&str]) -> probe_tests::Finished {
+    let mut argv = vec![binaries().server.display().to_string()];
+    argv.extend(args.iter().map(|s| s.to_string()));
+    ns.try_exec(&argv, Duration::from_secs(15))
+}
+
+/// Log lines without colour codes, whatever the terminal settings.
+fn plain(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn one_sentence(stderr: &str) {
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line on stderr, got:\n{stderr}"
+    );
+}
+
+fn sigterm(h: &mut ServerHandle) -> (Option<std::process::ExitStatus>, Duration) {
+    let pid = h.proc_mut().pid().to_string();
+    let t0 = Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let st = h.proc_mut().wait_timeout(Duration::from_secs(5));
+    (st, t0.elapsed())
+}
+
+#[test]
+fn port_taken_says_rtcd_and_exits_2() {
+    let ns = Netns::new("cli");
+    let _first = server(&ns, &[]);
+    let state = TempDir::new("second");
+    let done = server_cmd(
+        &ns,
+        &[
+            "--listen",
+            LISTEN,
+            "--state-dir",
+            &state.path().display().to_string(),
+        ],
+    );
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+    assert!(done.stdout.is_empty(), "no ready line: {}", done.stdout);
+    assert!(
+        done.stderr.contains("8443")
+            && done.stderr.contains("already in use")
+            && done.stderr.contains("RTCD")
+    );
+    one_sentence(&done.stderr);
+}
+
+#[test]
+fn sigterm_stops_cleanly_within_a_second() {
+    let ns = Netns::new("cli");
+    let mut h = server(&ns, &[]);
+    let run = client(
+        &ns,
+        &["127.0.0.1", "--duration", "0.5", "--json", "--pin", h.pin()],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    let (st, took) = sigterm(&mut h);
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "{}", h.stderr());
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // A clean run leaves nothing dropped: every byte the client sent was understood. (QUIC
+    // with a greased fixed bit once landed in the STUN range here.)
+    let log = plain(&h.stderr());
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("stopped"))
+        .expect("a stopped line");
+    assert!(stopped.contains("dropped=0 "), "{stopped}");
+    assert!(stopped.contains("sessions_opened=1 "), "{stopped}");
+}
+
+#[test]
+fn ready_line_and_pin_are_stable_across_restarts() {
+    let ns = Netns::new("cli");
+    let state = TempDir::new("state");
+    let dir = state.path().display().to_string();
+    let args = ["--listen", LISTEN, "--state-dir", dir.as_str()];
+    let first =
+        probe_tests::try_start_server(&ns, &args, Duration::from_secs(10), LIFETIME).unwrap();
+    let pin = first.ready.pin.clone();
+    assert!(pin.starts_with("sha256:") && pin.len() == 7 + 64, "{pin}");
+    assert_eq!(first.ready.udp.to_string(), LISTEN);
+    assert_eq!(first.ready.tcp.to_string(), LISTEN);
+    first.stop();
+    let second =
+        probe_tests::try_start_server(&ns, &args, Duration::from_secs(10), LIFETIME).unwrap();
+    assert_eq!(second.ready.pin, pin);
+}
+
+#[test]
+fn human_report_on_stdout_and_quiet_stderr_when_not_a_terminal() {
+    let ns = Netns::new("cli");
+    let h = server(&ns, &[]);
+    let run = client(
+        &ns,
+        &[
+            "127.0.0.1:8443",
+            "--duration",
+            "0.5",
+            "--site",
+            "lab",
+            "--pin",
+            h.pin(),
+        ],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    assert!(run.stdout.contains("Verdict: PASS"), "{}", run.stdout);
+    assert!(run.stdout.contains("site lab"), "{}", run.stdout);
+    assert!(
+        run.stderr.is_empty(),
+        "no progress line without a terminal: {:?}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_input_gets_one_sentence_and_exit_2() {
+    let ns = Netns::new("cli");
+    let h = server(&ns, &[]);
+    let cases: &[(&[&str], &str)] = &[
+        (&["127.0.0.1", "--no-udp", "--no-tcp"], "nothing to test"),
+        (&["no-such-host.invalid"], "cannot resolve"),
+        (&["127.0.0.1:99999"], "not a server address"),
+        (
+            &["127.0.0.1", "--pin", "sha256:abc"],
+            "not a certificate pin",
+        ),
+        (&["127.0.0.1", "--token", " "], "token is empty"),
+    ];
+    for (args, says) in cases {
+        let t0 = Instant::now();
+        let run = client(&ns, args);
+        assert_eq!(run.code(), Some(2), "{args:?}: {}", run.describe());
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+        one_sentence(&run.stderr);
+        assert!(run.stdout.is_empty(), "{args:?}: {}", run.stdout);
+        assert!(
+            t0.elapsed() < Duration::from_secs(8),
+            "{args:?} took {:?}",
+            t0.elapsed()
+        );
+    }
+    // A pin that is well-formed but not the server's: refuse to talk to it.
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    let run = client(&ns, &["127.0.0.1", "--pin", &wrong]);
+    assert_eq!(run.code(), Some(2), "{}", run.describe());
+    assert!(
+        run.stderr.contains(h.pin()) && run.stderr.contains("pinned"),
+        "{}",
+        run.stderr
+    );
+    // clap's usage errors also exit 2.
+    for args in [
+        &["--duration", "abc", "127.0.0.1"][..],
+        &[][..],
+        &["127.0.0.1", "--profile", "4k"][..],
+    ] {
+        let run = client(&ns, args);
+        assert_eq!(run.code(), Some(2), "{args:?}: {}", run.describe());
+    }
+}
+
+#[test]
+fn server_bad_input_exits_2() {
+    let ns = Netns::new("cli");
+    let state = TempDir::new("state");
+    let dir = state.path().display().to_string();
+    let missing = state.path().join("missing.toml").display().to_string();
+    let bad = state.path().join("rtcd.toml");
+    std::fs::write(&bad, "[rtc]\nice_port_udp = 70\n").unwrap();
+    let bad = bad.display().to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "--listen",
+                LISTEN,
+                "--state-dir",
+                &dir,
+                "--rtcd-config",
+                &missing,
+            ],
+            "cannot read RTCD's configuration",
+        ),
+        (
+            &[
+                "--listen",
+                LISTEN,
+                "--state-dir",
+                &dir,
+                "--rtcd-config",
+                &bad,
+            ],
+            "invalid ICEPortUDP value: 70",
+        ),
+        (
+            &["--listen", "203.0.113.99:8443", "--state-dir", &dir],
+            "not on this host",
+        ),
+        (
+            &["--listen", LISTEN, "--state-dir", &dir, "--token", ""],
+            "token is empty",
+        ),
+    ];
+    for (args, says) in cases {
+        let done = server_cmd(&ns, args);
+        assert_eq!(done.code(), Some(2), "{args:?}: {}", done.describe());
+        assert!(done.stderr.contains(says), "{args:?}: {}", done.stderr);
+        one_sentence(&done.stderr);
+    }
+    let done = server_cmd(&ns, &["--listen", "not-an-address"]);
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+}
