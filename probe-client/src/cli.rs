@@ -23,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// From the Mattermost host: check what the Calls plugin needs from RTCD's API (port 8045).
     RtcdApi(crate::rtcd_api::RtcdApiArgs),
+    /// Compare sites side by side from saved `--json` reports (the table of `probe-server results`).
+    Compare(crate::compare::CompareArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -1,6 +1,7 @@
 //! probe-client: what a user runs from their network to test the path to RTCD.
 
 mod cli;
+mod compare;
 mod control;
 mod echo;
 mod ice;
@@ -29,6 +30,7 @@ fn main() {
         match args.command {
             None => modes::main(args.probe).await,
             Some(cli::Command::RtcdApi(a)) => rtcd_api::run(a).await,
+            Some(cli::Command::Compare(a)) => compare::run(a),
         }
     });
     // Background tasks (QUIC drivers) must not keep a finished run alive.

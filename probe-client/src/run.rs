@@ -246,7 +246,12 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
         if let (true, Some(sock)) = (udp.reachable, &udp_sock) {
             udp_out = Some(echo::udp_echo(sock, &session).await);
         }
-        if tcp.reachable {
+        // The TCP echo and the ICE checks use different paths, so they run side by side: the
+        // default run stays within ~12 s even when ICE has to wait out its deadline.
+        let tcp_phase = async {
+            if !tcp.reachable {
+                return None;
+            }
             let link = match &mut ctl {
                 Ctl::Tcp(link) => Ok(link),
                 // A fresh connection: the probe's one may have idled out during a long UDP phase.
@@ -255,18 +260,14 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
                     Err(e) => Err(e),
                 },
             };
-            match link {
-                Ok(link) => tcp_out = Some(echo::tcp_echo(link, &session).await),
-                Err(e) => {
-                    let mut o = EchoOutcome::failed(e);
-                    o.sending_ended = Instant::now();
-                    tcp_out = Some(o);
-                }
-            }
-        }
-        if let Some(offer) = w.ice.as_ref().filter(|_| opts.ice) {
-            progress.show("running ICE checks against the advertised candidates");
-            ice = Some(
+            Some(match link {
+                Ok(link) => echo::tcp_echo(link, &session).await,
+                Err(e) => EchoOutcome::failed(e),
+            })
+        };
+        let ice_phase = async {
+            let offer = w.ice.as_ref().filter(|_| opts.ice)?;
+            Some(
                 ice::run(ice::IceInputs {
                     offer,
                     dialed: addr,
@@ -275,8 +276,9 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
                     tcp_reachable: tcp.reachable,
                 })
                 .await,
-            );
-        }
+            )
+        };
+        (tcp_out, ice) = tokio::join!(tcp_phase, ice_phase);
         progress.show("collecting the server's counters");
         let finish = padded(|pad| Control::Finish {
             session_id: w.session_id,

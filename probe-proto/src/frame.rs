@@ -118,11 +118,8 @@ mod tests {
             let mut d = Decoder::new();
             for c in &chunks {
                 d.push(c);
-                loop {
-                    match d.next_frame() {
-                        Ok(Some(f)) => prop_assert!(f.len() <= MAX_FRAME),
-                        Ok(None) | Err(_) => break,
-                    }
+                while let Ok(Some(f)) = d.next_frame() {
+                    prop_assert!(f.len() <= MAX_FRAME);
                 }
             }
         }

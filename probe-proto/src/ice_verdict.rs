@@ -1,9 +1,889 @@
-//! Verdict rules of the ICE host-override check (being written).
+//! Verdict rules of the ICE host-override check: from the per-candidate checks to one finding
+//! that names the RTCD setting to change. Pure, so every rule is unit-tested on constructed
+//! reports.
+//!
+//! Only a check sent to exactly an advertised `IP:PORT` that got an integrity-checked answer
+//! counts. The ICE agent's own state (a peer-reflexive success) is mentioned, never trusted.
 
-use crate::report::{Finding, IceReport};
+use crate::msg::Transport;
+use crate::report::{Finding, IceReport, PairResult, Severity};
+use crate::rtcd::is_private;
 use crate::verdict::Facts;
+use std::net::{IpAddr, SocketAddr};
+
+/// Every transport that reached the server has an advertised candidate that answered ICE.
+pub fn ice_ok(ice: &IceReport, udp_reachable: bool, tcp_reachable: bool) -> bool {
+    (udp_reachable || tcp_reachable)
+        && (!udp_reachable || passed(ice, Transport::Udp))
+        && (!tcp_reachable || passed(ice, Transport::Tcp))
+}
 
 /// Findings of the ICE check, judged on each advertised candidate's own check.
-pub fn evaluate(_ice: &IceReport, _facts: &Facts) -> Vec<Finding> {
-    Vec::new()
+pub fn evaluate(ice: &IceReport, f: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Some(info) = probe_port_info(ice) {
+        out.push(info);
+    }
+    let udp = f.udp_tested && f.udp.reachable;
+    let tcp = f.tcp_tested && f.tcp.reachable;
+    if !udp && !tcp {
+        // server_unreachable already says it all.
+        return out;
+    }
+    // The address verdict comes from UDP, media's transport; TCP only when UDP never got through.
+    let primary = if udp { Transport::Udp } else { Transport::Tcp };
+    if !passed(ice, primary) {
+        out.push(diagnose(ice, primary));
+    } else if udp && tcp && !passed(ice, Transport::Tcp) {
+        out.push(tcp_failed(ice));
+    }
+    out
+}
+
+fn passed(ice: &IceReport, proto: Transport) -> bool {
+    ice.pairs.iter().any(|p| p.protocol == proto && p.ok)
+}
+
+fn name(proto: Transport) -> &'static str {
+    match proto {
+        Transport::Udp => "UDP",
+        Transport::Tcp => "TCP",
+    }
+}
+
+/// The advertised `IP:PORT`s of one transport, for sentences and comparisons. Loopback
+/// candidates (RTCD advertises them too) can never be reached from another host: left out.
+fn advertised(ice: &IceReport, proto: Transport) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for c in ice.advertised.iter().filter(|c| c.protocol == proto) {
+        if let Ok(ip) = c.address.parse::<IpAddr>() {
+            let a = SocketAddr::new(ip, c.port);
+            if !ip.is_loopback() && !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+fn list(addrs: &[SocketAddr]) -> String {
+    if addrs.is_empty() {
+        return "no candidate reachable from another host".into();
+    }
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn host_line(ip: IpAddr) -> String {
+    format!(
+        "`ice_host_override = \"{ip}\"` in the [rtc] section of RTCD's config (or the environment variable \
+         `RTCD_RTC_ICEHOSTOVERRIDE={ip}`)"
+    )
+}
+
+fn port_line(port: u16) -> String {
+    format!("`ice_host_port_override = {port}` in [rtc] (or `RTCD_RTC_ICEHOSTPORTOVERRIDE={port}`)")
+}
+
+const RESTART: &str = "then restart RTCD and run the probe again";
+
+/// What the reference check to the dialed address showed on this transport: Some(true) when
+/// the server answered ICE there, Some(false) when it did not, None when nothing was sent.
+fn reference(ice: &IceReport, proto: Transport, dialed: Option<SocketAddr>) -> Option<bool> {
+    let d = dialed?;
+    let same = |p: &&PairResult| p.protocol == proto && p.remote.parse::<SocketAddr>() == Ok(d);
+    ice.dialed_checks
+        .iter()
+        .chain(&ice.pairs)
+        .find(same)
+        .map(|p| p.ok)
+}
+
+/// A sentence when the agent connected only through a peer-reflexive pair.
+fn prflx_note(ice: &IceReport) -> String {
+    match &ice.agent_selected {
+        Some(s) if s.remote_type == "prflx" => format!(
+            " The ICE agent did connect, but only through a peer-reflexive pair ({}): that works for clients \
+             with public addresses or endpoint-independent NATs and fails from most corporate networks, so it is \
+             not a pass of the advertised address.",
+            s.remote
+        ),
+        _ => String::new(),
+    }
+}
+
+/// The one finding for a transport none of whose advertised candidates answered.
+fn diagnose(ice: &IceReport, proto: Transport) -> Finding {
+    let t = name(proto);
+    let dialed: Option<SocketAddr> = ice.dialed.parse().ok();
+    let adv = advertised(ice, proto);
+    let adv_list = list(&adv);
+    let reached = reference(ice, proto, dialed);
+    let prflx = prflx_note(ice);
+    // The port users reach RTCD on, when it differs from what is advertised and the server
+    // answered ICE there: a port override belongs in the fix too.
+    let port_fix = match (dialed, reached) {
+        (Some(d), Some(true)) if adv.iter().any(|a| a.port() != d.port()) => Some(d.port()),
+        _ => None,
+    };
+    let with_port = |fix: String| match port_fix {
+        Some(p) => format!("{fix}, and {}", port_line(p)),
+        None => fix,
+    };
+    let dialed_txt = dialed.map_or_else(|| ice.dialed.clone(), |d| d.to_string());
+
+    // 1. Split-horizon DNS: RTCD resolved the override name to something users do not get.
+    if ice.override_form == "hostname"
+        && !ice.override_resolved_server.is_empty()
+        && !ice.override_resolved_client.is_empty()
+        && ice
+            .override_resolved_server
+            .iter()
+            .all(|s| !ice.override_resolved_client.contains(s))
+    {
+        let name = ice.override_value.as_deref().unwrap_or("?");
+        let client: Vec<IpAddr> = ice
+            .override_resolved_client
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let good = dialed
+            .map(|d| d.ip())
+            .filter(|ip| client.contains(ip))
+            .or_else(|| client.first().copied());
+        let fix = match good {
+            Some(ip) => format!(
+                "Set the override to the address users resolve, as an IP: {}; or make the RTCD host resolve \
+                 `{name}` to {ip} too (its /etc/hosts or DNS view), since RTCD resolves the name on its own host at \
+                 every call join; {RESTART}.",
+                with_port(host_line(ip))
+            ),
+            None => format!(
+                "Make the RTCD host resolve `{name}` to the public address users reach, or set \
+                 ice_host_override to that address as an IP; {RESTART}."
+            ),
+        };
+        return Finding::new(
+            "ice_split_horizon_dns",
+            Severity::Error,
+            format!(
+                "RTCD's ice_host_override `{name}` resolves to {} on the RTCD host but to {} here (split-horizon \
+                 DNS): RTCD advertises {adv_list}, which gets no answer to ICE over {t} from this network, so calls \
+                 fail with \"timed out waiting for rtc connection\".{prflx}",
+                ice.override_resolved_server.join(", "),
+                ice.override_resolved_client.join(", ")
+            ),
+            fix,
+        );
+    }
+
+    // 2. The server does not answer ICE even where the client reached it: not an address problem.
+    if reached != Some(true) {
+        let why = match reached {
+            Some(false) => format!(
+                "the same check to {dialed_txt}, where the probe server answers plain STUN, got no valid answer \
+                 either"
+            ),
+            _ => "no reference check could be made".into(),
+        };
+        return Finding::new(
+            "ice_failed",
+            Severity::Error,
+            format!(
+                "ICE over {t} failed: no advertised candidate ({adv_list}) answered a connectivity check, and {why}.{prflx}"
+            ),
+            "Something drops ICE connectivity checks (STUN with credentials) while letting plain STUN through: look \
+             for a firewall or load balancer with STUN/VoIP inspection, make sure probe-server (not another service) \
+             owns the port, and run the probe again with -v for details.",
+        );
+    }
+    let dialed = dialed.expect("a reference answer implies a parsed dialed address");
+    let dialed_ip = dialed.ip();
+
+    // 3. The right address on the wrong port: a port-mapping load balancer or NAT.
+    if let Some(a) = adv
+        .iter()
+        .find(|a| a.ip() == dialed_ip && a.port() != dialed.port())
+    {
+        let hostname_note = if ice.override_form == "hostname" {
+            format!(
+                " RTCD applies the port override only to a literal IP override, so also set {}",
+                host_line(dialed_ip)
+            )
+        } else {
+            String::new()
+        };
+        return Finding::new(
+            "ice_port_override_wrong",
+            Severity::Error,
+            format!(
+                "RTCD advertises {a}, but this client reaches the server at {dialed}: the address is right, yet \
+                 nothing answers ICE over {t} on port {} from here (a load balancer or NAT forwards port {} to RTCD's \
+                 port).{prflx}",
+                a.port(),
+                dialed.port()
+            ),
+            format!(
+                "Advertise the port users reach: {}.{hostname_note} Or forward port {} to RTCD as well; {RESTART}.",
+                port_line(dialed.port()),
+                a.port()
+            ),
+        );
+    }
+
+    let dialed_public = !is_private(dialed_ip);
+    let reached_txt = if dialed_public {
+        format!("this client reached the server at {dialed}")
+    } else {
+        format!(
+            "this client reached the server at {dialed}, itself a private address (VPN or internal network?)"
+        )
+    };
+    let set_fix = |lead: &str| {
+        if dialed_public {
+            format!("{lead} {}; {RESTART}.", with_port(host_line(dialed_ip)))
+        } else {
+            format!(
+                "{lead} the public address users reach RTCD at, e.g. `ice_host_override = \"PUBLIC_IP\"` in [rtc] \
+                 (`RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP`); {RESTART}."
+            )
+        }
+    };
+
+    // 4. No override: RTCD advertises its local (or STUN-found) addresses.
+    if ice.override_form == "none" || ice.override_value.is_none() {
+        let what = if !adv.is_empty() && ice.advertised.iter().all(|c| c.private) {
+            "only private addresses"
+        } else if ice
+            .advertised
+            .iter()
+            .any(|c| c.source == crate::msg::CandidateSource::Stun)
+        {
+            "the address its STUN server reported"
+        } else {
+            "its local addresses"
+        };
+        return Finding::new(
+            "ice_host_override_missing",
+            Severity::Error,
+            format!(
+                "No ice_host_override is set, so RTCD advertises {what} ({adv_list}): no answer to ICE over {t} \
+                 from this network, while {reached_txt}: calls fail with \"timed out waiting for rtc \
+                 connection\".{prflx}"
+            ),
+            set_fix("Set the override to the address users reach RTCD at:"),
+        );
+    }
+
+    // 5. An override is set, but its address is not where users reach the server.
+    let value = ice.override_value.as_deref().unwrap_or_default();
+    let fix = if ice.override_form == "pairs" {
+        if dialed_public {
+            format!(
+                "Make the external side of the pair the address users reach: `ice_host_override = \
+                 \"{dialed_ip}/LOCAL_IP\"` (LOCAL_IP: the RTCD host's own address) in [rtc], or \
+                 `RTCD_RTC_ICEHOSTOVERRIDE={dialed_ip}/LOCAL_IP`{}; {RESTART}.",
+                port_fix
+                    .map(|p| format!(", and {}", port_line(p)))
+                    .unwrap_or_default()
+            )
+        } else {
+            set_fix("Make the external side of each pair")
+        }
+    } else {
+        set_fix("Set the override to the address users reach RTCD at:")
+    };
+    Finding::new(
+        "ice_host_override_wrong",
+        Severity::Error,
+        format!(
+            "ice_host_override is set to `{value}`, so RTCD advertises {adv_list}: no answer to ICE over {t} \
+             from this network, while {reached_txt}.{prflx}"
+        ),
+        fix,
+    )
+}
+
+/// TCP candidates fail while UDP works: TCP fallback is broken for UDP-blocked users.
+fn tcp_failed(ice: &IceReport) -> Finding {
+    let adv = advertised(ice, Transport::Tcp);
+    let dialed: Option<SocketAddr> = ice.dialed.parse().ok();
+    let port_hint = match (dialed, reference(ice, Transport::Tcp, dialed)) {
+        (Some(d), Some(true)) if adv.iter().any(|a| a.ip() == d.ip() && a.port() != d.port()) => {
+            format!(
+                " The server answers ICE over TCP at {d}, so only the advertised port is wrong: set {}.",
+                port_line(d.port())
+            )
+        }
+        _ => String::new(),
+    };
+    Finding::new(
+        "ice_tcp_failed",
+        Severity::Warning,
+        format!(
+            "ICE over TCP fails: no advertised TCP candidate ({}) answered a connectivity check, while UDP works. \
+             Users on networks that block UDP cannot use TCP fallback.",
+            list(&adv)
+        ),
+        format!(
+            "Open inbound TCP to RTCD's `ice_port_tcp` (RTCD_RTC_ICEPORTTCP) from client networks — host firewall, \
+             security groups, load balancers (which must forward TCP too).{port_hint}"
+        ),
+    )
+}
+
+/// When the probe answers on another port than RTCD, say which port RTCD itself advertises.
+fn probe_port_info(ice: &IceReport) -> Option<Finding> {
+    let probe = ice.probe_port;
+    if ice.rtcd_port == 0 || probe == 0 || probe == ice.rtcd_port {
+        return None;
+    }
+    let rtcd = ice.rtcd_port;
+    Some(Finding::new(
+        "ice_probe_port",
+        Severity::Info,
+        format!(
+            "probe-server runs on port {probe}, not on RTCD's port {rtcd}: the ICE checks tested the advertised \
+             addresses on port {probe}; RTCD itself advertises them with port {rtcd} (or its ice_host_port_override)."
+        ),
+        format!(
+            "To test port {rtcd} itself, stop RTCD for a moment and run probe-server with `--listen 0.0.0.0:{rtcd}`."
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::CandidateSource;
+    use crate::report::{AdvertisedCandidate, AgentPair, TcpResult, UdpResult};
+
+    fn cand(
+        addr: &str,
+        port: u16,
+        protocol: Transport,
+        source: CandidateSource,
+    ) -> AdvertisedCandidate {
+        AdvertisedCandidate {
+            address: addr.into(),
+            port,
+            protocol,
+            private: is_private(addr.parse().unwrap()),
+            source,
+        }
+    }
+
+    fn pair(remote: &str, protocol: Transport, ok: bool) -> PairResult {
+        PairResult {
+            remote: remote.into(),
+            protocol,
+            ok,
+            rtt_ms: ok.then_some(0.5),
+            detail: (!ok).then(|| "no answer".into()),
+        }
+    }
+
+    /// A report where RTCD advertises `addr:port` (UDP and TCP) and the client dialed `dialed`;
+    /// `udp_ok`/`tcp_ok` are the advertised candidates' results, and the dialed address answers.
+    fn report(
+        addr: &str,
+        port: u16,
+        form: &str,
+        value: Option<&str>,
+        dialed: &str,
+        udp_ok: bool,
+        tcp_ok: bool,
+    ) -> IceReport {
+        let source = match form {
+            "none" => CandidateSource::Local,
+            "pairs" => CandidateSource::Mapping,
+            _ => CandidateSource::Override,
+        };
+        let remote = format!("{addr}:{port}");
+        let mut r = IceReport {
+            advertised: vec![
+                cand(addr, port, Transport::Udp, source),
+                cand(addr, port, Transport::Tcp, source),
+            ],
+            rtcd_port: port,
+            dialed: dialed.into(),
+            override_value: value.map(Into::into),
+            override_form: form.into(),
+            pairs: vec![
+                pair(&remote, Transport::Udp, udp_ok),
+                pair(&remote, Transport::Tcp, tcp_ok),
+            ],
+            agent_state: if udp_ok { "connected" } else { "checking" }.into(),
+            ..IceReport::default()
+        };
+        if remote != dialed {
+            r.dialed_checks = vec![
+                pair(dialed, Transport::Udp, true),
+                pair(dialed, Transport::Tcp, true),
+            ];
+        }
+        r
+    }
+
+    fn facts<'a>(udp: &'a UdpResult, tcp: &'a TcpResult) -> Facts<'a> {
+        Facts {
+            server: "203.0.113.10:8443",
+            port: 8443,
+            udp_tested: true,
+            tcp_tested: true,
+            udp,
+            tcp,
+            server_lost: None,
+            refused: None,
+        }
+    }
+
+    fn reach(udp: bool, tcp: bool) -> (UdpResult, TcpResult) {
+        (
+            UdpResult {
+                reachable: udp,
+                ..Default::default()
+            },
+            TcpResult {
+                reachable: tcp,
+                ..Default::default()
+            },
+        )
+    }
+
+    fn eval(r: &IceReport, udp: bool, tcp: bool) -> Vec<Finding> {
+        let (u, t) = reach(udp, tcp);
+        evaluate(r, &facts(&u, &t))
+    }
+
+    fn ids(f: &[Finding]) -> Vec<&str> {
+        f.iter().map(|f| f.id.as_str()).collect()
+    }
+
+    #[test]
+    fn correct_override_passes_silently() {
+        let r = report(
+            "203.0.113.10",
+            8443,
+            "ip",
+            Some("203.0.113.10"),
+            "203.0.113.10:8443",
+            true,
+            true,
+        );
+        assert!(eval(&r, true, true).is_empty());
+        assert!(ice_ok(&r, true, true));
+    }
+
+    #[test]
+    fn missing_override_names_the_dialed_address() {
+        let r = report(
+            "172.31.1.2",
+            8443,
+            "none",
+            None,
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert!(
+            f[0].summary.contains("only private addresses"),
+            "{}",
+            f[0].summary
+        );
+        assert!(f[0].summary.contains("172.31.1.2:8443"));
+        assert!(
+            f[0].fix.contains("ice_host_override = \"203.0.113.10\""),
+            "{}",
+            f[0].fix
+        );
+        assert!(f[0].fix.contains("RTCD_RTC_ICEHOSTOVERRIDE=203.0.113.10"));
+        // Same port: no port override suggested.
+        assert!(!f[0].fix.contains("ice_host_port_override"));
+        assert!(!ice_ok(&r, true, true));
+    }
+
+    #[test]
+    fn missing_override_behind_port_mapping_names_both_lines() {
+        let r = report(
+            "172.31.1.2",
+            8443,
+            "none",
+            None,
+            "203.0.113.10:443",
+            false,
+            false,
+        );
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
+        assert!(f[0].fix.contains("ice_host_override = \"203.0.113.10\""));
+        assert!(f[0].fix.contains("ice_host_port_override = 443"));
+        assert!(f[0].fix.contains("RTCD_RTC_ICEHOSTPORTOVERRIDE=443"));
+    }
+
+    #[test]
+    fn missing_override_when_stun_found_the_wrong_address() {
+        let mut r = report(
+            "198.51.100.77",
+            8443,
+            "none",
+            None,
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        for c in &mut r.advertised {
+            c.source = CandidateSource::Stun;
+        }
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
+        assert!(f[0].summary.contains("STUN server reported"));
+    }
+
+    #[test]
+    fn missing_override_with_private_dialed_address_does_not_recommend_it() {
+        let r = report(
+            "172.31.9.9",
+            8443,
+            "none",
+            None,
+            "10.1.2.3:8443",
+            false,
+            false,
+        );
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
+        assert!(!f[0].fix.contains("\"10.1.2.3\""), "{}", f[0].fix);
+        assert!(f[0].fix.contains("PUBLIC_IP"));
+    }
+
+    #[test]
+    fn wrong_override() {
+        let r = report(
+            "203.0.113.99",
+            8443,
+            "ip",
+            Some("203.0.113.99"),
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_host_override_wrong"]);
+        assert!(f[0].summary.contains("`203.0.113.99`"));
+        assert!(f[0].fix.contains("ice_host_override = \"203.0.113.10\""));
+    }
+
+    #[test]
+    fn wrong_pair_override_keeps_the_pair_form() {
+        let r = report(
+            "203.0.113.99",
+            8443,
+            "pairs",
+            Some("203.0.113.99/172.31.1.2"),
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_host_override_wrong"]);
+        assert!(f[0].fix.contains("203.0.113.10/LOCAL_IP"), "{}", f[0].fix);
+    }
+
+    #[test]
+    fn wrong_port() {
+        let r = report(
+            "203.0.113.10",
+            8443,
+            "ip",
+            Some("203.0.113.10"),
+            "203.0.113.10:443",
+            false,
+            false,
+        );
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_port_override_wrong"]);
+        assert!(f[0].fix.contains("ice_host_port_override = 443"));
+        assert!(f[0].fix.contains("RTCD_RTC_ICEHOSTPORTOVERRIDE=443"));
+        assert!(!f[0].fix.contains("ice_host_override ="));
+    }
+
+    #[test]
+    fn wrong_port_with_hostname_override_asks_for_an_ip() {
+        let mut r = report(
+            "203.0.113.10",
+            8443,
+            "hostname",
+            Some("calls.example.test"),
+            "203.0.113.10:443",
+            false,
+            false,
+        );
+        r.override_resolved_server = vec!["203.0.113.10".into()];
+        r.override_resolved_client = vec!["203.0.113.10".into()];
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_port_override_wrong"]);
+        assert!(f[0].fix.contains("ice_host_override = \"203.0.113.10\""));
+    }
+
+    #[test]
+    fn split_horizon_dns() {
+        let mut r = report(
+            "172.31.1.2",
+            8443,
+            "hostname",
+            Some("calls.example.test"),
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        r.override_resolved_server = vec!["172.31.1.2".into()];
+        r.override_resolved_client = vec!["203.0.113.10".into()];
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_split_horizon_dns"]);
+        assert!(f[0].summary.contains("172.31.1.2") && f[0].summary.contains("203.0.113.10"));
+        assert!(f[0].fix.contains("ice_host_override = \"203.0.113.10\""));
+        // Same name resolving alike but dead: a wrong override, not DNS.
+        r.override_resolved_client = vec!["172.31.1.2".into()];
+        assert_eq!(ids(&eval(&r, true, true)), vec!["ice_host_override_wrong"]);
+        // The client could not resolve it at all: nothing to compare.
+        r.override_resolved_client = vec![];
+        assert_eq!(ids(&eval(&r, true, true)), vec!["ice_host_override_wrong"]);
+    }
+
+    #[test]
+    fn split_horizon_that_still_works_is_not_an_error() {
+        let mut r = report(
+            "198.51.100.50",
+            8443,
+            "hostname",
+            Some("calls.example.test"),
+            "203.0.113.10:8443",
+            true,
+            true,
+        );
+        r.override_resolved_server = vec!["198.51.100.50".into()];
+        r.override_resolved_client = vec!["203.0.113.10".into()];
+        assert!(eval(&r, true, true).is_empty());
+    }
+
+    #[test]
+    fn ice_failed_when_even_the_dialed_address_does_not_answer() {
+        let mut r = report(
+            "203.0.113.99",
+            8443,
+            "ip",
+            Some("203.0.113.99"),
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        for p in &mut r.dialed_checks {
+            p.ok = false;
+        }
+        assert_eq!(ids(&eval(&r, true, true)), vec!["ice_failed"]);
+        // The advertised address is the dialed one and it does not answer ICE.
+        let r = report(
+            "203.0.113.10",
+            8443,
+            "ip",
+            Some("203.0.113.10"),
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        assert_eq!(ids(&eval(&r, true, true)), vec!["ice_failed"]);
+    }
+
+    #[test]
+    fn tcp_failing_while_udp_works_is_a_warning() {
+        let r = report(
+            "203.0.113.10",
+            8443,
+            "ip",
+            Some("203.0.113.10"),
+            "203.0.113.10:8443",
+            true,
+            false,
+        );
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_tcp_failed"]);
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(!ice_ok(&r, true, true));
+        // TCP not reachable at all: tcp_blocked (the main verdict) covers it, ICE says nothing.
+        assert!(eval(&r, true, false).is_empty());
+        assert!(ice_ok(&r, true, false));
+    }
+
+    #[test]
+    fn tcp_port_mismatch_is_named_in_the_warning() {
+        let mut r = report(
+            "203.0.113.10",
+            8443,
+            "ip",
+            Some("203.0.113.10"),
+            "203.0.113.10:443",
+            true,
+            false,
+        );
+        r.pairs[0].remote = "203.0.113.10:443".into();
+        r.advertised[0].port = 443;
+        r.rtcd_port = 443;
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_tcp_failed"]);
+        assert!(
+            f[0].fix.contains("ice_host_port_override = 443"),
+            "{}",
+            f[0].fix
+        );
+    }
+
+    #[test]
+    fn udp_blocked_judges_the_address_over_tcp() {
+        let r = report(
+            "203.0.113.10",
+            8443,
+            "ip",
+            Some("203.0.113.10"),
+            "203.0.113.10:8443",
+            false,
+            true,
+        );
+        assert!(eval(&r, false, true).is_empty());
+        assert!(ice_ok(&r, false, true));
+        let r = report(
+            "172.31.1.2",
+            8443,
+            "none",
+            None,
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        let f = eval(&r, false, true);
+        assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
+        assert!(f[0].summary.contains("over TCP"));
+    }
+
+    #[test]
+    fn nothing_reachable_adds_nothing() {
+        let r = report(
+            "172.31.1.2",
+            8443,
+            "none",
+            None,
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        assert!(eval(&r, false, false).is_empty());
+        assert!(!ice_ok(&r, false, false));
+    }
+
+    #[test]
+    fn prflx_success_never_passes_and_is_named() {
+        let mut r = report(
+            "203.0.113.99",
+            8443,
+            "ip",
+            Some("203.0.113.99"),
+            "203.0.113.10:8443",
+            false,
+            true,
+        );
+        r.agent_state = "connected".into();
+        r.agent_selected = Some(AgentPair {
+            local: "198.51.100.2:40000".into(),
+            remote: "203.0.113.10:8443".into(),
+            remote_type: "prflx".into(),
+            state: "succeeded".into(),
+            nominated: true,
+            rtt_ms: Some(0.4),
+        });
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_host_override_wrong"]);
+        assert!(f[0].summary.contains("peer-reflexive"));
+        assert!(!ice_ok(&r, true, true));
+    }
+
+    #[test]
+    fn probe_on_another_port_is_an_info() {
+        let mut r = report(
+            "203.0.113.10",
+            9443,
+            "ip",
+            Some("203.0.113.10"),
+            "203.0.113.10:9443",
+            true,
+            true,
+        );
+        r.rtcd_port = 8443;
+        r.probe_port = 9443;
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_probe_port"]);
+        assert_eq!(f[0].severity, Severity::Info);
+        assert!(f[0].summary.contains("8443") && f[0].summary.contains("9443"));
+        // A port override (443) on the public candidate, probe on RTCD's port: no info.
+        let mut r = report(
+            "203.0.113.10",
+            443,
+            "ip",
+            Some("203.0.113.10"),
+            "203.0.113.10:443",
+            true,
+            true,
+        );
+        r.rtcd_port = 8443;
+        r.probe_port = 8443;
+        r.advertised.push(cand(
+            "127.0.0.1",
+            8443,
+            Transport::Udp,
+            CandidateSource::Local,
+        ));
+        assert!(eval(&r, true, true).is_empty());
+    }
+
+    #[test]
+    fn loopback_candidates_stay_out_of_sentences() {
+        let mut r = report(
+            "203.0.113.99",
+            8443,
+            "ip",
+            Some("203.0.113.99"),
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        r.advertised.insert(
+            0,
+            cand("127.0.0.1", 8443, Transport::Udp, CandidateSource::Local),
+        );
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_host_override_wrong"]);
+        assert!(!f[0].summary.contains("127.0.0.1"), "{}", f[0].summary);
+    }
+
+    #[test]
+    fn ids_match_the_contract() {
+        // The ids scripts rely on (issue 3); a rename must fail here.
+        let r = report(
+            "172.31.1.2",
+            8443,
+            "none",
+            None,
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        let json = serde_json::to_value(&eval(&r, true, true)[0]).unwrap();
+        assert_eq!(json["id"], "ice_host_override_missing");
+        assert_eq!(json["severity"], "error");
+    }
 }

@@ -26,6 +26,7 @@ pub mod ratelimit;
 pub mod report;
 pub mod rtcd;
 pub mod session;
+pub mod sites;
 pub mod stats;
 pub mod stun;
 pub mod verdict;

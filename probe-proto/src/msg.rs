@@ -85,6 +85,9 @@ pub struct IceOffer {
     /// The ports RTCD itself would advertise (they differ when the probe runs on another port).
     pub rtcd_port_udp: u16,
     pub rtcd_port_tcp: u16,
+    /// The ports the probe itself listens on (the candidates carry these, or a port override).
+    pub probe_port_udp: u16,
+    pub probe_port_tcp: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -256,6 +259,8 @@ mod tests {
                     override_resolved: vec![],
                     rtcd_port_udp: 8443,
                     rtcd_port_tcp: 8443,
+                    probe_port_udp: 8443,
+                    probe_port_tcp: 8443,
                 }),
             }),
             Control::Refused(Refused {

@@ -89,6 +89,22 @@ pub struct PairResult {
     /// A check sent to exactly this `IP:PORT` got a valid (integrity-checked) response.
     pub ok: bool,
     pub rtt_ms: Option<f64>,
+    /// Why the check failed ("no answer within 2.5 s", "connection refused", …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// One candidate pair as the ICE agent itself saw it (what a browser's stats would show).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentPair {
+    pub local: String,
+    pub remote: String,
+    /// "host", "srflx", "prflx" or "relay": a "prflx" remote was learnt from the far side's own
+    /// checks and proves nothing about the advertised candidates.
+    pub remote_type: String,
+    pub state: String,
+    pub nominated: bool,
+    pub rtt_ms: Option<f64>,
 }
 
 /// The ICE host-override check (`"ice"` in the JSON report).
@@ -97,6 +113,9 @@ pub struct IceReport {
     pub advertised: Vec<AdvertisedCandidate>,
     /// The port RTCD itself advertises (the probe may run on another one).
     pub rtcd_port: u16,
+    /// The port the probe server listens on.
+    #[serde(default)]
+    pub probe_port: u16,
     /// The address the client reached the server at, after its own DNS resolution.
     pub dialed: String,
     /// `ice_host_override` as configured on the server; null when empty.
@@ -115,6 +134,15 @@ pub struct IceReport {
     pub agent_state: String,
     /// Every transport the probe reached has an advertised candidate that answered.
     pub ok: bool,
+    /// The same checks sent to the address the client dialed, when it is not advertised: tells
+    /// "the server answers ICE, just not where it says" from "ICE does not work at all".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dialed_checks: Vec<PairResult>,
+    /// The ICE agent's candidate pairs and the pair it selected, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_pairs: Vec<AgentPair>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_selected: Option<AgentPair>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +223,40 @@ fn echo_lines(out: &mut String, e: &EchoSummary) {
     }
 }
 
+/// One line per advertised candidate: did a check sent to exactly that address answer?
+fn ice_lines(out: &mut String, ice: &IceReport) {
+    let form = match ice.override_value.as_deref() {
+        Some(v) => format!("ice_host_override = \"{v}\""),
+        None => "no ice_host_override".into(),
+    };
+    out.push_str(&format!("ICE  RTCD advertises ({form}):\n"));
+    for c in &ice.advertised {
+        let remote = if c.address.contains(':') {
+            format!("[{}]:{}", c.address, c.port)
+        } else {
+            format!("{}:{}", c.address, c.port)
+        };
+        let pair = ice.pairs.iter().find(|p| p.remote == remote && p.protocol == c.protocol);
+        let verdict = match pair {
+            Some(p) if p.ok => match p.rtt_ms {
+                Some(rtt) => format!("answers ({} ms)", ms(rtt)),
+                None => "answers".into(),
+            },
+            Some(_) => "NO ANSWER".into(),
+            None => "not checked".into(),
+        };
+        let proto = match c.protocol {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        };
+        let private = if c.private { ", private" } else { "" };
+        out.push_str(&format!(
+            "     {proto} {remote:<24} {:<16} {verdict}\n",
+            format!("{:?}{private}", c.source).to_lowercase()
+        ));
+    }
+}
+
 /// Human report: a short table per transport, then findings with what to do.
 pub fn render_text(r: &Report) -> String {
     let mut out = format!(
@@ -233,6 +295,9 @@ pub fn render_text(r: &Report) -> String {
     out.push('\n');
     if let Some(e) = &r.tcp.echo {
         echo_lines(&mut out, e);
+    }
+    if let Some(ice) = &r.ice {
+        ice_lines(&mut out, ice);
     }
     out.push('\n');
     if r.findings.is_empty() {

@@ -89,4 +89,13 @@ pub struct ServeArgs {
     /// Same as RTCD's rtc.ice_servers, as the JSON of RTCD_RTC_ICESERVERS.
     #[arg(long)]
     pub ice_servers: Option<String>,
+    /// SQLite file that keeps the reports clients upload (default: results.sqlite in the state directory).
+    #[arg(long, env = "PROBE_SERVER_STORE")]
+    pub store: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9464.
+    #[arg(long, env = "PROBE_SERVER_METRICS")]
+    pub metrics: Option<SocketAddr>,
+    /// Sites with their own metrics label; later ones are counted as site="other".
+    #[arg(long, env = "PROBE_SERVER_METRICS_MAX_SITES", default_value_t = 50)]
+    pub metrics_max_sites: usize,
 }

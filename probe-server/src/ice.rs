@@ -147,7 +147,7 @@ pub fn advertise(cfg: &RtcdConfig, port: u16) -> Result<Advertised, String> {
 }
 
 /// The welcome's ICE part (credentials are filled per session).
-pub fn offer(cfg: &RtcdConfig, adv: &Advertised) -> IceOffer {
+pub fn offer(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> IceOffer {
     let (form, resolved) = match &adv.override_form {
         OverrideForm::None => ("none", vec![]),
         OverrideForm::Ip(_) => ("ip", vec![]),
@@ -181,6 +181,8 @@ pub fn offer(cfg: &RtcdConfig, adv: &Advertised) -> IceOffer {
         override_resolved: resolved,
         rtcd_port_udp: adv.rtcd_port_udp,
         rtcd_port_tcp: adv.rtcd_port_tcp,
+        probe_port_udp: probe_port,
+        probe_port_tcp: probe_port,
     }
 }
 

@@ -7,6 +7,7 @@ mod control;
 mod doctor;
 mod ice;
 mod interfaces;
+mod metrics;
 mod quic;
 mod results;
 mod serve;

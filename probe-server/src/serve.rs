@@ -60,6 +60,10 @@ async fn serve(args: ServeArgs) -> i32 {
         Ok(id) => id,
         Err(e) => return fail(format!("{e:#}.")),
     };
+    let (results, metrics) = match keep_results(&args, &state_dir) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let token = match (&args.token, &args.token_file) {
         (Some(t), _) => Some(t.trim().to_string()),
         (None, Some(path)) => match std::fs::read_to_string(path) {
@@ -105,9 +109,9 @@ async fn serve(args: ServeArgs) -> i32 {
         Err(e) => return fail(format!("computing RTCD's candidates failed: {e}.")),
     };
     ice::log_advertised(&advertised.1, probe_port);
-    let offer = ice::offer(&advertised.0, &advertised.1);
+    let offer = ice::offer(&advertised.0, &advertised.1, probe_port);
     let core = Core::with_token(limits, token.as_deref().map(probe_proto::auth::token_key));
-    let shared = Arc::new(Shared::new(core, Some(offer)));
+    let shared = Arc::new(Shared::new(core, Some(offer)).with_results(results));
 
     let setup = (|| -> anyhow::Result<_> {
         udp_std.set_nonblocking(true)?;
@@ -144,6 +148,11 @@ async fn serve(args: ServeArgs) -> i32 {
         tokio::spawn(quic::serve(endpoint.clone(), shared.clone())),
         tokio::spawn(expire(shared.clone())),
     ];
+    let metrics_task = match metrics.map(|(l, m)| start_metrics(l, m, shared.clone())) {
+        Some(Err(e)) => return fail(format!("cannot serve metrics: {e}.")),
+        Some(Ok(t)) => Some(t),
+        None => None,
+    };
 
     {
         let mut out = std::io::stdout().lock();
@@ -174,8 +183,62 @@ async fn serve(args: ServeArgs) -> i32 {
     for t in tasks {
         t.abort();
     }
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    shared.results.finish(Duration::from_secs(3));
     log_stats(&shared, "stopped");
     0
+}
+
+type MetricsSetup = (std::net::TcpListener, Arc<crate::metrics::Metrics>);
+
+/// Opens the result store and binds the metrics port, before the ready line: a store or an
+/// address that cannot be used stops the start with one sentence (exit 2).
+fn keep_results(
+    args: &ServeArgs,
+    state_dir: &std::path::Path,
+) -> Result<(crate::results::Sink, Option<MetricsSetup>), i32> {
+    use crate::results::{store::Store, Sink};
+    let path = args
+        .store
+        .clone()
+        .unwrap_or_else(|| state_dir.join("results.sqlite"));
+    let store = Store::open_for_writing(&path).map_err(|e| fail(format!("{e}.")))?;
+    let metrics = match args.metrics {
+        None => None,
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+                fail(format!(
+                    "cannot serve metrics on {addr}: {e}; choose another address with --metrics."
+                ))
+            })?;
+            // Sites already in the store keep their labels (up to the cap) across restarts.
+            let known = store
+                .recent_sites(args.metrics_max_sites)
+                .unwrap_or_default();
+            let m = Arc::new(crate::metrics::Metrics::new(args.metrics_max_sites, &known));
+            Some((listener, m))
+        }
+    };
+    let sink = Sink::start(store, metrics.as_ref().map(|(_, m)| m.clone()))
+        .map_err(|e| fail(format!("cannot start the result store's writer: {e}.")))?;
+    tracing::info!(path = %path.display(), "keeping uploaded reports (probe-server results shows them)");
+    Ok((sink, metrics))
+}
+
+fn start_metrics(
+    listener: std::net::TcpListener,
+    metrics: Arc<crate::metrics::Metrics>,
+    shared: Arc<Shared>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    tracing::info!("Prometheus metrics on http://{addr}/metrics");
+    Ok(tokio::spawn(crate::metrics::serve(
+        listener, metrics, shared,
+    )))
 }
 
 /// One line with every counter, at shutdown and every minute, for operators and tests.

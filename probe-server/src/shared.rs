@@ -27,6 +27,12 @@ impl Shared {
         }
     }
 
+    /// Uploads go to `results` (a server built with `new` keeps none).
+    pub fn with_results(mut self, results: crate::results::Sink) -> Self {
+        self.results = results;
+        self
+    }
+
     /// Microseconds on the server's monotonic clock (the echo timestamps' origin).
     pub fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64

@@ -98,13 +98,25 @@ pub struct Expect {
 }
 
 const SEVERITIES: [&str; 3] = ["error", "warning", "info"];
-const FINDING_IDS: [&str; 6] = [
+const FINDING_IDS: [&str; 17] = [
     "server_unreachable",
+    "server_lost",
+    "server_refused",
+    "control_failed",
+    "pin_unverified",
     "udp_blocked",
     "tcp_blocked",
     "packet_loss",
     "high_latency",
     "high_jitter",
+    // ICE host-override check (probe_proto::ice_verdict).
+    "ice_host_override_missing",
+    "ice_host_override_wrong",
+    "ice_port_override_wrong",
+    "ice_split_horizon_dns",
+    "ice_failed",
+    "ice_tcp_failed",
+    "ice_probe_port",
 ];
 
 fn strings(key: &str, v: &toml::Value) -> Result<Vec<String>, String> {

@@ -23,6 +23,15 @@ scenarios!(
     both_blocked,
     loss_up_10,
     loss_down_10,
+    ice_no_override,
+    ice_override_ip,
+    ice_override_wrong,
+    ice_override_pairs,
+    ice_split_horizon,
+    ice_port_map_ok,
+    ice_port_map_missing,
+    ice_udp_blocked_tcp,
+    ice_stun_discovery,
 );
 
 /// Every `tests/scenarios/*.toml` has a test above (and vice versa).

@@ -1,8 +1,33 @@
-//! ICE from the user's network, as a browser would run it against RTCD (being written).
+//! ICE from the user's network, as a browser would run it against RTCD.
+//!
+//! The server sends what RTCD would advertise (computed there, never here) and fresh ICE
+//! credentials. Three things run at once, all bounded:
+//! - our own connectivity checks to each advertised candidate, UDP (`udp.rs`) and TCP
+//!   (`tcp.rs`), plus the same check to the address the client dialed when it is not advertised;
+//! - a real webrtc-ice agent against the UDP candidates (`agent.rs`), recorded for comparison;
+//! - the client's own resolution of a hostname override (`resolve.rs`).
+//!
+//! The verdict (probe_proto::ice_verdict) rests only on the per-candidate checks.
 
-use probe_proto::msg::IceOffer;
-use probe_proto::report::IceReport;
+mod agent;
+mod resolve;
+mod tcp;
+mod udp;
+
+use probe_proto::ice_verdict;
+use probe_proto::msg::{IceOffer, Transport};
+use probe_proto::report::{AdvertisedCandidate, IceReport, PairResult};
+use probe_proto::stun;
 use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Per-candidate checks stop after this long; a live path answers in one RTT.
+const CHECK_BOUND: Duration = Duration::from_millis(2500);
+/// The agent gets a little longer: it paces its checks and nominates after the first success.
+const AGENT_BOUND: Duration = Duration::from_secs(3);
+const RESOLVE_BOUND: Duration = Duration::from_secs(2);
+/// Safety net over the whole phase; the parts above end well before it.
+const PHASE_BOUND: Duration = Duration::from_secs(6);
 
 /// What the orchestrator knows when the ICE phase starts.
 pub struct IceInputs<'a> {
@@ -15,10 +40,344 @@ pub struct IceInputs<'a> {
     pub tcp_reachable: bool,
 }
 
+/// ICE credentials of one check: we are the controlling agent toward the server.
+pub struct Creds {
+    pub remote_ufrag: String,
+    pub remote_pwd: String,
+    pub local_ufrag: String,
+    tiebreaker: u64,
+}
+
+impl Creds {
+    fn new(offer: &IceOffer) -> Self {
+        let r: [u8; 12] = crate::control::rand_bytes();
+        Self {
+            remote_ufrag: offer.ufrag.clone(),
+            remote_pwd: offer.pwd.clone(),
+            // Hex digits are ice-chars; 32 bits of randomness is more than the 24 required.
+            local_ufrag: r[..4].iter().map(|b| format!("{b:02x}")).collect(),
+            tiebreaker: u64::from_be_bytes(r[4..].try_into().expect("8 bytes")),
+        }
+    }
+
+    /// USERNAME of a check we send: "serverUfrag:clientUfrag" (RFC 8445 7.2.2).
+    fn username(&self) -> String {
+        format!("{}:{}", self.remote_ufrag, self.local_ufrag)
+    }
+
+    fn check<'a>(&'a self, tid: stun::TransactionId, username: &'a str) -> stun::IceCheck<'a> {
+        stun::IceCheck {
+            tid,
+            username,
+            password: &self.remote_pwd,
+            // A peer-reflexive host priority, as RFC 8445 7.1.1 asks for.
+            priority: (110 << 24) | (65_535 << 8) | 255,
+            controlling: true,
+            tiebreaker: self.tiebreaker,
+            use_candidate: false,
+        }
+    }
+}
+
+/// The result of checks toward one target.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub ok: bool,
+    pub rtt_ms: Option<f64>,
+    pub detail: Option<String>,
+}
+
+impl Outcome {
+    fn passed(rtt: Duration) -> Self {
+        Self {
+            ok: true,
+            rtt_ms: Some((rtt.as_secs_f64() * 1e6).round() / 1e3),
+            detail: None,
+        }
+    }
+
+    fn failed(detail: &str) -> Self {
+        Self {
+            ok: false,
+            rtt_ms: None,
+            detail: Some(detail.to_owned()),
+        }
+    }
+
+    fn into_pair(self, remote: SocketAddr, protocol: Transport) -> PairResult {
+        PairResult {
+            remote: remote.to_string(),
+            protocol,
+            ok: self.ok,
+            rtt_ms: self.rtt_ms,
+            detail: self.detail,
+        }
+    }
+}
+
+/// Why an answer to a check toward `target` does not prove that target, or None when it does.
+fn judge(
+    m: &stun::Message,
+    pkt: &[u8],
+    src: SocketAddr,
+    target: SocketAddr,
+    creds: &Creds,
+) -> Option<String> {
+    if src != target {
+        // Only a peer-reflexive path would explain this; it proves nothing about the target.
+        return Some(format!("the answer came from {src}, not from {target}"));
+    }
+    match m.class {
+        stun::Class::Success => {}
+        stun::Class::Error => {
+            return Some(format!(
+                "error response {}",
+                m.error_code.map_or_else(|| "?".into(), |c| c.to_string())
+            ))
+        }
+        _ => return Some("unexpected STUN message class".into()),
+    }
+    if !stun::check_integrity(pkt, creds.remote_pwd.as_bytes()) {
+        return Some(
+            "the answer failed MESSAGE-INTEGRITY: another ICE agent (not this probe session) answers there"
+                .into(),
+        );
+    }
+    None
+}
+
 pub async fn run(inputs: IceInputs<'_>) -> IceReport {
-    IceReport {
+    let offer = inputs.offer;
+    let mut report = IceReport {
+        advertised: offer
+            .candidates
+            .iter()
+            .map(|c| AdvertisedCandidate {
+                address: c.address.to_string(),
+                port: c.port,
+                protocol: c.protocol,
+                private: probe_proto::rtcd::is_private(c.address),
+                source: c.source,
+            })
+            .collect(),
+        rtcd_port: offer.rtcd_port_udp,
+        probe_port: offer.probe_port_udp,
         dialed: inputs.dialed.to_string(),
-        rtcd_port: inputs.offer.rtcd_port_udp,
+        override_value: offer.override_value.clone().filter(|v| !v.is_empty()),
+        override_form: offer.override_form.clone(),
+        override_resolved_server: offer
+            .override_resolved
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         ..IceReport::default()
+    };
+    match tokio::time::timeout(PHASE_BOUND, checks(&inputs, &mut report)).await {
+        Ok(()) => {}
+        Err(_) => report.agent_state = "timed out".into(),
+    }
+    report.ok = ice_verdict::ice_ok(&report, inputs.udp_reachable, inputs.tcp_reachable);
+    report
+}
+
+/// Unique targets of one transport, in advertised order.
+fn targets(offer: &IceOffer, proto: Transport) -> Vec<SocketAddr> {
+    let mut out: Vec<SocketAddr> = Vec::new();
+    for c in offer.candidates.iter().filter(|c| c.protocol == proto) {
+        let a = SocketAddr::new(c.address, c.port);
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    out
+}
+
+async fn checks(inputs: &IceInputs<'_>, report: &mut IceReport) {
+    let offer = inputs.offer;
+    let creds = Creds::new(offer);
+    let dialed = SocketAddr::new(inputs.dialed.ip().to_canonical(), inputs.dialed.port());
+    let udp_cands = targets(offer, Transport::Udp);
+    let tcp_cands = targets(offer, Transport::Tcp);
+    // The reference check toward the dialed address, on each transport that reached it.
+    let udp_ref = (inputs.udp_reachable && !udp_cands.contains(&dialed)).then_some(dialed);
+    let tcp_ref = (inputs.tcp_reachable && !tcp_cands.contains(&dialed)).then_some(dialed);
+
+    let mut udp_all = udp_cands.clone();
+    udp_all.extend(udp_ref);
+    let mut tcp_all = tcp_cands.clone();
+    tcp_all.extend(tcp_ref);
+
+    let udp_task = udp::check_all(&udp_all, &creds, CHECK_BOUND);
+    let tcp_task = async {
+        let futs = tcp_all.iter().map(|t| tcp::check(*t, &creds, CHECK_BOUND));
+        futures_join_all(futs).await
+    };
+    let agent_task = async {
+        if inputs.udp_reachable {
+            agent::run(&udp_cands, &offer.ufrag, &offer.pwd, AGENT_BOUND).await
+        } else {
+            agent::AgentOutcome {
+                state: "not run: UDP unreachable".into(),
+                pairs: Vec::new(),
+                selected: None,
+            }
+        }
+    };
+    let hostname = offer
+        .override_value
+        .as_deref()
+        .filter(|_| offer.override_form == "hostname");
+    let resolve_task = async {
+        match hostname {
+            Some(name) => Some(resolve::resolve(name, RESOLVE_BOUND).await),
+            None => None,
+        }
+    };
+    let (udp_out, tcp_out, agent_out, resolved) =
+        tokio::join!(udp_task, tcp_task, agent_task, resolve_task);
+
+    for (addr, o) in udp_all.iter().zip(udp_out) {
+        let p = o.into_pair(*addr, Transport::Udp);
+        if Some(*addr) == udp_ref {
+            report.dialed_checks.push(p);
+        } else {
+            report.pairs.push(p);
+        }
+    }
+    for (addr, o) in tcp_all.iter().zip(tcp_out) {
+        let p = o.into_pair(*addr, Transport::Tcp);
+        if Some(*addr) == tcp_ref {
+            report.dialed_checks.push(p);
+        } else {
+            report.pairs.push(p);
+        }
+    }
+    report.agent_state = agent_out.state;
+    report.agent_pairs = agent_out.pairs;
+    report.agent_selected = agent_out.selected;
+    match resolved {
+        Some(Ok(ips)) => {
+            report.override_resolved_client = ips.iter().map(ToString::to_string).collect()
+        }
+        Some(Err(e)) => tracing::info!("{e}"),
+        None => {}
+    }
+    tracing::debug!("host as typed: {}", inputs.host);
+}
+
+/// Runs futures concurrently and keeps their order (no `futures` crate dependency for this).
+async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().map(|o| o.expect("all ready")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probe_proto::msg::{CandidateSource, WireCandidate};
+
+    #[test]
+    fn credentials_shape_the_check() {
+        let offer = IceOffer {
+            ufrag: "srvU".into(),
+            pwd: "serverPasswordOf22Chars".into(),
+            candidates: vec![],
+            override_value: None,
+            override_form: "none".into(),
+            override_resolved: vec![],
+            rtcd_port_udp: 8443,
+            rtcd_port_tcp: 8443,
+            probe_port_udp: 8443,
+            probe_port_tcp: 8443,
+        };
+        let creds = Creds::new(&offer);
+        let user = creds.username();
+        assert!(user.starts_with("srvU:"));
+        let tid = [3u8; 12];
+        let bytes = stun::ice_check_request(&creds.check(tid, &user));
+        let m = stun::decode(&bytes).unwrap();
+        assert_eq!(m.username.as_deref(), Some(user.as_str()));
+        assert!(m.controlling.is_some());
+        // Keyed with the server's password: the server can verify it, nobody else.
+        assert!(stun::check_integrity(&bytes, offer.pwd.as_bytes()));
+        assert!(!stun::check_integrity(&bytes, b"anotherPassword"));
+    }
+
+    #[test]
+    fn judge_requires_exact_source_success_and_integrity() {
+        let offer_pwd = "serverPasswordOf22Chars";
+        let creds = Creds {
+            remote_ufrag: "s".into(),
+            remote_pwd: offer_pwd.into(),
+            local_ufrag: "c".into(),
+            tiebreaker: 1,
+        };
+        let target: SocketAddr = "203.0.113.10:8443".parse().unwrap();
+        let me: SocketAddr = "198.51.100.2:5000".parse().unwrap();
+        let tid = [1u8; 12];
+        let good = stun::binding_response(tid, me, Some(offer_pwd.as_bytes()));
+        let m = stun::decode(&good).unwrap();
+        assert_eq!(judge(&m, &good, target, target, &creds), None);
+        // The same valid answer from another address (a peer-reflexive path) proves nothing.
+        let other: SocketAddr = "203.0.113.10:443".parse().unwrap();
+        assert!(judge(&m, &good, other, target, &creds).is_some());
+        // Wrong key: another agent's answer.
+        let foreign = stun::binding_response(tid, me, Some(b"otherPassword"));
+        let m = stun::decode(&foreign).unwrap();
+        assert!(judge(&m, &foreign, target, target, &creds).is_some());
+        // No integrity at all (a plain STUN server on that port).
+        let plain = stun::binding_response(tid, me, None);
+        let m = stun::decode(&plain).unwrap();
+        assert!(judge(&m, &plain, target, target, &creds).is_some());
+    }
+
+    #[test]
+    fn targets_dedup_per_transport() {
+        let c = |a: &str, p: Transport| WireCandidate {
+            address: a.parse().unwrap(),
+            port: 8443,
+            protocol: p,
+            source: CandidateSource::Override,
+        };
+        let offer = IceOffer {
+            ufrag: "u".into(),
+            pwd: "p".into(),
+            candidates: vec![
+                c("203.0.113.10", Transport::Udp),
+                c("203.0.113.10", Transport::Udp),
+                c("172.31.1.2", Transport::Udp),
+                c("203.0.113.10", Transport::Tcp),
+            ],
+            override_value: None,
+            override_form: "none".into(),
+            override_resolved: vec![],
+            rtcd_port_udp: 8443,
+            rtcd_port_tcp: 8443,
+            probe_port_udp: 8443,
+            probe_port_tcp: 8443,
+        };
+        assert_eq!(targets(&offer, Transport::Udp).len(), 2);
+        assert_eq!(targets(&offer, Transport::Tcp).len(), 1);
     }
 }

@@ -58,7 +58,11 @@ impl Proxy {
 
 /// Go's `parseProxy`: a value without a scheme is an http:// proxy.
 fn parse_proxy(var: &str, raw: &str) -> Option<Proxy> {
-    let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("http://{raw}") };
+    let with_scheme = if raw.contains("://") {
+        raw.to_string()
+    } else {
+        format!("http://{raw}")
+    };
     let (scheme, rest) = with_scheme.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
@@ -72,7 +76,9 @@ fn parse_proxy(var: &str, raw: &str) -> Option<Proxy> {
         _ => 80,
     };
     let u = Url::parse(&format!("http://{hostport}")).ok()?;
-    let port = if hostport.trim_end_matches(']').contains(':') && !hostport.ends_with(']') { u.port } else { default_port };
+    // Url::parse filled in 80 when the value names no port; the proxy's scheme decides that.
+    let explicit_port = !hostport.ends_with(']') && hostport.contains(':');
+    let port = if explicit_port { u.port } else { default_port };
     Some(Proxy {
         var: var.to_string(),
         raw: raw.to_string(),
@@ -88,16 +94,19 @@ pub fn proxy_for(env: &ProxyEnv, url: &Url) -> Option<Proxy> {
     let (var, raw) = if url.https {
         env.https.as_ref()?
     } else {
+        // Go refuses HTTP_PROXY in a CGI program; Mattermost is not one, but honour the rule.
         if env.cgi {
-            // Go refuses HTTP_PROXY under CGI and then makes the request direct... only the
-            // lower-case http_proxy is honoured there? No: Go returns an error for HTTP_PROXY;
-            // treat it as no proxy, which is what the request ends up doing.
             return None;
         }
         env.http.as_ref()?
     };
     let proxy = parse_proxy(var, raw)?;
-    use_proxy(env.no_proxy.as_ref().map_or("", |(_, v)| v.as_str()), &url.host, url.port).then_some(proxy)
+    use_proxy(
+        env.no_proxy.as_ref().map_or("", |(_, v)| v.as_str()),
+        &url.host,
+        url.port,
+    )
+    .then_some(proxy)
 }
 
 /// Go's `useProxy`: false for localhost, loopback IPs, and NO_PROXY matches.
@@ -173,7 +182,11 @@ fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
             u32::from(n) & mask == u32::from(i) & mask
         }
         (IpAddr::V6(n), IpAddr::V6(i)) if len <= 128 => {
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - len)
+            };
             u128::from(n) & mask == u128::from(i) & mask
         }
         _ => false,
@@ -183,7 +196,9 @@ fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
 /// The NO_PROXY value that excludes `host`, keeping what is already there.
 pub fn no_proxy_with(env: &ProxyEnv, host: &str) -> String {
     match &env.no_proxy {
-        Some((_, v)) if !v.trim().is_empty() => format!("{},{host}", v.trim().trim_end_matches(',')),
+        Some((_, v)) if !v.trim().is_empty() => {
+            format!("{},{host}", v.trim().trim_end_matches(','))
+        }
         _ => host.to_string(),
     }
 }
@@ -193,7 +208,11 @@ mod tests {
     use super::*;
 
     fn env(vars: &[(&str, &str)]) -> ProxyEnv {
-        ProxyEnv::from_env(&|k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+        ProxyEnv::from_env(&|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
     }
 
     fn url(s: &str) -> Url {
@@ -202,14 +221,32 @@ mod tests {
 
     #[test]
     fn scheme_selects_the_variable_and_upper_case_wins() {
-        let e = env(&[("HTTP_PROXY", "198.51.100.1:3128"), ("http_proxy", "http://192.0.2.9:1"), ("https_proxy", "https://192.0.2.8")]);
+        let e = env(&[
+            ("HTTP_PROXY", "198.51.100.1:3128"),
+            ("http_proxy", "http://192.0.2.9:1"),
+            ("https_proxy", "https://192.0.2.8"),
+        ]);
         let p = proxy_for(&e, &url("http://203.0.113.2:8045")).unwrap();
-        assert_eq!((p.var.as_str(), p.scheme.as_str(), p.host.as_str(), p.port), ("HTTP_PROXY", "http", "198.51.100.1", 3128));
+        assert_eq!(
+            (p.var.as_str(), p.scheme.as_str(), p.host.as_str(), p.port),
+            ("HTTP_PROXY", "http", "198.51.100.1", 3128)
+        );
         let p = proxy_for(&e, &url("https://203.0.113.2")).unwrap();
-        assert_eq!((p.var.as_str(), p.scheme.as_str(), p.port), ("https_proxy", "https", 443));
-        assert!(proxy_for(&env(&[("HTTPS_PROXY", "x:1")]), &url("http://203.0.113.2:8045")).is_none());
+        assert_eq!(
+            (p.var.as_str(), p.scheme.as_str(), p.port),
+            ("https_proxy", "https", 443)
+        );
+        assert!(proxy_for(
+            &env(&[("HTTPS_PROXY", "x:1")]),
+            &url("http://203.0.113.2:8045")
+        )
+        .is_none());
         // CGI: HTTP_PROXY is not honoured for http URLs.
-        assert!(proxy_for(&env(&[("HTTP_PROXY", "x:1"), ("REQUEST_METHOD", "GET")]), &url("http://h:1")).is_none());
+        assert!(proxy_for(
+            &env(&[("HTTP_PROXY", "x:1"), ("REQUEST_METHOD", "GET")]),
+            &url("http://h:1")
+        )
+        .is_none());
     }
 
     #[test]
@@ -233,17 +270,27 @@ mod tests {
             (" RTCD.Example.COM , other", "rtcd.example.com", 8045, false),
         ];
         for (np, host, port, want) in cases {
-            assert_eq!(use_proxy(np, host, port), want, "NO_PROXY={np:?} host={host} port={port}");
+            assert_eq!(
+                use_proxy(np, host, port),
+                want,
+                "NO_PROXY={np:?} host={host} port={port}"
+            );
         }
     }
 
     #[test]
     fn proxy_credentials_and_no_proxy_suggestion() {
-        let e = env(&[("HTTP_PROXY", "http://user:pw@198.51.100.1:3128/"), ("NO_PROXY", "localhost,.corp,")]);
+        let e = env(&[
+            ("HTTP_PROXY", "http://user:pw@198.51.100.1:3128/"),
+            ("NO_PROXY", "localhost,.corp,"),
+        ]);
         let p = proxy_for(&e, &url("http://203.0.113.2:8045")).unwrap();
         assert_eq!(p.userinfo.as_deref(), Some("user:pw"));
         assert_eq!(p.authority(), "198.51.100.1:3128");
-        assert_eq!(no_proxy_with(&e, "203.0.113.2"), "localhost,.corp,203.0.113.2");
+        assert_eq!(
+            no_proxy_with(&e, "203.0.113.2"),
+            "localhost,.corp,203.0.113.2"
+        );
         assert_eq!(no_proxy_with(&ProxyEnv::default(), "rtcd"), "rtcd");
     }
 }

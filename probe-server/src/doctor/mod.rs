@@ -99,10 +99,11 @@ pub struct Done {
 
 /// Spare time after the sample for the last reads and the report, within the 5 s promise.
 const JOIN_MARGIN: Duration = Duration::from_millis(4500);
-/// Deadlines of the concurrent checks, from the start.
-const API_DEADLINE: Duration = Duration::from_secs(4);
-const NFT_DEADLINE: Duration = Duration::from_secs(3);
-const ADVERTISE_DEADLINE: Duration = Duration::from_secs(3);
+/// Deadlines of the concurrent checks, counted from the end of the sample: they run during it
+/// and may use part of the margin on a loaded host.
+const API_MARGIN: Duration = Duration::from_millis(3500);
+const NFT_MARGIN: Duration = Duration::from_secs(3);
+const ADVERTISE_MARGIN: Duration = Duration::from_secs(3);
 const OWNER_SCAN_DEADLINE: Duration = Duration::from_millis(1500);
 
 /// A check running in its own thread; `join` gives up at the deadline (the thread is then
@@ -217,7 +218,7 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
                 url_source: &source,
                 listener: api_listener,
             };
-            api::check(&inp, t0 + API_DEADLINE)
+            api::check(&inp, t0 + sample + API_MARGIN)
         })
     };
     let fw_targets = vec![
@@ -240,13 +241,14 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
     let nft_task = {
         let targets = fw_targets.clone();
         spawn(move || {
-            nft::list_ruleset(t0 + NFT_DEADLINE).and_then(|rs| nft::find_blocks(&rs, &targets))
+            nft::list_ruleset(t0 + sample + NFT_MARGIN)
+                .and_then(|rs| nft::find_blocks(&rs, &targets))
         })
     };
     let adv_task = {
         let cfg = cfg.clone();
         let where_ = loaded.where_.clone();
-        spawn(move || advertise::check(&cfg, &where_, t0 + ADVERTISE_DEADLINE))
+        spawn(move || advertise::check(&cfg, &where_, t0 + sample + ADVERTISE_MARGIN))
     };
     let log_task = inputs
         .rtcd_log

@@ -1,0 +1,704 @@
+//! Sites side by side: the per-site table that `probe-server results` prints from its store and
+//! `probe-client compare` prints from saved reports, so both show the same figures for the same
+//! runs. Pure: runs in, rows and text/JSON/CSV out.
+//!
+//! Figures are about the UDP media path (`udp.echo`): a run without a UDP echo (UDP blocked, or
+//! `--no-udp`) counts in runs, pass rate and findings, but has no RTT or loss to add. Loss is
+//! pooled over packets rather than averaged over runs, so a long run weighs more than a short one.
+
+use crate::report::{rfc3339, Report};
+use crate::stats::percentile;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Version of the `--json` output of the table (`{"schema":1,"sites":[…]}`).
+pub const SCHEMA: u32 = 1;
+/// Findings shown per site, most frequent first.
+pub const TOP_FINDINGS: usize = 3;
+
+/// What the table needs of one run, extracted from its report (the server keeps these figures in
+/// columns, so a year of runs is aggregated without parsing a year of JSON).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// When it ran, Unix ms: the server's receive time when the server has it (client clocks
+    /// drift), else the report's `started_at`.
+    pub at_ms: u64,
+    pub site: String,
+    pub ok: bool,
+    pub udp_reachable: bool,
+    /// The UDP echo's figures; None when the run had no UDP echo.
+    pub echo: Option<EchoFigures>,
+    /// Finding ids, in report order.
+    pub findings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EchoFigures {
+    pub sent: u64,
+    pub loss_up_pct: Option<f64>,
+    pub loss_down_pct: Option<f64>,
+    pub rtt_p50_ms: Option<f64>,
+    pub rtt_p95_ms: Option<f64>,
+}
+
+impl Run {
+    pub fn from_report(r: &Report, at_ms: u64) -> Self {
+        Self {
+            at_ms,
+            site: r.site.clone(),
+            ok: r.ok,
+            udp_reachable: r.udp.reachable,
+            echo: r.udp.echo.as_ref().map(|e| EchoFigures {
+                sent: e.sent,
+                loss_up_pct: e.loss_up_pct,
+                loss_down_pct: e.loss_down_pct,
+                rtt_p50_ms: e.rtt_ms.map(|r| r.p50),
+                rtt_p95_ms: e.rtt_ms.map(|r| r.p95),
+            }),
+            findings: r.findings.iter().map(|f| f.id.clone()).collect(),
+        }
+    }
+
+    /// A run dated by the report's own `started_at`; None when that is not our RFC 3339 form.
+    pub fn dated(r: &Report) -> Option<Self> {
+        Some(Self::from_report(r, parse_rfc3339(&r.started_at)?))
+    }
+}
+
+/// How many of a site's runs reported a finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingCount {
+    pub id: String,
+    pub runs: u64,
+}
+
+/// One line of the table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteRow {
+    pub site: String,
+    pub runs: u64,
+    pub passed: u64,
+    pub pass_rate_pct: f64,
+    pub first_run: String,
+    pub last_run: String,
+    /// Start of the current streak of failed runs; null when the last run passed.
+    pub failing_since: Option<String>,
+    /// Runs in which UDP answered at all.
+    pub udp_reachable: u64,
+    /// Median over runs of each run's median UDP RTT.
+    pub rtt_p50_ms: Option<f64>,
+    /// Median over runs of each run's 95th-percentile UDP RTT (a typical run's tail).
+    pub rtt_p95_ms: Option<f64>,
+    /// Client → server UDP loss, pooled over all echo packets of the site.
+    pub loss_up_pct: Option<f64>,
+    /// Server → client UDP loss, pooled over the packets that reached the server.
+    pub loss_down_pct: Option<f64>,
+    pub top_findings: Vec<FindingCount>,
+}
+
+/// The whole table, as `--json` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Table {
+    pub schema: u32,
+    pub sites: Vec<SiteRow>,
+}
+
+/// Groups runs by site (sorted by name) and computes each row.
+pub fn table(runs: &[Run]) -> Table {
+    let mut by_site: BTreeMap<&str, Vec<&Run>> = BTreeMap::new();
+    for r in runs {
+        by_site.entry(&r.site).or_default().push(r);
+    }
+    let sites = by_site
+        .into_iter()
+        .map(|(site, mut runs)| {
+            runs.sort_by_key(|r| r.at_ms);
+            row(site, &runs)
+        })
+        .collect();
+    Table {
+        schema: SCHEMA,
+        sites,
+    }
+}
+
+/// `runs` sorted by time, oldest first, non-empty.
+fn row(site: &str, runs: &[&Run]) -> SiteRow {
+    let n = runs.len() as u64;
+    let passed = runs.iter().filter(|r| r.ok).count() as u64;
+    let failing_since = runs
+        .iter()
+        .rev()
+        .take_while(|r| !r.ok)
+        .last()
+        .map(|r| rfc3339(r.at_ms));
+    let echoes: Vec<&EchoFigures> = runs.iter().filter_map(|r| r.echo.as_ref()).collect();
+    let mut p50s: Vec<f64> = echoes.iter().filter_map(|e| e.rtt_p50_ms).collect();
+    let mut p95s: Vec<f64> = echoes.iter().filter_map(|e| e.rtt_p95_ms).collect();
+    p50s.sort_by(f64::total_cmp);
+    p95s.sort_by(f64::total_cmp);
+    // Up: each run's loss weighs by the packets it sent. Down: by the packets that reached the
+    // server, which is what the server sent back.
+    let up = pooled(
+        echoes
+            .iter()
+            .filter_map(|e| e.loss_up_pct.map(|l| (l, e.sent as f64))),
+    );
+    let down = pooled(echoes.iter().filter_map(|e| {
+        let reached = e.sent as f64 * (1.0 - e.loss_up_pct.unwrap_or(0.0) / 100.0);
+        e.loss_down_pct.map(|l| (l, reached))
+    }));
+    SiteRow {
+        site: site.to_string(),
+        runs: n,
+        passed,
+        pass_rate_pct: passed as f64 * 100.0 / n.max(1) as f64,
+        first_run: runs.first().map_or_else(String::new, |r| rfc3339(r.at_ms)),
+        last_run: runs.last().map_or_else(String::new, |r| rfc3339(r.at_ms)),
+        failing_since,
+        udp_reachable: runs.iter().filter(|r| r.udp_reachable).count() as u64,
+        rtt_p50_ms: percentile(&p50s, 50.0),
+        rtt_p95_ms: percentile(&p95s, 50.0),
+        loss_up_pct: up,
+        loss_down_pct: down,
+        top_findings: top_findings(runs),
+    }
+}
+
+/// Weighted mean of `(pct, weight)`; None when nothing has weight.
+fn pooled(parts: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
+    let (sum, total) = parts
+        .filter(|(_, w)| *w > 0.0)
+        .fold((0.0, 0.0), |(s, t), (v, w)| (s + v * w, t + w));
+    (total > 0.0).then(|| sum / total)
+}
+
+fn top_findings(runs: &[&Run]) -> Vec<FindingCount> {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in runs {
+        // A finding listed twice in one report still counts one run.
+        let mut ids: Vec<&str> = r.findings.iter().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        for id in ids {
+            *counts.entry(id).or_default() += 1;
+        }
+    }
+    let mut v: Vec<FindingCount> = counts
+        .into_iter()
+        .map(|(id, runs)| FindingCount {
+            id: id.to_string(),
+            runs,
+        })
+        .collect();
+    // Most frequent first; ties by id, so the output is stable.
+    v.sort_by(|a, b| b.runs.cmp(&a.runs).then_with(|| a.id.cmp(&b.id)));
+    v.truncate(TOP_FINDINGS);
+    v
+}
+
+/// Parses the `rfc3339` form back to Unix ms (`YYYY-MM-DDTHH:MM:SS[.mmm]Z`, UTC only).
+pub fn parse_rfc3339(s: &str) -> Option<u64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let millis: u64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    // Howard Hinnant's days-from-civil, the inverse of the algorithm in `rfc3339`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = u64::try_from(days).ok()? * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(secs * 1000 + millis)
+}
+
+/// `0.12 ms`, `15.3 ms`, `150 ms` or `n/a`.
+pub fn fmt_ms(v: Option<f64>) -> String {
+    match v {
+        None => "n/a".into(),
+        Some(v) if v >= 100.0 => format!("{v:.0} ms"),
+        Some(v) if v >= 10.0 => format!("{v:.1} ms"),
+        Some(v) => format!("{v:.2} ms"),
+    }
+}
+
+/// `9.8 %` or `n/a`.
+pub fn fmt_pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |p| format!("{p:.1} %"))
+}
+
+/// `2026-11-26T07:50:00.123Z` → `2026-11-26 07:50:00` for the text table.
+pub fn short_time(t: &str) -> String {
+    t.get(..19).unwrap_or(t).replace('T', " ")
+}
+
+fn findings_cell(f: &[FindingCount], runs: u64) -> String {
+    if f.is_empty() {
+        return "-".into();
+    }
+    f.iter()
+        .map(|c| {
+            if runs == 1 {
+                c.id.clone()
+            } else {
+                format!("{}({}/{runs})", c.id, c.runs)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Site names come from clients: keep control characters out of the terminal.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Lays out cells in columns; `right[i]` right-aligns column i (numbers).
+pub fn columns(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r[i].chars().count())
+            .chain([header[i].chars().count()])
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..header.len()).map(width).collect();
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(c.chars().count());
+            let last = i + 1 == cells.len();
+            if right.get(i).copied().unwrap_or(false) {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(c);
+            } else {
+                out.push_str(c);
+                if !last {
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+            if !last {
+                out.push_str("  ");
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// The human table, then one line per failing site saying since when.
+pub fn render_text(t: &Table) -> String {
+    if t.sites.is_empty() {
+        return "No runs.\n".into();
+    }
+    let header = [
+        "SITE",
+        "RUNS",
+        "PASS",
+        "LAST RUN (UTC)",
+        "UDP",
+        "RTT p50",
+        "RTT p95",
+        "LOSS UP",
+        "LOSS DOWN",
+        "FINDINGS",
+    ];
+    let right = [
+        false, true, true, false, true, true, true, true, true, false,
+    ];
+    let rows: Vec<Vec<String>> = t
+        .sites
+        .iter()
+        .map(|s| {
+            vec![
+                printable(&s.site),
+                s.runs.to_string(),
+                format!("{:.0} %", s.pass_rate_pct),
+                short_time(&s.last_run),
+                format!("{}/{}", s.udp_reachable, s.runs),
+                fmt_ms(s.rtt_p50_ms),
+                fmt_ms(s.rtt_p95_ms),
+                fmt_pct(s.loss_up_pct),
+                fmt_pct(s.loss_down_pct),
+                printable(&findings_cell(&s.top_findings, s.runs)),
+            ]
+        })
+        .collect();
+    let mut out = columns(&header, &rows, &right);
+    let failing: Vec<&SiteRow> = t
+        .sites
+        .iter()
+        .filter(|s| s.failing_since.is_some())
+        .collect();
+    if !failing.is_empty() {
+        out.push('\n');
+    }
+    for s in failing {
+        out.push_str(&format!(
+            "{} fails since {} UTC\n",
+            printable(&s.site),
+            short_time(s.failing_since.as_deref().unwrap_or_default())
+        ));
+    }
+    out
+}
+
+pub fn render_json(t: &Table) -> String {
+    serde_json::to_string_pretty(t).expect("the table serialises")
+}
+
+/// One CSV field, quoted per RFC 4180 when it needs to be.
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+fn num(v: Option<f64>) -> String {
+    v.map_or_else(String::new, |v| format!("{v:.3}"))
+}
+
+/// Same columns as the JSON; empty cells where JSON has null; findings as `id:runs;…`.
+pub fn render_csv(t: &Table) -> String {
+    let mut out = String::from(
+        "site,runs,passed,pass_rate_pct,first_run,last_run,failing_since,udp_reachable,\
+         rtt_p50_ms,rtt_p95_ms,loss_up_pct,loss_down_pct,top_findings\n",
+    );
+    for s in &t.sites {
+        let findings: Vec<String> = s
+            .top_findings
+            .iter()
+            .map(|f| format!("{}:{}", f.id, f.runs))
+            .collect();
+        let cells = [
+            csv_field(&s.site),
+            s.runs.to_string(),
+            s.passed.to_string(),
+            format!("{:.1}", s.pass_rate_pct),
+            s.first_run.clone(),
+            s.last_run.clone(),
+            s.failing_since.clone().unwrap_or_default(),
+            s.udp_reachable.to_string(),
+            num(s.rtt_p50_ms),
+            num(s.rtt_p95_ms),
+            num(s.loss_up_pct),
+            num(s.loss_down_pct),
+            csv_field(&findings.join(";")),
+        ];
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Finding, Severity, TcpResult, UdpResult, SCHEMA as REPORT_SCHEMA};
+    use crate::stats::{EchoSummary, RttSummary};
+
+    fn echo(sent: u64, up: f64, down: f64, p50: f64, p95: f64) -> EchoSummary {
+        EchoSummary {
+            sent,
+            received: sent,
+            loss_up_pct: Some(up),
+            loss_down_pct: Some(down),
+            rtt_ms: Some(RttSummary {
+                min: p50 / 2.0,
+                p50,
+                p95,
+                p99: p95,
+                max: p95 * 2.0,
+            }),
+            jitter_ms: 0.1,
+            reordered: 0,
+            duplicates: 0,
+        }
+    }
+
+    fn run(site: &str, at_ms: u64, udp: Option<EchoSummary>, findings: &[(&str, Severity)]) -> Run {
+        let mut r = Report {
+            schema: REPORT_SCHEMA,
+            tool_version: "0.1.0".into(),
+            site: site.into(),
+            server: "203.0.113.2:8443".into(),
+            started_at: rfc3339(at_ms),
+            duration_ms: 1000,
+            ok: true,
+            udp: UdpResult {
+                reachable: udp.is_some(),
+                echo: udp,
+                ..UdpResult::default()
+            },
+            tcp: TcpResult {
+                reachable: true,
+                ..TcpResult::default()
+            },
+            findings: vec![],
+            server_version: None,
+            server_pin: None,
+            ice: None,
+        };
+        r.set_findings(
+            findings
+                .iter()
+                .map(|(id, sev)| Finding::new(id, *sev, "s", "f"))
+                .collect(),
+        );
+        Run::from_report(&r, at_ms)
+    }
+
+    const T0: u64 = 1_795_651_200_000; // 2026-11-26T00:00:00Z
+
+    #[test]
+    fn rows_per_site_sorted_by_name() {
+        let runs = vec![
+            run("b-office", T0, Some(echo(100, 0.0, 0.0, 10.0, 20.0)), &[]),
+            run(
+                "a-home",
+                T0 + 1000,
+                Some(echo(100, 0.0, 0.0, 30.0, 40.0)),
+                &[],
+            ),
+            run(
+                "b-office",
+                T0 + 2000,
+                Some(echo(100, 0.0, 0.0, 12.0, 22.0)),
+                &[],
+            ),
+        ];
+        let t = table(&runs);
+        assert_eq!(t.schema, SCHEMA);
+        let names: Vec<&str> = t.sites.iter().map(|s| s.site.as_str()).collect();
+        assert_eq!(names, ["a-home", "b-office"]);
+        assert_eq!(t.sites[1].runs, 2);
+        assert_eq!(t.sites[1].first_run, rfc3339(T0));
+        assert_eq!(t.sites[1].last_run, rfc3339(T0 + 2000));
+        assert_eq!(t.sites[1].pass_rate_pct, 100.0);
+        assert_eq!(t.sites[1].failing_since, None);
+    }
+
+    #[test]
+    fn loss_is_pooled_over_packets() {
+        // 10 % of 900 and 0 % of 100 → 90 lost of 1000 = 9 %, not the 5 % a mean of runs gives.
+        let runs = vec![
+            run("s", T0, Some(echo(900, 10.0, 0.0, 1.0, 2.0)), &[]),
+            run("s", T0 + 1, Some(echo(100, 0.0, 0.0, 1.0, 2.0)), &[]),
+        ];
+        let s = &table(&runs).sites[0];
+        assert!((s.loss_up_pct.unwrap() - 9.0).abs() < 1e-9, "{s:?}");
+        assert_eq!(s.loss_down_pct, Some(0.0));
+    }
+
+    #[test]
+    fn loss_down_weighs_packets_that_reached_the_server() {
+        // Run 1: 1000 sent, 50 % lost up → 500 reached, 20 % of those lost down (100).
+        // Run 2: 500 sent, none lost up, none down. Down loss = 100 / 1000 = 10 %.
+        let runs = vec![
+            run("s", T0, Some(echo(1000, 50.0, 20.0, 1.0, 2.0)), &[]),
+            run("s", T0 + 1, Some(echo(500, 0.0, 0.0, 1.0, 2.0)), &[]),
+        ];
+        let s = &table(&runs).sites[0];
+        assert!((s.loss_down_pct.unwrap() - 10.0).abs() < 1e-9, "{s:?}");
+    }
+
+    #[test]
+    fn rtt_is_the_median_over_runs() {
+        let runs: Vec<Run> = [5.0, 1.0, 3.0]
+            .iter()
+            .enumerate()
+            .map(|(i, p50)| {
+                run(
+                    "s",
+                    T0 + i as u64,
+                    Some(echo(10, 0.0, 0.0, *p50, p50 * 10.0)),
+                    &[],
+                )
+            })
+            .collect();
+        let s = &table(&runs).sites[0];
+        assert_eq!(s.rtt_p50_ms, Some(3.0));
+        assert_eq!(s.rtt_p95_ms, Some(30.0));
+    }
+
+    #[test]
+    fn udp_blocked_site_has_no_udp_figures_and_fails() {
+        let runs = vec![run(
+            "blocked",
+            T0,
+            None,
+            &[("udp_blocked", Severity::Error)],
+        )];
+        let s = &table(&runs).sites[0];
+        assert_eq!(s.passed, 0);
+        assert_eq!(s.pass_rate_pct, 0.0);
+        assert_eq!(s.udp_reachable, 0);
+        assert_eq!(
+            (s.rtt_p50_ms, s.loss_up_pct, s.loss_down_pct),
+            (None, None, None)
+        );
+        assert_eq!(s.failing_since, Some(rfc3339(T0)));
+        let text = render_text(&table(&runs));
+        assert!(text.contains("n/a"), "{text}");
+        assert!(
+            text.contains("blocked fails since 2026-11-26 00:00:00 UTC"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn failing_since_is_the_start_of_the_last_streak() {
+        let e = || Some(echo(10, 0.0, 0.0, 1.0, 2.0));
+        let bad = [("packet_loss", Severity::Error)];
+        let runs = vec![
+            run("s", T0, e(), &bad),
+            run("s", T0 + 1000, e(), &[]),
+            run("s", T0 + 2000, e(), &bad),
+            run("s", T0 + 3000, e(), &bad),
+        ];
+        let s = &table(&runs).sites[0];
+        assert_eq!(s.failing_since, Some(rfc3339(T0 + 2000)));
+        assert_eq!(s.passed, 1);
+        assert_eq!(s.pass_rate_pct, 25.0);
+    }
+
+    #[test]
+    fn findings_most_frequent_first_and_capped() {
+        let e = || Some(echo(10, 0.0, 0.0, 1.0, 2.0));
+        let w = Severity::Warning;
+        let runs = vec![
+            run("s", T0, e(), &[("a", w), ("b", w), ("b", w)]),
+            run("s", T0 + 1, e(), &[("b", w), ("c", w)]),
+            run("s", T0 + 2, e(), &[("d", w), ("c", w)]),
+        ];
+        let f = &table(&runs).sites[0].top_findings;
+        let got: Vec<(&str, u64)> = f.iter().map(|c| (c.id.as_str(), c.runs)).collect();
+        assert_eq!(got, [("b", 2), ("c", 2), ("a", 1)]);
+    }
+
+    #[test]
+    fn json_and_csv_carry_the_same_figures() {
+        let runs = vec![
+            run(
+                "lossy, \"east\"",
+                T0,
+                Some(echo(600, 10.0, 0.5, 1.5, 3.0)),
+                &[("packet_loss", Severity::Error)],
+            ),
+            run("clean", T0, Some(echo(600, 0.0, 0.0, 0.5, 0.9)), &[]),
+        ];
+        let t = table(&runs);
+        let back: Table = serde_json::from_str(&render_json(&t)).unwrap();
+        assert_eq!(back, t);
+        let csv = render_csv(&t);
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0].split(',').count(), 13);
+        assert!(lines[1].starts_with("clean,1,1,100.0,"), "{csv}");
+        assert!(
+            lines[2].starts_with("\"lossy, \"\"east\"\"\",1,0,0.0,"),
+            "{csv}"
+        );
+        assert!(lines[2].contains(",10.000,0.500,packet_loss:1"), "{csv}");
+    }
+
+    #[test]
+    fn text_table_aligns_and_escapes_control_characters() {
+        let runs = vec![
+            run("a\u{1b}[31m", T0, Some(echo(600, 0.0, 0.0, 0.5, 0.9)), &[]),
+            run(
+                "longer-site-name",
+                T0,
+                Some(echo(600, 10.0, 0.0, 15.0, 150.0)),
+                &[("packet_loss", Severity::Error)],
+            ),
+        ];
+        let text = render_text(&table(&runs));
+        assert!(!text.contains('\u{1b}'), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        // Header and both rows put RUNS' right edge in the same column.
+        let edge = |l: &str, pat: &str| l.find(pat).map(|i| i + pat.len());
+        assert_eq!(edge(lines[0], "RUNS"), edge(lines[1], " 1"));
+        assert!(
+            lines[2].contains("10.0 %")
+                && lines[2].contains("150 ms")
+                && lines[2].contains("15.0 ms"),
+            "{text}"
+        );
+        assert!(text.contains("longer-site-name fails since"), "{text}");
+        assert_eq!(render_text(&table(&[])), "No runs.\n");
+    }
+
+    #[test]
+    fn a_saved_report_is_dated_by_its_start() {
+        let r = run("s", T0 + 42, Some(echo(600, 10.0, 0.5, 1.5, 3.0)), &[]);
+        let mut report: Report = Report {
+            schema: REPORT_SCHEMA,
+            tool_version: "t".into(),
+            site: "s".into(),
+            server: "h:1".into(),
+            started_at: rfc3339(T0 + 42),
+            duration_ms: 1,
+            ok: true,
+            udp: UdpResult {
+                reachable: true,
+                echo: Some(echo(600, 10.0, 0.5, 1.5, 3.0)),
+                ..UdpResult::default()
+            },
+            tcp: TcpResult::default(),
+            findings: vec![],
+            server_version: None,
+            server_pin: None,
+            ice: None,
+        };
+        assert_eq!(Run::dated(&report), Some(r));
+        report.started_at = "yesterday".into();
+        assert_eq!(Run::dated(&report), None);
+    }
+
+    #[test]
+    fn rfc3339_round_trips() {
+        for ms in [
+            0,
+            951_782_400_000,
+            T0 + 123,
+            1_795_670_400_999,
+            4_102_444_800_000,
+        ] {
+            assert_eq!(parse_rfc3339(&rfc3339(ms)), Some(ms), "{}", rfc3339(ms));
+        }
+        assert_eq!(parse_rfc3339("2026-11-26T00:00:00Z"), Some(T0));
+        assert_eq!(parse_rfc3339("2026-11-26T00:00:00.5Z"), Some(T0 + 500));
+        for bad in [
+            "",
+            "2026-11-26",
+            "2026-13-01T00:00:00Z",
+            "2026-11-26T00:00:00+01:00",
+            "x-y-zTa:b:cZ",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,647 @@
+//! `--metrics ADDR`: GET /metrics in the Prometheus text format, from prometheus-client.
+//!
+//! Two kinds of series: the server's own counters (read from the sans-IO core at each scrape)
+//! and per-site series from uploaded reports. Site and finding labels come from clients, so both
+//! are capped: past the cap a new value is counted as `other`, and the series count stays bounded
+//! whatever clients send.
+//!
+//! prometheus-client writes OpenMetrics. A scraper that asks for it (Prometheus does, in its
+//! Accept header) gets it as is; anything else gets the classic text format 0.0.4, which differs
+//! only in the counter family names (`_total` on HELP/TYPE too), no `# UNIT` and no `# EOF`.
+
+use crate::results::UploadStats;
+use crate::shared::Shared;
+use probe_proto::report::Report;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Distinct finding ids with their own label; clients only know a few dozen.
+const MAX_FINDING_IDS: usize = 64;
+/// Longest site label; longer names are cut (the store keeps them whole).
+const MAX_LABEL_CHARS: usize = 64;
+/// The overflow label, for sites and findings past the caps.
+pub const OTHER: &str = "other";
+/// Median RTT of a run, seconds: LAN to intercontinental.
+const RTT_BUCKETS: [f64; 12] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+/// Scrapes served at once; more wait in the kernel's backlog.
+const MAX_SCRAPES: usize = 4;
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub const OPENMETRICS_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const TEXT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteLabel {
+    site: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteOutcome {
+    site: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SiteFinding {
+    site: String,
+    finding: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Event {
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: &'static str,
+}
+
+type F64Gauge = Gauge<f64, AtomicU64>;
+
+/// Labels handed out so far, first come first served up to the cap.
+#[derive(Debug)]
+struct Capped {
+    seen: HashSet<String>,
+    cap: usize,
+}
+
+impl Capped {
+    fn label(&mut self, value: String) -> String {
+        if self.seen.contains(&value) {
+            return value;
+        }
+        if self.seen.len() < self.cap {
+            self.seen.insert(value.clone());
+            return value;
+        }
+        OTHER.into()
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    sites: Mutex<Capped>,
+    finding_ids: Mutex<Capped>,
+    runs: Family<SiteOutcome, Counter>,
+    rtt: Family<SiteLabel, Histogram, fn() -> Histogram>,
+    loss_up: Family<SiteLabel, F64Gauge>,
+    loss_down: Family<SiteLabel, F64Gauge>,
+    udp_reachable: Family<SiteLabel, Gauge>,
+    last_run: Family<SiteLabel, Gauge>,
+    findings: Family<SiteFinding, Counter>,
+    packets: Family<Kind, Counter>,
+    drops: Family<Reason, Counter>,
+    sessions: Family<Event, Counter>,
+    active: Gauge,
+    uploads: Family<Outcome, Counter>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn rtt_histogram() -> Histogram {
+    Histogram::new(RTT_BUCKETS)
+}
+
+/// A site name as a label: printable, bounded.
+fn site_label(site: &str) -> String {
+    site.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(MAX_LABEL_CHARS)
+        .collect()
+}
+
+/// A finding id as a label: the ids' own alphabet, so a client cannot smuggle in noise.
+fn finding_label(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(MAX_LABEL_CHARS)
+        .collect()
+}
+
+impl Metrics {
+    /// `max_sites` sites get their own label; `known` (from the store, most recent first) keep
+    /// theirs across restarts.
+    pub fn new(max_sites: usize, known: &[String]) -> Self {
+        let mut registry = Registry::default();
+        let m = Self {
+            registry: Registry::default(),
+            sites: Mutex::new(Capped {
+                seen: HashSet::new(),
+                cap: max_sites,
+            }),
+            finding_ids: Mutex::new(Capped {
+                seen: HashSet::new(),
+                cap: MAX_FINDING_IDS,
+            }),
+            runs: Family::default(),
+            rtt: Family::new_with_constructor(rtt_histogram as fn() -> Histogram),
+            loss_up: Family::default(),
+            loss_down: Family::default(),
+            udp_reachable: Family::default(),
+            last_run: Family::default(),
+            findings: Family::default(),
+            packets: Family::default(),
+            drops: Family::default(),
+            sessions: Family::default(),
+            active: Gauge::default(),
+            uploads: Family::default(),
+        };
+        registry.register(
+            "probe_server_packets",
+            "Packets the probe server received and answered, by kind",
+            m.packets.clone(),
+        );
+        registry.register(
+            "probe_server_dropped_packets",
+            "Packets and control frames not answered, by reason",
+            m.drops.clone(),
+        );
+        registry.register(
+            "probe_server_sessions",
+            "Probe sessions opened, expired and refused",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "probe_server_active_sessions",
+            "Probe sessions open now",
+            m.active.clone(),
+        );
+        registry.register(
+            "probe_server_uploads",
+            "Client reports uploaded to this server, by what became of them",
+            m.uploads.clone(),
+        );
+        registry.register(
+            "probe_site_runs",
+            "Uploaded probe runs per site, by verdict (pass or fail)",
+            m.runs.clone(),
+        );
+        registry.register(
+            "probe_site_rtt_seconds",
+            "Median UDP round-trip time of each uploaded run, per site",
+            m.rtt.clone(),
+        );
+        registry.register(
+            "probe_site_loss_up_ratio",
+            "Client-to-server UDP loss of the site's last run (NaN: no UDP echo)",
+            m.loss_up.clone(),
+        );
+        registry.register(
+            "probe_site_loss_down_ratio",
+            "Server-to-client UDP loss of the site's last run (NaN: no UDP echo)",
+            m.loss_down.clone(),
+        );
+        registry.register(
+            "probe_site_udp_reachable",
+            "Whether UDP reached the server in the site's last run (1) or not (0)",
+            m.udp_reachable.clone(),
+        );
+        registry.register(
+            "probe_site_last_run_timestamp_seconds",
+            "When the site's last run was uploaded, Unix time",
+            m.last_run.clone(),
+        );
+        registry.register(
+            "probe_site_findings",
+            "Uploaded runs per site that reported a finding, by finding id",
+            m.findings.clone(),
+        );
+        let mut m = m;
+        m.registry = registry;
+        for site in known {
+            let label = m.site(site);
+            for outcome in ["pass", "fail"] {
+                // Zero-valued series from the start, so rate() and absent() behave after restarts.
+                let _ = m.runs.get_or_create(&SiteOutcome {
+                    site: label.clone(),
+                    outcome,
+                });
+            }
+        }
+        m
+    }
+
+    fn site(&self, site: &str) -> String {
+        let mut s = self.sites.lock().unwrap_or_else(|p| p.into_inner());
+        s.label(site_label(site))
+    }
+
+    /// Adds one uploaded run to the per-site series.
+    pub fn record(&self, r: &Report, received_ms: u64) {
+        let site = self.site(&r.site);
+        let key = SiteLabel { site: site.clone() };
+        let outcome = if r.ok { "pass" } else { "fail" };
+        self.runs
+            .get_or_create(&SiteOutcome {
+                site: site.clone(),
+                outcome,
+            })
+            .inc();
+        self.udp_reachable
+            .get_or_create(&key)
+            .set(i64::from(r.udp.reachable));
+        self.last_run
+            .get_or_create(&key)
+            .set((received_ms / 1000) as i64);
+        let echo = r.udp.echo.as_ref();
+        if let Some(rtt) = echo.and_then(|e| e.rtt_ms) {
+            self.rtt.get_or_create(&key).observe(rtt.p50 / 1000.0);
+        }
+        let ratio = |v: Option<f64>| v.map_or(f64::NAN, |p| p / 100.0);
+        self.loss_up
+            .get_or_create(&key)
+            .set(ratio(echo.and_then(|e| e.loss_up_pct)));
+        self.loss_down
+            .get_or_create(&key)
+            .set(ratio(echo.and_then(|e| e.loss_down_pct)));
+        let ids: BTreeSet<String> = r.findings.iter().map(|f| finding_label(&f.id)).collect();
+        let mut known = self.finding_ids.lock().unwrap_or_else(|p| p.into_inner());
+        for id in ids {
+            let finding = known.label(id);
+            self.findings
+                .get_or_create(&SiteFinding {
+                    site: site.clone(),
+                    finding,
+                })
+                .inc();
+        }
+    }
+
+    /// Copies the server's counters in, then encodes everything.
+    pub fn encode(
+        &self,
+        shared: &Shared,
+        uploads: Option<&UploadStats>,
+        openmetrics: bool,
+    ) -> String {
+        let (s, active) = {
+            let core = shared.core();
+            (core.stats, core.session_count())
+        };
+        let set = |f: &Family<Kind, Counter>, kind, v: u64| {
+            f.get_or_create(&Kind { kind })
+                .inner()
+                .store(v, Ordering::Relaxed);
+        };
+        set(&self.packets, "stun_request", s.stun_requests);
+        set(&self.packets, "stun_reply", s.stun_replies);
+        set(&self.packets, "echo_request", s.echo_requests);
+        set(&self.packets, "echo_reply", s.echo_replies);
+        set(&self.packets, "ice_check", s.ice_checks);
+        for (reason, v) in [
+            ("malformed", s.drop_malformed),
+            ("unknown_session", s.drop_unknown_session),
+            ("bad_mac", s.drop_bad_mac),
+            ("rate_limited", s.drop_rate_limited),
+            ("unauthenticated", s.drop_unauthenticated),
+            ("not_ours", s.drop_not_ours),
+            ("quic_queue_full", s.drop_quic_queue),
+            ("stun_too_small", s.stun_too_small),
+            ("control_too_small", s.control_too_small),
+            ("ice_bad_credentials", s.ice_bad_credentials),
+        ] {
+            self.drops
+                .get_or_create(&Reason { reason })
+                .inner()
+                .store(v, Ordering::Relaxed);
+        }
+        for (event, v) in [
+            ("opened", s.sessions_opened),
+            ("expired", s.sessions_expired),
+            ("refused", s.sessions_refused),
+        ] {
+            self.sessions
+                .get_or_create(&Event { event })
+                .inner()
+                .store(v, Ordering::Relaxed);
+        }
+        self.active.set(active as i64);
+        if let Some(u) = uploads {
+            for (outcome, v) in [
+                ("stored", &u.stored),
+                ("store_failed", &u.store_failed),
+                ("invalid", &u.invalid),
+                ("queue_full", &u.queue_full),
+            ] {
+                self.uploads
+                    .get_or_create(&Outcome { outcome })
+                    .inner()
+                    .store(v.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        if openmetrics {
+            out
+        } else {
+            to_prometheus_text(&out)
+        }
+    }
+}
+
+/// OpenMetrics text → Prometheus text 0.0.4 for what prometheus-client emits: counter families
+/// get their `_total` name on HELP and TYPE, `# UNIT` and `# EOF` go.
+pub fn to_prometheus_text(om: &str) -> String {
+    let counters: HashSet<&str> = om
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(om.len());
+    for line in om.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+            let rest = line.strip_prefix(p)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{p}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Serves GET /metrics until the task is aborted.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, shared: Arc<Shared>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            // EMFILE and the like: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (metrics, shared) = (metrics.clone(), shared.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let answer = tokio::time::timeout(SCRAPE_TIMEOUT, answer(stream, &metrics, &shared));
+            if let Ok(Err(e)) | Err(e) = answer.await.map_err(std::io::Error::other) {
+                tracing::debug!(%peer, "metrics request failed: {e}");
+            }
+        });
+    }
+}
+
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    metrics: &Metrics,
+    shared: &Shared,
+) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    // The request head only; a scraper sends no body with GET.
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > 16 * 1024 {
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                TEXT_TYPE,
+                "",
+                false,
+            )
+            .await;
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    let (method, path) = request_line(&head);
+    let openmetrics = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("accept") && v.contains("application/openmetrics-text")
+        })
+    });
+    match (method, path.split('?').next().unwrap_or_default()) {
+        ("GET" | "HEAD", "/metrics") => {
+            let uploads = shared.results.stats.clone();
+            let body = metrics.encode(shared, Some(&uploads), openmetrics);
+            let ctype = if openmetrics {
+                OPENMETRICS_TYPE
+            } else {
+                TEXT_TYPE
+            };
+            respond(&mut stream, "200 OK", ctype, &body, method == "HEAD").await
+        }
+        ("GET" | "HEAD", _) => {
+            respond(
+                &mut stream,
+                "404 Not Found",
+                TEXT_TYPE,
+                "Metrics are at /metrics.\n",
+                method == "HEAD",
+            )
+            .await
+        }
+        _ => respond(&mut stream, "405 Method Not Allowed", TEXT_TYPE, "", false).await,
+    }
+}
+
+fn request_line(head: &str) -> (&str, &str) {
+    let mut parts = head.lines().next().unwrap_or_default().split(' ');
+    (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    )
+}
+
+async fn respond(
+    stream: &mut tokio::net::TcpStream,
+    status: &str,
+    ctype: &str,
+    body: &str,
+    head_only: bool,
+) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    if !head_only {
+        stream.write_all(body.as_bytes()).await?;
+    }
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probe_proto::report::{rfc3339, Finding, Severity, TcpResult, UdpResult};
+    use probe_proto::stats::{EchoSummary, RttSummary};
+
+    fn report(site: &str, loss_up: Option<f64>, findings: &[&str]) -> Report {
+        let mut r = Report {
+            schema: 1,
+            tool_version: "0.1.0".into(),
+            site: site.into(),
+            server: "203.0.113.2:8443".into(),
+            started_at: rfc3339(0),
+            duration_ms: 1,
+            ok: true,
+            udp: UdpResult {
+                reachable: loss_up.is_some(),
+                echo: loss_up.map(|l| EchoSummary {
+                    sent: 600,
+                    received: 540,
+                    loss_up_pct: Some(l),
+                    loss_down_pct: Some(0.0),
+                    rtt_ms: Some(RttSummary {
+                        min: 0.1,
+                        p50: 0.2,
+                        p95: 0.4,
+                        p99: 0.5,
+                        max: 0.9,
+                    }),
+                    jitter_ms: 0.0,
+                    reordered: 0,
+                    duplicates: 0,
+                }),
+                ..UdpResult::default()
+            },
+            tcp: TcpResult::default(),
+            findings: vec![],
+            server_version: None,
+            server_pin: None,
+            ice: None,
+        };
+        r.set_findings(
+            findings
+                .iter()
+                .map(|id| Finding::new(id, Severity::Error, "s", "f"))
+                .collect(),
+        );
+        r
+    }
+
+    fn shared() -> Shared {
+        Shared::new(
+            probe_proto::session::Core::new(probe_proto::session::Limits::default()),
+            None,
+        )
+    }
+
+    #[test]
+    fn per_site_series_and_server_counters() {
+        let m = Metrics::new(10, &["earlier".into()]);
+        m.record(
+            &report("lossy", Some(10.0), &["packet_loss"]),
+            1_795_651_200_000,
+        );
+        m.record(
+            &report("blocked", None, &["udp_blocked"]),
+            1_795_651_200_000,
+        );
+        let text = m.encode(&shared(), Some(&UploadStats::default()), false);
+        for want in [
+            "probe_site_runs_total{site=\"lossy\",outcome=\"fail\"} 1",
+            "probe_site_runs_total{site=\"earlier\",outcome=\"pass\"} 0",
+            "probe_site_loss_up_ratio{site=\"lossy\"} 0.1",
+            "probe_site_loss_up_ratio{site=\"blocked\"} NaN",
+            "probe_site_udp_reachable{site=\"blocked\"} 0",
+            "probe_site_findings_total{site=\"blocked\",finding=\"udp_blocked\"} 1",
+            "probe_site_rtt_seconds_count{site=\"lossy\"} 1",
+            "probe_site_last_run_timestamp_seconds{site=\"lossy\"} 1795651200",
+            "probe_server_packets_total{kind=\"echo_reply\"} 0",
+            "probe_server_dropped_packets_total{reason=\"rate_limited\"} 0",
+            "probe_server_sessions_total{event=\"refused\"} 0",
+            "probe_server_uploads_total{outcome=\"stored\"} 0",
+            "# TYPE probe_site_runs_total counter",
+            "# TYPE probe_site_rtt_seconds histogram",
+        ] {
+            assert!(text.contains(want), "missing {want}:\n{text}");
+        }
+        assert!(!text.contains("# EOF"));
+        let om = m.encode(&shared(), None, true);
+        assert!(om.ends_with("# EOF\n"));
+        assert!(om.contains("# TYPE probe_site_runs counter"));
+    }
+
+    #[test]
+    fn labels_are_capped_and_sanitised() {
+        let m = Metrics::new(2, &[]);
+        for site in ["a", "b", "c", "d"] {
+            m.record(&report(site, Some(0.0), &["x y\"z", "ok_id"]), 0);
+        }
+        m.record(&report(&"s".repeat(500), Some(0.0), &[]), 0);
+        let text = m.encode(&shared(), None, false);
+        // c and d failed (their findings are errors), the long name passed: all three are "other".
+        assert!(
+            text.contains("probe_site_runs_total{site=\"other\",outcome=\"fail\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("probe_site_runs_total{site=\"other\",outcome=\"pass\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("site=\"c\""), "{text}");
+        assert!(text.contains("finding=\"x_y_z\""), "{text}");
+        assert!(!text.contains(&"s".repeat(65)), "{text}");
+    }
+
+    #[test]
+    fn site_names_with_quotes_are_escaped() {
+        let m = Metrics::new(5, &[]);
+        m.record(&report("Berlin \"HQ\"\\1\nx", Some(0.0), &[]), 0);
+        let text = m.encode(&shared(), None, false);
+        assert!(text.contains(r#"site="Berlin \"HQ\"\\1?x""#), "{text}");
+    }
+
+    #[test]
+    fn prometheus_text_renames_counter_families_only() {
+        let om = "# HELP a A.\n# TYPE a counter\na_total 1\n# HELP g G.\n# TYPE g gauge\n# UNIT g seconds\ng 2\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n# HELP g G.\n# TYPE g gauge\ng 2\n"
+        );
+    }
+
+    #[test]
+    fn request_lines() {
+        assert_eq!(
+            request_line("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            ("GET", "/metrics")
+        );
+        assert_eq!(request_line(""), ("", ""));
+    }
+}

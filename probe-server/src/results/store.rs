@@ -1,0 +1,554 @@
+//! The SQLite file that keeps uploaded runs. One table; the figures the site table needs are
+//! columns (so `results` never parses a year of JSON), the report itself is kept whole.
+//!
+//! Rollback journal, not WAL: `probe-server results` may run as another user than the server,
+//! and a WAL database cannot be read without write access to its `-shm` file.
+
+use probe_proto::report::Report;
+use probe_proto::sites::{EchoFigures, Run};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `PRAGMA user_version` of the layout below; a file with a higher one is left alone.
+const LAYOUT: i64 = 1;
+
+const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    id             INTEGER PRIMARY KEY,
+    received_ms    INTEGER NOT NULL,  -- server clock, Unix ms
+    site           TEXT    NOT NULL,
+    client_addr    TEXT    NOT NULL,  -- as the server saw the control channel
+    reflexive_addr TEXT,              -- report udp.stun.mapped: the client's public UDP address
+    started_at     TEXT    NOT NULL,  -- client clock, RFC 3339
+    tool_version   TEXT    NOT NULL,
+    ok             INTEGER NOT NULL,
+    udp_reachable  INTEGER NOT NULL,
+    udp_sent       INTEGER,           -- null: no UDP echo in this run
+    loss_up_pct    REAL,
+    loss_down_pct  REAL,
+    rtt_p50_ms     REAL,
+    rtt_p95_ms     REAL,
+    findings       TEXT    NOT NULL,  -- finding ids, space-separated
+    report         TEXT    NOT NULL   -- the schema-1 JSON as the client sent it
+);
+CREATE INDEX IF NOT EXISTS runs_site_time ON runs (site, received_ms);
+CREATE INDEX IF NOT EXISTS runs_time ON runs (received_ms);
+";
+
+/// One run ready to insert: the parsed report for the columns, the JSON as sent.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub received_ms: u64,
+    pub client_addr: String,
+    pub report: Report,
+    pub json: String,
+}
+
+/// One stored run as `--runs` lists it.
+#[derive(Debug, Clone)]
+pub struct StoredRun {
+    pub id: i64,
+    pub run: Run,
+    pub client_addr: String,
+    pub reflexive_addr: Option<String>,
+    pub tool_version: String,
+}
+
+/// Why the store could not be opened, worded for the operator.
+#[derive(Debug)]
+pub enum OpenError {
+    /// File system or permissions: nothing to write to.
+    ReadOnly(PathBuf, String),
+    /// The file is there but is not (or no longer) our database: never replaced.
+    Corrupt(PathBuf, String),
+    Missing(PathBuf),
+    Other(PathBuf, String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::ReadOnly(p, why) => write!(
+                f,
+                "the result store {} cannot be written ({why}); give --store a path on a writable disk",
+                p.display()
+            ),
+            OpenError::Corrupt(p, why) => write!(
+                f,
+                "the result store {} is damaged or not a probe-server store ({why}); it was left as it is: \
+                 move it aside (mv {0} {0}.broken) to start a new one, or give --store another path",
+                p.display()
+            ),
+            OpenError::Missing(p) => write!(
+                f,
+                "there is no result store at {}; probe-server creates it when it starts serving \
+                 (with the same --store or --state-dir)",
+                p.display()
+            ),
+            OpenError::Other(p, why) => {
+                write!(f, "cannot open the result store {}: {why}", p.display())
+            }
+        }
+    }
+}
+
+fn classify(path: &Path, e: &rusqlite::Error) -> OpenError {
+    let p = path.to_path_buf();
+    match e.sqlite_error_code() {
+        Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => {
+            OpenError::ReadOnly(p, e.to_string())
+        }
+        Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
+            OpenError::Corrupt(p, e.to_string())
+        }
+        Some(ErrorCode::CannotOpen) if read_only_fs(path) => {
+            OpenError::ReadOnly(p, "read-only file system".into())
+        }
+        _ => OpenError::Other(p, e.to_string()),
+    }
+}
+
+/// SQLite says only "unable to open database file"; ask the OS what it is.
+fn read_only_fs(path: &Path) -> bool {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    let probe = dir
+        .unwrap_or(Path::new("."))
+        .join(".probe-server-write-test");
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            false
+        }
+        Err(e) => matches!(
+            e.raw_os_error(),
+            Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+        ),
+    }
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating when absent) for the server: checks that the file is ours and intact and
+    /// that it can be written, so that every such problem shows at start, not at the first upload.
+    pub fn open_for_writing(path: &Path) -> Result<Self, OpenError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                let why = format!("cannot create {}: {e}", dir.display());
+                return Err(if e.raw_os_error() == Some(libc::EROFS) {
+                    OpenError::ReadOnly(path.into(), why)
+                } else {
+                    OpenError::Other(path.into(), why)
+                });
+            }
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, &e))?;
+        // SQLite falls back to read-only silently when the file is not writable.
+        if conn.is_readonly("main").unwrap_or(false) {
+            return Err(OpenError::ReadOnly(
+                path.into(),
+                "the file or its file system is read-only".into(),
+            ));
+        }
+        let store = Self {
+            conn,
+            path: path.into(),
+        };
+        store.settle()?;
+        store.check_intact()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store read-only, for `probe-server results`.
+    pub fn open_for_reading(path: &Path) -> Result<Self, OpenError> {
+        if !path.exists() {
+            return Err(OpenError::Missing(path.into()));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, &e))?;
+        let store = Self {
+            conn,
+            path: path.into(),
+        };
+        store.settle()?;
+        let version = store.layout_version()?;
+        if version > LAYOUT {
+            return Err(store.newer(version));
+        }
+        if !store.has_runs_table()? {
+            return Err(OpenError::Corrupt(
+                path.into(),
+                "it has no runs table".into(),
+            ));
+        }
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, e: rusqlite::Error) -> OpenError {
+        classify(&self.path, &e)
+    }
+
+    fn settle(&self) -> Result<(), OpenError> {
+        // The server writes while `results` reads: wait for the other's lock rather than fail.
+        self.conn
+            .busy_timeout(Duration::from_secs(5))
+            .map_err(|e| self.err(e))
+    }
+
+    fn layout_version(&self) -> Result<i64, OpenError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    fn newer(&self, version: i64) -> OpenError {
+        OpenError::Other(
+            self.path.clone(),
+            format!("it was written by a newer probe-server (layout {version}, this one knows {LAYOUT})"),
+        )
+    }
+
+    fn has_runs_table(&self) -> Result<bool, OpenError> {
+        self.conn
+            .query_row(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'",
+                [],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(|e| self.err(e))
+    }
+
+    /// `quick_check` reads every page once: a few seconds for a very large store, at start only.
+    fn check_intact(&self) -> Result<(), OpenError> {
+        let verdict: String = self
+            .conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if verdict == "ok" {
+            Ok(())
+        } else {
+            Err(OpenError::Corrupt(self.path.clone(), verdict))
+        }
+    }
+
+    fn migrate(&self) -> Result<(), OpenError> {
+        let version = self.layout_version()?;
+        if version > LAYOUT {
+            return Err(self.newer(version));
+        }
+        if version == 0 {
+            // A fresh file has no tables; a SQLite file of something else is not ours to extend.
+            let foreign: Option<String> = self
+                .conn
+                .query_row(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'runs' LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if let Some(t) = foreign {
+                return Err(OpenError::Corrupt(
+                    self.path.clone(),
+                    format!("it holds a table `{t}` that probe-server did not create"),
+                ));
+            }
+        }
+        // Also the write test: on a read-only medium this is where it fails.
+        let batch = format!("BEGIN IMMEDIATE; {CREATE} PRAGMA user_version = {LAYOUT}; COMMIT;");
+        self.conn.execute_batch(&batch).map_err(|e| {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.err(e)
+        })
+    }
+
+    /// Inserts the rows in one transaction: all are kept or none.
+    pub fn insert(&mut self, rows: &[Row]) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut st = tx.prepare(
+                "INSERT INTO runs (received_ms, site, client_addr, reflexive_addr, started_at, \
+                 tool_version, ok, udp_reachable, udp_sent, loss_up_pct, loss_down_pct, rtt_p50_ms, \
+                 rtt_p95_ms, findings, report) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?;
+            for row in rows {
+                let r = &row.report;
+                let fig = Run::from_report(r, row.received_ms);
+                let echo = fig.echo;
+                st.execute(params![
+                    row.received_ms as i64,
+                    r.site,
+                    row.client_addr,
+                    r.udp.stun.mapped,
+                    r.started_at,
+                    r.tool_version,
+                    r.ok,
+                    r.udp.reachable,
+                    echo.map(|e| e.sent as i64),
+                    echo.and_then(|e| e.loss_up_pct),
+                    echo.and_then(|e| e.loss_down_pct),
+                    echo.and_then(|e| e.rtt_p50_ms),
+                    echo.and_then(|e| e.rtt_p95_ms),
+                    finding_ids(&fig.findings),
+                    row.json,
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Runs received at or after `since_ms`, of one site or all, oldest first.
+    pub fn runs(&self, site: Option<&str>, since_ms: u64) -> rusqlite::Result<Vec<StoredRun>> {
+        let mut st = self.conn.prepare(
+            "SELECT id, received_ms, site, ok, udp_reachable, udp_sent, loss_up_pct, loss_down_pct, \
+             rtt_p50_ms, rtt_p95_ms, findings, client_addr, reflexive_addr, tool_version \
+             FROM runs WHERE (?1 IS NULL OR site = ?1) AND received_ms >= ?2 \
+             ORDER BY received_ms, id",
+        )?;
+        let rows = st.query_map(params![site, since_ms as i64], |r| {
+            let sent: Option<i64> = r.get(5)?;
+            let findings: String = r.get(10)?;
+            Ok(StoredRun {
+                id: r.get(0)?,
+                run: Run {
+                    at_ms: r.get::<_, i64>(1)?.max(0) as u64,
+                    site: r.get(2)?,
+                    ok: r.get(3)?,
+                    udp_reachable: r.get(4)?,
+                    echo: match sent {
+                        None => None,
+                        Some(sent) => Some(EchoFigures {
+                            sent: sent.max(0) as u64,
+                            loss_up_pct: r.get(6)?,
+                            loss_down_pct: r.get(7)?,
+                            rtt_p50_ms: r.get(8)?,
+                            rtt_p95_ms: r.get(9)?,
+                        }),
+                    },
+                    findings: findings.split_whitespace().map(str::to_string).collect(),
+                },
+                client_addr: r.get(11)?,
+                reflexive_addr: r.get(12)?,
+                tool_version: r.get(13)?,
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// The stored JSON of one run.
+    pub fn report_json(&self, id: i64) -> rusqlite::Result<String> {
+        self.conn
+            .query_row("SELECT report FROM runs WHERE id = ?1", [id], |r| r.get(0))
+    }
+
+    /// Distinct sites, most recently heard first (the metrics keep their labels across restarts).
+    pub fn recent_sites(&self, limit: usize) -> rusqlite::Result<Vec<String>> {
+        let mut st = self.conn.prepare(
+            "SELECT site FROM runs GROUP BY site ORDER BY MAX(received_ms) DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit as i64], |r| r.get(0))?;
+        rows.collect()
+    }
+}
+
+/// Ids joined by spaces; an id with whitespace (a client's invention) is kept readable.
+fn finding_ids(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| id.split_whitespace().collect::<Vec<_>>().join("_"))
+        .filter(|id| !id.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// A constructed report and a scratch directory for unit tests here and in the sibling modules.
+#[cfg(test)]
+pub mod tests_support {
+    use std::path::{Path, PathBuf};
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    pub struct Scratch(PathBuf);
+
+    impl Scratch {
+        pub fn new(name: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("probe-results-{}-{name}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Self(dir)
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    use probe_proto::report::{
+        rfc3339, Finding, Report, Severity, StunResult, TcpResult, UdpResult,
+    };
+    use probe_proto::stats::{EchoSummary, RttSummary};
+
+    pub fn report(site: &str, loss_up: Option<f64>) -> Report {
+        let mut r = Report {
+            schema: 1,
+            tool_version: "0.1.0".into(),
+            site: site.into(),
+            server: "203.0.113.2:8443".into(),
+            started_at: rfc3339(1_795_651_200_000),
+            duration_ms: 3000,
+            ok: true,
+            udp: UdpResult {
+                reachable: loss_up.is_some(),
+                stun: StunResult {
+                    mapped: loss_up.map(|_| "198.51.100.2:40000".into()),
+                    rtt_ms: Some(0.2),
+                },
+                echo: loss_up.map(|l| EchoSummary {
+                    sent: 600,
+                    received: 540,
+                    loss_up_pct: Some(l),
+                    loss_down_pct: Some(0.0),
+                    rtt_ms: Some(RttSummary {
+                        min: 0.1,
+                        p50: 0.2,
+                        p95: 0.4,
+                        p99: 0.5,
+                        max: 0.9,
+                    }),
+                    jitter_ms: 0.01,
+                    reordered: 0,
+                    duplicates: 0,
+                }),
+            },
+            tcp: TcpResult {
+                reachable: true,
+                ..TcpResult::default()
+            },
+            findings: vec![],
+            server_version: None,
+            server_pin: None,
+            ice: None,
+        };
+        if loss_up.is_none() {
+            r.set_findings(vec![Finding::new("udp_blocked", Severity::Error, "s", "f")]);
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::{report, Scratch};
+    use super::*;
+
+    fn row(site: &str, at: u64, loss_up: Option<f64>) -> Row {
+        let report = report(site, loss_up);
+        Row {
+            received_ms: at,
+            client_addr: "198.51.100.2:51000".into(),
+            json: serde_json::to_string(&report).unwrap(),
+            report,
+        }
+    }
+
+    fn tmp(name: &str) -> (Scratch, PathBuf) {
+        let dir = Scratch::new(name);
+        let path = dir.path().join("sub").join("results.sqlite");
+        (dir, path)
+    }
+
+    #[test]
+    fn rows_survive_reopening_and_filter_by_site_and_time() {
+        let (_dir, path) = tmp("reopen");
+        {
+            let mut s = Store::open_for_writing(&path).unwrap();
+            s.insert(&[row("a", 1000, Some(10.0)), row("b", 2000, None)])
+                .unwrap();
+        }
+        let mut s = Store::open_for_writing(&path).unwrap();
+        s.insert(&[row("a", 3000, Some(0.0))]).unwrap();
+        drop(s);
+        let r = Store::open_for_reading(&path).unwrap();
+        let all = r.runs(None, 0).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1].run.site, "b");
+        assert_eq!(all[1].run.echo, None);
+        assert_eq!(all[1].run.findings, ["udp_blocked"]);
+        assert_eq!(all[1].reflexive_addr, None);
+        assert_eq!(all[0].reflexive_addr.as_deref(), Some("198.51.100.2:40000"));
+        assert_eq!(all[0].run.echo.unwrap().loss_up_pct, Some(10.0));
+        let a_late = r.runs(Some("a"), 2000).unwrap();
+        assert_eq!(a_late.len(), 1);
+        assert_eq!(a_late[0].run.at_ms, 3000);
+        let json = r.report_json(a_late[0].id).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.site, "a");
+        assert_eq!(r.recent_sites(10).unwrap(), ["a", "b"]);
+        // What the store gives back is what the report says.
+        assert_eq!(all[0].run, Run::from_report(&report("a", Some(10.0)), 1000));
+    }
+
+    #[test]
+    fn garbage_file_is_reported_and_left_alone() {
+        let (_dir, path) = tmp("garbage");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let junk = vec![0x42u8; 8192];
+        std::fs::write(&path, &junk).unwrap();
+        let e = Store::open_for_writing(&path).err().expect("refused");
+        assert!(matches!(e, OpenError::Corrupt(..)), "{e}");
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), junk);
+        assert!(matches!(
+            Store::open_for_reading(&path).err(),
+            Some(OpenError::Corrupt(..))
+        ));
+    }
+
+    #[test]
+    fn foreign_sqlite_file_is_not_extended() {
+        let (_dir, path) = tmp("foreign");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE photos (id INTEGER);")
+            .unwrap();
+        let e = Store::open_for_writing(&path).err().expect("refused");
+        assert!(e.to_string().contains("photos"), "{e}");
+    }
+
+    #[test]
+    fn reading_a_missing_store_says_where_it_looked() {
+        let (_dir, path) = tmp("missing");
+        let e = Store::open_for_reading(&path).err().expect("missing");
+        assert!(matches!(e, OpenError::Missing(_)));
+        assert!(e.to_string().contains("results.sqlite"), "{e}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn finding_ids_never_contain_the_separator() {
+        assert_eq!(
+            finding_ids(&["a b".into(), "c".into(), " ".into()]),
+            "a_b c"
+        );
+    }
+}
