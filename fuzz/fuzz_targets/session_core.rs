@@ -1,16 +1,20 @@
 //! `session::Core::on_stun` / `on_echo`, the server's per-datagram path, fed arbitrary
 //! datagrams from arbitrary sources and times, with and without a token, with a session open:
-//! never a panic, never a reply larger than the request, and without the keys never any reply
-//! but a plain Binding's.
+//! never a panic, never a reply larger than the request, and no reply without a key (token,
+//! ICE password, session key) but a plain Binding's when no token is set.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use probe_proto::auth;
 use probe_proto::demux::{classify, Kind};
+use probe_proto::echo::{self, SessionKey};
 use probe_proto::msg::{Hello, Profile, Transport};
 use probe_proto::session::{Core, IceCredentials, Limits};
 use probe_proto::stun;
 use std::net::{IpAddr, SocketAddr};
+
+const PWD: &str = "fuzzpasswordfuzzpasswd";
+const KEY: [u8; 32] = [3; 32];
 
 fn hello() -> Hello {
     Hello {
@@ -41,20 +45,31 @@ fuzz_target!(|data: &[u8]| {
         let mut core = Core::with_token(Limits::default(), token);
         let creds = IceCredentials {
             ufrag: "fuzU".into(),
-            pwd: "fuzzpasswordfuzzpasswd".into(),
+            pwd: PWD.into(),
         };
-        core.open(0, ip, &hello(), 1, [3; 32], Some(creds))
+        core.open(0, ip, &hello(), 1, KEY, Some(creds))
             .expect("first session");
         let mut out = [0u8; 2048];
         let stun = core.on_stun(now, src, pkt, &mut out);
         if let Some(n) = stun {
             assert!(n <= pkt.len(), "STUN reply {n} > request {}", pkt.len());
-            assert!(token.is_none(), "answered without the token");
+            // With a token only a key holder gets an answer: the token's key (the seeds hold
+            // one such Binding) or the session's ICE password.
+            assert!(
+                token.is_none_or(|k| stun::check_integrity(pkt, &k))
+                    || stun::check_integrity(pkt, PWD.as_bytes()),
+                "answered without the token or the session's ICE password"
+            );
             let m = stun::decode(&out[..n]).expect("our reply decodes");
             assert_eq!(m.xor_mapped, Some(src));
         }
-        let echo = core.on_echo(now, Transport::Udp, pkt, &mut out);
-        assert_eq!(echo, None, "an echo answered without the session key");
+        if let Some(n) = core.on_echo(now, Transport::Udp, pkt, &mut out) {
+            assert_eq!(n, pkt.len(), "an echo reply has its request's length");
+            assert!(
+                echo::verify_request(&SessionKey::new(&KEY), pkt).is_ok(),
+                "an echo answered without the session key"
+            );
+        }
         // The shell routes by first byte; whatever it routes must hold the same bound.
         let routed = match classify(pkt) {
             Kind::Stun => core.on_stun(now + 1, src, pkt, &mut out),

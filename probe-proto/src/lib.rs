@@ -22,6 +22,7 @@ pub mod frame;
 pub mod http;
 pub mod ice_verdict;
 pub mod msg;
+pub mod quic;
 pub mod ratelimit;
 pub mod report;
 pub mod rtcd;

@@ -322,7 +322,11 @@ pub fn render_text(r: &Report) -> String {
         .iter()
         .filter(|f| f.severity == Severity::Warning)
         .count();
-    out.push_str(&if r.ok {
+    let refused = r.findings.iter().any(|f| f.id == "server_refused");
+    out.push_str(&if refused {
+        "\nVerdict: NOT TESTED — the probe server refused this test (see above); the path itself was not judged.\n"
+            .to_string()
+    } else if r.ok {
         format!("\nVerdict: PASS — media can reach this server from here ({warnings} warning(s)).\n")
     } else {
         format!("\nVerdict: FAIL — {errors} error(s), {warnings} warning(s). Calls from this network will not work as they should.\n")

@@ -71,6 +71,9 @@ pub struct ServerStats {
     pub drop_not_ours: u64,
     /// QUIC datagrams dropped because the control endpoint's queue was full.
     pub drop_quic_queue: u64,
+    /// QUIC long headers of another version, or Initials that do not decrypt: dropped before
+    /// quinn could answer them statelessly.
+    pub drop_quic_invalid: u64,
 }
 
 impl ServerStats {
@@ -86,6 +89,7 @@ impl ServerStats {
             + self.control_too_small
             + self.drop_not_ours
             + self.drop_quic_queue
+            + self.drop_quic_invalid
     }
 }
 

@@ -174,27 +174,34 @@ fn pooled(parts: impl Iterator<Item = (f64, f64)>) -> Option<f64> {
 }
 
 fn top_findings(runs: &[&Run]) -> Vec<FindingCount> {
-    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    // id → (runs that reported it, best position in a report's list).
+    let mut counts: BTreeMap<&str, (u64, usize)> = BTreeMap::new();
     for r in runs {
-        // A finding listed twice in one report still counts one run.
-        let mut ids: Vec<&str> = r.findings.iter().map(String::as_str).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            *counts.entry(id).or_default() += 1;
+        let mut seen: Vec<&str> = Vec::new();
+        for (pos, id) in r.findings.iter().enumerate() {
+            // A finding listed twice in one report still counts one run.
+            if seen.contains(&id.as_str()) {
+                continue;
+            }
+            seen.push(id);
+            let e = counts.entry(id).or_insert((0, pos));
+            e.0 += 1;
+            e.1 = e.1.min(pos);
         }
     }
-    let mut v: Vec<FindingCount> = counts
+    let mut v: Vec<(&str, u64, usize)> = counts
         .into_iter()
-        .map(|(id, runs)| FindingCount {
+        .map(|(id, (n, pos))| (id, n, pos))
+        .collect();
+    // Most frequent first; ties in report order (the client lists errors first), then by id.
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)).then(a.0.cmp(b.0)));
+    v.truncate(TOP_FINDINGS);
+    v.into_iter()
+        .map(|(id, runs, _)| FindingCount {
             id: id.to_string(),
             runs,
         })
-        .collect();
-    // Most frequent first; ties by id, so the output is stable.
-    v.sort_by(|a, b| b.runs.cmp(&a.runs).then_with(|| a.id.cmp(&b.id)));
-    v.truncate(TOP_FINDINGS);
-    v
+        .collect()
 }
 
 /// Parses the `rfc3339` form back to Unix ms (`YYYY-MM-DDTHH:MM:SS[.mmm]Z`, UTC only).
@@ -316,7 +323,7 @@ pub fn render_text(t: &Table) -> String {
         "RUNS",
         "PASS",
         "LAST RUN (UTC)",
-        "UDP",
+        "UDP OK",
         "RTT p50",
         "RTT p95",
         "LOSS UP",
@@ -595,7 +602,20 @@ mod tests {
         ];
         let f = &table(&runs).sites[0].top_findings;
         let got: Vec<(&str, u64)> = f.iter().map(|c| (c.id.as_str(), c.runs)).collect();
+        // b and c tie at 2: b came first in a report; a and d tie at 1 and position: by id.
         assert_eq!(got, [("b", 2), ("c", 2), ("a", 1)]);
+        // The client lists errors first; a tie keeps that order rather than the alphabet's.
+        let runs = vec![run(
+            "s",
+            T0,
+            None,
+            &[
+                ("udp_blocked", Severity::Error),
+                ("pin_unverified", Severity::Info),
+            ],
+        )];
+        let f = &table(&runs).sites[0].top_findings;
+        assert_eq!(f[0].id, "udp_blocked");
     }
 
     #[test]

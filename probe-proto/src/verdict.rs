@@ -55,9 +55,14 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
                  (browsers log \"timed out waiting for rtc connection\").",
                 f.server
             ),
-            format!(
-                "Check that probe-server (or RTCD) is running on that host and port. {firewall}"
-            ),
+            if f.tcp.connect_ms.is_some() {
+                format!(
+                    "TCP connected, but nothing answered the probe: if the admin started probe-server with --token, \
+                     run again with --token (or PROBE_TOKEN); otherwise another service holds the port. {firewall}"
+                )
+            } else {
+                format!("Check that probe-server (or RTCD) is running on that host and port. {firewall}")
+            },
         ));
     } else {
         if f.udp_tested && f.tcp_tested && !f.udp.reachable && f.tcp.reachable {
@@ -237,6 +242,31 @@ mod tests {
             ids(&up(None), &TcpResult::default()),
             vec![("tcp_blocked".into(), Severity::Warning)]
         );
+    }
+
+    #[test]
+    fn a_silent_but_connecting_port_suggests_the_token() {
+        let udp = UdpResult::default();
+        let tcp = TcpResult {
+            connect_ms: Some(1.0),
+            ..Default::default()
+        };
+        let f = Facts {
+            server: "h:1",
+            port: 1,
+            udp_tested: true,
+            tcp_tested: true,
+            udp: &udp,
+            tcp: &tcp,
+            server_lost: None,
+            refused: None,
+        };
+        let found = evaluate(&f);
+        assert_eq!(found[0].id, "server_unreachable");
+        assert!(found[0].fix.contains("--token"), "{}", found[0].fix);
+        let closed = TcpResult::default();
+        let f = Facts { tcp: &closed, ..f };
+        assert!(!evaluate(&f)[0].fix.contains("--token"));
     }
 
     #[test]

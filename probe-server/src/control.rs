@@ -52,6 +52,10 @@ impl Channel {
         if token.is_none() && out.len() > payload.len() {
             shared.core().stats.control_too_small += 1;
             tracing::debug!(peer = %self.peer, "control answer larger than the request; not sent");
+            // A session whose welcome was never sent must not hold a slot.
+            if matches!(answer, Control::Welcome(_)) {
+                self.close(shared);
+            }
             return Ok(None);
         }
         Ok(Some(out))

@@ -1,7 +1,10 @@
 //! `--metrics ADDR`: GET /metrics in the Prometheus text format, from prometheus-client.
 //!
 //! Two kinds of series: the server's own counters (read from the sans-IO core at each scrape)
-//! and per-site series from uploaded reports. Site and finding labels come from clients, so both
+//! and per-site series from uploaded reports. A site's counters are born with its first run, at
+//! 1, and Prometheus' `increase()` cannot see a first sample's increment; so the last run's state
+//! is also in gauges (verdict, UDP reachability, loss, time), which dashboards read directly.
+//! Sites already in the store start at zero after a restart. Site and finding labels come from clients, so both
 //! are capped: past the cap a new value is counted as `other`, and the series count stays bounded
 //! whatever clients send.
 //!
@@ -109,6 +112,7 @@ pub struct Metrics {
     loss_up: Family<SiteLabel, F64Gauge>,
     loss_down: Family<SiteLabel, F64Gauge>,
     udp_reachable: Family<SiteLabel, Gauge>,
+    passed: Family<SiteLabel, Gauge>,
     last_run: Family<SiteLabel, Gauge>,
     findings: Family<SiteFinding, Counter>,
     packets: Family<Kind, Counter>,
@@ -170,6 +174,7 @@ impl Metrics {
             loss_up: Family::default(),
             loss_down: Family::default(),
             udp_reachable: Family::default(),
+            passed: Family::default(),
             last_run: Family::default(),
             findings: Family::default(),
             packets: Family::default(),
@@ -229,6 +234,11 @@ impl Metrics {
             m.udp_reachable.clone(),
         );
         registry.register(
+            "probe_site_last_run_passed",
+            "Whether the site's last run passed (1) or failed (0)",
+            m.passed.clone(),
+        );
+        registry.register(
             "probe_site_last_run_timestamp_seconds",
             "When the site's last run was uploaded, Unix time",
             m.last_run.clone(),
@@ -272,6 +282,7 @@ impl Metrics {
         self.udp_reachable
             .get_or_create(&key)
             .set(i64::from(r.udp.reachable));
+        self.passed.get_or_create(&key).set(i64::from(r.ok));
         self.last_run
             .get_or_create(&key)
             .set((received_ms / 1000) as i64);
@@ -579,6 +590,7 @@ mod tests {
             "probe_site_loss_up_ratio{site=\"lossy\"} 0.1",
             "probe_site_loss_up_ratio{site=\"blocked\"} NaN",
             "probe_site_udp_reachable{site=\"blocked\"} 0",
+            "probe_site_last_run_passed{site=\"lossy\"} 0",
             "probe_site_findings_total{site=\"blocked\",finding=\"udp_blocked\"} 1",
             "probe_site_rtt_seconds_count{site=\"lossy\"} 1",
             "probe_site_last_run_timestamp_seconds{site=\"lossy\"} 1795651200",

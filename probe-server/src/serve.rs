@@ -257,6 +257,7 @@ fn log_stats(shared: &Shared, what: &str) {
         drop_rate_limited = s.drop_rate_limited,
         drop_unauthenticated = s.drop_unauthenticated,
         drop_not_ours = s.drop_not_ours,
+        drop_quic_invalid = s.drop_quic_invalid,
         stun_too_small = s.stun_too_small,
         "{what}"
     );

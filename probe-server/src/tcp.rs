@@ -54,47 +54,48 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut dec = Decoder::new();
     let mut buf = vec![0u8; 8192];
     let mut out = vec![0u8; 2048];
-    'conn: loop {
+    loop {
         let n = match tokio::time::timeout(IDLE, stream.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
             _ => break,
         };
         dec.push(&buf[..n]);
         let mut replies = Vec::new();
+        // Frames are answered in order; a frame that ends the connection still lets the
+        // answers to the frames before it go out.
+        let mut close = false;
         loop {
             let payload = match dec.next_frame() {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(_) => {
                     shared.core().stats.drop_malformed += 1;
-                    break 'conn;
+                    close = true;
+                    break;
                 }
             };
             let reply = match classify(payload) {
                 Kind::Stun => {
                     let now = shared.now_us();
-                    shared
-                        .core()
-                        .on_stun(now, peer, payload, &mut out)
-                        .map(|n| out[..n].to_vec())
+                    shared.core().on_stun(now, peer, payload, &mut out).map(|n| out[..n].to_vec())
                 }
                 Kind::Echo => {
                     let now = shared.now_us();
-                    let n = shared
-                        .core()
-                        .on_echo(now, Transport::Tcp, payload, &mut out);
+                    let n = shared.core().on_echo(now, Transport::Tcp, payload, &mut out);
                     n.map(|n| out[..n].to_vec())
                 }
-                _ if payload.first() == Some(&CONTROL_TAG) => {
-                    match channel.handle_payload(&shared, payload) {
-                        Ok(reply) => reply,
-                        Err(()) => break 'conn,
+                _ if payload.first() == Some(&CONTROL_TAG) => match channel.handle_payload(&shared, payload) {
+                    Ok(reply) => reply,
+                    Err(()) => {
+                        close = true;
+                        break;
                     }
-                }
+                },
                 // Like RTCD's TCP mux: a frame that is none of ours ends the connection.
                 _ => {
                     shared.core().stats.drop_malformed += 1;
-                    break 'conn;
+                    close = true;
+                    break;
                 }
             };
             if let Some(r) = reply {
@@ -102,6 +103,9 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
             }
         }
         if !replies.is_empty() && stream.write_all(&replies).await.is_err() {
+            break;
+        }
+        if close {
             break;
         }
     }

@@ -5,6 +5,7 @@
 use crate::shared::{canonical, Shared};
 use probe_proto::demux::{classify, Kind};
 use probe_proto::msg::Transport;
+use probe_proto::quic;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use std::future::Future;
@@ -47,7 +48,9 @@ pub async fn serve(
                 shared.core().on_echo(now, Transport::Udp, pkt, &mut out)
             }
             Kind::Quic => {
-                if quic_tx.try_send((pkt.to_vec(), src)).is_err() {
+                if quic::check(pkt) != quic::Verdict::Pass {
+                    shared.core().stats.drop_quic_invalid += 1;
+                } else if quic_tx.try_send((pkt.to_vec(), src)).is_err() {
                     shared.core().stats.drop_quic_queue += 1;
                 }
                 None

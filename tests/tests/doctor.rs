@@ -420,13 +420,16 @@ fn api_topology() -> (Topology, Proc) {
 }
 
 fn rtcd_api(t: &Topology, args: &[&str], env: &[(&str, &str)]) -> (Finished, Value) {
+    rtcd_api_url(t, &format!("http://{}:8045", t.server_ip), args, env)
+}
+
+fn rtcd_api_url(t: &Topology, url: &str, args: &[&str], env: &[(&str, &str)]) -> (Finished, Value) {
     let bins = probe_tests::binaries();
-    let url = format!("http://{}:8045", t.server_ip);
-    let mut argv = vec![bins.client.to_str().unwrap(), "rtcd-api", &url, "--json"];
+    let mut argv = vec![bins.client.to_str().unwrap(), "rtcd-api", url, "--json"];
     argv.extend_from_slice(args);
     let mut cmd = t.client.argv_command(&argv);
     cmd.envs(env.iter().copied());
-    // Keep the proxy settings of the machine running the tests out of it.
+    // Keep the proxy and CA settings of the machine running the tests out of it.
     for v in [
         "HTTP_PROXY",
         "http_proxy",
@@ -434,6 +437,8 @@ fn rtcd_api(t: &Topology, args: &[&str], env: &[(&str, &str)]) -> (Finished, Val
         "https_proxy",
         "NO_PROXY",
         "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
     ] {
         if !env.iter().any(|(k, _)| *k == v) {
             cmd.env_remove(v);
@@ -568,6 +573,72 @@ fn rtcd_api_through_a_proxy_that_strips_upgrade() {
     );
 }
 
+#[test]
+fn tls_api_checked_from_both_hosts() {
+    probe_tests::binaries();
+    let t = Topology::routed();
+    let dir = TempDir::new("tls");
+    let cert = dir.path().join("rtcd-cert.pem");
+    let cert = cert.to_str().unwrap();
+    let server_ip = t.server_ip.to_string();
+    let _standin = start_standin(
+        &t.server,
+        &[
+            "--client-id",
+            "mattermost",
+            "--auth-key",
+            KEY,
+            "--tls-cert-out",
+            cert,
+            "--tls-name",
+            &server_ip,
+        ],
+    );
+    // On the RTCD host: TLS on in RTCD's config makes the doctor use https.
+    let config = dir.path().join("rtcd.toml");
+    std::fs::write(
+        &config,
+        "[api]\nhttp.tls.enable = true\nhttp.tls.cert_file = \"/etc/rtcd/cert.pem\"\nhttp.tls.cert_key = \"/etc/rtcd/key.pem\"\n",
+    )
+    .unwrap();
+    let r = doctor(&t.server, &["--rtcd-config", config.to_str().unwrap()], &[]);
+    assert_eq!(
+        r.json["rtcd"]["api"], "https://127.0.0.1:8045",
+        "{:#}",
+        r.json
+    );
+    assert_eq!(
+        check(&r.json, "api_version")["status"],
+        "pass",
+        "{:#}",
+        r.json
+    );
+    assert_eq!(r.json["rtcd"]["version"], "v1.1.0");
+
+    // From the Mattermost host: trusted through SSL_CERT_FILE, as Go would read it…
+    let url = format!("https://{server_ip}:8045");
+    let creds = ["--client-id", "mattermost", "--auth-key", KEY];
+    let (done, j) = rtcd_api_url(&t, &url, &creds, &[("SSL_CERT_FILE", cert)]);
+    assert_eq!(done.code(), Some(0), "{}", done.describe());
+    assert_eq!(api_check(&j, "tls", "direct")["status"], "pass");
+    assert_eq!(api_check(&j, "ws_upgrade", "direct")["status"], "pass");
+    // …and refused when this host trusts another CA only.
+    let other = dir.path().join("other-ca.pem");
+    let other_ca = rcgen::generate_simple_self_signed(vec![server_ip.clone()]).unwrap();
+    std::fs::write(&other, other_ca.cert.pem()).unwrap();
+    let (done, j) = rtcd_api_url(
+        &t,
+        &url,
+        &creds,
+        &[("SSL_CERT_FILE", other.to_str().unwrap())],
+    );
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    assert_eq!(api_check(&j, "tls", "direct")["status"], "fail", "{j:#}");
+    assert_eq!(ids(&j), vec!["rtcd_api_unreachable"], "{j:#}");
+    let summary = j["findings"][0]["summary"].as_str().unwrap();
+    assert!(summary.contains("certificate"), "{summary}");
+}
+
 // ---- probe-server bundle ----
 
 const SECRETS: [&str; 9] = [
@@ -634,6 +705,8 @@ smtp_password = "{}"
     )
     .unwrap();
     let out = dir.path().join("support.tar.gz");
+    // No result store here: the bundle says so instead of guessing.
+    let store = dir.path().join("results.sqlite");
     let bins = probe_tests::binaries();
     let argv = [
         bins.server.to_str().unwrap(),
@@ -646,6 +719,8 @@ smtp_password = "{}"
         log.to_str().unwrap(),
         "--sample",
         "1",
+        "--store",
+        store.to_str().unwrap(),
     ];
     let mut cmd = ns.argv_command(&argv);
     cmd.env("RTCD_API_SECURITY_ADMINSECRETKEY", SECRETS[5])
@@ -693,6 +768,7 @@ smtp_password = "{}"
         "rtcd-env.txt",
         "system.txt",
         "rtcd-log-matches.txt",
+        "probe-results.txt",
     ] {
         assert!(
             names.iter().any(|n| n == want),

@@ -6,6 +6,8 @@
 //!   client Initial, control hello/finish over TCP) goes out once from its own socket; every byte
 //!   that comes back is counted and must not exceed what was sent. With `--token`, plain STUN
 //!   and control without the token's MAC get nothing at all.
+//! - `quic_junk_*`: a corrupted QUIC Initial or an unknown QUIC version gets nothing, a genuine
+//!   Initial its Retry (the flood's QUIC findings, one packet each).
 //! - `flood_*`: 100 000 random and mutated datagrams and TCP frames from six source addresses,
 //!   none of which carries the token: no reply, no crash, flat memory, counters that show it, and
 //!   a normal run afterwards.

@@ -13,6 +13,8 @@ use super::report::{Check, Status};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     Unreachable(String),
+    /// The TLS handshake failed (an untrusted certificate, most of the time).
+    Tls(String),
     AuthFailed(String),
     WsFailed(String),
 }
@@ -116,7 +118,7 @@ pub fn run(
             Err(e) => {
                 cx.push("tls", Status::Fail, e.clone());
                 cx.skip_rest(&later, "no TLS");
-                out.failure = Some(Failure::Unreachable(e));
+                out.failure = Some(Failure::Tls(e));
                 out.checks = cx.checks;
                 return out;
             }
@@ -155,7 +157,10 @@ pub fn run(
                 cx.push(id, Status::Fail, format!("{target}: {e}"));
             }
             cx.skip_rest(&later, "no connection");
-            out.failure = Some(Failure::Unreachable(e.to_string()));
+            out.failure = Some(match e {
+                OpenError::Tls(t) => Failure::Tls(t),
+                other => Failure::Unreachable(other.to_string()),
+            });
             out.checks = cx.checks;
             return out;
         }

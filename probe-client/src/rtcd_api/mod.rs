@@ -92,7 +92,7 @@ pub async fn run(args: RtcdApiArgs) -> i32 {
             no_proxy,
         });
     }
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
     let mut checks = main.checks;
     let version = main
         .version
@@ -169,6 +169,15 @@ fn route_findings(url: &Url, run: &RouteRun, proxy: Option<&goproxy::Proxy>) -> 
                 url.port
             ),
         ),
+        Failure::Tls(why) => Finding::new(
+            "rtcd_api_unreachable",
+            Severity::Error,
+            format!("{via}TLS to RTCD's API at {base} fails: {why}"),
+            format!(
+                "the Mattermost host must trust RTCD's certificate for {}: use one from a public CA for that name, or add its CA to this host's trust store (Go also reads SSL_CERT_FILE)",
+                url.host
+            ),
+        ),
         Failure::AuthFailed(why) => Finding::new(
             "rtcd_api_auth_failed",
             Severity::Error,
@@ -192,6 +201,7 @@ fn outcome(run: &RouteRun) -> String {
     match &run.failure {
         None => "everything works".into(),
         Some(Failure::Unreachable(w))
+        | Some(Failure::Tls(w))
         | Some(Failure::AuthFailed(w))
         | Some(Failure::WsFailed(w)) => format!("fails ({w})"),
     }
@@ -221,7 +231,7 @@ fn proxy_finding(
         "proxy_in_path",
         Severity::Warning,
         format!(
-            "the Calls plugin would reach RTCD through the proxy {} ({}={}; {np}): {verdict} — through the proxy {}; direct {}",
+            "the Calls plugin would reach RTCD through the proxy {} ({}={}; {np}): {verdict} — through the proxy: {}; direct: {}",
             p.authority(),
             p.var,
             p.raw,

@@ -3,6 +3,7 @@
 //! redacted, OS/kernel and probe versions, and the log lines that matched.
 
 mod redact;
+mod results;
 mod tar;
 
 use flate2::write::GzEncoder;
@@ -18,6 +19,13 @@ pub struct BundleArgs {
     /// Where to write the archive (default: rtcd-bundle-HOST-TIME.tar.gz here).
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// The probe result store to take the latest runs from (default: results.sqlite in the
+    /// state directory).
+    #[arg(long, env = "PROBE_SERVER_STORE", value_name = "FILE")]
+    pub store: Option<PathBuf>,
+    /// The server's state directory, when it is not the default.
+    #[arg(long, env = "PROBE_SERVER_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[command(flatten)]
     pub inputs: doctor::Inputs,
 }
@@ -64,7 +72,16 @@ pub fn run(args: BundleArgs) -> i32 {
     };
 
     let done = doctor::collect(&args.inputs, &loaded);
-    let files = contents(&args.inputs, &loaded, &done);
+    let store = args
+        .store
+        .clone()
+        .unwrap_or_else(|| results::default_path(args.state_dir.clone()));
+    let files = contents(
+        &args.inputs,
+        &loaded,
+        &done,
+        results::file(&store, now * 1000),
+    );
     let mut archive = Vec::new();
     for (name, data) in &files {
         tar::append(
@@ -107,6 +124,7 @@ fn contents(
     inputs: &doctor::Inputs,
     loaded: &doctor::Loaded,
     done: &doctor::Done,
+    stored: (String, String),
 ) -> Vec<(String, String)> {
     let mut r = Redactor::default();
     let mut files: Vec<(String, String)> = Vec::new();
@@ -167,7 +185,7 @@ fn contents(
         }
         files.push(("rtcd-log-matches.txt".into(), text));
     }
-    files.push(("probe-results.txt".into(), results_note()));
+    files.push(stored);
     files.into_iter().map(|(n, t)| (n, r.scrub(&t))).collect()
 }
 
@@ -181,7 +199,7 @@ fn readme(inputs: &doctor::Inputs) -> String {
          rtcd-env.txt                  RTCD_* variables of the environment the bundle ran in, redacted\n\
          system.txt                    OS, kernel, CPU count, probe version\n\
          rtcd-log-matches.txt          log lines that matched (with --rtcd-log)\n\
-         probe-results.txt             stored probe-client results\n\n\
+         probe-results.json            the latest stored probe-client reports (or .txt: why there are none)\n\n\
          Redacted: values of keys named *key*, *secret*, *password*, *token*, credential; passwords in\n\
          data_source strings and in URLs; and those values wherever else they appeared.\n",
         env!("CARGO_PKG_VERSION"),
@@ -212,10 +230,4 @@ fn system() -> String {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         read("/proc/uptime").split_whitespace().next().unwrap_or("?"),
     )
-}
-
-/// Stored probe-client results: the result store has no reader yet, so the bundle says so
-/// instead of guessing at its files.
-fn results_note() -> String {
-    "# no stored probe-client results: this probe-server keeps none yet\n".into()
 }

@@ -82,7 +82,7 @@ impl Redactor {
         let mut out = Vec::new();
         for part in s.split_inclusive([' ', '&', '?', ';']) {
             let (body, sep) = match part.char_indices().last() {
-                Some((i, c)) if matches!(c, ' ' | '&' | '?' | ';') => (&part[..i], &part[i..]),
+                Some((i, ' ' | '&' | '?' | ';')) => (&part[..i], &part[i..]),
                 _ => (part, ""),
             };
             match body.split_once('=') {

@@ -79,7 +79,7 @@ impl DoctorReport {
 
 /// Errors first, then warnings, then information; `ok` follows from them.
 pub fn sort_findings(findings: &mut [Finding]) {
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
 }
 
 pub fn ok(findings: &[Finding]) -> bool {

@@ -41,16 +41,16 @@ pub fn small(values: &[(&'static str, Result<u64, String>)]) -> Vec<(&'static st
 pub fn fix_text(small: &[(&'static str, u64)]) -> String {
     let now: Vec<String> = small
         .iter()
-        .map(|(k, _)| format!("sysctl -w {k}={RECOMMENDED}"))
+        .map(|(k, _)| format!("{k}={RECOMMENDED}"))
         .collect();
     let file: Vec<String> = small
         .iter()
-        .map(|(k, _)| format!("{k} = {RECOMMENDED}"))
+        .map(|(k, _)| format!("{k} = {RECOMMENDED}\\n"))
         .collect();
     format!(
-        "run as root: {}; to keep it across reboots write these lines to /etc/sysctl.d/90-rtcd.conf: \"{}\" then `sysctl --system`, and restart RTCD so its sockets get the larger buffers",
-        now.join(" && "),
-        file.join("\\n")
+        "as root: `sysctl -w {}`; to keep it after a reboot: `printf '{}' > /etc/sysctl.d/90-rtcd.conf && sysctl --system`; then restart RTCD so its sockets get the larger buffers",
+        now.join(" "),
+        file.concat()
     )
 }
 

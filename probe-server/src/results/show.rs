@@ -110,13 +110,7 @@ fn render_runs(store: &Store, runs: &[StoredRun], args: &ResultsArgs) -> rusqlit
     if args.json {
         let mut list = Vec::with_capacity(runs.len());
         for r in runs {
-            let json = store.report_json(r.id)?;
-            // Stored as the client sent it; shown as JSON, or as a string if it no longer parses.
-            let report = serde_json::from_str::<serde_json::Value>(&json)
-                .unwrap_or(serde_json::Value::String(json));
-            let mut v = run_json(r);
-            v["report"] = report;
-            list.push(v);
+            list.push(RunJson::new(r, store.report_json(r.id)?));
         }
         return Ok(serde_json::to_string_pretty(&list).expect("values serialise") + "\n");
     }
@@ -159,7 +153,7 @@ fn render_runs(store: &Store, runs: &[StoredRun], args: &ResultsArgs) -> rusqlit
         "RESULT",
         "CLIENT",
         "REFLEXIVE",
-        "UDP",
+        "UDP OK",
         "RTT p50",
         "RTT p95",
         "LOSS UP",
@@ -194,23 +188,49 @@ fn render_runs(store: &Store, runs: &[StoredRun], args: &ResultsArgs) -> rusqlit
     Ok(sites::columns(&header, &rows, &right))
 }
 
-fn run_json(r: &StoredRun) -> serde_json::Value {
-    let e = r.run.echo;
-    serde_json::json!({
-        "id": r.id,
-        "received_at": rfc3339(r.run.at_ms),
-        "site": r.run.site,
-        "ok": r.run.ok,
-        "client_addr": r.client_addr,
-        "reflexive_addr": r.reflexive_addr,
-        "tool_version": r.tool_version,
-        "udp_reachable": r.run.udp_reachable,
-        "rtt_p50_ms": e.and_then(|e| e.rtt_p50_ms),
-        "rtt_p95_ms": e.and_then(|e| e.rtt_p95_ms),
-        "loss_up_pct": e.and_then(|e| e.loss_up_pct),
-        "loss_down_pct": e.and_then(|e| e.loss_down_pct),
-        "findings": r.run.findings,
-    })
+/// One run in `--runs --json`, the report included as the client sent it.
+#[derive(serde::Serialize)]
+struct RunJson<'a> {
+    id: i64,
+    received_at: String,
+    site: &'a str,
+    ok: bool,
+    client_addr: &'a str,
+    reflexive_addr: Option<&'a str>,
+    tool_version: &'a str,
+    udp_reachable: bool,
+    rtt_p50_ms: Option<f64>,
+    rtt_p95_ms: Option<f64>,
+    loss_up_pct: Option<f64>,
+    loss_down_pct: Option<f64>,
+    findings: &'a [String],
+    report: Box<serde_json::value::RawValue>,
+}
+
+impl<'a> RunJson<'a> {
+    fn new(r: &'a StoredRun, json: String) -> Self {
+        let e = r.run.echo;
+        // Checked at upload, so it parses; should the file have been edited, show it as a string.
+        let report = serde_json::value::RawValue::from_string(json.clone()).unwrap_or_else(|_| {
+            serde_json::value::to_raw_value(&json).expect("a string serialises")
+        });
+        Self {
+            id: r.id,
+            received_at: rfc3339(r.run.at_ms),
+            site: &r.run.site,
+            ok: r.run.ok,
+            client_addr: &r.client_addr,
+            reflexive_addr: r.reflexive_addr.as_deref(),
+            tool_version: &r.tool_version,
+            udp_reachable: r.run.udp_reachable,
+            rtt_p50_ms: e.and_then(|e| e.rtt_p50_ms),
+            rtt_p95_ms: e.and_then(|e| e.rtt_p95_ms),
+            loss_up_pct: e.and_then(|e| e.loss_up_pct),
+            loss_down_pct: e.and_then(|e| e.loss_down_pct),
+            findings: &r.run.findings,
+            report,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,10 +6,12 @@
 //! rtcd-standin serve [--api ADDR] [--ice-port N] [--ice-address IP]… [--no-tcp]
 //!                    [--version V] [--client-id ID --auth-key KEY]
 //!                    [--sessions N] [--connected N] [--failed N] [--ice-errors N]
-//!                    [--no-drain --rcvbuf BYTES]
+//!                    [--no-drain --rcvbuf BYTES] [--tls-cert-out PEM [--tls-name NAME]…]
 //!     /version, /system, /metrics, POST /login, /ws as RTCD answers them; holds the ICE port on
 //!     UDP (drained, or with --no-drain never read, so a flood overflows its tiny buffer) and
-//!     TCP (closing a connection whose first frame is not STUN). Prints
+//!     TCP (closing a connection whose first frame is not STUN). With --tls-cert-out the API
+//!     speaks TLS with a fresh self-signed certificate for 127.0.0.1, localhost and each
+//!     --tls-name, written (PEM) to that path for clients to trust. Prints
 //!     "rtcd-standin ready api=ADDR udp=ADDR[,ADDR] tcp=ADDR|none".
 //! rtcd-standin proxy --listen ADDR
 //!     An HTTP/1.1 forward proxy that drops hop-by-hop headers (Connection, Upgrade, …) as a
@@ -55,6 +57,8 @@ struct Config {
     ice_errors: u64,
     drain: bool,
     rcvbuf: Option<usize>,
+    tls_cert_out: Option<String>,
+    tls_names: Vec<String>,
 }
 
 fn parse_serve(args: &[String]) -> Config {
@@ -72,6 +76,8 @@ fn parse_serve(args: &[String]) -> Config {
         ice_errors: 0,
         drain: true,
         rcvbuf: None,
+        tls_cert_out: None,
+        tls_names: vec!["127.0.0.1".into(), "localhost".into()],
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -106,6 +112,8 @@ fn parse_serve(args: &[String]) -> Config {
             "--ice-errors" => c.ice_errors = num(val()),
             "--no-drain" => c.drain = false,
             "--rcvbuf" => c.rcvbuf = Some(num(val()) as usize),
+            "--tls-cert-out" => c.tls_cert_out = Some(val()),
+            "--tls-name" => c.tls_names.push(val()),
             other => usage(&format!("unknown flag {other}")),
         }
     }
@@ -154,6 +162,10 @@ fn serve(args: &[String]) {
     } else {
         "none".into()
     };
+    let tls = cfg
+        .tls_cert_out
+        .as_ref()
+        .map(|out| tls_config(&cfg.tls_names, out));
     let api =
         TcpListener::bind(cfg.api).unwrap_or_else(|e| usage(&format!("API bind {}: {e}", cfg.api)));
     println!(
@@ -166,11 +178,41 @@ fn serve(args: &[String]) {
     for s in api.incoming().flatten() {
         let cfg = cfg.clone();
         let tokens = tokens.clone();
+        let tls = tls.clone();
         std::thread::spawn(move || {
-            let _ = api_conn(s, &cfg, &tokens);
+            let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+            let conn: Box<dyn Rw> = match tls {
+                Some(t) => match rustls::ServerConnection::new(t) {
+                    Ok(c) => Box::new(rustls::StreamOwned::new(c, s)),
+                    Err(_) => return,
+                },
+                None => Box::new(s),
+            };
+            let _ = api_conn(conn, &cfg, &tokens);
         });
     }
 }
+
+/// A self-signed certificate for `names`, its PEM written to `out`.
+fn tls_config(names: &[String], out: &str) -> Arc<rustls::ServerConfig> {
+    let ck = rcgen::generate_simple_self_signed(names.to_vec())
+        .unwrap_or_else(|e| usage(&format!("certificate: {e}")));
+    std::fs::write(out, ck.cert.pem()).unwrap_or_else(|e| usage(&format!("write {out}: {e}")));
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| {
+            b.with_no_client_auth()
+                .with_single_cert(vec![ck.cert.der().clone()], key)
+        })
+        .unwrap_or_else(|e| usage(&format!("TLS: {e}")));
+    Arc::new(cfg)
+}
+
+/// A connection: plain TCP or TLS.
+trait Rw: Read + Write + Send {}
+impl<T: Read + Write + Send> Rw for T {}
 
 fn set_rcvbuf(sock: &UdpSocket, size: usize) {
     use std::os::fd::AsRawFd;
@@ -231,7 +273,7 @@ impl Request {
 }
 
 /// Reads one request (head and Content-Length body); `None` on EOF or garbage.
-fn read_request(s: &mut TcpStream) -> Option<Request> {
+fn read_request(s: &mut dyn Rw) -> Option<Request> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -263,22 +305,22 @@ fn read_request(s: &mut TcpStream) -> Option<Request> {
     })
 }
 
-fn respond(s: &mut TcpStream, status: &str, ctype: &str, body: &str) -> std::io::Result<()> {
+fn respond(s: &mut dyn Rw, status: &str, ctype: &str, body: &str) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;
-    s.write_all(body.as_bytes())
+    s.write_all(body.as_bytes())?;
+    s.flush()
 }
 
 fn api_conn(
-    mut s: TcpStream,
+    mut s: Box<dyn Rw>,
     cfg: &Config,
     tokens: &Mutex<HashSet<String>>,
 ) -> std::io::Result<()> {
-    let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-    let Some(req) = read_request(&mut s) else {
+    let Some(req) = read_request(s.as_mut()) else {
         return Ok(());
     };
     let path = req.target.split('?').next().unwrap_or_default().to_string();
@@ -294,11 +336,11 @@ fn api_conn(
                 "goOS": "linux",
                 "goArch": "amd64",
             });
-            respond(&mut s, "200 OK", json, &body.to_string())
+            respond(s.as_mut(), "200 OK", json, &body.to_string())
         }
-        ("GET", "/system") => respond(&mut s, "200 OK", json, "{\"cpu_load\":0.02}"),
+        ("GET", "/system") => respond(s.as_mut(), "200 OK", json, "{\"cpu_load\":0.02}"),
         ("GET", "/metrics") => respond(
-            &mut s,
+            s.as_mut(),
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
             &metrics(cfg),
@@ -319,23 +361,28 @@ fn api_conn(
                     t.insert(token.clone());
                 }
                 respond(
-                    &mut s,
+                    s.as_mut(),
                     "200 OK",
                     json,
                     &serde_json::json!({ "bearerToken": token }).to_string(),
                 )
             } else {
-                respond(&mut s, "400 Bad Request", text, "authentication failed\n")
+                respond(
+                    s.as_mut(),
+                    "400 Bad Request",
+                    text,
+                    "authentication failed\n",
+                )
             }
         }
         ("GET", "/ws") => ws(s, &req, cfg, tokens),
         (_, "/login") => respond(
-            &mut s,
+            s.as_mut(),
             "405 Method Not Allowed",
             text,
             "method not allowed\n",
         ),
-        _ => respond(&mut s, "404 Not Found", text, "404 page not found\n"),
+        _ => respond(s.as_mut(), "404 Not Found", text, "404 page not found\n"),
     }
 }
 
@@ -363,7 +410,7 @@ fn metrics(cfg: &Config) -> String {
 
 /// RTCD's /ws: auth first (401), then gorilla/websocket's upgrade checks (400).
 fn ws(
-    mut s: TcpStream,
+    mut s: Box<dyn Rw>,
     req: &Request,
     cfg: &Config,
     tokens: &Mutex<HashSet<String>>,
@@ -383,7 +430,7 @@ fn ws(
     };
     if !authed {
         return respond(
-            &mut s,
+            s.as_mut(),
             "401 Unauthorized",
             "text/plain; charset=utf-8",
             "Unauthorized\n",
@@ -391,7 +438,7 @@ fn ws(
     }
     if !req.has_token("Connection", "upgrade") {
         return respond(
-            &mut s,
+            s.as_mut(),
             "400 Bad Request",
             "text/plain; charset=utf-8",
             "websocket: the client is not using the websocket protocol: 'upgrade' token not found in 'Connection' header\n",
@@ -399,27 +446,30 @@ fn ws(
     }
     if !req.has_token("Upgrade", "websocket") {
         return respond(
-            &mut s,
+            s.as_mut(),
             "400 Bad Request",
             "text/plain; charset=utf-8",
             "websocket: the client is not using the websocket protocol: 'websocket' token not found in 'Upgrade' header\n",
         );
     }
     let Some(key) = req.header("Sec-WebSocket-Key").filter(|k| !k.is_empty()) else {
-        return respond(&mut s, "400 Bad Request", "text/plain; charset=utf-8", "websocket: not a websocket handshake: 'Sec-WebSocket-Key' header is missing or blank\n");
+        return respond(s.as_mut(), "400 Bad Request", "text/plain; charset=utf-8", "websocket: not a websocket handshake: 'Sec-WebSocket-Key' header is missing or blank\n");
     };
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
         probe_proto::http::ws_accept(key)
     );
     s.write_all(head.as_bytes())?;
+    s.flush()?;
     // Hold the socket until the client's close frame (opcode 8) or EOF, then answer the close.
     let mut buf = [0u8; 1024];
     loop {
         match s.read(&mut buf) {
             Ok(0) | Err(_) => return Ok(()),
             Ok(n) if n > 0 && buf[0] & 0x0f == 0x8 => {
-                return s.write_all(&[0x88, 0x02, 0x03, 0xe8])
+                return s
+                    .write_all(&[0x88, 0x02, 0x03, 0xe8])
+                    .and_then(|_| s.flush())
             }
             Ok(_) => {}
         }
