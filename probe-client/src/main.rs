@@ -16,7 +16,7 @@ mod target;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let args = parse_args();
     init_logging(args.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -57,4 +57,32 @@ fn init_logging(verbose: u8) {
 pub fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("probe-client: {msg}");
     2
+}
+
+/// Parses the command line; a usage error becomes one line on stderr and exit 2.
+fn parse_args() -> cli::Cli {
+    use clap::error::ErrorKind;
+    match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            std::process::exit(fail(format!(
+                "{} (see probe-client --help)",
+                one_line(&e.render().to_string())
+            )))
+        }
+    }
+}
+
+/// clap's multi-line error text as one sentence: the lines before the usage, joined.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:") && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .trim_end_matches('.')
+        .to_string()
 }

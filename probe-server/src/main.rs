@@ -18,7 +18,7 @@ mod udp;
 use clap::Parser;
 
 fn main() {
-    let args = cli::Cli::parse();
+    let args = parse_args();
     init_logging(&args.log);
     let code = match args.command {
         None => serve::run(args.serve),
@@ -44,4 +44,32 @@ fn init_logging(level: &str) {
 pub fn fail(msg: impl std::fmt::Display) -> i32 {
     eprintln!("probe-server: {msg}");
     2
+}
+
+/// Parses the command line; a usage error becomes one line on stderr and exit 2.
+fn parse_args() -> cli::Cli {
+    use clap::error::ErrorKind;
+    match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => {
+            std::process::exit(fail(format!(
+                "{} (see probe-server --help)",
+                one_line(&e.render().to_string())
+            )))
+        }
+    }
+}
+
+/// clap's multi-line error text as one sentence: the lines before the usage, joined.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:") && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .trim_end_matches('.')
+        .to_string()
 }

@@ -201,6 +201,8 @@ fn bad_input_gets_one_sentence_and_exit_2() {
     ] {
         let run = client(&ns, args);
         assert_eq!(run.code(), Some(2), "{args:?}: {}", run.describe());
+        one_sentence(&run.stderr);
+        assert!(run.stderr.contains("--help"), "{args:?}: {}", run.stderr);
     }
 }
 
@@ -253,4 +255,5 @@ fn server_bad_input_exits_2() {
     }
     let done = server_cmd(&ns, &["--listen", "not-an-address"]);
     assert_eq!(done.code(), Some(2), "{}", done.describe());
+    one_sentence(&done.stderr);
 }
