@@ -68,21 +68,8 @@ fn parse_args() -> cli::Cli {
         Err(e) => {
             std::process::exit(fail(format!(
                 "{} (see probe-client --help)",
-                one_line(&e.render().to_string())
+                probe_proto::report::one_sentence(&e.render().to_string())
             )))
         }
     }
-}
-
-/// clap's multi-line error text as one sentence: the lines before the usage, joined.
-fn one_line(text: &str) -> String {
-    text.lines()
-        .take_while(|l| !l.starts_with("Usage:"))
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("tip:") && !l.starts_with("For more information"))
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim_start_matches("error: ")
-        .trim_end_matches('.')
-        .to_string()
 }

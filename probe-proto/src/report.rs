@@ -257,6 +257,31 @@ fn ice_lines(out: &mut String, ice: &IceReport) {
     }
 }
 
+/// A multi-line error text (clap's usage errors) as the one sentence the probe's binaries
+/// print: the lines before the usage, joined, without the `error:` prefix and tips.
+pub fn one_sentence(text: &str) -> String {
+    text.lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:") && !l.starts_with("For more information"))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim_start_matches("error: ")
+        .trim_end_matches('.')
+        .to_string()
+}
+
+/// Findings as every report of the probe shows them: severity, id, summary, then the fix.
+pub fn render_findings(out: &mut String, findings: &[Finding]) {
+    if findings.is_empty() {
+        out.push_str("No problems found.\n");
+    }
+    for f in findings {
+        out.push_str(&format!("{:<7}  {} — {}\n", f.severity.label().to_uppercase(), f.id, f.summary));
+        out.push_str(&format!("         fix: {}\n", f.fix));
+    }
+}
+
 /// Human report: a short table per transport, then findings with what to do.
 pub fn render_text(r: &Report) -> String {
     let mut out = format!(
@@ -300,18 +325,7 @@ pub fn render_text(r: &Report) -> String {
         ice_lines(&mut out, ice);
     }
     out.push('\n');
-    if r.findings.is_empty() {
-        out.push_str("No problems found.\n");
-    }
-    for f in &r.findings {
-        out.push_str(&format!(
-            "{:<7}  {} — {}\n",
-            f.severity.label().to_uppercase(),
-            f.id,
-            f.summary
-        ));
-        out.push_str(&format!("         fix: {}\n", f.fix));
-    }
+    render_findings(&mut out, &r.findings);
     let errors = r
         .findings
         .iter()
@@ -360,6 +374,12 @@ pub fn rfc3339(unix_ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clap_errors_become_one_sentence() {
+        let text = "error: the following required arguments were not provided:\n  <SERVER>\n\nUsage: probe-client <SERVER>\n\nFor more information, try '--help'.\n";
+        assert_eq!(one_sentence(text), "the following required arguments were not provided: <SERVER>");
+    }
 
     #[test]
     fn rfc3339_known_instants() {

@@ -81,18 +81,7 @@ pub fn render_text(r: &ApiReport) -> String {
         ));
     }
     out.push('\n');
-    if r.findings.is_empty() {
-        out.push_str("No problems found.\n");
-    }
-    for f in &r.findings {
-        out.push_str(&format!(
-            "{:<7}  {} — {}\n",
-            f.severity.label().to_uppercase(),
-            f.id,
-            f.summary
-        ));
-        out.push_str(&format!("         fix: {}\n", f.fix));
-    }
+    probe_proto::report::render_findings(&mut out, &r.findings);
     let errors = r
         .findings
         .iter()
