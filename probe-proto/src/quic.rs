@@ -52,6 +52,71 @@ pub fn check(datagram: &[u8]) -> Verdict {
     }
 }
 
+/// Remembers the connection IDs the server itself chose. A client's later Initials (ACKs of
+/// the server's Initial) are addressed to such an ID but keep the keys of its first Initial,
+/// so they cannot be checked on their own; they pass when their ID is one the server issued.
+/// Junk addressed to any other ID still gets nothing.
+#[derive(Debug)]
+pub struct InitialGate {
+    issued: std::collections::HashMap<Vec<u8>, u64>,
+    cap: usize,
+}
+
+/// How long an issued connection ID lets unverifiable Initials through (a handshake's span).
+const ISSUED_FOR_US: u64 = 30_000_000;
+
+impl InitialGate {
+    pub fn new(cap: usize) -> Self {
+        Self {
+            issued: std::collections::HashMap::new(),
+            cap,
+        }
+    }
+
+    /// Notes the Source Connection ID of a long-header datagram the server sends.
+    pub fn note_sent(&mut self, datagram: &[u8], now_us: u64) {
+        let Some(scid) = long_header_scid(datagram) else {
+            return;
+        };
+        if self.issued.len() >= self.cap && !self.issued.contains_key(scid) {
+            self.issued.retain(|_, until| *until > now_us);
+            if self.issued.len() >= self.cap {
+                return;
+            }
+        }
+        self.issued.insert(scid.to_vec(), now_us + ISSUED_FOR_US);
+    }
+
+    /// [`check`], plus Initials addressed to a connection ID the server issued.
+    pub fn check(&self, datagram: &[u8], now_us: u64) -> Verdict {
+        match check(datagram) {
+            Verdict::BadInitial
+                if long_header_dcid(datagram)
+                    .and_then(|d| self.issued.get(d))
+                    .is_some_and(|until| *until > now_us) =>
+            {
+                Verdict::Pass
+            }
+            v => v,
+        }
+    }
+}
+
+fn long_header_dcid(d: &[u8]) -> Option<&[u8]> {
+    if d.first()? & 0x80 == 0 {
+        return None;
+    }
+    let len = usize::from(*d.get(5)?);
+    d.get(6..6 + len)
+}
+
+fn long_header_scid(d: &[u8]) -> Option<&[u8]> {
+    let dcid = long_header_dcid(d)?;
+    let at = 6 + dcid.len();
+    let len = usize::from(*d.get(at)?);
+    d.get(at + 1..at + 1 + len).filter(|s| !s.is_empty())
+}
+
 /// QUIC variable-length integer at `*at`, advancing it.
 fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
     let first = *b.get(*at)?;
@@ -214,6 +279,27 @@ mod tests {
         // Handshake packets (type 2) and short headers are not judged here.
         assert_eq!(check(&[0xe0, 0, 0, 0, 1]), Verdict::Pass);
         assert_eq!(check(&[0x40, 1, 2, 3]), Verdict::Pass);
+    }
+
+    #[test]
+    fn later_initials_pass_only_to_an_issued_connection_id() {
+        let mut gate = InitialGate::new(2);
+        // The server's Initial: DCID = the client's, SCID = the ID the server chose.
+        let server_initial = [0xc0, 0, 0, 0, 1, 2, 0xaa, 0xbb, 4, 1, 2, 3, 4, 0, 0];
+        gate.note_sent(&server_initial, 0);
+        // A client Initial to that ID, sealed with other keys (as an ACK-only Initial is).
+        let mut ack = seal(&[1, 2, 3, 4], 100);
+        assert_eq!(gate.check(&ack, 0), Verdict::Pass, "its own keys happen to fit");
+        let last = ack.len() - 1;
+        ack[last] ^= 1;
+        assert_eq!(gate.check(&ack, 1_000_000), Verdict::Pass, "addressed to an issued ID");
+        assert_eq!(gate.check(&ack, 40_000_000), Verdict::BadInitial, "the allowance expires");
+        let mut junk = seal(&[9; 8], 1162);
+        junk[200] ^= 1;
+        assert_eq!(gate.check(&junk, 1_000_000), Verdict::BadInitial, "an ID the server never issued");
+        // Short headers carry no SCID and note nothing.
+        gate.note_sent(&[0x40, 1, 2, 3], 0);
+        assert_eq!(gate.issued.len(), 1);
     }
 
     proptest! {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 pub struct Shared {
     core: Mutex<Core>,
+    quic_gate: Mutex<probe_proto::quic::InitialGate>,
     start: Instant,
     rng: SystemRandom,
     /// What RTCD would advertise, computed once at start; handed to every session.
@@ -20,6 +21,7 @@ impl Shared {
     pub fn new(core: Core, ice: Option<IceOffer>) -> Self {
         Self {
             core: Mutex::new(core),
+            quic_gate: Mutex::new(probe_proto::quic::InitialGate::new(4096)),
             start: Instant::now(),
             rng: SystemRandom::new(),
             ice,
@@ -41,6 +43,10 @@ impl Shared {
     pub fn core(&self) -> MutexGuard<'_, Core> {
         // A panic while holding the lock would be a bug; keep serving rather than cascade.
         self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn quic_gate(&self) -> MutexGuard<'_, probe_proto::quic::InitialGate> {
+        self.quic_gate.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn random<const N: usize>(&self) -> [u8; N] {

@@ -48,7 +48,8 @@ pub async fn serve(
                 shared.core().on_echo(now, Transport::Udp, pkt, &mut out)
             }
             Kind::Quic => {
-                if quic::check(pkt) != quic::Verdict::Pass {
+                let now = shared.now_us();
+                if shared.quic_gate().check(pkt, now) != quic::Verdict::Pass {
                     shared.core().stats.drop_quic_invalid += 1;
                 } else if quic_tx.try_send((pkt.to_vec(), src)).is_err() {
                     shared.core().stats.drop_quic_queue += 1;
@@ -69,19 +70,28 @@ pub async fn serve(
 }
 
 /// quinn's view of the shared socket: receives only what the demultiplexer queued for it.
-#[derive(Debug)]
 pub struct QuicSocket {
     io: Arc<UdpSocket>,
     rx: Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+    /// Told which connection IDs the server issues, so the demultiplexer can let the client's
+    /// later Initials through.
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for QuicSocket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QuicSocket")
+    }
 }
 
 impl QuicSocket {
-    pub fn new(io: Arc<UdpSocket>) -> (Self, mpsc::Sender<(Vec<u8>, SocketAddr)>) {
+    pub fn new(io: Arc<UdpSocket>, shared: Arc<Shared>) -> (Self, mpsc::Sender<(Vec<u8>, SocketAddr)>) {
         let (tx, rx) = mpsc::channel(QUIC_QUEUE);
         (
             Self {
                 io,
                 rx: Mutex::new(rx),
+                shared,
             },
             tx,
         )
@@ -97,7 +107,12 @@ impl AsyncUdpSocket for QuicSocket {
     }
 
     fn try_send(&self, t: &Transmit) -> io::Result<()> {
-        self.io.try_send_to(t.contents, t.destination).map(|_| ())
+        self.io.try_send_to(t.contents, t.destination)?;
+        if t.contents.first().is_some_and(|b| b & 0x80 != 0) {
+            let now = self.shared.now_us();
+            self.shared.quic_gate().note_sent(t.contents, now);
+        }
+        Ok(())
     }
 
     fn poll_recv(
