@@ -321,27 +321,52 @@ impl Metrics {
             let core = shared.core();
             (core.stats, core.session_count())
         };
-        let set = |f: &Family<Kind, Counter>, kind, v: u64| {
-            f.get_or_create(&Kind { kind })
+        // Exhaustive on purpose: a counter added to ServerStats fails to build until it is here.
+        let probe_proto::session::ServerStats {
+            stun_requests,
+            stun_replies,
+            stun_too_small,
+            ice_checks,
+            ice_bad_credentials,
+            echo_requests,
+            echo_replies,
+            drop_unknown_session,
+            drop_bad_mac,
+            drop_malformed,
+            sessions_opened,
+            sessions_expired,
+            sessions_refused,
+            drop_rate_limited,
+            drop_unauthenticated,
+            control_too_small,
+            drop_not_ours,
+            drop_quic_queue,
+            drop_quic_invalid,
+        } = s;
+        for (kind, v) in [
+            ("stun_request", stun_requests),
+            ("stun_reply", stun_replies),
+            ("echo_request", echo_requests),
+            ("echo_reply", echo_replies),
+            ("ice_check", ice_checks),
+        ] {
+            self.packets
+                .get_or_create(&Kind { kind })
                 .inner()
                 .store(v, Ordering::Relaxed);
-        };
-        set(&self.packets, "stun_request", s.stun_requests);
-        set(&self.packets, "stun_reply", s.stun_replies);
-        set(&self.packets, "echo_request", s.echo_requests);
-        set(&self.packets, "echo_reply", s.echo_replies);
-        set(&self.packets, "ice_check", s.ice_checks);
+        }
         for (reason, v) in [
-            ("malformed", s.drop_malformed),
-            ("unknown_session", s.drop_unknown_session),
-            ("bad_mac", s.drop_bad_mac),
-            ("rate_limited", s.drop_rate_limited),
-            ("unauthenticated", s.drop_unauthenticated),
-            ("not_ours", s.drop_not_ours),
-            ("quic_queue_full", s.drop_quic_queue),
-            ("stun_too_small", s.stun_too_small),
-            ("control_too_small", s.control_too_small),
-            ("ice_bad_credentials", s.ice_bad_credentials),
+            ("malformed", drop_malformed),
+            ("unknown_session", drop_unknown_session),
+            ("bad_mac", drop_bad_mac),
+            ("rate_limited", drop_rate_limited),
+            ("unauthenticated", drop_unauthenticated),
+            ("not_ours", drop_not_ours),
+            ("quic_queue_full", drop_quic_queue),
+            ("quic_invalid", drop_quic_invalid),
+            ("stun_too_small", stun_too_small),
+            ("control_too_small", control_too_small),
+            ("ice_bad_credentials", ice_bad_credentials),
         ] {
             self.drops
                 .get_or_create(&Reason { reason })
@@ -349,9 +374,9 @@ impl Metrics {
                 .store(v, Ordering::Relaxed);
         }
         for (event, v) in [
-            ("opened", s.sessions_opened),
-            ("expired", s.sessions_expired),
-            ("refused", s.sessions_refused),
+            ("opened", sessions_opened),
+            ("expired", sessions_expired),
+            ("refused", sessions_refused),
         ] {
             self.sessions
                 .get_or_create(&Event { event })
@@ -646,6 +671,42 @@ mod tests {
             to_prometheus_text(om),
             "# HELP a_total A.\n# TYPE a_total counter\na_total 1\n# HELP g G.\n# TYPE g gauge\ng 2\n"
         );
+    }
+
+    /// Every series the shipped Grafana dashboard queries is one this server exports.
+    #[test]
+    fn dashboard_queries_only_exported_series() {
+        let dash: serde_json::Value =
+            serde_json::from_str(include_str!("../../deploy/grafana-dashboard.json")).unwrap();
+        let mut exprs = Vec::new();
+        fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(o) => {
+                    if let Some(e) = o.get("expr").and_then(|e| e.as_str()) {
+                        out.push(e.to_string());
+                    }
+                    o.values().for_each(|v| walk(v, out));
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+                _ => {}
+            }
+        }
+        walk(&dash["panels"], &mut exprs);
+        assert!(exprs.len() > 10, "{exprs:?}");
+        let m = Metrics::new(5, &[]);
+        m.record(&report("s", Some(1.0), &["packet_loss"]), 0);
+        let text = m.encode(&shared(), Some(&UploadStats::default()), false);
+        for e in &exprs {
+            for name in e
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("probe_"))
+            {
+                assert!(
+                    text.lines().any(|l| l.starts_with(name)),
+                    "the dashboard queries {name}, which /metrics does not have"
+                );
+            }
+        }
     }
 
     #[test]

@@ -60,7 +60,7 @@ async fn serve(args: ServeArgs) -> i32 {
         Ok(id) => id,
         Err(e) => return fail(format!("{e:#}.")),
     };
-    let (results, metrics) = match keep_results(&args, &state_dir) {
+    let (results, metrics, store_path) = match keep_results(&args, &state_dir) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -137,6 +137,11 @@ async fn serve(args: ServeArgs) -> i32 {
     };
     let udp_addr = udp_sock.local_addr().unwrap_or(args.listen);
     let tcp_addr = listener.local_addr().unwrap_or(args.listen);
+    // Signals are hooked before the ready line, so a SIGTERM right after it stops cleanly.
+    let stop = match Shutdown::hook() {
+        Ok(s) => s,
+        Err(e) => return fail(format!("cannot install the signal handlers: {e}.")),
+    };
 
     let tasks = [
         tokio::spawn(udp::serve(udp_sock, shared.clone(), quic_tx)),
@@ -148,6 +153,7 @@ async fn serve(args: ServeArgs) -> i32 {
         tokio::spawn(quic::serve(endpoint.clone(), shared.clone())),
         tokio::spawn(expire(shared.clone())),
     ];
+    let metrics_addr = metrics.as_ref().and_then(|(l, _)| l.local_addr().ok());
     let metrics_task = match metrics.map(|(l, m)| start_metrics(l, m, shared.clone())) {
         Some(Err(e)) => return fail(format!("cannot serve metrics: {e}.")),
         Some(Ok(t)) => Some(t),
@@ -169,13 +175,18 @@ async fn serve(args: ServeArgs) -> i32 {
         (None, Some(f)) => format!(" --token \"$(cat {})\"", f.display()),
         (None, None) => String::new(),
     };
+    // Logged once the start has succeeded: a failed start says one sentence and nothing else.
+    tracing::info!(path = %store_path.display(), "keeping uploaded reports (probe-server results shows them)");
+    if let Some(addr) = metrics_addr {
+        tracing::info!("Prometheus metrics on http://{addr}/metrics");
+    }
     tracing::info!(
         "listening on UDP and TCP {udp_addr}; users run: probe-client {} --pin {}{token_arg}",
         client_target(udp_addr),
         identity.pin
     );
 
-    shutdown_signal().await;
+    stop.wait().await;
     tracing::info!("shutting down");
     // Replies are sent inline, so nothing is in flight once the loops stop; tell QUIC peers.
     endpoint.close(0u32.into(), b"server shutting down");
@@ -198,7 +209,14 @@ type MetricsSetup = (std::net::TcpListener, Arc<crate::metrics::Metrics>);
 fn keep_results(
     args: &ServeArgs,
     state_dir: &std::path::Path,
-) -> Result<(crate::results::Sink, Option<MetricsSetup>), i32> {
+) -> Result<
+    (
+        crate::results::Sink,
+        Option<MetricsSetup>,
+        std::path::PathBuf,
+    ),
+    i32,
+> {
     use crate::results::{store::Store, Sink};
     let path = args
         .store
@@ -223,8 +241,7 @@ fn keep_results(
     };
     let sink = Sink::start(store, metrics.as_ref().map(|(_, m)| m.clone()))
         .map_err(|e| fail(format!("cannot start the result store's writer: {e}.")))?;
-    tracing::info!(path = %path.display(), "keeping uploaded reports (probe-server results shows them)");
-    Ok((sink, metrics))
+    Ok((sink, metrics, path))
 }
 
 fn start_metrics(
@@ -233,9 +250,7 @@ fn start_metrics(
     shared: Arc<Shared>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
     listener.set_nonblocking(true)?;
-    let addr = listener.local_addr()?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    tracing::info!("Prometheus metrics on http://{addr}/metrics");
     Ok(tokio::spawn(crate::metrics::serve(
         listener, metrics, shared,
     )))
@@ -289,18 +304,40 @@ async fn expire(shared: Arc<Shared>) {
     }
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT (Ctrl-C), registered up front.
+struct Shutdown {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn hook() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Self {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = &mut self;
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

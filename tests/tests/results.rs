@@ -3,6 +3,8 @@
 //! the same story, and keep telling it after a restart. Start refusals (read-only or damaged
 //! store) are one sentence and exit 2.
 //!
+//! A full disk under the store costs uploads (logged, counted) and never echo replies.
+//!
 //! One routed topology; the router's nft rules change between the runs: none (site `clean`),
 //! 10 % random loss on UDP towards the server (`lossy`), UDP to the probe port dropped
 //! (`udp-blocked`: the control channel falls back to TCP and the upload goes that way).
@@ -61,9 +63,7 @@ fn start(ns: &Netns, state: &Path) -> ServerHandle {
 
 /// SIGTERM, as systemd stops it: the server must finish writing and exit 0.
 fn stop_gracefully(mut server: ServerHandle) -> String {
-    // probe-server prints its ready line before it installs its SIGTERM handler (serve.rs), so
-    // a signal sent at once kills it outright; give it a moment.
-    std::thread::sleep(Duration::from_millis(500));
+    // Sent at once after the ready line: the server hooks its signals before printing it.
     let pid = server.proc_mut().pid() as libc::pid_t;
     // SAFETY: plain kill(2) on our own child's pid.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -518,12 +518,14 @@ fn unusable_store_stops_the_start_with_one_sentence() {
             "{}",
             done.describe()
         );
+        // One sentence and nothing else: no log lines around it.
         let msg: Vec<&str> = done
             .stderr
             .lines()
-            .filter(|l| l.starts_with("probe-server: "))
+            .filter(|l| !l.trim().is_empty())
             .collect();
         assert_eq!(msg.len(), 1, "{}", done.describe());
+        assert!(msg[0].starts_with("probe-server: "), "{}", msg[0]);
         assert!(
             msg[0].contains(path) && msg[0].contains(words),
             "{}",
@@ -583,4 +585,138 @@ fn unusable_store_stops_the_start_with_one_sentence() {
         bytes,
         "the damaged store was changed"
     );
+}
+
+/// A small tmpfs mounted on a directory for the test's duration (lazily unmounted on drop, even
+/// when the test panics).
+struct TinyDisk(std::path::PathBuf);
+
+impl TinyDisk {
+    fn mount(dir: &Path, size: &str) -> Self {
+        let done = run_bounded(
+            probe_tests::proc::command(&[
+                "mount",
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                &dir.display().to_string(),
+            ]),
+            "mount tmpfs",
+            TOOL_BOUND,
+        );
+        assert!(done.success(), "{}", done.describe());
+        Self(dir.to_path_buf())
+    }
+}
+
+impl Drop for TinyDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system under `path` with one file until writes fail.
+fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).expect("create the filler");
+    let block = vec![0u8; 4096];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+}
+
+#[test]
+fn full_disk_costs_uploads_never_echo_replies() {
+    let _one = serial();
+    let topo = Topology::routed();
+    let state = TempDir::new("results-full");
+    let disk_dir = state.path().join("disk");
+    std::fs::create_dir_all(&disk_dir).unwrap();
+    let _disk = TinyDisk::mount(&disk_dir, "512k");
+    let store = disk_dir.join("results.sqlite");
+    let dir = state.path().display().to_string();
+    let store_s = store.display().to_string();
+    let server = try_start_server(
+        &topo.server,
+        &[
+            "--listen",
+            LISTEN,
+            "--state-dir",
+            &dir,
+            "--store",
+            &store_s,
+            "--metrics",
+            METRICS,
+        ],
+        SERVER_READY_TIMEOUT,
+        SERVER_LIFETIME,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let reports = TempDir::new("results-full-reports");
+    let filler = disk_dir.join("filler");
+    fill(&filler);
+
+    // The disk is full: the run itself is unaffected, its upload is lost and counted.
+    let run = probe(
+        &topo,
+        &server,
+        "full-disk",
+        &["--duration", "1"],
+        reports.path(),
+    );
+    assert_eq!(run["ok"], true, "{run:#}");
+    assert_eq!(run["udp"]["reachable"], true);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (_, body) = http_get(&topo.server, METRICS, "/metrics", None);
+        if sample(
+            &body,
+            r#"probe_server_uploads_total{outcome="store_failed"}"#,
+        ) >= 1.0
+            || std::time::Instant::now() > deadline
+        {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        sample(
+            &body,
+            r#"probe_server_uploads_total{outcome="store_failed"}"#
+        ),
+        1.0,
+        "{}",
+        server.stderr()
+    );
+    assert_eq!(
+        sample(&body, r#"probe_server_uploads_total{outcome="stored"}"#),
+        0.0
+    );
+    // The metrics saw the run all the same.
+    assert_eq!(
+        sample(
+            &body,
+            r#"probe_site_runs_total{site="full-disk",outcome="pass"}"#
+        ),
+        1.0
+    );
+    assert!(
+        server.stderr().contains("cannot write uploaded results"),
+        "{}",
+        server.stderr()
+    );
+
+    // Space again: the next upload is kept, and the server says it recovered.
+    std::fs::remove_file(&filler).unwrap();
+    probe(
+        &topo,
+        &server,
+        "full-disk",
+        &["--duration", "1"],
+        reports.path(),
+    );
+    let table = results_json(&store);
+    assert_eq!(num(site(&table, "full-disk"), "runs"), 1.0, "{table:#}");
+    let log = stop_gracefully(server);
+    assert!(log.contains("writable again"), "{log}");
 }

@@ -25,8 +25,8 @@ pub struct ResultsArgs {
     /// CSV instead of the table.
     #[arg(long)]
     pub csv: bool,
-    /// The store to read (default: results.sqlite in the state directory).
-    #[arg(long, env = "PROBE_SERVER_STORE", conflicts_with = "state_dir")]
+    /// The store to read (default: results.sqlite in the state directory; wins over --state-dir).
+    #[arg(long, env = "PROBE_SERVER_STORE")]
     pub store: Option<PathBuf>,
     /// The server's state directory, when it is not the default.
     #[arg(long, env = "PROBE_SERVER_STATE_DIR")]
