@@ -117,7 +117,6 @@ impl EchoOutcome {
         }
     }
 
-
     /// Replies came at first and then stopped well before sending ended: the server went away.
     pub fn stopped_midway(&self) -> bool {
         self.broken.is_some()

@@ -13,8 +13,8 @@ use ring::hkdf;
 /// QUIC version 1 (RFC 9000); the only one our client speaks.
 pub const VERSION_1: u32 = 1;
 const INITIAL_SALT_V1: [u8; 20] = [
-    0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad, 0xcc, 0xbb,
-    0x7f, 0x0a,
+    0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad,
+    0xcc, 0xbb, 0x7f, 0x0a,
 ];
 
 /// What to do with a datagram in the QUIC range.
@@ -188,7 +188,10 @@ fn open_initial(d: &[u8]) -> Option<()> {
     }
     let (key, iv, hpk) = client_initial_keys(dcid)?;
     let sample = d.get(pn_offset + 4..pn_offset + 20)?;
-    let mask = hp::HeaderProtectionKey::new(&hp::AES_128, &hpk).ok()?.new_mask(sample).ok()?;
+    let mask = hp::HeaderProtectionKey::new(&hp::AES_128, &hpk)
+        .ok()?
+        .new_mask(sample)
+        .ok()?;
     let mut packet = d[..end].to_vec();
     packet[0] ^= mask[0] & 0x0f;
     let pn_len = usize::from(packet[0] & 0x03) + 1;
@@ -200,7 +203,11 @@ fn open_initial(d: &[u8]) -> Option<()> {
     let (header, payload) = packet.split_at_mut(pn_offset + pn_len);
     let aead_key = LessSafeKey::new(UnboundKey::new(&aead::AES_128_GCM, &key).ok()?);
     aead_key
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&*header), payload)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&*header),
+            payload,
+        )
         .ok()
         .map(|_| ())
 }
@@ -211,7 +218,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     #[test]
@@ -240,8 +250,12 @@ mod tests {
         nonce[10] ^= pn[0];
         nonce[11] ^= pn[1];
         let k = LessSafeKey::new(UnboundKey::new(&aead::AES_128_GCM, &key).unwrap());
-        k.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&p[..]), &mut body)
-            .unwrap();
+        k.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&p[..]),
+            &mut body,
+        )
+        .unwrap();
         p.extend_from_slice(&body);
         let mask = hp::HeaderProtectionKey::new(&hp::AES_128, &hpk)
             .unwrap()
@@ -259,7 +273,14 @@ mod tests {
         assert_eq!(check(&d), Verdict::Pass);
         // Byte 0's low bits are protected (packet number length); flipping its type bits
         // would make it a 0-RTT packet, which this filter leaves to quinn.
-        for (i, bit) in [(0usize, 0x01), (6, 0x10), (20, 0x10), (25, 0x10), (100, 0x10), (d.len() - 1, 0x10)] {
+        for (i, bit) in [
+            (0usize, 0x01),
+            (6, 0x10),
+            (20, 0x10),
+            (25, 0x10),
+            (100, 0x10),
+            (d.len() - 1, 0x10),
+        ] {
             let mut m = d.clone();
             m[i] ^= bit;
             assert_ne!(check(&m), Verdict::Pass, "bit flipped at {i}");
@@ -289,14 +310,30 @@ mod tests {
         gate.note_sent(&server_initial, 0);
         // A client Initial to that ID, sealed with other keys (as an ACK-only Initial is).
         let mut ack = seal(&[1, 2, 3, 4], 100);
-        assert_eq!(gate.check(&ack, 0), Verdict::Pass, "its own keys happen to fit");
+        assert_eq!(
+            gate.check(&ack, 0),
+            Verdict::Pass,
+            "its own keys happen to fit"
+        );
         let last = ack.len() - 1;
         ack[last] ^= 1;
-        assert_eq!(gate.check(&ack, 1_000_000), Verdict::Pass, "addressed to an issued ID");
-        assert_eq!(gate.check(&ack, 40_000_000), Verdict::BadInitial, "the allowance expires");
+        assert_eq!(
+            gate.check(&ack, 1_000_000),
+            Verdict::Pass,
+            "addressed to an issued ID"
+        );
+        assert_eq!(
+            gate.check(&ack, 40_000_000),
+            Verdict::BadInitial,
+            "the allowance expires"
+        );
         let mut junk = seal(&[9; 8], 1162);
         junk[200] ^= 1;
-        assert_eq!(gate.check(&junk, 1_000_000), Verdict::BadInitial, "an ID the server never issued");
+        assert_eq!(
+            gate.check(&junk, 1_000_000),
+            Verdict::BadInitial,
+            "an ID the server never issued"
+        );
         // Short headers carry no SCID and note nothing.
         gate.note_sent(&[0x40, 1, 2, 3], 0);
         assert_eq!(gate.issued.len(), 1);

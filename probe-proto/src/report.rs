@@ -236,7 +236,10 @@ fn ice_lines(out: &mut String, ice: &IceReport) {
         } else {
             format!("{}:{}", c.address, c.port)
         };
-        let pair = ice.pairs.iter().find(|p| p.remote == remote && p.protocol == c.protocol);
+        let pair = ice
+            .pairs
+            .iter()
+            .find(|p| p.remote == remote && p.protocol == c.protocol);
         let verdict = match pair {
             Some(p) if p.ok => match p.rtt_ms {
                 Some(rtt) => format!("answers ({} ms)", ms(rtt)),
@@ -263,7 +266,9 @@ pub fn one_sentence(text: &str) -> String {
     text.lines()
         .take_while(|l| !l.starts_with("Usage:"))
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("tip:") && !l.starts_with("For more information"))
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("tip:") && !l.starts_with("For more information")
+        })
         .collect::<Vec<_>>()
         .join(" ")
         .trim_start_matches("error: ")
@@ -277,7 +282,12 @@ pub fn render_findings(out: &mut String, findings: &[Finding]) {
         out.push_str("No problems found.\n");
     }
     for f in findings {
-        out.push_str(&format!("{:<7}  {} — {}\n", f.severity.label().to_uppercase(), f.id, f.summary));
+        out.push_str(&format!(
+            "{:<7}  {} — {}\n",
+            f.severity.label().to_uppercase(),
+            f.id,
+            f.summary
+        ));
         out.push_str(&format!("         fix: {}\n", f.fix));
     }
 }
@@ -378,7 +388,10 @@ mod tests {
     #[test]
     fn clap_errors_become_one_sentence() {
         let text = "error: the following required arguments were not provided:\n  <SERVER>\n\nUsage: probe-client <SERVER>\n\nFor more information, try '--help'.\n";
-        assert_eq!(one_sentence(text), "the following required arguments were not provided: <SERVER>");
+        assert_eq!(
+            one_sentence(text),
+            "the following required arguments were not provided: <SERVER>"
+        );
     }
 
     #[test]

@@ -51,12 +51,12 @@ fn parse_args() -> cli::Cli {
     use clap::error::ErrorKind;
     match cli::Cli::try_parse() {
         Ok(a) => a,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
-        Err(e) => {
-            std::process::exit(fail(format!(
-                "{} (see probe-server --help)",
-                probe_proto::report::one_sentence(&e.render().to_string())
-            )))
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
         }
+        Err(e) => std::process::exit(fail(format!(
+            "{} (see probe-server --help)",
+            probe_proto::report::one_sentence(&e.render().to_string())
+        ))),
     }
 }

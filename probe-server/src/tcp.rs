@@ -77,20 +77,27 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
             let reply = match classify(payload) {
                 Kind::Stun => {
                     let now = shared.now_us();
-                    shared.core().on_stun(now, peer, payload, &mut out).map(|n| out[..n].to_vec())
+                    shared
+                        .core()
+                        .on_stun(now, peer, payload, &mut out)
+                        .map(|n| out[..n].to_vec())
                 }
                 Kind::Echo => {
                     let now = shared.now_us();
-                    let n = shared.core().on_echo(now, Transport::Tcp, payload, &mut out);
+                    let n = shared
+                        .core()
+                        .on_echo(now, Transport::Tcp, payload, &mut out);
                     n.map(|n| out[..n].to_vec())
                 }
-                _ if payload.first() == Some(&CONTROL_TAG) => match channel.handle_payload(&shared, payload) {
-                    Ok(reply) => reply,
-                    Err(()) => {
-                        close = true;
-                        break;
+                _ if payload.first() == Some(&CONTROL_TAG) => {
+                    match channel.handle_payload(&shared, payload) {
+                        Ok(reply) => reply,
+                        Err(()) => {
+                            close = true;
+                            break;
+                        }
                     }
-                },
+                }
                 // Like RTCD's TCP mux: a frame that is none of ours ends the connection.
                 _ => {
                     shared.core().stats.drop_malformed += 1;

@@ -85,7 +85,10 @@ impl std::fmt::Debug for QuicSocket {
 }
 
 impl QuicSocket {
-    pub fn new(io: Arc<UdpSocket>, shared: Arc<Shared>) -> (Self, mpsc::Sender<(Vec<u8>, SocketAddr)>) {
+    pub fn new(
+        io: Arc<UdpSocket>,
+        shared: Arc<Shared>,
+    ) -> (Self, mpsc::Sender<(Vec<u8>, SocketAddr)>) {
         let (tx, rx) = mpsc::channel(QUIC_QUEUE);
         (
             Self {
