@@ -53,7 +53,7 @@ pub struct ProbeArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(56..=1200))]
     pub size: Option<u16>,
     /// Name of this site in reports (default: this host's name).
-    #[arg(long)]
+    #[arg(long, env = "PROBE_SITE")]
     pub site: Option<String>,
     /// Refuse a server whose certificate does not have this SHA-256 pin (sha256:HEX, printed by probe-server).
     #[arg(long, env = "PROBE_PIN")]

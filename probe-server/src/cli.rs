@@ -81,13 +81,13 @@ pub struct ServeArgs {
     #[arg(long, env = "PROBE_SERVER_RTCD_CONFIG")]
     pub rtcd_config: Option<PathBuf>,
     /// Same as RTCD's rtc.ice_host_override (wins over the file and RTCD_RTC_ICEHOSTOVERRIDE).
-    #[arg(long)]
+    #[arg(long, env = "PROBE_SERVER_ICE_HOST_OVERRIDE")]
     pub ice_host_override: Option<String>,
     /// Same as RTCD's rtc.ice_host_port_override: a port, or localIP/port,… pairs.
-    #[arg(long)]
+    #[arg(long, env = "PROBE_SERVER_ICE_HOST_PORT_OVERRIDE")]
     pub ice_host_port_override: Option<String>,
     /// Same as RTCD's rtc.ice_servers, as the JSON of RTCD_RTC_ICESERVERS.
-    #[arg(long)]
+    #[arg(long, env = "PROBE_SERVER_ICE_SERVERS")]
     pub ice_servers: Option<String>,
     /// SQLite file that keeps the reports clients upload (default: results.sqlite in the state directory).
     #[arg(long, env = "PROBE_SERVER_STORE")]
