@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// TCP connections at once.
     #[arg(long, env = "PROBE_SERVER_MAX_TCP_CONNECTIONS", default_value_t = 512)]
     pub max_tcp_connections: usize,
+    /// A TCP connection that sends nothing for this many seconds is closed (RTCD uses 30).
+    #[arg(long, env = "PROBE_SERVER_TCP_IDLE_TIMEOUT", default_value_t = 30)]
+    pub tcp_idle_timeout: u64,
     /// Access token: clients must prove they hold it (--token on probe-client); nothing else gets a reply.
     #[arg(
         long,

@@ -149,6 +149,7 @@ async fn serve(args: ServeArgs) -> i32 {
             listener,
             shared.clone(),
             args.max_tcp_connections.max(1),
+            Duration::from_secs(args.tcp_idle_timeout.max(1)),
         )),
         tokio::spawn(quic::serve(endpoint.clone(), shared.clone())),
         tokio::spawn(expire(shared.clone())),

@@ -11,10 +11,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A connection that sends nothing for this long is closed (RTCD uses 30 s for its first STUN).
-const IDLE: Duration = Duration::from_secs(30);
-
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, max_connections: usize) {
+/// `idle`: a connection that sends nothing for this long is closed (RTCD uses 30 s).
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    max_connections: usize,
+    idle: Duration,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         match listener.accept().await {
@@ -33,7 +36,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, max_connections: 
                 };
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    handle(stream, shared).await;
+                    handle(stream, shared, idle).await;
                     drop(slot);
                 });
             }
@@ -45,7 +48,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, max_connections: 
     }
 }
 
-async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn handle(mut stream: TcpStream, shared: Arc<Shared>, idle: Duration) {
     let Ok(peer) = stream.peer_addr().map(canonical) else {
         return;
     };
@@ -55,7 +58,7 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>) {
     let mut buf = vec![0u8; 8192];
     let mut out = vec![0u8; 2048];
     loop {
-        let n = match tokio::time::timeout(IDLE, stream.read(&mut buf)).await {
+        let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
             _ => break,
         };

@@ -257,3 +257,29 @@ fn server_bad_input_exits_2() {
     assert_eq!(done.code(), Some(2), "{}", done.describe());
     one_sentence(&done.stderr);
 }
+
+#[test]
+fn ipv6_listen_serves_ipv6_and_ipv4_clients() {
+    let ns = Netns::new("cli6");
+    // The harness turns IPv6 off in its namespaces; this test needs it on loopback.
+    ns.sysctl("net.ipv6.conf.all.disable_ipv6", "0");
+    ns.sysctl("net.ipv6.conf.lo.disable_ipv6", "0");
+    let h = start_server_with_state(&ns, "[::]:8443", &[] as &[&str], &BTreeMap::new(), LIFETIME)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(h.ready.udp.to_string(), "[::]:8443");
+    for (server, mapped_prefix) in [("[::1]:8443", "[::1]:"), ("127.0.0.1:8443", "127.0.0.1:")] {
+        let run = client(
+            &ns,
+            &[server, "--duration", "0.5", "--json", "--pin", h.pin()],
+        );
+        assert_eq!(run.code(), Some(0), "{server}: {}", run.describe());
+        let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+        let mapped = report["udp"]["stun"]["mapped"].as_str().unwrap_or_default();
+        // A v4 client of a dual-stack socket is shown as IPv4, not ::ffff:127.0.0.1.
+        assert!(
+            mapped.starts_with(mapped_prefix),
+            "{server}: mapped {mapped}"
+        );
+        assert_eq!(report["tcp"]["reachable"], true, "{server}");
+    }
+}

@@ -1612,3 +1612,36 @@ fn token_required_and_accepted_from_flag_and_env() {
     assert_eq!(c.get("sessions_opened"), Some(&2), "{c:?}");
     teardown(t);
 }
+
+#[test]
+fn idle_tcp_connections_are_closed_after_the_configured_timeout() {
+    let _g = serial();
+    let t = Topology::routed();
+    let server = start(&t, &["--tcp-idle-timeout", "1"]);
+    let dst = match server_addr(&t) {
+        SocketAddr::V4(a) => a,
+        SocketAddr::V6(_) => unreachable!("the topology is IPv4"),
+    };
+    let src = t.client_ip;
+    // A silent connection: the server must hang up after about a second, not keep it open.
+    let closed_after = in_ns(&t.client, move || {
+        let mut s = tcp_connect_from(src, dst).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut buf = [0u8; 16];
+        let n = std::io::Read::read(&mut s, &mut buf);
+        (n.map_err(|e| e.kind()), t0.elapsed())
+    });
+    assert_eq!(
+        closed_after.0,
+        Ok(0),
+        "the server closes the connection (EOF)"
+    );
+    assert!(
+        closed_after.1 >= Duration::from_millis(900) && closed_after.1 < Duration::from_secs(5),
+        "closed after {:?}",
+        closed_after.1
+    );
+    drop(server);
+    teardown(t);
+}

@@ -652,25 +652,76 @@ fn cpu_check(
     };
     let secs = i0.elapsed().as_secs_f64().max(0.001);
     let one_core_pct = t1.saturating_sub(t0) as f64 / cpu::ticks_per_sec() / secs * 100.0;
+    let (check, finding) = judge_cpu(pid, one_core_pct, cores, load);
+    checks.push(check);
+    findings.extend(finding);
+}
+
+/// The CPU verdict from what was measured: RTCD's share of the machine, and the load.
+fn judge_cpu(
+    pid: u32,
+    one_core_pct: f64,
+    cores: usize,
+    load: Option<f64>,
+) -> (Check, Option<Finding>) {
+    let cores = cores.max(1);
+    let load_text = load.map_or("load unknown".to_string(), |l| {
+        format!("load {l:.2} on {cores} core(s)")
+    });
     let share = one_core_pct / cores as f64;
     let detail = format!("RTCD (pid {pid}) used {one_core_pct:.0} % of one core ({share:.0} % of the machine); {load_text}");
-    let overloaded = load.is_some_and(|l| l / cores as f64 >= cpu::HIGH_LOAD_PER_CORE);
     if share >= cpu::HIGH_SHARE_PCT {
-        findings.push(Finding::new(
+        let finding = Finding::new(
             "rtcd_high_cpu",
             Severity::Warning,
             format!("RTCD used {share:.0} % of this machine's {cores} core(s) during the sample: high CPU degrades call quality"),
             "give RTCD more cores or spread calls over more RTCD hosts (the guide's Performance Baselines give calls per core)",
-        ));
-        checks.push(Check::new("cpu", Status::Warn, detail));
-    } else if overloaded {
-        checks.push(Check::new(
-            "cpu",
-            Status::Warn,
-            format!("{detail} — the host is overloaded"),
-        ));
+        );
+        (Check::new("cpu", Status::Warn, detail), Some(finding))
+    } else if load.is_some_and(|l| l / cores as f64 >= cpu::HIGH_LOAD_PER_CORE) {
+        (
+            Check::new(
+                "cpu",
+                Status::Warn,
+                format!("{detail} — the host is overloaded"),
+            ),
+            None,
+        )
     } else {
-        checks.push(Check::new("cpu", Status::Pass, detail));
+        (Check::new("cpu", Status::Pass, detail), None)
+    }
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_verdict_thresholds() {
+        let (c, f) = judge_cpu(7, 170.0, 2, Some(1.0));
+        assert_eq!(
+            (c.status, f.map(|f| f.id)),
+            (Status::Warn, Some("rtcd_high_cpu".to_string()))
+        );
+        let (c, f) = judge_cpu(7, 150.0, 2, Some(1.0));
+        assert_eq!(
+            (c.status, f.is_none()),
+            (Status::Pass, true),
+            "75 % of the machine is below 80 %"
+        );
+        let (c, f) = judge_cpu(7, 10.0, 2, Some(4.5));
+        assert_eq!(
+            (c.status, f.is_none()),
+            (Status::Warn, true),
+            "an overloaded host warns without blaming RTCD"
+        );
+        assert!(c.detail.contains("overloaded"));
+        let (c, _) = judge_cpu(7, 10.0, 0, None);
+        assert_eq!(
+            c.status,
+            Status::Pass,
+            "zero cores reported is treated as one"
+        );
     }
 }
 
