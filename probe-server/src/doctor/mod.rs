@@ -692,39 +692,6 @@ fn judge_cpu(
     }
 }
 
-#[cfg(test)]
-mod cpu_tests {
-    use super::*;
-
-    #[test]
-    fn cpu_verdict_thresholds() {
-        let (c, f) = judge_cpu(7, 170.0, 2, Some(1.0));
-        assert_eq!(
-            (c.status, f.map(|f| f.id)),
-            (Status::Warn, Some("rtcd_high_cpu".to_string()))
-        );
-        let (c, f) = judge_cpu(7, 150.0, 2, Some(1.0));
-        assert_eq!(
-            (c.status, f.is_none()),
-            (Status::Pass, true),
-            "75 % of the machine is below 80 %"
-        );
-        let (c, f) = judge_cpu(7, 10.0, 2, Some(4.5));
-        assert_eq!(
-            (c.status, f.is_none()),
-            (Status::Warn, true),
-            "an overloaded host warns without blaming RTCD"
-        );
-        assert!(c.detail.contains("overloaded"));
-        let (c, _) = judge_cpu(7, 10.0, 0, None);
-        assert_eq!(
-            c.status,
-            Status::Pass,
-            "zero cores reported is treated as one"
-        );
-    }
-}
-
 fn firewall_findings(
     blocks: &[nft::Block],
     targets: &[nft::Target],
@@ -844,4 +811,37 @@ fn log_findings(scan: &logs::LogScan, checks: &mut Vec<Check>, findings: &mut Ve
         ));
     }
     checks.push(Check::new("logs", status, detail));
+}
+
+#[cfg(test)]
+mod cpu_tests {
+    use super::*;
+
+    #[test]
+    fn cpu_verdict_thresholds() {
+        let (c, f) = judge_cpu(7, 170.0, 2, Some(1.0));
+        assert_eq!(
+            (c.status, f.map(|f| f.id)),
+            (Status::Warn, Some("rtcd_high_cpu".to_string()))
+        );
+        let (c, f) = judge_cpu(7, 150.0, 2, Some(1.0));
+        assert_eq!(
+            (c.status, f.is_none()),
+            (Status::Pass, true),
+            "75 % of the machine is below 80 %"
+        );
+        let (c, f) = judge_cpu(7, 10.0, 2, Some(4.5));
+        assert_eq!(
+            (c.status, f.is_none()),
+            (Status::Warn, true),
+            "an overloaded host warns without blaming RTCD"
+        );
+        assert!(c.detail.contains("overloaded"));
+        let (c, _) = judge_cpu(7, 10.0, 0, None);
+        assert_eq!(
+            c.status,
+            Status::Pass,
+            "zero cores reported is treated as one"
+        );
+    }
 }
