@@ -183,7 +183,7 @@ async fn serve(args: ServeArgs) -> i32 {
     }
     tracing::info!(
         "listening on UDP and TCP {udp_addr}; users run: probe-client {} --pin {}{token_arg}",
-        client_target(udp_addr),
+        client_target(udp_addr, shared.ice.as_ref()),
         identity.pin
     );
 
@@ -280,12 +280,18 @@ fn log_stats(shared: &Shared, what: &str) {
 }
 
 /// What to put in the copy-paste client command: the bound address unless it is a wildcard.
-fn client_target(addr: std::net::SocketAddr) -> String {
-    if addr.ip().is_unspecified() {
-        format!("THIS_HOST:{}", addr.port())
-    } else {
-        addr.to_string()
+fn client_target(addr: std::net::SocketAddr, ice: Option<&probe_proto::msg::IceOffer>) -> String {
+    if !addr.ip().is_unspecified() {
+        return addr.to_string();
     }
+    // On a wildcard bind, the address RTCD advertises publicly is what users should dial.
+    let public = ice.and_then(|o| {
+        o.candidates
+            .iter()
+            .find(|c| !probe_proto::rtcd::is_private(c.address))
+            .map(|c| std::net::SocketAddr::new(c.address, c.port))
+    });
+    public.map_or_else(|| format!("THIS_HOST:{}", addr.port()), |a| a.to_string())
 }
 
 async fn expire(shared: Arc<Shared>) {
