@@ -89,6 +89,9 @@ pub struct ServeArgs {
     /// Same as RTCD's rtc.ice_host_port_override: a port, or localIP/port,… pairs.
     #[arg(long, env = "PROBE_SERVER_ICE_HOST_PORT_OVERRIDE")]
     pub ice_host_port_override: Option<String>,
+    /// With a hostname ice_host_override: re-resolve it this often, in seconds (RTCD resolves it on every join).
+    #[arg(long, env = "PROBE_SERVER_RESOLVE_INTERVAL", default_value_t = 30)]
+    pub resolve_interval: u64,
     /// Same as RTCD's rtc.ice_servers, as the JSON of RTCD_RTC_ICESERVERS.
     #[arg(long, env = "PROBE_SERVER_ICE_SERVERS")]
     pub ice_servers: Option<String>,

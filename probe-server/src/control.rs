@@ -78,7 +78,8 @@ impl Channel {
                 };
                 let id = u64::from_be_bytes(shared.random());
                 let key: [u8; 32] = shared.random();
-                let ice = shared.ice.as_ref().map(|_| IceCredentials {
+                let offer = shared.ice();
+                let ice = offer.as_ref().map(|_| IceCredentials {
                     ufrag: alnum(&shared.random::<8>()),
                     pwd: alnum(&shared.random::<24>()),
                 });
@@ -97,7 +98,7 @@ impl Channel {
                             client = %hello.client_version,
                             "session opened"
                         );
-                        let ice = shared.ice.clone().zip(ice).map(|(mut offer, creds)| {
+                        let ice = offer.zip(ice).map(|(mut offer, creds)| {
                             offer.ufrag = creds.ufrag;
                             offer.pwd = creds.pwd;
                             offer

@@ -230,3 +230,41 @@ pub fn log_advertised(adv: &Advertised, probe_port: u16) {
         );
     }
 }
+
+/// RTCD resolves a hostname override on every call join, so a DNS change takes effect at once
+/// there. The probe re-resolves it every `every` (off the serving thread) and hands new
+/// sessions what RTCD would advertise now. `cfg` is None when the override is not a hostname.
+pub async fn follow_hostname(
+    cfg: Option<RtcdConfig>,
+    port: u16,
+    every: Duration,
+    shared: std::sync::Arc<crate::shared::Shared>,
+) {
+    let Some(cfg) = cfg else {
+        return;
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let c = cfg.clone();
+        match tokio::task::spawn_blocking(move || advertise(&c, port)).await {
+            Ok(Ok(adv)) => {
+                let next = offer(&cfg, &adv, port);
+                if shared
+                    .ice()
+                    .is_some_and(|cur| cur.candidates != next.candidates)
+                {
+                    tracing::warn!(
+                        "ice_host_override {:?} now resolves differently here; new sessions get the new candidates",
+                        cfg.ice_host_override
+                    );
+                    log_advertised(&adv, port);
+                }
+                shared.set_ice(next);
+            }
+            Ok(Err(e)) => tracing::warn!("RTCD would fail call joins now: {e}"),
+            Err(e) => tracing::warn!("re-resolving the override failed: {e}"),
+        }
+    }
+}

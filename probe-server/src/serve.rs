@@ -110,6 +110,11 @@ async fn serve(args: ServeArgs) -> i32 {
     };
     ice::log_advertised(&advertised.1, probe_port);
     let offer = ice::offer(&advertised.0, &advertised.1, probe_port);
+    let rehearse = matches!(
+        advertised.1.override_form,
+        probe_proto::rtcd::OverrideForm::Hostname { .. }
+    )
+    .then(|| advertised.0.clone());
     let core = Core::with_token(limits, token.as_deref().map(probe_proto::auth::token_key));
     let shared = Arc::new(Shared::new(core, Some(offer)).with_results(results));
 
@@ -153,6 +158,12 @@ async fn serve(args: ServeArgs) -> i32 {
         )),
         tokio::spawn(quic::serve(endpoint.clone(), shared.clone())),
         tokio::spawn(expire(shared.clone())),
+        tokio::spawn(ice::follow_hostname(
+            rehearse,
+            probe_port,
+            Duration::from_secs(args.resolve_interval.max(1)),
+            shared.clone(),
+        )),
     ];
     let metrics_addr = metrics.as_ref().and_then(|(l, _)| l.local_addr().ok());
     let metrics_task = match metrics.map(|(l, m)| start_metrics(l, m, shared.clone())) {
@@ -183,7 +194,7 @@ async fn serve(args: ServeArgs) -> i32 {
     }
     tracing::info!(
         "listening on UDP and TCP {udp_addr}; users run: probe-client {} --pin {}{token_arg}",
-        client_target(udp_addr, shared.ice.as_ref()),
+        client_target(udp_addr, shared.ice().as_ref()),
         identity.pin
     );
 

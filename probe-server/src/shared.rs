@@ -3,7 +3,7 @@
 use probe_proto::msg::IceOffer;
 use probe_proto::session::Core;
 use ring::rand::{SecureRandom, SystemRandom};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 pub struct Shared {
@@ -11,8 +11,9 @@ pub struct Shared {
     quic_gate: Mutex<probe_proto::quic::InitialGate>,
     start: Instant,
     rng: SystemRandom,
-    /// What RTCD would advertise, computed once at start; handed to every session.
-    pub ice: Option<IceOffer>,
+    /// What RTCD would advertise, handed to every session; recomputed while running when the
+    /// override is a hostname (RTCD resolves it on every call join).
+    ice: RwLock<Option<IceOffer>>,
     /// Where uploaded reports go.
     pub results: crate::results::Sink,
 }
@@ -24,7 +25,7 @@ impl Shared {
             quic_gate: Mutex::new(probe_proto::quic::InitialGate::new(4096)),
             start: Instant::now(),
             rng: SystemRandom::new(),
-            ice,
+            ice: RwLock::new(ice),
             results: crate::results::Sink::default(),
         }
     }
@@ -33,6 +34,15 @@ impl Shared {
     pub fn with_results(mut self, results: crate::results::Sink) -> Self {
         self.results = results;
         self
+    }
+
+    /// The current offer (credentials are filled per session).
+    pub fn ice(&self) -> Option<IceOffer> {
+        self.ice.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set_ice(&self, offer: IceOffer) {
+        *self.ice.write().unwrap_or_else(|p| p.into_inner()) = Some(offer);
     }
 
     /// Microseconds on the server's monotonic clock (the echo timestamps' origin).

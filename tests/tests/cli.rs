@@ -283,3 +283,61 @@ fn ipv6_listen_serves_ipv6_and_ipv4_clients() {
         assert_eq!(report["tcp"]["reachable"], true, "{server}");
     }
 }
+
+/// The advertised UDP addresses in a client's JSON report.
+fn advertised_udp(stdout: &str) -> Vec<String> {
+    let report: serde_json::Value = serde_json::from_str(stdout).unwrap_or_default();
+    report["ice"]["advertised"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["protocol"] == "udp")
+        .filter_map(|c| c["address"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_hostname_override_is_followed_while_running() {
+    // RTCD resolves a hostname override on every call join; the probe must not keep a stale
+    // answer for its whole life.
+    let ns = Netns::new("cli");
+    ns.write_hosts(&["203.0.113.10 calls.example.test"]);
+    let h = server(
+        &ns,
+        &[
+            "--ice-host-override",
+            "calls.example.test",
+            "--resolve-interval",
+            "1",
+        ],
+    );
+    let args = [
+        "127.0.0.1",
+        "--duration",
+        "0.3",
+        "--no-tcp",
+        "--json",
+        "--no-upload",
+    ];
+    let before = client(&ns, &args);
+    assert_eq!(
+        advertised_udp(&before.stdout),
+        vec!["203.0.113.10"],
+        "{}",
+        before.describe()
+    );
+    ns.write_hosts(&["203.0.113.20 calls.example.test"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = client(&ns, &args);
+    assert_eq!(
+        advertised_udp(&after.stdout),
+        vec!["203.0.113.20"],
+        "{}",
+        after.describe()
+    );
+    assert!(
+        plain(&h.stderr()).contains("now resolves differently"),
+        "{}",
+        h.stderr()
+    );
+}
