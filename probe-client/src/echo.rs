@@ -85,9 +85,10 @@ pub async fn udp_stun(sock: &UdpSocket, token: Option<&[u8; 32]>) -> Option<Stun
     }
 }
 
-/// How long to wait for stragglers after the last send: twice the worst RTT seen, bounded.
+/// How long to wait for stragglers after the last send: twice the worst RTT seen, bounded so
+/// that a default run stays within 12 s. The wait ends early once every reply is in.
 fn grace(max_rtt_us: u64) -> Duration {
-    Duration::from_micros((max_rtt_us * 2 + 200_000).clamp(300_000, 1_500_000))
+    Duration::from_micros((max_rtt_us * 2 + 200_000).clamp(300_000, 1_000_000))
 }
 
 /// One transport's echo run as the orchestrator needs it.
@@ -170,6 +171,9 @@ pub async fn udp_echo(sock: &UdpSocket, s: &EchoSession<'_>) -> EchoOutcome {
                 if let Ok(n) = r {
                     o.record(s, &buf[..n], &mut max_rtt);
                 }
+                if done_at.is_some() && o.stats.received() >= o.stats.sent() {
+                    break;
+                }
             }
             _ = tick.tick(), if done_at.is_none() => {
                 if started.elapsed() >= s.schedule.duration {
@@ -180,8 +184,9 @@ pub async fn udp_echo(sock: &UdpSocket, s: &EchoSession<'_>) -> EchoOutcome {
                 for &size in &s.schedule.burst {
                     let t = s.clock.us();
                     let n = echo::encode_request(s.key, s.id, seq, t, size, &mut out);
-                    // A send error (ICMP unreachable, full buffer) is loss as the user would see it.
-                    let _ = sock.send(&out[..n]).await;
+                    // A send error (ICMP unreachable, full buffer) is loss as the user would see
+                    // it; never wait for buffer space, which would stall the schedule.
+                    let _ = sock.try_send(&out[..n]);
                     o.stats.on_sent(seq, t);
                     seq += 1;
                 }
@@ -208,7 +213,12 @@ pub async fn tcp_echo(link: &mut TcpLink, s: &EchoSession<'_>) -> EchoOutcome {
         tokio::select! {
             biased;
             f = read_frame(rd, dec) => match f {
-                Ok(p) => o.record(s, &p, &mut max_rtt),
+                Ok(p) => {
+                    o.record(s, &p, &mut max_rtt);
+                    if done_at.is_some() && o.stats.received() >= o.stats.sent() {
+                        break;
+                    }
+                }
                 Err(e) => { o.broken = Some(e); break; }
             },
             _ = tick.tick(), if done_at.is_none() => {
@@ -226,9 +236,20 @@ pub async fn tcp_echo(link: &mut TcpLink, s: &EchoSession<'_>) -> EchoOutcome {
                     seq += 1;
                 }
                 use tokio::io::AsyncWriteExt;
-                if let Err(e) = wr.write_all(&batch).await {
-                    o.broken = Some(e.to_string());
-                    break;
+                // A path that goes black mid-run fills the send buffer; never wait past the phase.
+                let left = (started + s.schedule.duration + Duration::from_secs(1))
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100));
+                match tokio::time::timeout(left, wr.write_all(&batch)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        o.broken = Some(e.to_string());
+                        break;
+                    }
+                    Err(_) => {
+                        o.broken = Some("the TCP connection stopped taking data".into());
+                        break;
+                    }
                 }
                 show(s, "TCP", started, &o.stats);
             }

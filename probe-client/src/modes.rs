@@ -15,15 +15,15 @@ pub async fn main(args: ProbeArgs) -> i32 {
     if let Some(every) = args.every {
         return continuous(&args, every).await;
     }
-    match once(&args, true).await {
-        Ok(report) => {
-            if args.json {
-                println!("{}", json(&report));
-            } else {
-                print!("{}", report::render_text(&report));
-            }
-            report.exit_code()
+    let print = |r: &Report| {
+        if args.json {
+            println!("{}", json(r));
+        } else {
+            print!("{}", report::render_text(r));
         }
+    };
+    match once(&args, true, print).await {
+        Ok(report) => report.exit_code(),
         Err(msg) => fail(msg),
     }
 }
@@ -32,8 +32,8 @@ fn json(r: &Report) -> String {
     serde_json::to_string(r).expect("reports serialise")
 }
 
-/// One run, with the upload unless `--no-upload`.
-async fn once(args: &ProbeArgs, progress: bool) -> Result<Report, String> {
+/// One run: the report is printed as soon as it is known, then uploaded unless `--no-upload`.
+async fn once(args: &ProbeArgs, progress: bool, print: impl Fn(&Report)) -> Result<Report, String> {
     let mut done = run::run(
         args,
         RunOpts {
@@ -42,6 +42,7 @@ async fn once(args: &ProbeArgs, progress: bool) -> Result<Report, String> {
         },
     )
     .await?;
+    print(&done.report);
     if !args.no_upload {
         if let Err(e) = done.upload().await {
             tracing::info!("the server did not keep this report: {e}");
@@ -93,15 +94,15 @@ async fn continuous(args: &ProbeArgs, every: Duration) -> i32 {
     loop {
         let next = tokio::time::Instant::now() + every;
         n += 1;
-        match once(args, false).await {
-            Ok(r) => {
-                worst = worst.max(r.exit_code());
-                if args.json {
-                    println!("{}", json(&r));
-                } else {
-                    println!("{}", summary_line(&r));
-                }
+        let print = |r: &Report| {
+            if args.json {
+                println!("{}", json(r));
+            } else {
+                println!("{}", summary_line(r));
             }
+        };
+        match once(args, false, print).await {
+            Ok(r) => worst = worst.max(r.exit_code()),
             Err(e) => {
                 // Keep going: DNS or the server may be back by the next run.
                 eprintln!("probe-client: run {n} could not be carried out: {e}");

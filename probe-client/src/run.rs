@@ -322,6 +322,18 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
     };
     let mut findings = verdict::evaluate(&facts);
     findings.extend(extra);
+    if let Some(n) = counters.map(|c| c.rate_limited).filter(|n| *n > 0) {
+        findings.push(Finding::new(
+            "server_rate_limited",
+            Severity::Warning,
+            format!(
+                "The probe server left {n} echo packet(s) unanswered because of its own rate limits; they are \
+                 counted neither as upstream nor as downstream loss."
+            ),
+            "Run with a longer --interval or fewer concurrent clients, or ask the admin to raise \
+             --max-reply-pps / --min-interval on probe-server.",
+        ));
+    }
     if let Some(ice) = &ice {
         findings.extend(ice_verdict::evaluate(ice, &facts));
     }

@@ -118,6 +118,8 @@ pub struct Counters {
     pub udp_tx: u64,
     pub tcp_rx: u64,
     pub tcp_tx: u64,
+    /// Echo requests that arrived but went unanswered because of the server's rate limits.
+    pub rate_limited: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -276,6 +278,7 @@ mod tests {
                 udp_tx: 2,
                 tcp_rx: 3,
                 tcp_tx: 4,
+                rate_limited: 5,
             }),
             Control::Upload {
                 session_id: 42,

@@ -163,8 +163,8 @@ pub struct Report {
     /// The certificate pin the server presented on the QUIC control channel.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_pin: Option<String>,
-    /// The ICE host-override check; absent when no session could be opened.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The ICE host-override check; null when no session could be opened.
+    #[serde(default)]
     pub ice: Option<IceReport>,
 }
 

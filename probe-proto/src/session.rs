@@ -408,21 +408,20 @@ impl Core {
         }
         self.stats.echo_requests += 1;
         s.last_us = now_us;
+        // It arrived: count it before any limit, so a rate-limited packet is never taken for
+        // upstream loss; the client is told how many the limits dropped.
+        let (rx, tx) = match transport {
+            Transport::Udp => (&mut s.counters.udp_rx, &mut s.counters.udp_tx),
+            Transport::Tcp => (&mut s.counters.tcp_rx, &mut s.counters.tcp_tx),
+        };
+        *rx += 1;
         if !s.bucket.take(now_us) || !self.replies.take(now_us) {
+            s.counters.rate_limited += 1;
             self.stats.drop_rate_limited += 1;
             return None;
         }
+        *tx += 1;
         let n = echo::encode_reply(&s.key, pkt, now_us, now_us, out);
-        match transport {
-            Transport::Udp => {
-                s.counters.udp_rx += 1;
-                s.counters.udp_tx += 1;
-            }
-            Transport::Tcp => {
-                s.counters.tcp_rx += 1;
-                s.counters.tcp_tx += 1;
-            }
-        }
         self.stats.echo_replies += 1;
         Some(n)
     }

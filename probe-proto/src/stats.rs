@@ -19,8 +19,11 @@
 //!   `received` nor in RTT/jitter/reordering.
 //! - **Bogus**: a reply for a seq that was never sent; it is ignored apart from this counter.
 //! - **Loss up** (client → server) = `(sent - server_rx) / sent * 100`, **loss down**
-//!   (server → client) = `(server_tx - received) / server_tx * 100`, both clamped to `[0, 100]`
-//!   and using the server's own counters for this session and transport.
+//!   (server → client) = `(server_tx - (received + duplicates)) / server_tx * 100`, both clamped
+//!   to `[0, 100]` and using the server's own counters for this session and transport. The
+//!   server answers every copy it gets, so a request duplicated on the way up is answered twice:
+//!   both copies coming back is no downstream loss. (A duplicate on the way up still hides as
+//!   much upstream loss; the server does not track sequence numbers.)
 //!
 //! Memory is proportional to the number of packets: one byte of state per sequence number plus
 //! one `f64` per unique reply. Sequence numbers far ahead of the send count are not tracked
@@ -171,7 +174,7 @@ impl EchoStats {
             if tx == 0 {
                 0.0
             } else {
-                loss_pct(tx, self.received)
+                loss_pct(tx, self.received + self.duplicates)
             }
         });
         let rtt_ms = if self.rtts_ms.is_empty() {
@@ -505,6 +508,18 @@ mod tests {
         assert_eq!(sum.reordered, 0, "duplicates are not reordering");
         assert_eq!(sum.jitter_ms, 0.0, "duplicates do not feed jitter");
         assert_eq!(sum.rtt_ms.unwrap().max, 5.0, "duplicates do not feed RTT");
+        // The server answered 5 copies (2 duplicated on the way up) and all 5 came back.
+        assert_eq!(
+            sum.loss_down_pct,
+            Some(0.0),
+            "answered duplicates are not downstream loss"
+        );
+        assert_eq!(
+            s.summary(Some(3), Some(6))
+                .loss_down_pct
+                .map(|l| (l * 1000.0).round()),
+            Some(16667.0)
+        );
     }
 
     #[test]

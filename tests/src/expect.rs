@@ -98,8 +98,9 @@ pub struct Expect {
 }
 
 const SEVERITIES: [&str; 3] = ["error", "warning", "info"];
-const FINDING_IDS: [&str; 17] = [
+const FINDING_IDS: [&str; 18] = [
     "server_unreachable",
+    "server_rate_limited",
     "server_lost",
     "server_refused",
     "control_failed",

@@ -18,6 +18,7 @@ macro_rules! scenarios {
 
 scenarios!(
     clean,
+    clean_default_run,
     udp_blocked,
     tcp_blocked,
     both_blocked,

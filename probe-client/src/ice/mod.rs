@@ -214,7 +214,22 @@ async fn checks(inputs: &IceInputs<'_>, report: &mut IceReport) {
     };
     let agent_task = async {
         if inputs.udp_reachable {
-            agent::run(&udp_cands, &offer.ufrag, &offer.pwd, AGENT_BOUND).await
+            // The agent is third-party code: bound it here too, so that a slow close can never
+            // make the phase's last-resort bound drop the checks' results below.
+            let bound = AGENT_BOUND + Duration::from_secs(1);
+            match tokio::time::timeout(
+                bound,
+                agent::run(&udp_cands, &offer.ufrag, &offer.pwd, AGENT_BOUND),
+            )
+            .await
+            {
+                Ok(o) => o,
+                Err(_) => agent::AgentOutcome {
+                    state: "timed out".into(),
+                    pairs: Vec::new(),
+                    selected: None,
+                },
+            }
         } else {
             agent::AgentOutcome {
                 state: "not run: UDP unreachable".into(),
