@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
             let m = stun::decode(&out[..n]).expect("our reply decodes");
             assert_eq!(m.xor_mapped, Some(src));
         }
-        if let Some(n) = core.on_echo(now, Transport::Udp, pkt, &mut out) {
+        if let Some(n) = core.on_echo(now, src.ip(), Transport::Udp, pkt, &mut out) {
             assert_eq!(n, pkt.len(), "an echo reply has its request's length");
             assert!(
                 echo::verify_request(&SessionKey::new(&KEY), pkt).is_ok(),
@@ -73,7 +73,7 @@ fuzz_target!(|data: &[u8]| {
         // The shell routes by first byte; whatever it routes must hold the same bound.
         let routed = match classify(pkt) {
             Kind::Stun => core.on_stun(now + 1, src, pkt, &mut out),
-            Kind::Echo => core.on_echo(now + 1, Transport::Tcp, pkt, &mut out),
+            Kind::Echo => core.on_echo(now + 1, src.ip(), Transport::Tcp, pkt, &mut out),
             _ => None,
         };
         if let Some(n) = routed {

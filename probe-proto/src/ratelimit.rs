@@ -37,14 +37,34 @@ impl Bucket {
     }
 }
 
-/// Per-source-address buckets with a bounded table, so a spoofed-source flood cannot grow
-/// memory: when full, idle entries are evicted, and if none is idle the newcomer is refused.
+/// Per-source buckets with a bounded table, so a spoofed-source flood can neither grow memory
+/// nor cost more than O(1) per packet. IPv6 sources are keyed by their /64, which one host
+/// or one customer usually holds whole. When the table is full, idle entries are swept out
+/// (at most every 100 ms, so the sweep is not paid per packet) and newcomers that find no room
+/// share one overflow bucket: a flood of fresh addresses competes with itself, while sources
+/// already in the table keep their own allowance.
 #[derive(Debug)]
 pub struct PerSource {
     rate: f64,
     burst: f64,
     cap: usize,
     table: HashMap<IpAddr, Bucket>,
+    overflow: Bucket,
+    next_sweep_us: u64,
+}
+
+const SWEEP_EVERY_US: u64 = 100_000;
+
+/// The key a source is limited under: the address, or its /64 for IPv6.
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(o.into())
+        }
+        v4 => v4,
+    }
 }
 
 impl PerSource {
@@ -54,24 +74,30 @@ impl PerSource {
             burst,
             cap,
             table: HashMap::new(),
+            overflow: Bucket::new(rate_per_s, burst, 0),
+            next_sweep_us: 0,
         }
     }
 
     pub fn allow(&mut self, ip: IpAddr, now_us: u64) -> bool {
-        if !self.table.contains_key(&ip) && self.table.len() >= self.cap {
+        let key = source_key(ip);
+        if let Some(b) = self.table.get_mut(&key) {
+            return b.take(now_us);
+        }
+        if self.table.len() >= self.cap && now_us >= self.next_sweep_us {
             // An entry whose bucket has refilled completely carries no state worth keeping.
             let full_after_us = (self.burst / self.rate * 1e6) as u64;
             self.table
                 .retain(|_, b| now_us.saturating_sub(b.last_us) < full_after_us);
-            if self.table.len() >= self.cap {
-                return false;
-            }
+            self.next_sweep_us = now_us + SWEEP_EVERY_US;
         }
-        let (rate, burst) = (self.rate, self.burst);
-        self.table
-            .entry(ip)
-            .or_insert_with(|| Bucket::new(rate, burst, now_us))
-            .take(now_us)
+        if self.table.len() >= self.cap {
+            return self.overflow.take(now_us);
+        }
+        let mut b = Bucket::new(self.rate, self.burst, now_us);
+        let ok = b.take(now_us);
+        self.table.insert(key, b);
+        ok
     }
 
     pub fn len(&self) -> usize {
@@ -104,10 +130,28 @@ mod tests {
         let ip = |n: u8| IpAddr::from([198, 51, 100, n]);
         assert!(p.allow(ip(1), 0));
         assert!(p.allow(ip(2), 0));
-        assert!(!p.allow(ip(3), 0), "table full of active sources");
+        // The table is full of active sources: newcomers share the overflow bucket (burst 2).
+        assert!(p.allow(ip(3), 0));
+        assert!(p.allow(ip(4), 0));
+        assert!(!p.allow(ip(5), 0), "the overflow bucket is empty");
         assert_eq!(p.len(), 2);
+        // Known sources keep their own allowance whatever the newcomers do.
+        assert!(p.allow(ip(1), 0));
         // After both refill (2 s), their entries can be evicted for a newcomer.
-        assert!(p.allow(ip(3), 3_000_000));
+        assert!(p.allow(ip(6), 3_000_000));
         assert!(p.len() <= 2);
+    }
+
+    #[test]
+    fn ipv6_sources_share_their_64() {
+        let mut p = PerSource::new(1.0, 1.0, 16);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(p.allow(a, 0));
+        assert!(!p.allow(b, 0), "same /64, same bucket");
+        assert!(p.allow(c, 0), "another /64");
+        let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
+        assert_eq!(source_key(mapped), IpAddr::from([198, 51, 100, 7]));
     }
 }

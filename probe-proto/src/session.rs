@@ -6,7 +6,7 @@
 use crate::auth;
 use crate::echo::{self, SessionKey};
 use crate::msg::{Counters, Hello, Refused, Transport};
-use crate::ratelimit::{Bucket, PerSource};
+use crate::ratelimit::{source_key, Bucket, PerSource};
 use crate::stun;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +71,8 @@ pub struct ServerStats {
     pub drop_not_ours: u64,
     /// QUIC datagrams dropped because the control endpoint's queue was full.
     pub drop_quic_queue: u64,
+    /// Echo for a live session from an address other than the session's peer.
+    pub drop_wrong_peer: u64,
     /// QUIC long headers of another version, or Initials that do not decrypt: dropped before
     /// quinn could answer them statelessly.
     pub drop_quic_invalid: u64,
@@ -89,6 +91,7 @@ impl ServerStats {
             + self.control_too_small
             + self.drop_not_ours
             + self.drop_quic_queue
+            + self.drop_wrong_peer
             + self.drop_quic_invalid
     }
 }
@@ -123,6 +126,7 @@ pub struct Core {
     by_ufrag: HashMap<String, u64>,
     token: Option<[u8; 32]>,
     unauth: PerSource,
+    uploads: PerSource,
     replies: Bucket,
     pub stats: ServerStats,
 }
@@ -144,6 +148,9 @@ impl Core {
                 f64::from(limits.unauth_per_source_pps) * 2.0,
                 limits.tracked_sources,
             ),
+            // A report every 5 s per source on average, 12 at once: plenty for sites behind one
+            // NAT, too little to fill a disk.
+            uploads: PerSource::new(0.2, 12.0, 4096),
             replies: Bucket::new(pps, pps / 10.0 + 1.0, 0),
             limits,
             sessions: HashMap::new(),
@@ -164,6 +171,11 @@ impl Core {
             self.stats.drop_rate_limited += 1;
         }
         ok
+    }
+
+    /// Admits one report upload from `ip` (the store is on the admin's disk).
+    pub fn admit_upload(&mut self, ip: IpAddr, now_us: u64) -> bool {
+        self.uploads.allow(ip, now_us)
     }
 
     fn reply_budget(&mut self, now_us: u64) -> bool {
@@ -202,7 +214,12 @@ impl Core {
                 format!("the server already runs {} sessions", self.sessions.len()),
                 format!("max-sessions={}", l.max_sessions),
             ))
-        } else if self.sessions.values().filter(|s| s.peer == peer).count() >= l.max_sessions_per_ip
+        } else if self
+            .sessions
+            .values()
+            .filter(|s| source_key(s.peer) == source_key(peer))
+            .count()
+            >= l.max_sessions_per_ip
         {
             Err(refuse(
                 format!("too many sessions from {peer}"),
@@ -380,9 +397,12 @@ impl Core {
     }
 
     /// Answers an echo request; unknown sessions and bad MACs get nothing.
+    /// `src`: the sender's address; echo is answered only toward the session's own peer (its
+    /// IPv6 /64), so a captured or leaked session cannot bounce packets at a third party.
     pub fn on_echo(
         &mut self,
         now_us: u64,
+        src: IpAddr,
         transport: Transport,
         pkt: &[u8],
         out: &mut [u8],
@@ -398,6 +418,10 @@ impl Core {
             self.stats.drop_unknown_session += 1;
             return None;
         };
+        if source_key(src) != source_key(s.peer) {
+            self.stats.drop_wrong_peer += 1;
+            return None;
+        }
         if echo::verify_request(&s.key, pkt).is_err() {
             self.stats.drop_bad_mac += 1;
             return None;
@@ -458,12 +482,15 @@ mod tests {
         let mut req = [0u8; 200];
         let n = echo::encode_request(&SessionKey::new(&key), 77, 0, 10, 160, &mut req);
         let mut out = [0u8; 1500];
-        assert_eq!(core.on_echo(1, Transport::Udp, &req[..n], &mut out), None);
+        assert_eq!(
+            core.on_echo(1, src().ip(), Transport::Udp, &req[..n], &mut out),
+            None
+        );
         assert_eq!(core.stats.drop_unknown_session, 1);
         core.open(0, src().ip(), &hello(), 77, [5u8; 32], None)
             .unwrap();
         assert_eq!(
-            core.on_echo(1, Transport::Udp, &req[..n], &mut out),
+            core.on_echo(1, src().ip(), Transport::Udp, &req[..n], &mut out),
             None,
             "wrong key"
         );
@@ -471,10 +498,17 @@ mod tests {
         core.close(77);
         core.open(0, src().ip(), &hello(), 77, key, None).unwrap();
         assert_eq!(
-            core.on_echo(1, Transport::Tcp, &req[..n], &mut out),
+            core.on_echo(1, src().ip(), Transport::Tcp, &req[..n], &mut out),
             Some(n)
         );
         assert_eq!(core.counters(77).unwrap().tcp_rx, 1);
+        let stranger: IpAddr = "192.0.2.66".parse().unwrap();
+        assert_eq!(
+            core.on_echo(2, stranger, Transport::Udp, &req[..n], &mut out),
+            None,
+            "not the session's peer"
+        );
+        assert_eq!(core.stats.drop_wrong_peer, 1);
     }
 
     #[test]
@@ -498,6 +532,19 @@ mod tests {
             .unwrap_err();
         assert!(r.limit.unwrap().starts_with("max-duration="));
         assert_eq!(core.stats.sessions_refused, 2);
+    }
+
+    #[test]
+    fn uploads_are_rate_limited_per_source() {
+        let mut core = Core::new(Limits::default());
+        let ip = src().ip();
+        let admitted = (0..50).filter(|_| core.admit_upload(ip, 0)).count();
+        assert_eq!(admitted, 12);
+        assert!(core.admit_upload(ip, 5_000_001), "one more after 5 s");
+        assert!(
+            core.admit_upload("198.51.100.9".parse().unwrap(), 0),
+            "other sources unaffected"
+        );
     }
 
     #[test]
@@ -602,7 +649,7 @@ mod tests {
         let echoed = (0..200u32)
             .filter(|seq| {
                 let n = echo::encode_request(&SessionKey::new(&key), 3, *seq, 0, 160, &mut pkt);
-                core.on_echo(0, Transport::Udp, &pkt[..n], &mut out)
+                core.on_echo(0, src().ip(), Transport::Udp, &pkt[..n], &mut out)
                     .is_some()
             })
             .count();
@@ -619,7 +666,7 @@ mod tests {
             let mut core = Core::new(Limits::default());
             core.open(0, src().ip(), &hello(), 1, [0; 32], None).unwrap();
             let mut out = [0u8; 1500];
-            prop_assert_eq!(core.on_echo(1, Transport::Udp, &bytes, &mut out), None);
+            prop_assert_eq!(core.on_echo(1, src().ip(), Transport::Udp, &bytes, &mut out), None);
             if let Some(n) = core.on_stun(0, src(), &bytes, &mut out) {
                 prop_assert!(n <= bytes.len());
             }

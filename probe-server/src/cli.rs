@@ -66,7 +66,14 @@ pub struct ServeArgs {
     /// TCP connections at once.
     #[arg(long, env = "PROBE_SERVER_MAX_TCP_CONNECTIONS", default_value_t = 512)]
     pub max_tcp_connections: usize,
-    /// A TCP connection that sends nothing for this many seconds is closed (RTCD uses 30).
+    /// TCP connections at once from one source address (IPv6: one /64).
+    #[arg(
+        long,
+        env = "PROBE_SERVER_MAX_TCP_CONNECTIONS_PER_IP",
+        default_value_t = 16
+    )]
+    pub max_tcp_connections_per_ip: usize,
+    /// A TCP connection that completes no frame for this many seconds is closed (RTCD uses 30).
     #[arg(long, env = "PROBE_SERVER_TCP_IDLE_TIMEOUT", default_value_t = 30)]
     pub tcp_idle_timeout: u64,
     /// Access token: clients must prove they hold it (--token on probe-client); nothing else gets a reply.

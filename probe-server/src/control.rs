@@ -12,6 +12,8 @@ pub struct Channel {
     pub peer: SocketAddr,
     pub via: &'static str,
     pub session: Option<u64>,
+    /// One report per session: uploads are written to the admin's disk.
+    uploaded: bool,
 }
 
 impl Channel {
@@ -20,6 +22,7 @@ impl Channel {
             peer,
             via,
             session: None,
+            uploaded: false,
         }
     }
 
@@ -128,6 +131,14 @@ impl Channel {
                 core.counters(session_id).map(Control::Counters)
             }
             Control::Upload { session_id, report } if Some(session_id) == self.session => {
+                let now = shared.now_us();
+                if self.uploaded || !shared.core().admit_upload(self.peer.ip(), now) {
+                    return Some(Control::Stored {
+                        accepted: false,
+                        reason: Some("one report per session, and at most one every few seconds from one address".into()),
+                    });
+                }
+                self.uploaded = true;
                 let run = crate::results::UploadedRun {
                     client_addr: self.peer,
                     received_ms: SystemTime::now()

@@ -342,6 +342,7 @@ impl Metrics {
             drop_not_ours,
             drop_quic_queue,
             drop_quic_invalid,
+            drop_wrong_peer,
         } = s;
         for (kind, v) in [
             ("stun_request", stun_requests),
@@ -364,6 +365,7 @@ impl Metrics {
             ("not_ours", drop_not_ours),
             ("quic_queue_full", drop_quic_queue),
             ("quic_invalid", drop_quic_invalid),
+            ("wrong_peer", drop_wrong_peer),
             ("stun_too_small", stun_too_small),
             ("control_too_small", control_too_small),
             ("ice_bad_credentials", ice_bad_credentials),

@@ -2,7 +2,7 @@
 
 use crate::cert::Identity;
 use crate::control::Channel;
-use crate::shared::{canonical, Shared};
+use crate::shared::{canonical, ConnLimits, Shared};
 use anyhow::{Context, Result};
 use probe_proto::frame::{self, Decoder};
 use std::sync::Arc;
@@ -35,7 +35,10 @@ pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig> {
     Ok(cfg)
 }
 
-pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
+/// A connection must say hello within this time.
+const HELLO_WITHIN: Duration = Duration::from_secs(10);
+
+pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, limits: Arc<ConnLimits>) {
     while let Some(incoming) = endpoint.accept().await {
         let ip = canonical(incoming.remote_address()).ip();
         let now = shared.now_us();
@@ -49,6 +52,11 @@ pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
             let _ = incoming.retry();
             continue;
         }
+        let Some(slot) = limits.acquire(ip) else {
+            shared.core().stats.drop_rate_limited += 1;
+            incoming.refuse();
+            continue;
+        };
         let shared = shared.clone();
         tokio::spawn(async move {
             let peer = canonical(incoming.remote_address());
@@ -56,16 +64,38 @@ pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>) {
                 Ok(conn) => handle(conn, shared).await,
                 Err(e) => tracing::debug!(%peer, "QUIC handshake failed: {e}"),
             }
+            drop(slot);
         });
     }
 }
 
 async fn handle(conn: quinn::Connection, shared: Arc<Shared>) {
     let mut channel = Channel::new(canonical(conn.remote_address()), "quic");
-    if let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(IDLE, conn.accept_bi()).await {
+    let opened = std::time::Instant::now();
+    if let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(HELLO_WITHIN, conn.accept_bi()).await
+    {
         let mut dec = Decoder::new();
         let mut buf = vec![0u8; 4096];
-        'read: while let Ok(Some(n)) = recv.read(&mut buf).await {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        'read: loop {
+            // Keep-alives keep QUIC up, so liveness is judged on the session: no hello in
+            // time, or a session the core expired (idle or over its lifetime), ends the channel.
+            let n = tokio::select! {
+                r = recv.read(&mut buf) => match r {
+                    Ok(Some(n)) => n,
+                    _ => break,
+                },
+                _ = tick.tick() => {
+                    let alive = match channel.session {
+                        Some(id) => shared.session_alive(id),
+                        None => opened.elapsed() < HELLO_WITHIN,
+                    };
+                    if !alive {
+                        break;
+                    }
+                    continue;
+                }
+            };
             dec.push(&buf[..n]);
             loop {
                 let payload = match dec.next_frame() {
@@ -86,4 +116,5 @@ async fn handle(conn: quinn::Connection, shared: Arc<Shared>) {
         }
     }
     channel.close(&shared);
+    conn.close(0u32.into(), b"done");
 }

@@ -1,7 +1,7 @@
 //! `probe-server` (no subcommand): bind the port, print the ready line, serve until a signal.
 
 use crate::cli::ServeArgs;
-use crate::shared::Shared;
+use crate::shared::{ConnLimits, Shared};
 use crate::{cert, fail, ice, quic, tcp, udp};
 use probe_proto::session::{Core, Limits};
 use std::io::{ErrorKind, Write};
@@ -153,10 +153,15 @@ async fn serve(args: ServeArgs) -> i32 {
         tokio::spawn(tcp::serve(
             listener,
             shared.clone(),
-            args.max_tcp_connections.max(1),
+            ConnLimits::new(args.max_tcp_connections, args.max_tcp_connections_per_ip),
             Duration::from_secs(args.tcp_idle_timeout.max(1)),
         )),
-        tokio::spawn(quic::serve(endpoint.clone(), shared.clone())),
+        // One QUIC control connection carries one session: the session limits apply.
+        tokio::spawn(quic::serve(
+            endpoint.clone(),
+            shared.clone(),
+            ConnLimits::new(args.max_sessions, args.max_sessions_per_ip),
+        )),
         tokio::spawn(expire(shared.clone())),
         tokio::spawn(ice::follow_hostname(
             rehearse,
@@ -285,6 +290,7 @@ fn log_stats(shared: &Shared, what: &str) {
         drop_unauthenticated = s.drop_unauthenticated,
         drop_not_ours = s.drop_not_ours,
         drop_quic_invalid = s.drop_quic_invalid,
+        drop_wrong_peer = s.drop_wrong_peer,
         stun_too_small = s.stun_too_small,
         "{what}"
     );

@@ -70,3 +70,61 @@ impl Shared {
 pub fn canonical(addr: std::net::SocketAddr) -> std::net::SocketAddr {
     std::net::SocketAddr::new(addr.ip().to_canonical(), addr.port())
 }
+
+/// Connections at once, in total and per source (IPv6 by /64), for one transport. A slot is
+/// given back when its guard drops.
+pub struct ConnLimits {
+    total: usize,
+    per_source: usize,
+    held: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+pub struct ConnSlot {
+    limits: std::sync::Arc<ConnLimits>,
+    key: std::net::IpAddr,
+}
+
+impl ConnLimits {
+    pub fn new(total: usize, per_source: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            total: total.max(1),
+            per_source: per_source.max(1),
+            held: Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// A slot for a new connection from `ip`, or None at either cap.
+    pub fn acquire(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Option<ConnSlot> {
+        let key = probe_proto::ratelimit::source_key(ip);
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = held.values().sum();
+        let mine = held.get(&key).copied().unwrap_or(0);
+        if total >= self.total || mine >= self.per_source {
+            return None;
+        }
+        held.insert(key, mine + 1);
+        Some(ConnSlot {
+            limits: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut held = self.limits.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Whether the session a control channel opened is still alive (not expired).
+    pub fn session_alive(&self, id: u64) -> bool {
+        self.core().counters(id).is_some()
+    }
+}

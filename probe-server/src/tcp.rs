@@ -2,7 +2,7 @@
 //! STUN, echo, or a control message when UDP is blocked and QUIC cannot run.
 
 use crate::control::Channel;
-use crate::shared::{canonical, Shared};
+use crate::shared::{canonical, ConnLimits, Shared};
 use probe_proto::demux::{classify, Kind};
 use probe_proto::frame::{self, Decoder};
 use probe_proto::msg::{Transport, CONTROL_TAG};
@@ -11,14 +11,13 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// `idle`: a connection that sends nothing for this long is closed (RTCD uses 30 s).
+/// `idle`: a connection that completes no frame for this long is closed (RTCD uses 30 s).
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    max_connections: usize,
+    limits: Arc<ConnLimits>,
     idle: Duration,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -29,8 +28,8 @@ pub async fn serve(
                 {
                     continue;
                 }
-                // At the cap, new connections are closed at once rather than queued.
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                // At a cap, new connections are closed at once rather than queued.
+                let Some(slot) = limits.acquire(canonical(peer).ip()) else {
                     shared.core().stats.drop_rate_limited += 1;
                     continue;
                 };
@@ -57,11 +56,17 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>, idle: Duration) {
     let mut dec = Decoder::new();
     let mut buf = vec![0u8; 8192];
     let mut out = vec![0u8; 2048];
+    // Idle means no complete frame: a byte now and then (slow loris) does not keep a slot.
+    let mut last_frame = tokio::time::Instant::now();
     loop {
-        let n = match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+        let deadline = last_frame + idle;
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
             _ => break,
         };
+        if channel.session.is_some_and(|id| !shared.session_alive(id)) {
+            break;
+        }
         dec.push(&buf[..n]);
         let mut replies = Vec::new();
         // Frames are answered in order; a frame that ends the connection still lets the
@@ -77,6 +82,7 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>, idle: Duration) {
                     break;
                 }
             };
+            last_frame = tokio::time::Instant::now();
             let reply = match classify(payload) {
                 Kind::Stun => {
                     let now = shared.now_us();
@@ -87,9 +93,10 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>, idle: Duration) {
                 }
                 Kind::Echo => {
                     let now = shared.now_us();
-                    let n = shared
-                        .core()
-                        .on_echo(now, Transport::Tcp, payload, &mut out);
+                    let n =
+                        shared
+                            .core()
+                            .on_echo(now, peer.ip(), Transport::Tcp, payload, &mut out);
                     n.map(|n| out[..n].to_vec())
                 }
                 _ if payload.first() == Some(&CONTROL_TAG) => {
@@ -112,7 +119,13 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>, idle: Duration) {
                 replies.extend(frame::encode(&r));
             }
         }
-        if !replies.is_empty() && stream.write_all(&replies).await.is_err() {
+        // A peer that never reads must not pin the connection either.
+        if !replies.is_empty()
+            && !matches!(
+                tokio::time::timeout(idle, stream.write_all(&replies)).await,
+                Ok(Ok(()))
+            )
+        {
             break;
         }
         if close {

@@ -45,7 +45,9 @@ pub async fn serve(
             }
             Kind::Echo => {
                 let now = shared.now_us();
-                shared.core().on_echo(now, Transport::Udp, pkt, &mut out)
+                shared
+                    .core()
+                    .on_echo(now, canonical(src).ip(), Transport::Udp, pkt, &mut out)
             }
             Kind::Quic => {
                 let now = shared.now_us();
