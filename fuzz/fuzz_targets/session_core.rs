@@ -27,6 +27,8 @@ fn hello() -> Hello {
         size: 160,
         duration_ms: 5_000,
         pad: Vec::new(),
+        time_ms: 0,
+        nonce: [0; 16],
     }
 }
 

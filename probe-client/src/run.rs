@@ -197,6 +197,7 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
             }
         }
     }
+    let nonce: [u8; 16] = crate::control::rand_bytes();
     let hello = padded(|pad| {
         Control::Hello(Hello {
             proto_min: PROTO_MIN,
@@ -208,6 +209,10 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
             size: schedule.max_size(),
             duration_ms: schedule.duration.as_millis() as u32,
             pad,
+            time_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            nonce,
         })
     });
     let mut refused: Option<Refused> = None;

@@ -42,6 +42,10 @@ pub struct Hello {
     /// Zeros that make the hello at least as long as the welcome it asks for, so the server
     /// never answers an unauthenticated sender with more bytes than it sent.
     pub pad: Vec<u8>,
+    /// Client wall clock (ms since the Unix epoch) and a random nonce: with a token, a signed
+    /// hello is accepted once and only near its time, so a captured one cannot be replayed.
+    pub time_ms: u64,
+    pub nonce: [u8; 16],
 }
 
 /// Where an advertised candidate address came from, as RTCD would compute it.
@@ -233,6 +237,8 @@ mod tests {
             size: 160,
             duration_ms: 5000,
             pad: vec![0; 32],
+            time_ms: 1_795_651_200_000,
+            nonce: [3; 16],
         }
     }
 

@@ -125,11 +125,18 @@ pub struct Core {
     sessions: HashMap<u64, Session>,
     by_ufrag: HashMap<String, u64>,
     token: Option<[u8; 32]>,
+    /// Nonces of signed hellos seen lately, with when they may be forgotten (wall ms).
+    hello_nonces: HashMap<[u8; 16], u64>,
     unauth: PerSource,
     uploads: PerSource,
     replies: Bucket,
     pub stats: ServerStats,
 }
+
+/// How far a signed hello's clock may be from the server's.
+const HELLO_SKEW_MS: u64 = 10 * 60 * 1000;
+/// Signed hellos remembered at once (only token holders can add to this).
+const MAX_HELLO_NONCES: usize = 100_000;
 
 /// Echo packets a session may send back to back (a video frame is 6 packets).
 const SESSION_BURST: f64 = 64.0;
@@ -156,6 +163,7 @@ impl Core {
             sessions: HashMap::new(),
             by_ufrag: HashMap::new(),
             token,
+            hello_nonces: HashMap::new(),
             stats: ServerStats::default(),
         }
     }
@@ -171,6 +179,38 @@ impl Core {
             self.stats.drop_rate_limited += 1;
         }
         ok
+    }
+
+    /// With a token, a signed hello must be recent and never seen before: a hello captured on
+    /// the (cleartext) TCP fallback cannot be replayed to get sessions without the token.
+    /// `Ok(false)` means a replay, to be dropped without an answer.
+    pub fn fresh_hello(&mut self, wall_ms: u64, hello: &Hello) -> Result<bool, Refused> {
+        if self.token.is_none() {
+            return Ok(true);
+        }
+        let skew_ms = wall_ms.abs_diff(hello.time_ms);
+        if skew_ms > HELLO_SKEW_MS {
+            self.stats.sessions_refused += 1;
+            return Err(Refused {
+                reason: format!(
+                    "this computer's clock is {} s off the server's; set the clock right (NTP) and run again",
+                    skew_ms / 1000
+                ),
+                limit: Some(format!("hello-clock-skew={}s", HELLO_SKEW_MS / 1000)),
+            });
+        }
+        if self.hello_nonces.len() >= MAX_HELLO_NONCES {
+            self.hello_nonces.retain(|_, until| *until > wall_ms);
+        }
+        if self.hello_nonces.contains_key(&hello.nonce)
+            || self.hello_nonces.len() >= MAX_HELLO_NONCES
+        {
+            self.stats.drop_unauthenticated += 1;
+            return Ok(false);
+        }
+        self.hello_nonces
+            .insert(hello.nonce, wall_ms + 2 * HELLO_SKEW_MS);
+        Ok(true)
     }
 
     /// Admits one report upload from `ip` (the store is on the admin's disk).
@@ -468,6 +508,8 @@ mod tests {
             size: 160,
             duration_ms: 5_000,
             pad: Vec::new(),
+            time_ms: 0,
+            nonce: [0; 16],
         }
     }
 
@@ -532,6 +574,32 @@ mod tests {
             .unwrap_err();
         assert!(r.limit.unwrap().starts_with("max-duration="));
         assert_eq!(core.stats.sessions_refused, 2);
+    }
+
+    #[test]
+    fn signed_hellos_are_fresh_and_single_use() {
+        let mut open = Core::new(Limits::default());
+        assert_eq!(
+            open.fresh_hello(0, &hello()),
+            Ok(true),
+            "no token: nothing to check"
+        );
+        let mut core = Core::with_token(Limits::default(), Some(auth::token_key("t")));
+        let now = 1_795_651_200_000;
+        let h = Hello {
+            time_ms: now - 5_000,
+            nonce: [7; 16],
+            ..hello()
+        };
+        assert_eq!(core.fresh_hello(now, &h), Ok(true));
+        assert_eq!(core.fresh_hello(now + 1_000, &h), Ok(false), "a replay");
+        let stale = Hello {
+            time_ms: now - 3_600_000,
+            nonce: [8; 16],
+            ..hello()
+        };
+        let refused = core.fresh_hello(now, &stale).unwrap_err();
+        assert!(refused.reason.contains("3600 s off"), "{}", refused.reason);
     }
 
     #[test]

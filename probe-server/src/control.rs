@@ -79,6 +79,17 @@ impl Channel {
                         limit: None,
                     }));
                 };
+                let wall_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                match shared.core().fresh_hello(wall_ms, &hello) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(peer = %self.peer, "replayed hello dropped");
+                        return None;
+                    }
+                    Err(refused) => return Some(Control::Refused(refused)),
+                }
                 let id = u64::from_be_bytes(shared.random());
                 let key: [u8; 32] = shared.random();
                 let offer = shared.ice();

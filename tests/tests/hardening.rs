@@ -402,7 +402,21 @@ fn hello(pad: usize, duration_ms: u32) -> Control {
         size: 160,
         duration_ms,
         pad: vec![0; pad],
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        nonce: rand_nonce(),
     })
+}
+
+/// A fresh nonce per hello, as a real client sends (a repeated one is a replay).
+fn rand_nonce() -> [u8; 16] {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&n.to_be_bytes());
+    out[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+    out
 }
 
 /// A plain Binding (no USERNAME) padded to `pad_to` bytes.
@@ -905,13 +919,19 @@ fn no_amplification_with_token_plain_stun_and_unsigned_control_get_nothing() {
         let a = c.ask(&hello(1100, 2_000).to_payload(Some(&auth::token_key("wrong"))));
         rows.push(tcp_row("control hello, wrong token MAC", &a, Want::Silent));
         let mut c = Conn::open(dst);
-        let a = c.ask(&hello(1100, 2_000).to_payload(Some(&key)));
+        let signed = hello(1100, 2_000).to_payload(Some(&key));
+        let a = c.ask(&signed);
         rows.push(tcp_row(
             "control hello with the token (control)",
             &a,
             Want::Answered,
         ));
         welcome_of(&a, Some(&key));
+        // The same signed bytes again, as someone who captured them on the cleartext TCP
+        // fallback would send them: no session, no answer.
+        let mut c = Conn::open(dst);
+        let a = c.ask(&signed);
+        rows.push(tcp_row("the same signed hello replayed", &a, Want::Silent));
         rows
     });
 
