@@ -6,30 +6,80 @@ use crate::shared::{canonical, Shared};
 use probe_proto::demux::{classify, Kind};
 use probe_proto::msg::Transport;
 use probe_proto::quic;
-use quinn::udp::{RecvMeta, Transmit};
+use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
 use std::future::Future;
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 const QUIC_QUEUE: usize = 1024;
 
+/// A datagram for quinn: bytes, sender, and the local address it was sent to.
+pub type QuicDatagram = (Vec<u8>, SocketAddr, Option<IpAddr>);
+
+/// The shared socket with quinn-udp's state: it reports the local address each datagram was
+/// sent to (IP_PKTINFO) and sends from a chosen one, so a reply always leaves from the address
+/// the client addressed — on a multi-homed host the kernel's own choice could differ, and an
+/// ICE check answered from another address does not count (RFC 8445 §7.2.5.2.1).
+pub struct Udp {
+    pub io: UdpSocket,
+    state: UdpSocketState,
+}
+
+impl Udp {
+    pub fn new(io: UdpSocket) -> io::Result<Self> {
+        let state = UdpSocketState::new((&io).into())?;
+        Ok(Self { io, state })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.io.local_addr()
+    }
+
+    /// Sends without waiting: a full socket buffer drops the reply, as the network would.
+    fn send_from(&self, to: SocketAddr, from: Option<IpAddr>, contents: &[u8]) -> io::Result<()> {
+        let t = Transmit {
+            destination: to,
+            ecn: None,
+            contents,
+            segment_size: None,
+            src_ip: from,
+        };
+        self.io.try_io(Interest::WRITABLE, || {
+            self.state.send((&self.io).into(), &t)
+        })
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
+        loop {
+            self.io.readable().await?;
+            let mut meta = [RecvMeta::default()];
+            let r = self.io.try_io(Interest::READABLE, || {
+                self.state
+                    .recv((&self.io).into(), &mut [IoSliceMut::new(buf)], &mut meta)
+            });
+            match r {
+                Ok(_) => return Ok(meta[0]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// Reads every datagram and routes it. Runs until the socket fails or the task is aborted.
-pub async fn serve(
-    sock: Arc<UdpSocket>,
-    shared: Arc<Shared>,
-    quic_tx: mpsc::Sender<(Vec<u8>, SocketAddr)>,
-) {
+pub async fn serve(sock: Arc<Udp>, shared: Arc<Shared>, quic_tx: mpsc::Sender<QuicDatagram>) {
     let mut buf = vec![0u8; 65_536];
     let mut out = vec![0u8; 2048];
     loop {
-        let (n, src) = match sock.recv_from(&mut buf).await {
-            Ok(r) => r,
+        let meta = match sock.recv(&mut buf).await {
+            Ok(m) => m,
             // ICMP errors from earlier sends surface here on some platforms; keep serving.
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
             Err(e) => {
@@ -37,35 +87,38 @@ pub async fn serve(
                 return;
             }
         };
-        let pkt = &buf[..n];
-        let reply = match classify(pkt) {
-            Kind::Stun => {
-                let now = shared.now_us();
-                shared.core().on_stun(now, canonical(src), pkt, &mut out)
-            }
-            Kind::Echo => {
-                let now = shared.now_us();
-                shared
-                    .core()
-                    .on_echo(now, canonical(src).ip(), Transport::Udp, pkt, &mut out)
-            }
-            Kind::Quic => {
-                let now = shared.now_us();
-                if shared.quic_gate().check(pkt, now) != quic::Verdict::Pass {
-                    shared.core().stats.drop_quic_invalid += 1;
-                } else if quic_tx.try_send((pkt.to_vec(), src)).is_err() {
-                    shared.core().stats.drop_quic_queue += 1;
+        let (src, dst) = (meta.addr, meta.dst_ip);
+        // With GRO the kernel may hand over several datagrams of one sender in one buffer.
+        for pkt in buf[..meta.len].chunks(meta.stride.max(1)) {
+            let reply = match classify(pkt) {
+                Kind::Stun => {
+                    let now = shared.now_us();
+                    shared.core().on_stun(now, canonical(src), pkt, &mut out)
                 }
-                None
-            }
-            Kind::Other => {
-                shared.core().stats.drop_not_ours += 1;
-                None
-            }
-        };
-        if let Some(len) = reply {
-            if let Err(e) = sock.send_to(&out[..len], src).await {
-                tracing::debug!("UDP send to {src} failed: {e}");
+                Kind::Echo => {
+                    let now = shared.now_us();
+                    shared
+                        .core()
+                        .on_echo(now, canonical(src).ip(), Transport::Udp, pkt, &mut out)
+                }
+                Kind::Quic => {
+                    let now = shared.now_us();
+                    if shared.quic_gate().check(pkt, now) != quic::Verdict::Pass {
+                        shared.core().stats.drop_quic_invalid += 1;
+                    } else if quic_tx.try_send((pkt.to_vec(), src, dst)).is_err() {
+                        shared.core().stats.drop_quic_queue += 1;
+                    }
+                    None
+                }
+                Kind::Other => {
+                    shared.core().stats.drop_not_ours += 1;
+                    None
+                }
+            };
+            if let Some(len) = reply {
+                if let Err(e) = sock.send_from(src, dst, &out[..len]) {
+                    tracing::debug!("UDP send to {src} failed: {e}");
+                }
             }
         }
     }
@@ -73,8 +126,8 @@ pub async fn serve(
 
 /// quinn's view of the shared socket: receives only what the demultiplexer queued for it.
 pub struct QuicSocket {
-    io: Arc<UdpSocket>,
-    rx: Mutex<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+    io: Arc<Udp>,
+    rx: Mutex<mpsc::Receiver<QuicDatagram>>,
     /// Told which connection IDs the server issues, so the demultiplexer can let the client's
     /// later Initials through.
     shared: Arc<Shared>,
@@ -87,10 +140,7 @@ impl std::fmt::Debug for QuicSocket {
 }
 
 impl QuicSocket {
-    pub fn new(
-        io: Arc<UdpSocket>,
-        shared: Arc<Shared>,
-    ) -> (Self, mpsc::Sender<(Vec<u8>, SocketAddr)>) {
+    pub fn new(io: Arc<Udp>, shared: Arc<Shared>) -> (Self, mpsc::Sender<QuicDatagram>) {
         let (tx, rx) = mpsc::channel(QUIC_QUEUE);
         (
             Self {
@@ -112,7 +162,8 @@ impl AsyncUdpSocket for QuicSocket {
     }
 
     fn try_send(&self, t: &Transmit) -> io::Result<()> {
-        self.io.try_send_to(t.contents, t.destination)?;
+        // quinn names the local address of the connection; replies leave from it.
+        self.io.send_from(t.destination, t.src_ip, t.contents)?;
         if t.contents.first().is_some_and(|b| b & 0x80 != 0) {
             let now = self.shared.now_us();
             self.shared.quic_gate().note_sent(t.contents, now);
@@ -128,7 +179,7 @@ impl AsyncUdpSocket for QuicSocket {
     ) -> Poll<io::Result<usize>> {
         let mut rx = self.rx.lock().unwrap_or_else(|p| p.into_inner());
         match rx.poll_recv(cx) {
-            Poll::Ready(Some((data, addr))) => {
+            Poll::Ready(Some((data, addr, dst_ip))) => {
                 let len = data.len().min(bufs[0].len());
                 bufs[0][..len].copy_from_slice(&data[..len]);
                 meta[0] = RecvMeta {
@@ -136,7 +187,7 @@ impl AsyncUdpSocket for QuicSocket {
                     len,
                     stride: len,
                     ecn: None,
-                    dst_ip: None,
+                    dst_ip,
                 };
                 Poll::Ready(Ok(1))
             }
@@ -157,7 +208,7 @@ type WritableFut = Pin<Box<dyn Future<Output = io::Result<()>> + Send + Sync>>;
 
 /// Write-readiness for one quinn task; each keeps its own future so every waiter is woken.
 struct Writable {
-    io: Arc<UdpSocket>,
+    io: Arc<Udp>,
     fut: Option<WritableFut>,
 }
 
@@ -171,7 +222,7 @@ impl UdpPoller for Writable {
     fn poll_writable(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
         if self.fut.is_none() {
             let io = self.io.clone();
-            self.fut = Some(Box::pin(async move { io.writable().await }));
+            self.fut = Some(Box::pin(async move { io.io.writable().await }));
         }
         let res = self.fut.as_mut().expect("set above").as_mut().poll(cx);
         if res.is_ready() {

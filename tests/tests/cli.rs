@@ -341,3 +341,31 @@ fn a_hostname_override_is_followed_while_running() {
         h.stderr()
     );
 }
+
+#[test]
+fn replies_leave_from_the_address_the_client_dialed() {
+    // The server binds 0.0.0.0; a client dialing another local address (a multi-homed host's
+    // second address) must get its answers from that address, or its connected socket — and
+    // any ICE agent — discards them.
+    let ns = Netns::new("cli");
+    let h = start_server_with_state(
+        &ns,
+        "0.0.0.0:8443",
+        &[] as &[&str],
+        &BTreeMap::new(),
+        LIFETIME,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = client(
+        &ns,
+        &["127.0.0.2", "--duration", "0.5", "--json", "--pin", h.pin()],
+    );
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["udp"]["reachable"], true, "{}", run.stdout);
+    assert!(
+        report["udp"]["echo"]["received"].as_u64().unwrap_or(0) >= 20,
+        "{}",
+        run.stdout
+    );
+}
