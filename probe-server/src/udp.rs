@@ -29,12 +29,18 @@ pub type QuicDatagram = (Vec<u8>, SocketAddr, Option<IpAddr>);
 /// ICE check answered from another address does not count (RFC 8445 §7.2.5.2.1).
 pub struct Udp {
     pub io: UdpSocket,
-    state: UdpSocketState,
+    /// Only a wildcard bind needs the per-datagram addresses; a socket bound to one address
+    /// always answers from it, on the plain (cheaper) send and receive calls.
+    state: Option<UdpSocketState>,
 }
 
 impl Udp {
     pub fn new(io: UdpSocket) -> io::Result<Self> {
-        let state = UdpSocketState::new((&io).into())?;
+        let state = if io.local_addr()?.ip().is_unspecified() {
+            Some(UdpSocketState::new((&io).into())?)
+        } else {
+            None
+        };
         Ok(Self { io, state })
     }
 
@@ -44,6 +50,9 @@ impl Udp {
 
     /// Sends without waiting: a full socket buffer drops the reply, as the network would.
     fn send_from(&self, to: SocketAddr, from: Option<IpAddr>, contents: &[u8]) -> io::Result<()> {
+        let Some(state) = &self.state else {
+            return self.io.try_send_to(contents, to).map(|_| ());
+        };
         let t = Transmit {
             destination: to,
             ecn: None,
@@ -51,18 +60,26 @@ impl Udp {
             segment_size: None,
             src_ip: from,
         };
-        self.io.try_io(Interest::WRITABLE, || {
-            self.state.send((&self.io).into(), &t)
-        })
+        self.io
+            .try_io(Interest::WRITABLE, || state.send((&self.io).into(), &t))
     }
 
     async fn recv(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
+        let Some(state) = &self.state else {
+            let (len, addr) = self.io.recv_from(buf).await?;
+            return Ok(RecvMeta {
+                addr,
+                len,
+                stride: len,
+                ecn: None,
+                dst_ip: None,
+            });
+        };
         loop {
             self.io.readable().await?;
             let mut meta = [RecvMeta::default()];
             let r = self.io.try_io(Interest::READABLE, || {
-                self.state
-                    .recv((&self.io).into(), &mut [IoSliceMut::new(buf)], &mut meta)
+                state.recv((&self.io).into(), &mut [IoSliceMut::new(buf)], &mut meta)
             });
             match r {
                 Ok(_) => return Ok(meta[0]),
