@@ -1,15 +1,11 @@
 //! What RTCD would advertise, computed at start from RTCD's own configuration (file, RTCD_*
-//! environment, then flags) with probe-proto's port of RTCD's logic. The IO it needs — the
-//! interface list, DNS for a hostname override, STUN discovery — happens here.
+//! environment, then flags) with probe-proto's port of RTCD's logic and the IO of `rtcd_io`
+//! (which the doctor shares).
 
 use crate::cli::ServeArgs;
 use crate::interfaces;
 use probe_proto::msg::{CandidateSource, IceOffer, Transport, WireCandidate};
 use probe_proto::rtcd::{self, Advertised, OverrideForm, Protocol, RtcdConfig, Source};
-use probe_proto::stun;
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Reads RTCD's configuration the way RTCD does, then applies the probe's flags on top.
@@ -41,109 +37,24 @@ pub fn load_config(args: &ServeArgs) -> Result<RtcdConfig, String> {
     Ok(cfg)
 }
 
-/// RTCD's `resolveHost`: the host's resolver with a 1 s deadline.
-fn resolve(host: &str, ipv6: bool) -> Result<Vec<IpAddr>, String> {
-    let (tx, rx) = mpsc::channel();
-    let name = host.to_string();
-    std::thread::spawn(move || {
-        let r = (name.as_str(), 0)
-            .to_socket_addrs()
-            .map(|a| a.map(|s| s.ip()).collect::<Vec<_>>());
-        let _ = tx.send(r);
-    });
-    match rx.recv_timeout(Duration::from_secs(1)) {
-        Ok(Ok(ips)) => {
-            let ips: Vec<IpAddr> = ips.into_iter().filter(|ip| ipv6 || ip.is_ipv4()).collect();
-            if ips.is_empty() {
-                Err("no suitable address found".into())
-            } else {
-                Ok(ips)
-            }
-        }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("i/o timeout".into()),
-    }
-}
-
-/// One Binding from `local` to the STUN server, as RTCD does at start: 5 s, one answer.
-fn stun_discover(local: IpAddr, server: SocketAddr) -> Option<IpAddr> {
-    let sock = UdpSocket::bind(SocketAddr::new(local, 0)).ok()?;
-    let tid: [u8; 12] = rand_tid(local);
-    let req = stun::binding_request(tid, None, None, 0);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let mut buf = [0u8; 1500];
-    let mut next_send = Instant::now();
-    let mut rto = Duration::from_millis(500);
-    while Instant::now() < deadline {
-        if Instant::now() >= next_send {
-            let _ = sock.send_to(&req, server);
-            next_send = Instant::now() + rto;
-            rto *= 2;
-        }
-        let wait = next_send
-            .min(deadline)
-            .saturating_duration_since(Instant::now());
-        let _ = sock.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-        if let Ok((n, from)) = sock.recv_from(&mut buf) {
-            if from == server {
-                if let Ok(m) = stun::decode(&buf[..n]) {
-                    if m.tid == tid && m.class == stun::Class::Success {
-                        return m.xor_mapped.map(|a| a.ip());
-                    }
-                }
-            }
-        }
-    }
-    None
-}
-
-fn rand_tid(seed: IpAddr) -> [u8; 12] {
-    use ring::rand::SecureRandom;
-    let mut t = [0u8; 12];
-    if ring::rand::SystemRandom::new().fill(&mut t).is_err() {
-        t[..4].copy_from_slice(&(seed.to_string().len() as u32).to_be_bytes());
-    }
-    t
-}
-
 /// What RTCD would advertise with this configuration, with the probe's port on the candidates.
 pub fn advertise(cfg: &RtcdConfig, port: u16) -> Result<Advertised, String> {
     let locals = interfaces::local_addrs()
         .map_err(|e| format!("cannot list this host's interfaces: {e}"))?;
-    // STUN discovery runs only with an empty override and a STUN URL, once per local IP, in
-    // parallel so that a blocked STUN server costs 5 s in total, as in RTCD.
-    let mut found: HashMap<IpAddr, IpAddr> = HashMap::new();
-    if cfg.ice_host_override.trim().is_empty() {
-        if let Some(Ok((host, stun_port))) = rtcd::rtcd_stun_target(cfg) {
-            match resolve(&host, cfg.enable_ipv6) {
-                Ok(ips) => {
-                    let server = SocketAddr::new(ips[0], stun_port);
-                    let handles: Vec<_> = locals
-                        .iter()
-                        .map(|l| {
-                            let ip = l.ip;
-                            (ip, std::thread::spawn(move || stun_discover(ip, server)))
-                        })
-                        .collect();
-                    for (ip, h) in handles {
-                        match h.join().ok().flatten() {
-                            Some(public) => {
-                                tracing::info!(local = %ip, public = %public, "got public IP address for local interface");
-                                found.insert(ip, public);
-                            }
-                            None => {
-                                tracing::warn!(local = %ip, stun = %server, "failed to get public IP address for local interface")
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!("failed to resolve stun host {host:?}: {e}"),
+    // RTCD waits 5 s for its STUN answers, all local addresses in parallel.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (result, stun) = crate::rtcd_io::advertise(cfg, &locals, port, port, deadline);
+    for (local, public) in &stun {
+        match public {
+            Some(public) => {
+                tracing::info!(local = %local, public = %public, "got public IP address for local interface")
+            }
+            None => {
+                tracing::warn!(local = %local, "failed to get public IP address for local interface")
             }
         }
     }
-    let stun_fn = |ip: IpAddr| found.get(&ip).copied();
-    rtcd::compute_advertised(cfg, &locals, &resolve, &stun_fn, port, port)
-        .map_err(|e| e.to_string())
+    result.map_err(|e| e.to_string())
 }
 
 /// The welcome's ICE part (credentials are filled per session).

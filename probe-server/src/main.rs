@@ -10,6 +10,7 @@ mod interfaces;
 mod metrics;
 mod quic;
 mod results;
+mod rtcd_io;
 mod serve;
 mod shared;
 mod tcp;

@@ -4,15 +4,10 @@
 
 use probe_proto::report::{Finding, Severity};
 use probe_proto::rtcd::{self, AdvertiseError, Advertised, OverrideForm, Protocol, RtcdConfig};
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
+use std::time::Instant;
 
 use super::report::{Check, Status};
-
-/// RTCD resolves the override with a 1 s timeout.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub struct Outcome {
     pub check: Check,
@@ -34,17 +29,13 @@ pub fn check(cfg: &RtcdConfig, where_: &str, deadline: Instant) -> Outcome {
             }
         }
     };
-    let stun = stun_answers(cfg, &locals, deadline);
-    let resolve = |host: &str, ipv6: bool| resolve(host, ipv6);
-    let stun_fn = |ip: IpAddr| stun.get(&ip).copied().flatten();
     let port = |p: i64| u16::try_from(p).unwrap_or(0);
-    let result = rtcd::compute_advertised(
+    let (result, stun) = crate::rtcd_io::advertise(
         cfg,
         &locals,
-        &resolve,
-        &stun_fn,
         port(cfg.ice_port_udp),
         port(cfg.ice_port_tcp),
+        deadline,
     );
     judge(cfg, where_, result, !stun.is_empty())
 }
@@ -173,112 +164,6 @@ pub fn judge(
 
 fn resolved_private(ip: &IpAddr) -> bool {
     rtcd::is_private(*ip)
-}
-
-/// Go's resolver as RTCD calls it: IPv4 only unless IPv6 is on, 1 s.
-fn resolve(host: &str, ipv6: bool) -> Result<Vec<IpAddr>, String> {
-    let (tx, rx) = mpsc::channel();
-    let h = host.to_string();
-    std::thread::spawn(move || {
-        let r = (h.as_str(), 0)
-            .to_socket_addrs()
-            .map(|it| it.map(|a| a.ip()).collect::<Vec<_>>());
-        let _ = tx.send(r);
-    });
-    match rx.recv_timeout(RESOLVE_TIMEOUT) {
-        Ok(Ok(ips)) => {
-            let ips: Vec<IpAddr> = ips.into_iter().filter(|ip| ipv6 || ip.is_ipv4()).collect();
-            if ips.is_empty() {
-                Err(format!("lookup {host}: no such host"))
-            } else {
-                Ok(ips)
-            }
-        }
-        Ok(Err(e)) => Err(format!("lookup {host}: {e}")),
-        Err(_) => Err(format!("lookup {host}: i/o timeout")),
-    }
-}
-
-/// RTCD's start-up STUN exchange, one per local address, in parallel. RTCD sends from
-/// `localIP:ice_port_udp`, which it holds; the doctor sends from an ephemeral port of the same
-/// address, which gets the same public IP from the NAT (the port is not what RTCD uses).
-fn stun_answers(
-    cfg: &RtcdConfig,
-    locals: &[rtcd::LocalAddr],
-    deadline: Instant,
-) -> HashMap<IpAddr, Option<IpAddr>> {
-    let mut out = HashMap::new();
-    let Some(Ok((host, port))) = rtcd::rtcd_stun_target(cfg) else {
-        return out;
-    };
-    if !cfg.ice_host_override.is_empty() {
-        return out;
-    }
-    let server: Option<SocketAddr> = resolve(&host, cfg.enable_ipv6)
-        .ok()
-        .and_then(|ips| ips.first().map(|ip| SocketAddr::new(*ip, port)));
-    let (tx, rx) = mpsc::channel();
-    let mut asked = 0;
-    for l in locals {
-        let ip = rtcd::canonical(l.ip);
-        out.insert(ip, None);
-        let Some(server) = server.filter(|s| s.is_ipv4() == ip.is_ipv4() && !ip.is_loopback())
-        else {
-            continue;
-        };
-        let tx = tx.clone();
-        asked += 1;
-        std::thread::spawn(move || {
-            let _ = tx.send((ip, stun_once(ip, server, deadline)));
-        });
-    }
-    drop(tx);
-    for _ in 0..asked {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok((ip, got)) => {
-                out.insert(ip, got);
-            }
-            Err(_) => break,
-        }
-    }
-    out
-}
-
-fn stun_once(local: IpAddr, server: SocketAddr, deadline: Instant) -> Option<IpAddr> {
-    let sock = UdpSocket::bind(SocketAddr::new(local, 0)).ok()?;
-    let mut tid = [0u8; 12];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut tid).ok()?;
-    let req = probe_proto::stun::binding_request(tid, None, None, 0);
-    let mut buf = [0u8; 1500];
-    // RTCD sends one request; a retry costs nothing and survives one lost packet.
-    for attempt in 0..3 {
-        if attempt == 0 || Instant::now() < deadline {
-            sock.send_to(&req, server).ok()?;
-        }
-        let until = (Instant::now() + Duration::from_millis(700)).min(deadline);
-        while let Some(left) = until
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-        {
-            sock.set_read_timeout(Some(left)).ok()?;
-            let Ok((n, from)) = sock.recv_from(&mut buf) else {
-                break;
-            };
-            if from != server {
-                continue;
-            }
-            if let Ok(m) = probe_proto::stun::decode(&buf[..n]) {
-                if m.tid == tid {
-                    return m.xor_mapped.map(|a| a.ip());
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            break;
-        }
-    }
-    None
 }
 
 #[cfg(test)]
