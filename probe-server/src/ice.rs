@@ -38,12 +38,12 @@ pub fn load_config(args: &ServeArgs) -> Result<RtcdConfig, String> {
 }
 
 /// What RTCD would advertise with this configuration, with the probe's port on the candidates.
-pub fn advertise(cfg: &RtcdConfig, port: u16) -> Result<Advertised, String> {
+pub fn advertise(cfg: &RtcdConfig, port: u16, rules: rtcd::PionRules) -> Result<Advertised, String> {
     let locals = interfaces::local_addrs()
         .map_err(|e| format!("cannot list this host's interfaces: {e}"))?;
     // RTCD waits 5 s for its STUN answers, all local addresses in parallel.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let (result, stun) = crate::rtcd_io::advertise(cfg, &locals, port, port, deadline);
+    let (result, stun) = crate::rtcd_io::advertise(cfg, &locals, port, port, rules, deadline);
     for (local, public) in &stun {
         match public {
             Some(public) => {
@@ -159,7 +159,7 @@ pub async fn follow_hostname(
     loop {
         tick.tick().await;
         let c = cfg.clone();
-        match tokio::task::spawn_blocking(move || advertise(&c, port)).await {
+        match tokio::task::spawn_blocking(move || advertise(&c, port, rtcd::PionRules::default())).await {
             Ok(Ok(adv)) => {
                 let next = offer(&cfg, &adv, port);
                 if shared

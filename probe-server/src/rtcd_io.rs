@@ -2,7 +2,7 @@
 //! clients) and the doctor (what RTCD advertises): DNS for a hostname override and RTCD's
 //! start-up STUN exchange, each bounded, then probe-proto's `compute_advertised`.
 
-use probe_proto::rtcd::{self, AdvertiseError, Advertised, LocalAddr, RtcdConfig};
+use probe_proto::rtcd::{self, AdvertiseError, Advertised, LocalAddr, PionRules, RtcdConfig};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::mpsc;
@@ -18,6 +18,7 @@ pub fn advertise(
     locals: &[LocalAddr],
     port_udp: u16,
     port_tcp: u16,
+    rules: PionRules,
     deadline: Instant,
 ) -> (
     Result<Advertised, AdvertiseError>,
@@ -25,7 +26,7 @@ pub fn advertise(
 ) {
     let stun = stun_answers(cfg, locals, deadline);
     let stun_fn = |ip: IpAddr| stun.get(&ip).copied().flatten();
-    let result = rtcd::compute_advertised(cfg, locals, &resolve, &stun_fn, port_udp, port_tcp);
+    let result = rtcd::compute_advertised(cfg, locals, &resolve, &stun_fn, port_udp, port_tcp, rules);
     (result, stun)
 }
 

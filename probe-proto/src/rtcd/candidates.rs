@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{parse_ice_address, RtcdConfig};
 use super::goparse::{canonical, is_domain_name, parse_ip, split_host_port};
 use super::mapping::{Lookup, Mapper, PION_MAPPING_ERROR};
+use super::pion::PionRules;
 use super::net::{
     is_loopback, is_private, is_v6_link_local, pion_tcp_keeps, rtcd_keeps, same_stack,
 };
@@ -459,7 +460,10 @@ pub fn compute_advertised(
     stun: &dyn Fn(IpAddr) -> Option<IpAddr>,
     port_udp: u16,
     port_tcp: u16,
+    rules: PionRules,
 ) -> Result<Advertised, AdvertiseError> {
+    // TODO(issue 10): the 4.2 rewrite rules; both generations use the 4.0 mapper today.
+    let _ = rules;
     cfg.validate().map_err(AdvertiseError::InvalidConfig)?;
     let ipv6 = cfg.enable_ipv6;
     let all: Vec<IpAddr> = locals.iter().map(|l| canonical(l.ip)).collect();
@@ -616,7 +620,7 @@ mod tests {
     }
 
     fn run(c: &RtcdConfig, l: &[&str]) -> Result<Advertised, AdvertiseError> {
-        compute_advertised(c, &locals(l), &no_dns, &no_stun, 8443, 8443)
+        compute_advertised(c, &locals(l), &no_dns, &no_stun, 8443, 8443, PionRules::V4_0)
     }
 
     /// (address, port, source) of the candidates of one protocol.
@@ -746,7 +750,7 @@ mod tests {
             Ok(vec![ip("10.0.0.5"), ip("203.0.113.7")])
         };
         let a =
-            compute_advertised(&c, &locals(HOST), &split_horizon, &no_stun, 8443, 8443).unwrap();
+            compute_advertised(&c, &locals(HOST), &split_horizon, &no_stun, 8443, 8443, PionRules::V4_0).unwrap();
         assert_eq!(
             asked.borrow().as_slice(),
             &[("rtc.example.com".to_string(), false)]
@@ -767,7 +771,7 @@ mod tests {
         assert!(a.candidates[1].private);
 
         let public = |_: &str, _: bool| Ok(vec![ip("2001:db8::7"), ip("203.0.113.7")]);
-        let a = compute_advertised(&c, &locals(HOST), &public, &no_stun, 8443, 8443).unwrap();
+        let a = compute_advertised(&c, &locals(HOST), &public, &no_stun, 8443, 8443, PionRules::V4_0).unwrap();
         assert_eq!(
             a.candidates[1].address,
             ip("203.0.113.7"),
@@ -783,7 +787,7 @@ mod tests {
         let nx = |_: &str, _: bool| {
             Err("lookup rtc.example.com on 127.0.0.53:53: no such host".to_string())
         };
-        let e = compute_advertised(&c, &locals(HOST), &nx, &no_stun, 8443, 8443).unwrap_err();
+        let e = compute_advertised(&c, &locals(HOST), &nx, &no_stun, 8443, 8443, PionRules::V4_0).unwrap_err();
         assert!(matches!(e, AdvertiseError::Resolve { .. }));
         let text = e.to_string();
         assert!(
@@ -792,7 +796,7 @@ mod tests {
         );
         assert!(text.contains("RTCD_RTC_ICEHOSTOVERRIDE"), "{text}");
         let empty = |_: &str, _: bool| Ok(vec![]);
-        assert!(compute_advertised(&c, &locals(HOST), &empty, &no_stun, 8443, 8443).is_err());
+        assert!(compute_advertised(&c, &locals(HOST), &empty, &no_stun, 8443, 8443, PionRules::V4_0).is_err());
 
         // Not a name Go would look up: no DNS at all.
         let e = run(&cfg("[rtc]\nice_host_override = \" 203.0.113.7\""), HOST).unwrap_err();
@@ -997,7 +1001,7 @@ mod tests {
             asked.borrow_mut().push(local);
             (local == ip("10.0.0.5")).then(|| ip("203.0.113.9"))
         };
-        let a = compute_advertised(&c, &locals(HOST), &no_dns, &stun, 8443, 8443).unwrap();
+        let a = compute_advertised(&c, &locals(HOST), &no_dns, &stun, 8443, 8443, PionRules::V4_0).unwrap();
         assert_eq!(
             *asked.borrow(),
             vec![ip("127.0.0.1"), ip("10.0.0.5"), ip("172.17.0.1")]
@@ -1015,7 +1019,7 @@ mod tests {
     #[test]
     fn stun_failure_advertises_local_addresses() {
         let c = cfg("[rtc]\nice_servers = [\"stun:stun.example.com:3478\"]");
-        let a = compute_advertised(&c, &locals(HOST), &no_dns, &|_| None, 8443, 8443).unwrap();
+        let a = compute_advertised(&c, &locals(HOST), &no_dns, &|_| None, 8443, 8443, PionRules::V4_0).unwrap();
         assert!(a
             .candidates
             .iter()
@@ -1116,7 +1120,7 @@ mod tests {
         let c = cfg(
             "[rtc]\nice_host_override = \"203.0.113.7\"\nice_port_udp = 8443\nice_port_tcp = 8443",
         );
-        let a = compute_advertised(&c, &locals(HOST), &no_dns, &no_stun, 8444, 8445).unwrap();
+        let a = compute_advertised(&c, &locals(HOST), &no_dns, &no_stun, 8444, 8445, PionRules::V4_0).unwrap();
         assert_eq!((a.rtcd_port_udp, a.rtcd_port_tcp), (8443, 8443));
         assert!(list(&a, Udp).iter().all(|c| c.1 == 8444));
         assert!(list(&a, Tcp).iter().all(|c| c.1 == 8445));

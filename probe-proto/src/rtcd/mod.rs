@@ -12,6 +12,7 @@ mod env;
 mod goparse;
 mod mapping;
 mod net;
+mod pion;
 mod validate;
 
 pub use candidates::{
@@ -26,6 +27,7 @@ pub use env::decode_ice_servers_json;
 pub use goparse::canonical;
 pub use mapping::PION_MAPPING_ERROR;
 pub use net::is_private;
+pub use pion::PionRules;
 pub use validate::{parse_port_map, ConfigError};
 
 #[cfg(test)]
@@ -74,19 +76,20 @@ mod fuzz {
             let resolve = |_: &str, _: bool| -> Result<Vec<IpAddr>, String> {
                 Ok(vec!["203.0.113.7".parse().unwrap()])
             };
-            let _ = compute_advertised(&cfg, &locals(), &resolve, &|_| None, 8443, 8443);
+            let _ = compute_advertised(&cfg, &locals(), &resolve, &|_| None, 8443, 8443, PionRules::V4_0);
+            let _ = compute_advertised(&cfg, &locals(), &resolve, &|_| None, 8443, 8443, PionRules::V4_2);
             cfg.ice_servers = vec![IceServer { urls: vec![format!("stun:{}", cfg.ice_host_override)], ..IceServer::default() }];
             cfg.ice_host_override.clear();
             let _ = stun_url(&cfg);
             let _ = rtcd_stun_target(&cfg);
             let stun = |_: IpAddr| Some("198.51.100.9".parse().unwrap());
-            let _ = compute_advertised(&cfg, &locals(), &resolve, &stun, 8443, 8443);
+            let _ = compute_advertised(&cfg, &locals(), &resolve, &stun, 8443, 8443, PionRules::default());
         }
 
         #[test]
         fn addresses_never_panic(udp in settingish(), tcp in settingish()) {
             let cfg = RtcdConfig { ice_address_udp: udp, ice_address_tcp: tcp, ..RtcdConfig::default() };
-            let _ = compute_advertised(&cfg, &locals(), &|_, _| Err("x".into()), &|_| None, 1, 1);
+            let _ = compute_advertised(&cfg, &locals(), &|_, _| Err("x".into()), &|_| None, 1, 1, PionRules::default());
         }
 
         #[test]

@@ -15,7 +15,7 @@ pub struct Outcome {
 }
 
 /// `where_` names the config for fix texts (a path, or "RTCD's config file").
-pub fn check(cfg: &RtcdConfig, where_: &str, deadline: Instant) -> Outcome {
+pub fn check(cfg: &RtcdConfig, where_: &str, rules: rtcd::PionRules, deadline: Instant) -> Outcome {
     let locals = match crate::interfaces::local_addrs() {
         Ok(l) => l,
         Err(e) => {
@@ -35,6 +35,7 @@ pub fn check(cfg: &RtcdConfig, where_: &str, deadline: Instant) -> Outcome {
         &locals,
         port(cfg.ice_port_udp),
         port(cfg.ice_port_tcp),
+        rules,
         deadline,
     );
     judge(cfg, where_, result, !stun.is_empty())
@@ -189,7 +190,7 @@ mod tests {
                 .map(|(_, ip)| vec![ip.parse().unwrap()])
                 .ok_or_else(|| "no such host".to_string())
         };
-        let r = rtcd::compute_advertised(&cfg, &locals, &resolve, &|_| None, 8443, 8443);
+        let r = rtcd::compute_advertised(&cfg, &locals, &resolve, &|_| None, 8443, 8443, rtcd::PionRules::default());
         judge(&cfg, "/etc/rtcd.toml", r, false)
     }
 
