@@ -38,7 +38,11 @@ pub fn load_config(args: &ServeArgs) -> Result<RtcdConfig, String> {
 }
 
 /// What RTCD would advertise with this configuration, with the probe's port on the candidates.
-pub fn advertise(cfg: &RtcdConfig, port: u16, rules: rtcd::PionRules) -> Result<Advertised, String> {
+pub fn advertise(
+    cfg: &RtcdConfig,
+    port: u16,
+    rules: rtcd::PionRules,
+) -> Result<Advertised, String> {
     let locals = interfaces::local_addrs()
         .map_err(|e| format!("cannot list this host's interfaces: {e}"))?;
     // RTCD waits 5 s for its STUN answers, all local addresses in parallel.
@@ -159,7 +163,9 @@ pub async fn follow_hostname(
     loop {
         tick.tick().await;
         let c = cfg.clone();
-        match tokio::task::spawn_blocking(move || advertise(&c, port, rtcd::PionRules::default())).await {
+        match tokio::task::spawn_blocking(move || advertise(&c, port, rtcd::PionRules::default()))
+            .await
+        {
             Ok(Ok(adv)) => {
                 let next = offer(&cfg, &adv, port);
                 if shared

@@ -100,7 +100,12 @@ async fn serve(args: ServeArgs) -> i32 {
         .local_addr()
         .map_or(args.listen.port(), |a| a.port());
     let advertised = match tokio::task::spawn_blocking(move || {
-        ice::advertise(&rtcd_cfg, probe_port, probe_proto::rtcd::PionRules::default()).map(|a| (rtcd_cfg, a))
+        ice::advertise(
+            &rtcd_cfg,
+            probe_port,
+            probe_proto::rtcd::PionRules::default(),
+        )
+        .map(|a| (rtcd_cfg, a))
     })
     .await
     {

@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use super::config::{parse_ice_address, RtcdConfig};
 use super::goparse::{canonical, is_domain_name, parse_ip, split_host_port};
 use super::mapping::{Lookup, Mapper, PION_MAPPING_ERROR};
-use super::pion::PionRules;
 use super::net::{
     is_loopback, is_private, is_v6_link_local, pion_tcp_keeps, rtcd_keeps, same_stack,
 };
+use super::pion::PionRules;
 use super::validate::{parse_port_map, single_port, ConfigError};
 
 /// DNS for a hostname override: `(name, ipv6_allowed)` → addresses in
@@ -620,7 +620,15 @@ mod tests {
     }
 
     fn run(c: &RtcdConfig, l: &[&str]) -> Result<Advertised, AdvertiseError> {
-        compute_advertised(c, &locals(l), &no_dns, &no_stun, 8443, 8443, PionRules::V4_0)
+        compute_advertised(
+            c,
+            &locals(l),
+            &no_dns,
+            &no_stun,
+            8443,
+            8443,
+            PionRules::V4_0,
+        )
     }
 
     /// (address, port, source) of the candidates of one protocol.
@@ -749,8 +757,16 @@ mod tests {
             asked.borrow_mut().push((name.to_string(), v6));
             Ok(vec![ip("10.0.0.5"), ip("203.0.113.7")])
         };
-        let a =
-            compute_advertised(&c, &locals(HOST), &split_horizon, &no_stun, 8443, 8443, PionRules::V4_0).unwrap();
+        let a = compute_advertised(
+            &c,
+            &locals(HOST),
+            &split_horizon,
+            &no_stun,
+            8443,
+            8443,
+            PionRules::V4_0,
+        )
+        .unwrap();
         assert_eq!(
             asked.borrow().as_slice(),
             &[("rtc.example.com".to_string(), false)]
@@ -771,7 +787,16 @@ mod tests {
         assert!(a.candidates[1].private);
 
         let public = |_: &str, _: bool| Ok(vec![ip("2001:db8::7"), ip("203.0.113.7")]);
-        let a = compute_advertised(&c, &locals(HOST), &public, &no_stun, 8443, 8443, PionRules::V4_0).unwrap();
+        let a = compute_advertised(
+            &c,
+            &locals(HOST),
+            &public,
+            &no_stun,
+            8443,
+            8443,
+            PionRules::V4_0,
+        )
+        .unwrap();
         assert_eq!(
             a.candidates[1].address,
             ip("203.0.113.7"),
@@ -787,7 +812,16 @@ mod tests {
         let nx = |_: &str, _: bool| {
             Err("lookup rtc.example.com on 127.0.0.53:53: no such host".to_string())
         };
-        let e = compute_advertised(&c, &locals(HOST), &nx, &no_stun, 8443, 8443, PionRules::V4_0).unwrap_err();
+        let e = compute_advertised(
+            &c,
+            &locals(HOST),
+            &nx,
+            &no_stun,
+            8443,
+            8443,
+            PionRules::V4_0,
+        )
+        .unwrap_err();
         assert!(matches!(e, AdvertiseError::Resolve { .. }));
         let text = e.to_string();
         assert!(
@@ -796,7 +830,16 @@ mod tests {
         );
         assert!(text.contains("RTCD_RTC_ICEHOSTOVERRIDE"), "{text}");
         let empty = |_: &str, _: bool| Ok(vec![]);
-        assert!(compute_advertised(&c, &locals(HOST), &empty, &no_stun, 8443, 8443, PionRules::V4_0).is_err());
+        assert!(compute_advertised(
+            &c,
+            &locals(HOST),
+            &empty,
+            &no_stun,
+            8443,
+            8443,
+            PionRules::V4_0
+        )
+        .is_err());
 
         // Not a name Go would look up: no DNS at all.
         let e = run(&cfg("[rtc]\nice_host_override = \" 203.0.113.7\""), HOST).unwrap_err();
@@ -1001,7 +1044,16 @@ mod tests {
             asked.borrow_mut().push(local);
             (local == ip("10.0.0.5")).then(|| ip("203.0.113.9"))
         };
-        let a = compute_advertised(&c, &locals(HOST), &no_dns, &stun, 8443, 8443, PionRules::V4_0).unwrap();
+        let a = compute_advertised(
+            &c,
+            &locals(HOST),
+            &no_dns,
+            &stun,
+            8443,
+            8443,
+            PionRules::V4_0,
+        )
+        .unwrap();
         assert_eq!(
             *asked.borrow(),
             vec![ip("127.0.0.1"), ip("10.0.0.5"), ip("172.17.0.1")]
@@ -1019,7 +1071,16 @@ mod tests {
     #[test]
     fn stun_failure_advertises_local_addresses() {
         let c = cfg("[rtc]\nice_servers = [\"stun:stun.example.com:3478\"]");
-        let a = compute_advertised(&c, &locals(HOST), &no_dns, &|_| None, 8443, 8443, PionRules::V4_0).unwrap();
+        let a = compute_advertised(
+            &c,
+            &locals(HOST),
+            &no_dns,
+            &|_| None,
+            8443,
+            8443,
+            PionRules::V4_0,
+        )
+        .unwrap();
         assert!(a
             .candidates
             .iter()
@@ -1120,7 +1181,16 @@ mod tests {
         let c = cfg(
             "[rtc]\nice_host_override = \"203.0.113.7\"\nice_port_udp = 8443\nice_port_tcp = 8443",
         );
-        let a = compute_advertised(&c, &locals(HOST), &no_dns, &no_stun, 8444, 8445, PionRules::V4_0).unwrap();
+        let a = compute_advertised(
+            &c,
+            &locals(HOST),
+            &no_dns,
+            &no_stun,
+            8444,
+            8445,
+            PionRules::V4_0,
+        )
+        .unwrap();
         assert_eq!((a.rtcd_port_udp, a.rtcd_port_tcp), (8443, 8443));
         assert!(list(&a, Udp).iter().all(|c| c.1 == 8444));
         assert!(list(&a, Tcp).iter().all(|c| c.1 == 8445));

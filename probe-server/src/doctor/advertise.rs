@@ -4,6 +4,7 @@
 
 use probe_proto::report::{Finding, Severity};
 use probe_proto::rtcd::{self, AdvertiseError, Advertised, OverrideForm, Protocol, RtcdConfig};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -12,6 +13,9 @@ use super::report::{Check, Status};
 pub struct Outcome {
     pub check: Check,
     pub findings: Vec<Finding>,
+    /// The STUN exchange RTCD would run at start, run now: per local address the mapped
+    /// address, or `None` where no answer came. Empty when no exchange ran.
+    pub stun_now: HashMap<IpAddr, Option<IpAddr>>,
 }
 
 /// `where_` names the config for fix texts (a path, or "RTCD's config file").
@@ -26,6 +30,7 @@ pub fn check(cfg: &RtcdConfig, where_: &str, rules: rtcd::PionRules, deadline: I
                     format!("skipped: cannot list this host's interfaces: {e}"),
                 ),
                 findings: vec![],
+                stun_now: HashMap::new(),
             }
         }
     };
@@ -38,7 +43,9 @@ pub fn check(cfg: &RtcdConfig, where_: &str, rules: rtcd::PionRules, deadline: I
         rules,
         deadline,
     );
-    judge(cfg, where_, result, !stun.is_empty())
+    let mut out = judge(cfg, where_, result, !stun.is_empty());
+    out.stun_now = stun;
+    out
 }
 
 /// Turns the computation into the check and its findings (pure, so it is unit-tested).
@@ -68,6 +75,7 @@ pub fn judge(
             return Outcome {
                 check: Check::new("rtcd_config", Status::Fail, summary.clone()),
                 findings: vec![Finding::new(id, Severity::Error, summary, fix)],
+                stun_now: HashMap::new(),
             };
         }
     };
@@ -160,6 +168,7 @@ pub fn judge(
     Outcome {
         check: Check::new("rtcd_config", status, detail),
         findings,
+        stun_now: HashMap::new(),
     }
 }
 
@@ -190,7 +199,15 @@ mod tests {
                 .map(|(_, ip)| vec![ip.parse().unwrap()])
                 .ok_or_else(|| "no such host".to_string())
         };
-        let r = rtcd::compute_advertised(&cfg, &locals, &resolve, &|_| None, 8443, 8443, rtcd::PionRules::default());
+        let r = rtcd::compute_advertised(
+            &cfg,
+            &locals,
+            &resolve,
+            &|_| None,
+            8443,
+            8443,
+            rtcd::PionRules::default(),
+        );
         judge(&cfg, "/etc/rtcd.toml", r, false)
     }
 

@@ -248,7 +248,14 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
     let adv_task = {
         let cfg = cfg.clone();
         let where_ = loaded.where_.clone();
-        spawn(move || advertise::check(&cfg, &where_, probe_proto::rtcd::PionRules::default(), t0 + sample + ADVERTISE_MARGIN))
+        spawn(move || {
+            advertise::check(
+                &cfg,
+                &where_,
+                probe_proto::rtcd::PionRules::default(),
+                t0 + sample + ADVERTISE_MARGIN,
+            )
+        })
     };
     let log_task = inputs
         .rtcd_log
