@@ -204,32 +204,14 @@ fn top_findings(runs: &[&Run]) -> Vec<FindingCount> {
         .collect()
 }
 
-/// Parses the `rfc3339` form back to Unix ms (`YYYY-MM-DDTHH:MM:SS[.mmm]Z`, UTC only).
+/// Parses an RFC 3339 UTC instant (`YYYY-MM-DDTHH:MM:SS[.fff]Z`, as `rfc3339` writes it) back
+/// to Unix ms; instants before 1970 or with a non-UTC offset are refused.
 pub fn parse_rfc3339(s: &str) -> Option<u64> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut t = hms.splitn(3, ':').map(|p| p.parse::<u64>().ok());
-    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+    if !s.ends_with('Z') {
         return None;
     }
-    if frac.is_empty() || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let millis: u64 = format!("{frac:0<3}")[..3].parse().ok()?;
-    // Howard Hinnant's days-from-civil, the inverse of the algorithm in `rfc3339`.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = u64::try_from(days).ok()? * 86_400 + hh * 3600 + mm * 60 + ss;
-    Some(secs * 1000 + millis)
+    let ts: jiff::Timestamp = s.parse().ok()?;
+    u64::try_from(ts.as_millisecond()).ok()
 }
 
 /// `0.12 ms`, `15.3 ms`, `150 ms` or `n/a`.

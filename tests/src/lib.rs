@@ -62,7 +62,7 @@ pub fn is_root() -> bool {
 pub fn require_root() {
     assert!(
         is_root(),
-        "integration tests need root for network namespaces (run `cargo test` as root)"
+        "the network-namespace integration tests need root: run `sudo cargo test --workspace` (a plain `cargo test` runs only the unit and property tests)"
     );
 }
 

@@ -82,7 +82,7 @@ pub fn run(args: BundleArgs) -> i32 {
         &done,
         results::file(&store, now * 1000),
     );
-    let mut archive = Vec::new();
+    let mut archive = ::tar::Builder::new(Vec::new());
     for (name, data) in &files {
         tar::append(
             &mut archive,
@@ -92,7 +92,7 @@ pub fn run(args: BundleArgs) -> i32 {
             0o600,
         );
     }
-    tar::finish(&mut archive);
+    let archive = tar::finish(archive);
     let mut gz = GzEncoder::new(file, flate2::Compression::default());
     if let Err(e) = gz.write_all(&archive).and_then(|_| gz.finish().map(|_| ())) {
         return crate::fail(format!("cannot write {}: {e}", output.display()));
