@@ -25,6 +25,8 @@ pub enum Command {
     RtcdApi(crate::rtcd_api::RtcdApiArgs),
     /// Compare sites side by side from saved `--json` reports (the table of `probe-server results`).
     Compare(crate::compare::CompareArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell on stdout.
+    Completions(crate::completions::CompletionsArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,7 +83,9 @@ pub struct ProbeArgs {
     pub count: Option<u64>,
     /// Load mode: this many concurrent sessions from this process; prints summary statistics only.
     #[arg(long, conflicts_with = "every", value_parser = clap::value_parser!(u32).range(1..=5000))]
-    pub sessions: Option<u32>,
+    pub sessions: Option<u32>,    /// The TURN check: --turn URL… with --turn-user/--turn-pass or --turn-secret, or --mattermost URL --mm-token TOKEN.
+    #[command(flatten)]
+    pub turn: crate::turn::TurnArgs,
 }
 
 /// `30s`, `5m`, `1h` or plain seconds.

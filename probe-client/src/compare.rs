@@ -109,6 +109,7 @@ mod tests {
             server_version: None,
             server_pin: None,
             ice: None,
+            turn: None,
         }
     }
 

@@ -20,9 +20,6 @@ pub enum QuicError {
     Failed(String),
 }
 
-/// Control payloads are padded to this size so the server's answer is never larger.
-pub const CONTROL_PAD_TO: usize = 1100;
-
 pub struct QuicControl {
     _endpoint: quinn::Endpoint,
     token: Option<[u8; 32]>,
@@ -252,4 +249,81 @@ pub fn rand_bytes<const N: usize>() -> [u8; N] {
         .fill(&mut b)
         .expect("the OS random source works");
     b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probe_proto::msg::Counters;
+    use tokio::net::TcpListener;
+
+    /// A server that reads one request frame, then answers with `frames`.
+    async fn server(frames: Vec<Vec<u8>>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (c, _) = l.accept().await.expect("accept");
+            let (mut rd, mut wr) = c.into_split();
+            let mut dec = Decoder::new();
+            let req = read_frame(&mut rd, &mut dec).await.expect("a request");
+            assert_eq!(req.first(), Some(&probe_proto::msg::CONTROL_TAG));
+            for f in frames {
+                let _ = wr.write_all(&frame::encode(&f)).await;
+            }
+            // Hold the connection open until the client is done.
+            let _ = read_frame(&mut rd, &mut dec).await;
+        });
+        addr
+    }
+
+    fn finish() -> Control {
+        Control::Finish {
+            session_id: 9,
+            pad: vec![],
+        }
+    }
+
+    #[tokio::test]
+    async fn tcp_control_skips_frames_of_other_kinds() {
+        let counters = Counters {
+            udp_rx: 5,
+            ..Counters::default()
+        };
+        let stun_answer = stun_request([1; 12], None);
+        let addr = server(vec![
+            stun_answer,
+            Control::Counters(counters).to_payload(None),
+        ])
+        .await;
+        let (mut link, ms) = TcpLink::connect(addr, None, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        assert!(ms >= 0.0);
+        let answer = link.request(&finish(), Duration::from_secs(2)).await;
+        assert_eq!(answer, Ok(Control::Counters(counters)));
+    }
+
+    #[tokio::test]
+    async fn tcp_control_without_an_answer_times_out() {
+        let addr = server(vec![]).await;
+        let (mut link, _) = TcpLink::connect(addr, None, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let answer = link.request(&finish(), Duration::from_millis(100)).await;
+        assert_eq!(answer, Err("no answer on the control channel".into()));
+    }
+
+    #[test]
+    fn stun_requests_are_padded_and_carry_the_token() {
+        let plain = stun_request([2; 12], None);
+        let signed = stun_request([2; 12], Some(&[4; 32]));
+        assert!(plain.len() >= 64 && signed.len() >= 128);
+        let m = stun::decode(&signed).expect("a STUN message");
+        assert_eq!(m.tid, [2; 12]);
+        assert_eq!(
+            m.username.as_deref(),
+            Some(probe_proto::auth::STUN_USERNAME)
+        );
+        assert_ne!(rand_bytes::<16>(), rand_bytes::<16>());
+    }
 }

@@ -1,15 +1,16 @@
-//! STUN and media-shaped echo: over UDP on one connected socket, and over a TCP link.
+//! STUN over UDP, and the echo drivers: datagrams on one connected UDP socket and RFC 4571
+//! frames on a TCP link, both thin loops over the same sans-IO [`EchoCore`].
 
 use crate::control::{rand_bytes, read_frame, stun_request, TcpLink};
 use crate::progress::Progress;
-use crate::schedule::Schedule;
-use probe_proto::echo::{self, SessionKey};
-use probe_proto::stats::EchoStats;
-use probe_proto::stun;
+use probe_proto::client::{EchoCore, EchoOutcome, Schedule};
+use probe_proto::echo::SessionKey;
+use probe_proto::{frame, stun};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UdpSocket;
-use tokio::time::{sleep_until, MissedTickBehavior};
+use tokio::time::sleep_until;
 
 /// The client's monotonic clock in microseconds since the run started.
 #[derive(Clone, Copy)]
@@ -18,6 +19,11 @@ pub struct Clock(pub Instant);
 impl Clock {
     pub fn us(&self) -> u64 {
         self.0.elapsed().as_micros() as u64
+    }
+
+    /// The timer deadline for a time of this clock.
+    fn at(&self, us: u64) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.0 + Duration::from_micros(us))
     }
 }
 
@@ -85,179 +91,250 @@ pub async fn udp_stun(sock: &UdpSocket, token: Option<&[u8; 32]>) -> Option<Stun
     }
 }
 
-/// How long to wait for stragglers after the last send: twice the worst RTT seen, bounded so
-/// that a default run stays within 12 s. The wait ends early once every reply is in.
-fn grace(max_rtt_us: u64) -> Duration {
-    Duration::from_micros((max_rtt_us * 2 + 200_000).clamp(300_000, 1_000_000))
+/// One way of moving echo packets; everything else is the core's.
+trait Wire {
+    const LABEL: &'static str;
+    /// Puts every packet the core has due on the wire; returns how many, or why the
+    /// connection broke.
+    async fn send_due(&mut self, core: &mut EchoCore, clock: Clock) -> Result<usize, String>;
+    /// The next datagram or frame payload; `Ok(None)` when a receive failed without ending
+    /// the phase.
+    async fn recv(&mut self) -> Result<Option<&[u8]>, String>;
 }
 
-/// One transport's echo run as the orchestrator needs it.
-pub struct EchoOutcome {
-    pub stats: EchoStats,
-    pub last_reply: Option<Instant>,
-    pub sending_ended: Instant,
-    /// Why a TCP connection broke mid-run.
-    pub broken: Option<String>,
+/// The echo loop shared by both transports: send what is due, then wait for a reply or the
+/// core's next timer.
+async fn drive<W: Wire>(wire: &mut W, s: &EchoSession<'_>) -> EchoOutcome {
+    let (clock, label) = (s.clock, W::LABEL);
+    let mut core = EchoCore::new(s.id, s.key.clone(), s.schedule.clone(), clock.us());
+    loop {
+        match wire.send_due(&mut core, clock).await {
+            Ok(0) => {}
+            Ok(_) => s.progress.show(&core.progress(label, clock.us())),
+            Err(why) => core.on_broken(clock.us(), why),
+        }
+        let Some(at) = core.poll_timeout() else {
+            break;
+        };
+        tokio::select! {
+            biased;
+            r = wire.recv() => match r {
+                Ok(Some(bytes)) => core.on_reply(clock.us(), bytes),
+                Ok(None) => {}
+                Err(why) => core.on_broken(clock.us(), why),
+            },
+            _ = sleep_until(clock.at(at)) => core.handle_timeout(clock.us()),
+        }
+    }
+    if core.malformed() + core.foreign() + core.late() > 0 {
+        tracing::debug!(
+            "{label} echo: dropped {} malformed, {} of another session, {} late",
+            core.malformed(),
+            core.foreign(),
+            core.late()
+        );
+    }
+    core.finish()
 }
 
-impl EchoOutcome {
-    fn new() -> Self {
-        Self {
-            stats: EchoStats::new(),
-            last_reply: None,
-            sending_ended: Instant::now(),
-            broken: None,
+struct UdpWire<'a> {
+    sock: &'a UdpSocket,
+    buf: [u8; 2048],
+}
+
+impl Wire for UdpWire<'_> {
+    const LABEL: &'static str = "UDP";
+
+    async fn send_due(&mut self, core: &mut EchoCore, clock: Clock) -> Result<usize, String> {
+        let mut n = 0;
+        while let Some(t) = core.poll_transmit(clock.us()) {
+            // A send error (ICMP unreachable, full buffer) is loss as the user would see it;
+            // never wait for buffer space, which would stall the schedule.
+            let _ = self.sock.try_send(t.bytes);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn recv(&mut self) -> Result<Option<&[u8]>, String> {
+        // Errors are ICMP unreachables from earlier sends: nothing arrived, keep going.
+        Ok(self
+            .sock
+            .recv(&mut self.buf)
+            .await
+            .ok()
+            .map(|n| &self.buf[..n]))
+    }
+}
+
+struct TcpWire<'a> {
+    link: &'a mut TcpLink,
+    batch: Vec<u8>,
+    frame: Vec<u8>,
+}
+
+impl Wire for TcpWire<'_> {
+    const LABEL: &'static str = "TCP";
+
+    async fn send_due(&mut self, core: &mut EchoCore, clock: Clock) -> Result<usize, String> {
+        self.batch.clear();
+        let mut n = 0;
+        while let Some(t) = core.poll_transmit(clock.us()) {
+            self.batch.extend(frame::encode(t.bytes));
+            n += 1;
+        }
+        if n == 0 {
+            return Ok(0);
+        }
+        let now = clock.us();
+        let left = Duration::from_micros(core.write_deadline_us(now) - now);
+        match tokio::time::timeout(left, self.link.wr.write_all(&self.batch)).await {
+            Ok(Ok(())) => Ok(n),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the TCP connection stopped taking data".into()),
         }
     }
 
-    /// A phase that could not start (the connection failed).
-    pub fn failed(why: String) -> Self {
-        Self {
-            broken: Some(why),
-            ..Self::new()
-        }
+    async fn recv(&mut self) -> Result<Option<&[u8]>, String> {
+        self.frame = read_frame(&mut self.link.rd, &mut self.link.dec).await?;
+        Ok(Some(&self.frame))
     }
-
-    /// Replies came at first and then stopped well before sending ended: the server went away.
-    pub fn stopped_midway(&self) -> bool {
-        self.broken.is_some()
-            || self.last_reply.is_some_and(|t| {
-                self.sending_ended.saturating_duration_since(t) > Duration::from_secs(1)
-            })
-    }
-
-    fn record(&mut self, s: &EchoSession, bytes: &[u8], max_rtt: &mut u64) {
-        if let Ok(r) = echo::decode_reply(s.key, bytes) {
-            if r.session == s.id {
-                let now = s.clock.us();
-                *max_rtt = (*max_rtt).max(now.saturating_sub(r.client_send_us));
-                self.stats.on_reply(
-                    r.seq,
-                    r.client_send_us,
-                    r.server_recv_us,
-                    r.server_send_us,
-                    now,
-                );
-                self.last_reply = Some(Instant::now());
-            }
-        }
-    }
-}
-
-fn show(s: &EchoSession, label: &str, started: Instant, stats: &EchoStats) {
-    s.progress.show(&format!(
-        "{label} echo {:.1}/{:.0} s  sent {}  received {}",
-        started.elapsed().as_secs_f64(),
-        s.schedule.duration.as_secs_f64(),
-        stats.sent(),
-        stats.received()
-    ));
 }
 
 pub async fn udp_echo(sock: &UdpSocket, s: &EchoSession<'_>) -> EchoOutcome {
-    let mut o = EchoOutcome::new();
-    let mut tick = tokio::time::interval(s.schedule.tick);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let started = Instant::now();
-    let mut seq = 0u32;
-    let mut max_rtt = 0;
-    let mut done_at: Option<tokio::time::Instant> = None;
-    let mut buf = [0u8; 2048];
-    let mut out = [0u8; echo::MAX_LEN];
-    loop {
-        tokio::select! {
-            biased;
-            r = sock.recv(&mut buf) => {
-                if let Ok(n) = r {
-                    o.record(s, &buf[..n], &mut max_rtt);
-                }
-                if done_at.is_some() && o.stats.received() >= o.stats.sent() {
-                    break;
-                }
-            }
-            _ = tick.tick(), if done_at.is_none() => {
-                if started.elapsed() >= s.schedule.duration {
-                    o.sending_ended = Instant::now();
-                    done_at = Some(tokio::time::Instant::now() + grace(max_rtt));
-                    continue;
-                }
-                for &size in &s.schedule.burst {
-                    let t = s.clock.us();
-                    let n = echo::encode_request(s.key, s.id, seq, t, size, &mut out);
-                    // A send error (ICMP unreachable, full buffer) is loss as the user would see
-                    // it; never wait for buffer space, which would stall the schedule.
-                    let _ = sock.try_send(&out[..n]);
-                    o.stats.on_sent(seq, t);
-                    seq += 1;
-                }
-                show(s, "UDP", started, &o.stats);
-            }
-            _ = sleep_until(done_at.unwrap_or_else(tokio::time::Instant::now)), if done_at.is_some() => break,
-        }
-    }
-    o
+    let mut wire = UdpWire {
+        sock,
+        buf: [0; 2048],
+    };
+    drive(&mut wire, s).await
 }
 
-/// Echo over the TCP link. Returns the stats and, if the connection broke, why.
+/// Echo over the TCP link; a connection that breaks ends the phase with the reason.
 pub async fn tcp_echo(link: &mut TcpLink, s: &EchoSession<'_>) -> EchoOutcome {
-    let mut o = EchoOutcome::new();
-    let mut tick = tokio::time::interval(s.schedule.tick);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let started = Instant::now();
-    let mut seq = 0u32;
-    let mut max_rtt = 0;
-    let mut done_at: Option<tokio::time::Instant> = None;
-    let mut out = [0u8; echo::MAX_LEN];
-    let TcpLink { rd, wr, dec, .. } = link;
-    loop {
-        tokio::select! {
-            biased;
-            f = read_frame(rd, dec) => match f {
-                Ok(p) => {
-                    o.record(s, &p, &mut max_rtt);
-                    if done_at.is_some() && o.stats.received() >= o.stats.sent() {
-                        break;
-                    }
+    let mut wire = TcpWire {
+        link,
+        batch: Vec::new(),
+        frame: Vec::new(),
+    };
+    drive(&mut wire, s).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probe_proto::echo as wire;
+    use probe_proto::msg::Profile;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    const KEY: [u8; 32] = [3; 32];
+    const SESSION: u64 = 77;
+
+    fn reply_to(req: &[u8]) -> Option<Vec<u8>> {
+        let key = SessionKey::new(&KEY);
+        wire::verify_request(&key, req).ok()?;
+        let mut out = vec![0u8; req.len()];
+        let n = wire::encode_reply(&key, req, 1, 2, &mut out);
+        out.truncate(n);
+        Some(out)
+    }
+
+    /// 200 ms of audio: ten packets 20 ms apart.
+    async fn echo_with<F, Fut>(run: F) -> EchoOutcome
+    where
+        F: FnOnce(EchoSession<'static>) -> Fut,
+        Fut: std::future::Future<Output = EchoOutcome>,
+    {
+        let key: &'static SessionKey = Box::leak(Box::new(SessionKey::new(&KEY)));
+        let schedule: &'static Schedule =
+            Box::leak(Box::new(Schedule::new(Profile::Audio, None, None, 0.2)));
+        let progress: &'static Progress = Box::leak(Box::new(Progress::off()));
+        run(EchoSession {
+            id: SESSION,
+            key,
+            schedule,
+            clock: Clock(Instant::now()),
+            progress,
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn udp_driver_sends_the_schedule_and_matches_replies() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let addr = server.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            while let Ok((n, from)) = server.recv_from(&mut buf).await {
+                // Garbage first: the core drops it and the run is unaffected.
+                let _ = server.send_to(b"noise", from).await;
+                if let Some(r) = reply_to(&buf[..n]) {
+                    let _ = server.send_to(&r, from).await;
                 }
-                Err(e) => { o.broken = Some(e); break; }
-            },
-            _ = tick.tick(), if done_at.is_none() => {
-                if started.elapsed() >= s.schedule.duration {
-                    o.sending_ended = Instant::now();
-                    done_at = Some(tokio::time::Instant::now() + grace(max_rtt));
-                    continue;
-                }
-                let mut batch = Vec::new();
-                for &size in &s.schedule.burst {
-                    let t = s.clock.us();
-                    let n = echo::encode_request(s.key, s.id, seq, t, size, &mut out);
-                    batch.extend(probe_proto::frame::encode(&out[..n]));
-                    o.stats.on_sent(seq, t);
-                    seq += 1;
-                }
-                use tokio::io::AsyncWriteExt;
-                // A path that goes black mid-run fills the send buffer; never wait past the phase.
-                let left = (started + s.schedule.duration + Duration::from_secs(1))
-                    .saturating_duration_since(Instant::now())
-                    .max(Duration::from_millis(100));
-                match tokio::time::timeout(left, wr.write_all(&batch)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        o.broken = Some(e.to_string());
-                        break;
-                    }
-                    Err(_) => {
-                        o.broken = Some("the TCP connection stopped taking data".into());
-                        break;
-                    }
-                }
-                show(s, "TCP", started, &o.stats);
             }
-            _ = sleep_until(done_at.unwrap_or_else(tokio::time::Instant::now)), if done_at.is_some() => break,
-        }
+        });
+        let sock = udp_socket(addr).await.expect("socket");
+        // try_send only sends once the runtime has seen the socket writable; in a run the STUN
+        // exchange has done that.
+        sock.writable().await.expect("writable");
+        let o = echo_with(|s| async move { udp_echo(&sock, &s).await }).await;
+        assert!((5..=10).contains(&o.stats.sent()), "{}", o.stats.sent());
+        assert_eq!(o.stats.received(), o.stats.sent());
+        assert!(!o.stopped_midway() && o.broken.is_none());
     }
-    if o.broken.is_some() {
-        o.sending_ended = Instant::now();
+
+    async fn tcp_server(answer: usize) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = l.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut c, _) = l.accept().await.expect("accept");
+            let mut dec = frame::Decoder::new();
+            let mut buf = [0u8; 4096];
+            let mut answered = 0;
+            while answered < answer {
+                let Ok(n @ 1..) = c.read(&mut buf).await else {
+                    return;
+                };
+                dec.push(&buf[..n]);
+                while answered < answer {
+                    let Ok(Some(req)) = dec.next_frame() else {
+                        break;
+                    };
+                    let r = reply_to(req).expect("a signed request");
+                    let _ = c.write_all(&frame::encode(&r)).await;
+                    answered += 1;
+                }
+            }
+            // Dropping the stream closes the connection.
+        });
+        addr
     }
-    o
+
+    #[tokio::test]
+    async fn tcp_driver_frames_requests_and_matches_replies() {
+        let addr = tcp_server(usize::MAX).await;
+        let (mut link, _) = TcpLink::connect(addr, None, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let o = echo_with(|s| async move { tcp_echo(&mut link, &s).await }).await;
+        assert!((5..=10).contains(&o.stats.sent()), "{}", o.stats.sent());
+        assert_eq!(o.stats.received(), o.stats.sent());
+        assert!(o.broken.is_none());
+    }
+
+    #[tokio::test]
+    async fn tcp_driver_reports_a_closed_connection() {
+        let addr = tcp_server(2).await;
+        let (mut link, _) = TcpLink::connect(addr, None, Duration::from_secs(2))
+            .await
+            .expect("connect");
+        let o = echo_with(|s| async move { tcp_echo(&mut link, &s).await }).await;
+        assert_eq!(o.stats.received(), 2);
+        assert!(o.stopped_midway());
+        let why = o.broken.expect("broken");
+        assert!(
+            why.contains("closed") || why.contains("reset") || why.contains("pipe"),
+            "{why}"
+        );
+    }
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod compare;
+mod completions;
 mod control;
 mod echo;
 mod ice;
@@ -12,10 +13,14 @@ mod rtcd_api;
 mod run;
 mod schedule;
 mod target;
-
-use clap::Parser;
+mod turn;
 
 fn main() {
+    // `probe-client generate man|completions DIR` (scripts/package) stays outside `Cli`, so no
+    // man page, completion or --help lists it.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        std::process::exit(completions::generate());
+    }
     let args = parse_args();
     init_logging(args.verbose);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -31,6 +36,7 @@ fn main() {
             None => modes::main(args.probe).await,
             Some(cli::Command::RtcdApi(a)) => rtcd_api::run(a).await,
             Some(cli::Command::Compare(a)) => compare::run(a),
+            Some(cli::Command::Completions(a)) => completions::print(a),
         }
     });
     // Background tasks (QUIC drivers) must not keep a finished run alive.
@@ -39,37 +45,19 @@ fn main() {
 }
 
 fn init_logging(verbose: u8) {
-    use tracing_subscriber::EnvFilter;
-    let level = match verbose {
+    probe_shell::cli::init_logging(match verbose {
         0 => "warn",
         1 => "info",
         _ => "debug",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    });
 }
 
 /// One sentence on stderr; exit code 2: the run could not be carried out.
 pub fn fail(msg: impl std::fmt::Display) -> i32 {
-    eprintln!("probe-client: {msg}");
-    2
+    probe_shell::cli::fail("probe-client", msg)
 }
 
 /// Parses the command line; a usage error becomes one line on stderr and exit 2.
 fn parse_args() -> cli::Cli {
-    use clap::error::ErrorKind;
-    match cli::Cli::try_parse() {
-        Ok(a) => a,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            e.exit()
-        }
-        Err(e) => std::process::exit(fail(format!(
-            "{} (see probe-client --help)",
-            probe_proto::report::one_sentence(&e.render().to_string())
-        ))),
-    }
+    probe_shell::cli::parse_args("probe-client")
 }

@@ -4,6 +4,7 @@
 use crate::cli::ProbeArgs;
 use crate::fail;
 use crate::run::{self, RunOpts};
+use probe_proto::catalog::FindingId;
 use probe_proto::report::{self, Report};
 use probe_proto::stats::percentile;
 use std::time::Duration;
@@ -222,7 +223,11 @@ impl LoadSummary {
             errors,
             refused: reports
                 .iter()
-                .filter(|r| r.findings.iter().any(|f| f.id == "server_refused"))
+                .filter(|r| {
+                    r.findings
+                        .iter()
+                        .any(|f| f.id == FindingId::ServerRefused.as_str())
+                })
                 .count(),
             sent,
             received,

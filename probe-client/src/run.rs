@@ -1,23 +1,26 @@
-//! One probe run, in order: reachability (UDP STUN and TCP in parallel, bounded), control
-//! (QUIC, else TCP), UDP echo, TCP echo, final counters, verdict.
+//! One probe run: the IO of each phase. The order of the phases, what each outcome leads to and
+//! the report are [`probe_proto::client::Run`]'s; this file only opens sockets, moves bytes and
+//! keeps time: reachability (UDP STUN and TCP in parallel, bounded), control (QUIC, else TCP),
+//! UDP echo, TCP echo beside the ICE checks, final counters.
 
 use crate::cli::ProbeArgs;
-use crate::control::{QuicControl, QuicError, TcpLink, CONTROL_PAD_TO};
-use crate::echo::{self, Clock, EchoOutcome, EchoSession};
+use crate::control::{rand_bytes, QuicControl, QuicError, TcpLink};
+use crate::echo::{self, Clock, EchoSession};
 use crate::ice;
 use crate::pin;
 use crate::progress::Progress;
-use crate::schedule::Schedule;
+use crate::schedule;
 use crate::target::Target;
-use probe_proto::echo::SessionKey;
-use probe_proto::ice_verdict;
-use probe_proto::msg::{Control, Counters, Hello, Refused, Welcome, PROTO_MAX, PROTO_MIN};
-use probe_proto::report::{
-    self, Finding, IceReport, Report, Severity, StunResult, TcpResult, UdpResult,
+use probe_proto::client::run::{self as core, ReportMeta};
+use probe_proto::client::{
+    Channel, EchoOutcome, HelloOutcome, Plan, QuicOutcome, Reach, Run, Schedule, Step, TcpEchoLink,
 };
-use probe_proto::stats::EchoSummary;
-use probe_proto::verdict::{self, Facts};
+use probe_proto::echo::SessionKey;
+use probe_proto::msg::{Control, Counters, IceOffer, Welcome};
+use probe_proto::report::{IceReport, Report};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::net::UdpSocket;
 
 const TCP_CONNECT: Duration = Duration::from_secs(2);
 const TCP_STUN: Duration = Duration::from_millis(1500);
@@ -82,26 +85,10 @@ impl Finished {
 
 pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
     let t0 = Instant::now();
-    let clock = Clock(t0);
-    let started_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let started_ms = wall_ms();
     let target = Target::parse(args.server.as_deref().unwrap_or_default())?;
     let pin = args.pin.as_deref().map(pin::parse_pin).transpose()?;
-    if args.no_udp && args.no_tcp {
-        return Err(
-            "--no-udp and --no-tcp together leave nothing to test; drop one of them".into(),
-        );
-    }
-    let token = match args.token.as_deref().map(str::trim) {
-        Some("") => {
-            return Err(
-                "the access token is empty; pass the token the admin gave you with --token".into(),
-            )
-        }
-        t => t.map(probe_proto::auth::token_key),
-    };
-    let schedule = Schedule::from_args(args);
+    let token = core::check_transports_and_token(args.no_udp, args.no_tcp, args.token.as_deref())?;
     let site = args
         .site
         .clone()
@@ -113,154 +100,225 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
     };
     progress.show(&format!("resolving {}", target.host));
     let addr = target.resolve().await?;
-
-    // Reachability: both transports at once, so a fully blocked network is concluded in ~3 s.
-    progress.show(&format!("probing UDP and TCP {addr}"));
-    let udp_probe = async {
-        if args.no_udp {
-            return None;
-        }
-        match echo::udp_socket(addr).await {
-            Ok(sock) => {
-                let answer = echo::udp_stun(&sock, token.as_ref()).await;
-                Some((sock, answer))
-            }
-            Err(e) => {
-                tracing::warn!("cannot open a UDP socket toward {addr}: {e}");
-                None
-            }
-        }
+    let mut io = Io {
+        addr,
+        host: target.host.clone(),
+        pin: pin.clone(),
+        token,
+        site: site.clone(),
+        schedule: schedule::from_args(args),
+        clock: Clock(t0),
+        progress,
+        udp_sock: None,
+        tcp_link: None,
+        ctl: Ctl::None,
     };
-    let tcp_probe = async {
-        if args.no_tcp {
-            return None;
-        }
-        match TcpLink::connect(addr, token, TCP_CONNECT).await {
-            Ok((mut link, ms)) => {
-                let ok = link.stun(TCP_STUN).await.is_ok();
-                Some((Some(link).filter(|_| ok), Some(ms), ok))
-            }
-            Err(e) => {
-                tracing::info!("TCP {addr}: {e}");
-                Some((None, None, false))
-            }
-        }
-    };
-    let (udp_p, tcp_p) = tokio::join!(udp_probe, tcp_probe);
-    let (udp_sock, stun_answer) = udp_p.map_or((None, None), |(s, a)| (Some(s), a));
-    let mut udp = UdpResult {
-        reachable: stun_answer.is_some(),
-        stun: StunResult {
-            mapped: stun_answer.as_ref().map(|a| a.mapped.to_string()),
-            rtt_ms: stun_answer.as_ref().map(|a| round3(a.rtt_ms)),
-        },
-        echo: None,
-    };
-    let (mut tcp_link, connect_ms, tcp_ok) = tcp_p.unwrap_or((None, None, false));
-    let mut tcp = TcpResult {
-        reachable: tcp_ok,
-        connect_ms: connect_ms.map(round3),
-        echo: None,
-    };
-
-    // Control: QUIC over the UDP port when UDP works, else framed messages on the TCP port.
-    let mut extra: Vec<Finding> = Vec::new();
-    let mut ctl = Ctl::None;
-    let mut pin_seen = None;
-    if udp.reachable {
-        progress.show("opening the QUIC control channel");
-        match QuicControl::connect(addr, pin.clone(), token, QUIC_CONNECT).await {
-            Ok(q) => {
-                pin_seen = q.pin_seen.clone();
-                ctl = Ctl::Quic(q);
-            }
-            Err(QuicError::PinMismatch { seen }) => {
-                return Err(format!(
-                    "the server at {addr} presents certificate {seen}, not the pinned {} — this is another server, \
-                     or probe-server's state directory was reset; ask the admin for the current pin",
-                    pin.unwrap_or_default()
-                ));
-            }
-            Err(QuicError::Failed(e)) => tracing::warn!("QUIC control channel failed: {e}"),
-        }
-    }
-    if matches!(ctl, Ctl::None) {
-        if let Some(link) = tcp_link.take() {
-            ctl = Ctl::Tcp(link);
-            if pin.is_some() {
-                extra.push(Finding::new(
-                    "pin_unverified",
-                    Severity::Info,
-                    "The control channel ran over plain TCP (UDP is blocked), so the server's certificate pin could not be checked.",
-                    "Nothing to fix for the measurement; the pin is checked whenever UDP works.",
-                ));
-            }
-        }
-    }
-    let nonce: [u8; 16] = crate::control::rand_bytes();
-    let hello = padded(|pad| {
-        Control::Hello(Hello {
-            proto_min: PROTO_MIN,
-            proto_max: PROTO_MAX,
-            client_version: env!("CARGO_PKG_VERSION").into(),
-            site: site.clone(),
-            profile: schedule.profile,
-            interval_us: schedule.mean_interval_us(),
-            size: schedule.max_size(),
-            duration_ms: schedule.duration.as_millis() as u32,
-            pad,
-            time_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            nonce,
-        })
+    let mut run = Run::new(Plan {
+        server: target.display(),
+        port: target.port,
+        dialed: addr,
+        udp: !args.no_udp,
+        tcp: !args.no_tcp,
+        ice: opts.ice,
+        pin,
     });
-    let mut refused: Option<Refused> = None;
-    let mut welcome: Option<Welcome> = None;
-    if !matches!(ctl, Ctl::None) {
-        match ctl.request(&hello).await {
-            Ok(Control::Welcome(w)) => welcome = Some(w),
-            Ok(Control::Refused(r)) => refused = Some(r),
-            Ok(other) => tracing::warn!("unexpected answer to hello: {other:?}"),
-            Err(e) => tracing::warn!("hello failed: {e}"),
+    io.drive(&mut run).await?;
+    io.progress.clear();
+    let session = run.welcome().map(|w| w.session_id);
+    let report = run.report(ReportMeta {
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        site,
+        started_ms,
+        duration_ms: t0.elapsed().as_millis() as u64,
+    });
+    Ok(Finished {
+        report,
+        ctl: io.ctl,
+        session,
+    })
+}
+
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The run's sockets and what they need.
+struct Io {
+    addr: SocketAddr,
+    /// The host as the user typed it.
+    host: String,
+    pin: Option<String>,
+    token: Option<[u8; 32]>,
+    site: String,
+    schedule: Schedule,
+    clock: Clock,
+    progress: Progress,
+    /// The reachability probe's UDP socket, kept for the UDP echo.
+    udp_sock: Option<UdpSocket>,
+    /// The reachability probe's TCP connection, when it answered STUN.
+    tcp_link: Option<TcpLink>,
+    ctl: Ctl,
+}
+
+impl Io {
+    /// Does what the run asks for until it is done; `Err` when the run cannot be carried out.
+    async fn drive(&mut self, run: &mut Run) -> Result<(), String> {
+        loop {
+            match run.step() {
+                Step::Reach { udp, tcp } => {
+                    let r = self.reach(udp, tcp).await;
+                    run.on_reach(r);
+                }
+                Step::OpenQuic => {
+                    let q = self.open_quic().await;
+                    run.on_quic(q);
+                }
+                Step::Hello(channel) => {
+                    let h = self.hello(channel).await;
+                    run.on_hello(h);
+                }
+                Step::UdpEcho(w) => {
+                    let o = self.udp_echo(w).await;
+                    run.on_udp_echo(o);
+                }
+                Step::TcpEchoAndIce { session, tcp, ice } => {
+                    let reachable = (run.udp_reachable(), run.tcp_reachable());
+                    let (t, i) = self.tcp_echo_and_ice(session, tcp, ice, reachable).await;
+                    run.on_tcp_echo_and_ice(t, i);
+                }
+                Step::Counters { session_id } => {
+                    let c = self.counters(session_id).await;
+                    run.on_counters(c);
+                }
+                Step::Done => return Ok(()),
+                Step::Abort(why) => return Err(why.to_string()),
+            }
         }
-    }
-    if welcome.is_none() && refused.is_none() && (udp.reachable || tcp.reachable) {
-        extra.push(Finding::new(
-            "control_failed",
-            Severity::Warning,
-            "The server answered STUN but its control channel did not come up, so no echo test ran.",
-            "Check that the port is served by probe-server (not another service) and that nothing in the path \
-             inspects and drops QUIC; run again with -v for details.",
-        ));
     }
 
-    let mut udp_out: Option<EchoOutcome> = None;
-    let mut tcp_out: Option<EchoOutcome> = None;
-    let mut counters: Option<Counters> = None;
-    let mut ice: Option<IceReport> = None;
-    if let Some(w) = &welcome {
-        let key = SessionKey::new(&w.key);
-        let session = EchoSession {
-            id: w.session_id,
-            key: &key,
-            schedule: &schedule,
-            clock,
-            progress: &progress,
-        };
-        if let (true, Some(sock)) = (udp.reachable, &udp_sock) {
-            udp_out = Some(echo::udp_echo(sock, &session).await);
-        }
-        // The TCP echo and the ICE checks use different paths, so they run side by side: the
-        // default run stays within ~12 s even when ICE has to wait out its deadline.
-        let tcp_phase = async {
-            if !tcp.reachable {
+    /// Both transports at once, so a fully blocked network is concluded in ~3 s.
+    async fn reach(&mut self, udp: bool, tcp: bool) -> Reach {
+        let (addr, token) = (self.addr, self.token);
+        self.progress.show(&format!("probing UDP and TCP {addr}"));
+        let udp_probe = async {
+            if !udp {
                 return None;
             }
-            let link = match &mut ctl {
-                Ctl::Tcp(link) => Ok(link),
-                // A fresh connection: the probe's one may have idled out during a long UDP phase.
-                _ => match TcpLink::connect(addr, token, TCP_CONNECT).await {
+            match echo::udp_socket(addr).await {
+                Ok(sock) => {
+                    let answer = echo::udp_stun(&sock, token.as_ref()).await;
+                    Some((sock, answer))
+                }
+                Err(e) => {
+                    tracing::warn!("cannot open a UDP socket toward {addr}: {e}");
+                    None
+                }
+            }
+        };
+        let tcp_probe = async {
+            if !tcp {
+                return (None, None);
+            }
+            match TcpLink::connect(addr, token, TCP_CONNECT).await {
+                Ok((mut link, ms)) => {
+                    let ok = link.stun(TCP_STUN).await.is_ok();
+                    (Some(link).filter(|_| ok), Some(ms))
+                }
+                Err(e) => {
+                    tracing::info!("TCP {addr}: {e}");
+                    (None, None)
+                }
+            }
+        };
+        let (udp_p, (link, connect_ms)) = tokio::join!(udp_probe, tcp_probe);
+        let (sock, answer) = udp_p.map_or((None, None), |(s, a)| (Some(s), a));
+        self.udp_sock = sock;
+        let tcp_stun_ok = link.is_some();
+        self.tcp_link = link;
+        Reach {
+            udp_stun: answer.map(|a| (a.mapped, a.rtt_ms)),
+            tcp_connect_ms: connect_ms,
+            tcp_stun_ok,
+        }
+    }
+
+    async fn open_quic(&mut self) -> QuicOutcome {
+        self.progress.show("opening the QUIC control channel");
+        match QuicControl::connect(self.addr, self.pin.clone(), self.token, QUIC_CONNECT).await {
+            Ok(q) => {
+                let pin_seen = q.pin_seen.clone();
+                self.ctl = Ctl::Quic(q);
+                QuicOutcome::Up { pin_seen }
+            }
+            Err(QuicError::PinMismatch { seen }) => QuicOutcome::PinMismatch { seen },
+            Err(QuicError::Failed(e)) => {
+                tracing::warn!("QUIC control channel failed: {e}");
+                QuicOutcome::Failed
+            }
+        }
+    }
+
+    async fn hello(&mut self, channel: Channel) -> HelloOutcome {
+        if channel == Channel::Tcp {
+            if let Some(link) = self.tcp_link.take() {
+                self.ctl = Ctl::Tcp(link);
+            }
+        }
+        let version = env!("CARGO_PKG_VERSION");
+        let hello = core::hello(version, &self.site, &self.schedule, wall_ms(), rand_bytes());
+        match self.ctl.request(&hello).await {
+            Ok(Control::Welcome(w)) => HelloOutcome::Welcome(Box::new(w)),
+            Ok(Control::Refused(r)) => HelloOutcome::Refused(r),
+            Ok(other) => {
+                tracing::warn!("unexpected answer to hello: {other:?}");
+                HelloOutcome::Failed
+            }
+            Err(e) => {
+                tracing::warn!("hello failed: {e}");
+                HelloOutcome::Failed
+            }
+        }
+    }
+
+    async fn udp_echo(&mut self, w: &Welcome) -> Option<EchoOutcome> {
+        let key = SessionKey::new(&w.key);
+        let sock = self.udp_sock.as_ref()?;
+        Some(
+            echo::udp_echo(
+                sock,
+                &echo_session(w, &key, &self.schedule, self.clock, &self.progress),
+            )
+            .await,
+        )
+    }
+
+    async fn tcp_echo_and_ice(
+        &mut self,
+        w: &Welcome,
+        tcp: Option<TcpEchoLink>,
+        offer: Option<&IceOffer>,
+        (udp_reachable, tcp_reachable): (bool, bool),
+    ) -> (Option<EchoOutcome>, Option<IceReport>) {
+        let key = SessionKey::new(&w.key);
+        // Destructured so the two phases borrow disjoint parts.
+        let Io {
+            addr,
+            host,
+            token,
+            schedule,
+            clock,
+            progress,
+            tcp_link,
+            ctl,
+            ..
+        } = self;
+        let session = echo_session(w, &key, schedule, *clock, progress);
+        let tcp_phase = async {
+            let link = match (tcp?, ctl) {
+                (TcpEchoLink::Control, Ctl::Tcp(link)) => Ok(link),
+                _ => match TcpLink::connect(*addr, *token, TCP_CONNECT).await {
                     Ok((l, _)) => Ok(tcp_link.insert(l)),
                     Err(e) => Err(e),
                 },
@@ -271,117 +329,102 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
             })
         };
         let ice_phase = async {
-            let offer = w.ice.as_ref().filter(|_| opts.ice)?;
             Some(
                 ice::run(ice::IceInputs {
-                    offer,
-                    dialed: addr,
-                    host: &target.host,
-                    udp_reachable: udp.reachable,
-                    tcp_reachable: tcp.reachable,
+                    offer: offer?,
+                    dialed: *addr,
+                    host,
+                    udp_reachable,
+                    tcp_reachable,
                 })
                 .await,
             )
         };
-        (tcp_out, ice) = tokio::join!(tcp_phase, ice_phase);
-        progress.show("collecting the server's counters");
-        let finish = padded(|pad| Control::Finish {
-            session_id: w.session_id,
-            pad,
-        });
-        match ctl.request(&finish).await {
-            Ok(Control::Counters(c)) => counters = Some(c),
-            other => tracing::warn!("final counters unavailable: {other:?}"),
+        tokio::join!(tcp_phase, ice_phase)
+    }
+
+    async fn counters(&mut self, session_id: u64) -> Option<Counters> {
+        self.progress.show("collecting the server's counters");
+        match self.ctl.request(&core::finish(session_id)).await {
+            Ok(Control::Counters(c)) => Some(c),
+            other => {
+                tracing::warn!("final counters unavailable: {other:?}");
+                None
+            }
         }
     }
-    progress.clear();
+}
 
-    udp.echo = udp_out
-        .as_ref()
-        .map(|o| summary(o, counters.map(|c| (c.udp_rx, c.udp_tx))));
-    tcp.echo = tcp_out
-        .as_ref()
-        .filter(|o| o.stats.sent() > 0)
-        .map(|o| summary(o, counters.map(|c| (c.tcp_rx, c.tcp_tx))));
-    let lost = match (&welcome, counters) {
-        (Some(_), None) => Some(
-            if udp_out.as_ref().is_some_and(EchoOutcome::stopped_midway) {
-                "the UDP echo phase"
-            } else if tcp_out.as_ref().is_some_and(EchoOutcome::stopped_midway) {
-                "the TCP echo phase"
-            } else {
-                "the final exchange of counters"
-            },
-        ),
-        _ => None,
-    };
-    let facts = Facts {
-        server: &target.display(),
-        port: target.port,
-        udp_tested: !args.no_udp,
-        tcp_tested: !args.no_tcp,
-        udp: &udp,
-        tcp: &tcp,
-        server_lost: lost,
-        refused: refused.as_ref(),
-    };
-    let mut findings = verdict::evaluate(&facts);
-    findings.extend(extra);
-    if let Some(n) = counters.map(|c| c.rate_limited).filter(|n| *n > 0) {
-        findings.push(Finding::new(
-            "server_rate_limited",
-            Severity::Warning,
-            format!(
-                "The probe server left {n} echo packet(s) unanswered because of its own rate limits; they are \
-                 counted neither as upstream nor as downstream loss."
-            ),
-            "Run with a longer --interval or fewer concurrent clients, or ask the admin to raise \
-             --max-reply-pps / --min-interval on probe-server.",
-        ));
+fn echo_session<'a>(
+    w: &Welcome,
+    key: &'a SessionKey,
+    schedule: &'a Schedule,
+    clock: Clock,
+    progress: &'a Progress,
+) -> EchoSession<'a> {
+    EchoSession {
+        id: w.session_id,
+        key,
+        schedule,
+        clock,
+        progress,
     }
-    if let Some(ice) = &ice {
-        findings.extend(ice_verdict::evaluate(ice, &facts));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn args(extra: &[&str]) -> ProbeArgs {
+        let argv = [&["probe-client"], extra, &["--site", "unit"]].concat();
+        Cli::try_parse_from(argv).expect("args").probe
     }
-    let mut report = Report {
-        schema: report::SCHEMA,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        site,
-        server: target.display(),
-        started_at: report::rfc3339(started_ms),
-        duration_ms: t0.elapsed().as_millis() as u64,
-        ok: false,
-        udp,
-        tcp,
-        findings: Vec::new(),
-        server_version: welcome.as_ref().map(|w| w.server_version.clone()),
-        server_pin: pin_seen,
-        ice,
+
+    const OPTS: RunOpts = RunOpts {
+        ice: false,
+        progress: false,
     };
-    report.set_findings(findings);
-    Ok(Finished {
-        report,
-        ctl,
-        session: welcome.map(|w| w.session_id),
-    })
-}
 
-/// Microsecond resolution is all a millisecond figure can honestly claim.
-fn round3(v: f64) -> f64 {
-    (v * 1000.0).round() / 1000.0
-}
+    async fn error(extra: &[&str]) -> String {
+        match run(&args(extra), OPTS).await {
+            Ok(f) => panic!("ran: {:?}", f.report),
+            Err(e) => e,
+        }
+    }
 
-fn summary(o: &EchoOutcome, server: Option<(u64, u64)>) -> EchoSummary {
-    let mut s = o.stats.summary(server.map(|c| c.0), server.map(|c| c.1));
-    s.jitter_ms = round3(s.jitter_ms);
-    s.loss_up_pct = s.loss_up_pct.map(round3);
-    s.loss_down_pct = s.loss_down_pct.map(round3);
-    s
-}
+    #[tokio::test]
+    async fn arguments_are_checked_before_any_io() {
+        let both = error(&["192.0.2.1", "--no-udp", "--no-tcp"]).await;
+        assert!(both.contains("leave nothing to test"), "{both}");
+        let token = error(&["192.0.2.1", "--token", " "]).await;
+        assert!(token.contains("token is empty"), "{token}");
+        let pin = error(&["192.0.2.1", "--pin", "md5:00"]).await;
+        assert!(pin.contains("is not a certificate pin"), "{pin}");
+    }
 
-/// Builds a control message padded to [`CONTROL_PAD_TO`] bytes, so the server may answer it
-/// without ever sending more than it received.
-fn padded(make: impl Fn(Vec<u8>) -> Control) -> Control {
-    let bare = make(Vec::new()).to_payload(None).len();
-    // Two bytes of slack for the varint length prefix of the pad growing.
-    make(vec![0; CONTROL_PAD_TO.saturating_sub(bare + 2)])
+    /// Nothing listens on the port: the run ends after reachability with one finding.
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let t0 = Instant::now();
+        let done = run(&args(&[&format!("127.0.0.1:{port}")]), OPTS)
+            .await
+            .expect("a report");
+        let r = &done.report;
+        let ids: Vec<&str> = r.findings.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["server_unreachable"]);
+        assert!(!r.ok && !r.udp.reachable && !r.tcp.reachable);
+        assert!(r.udp.echo.is_none() && r.server_version.is_none() && done.session.is_none());
+        assert_eq!(
+            (r.site.as_str(), r.server.as_str()),
+            ("unit", &*format!("127.0.0.1:{port}"))
+        );
+        // Concluded by the STUN deadline, not by anything longer.
+        assert!(t0.elapsed() < echo::STUN_GIVE_UP + Duration::from_secs(1));
+    }
 }

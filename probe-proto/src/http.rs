@@ -1,5 +1,6 @@
-//! Minimal HTTP/1.1, sans-IO: a request builder and an incremental response parser, enough to
-//! talk to RTCD's API (`/version`, `/metrics`, `/login`, the `/ws` upgrade) and to an HTTP proxy.
+//! Minimal HTTP/1.1, sans-IO: a request builder and an incremental response parser (heads by
+//! httparse; bodies, chunking and bounds here), enough to talk to RTCD's API (`/version`,
+//! `/metrics`, `/login`, the `/ws` upgrade) and to an HTTP proxy.
 //! The sockets live in the binaries; this is pure code, property-tested never to panic.
 //!
 //! Bounded on purpose: a head over [`MAX_HEAD`] or a body over [`MAX_BODY`] is an error, so a
@@ -123,49 +124,53 @@ pub enum Parse<T> {
 }
 
 /// Parses the head; `Done(head, n)` where `n` is the head's length including the blank line.
+/// httparse does the parsing (sans-IO, no allocation); this adds the size bound.
 pub fn parse_head(buf: &[u8]) -> Result<Parse<Head>, HttpError> {
-    let Some(end) = find(buf, b"\r\n\r\n") else {
-        if buf.len() > MAX_HEAD {
-            return Err(HttpError::TooLarge("head"));
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut slots);
+    let end = match r.parse(buf) {
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Err(HttpError::TooLarge("head"))
         }
-        return Ok(Parse::Incomplete);
+        Ok(httparse::Status::Partial) => return Ok(Parse::Incomplete),
+        Ok(httparse::Status::Complete(n)) => n,
+        Err(e) => return Err(HttpError::Malformed(httparse_error(e))),
     };
-    if end + 4 > MAX_HEAD {
+    if end > MAX_HEAD {
         return Err(HttpError::TooLarge("head"));
     }
-    let text =
-        std::str::from_utf8(&buf[..end]).map_err(|_| HttpError::Malformed("head is not UTF-8"))?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let rest = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .or_else(|| status_line.strip_prefix("HTTP/1.0 "))
-        .ok_or(HttpError::Malformed("not an HTTP/1.x status line"))?;
-    let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(HttpError::Malformed("bad status code"));
-    }
-    let status: u16 = code
-        .parse()
-        .map_err(|_| HttpError::Malformed("bad status code"))?;
-    let mut headers = Vec::new();
-    for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or(HttpError::Malformed("header without colon"))?;
-        if name.is_empty() || name.bytes().any(|b| b <= b' ') {
-            return Err(HttpError::Malformed("bad header name"));
-        }
-        headers.push((name.to_string(), value.trim().to_string()));
-    }
+    let utf8 = |b: &[u8]| {
+        std::str::from_utf8(b)
+            .map(|s| s.trim().to_string())
+            .map_err(|_| HttpError::Malformed("head is not UTF-8"))
+    };
+    let headers = r
+        .headers
+        .iter()
+        .map(|h| Ok((h.name.to_string(), utf8(h.value)?)))
+        .collect::<Result<Vec<_>, HttpError>>()?;
     Ok(Parse::Done(
         Head {
-            status,
-            reason: reason.to_string(),
+            status: r.code.ok_or(HttpError::Malformed("bad status code"))?,
+            reason: r.reason.unwrap_or_default().to_string(),
             headers,
         },
-        end + 4,
+        end,
     ))
+}
+
+/// Headers a response may carry; RTCD and proxies send a handful.
+const MAX_HEADERS: usize = 64;
+
+fn httparse_error(e: httparse::Error) -> &'static str {
+    match e {
+        httparse::Error::Status => "bad status code",
+        httparse::Error::Version => "not an HTTP/1.x status line",
+        httparse::Error::HeaderName => "bad header name",
+        httparse::Error::HeaderValue => "bad header value",
+        httparse::Error::TooManyHeaders => "too many headers",
+        httparse::Error::NewLine | httparse::Error::Token => "malformed head",
+    }
 }
 
 /// Parses a whole response from the bytes received so far. `eof`: the peer closed the
@@ -365,24 +370,8 @@ impl Url {
 
 /// Standard base64 with padding (RFC 4648), for `Authorization: Basic` and WebSocket keys.
 pub fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// `Authorization` value for HTTP Basic auth.
@@ -481,10 +470,14 @@ mod tests {
             parse_response(big.as_bytes(), false, false),
             Err(HttpError::TooLarge("body"))
         );
-        assert_eq!(
+        // A head that never ends is cut off at the bound; garbage fails at once.
+        let mut endless = b"HTTP/1.1 200 OK\r\nX-Long: ".to_vec();
+        endless.resize(MAX_HEAD + 1, b'a');
+        assert_eq!(parse_head(&endless), Err(HttpError::TooLarge("head")));
+        assert!(matches!(
             parse_head(&vec![b'a'; MAX_HEAD + 1]),
-            Err(HttpError::TooLarge("head"))
-        );
+            Err(HttpError::Malformed(_))
+        ));
     }
 
     #[test]

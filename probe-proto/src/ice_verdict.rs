@@ -5,17 +5,24 @@
 //! Only a check sent to exactly an advertised `IP:PORT` that got an integrity-checked answer
 //! counts. The ICE agent's own state (a peer-reflexive success) is mentioned, never trusted.
 
+use crate::catalog::FindingId;
 use crate::msg::Transport;
 use crate::report::{Finding, IceReport, PairResult, Severity};
 use crate::rtcd::is_private;
 use crate::verdict::Facts;
 use std::net::{IpAddr, SocketAddr};
 
-/// Every transport that reached the server has an advertised candidate that answered ICE.
+/// Every transport that reached the server has an advertised candidate that answered ICE, and
+/// there is a UDP candidate at all (media needs one; an empty UDP list never passes).
 pub fn ice_ok(ice: &IceReport, udp_reachable: bool, tcp_reachable: bool) -> bool {
-    (udp_reachable || tcp_reachable)
+    has_udp_candidate(ice)
+        && (udp_reachable || tcp_reachable)
         && (!udp_reachable || passed(ice, Transport::Udp))
         && (!tcp_reachable || passed(ice, Transport::Tcp))
+}
+
+fn has_udp_candidate(ice: &IceReport) -> bool {
+    ice.advertised.iter().any(|c| c.protocol == Transport::Udp)
 }
 
 /// Findings of the ICE check, judged on each advertised candidate's own check.
@@ -26,18 +33,86 @@ pub fn evaluate(ice: &IceReport, f: &Facts) -> Vec<Finding> {
     }
     let udp = f.udp_tested && f.udp.reachable;
     let tcp = f.tcp_tested && f.tcp.reachable;
+    // Facts of RTCD's configuration the server reported: true whatever the network does.
+    if !has_udp_candidate(ice) {
+        out.push(crate::rtcd::findings::no_udp_candidate(
+            &ice.ice_address_udp,
+            &ice.ice_address_tcp,
+            ice.override_form == "pairs",
+            ice.pion_rules,
+            "RTCD's config",
+        ));
+    }
+    let primary = if udp { Transport::Udp } else { Transport::Tcp };
+    let primary_passed = (udp || tcp) && passed(ice, primary);
+    let ignored = filter_ignores(ice, primary_passed);
+    let ignored_error = ignored
+        .as_ref()
+        .is_some_and(|f| f.severity == Severity::Error);
+    out.extend(ignored);
     if !udp && !tcp {
         // server_unreachable already says it all.
         return out;
     }
     // The address verdict comes from UDP, media's transport; TCP only when UDP never got through.
-    let primary = if udp { Transport::Udp } else { Transport::Tcp };
     if !passed(ice, primary) {
-        out.push(diagnose(ice, primary));
+        // With the override dropped by the ice_address filter, or no UDP candidate at all, the
+        // usual diagnosis ("the override is wrong") would point at the wrong setting.
+        let no_candidate = primary == Transport::Udp && !has_udp_candidate(ice);
+        if !ignored_error && !no_candidate {
+            out.push(diagnose(ice, primary));
+        }
     } else if udp && tcp && !passed(ice, Transport::Tcp) {
         out.push(tcp_failed(ice));
     }
     out
+}
+
+/// `ice_address_ignores_override` from the server's facts (rtcd server.go:109-122,
+/// utils.go:84-87): raised when the address the override (or STUN) would give is not among the
+/// UDP candidates; an error unless the advertised candidates answered from here anyway.
+fn filter_ignores(ice: &IceReport, primary_passed: bool) -> Option<Finding> {
+    let ignores = ice.filter_ignores?;
+    let udp: Vec<IpAddr> = ice
+        .advertised
+        .iter()
+        .filter(|c| c.protocol == Transport::Udp)
+        .filter_map(|c| c.address.parse().ok())
+        .collect();
+    let value = ice.override_value.as_deref().unwrap_or_default();
+    let lost = match ignores {
+        crate::rtcd::FilterIgnores::Override => {
+            let wanted: Vec<IpAddr> = value
+                .parse::<IpAddr>()
+                .ok()
+                .into_iter()
+                .chain(
+                    ice.override_resolved_server
+                        .iter()
+                        .filter_map(|s| s.parse().ok()),
+                )
+                .collect();
+            wanted.is_empty() || !wanted.iter().any(|w| udp.contains(w))
+        }
+        crate::rtcd::FilterIgnores::Stun => udp.iter().all(|ip| is_private(*ip)),
+    };
+    if !lost {
+        return None;
+    }
+    let severity = if primary_passed {
+        Severity::Warning
+    } else {
+        Severity::Error
+    };
+    Some(crate::rtcd::findings::address_ignores_override(
+        ignores,
+        value,
+        &ice.ice_address_udp,
+        &ice.ice_address_tcp,
+        &udp,
+        "RTCD's config",
+        severity,
+    ))
 }
 
 fn passed(ice: &IceReport, proto: Transport) -> bool {
@@ -167,7 +242,7 @@ fn diagnose(ice: &IceReport, proto: Transport) -> Finding {
             ),
         };
         return Finding::new(
-            "ice_split_horizon_dns",
+            FindingId::IceSplitHorizonDns,
             Severity::Error,
             format!(
                 "RTCD's ice_host_override `{name}` resolves to {} on the RTCD host but to {} here (split-horizon \
@@ -190,7 +265,7 @@ fn diagnose(ice: &IceReport, proto: Transport) -> Finding {
             _ => "no reference check could be made".into(),
         };
         return Finding::new(
-            "ice_failed",
+            FindingId::IceFailed,
             Severity::Error,
             format!(
                 "ICE over {t} failed: no advertised candidate ({adv_list}) answered a connectivity check, and {why}.{prflx}"
@@ -217,7 +292,7 @@ fn diagnose(ice: &IceReport, proto: Transport) -> Finding {
             String::new()
         };
         return Finding::new(
-            "ice_port_override_wrong",
+            FindingId::IcePortOverrideWrong,
             Severity::Error,
             format!(
                 "RTCD advertises {a}, but this client reaches the server at {dialed}: the address is right, yet \
@@ -267,7 +342,7 @@ fn diagnose(ice: &IceReport, proto: Transport) -> Finding {
             "its local addresses"
         };
         return Finding::new(
-            "ice_host_override_missing",
+            FindingId::IceHostOverrideMissing,
             Severity::Error,
             format!(
                 "No ice_host_override is set, so RTCD advertises {what} ({adv_list}): no answer to ICE over {t} \
@@ -297,7 +372,7 @@ fn diagnose(ice: &IceReport, proto: Transport) -> Finding {
         set_fix("Set the override to the address users reach RTCD at:")
     };
     Finding::new(
-        "ice_host_override_wrong",
+        FindingId::IceHostOverrideWrong,
         Severity::Error,
         format!(
             "ice_host_override is set to `{value}`, so RTCD advertises {adv_list}: no answer to ICE over {t} \
@@ -321,7 +396,7 @@ fn tcp_failed(ice: &IceReport) -> Finding {
         _ => String::new(),
     };
     Finding::new(
-        "ice_tcp_failed",
+        FindingId::IceTcpFailed,
         Severity::Warning,
         format!(
             "ICE over TCP fails: no advertised TCP candidate ({}) answered a connectivity check, while UDP works. \
@@ -343,7 +418,7 @@ fn probe_port_info(ice: &IceReport) -> Option<Finding> {
     }
     let rtcd = ice.rtcd_port;
     Some(Finding::new(
-        "ice_probe_port",
+        FindingId::IceProbePort,
         Severity::Info,
         format!(
             "probe-server runs on port {probe}, not on RTCD's port {rtcd}: the ICE checks tested the advertised \
@@ -885,5 +960,79 @@ mod tests {
         let json = serde_json::to_value(&eval(&r, true, true)[0]).unwrap();
         assert_eq!(json["id"], "ice_host_override_missing");
         assert_eq!(json["severity"], "error");
+    }
+
+    /// The server's facts say RTCD's ice_address filter dropped the override (rtcd
+    /// server.go:109-122, utils.go:84-87): that is the finding, not "the override is wrong".
+    #[test]
+    fn filter_dropping_the_override_is_named() {
+        let mut r = report(
+            "172.31.1.2",
+            8443,
+            "ip",
+            Some("203.0.113.10"),
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        for c in &mut r.advertised {
+            c.source = CandidateSource::Local;
+        }
+        r.advertised.retain(|c| c.protocol == Transport::Udp);
+        r.filter_ignores = Some(crate::rtcd::FilterIgnores::Override);
+        r.ice_address_udp = "0.0.0.0".into();
+        r.pion_rules = Some(crate::rtcd::PionRules::V4_2);
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_address_ignores_override"]);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert!(
+            f[0].summary.contains("ice_address_udp = \"0.0.0.0\""),
+            "{}",
+            f[0].summary
+        );
+        assert!(f[0].summary.contains("172.31.1.2"), "{}", f[0].summary);
+        // If the local addresses answered from here anyway, it is a warning, and ICE passed.
+        r.pairs[0].ok = true;
+        let f = eval(&r, true, false);
+        assert_eq!(ids(&f), vec!["ice_address_ignores_override"]);
+        assert_eq!(f[0].severity, Severity::Warning);
+        // No facts (an older server): the usual diagnosis.
+        r.pairs[0].ok = false;
+        r.filter_ignores = None;
+        assert_eq!(ids(&eval(&r, true, true)), vec!["ice_host_override_wrong"]);
+    }
+
+    /// An empty UDP candidate list never passes, whatever TCP does.
+    #[test]
+    fn no_udp_candidate_never_passes() {
+        let mut r = report(
+            "203.0.113.10",
+            8443,
+            "none",
+            None,
+            "203.0.113.10:8443",
+            true,
+            true,
+        );
+        r.advertised.retain(|c| c.protocol == Transport::Tcp);
+        r.pairs.retain(|p| p.protocol == Transport::Tcp);
+        r.ice_address_tcp = "0.0.0.0".into();
+        assert!(
+            !ice_ok(&r, false, true),
+            "TCP alone must not pass without a UDP candidate"
+        );
+        assert!(!ice_ok(&r, true, true));
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_no_udp_candidate"]);
+        assert!(
+            f[0].summary.contains("ice_address_tcp = \"0.0.0.0\""),
+            "{}",
+            f[0].summary
+        );
+        let f = eval(&r, false, true);
+        assert_eq!(ids(&f), vec!["ice_no_udp_candidate"]);
+        // Nothing advertised at all, server unreachable: still said.
+        r.advertised.clear();
+        assert_eq!(ids(&eval(&r, false, false)), vec!["ice_no_udp_candidate"]);
     }
 }

@@ -16,6 +16,8 @@
 //! RFC 9443). TCP carries the same packets in RFC 4571 frames ([`frame`]).
 
 pub mod auth;
+pub mod client;
+pub mod catalog;
 pub mod demux;
 pub mod echo;
 pub mod frame;
@@ -26,8 +28,10 @@ pub mod quic;
 pub mod ratelimit;
 pub mod report;
 pub mod rtcd;
+pub mod semver;
 pub mod session;
 pub mod sites;
 pub mod stats;
 pub mod stun;
+pub mod turn;
 pub mod verdict;

@@ -13,7 +13,10 @@ use std::net::IpAddr;
 
 /// Versions this build speaks.
 pub const PROTO_MIN: u16 = 1;
-pub const PROTO_MAX: u16 = 1;
+/// 2: the welcome's ICE offer carries [`IceFacts`].
+/// 3: [`Control::RelayPeer`] and [`Control::RelayFinish`] (the TURN check's echo through a
+/// relay); a client sends them only when the welcome's `proto` is 3 or more.
+pub const PROTO_MAX: u16 = 3;
 /// First payload byte of a control frame.
 pub const CONTROL_TAG: u8 = 0x50;
 /// Upper bound of an encoded control message; larger frames are refused before decoding.
@@ -92,9 +95,75 @@ pub struct IceOffer {
     /// The ports the probe itself listens on (the candidates carry these, or a port override).
     pub probe_port_udp: u16,
     pub probe_port_tcp: u16,
+    /// Since proto 2 (None from an older server, and never sent to an older client).
+    pub facts: Option<IceFacts>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How the server computed the candidates, for the client's verdict (proto 2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceFacts {
+    /// The pion/ice generation whose NAT 1:1 rules were applied.
+    pub rules: crate::rtcd::PionRules,
+    /// RTCD's `ice_address_*` filter keeps no local IP and so drops this setting.
+    pub filter_ignores: Option<crate::rtcd::FilterIgnores>,
+    pub ice_address_udp: String,
+    pub ice_address_tcp: String,
+}
+
+/// [`IceOffer`] as proto 1 put it on the wire (no facts).
+#[derive(Serialize, Deserialize)]
+struct IceOfferV1 {
+    ufrag: String,
+    pwd: String,
+    candidates: Vec<WireCandidate>,
+    override_value: Option<String>,
+    override_form: String,
+    override_resolved: Vec<IpAddr>,
+    rtcd_port_udp: u16,
+    rtcd_port_tcp: u16,
+    probe_port_udp: u16,
+    probe_port_tcp: u16,
+}
+
+impl From<&IceOffer> for IceOfferV1 {
+    fn from(o: &IceOffer) -> Self {
+        IceOfferV1 {
+            ufrag: o.ufrag.clone(),
+            pwd: o.pwd.clone(),
+            candidates: o.candidates.clone(),
+            override_value: o.override_value.clone(),
+            override_form: o.override_form.clone(),
+            override_resolved: o.override_resolved.clone(),
+            rtcd_port_udp: o.rtcd_port_udp,
+            rtcd_port_tcp: o.rtcd_port_tcp,
+            probe_port_udp: o.probe_port_udp,
+            probe_port_tcp: o.probe_port_tcp,
+        }
+    }
+}
+
+impl From<IceOfferV1> for IceOffer {
+    fn from(o: IceOfferV1) -> Self {
+        IceOffer {
+            ufrag: o.ufrag,
+            pwd: o.pwd,
+            candidates: o.candidates,
+            override_value: o.override_value,
+            override_form: o.override_form,
+            override_resolved: o.override_resolved,
+            rtcd_port_udp: o.rtcd_port_udp,
+            rtcd_port_tcp: o.rtcd_port_tcp,
+            probe_port_udp: o.probe_port_udp,
+            probe_port_tcp: o.probe_port_tcp,
+            facts: None,
+        }
+    }
+}
+
+/// The welcome. Its `proto` (the negotiated version, first on the wire) decides the shape of
+/// `ice`: proto 1 peers get and send [`IceOfferV1`], so a newer server never puts bytes an older
+/// client would take for its MAC trailer, and a newer client still reads an older server.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Welcome {
     pub proto: u16,
     pub session_id: u64,
@@ -106,6 +175,81 @@ pub struct Welcome {
     /// The client's address as the server saw it on the control channel.
     pub observed: String,
     pub ice: Option<IceOffer>,
+}
+
+const WELCOME_FIELDS: &[&str] = &[
+    "proto",
+    "session_id",
+    "key",
+    "server_version",
+    "server_time_ms",
+    "observed",
+    "ice",
+];
+
+impl Serialize for Welcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Welcome", WELCOME_FIELDS.len())?;
+        st.serialize_field("proto", &self.proto)?;
+        st.serialize_field("session_id", &self.session_id)?;
+        st.serialize_field("key", &self.key)?;
+        st.serialize_field("server_version", &self.server_version)?;
+        st.serialize_field("server_time_ms", &self.server_time_ms)?;
+        st.serialize_field("observed", &self.observed)?;
+        if self.proto >= 2 {
+            st.serialize_field("ice", &self.ice)?;
+        } else {
+            st.serialize_field("ice", &self.ice.as_ref().map(IceOfferV1::from))?;
+        }
+        st.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Welcome {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Welcome;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a welcome")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Welcome, A::Error> {
+                fn field<'de, A: serde::de::SeqAccess<'de>, T: Deserialize<'de>>(
+                    seq: &mut A,
+                    i: usize,
+                ) -> Result<T, A::Error> {
+                    seq.next_element()?.ok_or_else(|| {
+                        serde::de::Error::invalid_length(i, &"a welcome of 7 fields")
+                    })
+                }
+                let proto: u16 = field(&mut seq, 0)?;
+                let session_id = field(&mut seq, 1)?;
+                let key = field(&mut seq, 2)?;
+                let server_version = field(&mut seq, 3)?;
+                let server_time_ms = field(&mut seq, 4)?;
+                let observed = field(&mut seq, 5)?;
+                let ice = if proto >= 2 {
+                    field::<A, Option<IceOffer>>(&mut seq, 6)?
+                } else {
+                    field::<A, Option<IceOfferV1>>(&mut seq, 6)?.map(IceOffer::from)
+                };
+                Ok(Welcome {
+                    proto,
+                    session_id,
+                    key,
+                    server_version,
+                    server_time_ms,
+                    observed,
+                    ice,
+                })
+            }
+        }
+        d.deserialize_struct("Welcome", WELCOME_FIELDS, V)
+    }
 }
 
 /// Why the server will not run a session; `limit` names the setting when one was hit.
@@ -149,6 +293,26 @@ pub enum Control {
         accepted: bool,
         reason: Option<String>,
     },
+    /// Since proto 3: the client's TURN relayed address, sent on the authenticated control
+    /// channel so the server answers this session's echo arriving from it (after the
+    /// return-routability check in `session::Core::on_echo`). Padded like the hello.
+    RelayPeer {
+        session_id: u64,
+        relayed: std::net::SocketAddr,
+        pad: Vec<u8>,
+    },
+    /// The answer to [`Control::RelayPeer`].
+    RelayAdded {
+        accepted: bool,
+        reason: Option<String>,
+    },
+    /// Since proto 3: asks for the counters of the echo that came through relays; answered
+    /// with [`Control::RelayCounters`] (`udp_rx`/`udp_tx` count the relayed echo).
+    RelayFinish {
+        session_id: u64,
+        pad: Vec<u8>,
+    },
+    RelayCounters(Counters),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -242,6 +406,82 @@ mod tests {
         }
     }
 
+    fn welcome(proto: u16, facts: Option<IceFacts>) -> Welcome {
+        Welcome {
+            proto,
+            session_id: 7,
+            key: [1; 32],
+            server_version: "0.2.0".into(),
+            server_time_ms: 5,
+            observed: "198.51.100.2:1".into(),
+            ice: Some(IceOffer {
+                ufrag: "u".into(),
+                pwd: "p".into(),
+                candidates: vec![],
+                override_value: Some("203.0.113.7".into()),
+                override_form: "ip".into(),
+                override_resolved: vec![],
+                rtcd_port_udp: 8443,
+                rtcd_port_tcp: 8443,
+                probe_port_udp: 8443,
+                probe_port_tcp: 8443,
+                facts,
+            }),
+        }
+    }
+
+    /// The facts travel only under proto 2; a proto-1 welcome is byte for byte what proto-1
+    /// peers sent, so an old client's MAC check still finds its 32-byte trailer.
+    #[test]
+    fn ice_facts_are_gated_on_proto_2() {
+        let facts = IceFacts {
+            rules: crate::rtcd::PionRules::V4_0,
+            filter_ignores: Some(crate::rtcd::FilterIgnores::Override),
+            ice_address_udp: "0.0.0.0".into(),
+            ice_address_tcp: String::new(),
+        };
+        let v2 = Control::Welcome(welcome(2, Some(facts.clone())));
+        let back = Control::from_payload(&v2.to_payload(None), None).unwrap();
+        assert_eq!(back, v2);
+
+        // Under proto 1 the facts are left out, and the bytes are the old layout.
+        let v1 = Control::Welcome(welcome(1, Some(facts)));
+        let key = [4u8; 32];
+        let payload = v1.to_payload(Some(&key));
+        let back = Control::from_payload(&payload, Some(&key)).unwrap();
+        assert_eq!(back, Control::Welcome(welcome(1, None)));
+        #[derive(Serialize)]
+        enum OldControl {
+            #[allow(dead_code)]
+            Hello(()),
+            Welcome(Box<OldWelcome>),
+        }
+        #[derive(Serialize)]
+        struct OldWelcome {
+            proto: u16,
+            session_id: u64,
+            key: [u8; 32],
+            server_version: String,
+            server_time_ms: u64,
+            observed: String,
+            ice: Option<IceOfferV1>,
+        }
+        let w = welcome(1, None);
+        let old = OldControl::Welcome(Box::new(OldWelcome {
+            proto: 1,
+            session_id: w.session_id,
+            key: w.key,
+            server_version: w.server_version.clone(),
+            server_time_ms: w.server_time_ms,
+            observed: w.observed.clone(),
+            ice: w.ice.as_ref().map(IceOfferV1::from),
+        }));
+        assert_eq!(
+            postcard::to_stdvec(&old).unwrap(),
+            postcard::to_stdvec(&v1).unwrap()
+        );
+    }
+
     #[test]
     fn round_trips() {
         let msgs = vec![
@@ -269,6 +509,7 @@ mod tests {
                     rtcd_port_tcp: 8443,
                     probe_port_udp: 8443,
                     probe_port_tcp: 8443,
+                    facts: None,
                 }),
             }),
             Control::Refused(Refused {

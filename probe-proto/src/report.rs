@@ -1,6 +1,7 @@
 //! The client's report: the JSON contract (schema 1) that network teams' scripts rely on, and
 //! its human rendering. Fields are only ever added; existing ones keep their meaning.
 
+use crate::catalog::FindingId;
 use crate::msg::{CandidateSource, Transport};
 use crate::stats::EchoSummary;
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,9 @@ impl Severity {
 }
 
 /// One thing the probe found: what is wrong, and the setting or action that fixes it.
+///
+/// `id` is a [`FindingId`]'s string: code names findings by the catalog's enum, the report keeps
+/// the string so reports from other versions (the store, `compare`) load whatever ids they name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     pub id: String,
@@ -36,17 +40,22 @@ pub struct Finding {
 
 impl Finding {
     pub fn new(
-        id: &str,
+        id: impl AsRef<str>,
         severity: Severity,
         summary: impl Into<String>,
         fix: impl Into<String>,
     ) -> Self {
         Self {
-            id: id.into(),
+            id: id.as_ref().to_owned(),
             severity,
             summary: summary.into(),
             fix: fix.into(),
         }
+    }
+
+    /// Whether this is the finding `id`.
+    pub fn is(&self, id: FindingId) -> bool {
+        self.id == id.as_str()
     }
 }
 
@@ -143,6 +152,17 @@ pub struct IceReport {
     pub agent_pairs: Vec<AgentPair>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_selected: Option<AgentPair>,
+    /// The pion/ice rules the server computed the candidates with (servers since proto 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pion_rules: Option<crate::rtcd::PionRules>,
+    /// What RTCD's `ice_address_*` filter makes it drop ("override" or "stun"), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_ignores: Option<crate::rtcd::FilterIgnores>,
+    /// RTCD's `ice_address_udp` / `ice_address_tcp` as the server read them (empty: unset).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ice_address_udp: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ice_address_tcp: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +186,9 @@ pub struct Report {
     /// The ICE host-override check; null when no session could be opened.
     #[serde(default)]
     pub ice: Option<IceReport>,
+    /// The TURN check (`--turn` or `--mattermost`); absent when not asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn: Option<crate::turn::TurnReport>,
 }
 
 impl Report {
@@ -260,20 +283,99 @@ fn ice_lines(out: &mut String, ice: &IceReport) {
     }
 }
 
-/// A multi-line error text (clap's usage errors) as the one sentence the probe's binaries
-/// print: the lines before the usage, joined, without the `error:` prefix and tips.
-pub fn one_sentence(text: &str) -> String {
-    text.lines()
-        .take_while(|l| !l.starts_with("Usage:"))
-        .map(str::trim)
-        .filter(|l| {
-            !l.is_empty() && !l.starts_with("tip:") && !l.starts_with("For more information")
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-        .trim_start_matches("error: ")
-        .trim_end_matches('.')
-        .to_string()
+/// The TURN section: credentials, then per URL and transport the furthest step, the relayed
+/// address, the permissions toward RTCD and the echo through the relay beside the direct path.
+fn turn_lines(out: &mut String, t: &crate::turn::TurnReport, direct: Option<&EchoSummary>) {
+    use crate::turn::Reached;
+    out.push_str(&format!("TURN ({})\n", t.source));
+    if let Some(ep) = &t.endpoint {
+        let state = if ep.ok {
+            format!("{} TURN URL(s)", ep.turn_urls.len())
+        } else {
+            format!("FAILED: {}", ep.error.as_deref().unwrap_or("no answer"))
+        };
+        out.push_str(&format!("     credentials endpoint {}  {state}\n", ep.url));
+    }
+    if let Some(c) = &t.credentials {
+        let validity = match c.valid_for_s {
+            Some(s) if s > 0 => format!("valid {} more min", s / 60),
+            Some(s) => format!("EXPIRED {} s ago", -s),
+            None => "no expiry (static)".into(),
+        };
+        let skew = match (c.clock_skew_ms, &c.skew_reference) {
+            (Some(ms), Some(r)) => format!("   clock {:+.1} s vs {r}", ms as f64 / 1000.0),
+            _ => String::new(),
+        };
+        out.push_str(&format!(
+            "     {} credentials  user {}  {validity}{skew}\n",
+            c.kind, c.username
+        ));
+    }
+    for a in &t.attempts {
+        let state = match a.reached {
+            Reached::Echoed => "relays to the probe server".to_string(),
+            Reached::Nothing => "NO ALLOCATION".to_string(),
+            r => format!("{r:?}").to_lowercase(),
+        };
+        let via = a.proxy.as_ref().map(|p| format!(" via proxy {p}")).unwrap_or_default();
+        out.push_str(&format!(
+            "     {:<4} {}  {}{via}  {state}\n",
+            a.transport.label(),
+            a.url,
+            a.server.as_deref().unwrap_or("-"),
+        ));
+        let timings: Vec<String> = a
+            .steps
+            .iter()
+            .filter(|s| s.ok && s.step != "refresh")
+            .filter_map(|s| s.ms.map(|ms| format!("{} {}", s.step, ms_text(ms))))
+            .collect();
+        if !timings.is_empty() {
+            out.push_str(&format!("          ms: {}\n", timings.join("  ")));
+        }
+        if let Some(rel) = &a.relayed {
+            let private = if a.relayed_private { " (PRIVATE)" } else { "" };
+            out.push_str(&format!(
+                "          relayed {rel}{private}   you are {} to the TURN server\n",
+                a.mapped.as_deref().unwrap_or("?")
+            ));
+        }
+        for p in &a.permissions {
+            let who = if p.rtcd { "RTCD" } else { "probe" };
+            let verdict = if p.ok {
+                "permitted".to_string()
+            } else {
+                format!("REFUSED {}", p.detail.as_deref().unwrap_or(""))
+            };
+            out.push_str(&format!("          permission {who} {:<20} {verdict}\n", p.peer));
+        }
+        if let Some(e) = &a.echo {
+            out.push_str("     via relay:\n");
+            echo_lines(out, e);
+            if let Some(d) = direct {
+                out.push_str("     direct UDP, for comparison:\n");
+                echo_lines(out, d);
+            }
+        }
+        if a.refreshes_ok > 0 || !a.refresh_failures.is_empty() {
+            out.push_str(&format!(
+                "          refreshes ok {}{}\n",
+                a.refreshes_ok,
+                if a.refresh_failures.is_empty() {
+                    String::new()
+                } else {
+                    format!("  FAILED: {}", a.refresh_failures.join("; "))
+                }
+            ));
+        }
+        if let Some(e) = &a.error {
+            out.push_str(&format!("          stopped: {e}\n"));
+        }
+    }
+}
+
+fn ms_text(v: f64) -> String {
+    ms(v)
 }
 
 /// Findings as every report of the probe shows them: severity, id, summary, then the fix.
@@ -334,6 +436,9 @@ pub fn render_text(r: &Report) -> String {
     if let Some(ice) = &r.ice {
         ice_lines(&mut out, ice);
     }
+    if let Some(turn) = &r.turn {
+        turn_lines(&mut out, turn, r.udp.echo.as_ref());
+    }
     out.push('\n');
     render_findings(&mut out, &r.findings);
     let errors = r
@@ -346,7 +451,7 @@ pub fn render_text(r: &Report) -> String {
         .iter()
         .filter(|f| f.severity == Severity::Warning)
         .count();
-    let refused = r.findings.iter().any(|f| f.id == "server_refused");
+    let refused = r.findings.iter().any(|f| f.is(FindingId::ServerRefused));
     out.push_str(&if refused {
         "\nVerdict: NOT TESTED — the probe server refused this test (see above); the path itself was not judged.\n"
             .to_string()
@@ -372,15 +477,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clap_errors_become_one_sentence() {
-        let text = "error: the following required arguments were not provided:\n  <SERVER>\n\nUsage: probe-client <SERVER>\n\nFor more information, try '--help'.\n";
-        assert_eq!(
-            one_sentence(text),
-            "the following required arguments were not provided: <SERVER>"
-        );
-    }
-
-    #[test]
     fn rfc3339_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
@@ -404,6 +500,7 @@ mod tests {
             server_version: None,
             server_pin: None,
             ice: None,
+            turn: None,
         };
         r.set_findings(vec![Finding::new("x", Severity::Warning, "s", "f")]);
         assert!(r.ok);

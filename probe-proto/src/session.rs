@@ -106,7 +106,33 @@ struct Session {
     ice: Option<(String, String)>,
     /// The session's own echo rate, from the operator's minimum interval.
     bucket: Bucket,
+    /// TURN relayed addresses the client announced on the control channel (proto 3).
+    relays: Vec<RelayPeer>,
 }
+
+/// A TURN relay the session's client announced. Echo from it is answered only after a
+/// return-routability check: until a request carries the cookie the server put in an earlier
+/// reply toward that address, at most [`RELAY_UNCONFIRMED_REPLIES`] replies go there. Whoever
+/// announced a victim's address and spoofed its source gets that many same-size replies sent
+/// to it, fewer than an unauthenticated STUN Binding already gets, and then nothing.
+#[derive(Debug)]
+struct RelayPeer {
+    ip: IpAddr,
+    cookie: [u8; RELAY_COOKIE_LEN],
+    confirmed: bool,
+    unconfirmed_replies: u32,
+    counters: Counters,
+}
+
+/// Replies sent toward an announced relay before it proved it receives them.
+pub const RELAY_UNCONFIRMED_REPLIES: u32 = 4;
+/// Relays one session may announce.
+pub const MAX_RELAYS_PER_SESSION: usize = 4;
+/// Length of the relay cookie, carried in the echo fill at [`RELAY_COOKIE_AT`].
+pub const RELAY_COOKIE_LEN: usize = 8;
+/// Where the cookie sits in replies and requests: the first fill bytes after the MAC, which the
+/// MAC does not cover (so an echo packet needs at least 64 bytes to carry it).
+pub const RELAY_COOKIE_AT: usize = echo::HEADER_LEN;
 
 fn l_min_interval(l: &Limits) -> u32 {
     l.min_interval_us.max(1)
@@ -309,6 +335,7 @@ impl Core {
                     SESSION_BURST,
                     now_us,
                 ),
+                relays: Vec::new(),
             },
         );
         self.stats.sessions_opened += 1;
@@ -318,6 +345,50 @@ impl Core {
     /// Counters of a session so far.
     pub fn counters(&self, id: u64) -> Option<Counters> {
         self.sessions.get(&id).map(|s| s.counters)
+    }
+
+    /// Adds a TURN relayed address the session's client announced on its control channel;
+    /// `cookie` comes from the shell's RNG. Echo from `relayed`'s IP is then answered after the
+    /// return-routability check (see [`RelayPeer`]) and counted apart ([`Core::relay_counters`]).
+    pub fn add_relay_peer(
+        &mut self,
+        id: u64,
+        relayed: SocketAddr,
+        cookie: [u8; RELAY_COOKIE_LEN],
+    ) -> Result<(), String> {
+        let s = self.sessions.get_mut(&id).ok_or("no such session")?;
+        let ip = relayed.ip().to_canonical();
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(format!("{ip} cannot be a relay"));
+        }
+        if source_key(ip) == source_key(s.peer) || s.relays.iter().any(|r| r.ip == ip) {
+            return Ok(());
+        }
+        if s.relays.len() >= MAX_RELAYS_PER_SESSION {
+            return Err(format!(
+                "at most {MAX_RELAYS_PER_SESSION} relays per session"
+            ));
+        }
+        s.relays.push(RelayPeer {
+            ip,
+            cookie,
+            confirmed: false,
+            unconfirmed_replies: 0,
+            counters: Counters::default(),
+        });
+        Ok(())
+    }
+
+    /// Counters of the echo that came through the session's relays (in `udp_rx`/`udp_tx`;
+    /// counted from each relay's confirmation on).
+    pub fn relay_counters(&self, id: u64) -> Option<Counters> {
+        let s = self.sessions.get(&id)?;
+        Some(s.relays.iter().fold(Counters::default(), |mut a, r| {
+            a.udp_rx += r.counters.udp_rx;
+            a.udp_tx += r.counters.udp_tx;
+            a.rate_limited += r.counters.rate_limited;
+            a
+        }))
     }
 
     /// Marks activity on the control channel so an idle data path does not expire the session.
@@ -458,10 +529,18 @@ impl Core {
             self.stats.drop_unknown_session += 1;
             return None;
         };
-        if source_key(src) != source_key(s.peer) {
-            self.stats.drop_wrong_peer += 1;
-            return None;
-        }
+        let relay = if source_key(src) == source_key(s.peer) {
+            None
+        } else {
+            let src = src.to_canonical();
+            match s.relays.iter().position(|r| r.ip == src) {
+                Some(i) => Some(i),
+                None => {
+                    self.stats.drop_wrong_peer += 1;
+                    return None;
+                }
+            }
+        };
         if echo::verify_request(&s.key, pkt).is_err() {
             self.stats.drop_bad_mac += 1;
             return None;
@@ -470,22 +549,60 @@ impl Core {
             self.stats.drop_malformed += 1;
             return None;
         }
+        if let Some(i) = relay {
+            let r = &mut s.relays[i];
+            let cookie_ok = pkt
+                .get(RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN)
+                .is_some_and(|c| c == r.cookie);
+            if cookie_ok {
+                // Proven: the sender receives what goes to the relay.
+                r.confirmed = true;
+            }
+            if !r.confirmed {
+                if r.unconfirmed_replies >= RELAY_UNCONFIRMED_REPLIES
+                    || pkt.len() < RELAY_COOKIE_AT + RELAY_COOKIE_LEN
+                    || !self.replies.take(now_us)
+                {
+                    self.stats.drop_wrong_peer += 1;
+                    return None;
+                }
+                // A priming reply: carries the cookie, counted nowhere (the relay's counters
+                // start with its confirmation, so priming never shows as loss).
+                r.unconfirmed_replies += 1;
+                let cookie = r.cookie;
+                self.stats.echo_requests += 1;
+                let n = echo::encode_reply(&s.key, pkt, now_us, now_us, out);
+                out[RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN].copy_from_slice(&cookie);
+                self.stats.echo_replies += 1;
+                return Some(n);
+            }
+        }
         self.stats.echo_requests += 1;
         s.last_us = now_us;
         // It arrived: count it before any limit, so a rate-limited packet is never taken for
         // upstream loss; the client is told how many the limits dropped.
+        let counters = match relay {
+            Some(i) => &mut s.relays[i].counters,
+            None => &mut s.counters,
+        };
         let (rx, tx) = match transport {
-            Transport::Udp => (&mut s.counters.udp_rx, &mut s.counters.udp_tx),
-            Transport::Tcp => (&mut s.counters.tcp_rx, &mut s.counters.tcp_tx),
+            Transport::Udp => (&mut counters.udp_rx, &mut counters.udp_tx),
+            Transport::Tcp => (&mut counters.tcp_rx, &mut counters.tcp_tx),
         };
         *rx += 1;
         if !s.bucket.take(now_us) || !self.replies.take(now_us) {
-            s.counters.rate_limited += 1;
+            counters.rate_limited += 1;
             self.stats.drop_rate_limited += 1;
             return None;
         }
         *tx += 1;
         let n = echo::encode_reply(&s.key, pkt, now_us, now_us, out);
+        if let (Some(i), true) = (relay, n >= RELAY_COOKIE_AT + RELAY_COOKIE_LEN) {
+            // The cookie rides in the fill (not covered by the reply MAC): only a receiver at
+            // the relay learns it.
+            let cookie = s.relays[i].cookie;
+            out[RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN].copy_from_slice(&cookie);
+        }
         self.stats.echo_replies += 1;
         Some(n)
     }
@@ -551,6 +668,54 @@ mod tests {
             "not the session's peer"
         );
         assert_eq!(core.stats.drop_wrong_peer, 1);
+    }
+
+    #[test]
+    fn relay_echo_needs_announcement_and_return_routability() {
+        let mut core = Core::new(Limits::default());
+        let key = [4u8; 32];
+        let sk = SessionKey::new(&key);
+        core.open(0, src().ip(), &hello(), 77, key, None).unwrap();
+        let relay: SocketAddr = "203.0.113.1:49152".parse().unwrap();
+        let stranger: IpAddr = "192.0.2.66".parse().unwrap();
+        let mut out = [0u8; 1500];
+        let mut req = [0u8; 200];
+        let mut send = |core: &mut Core, from: IpAddr, seq: u32, cookie: Option<[u8; 8]>| {
+            let n = echo::encode_request(&sk, 77, seq, 10, 160, &mut req);
+            if let Some(c) = cookie {
+                req[RELAY_COOKIE_AT..RELAY_COOKIE_AT + 8].copy_from_slice(&c);
+            }
+            core.on_echo(1, from, Transport::Udp, &req[..n], &mut out)
+                .map(|m| out[..m].to_vec())
+        };
+        // Not announced: nothing, as before.
+        assert_eq!(send(&mut core, relay.ip(), 0, None), None);
+        assert_eq!(core.stats.drop_wrong_peer, 1);
+        core.add_relay_peer(77, relay, [0xC0; 8]).unwrap();
+        // An announced relay is not a licence for anybody else.
+        assert_eq!(send(&mut core, stranger, 1, None), None);
+        assert_eq!(core.stats.drop_wrong_peer, 2);
+        // Unconfirmed: a few replies, each carrying the cookie, then silence.
+        for seq in 0..RELAY_UNCONFIRMED_REPLIES {
+            let r = send(&mut core, relay.ip(), seq, None).expect("priming reply");
+            assert_eq!(&r[RELAY_COOKIE_AT..RELAY_COOKIE_AT + 8], &[0xC0; 8]);
+            assert!(echo::decode_reply(&sk, &r).is_ok(), "the cookie leaves the MAC intact");
+        }
+        assert_eq!(send(&mut core, relay.ip(), 9, None), None);
+        assert_eq!(send(&mut core, relay.ip(), 9, Some([0xC1; 8])), None, "wrong cookie");
+        // The cookie proves it: answered from now on, counted apart from the direct path.
+        for seq in 100..110 {
+            assert!(send(&mut core, relay.ip(), seq, Some([0xC0; 8])).is_some());
+        }
+        let rc = core.relay_counters(77).unwrap();
+        assert_eq!((rc.udp_rx, rc.udp_tx), (10, 10), "priming is not counted");
+        assert_eq!(core.counters(77).unwrap().udp_rx, 0, "direct counters untouched");
+        assert!(send(&mut core, relay.ip(), 200, None).is_some(), "confirmed stays so");
+        assert!(core.add_relay_peer(12345, relay, [0; 8]).is_err(), "unknown session");
+        for i in 0..MAX_RELAYS_PER_SESSION {
+            let r = core.add_relay_peer(77, SocketAddr::new(IpAddr::from([192, 0, 2, i as u8 + 1]), 1), [1; 8]);
+            assert_eq!(r.is_ok(), i + 1 < MAX_RELAYS_PER_SESSION, "{i}");
+        }
     }
 
     #[test]

@@ -449,6 +449,7 @@ mod tests {
             server_version: None,
             server_pin: None,
             ice: None,
+            turn: None,
         };
         r.set_findings(
             findings
@@ -674,6 +675,7 @@ mod tests {
             server_version: None,
             server_pin: None,
             ice: None,
+            turn: None,
         };
         assert_eq!(Run::dated(&report), Some(r));
         report.started_at = "yesterday".into();

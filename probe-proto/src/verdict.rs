@@ -1,6 +1,7 @@
 //! Verdict rules: from measured facts to findings, in the words of the Calls troubleshooting
 //! guide. Pure functions, so every rule is unit-tested on constructed facts.
 
+use crate::catalog::FindingId;
 use crate::msg::Refused;
 use crate::report::{Finding, Severity, TcpResult, UdpResult};
 
@@ -40,7 +41,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
             .map(|l| format!(" (limit {l})"))
             .unwrap_or_default();
         out.push(Finding::new(
-            "server_refused",
+            FindingId::ServerRefused,
             Severity::Error,
             format!("The probe server refused the test: {}{limit}.", r.reason),
             "Run with fewer packets or a shorter --duration, or ask the admin to raise that probe-server limit.",
@@ -48,7 +49,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
     }
     if !any_reachable && (f.udp_tested || f.tcp_tested) {
         out.push(Finding::new(
-            "server_unreachable",
+            FindingId::ServerUnreachable,
             Severity::Error,
             format!(
                 "Nothing answered on {} over UDP or TCP: calls from this network cannot connect \
@@ -67,7 +68,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
     } else {
         if f.udp_tested && f.tcp_tested && !f.udp.reachable && f.tcp.reachable {
             out.push(Finding::new(
-                "udp_blocked",
+                FindingId::UdpBlocked,
                 Severity::Error,
                 format!(
                     "UDP to port {port} got no answer while TCP did: media will be forced onto TCP fallback \
@@ -81,7 +82,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
         }
         if f.udp_tested && f.tcp_tested && f.udp.reachable && !f.tcp.reachable {
             out.push(Finding::new(
-                "tcp_blocked",
+                FindingId::TcpBlocked,
                 Severity::Warning,
                 format!(
                     "TCP to port {port} got no answer while UDP works: users on networks that block UDP cannot use \
@@ -96,7 +97,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
     }
     if let Some(phase) = f.server_lost {
         out.push(Finding::new(
-            "server_lost",
+            FindingId::ServerLost,
             Severity::Error,
             format!("The server stopped answering during {phase}; the figures above are partial."),
             "Check whether probe-server (or the host) restarted or a firewall cut the flow mid-call, then run again.",
@@ -107,7 +108,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
         if let Some(r) = &e.rtt_ms {
             if r.p95 >= LATENCY_WARN_MS {
                 out.push(Finding::new(
-                    "high_latency",
+                    FindingId::HighLatency,
                     Severity::Warning,
                     format!("Round-trip time is high: p95 {:.0} ms (calls feel laggy from {LATENCY_WARN_MS:.0} ms).", r.p95),
                     "Check the path between this network and RTCD (VPN hairpins, distant region); consider an RTCD \
@@ -117,7 +118,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
         }
         if e.jitter_ms >= JITTER_WARN_MS {
             out.push(Finding::new(
-                "high_jitter",
+                FindingId::HighJitter,
                 Severity::Warning,
                 format!("Jitter is {:.1} ms (audio turns choppy from {JITTER_WARN_MS:.0} ms).", e.jitter_ms),
                 "Look for congestion on this network (Wi-Fi, uplink saturation) and prioritise real-time traffic with QoS.",
@@ -126,7 +127,7 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
     } else if let Some(r) = f.tcp.echo.as_ref().and_then(|e| e.rtt_ms) {
         if r.p95 >= LATENCY_WARN_MS {
             out.push(Finding::new(
-                "high_latency",
+                FindingId::HighLatency,
                 Severity::Warning,
                 format!("Round-trip time over TCP is high: p95 {:.0} ms.", r.p95),
                 "Check the path between this network and RTCD; TCP fallback adds delay under loss.",
@@ -158,7 +159,7 @@ fn loss(out: &mut Vec<Finding>, up: Option<f64>, down: Option<f64>) {
         })
         .collect();
     out.push(Finding::new(
-        "packet_loss",
+        FindingId::PacketLoss,
         severity,
         format!("UDP packet loss: {} (audio degrades from 1 %, breaks up from 5 %).", parts.join(", ")),
         "Check for congestion or a lossy link on that direction of the path (Wi-Fi, VPN, saturated uplink); on the RTCD \

@@ -102,6 +102,15 @@ pub struct ServeArgs {
     /// Same as RTCD's rtc.ice_servers, as the JSON of RTCD_RTC_ICESERVERS.
     #[arg(long, env = "PROBE_SERVER_ICE_SERVERS")]
     pub ice_servers: Option<String>,
+    /// The RTCD version whose ICE rules to follow, e.g. 1.2.4: rtcd 1.2.0–1.2.4 run pion/ice 4.0,
+    /// 1.2.5 and newer pion/ice 4.2, which rewrite EXTERNAL/LOCAL overrides differently (default: 4.2).
+    #[arg(
+        long = "rtcd-version",
+        env = "PROBE_RTCD_VERSION",
+        value_name = "VERSION",
+        value_parser = parse_rtcd_version
+    )]
+    pub rtcd_version: Option<probe_proto::rtcd::PionRules>,
     /// SQLite file that keeps the reports clients upload (default: results.sqlite in the state directory).
     #[arg(long, env = "PROBE_SERVER_STORE")]
     pub store: Option<PathBuf>,
@@ -111,4 +120,29 @@ pub struct ServeArgs {
     /// Sites with their own metrics label; later ones are counted as site="other".
     #[arg(long, env = "PROBE_SERVER_METRICS_MAX_SITES", default_value_t = 50)]
     pub metrics_max_sites: usize,
+}
+
+/// `--rtcd-version`: the pion rules that RTCD version runs.
+fn parse_rtcd_version(v: &str) -> Result<probe_proto::rtcd::PionRules, String> {
+    probe_proto::rtcd::PionRules::for_rtcd_version(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probe_proto::rtcd::PionRules;
+
+    #[test]
+    fn rtcd_version_chooses_the_rules() {
+        let parse = |v: &[&str]| {
+            let mut argv = vec!["probe-server"];
+            argv.extend_from_slice(v);
+            Cli::try_parse_from(argv)
+        };
+        let rules = |v: &[&str]| parse(v).unwrap().serve.rtcd_version;
+        assert_eq!(rules(&["--rtcd-version", "1.2.4"]), Some(PionRules::V4_0));
+        assert_eq!(rules(&["--rtcd-version", "v1.2.6"]), Some(PionRules::V4_2));
+        assert_eq!(rules(&[]), None);
+        assert!(parse(&["--rtcd-version", "latest"]).is_err());
+    }
 }

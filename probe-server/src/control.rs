@@ -14,6 +14,8 @@ pub struct Channel {
     pub session: Option<u64>,
     /// One report per session: uploads are written to the admin's disk.
     uploaded: bool,
+    /// The negotiated protocol version (0 before the hello).
+    proto: u16,
 }
 
 impl Channel {
@@ -23,6 +25,7 @@ impl Channel {
             via,
             session: None,
             uploaded: false,
+            proto: 0,
         }
     }
 
@@ -104,6 +107,7 @@ impl Channel {
                 match opened {
                     Ok(()) => {
                         self.session = Some(id);
+                        self.proto = proto;
                         tracing::info!(
                             session = format_args!("{id:016x}"),
                             peer = %self.peer,
@@ -165,6 +169,35 @@ impl Channel {
                     accepted: outcome.is_ok(),
                     reason: outcome.err(),
                 })
+            }
+            // Proto 3: the TURN check's relayed address becomes a permitted echo peer of
+            // this session only (see `Core::add_relay_peer` for the return-routability check).
+            Control::RelayPeer {
+                session_id,
+                relayed,
+                ..
+            } if Some(session_id) == self.session && self.proto >= 3 => {
+                let cookie = shared.random();
+                let added = shared.core().add_relay_peer(session_id, relayed, cookie);
+                tracing::info!(
+                    session = format_args!("{session_id:016x}"),
+                    peer = %self.peer,
+                    %relayed,
+                    accepted = added.is_ok(),
+                    "TURN relay announced"
+                );
+                Some(Control::RelayAdded {
+                    accepted: added.is_ok(),
+                    reason: added.err(),
+                })
+            }
+            Control::RelayFinish { session_id, .. }
+                if Some(session_id) == self.session && self.proto >= 3 =>
+            {
+                let now = shared.now_us();
+                let mut core = shared.core();
+                core.touch(session_id, now);
+                core.relay_counters(session_id).map(Control::RelayCounters)
             }
             _ => None,
         }

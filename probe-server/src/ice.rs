@@ -4,11 +4,15 @@
 
 use crate::cli::ServeArgs;
 use crate::interfaces;
-use probe_proto::msg::{CandidateSource, IceOffer, Transport, WireCandidate};
-use probe_proto::rtcd::{self, Advertised, OverrideForm, Protocol, RtcdConfig, Source};
+use probe_proto::msg::{CandidateSource, IceFacts, IceOffer, Transport, WireCandidate};
+use probe_proto::rtcd::{
+    self, Advertised, FilterIgnores, OverrideForm, Protocol, RtcdConfig, Source,
+};
 use std::time::{Duration, Instant};
 
-/// Reads RTCD's configuration the way RTCD does, then applies the probe's flags on top.
+/// Reads RTCD's configuration the way RTCD does, then applies the probe's flags on top. With
+/// `--rtcd-config`, the `RTCD_*` variables are RTCD's own: the running RTCD's environment,
+/// else its systemd unit's, else ours (`rtcd_env`); the start log says which.
 pub fn load_config(args: &ServeArgs) -> Result<RtcdConfig, String> {
     let mut cfg = match &args.rtcd_config {
         Some(path) => {
@@ -22,8 +26,35 @@ pub fn load_config(args: &ServeArgs) -> Result<RtcdConfig, String> {
         }
         None => RtcdConfig::default(),
     };
-    cfg.apply_env(&|k| std::env::var(k).ok())
-        .map_err(|e| e.to_string())?;
+    let env = if args.rtcd_config.is_some() {
+        let port = |p: i64| u16::try_from(p).ok();
+        let api_port = cfg
+            .api
+            .listen_address
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok());
+        crate::rtcd_env::discover(
+            &crate::rtcd_env::Hints {
+                udp_ports: port(cfg.ice_port_udp).into_iter().collect(),
+                tcp_ports: port(cfg.ice_port_tcp).into_iter().chain(api_port).collect(),
+                unit: crate::rtcd_env::DEFAULT_UNIT,
+            },
+            Instant::now() + Duration::from_secs(3),
+        )
+    } else {
+        // No RTCD config given: RTCD's defaults and this environment, as before.
+        crate::rtcd_env::RtcdEnv {
+            source: crate::rtcd_env::Source::Own,
+            vars: crate::rtcd_env::own_vars(),
+            notes: vec!["no --rtcd-config given".into()],
+            pid: None,
+            unit: None,
+            ignored_own: Vec::new(),
+        }
+    };
+    tracing::info!(env_source = env.kind(), "{}", env.summary());
+    cfg.apply_env(&|k| env.get(k))
+        .map_err(|e| format!("{e} (the variable is in {})", env.describe()))?;
     if let Some(v) = &args.ice_host_override {
         cfg.ice_host_override = v.clone();
     }
@@ -98,12 +129,30 @@ pub fn offer(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> IceOffer {
         rtcd_port_tcp: adv.rtcd_port_tcp,
         probe_port_udp: probe_port,
         probe_port_tcp: probe_port,
+        facts: Some(IceFacts {
+            rules: adv.rules,
+            filter_ignores: adv.filter_ignores,
+            ice_address_udp: cfg.ice_address_udp.clone(),
+            ice_address_tcp: cfg.ice_address_tcp.clone(),
+        }),
     }
 }
 
-/// Tells the admin at start what RTCD would advertise, and warns when no user outside this
-/// network could reach it.
-pub fn log_advertised(adv: &Advertised, probe_port: u16) {
+/// Tells the admin at start what RTCD would advertise and with which pion rules, and warns when
+/// no user outside this network could reach it, when RTCD's ice_address filter drops the
+/// override or STUN, and when there is no UDP candidate at all.
+pub fn log_advertised(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) {
+    for line in advertised_lines(cfg, adv, probe_port) {
+        match line {
+            (false, text) => tracing::info!("{text}"),
+            (true, text) => tracing::warn!("{text}"),
+        }
+    }
+}
+
+/// The start log's lines, `(warning, text)`; pure, so it is unit-tested.
+fn advertised_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
     let list: Vec<String> = adv
         .candidates
         .iter()
@@ -121,29 +170,74 @@ pub fn log_advertised(adv: &Advertised, probe_port: u16) {
             )
         })
         .collect();
-    tracing::info!("RTCD would advertise: {}", list.join(", "));
+    out.push((
+        false,
+        format!(
+            "RTCD would advertise: {} [{}]",
+            if list.is_empty() {
+                "nothing".to_string()
+            } else {
+                list.join(", ")
+            },
+            adv.rules.label()
+        ),
+    ));
     if adv.rtcd_port_udp != probe_port {
-        tracing::info!(
-            "the probe listens on {probe_port}; RTCD itself would advertise port {} (UDP) and {} (TCP)",
-            adv.rtcd_port_udp,
-            adv.rtcd_port_tcp
-        );
+        out.push((
+            false,
+            format!(
+                "the probe listens on {probe_port}; RTCD itself would advertise port {} (UDP) and {} (TCP)",
+                adv.rtcd_port_udp, adv.rtcd_port_tcp
+            ),
+        ));
     }
-    let udp: Vec<&rtcd::Candidate> = adv
-        .candidates
-        .iter()
-        .filter(|c| c.protocol == Protocol::Udp)
-        .collect();
-    if !udp.is_empty() && udp.iter().all(|c| c.private) {
+    let udp: Vec<&rtcd::Candidate> = adv.udp().collect();
+    let udp_ips: Vec<std::net::IpAddr> = udp.iter().map(|c| c.address).collect();
+    if udp.is_empty() {
+        let f = rtcd::findings::no_udp_candidate(
+            &cfg.ice_address_udp,
+            &cfg.ice_address_tcp,
+            matches!(adv.override_form, OverrideForm::Pairs(_)),
+            Some(adv.rules),
+            "RTCD's config",
+        );
+        out.push((true, format!("{} ({}). Fix: {}.", f.summary, f.id, f.fix)));
+    }
+    // Same rule as the doctor: the filter matters when the address it drops is not advertised.
+    let ignored = adv.filter_ignores.filter(|ig| match ig {
+        FilterIgnores::Override => match &adv.override_form {
+            OverrideForm::Ip(ip) | OverrideForm::Hostname { resolved: ip, .. } => {
+                !udp_ips.contains(ip)
+            }
+            _ => true,
+        },
+        FilterIgnores::Stun => udp.iter().all(|c| c.private),
+    });
+    if let Some(ig) = ignored {
+        let f = rtcd::findings::address_ignores_override(
+            ig,
+            cfg.ice_host_override.trim(),
+            &cfg.ice_address_udp,
+            &cfg.ice_address_tcp,
+            &udp_ips,
+            "RTCD's config",
+            probe_proto::report::Severity::Error,
+        );
+        out.push((true, format!("{} ({}). Fix: {}.", f.summary, f.id, f.fix)));
+    } else if !udp.is_empty() && udp.iter().all(|c| c.private) {
         let addrs: Vec<String> = udp.iter().map(|c| c.address.to_string()).collect();
-        tracing::warn!(
-            "RTCD would advertise only private addresses ({}): users outside this network cannot connect \
-             (\"timed out waiting for rtc connection\"). Fix: set ice_host_override = \"PUBLIC_IP\" in the [rtc] \
-             section of RTCD's config (or RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP), with the address users reach this \
-             host at.",
-            addrs.join(", ")
-        );
+        out.push((
+            true,
+            format!(
+                "RTCD would advertise only private addresses ({}): users outside this network cannot connect \
+                 (\"timed out waiting for rtc connection\"). Fix: set ice_host_override = \"PUBLIC_IP\" in the [rtc] \
+                 section of RTCD's config (or RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP), with the address users reach this \
+                 host at.",
+                addrs.join(", ")
+            ),
+        ));
     }
+    out
 }
 
 /// RTCD resolves a hostname override on every call join, so a DNS change takes effect at once
@@ -152,6 +246,7 @@ pub fn log_advertised(adv: &Advertised, probe_port: u16) {
 pub async fn follow_hostname(
     cfg: Option<RtcdConfig>,
     port: u16,
+    rules: rtcd::PionRules,
     every: Duration,
     shared: std::sync::Arc<crate::shared::Shared>,
 ) {
@@ -163,9 +258,7 @@ pub async fn follow_hostname(
     loop {
         tick.tick().await;
         let c = cfg.clone();
-        match tokio::task::spawn_blocking(move || advertise(&c, port, rtcd::PionRules::default()))
-            .await
-        {
+        match tokio::task::spawn_blocking(move || advertise(&c, port, rules)).await {
             Ok(Ok(adv)) => {
                 let next = offer(&cfg, &adv, port);
                 if shared
@@ -176,12 +269,93 @@ pub async fn follow_hostname(
                         "ice_host_override {:?} now resolves differently here; new sessions get the new candidates",
                         cfg.ice_host_override
                     );
-                    log_advertised(&adv, port);
+                    log_advertised(&cfg, &adv, port);
                 }
                 shared.set_ice(next);
             }
             Ok(Err(e)) => tracing::warn!("RTCD would fail call joins now: {e}"),
             Err(e) => tracing::warn!("re-resolving the override failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use probe_proto::rtcd::{LocalAddr, PionRules};
+
+    fn adv(toml: &str, locals: &[&str], rules: PionRules) -> (RtcdConfig, Advertised) {
+        let cfg = RtcdConfig::from_toml_str(toml).unwrap();
+        let l: Vec<LocalAddr> = locals
+            .iter()
+            .map(|s| LocalAddr {
+                ip: s.parse().unwrap(),
+                loopback: s.starts_with("127."),
+            })
+            .collect();
+        let a = rtcd::compute_advertised(
+            &cfg,
+            &l,
+            &|_, _| Err("no dns".into()),
+            &|_| None,
+            8443,
+            8443,
+            rules,
+        )
+        .unwrap();
+        (cfg, a)
+    }
+
+    fn warnings(cfg: &RtcdConfig, a: &Advertised) -> Vec<String> {
+        advertised_lines(cfg, a, 8443)
+            .into_iter()
+            .filter(|(w, _)| *w)
+            .map(|(_, t)| t)
+            .collect()
+    }
+
+    #[test]
+    fn start_log_names_rules_and_filter_problems() {
+        let (cfg, a) = adv("", &["127.0.0.1", "203.0.113.2"], PionRules::V4_0);
+        let lines = advertised_lines(&cfg, &a, 8443);
+        assert!(lines[0].1.contains("pion/ice v4.0 rules"), "{:?}", lines);
+        assert!(warnings(&cfg, &a).is_empty());
+
+        let (cfg, a) = adv(
+            "[rtc]\nice_address_udp = \"0.0.0.0\"\nice_host_override = \"203.0.113.10\"",
+            &["127.0.0.1", "172.31.1.2"],
+            PionRules::V4_2,
+        );
+        let w = warnings(&cfg, &a);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("(ice_address_ignores_override)"), "{w:?}");
+
+        let (cfg, a) = adv(
+            "[rtc]\nice_address_tcp = \"0.0.0.0\"",
+            &["127.0.0.1", "203.0.113.2"],
+            PionRules::V4_2,
+        );
+        let lines = advertised_lines(&cfg, &a, 8443);
+        assert!(
+            lines[0].1.starts_with("RTCD would advertise: nothing"),
+            "{lines:?}"
+        );
+        let w = warnings(&cfg, &a);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("(ice_no_udp_candidate)"), "{w:?}");
+    }
+
+    #[test]
+    fn the_offer_carries_the_facts() {
+        let (cfg, a) = adv(
+            "[rtc]\nice_address_udp = \"0.0.0.0\"\nice_host_override = \"203.0.113.10\"",
+            &["127.0.0.1", "172.31.1.2"],
+            PionRules::V4_0,
+        );
+        let o = offer(&cfg, &a, 8443);
+        let f = o.facts.unwrap();
+        assert_eq!(f.rules, PionRules::V4_0);
+        assert_eq!(f.filter_ignores, Some(FilterIgnores::Override));
+        assert_eq!(f.ice_address_udp, "0.0.0.0");
     }
 }

@@ -1,5 +1,10 @@
 //! Addresses of this host's interfaces that are up, as RTCD gathers them (loopback included;
 //! the RTCD logic in probe-proto filters them).
+//!
+//! Hand-written over `getifaddrs` on purpose: RTCD keeps interfaces with Go's `net.FlagUp`
+//! (IFF_UP; rtcd service/rtc/net.go:43-47 getSystemIPs, v1.2.6), while `if-addrs` reports
+//! IFF_RUNNING as "up" and drops link-local addresses unless a feature is set, so an interface
+//! that is up without carrier (RTCD uses it) would go missing.
 
 use probe_proto::rtcd::LocalAddr;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -5,20 +5,25 @@ mod cert;
 mod cli;
 mod control;
 mod doctor;
+mod generate;
 mod ice;
 mod interfaces;
 mod metrics;
 mod quic;
 mod results;
+mod rtcd_env;
 mod rtcd_io;
 mod serve;
 mod shared;
 mod tcp;
 mod udp;
 
-use clap::Parser;
-
 fn main() {
+    // `probe-server generate man|completions DIR` (scripts/package) stays outside `Cli`, so no
+    // man page, completion or --help lists it.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+        std::process::exit(generate::main());
+    }
     let args = parse_args();
     init_logging(&args.log);
     let code = match args.command {
@@ -31,33 +36,15 @@ fn main() {
 }
 
 fn init_logging(level: &str) {
-    use tracing_subscriber::EnvFilter;
-    // RUST_LOG wins when set, so operators can use the usual directive syntax.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    probe_shell::cli::init_logging(level);
 }
 
 /// One sentence on stderr and exit 2: the run could not be carried out.
 pub fn fail(msg: impl std::fmt::Display) -> i32 {
-    eprintln!("probe-server: {msg}");
-    2
+    probe_shell::cli::fail("probe-server", msg)
 }
 
 /// Parses the command line; a usage error becomes one line on stderr and exit 2.
 fn parse_args() -> cli::Cli {
-    use clap::error::ErrorKind;
-    match cli::Cli::try_parse() {
-        Ok(a) => a,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            e.exit()
-        }
-        Err(e) => std::process::exit(fail(format!(
-            "{} (see probe-server --help)",
-            probe_proto::report::one_sentence(&e.render().to_string())
-        ))),
-    }
+    probe_shell::cli::parse_args("probe-server")
 }

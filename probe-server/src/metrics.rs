@@ -582,6 +582,7 @@ mod tests {
             server_version: None,
             server_pin: None,
             ice: None,
+            turn: None,
         };
         r.set_findings(
             findings

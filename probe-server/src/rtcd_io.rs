@@ -4,7 +4,7 @@
 
 use probe_proto::rtcd::{self, AdvertiseError, Advertised, LocalAddr, PionRules, RtcdConfig};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -26,32 +26,82 @@ pub fn advertise(
 ) {
     let stun = stun_answers(cfg, locals, deadline);
     let stun_fn = |ip: IpAddr| stun.get(&ip).copied().flatten();
-    let result = rtcd::compute_advertised(cfg, locals, &resolve, &stun_fn, port_udp, port_tcp, rules);
+    let result =
+        rtcd::compute_advertised(cfg, locals, &resolve, &stun_fn, port_udp, port_tcp, rules);
     (result, stun)
 }
 
-/// Go's resolver as RTCD calls it: IPv4 only unless IPv6 is on, 1 s.
+/// RTCD's `resolveHost(host, "ip4"|"ip", time.Second)` (rtcd service/rtc/utils.go) as a
+/// `CGO_ENABLED=0` release build runs it: Go's pure resolver, which reads the hosts file first
+/// and then asks the resolv.conf name servers itself, with no NSS modules (systemd-resolved's
+/// NSS plugin, LDAP, mDNS… are never consulted). Done with hickory-resolver, which reads the
+/// same two files; IPv4 answers only unless `ipv6`; the whole lookup bounded by 1 s. Answers
+/// in the order received (the caller keeps the first).
 pub fn resolve(host: &str, ipv6: bool) -> Result<Vec<IpAddr>, String> {
     let (tx, rx) = mpsc::channel();
     let h = host.to_string();
+    // A thread of its own, so this works from any context (a Tokio worker included).
     std::thread::spawn(move || {
-        let r = (h.as_str(), 0)
-            .to_socket_addrs()
-            .map(|it| it.map(|a| a.ip()).collect::<Vec<_>>());
-        let _ = tx.send(r);
+        let _ = tx.send(resolve_pure(&h, ipv6));
     });
-    match rx.recv_timeout(RESOLVE_TIMEOUT) {
-        Ok(Ok(ips)) => {
-            let ips: Vec<IpAddr> = ips.into_iter().filter(|ip| ipv6 || ip.is_ipv4()).collect();
-            if ips.is_empty() {
-                Err(format!("lookup {host}: no such host"))
-            } else {
-                Ok(ips)
-            }
-        }
-        Ok(Err(e)) => Err(format!("lookup {host}: {e}")),
+    match rx.recv_timeout(RESOLVE_TIMEOUT + Duration::from_millis(200)) {
+        Ok(r) => r,
         Err(_) => Err(format!("lookup {host}: i/o timeout")),
     }
+}
+
+fn resolve_pure(host: &str, ipv6: bool) -> Result<Vec<IpAddr>, String> {
+    use hickory_resolver::config::{
+        LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+    };
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    use hickory_resolver::Resolver;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("lookup {host}: {e}"))?;
+    rt.block_on(async {
+        let provider = TokioRuntimeProvider::default();
+        let mut builder = match Resolver::builder(provider.clone()) {
+            Ok(b) => b,
+            // Go without a usable resolv.conf asks 127.0.0.1:53 and [::1]:53
+            // (net/dnsconfig_unix.go defaultNS).
+            Err(_) => Resolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![
+                    NameServerConfig::udp_and_tcp(IpAddr::from([127, 0, 0, 1])),
+                    NameServerConfig::udp_and_tcp(std::net::Ipv6Addr::LOCALHOST.into()),
+                ]),
+                provider,
+            ),
+        };
+        let opts = builder.options_mut();
+        opts.ip_strategy = if ipv6 {
+            LookupIpStrategy::Ipv4AndIpv6
+        } else {
+            LookupIpStrategy::Ipv4Only
+        };
+        // Hosts file first, as Go's default "files dns" order.
+        opts.use_hosts_file = ResolveHosts::Always;
+        opts.timeout = RESOLVE_TIMEOUT;
+        // One resolver per lookup: nothing cached between joins, as RTCD.
+        opts.cache_size = 0;
+        let resolver = builder.build().map_err(|e| format!("lookup {host}: {e}"))?;
+        match tokio::time::timeout(RESOLVE_TIMEOUT, resolver.lookup_ip(host)).await {
+            Err(_) => Err(format!("lookup {host}: i/o timeout")),
+            Ok(Err(e)) if e.is_no_records_found() || e.is_nx_domain() => {
+                Err(format!("lookup {host}: no such host"))
+            }
+            Ok(Err(e)) => Err(format!("lookup {host}: {e}")),
+            Ok(Ok(found)) => {
+                let ips: Vec<IpAddr> = found.iter().filter(|ip| ipv6 || ip.is_ipv4()).collect();
+                if ips.is_empty() {
+                    Err(format!("lookup {host}: no such host"))
+                } else {
+                    Ok(ips)
+                }
+            }
+        }
+    })
 }
 
 /// RTCD's start-up STUN exchange, one per local address, in parallel. RTCD sends from

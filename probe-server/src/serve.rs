@@ -99,13 +99,9 @@ async fn serve(args: ServeArgs) -> i32 {
     let probe_port = udp_std
         .local_addr()
         .map_or(args.listen.port(), |a| a.port());
+    let rules = args.rtcd_version.unwrap_or_default();
     let advertised = match tokio::task::spawn_blocking(move || {
-        ice::advertise(
-            &rtcd_cfg,
-            probe_port,
-            probe_proto::rtcd::PionRules::default(),
-        )
-        .map(|a| (rtcd_cfg, a))
+        ice::advertise(&rtcd_cfg, probe_port, rules).map(|a| (rtcd_cfg, a))
     })
     .await
     {
@@ -113,7 +109,7 @@ async fn serve(args: ServeArgs) -> i32 {
         Ok(Err(e)) => return fail(format!("{e}.")),
         Err(e) => return fail(format!("computing RTCD's candidates failed: {e}.")),
     };
-    ice::log_advertised(&advertised.1, probe_port);
+    ice::log_advertised(&advertised.0, &advertised.1, probe_port);
     let offer = ice::offer(&advertised.0, &advertised.1, probe_port);
     let rehearse = matches!(
         advertised.1.override_form,
@@ -171,6 +167,7 @@ async fn serve(args: ServeArgs) -> i32 {
         tokio::spawn(ice::follow_hostname(
             rehearse,
             probe_port,
+            rules,
             Duration::from_secs(args.resolve_interval.max(1)),
             shared.clone(),
         )),

@@ -95,30 +95,11 @@ pub struct Expect {
     pub loss: Vec<LossExpect>,
     /// Range assertions.
     pub bounds: Vec<Bound>,
+    /// Substrings the server's stderr (its log) must contain (`server_stderr = ["…"]`).
+    pub server_stderr: Vec<String>,
 }
 
 const SEVERITIES: [&str; 3] = ["error", "warning", "info"];
-const FINDING_IDS: [&str; 18] = [
-    "server_unreachable",
-    "server_rate_limited",
-    "server_lost",
-    "server_refused",
-    "control_failed",
-    "pin_unverified",
-    "udp_blocked",
-    "tcp_blocked",
-    "packet_loss",
-    "high_latency",
-    "high_jitter",
-    // ICE host-override check (probe_proto::ice_verdict).
-    "ice_host_override_missing",
-    "ice_host_override_wrong",
-    "ice_port_override_wrong",
-    "ice_split_horizon_dns",
-    "ice_failed",
-    "ice_tcp_failed",
-    "ice_probe_port",
-];
 
 fn strings(key: &str, v: &toml::Value) -> Result<Vec<String>, String> {
     v.as_array()
@@ -164,13 +145,17 @@ fn flatten_into(
     }
 }
 
+/// Scenario files may name only ids of the findings catalog (a typo would pass `absent_findings`).
 fn check_finding_id(id: &str) -> Result<(), String> {
-    if FINDING_IDS.contains(&id) {
-        Ok(())
-    } else {
-        Err(format!(
-            "unknown finding id {id:?} (known: {FINDING_IDS:?})"
-        ))
+    match probe_proto::catalog::FindingId::parse(id) {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "unknown finding id {id:?} (known: {:?})",
+            probe_proto::catalog::FindingId::ALL
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+        )),
     }
 }
 
@@ -189,6 +174,7 @@ impl Expect {
                 }
                 "findings" => e.findings = strings(key, v)?,
                 "absent_findings" => e.absent_findings = strings(key, v)?,
+                "server_stderr" => e.server_stderr = strings(key, v)?,
                 "null" => e.null = strings(key, v)?,
                 "not_null" => e.not_null = strings(key, v)?,
                 "severity" => e.severity = string_table(key, v)?,
@@ -251,6 +237,15 @@ impl Expect {
     }
 
     /// Checks the run; returns one message per failed assertion.
+    /// The `server_stderr` expectations against the server's stderr.
+    pub fn check_server_stderr(&self, stderr: &str) -> Vec<String> {
+        self.server_stderr
+            .iter()
+            .filter(|want| !stderr.contains(want.as_str()))
+            .map(|want| format!("server stderr: no {want:?}"))
+            .collect()
+    }
+
     pub fn check(&self, code: Option<i32>, json: Option<&Value>) -> Vec<String> {
         let mut f = Vec::new();
         if let Some(want) = self.exit_code {

@@ -89,6 +89,10 @@ pub struct NsSection {
     /// `/etc/netns/NS/hosts` lines (`"IP NAME…"`), besides localhost.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// `/etc/netns/NS/resolv.conf` lines (e.g. `"nameserver {router_server_ip}"`); when empty the
+    /// namespace keeps the isolated one (nameserver 127.0.0.1).
+    #[serde(default)]
+    pub resolv_conf: Vec<String>,
     /// client/server: extra arguments.
     #[serde(default)]
     pub args: Vec<String>,
@@ -217,7 +221,7 @@ impl Scenario {
             || r.timeout_secs.is_some()
             || r.listen.is_some()
         {
-            return Err("[router] takes only input/output/forward/hosts".into());
+            return Err("[router] takes only input/output/forward/hosts/resolv_conf".into());
         }
         if f.server.server.is_some() || f.server.timeout_secs.is_some() {
             return Err("[server] does not take server/timeout_secs".into());
@@ -235,6 +239,7 @@ impl Scenario {
                 .chain(&sec.output)
                 .chain(&sec.forward)
                 .chain(&sec.hosts)
+                .chain(&sec.resolv_conf)
             {
                 if rule.contains('\n') || rule.trim().is_empty() {
                     return Err(format!(
@@ -291,6 +296,14 @@ impl Scenario {
             if !sec.hosts.is_empty() {
                 let hosts: Vec<String> = sec.hosts.iter().map(|h| subst(h, &vars)).collect();
                 topo.ns(role).write_hosts(&hosts);
+            }
+            if !sec.resolv_conf.is_empty() {
+                let mut text = String::new();
+                for l in &sec.resolv_conf {
+                    text.push_str(&subst(l, &vars));
+                    text.push('\n');
+                }
+                topo.ns(role).write_etc_file("resolv.conf", &text);
             }
         }
 
@@ -396,6 +409,7 @@ impl Scenario {
             }
         }
         failures.extend(self.expect.check(run.code, run.json.as_ref()));
+        failures.extend(self.expect.check_server_stderr(&server.stderr()));
 
         if !failures.is_empty() {
             let helper_out: String = helpers

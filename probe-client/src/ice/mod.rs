@@ -170,6 +170,18 @@ pub async fn run(inputs: IceInputs<'_>) -> IceReport {
             .iter()
             .map(ToString::to_string)
             .collect(),
+        pion_rules: offer.facts.as_ref().map(|f| f.rules),
+        filter_ignores: offer.facts.as_ref().and_then(|f| f.filter_ignores),
+        ice_address_udp: offer
+            .facts
+            .as_ref()
+            .map(|f| f.ice_address_udp.clone())
+            .unwrap_or_default(),
+        ice_address_tcp: offer
+            .facts
+            .as_ref()
+            .map(|f| f.ice_address_tcp.clone())
+            .unwrap_or_default(),
         ..IceReport::default()
     };
     match tokio::time::timeout(PHASE_BOUND, checks(&inputs, &mut report)).await {
@@ -325,6 +337,7 @@ mod tests {
             rtcd_port_tcp: 8443,
             probe_port_udp: 8443,
             probe_port_tcp: 8443,
+            facts: None,
         };
         let creds = Creds::new(&offer);
         let user = creds.username();
@@ -391,6 +404,7 @@ mod tests {
             rtcd_port_tcp: 8443,
             probe_port_udp: 8443,
             probe_port_tcp: 8443,
+            facts: None,
         };
         assert_eq!(targets(&offer, Transport::Udp).len(), 2);
         assert_eq!(targets(&offer, Transport::Tcp).len(), 1);

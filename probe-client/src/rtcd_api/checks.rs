@@ -1,28 +1,55 @@
-//! The Calls plugin's conversation with RTCD, step by step over one route: TCP (and TLS),
-//! `GET /version`, `POST /login`, and the `/ws` WebSocket upgrade with the bearer token.
+//! The Calls plugin's conversation with one of RTCD's addresses: TCP (and TLS), `GET /version`
+//! under the URL's path, the `/ws` WebSocket upgrade at the root with Basic
+//! `clientID:authKey`, and — when a proxy variable applies — the `CONNECT` that
+//! gorilla/websocket then sends to RTCD itself.
 
 use probe_proto::http::{self, Url};
+use probe_proto::semver::{self, PluginVerdict, Version};
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::conn::{self, OpenError, Route};
+use super::conn::{self, OpenError};
+use super::goproxy::Proxy;
 use super::report::{Check, Status};
 
-/// What went wrong on a route, for the findings.
+/// What went wrong at an address, for the findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     Unreachable(String),
     /// The TLS handshake failed (an untrusted certificate, most of the time).
     Tls(String),
-    AuthFailed(String),
+    /// RTCD refused the credentials on `/ws`; with what `/login` says about them.
+    AuthFailed {
+        why: String,
+        login: Option<String>,
+    },
     WsFailed(String),
 }
 
-pub struct RouteRun {
+pub struct AddrRun {
     pub checks: Vec<Check>,
     pub failure: Option<Failure>,
     pub version: Option<String>,
+    /// RTCD's answer to the CONNECT the plugin would send (when a proxy applies).
+    pub proxy_connect: Option<String>,
+    pub proxy_connect_ok: bool,
+    /// The plugin's version check on what /version said.
+    pub verdict: Option<PluginVerdict>,
+}
+
+impl AddrRun {
+    pub fn crashed() -> Self {
+        AddrRun {
+            checks: Vec::new(),
+            failure: Some(Failure::Unreachable("the check crashed".into())),
+            version: None,
+            proxy_connect: None,
+            proxy_connect_ok: false,
+            verdict: None,
+        }
+    }
 }
 
 pub struct Creds {
@@ -30,18 +57,33 @@ pub struct Creds {
     pub auth_key: String,
 }
 
+/// Everything a run at one address needs.
+pub struct Plan<'a> {
+    pub url: &'a Url,
+    pub addr: SocketAddr,
+    pub creds: Option<&'a Creds>,
+    /// The proxy Go would pick for the URL (the plugin then talks proxy to RTCD itself).
+    pub proxy: Option<&'a Proxy>,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub deadline: Instant,
+    /// The plugin's min_rtcd_version.
+    pub min: &'a Version,
+}
+
 struct Ctx<'a> {
-    url: &'a Url,
-    route: Route<'a>,
-    tls: Option<Arc<rustls::ClientConfig>>,
-    deadline: Instant,
-    via: &'static str,
+    plan: &'a Plan<'a>,
     checks: Vec<Check>,
 }
 
 impl Ctx<'_> {
     fn push(&mut self, id: &str, status: Status, detail: impl Into<String>) {
-        self.checks.push(Check::new(id, status, detail, self.via));
+        self.checks.push(Check::new(
+            id,
+            status,
+            detail,
+            "direct",
+            Some(self.plan.addr.ip().to_string()),
+        ));
     }
 
     fn skip_rest(&mut self, ids: &[&str], why: &str) {
@@ -50,92 +92,69 @@ impl Ctx<'_> {
         }
     }
 
-    fn headers<'h>(
-        &self,
-        extra: &[(&'h str, &'h str)],
-        auth: &'h Option<String>,
-    ) -> Vec<(&'h str, &'h str)> {
-        let mut h = vec![(
-            "User-Agent",
-            concat!("probe-client/", env!("CARGO_PKG_VERSION")),
-        )];
-        if let Some(a) = auth {
-            h.push(("Proxy-Authorization", a.as_str()));
-        }
-        h.extend_from_slice(extra);
-        h
-    }
-
-    /// One request on a fresh connection.
+    /// One request on a fresh connection to the address.
     fn request(
         &self,
         method: &str,
-        path: &str,
+        target: &str,
         extra: &[(&str, &str)],
         body: &[u8],
     ) -> Result<(http::Response, Box<dyn conn::Stream>), String> {
-        let mut opened = conn::open(self.url, self.route, self.tls.as_ref(), self.deadline)
+        let p = self.plan;
+        let mut opened =
+            conn::open(p.url, p.addr, p.tls.as_ref(), p.deadline).map_err(|e| e.to_string())?;
+        let mut headers = vec![(
+            "User-Agent",
+            concat!("probe-client/", env!("CARGO_PKG_VERSION")),
+        )];
+        headers.extend_from_slice(extra);
+        let req = http::request(method, target, &p.url.authority(), &headers, body)
             .map_err(|e| e.to_string())?;
-        let auth = conn::proxy_auth(self.url, self.route);
-        let headers = self.headers(extra, &auth);
-        let req = http::request(
-            method,
-            &conn::target(self.url, self.route, path),
-            &self.url.authority(),
-            &headers,
-            body,
-        )
-        .map_err(|e| e.to_string())?;
         let (resp, _) = conn::exchange(opened.stream.as_mut(), &req)?;
         Ok((resp, opened.stream))
     }
 }
 
-pub fn run(
-    url: &Url,
-    route: Route,
-    creds: Option<&Creds>,
-    deadline: Instant,
-    via: &'static str,
-) -> RouteRun {
+pub fn run(plan: &Plan) -> AddrRun {
     let mut cx = Ctx {
-        url,
-        route,
-        tls: None,
-        deadline,
-        via,
+        plan,
         checks: Vec::new(),
     };
-    let mut out = RouteRun {
+    let mut out = AddrRun {
         checks: Vec::new(),
         failure: None,
         version: None,
+        proxy_connect: None,
+        proxy_connect_ok: false,
+        verdict: None,
     };
-    let later = ["version", "login", "ws_upgrade"];
-    if url.https {
-        match conn::tls_config() {
-            Ok(c) => cx.tls = Some(c),
-            Err(e) => {
-                cx.push("tls", Status::Fail, e.clone());
-                cx.skip_rest(&later, "no TLS");
-                out.failure = Some(Failure::Tls(e));
-                out.checks = cx.checks;
-                return out;
-            }
-        }
+    let url = plan.url;
+    let finish = |cx: Ctx, mut out: AddrRun| {
+        out.checks = cx.checks;
+        out
+    };
+    if let Some(p) = plan.proxy {
+        proxy_connect(&mut cx, p, &mut out);
+    }
+    let later = ["version", "ws_upgrade"];
+    if url.https && plan.tls.is_none() {
+        let e = match conn::tls_config() {
+            Ok(_) => "no TLS configuration".to_string(),
+            Err(e) => e,
+        };
+        cx.push("tls", Status::Fail, e.clone());
+        cx.skip_rest(&later, "no TLS");
+        out.failure = Some(Failure::Tls(e));
+        return finish(cx, out);
     }
 
-    // TCP (and TLS): opened once on its own so that each step reports separately.
-    let target = match route {
-        Route::Direct => format!("{} directly", url.authority()),
-        Route::Proxy(p) => format!("the proxy {} ({}={})", p.authority(), p.var, p.raw),
-    };
-    match conn::open(url, route, cx.tls.as_ref(), deadline) {
+    // TCP (and TLS), opened once on its own so that each step reports separately.
+    match conn::open(url, plan.addr, plan.tls.as_ref(), plan.deadline) {
         Ok(o) => {
             cx.push(
                 "tcp_connect",
                 Status::Pass,
-                format!("connected to {target} in {:.1} ms", o.connect_ms),
+                format!("connected to {} in {:.1} ms", plan.addr, o.connect_ms),
             );
             if let Some(v) = o.tls {
                 cx.push(
@@ -146,34 +165,42 @@ pub fn run(
             }
         }
         Err(e) => {
-            let id = match e {
-                OpenError::Tls(_) => "tls",
-                _ => "tcp_connect",
-            };
-            if !matches!(e, OpenError::Tls(_)) && url.https {
-                cx.push(id, Status::Fail, format!("{target}: {e}"));
-                cx.skip_rest(&["tls"], "no connection");
-            } else {
-                cx.push(id, Status::Fail, format!("{target}: {e}"));
+            match &e {
+                OpenError::Tls(t) => cx.push("tls", Status::Fail, t.clone()),
+                OpenError::Connect(c) => {
+                    cx.push("tcp_connect", Status::Fail, c.clone());
+                    if url.https {
+                        cx.skip_rest(&["tls"], "no connection");
+                    }
+                }
             }
             cx.skip_rest(&later, "no connection");
             out.failure = Some(match e {
                 OpenError::Tls(t) => Failure::Tls(t),
-                other => Failure::Unreachable(other.to_string()),
+                OpenError::Connect(c) => Failure::Unreachable(c),
             });
-            out.checks = cx.checks;
-            return out;
+            return finish(cx, out);
         }
     }
 
-    // GET /version: what the guide's curl step shows.
-    match cx.request("GET", "/version", &[("Connection", "close")], b"") {
+    // GET /version under the URL's path, as the plugin's version check does (rtcd
+    // service/client.go:404-430; httpURL is the URL itself, client.go:68-77). Through an http
+    // proxy Go sends the absolute form — to RTCD itself here, which serves it.
+    let version_target = if plan.proxy.is_some() && !url.https {
+        url.join("/version")
+    } else {
+        format!("{}/version", url.path)
+    };
+    match cx.request("GET", &version_target, &[("Connection", "close")], b"") {
         Err(e) => {
-            cx.push("version", Status::Fail, format!("GET /version: {e}"));
-            cx.skip_rest(&["login", "ws_upgrade"], "/version did not answer");
-            out.failure = Some(Failure::Unreachable(format!("GET /version: {e}")));
-            out.checks = cx.checks;
-            return out;
+            cx.push(
+                "version",
+                Status::Fail,
+                format!("GET {version_target}: {e}"),
+            );
+            cx.skip_rest(&["ws_upgrade"], "/version did not answer");
+            out.failure = Some(Failure::Unreachable(format!("GET {version_target}: {e}")));
+            return finish(cx, out);
         }
         Ok((r, _)) => {
             let v: Option<serde_json::Value> = serde_json::from_slice(&r.body).ok();
@@ -183,110 +210,68 @@ pub fn run(
                 .and_then(|x| x.as_str())
             {
                 Some(ver) if r.head.status == 200 => {
-                    cx.push("version", Status::Pass, format!("RTCD {ver}"));
+                    // The plugin's check (plugin server/rtcd.go:339-370, utils.go:132-148).
+                    let verdict = semver::plugin_verdict(plan.min, ver);
+                    let (status, note) = match &verdict {
+                        PluginVerdict::Accepted => (Status::Pass, String::new()),
+                        PluginVerdict::DevBuild => (
+                            Status::Pass,
+                            " (a dev build: the plugin skips its version check)".to_string(),
+                        ),
+                        PluginVerdict::TooOld => (
+                            Status::Fail,
+                            " — below the plugin's minimum: refused".to_string(),
+                        ),
+                        PluginVerdict::Unparsable(_) => (
+                            Status::Fail,
+                            " — not a semantic version to the plugin: refused".to_string(),
+                        ),
+                    };
+                    cx.push("version", status, format!("RTCD {ver}{note}"));
                     out.version = Some(ver.to_string());
+                    out.verdict = Some(verdict);
                 }
                 _ => {
                     let why = format!(
-                        "GET /version answered {} {} without RTCD's JSON",
+                        "GET {version_target} answered {} {} without RTCD's JSON",
                         r.head.status, r.head.reason
                     );
                     cx.push("version", Status::Fail, why.clone());
-                    cx.skip_rest(&["login", "ws_upgrade"], "not RTCD's API");
+                    cx.skip_rest(&["ws_upgrade"], "not RTCD's API");
                     out.failure = Some(Failure::Unreachable(why));
-                    out.checks = cx.checks;
-                    return out;
+                    return finish(cx, out);
                 }
             }
         }
     }
 
-    // POST /login → bearer token.
-    let mut bearer = None;
-    match creds {
-        None => cx.push(
-            "login",
-            Status::Skipped,
-            "skipped: no --client-id/--auth-key (the ones in the Calls plugin's RTCD service URL)",
-        ),
-        Some(c) => {
-            let body =
-                serde_json::json!({"clientID": c.client_id, "authKey": c.auth_key}).to_string();
-            match cx.request(
-                "POST",
-                "/login",
-                &[
-                    ("Content-Type", "application/json"),
-                    ("Connection", "close"),
-                ],
-                body.as_bytes(),
-            ) {
-                Err(e) => {
-                    cx.push("login", Status::Fail, format!("POST /login: {e}"));
-                    out.failure = Some(Failure::Unreachable(format!("POST /login: {e}")));
-                }
-                Ok((r, _)) => {
-                    let token = serde_json::from_slice::<serde_json::Value>(&r.body)
-                        .ok()
-                        .and_then(|v| {
-                            v.get("bearerToken")
-                                .and_then(|t| t.as_str())
-                                .map(str::to_string)
-                        });
-                    match (r.head.status, token) {
-                        (200, Some(t)) => {
-                            cx.push(
-                                "login",
-                                Status::Pass,
-                                format!("client {} logged in, bearer token received", c.client_id),
-                            );
-                            bearer = Some(t);
-                        }
-                        (status, _) => {
-                            let text = r.text();
-                            let why = format!(
-                                "POST /login answered {status} {}: {}",
-                                r.head.reason,
-                                text.trim()
-                            );
-                            cx.push("login", Status::Fail, why.clone());
-                            out.failure = Some(if (400..500).contains(&status) {
-                                Failure::AuthFailed(why)
-                            } else {
-                                Failure::Unreachable(why)
-                            });
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    ws(&mut cx, creds, bearer.as_deref(), &mut out);
-    out.checks = cx.checks;
-    out
+    ws(&mut cx, &mut out);
+    finish(cx, out)
 }
 
-/// The `/ws` upgrade as the plugin makes it: Bearer token (or Basic credentials when login
-/// gave none), and a Sec-WebSocket-Accept that must match the key.
-fn ws(cx: &mut Ctx, creds: Option<&Creds>, bearer: Option<&str>, out: &mut RouteRun) {
+/// The `/ws` upgrade as the plugin makes it: always `/ws` at the root (rtcd
+/// service/client.go:67-77 sets the path), `Authorization: Basic base64(clientID:authKey)`
+/// (client.go:227-231, ws/client.go:67-72), never a `/login` first.
+fn ws(cx: &mut Ctx, out: &mut AddrRun) {
+    let Some(creds) = cx.plan.creds else {
+        cx.push(
+            "ws_upgrade",
+            Status::Skipped,
+            "skipped: no credentials (give --client-id/--auth-key, or the CLIENT_ID:AUTH_KEY@ of the plugin's RTCD service URL)",
+        );
+        return;
+    };
     let mut key = [0u8; 16];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
     let key = http::base64(&key);
-    let auth = match (bearer, creds) {
-        (Some(t), _) => Some(format!("Bearer {t}")),
-        (None, Some(c)) => Some(http::basic_auth(&c.client_id, &c.auth_key)),
-        (None, None) => None,
-    };
-    let mut headers = vec![
-        ("Connection", "Upgrade"),
+    let auth = http::basic_auth(&creds.client_id, &creds.auth_key);
+    let headers = [
         ("Upgrade", "websocket"),
-        ("Sec-WebSocket-Version", "13"),
+        ("Connection", "Upgrade"),
         ("Sec-WebSocket-Key", key.as_str()),
+        ("Sec-WebSocket-Version", "13"),
+        ("Authorization", auth.as_str()),
     ];
-    if let Some(a) = &auth {
-        headers.push(("Authorization", a.as_str()));
-    }
     let (r, mut stream) = match cx.request("GET", "/ws", &headers, b"") {
         Ok(x) => x,
         Err(e) => {
@@ -301,34 +286,45 @@ fn ws(cx: &mut Ctx, creds: Option<&Creds>, bearer: Option<&str>, out: &mut Route
             return;
         }
     };
+    // gorilla/websocket's client accepts only 101 with these headers (v1.5.3 client.go:394-405).
     let accept_ok = r.head.header("Sec-WebSocket-Accept") == Some(http::ws_accept(&key).as_str());
-    if r.head.status == 101 && accept_ok {
+    if r.head.status == 101
+        && accept_ok
+        && r.head.has_token("Upgrade", "websocket")
+        && r.head.has_token("Connection", "upgrade")
+    {
         // A masked close frame (code 1000): leave RTCD's side clean.
         let _ = stream.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
         cx.push(
             "ws_upgrade",
             Status::Pass,
-            "101 Switching Protocols, Sec-WebSocket-Accept correct",
+            format!(
+                "101 Switching Protocols for client {}, Sec-WebSocket-Accept correct",
+                creds.client_id
+            ),
         );
         return;
     }
-    if auth.is_none() && r.head.status == 401 {
-        cx.push(
-            "ws_upgrade",
-            Status::Skipped,
-            "skipped: /ws answered 401 without credentials, as RTCD does; give --client-id/--auth-key to test the upgrade",
+    // RTCD's refused login: the /ws handler returns without writing, so 200 with an empty
+    // body and no upgrade (rtcd service/ws/server.go:120-126, service/auth.go:18-60).
+    if r.head.status == 200 && r.body.is_empty() {
+        let why = format!(
+            "GET /ws answered 200 with an empty body and no upgrade: RTCD refused client {}'s Basic credentials",
+            creds.client_id
         );
+        cx.push("ws_upgrade", Status::Fail, why.clone());
+        let login = login(cx, creds);
+        out.failure
+            .get_or_insert(Failure::AuthFailed { why, login });
         return;
     }
     let why = match r.head.status {
-        101 => "101 but a wrong Sec-WebSocket-Accept: something between rewrote the handshake"
-            .to_string(),
-        400 => format!(
-            "400 {}: {} — the Upgrade/Connection headers did not reach RTCD (a proxy strips them)",
+        101 => "101 but without a correct Sec-WebSocket-Accept/Upgrade/Connection: something between rewrote the handshake".to_string(),
+        s => format!(
+            "{s} {}: {} (gorilla/websocket fails the plugin's dial with \"bad handshake\")",
             r.head.reason,
             r.text().trim()
         ),
-        s => format!("{s} {}: {}", r.head.reason, r.text().trim()),
     };
     cx.push(
         "ws_upgrade",
@@ -336,4 +332,120 @@ fn ws(cx: &mut Ctx, creds: Option<&Creds>, bearer: Option<&str>, out: &mut Route
         format!("GET /ws (upgrade): {why}"),
     );
     out.failure.get_or_insert(Failure::WsFailed(why));
+}
+
+/// `POST /login` with the same pair — the plugin never calls it, but its error tells an
+/// unknown client ID ("…: error: not found") from a wrong key (rtcd service/auth.go:189-219,
+/// auth/service.go:44-60, 109-121, store/store.go:11).
+fn login(cx: &mut Ctx, c: &Creds) -> Option<String> {
+    let body = serde_json::json!({"clientID": c.client_id, "authKey": c.auth_key}).to_string();
+    let (r, _) = match cx.request(
+        "POST",
+        &format!("{}/login", cx.plan.url.path),
+        &[
+            ("Content-Type", "application/json"),
+            ("Connection", "close"),
+        ],
+        body.as_bytes(),
+    ) {
+        Ok(x) => x,
+        Err(e) => {
+            cx.push("login", Status::Fail, format!("POST /login: {e}"));
+            return None;
+        }
+    };
+    let err = serde_json::from_slice::<serde_json::Value>(&r.body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string));
+    let meaning = match (r.head.status, err.as_deref()) {
+        (200, _) => format!(
+            "/login accepts client {} with this key, yet /ws refused it",
+            c.client_id
+        ),
+        (_, Some(e)) if e.ends_with("not found") => format!(
+            "RTCD does not know client ID {} (/login: \"{e}\")",
+            c.client_id
+        ),
+        (_, Some(e)) if e.contains("authentication failed") => format!(
+            "RTCD knows client ID {} but the auth key is wrong (/login: \"{e}\")",
+            c.client_id
+        ),
+        (s, e) => format!(
+            "/login answered {s} {}{}",
+            r.head.reason,
+            e.map(|e| format!(": \"{e}\"")).unwrap_or_default()
+        ),
+    };
+    cx.push("login", Status::Fail, meaning.clone());
+    Some(meaning)
+}
+
+/// What the plugin sends when Go's proxy rules pick `proxy` for RTCD's URL: its dialer still
+/// connects to RTCD's own address (plugin server/rtcd.go:680-687), and over that connection
+/// gorilla/websocket (v1.5.3 proxy.go:34-76) — or Go's transport, for https — writes the
+/// proxy's `CONNECT host:port`. Sent here in plaintext to the address, as they send it.
+fn proxy_connect(cx: &mut Ctx, p: &Proxy, out: &mut AddrRun) {
+    let url = cx.plan.url;
+    let what = format!(
+        "with {}={} the plugin sends `CONNECT {}` to RTCD itself",
+        p.var,
+        p.raw,
+        url.authority()
+    );
+    if p.scheme != "http" {
+        let detail = format!(
+            "{what}… in fact it speaks the {} proxy protocol to RTCD, which does not speak it: every request fails",
+            p.scheme
+        );
+        cx.push("proxy_connect", Status::Fail, detail.clone());
+        out.proxy_connect = Some(detail);
+        return;
+    }
+    let answer = conn::open_plain(cx.plan.addr, cx.plan.deadline).and_then(|mut s| {
+        // What Go's Request.Write emits for gorilla's connectReq (proxy.go:50-57).
+        let req = http::request(
+            "CONNECT",
+            &url.authority(),
+            &url.authority(),
+            &[("User-Agent", "Go-http-client/1.1")],
+            b"",
+        )
+        .map_err(|e| e.to_string())?;
+        conn::exchange(s.as_mut(), &req).map(|(r, _)| r)
+    });
+    let (ok, detail) = match answer {
+        Ok(r) if r.head.status == 200 => (
+            true,
+            format!("{what}: it answered 200 — not what RTCD answers; is this address RTCD?"),
+        ),
+        Ok(r) if !url.https => (
+            false,
+            format!(
+                "{what}: RTCD answered {} {}, so the plugin's WebSocket dial fails with \"{}\" (Calls plugin issue #379)",
+                r.head.status, r.head.reason, r.head.reason
+            ),
+        ),
+        Ok(r) => (
+            false,
+            format!(
+                "{what} on its TLS port: RTCD answered {} {}, so every request fails, GET /version included",
+                r.head.status, r.head.reason
+            ),
+        ),
+        Err(e) if url.https => (
+            false,
+            format!("{what} on its TLS port: {e}, so every request fails, GET /version included"),
+        ),
+        Err(e) => (
+            false,
+            format!("{what}: {e}, so the plugin's WebSocket dial fails"),
+        ),
+    };
+    cx.push(
+        "proxy_connect",
+        if ok { Status::Pass } else { Status::Fail },
+        detail.clone(),
+    );
+    out.proxy_connect = Some(detail);
+    out.proxy_connect_ok = ok;
 }

@@ -1,6 +1,8 @@
-//! Whether the Calls plugin's HTTP requests to RTCD go through a proxy: Go's
-//! `http.ProxyFromEnvironment` rules (golang.org/x/net/http/httpproxy), since the plugin uses
-//! Go's default transport (Calls plugin issue #379).
+//! Whether Go's proxy rules pick a proxy for RTCD's URL: `http.ProxyFromEnvironment`
+//! (golang.org/x/net/http/httpproxy), which both RTCD's HTTP client (rtcd service/client.go:116)
+//! and gorilla/websocket's default dialer (v1.5.3 client.go:141-144) use. The plugin's dialer
+//! then still connects to RTCD itself (plugin server/rtcd.go:680-687), so a proxy picked here
+//! means the plugin speaks proxy to RTCD (Calls plugin issue #379).
 
 use probe_proto::http::Url;
 use std::net::IpAddr;
@@ -44,16 +46,6 @@ pub struct Proxy {
     pub port: u16,
     /// `user:password` from the proxy URL, for Proxy-Authorization.
     pub userinfo: Option<String>,
-}
-
-impl Proxy {
-    pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
-    }
 }
 
 /// Go's `parseProxy`: a value without a scheme is an http:// proxy.
@@ -286,7 +278,7 @@ mod tests {
         ]);
         let p = proxy_for(&e, &url("http://203.0.113.2:8045")).unwrap();
         assert_eq!(p.userinfo.as_deref(), Some("user:pw"));
-        assert_eq!(p.authority(), "198.51.100.1:3128");
+        assert_eq!((p.host.as_str(), p.port), ("198.51.100.1", 3128));
         assert_eq!(
             no_proxy_with(&e, "203.0.113.2"),
             "localhost,.corp,203.0.113.2"

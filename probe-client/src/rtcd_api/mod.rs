@@ -1,27 +1,52 @@
 //! `probe-client rtcd-api URL`: from the Mattermost host, what the Calls plugin needs from
-//! RTCD's API (port 8045): TCP and TLS, `/version`, `/login` with its credentials, and the
-//! `/ws` WebSocket upgrade — through the proxy Go's default transport would pick (Calls plugin
-//! issue #379) and, when there is one, directly as well, to say which route works.
+//! RTCD's API, checked the way the plugin connects (plugin server/rtcd.go, rtcd
+//! service/client.go at eb708b4 / v1.2.6): the URL must name its port; its host is resolved
+//! to IPv4 only and every address gets its own connection; `GET /version` is compared with the
+//! plugin's `min_rtcd_version` by Masterminds semver rules; the `/ws` WebSocket at the root
+//! with Basic `clientID:authKey`. The plugin always dials RTCD's own address, so a proxy
+//! variable that applies to the URL does not route it through a proxy — it makes the plugin
+//! talk proxy to RTCD, which breaks it (plugin issue #379): that is an error here.
 
 mod checks;
 mod conn;
 mod goproxy;
+mod procenv;
 mod report;
 
 use probe_proto::http::Url;
+use probe_proto::catalog::FindingId;
 use probe_proto::report::{Finding, Severity, SCHEMA};
+use probe_proto::semver::{PluginVerdict, Version};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use checks::{Creds, Failure, RouteRun};
-use conn::Route;
-use report::{ApiReport, ProxyInfo};
+use checks::{AddrRun, Creds, Failure, Plan};
+use report::{AddressResult, ApiReport, Check, ProxyInfo, Status};
+
+/// The Calls plugin's `min_rtcd_version` (plugin plugin.json:733, eb708b4).
+pub const DEFAULT_MIN_VERSION: &str = "v0.17.0";
+/// The plugin's name resolution bound (plugin server/rtcd.go:35, used at 328-331).
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Whole-run bound: a filtered port or a silent RTCD is judged within 10 s of starting.
+const DEADLINE: Duration = Duration::from_millis(8500);
+/// More A records than this are not all checked (the report says so).
+const MAX_ADDRESSES: usize = 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyEnvArg {
+    /// A running `mattermost` process's environment (Linux), else this tool's own.
+    Auto,
+    /// This tool's own environment.
+    #[value(name = "self")]
+    Own,
+}
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RtcdApiArgs {
-    /// RTCD's API as the Calls plugin's "RTCD service URL" names it, e.g. http://rtcd:8045
-    /// (credentials in it, http://CLIENT_ID:AUTH_KEY@rtcd:8045, are used for the login).
+    /// RTCD's API as the Calls plugin's "RTCD service URL" names it, with its port, e.g.
+    /// http://rtcd:8045 (credentials in it, http://CLIENT_ID:AUTH_KEY@rtcd:8045, are used).
     pub url: String,
-    /// The client ID the plugin logs in with.
+    /// The client ID the plugin authenticates with.
     #[arg(long, value_name = "ID")]
     pub client_id: Option<String>,
     /// The plugin's auth key for RTCD (or set PROBE_RTCD_AUTH_KEY, which stays out of `ps`).
@@ -32,86 +57,52 @@ pub struct RtcdApiArgs {
         hide_env_values = true
     )]
     pub auth_key: Option<String>,
+    /// The oldest RTCD the Calls plugin accepts (its min_rtcd_version), compared as the plugin
+    /// compares it (Masterminds semver: a prerelease sorts below its release).
+    #[arg(long, value_name = "VERSION", default_value = DEFAULT_MIN_VERSION, value_parser = parse_min_version)]
+    pub min_rtcd_version: String,
+    /// Whose HTTP_PROXY/HTTPS_PROXY/NO_PROXY count: the running Mattermost server's (auto, on
+    /// Linux) or this tool's own (self).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub proxy_env: ProxyEnvArg,
     /// Print one JSON object (schema 1) instead of the human report.
     #[arg(long)]
     pub json: bool,
 }
 
-/// Whole-run bound: a filtered port or a silent proxy is judged within 10 s of starting.
-const DEADLINE: Duration = Duration::from_millis(8500);
+fn parse_min_version(s: &str) -> Result<String, String> {
+    Version::parse(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("`{s}` is not a version like v0.17.0 ({e})"))
+}
+
+/// What the command line gave.
+struct Inputs {
+    url: Url,
+    creds: Option<Creds>,
+    /// The URL names its port (Go's net.SplitHostPort succeeds on it).
+    explicit_port: bool,
+}
 
 pub async fn run(args: RtcdApiArgs) -> i32 {
-    let (url, creds) = match inputs(&args) {
+    let inp = match inputs(&args) {
         Ok(x) => x,
         Err(msg) => return crate::fail(msg),
     };
-    let started = Instant::now();
-    let deadline = started + DEADLINE;
-    let env = goproxy::ProxyEnv::from_env(&|k| std::env::var(k).ok());
-    let proxy = goproxy::proxy_for(&env, &url);
-
-    let spawn = |route_proxy: Option<goproxy::Proxy>, via: &'static str| {
-        let url = url.clone();
-        let creds = creds.as_ref().map(|c| Creds {
-            client_id: c.client_id.clone(),
-            auth_key: c.auth_key.clone(),
-        });
-        tokio::task::spawn_blocking(move || {
-            let route = route_proxy.as_ref().map_or(Route::Direct, Route::Proxy);
-            checks::run(&url, route, creds.as_ref(), deadline, via)
-        })
+    let Ok(min) = Version::parse(&args.min_rtcd_version) else {
+        return crate::fail("--min-rtcd-version is not a version");
     };
-    // The plugin's own route first; with a proxy, the direct route alongside.
-    let main = spawn(
-        proxy.clone(),
-        if proxy.is_some() { "proxy" } else { "direct" },
-    );
-    let direct = proxy.as_ref().map(|_| spawn(None, "direct"));
-    let main = match main.await {
-        Ok(r) => r,
-        Err(e) => return crate::fail(format!("the check crashed: {e}")),
-    };
-    let direct = match direct {
-        Some(h) => match h.await {
-            Ok(r) => Some(r),
-            Err(e) => return crate::fail(format!("the direct check crashed: {e}")),
-        },
-        None => None,
-    };
-
-    let mut findings = route_findings(&url, &main, proxy.as_ref());
-    let mut proxy_info = None;
-    if let (Some(p), Some(d)) = (&proxy, &direct) {
-        let no_proxy = goproxy::no_proxy_with(&env, &url.host);
-        findings.push(proxy_finding(&url, p, &main, d, &no_proxy, &env));
-        proxy_info = Some(ProxyInfo {
-            variable: p.var.clone(),
-            proxy: p.raw.clone(),
-            via_proxy_ok: main.failure.is_none(),
-            direct_ok: d.failure.is_none(),
-            no_proxy,
-        });
-    }
-    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-    let mut checks = main.checks;
-    let version = main
-        .version
-        .or_else(|| direct.as_ref().and_then(|d| d.version.clone()));
-    if let Some(d) = direct {
-        checks.extend(d.checks);
-    }
-    let report = ApiReport {
-        schema: SCHEMA,
-        tool_version: env!("CARGO_PKG_VERSION").into(),
-        url: url.base(),
-        ok: !findings.iter().any(|f| f.severity == Severity::Error),
-        version,
-        checks,
-        findings,
-        proxy: proxy_info,
-        duration_ms: started.elapsed().as_millis() as u64,
-    };
-    if args.json {
+    let force_self = args.proxy_env == ProxyEnvArg::Own;
+    let json = args.json;
+    let min_text = args.min_rtcd_version.clone();
+    let report =
+        match tokio::task::spawn_blocking(move || check_all(&inp, &min, &min_text, force_self))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return crate::fail(format!("the check crashed: {e}")),
+        };
+    if json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),
             Err(e) => return crate::fail(format!("cannot encode the report: {e}")),
@@ -126,120 +117,410 @@ pub async fn run(args: RtcdApiArgs) -> i32 {
     }
 }
 
-/// The URL without credentials, and the credentials from the flags or the URL.
-fn inputs(args: &RtcdApiArgs) -> Result<(Url, Option<Creds>), String> {
+fn check_all(inp: &Inputs, min: &Version, min_text: &str, force_self: bool) -> ApiReport {
+    let started = Instant::now();
+    let deadline = started + DEADLINE;
+    let url = &inp.url;
+    let vars = procenv::proxy_vars(force_self);
+    let env = goproxy::ProxyEnv::from_env(&|k| vars.get(k));
+    let proxy = goproxy::proxy_for(&env, url);
+    let mut checks = Vec::new();
+    let mut findings = Vec::new();
+    let mut runs: Vec<(Ipv4Addr, AddrRun)> = Vec::new();
+
+    if !inp.explicit_port {
+        let default = if url.https { 443 } else { 80 };
+        checks.push(Check::new(
+            "url",
+            Status::Fail,
+            format!("{} names no port: the Calls plugin refuses it (\"missing port in address\"); it does not default to {default}", without_port(url)),
+            "direct",
+            None,
+        ));
+        findings.push(Finding::new(
+            FindingId::RtcdUrlNoPort,
+            Severity::Error,
+            format!(
+                "the RTCD service URL {} has no port: the Calls plugin splits host and port and fails (\"failed to resolve URL: failed to split host/port: … missing port in address\"), so it never connects to RTCD",
+                without_port(url)
+            ),
+            format!(
+                "write the port in the Calls plugin's RTCD service URL (System Console > Plugins > Calls, or MM_CALLS_RTCD_SERVICE_URL): {}://{}:{} — RTCD's API listens on 8045 unless [api] http.listen_address says otherwise",
+                scheme(url),
+                host_part(url),
+                8045
+            ),
+        ));
+    } else {
+        match resolve_ipv4(&url.host, url.port) {
+            Err(why) => {
+                checks.push(Check::new(
+                    "resolve",
+                    Status::Fail,
+                    why.clone(),
+                    "direct",
+                    None,
+                ));
+                findings.push(Finding::new(
+                    "rtcd_url_no_ipv4",
+                    Severity::Error,
+                    format!("{why}: the Calls plugin resolves RTCD's host to IPv4 addresses only (\"failed to lookup ips\") and cannot connect"),
+                    format!(
+                        "give {} an A record the Mattermost host resolves (or use RTCD's IPv4 address in the RTCD service URL)",
+                        url.host
+                    ),
+                ));
+            }
+            Ok(mut addrs) => {
+                let all = addrs.len();
+                addrs.truncate(MAX_ADDRESSES);
+                let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                checks.push(Check::new(
+                    "resolve",
+                    Status::Pass,
+                    if url.host.parse::<IpAddr>().is_ok() {
+                        format!("{} is an IPv4 address", url.host)
+                    } else {
+                        format!(
+                            "{} → {} (IPv4 only, as the plugin resolves it; one connection each){}",
+                            url.host,
+                            list.join(", "),
+                            if all > addrs.len() {
+                                format!("; only the first {MAX_ADDRESSES} of {all} are checked")
+                            } else {
+                                String::new()
+                            }
+                        )
+                    },
+                    "direct",
+                    None,
+                ));
+                let tls = if url.https {
+                    conn::tls_config().ok()
+                } else {
+                    None
+                };
+                let creds = inp.creds.as_ref();
+                let proxy = proxy.as_ref();
+                runs = std::thread::scope(|s| {
+                    let handles: Vec<_> = addrs
+                        .iter()
+                        .map(|ip| {
+                            let plan = Plan {
+                                url,
+                                addr: SocketAddr::new(IpAddr::V4(*ip), url.port),
+                                creds,
+                                proxy,
+                                tls: tls.clone(),
+                                deadline,
+                                min,
+                            };
+                            (*ip, s.spawn(move || checks::run(&plan)))
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|(ip, h)| {
+                            let run = h.join().unwrap_or_else(|_| AddrRun::crashed());
+                            (ip, run)
+                        })
+                        .collect()
+                });
+            }
+        }
+    }
+
+    let count = runs.len();
+    for (ip, run) in &runs {
+        let at = at_address(url, *ip, count);
+        findings.extend(address_findings(url, &at, run, min_text));
+    }
+    let mut proxy_info = None;
+    if let Some(p) = &proxy {
+        let no_proxy = goproxy::no_proxy_with(&env, &url.host);
+        let shown = runs.iter().find_map(|(_, r)| r.proxy_connect.clone());
+        findings.push(proxy_finding(url, p, &env, &no_proxy, &vars.source, shown));
+        proxy_info = Some(ProxyInfo {
+            variable: p.var.clone(),
+            proxy: p.raw.clone(),
+            via_proxy_ok: runs.iter().any(|(_, r)| r.proxy_connect_ok),
+            direct_ok: !runs.is_empty() && runs.iter().all(|(_, r)| r.failure.is_none()),
+            no_proxy,
+        });
+    }
+    probe_shell::report::sort_findings(&mut findings);
+    let version = runs.iter().find_map(|(_, r)| r.version.clone());
+    let addresses = runs
+        .iter()
+        .map(|(ip, r)| AddressResult {
+            address: ip.to_string(),
+            ok: r.failure.is_none()
+                && !matches!(
+                    r.verdict,
+                    Some(PluginVerdict::TooOld) | Some(PluginVerdict::Unparsable(_))
+                ),
+            version: r.version.clone(),
+        })
+        .collect();
+    for (_, r) in runs {
+        checks.extend(r.checks);
+    }
+    ApiReport {
+        schema: SCHEMA,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        url: if inp.explicit_port {
+            url.base()
+        } else {
+            without_port(url)
+        },
+        ok: probe_shell::report::ok(&findings),
+        version,
+        addresses,
+        checks,
+        findings,
+        proxy: proxy_info,
+        proxy_env: vars.source,
+        min_rtcd_version: min_text.to_string(),
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// The URL without credentials, the credentials from the flags or the URL, and whether the
+/// URL names its port.
+fn inputs(args: &RtcdApiArgs) -> Result<Inputs, String> {
     let raw = args.url.trim();
     let (scheme, rest) = raw.split_once("://").unwrap_or(("http", raw));
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (mut from_url, clean) = match rest[..authority_end].rsplit_once('@') {
+    let (mut from_url, hostport, clean) = match rest[..authority_end].rsplit_once('@') {
         Some((info, host)) => {
             let (id, key) = info.split_once(':').unwrap_or((info, ""));
             (
                 Some((id.to_string(), key.to_string())),
+                host,
                 format!("{scheme}://{host}{}", &rest[authority_end..]),
             )
         }
-        None => (None, format!("{scheme}://{rest}")),
+        None => (None, &rest[..authority_end], format!("{scheme}://{rest}")),
     };
     let url = Url::parse(&clean)
         .map_err(|e| format!("{e}; give RTCD's API URL, e.g. http://rtcd.example.com:8045"))?;
-    let creds = match (&args.client_id, &args.auth_key) {
-        (Some(id), Some(key)) => Some(Creds { client_id: id.clone(), auth_key: key.clone() }),
-        (None, None) => from_url.take().map(|(client_id, auth_key)| Creds { client_id, auth_key }),
-        _ => return Err("give both --client-id and --auth-key (or neither, to skip the login and WebSocket checks)".into()),
-    };
-    Ok((url, creds))
+    let creds =
+        match (&args.client_id, &args.auth_key) {
+            (Some(id), Some(key)) => Some(Creds {
+                client_id: id.clone(),
+                auth_key: key.clone(),
+            }),
+            (None, None) => from_url.take().map(|(client_id, auth_key)| Creds {
+                client_id,
+                auth_key,
+            }),
+            _ => return Err(
+                "give both --client-id and --auth-key (or neither, to skip the WebSocket check)"
+                    .into(),
+            ),
+        };
+    Ok(Inputs {
+        url,
+        creds,
+        explicit_port: has_port(hostport),
+    })
 }
 
-fn route_findings(url: &Url, run: &RouteRun, proxy: Option<&goproxy::Proxy>) -> Vec<Finding> {
-    let base = url.base();
-    let via = proxy.map_or(String::new(), |p| {
-        format!("through the proxy {} ({}): ", p.authority(), p.var)
+/// Whether Go's net.SplitHostPort finds a port in the URL's host part (plugin
+/// server/rtcd.go:323-326).
+fn has_port(hostport: &str) -> bool {
+    match hostport.strip_prefix('[') {
+        Some(r) => r
+            .split_once(']')
+            .is_some_and(|(_, after)| after.starts_with(':')),
+        None => hostport.contains(':'),
+    }
+}
+
+/// `net.DefaultResolver.LookupIP(ctx, "ip4", host)` with the plugin's 2 s bound (plugin
+/// server/rtcd.go:317-337): every IPv4 address, in the resolver's order, duplicates dropped.
+fn resolve_ipv4(host: &str, port: u16) -> Result<Vec<Ipv4Addr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return match ip {
+            IpAddr::V4(v4) => Ok(vec![v4]),
+            IpAddr::V6(_) => Err(format!("{host} is an IPv6 address")),
+        };
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_string();
+    std::thread::spawn(move || {
+        let _ = tx.send(
+            (name.as_str(), port)
+                .to_socket_addrs()
+                .map(|a| a.collect::<Vec<_>>()),
+        );
     });
-    let Some(f) = &run.failure else {
-        return Vec::new();
+    let found = match rx.recv_timeout(RESOLVE_TIMEOUT) {
+        Err(_) => return Err(format!("{host} does not resolve within 2 s")),
+        Ok(Err(e)) => return Err(format!("{host} does not resolve ({e})")),
+        Ok(Ok(a)) => a,
     };
-    vec![match f {
-        Failure::Unreachable(why) => Finding::new(
-            "rtcd_api_unreachable",
+    let mut v4 = Vec::new();
+    for a in &found {
+        if let IpAddr::V4(ip) = a.ip() {
+            if !v4.contains(&ip) {
+                v4.push(ip);
+            }
+        }
+    }
+    if v4.is_empty() {
+        let v6: Vec<String> = found.iter().map(|a| a.ip().to_string()).collect();
+        return Err(format!(
+            "{host} has no IPv4 address (only {})",
+            v6.join(", ")
+        ));
+    }
+    Ok(v4)
+}
+
+fn scheme(url: &Url) -> &'static str {
+    if url.https {
+        "https"
+    } else {
+        "http"
+    }
+}
+
+/// The host as written in a URL (IPv6 in brackets).
+fn host_part(url: &Url) -> String {
+    if url.host.contains(':') {
+        format!("[{}]", url.host)
+    } else {
+        url.host.clone()
+    }
+}
+
+/// The URL as given, without a port.
+fn without_port(url: &Url) -> String {
+    format!("{}://{}{}", scheme(url), host_part(url), url.path)
+}
+
+/// The URL's root, where the plugin opens /ws whatever the path.
+fn root(url: &Url) -> String {
+    format!("{}://{}", scheme(url), url.authority())
+}
+
+/// How a finding names the address it is about.
+fn at_address(url: &Url, ip: Ipv4Addr, count: usize) -> String {
+    if count > 1 {
+        format!(
+            "at {ip} (one of the {count} addresses of {}; the plugin opens one connection per address and fails to start if any one fails): ",
+            url.host
+        )
+    } else if url.host.parse::<IpAddr>().is_err() {
+        format!("at {ip} ({}): ", url.host)
+    } else {
+        String::new()
+    }
+}
+
+/// The plugin's credentials and where it takes them (plugin server/rtcd.go:465-533).
+const CREDS_FIX: &str = "the Calls plugin authenticates to /ws with Basic CLIENT_ID:AUTH_KEY: MM_CALLS_RTCD_CLIENT_ID (or MM_CLOUD_INSTALLATION_ID) and MM_CALLS_RTCD_AUTH_KEY in Mattermost's environment, else the CLIENT_ID:AUTH_KEY@ of its RTCD service URL, else its diagnostic ID and a key it generated and stored. Make that pair one RTCD has registered (POST /register with RTCD's admin key, or [api] security.allow_self_registration = true so the plugin registers itself when its login is refused), then restart the plugin";
+
+fn address_findings(url: &Url, at: &str, run: &AddrRun, min_text: &str) -> Vec<Finding> {
+    let base = url.base();
+    let mut out = Vec::new();
+    match &run.failure {
+        None => {}
+        Some(Failure::Unreachable(why)) => out.push(Finding::new(
+            FindingId::RtcdApiUnreachable,
             Severity::Error,
-            format!("{via}RTCD's API at {base} cannot be used: {why}"),
+            format!("{at}RTCD's API at {base} cannot be used: {why}"),
             format!(
                 "open TCP {} from this Mattermost host to RTCD (firewalls, security groups), check that RTCD runs and listens there ([api] http.listen_address), and that the plugin's RTCD service URL names it",
                 url.port
             ),
-        ),
-        Failure::Tls(why) => Finding::new(
-            "rtcd_api_unreachable",
+        )),
+        Some(Failure::Tls(why)) => out.push(Finding::new(
+            FindingId::RtcdApiUnreachable,
             Severity::Error,
-            format!("{via}TLS to RTCD's API at {base} fails: {why}"),
+            format!("{at}TLS to RTCD's API at {base} fails: {why}"),
             format!(
                 "the Mattermost host must trust RTCD's certificate for {}: use one from a public CA for that name, or add its CA to this host's trust store (Go also reads SSL_CERT_FILE)",
                 url.host
             ),
-        ),
-        Failure::AuthFailed(why) => Finding::new(
-            "rtcd_api_auth_failed",
+        )),
+        Some(Failure::AuthFailed { why, login }) => out.push(Finding::new(
+            FindingId::RtcdApiAuthFailed,
             Severity::Error,
-            format!("{via}RTCD refused the plugin's credentials: {why}"),
-            "use the client ID and auth key RTCD knows: in the Calls plugin's RTCD service URL (http://CLIENT_ID:AUTH_KEY@host:8045) or re-register the client with RTCD's admin API; with security.allow_self_registration the plugin registers itself",
-        ),
-        Failure::WsFailed(why) => Finding::new(
-            "rtcd_ws_failed",
+            format!(
+                "{at}RTCD refused the plugin's credentials on /ws: {why}{} — the plugin's WebSocket dial fails with \"websocket: bad handshake\"",
+                login.as_ref().map(|l| format!("; {l}")).unwrap_or_default()
+            ),
+            CREDS_FIX,
+        )),
+        Some(Failure::WsFailed(why)) => out.push(Finding::new(
+            FindingId::RtcdWsFailed,
             Severity::Error,
-            format!("{via}the WebSocket upgrade to {base}/ws does not complete: {why}"),
-            if proxy.is_some() {
-                "let the plugin reach RTCD without the proxy (see proxy_in_path), or allow WebSocket upgrades on the proxy".to_string()
-            } else {
-                "make sure nothing between Mattermost and RTCD (reverse proxy, load balancer) drops the Upgrade and Connection headers of /ws".to_string()
-            },
-        ),
-    }]
-}
-
-fn outcome(run: &RouteRun) -> String {
-    match &run.failure {
-        None => "everything works".into(),
-        Some(Failure::Unreachable(w))
-        | Some(Failure::Tls(w))
-        | Some(Failure::AuthFailed(w))
-        | Some(Failure::WsFailed(w)) => format!("fails ({w})"),
+            format!("{at}the WebSocket upgrade to {}/ws does not complete: {why}", root(url)),
+            "make sure nothing between Mattermost and RTCD (reverse proxy, load balancer) answers /ws itself or drops its Upgrade and Connection headers",
+        )),
     }
+    let ver = run.version.as_deref().unwrap_or_default();
+    match &run.verdict {
+        Some(PluginVerdict::TooOld) => out.push(Finding::new(
+            FindingId::RtcdVersionOld,
+            Severity::Error,
+            format!("{at}RTCD {ver} is older than {min_text}: the Calls plugin refuses it (\"minimum version check failed\"; a prerelease counts below its release)"),
+            "upgrade RTCD to the version the Calls plugin asks for (its release notes name it), e.g. the latest release from github.com/mattermost/rtcd/releases",
+        )),
+        Some(PluginVerdict::Unparsable(e)) => out.push(Finding::new(
+            FindingId::RtcdVersionInvalid,
+            Severity::Error,
+            format!("{at}RTCD reports the version {ver:?}, which the Calls plugin cannot parse as a semantic version ({e}): the plugin refuses this RTCD (\"failed to parse currVersion\")"),
+            "run an RTCD release build (its /version says vMAJOR.MINOR.PATCH), e.g. the latest release from github.com/mattermost/rtcd/releases",
+        )),
+        _ => {}
+    }
+    out
 }
 
 fn proxy_finding(
     url: &Url,
     p: &goproxy::Proxy,
-    via: &RouteRun,
-    direct: &RouteRun,
-    no_proxy: &str,
     env: &goproxy::ProxyEnv,
+    no_proxy: &str,
+    source: &procenv::EnvSource,
+    shown: Option<String>,
 ) -> Finding {
     let np = env
         .no_proxy
         .as_ref()
         .map_or("NO_PROXY is not set".to_string(), |(k, v)| {
-            format!("{k}={v} does not name {}", url.host)
+            format!("{k}={v} does not exclude {}", url.host)
         });
-    let verdict = match (via.failure.is_none(), direct.failure.is_none()) {
-        (false, true) => "the direct route works, the proxy route does not",
-        (true, true) => "both routes work, but the proxy sits in the plugin's path",
-        (true, false) => "only the proxy route works",
-        (false, false) => "neither route works",
+    let whose = match source.pid {
+        Some(pid) => format!("in the environment of the running Mattermost server (pid {pid})"),
+        None => "in this tool's environment".to_string(),
+    };
+    let effect = if url.https {
+        format!(
+            "the plugin still dials RTCD's own address and sends the proxy's `CONNECT {}` to RTCD, in plaintext on its TLS port: every request fails, even GET /version",
+            url.authority()
+        )
+    } else {
+        format!(
+            "the plugin still dials RTCD's own address, and gorilla/websocket sends the proxy's `CONNECT {}` to RTCD itself: RTCD answers 404, so the plugin's WebSocket dial fails with \"Not Found\" (plain requests such as GET /version still work)",
+            url.authority()
+        )
     };
     Finding::new(
-        "proxy_in_path",
-        Severity::Warning,
+        FindingId::ProxyInPath,
+        Severity::Error,
         format!(
-            "the Calls plugin would reach RTCD through the proxy {} ({}={}; {np}): {verdict} — through the proxy: {}; direct: {}",
-            p.authority(),
+            "{}={} {whose} applies to {} under Go's proxy rules and {np}: {effect} — Calls plugin issue #379{}",
             p.var,
             p.raw,
-            outcome(via),
-            outcome(direct)
+            url.base(),
+            shown.map(|s| format!(". Seen here: {s}")).unwrap_or_default()
         ),
         format!(
-            "set NO_PROXY={no_proxy} in the Mattermost server's environment (systemd unit `Environment=NO_PROXY={no_proxy}`, or the container's environment) and restart Mattermost, so the plugin connects to RTCD directly (Calls plugin issue #379)"
+            "set NO_PROXY={no_proxy} in the Mattermost server's environment (systemd unit `Environment=NO_PROXY={no_proxy}`, or the container's environment) and restart Mattermost, so the plugin talks to RTCD without the proxy"
         ),
     )
 }
@@ -253,28 +534,70 @@ mod tests {
             url: url.into(),
             client_id: id.map(Into::into),
             auth_key: key.map(Into::into),
+            min_rtcd_version: DEFAULT_MIN_VERSION.into(),
+            proxy_env: ProxyEnvArg::Own,
             json: false,
         }
     }
 
     #[test]
     fn credentials_from_the_url_or_the_flags() {
-        let (u, c) = inputs(&args("http://mm:k3y@203.0.113.2:8045/", None, None)).unwrap();
-        assert_eq!(u.base(), "http://203.0.113.2:8045");
-        let c = c.unwrap();
+        let i = inputs(&args("http://mm:k3y@203.0.113.2:8045/", None, None)).unwrap();
+        assert_eq!(i.url.base(), "http://203.0.113.2:8045");
+        assert!(i.explicit_port);
+        let c = i.creds.unwrap();
         assert_eq!((c.client_id.as_str(), c.auth_key.as_str()), ("mm", "k3y"));
-        let (_, c) = inputs(&args(
+        let i = inputs(&args(
             "http://mm:k3y@203.0.113.2:8045",
             Some("a"),
             Some("b"),
         ))
         .unwrap();
-        assert_eq!(c.unwrap().client_id, "a");
+        assert_eq!(i.creds.unwrap().client_id, "a");
         assert!(inputs(&args("http://203.0.113.2:8045", Some("a"), None)).is_err());
         assert!(inputs(&args("ftp://x", None, None)).is_err());
         assert!(inputs(&args("203.0.113.2:8045", None, None))
             .unwrap()
-            .1
+            .creds
             .is_none());
+    }
+
+    #[test]
+    fn a_port_must_be_written() {
+        for (u, want) in [
+            ("http://rtcd.example.com:8045", true),
+            ("https://rtcd.example.com:443/", true),
+            ("http://mm:key@rtcd.example.com:8045/x", true),
+            ("https://[2001:db8::1]:8045", true),
+            ("http://rtcd.example.com", false),
+            ("https://rtcd.example.com/rtcd", false),
+            ("http://mm:key@rtcd.example.com/", false),
+            ("https://[2001:db8::1]", false),
+        ] {
+            assert_eq!(
+                inputs(&args(u, None, None)).unwrap().explicit_port,
+                want,
+                "{u}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv4_only() {
+        assert_eq!(
+            resolve_ipv4("203.0.113.2", 8045).unwrap(),
+            vec![Ipv4Addr::new(203, 0, 113, 2)]
+        );
+        assert!(resolve_ipv4("2001:db8::1", 8045)
+            .unwrap_err()
+            .contains("IPv6"));
+    }
+
+    #[test]
+    fn min_version_flag_is_a_semver() {
+        assert!(parse_min_version("v1.2.5").is_ok());
+        assert!(parse_min_version("1.2").is_ok());
+        assert!(parse_min_version("V1.2.5").is_err());
+        assert!(parse_min_version("latest").is_err());
     }
 }

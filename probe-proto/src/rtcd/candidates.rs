@@ -20,6 +20,7 @@ use super::net::{
     is_loopback, is_private, is_v6_link_local, pion_tcp_keeps, rtcd_keeps, same_stack,
 };
 use super::pion::PionRules;
+use super::rewrite::{Rewriter, PION_REWRITE_ERROR};
 use super::validate::{parse_port_map, single_port, ConfigError};
 
 /// DNS for a hostname override: `(name, ipv6_allowed)` → addresses in
@@ -99,7 +100,35 @@ pub struct Advertised {
     /// Local addresses RTCD listens on over UDP but advertises no UDP
     /// candidate for: the pairs form maps their family but not them, and
     /// pion v4.0.x drops such UDP candidates (TCP keeps the local address).
+    /// Always empty with the v4.2 rules, which map them to the external addresses.
     pub dropped: Vec<IpAddr>,
+    /// The pion generation whose rewrite rules were applied.
+    pub rules: PionRules,
+    /// With `ice_address_udp`/`ice_address_tcp` set: the local IPs RTCD keeps (those listed in
+    /// either), which drive the override pairs, STUN, the port map, the UDP listeners when
+    /// `ice_address_udp` is empty, and every TCP candidate. `None`: no filter.
+    pub narrowed: Option<Vec<IpAddr>>,
+    /// The filter keeps no local IP, so RTCD silently drops this part of its configuration.
+    pub filter_ignores: Option<FilterIgnores>,
+}
+
+/// What RTCD silently drops when `ice_address_*` keeps no local IP (rtcd utils.go:84-87).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterIgnores {
+    /// A single-IP or hostname `ice_host_override`.
+    Override,
+    /// STUN discovery of the public address (`ice_servers` with a usable STUN URL).
+    Stun,
+}
+
+impl Advertised {
+    /// The UDP candidates (media's transport).
+    pub fn udp(&self) -> impl Iterator<Item = &Candidate> {
+        self.candidates
+            .iter()
+            .filter(|c| c.protocol == Protocol::Udp)
+    }
 }
 
 /// Why RTCD would advertise nothing: it would not start, or every call join
@@ -119,7 +148,11 @@ pub enum AdvertiseError {
     /// The override hostname does not resolve on this host: every join fails.
     Resolve { host: String, reason: String },
     /// pion refuses the NAT 1:1 entries: every join fails.
-    Mapping { entry: String, generated: bool },
+    Mapping {
+        entry: String,
+        generated: bool,
+        rules: PionRules,
+    },
 }
 
 impl fmt::Display for AdvertiseError {
@@ -148,14 +181,22 @@ impl fmt::Display for AdvertiseError {
                  ice_host_override (env RTCD_RTC_ICEHOSTOVERRIDE) on every call join, so every join \
                  would fail; fix DNS on the RTCD host or give the public IP address instead"
             ),
-            Self::Mapping { entry, generated: false } => write!(
+            Self::Mapping { entry, generated: false, rules: PionRules::V4_0 } => write!(
                 f,
                 "{PION_MAPPING_ERROR} — pion refuses the entry {entry:?} of ice_host_override \
-                 (env RTCD_RTC_ICEHOSTOVERRIDE), so every call join would fail; use IP literals \
-                 EXTERNAL/LOCAL of one family, each local IP once, and a lone external IP only for a \
-                 family no pair uses (newer pion words this \"invalid address rewrite mapping\")"
+                 (env RTCD_RTC_ICEHOSTOVERRIDE), so every call join would fail ({}); use IP literals \
+                 EXTERNAL/LOCAL of one family, each local IP once, no spaces, and a lone external IP only for a \
+                 family no pair uses",
+                PionRules::V4_0.label()
             ),
-            Self::Mapping { entry, generated: true } => write!(
+            Self::Mapping { entry, generated: false, rules: PionRules::V4_2 } => write!(
+                f,
+                "{PION_REWRITE_ERROR} — pion refuses the entry {entry:?} of ice_host_override \
+                 (env RTCD_RTC_ICEHOSTOVERRIDE), so every call join would fail ({}); both sides of \
+                 each EXTERNAL/LOCAL pair and every lone entry must be IP literals",
+                PionRules::V4_2.label()
+            ),
+            Self::Mapping { entry, generated: true, .. } => write!(
                 f,
                 "{PION_MAPPING_ERROR} — pion refuses the pair {entry:?} RTCD builds from this host's \
                  addresses (an address listed twice, or a STUN answer of the other family), so every \
@@ -462,11 +503,10 @@ pub fn compute_advertised(
     port_tcp: u16,
     rules: PionRules,
 ) -> Result<Advertised, AdvertiseError> {
-    // TODO(issue 10): the 4.2 rewrite rules; both generations use the 4.0 mapper today.
-    let _ = rules;
     cfg.validate().map_err(AdvertiseError::InvalidConfig)?;
     let ipv6 = cfg.enable_ipv6;
     let all: Vec<IpAddr> = locals.iter().map(|l| canonical(l.ip)).collect();
+    // rtcd server.go:97-103 (getSystemIPs, net.go:34-79).
     let rtcd_ips: Vec<IpAddr> = all
         .iter()
         .copied()
@@ -475,8 +515,27 @@ pub fn compute_advertised(
     if rtcd_ips.is_empty() {
         return Err(AdvertiseError::NoLocalAddress);
     }
-    let udp_listen = if cfg.ice_address_udp.is_empty() {
+    // rtcd server.go:109-122: with either ice_address_* set, the local IPs are narrowed to those
+    // whose text (Go's netip String) is listed in either one. "0.0.0.0" names no local IP.
+    let listed: Vec<String> = parse_ice_address(&cfg.ice_address_udp)
+        .into_iter()
+        .chain(parse_ice_address(&cfg.ice_address_tcp))
+        .collect();
+    let filtered = !listed.is_empty();
+    let narrowed: Vec<IpAddr> = if filtered {
+        rtcd_ips
+            .iter()
+            .copied()
+            .filter(|ip| listed.contains(&ip.to_string()))
+            .collect()
+    } else {
         rtcd_ips.clone()
+    };
+    // rtcd server.go:346-363 (initUDP): one mux per ice_address_udp entry when it is set (an
+    // unspecified entry makes pion list the interface addresses itself, ice udp_mux.go:72-108),
+    // else one per narrowed local IP.
+    let udp_listen = if cfg.ice_address_udp.is_empty() {
+        narrowed.clone()
     } else {
         listen_addresses(
             Protocol::Udp,
@@ -486,8 +545,11 @@ pub fn compute_advertised(
             ipv6,
         )?
     };
-    // TCP listeners only have to bind: pion makes a passive TCP candidate for
-    // every interface address, whatever ice_address_tcp narrows the listener to.
+    // rtcd server.go:385-409 (initTCP): the listeners only have to bind. Which addresses get a
+    // passive TCP candidate is pion's interface list (ice net.go:47-126) through RTCD's IP
+    // filter, which keeps only the narrowed local IPs (rtcd sfu.go:103-115; ice net.go:111 and
+    // gather.go:263 in v4.2.0, gather.go:138 in v4.0.10). The mux's own bind address does not
+    // limit it: RTCD's multi-mux has none and its single mux listens on every address.
     listen_addresses(
         Protocol::Tcp,
         &cfg.ice_address_tcp,
@@ -498,15 +560,18 @@ pub fn compute_advertised(
     let tcp_locals: Vec<IpAddr> = all
         .iter()
         .copied()
-        .filter(|ip| pion_tcp_keeps(*ip, ipv6))
+        .filter(|ip| pion_tcp_keeps(*ip, ipv6) && narrowed.contains(ip))
         .collect();
 
-    let host_port_override = effective_port_override(&cfg.ice_host_port_override, &rtcd_ips);
-    // rtcd Start: STUN runs when there is no override and any ICE server.
+    // rtcd server.go:124-135: the port map is looked up among the narrowed local IPs.
+    let host_port_override = effective_port_override(&cfg.ice_host_port_override, &narrowed);
+    // rtcd server.go:137-158: STUN runs when there is no override and any ICE server, once per
+    // narrowed local IP.
+    let stun_wanted = cfg.ice_host_override.is_empty() && !cfg.ice_servers.is_empty();
     let public: Option<Vec<(IpAddr, Option<IpAddr>)>> =
-        (cfg.ice_host_override.is_empty() && !cfg.ice_servers.is_empty()).then(|| {
+        (stun_wanted && !narrowed.is_empty()).then(|| {
             let usable = matches!(rtcd_stun_target(cfg), Some(Ok(_)));
-            rtcd_ips
+            narrowed
                 .iter()
                 .map(|&ip| {
                     (
@@ -521,20 +586,61 @@ pub fn compute_advertised(
                 .collect()
         });
 
-    let mut pairs = generate_pairs(cfg, &rtcd_ips, public.as_deref(), resolve)?;
-    let (mapper, parsed) =
-        Mapper::new(&pairs.entries).map_err(|entry| AdvertiseError::Mapping {
-            entry,
-            generated: !cfg.ice_host_override.contains('/'),
-        })?;
-    if cfg.ice_host_override.contains('/') {
-        pairs.form = OverrideForm::Pairs(
-            parsed
-                .iter()
-                .map(|&(ext, local)| (ext, local.unwrap_or_else(|| unspecified_like(ext))))
-                .collect(),
-        );
-    }
+    let mut pairs = generate_pairs(cfg, &narrowed, public.as_deref(), resolve)?;
+    // rtcd utils.go:84-87: with no narrowed local IP, a single-IP or hostname override (still
+    // resolved first, utils.go:77-82) and STUN give no pairs at all. The EXT/LOCAL form is
+    // returned before that check (utils.go:67-69) and still applies.
+    let filter_ignores = if !filtered || !narrowed.is_empty() {
+        None
+    } else if !cfg.ice_host_override.is_empty() && !cfg.ice_host_override.contains('/') {
+        Some(FilterIgnores::Override)
+    } else if stun_wanted && matches!(rtcd_stun_target(cfg), Some(Ok(_))) {
+        Some(FilterIgnores::Stun)
+    } else {
+        None
+    };
+    let map_err = |entry: String| AdvertiseError::Mapping {
+        entry,
+        generated: !cfg.ice_host_override.contains('/'),
+        rules,
+    };
+    // rtcd sfu.go:117-124: SetNAT1To1IPs only with pairs.
+    let mapper = if pairs.entries.is_empty() {
+        HostMapper::None
+    } else {
+        match rules {
+            // pion/ice v4.0.x external_ip_mapper.go:82-147.
+            PionRules::V4_0 => {
+                let (m, parsed) = Mapper::new(&pairs.entries).map_err(map_err)?;
+                if cfg.ice_host_override.contains('/') {
+                    pairs.form = OverrideForm::Pairs(
+                        parsed
+                            .iter()
+                            .map(|&(ext, local)| {
+                                (ext, local.unwrap_or_else(|| unspecified_like(ext)))
+                            })
+                            .collect(),
+                    );
+                }
+                HostMapper::V4_0(m)
+            }
+            // webrtc v4.2.6 icegatherer.go:378-405 + ice v4.2.0 external_ip_mapper.go.
+            PionRules::V4_2 => {
+                let (r, parsed) = Rewriter::new(&pairs.entries).map_err(map_err)?;
+                if cfg.ice_host_override.contains('/') {
+                    pairs.form = OverrideForm::Pairs(
+                        parsed
+                            .iter()
+                            .map(|&(ext, local)| {
+                                (ext, local.unwrap_or_else(|| unspecified_like(ext)))
+                            })
+                            .collect(),
+                    );
+                }
+                HostMapper::V4_2(r)
+            }
+        }
+    };
     let targets = port_override_targets(cfg, public.as_deref());
 
     let mut candidates: Vec<Candidate> = Vec::new();
@@ -544,36 +650,67 @@ pub fn compute_advertised(
         (Protocol::Tcp, &tcp_locals, port_tcp),
     ] {
         for &local in locals {
-            let (address, source) = match mapper.find(local) {
-                Lookup::Unchanged => (local, Source::Local),
-                Lookup::Mapped { external, entry } => (external, pairs.sources[entry]),
-                Lookup::NotFound if protocol == Protocol::Udp => {
-                    dropped.push(local);
+            let mapped: Vec<(IpAddr, Source)> = match &mapper {
+                HostMapper::None => vec![(local, Source::Local)],
+                HostMapper::V4_0(m) => match m.find(local) {
+                    Lookup::Unchanged => vec![(local, Source::Local)],
+                    Lookup::Mapped { external, entry } => vec![(external, pairs.sources[entry])],
+                    // ice v4.0.10 gather.go:348-353: the UDP mux drops the candidate; the TCP
+                    // path (gather.go:148-153) keeps the local address.
+                    Lookup::NotFound if protocol == Protocol::Udp => {
+                        dropped.push(local);
+                        continue;
+                    }
+                    Lookup::NotFound => vec![(local, Source::Local)],
+                },
+                HostMapper::V4_2(r) => match r.lookup(local) {
+                    None => vec![(local, Source::Local)],
+                    Some(list) => {
+                        let mut v: Vec<(IpAddr, Source)> = list
+                            .into_iter()
+                            .map(|(ip, entry)| {
+                                let ip = canonical(ip);
+                                let src = match pairs.sources[entry] {
+                                    // An identity entry's external standing in for another
+                                    // address (through the catch-all) is a mapping.
+                                    Source::Local if ip != local => Source::Mapping,
+                                    s => s,
+                                };
+                                (ip, src)
+                            })
+                            .collect();
+                        // ice v4.2.0 gather.go:294-299: one passive TCP candidate per local
+                        // address, the first mapped one; UDP gets them all (gather.go:481-533).
+                        if protocol == Protocol::Tcp {
+                            v.truncate(1);
+                        }
+                        v
+                    }
+                },
+            };
+            for (address, source) in mapped {
+                // Link-local IPv6 is never advertised (RFC 8445 location tracking).
+                let link_local = matches!(address, IpAddr::V6(v6) if is_v6_link_local(v6));
+                // pion drops a candidate equal to one already gathered.
+                let duplicate = candidates
+                    .iter()
+                    .any(|c| c.protocol == protocol && c.address == address);
+                if link_local || duplicate {
                     continue;
                 }
-                Lookup::NotFound => (local, Source::Local),
-            };
-            // Link-local IPv6 is never advertised (RFC 8445 location tracking).
-            let link_local = matches!(address, IpAddr::V6(v6) if is_v6_link_local(v6));
-            // pion drops a candidate equal to one already gathered.
-            let duplicate = candidates
-                .iter()
-                .any(|c| c.protocol == protocol && c.address == address);
-            if link_local || duplicate {
-                continue;
+                let port = match host_port_override {
+                    Some(p) if targets.contains(&address.to_string()) => p,
+                    _ => base_port,
+                };
+                candidates.push(Candidate {
+                    address,
+                    port,
+                    protocol,
+                    private: is_private(address),
+                    source,
+                    local,
+                });
             }
-            let port = match host_port_override {
-                Some(p) if targets.contains(&address.to_string()) => p,
-                _ => base_port,
-            };
-            candidates.push(Candidate {
-                address,
-                port,
-                protocol,
-                private: is_private(address),
-                source,
-                local,
-            });
         }
     }
     Ok(Advertised {
@@ -583,7 +720,17 @@ pub fn compute_advertised(
         rtcd_port_tcp: cfg.ice_port_tcp as u16,
         host_port_override,
         dropped,
+        rules,
+        narrowed: filtered.then_some(narrowed),
+        filter_ignores,
     })
+}
+
+/// The host-candidate mapper of the pion generation in use.
+enum HostMapper {
+    None,
+    V4_0(Mapper),
+    V4_2(Rewriter),
 }
 
 #[cfg(test)]
@@ -936,7 +1083,7 @@ mod tests {
             );
             let text = e.to_string();
             assert!(text.starts_with("invalid 1:1 NAT IP mapping — "), "{text}");
-            assert!(text.contains("invalid address rewrite mapping"), "{text}");
+            assert!(text.contains("pion/ice v4.0"), "{text}");
         }
         // RTCD builds pairs from the host's addresses; a duplicate address
         // makes pion refuse them too.
@@ -1133,21 +1280,258 @@ mod tests {
         assert_eq!(rtcd_stun_target(&RtcdConfig::default()), None);
     }
 
+    /// rtcd server.go:109-122 narrows the local IPs to those listed in either ice_address_*;
+    /// sfu.go:103-115 (SetIPFilter) keeps TCP candidates to them.
     #[test]
-    fn ice_address_udp_narrows_udp_only() {
+    fn ice_address_narrows_udp_and_tcp() {
         let c = cfg("[rtc]\nice_address_udp = \"10.0.0.5\"\nice_address_tcp = \"10.0.0.5\"");
         let a = run(&c, HOST).unwrap();
+        let want = same(&[("10.0.0.5", 8443, Local)]);
+        assert_eq!(list(&a, Udp), want);
+        assert_eq!(
+            list(&a, Tcp),
+            want,
+            "the IP filter limits TCP candidates too"
+        );
+        assert_eq!(a.narrowed, Some(vec![ip("10.0.0.5")]));
+        assert_eq!(a.filter_ignores, None);
+
+        // ice_address_udp alone narrows TCP as well (TCP listens on every address).
+        let a = run(&cfg("[rtc]\nice_address_udp = \"10.0.0.5\""), HOST).unwrap();
+        assert_eq!(list(&a, Tcp), same(&[("10.0.0.5", 8443, Local)]));
+        // ice_address_tcp alone: the UDP muxes follow the narrowed list (initUDP, server.go:358-363).
+        let a = run(&cfg("[rtc]\nice_address_tcp = \"10.0.0.5\""), HOST).unwrap();
         assert_eq!(list(&a, Udp), same(&[("10.0.0.5", 8443, Local)]));
-        // pion's TCP mux makes a candidate for every interface address,
-        // whatever address the listener is bound to.
-        assert_eq!(list(&a, Tcp).len(), 3);
+        // The union of both lists.
+        let a = run(
+            &cfg("[rtc]\nice_address_udp = \"10.0.0.5\"\nice_address_tcp = \"172.17.0.1\""),
+            HOST,
+        )
+        .unwrap();
+        assert_eq!(a.narrowed, Some(vec![ip("10.0.0.5"), ip("172.17.0.1")]));
+        assert_eq!(list(&a, Udp), same(&[("10.0.0.5", 8443, Local)]));
+        assert_eq!(list(&a, Tcp).len(), 2);
 
         let c = cfg("[rtc]\nice_address_udp = \"10.0.0.5\"\nice_host_override = \"203.0.113.7\"");
         let a = run(&c, HOST).unwrap();
         assert_eq!(list(&a, Udp), same(&[("203.0.113.7", 8443, Override)]));
+        assert_eq!(list(&a, Tcp), same(&[("203.0.113.7", 8443, Override)]));
+    }
 
-        let a = run(&cfg("[rtc]\nice_address_udp = \"0.0.0.0\""), HOST).unwrap();
-        assert_eq!(list(&a, Udp).len(), 3);
+    /// "0.0.0.0" names no local IP: the narrowed list is empty. utils.go:84-87 then makes no
+    /// pairs (override and STUN ignored) and the IP filter lets no TCP candidate through; the
+    /// UDP mux on 0.0.0.0 still advertises every interface address, unmapped.
+    #[test]
+    fn ice_address_unspecified_ignores_override_and_stun() {
+        for rules in [PionRules::V4_0, PionRules::V4_2] {
+            let c = cfg("[rtc]\nice_address_udp = \"0.0.0.0\"\nice_host_override = \"203.0.113.7\"\nice_host_port_override = 30443");
+            let a = compute_advertised(&c, &locals(HOST), &no_dns, &no_stun, 8443, 8443, rules)
+                .unwrap();
+            assert_eq!(
+                list(&a, Udp),
+                same(&[
+                    ("127.0.0.1", 8443, Local),
+                    ("10.0.0.5", 8443, Local),
+                    ("172.17.0.1", 8443, Local),
+                ])
+            );
+            assert!(list(&a, Tcp).is_empty(), "no TCP candidate");
+            assert_eq!(a.narrowed, Some(vec![]));
+            assert_eq!(a.filter_ignores, Some(FilterIgnores::Override));
+            assert_eq!(a.override_form, OverrideForm::Ip(ip("203.0.113.7")));
+            assert_eq!(a.rules, rules);
+
+            // STUN is not even sent.
+            let c = cfg("[rtc]\nice_address_udp = \"0.0.0.0\"\nice_servers = [\"stun:stun.example.com:3478\"]");
+            let a = compute_advertised(&c, &locals(HOST), &no_dns, &no_stun, 8443, 8443, rules)
+                .unwrap();
+            assert_eq!(a.filter_ignores, Some(FilterIgnores::Stun));
+            assert!(a.candidates.iter().all(|c| c.source == Local));
+        }
+        // The hostname is still resolved first (utils.go:77-82): a failed lookup still fails.
+        let c =
+            cfg("[rtc]\nice_address_udp = \"0.0.0.0\"\nice_host_override = \"rtc.example.com\"");
+        let nx = |_: &str, _: bool| Err("no such host".to_string());
+        let e = compute_advertised(
+            &c,
+            &locals(HOST),
+            &nx,
+            &no_stun,
+            8443,
+            8443,
+            PionRules::V4_2,
+        )
+        .unwrap_err();
+        assert!(matches!(e, AdvertiseError::Resolve { .. }));
+        // The EXT/LOCAL form is returned before the empty check (utils.go:67-69): it applies.
+        let c = cfg(
+            "[rtc]\nice_address_udp = \"0.0.0.0\"\nice_host_override = \"203.0.113.7/10.0.0.5\"",
+        );
+        let a = run(&c, HOST).unwrap();
+        assert_eq!(a.filter_ignores, None);
+        assert_eq!(list(&a, Udp), same(&[("203.0.113.7", 8443, Mapping)]));
+        // A non-canonical spelling matches no local IP either (Go compares ip.String()).
+        let a = run(
+            &cfg("[rtc]\nenable_ipv6 = true\nice_address_udp = \"2001:DB8::5\"\nice_host_override = \"203.0.113.7\""),
+            &["127.0.0.1", "10.0.0.5", "2001:db8::5"],
+        )
+        .unwrap();
+        assert_eq!(a.narrowed, Some(vec![]));
+        assert_eq!(a.filter_ignores, Some(FilterIgnores::Override));
+    }
+
+    /// Only ice_address_tcp = "0.0.0.0": initUDP loops over zero narrowed IPs
+    /// (server.go:358-363), so there is no UDP candidate, and no TCP one either.
+    #[test]
+    fn ice_address_tcp_unspecified_alone_leaves_no_candidate() {
+        let a = run(&cfg("[rtc]\nice_address_tcp = \"0.0.0.0\""), HOST).unwrap();
+        assert!(a.candidates.is_empty(), "{:?}", a.candidates);
+        assert_eq!(a.udp().count(), 0);
+        assert_eq!(a.narrowed, Some(vec![]));
+        // Nothing configured is dropped here: no override, no STUN.
+        assert_eq!(a.filter_ignores, None);
+        // Without any filter the same host has candidates.
+        assert!(run(&cfg(""), HOST).unwrap().narrowed.is_none());
+    }
+
+    fn run42(c: &RtcdConfig, l: &[&str]) -> Result<Advertised, AdvertiseError> {
+        compute_advertised(
+            c,
+            &locals(l),
+            &no_dns,
+            &no_stun,
+            8443,
+            8443,
+            PionRules::V4_2,
+        )
+    }
+
+    /// pion/ice v4.2 through webrtc v4.2.6 (icegatherer.go:378-405): an address with no pair is
+    /// rewritten to the externals of its family by the catch-all, not dropped.
+    #[test]
+    fn v4_2_pairs_form_maps_unpaired_addresses() {
+        let c = cfg("[rtc]\nice_host_override = \"203.0.113.1/10.0.0.5\"");
+        let a = run42(&c, HOST).unwrap();
+        assert_eq!(a.rules, PionRules::V4_2);
+        assert!(a.dropped.is_empty());
+        // 127.0.0.1 and 172.17.0.1 become 203.0.113.1 too: one candidate per address.
+        assert_eq!(list(&a, Udp), same(&[("203.0.113.1", 8443, Mapping)]));
+        assert_eq!(list(&a, Tcp), same(&[("203.0.113.1", 8443, Mapping)]));
+        assert_eq!(a.candidates[0].local, ip("127.0.0.1"));
+
+        // Two externals for unpaired addresses: both advertised over UDP, the first over TCP
+        // (ice v4.2.0 gather.go:294-299).
+        let c = cfg("[rtc]\nice_host_override = \"203.0.113.1/10.0.0.5,203.0.113.2/10.0.0.6\"");
+        let a = run42(&c, &["10.0.0.9"]).unwrap();
+        assert_eq!(
+            list(&a, Udp),
+            same(&[
+                ("203.0.113.1", 8443, Mapping),
+                ("203.0.113.2", 8443, Mapping)
+            ])
+        );
+        assert_eq!(list(&a, Tcp), same(&[("203.0.113.1", 8443, Mapping)]));
+
+        // An identity pair's external serves the catch-all too.
+        let c = cfg("[rtc]\nice_host_override = \"127.0.0.1/127.0.0.1,203.0.113.1/10.0.0.5\"");
+        let a = run42(&c, HOST).unwrap();
+        assert_eq!(
+            list(&a, Udp),
+            same(&[("127.0.0.1", 8443, Local), ("203.0.113.1", 8443, Mapping)])
+        );
+    }
+
+    /// Values pion/ice v4.0 refuses ("every join fails") and v4.2 serves.
+    #[test]
+    fn v4_2_accepts_what_v4_0_refused() {
+        for (value, want) in [
+            // Spaces after the comma are trimmed.
+            (
+                "203.0.113.1/10.0.0.5, 203.0.113.2/172.17.0.1",
+                &[("203.0.113.1", Mapping), ("203.0.113.2", Mapping)][..],
+            ),
+            // A pair beside a lone IP.
+            (
+                "203.0.113.1/10.0.0.5,203.0.113.2",
+                &[("203.0.113.1", Mapping), ("203.0.113.2", Mapping)],
+            ),
+            // A duplicate local: the first pair wins for it; the others get both externals.
+            (
+                "203.0.113.1/10.0.0.5,203.0.113.2/10.0.0.5",
+                &[("203.0.113.1", Mapping), ("203.0.113.2", Mapping)],
+            ),
+            // A cross-family pair.
+            (
+                "2001:db8::1/10.0.0.5",
+                &[
+                    ("127.0.0.1", Local),
+                    ("2001:db8::1", Mapping),
+                    ("172.17.0.1", Local),
+                ],
+            ),
+        ] {
+            let c = cfg(&format!("[rtc]\nice_host_override = \"{value}\""));
+            assert!(
+                matches!(
+                    run(&c, HOST),
+                    Err(AdvertiseError::Mapping {
+                        rules: PionRules::V4_0,
+                        ..
+                    })
+                ),
+                "{value}: v4.0 refuses it"
+            );
+            let a = run42(&c, HOST).unwrap_or_else(|e| panic!("{value}: {e}"));
+            let got: Vec<(String, Source)> =
+                a.udp().map(|c| (c.address.to_string(), c.source)).collect();
+            let want: Vec<(String, Source)> =
+                want.iter().map(|(a, s)| (a.to_string(), *s)).collect();
+            let mut got_sorted = got.clone();
+            got_sorted.sort_by(|x, y| x.0.cmp(&y.0));
+            let mut want_sorted = want.clone();
+            want_sorted.sort_by(|x, y| x.0.cmp(&y.0));
+            assert_eq!(got_sorted, want_sorted, "{value}");
+        }
+        let c = cfg("[rtc]\nice_host_override = \"203.0.113.1/10.0.0.5,203.0.113.2/10.0.0.5\"");
+        let a = run42(&c, &["10.0.0.5"]).unwrap();
+        assert_eq!(list(&a, Udp), same(&[("203.0.113.1", 8443, Mapping)]));
+        // RTCD's own pairs from a host listing an address twice: refused by v4.0 only.
+        let c = cfg("[rtc]\nice_host_override = \"203.0.113.7\"");
+        let l = &["127.0.0.1", "10.0.0.5", "10.0.0.5"];
+        assert!(run(&c, l).is_err());
+        let a = run42(&c, l).unwrap();
+        assert_eq!(
+            list(&a, Udp),
+            same(&[("127.0.0.1", 8443, Local), ("203.0.113.7", 8443, Override)])
+        );
+    }
+
+    #[test]
+    fn v4_2_still_refuses_non_ip_values() {
+        for bad in [
+            "rtc.example.com/10.0.0.5",
+            "203.0.113.1/10.0.0.5/8443",
+            "203.0.113.1/10.0.0.5,rtc.example.com",
+        ] {
+            let c = cfg(&format!("[rtc]\nice_host_override = \"{bad}\""));
+            let e = run42(&c, HOST).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    AdvertiseError::Mapping {
+                        generated: false,
+                        rules: PionRules::V4_2,
+                        ..
+                    }
+                ),
+                "{bad}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with("invalid address rewrite mapping — "),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct ApiConfig {
     pub enable_admin: bool,
     pub admin_secret_key: String,
     pub allow_self_registration: bool,
+    /// `security.session_cache.expiration_minutes`; checked when RTCD creates its session
+    /// cache (rtcd service/service.go:86, service/auth/session_cache.go:21 (v1.2.6)).
+    pub session_cache_expiration_minutes: i64,
 }
 
 impl Default for ApiConfig {
@@ -66,6 +69,39 @@ impl Default for ApiConfig {
             enable_admin: false,
             admin_secret_key: String::new(),
             allow_self_registration: false,
+            // rtcd service/config.go:80 (v1.2.6)
+            session_cache_expiration_minutes: 1440,
+        }
+    }
+}
+
+/// `[logger]` (rtcd logger/config.go:14 (v1.2.6)): only what decides whether RTCD starts and
+/// where and how it writes its log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggerConfig {
+    pub enable_console: bool,
+    pub console_json: bool,
+    pub console_level: String,
+    pub enable_file: bool,
+    pub file_json: bool,
+    pub file_level: String,
+    /// Relative to RTCD's working directory.
+    pub file_location: String,
+    pub enable_color: bool,
+}
+
+impl Default for LoggerConfig {
+    /// rtcd service/config.go:88-95 (v1.2.6).
+    fn default() -> Self {
+        Self {
+            enable_console: true,
+            console_json: false,
+            console_level: "INFO".to_string(),
+            enable_file: true,
+            file_json: true,
+            file_level: "DEBUG".to_string(),
+            file_location: "rtcd.log".to_string(),
+            enable_color: false,
         }
     }
 }
@@ -111,6 +147,7 @@ pub struct RtcdConfig {
     pub api: ApiConfig,
     /// `[store] data_source`; may hold credentials, redact it in reports.
     pub store_data_source: String,
+    pub logger: LoggerConfig,
     /// The TOML file as parsed (empty for defaults), for redacted dumps.
     /// Environment overrides are not folded into it.
     #[serde(skip)]
@@ -120,7 +157,8 @@ pub struct RtcdConfig {
 }
 
 impl Default for RtcdConfig {
-    /// RTCD's `SetDefaults`.
+    /// RTCD's `SetDefaults` (rtcd service/config.go:78-96 (v1.2.6)). `udp_sockets_count`
+    /// stays `None`: NumCPU × 100 (service/config.go:84) is the host's business.
     fn default() -> Self {
         Self {
             ice_address_udp: String::new(),
@@ -136,6 +174,7 @@ impl Default for RtcdConfig {
             nack_buffer_size: 256,
             api: ApiConfig::default(),
             store_data_source: "/tmp/rtcd_db".to_string(),
+            logger: LoggerConfig::default(),
             table: Table::new(),
             env_applied: Vec::new(),
         }
@@ -321,6 +360,11 @@ fn decode(root: &Table, cfg: &mut RtcdConfig, src: &str) -> Result<(), ConfigErr
                 "allow_self_registration",
                 &mut cfg.api.allow_self_registration,
             )?;
+            if let Some(cache) = sec.table("session_cache")? {
+                if let Some(m) = cache.int("expiration_minutes")? {
+                    cfg.api.session_cache_expiration_minutes = m;
+                }
+            }
         }
     }
     if let Some(rtc) = root.table("rtc")? {
@@ -345,6 +389,9 @@ fn decode(root: &Table, cfg: &mut RtcdConfig, src: &str) -> Result<(), ConfigErr
         if let Some(n) = rtc.int("udp_sockets_count")? {
             cfg.udp_sockets_count = Some(n);
         }
+        // Not kept, but a value of the wrong type stops RTCD (service/rtc/config.go:49).
+        let mut nack_disable_copy = true;
+        rtc.boolean("nack_disable_copy", &mut nack_disable_copy)?;
         if let Some(n) = rtc.int("nack_buffer_size")? {
             cfg.nack_buffer_size = u16::try_from(n).map_err(|_| {
                 rtc.unmarshal_err(
@@ -357,6 +404,18 @@ fn decode(root: &Table, cfg: &mut RtcdConfig, src: &str) -> Result<(), ConfigErr
     }
     if let Some(store) = root.table("store")? {
         store.string("data_source", &mut cfg.store_data_source)?;
+    }
+    // rtcd logger/config.go:14-23 (v1.2.6): the toml tags of logger.Config.
+    if let Some(log) = root.table("logger")? {
+        let l = &mut cfg.logger;
+        log.boolean("enable_console", &mut l.enable_console)?;
+        log.boolean("console_json", &mut l.console_json)?;
+        log.string("console_level", &mut l.console_level)?;
+        log.boolean("enable_file", &mut l.enable_file)?;
+        log.boolean("file_json", &mut l.file_json)?;
+        log.string("file_level", &mut l.file_level)?;
+        log.string("file_location", &mut l.file_location)?;
+        log.boolean("enable_color", &mut l.enable_color)?;
     }
     Ok(())
 }
@@ -503,8 +562,13 @@ enable_color = true
     #[test]
     fn sample_config_parses_to_defaults() {
         let cfg = RtcdConfig::from_toml_str(SAMPLE).unwrap();
+        // The sample turns colours on; RTCD's default is off (service/config.go:95).
         let expected = RtcdConfig {
             table: cfg.table.clone(),
+            logger: LoggerConfig {
+                enable_color: true,
+                ..LoggerConfig::default()
+            },
             ..RtcdConfig::default()
         };
         assert_eq!(cfg, expected);

@@ -1,5 +1,5 @@
 //! `RTCD_*` environment overrides, as kelseyhightower/envconfig applies them
-//! for RTCD (`envconfig.Process("rtcd", &cfg)` in rtcd `cmd/rtcd/config.go`):
+//! for RTCD (`envconfig.Process("rtcd", &cfg)`, rtcd cmd/rtcd/config.go:31 (v1.2.6)):
 //! the name is `RTCD_` + section + Go field names, upper-cased; a variable
 //! that is set wins even when empty; fields are visited in struct order and
 //! the first value that does not parse stops RTCD.
@@ -72,6 +72,8 @@ impl RtcdConfig {
     }
 
     fn apply_env_inner(&mut self, env: &mut Env) -> Result<(), ConfigError> {
+        // Names: RTCD_ + section + Go field names (service/config.go:38-48, service/api/config.go:11-37,
+        // service/rtc/config.go:14-50, service/rtc/turn.go:16 (v1.2.6)); docs/env_config.md lists them.
         let api = &mut self.api;
         env.string("RTCD_API_HTTP_LISTENADDRESS", &mut api.listen_address);
         env.boolean("RTCD_API_HTTP_TLS_ENABLE", "Enable", &mut api.tls_enable)?;
@@ -91,11 +93,13 @@ impl RtcdConfig {
             "AllowSelfRegistration",
             &mut api.allow_self_registration,
         )?;
-        // Not kept, but a bad value still stops RTCD.
-        env.int(
+        // rtcd service/config.go:23 + service/auth/session_cache.go:18 (v1.2.6).
+        if let Some(m) = env.int(
             "RTCD_API_SECURITY_SESSIONCACHE_EXPIRATIONMINUTES",
             "ExpirationMinutes",
-        )?;
+        )? {
+            api.session_cache_expiration_minutes = m;
+        }
 
         env.string("RTCD_RTC_ICEADDRESSUDP", &mut self.ice_address_udp);
         if let Some(p) = env.int("RTCD_RTC_ICEPORTUDP", "ICEPortUDP")? {
@@ -150,6 +154,29 @@ impl RtcdConfig {
         env.boolean("RTCD_RTC_NACKDISABLECOPY", "NACKDisableCopy", &mut ignored)?;
 
         env.string("RTCD_STORE_DATASOURCE", &mut self.store_data_source);
+
+        // rtcd logger/config.go:14-23 (v1.2.6), in field order (docs/env_config.md).
+        let l = &mut self.logger;
+        env.boolean(
+            "RTCD_LOGGER_ENABLECONSOLE",
+            "EnableConsole",
+            &mut l.enable_console,
+        )?;
+        env.boolean(
+            "RTCD_LOGGER_CONSOLEJSON",
+            "ConsoleJSON",
+            &mut l.console_json,
+        )?;
+        env.string("RTCD_LOGGER_CONSOLELEVEL", &mut l.console_level);
+        env.boolean("RTCD_LOGGER_ENABLEFILE", "EnableFile", &mut l.enable_file)?;
+        env.boolean("RTCD_LOGGER_FILEJSON", "FileJSON", &mut l.file_json)?;
+        env.string("RTCD_LOGGER_FILELEVEL", &mut l.file_level);
+        env.string("RTCD_LOGGER_FILELOCATION", &mut l.file_location);
+        env.boolean(
+            "RTCD_LOGGER_ENABLECOLOR",
+            "EnableColor",
+            &mut l.enable_color,
+        )?;
         Ok(())
     }
 }

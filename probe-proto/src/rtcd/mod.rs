@@ -2,22 +2,25 @@
 //! (TOML, `RTCD_*` environment, start-up validation with RTCD's wording) and
 //! the ICE host candidates it advertises.
 //!
-//! Mirrors rtcd (service/rtc, cmd/rtcd) with pion/ice v4.0.x as pinned by
-//! rtcd's go.mod. The caller supplies the IO: interface addresses, DNS for a
+//! Mirrors rtcd (service/rtc, cmd/rtcd) with either pion generation RTCD has
+//! shipped with ([`PionRules`]: ice v4.0.x for rtcd v1.2.0–v1.2.4, ice v4.2 +
+//! webrtc v4.2.6 for v1.2.5+). The caller supplies the IO: interface addresses, DNS for a
 //! hostname override, and the STUN exchange.
 
 mod candidates;
 mod config;
 mod env;
+pub mod findings;
 mod goparse;
 mod mapping;
 mod net;
 mod pion;
+mod rewrite;
 mod validate;
 
 pub use candidates::{
     compute_advertised, rtcd_stun_target, stun_url, AdvertiseError, Advertised, Candidate,
-    LocalAddr, OverrideForm, Protocol, Resolve, Source, DEFAULT_STUN_PORT,
+    FilterIgnores, LocalAddr, OverrideForm, Protocol, Resolve, Source, DEFAULT_STUN_PORT,
 };
 pub use config::{
     parse_ice_address, ApiConfig, IceServer, RtcdConfig, TurnConfig, DEFAULT_ICE_PORT,
@@ -28,6 +31,7 @@ pub use goparse::canonical;
 pub use mapping::PION_MAPPING_ERROR;
 pub use net::is_private;
 pub use pion::PionRules;
+pub use rewrite::PION_REWRITE_ERROR;
 pub use validate::{parse_port_map, ConfigError};
 
 #[cfg(test)]

@@ -1,9 +1,12 @@
 //! RTCD's start-up validation (`Config.IsValid` in rtcd `service/config.go`,
-//! `service/rtc/config.go`, `service/api/config.go`, `service/rtc/turn.go`),
-//! in RTCD's order and with RTCD's words.
+//! `service/rtc/config.go`, `service/api/config.go`, `service/rtc/turn.go`,
+//! `logger/config.go`, then the session cache `service.New` creates), in RTCD's
+//! order and with RTCD's words. Audited line by line against rtcd v1.2.6
+//! (b3dee59); each rule cites the line it mirrors.
 //!
-//! Not mirrored: the logger section, and the TLS check that loads the
-//! certificate files (that is IO; the caller can try the files itself).
+//! Not mirrored: the TLS check that loads the certificate files
+//! (service/api/config.go:27) and opening the store (service/service.go:80):
+//! that is IO, and the probe does not run as RTCD's user.
 
 use std::fmt;
 
@@ -43,7 +46,8 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// RTCD `ICEHostPortOverride.ParseMap`: `localIP/port,…` in order. Keys are
+/// RTCD `ICEHostPortOverride.ParseMap` (service/rtc/config.go:295-333 (v1.2.6)):
+/// `localIP/port,…` in order. Keys are
 /// compared as strings later (RTCD matches `ip.String()`), so they are not
 /// parsed as IPs here either; ports are not range-checked (RTCD doesn't).
 pub fn parse_port_map(s: &str) -> Result<Vec<(String, i64)>, String> {
@@ -68,20 +72,25 @@ pub fn parse_port_map(s: &str) -> Result<Vec<(String, i64)>, String> {
     Ok(out)
 }
 
-/// RTCD `ICEHostPortOverride.SinglePort`: Atoi, 0 when it is not a number.
+/// RTCD `ICEHostPortOverride.SinglePort` (service/rtc/config.go:287 (v1.2.6)):
+/// Atoi, 0 when it is not a number.
 pub(crate) fn single_port(s: &str) -> i64 {
     atoi(s).unwrap_or(0)
 }
 
+/// rtcd service/rtc/config.go:61,65,345 (v1.2.6): `< 80 || > 49151` is refused.
 fn port_range(port: i64) -> bool {
     (80..=49151).contains(&port)
 }
 
 impl RtcdConfig {
     /// RTCD's start-up validation; the first failure, as RTCD reports it.
+    /// The order is rtcd's: `Config.IsValid` (service/config.go:62-76 (v1.2.6)), then the
+    /// session cache `service.New` creates (service/service.go:86).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_api()?;
         self.validate_rtc()?;
+        // rtcd service/config.go:102-106 (v1.2.6)
         if self.store_data_source.is_empty() {
             return Err(ConfigError::new(
                 "store.data_source",
@@ -89,11 +98,61 @@ impl RtcdConfig {
                 "set [store] data_source (env RTCD_STORE_DATASOURCE) to a directory RTCD can write",
             ));
         }
+        self.validate_logger()?;
+        // rtcd service/auth/session_cache.go:21-25, wrapped by service/service.go:86-88 and
+        // cmd/rtcd/main.go:32 (v1.2.6).
+        if self.api.session_cache_expiration_minutes <= 0 {
+            return Err(ConfigError::new(
+                "api.security.session_cache.expiration_minutes",
+                "failed to create service: failed to create session cache: invalid ExpirationMinutes value: should be a positive number",
+                "set [api] security.session_cache.expiration_minutes (env RTCD_API_SECURITY_SESSIONCACHE_EXPIRATIONMINUTES) to a positive number of minutes, or remove it to get 1440",
+            ));
+        }
+        Ok(())
+    }
+
+    /// rtcd logger/config.go:25-49 (v1.2.6). Level names are mlog's `StdAll` (panic, fatal,
+    /// error, warn, info, debug, trace, and stdlog in newer mlog), matched lower-cased.
+    fn validate_logger(&self) -> Result<(), ConfigError> {
+        const LEVELS: [&str; 8] = [
+            "panic", "fatal", "error", "warn", "info", "debug", "trace", "stdlog",
+        ];
+        let l = &self.logger;
+        let known = |v: &str| LEVELS.contains(&v.to_lowercase().as_str());
+        if !l.enable_console && !l.enable_file {
+            return Err(ConfigError::new(
+                "logger.enable_console",
+                "should enable at least one logging target",
+                "set [logger] enable_console or enable_file (env RTCD_LOGGER_ENABLECONSOLE / RTCD_LOGGER_ENABLEFILE) to true",
+            ));
+        }
+        if l.enable_console && !known(&l.console_level) {
+            return Err(ConfigError::new(
+                "logger.console_level",
+                format!("invalid ConsoleLevel value {:?}", l.console_level),
+                "set [logger] console_level (env RTCD_LOGGER_CONSOLELEVEL) to one of error, warn, info, debug, trace",
+            ));
+        }
+        if l.enable_file && !known(&l.file_level) {
+            return Err(ConfigError::new(
+                "logger.file_level",
+                format!("invalid FileLevel value {:?}", l.file_level),
+                "set [logger] file_level (env RTCD_LOGGER_FILELEVEL) to one of error, warn, info, debug, trace",
+            ));
+        }
+        if l.enable_file && l.file_location.is_empty() {
+            return Err(ConfigError::new(
+                "logger.file_location",
+                "invalid FileLocation value: should not be empty",
+                "set [logger] file_location (env RTCD_LOGGER_FILELOCATION) to the log file's path, or turn enable_file off",
+            ));
+        }
         Ok(())
     }
 
     fn validate_api(&self) -> Result<(), ConfigError> {
         let a = &self.api;
+        // rtcd service/config.go:26-35, wrapped at :51-53 (v1.2.6)
         if a.enable_admin && a.admin_secret_key.is_empty() {
             return Err(ConfigError::new(
                 "api.security.admin_secret_key",
@@ -101,6 +160,7 @@ impl RtcdConfig {
                 "set [api] security.admin_secret_key (env RTCD_API_SECURITY_ADMINSECRETKEY) or turn security.enable_admin off",
             ));
         }
+        // rtcd service/api/config.go:39-46, wrapped at service/config.go:55-57 (v1.2.6)
         if a.listen_address.is_empty() {
             return Err(ConfigError::new(
                 "api.http.listen_address",
@@ -108,6 +168,7 @@ impl RtcdConfig {
                 "set [api] http.listen_address (env RTCD_API_HTTP_LISTENADDRESS), e.g. \":8045\"",
             ));
         }
+        // rtcd service/api/config.go:17-25 (v1.2.6)
         if a.tls_enable && a.tls_cert_file.is_empty() {
             return Err(ConfigError::new(
                 "api.http.tls.cert_file",
@@ -125,7 +186,10 @@ impl RtcdConfig {
         Ok(())
     }
 
+    /// rtcd `ServerConfig.IsValid`, service/rtc/config.go:52-102 (v1.2.6).
     fn validate_rtc(&self) -> Result<(), ConfigError> {
+        // service/rtc/config.go:53-59 with ICEAddress.IsValid at :386-398: each trimmed entry
+        // must pass net.ParseIP.
         for (field, key, env, value) in [
             (
                 "ICEAddressUDP",
@@ -151,6 +215,7 @@ impl RtcdConfig {
                 ));
             }
         }
+        // service/rtc/config.go:61-67
         for (field, key, env, port) in [
             (
                 "ICEPortUDP",
@@ -176,9 +241,10 @@ impl RtcdConfig {
                 ));
             }
         }
-        self.validate_ice_servers()?;
-        self.validate_turn()?;
-        self.validate_port_override()?;
+        self.validate_ice_servers()?; // service/rtc/config.go:69-71
+        self.validate_turn()?; // service/rtc/config.go:73-75
+        self.validate_port_override()?; // service/rtc/config.go:77-79
+                                        // service/rtc/config.go:81-83; unset means NumCPU × 100 (service/config.go:84), > 0.
         if let Some(n) = self.udp_sockets_count {
             if n <= 0 {
                 return Err(ConfigError::new(
@@ -188,8 +254,11 @@ impl RtcdConfig {
                 ));
             }
         }
+        // service/rtc/config.go:85-99: checked only when non-zero (0 is valid).
         let n = self.nack_buffer_size;
-        let nack = if n < 32 {
+        let nack = if n == 0 {
+            None
+        } else if n < 32 {
             Some("invalid NACKBufferSize value: should be at least 32")
         } else if n > 8192 {
             Some("invalid NACKBufferSize value: should not exceed 8192")
@@ -202,12 +271,15 @@ impl RtcdConfig {
             return Err(ConfigError::new(
                 "rtc.nack_buffer_size",
                 msg,
-                "set [rtc] nack_buffer_size (env RTCD_RTC_NACKBUFFERSIZE) to a power of two from 32 to 8192, or remove it to get 256",
+                "set [rtc] nack_buffer_size (env RTCD_RTC_NACKBUFFERSIZE) to a power of two from 32 to 8192 (or 0), or remove it to get 256",
             ));
         }
         Ok(())
     }
 
+    /// service/rtc/config.go:183-224 (v1.2.6): per server, no URL → "invalid empty URLs";
+    /// then per URL in order: empty → "invalid empty URL", else the whole server must be all
+    /// STUN or all TURN (IsSTUN/IsTURN, :199-215), so the first URL decides.
     fn validate_ice_servers(&self) -> Result<(), ConfigError> {
         for s in &self.ice_servers {
             let why = if s.urls.is_empty() {
@@ -232,6 +304,7 @@ impl RtcdConfig {
         Ok(())
     }
 
+    /// service/rtc/turn.go:24-35 (v1.2.6): only with a static auth secret; 1 ≤ minutes < 10080.
     fn validate_turn(&self) -> Result<(), ConfigError> {
         let t = &self.turn;
         if t.static_auth_secret.is_empty() {
@@ -251,6 +324,8 @@ impl RtcdConfig {
         ))
     }
 
+    /// service/rtc/config.go:335-356 (v1.2.6): empty is valid; a non-zero Atoi must be in
+    /// [80, 49151]; anything else must parse as a map.
     fn validate_port_override(&self) -> Result<(), ConfigError> {
         let s = &self.ice_host_port_override;
         if s.is_empty() {
@@ -412,6 +487,103 @@ mod tests {
         assert!(msg(&c).ends_with("duplicate mapping found for 127.0.0.1"));
         c.ice_host_port_override = "127.0.0.1/8444,127.0.0.2/8444".into();
         assert!(msg(&c).ends_with("duplicate port found for 8444"));
+    }
+
+    #[test]
+    fn nack_buffer_size_zero_is_valid() {
+        // rtcd service/rtc/config.go:85: the checks run only when the value is non-zero.
+        let mut c = cfg();
+        c.nack_buffer_size = 0;
+        c.validate().unwrap();
+        let c = RtcdConfig::from_toml_str("[rtc]\nnack_buffer_size = 0\n").unwrap();
+        assert_eq!(c.nack_buffer_size, 0);
+        c.validate().unwrap();
+        let mut c = cfg();
+        c.apply_env(&|k| (k == "RTCD_RTC_NACKBUFFERSIZE").then(|| "0".to_string()))
+            .unwrap();
+        c.validate().unwrap();
+        for ok in [32u16, 64, 8192] {
+            let mut c = cfg();
+            c.nack_buffer_size = ok;
+            c.validate().unwrap();
+        }
+        let mut c = cfg();
+        c.nack_buffer_size = 16384;
+        assert_eq!(
+            msg(&c),
+            "invalid NACKBufferSize value: should not exceed 8192"
+        );
+        c.nack_buffer_size = 1;
+        assert_eq!(
+            msg(&c),
+            "invalid NACKBufferSize value: should be at least 32"
+        );
+    }
+
+    #[test]
+    fn logger_rules() {
+        // rtcd logger/config.go:25-49.
+        let mut c = cfg();
+        c.logger.enable_console = false;
+        c.logger.enable_file = false;
+        assert_eq!(msg(&c), "should enable at least one logging target");
+        let mut c = cfg();
+        c.logger.console_level = "verbose".into();
+        assert_eq!(msg(&c), "invalid ConsoleLevel value \"verbose\"");
+        // A level of a disabled target is not checked; case does not matter.
+        c.logger.enable_console = false;
+        c.validate().unwrap();
+        let mut c = cfg();
+        c.logger.file_level = "Warn".into();
+        c.logger.console_level = "TRACE".into();
+        c.validate().unwrap();
+        c.logger.file_level = "warning".into();
+        assert_eq!(msg(&c), "invalid FileLevel value \"warning\"");
+        let mut c = cfg();
+        c.logger.file_location.clear();
+        assert_eq!(msg(&c), "invalid FileLocation value: should not be empty");
+        c.logger.enable_file = false;
+        c.validate().unwrap();
+        // The sample config's [logger] section is valid; TOML and env both reach it.
+        let mut c = RtcdConfig::from_toml_str(
+            "[logger]\nenable_console = false\nfile_level = \"INFO\"\nfile_location = \"/var/log/rtcd.log\"\n",
+        )
+        .unwrap();
+        assert!(!c.logger.enable_console);
+        assert_eq!(c.logger.file_location, "/var/log/rtcd.log");
+        c.validate().unwrap();
+        c.apply_env(&|k| (k == "RTCD_LOGGER_ENABLEFILE").then(|| "false".to_string()))
+            .unwrap();
+        assert_eq!(msg(&c), "should enable at least one logging target");
+        assert!(RtcdConfig::from_toml_str("[logger]\nenable_file = \"yes\"\n").is_err());
+    }
+
+    #[test]
+    fn session_cache_expiration() {
+        // rtcd service/auth/session_cache.go:21, via service/service.go:86.
+        let c = RtcdConfig::from_toml_str("[api]\nsecurity.session_cache.expiration_minutes = 0\n")
+            .unwrap();
+        assert_eq!(
+            msg(&c),
+            "failed to create service: failed to create session cache: invalid ExpirationMinutes value: should be a positive number"
+        );
+        let mut c = cfg();
+        c.apply_env(&|k| {
+            (k == "RTCD_API_SECURITY_SESSIONCACHE_EXPIRATIONMINUTES").then(|| "60".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.api.session_cache_expiration_minutes, 60);
+        c.validate().unwrap();
+        c.api.session_cache_expiration_minutes = -1;
+        assert!(msg(&c).ends_with("should be a positive number"));
+    }
+
+    #[test]
+    fn nack_disable_copy_type_is_checked() {
+        // service/rtc/config.go:49: a bool; another type stops BurntSushi's decode.
+        RtcdConfig::from_toml_str("[rtc]\nnack_disable_copy = false\n").unwrap();
+        let e = RtcdConfig::from_toml_str("[rtc]\nnack_disable_copy = \"no\"\n").unwrap_err();
+        assert!(e.rtcd_message.contains("incompatible types"), "{e}");
     }
 
     #[test]

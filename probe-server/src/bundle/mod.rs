@@ -138,17 +138,14 @@ fn contents(
         None => "# no --rtcd-config given: the doctor used RTCD's defaults\n".to_string(),
     };
     let effective = serde_json::to_value(&loaded.cfg).map(|v| r.json("", &v));
-    let mut env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("RTCD_"))
-        .collect();
-    env.sort();
-    let env_text: String = if env.is_empty() {
-        "# no RTCD_* variable is set in this environment\n".into()
-    } else {
-        env.iter()
-            .map(|(k, v)| format!("{k}={}\n", r.env(k, v)))
-            .collect()
-    };
+    // RTCD's own variables: from its process, its systemd unit, or this shell (rtcd_env).
+    let mut env_text = format!("# {}\n", loaded.env.summary());
+    if loaded.env.vars.is_empty() {
+        env_text.push_str("# no RTCD_* variable is set there\n");
+    }
+    for (k, v) in &loaded.env.vars {
+        env_text.push_str(&format!("{k}={}\n", r.env(k, v)));
+    }
 
     files.push(("README.txt".into(), readme(inputs)));
     files.push((
@@ -196,7 +193,7 @@ fn readme(inputs: &doctor::Inputs) -> String {
          rtcd-version.json             RTCD's GET /version answer\n\
          rtcd-config.toml              RTCD's config file, secrets replaced by REDACTED\n\
          rtcd-config-effective.json    the configuration RTCD would run with (file + RTCD_* environment), redacted\n\
-         rtcd-env.txt                  RTCD_* variables of the environment the bundle ran in, redacted\n\
+         rtcd-env.txt                  RTCD_* variables RTCD runs with (its process, else its systemd unit, else this shell; the first line says which), redacted\n\
          system.txt                    OS, kernel, CPU count, probe version\n\
          rtcd-log-matches.txt          log lines that matched (with --rtcd-log)\n\
          probe-results.json            the latest stored probe-client reports (or .txt: why there are none)\n\n\

@@ -2,8 +2,11 @@
 //! and this host's addresses (probe-proto's `compute_advertised`), with the IO it needs done
 //! here: interface addresses, DNS for a hostname override, and RTCD's own STUN exchange.
 
+use probe_proto::catalog::FindingId;
 use probe_proto::report::{Finding, Severity};
-use probe_proto::rtcd::{self, AdvertiseError, Advertised, OverrideForm, Protocol, RtcdConfig};
+use probe_proto::rtcd::{
+    self, AdvertiseError, Advertised, FilterIgnores, OverrideForm, Protocol, RtcdConfig,
+};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -43,7 +46,7 @@ pub fn check(cfg: &RtcdConfig, where_: &str, rules: rtcd::PionRules, deadline: I
         rules,
         deadline,
     );
-    let mut out = judge(cfg, where_, result, !stun.is_empty());
+    let mut out = judge(cfg, where_, rules, result, !stun.is_empty());
     out.stun_now = stun;
     out
 }
@@ -52,6 +55,7 @@ pub fn check(cfg: &RtcdConfig, where_: &str, rules: rtcd::PionRules, deadline: I
 pub fn judge(
     cfg: &RtcdConfig,
     where_: &str,
+    rules: rtcd::PionRules,
     result: Result<Advertised, AdvertiseError>,
     stun_tried: bool,
 ) -> Outcome {
@@ -59,8 +63,8 @@ pub fn judge(
         Ok(a) => a,
         Err(e) => {
             let id = match e {
-                AdvertiseError::Resolve { .. } => "ice_host_override_hostname",
-                _ => "rtcd_config_invalid",
+                AdvertiseError::Resolve { .. } => FindingId::IceHostOverrideHostname,
+                _ => FindingId::RtcdConfigInvalid,
             };
             let (summary, fix) = match &e {
                 AdvertiseError::InvalidConfig(c) => (
@@ -72,8 +76,13 @@ pub fn judge(
                     format!("fix the setting named above in {where_} and restart RTCD"),
                 ),
             };
+            let detail = if summary.contains(rules.label()) {
+                summary.clone()
+            } else {
+                format!("{summary} — {}", rules.label())
+            };
             return Outcome {
-                check: Check::new("rtcd_config", Status::Fail, summary.clone()),
+                check: Check::new("rtcd_config", Status::Fail, detail),
                 findings: vec![Finding::new(id, Severity::Error, summary, fix)],
                 stun_now: HashMap::new(),
             };
@@ -109,18 +118,63 @@ pub fn judge(
             format!("ice_host_override with {} EXTERNAL/LOCAL pair(s)", p.len())
         }
     };
+    let filter = match &adv.narrowed {
+        None => String::new(),
+        Some(n) if n.is_empty() => {
+            " — ice_address_* keeps none of this host's addresses".to_string()
+        }
+        Some(n) => format!(
+            " — ice_address_* keeps {}",
+            n.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     let detail = format!(
-        "advertises UDP {} — TCP {} — {form}",
-        list(Protocol::Udp),
-        list(Protocol::Tcp)
+        "advertises UDP {} — TCP {} — {form}{filter} — {}",
+        or_none(list(Protocol::Udp)),
+        or_none(list(Protocol::Tcp)),
+        adv.rules.label()
     );
     let mut findings = Vec::new();
-    let udp: Vec<_> = adv
-        .candidates
-        .iter()
-        .filter(|c| c.protocol == Protocol::Udp)
-        .collect();
-    let all_private = !udp.is_empty() && udp.iter().all(|c| c.private);
+    let udp: Vec<_> = adv.udp().collect();
+    let udp_ips: Vec<IpAddr> = udp.iter().map(|c| c.address).collect();
+    if udp.is_empty() {
+        // rtcd server.go:358-363 (initUDP over the narrowed IPs) or pion v4.0 dropping every
+        // unpaired address (ice v4.0.10 gather.go:348-353).
+        findings.push(rtcd::findings::no_udp_candidate(
+            &cfg.ice_address_udp,
+            &cfg.ice_address_tcp,
+            matches!(adv.override_form, OverrideForm::Pairs(_)),
+            Some(adv.rules),
+            where_,
+        ));
+    }
+    // rtcd utils.go:84-87: with no narrowed local IP the override and STUN give no pairs. It
+    // matters when the address they would give is not advertised anyway.
+    let ignored = adv.filter_ignores.filter(|ig| match ig {
+        FilterIgnores::Override => match &adv.override_form {
+            OverrideForm::Ip(ip) | OverrideForm::Hostname { resolved: ip, .. } => {
+                !udp_ips.contains(ip)
+            }
+            _ => true,
+        },
+        FilterIgnores::Stun => udp.iter().all(|c| c.private),
+    });
+    if let Some(ig) = ignored {
+        findings.push(rtcd::findings::address_ignores_override(
+            ig,
+            cfg.ice_host_override.trim(),
+            &cfg.ice_address_udp,
+            &cfg.ice_address_tcp,
+            &udp_ips,
+            where_,
+            Severity::Error,
+        ));
+    }
+    // Its fix (set ice_host_override) would not help while the filter drops the override.
+    let all_private = !udp.is_empty() && udp.iter().all(|c| c.private) && ignored.is_none();
     if all_private {
         let addrs: Vec<String> = udp
             .iter()
@@ -133,7 +187,7 @@ pub fn judge(
             " and no STUN server is configured (ice_servers is empty by default)"
         };
         findings.push(Finding::new(
-            "rtcd_advertises_private",
+            FindingId::RtcdAdvertisesPrivate,
             Severity::Error,
             format!(
                 "RTCD advertises only private addresses ({}) as its ICE candidates{stun_note}: clients outside this network time out (\"timed out waiting for rtc connection\")",
@@ -148,7 +202,7 @@ pub fn judge(
     }
     if let OverrideForm::Hostname { name, resolved } = &adv.override_form {
         findings.push(Finding::new(
-            "ice_host_override_hostname",
+            FindingId::IceHostOverrideHostname,
             Severity::Warning,
             format!(
                 "ice_host_override is the hostname {name}, which RTCD resolves on this host at every call join: here it is {resolved}{}; \
@@ -172,6 +226,14 @@ pub fn judge(
     }
 }
 
+fn or_none(s: String) -> String {
+    if s.is_empty() {
+        "none".into()
+    } else {
+        s
+    }
+}
+
 fn resolved_private(ip: &IpAddr) -> bool {
     rtcd::is_private(*ip)
 }
@@ -182,6 +244,15 @@ mod tests {
     use probe_proto::rtcd::LocalAddr;
 
     fn run(toml: &str, locals: &[&str], dns: &[(&str, &str)]) -> Outcome {
+        run_with(toml, locals, dns, rtcd::PionRules::default())
+    }
+
+    fn run_with(
+        toml: &str,
+        locals: &[&str],
+        dns: &[(&str, &str)],
+        rules: rtcd::PionRules,
+    ) -> Outcome {
         let cfg = RtcdConfig::from_toml_str(toml).unwrap();
         let locals: Vec<LocalAddr> = locals
             .iter()
@@ -199,16 +270,8 @@ mod tests {
                 .map(|(_, ip)| vec![ip.parse().unwrap()])
                 .ok_or_else(|| "no such host".to_string())
         };
-        let r = rtcd::compute_advertised(
-            &cfg,
-            &locals,
-            &resolve,
-            &|_| None,
-            8443,
-            8443,
-            rtcd::PionRules::default(),
-        );
-        judge(&cfg, "/etc/rtcd.toml", r, false)
+        let r = rtcd::compute_advertised(&cfg, &locals, &resolve, &|_| None, 8443, 8443, rules);
+        judge(&cfg, "/etc/rtcd.toml", rules, r, false)
     }
 
     fn ids(o: &Outcome) -> Vec<&str> {
@@ -281,5 +344,123 @@ mod tests {
             "{}",
             o.findings[0].summary
         );
+    }
+
+    /// rtcd server.go:109-122 + utils.go:84-87: "0.0.0.0" keeps no local IP, the override is
+    /// dropped; the private-address rule would give the wrong fix, so only this one is raised.
+    #[test]
+    fn unspecified_ice_address_ignores_the_override() {
+        let toml = "[rtc]\nice_address_udp = \"0.0.0.0\"\nice_host_override = \"203.0.113.10\"\n";
+        let o = run(toml, &["127.0.0.1", "172.31.1.2"], &[]);
+        assert_eq!(ids(&o), vec!["ice_address_ignores_override"]);
+        assert_eq!(o.findings[0].severity, Severity::Error);
+        assert!(
+            o.findings[0]
+                .summary
+                .contains("ice_address_udp = \"0.0.0.0\""),
+            "{}",
+            o.findings[0].summary
+        );
+        assert!(
+            o.findings[0].summary.contains("203.0.113.10"),
+            "{}",
+            o.findings[0].summary
+        );
+        assert!(
+            o.check
+                .detail
+                .contains("keeps none of this host's addresses"),
+            "{}",
+            o.check.detail
+        );
+        assert_eq!(o.check.status, Status::Fail);
+        // The override equal to an advertised local address: nothing is lost, nothing raised.
+        let toml = "[rtc]\nice_address_udp = \"0.0.0.0\"\nice_host_override = \"203.0.113.2\"\n";
+        let o = run(toml, &["127.0.0.1", "203.0.113.2"], &[]);
+        assert!(o.findings.is_empty(), "{:?}", ids(&o));
+        // Listing the host's own address keeps the override: no finding.
+        let toml =
+            "[rtc]\nice_address_udp = \"172.31.1.2\"\nice_host_override = \"203.0.113.10\"\n";
+        let o = run(toml, &["127.0.0.1", "172.31.1.2"], &[]);
+        assert!(o.findings.is_empty(), "{:?}", ids(&o));
+    }
+
+    /// An empty UDP list never passes: ice_address_tcp = "0.0.0.0" alone leaves RTCD no UDP
+    /// listener (rtcd server.go:358-363), even on a host with a public address.
+    #[test]
+    fn no_udp_candidate_is_an_error() {
+        let o = run(
+            "[rtc]\nice_address_tcp = \"0.0.0.0\"\n",
+            &["127.0.0.1", "203.0.113.2"],
+            &[],
+        );
+        assert_eq!(ids(&o), vec!["ice_no_udp_candidate"]);
+        assert!(
+            o.findings[0]
+                .summary
+                .contains("ice_address_tcp = \"0.0.0.0\""),
+            "{}",
+            o.findings[0].summary
+        );
+        assert_eq!(o.check.status, Status::Fail);
+        assert!(o.check.detail.contains("UDP none"), "{}", o.check.detail);
+        // pion/ice 4.0 drops unpaired addresses; 4.2 maps them.
+        let toml = "[rtc]\nice_host_override = \"203.0.113.10/10.9.9.9\"\n";
+        let o = run_with(
+            toml,
+            &["127.0.0.1", "172.31.1.2"],
+            &[],
+            rtcd::PionRules::V4_0,
+        );
+        assert_eq!(ids(&o), vec!["ice_no_udp_candidate"]);
+        assert!(
+            o.findings[0].summary.contains("pion/ice v4.0"),
+            "{}",
+            o.findings[0].summary
+        );
+        let o = run_with(
+            toml,
+            &["127.0.0.1", "172.31.1.2"],
+            &[],
+            rtcd::PionRules::V4_2,
+        );
+        assert!(o.findings.is_empty(), "{:?}", ids(&o));
+    }
+
+    #[test]
+    fn detail_names_the_rules() {
+        let o = run_with("", &["203.0.113.2"], &[], rtcd::PionRules::V4_0);
+        assert!(
+            o.check.detail.contains("pion/ice v4.0 rules"),
+            "{}",
+            o.check.detail
+        );
+        let o = run("", &["203.0.113.2"], &[]);
+        assert!(
+            o.check.detail.contains("pion/ice v4.2 rules"),
+            "{}",
+            o.check.detail
+        );
+        // A value only 4.0 refuses: the error names the rules too.
+        let toml = "[rtc]\nice_host_override = \"203.0.113.10/172.31.1.2, 127.0.0.1/127.0.0.1\"\n";
+        let o = run_with(
+            toml,
+            &["127.0.0.1", "172.31.1.2"],
+            &[],
+            rtcd::PionRules::V4_0,
+        );
+        assert_eq!(ids(&o), vec!["rtcd_config_invalid"]);
+        assert!(
+            o.check.detail.contains("pion/ice v4.0"),
+            "{}",
+            o.check.detail
+        );
+        let o = run_with(
+            toml,
+            &["127.0.0.1", "172.31.1.2"],
+            &[],
+            rtcd::PionRules::V4_2,
+        );
+        assert!(o.findings.is_empty(), "{:?}", ids(&o));
     }
 }

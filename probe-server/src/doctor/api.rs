@@ -1,16 +1,19 @@
 //! RTCD's HTTP API as seen from its own host: `GET /version` (the guide's `curl
 //! http://RTCD:8045/version`) and `GET /metrics` (sessions, connection states, ICE errors).
 
-use probe_proto::http::Url;
+use probe_proto::catalog::FindingId;
+use probe_proto::http::{Response, Url};
 use probe_proto::report::{Finding, Severity};
+use probe_proto::semver::{self, PluginVerdict, Version};
+use probe_shell::http::{self, FetchError, GetConfig};
+use std::cmp::Ordering;
 use std::time::Instant;
 
-use super::fetch::{self, FetchError};
 use super::report::{Check, Status};
 
 /// The first RTCD with ICE over TCP (the TCP fallback).
 pub const TCP_FALLBACK_VERSION: (u64, u64, u64) = (0, 11, 0);
-/// The Calls plugin's `min_rtcd_version` when rtcd-behaviour.md was written.
+/// The Calls plugin's `min_rtcd_version`: plugin plugin.json:733 (eb708b4).
 pub const DEFAULT_MIN_VERSION: &str = "v0.17.0";
 /// Failed connections in RTCD's own counters from which the share below is worth a warning:
 /// a handful of failures out of thousands of joins is normal (users closing laptops).
@@ -86,15 +89,15 @@ pub fn parse_metrics(text: &str) -> Metrics {
     m
 }
 
-/// `v1.2.3`, `1.2.3-rc1`, `v0.17.0-dev` → (1, 2, 3); `None` when not a version.
+/// Major, minor and patch of a version as the Calls plugin parses it (Masterminds semver
+/// v1.5.0, see `probe_proto::semver`); `None` when the plugin could not parse it.
 pub fn parse_version(s: &str) -> Option<(u64, u64, u64)> {
-    let s = s.trim().trim_start_matches('v');
-    let core = s.split(['-', '+', ' ']).next()?;
-    let mut it = core.split('.');
-    let major = it.next()?.parse().ok()?;
-    let minor = it.next().map_or(Some(0), |x| x.parse().ok())?;
-    let patch = it.next().map_or(Some(0), |x| x.parse().ok())?;
-    Some((major, minor, patch))
+    let v = Version::parse(s).ok()?;
+    Some((
+        u64::try_from(v.major).ok()?,
+        u64::try_from(v.minor).ok()?,
+        u64::try_from(v.patch).ok()?,
+    ))
 }
 
 pub struct Outcome {
@@ -115,116 +118,186 @@ pub struct Inputs<'a> {
     pub listener: Option<String>,
 }
 
-pub fn check(inp: &Inputs, deadline: Instant) -> Outcome {
+/// What RTCD's API answered, as recorded for the rules.
+#[derive(Debug)]
+pub struct ApiFacts {
+    pub version: Result<Response, FetchError>,
+    /// `GET /metrics`, asked when `/version` answered at all.
+    pub metrics: Option<Result<Response, FetchError>>,
+}
+
+const USER_AGENT: &str = concat!("probe-server/", env!("CARGO_PKG_VERSION"));
+
+/// Asks RTCD's API for `/version`, then `/metrics` (IO; the rules are [`judge`]).
+pub fn gather(url: &Url, deadline: Instant) -> ApiFacts {
+    let version = get(url, "/version", deadline);
+    let metrics = version.is_ok().then(|| get(url, "/metrics", deadline));
+    ApiFacts { version, metrics }
+}
+
+/// One GET under the deadline. TLS certificates are not verified: the doctor talks to RTCD on
+/// its own host (usually 127.0.0.1, which no certificate names); whether Mattermost trusts
+/// RTCD's certificate is what `probe-client rtcd-api` checks from the Mattermost host.
+fn get(url: &Url, path: &str, deadline: Instant) -> Result<Response, FetchError> {
+    let tls = if url.https {
+        Some(http::unverified_config().map_err(FetchError::Exchange)?)
+    } else {
+        None
+    };
+    let cfg = GetConfig {
+        user_agent: USER_AGENT,
+        tls,
+    };
+    http::get(url, path, &cfg, deadline)
+}
+
+/// The version RTCD reports: `buildVersion` of a 200 answer to `/version`.
+pub fn reported_version(facts: &ApiFacts) -> Option<String> {
+    let r = facts.version.as_ref().ok().filter(|r| r.head.status == 200)?;
+    version_field(&r.text(), "buildVersion")
+}
+
+fn version_field(body: &str, key: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v.get(key)?.as_str().map(str::to_string)
+}
+
+/// The API's checks and findings from what it answered (pure).
+pub fn judge(inp: &Inputs, facts: &ApiFacts) -> Outcome {
     let mut out = Outcome {
         checks: Vec::new(),
         findings: Vec::new(),
         version: None,
         version_json: None,
     };
+    if judge_version(inp, &facts.version, &mut out) {
+        if let Some(m) = &facts.metrics {
+            metrics(m, &mut out);
+        }
+    }
+    out
+}
+
+/// `rtcd_api_unreachable`, with why and who listens on the port.
+fn unreachable(inp: &Inputs, why: String) -> Finding {
     let url = inp.url.base();
     let listener = inp
         .listener
         .clone()
         .unwrap_or_else(|| format!("nothing listens on TCP port {} here", inp.url.port));
-    let unreachable = |why: String| {
-        Finding::new(
-            "rtcd_api_unreachable",
-            Severity::Error,
-            format!("RTCD's API at {url} does not answer as RTCD: {why} ({listener})"),
-            format!(
-                "start RTCD or fix its API address: [api] http.listen_address in RTCD's config (env RTCD_API_HTTP_LISTENADDRESS); \
-                 the doctor used {url} ({}); pass --rtcd-api URL if RTCD listens elsewhere",
-                inp.url_source
-            ),
-        )
-    };
-    match fetch::get(inp.url, "/version", deadline) {
+    Finding::new(
+        FindingId::RtcdApiUnreachable,
+        Severity::Error,
+        format!("RTCD's API at {url} does not answer as RTCD: {why} ({listener})"),
+        format!(
+            "start RTCD or fix its API address: [api] http.listen_address in RTCD's config (env RTCD_API_HTTP_LISTENADDRESS); \
+             the doctor used {url} ({}); pass --rtcd-api URL if RTCD listens elsewhere",
+            inp.url_source
+        ),
+    )
+}
+
+/// `/version`; false when the API does not answer at all (no metrics then).
+fn judge_version(inp: &Inputs, answer: &Result<Response, FetchError>, out: &mut Outcome) -> bool {
+    let url = inp.url.base();
+    let r = match answer {
         Err(e) => {
             let kind = match e {
                 FetchError::Connect(_) => "no connection",
                 FetchError::Exchange(_) => "no valid answer",
             };
-            out.checks.push(Check::new(
-                "api_version",
-                Status::Fail,
-                format!("GET {url}/version: {kind}: {e}"),
-            ));
-            out.findings.push(unreachable(e.to_string()));
+            let detail = format!("GET {url}/version: {kind}: {e}");
+            out.checks
+                .push(Check::new("api_version", Status::Fail, detail));
+            out.findings.push(unreachable(inp, e.to_string()));
             out.checks.push(Check::new(
                 "api_metrics",
                 Status::Skipped,
                 "skipped: the API does not answer",
             ));
-            return out;
+            return false;
         }
-        Ok(r) if r.head.status != 200 => {
-            let why = format!("GET /version answered {} {}", r.head.status, r.head.reason);
-            out.checks
-                .push(Check::new("api_version", Status::Fail, why.clone()));
-            out.findings.push(unreachable(why));
+        Ok(r) => r,
+    };
+    let body = r.text();
+    let ver = version_field(&body, "buildVersion");
+    let why = match (r.head.status, &ver) {
+        (200, Some(_)) => None,
+        (200, None) => {
+            Some("GET /version answered 200 without RTCD's JSON (no buildVersion)".to_string())
         }
-        Ok(r) => {
-            let body = r.text();
-            let v: Option<serde_json::Value> = serde_json::from_str(&body).ok();
-            let field = |k: &str| {
-                v.as_ref()
-                    .and_then(|v| v.get(k))
-                    .and_then(|x| x.as_str())
-                    .map(str::to_string)
-            };
-            match field("buildVersion") {
-                None => {
-                    let why = "GET /version answered 200 without RTCD's JSON (no buildVersion)"
-                        .to_string();
-                    out.checks
-                        .push(Check::new("api_version", Status::Fail, why.clone()));
-                    out.findings.push(unreachable(why));
-                }
-                Some(ver) => {
-                    out.version_json = Some(body.clone());
-                    let detail = format!(
-                        "{url}/version: RTCD {ver} (build {}, {}, {}/{})",
-                        field("buildHash").unwrap_or_default(),
-                        field("buildDate").unwrap_or_default(),
-                        field("goOS").unwrap_or_default(),
-                        field("goArch").unwrap_or_default()
-                    );
-                    let status = version_findings(&ver, inp, &mut out.findings);
-                    out.checks.push(Check::new("api_version", status, detail));
-                    out.version = Some(ver);
-                }
-            }
-        }
+        (status, _) => Some(format!("GET /version answered {status} {}", r.head.reason)),
+    };
+    if let Some(why) = why {
+        out.checks
+            .push(Check::new("api_version", Status::Fail, why.clone()));
+        out.findings.push(unreachable(inp, why));
+        return true;
     }
-    metrics(inp.url, deadline, &mut out);
-    out
+    let ver = ver.unwrap_or_default();
+    let field = |k: &str| version_field(&body, k).unwrap_or_default();
+    let detail = format!(
+        "{url}/version: RTCD {ver} (build {}, {}, {}/{})",
+        field("buildHash"),
+        field("buildDate"),
+        field("goOS"),
+        field("goArch")
+    );
+    let status = version_findings(&ver, inp, &mut out.findings);
+    out.checks.push(Check::new("api_version", status, detail));
+    out.version_json = Some(body);
+    out.version = Some(ver);
+    true
 }
 
+/// The plugin's own version check (plugin server/rtcd.go:339-370, utils.go:132-148, eb708b4),
+/// then the TCP fallback.
 fn version_findings(ver: &str, inp: &Inputs, findings: &mut Vec<Finding>) -> Status {
-    let Some(have) = parse_version(ver) else {
-        return Status::Pass;
-    };
+    // The minimum was validated by `parse_min_version`; the tuple is the fallback.
+    let minimum = Version::parse(inp.min_version_text).unwrap_or_else(|_| Version {
+        major: inp.min_version.0 as i64,
+        minor: inp.min_version.1 as i64,
+        patch: inp.min_version.2 as i64,
+        pre: String::new(),
+        metadata: String::new(),
+    });
     let upgrade = "upgrade RTCD to the version the Calls plugin asks for (its release notes name it), e.g. the latest release from github.com/mattermost/rtcd/releases";
-    if have < inp.min_version {
+    let have = match semver::plugin_verdict(&minimum, ver) {
+        PluginVerdict::DevBuild => return Status::Pass,
+        PluginVerdict::Unparsable(e) => {
+            findings.push(Finding::new(
+                FindingId::RtcdVersionInvalid,
+                Severity::Error,
+                format!(
+                    "RTCD reports the version {ver:?}, which the Calls plugin cannot parse as a semantic version ({e}): the plugin refuses this RTCD (\"failed to parse currVersion\")"
+                ),
+                "run an RTCD release build (its /version says vMAJOR.MINOR.PATCH), e.g. the latest release from github.com/mattermost/rtcd/releases",
+            ));
+            return Status::Fail;
+        }
+        PluginVerdict::TooOld => {
+            let v = Version::parse(ver).ok();
+            findings.push(Finding::new(
+                FindingId::RtcdVersionOld,
+                Severity::Error,
+                format!(
+                    "RTCD {ver} is older than {} — the Calls plugin refuses it{}",
+                    inp.min_version_text,
+                    if v.as_ref().is_some_and(below_tcp_fallback) {
+                        ", and it has no TCP fallback (needs v0.11.0)"
+                    } else {
+                        ""
+                    }
+                ),
+                upgrade,
+            ));
+            return Status::Fail;
+        }
+        PluginVerdict::Accepted => Version::parse(ver).ok(),
+    };
+    if have.as_ref().is_some_and(below_tcp_fallback) {
         findings.push(Finding::new(
-            "rtcd_version_old",
-            Severity::Error,
-            format!(
-                "RTCD {ver} is older than {} — the Calls plugin refuses it{}",
-                inp.min_version_text,
-                if have < TCP_FALLBACK_VERSION {
-                    ", and it has no TCP fallback (needs v0.11.0)"
-                } else {
-                    ""
-                }
-            ),
-            upgrade,
-        ));
-        Status::Fail
-    } else if have < TCP_FALLBACK_VERSION {
-        findings.push(Finding::new(
-            "rtcd_version_old",
+            FindingId::RtcdVersionOld,
             Severity::Warning,
             format!("RTCD {ver} is older than v0.11.0: no TCP fallback, so users whose networks block UDP cannot join calls"),
             upgrade,
@@ -235,8 +308,20 @@ fn version_findings(ver: &str, inp: &Inputs, findings: &mut Vec<Finding>) -> Sta
     }
 }
 
-fn metrics(url: &Url, deadline: Instant, out: &mut Outcome) {
-    let r = match fetch::get(url, "/metrics", deadline) {
+fn below_tcp_fallback(v: &Version) -> bool {
+    let (major, minor, patch) = TCP_FALLBACK_VERSION;
+    let fallback = Version {
+        major: major as i64,
+        minor: minor as i64,
+        patch: patch as i64,
+        pre: String::new(),
+        metadata: String::new(),
+    };
+    v.compare(&fallback) == Ordering::Less
+}
+
+fn metrics(answer: &Result<Response, FetchError>, out: &mut Outcome) {
+    let r = match answer {
         Ok(r) if r.head.status == 200 => r,
         Ok(r) => {
             out.checks.push(Check::new(
@@ -280,7 +365,7 @@ fn metrics(url: &Url, deadline: Instant, out: &mut Outcome) {
     );
     if m.failed >= FAILED_MIN && share >= FAILED_SHARE {
         out.findings.push(Finding::new(
-            "rtcd_connections_failing",
+            FindingId::RtcdConnectionsFailing,
             Severity::Warning,
             format!(
                 "{:.0} % of RTCD's ICE connections failed since it started ({} failed, {} connected): media does not reach RTCD from many clients",
@@ -344,6 +429,9 @@ rtcd_rtc_client_rtt_sum NaN
         assert_eq!(parse_version("0.17.0-rc2"), Some((0, 17, 0)));
         assert_eq!(parse_version("v2"), Some((2, 0, 0)));
         assert_eq!(parse_version("dev-7bc1f7a"), None);
+        // Masterminds: only a lower-case v, no spaces.
+        assert_eq!(parse_version("V1.1.0"), None);
+        assert_eq!(parse_version("1.1.0 "), None);
         assert!(parse_version("v0.10.9") < Some(TCP_FALLBACK_VERSION));
         assert!(parse_version(DEFAULT_MIN_VERSION) > Some(TCP_FALLBACK_VERSION));
     }
@@ -374,6 +462,18 @@ rtcd_rtc_client_rtt_sum NaN
             findings_for("v0.10.0", "v0.9.0"),
             vec![("rtcd_version_old".into(), Severity::Warning)]
         );
-        assert!(findings_for("custom-build", "v0.17.0").is_empty());
+        // A prerelease sorts below its release: the plugin refuses v0.17.0-rc1 against v0.17.0.
+        assert_eq!(
+            findings_for("v0.17.0-rc1", "v0.17.0"),
+            vec![("rtcd_version_old".into(), Severity::Error)]
+        );
+        // Dev builds skip the plugin's check (rtcd.go:355-359).
+        assert!(findings_for("dev-7bc1f7a", "v0.17.0").is_empty());
+        assert!(findings_for("master", "v0.17.0").is_empty());
+        // Anything else that does not parse is refused by the plugin.
+        assert_eq!(
+            findings_for("custom-build", "v0.17.0"),
+            vec![("rtcd_version_invalid".into(), Severity::Error)]
+        );
     }
 }

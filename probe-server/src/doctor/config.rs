@@ -3,8 +3,14 @@
 
 use probe_proto::http::Url;
 use probe_proto::rtcd::{ConfigError, RtcdConfig};
+use std::time::{Duration, Instant};
 
 use super::Inputs;
+use crate::rtcd_env::{self, RtcdEnv};
+
+/// How long finding RTCD's environment may take (a /proc scan, `systemctl show`): part of the
+/// doctor's `--sample` + 5 s.
+const ENV_DEADLINE: Duration = Duration::from_millis(1200);
 
 pub struct Loaded {
     pub cfg: RtcdConfig,
@@ -19,10 +25,15 @@ pub struct Loaded {
     pub api_source: String,
     /// An `RTCD_*` variable RTCD would refuse (reported as a finding, not a failure to run).
     pub env_error: Option<ConfigError>,
+    /// RTCD's `RTCD_*` variables and where they came from (its process, its unit, or ours).
+    pub env: RtcdEnv,
+    /// When the run started: the doctor's deadlines count from here.
+    pub started: Instant,
 }
 
 /// Reads the config and environment; `Err` is the one sentence for stderr (exit 2).
 pub fn load(inputs: &Inputs) -> Result<Loaded, String> {
+    let started = Instant::now();
     let (mut cfg, source, where_, text) = match &inputs.rtcd_config {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| {
@@ -41,17 +52,40 @@ pub fn load(inputs: &Inputs) -> Result<Loaded, String> {
             None,
         ),
     };
-    let env_error = cfg.apply_env(&|k| std::env::var(k).ok()).err();
+    let given_api = match &inputs.rtcd_api {
+        Some(u) => Some(Url::parse(u).map_err(|e| {
+            format!("--rtcd-api: {e}; give RTCD's API URL, e.g. http://127.0.0.1:8045")
+        })?),
+        None => None,
+    };
+    // RTCD's ports as its file says (an RTCD_* port override is in the environment we are
+    // looking for): who holds them is RTCD.
+    let port = |p: i64| u16::try_from(p).ok();
+    let api_port = given_api.as_ref().map(|u| u.port).or_else(|| {
+        api_url_from(&cfg.api.listen_address, cfg.api.tls_enable)
+            .ok()
+            .map(|u| u.port)
+    });
+    let env = rtcd_env::discover(
+        &rtcd_env::Hints {
+            udp_ports: port(cfg.ice_port_udp).into_iter().collect(),
+            tcp_ports: port(cfg.ice_port_tcp).into_iter().chain(api_port).collect(),
+            unit: &inputs.rtcd_unit,
+        },
+        started + ENV_DEADLINE,
+    );
+    let env_error = cfg.apply_env(&|k| env.get(k)).err();
     let source = if cfg.env_applied.is_empty() {
         source
     } else {
-        format!("{source} + {}", cfg.env_applied.join(", "))
+        format!(
+            "{source} + {} (from {})",
+            cfg.env_applied.join(", "),
+            env.describe()
+        )
     };
-    let (api_url, api_source) = match &inputs.rtcd_api {
-        Some(u) => (
-            Url::parse(u).map_err(|e| format!("--rtcd-api: {e}; give RTCD's API URL, e.g. http://127.0.0.1:8045"))?,
-            "--rtcd-api".to_string(),
-        ),
+    let (api_url, api_source) = match given_api {
+        Some(u) => (u, "--rtcd-api".to_string()),
         None => (
             api_url_from(&cfg.api.listen_address, cfg.api.tls_enable).map_err(|e| {
                 format!("cannot derive RTCD's API URL from http.listen_address {:?} ({e}); pass --rtcd-api URL", cfg.api.listen_address)
@@ -67,6 +101,8 @@ pub fn load(inputs: &Inputs) -> Result<Loaded, String> {
         api_url,
         api_source,
         env_error,
+        env,
+        started,
     })
 }
 

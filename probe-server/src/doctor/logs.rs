@@ -3,11 +3,24 @@
 //! evidence of a missing `ice_host_override`. Takes RTCD's JSON lines, plain lines, and
 //! journal lines (`… rtcd[123]: {json}`).
 
-use probe_proto::rtcd::is_private;
-use std::collections::BTreeMap;
+use probe_proto::report::{Finding, Severity};
+use probe_proto::rtcd::{canonical, is_private};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// RTCD's start-up line, logged once per start before anything else
+/// (rtcd service/service.go:67 (v1.2.6): `s.log.Info("service: starting up", …)`).
+pub const START_LINE: &str = "service: starting up";
+/// RTCD's STUN result per local address, logged once per start
+/// (rtcd service/rtc/server.go:151 Warn and :153 Info (v1.2.6)).
+const STUN_FAILED: &str = "failed to get public ip address for local interface";
+const STUN_GOT: &str = "got public ip address for local interface";
+/// Journal lines read at most (the time bound is RTCD's start, when known).
+const JOURNAL_LINES: &str = "200000";
 
 /// The guide's patterns, matched case-insensitively (`ICE failed` and `ice failed` are one).
 pub const PATTERNS: [&str; 7] = [
@@ -35,6 +48,97 @@ pub struct LogScan {
     pub private_candidates: BTreeMap<IpAddr, usize>,
     /// Lines that matched anything, at most [`MAX_KEPT`] (the latest ones).
     pub matched: Vec<String>,
+    /// RTCD's start-up STUN exchange as its log tells it.
+    pub stun: StunAtStart,
+    /// What was read, for the report (`rtcd.log`, `the journal of rtcd.service since …`).
+    pub source: String,
+}
+
+/// What RTCD's log says about the STUN exchange of its last start: RTCD asks STUN once per
+/// local address at start (rtcd service/rtc/server.go:137-158 (v1.2.6)) and, on failure,
+/// advertises the local address until it restarts (service/rtc/utils.go:124-130).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StunAtStart {
+    /// RTCD's start line was in the log; the results below come after the last one.
+    pub start_seen: bool,
+    /// That line's timestamp, as RTCD wrote it.
+    pub started_at: Option<String>,
+    /// The latest result per local address: the public IP, or the error.
+    pub results: BTreeMap<IpAddr, Result<String, String>>,
+}
+
+/// RTCD's journal (`journalctl -u UNIT`), since `since` (RTCD's start, seconds since the
+/// epoch) when known, else its last [`JOURNAL_LINES`] lines; bounded by `deadline`.
+pub fn read_journal(unit: &str, since: Option<u64>, deadline: Instant) -> Result<LogScan, String> {
+    let Some(journalctl) = super::cmd::find_program("journalctl") else {
+        return Err("journalctl not found".into());
+    };
+    let mut c = Command::new(journalctl);
+    c.args([
+        "--no-pager",
+        "-q",
+        "-o",
+        "cat",
+        "-u",
+        unit,
+        "-n",
+        JOURNAL_LINES,
+    ]);
+    if let Some(t) = since {
+        // A minute before the process started: its unit logs its start just before it.
+        c.arg(format!("--since=@{}", t.saturating_sub(60)));
+    }
+    c.env("LC_ALL", "C").env("SYSTEMD_PAGER", "");
+    let out = super::cmd::run(c, deadline).map_err(|e| format!("`journalctl -u {unit}`: {e}"))?;
+    if !out.success {
+        let why = out
+            .stderr
+            .lines()
+            .next()
+            .unwrap_or("failed")
+            .trim()
+            .to_string();
+        return Err(format!("`journalctl -u {unit}`: {why}"));
+    }
+    let mut text = out.stdout;
+    if text.len() as u64 > MAX_READ {
+        let cut = text.len() - MAX_READ as usize;
+        let cut = (cut..text.len())
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.drain(..cut);
+    }
+    if text.trim().is_empty() {
+        return Err(format!(
+            "the journal of {unit} has no lines (journalctl -u {unit})"
+        ));
+    }
+    let mut scan = scan(&text);
+    scan.source = match since {
+        Some(t) => format!(
+            "the journal of {unit} since RTCD's start ({})",
+            probe_proto::report::rfc3339(t * 1000)
+        ),
+        None => format!("the journal of {unit} (last {JOURNAL_LINES} lines)"),
+    };
+    Ok(scan)
+}
+
+/// When process `pid` started, in seconds since the epoch (`/proc/PID/stat` starttime +
+/// `/proc/stat` btime).
+pub fn process_start(pid: u32, ticks_per_sec: f64) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may contain spaces: starttime is field 22.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let ticks: f64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let btime: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(btime + (ticks / ticks_per_sec.max(1.0)) as u64)
 }
 
 pub fn read(path: &Path) -> Result<LogScan, String> {
@@ -52,6 +156,7 @@ pub fn read(path: &Path) -> Result<LogScan, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut scan = scan(&String::from_utf8_lossy(&bytes));
     scan.skipped_bytes = skipped;
+    scan.source = path.display().to_string();
     Ok(scan)
 }
 
@@ -68,6 +173,7 @@ pub fn scan(text: &str) -> LogScan {
                 hit = true;
             }
         }
+        stun_line(line, &lower, &mut s.stun);
         if let Some(ip) = host_candidate(&msg).filter(|ip| is_private(*ip) && !ip.is_loopback()) {
             *s.private_candidates.entry(ip).or_default() += 1;
             hit = true;
@@ -80,6 +186,148 @@ pub fn scan(text: &str) -> LogScan {
         }
     }
     s
+}
+
+/// Follows RTCD's start line and STUN results (`lower` is the line's message, lower-cased).
+fn stun_line(line: &str, lower: &str, st: &mut StunAtStart) {
+    if lower.contains(START_LINE) {
+        *st = StunAtStart {
+            start_seen: true,
+            started_at: field(line, "timestamp").or_else(|| plain_timestamp(line)),
+            results: BTreeMap::new(),
+        };
+        return;
+    }
+    let failed = lower.contains(STUN_FAILED);
+    if !failed && !lower.contains(STUN_GOT) {
+        return;
+    }
+    let Some(ip) = field(line, "localAddr").and_then(|a| a.parse::<IpAddr>().ok()) else {
+        return;
+    };
+    let result = if failed {
+        Err(field(line, "error").unwrap_or_default())
+    } else {
+        Ok(field(line, "remoteAddr").unwrap_or_default())
+    };
+    st.results.insert(canonical(ip), result);
+}
+
+/// A field of a log line: a JSON key (mlog's JSON target), else `key=value` / `key="value"`
+/// (mlog's plain target, which RTCD's console — and so the journal — uses by default:
+/// rtcd logger/logger.go:37-46 (v1.2.6)).
+fn field(line: &str, key: &str) -> Option<String> {
+    if let Some(i) = line.find('{') {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line[i..]) {
+            return v.get(key).map(|x| match x {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            });
+        }
+    }
+    let pat = format!("{key}=");
+    let mut from = 0;
+    while let Some(i) = line[from..].find(&pat) {
+        let at = from + i;
+        from = at + pat.len();
+        if at > 0 && !line[..at].ends_with([' ', '\t']) {
+            continue;
+        }
+        let rest = &line[from..];
+        return Some(match rest.strip_prefix('"') {
+            Some(q) => q.split('"').next().unwrap_or_default().to_string(),
+            None => rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        });
+    }
+    None
+}
+
+/// `info  [2025-05-14 10:29:08.935 Z] msg …`: the bracketed timestamp of a plain line (not a
+/// journal prefix's `rtcd[812]`).
+fn plain_timestamp(line: &str) -> Option<String> {
+    line.match_indices('[').find_map(|(a, _)| {
+        let inner = &line[a + 1..];
+        let inner = &inner[..inner.find(']')?];
+        let b = inner.as_bytes();
+        (b.len() > 5 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-')
+            .then(|| inner.to_string())
+    })
+}
+
+/// `rtcd_stun_failed_at_start`: RTCD's STUN request failed at its last start for a local
+/// address that STUN maps to another address now. RTCD asked once, at start (rtcd
+/// service/rtc/server.go:138-157 (v1.2.6)), and with no answer it pairs the local address with
+/// itself (service/rtc/utils.go:124-130), so it advertises that address until restarted,
+/// whatever STUN answers now. `stun_now` is the doctor's own exchange (empty: none ran, e.g.
+/// an override is set now, so RTCD asked no STUN either).
+pub fn stun_at_start(
+    st: &StunAtStart,
+    stun_now: &HashMap<IpAddr, Option<IpAddr>>,
+    where_: &str,
+    restart: &str,
+) -> (Option<String>, Option<Finding>) {
+    if st.results.is_empty() {
+        return (None, None);
+    }
+    let when = match (&st.start_seen, &st.started_at) {
+        (true, Some(t)) => format!("at RTCD's last start ({t})"),
+        (true, None) => "at RTCD's last start".to_string(),
+        (false, _) => "in the log (RTCD's start line is not in what was read)".to_string(),
+    };
+    let parts: Vec<String> = st
+        .results
+        .iter()
+        .map(|(ip, r)| match r {
+            Ok(public) => format!("{ip} → {public}"),
+            Err(_) => format!("{ip} failed"),
+        })
+        .collect();
+    let detail = format!("STUN {when}: {}", parts.join(", "));
+    let mut stale: Vec<(IpAddr, IpAddr, &str)> = Vec::new();
+    for (ip, r) in &st.results {
+        let Err(why) = r else { continue };
+        if let Some(Some(now)) = stun_now.get(ip) {
+            if now != ip {
+                stale.push((*ip, *now, why.as_str()));
+            }
+        }
+    }
+    if stale.is_empty() {
+        return (Some(detail), None);
+    }
+    let private = stale.iter().all(|(ip, _, _)| is_private(*ip));
+    let list = |f: &dyn Fn(&(IpAddr, IpAddr, &str)) -> String| {
+        stale.iter().map(f).collect::<Vec<_>>().join(", ")
+    };
+    let summary = format!(
+        "RTCD's STUN request failed {when} for {} while STUN answers now ({}): RTCD advertises its {} address{} until restarted, so clients outside this network cannot reach it",
+        list(&|(ip, _, why)| if why.is_empty() { ip.to_string() } else { format!("{ip}: {why}") }),
+        list(&|(ip, now, _)| format!("{ip} → {now}")),
+        if private { "private" } else { "local" },
+        if stale.len() > 1 { "es" } else { "" },
+    );
+    let public = stale[0].1;
+    let fix = format!(
+        "restart RTCD ({restart}) so it asks STUN again now that it answers; to stop depending on STUN at start, set ice_host_override = \"{public}\" under [rtc] in {where_} (or RTCD_RTC_ICEHOSTOVERRIDE={public} in RTCD's environment) and restart RTCD"
+    );
+    let severity = if st.start_seen {
+        Severity::Error
+    } else {
+        Severity::Warning
+    };
+    (
+        Some(detail),
+        Some(Finding::new(
+            "rtcd_stun_failed_at_start",
+            severity,
+            summary,
+            fix,
+        )),
+    )
 }
 
 /// The `msg` of a JSON log line (with `error` appended, where RTCD puts the cause), else the
@@ -157,6 +405,158 @@ Nov 26 07:29:02 rtc1 rtcd[812]: {"timestamp":"2025-05-14 10:29:24.000 Z","level"
         assert!(!s.matched.iter().any(|l| l.contains("new session")));
     }
 
+    /// RTCD's file log (mlog JSON target, rtcd logger/logger.go:58-77): three starts; STUN fails
+    /// for 172.31.1.2 at the last one (service/rtc/server.go:151), loopback always fails.
+    const STARTS_JSON: &str = r#"{"timestamp":"2026-11-20 08:00:00.001 Z","level":"info","msg":"service: starting up","caller":"service/service.go:67","buildDate":"2025-10-01 10:00","buildVersion":"v1.2.6","buildHash":"b3dee59","goVersion":"go1.24.6","goOS":"linux","goArch":"amd64"}
+{"timestamp":"2026-11-20 08:00:00.120 Z","level":"info","msg":"got public IP address for local interface","caller":"rtc/server.go:153","localAddr":"172.31.1.2","remoteAddr":"203.0.113.10"}
+{"timestamp":"2026-11-25 09:00:00.001 Z","level":"info","msg":"service: starting up","caller":"service/service.go:67","buildVersion":"v1.2.6"}
+{"timestamp":"2026-11-25 09:00:05.002 Z","level":"warn","msg":"failed to get public IP address for local interface","caller":"rtc/server.go:151","localAddr":"127.0.0.1","error":"failed to get public address: read udp4 127.0.0.1:8443: i/o timeout"}
+{"timestamp":"2026-11-25 09:00:10.003 Z","level":"warn","msg":"failed to get public IP address for local interface","caller":"rtc/server.go:151","localAddr":"172.31.1.2","error":"failed to get public address: read udp4 172.31.1.2:8443: i/o timeout"}
+{"timestamp":"2026-11-25 09:01:00.000 Z","level":"debug","msg":"rtc: new session","caller":"rtc/server.go:300"}
+"#;
+
+    /// The same on RTCD's console (mlog plain target, the journal's text by default:
+    /// logger/logger.go:43-46), one start, STUN answered.
+    const START_PLAIN_OK: &str = "info  [2026-11-26 07:00:00.001 Z] service: starting up                          caller=\"service/service.go:67\" buildDate=\"2025-10-01 10:00\" buildVersion=v1.2.6 buildHash=b3dee59\n\
+Nov 26 07:00:05 rtc1 rtcd[812]: info  [2026-11-26 07:00:05.010 Z] got public IP address for local interface     caller=\"rtc/server.go:153\" localAddr=172.31.1.2 remoteAddr=203.0.113.10\n";
+
+    fn now(pairs: &[(&str, Option<&str>)]) -> HashMap<IpAddr, Option<IpAddr>> {
+        pairs
+            .iter()
+            .map(|(l, m)| (l.parse().unwrap(), m.map(|m| m.parse().unwrap())))
+            .collect()
+    }
+
+    #[test]
+    fn stun_failed_at_the_last_start_while_stun_answers_now() {
+        let s = scan(STARTS_JSON);
+        assert!(s.stun.start_seen);
+        assert_eq!(
+            s.stun.started_at.as_deref(),
+            Some("2026-11-25 09:00:00.001 Z")
+        );
+        // Only the last start's results: the earlier success does not count.
+        assert_eq!(s.stun.results.len(), 2);
+        assert!(s.stun.results[&"172.31.1.2".parse::<IpAddr>().unwrap()].is_err());
+        let stun_now = now(&[("127.0.0.1", None), ("172.31.1.2", Some("203.0.113.10"))]);
+        let (detail, f) = stun_at_start(
+            &s.stun,
+            &stun_now,
+            "/etc/rtcd.toml",
+            "`systemctl restart rtcd.service`",
+        );
+        let f = f.expect("finding");
+        assert_eq!(f.id, "rtcd_stun_failed_at_start");
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.summary
+                .contains("advertises its private address until restarted"),
+            "{}",
+            f.summary
+        );
+        assert!(
+            f.summary.contains("172.31.1.2 → 203.0.113.10"),
+            "{}",
+            f.summary
+        );
+        assert!(f.summary.contains("i/o timeout"), "{}", f.summary);
+        // Loopback failed then and fails now: not evidence.
+        assert!(!f.summary.contains("127.0.0.1"), "{}", f.summary);
+        assert!(
+            f.fix.contains("systemctl restart rtcd.service"),
+            "{}",
+            f.fix
+        );
+        assert!(
+            f.fix.contains("ice_host_override = \"203.0.113.10\""),
+            "{}",
+            f.fix
+        );
+        assert!(detail.unwrap().contains("172.31.1.2 failed"));
+    }
+
+    #[test]
+    fn no_finding_when_stun_fails_now_too_or_maps_to_itself_or_did_not_run() {
+        let s = scan(STARTS_JSON);
+        let restart = "`systemctl restart rtcd`";
+        // Fails now too: RTCD advertises the private address for a reason the advertise
+        // check reports (rtcd_advertises_private), not a stale start.
+        let (_, f) = stun_at_start(&s.stun, &now(&[("172.31.1.2", None)]), "c", restart);
+        assert!(f.is_none());
+        // STUN maps the address to itself (no NAT): what RTCD advertises is right.
+        let (_, f) = stun_at_start(
+            &s.stun,
+            &now(&[("172.31.1.2", Some("172.31.1.2"))]),
+            "c",
+            restart,
+        );
+        assert!(f.is_none());
+        // No exchange now (an override is set now, or no STUN URL): nothing to compare.
+        let (_, f) = stun_at_start(&s.stun, &HashMap::new(), "c", restart);
+        assert!(f.is_none());
+        // A restart after which STUN answered clears it (plain console format, journal prefix).
+        let text = format!("{STARTS_JSON}{START_PLAIN_OK}");
+        let s2 = scan(&text);
+        assert_eq!(
+            s2.stun.started_at.as_deref(),
+            Some("2026-11-26 07:00:00.001 Z")
+        );
+        assert_eq!(
+            s2.stun.results.values().collect::<Vec<_>>(),
+            vec![&Ok("203.0.113.10".to_string())]
+        );
+        let (d, f) = stun_at_start(
+            &s2.stun,
+            &now(&[("172.31.1.2", Some("203.0.113.10"))]),
+            "c",
+            restart,
+        );
+        assert!(f.is_none());
+        assert!(d.unwrap().contains("172.31.1.2 → 203.0.113.10"));
+    }
+
+    #[test]
+    fn plain_failure_without_a_start_line_is_only_a_warning() {
+        let text = "warn  [2026-11-26 07:00:05.010 Z] failed to get public IP address for local interface caller=\"rtc/server.go:151\" localAddr=10.0.0.9 error=\"failed to get public address: read udp4 10.0.0.9:8443: i/o timeout\"\n";
+        let s = scan(text);
+        assert!(!s.stun.start_seen);
+        let (_, f) = stun_at_start(
+            &s.stun,
+            &now(&[("10.0.0.9", Some("198.51.100.20"))]),
+            "c",
+            "r",
+        );
+        let f = f.unwrap();
+        assert_eq!(f.severity, Severity::Warning);
+        assert!(
+            f.summary.contains(
+                "10.0.0.9: failed to get public address: read udp4 10.0.0.9:8443: i/o timeout"
+            ),
+            "{}",
+            f.summary
+        );
+        assert!(
+            f.summary.contains("start line is not in what was read"),
+            "{}",
+            f.summary
+        );
+        // Lines that are not RTCD's STUN results change nothing.
+        let s = scan("{\"msg\":\"got public IP address for local interface\"}\nlocalAddr=10.0.0.9 something else\n");
+        assert!(s.stun.results.is_empty());
+    }
+
+    #[test]
+    fn fields_and_timestamps() {
+        assert_eq!(field("a=1 b=\"x y\" c=3", "b").as_deref(), Some("x y"));
+        assert_eq!(field("xa=1 a=2", "a").as_deref(), Some("2"));
+        assert_eq!(field("{\"n\":5}", "n").as_deref(), Some("5"));
+        assert_eq!(
+            plain_timestamp("Nov 26 rtcd[812]: info  [2026-11-26 07:00:00.001 Z] x").as_deref(),
+            Some("2026-11-26 07:00:00.001 Z")
+        );
+        assert_eq!(plain_timestamp("rtcd[812]: no time"), None);
+    }
+
     #[test]
     fn ipv6_candidates_and_reading_a_file() {
         let s = scan("Ping STUN from udp6 host [fd00::5]:8443 to udp6 host [2001:db8::9]:4000\n");
@@ -169,6 +569,7 @@ Nov 26 07:29:02 rtc1 rtcd[812]: {"timestamp":"2025-05-14 10:29:24.000 Z","level"
         let from_file = read(&dir).unwrap();
         std::fs::remove_file(&dir).unwrap();
         assert_eq!(from_file.counts, scan(LOG).counts);
+        assert_eq!(from_file.source, dir.display().to_string());
         assert!(read(Path::new("/nonexistent/rtcd.log")).is_err());
     }
 }

@@ -3,13 +3,13 @@
 
 mod advertise;
 mod api;
-mod cmd;
+pub(crate) mod cmd;
 pub mod config;
 mod cpu;
 mod fetch;
 pub mod logs;
 mod nft;
-mod procnet;
+pub(crate) mod procnet;
 pub mod report;
 mod snmp;
 mod sysctl;
@@ -45,6 +45,19 @@ pub struct Inputs {
     /// The oldest RTCD the Calls plugin accepts (its min_rtcd_version).
     #[arg(long, value_name = "VERSION", default_value = api::DEFAULT_MIN_VERSION, value_parser = parse_min_version)]
     pub min_rtcd_version: String,
+    /// RTCD's version (e.g. 1.2.6), which decides how its candidates are computed (pion/ice
+    /// 4.0 rules before 1.2.5, 4.2 rules since). Default: RTCD's GET /version, else the
+    /// current rules.
+    #[arg(long, value_name = "VERSION", value_parser = parse_rtcd_version)]
+    pub rtcd_version: Option<String>,
+    /// The systemd unit RTCD runs as, for its environment (`systemctl show`) and journal when
+    /// its process cannot be read.
+    #[arg(long, value_name = "UNIT", default_value = crate::rtcd_env::DEFAULT_UNIT)]
+    pub rtcd_unit: String,
+}
+
+fn parse_rtcd_version(s: &str) -> Result<String, String> {
+    probe_proto::rtcd::PionRules::for_rtcd_version(s).map(|_| s.to_string())
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -67,10 +80,12 @@ fn parse_sample(s: &str) -> Result<f64, String> {
     }
 }
 
+/// Parsed as the Calls plugin parses its `min_rtcd_version` (Masterminds semver v1.5.0,
+/// plugin server/utils.go:133-136).
 fn parse_min_version(s: &str) -> Result<String, String> {
-    api::parse_version(s)
+    probe_proto::semver::Version::parse(s)
         .map(|_| s.to_string())
-        .ok_or_else(|| format!("`{s}` is not a version like v0.17.0"))
+        .map_err(|e| format!("`{s}` is not a version like v0.17.0 ({e})"))
 }
 
 pub fn run(args: DoctorArgs) -> i32 {
@@ -105,6 +120,84 @@ const API_MARGIN: Duration = Duration::from_millis(3500);
 const NFT_MARGIN: Duration = Duration::from_secs(3);
 const ADVERTISE_MARGIN: Duration = Duration::from_secs(3);
 const OWNER_SCAN_DEADLINE: Duration = Duration::from_millis(1500);
+const LOG_MARGIN: Duration = Duration::from_secs(3);
+/// How long the candidate computation waits for RTCD's /version (from the start of the run).
+const VERSION_WAIT: Duration = Duration::from_millis(2500);
+
+/// Which pion/ice rules the candidates were computed with, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesChoice {
+    pub rules: probe_proto::rtcd::PionRules,
+    /// `--rtcd-version`, `RTCD's /version` or `default`.
+    pub from: &'static str,
+    /// The version the choice was made from.
+    pub version: Option<String>,
+    /// Why a reported version was not used.
+    pub note: Option<String>,
+}
+
+impl RulesChoice {
+    pub fn text(&self) -> String {
+        let mut t = format!("candidates computed with {}", self.rules.label());
+        match (&self.version, self.from) {
+            (Some(v), from) => t.push_str(&format!(", from {from} {v}")),
+            (None, _) => {
+                t.push_str(", the default (RTCD's version unknown; --rtcd-version sets it)")
+            }
+        }
+        if let Some(n) = &self.note {
+            t.push_str(&format!(" ({n})"));
+        }
+        t
+    }
+}
+
+/// The flag wins, then RTCD's /version, then the default rules (pure, unit-tested).
+pub fn choose_rules(flag: Option<&str>, reported: Option<&str>) -> RulesChoice {
+    use probe_proto::rtcd::PionRules;
+    if let Some(v) = flag {
+        if let Ok(rules) = PionRules::for_rtcd_version(v) {
+            return RulesChoice {
+                rules,
+                from: "--rtcd-version",
+                version: Some(v.to_string()),
+                note: None,
+            };
+        }
+    }
+    match reported {
+        Some(v) => match PionRules::for_rtcd_version(v) {
+            Ok(rules) => RulesChoice {
+                rules,
+                from: "RTCD's /version",
+                version: Some(v.to_string()),
+                note: None,
+            },
+            Err(_) => RulesChoice {
+                rules: PionRules::default(),
+                from: "default",
+                version: None,
+                note: Some(format!("RTCD's /version says {v:?}, not a release version")),
+            },
+        },
+        None => RulesChoice {
+            rules: PionRules::default(),
+            from: "default",
+            version: None,
+            note: None,
+        },
+    }
+}
+
+/// Where RTCD's `RTCD_*` variables were read: pass, or warn when RTCD's own environment could
+/// not be read although its process runs.
+fn env_check(env: &crate::rtcd_env::RtcdEnv) -> Check {
+    let status = match env.source {
+        crate::rtcd_env::Source::Own if env.pid.is_some() => Status::Warn,
+        _ => Status::Pass,
+    };
+    Check::new("rtcd_env", status, env.summary())
+}
 
 /// A check running in its own thread; `join` gives up at the deadline (the thread is then
 /// abandoned: the process ends right after the report).
@@ -140,7 +233,9 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let sample = Duration::from_secs_f64(inputs.sample);
-    let hard = t0 + sample + JOIN_MARGIN;
+    // Deadlines count from the start of the run (finding RTCD's environment came first).
+    let base = loaded.started.min(t0);
+    let hard = base + sample + JOIN_MARGIN;
     let cfg = &loaded.cfg;
     let mut checks = Vec::new();
     let mut findings: Vec<Finding> = Vec::new();
@@ -206,6 +301,7 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
     } else {
         Some(format!("{} is not an address of this host", api_url.host))
     };
+    let (version_tx, version_rx) = mpsc::channel::<Option<String>>();
     let api_task = {
         let url = api_url.clone();
         let min_text = inputs.min_rtcd_version.clone();
@@ -218,7 +314,10 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
                 url_source: &source,
                 listener: api_listener,
             };
-            api::check(&inp, t0 + sample + API_MARGIN)
+            let o = api::check(&inp, base + sample + API_MARGIN);
+            // The candidate rules depend on the version RTCD reports.
+            let _ = version_tx.send(o.version.clone());
+            o
         })
     };
     let fw_targets = vec![
@@ -241,26 +340,57 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
     let nft_task = {
         let targets = fw_targets.clone();
         spawn(move || {
-            nft::list_ruleset(t0 + sample + NFT_MARGIN)
+            nft::list_ruleset(base + sample + NFT_MARGIN)
                 .and_then(|rs| nft::find_blocks(&rs, &targets))
         })
     };
     let adv_task = {
         let cfg = cfg.clone();
         let where_ = loaded.where_.clone();
+        let flag = inputs.rtcd_version.clone();
         spawn(move || {
-            advertise::check(
+            // --rtcd-version, else what RTCD's /version says (the API check usually answers in
+            // milliseconds; a silent API is not waited for past VERSION_WAIT), else the default.
+            let reported = if flag.is_some() {
+                None
+            } else {
+                version_rx
+                    .recv_timeout(
+                        (base + VERSION_WAIT.min(sample + ADVERTISE_MARGIN / 2))
+                            .saturating_duration_since(Instant::now()),
+                    )
+                    .ok()
+                    .flatten()
+            };
+            let choice = choose_rules(flag.as_deref(), reported.as_deref());
+            let o = advertise::check(
                 &cfg,
                 &where_,
-                probe_proto::rtcd::PionRules::default(),
-                t0 + sample + ADVERTISE_MARGIN,
-            )
+                choice.rules,
+                base + sample + ADVERTISE_MARGIN,
+            );
+            (o, choice)
         })
     };
-    let log_task = inputs
-        .rtcd_log
-        .clone()
-        .map(|p| spawn(move || logs::read(&p)));
+    let log_task = match (&inputs.rtcd_log, &loaded.env.unit) {
+        (Some(p), _) => {
+            let p = p.clone();
+            Some(spawn(move || logs::read(&p)))
+        }
+        // No file: RTCD's journal, when its systemd unit is known (from its process, or a
+        // loaded unit), since RTCD's start.
+        (None, Some(unit)) => {
+            let unit = unit.clone();
+            let since = loaded
+                .env
+                .pid
+                .and_then(|pid| logs::process_start(pid, cpu::ticks_per_sec()));
+            Some(spawn(move || {
+                logs::read_journal(&unit, since, base + sample + LOG_MARGIN)
+            }))
+        }
+        (None, None) => None,
+    };
 
     // 1. Ports.
     port_checks(
@@ -366,18 +496,29 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
     }
 
     // 6. Configuration and what RTCD advertises.
+    checks.push(env_check(&loaded.env));
     if let Some(e) = &loaded.env_error {
+        // rtcd cmd/rtcd/config.go:31-33 (v1.2.6): a variable envconfig cannot parse stops RTCD.
         findings.push(Finding::new(
             "rtcd_config_invalid",
             Severity::Error,
-            format!("RTCD would refuse its environment: {}", e.rtcd_message),
+            format!(
+                "RTCD would refuse its environment ({}): {}",
+                loaded.env.describe(),
+                e.rtcd_message
+            ),
             e.hint.clone(),
         ));
     }
+    let mut stun_now = HashMap::new();
+    let mut rules = None;
     match adv_task.join(hard) {
-        Some(o) => {
+        Some((mut o, choice)) => {
+            o.check.detail.push_str(&format!("; {}", choice.text()));
             checks.push(o.check);
             findings.extend(o.findings);
+            stun_now = o.stun_now;
+            rules = Some(choice);
         }
         None => checks.push(late("rtcd_config")),
     }
@@ -388,12 +529,17 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
         None => checks.push(Check::new(
             "logs",
             Status::Skipped,
-            "skipped: no --rtcd-log given (e.g. `journalctl -u rtcd --since -1h > rtcd.log`, then --rtcd-log rtcd.log)",
+            "skipped: no --rtcd-log given and no systemd unit of RTCD found for its journal (e.g. `journalctl -u rtcd --since -1h > rtcd.log` or `docker logs CONTAINER > rtcd.log`, then --rtcd-log rtcd.log)",
         )),
         Some(None) => checks.push(late("logs")),
         Some(Some(Err(e))) => checks.push(Check::new("logs", Status::Skipped, format!("skipped: {e}"))),
         Some(Some(Ok(scan))) => {
-            log_findings(&scan, &mut checks, &mut findings);
+            let restart = match &loaded.env.unit {
+                Some(u) => format!("`systemctl restart {u}`"),
+                None => "`systemctl restart rtcd`, or restart its container".to_string(),
+            };
+            let stun = logs::stun_at_start(&scan.stun, &stun_now, &loaded.where_, &restart);
+            log_findings(&scan, stun, &mut checks, &mut findings);
             log = Some(scan);
         }
     }
@@ -409,6 +555,9 @@ pub fn collect(inputs: &Inputs, loaded: &Loaded) -> Done {
             api: api_url.base(),
             udp_owner,
             tcp_owner,
+            env: Some(report::EnvReport::from(&loaded.env)),
+            pion_rules: rules.as_ref().map(|c| c.rules),
+            version_source: rules.as_ref().map(|c| c.from.to_string()),
         },
         checks,
         findings,
@@ -764,14 +913,20 @@ fn firewall_findings(
     checks.push(Check::new("host_firewall", status, lines.join("\n")));
 }
 
-fn log_findings(scan: &logs::LogScan, checks: &mut Vec<Check>, findings: &mut Vec<Finding>) {
+fn log_findings(
+    scan: &logs::LogScan,
+    (stun_detail, stun_finding): (Option<String>, Option<Finding>),
+    checks: &mut Vec<Check>,
+    findings: &mut Vec<Finding>,
+) {
     let counts: Vec<String> = scan
         .counts
         .iter()
         .map(|(p, n)| format!("\"{p}\" ×{n}"))
         .collect();
     let mut detail = format!(
-        "{} line(s){}; guide patterns: {}",
+        "{}: {} line(s){}; guide patterns: {}",
+        scan.source,
         scan.lines,
         if scan.skipped_bytes > 0 {
             " (the end of the file)"
@@ -806,6 +961,17 @@ fn log_findings(scan: &logs::LogScan, checks: &mut Vec<Check>, findings: &mut Ve
             "set [rtc] ice_host_override (env RTCD_RTC_ICEHOSTOVERRIDE) to the public address users reach RTCD on, and restart RTCD",
         ));
     }
+    if let Some(d) = stun_detail {
+        detail.push_str(&format!("; {d}"));
+    }
+    if let Some(f) = stun_finding {
+        status = if f.severity == Severity::Error {
+            Status::Fail
+        } else {
+            Status::Warn
+        };
+        findings.push(f);
+    }
     if !counts.is_empty() {
         if status == Status::Pass {
             status = Status::Warn;
@@ -818,6 +984,35 @@ fn log_findings(scan: &logs::LogScan, checks: &mut Vec<Check>, findings: &mut Ve
         ));
     }
     checks.push(Check::new("logs", status, detail));
+}
+
+#[cfg(test)]
+mod rules_tests {
+    use super::*;
+    use probe_proto::rtcd::PionRules;
+
+    #[test]
+    fn flag_then_version_then_default() {
+        let c = choose_rules(Some("1.2.4"), Some("v1.2.6"));
+        assert_eq!((c.rules, c.from), (PionRules::V4_0, "--rtcd-version"));
+        assert!(c.text().contains("--rtcd-version 1.2.4"), "{}", c.text());
+        let c = choose_rules(None, Some("v1.2.4"));
+        assert_eq!((c.rules, c.from), (PionRules::V4_0, "RTCD's /version"));
+        assert!(
+            c.text().contains("v4.0") && c.text().contains("v1.2.4"),
+            "{}",
+            c.text()
+        );
+        let c = choose_rules(None, Some("v1.2.6"));
+        assert_eq!((c.rules, c.from), (PionRules::V4_2, "RTCD's /version"));
+        let c = choose_rules(None, None);
+        assert_eq!((c.rules, c.from), (PionRules::default(), "default"));
+        assert!(c.text().contains("version unknown"), "{}", c.text());
+        // A development build's version is not a release: the default, and the report says why.
+        let c = choose_rules(None, Some("dev-abc123"));
+        assert_eq!((c.rules, c.from), (PionRules::default(), "default"));
+        assert!(c.text().contains("\"dev-abc123\""), "{}", c.text());
+    }
 }
 
 #[cfg(test)]

@@ -6,42 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::procnet::Owner;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pass,
-    Warn,
-    Fail,
-    Skipped,
-}
-
-impl Status {
-    fn label(self) -> &'static str {
-        match self {
-            Status::Pass => "pass",
-            Status::Warn => "WARN",
-            Status::Fail => "FAIL",
-            Status::Skipped => "skipped",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Check {
-    pub id: String,
-    pub status: Status,
-    pub detail: String,
-}
-
-impl Check {
-    pub fn new(id: &str, status: Status, detail: impl Into<String>) -> Self {
-        Check {
-            id: id.into(),
-            status,
-            detail: detail.into(),
-        }
-    }
-}
+pub use probe_shell::report::{ok, sort_findings, Check, Status};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rtcd {
@@ -49,6 +14,41 @@ pub struct Rtcd {
     pub api: String,
     pub udp_owner: Option<Owner>,
     pub tcp_owner: Option<Owner>,
+    /// Where RTCD's `RTCD_*` variables were read.
+    #[serde(default)]
+    pub env: Option<EnvReport>,
+    /// The pion/ice rules RTCD's candidates were computed with (`pion_ice_4_0`/`pion_ice_4_2`).
+    #[serde(default)]
+    pub pion_rules: Option<probe_proto::rtcd::PionRules>,
+    /// Where the version deciding them came from: `--rtcd-version`, `RTCD's /version`, `default`.
+    #[serde(default)]
+    pub version_source: Option<String>,
+}
+
+/// `rtcd.env` in the JSON: `{"source": "process", "pid", "process"}` | `{"source": "systemd",
+/// "unit"}` | `{"source": "own"}`, plus the variable names (never their values), the unit
+/// RTCD runs under (`systemd_unit`), and why earlier sources were not used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvReport {
+    #[serde(flatten)]
+    pub source: crate::rtcd_env::Source,
+    pub variables: Vec<String>,
+    /// The systemd unit RTCD runs under (its cgroup) or that was found.
+    pub systemd_unit: Option<String>,
+    pub notes: Vec<String>,
+    pub ignored_own: Vec<String>,
+}
+
+impl From<&crate::rtcd_env::RtcdEnv> for EnvReport {
+    fn from(e: &crate::rtcd_env::RtcdEnv) -> Self {
+        EnvReport {
+            source: e.source.clone(),
+            variables: e.vars.keys().cloned().collect(),
+            systemd_unit: e.unit.clone(),
+            notes: e.notes.clone(),
+            ignored_own: e.ignored_own.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,24 +77,16 @@ impl DoctorReport {
     }
 }
 
-/// Errors first, then warnings, then information; `ok` follows from them.
-pub fn sort_findings(findings: &mut [Finding]) {
-    findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-}
-
-pub fn ok(findings: &[Finding]) -> bool {
-    !findings.iter().any(|f| f.severity == Severity::Error)
-}
-
 /// The human report: one table row per check, then findings with their fixes.
 pub fn render_text(r: &DoctorReport) -> String {
     let mut out = format!(
-        "probe-server doctor {} on {}   {}   {:.1} s\nRTCD config: {}\nRTCD API:    {}   version {}\nUDP port:    {}\nTCP port:    {}\n\n",
+        "probe-server doctor {} on {}   {}   {:.1} s\nRTCD config: {}\nRTCD env:    {}\nRTCD API:    {}   version {}\nUDP port:    {}\nTCP port:    {}\n\n",
         r.tool_version,
         r.host,
         r.started_at,
         r.duration_ms as f64 / 1000.0,
         r.config,
+        r.rtcd.env.as_ref().map_or("unknown".to_string(), EnvReport::label),
         r.rtcd.api,
         r.rtcd.version.as_deref().unwrap_or("unknown"),
         owner(&r.rtcd.udp_owner),
@@ -138,6 +130,23 @@ pub fn render_text(r: &DoctorReport) -> String {
     out
 }
 
+impl EnvReport {
+    fn label(&self) -> String {
+        let from = match &self.source {
+            crate::rtcd_env::Source::Process { pid, process } => {
+                format!("RTCD's process ({process}, pid {pid})")
+            }
+            crate::rtcd_env::Source::Systemd { unit } => format!("systemd unit {unit}"),
+            crate::rtcd_env::Source::Own => "this shell's environment".to_string(),
+        };
+        if self.variables.is_empty() {
+            format!("{from}, no RTCD_* variable")
+        } else {
+            format!("{from}: {}", self.variables.join(", "))
+        }
+    }
+}
+
 fn owner(o: &Option<Owner>) -> String {
     match o {
         Some(o) => format!("held by {} (pid {})", o.process, o.pid),
@@ -169,6 +178,17 @@ mod tests {
                     process: "rtcd".into(),
                 }),
                 tcp_owner: None,
+                env: Some(EnvReport {
+                    source: crate::rtcd_env::Source::Systemd {
+                        unit: "rtcd.service".into(),
+                    },
+                    variables: vec!["RTCD_RTC_ICEHOSTOVERRIDE".into()],
+                    systemd_unit: Some("rtcd.service".into()),
+                    notes: vec![],
+                    ignored_own: vec![],
+                }),
+                pion_rules: Some(probe_proto::rtcd::PionRules::V4_2),
+                version_source: Some("default".into()),
             },
             checks: vec![Check::new("udp_port", Status::Pass, "a\nb")],
             findings,
@@ -185,6 +205,12 @@ mod tests {
         assert!(v["rtcd"]["version"].is_null());
         assert_eq!(v["checks"][0]["status"], "pass");
         assert_eq!(v["findings"][0]["id"], "e");
+        assert_eq!(v["rtcd"]["env"]["source"], "systemd");
+        assert_eq!(v["rtcd"]["env"]["unit"], "rtcd.service");
+        assert_eq!(v["rtcd"]["env"]["variables"][0], "RTCD_RTC_ICEHOSTOVERRIDE");
+        assert_eq!(v["rtcd"]["pion_rules"], "pion_ice_4_2");
+        let back: DoctorReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
         let t = render_text(&r);
         assert!(t.contains("udp_port") && t.contains("FAIL"), "{t}");
     }

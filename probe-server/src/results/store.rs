@@ -447,6 +447,7 @@ pub mod tests_support {
             server_version: None,
             server_pin: None,
             ice: None,
+            turn: None,
         };
         if loss_up.is_none() {
             r.set_findings(vec![Finding::new("udp_blocked", Severity::Error, "s", "f")]);

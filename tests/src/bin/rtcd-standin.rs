@@ -1,13 +1,17 @@
 //! A stand-in for RTCD (which cannot be installed here), serving exactly the routes, JSON
-//! shapes and status codes of `rtcd-behaviour.md`, plus the helpers the doctor tests need.
-//! std only (and probe-proto's WebSocket accept), one thread per connection.
+//! shapes and status codes of rtcd v1.2.6 (b3dee59; `rtcd-behaviour.md`, "Corrections"), plus
+//! the helpers the doctor tests need. Each answer cites the rtcd (or Go net/http, gorilla/websocket
+//! v1.5.3 as rtcd uses them) source lines it copies. std only (and probe-proto's WebSocket
+//! accept), one thread per connection.
 //!
 //! ```text
 //! rtcd-standin serve [--api ADDR] [--ice-port N] [--ice-address IP]… [--no-tcp]
 //!                    [--version V] [--client-id ID --auth-key KEY]
 //!                    [--sessions N] [--connected N] [--failed N] [--ice-errors N]
 //!                    [--no-drain --rcvbuf BYTES] [--tls-cert-out PEM [--tls-name NAME]…]
-//!     /version, /system, /metrics, POST /login, /ws as RTCD answers them; holds the ICE port on
+//!     /version, /system, /metrics, POST /login, /ws as RTCD answers them (a refused /ws login
+//!     is 200 with an empty body; /login errors are JSON {"code","error"}; CONNECT is 404;
+//!     with TLS, plaintext HTTP gets Go's 400); holds the ICE port on
 //!     UDP (drained, or with --no-drain never read, so a flood overflows its tiny buffer) and
 //!     TCP (closing a connection whose first frame is not STUN). With --tls-cert-out the API
 //!     speaks TLS with a fresh self-signed certificate for 127.0.0.1, localhost and each
@@ -181,6 +185,9 @@ fn serve(args: &[String]) {
         let tls = tls.clone();
         std::thread::spawn(move || {
             let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+            if tls.is_some() && !plaintext_on_tls_port(&s) {
+                return;
+            }
             let conn: Box<dyn Rw> = match tls {
                 Some(t) => match rustls::ServerConnection::new(t) {
                     Ok(c) => Box::new(rustls::StreamOwned::new(c, s)),
@@ -208,6 +215,30 @@ fn tls_config(names: &[String], out: &str) -> Arc<rustls::ServerConfig> {
         })
         .unwrap_or_else(|e| usage(&format!("TLS: {e}")));
     Arc::new(cfg)
+}
+
+/// Go's TLS server (rtcd service/api/server.go:63-65 serves with `ServeTLS`) on a first record
+/// that is not TLS: when its 5 bytes look like an HTTP request it answers a plain 400
+/// (Go net/http server.go `(*conn).serve`, `tlsRecordHeaderLooksLikeHTTP`: "GET /", "HEAD ",
+/// "POST ", "PUT /", "OPTIO"), otherwise (a CONNECT, say) it closes without a word. Returns
+/// whether to go on with the TLS handshake.
+fn plaintext_on_tls_port(s: &TcpStream) -> bool {
+    let mut head = [0u8; 5];
+    let n = match s.peek(&mut head) {
+        Ok(n) => n,
+        Err(_) => return false,
+    };
+    if n == 0 || head[0] == 0x16 {
+        return n > 0;
+    }
+    if n == 5 && [b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO"].contains(&&head) {
+        let mut w = s;
+        let _ = w.write_all(
+            b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+        );
+    }
+    let _ = s.shutdown(std::net::Shutdown::Both);
+    false
 }
 
 /// A connection: plain TCP or TLS.
@@ -306,13 +337,59 @@ fn read_request(s: &mut dyn Rw) -> Option<Request> {
 }
 
 fn respond(s: &mut dyn Rw, status: &str, ctype: &str, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+    respond_with(s, status, &[("Content-Type", ctype)], body)
+}
+
+fn respond_with(
+    s: &mut dyn Rw,
+    status: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status}\r\n");
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
-    );
+    ));
     s.write_all(head.as_bytes())?;
     s.write_all(body.as_bytes())?;
     s.flush()
+}
+
+/// Go's `http.Error` (and `http.NotFound`, which is `http.Error(w, "404 page not found", 404)`):
+/// text/plain, nosniff, the message and a newline (Go net/http server.go `Error`).
+fn go_http_error(
+    s: &mut dyn Rw,
+    status: &str,
+    extra: &[(&str, &str)],
+    msg: &str,
+) -> std::io::Result<()> {
+    let mut headers = extra.to_vec();
+    headers.push(("Content-Type", "text/plain; charset=utf-8"));
+    headers.push(("X-Content-Type-Options", "nosniff"));
+    respond_with(s, status, &headers, &format!("{msg}\n"))
+}
+
+/// rtcd's `httpAudit` answer (service/audit.go:21-42): JSON of resData plus `"error"` when
+/// failed and always `"code"` as a string, encoded by json.Encoder (keys sorted, trailing newline).
+fn audit_json(
+    s: &mut dyn Rw,
+    status: &str,
+    mut res: serde_json::Map<String, serde_json::Value>,
+    err: Option<&str>,
+) -> std::io::Result<()> {
+    if let Some(e) = err {
+        res.insert("error".into(), e.into());
+    }
+    let code = status.split(' ').next().unwrap_or_default();
+    res.insert("code".into(), code.into());
+    // Sorted keys, as Go encodes a map.
+    let sorted: std::collections::BTreeMap<_, _> = res.into_iter().collect();
+    let body = format!("{}\n", serde_json::to_string(&sorted).unwrap_or_default());
+    respond_with(s, status, &[("Content-Type", "application/json")], &body)
 }
 
 fn api_conn(
@@ -323,10 +400,31 @@ fn api_conn(
     let Some(req) = read_request(s.as_mut()) else {
         return Ok(());
     };
-    let path = req.target.split('?').next().unwrap_or_default().to_string();
+    // Go's server takes the absolute form too (what Go's transport sends to an http:// proxy —
+    // to RTCD itself when a proxy variable applies): net/http readRequest parses the target
+    // with url.ParseRequestURI and routes on its path.
+    let origin_form = ["http://", "https://"]
+        .iter()
+        .find_map(|p| req.target.strip_prefix(p))
+        .map_or(req.target.as_str(), |rest| {
+            rest.find('/').map_or("/", |i| &rest[i..])
+        });
+    let path = origin_form
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let json = "application/json";
-    let text = "text/plain; charset=utf-8";
+    // A CONNECT carries an authority, not a path: Go's ServeMux matches its empty path
+    // against no route (rtcd registers no "/", service/service.go:117-142) and answers
+    // http.NotFound (Go net/http server.go `(*ServeMux).findHandler`, CONNECT branch). This
+    // is what the Calls plugin's WebSocket dial gets when a proxy variable names no proxy
+    // but RTCD itself (gorilla/websocket v1.5.3 proxy.go:34-76; plugin issue #379).
+    if req.method == "CONNECT" {
+        return go_http_error(s.as_mut(), "404 Not Found", &[], "404 page not found");
+    }
     match (req.method.as_str(), path.as_str()) {
+        // rtcd service/version.go:51 (getVersion), fields of service/version.go VersionInfo.
         ("GET", "/version") => {
             let body = serde_json::json!({
                 "buildDate": "2025-04-02 21:33",
@@ -345,44 +443,67 @@ fn api_conn(
             "text/plain; version=0.0.4; charset=utf-8",
             &metrics(cfg),
         ),
+        // rtcd service/auth.go:189-219 (loginClient), answered by httpAudit (audit.go:21-42).
         ("POST", "/login") => {
-            let v: serde_json::Value = serde_json::from_slice(&req.body).unwrap_or_default();
-            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
-            let ok = cfg.client_id.is_some()
-                && field("clientID") == cfg.client_id
-                && field("authKey") == cfg.auth_key;
-            if ok {
-                let token = format!(
-                    "standin-{}-{}",
-                    std::process::id(),
-                    tokens.lock().map_or(0, |t| t.len())
-                );
-                if let Ok(mut t) = tokens.lock() {
-                    t.insert(token.clone());
+            let v: serde_json::Value = match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                // json.Decoder's error, e.g. "EOF" for an empty body: 400 (auth.go:201-205).
+                Err(e) => {
+                    let msg = if req.body.is_empty() {
+                        "EOF".to_string()
+                    } else {
+                        e.to_string()
+                    };
+                    return audit_json(
+                        s.as_mut(),
+                        "400 Bad Request",
+                        Default::default(),
+                        Some(&msg),
+                    );
                 }
-                respond(
-                    s.as_mut(),
-                    "200 OK",
-                    json,
-                    &serde_json::json!({ "bearerToken": token }).to_string(),
-                )
-            } else {
-                respond(
+            };
+            let field = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
+            let id = field("clientID").unwrap_or_default();
+            let key = field("authKey").unwrap_or_default();
+            match login_error(cfg, &id, &key) {
+                Some(err) => audit_json(
                     s.as_mut(),
                     "400 Bad Request",
-                    text,
-                    "authentication failed\n",
-                )
+                    Default::default(),
+                    Some(&err),
+                ),
+                None => {
+                    let token = format!(
+                        "standin-{}-{}",
+                        std::process::id(),
+                        tokens.lock().map_or(0, |t| t.len())
+                    );
+                    if let Ok(mut t) = tokens.lock() {
+                        t.insert(token.clone());
+                    }
+                    let mut res = serde_json::Map::new();
+                    res.insert("bearerToken".into(), token.into());
+                    audit_json(s.as_mut(), "200 OK", res, None)
+                }
             }
         }
-        ("GET", "/ws") => ws(s, &req, cfg, tokens),
-        (_, "/login") => respond(
-            s.as_mut(),
-            "405 Method Not Allowed",
-            text,
-            "method not allowed\n",
-        ),
-        _ => respond(s.as_mut(), "404 Not Found", text, "404 page not found\n"),
+        // Any method reaches the /ws handler (service/service.go:123).
+        (_, "/ws") => ws(s, &req, cfg, tokens),
+        // loginClient answers any other method with http.NotFound (auth.go:190-192).
+        (_, "/login") => go_http_error(s.as_mut(), "404 Not Found", &[], "404 page not found"),
+        _ => go_http_error(s.as_mut(), "404 Not Found", &[], "404 page not found"),
+    }
+}
+
+/// `auth.Service.Login`'s error for these credentials, or `None` when they are right
+/// (rtcd service/auth/service.go:44-60 Authenticate, 109-121 Login; store.ErrNotFound is
+/// "error: not found", service/store/store.go:11).
+fn login_error(cfg: &Config, id: &str, key: &str) -> Option<String> {
+    match (&cfg.client_id, &cfg.auth_key) {
+        (Some(cid), Some(ckey)) if cid == id => {
+            (ckey != key).then(|| "login failed: authentication failed".to_string())
+        }
+        _ => Some("login failed: authentication failed: error: not found".to_string()),
     }
 }
 
@@ -408,7 +529,57 @@ fn metrics(cfg: &Config) -> String {
     )
 }
 
-/// RTCD's /ws: auth first (401), then gorilla/websocket's upgrade checks (400).
+/// Go's `(*Request).BasicAuth` (net/http request.go `parseBasicAuth`): a case-insensitive
+/// "Basic " prefix, standard base64, split at the first ':'.
+fn basic_auth(header: &str) -> Option<(String, String)> {
+    let prefix = header.get(..6)?;
+    if !prefix.eq_ignore_ascii_case("Basic ") {
+        return None;
+    }
+    let decoded = base64_decode(&header[6..])?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, key) = text.split_once(':')?;
+    Some((id.to_string(), key.to_string()))
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(4) {
+        return None;
+    }
+    let mut out = Vec::new();
+    for chunk in bytes.chunks(4) {
+        let pad = chunk.iter().rev().take_while(|b| **b == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            let v = if i >= 4 - pad { 0 } else { val(*c)? };
+            n = (n << 6) | v;
+        }
+        let three = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&three[..3 - pad]);
+    }
+    Some(out)
+}
+
+/// RTCD's /ws (service/ws/server.go:108-137): the auth callback first — when it fails the
+/// handler returns without writing, so Go answers **200 with an empty body** and no upgrade
+/// (server.go:120-126; authHandler's httpAudit gets a nil writer, service/auth.go:18-38, and
+/// basicAuthHandler/bearerAuthHandler write nothing, auth.go:40-78) — then gorilla/websocket's
+/// Upgrade checks (v1.5.3 server.go:125-159), whose errors are `http.Error(w,
+/// StatusText(status), status)` with `Sec-Websocket-Version: 13` (server.go:77-86).
 fn ws(
     mut s: Box<dyn Rw>,
     req: &Request,
@@ -416,44 +587,48 @@ fn ws(
     tokens: &Mutex<HashSet<String>>,
 ) -> std::io::Result<()> {
     let auth = req.header("Authorization").unwrap_or_default();
+    // authHandler picks bearer on a case-sensitive "Bearer " prefix (auth.go:34-37).
     let authed = if let Some(t) = auth.strip_prefix("Bearer ") {
-        tokens.lock().is_ok_and(|set| set.contains(t.trim()))
-    } else if let Some(b) = auth.strip_prefix("Basic ") {
-        match (&cfg.client_id, &cfg.auth_key) {
-            (Some(id), Some(key)) => {
-                b.trim() == probe_proto::http::base64(format!("{id}:{key}").as_bytes())
+        tokens.lock().is_ok_and(|set| set.contains(t))
+    } else {
+        match (basic_auth(auth), &cfg.client_id, &cfg.auth_key) {
+            // An empty client ID is refused (auth.go:50-52), then Authenticate (auth.go:54-57).
+            (Some((id, key)), Some(cid), Some(ckey)) => {
+                !id.is_empty() && &id == cid && &key == ckey
             }
             _ => false,
         }
-    } else {
-        false
     };
     if !authed {
-        return respond(
-            s.as_mut(),
-            "401 Unauthorized",
-            "text/plain; charset=utf-8",
-            "Unauthorized\n",
-        );
+        // Nothing written by the handler: net/http sends 200 OK, Content-Length: 0.
+        return respond_with(s.as_mut(), "200 OK", &[], "");
     }
-    if !req.has_token("Connection", "upgrade") {
-        return respond(
-            s.as_mut(),
-            "400 Bad Request",
-            "text/plain; charset=utf-8",
-            "websocket: the client is not using the websocket protocol: 'upgrade' token not found in 'Connection' header\n",
-        );
+    let refuse = |s: &mut dyn Rw, status: &str| {
+        let text = status.split_once(' ').map_or("", |(_, t)| t);
+        go_http_error(s, status, &[("Sec-Websocket-Version", "13")], text)
+    };
+    if !req.has_token("Connection", "upgrade") || !req.has_token("Upgrade", "websocket") {
+        return refuse(s.as_mut(), "400 Bad Request");
     }
-    if !req.has_token("Upgrade", "websocket") {
-        return respond(
-            s.as_mut(),
-            "400 Bad Request",
-            "text/plain; charset=utf-8",
-            "websocket: the client is not using the websocket protocol: 'websocket' token not found in 'Upgrade' header\n",
-        );
+    if req.method != "GET" {
+        return refuse(s.as_mut(), "405 Method Not Allowed");
     }
-    let Some(key) = req.header("Sec-WebSocket-Key").filter(|k| !k.is_empty()) else {
-        return respond(s.as_mut(), "400 Bad Request", "text/plain; charset=utf-8", "websocket: not a websocket handshake: 'Sec-WebSocket-Key' header is missing or blank\n");
+    if !req.has_token("Sec-WebSocket-Version", "13") {
+        return refuse(s.as_mut(), "400 Bad Request");
+    }
+    // checkSameOrigin (server.go:88-100): an Origin must name the request's Host.
+    if let Some(origin) = req.header("Origin") {
+        let host = origin.split_once("://").map_or(origin, |(_, h)| h);
+        if !host.eq_ignore_ascii_case(req.header("Host").unwrap_or_default()) {
+            return refuse(s.as_mut(), "403 Forbidden");
+        }
+    }
+    // isValidChallengeKey: base64 of 16 bytes (server.go:156-159).
+    let Some(key) = req
+        .header("Sec-WebSocket-Key")
+        .filter(|k| base64_decode(k).is_some_and(|b| b.len() == 16))
+    else {
+        return refuse(s.as_mut(), "400 Bad Request");
     };
     let head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",

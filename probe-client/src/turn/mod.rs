@@ -1,0 +1,1125 @@
+//! The TURN check (`--turn URL… (--turn-user U --turn-pass P | --turn-secret S)` or
+//! `--mattermost URL --mm-token TOKEN`): for each TURN URL and transport, allocate with the
+//! long-term credentials, install a permission for every address RTCD advertises, bind a channel
+//! to the probe server and send media-shaped echo through the relay, refreshing allocation,
+//! permissions and channel midway. The protocol is `probe_proto::turn` (sans IO); this module
+//! owns the sockets, the clock and the control-channel exchanges.
+//!
+//! Every network step runs on a blocking thread under its own deadline (3 s per transaction,
+//! 6 s per attempt before the echo), and all attempts' set-up runs in parallel, so a fully
+//! blocked TURN server is judged within about 6 s.
+
+mod mattermost;
+mod net;
+
+// The proxy rules of `probe-client rtcd-api`, used as they are (Go's
+// `http.ProxyFromEnvironment`; a browser's choice for TURN over TCP/TLS and for the Mattermost
+// API follows HTTPS_PROXY/NO_PROXY the same way). Included by path so that file stays untouched;
+// not every function is used here.
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "../rtcd_api/goproxy.rs"]
+mod goproxy;
+
+use net::Link;
+use probe_proto::echo::{self, SessionKey};
+use probe_proto::msg::{Control, Counters};
+use probe_proto::report::Finding;
+use probe_proto::session::{RELAY_COOKIE_AT, RELAY_COOKIE_LEN};
+use probe_proto::stats::EchoStats;
+use probe_proto::turn::client::{self, Client, Config, Event, Output, TurnError};
+use probe_proto::turn::{
+    rest, uri, verdict, Cause, CredentialInfo, PermissionResult, Reached, StepResult, TurnAttempt,
+    TurnReport, TurnTransport,
+};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TurnArgs {
+    /// Test this TURN server (turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]); repeat for several.
+    #[arg(long = "turn", value_name = "URL", conflicts_with = "mattermost")]
+    pub turn: Vec<String>,
+    /// TURN username (static credentials; with --turn-pass).
+    #[arg(
+        long,
+        value_name = "USER",
+        requires = "turn_pass",
+        conflicts_with = "turn_secret"
+    )]
+    pub turn_user: Option<String>,
+    /// TURN password (or set PROBE_TURN_PASS, which stays out of `ps`).
+    #[arg(
+        long,
+        value_name = "PASS",
+        env = "PROBE_TURN_PASS",
+        hide_env_values = true
+    )]
+    pub turn_pass: Option<String>,
+    /// TURN REST shared secret (coturn static-auth-secret, the plugin's TURNStaticAuthSecret); credentials are made as the plugin makes them.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "PROBE_TURN_SECRET",
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
+    /// Extra CA certificate(s), PEM, trusted for turns: besides the system's roots.
+    #[arg(long, value_name = "PEM")]
+    pub turn_ca: Option<PathBuf>,
+    /// Mattermost's URL: fetch the ICE servers and TURN credentials as the Calls web app does.
+    #[arg(long, value_name = "URL", requires = "mm_token")]
+    pub mattermost: Option<String>,
+    /// A Mattermost personal access token (or set PROBE_MM_TOKEN).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "PROBE_MM_TOKEN",
+        hide_env_values = true
+    )]
+    pub mm_token: Option<String>,
+}
+
+impl TurnArgs {
+    /// Whether a TURN check was asked for.
+    pub fn enabled(&self) -> bool {
+        !self.turn.is_empty() || self.mattermost.is_some()
+    }
+
+    /// Refuses incomplete or contradictory flags before anything runs (one sentence, exit 2).
+    pub fn validate(&self) -> Result<(), String> {
+        if self.turn.is_empty() {
+            return Ok(());
+        }
+        for u in &self.turn {
+            uri::parse(u)?;
+        }
+        match (&self.turn_user, &self.turn_pass, &self.turn_secret) {
+            (Some(_), Some(_), None) | (None, _, Some(_)) => Ok(()),
+            _ => Err("--turn needs --turn-user with --turn-pass, or --turn-secret".into()),
+        }
+    }
+}
+
+/// The probe session the TURN echo belongs to.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: u64,
+    pub key: [u8; 32],
+    /// The negotiated control protocol; the relay messages need 3.
+    pub proto: u16,
+}
+
+/// What the run knows when the TURN check starts.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The probe server's UDP address as this client dialled it: the echo's peer.
+    pub server_udp: SocketAddr,
+    pub session: Option<Session>,
+    /// The IPs RTCD advertises for UDP (from the welcome's ICE offer).
+    pub advertised: Vec<IpAddr>,
+    /// This computer's clock minus the probe server's (from the welcome), ms.
+    pub server_offset_ms: Option<i64>,
+    pub duration: Duration,
+    pub interval: Duration,
+    pub size: usize,
+    /// When the probe server will drop the session (it allows twice the hello's duration plus
+    /// 30 s): the echo through each relay is shortened to fit, or skipped.
+    pub session_deadline: Option<Instant>,
+}
+
+impl Context {
+    /// What the run knows after its control phase: the welcome (session, RTCD's candidates,
+    /// the server's clock), the address dialled, and the run's cadence. `run_start` bounds the
+    /// session's end from below (the server opened it after that).
+    pub fn from_run(
+        welcome: Option<&probe_proto::msg::Welcome>,
+        server_udp: SocketAddr,
+        args: &crate::cli::ProbeArgs,
+        run_start: Instant,
+        run_start_wall_ms: u64,
+    ) -> Context {
+        let duration = Duration::from_secs_f64(args.duration);
+        let mut advertised: Vec<IpAddr> = vec![];
+        for c in welcome
+            .and_then(|w| w.ice.as_ref())
+            .map(|o| o.candidates.as_slice())
+            .unwrap_or_default()
+        {
+            if c.protocol == probe_proto::msg::Transport::Udp && !advertised.contains(&c.address)
+            {
+                advertised.push(c.address);
+            }
+        }
+        Context {
+            server_udp,
+            session: welcome.map(|w| Session {
+                id: w.session_id,
+                key: w.key,
+                proto: w.proto,
+            }),
+            advertised,
+            // The welcome came within the control phase's first seconds: good to a few seconds,
+            // which is what matters against credential lifetimes of hours.
+            server_offset_ms: welcome.map(|w| run_start_wall_ms as i64 - w.server_time_ms as i64),
+            duration,
+            interval: Duration::from_secs_f64(args.interval.unwrap_or(20.0) / 1000.0),
+            size: usize::from(args.size.unwrap_or(160)),
+            // probe-server keeps a session for twice the hello's duration plus 30 s.
+            session_deadline: welcome.map(|_| run_start + duration * 2 + Duration::from_secs(30)),
+        }
+    }
+}
+
+/// Adds the TURN check to a finished report: the `turn` object and its findings (`ok` follows).
+pub fn attach(
+    report: &mut probe_proto::report::Report,
+    turn: TurnReport,
+    findings: Vec<Finding>,
+) {
+    let mut all = report.findings.clone();
+    all.extend(findings);
+    report.set_findings(all);
+    report.turn = Some(turn);
+}
+
+/// One TURN server's URL with the credentials to use on it.
+#[derive(Debug, Clone)]
+struct Plan {
+    uri: uri::TurnUri,
+    transport: TurnTransport,
+    username: String,
+    password: String,
+}
+
+const TRANSACTION: Duration = Duration::from_secs(3);
+const SETUP_BOUND: Duration = Duration::from_secs(6);
+const CHANNEL: u16 = 0x4000;
+const LIFETIME_S: u32 = 600;
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn seed() -> [u8; 32] {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the OS random source works");
+    b
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Runs the whole check. `control` sends one control message on the run's control channel and
+/// returns the answer.
+pub async fn check<F>(args: &TurnArgs, ctx: &Context, mut control: F) -> (TurnReport, Vec<Finding>)
+where
+    F: AsyncFnMut(Control) -> Result<Control, String>,
+{
+    let mut report = TurnReport::default();
+    let mut servers: Vec<(Vec<String>, String, String)> = vec![];
+    let mut skew = ctx.server_offset_ms.map(|ms| (ms, "probe-server"));
+    if let Some(mm) = &args.mattermost {
+        report.source = "mattermost".into();
+        let (mm, token) = (mm.clone(), args.mm_token.clone().unwrap_or_default());
+        let fetched = tokio::task::spawn_blocking(move || {
+            mattermost::fetch(&mm, &token, Duration::from_secs(5))
+        })
+        .await
+        .expect("the fetch does not panic");
+        if let Some(ms) = fetched.skew_ms {
+            skew = Some((ms, "mattermost"));
+        }
+        report.endpoint = Some(fetched.endpoint);
+        for s in fetched.servers {
+            servers.push((s.urls, s.username, s.credential));
+        }
+    } else {
+        report.source = "flags".into();
+        let (user, pass) = match (&args.turn_secret, &args.turn_user, &args.turn_pass) {
+            (Some(secret), user, _) => {
+                // As the plugin: expiry = now + TURNCredentialsExpirationMinutes (240).
+                let c = rest::credentials(
+                    secret,
+                    user.as_deref().unwrap_or("probe"),
+                    now_unix() + rest::PLUGIN_DEFAULT_MINUTES * 60,
+                );
+                (c.username, c.password)
+            }
+            (None, Some(u), Some(p)) => (u.clone(), p.clone()),
+            _ => (String::new(), String::new()),
+        };
+        servers.push((args.turn.clone(), user, pass));
+    }
+    if let Some((_, user, _)) = servers.first() {
+        let expiry = rest::expiry_of(user);
+        report.credentials = Some(CredentialInfo {
+            kind: if expiry.is_some() { "rest" } else { "static" }.into(),
+            username: user.clone(),
+            expires_at: expiry.map(|t| probe_proto::report::rfc3339(t * 1000)),
+            valid_for_s: expiry.map(|t| t as i64 - now_unix() as i64),
+            clock_skew_ms: skew.map(|(ms, _)| ms),
+            skew_reference: skew.map(|(_, r)| r.to_string()),
+        });
+    }
+    let mut plans = vec![];
+    for (urls, user, pass) in &servers {
+        for u in urls {
+            match uri::parse(u) {
+                Ok(parsed) => {
+                    for t in parsed.transports.clone() {
+                        plans.push(Plan {
+                            uri: parsed.clone(),
+                            transport: t,
+                            username: user.clone(),
+                            password: pass.clone(),
+                        });
+                    }
+                }
+                // STUN entries from Mattermost are not this check's business.
+                Err(_) if u.starts_with("stun") => {}
+                Err(e) => {
+                    let mut a = TurnAttempt::new(u, TurnTransport::Udp);
+                    a.error = Some(e);
+                    a.cause = Some(Cause::Protocol);
+                    report.attempts.push(a);
+                }
+            }
+        }
+    }
+    let tls = if plans.iter().any(|p| p.transport == TurnTransport::Tls) {
+        match net::tls_config(args.turn_ca.as_deref()) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                for p in plans.iter().filter(|p| p.transport == TurnTransport::Tls) {
+                    let mut a = TurnAttempt::new(&p.uri.raw, p.transport);
+                    a.error = Some(e.clone());
+                    a.cause = Some(Cause::Tls);
+                    report.attempts.push(a);
+                }
+                plans.retain(|p| p.transport != TurnTransport::Tls);
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    // Set-up of every attempt at once: a blocked server costs its bound once, not per URL.
+    let handles: Vec<_> = plans
+        .into_iter()
+        .map(|plan| {
+            let ctx = ctx.clone();
+            let tls = tls.clone();
+            tokio::task::spawn_blocking(move || setup(&plan, &ctx, tls))
+        })
+        .collect();
+    let mut lives = vec![];
+    for h in handles {
+        let (attempt, live) = h.await.expect("set-up does not panic");
+        report.attempts.push(attempt);
+        lives.push(live);
+    }
+    let first_new = report.attempts.len() - lives.len();
+    for (i, live) in lives.into_iter().enumerate() {
+        let Some(live) = live else { continue };
+        let attempt = &mut report.attempts[first_new + i];
+        relay_echo(attempt, live, ctx, &mut control).await;
+    }
+    report.ok = report.attempts.iter().any(|a| a.reached == Reached::Echoed);
+    let findings = verdict::findings(&report);
+    (report, findings)
+}
+
+/// An allocation with a channel to the probe server, ready for echo.
+struct Live {
+    link: Box<dyn Link>,
+    client: Client,
+    relayed: SocketAddr,
+    /// The peers whose permissions were installed (refreshed midway).
+    permitted: Vec<IpAddr>,
+    /// Whether the channel to the probe server is bound.
+    channel: bool,
+}
+
+fn step(name: &str, ok: bool, ms: Option<f64>) -> StepResult {
+    StepResult {
+        step: name.into(),
+        ok,
+        ms,
+        peer: None,
+        code: None,
+        detail: None,
+    }
+}
+
+/// One transaction to its end.
+fn transact(link: &mut dyn Link, c: &mut Client, first: Vec<u8>) -> Result<Event, String> {
+    link.send(&first).map_err(|e| io_text(&e))?;
+    loop {
+        let until = c.poll_timeout().expect("a transaction is pending");
+        let out = match link.recv(until).map_err(|e| io_text(&e))? {
+            Some(msg) => c.handle(Instant::now(), &msg),
+            None => c.handle_timeout(Instant::now()),
+        };
+        match out {
+            Output::Transmit(b) => link.send(&b).map_err(|e| io_text(&e))?,
+            Output::Event(e) => return Ok(e),
+            Output::Data { .. } | Output::Nothing => {}
+        }
+    }
+}
+
+fn io_text(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            "port unreachable (ICMP): nothing listens there".into()
+        }
+        _ => e.to_string(),
+    }
+}
+
+fn explain(op: client::Op, e: &TurnError) -> String {
+    format!("{}: {e}", op.label())
+}
+
+fn setup(
+    plan: &Plan,
+    ctx: &Context,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> (TurnAttempt, Option<Live>) {
+    let mut a = TurnAttempt::new(&plan.uri.raw, plan.transport);
+    let deadline = Instant::now() + SETUP_BOUND;
+    let mut addrs: Vec<SocketAddr> = match (plan.uri.host.as_str(), plan.uri.port).to_socket_addrs()
+    {
+        Ok(it) => it.collect(),
+        Err(e) => {
+            a.error = Some(format!("cannot resolve {}: {e}", plan.uri.host));
+            a.cause = Some(Cause::Unreachable);
+            return (a, None);
+        }
+    };
+    // IPv4 first, as the relay is allocated for IPv4 and most TURN deployments are.
+    addrs.sort_by_key(|s| s.is_ipv6());
+    a.resolved = addrs.iter().map(|s| s.ip().to_string()).collect();
+    if addrs.is_empty() {
+        a.error = Some(format!("{} has no address", plan.uri.host));
+        a.cause = Some(Cause::Unreachable);
+        return (a, None);
+    }
+    let proxy = if plan.transport == TurnTransport::Udp {
+        None
+    } else {
+        let env = goproxy::ProxyEnv::from_env(&|k| std::env::var(k).ok());
+        let url = probe_proto::http::Url {
+            https: true,
+            host: plan.uri.host.clone(),
+            port: plan.uri.port,
+            path: String::new(),
+        };
+        goproxy::proxy_for(&env, &url).filter(|p| p.scheme == "http")
+    };
+    for addr in addrs {
+        if Instant::now() >= deadline {
+            break;
+        }
+        a.server = Some(addr.to_string());
+        a.steps.clear();
+        let link: Box<dyn Link> = match plan.transport {
+            TurnTransport::Udp => match net::UdpLink::open(addr) {
+                Ok(l) => Box::new(l),
+                Err(e) => {
+                    a.error = Some(format!("UDP socket: {e}"));
+                    a.cause = Some(Cause::Unreachable);
+                    continue;
+                }
+            },
+            TurnTransport::Tcp | TurnTransport::Tls => {
+                let proxy_addr = match &proxy {
+                    Some(p) => match (p.host.as_str(), p.port).to_socket_addrs() {
+                        Ok(mut it) => it.next().map(|s| (p, s)),
+                        Err(e) => {
+                            a.error = Some(format!("cannot resolve the proxy {}: {e}", p.host));
+                            a.cause = Some(Cause::Unreachable);
+                            return (a, None);
+                        }
+                    },
+                    None => None,
+                };
+                a.proxy =
+                    proxy_addr.map(|(p, _)| format!("{} ({})", net::proxy_authority(p), p.var));
+                let tls_arg = match plan.transport {
+                    TurnTransport::Tls => tls.clone().map(|c| (c, plan.uri.host.as_str())),
+                    _ => None,
+                };
+                match net::open_stream(addr, &plan.uri.authority(), proxy_addr, tls_arg, deadline) {
+                    Ok(o) => {
+                        a.steps.push(step("connect", true, Some(o.connect_ms)));
+                        if let Some(t) = o.tls_ms {
+                            let mut s = step("tls", true, Some(t));
+                            s.detail = o.tls_version;
+                            a.steps.push(s);
+                        }
+                        a.reached = Reached::Connected;
+                        Box::new(net::StreamLink::new(o.stream))
+                    }
+                    Err(net::OpenError::Tls(e)) => {
+                        a.steps.push(step("connect", true, None));
+                        let mut s = step("tls", false, None);
+                        s.detail = Some(e.clone());
+                        a.steps.push(s);
+                        a.error = Some(e);
+                        a.cause = Some(Cause::Tls);
+                        a.reached = Reached::Connected;
+                        continue;
+                    }
+                    Err(net::OpenError::Connect(e) | net::OpenError::Proxy(e)) => {
+                        let mut s = step("connect", false, None);
+                        s.detail = Some(e.clone());
+                        a.steps.push(s);
+                        a.error = Some(e);
+                        a.cause = Some(Cause::Unreachable);
+                        continue;
+                    }
+                }
+            }
+        };
+        match allocate_and_bind(&mut a, plan, ctx, link) {
+            Some(live) => return (a, Some(live)),
+            None if a.cause == Some(Cause::Unreachable) => continue,
+            None => return (a, None),
+        }
+    }
+    (a, None)
+}
+
+/// Whether a relay could ever send to `ip`.
+fn relayable(ip: &IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || link_local)
+}
+
+fn allocate_and_bind(
+    a: &mut TurnAttempt,
+    plan: &Plan,
+    ctx: &Context,
+    mut link: Box<dyn Link>,
+) -> Option<Live> {
+    let mut c = Client::new(
+        Config {
+            username: plan.username.clone(),
+            password: plan.password.clone(),
+            stream: plan.transport != TurnTransport::Udp,
+            timeout: TRANSACTION,
+            software: Some(format!("calls-probe/{}", env!("CARGO_PKG_VERSION"))),
+        },
+        seed(),
+    );
+    let first = c.allocate(Instant::now());
+    let ev = transact(link.as_mut(), &mut c, first);
+    a.stale_nonces = c.stale_nonces;
+    a.software = c.server_software.clone();
+    let relayed = match ev {
+        Ok(Event::Allocated {
+            relayed,
+            mapped,
+            elapsed,
+            ..
+        }) => {
+            a.steps.push(step("allocate", true, Some(ms(elapsed))));
+            a.relayed = Some(relayed.to_string());
+            a.relayed_private = probe_proto::rtcd::is_private(relayed.ip());
+            a.mapped = mapped.map(|m| m.to_string());
+            a.reached = Reached::Allocated;
+            a.error = None;
+            a.cause = None;
+            relayed
+        }
+        Ok(Event::Failed { op, error, elapsed }) => {
+            let mut s = step("allocate", false, Some(ms(elapsed)));
+            if let TurnError::Response(e) = &error {
+                s.code = Some(e.code);
+            }
+            s.detail = Some(error.to_string());
+            a.steps.push(s);
+            a.cause = Some(client::cause(&error));
+            a.error = Some(explain(op, &error));
+            return None;
+        }
+        Ok(other) => {
+            a.error = Some(format!("unexpected answer to Allocate: {other:?}"));
+            a.cause = Some(Cause::Protocol);
+            return None;
+        }
+        Err(e) => {
+            a.steps.push(StepResult {
+                detail: Some(e.clone()),
+                ..step("allocate", false, None)
+            });
+            a.error = Some(format!("Allocate: {e}"));
+            a.cause = Some(Cause::Unreachable);
+            return None;
+        }
+    };
+    // A permission for every address RTCD advertises, then the probe server's own address.
+    // Loopback and link-local candidates are left out: no relay can reach them (coturn refuses
+    // loopback peers by default), and a browser's other candidates cover for them. Private
+    // ones stay: a 403 there is exactly plugin issue #1143.
+    let mut peers: Vec<(IpAddr, bool)> = ctx
+        .advertised
+        .iter()
+        .filter(|ip| relayable(ip))
+        .map(|ip| (*ip, true))
+        .collect();
+    if !ctx.advertised.contains(&ctx.server_udp.ip()) {
+        peers.push((ctx.server_udp.ip(), false));
+    }
+    let mut permitted = vec![];
+    for (ip, rtcd) in peers {
+        let req = c.create_permission(Instant::now(), ip);
+        let (ok, code, detail, elapsed) = match transact(link.as_mut(), &mut c, req) {
+            Ok(Event::PermissionCreated { elapsed, .. }) => (true, None, None, Some(elapsed)),
+            Ok(Event::Failed { error, elapsed, .. }) => {
+                let code = match &error {
+                    TurnError::Response(e) => Some(e.code),
+                    _ => None,
+                };
+                (false, code, Some(error.to_string()), Some(elapsed))
+            }
+            Ok(other) => (false, None, Some(format!("{other:?}")), None),
+            Err(e) => (false, None, Some(e), None),
+        };
+        a.steps.push(StepResult {
+            peer: Some(ip.to_string()),
+            code,
+            detail: detail.clone(),
+            ..step("permission", ok, elapsed.map(ms))
+        });
+        a.permissions.push(PermissionResult {
+            peer: ip.to_string(),
+            rtcd,
+            ok,
+            code,
+            detail,
+        });
+        if ok {
+            permitted.push(ip);
+        }
+    }
+    if !permitted.is_empty() {
+        a.reached = Reached::Permitted;
+    }
+    if !permitted.contains(&ctx.server_udp.ip()) {
+        a.error = Some(format!(
+            "no permission for the probe server {}: no echo through the relay",
+            ctx.server_udp.ip()
+        ));
+        return None;
+    }
+    let req = c.channel_bind(Instant::now(), CHANNEL, ctx.server_udp);
+    let channel = match transact(link.as_mut(), &mut c, req) {
+        Ok(Event::ChannelBound { elapsed, .. }) => {
+            a.steps.push(StepResult {
+                peer: Some(ctx.server_udp.to_string()),
+                ..step("channel_bind", true, Some(ms(elapsed)))
+            });
+            a.reached = Reached::ChannelBound;
+            true
+        }
+        Ok(Event::Failed { error, elapsed, .. }) => {
+            a.steps.push(StepResult {
+                peer: Some(ctx.server_udp.to_string()),
+                detail: Some(error.to_string()),
+                ..step("channel_bind", false, Some(ms(elapsed)))
+            });
+            a.error = Some(explain(client::Op::ChannelBind, &error));
+            false
+        }
+        Ok(_) | Err(_) => false,
+    };
+    Some(Live {
+        link,
+        client: c,
+        relayed,
+        permitted,
+        channel,
+    })
+}
+
+/// Sends `data` to the probe server through the relay: on the channel when bound, else in a
+/// Send indication.
+fn send_relayed(live: &mut Live, peer: SocketAddr, data: &[u8]) -> std::io::Result<()> {
+    let bytes = if live.channel {
+        live.client.channel_data(CHANNEL, data)
+    } else {
+        live.client.send_indication(peer, data)
+    };
+    live.link.send(&bytes)
+}
+
+async fn relay_echo<F>(a: &mut TurnAttempt, mut live: Live, ctx: &Context, control: &mut F)
+where
+    F: AsyncFnMut(Control) -> Result<Control, String>,
+{
+    let Some(session) = ctx.session.clone() else {
+        a.error = Some("no probe session (control channel down): no echo through the relay".into());
+        release(live).await;
+        return;
+    };
+    if session.proto < 3 {
+        a.error = Some(format!(
+            "the probe server speaks control protocol {} and cannot take echo through a relay (needs 3; upgrade probe-server)",
+            session.proto
+        ));
+        release(live).await;
+        return;
+    }
+    // Padded so the answer is never larger (the server's anti-amplification rule).
+    let pad = vec![0u8; 128];
+    match control(Control::RelayPeer {
+        session_id: session.id,
+        relayed: live.relayed,
+        pad: pad.clone(),
+    })
+    .await
+    {
+        Ok(Control::RelayAdded { accepted: true, .. }) => {}
+        Ok(Control::RelayAdded { reason, .. }) => {
+            a.error = Some(format!(
+                "the probe server refused the relay: {}",
+                reason.unwrap_or_default()
+            ));
+            release(live).await;
+            return;
+        }
+        Ok(other) => {
+            a.error = Some(format!("unexpected control answer {other:?}"));
+            release(live).await;
+            return;
+        }
+        Err(e) => {
+            a.error = Some(format!("control channel: {e}"));
+            release(live).await;
+            return;
+        }
+    }
+    // Priming, two control round trips and the grace period need about 3 s besides the echo.
+    let duration = match ctx.session_deadline {
+        Some(end) => {
+            let left = end.saturating_duration_since(Instant::now());
+            ctx.duration.min(left.saturating_sub(Duration::from_secs(4)))
+        }
+        None => ctx.duration,
+    };
+    if duration < Duration::from_millis(500) {
+        a.error = Some("the probe session ends before echo through this relay could run (fewer TURN URLs, or a longer --duration, give it time)".into());
+        release(live).await;
+        return;
+    }
+    let key = session.key;
+    let peer = ctx.server_udp;
+    let size = ctx
+        .size
+        .clamp(RELAY_COOKIE_AT + RELAY_COOKIE_LEN, echo::MAX_LEN);
+    let (live_back, cookie) = tokio::task::spawn_blocking(move || {
+        let cookie = prime(&mut live, &key, session.id, peer, size);
+        (live, cookie)
+    })
+    .await
+    .expect("priming does not panic");
+    live = live_back;
+    let cookie = match cookie {
+        Ok(c) => c,
+        Err(e) => {
+            a.steps.push(StepResult {
+                detail: Some(e.clone()),
+                ..step("echo", false, None)
+            });
+            a.error = Some(e);
+            release(live).await;
+            return;
+        }
+    };
+    let finish = Control::RelayFinish {
+        session_id: session.id,
+        pad,
+    };
+    let before = match control(finish.clone()).await {
+        Ok(Control::RelayCounters(c)) => Some(c),
+        _ => None,
+    };
+    let opts = EchoOpts {
+        key,
+        session: session.id,
+        peer,
+        cookie,
+        size,
+        interval: ctx.interval,
+        duration,
+    };
+    let (live_back, run) = tokio::task::spawn_blocking(move || {
+        let run = echo_run(&mut live, &opts);
+        (live, run)
+    })
+    .await
+    .expect("echo does not panic");
+    live = live_back;
+    let after = match control(finish).await {
+        Ok(Control::RelayCounters(c)) => Some(c),
+        _ => None,
+    };
+    let delta = |f: fn(&Counters) -> u64| match (before, after) {
+        (Some(b), Some(a)) => Some(f(&a).saturating_sub(f(&b))),
+        _ => None,
+    };
+    let summary = run.stats.summary(delta(|c| c.udp_rx), delta(|c| c.udp_tx));
+    let echoed = summary.received > 0;
+    a.steps.push(StepResult {
+        detail: Some(format!("{} sent, {} back", summary.sent, summary.received)),
+        ..step("echo", echoed, None)
+    });
+    if echoed {
+        a.reached = Reached::Echoed;
+    } else {
+        a.error = Some("no echo came back through the relay".into());
+    }
+    a.echo = Some(summary);
+    a.refreshes_ok = run.refreshes_ok;
+    a.refresh_failures = run.refresh_failures;
+    for f in &a.refresh_failures {
+        a.steps.push(StepResult {
+            detail: Some(f.clone()),
+            ..step("refresh", false, None)
+        });
+    }
+    if run.refreshes_ok > 0 {
+        a.steps.push(step("refresh", true, None));
+    }
+    release(live).await;
+}
+
+/// Releases the allocation (Refresh with lifetime 0), without waiting for the answer; a
+/// stream's close releases it anyway.
+async fn release(mut live: Live) {
+    let _ = tokio::task::spawn_blocking(move || {
+        let bytes = live.client.refresh(Instant::now(), 0);
+        let _ = live.link.send(&bytes);
+        let _ = live.link.recv(Instant::now() + Duration::from_millis(200));
+    })
+    .await;
+}
+
+/// Sends single echo requests through the relay until one comes back: its fill carries the
+/// server's cookie for this relay (the return-routability check of `session::Core`).
+fn prime(
+    live: &mut Live,
+    key: &[u8; 32],
+    session: u64,
+    peer: SocketAddr,
+    size: usize,
+) -> Result<[u8; RELAY_COOKIE_LEN], String> {
+    let sk = SessionKey::new(key);
+    let epoch = Instant::now();
+    let mut buf = vec![0u8; echo::MAX_LEN];
+    for i in 0..10u32 {
+        let n = echo::encode_request(
+            &sk,
+            session,
+            0xF000_0000 + i,
+            epoch.elapsed().as_micros() as u64,
+            size,
+            &mut buf,
+        );
+        send_relayed(live, peer, &buf[..n]).map_err(|e| format!("echo through the relay: {e}"))?;
+        let until = Instant::now() + Duration::from_millis(300);
+        while let Some(msg) = live
+            .link
+            .recv(until)
+            .map_err(|e| format!("echo through the relay: {e}"))?
+        {
+            if let Output::Data { data, .. } = live.client.handle(Instant::now(), &msg) {
+                if echo::decode_reply(&sk, &data).is_ok_and(|r| r.session == session)
+                    && data.len() >= RELAY_COOKIE_AT + RELAY_COOKIE_LEN
+                {
+                    let mut cookie = [0u8; RELAY_COOKIE_LEN];
+                    cookie.copy_from_slice(
+                        &data[RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN],
+                    );
+                    return Ok(cookie);
+                }
+            }
+        }
+    }
+    Err("no echo came back through the relay (10 tries in 3 s)".into())
+}
+
+struct EchoOpts {
+    key: [u8; 32],
+    session: u64,
+    peer: SocketAddr,
+    cookie: [u8; RELAY_COOKIE_LEN],
+    size: usize,
+    interval: Duration,
+    duration: Duration,
+}
+
+struct EchoRun {
+    stats: EchoStats,
+    refreshes_ok: u32,
+    refresh_failures: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Refresh {
+    Allocation,
+    Permission(IpAddr),
+    Channel,
+}
+
+/// Media-shaped echo through the relay for the run's duration; midway, the allocation, the
+/// permissions and the channel are refreshed (a call keeps doing this; coturn re-checks
+/// denied-peer-ip then, Calls plugin issue #1143).
+fn echo_run(live: &mut Live, o: &EchoOpts) -> EchoRun {
+    let sk = SessionKey::new(&o.key);
+    let mut stats = EchoStats::new();
+    let epoch = Instant::now();
+    let end = epoch + o.duration;
+    let mut refresh_at = Some(epoch + o.duration / 2);
+    let mut queue: Vec<Refresh> = vec![];
+    let mut current: Option<Refresh> = None;
+    let mut run = EchoRun {
+        stats: EchoStats::new(),
+        refreshes_ok: 0,
+        refresh_failures: vec![],
+    };
+    let mut buf = vec![0u8; echo::MAX_LEN];
+    let mut seq = 0u32;
+    let mut next_send = epoch;
+    let grace = Duration::from_millis(500);
+    loop {
+        let now = Instant::now();
+        if now >= end + grace && current.is_none() {
+            break;
+        }
+        if now >= next_send && now < end {
+            let t = epoch.elapsed().as_micros() as u64;
+            let n = echo::encode_request(&sk, o.session, seq, t, o.size, &mut buf);
+            buf[RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN].copy_from_slice(&o.cookie);
+            if send_relayed(live, o.peer, &buf[..n]).is_ok() {
+                stats.on_sent(seq, t);
+            }
+            seq += 1;
+            next_send += o.interval;
+            if next_send < now {
+                next_send = now + o.interval;
+            }
+        }
+        if refresh_at.is_some_and(|at| now >= at) {
+            refresh_at = None;
+            queue.push(Refresh::Allocation);
+            queue.extend(live.permitted.iter().map(|ip| Refresh::Permission(*ip)));
+            if live.channel {
+                queue.push(Refresh::Channel);
+            }
+            queue.reverse();
+        }
+        if current.is_none() {
+            if let Some(r) = queue.pop() {
+                let bytes = match r {
+                    Refresh::Allocation => live.client.refresh(now, LIFETIME_S),
+                    Refresh::Permission(ip) => live.client.create_permission(now, ip),
+                    Refresh::Channel => live.client.channel_bind(now, CHANNEL, o.peer),
+                };
+                if live.link.send(&bytes).is_ok() {
+                    current = Some(r);
+                } else {
+                    run.refresh_failures
+                        .push("could not send the refresh".into());
+                }
+            }
+        }
+        let mut until = if now < end { next_send } else { end + grace };
+        if let Some(t) = live.client.poll_timeout() {
+            until = until.min(t);
+        }
+        let out = match live.link.recv(until) {
+            Ok(Some(msg)) => live.client.handle(Instant::now(), &msg),
+            Ok(None) => live.client.handle_timeout(Instant::now()),
+            Err(e) => {
+                run.refresh_failures
+                    .push(format!("the connection to the TURN server broke: {e}"));
+                break;
+            }
+        };
+        match out {
+            Output::Data { data, .. } => {
+                if let Ok(r) = echo::decode_reply(&sk, &data) {
+                    if r.session == o.session && r.seq < 0xF000_0000 {
+                        stats.on_reply(
+                            r.seq,
+                            r.client_send_us,
+                            r.server_recv_us,
+                            r.server_send_us,
+                            epoch.elapsed().as_micros() as u64,
+                        );
+                    }
+                }
+            }
+            Output::Transmit(b) => {
+                let _ = live.link.send(&b);
+            }
+            Output::Event(Event::Failed { op, error, .. }) => {
+                run.refresh_failures.push(explain(op, &error));
+                current = None;
+            }
+            Output::Event(_) => {
+                run.refreshes_ok += 1;
+                current = None;
+            }
+            Output::Nothing => {}
+        }
+    }
+    run.stats = stats;
+    run
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        turn: TurnArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<TurnArgs, String> {
+        let t = T::try_parse_from(std::iter::once("t").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        t.turn.validate()?;
+        Ok(t.turn)
+    }
+
+    #[test]
+    fn flags_need_credentials_and_valid_urls() {
+        assert!(parse(&["--turn", "turn:h:3478", "--turn-secret", "s"]).is_ok());
+        assert!(parse(&["--turn", "turn:h", "--turn-user", "u", "--turn-pass", "p"]).is_ok());
+        let e = parse(&["--turn", "turn:h"]).unwrap_err();
+        assert!(e.contains("--turn-secret"), "{e}");
+        assert!(parse(&["--turn", "stun:h", "--turn-secret", "s"]).is_err());
+        assert!(
+            parse(&["--turn-user", "u", "--turn", "turn:h"]).is_err(),
+            "user without pass"
+        );
+        assert!(
+            parse(&["--mattermost", "https://mm"]).is_err(),
+            "token needed"
+        );
+        assert!(parse(&["--mattermost", "https://mm", "--mm-token", "t"])
+            .unwrap()
+            .enabled());
+        assert!(!parse(&[]).unwrap().enabled());
+    }
+}
+
+/// Temporary test-only entry until the TURN step is wired into the run: opens a probe session
+/// (QUIC control channel, hello) and runs the whole check, printing the `turn` JSON.
+/// `PROBE_TURN_LIVE_SERVER=IP:PORT PROBE_TURN_LIVE_ARGS="--turn … --turn-secret …"
+/// cargo test -p probe-client turn::live -- --ignored --nocapture`, inside the client namespace.
+#[cfg(test)]
+mod live {
+    use super::*;
+    use clap::Parser;
+    use probe_proto::msg::{Hello, Profile, Transport, PROTO_MAX, PROTO_MIN};
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        turn: TurnArgs,
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    #[ignore = "needs a probe-server and a TURN server"]
+    async fn live() {
+        let server: SocketAddr = std::env::var("PROBE_TURN_LIVE_SERVER")
+            .unwrap()
+            .parse()
+            .unwrap();
+        let argv = std::env::var("PROBE_TURN_LIVE_ARGS").unwrap();
+        let args = T::parse_from(std::iter::once("t").chain(argv.split_whitespace())).turn;
+        args.validate().unwrap();
+        let mut q =
+            crate::control::QuicControl::connect(server, None, None, Duration::from_secs(3))
+                .await
+                .map_err(|e| format!("{e:?}"))
+                .unwrap();
+        let hello = Control::Hello(Hello {
+            proto_min: PROTO_MIN,
+            proto_max: PROTO_MAX,
+            client_version: "live".into(),
+            site: "live".into(),
+            profile: Profile::Audio,
+            interval_us: 20_000,
+            size: 160,
+            duration_ms: 2_000,
+            pad: vec![0; 1100],
+            time_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64,
+            nonce: crate::control::rand_bytes(),
+        });
+        let w = match q.request(&hello, Duration::from_secs(3)).await.unwrap() {
+            Control::Welcome(w) => w,
+            other => panic!("{other:?}"),
+        };
+        let advertised = w
+            .ice
+            .as_ref()
+            .map(|o| {
+                let mut v: Vec<IpAddr> = o
+                    .candidates
+                    .iter()
+                    .filter(|c| c.protocol == Transport::Udp)
+                    .map(|c| c.address)
+                    .collect();
+                v.dedup();
+                v
+            })
+            .unwrap_or_default();
+        let ctx = Context {
+            server_udp: server,
+            session: Some(Session {
+                id: w.session_id,
+                key: w.key,
+                proto: w.proto,
+            }),
+            advertised,
+            server_offset_ms: None,
+            duration: Duration::from_secs(2),
+            interval: Duration::from_millis(20),
+            size: 160,
+            session_deadline: Some(Instant::now() + Duration::from_secs(34)),
+        };
+        let (r, f) = check(&args, &ctx, async |m: Control| {
+            q.request(&m, Duration::from_secs(3)).await
+        })
+        .await;
+        println!("{}", serde_json::to_string_pretty(&r).unwrap());
+        for x in f {
+            println!("{} {:?}: {}", x.id, x.severity, x.summary);
+        }
+    }
+}

@@ -1,0 +1,506 @@
+//! One probe run as a state machine: the order of the phases, what each outcome leads to, and
+//! the report assembled from what was gathered.
+//!
+//! ```text
+//! Reach ──udp──▶ OpenQuic ──up──▶ Hello(Quic) ──welcome──▶ UdpEcho ─▶ TcpEchoAndIce ─▶ Counters ─▶ Done
+//!   │              │ pin mismatch ─▶ Abort          │ refused / no answer ─▶ Done
+//!   │              └─failed─┐                       │
+//!   └──tcp only─────────────┴──▶ Hello(Tcp) ────────┘ (no TCP either ─▶ Done)
+//! ```
+//!
+//! The shell asks [`Run::step`] what to do, does that IO, and hands the outcome to the matching
+//! `on_*` method; [`Run::report`] then judges the facts.
+
+use super::echo::EchoOutcome;
+use super::schedule::Schedule;
+use crate::catalog::FindingId;
+use crate::ice_verdict;
+use crate::msg::{Control, Counters, Hello, IceOffer, Refused, Welcome, PROTO_MAX, PROTO_MIN};
+use crate::report::{self, Finding, IceReport, Report, Severity, StunResult, TcpResult, UdpResult};
+use crate::stats::EchoSummary;
+use crate::verdict::{self, Facts};
+use std::net::SocketAddr;
+
+/// Control payloads are padded to this size so the server's answer is never larger.
+pub const CONTROL_PAD_TO: usize = 1100;
+
+/// What is known before any IO: the target and what the user asked to test.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// `HOST:PORT` as the user named it.
+    pub server: String,
+    pub port: u16,
+    /// The address the host name resolved to.
+    pub dialed: SocketAddr,
+    pub udp: bool,
+    pub tcp: bool,
+    /// Run the ICE checks when the server offers them (load mode does not).
+    pub ice: bool,
+    /// The certificate pin the user gave.
+    pub pin: Option<String>,
+}
+
+/// What the reachability probes found.
+#[derive(Debug, Clone, Default)]
+pub struct Reach {
+    /// The UDP STUN answer: mapped address and RTT in ms.
+    pub udp_stun: Option<(SocketAddr, f64)>,
+    /// The TCP connect time in ms, when the connection was made.
+    pub tcp_connect_ms: Option<f64>,
+    /// The STUN Binding over that connection was answered.
+    pub tcp_stun_ok: bool,
+}
+
+/// How the QUIC control channel attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QuicOutcome {
+    Up { pin_seen: Option<String> },
+    PinMismatch { seen: String },
+    Failed,
+}
+
+/// How the hello on the control channel was answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HelloOutcome {
+    Welcome(Box<Welcome>),
+    Refused(Refused),
+    /// No answer, or one that is not an answer to a hello.
+    Failed,
+}
+
+/// Which connection carries the control messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Quic,
+    /// The TCP connection of the reachability probe.
+    Tcp,
+}
+
+/// Which TCP connection carries the TCP echo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpEchoLink {
+    /// The control connection (UDP is blocked, control runs over TCP).
+    Control,
+    /// A fresh connection: the probe's one may have idled out during a long UDP phase.
+    Fresh,
+}
+
+/// The IO the shell does next, with what it needs from the run so far.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Step<'a> {
+    /// UDP STUN and TCP connect + STUN, side by side, for the transports marked.
+    Reach {
+        udp: bool,
+        tcp: bool,
+    },
+    OpenQuic,
+    /// Send the hello on this channel.
+    Hello(Channel),
+    /// Echo over the UDP socket of the reachability probe, in this session.
+    UdpEcho(&'a Welcome),
+    /// The TCP echo and the ICE checks use different paths, so they run side by side.
+    TcpEchoAndIce {
+        session: &'a Welcome,
+        tcp: Option<TcpEchoLink>,
+        ice: Option<&'a IceOffer>,
+    },
+    /// Ask the server for its counters of the session.
+    Counters {
+        session_id: u64,
+    },
+    /// Nothing left to do: build the report.
+    Done,
+    /// The run cannot be carried out; the sentence says why.
+    Abort(&'a str),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Reach,
+    Quic,
+    Hello(Channel),
+    UdpEcho,
+    TcpEchoAndIce,
+    Counters,
+    Done,
+    Abort(String),
+}
+
+/// What the report needs besides the run's facts.
+#[derive(Debug, Clone)]
+pub struct ReportMeta {
+    pub tool_version: String,
+    pub site: String,
+    /// Wall clock at the start, ms since the Unix epoch.
+    pub started_ms: u64,
+    pub duration_ms: u64,
+}
+
+/// The state of one probe run.
+#[derive(Debug)]
+pub struct Run {
+    plan: Plan,
+    phase: Phase,
+    udp: UdpResult,
+    tcp: TcpResult,
+    channel: Option<Channel>,
+    pin_seen: Option<String>,
+    /// Findings about the run itself, in the order they arose.
+    extra: Vec<Finding>,
+    welcome: Option<Welcome>,
+    refused: Option<Refused>,
+    udp_echo: Option<EchoOutcome>,
+    tcp_echo: Option<EchoOutcome>,
+    ice: Option<IceReport>,
+    counters: Option<Counters>,
+}
+
+impl Run {
+    pub fn new(plan: Plan) -> Self {
+        Self {
+            plan,
+            phase: Phase::Reach,
+            udp: UdpResult::default(),
+            tcp: TcpResult::default(),
+            channel: None,
+            pin_seen: None,
+            extra: Vec::new(),
+            welcome: None,
+            refused: None,
+            udp_echo: None,
+            tcp_echo: None,
+            ice: None,
+            counters: None,
+        }
+    }
+
+    /// The IO to do now. Repeats until the matching `on_*` call moves the run on.
+    pub fn step(&self) -> Step<'_> {
+        let w = self.welcome.as_ref();
+        match (&self.phase, w) {
+            (Phase::Reach, _) => Step::Reach {
+                udp: self.plan.udp,
+                tcp: self.plan.tcp,
+            },
+            (Phase::Quic, _) => Step::OpenQuic,
+            (Phase::Hello(c), _) => Step::Hello(*c),
+            (Phase::UdpEcho, Some(w)) => Step::UdpEcho(w),
+            (Phase::TcpEchoAndIce, Some(w)) => Step::TcpEchoAndIce {
+                session: w,
+                tcp: self.tcp_echo_link(),
+                ice: self.ice_offer(),
+            },
+            (Phase::Counters, Some(w)) => Step::Counters {
+                session_id: w.session_id,
+            },
+            // The echo phases are only entered with a session; without one there is nothing
+            // left but the report.
+            (Phase::Done | Phase::UdpEcho | Phase::TcpEchoAndIce | Phase::Counters, _) => {
+                Step::Done
+            }
+            (Phase::Abort(why), _) => Step::Abort(why),
+        }
+    }
+
+    pub fn on_reach(&mut self, r: Reach) {
+        self.udp = UdpResult {
+            reachable: r.udp_stun.is_some(),
+            stun: StunResult {
+                mapped: r.udp_stun.map(|(a, _)| a.to_string()),
+                rtt_ms: r.udp_stun.map(|(_, ms)| round3(ms)),
+            },
+            echo: None,
+        };
+        self.tcp = TcpResult {
+            reachable: r.tcp_stun_ok,
+            connect_ms: r.tcp_connect_ms.map(round3),
+            echo: None,
+        };
+        // QUIC over the UDP port when UDP works, else control messages on the TCP port.
+        self.phase = if self.udp.reachable {
+            Phase::Quic
+        } else {
+            self.control_over_tcp()
+        };
+    }
+
+    pub fn on_quic(&mut self, q: QuicOutcome) {
+        self.phase = match q {
+            QuicOutcome::Up { pin_seen } => {
+                self.pin_seen = pin_seen;
+                self.channel = Some(Channel::Quic);
+                Phase::Hello(Channel::Quic)
+            }
+            QuicOutcome::PinMismatch { seen } => Phase::Abort(format!(
+                "the server at {} presents certificate {seen}, not the pinned {} — this is another server, \
+                 or probe-server's state directory was reset; ask the admin for the current pin",
+                self.plan.dialed,
+                self.plan.pin.as_deref().unwrap_or_default()
+            )),
+            QuicOutcome::Failed => self.control_over_tcp(),
+        };
+    }
+
+    pub fn on_hello(&mut self, h: HelloOutcome) {
+        self.phase = match h {
+            HelloOutcome::Welcome(w) => {
+                self.welcome = Some(*w);
+                if self.udp.reachable {
+                    Phase::UdpEcho
+                } else {
+                    self.after_udp_echo()
+                }
+            }
+            HelloOutcome::Refused(r) => {
+                self.refused = Some(r);
+                Phase::Done
+            }
+            HelloOutcome::Failed => self.no_control(),
+        };
+    }
+
+    /// The UDP echo's outcome (`None` if it could not run).
+    pub fn on_udp_echo(&mut self, o: Option<EchoOutcome>) {
+        self.udp_echo = o;
+        self.phase = self.after_udp_echo();
+    }
+
+    /// The TCP echo's outcome (if it ran) and the ICE report (if the checks ran).
+    pub fn on_tcp_echo_and_ice(&mut self, tcp: Option<EchoOutcome>, ice: Option<IceReport>) {
+        self.tcp_echo = tcp;
+        self.ice = ice;
+        self.phase = Phase::Counters;
+    }
+
+    /// The server's counters, `None` when it did not answer.
+    pub fn on_counters(&mut self, c: Option<Counters>) {
+        self.counters = c;
+        self.phase = Phase::Done;
+    }
+
+    /// The session the server opened, once welcomed.
+    pub fn welcome(&self) -> Option<&Welcome> {
+        self.welcome.as_ref()
+    }
+
+    pub fn udp_reachable(&self) -> bool {
+        self.udp.reachable
+    }
+
+    pub fn tcp_reachable(&self) -> bool {
+        self.tcp.reachable
+    }
+
+    /// Without a working QUIC channel, the probe's TCP connection carries control if it works.
+    fn control_over_tcp(&mut self) -> Phase {
+        if !self.tcp.reachable {
+            return self.no_control();
+        }
+        if self.plan.pin.is_some() {
+            self.extra.push(pin_unverified());
+        }
+        self.channel = Some(Channel::Tcp);
+        Phase::Hello(Channel::Tcp)
+    }
+
+    /// No session: the server answered STUN but its control channel did not, or nothing did.
+    fn no_control(&mut self) -> Phase {
+        if self.udp.reachable || self.tcp.reachable {
+            self.extra.push(control_failed());
+        }
+        Phase::Done
+    }
+
+    fn after_udp_echo(&self) -> Phase {
+        if self.tcp_echo_link().is_some() || self.ice_offer().is_some() {
+            Phase::TcpEchoAndIce
+        } else {
+            Phase::Counters
+        }
+    }
+
+    fn tcp_echo_link(&self) -> Option<TcpEchoLink> {
+        self.tcp.reachable.then_some(match self.channel {
+            Some(Channel::Tcp) => TcpEchoLink::Control,
+            _ => TcpEchoLink::Fresh,
+        })
+    }
+
+    fn ice_offer(&self) -> Option<&IceOffer> {
+        self.welcome
+            .as_ref()
+            .and_then(|w| w.ice.as_ref())
+            .filter(|_| self.plan.ice)
+    }
+
+    /// The phase in which the server stopped answering, when the final counters never came.
+    fn server_lost(&self) -> Option<&'static str> {
+        if self.welcome.is_none() || self.counters.is_some() {
+            return None;
+        }
+        let stopped = |o: &Option<EchoOutcome>| o.as_ref().is_some_and(EchoOutcome::stopped_midway);
+        Some(if stopped(&self.udp_echo) {
+            "the UDP echo phase"
+        } else if stopped(&self.tcp_echo) {
+            "the TCP echo phase"
+        } else {
+            "the final exchange of counters"
+        })
+    }
+
+    /// Judges the gathered facts and assembles the report.
+    pub fn report(self, meta: ReportMeta) -> Report {
+        let mut udp = self.udp.clone();
+        let mut tcp = self.tcp.clone();
+        let c = self.counters;
+        udp.echo = self
+            .udp_echo
+            .as_ref()
+            .map(|o| summary(o, c.map(|c| (c.udp_rx, c.udp_tx))));
+        tcp.echo = self
+            .tcp_echo
+            .as_ref()
+            .filter(|o| o.stats.sent() > 0)
+            .map(|o| summary(o, c.map(|c| (c.tcp_rx, c.tcp_tx))));
+        let facts = Facts {
+            server: &self.plan.server,
+            port: self.plan.port,
+            udp_tested: self.plan.udp,
+            tcp_tested: self.plan.tcp,
+            udp: &udp,
+            tcp: &tcp,
+            server_lost: self.server_lost(),
+            refused: self.refused.as_ref(),
+        };
+        let mut findings = verdict::evaluate(&facts);
+        findings.extend(self.extra.iter().cloned());
+        if let Some(n) = c.map(|c| c.rate_limited).filter(|n| *n > 0) {
+            findings.push(server_rate_limited(n));
+        }
+        if let Some(ice) = &self.ice {
+            findings.extend(ice_verdict::evaluate(ice, &facts));
+        }
+        let mut report = Report {
+            schema: report::SCHEMA,
+            tool_version: meta.tool_version,
+            site: meta.site,
+            server: self.plan.server.clone(),
+            started_at: report::rfc3339(meta.started_ms),
+            duration_ms: meta.duration_ms,
+            ok: false,
+            udp,
+            tcp,
+            findings: Vec::new(),
+            server_version: self.welcome.as_ref().map(|w| w.server_version.clone()),
+            server_pin: self.pin_seen,
+            ice: self.ice,
+            turn: None,
+        };
+        report.set_findings(findings);
+        report
+    }
+}
+
+fn pin_unverified() -> Finding {
+    Finding::new(
+        FindingId::PinUnverified,
+        Severity::Info,
+        "The control channel ran over plain TCP (UDP is blocked), so the server's certificate pin could not be checked.",
+        "Nothing to fix for the measurement; the pin is checked whenever UDP works.",
+    )
+}
+
+fn control_failed() -> Finding {
+    Finding::new(
+        FindingId::ControlFailed,
+        Severity::Warning,
+        "The server answered STUN but its control channel did not come up, so no echo test ran.",
+        "Check that the port is served by probe-server (not another service) and that nothing in the path \
+         inspects and drops QUIC; run again with -v for details.",
+    )
+}
+
+fn server_rate_limited(n: u64) -> Finding {
+    Finding::new(
+        FindingId::ServerRateLimited,
+        Severity::Warning,
+        format!(
+            "The probe server left {n} echo packet(s) unanswered because of its own rate limits; they are \
+             counted neither as upstream nor as downstream loss."
+        ),
+        "Run with a longer --interval or fewer concurrent clients, or ask the admin to raise \
+         --max-reply-pps / --min-interval on probe-server.",
+    )
+}
+
+/// Microsecond resolution is all a millisecond figure can honestly claim.
+pub fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+fn summary(o: &EchoOutcome, server: Option<(u64, u64)>) -> EchoSummary {
+    let mut s = o.stats.summary(server.map(|c| c.0), server.map(|c| c.1));
+    s.jitter_ms = round3(s.jitter_ms);
+    s.loss_up_pct = s.loss_up_pct.map(round3);
+    s.loss_down_pct = s.loss_down_pct.map(round3);
+    s
+}
+
+/// The hello of a session: the planned traffic, so the server can refuse what its limits do
+/// not allow. `time_ms` (wall clock) and `nonce` (random) come from the shell.
+pub fn hello(
+    client_version: &str,
+    site: &str,
+    schedule: &Schedule,
+    time_ms: u64,
+    nonce: [u8; 16],
+) -> Control {
+    padded(|pad| {
+        Control::Hello(Hello {
+            proto_min: PROTO_MIN,
+            proto_max: PROTO_MAX,
+            client_version: client_version.into(),
+            site: site.into(),
+            profile: schedule.profile,
+            interval_us: schedule.mean_interval_us(),
+            size: schedule.max_size(),
+            duration_ms: schedule.duration.as_millis() as u32,
+            pad,
+            time_ms,
+            nonce,
+        })
+    })
+}
+
+/// The end of sending, asking for the server's counters.
+pub fn finish(session_id: u64) -> Control {
+    padded(|pad| Control::Finish { session_id, pad })
+}
+
+/// Builds a control message padded to [`CONTROL_PAD_TO`] bytes, so the server may answer it
+/// without ever sending more than it received.
+fn padded(make: impl Fn(Vec<u8>) -> Control) -> Control {
+    let bare = make(Vec::new()).to_payload(None).len();
+    // Two bytes of slack for the varint length prefix of the pad growing.
+    make(vec![0; CONTROL_PAD_TO.saturating_sub(bare + 2)])
+}
+
+/// The checks on the arguments that need no IO, in the order the user should hear about them;
+/// returns the token's key.
+pub fn check_transports_and_token(
+    no_udp: bool,
+    no_tcp: bool,
+    token: Option<&str>,
+) -> Result<Option<[u8; 32]>, String> {
+    if no_udp && no_tcp {
+        return Err(
+            "--no-udp and --no-tcp together leave nothing to test; drop one of them".into(),
+        );
+    }
+    match token.map(str::trim) {
+        Some("") => {
+            Err("the access token is empty; pass the token the admin gave you with --token".into())
+        }
+        t => Ok(t.map(crate::auth::token_key)),
+    }
+}

@@ -1,0 +1,383 @@
+//! Findings from the TURN check, in the troubleshooting guide's terms. Every id is in
+//! `crate::catalog` (the `// --- TURN ---` group).
+
+use super::{Cause, Reached, TurnAttempt, TurnReport, TurnTransport};
+use crate::report::{Finding, Severity};
+
+fn names(attempts: &[&TurnAttempt]) -> String {
+    attempts
+        .iter()
+        .map(|a| format!("{} ({})", a.url, a.transport.label()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn first_error(attempts: &[&TurnAttempt]) -> String {
+    attempts
+        .iter()
+        .find_map(|a| a.error.clone())
+        .unwrap_or_default()
+}
+
+/// Findings for a finished TURN check.
+pub fn findings(r: &TurnReport) -> Vec<Finding> {
+    let mut out = vec![];
+    if let Some(ep) = r.endpoint.as_ref().filter(|e| !e.ok) {
+        out.push(Finding::new(
+            "turn_credentials_endpoint_failed",
+            Severity::Error,
+            format!(
+                "Mattermost's TURN credentials endpoint {} failed ({}): the web app logs the error and joins calls without TURN, so users who need the relay cannot connect.",
+                ep.url,
+                ep.error.clone().unwrap_or_else(|| "no answer".into())
+            ),
+            "In the Calls plugin settings set TURNStaticAuthSecret to coturn's static-auth-secret and list the TURN servers (ICEServersConfigs) without username/credential; check that the user's token can call the plugin's API.",
+        ));
+    }
+    let all: Vec<&TurnAttempt> = r.attempts.iter().collect();
+    if all.is_empty() {
+        return out;
+    }
+    let allocated: Vec<&TurnAttempt> = all
+        .iter()
+        .copied()
+        .filter(|a| a.reached >= Reached::Allocated)
+        .collect();
+    let by_cause = |c: Cause| -> Vec<&TurnAttempt> {
+        all.iter().copied().filter(|a| a.cause == Some(c)).collect()
+    };
+
+    // Authentication: REST credentials past their expiry are their own finding.
+    let auth = by_cause(Cause::Auth);
+    let expired = r
+        .credentials
+        .as_ref()
+        .and_then(|c| c.valid_for_s)
+        .is_some_and(|s| s <= 0);
+    if !auth.is_empty() && expired {
+        let c = r.credentials.as_ref().expect("expired implies credentials");
+        let skew = c
+            .clock_skew_ms
+            .map(|ms| {
+                format!(
+                    "; this computer's clock is {:+.0} s off {}",
+                    ms as f64 / 1000.0,
+                    c.skew_reference.as_deref().unwrap_or("the reference")
+                )
+            })
+            .unwrap_or_default();
+        out.push(Finding::new(
+            "turn_credentials_expired",
+            Severity::Error,
+            format!(
+                "The TURN REST credentials expired {} s ago (username {}, expiry {}){skew}; the TURN server refuses them: {}.",
+                -c.valid_for_s.unwrap_or(0),
+                c.username,
+                c.expires_at.as_deref().unwrap_or("?"),
+                first_error(&auth)
+            ),
+            "Credentials are valid for TURNCredentialsExpirationMinutes (plugin default 240) from when Mattermost issued them: fix the clocks (NTP) of Mattermost, the TURN server and the client, and raise the expiration if calls outlast it.",
+        ));
+    } else if !auth.is_empty() {
+        out.push(Finding::new(
+            "turn_auth_failed",
+            Severity::Error,
+            format!(
+                "The TURN server refuses the credentials on {}: {}.",
+                names(&auth),
+                first_error(&auth)
+            ),
+            "Make the Calls plugin's TURNStaticAuthSecret (or RTCD's turn static_auth_secret) equal to coturn's static-auth-secret with use-auth-secret on, or fix the static username/credential; check the realm.",
+        ));
+    }
+
+    for c in [
+        Cause::Quota,
+        Cause::Capacity,
+        Cause::Mismatch,
+        Cause::Transport,
+        Cause::Protocol,
+    ] {
+        let hit: Vec<&TurnAttempt> = by_cause(c)
+            .into_iter()
+            .filter(|a| a.reached < Reached::Allocated)
+            .collect();
+        if hit.is_empty() {
+            continue;
+        }
+        let fix = match c {
+            Cause::Quota => {
+                "Raise coturn's user-quota/total-quota, or look for clients leaking allocations."
+            }
+            Cause::Capacity => {
+                "Widen coturn's min-port..max-port relay range or add TURN capacity."
+            }
+            _ => "Read the TURN server's log for the refused request.",
+        };
+        out.push(Finding::new(
+            "turn_allocation_failed",
+            Severity::Error,
+            format!(
+                "The TURN server refused the allocation on {}: {}.",
+                names(&hit),
+                first_error(&hit)
+            ),
+            fix,
+        ));
+    }
+
+    // Reachability: nothing at all, only TLS, or some transports.
+    let mut unreachable = by_cause(Cause::Unreachable);
+    let tls_failed = by_cause(Cause::Tls);
+    unreachable.extend(tls_failed.iter().copied());
+    let plain: Vec<&TurnAttempt> = all
+        .iter()
+        .copied()
+        .filter(|a| a.transport != TurnTransport::Tls)
+        .collect();
+    let tls_ok = allocated.iter().any(|a| a.transport == TurnTransport::Tls);
+    let plain_all_unreachable =
+        !plain.is_empty() && plain.iter().all(|a| a.cause == Some(Cause::Unreachable));
+    if tls_ok && plain_all_unreachable {
+        out.push(Finding::new(
+            "turn_only_tls",
+            Severity::Info,
+            format!(
+                "Only TURN over TLS gets through from here; {} did not answer. Calls work through the relay, but TCP/TLS adds latency and head-of-line blocking.",
+                names(&plain)
+            ),
+            "Fine as a fallback. For better media, allow UDP to the TURN server's port from this network.",
+        ));
+    } else if !unreachable.is_empty() {
+        let severity = if allocated.is_empty() {
+            Severity::Error
+        } else {
+            Severity::Warning
+        };
+        out.push(Finding::new(
+            "turn_unreachable",
+            severity,
+            format!(
+                "No answer from the TURN server on {}: {}.",
+                names(&unreachable),
+                first_error(&unreachable)
+            ),
+            if tls_failed.is_empty() {
+                "Allow this network to reach the TURN server's port (UDP and TCP 3478, TLS 5349 or 443), and check the server's listening-ip/external-ip."
+            } else {
+                "For turns: give coturn (cert=, pkey=) a certificate chain, intermediates included, issued for the host name in the turns: URL (clients send it as SNI); and allow this network to reach the TURN server's ports."
+            },
+        ));
+    }
+
+    // RTCD's addresses the relay refuses (coturn denied-peer-ip; plugin issue #1143): an error
+    // when the relay reaches none of them, a warning when another advertised address works.
+    let mut forbidden: Vec<String> = vec![];
+    let mut rtcd_permitted = false;
+    for a in &all {
+        for p in a.permissions.iter().filter(|p| p.rtcd) {
+            rtcd_permitted |= p.ok;
+            if p.code == Some(403) && !forbidden.contains(&p.peer) {
+                forbidden.push(p.peer.clone());
+            }
+        }
+    }
+    let refresh_403 = all
+        .iter()
+        .any(|a| a.refresh_failures.iter().any(|f| f.contains("403")));
+    if !forbidden.is_empty() || refresh_403 {
+        let (severity, consequence) = if rtcd_permitted && !refresh_403 {
+            (
+                Severity::Warning,
+                "relayed media can still use RTCD's other advertised addresses",
+            )
+        } else {
+            (
+                Severity::Error,
+                "media relayed by TURN can never reach RTCD, and calls that need the relay fail or drop at refresh time",
+            )
+        };
+        out.push(Finding::new(
+            "turn_forbids_rtcd",
+            severity,
+            format!(
+                "The TURN server refuses to relay to {} (403 on CreatePermission{}): {consequence}.",
+                if forbidden.is_empty() { "RTCD".to_string() } else { forbidden.join(", ") },
+                if refresh_403 { ", also at refresh" } else { "" }
+            ),
+            "In coturn, take RTCD's address out of denied-peer-ip or add it with allowed-peer-ip (e.g. allowed-peer-ip=172.17.0.2), and make RTCD advertise an address the relay may reach (rtc.ice_host_override).",
+        ));
+    }
+
+    for a in allocated.iter().filter(|a| a.relayed_private) {
+        let server_public = a
+            .server
+            .as_deref()
+            .and_then(|s| s.parse::<std::net::SocketAddr>().ok())
+            .is_some_and(|s| !crate::rtcd::is_private(s.ip()));
+        if server_public {
+            out.push(Finding::new(
+                "turn_relay_private",
+                Severity::Error,
+                format!(
+                    "The public TURN server {} hands out the private relay address {}: peers outside its network cannot send to it.",
+                    a.server.as_deref().unwrap_or("?"),
+                    a.relayed.as_deref().unwrap_or("?")
+                ),
+                "Set coturn's external-ip (public/private) or relay-ip so relayed addresses are public.",
+            ));
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::turn::{CredentialInfo, EndpointResult, PermissionResult};
+
+    fn attempt(t: TurnTransport, reached: Reached, cause: Option<Cause>) -> TurnAttempt {
+        let mut a = TurnAttempt::new("turn:turn.example.test:3478", t);
+        a.reached = reached;
+        a.cause = cause;
+        a.server = Some("203.0.113.1:3478".into());
+        if cause.is_some() {
+            a.error = Some("no response (4 request(s) sent)".into());
+        }
+        a
+    }
+
+    fn ids(f: &[Finding]) -> Vec<&str> {
+        f.iter().map(|f| f.id.as_str()).collect()
+    }
+
+    #[test]
+    fn only_tls_is_info_and_all_blocked_is_an_error() {
+        let mut r = TurnReport {
+            attempts: vec![
+                attempt(
+                    TurnTransport::Udp,
+                    Reached::Nothing,
+                    Some(Cause::Unreachable),
+                ),
+                attempt(
+                    TurnTransport::Tcp,
+                    Reached::Nothing,
+                    Some(Cause::Unreachable),
+                ),
+                attempt(TurnTransport::Tls, Reached::Echoed, None),
+            ],
+            ..TurnReport::default()
+        };
+        let f = findings(&r);
+        assert_eq!(ids(&f), vec!["turn_only_tls"]);
+        assert_eq!(f[0].severity, Severity::Info);
+        r.attempts[2] = attempt(
+            TurnTransport::Tls,
+            Reached::Nothing,
+            Some(Cause::Unreachable),
+        );
+        let f = findings(&r);
+        assert_eq!(ids(&f), vec!["turn_unreachable"]);
+        assert_eq!(f[0].severity, Severity::Error);
+        // UDP blocked while TCP works: a warning, not "only TLS".
+        r.attempts[1] = attempt(TurnTransport::Tcp, Reached::Echoed, None);
+        let f = findings(&r);
+        assert_eq!(ids(&f), vec!["turn_unreachable"]);
+        assert_eq!(f[0].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn auth_failure_or_expiry() {
+        let mut r = TurnReport {
+            attempts: vec![attempt(
+                TurnTransport::Udp,
+                Reached::Nothing,
+                Some(Cause::Auth),
+            )],
+            credentials: Some(CredentialInfo {
+                kind: "rest".into(),
+                username: "1000:alice".into(),
+                expires_at: Some("1970-01-01T00:16:40Z".into()),
+                valid_for_s: Some(3600),
+                clock_skew_ms: None,
+                skew_reference: None,
+            }),
+            ..TurnReport::default()
+        };
+        assert_eq!(ids(&findings(&r)), vec!["turn_auth_failed"]);
+        r.credentials.as_mut().unwrap().valid_for_s = Some(-60);
+        r.credentials.as_mut().unwrap().clock_skew_ms = Some(-7_200_000);
+        let f = findings(&r);
+        assert_eq!(ids(&f), vec!["turn_credentials_expired"]);
+        assert!(
+            f[0].summary.contains("expired 60 s ago"),
+            "{}",
+            f[0].summary
+        );
+        assert!(f[0].summary.contains("-7200 s"), "{}", f[0].summary);
+    }
+
+    #[test]
+    fn forbidden_peer_private_relay_and_endpoint() {
+        let mut a = attempt(TurnTransport::Udp, Reached::Allocated, None);
+        a.permissions.push(PermissionResult {
+            peer: "172.17.0.2".into(),
+            rtcd: true,
+            ok: false,
+            code: Some(403),
+            detail: Some("403 Forbidden IP".into()),
+        });
+        a.relayed = Some("10.0.0.5:50000".into());
+        a.relayed_private = true;
+        let r = TurnReport {
+            attempts: vec![a],
+            endpoint: Some(EndpointResult {
+                url: "https://mm.example.test/plugins/com.mattermost.calls/turn-credentials".into(),
+                ok: false,
+                status: Some(403),
+                error: Some("HTTP 403".into()),
+                turn_urls: vec![],
+            }),
+            ..TurnReport::default()
+        };
+        let mut r = r;
+        let f = findings(&r);
+        assert_eq!(
+            ids(&f),
+            vec![
+                "turn_credentials_endpoint_failed",
+                "turn_forbids_rtcd",
+                "turn_relay_private"
+            ]
+        );
+        assert!(f[1].summary.contains("172.17.0.2"));
+        assert!(f[1].fix.contains("denied-peer-ip"));
+        assert_eq!(f[1].severity, Severity::Error);
+        // Another advertised address is relayed to: a warning only.
+        r.attempts[0].permissions.push(PermissionResult {
+            peer: "203.0.113.10".into(),
+            rtcd: true,
+            ok: true,
+            code: None,
+            detail: None,
+        });
+        let f = findings(&r);
+        assert_eq!(f[1].id, "turn_forbids_rtcd");
+        assert_eq!(f[1].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn quota_and_capacity_name_the_setting() {
+        let mut a = attempt(TurnTransport::Udp, Reached::Nothing, Some(Cause::Quota));
+        a.error = Some("486 Allocation Quota Reached".into());
+        let r = TurnReport {
+            attempts: vec![a],
+            ..TurnReport::default()
+        };
+        let f = findings(&r);
+        assert_eq!(ids(&f), vec!["turn_allocation_failed"]);
+        assert!(f[0].fix.contains("user-quota"));
+    }
+}

@@ -1,0 +1,211 @@
+//! A stand-in for Mattermost with the Calls plugin, serving only what the Calls web app reads
+//! before a call to get its ICE servers (plain HTTP, one request per connection):
+//!
+//! - `GET /plugins/com.mattermost.calls/config`: the client config's `ICEServersConfigs` and
+//!   `NeedsTURNCredentials` (plugin `server/configuration.go:515-530`, `getICEServers(true)` at
+//!   764-781 drops TURN entries without credentials);
+//! - `GET /plugins/com.mattermost.calls/turn-credentials`: `[{urls, username, credential}]` made
+//!   with the shared secret exactly as the plugin does (`server/api.go:459-495` →
+//!   rtcd `service/rtc/turn.go:37-86`, via `probe_proto::turn::rest`), or, with
+//!   `--fail-credentials`, the plugin's 403 for a missing `TURNStaticAuthSecret`
+//!   (`api.go:464-467`, body shaped by `server/audit.go:14-38`).
+//!
+//! Requests without `Authorization: Bearer TOKEN` get Mattermost's 401.
+//!
+//! ```text
+//! mm-standin --listen IP:PORT --token T --secret S [--user NAME] [--minutes N | --expired]
+//!            [--fail-credentials] --turn URL [--turn URL…]
+//! ```
+//! Prints `mm-standin ready IP:PORT` on stdout once listening.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+struct Opts {
+    listen: String,
+    token: String,
+    secret: String,
+    user: String,
+    minutes: i64,
+    fail_credentials: bool,
+    turn: Vec<String>,
+}
+
+fn parse() -> Result<Opts, String> {
+    let mut o = Opts {
+        listen: "0.0.0.0:8065".into(),
+        token: String::new(),
+        secret: String::new(),
+        user: "alice".into(),
+        minutes: 240,
+        fail_credentials: false,
+        turn: vec![],
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or_else(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--listen" => o.listen = val()?,
+            "--token" => o.token = val()?,
+            "--secret" => o.secret = val()?,
+            "--user" => o.user = val()?,
+            "--minutes" => o.minutes = val()?.parse().map_err(|_| "--minutes N")?,
+            // Credentials that expired an hour ago: a Mattermost host whose clock is behind.
+            "--expired" => o.minutes = -60,
+            "--fail-credentials" => o.fail_credentials = true,
+            "--turn" => o.turn.push(val()?),
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    Ok(o)
+}
+
+fn http_date(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = unix / 86_400;
+    let secs = unix % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
+}
+
+fn respond(s: &mut TcpStream, status: &str, body: &str) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nDate: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        http_date(now),
+        body.len()
+    );
+    let _ = s.write_all(head.as_bytes());
+    let _ = s.write_all(body.as_bytes());
+}
+
+fn handle(mut s: TcpStream, o: &Opts) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65_536 {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let path = request_line
+        .split(' ')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let authorized = lines.any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.eq_ignore_ascii_case("authorization") && v.trim() == format!("Bearer {}", o.token)
+        })
+    });
+    eprintln!("mm-standin: {request_line} authorized={authorized}");
+    if !authorized {
+        // What Mattermost answers a request without a valid session or token.
+        respond(
+            &mut s,
+            "401 Unauthorized",
+            r#"{"id":"api.context.session_expired.app_error","message":"Invalid or expired session, please login again.","detailed_error":"","request_id":"standin","status_code":401}"#,
+        );
+        return;
+    }
+    match path.as_str() {
+        "/plugins/com.mattermost.calls/config" => {
+            let body = serde_json::json!({
+                "AllowEnableCalls": true,
+                "DefaultEnabled": true,
+                // getICEServers(true) leaves out TURN entries without credentials.
+                "ICEServersConfigs": [],
+                "NeedsTURNCredentials": !o.turn.is_empty(),
+            });
+            respond(&mut s, "200 OK", &body.to_string());
+        }
+        "/plugins/com.mattermost.calls/turn-credentials" if o.fail_credentials => respond(
+            &mut s,
+            "403 Forbidden",
+            r#"{"message":"TURNStaticAuthSecret should be set","status_code":403}"#,
+        ),
+        "/plugins/com.mattermost.calls/turn-credentials" => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let expiry = (now + o.minutes * 60).max(1) as u64;
+            let c = probe_proto::turn::rest::credentials(&o.secret, &o.user, expiry);
+            let body = serde_json::json!([{
+                "urls": o.turn,
+                "username": c.username,
+                "credential": c.password,
+            }]);
+            respond(&mut s, "200 OK", &body.to_string());
+        }
+        _ => respond(
+            &mut s,
+            "404 Not Found",
+            r#"{"message":"not found","status_code":404}"#,
+        ),
+    }
+}
+
+fn main() {
+    let o = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("mm-standin: {e}");
+            std::process::exit(2);
+        }
+    };
+    let l = match TcpListener::bind(&o.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("mm-standin: cannot listen on {}: {e}", o.listen);
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "mm-standin ready {}",
+        l.local_addr().map_or(o.listen.clone(), |a| a.to_string())
+    );
+    let _ = std::io::stdout().flush();
+    for s in l.incoming().flatten() {
+        handle(s, &o);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn http_date_known_instant() {
+        assert_eq!(
+            super::http_date(1_795_983_026),
+            "Sun, 29 Nov 2026 20:10:26 GMT"
+        );
+        assert_eq!(super::http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+    }
+}

@@ -1,0 +1,727 @@
+//! The TURN check against Debian's coturn in the router namespace (routed topology: client
+//! 198.51.100.2, coturn listening on 198.51.100.1 and relaying from 203.0.113.1, probe-server on
+//! 203.0.113.2), with TLS from a test CA (`--turn-ca`) and a Mattermost stand-in
+//! (`mm-standin`, a binary of this crate) in the server namespace.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use probe_tests::probe::{start_server_with_state, try_run_client_env, ClientRun, ServerHandle};
+use probe_tests::{Chain, Proc, Role, TempDir, Topology};
+use serde_json::Value;
+
+const MM_STANDIN: &str = env!("CARGO_BIN_EXE_mm-standin");
+const LIFETIME: Duration = Duration::from_secs(180);
+const CLIENT_BOUND: Duration = Duration::from_secs(90);
+const SECRET: &str = "north-wind";
+const TURN_NAME: &str = "turn.calls.test";
+
+/// One at a time: coturn, two probes and the echo timing share two cores with the rest.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A test CA and a certificate for `turn.calls.test` signed by it, written as PEM files.
+struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = TempDir::new("turn-pki");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Calls probe test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec![TURN_NAME.to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &issuer)
+            .unwrap();
+        let w = |name: &str, text: String| std::fs::write(dir.path().join(name), text).unwrap();
+        w("ca.pem", ca_cert.pem());
+        w("turn.pem", leaf.pem());
+        w("turn.key", leaf_key.serialize_pem());
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+struct Lab {
+    t: Topology,
+    server: ServerHandle,
+    _turn: Proc,
+    pki: Pki,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
+/// The topology, probe-server, and coturn with REST credentials (`extra` appended to its argv).
+fn lab(coturn_extra: &[&str]) -> Lab {
+    let guard = serial();
+    probe_tests::binaries();
+    let t = Topology::routed();
+    let pki = Pki::new();
+    let server = start_server_with_state(
+        &t.server,
+        "0.0.0.0:8443",
+        &[] as &[&str],
+        &BTreeMap::new(),
+        LIFETIME,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let listen = t.router_client_ip.to_string();
+    let relay = t.router_public_ip.to_string();
+    let (cert, key) = (pki.path("turn.pem"), pki.path("turn.key"));
+    let mut argv = vec![
+        "turnserver",
+        "--listening-ip",
+        &listen,
+        "--relay-ip",
+        &relay,
+        "--listening-port",
+        "3478",
+        "--tls-listening-port",
+        "5349",
+        "--cert",
+        &cert,
+        "--pkey",
+        &key,
+        "--realm",
+        "calls.test",
+        "--use-auth-secret",
+        "--static-auth-secret",
+        SECRET,
+        "--no-cli",
+        "--no-dtls",
+        "--log-file",
+        "stdout",
+        "--simple-log",
+    ];
+    argv.extend_from_slice(coturn_extra);
+    let turn = t.router.spawn(&argv, LIFETIME);
+    for spec in [
+        format!("udp:{listen}:3478"),
+        format!("tcp:{listen}:3478"),
+        format!("tcp:{listen}:5349"),
+    ] {
+        if let Err(e) = t.router.wait_listening(&spec, Duration::from_secs(10)) {
+            panic!("coturn not listening on {spec}: {e}\n{}", turn.stdout());
+        }
+    }
+    t.client.write_hosts(&[format!("{listen} {TURN_NAME}")]);
+    Lab {
+        t,
+        server,
+        _turn: turn,
+        pki,
+        _guard: guard,
+    }
+}
+
+impl Lab {
+    fn client(&self, extra: &[&str]) -> ClientRun {
+        let mut args = vec![
+            format!("{}:8443", self.t.server_ip),
+            "--json".into(),
+            "--site".into(),
+            "turn".into(),
+            "--pin".into(),
+            self.server.pin().to_string(),
+            "--duration".into(),
+            "1".into(),
+            "--no-upload".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let run = try_run_client_env(&self.t.client, &args, &BTreeMap::new(), CLIENT_BOUND);
+        assert!(
+            !run.timed_out,
+            "client killed at its bound\n{}",
+            run.describe()
+        );
+        run
+    }
+}
+
+fn json(run: &ClientRun) -> &Value {
+    run.json
+        .as_ref()
+        .unwrap_or_else(|| panic!("no JSON report\n{}", run.describe()))
+}
+
+fn finding<'a>(j: &'a Value, id: &str) -> Option<&'a Value> {
+    j["findings"].as_array()?.iter().find(|f| f["id"] == id)
+}
+
+fn turn_errors(j: &Value) -> Vec<String> {
+    j["findings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|f| f["id"].as_str().is_some_and(|i| i.starts_with("turn_")))
+                .map(|f| format!("{} ({})", f["id"], f["severity"]))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn attempt<'a>(j: &'a Value, transport: &str) -> &'a Value {
+    j["turn"]["attempts"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["transport"] == transport))
+        .unwrap_or_else(|| panic!("no {transport} attempt in {:#}", j["turn"]))
+}
+
+#[test]
+fn udp_tcp_and_tls_allocate_and_relay_echo_to_the_probe_server() {
+    let lab = lab(&[]);
+    let ca = lab.pki.path("ca.pem");
+    let run = lab.client(&[
+        "--turn",
+        "turn:turn.calls.test:3478",
+        "--turn",
+        "turns:turn.calls.test:5349",
+        "--turn-secret",
+        SECRET,
+        "--turn-ca",
+        &ca,
+    ]);
+    let j = json(&run);
+    let ctx = || format!("{:#}\n{}", j["turn"], run.describe());
+    assert!(turn_errors(j).is_empty(), "{:?}\n{}", turn_errors(j), ctx());
+    assert_eq!(run.code, Some(0), "{}", ctx());
+    assert_eq!(j["turn"]["source"], "flags");
+    assert_eq!(j["turn"]["ok"], true);
+    assert_eq!(j["turn"]["credentials"]["kind"], "rest");
+    assert!(j["turn"]["credentials"]["valid_for_s"].as_i64().unwrap() > 14_000);
+    for transport in ["udp", "tcp", "tls"] {
+        let a = attempt(j, transport);
+        assert_eq!(a["reached"], "echoed", "{transport}: {}", ctx());
+        assert!(
+            a["relayed"].as_str().unwrap().starts_with("203.0.113.1:"),
+            "{transport}: the relay address coturn hands out: {}",
+            ctx()
+        );
+        assert_eq!(
+            a["mapped"].as_str().unwrap().split(':').next(),
+            Some("198.51.100.2")
+        );
+        let echo = &a["echo"];
+        let sent = echo["sent"].as_u64().unwrap();
+        assert!(sent >= 40, "{transport}: 1 s of 20 ms packets: {}", ctx());
+        assert!(
+            echo["received"].as_u64().unwrap() * 10 >= sent * 9,
+            "{transport}: a clean path loses next to nothing: {}",
+            ctx()
+        );
+        // Loss per direction comes from the server's relay counters.
+        assert!(echo["loss_up_pct"].as_f64().unwrap() < 10.0, "{}", ctx());
+        assert!(echo["loss_down_pct"].as_f64().unwrap() < 10.0, "{}", ctx());
+        assert!(
+            a["refreshes_ok"].as_u64().unwrap() >= 3,
+            "{transport}: {}",
+            ctx()
+        );
+        assert!(a["refresh_failures"].as_array().unwrap().is_empty());
+        // A permission toward RTCD's advertised address (the server's own here).
+        assert!(
+            a["permissions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["peer"] == "203.0.113.2" && p["rtcd"] == true && p["ok"] == true),
+            "{}",
+            ctx()
+        );
+    }
+    let tls = attempt(j, "tls");
+    assert!(
+        tls["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["step"] == "tls" && s["ok"] == true),
+        "{}",
+        ctx()
+    );
+    // The server really took echo from the relay's address only after the announcement.
+    assert!(
+        lab.server.stderr().contains("TURN relay announced"),
+        "{}",
+        lab.server.stderr()
+    );
+}
+
+#[test]
+fn human_report_has_a_turn_section() {
+    let lab = lab(&[]);
+    let mut args = vec![
+        format!("{}:8443", lab.t.server_ip),
+        "--pin".into(),
+        lab.server.pin().to_string(),
+        "--duration".into(),
+        "1".into(),
+        "--no-upload".into(),
+        "--turn".into(),
+        "turn:turn.calls.test:3478?transport=udp".into(),
+        "--turn-secret".into(),
+        SECRET.into(),
+    ];
+    args.extend(["--site".to_string(), "turn".to_string()]);
+    let run = try_run_client_env(&lab.t.client, &args, &BTreeMap::new(), CLIENT_BOUND);
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    for want in [
+        "TURN (flags)",
+        "rest credentials",
+        "udp  turn:turn.calls.test:3478?transport=udp  198.51.100.1:3478",
+        "relays to the probe server",
+        "relayed 203.0.113.1:",
+        "permission RTCD 203.0.113.2",
+        "via relay:",
+        "direct UDP, for comparison:",
+    ] {
+        assert!(
+            run.stdout.contains(want),
+            "{want:?} missing\n{}",
+            run.stdout
+        );
+    }
+    println!("{}", run.stdout);
+}
+
+#[test]
+fn wrong_static_secret_is_turn_auth_failed() {
+    let lab = lab(&[]);
+    let run = lab.client(&[
+        "--turn",
+        "turn:turn.calls.test:3478?transport=udp",
+        "--turn-secret",
+        "south-wind",
+    ]);
+    let j = json(&run);
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    let f = finding(j, "turn_auth_failed").unwrap_or_else(|| panic!("{:#}", j["findings"]));
+    assert_eq!(f["severity"], "error");
+    assert!(f["summary"].as_str().unwrap().contains("401"), "{f}");
+    assert!(finding(j, "turn_credentials_expired").is_none());
+    assert_eq!(attempt(j, "udp")["reached"], "nothing");
+}
+
+#[test]
+fn expired_rest_credentials_are_turn_credentials_expired() {
+    let lab = lab(&[]);
+    // Right secret, expiry an hour ago: what a Mattermost host whose clock is behind issues.
+    let expiry = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 3600;
+    let c = probe_proto::turn::rest::credentials(SECRET, "alice", expiry);
+    let run = lab.client(&[
+        "--turn",
+        "turn:turn.calls.test:3478?transport=tcp",
+        "--turn-user",
+        &c.username,
+        "--turn-pass",
+        &c.password,
+    ]);
+    let j = json(&run);
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    let f = finding(j, "turn_credentials_expired").unwrap_or_else(|| panic!("{:#}", j["findings"]));
+    assert_eq!(f["severity"], "error");
+    assert!(
+        finding(j, "turn_auth_failed").is_none(),
+        "{:#}",
+        j["findings"]
+    );
+    let valid = j["turn"]["credentials"]["valid_for_s"].as_i64().unwrap();
+    assert!((-3700..=-3599).contains(&valid), "{valid}");
+    // The same credentials a fresh expiry away pass: it is the expiry, not the secret.
+    let fresh = probe_proto::turn::rest::credentials(SECRET, "alice", expiry + 7200);
+    let run = lab.client(&[
+        "--turn",
+        "turn:turn.calls.test:3478?transport=tcp",
+        "--turn-user",
+        &fresh.username,
+        "--turn-pass",
+        &fresh.password,
+    ]);
+    assert_eq!(
+        attempt(json(&run), "tcp")["reached"],
+        "echoed",
+        "{}",
+        run.describe()
+    );
+}
+
+#[test]
+fn denied_peer_ip_covering_rtcd_is_turn_forbids_rtcd() {
+    let lab = lab(&["--denied-peer-ip", "203.0.113.2"]);
+    let run = lab.client(&[
+        "--turn",
+        "turn:turn.calls.test:3478?transport=udp",
+        "--turn-secret",
+        SECRET,
+    ]);
+    let j = json(&run);
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    let f = finding(j, "turn_forbids_rtcd").unwrap_or_else(|| panic!("{:#}", j["findings"]));
+    assert_eq!(f["severity"], "error");
+    assert!(
+        f["summary"].as_str().unwrap().contains("203.0.113.2"),
+        "{f}"
+    );
+    assert!(f["fix"].as_str().unwrap().contains("denied-peer-ip"), "{f}");
+    let a = attempt(j, "udp");
+    assert_eq!(a["reached"], "allocated", "{a:#}");
+    let p = &a["permissions"][0];
+    assert_eq!(
+        (p["peer"].as_str(), p["code"].as_u64()),
+        (Some("203.0.113.2"), Some(403)),
+        "{a:#}"
+    );
+}
+
+#[test]
+fn udp_blocked_tls_open_is_turn_only_tls_and_quick() {
+    let lab = lab(&[]);
+    lab.t.add_rules(
+        Role::Router,
+        Chain::Input,
+        &["udp dport 3478 drop", "tcp dport 3478 drop"],
+    );
+    let ca = lab.pki.path("ca.pem");
+    let run = lab.client(&[
+        "--turn",
+        "turn:turn.calls.test:3478",
+        "--turn",
+        "turns:turn.calls.test:5349?transport=tcp",
+        "--turn-secret",
+        SECRET,
+        "--turn-ca",
+        &ca,
+    ]);
+    let j = json(&run);
+    let f = finding(j, "turn_only_tls")
+        .unwrap_or_else(|| panic!("{:#}\n{:#}", j["findings"], j["turn"]));
+    assert_eq!(f["severity"], "info");
+    assert!(
+        finding(j, "turn_unreachable").is_none(),
+        "{:#}",
+        j["findings"]
+    );
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert_eq!(attempt(j, "tls")["reached"], "echoed");
+    for t in ["udp", "tcp"] {
+        let a = attempt(j, t);
+        assert_eq!(a["reached"], "nothing", "{a:#}");
+        assert_eq!(a["cause"], "unreachable", "{a:#}");
+    }
+}
+
+#[test]
+fn fully_blocked_turn_server_gets_a_verdict_in_seconds() {
+    let lab = lab(&[]);
+    lab.t
+        .add_rules(Role::Router, Chain::Input, &["ip daddr 198.51.100.1 drop"]);
+    let ca = lab.pki.path("ca.pem");
+    let base = lab.client(&[]);
+    let run = lab.client(&[
+        "--turn",
+        "turn:turn.calls.test:3478",
+        "--turn",
+        "turns:turn.calls.test:5349",
+        "--turn-secret",
+        SECRET,
+        "--turn-ca",
+        &ca,
+    ]);
+    let j = json(&run);
+    let f = finding(j, "turn_unreachable").unwrap_or_else(|| panic!("{:#}", j["findings"]));
+    assert_eq!(f["severity"], "error");
+    assert_eq!(run.code, Some(1));
+    let extra = run.elapsed.saturating_sub(base.elapsed);
+    assert!(
+        extra < Duration::from_secs(9),
+        "the TURN check of three blocked attempts took {extra:?} more than a run without it"
+    );
+}
+
+fn standin(lab: &Lab, extra: &[&str]) -> Proc {
+    let mut argv = vec![
+        MM_STANDIN,
+        "--listen",
+        "0.0.0.0:8065",
+        "--token",
+        "mm-token",
+        "--secret",
+        SECRET,
+        "--turn",
+        "turn:turn.calls.test:3478?transport=udp",
+    ];
+    argv.extend_from_slice(extra);
+    let p = lab.t.server.spawn(&argv, LIFETIME);
+    if let Err(e) = p
+        .stdout_capture()
+        .wait_for_line(Duration::from_secs(10), |l| {
+            l.starts_with("mm-standin ready")
+        })
+    {
+        panic!("mm-standin not ready ({e:?}): {}", p.stderr());
+    }
+    p
+}
+
+#[test]
+fn credentials_from_the_mattermost_stand_in() {
+    let lab = lab(&[]);
+    let mm = standin(&lab, &[]);
+    let url = format!("http://{}:8065", lab.t.server_ip);
+    let run = lab.client(&["--mattermost", &url, "--mm-token", "mm-token"]);
+    let j = json(&run);
+    assert!(
+        turn_errors(j).is_empty(),
+        "{:?}\n{}\n{}",
+        turn_errors(j),
+        run.describe(),
+        mm.stderr()
+    );
+    assert_eq!(j["turn"]["source"], "mattermost");
+    assert_eq!(j["turn"]["endpoint"]["ok"], true, "{:#}", j["turn"]);
+    assert_eq!(attempt(j, "udp")["reached"], "echoed", "{:#}", j["turn"]);
+    // The plugin's REST username: expiry 240 min ahead, then the user.
+    let valid = j["turn"]["credentials"]["valid_for_s"].as_i64().unwrap();
+    assert!((14_000..=14_400).contains(&valid), "{valid}");
+    assert!(mm
+        .stderr()
+        .contains("GET /plugins/com.mattermost.calls/turn-credentials"));
+    // A wrong token: Mattermost's 401 on the config, so no TURN at all.
+    let run = lab.client(&["--mattermost", &url, "--mm-token", "nope"]);
+    let f = finding(json(&run), "turn_credentials_endpoint_failed")
+        .unwrap_or_else(|| panic!("{:#}", json(&run)["findings"]));
+    assert!(f["summary"].as_str().unwrap().contains("401"), "{f}");
+}
+
+#[test]
+fn failing_credentials_endpoint_is_turn_credentials_endpoint_failed() {
+    let lab = lab(&[]);
+    let _mm = standin(&lab, &["--fail-credentials"]);
+    let url = format!("http://{}:8065", lab.t.server_ip);
+    let run = lab.client(&["--mattermost", &url, "--mm-token", "mm-token"]);
+    let j = json(&run);
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    let f = finding(j, "turn_credentials_endpoint_failed")
+        .unwrap_or_else(|| panic!("{:#}", j["findings"]));
+    assert_eq!(f["severity"], "error");
+    let s = f["summary"].as_str().unwrap();
+    assert!(
+        s.contains("403") && s.contains("TURNStaticAuthSecret should be set"),
+        "{s}"
+    );
+    assert!(j["turn"]["attempts"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn expired_credentials_from_mattermost() {
+    let lab = lab(&[]);
+    let _mm = standin(&lab, &["--expired"]);
+    let url = format!("http://{}:8065", lab.t.server_ip);
+    let run = lab.client(&["--mattermost", &url, "--mm-token", "mm-token"]);
+    let j = json(&run);
+    assert!(
+        finding(j, "turn_credentials_expired").is_some(),
+        "{:#}",
+        j["findings"]
+    );
+    // The stand-in's Date header gives the clock reference.
+    assert_eq!(j["turn"]["credentials"]["skew_reference"], "mattermost");
+    assert_eq!(j["turn"]["credentials"]["clock_skew_ms"], 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server side of the relay echo, on real sockets: announced over the control channel,
+// answered only after the return-routability check, never for an unannounced source.
+
+fn in_ns<T: Send + 'static>(ns: &probe_tests::Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    use std::os::fd::AsRawFd;
+    let path = std::path::Path::new("/run/netns").join(ns.name());
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns only changes this thread's network namespace; the fd is open.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+struct Ctl {
+    s: std::net::TcpStream,
+    dec: probe_proto::frame::Decoder,
+}
+
+impl Ctl {
+    fn ask(&mut self, m: &probe_proto::msg::Control) -> probe_proto::msg::Control {
+        use std::io::{Read, Write};
+        self.s.write_all(&m.to_frame(None)).unwrap();
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(p) = self.dec.next_frame().unwrap() {
+                return probe_proto::msg::Control::from_payload(p, None).unwrap();
+            }
+            let n = self
+                .s
+                .read(&mut buf)
+                .expect("an answer on the control channel");
+            assert!(n > 0, "the server closed the control channel");
+            self.dec.push(&buf[..n]);
+        }
+    }
+}
+
+/// Sends one echo request from `sock` (with `cookie` in its fill) and returns the reply.
+fn echo_once(
+    sock: &std::net::UdpSocket,
+    key: &[u8; 32],
+    session: u64,
+    seq: u32,
+    cookie: Option<[u8; 8]>,
+) -> Option<Vec<u8>> {
+    use probe_proto::session::RELAY_COOKIE_AT;
+    let sk = probe_proto::echo::SessionKey::new(key);
+    let mut buf = [0u8; 1200];
+    let n = probe_proto::echo::encode_request(&sk, session, seq, 1, 160, &mut buf);
+    if let Some(c) = cookie {
+        buf[RELAY_COOKIE_AT..RELAY_COOKIE_AT + 8].copy_from_slice(&c);
+    }
+    sock.send(&buf[..n]).unwrap();
+    let mut r = [0u8; 1500];
+    match sock.recv(&mut r) {
+        Ok(m) => {
+            assert!(probe_proto::echo::decode_reply(&sk, &r[..m]).is_ok());
+            Some(r[..m].to_vec())
+        }
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn relay_echo_only_from_an_announced_and_proven_relay() {
+    use probe_proto::msg::{Control, Hello, Profile, PROTO_MAX, PROTO_MIN};
+    use probe_proto::session::{RELAY_COOKIE_AT, RELAY_UNCONFIRMED_REPLIES};
+    let _g = serial();
+    probe_tests::binaries();
+    let t = Topology::routed();
+    let _server = start_server_with_state(
+        &t.server,
+        "0.0.0.0:8443",
+        &[] as &[&str],
+        &BTreeMap::new(),
+        LIFETIME,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let dst: std::net::SocketAddr = format!("{}:8443", t.server_ip).parse().unwrap();
+    // The session's control channel, from the client.
+    let mut ctl = in_ns(&t.client, move || {
+        let s = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        Ctl {
+            s,
+            dec: probe_proto::frame::Decoder::new(),
+        }
+    });
+    let hello = Control::Hello(Hello {
+        proto_min: PROTO_MIN,
+        proto_max: PROTO_MAX,
+        client_version: "turn-test".into(),
+        site: "turn".into(),
+        profile: Profile::Audio,
+        interval_us: 20_000,
+        size: 160,
+        duration_ms: 5_000,
+        pad: vec![0; 1100],
+        time_ms: 0,
+        nonce: [7; 16],
+    });
+    let w = match ctl.ask(&hello) {
+        Control::Welcome(w) => w,
+        other => panic!("{other:?}"),
+    };
+    assert!(w.proto >= 3, "this server speaks the relay messages");
+    // Two sources in the router namespace: the "relay" (203.0.113.1) and a stranger
+    // (198.51.100.1), neither of them the session's peer.
+    let bind = |ip: std::net::Ipv4Addr| {
+        in_ns(&t.router, move || {
+            let s = std::net::UdpSocket::bind((ip, 0)).unwrap();
+            s.connect(dst).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            s
+        })
+    };
+    let relay = bind(t.router_public_ip);
+    let stranger = bind(t.router_client_ip);
+    let (key, id) = (w.key, w.session_id);
+    assert_eq!(
+        echo_once(&relay, &key, id, 0, None),
+        None,
+        "not announced: no reply"
+    );
+    let added = ctl.ask(&Control::RelayPeer {
+        session_id: id,
+        relayed: relay.local_addr().unwrap(),
+        pad: vec![0; 128],
+    });
+    assert_eq!(
+        added,
+        Control::RelayAdded {
+            accepted: true,
+            reason: None
+        }
+    );
+    assert_eq!(
+        echo_once(&stranger, &key, id, 1, None),
+        None,
+        "unannounced source"
+    );
+    // Priming: a few replies carrying the cookie, then silence until it comes back.
+    let mut cookie = [0u8; 8];
+    for seq in 0..RELAY_UNCONFIRMED_REPLIES {
+        let r = echo_once(&relay, &key, id, 10 + seq, None).expect("priming reply");
+        cookie.copy_from_slice(&r[RELAY_COOKIE_AT..RELAY_COOKIE_AT + 8]);
+    }
+    assert_eq!(
+        echo_once(&relay, &key, id, 20, None),
+        None,
+        "unproven relay goes quiet"
+    );
+    for seq in 100..110 {
+        assert!(
+            echo_once(&relay, &key, id, seq, Some(cookie)).is_some(),
+            "proven relay"
+        );
+    }
+    assert_eq!(
+        echo_once(&stranger, &key, id, 200, Some(cookie)),
+        None,
+        "the cookie is not a licence for others"
+    );
+    match ctl.ask(&Control::RelayFinish {
+        session_id: id,
+        pad: vec![0; 128],
+    }) {
+        Control::RelayCounters(c) => {
+            assert_eq!((c.udp_rx, c.udp_tx), (10, 10), "priming is not counted")
+        }
+        other => panic!("{other:?}"),
+    }
+}
