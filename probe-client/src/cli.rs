@@ -83,7 +83,8 @@ pub struct ProbeArgs {
     pub count: Option<u64>,
     /// Load mode: this many concurrent sessions from this process; prints summary statistics only.
     #[arg(long, conflicts_with = "every", value_parser = clap::value_parser!(u32).range(1..=5000))]
-    pub sessions: Option<u32>,    /// The TURN check: --turn URL… with --turn-user/--turn-pass or --turn-secret, or --mattermost URL --mm-token TOKEN.
+    pub sessions: Option<u32>,
+    /// The TURN check: --turn URL… with --turn-user/--turn-pass or --turn-secret, or --mattermost URL --mm-token TOKEN.
     #[command(flatten)]
     pub turn: crate::turn::TurnArgs,
 }

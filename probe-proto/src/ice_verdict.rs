@@ -385,6 +385,28 @@ fn diagnose(ice: &IceReport, proto: Transport) -> Finding {
 /// TCP candidates fail while UDP works: TCP fallback is broken for UDP-blocked users.
 fn tcp_failed(ice: &IceReport) -> Finding {
     let adv = advertised(ice, Transport::Tcp);
+    if adv.is_empty() && !ice.ice_address_udp.is_empty() {
+        // RTCD advertises no TCP candidate reachable from another host: with `ice_address_*` set,
+        // RTCD's IP filter keeps only the listed local IPs (rtcd sfu.go:103-115, server.go:109-122),
+        // and "0.0.0.0" is none of them. No firewall opening helps; the setting does.
+        return Finding::new(
+            FindingId::IceTcpFailed,
+            Severity::Warning,
+            format!(
+                "RTCD advertises no TCP candidate reachable from another host, while UDP works: its IP filter keeps \
+                 only the local IPs listed in ice_address_udp = \"{}\"{} (\"0.0.0.0\" is none of them). Users on \
+                 networks that block UDP cannot use TCP fallback.",
+                ice.ice_address_udp,
+                if ice.ice_address_tcp.is_empty() {
+                    String::new()
+                } else {
+                    format!(" / ice_address_tcp = \"{}\"", ice.ice_address_tcp)
+                }
+            ),
+            "In RTCD's config under [rtc], list this host's own IP in ice_address_udp / ice_address_tcp (or leave \
+             both empty to use every address; env RTCD_RTC_ICEADDRESSUDP / RTCD_RTC_ICEADDRESSTCP), then restart RTCD.",
+        );
+    }
     let dialed: Option<SocketAddr> = ice.dialed.parse().ok();
     let port_hint = match (dialed, reference(ice, Transport::Tcp, dialed)) {
         (Some(d), Some(true)) if adv.iter().any(|a| a.ip() == d.ip() && a.port() != d.port()) => {
@@ -1034,5 +1056,218 @@ mod tests {
         // Nothing advertised at all, server unreachable: still said.
         r.advertised.clear();
         assert_eq!(ids(&eval(&r, false, false)), vec!["ice_no_udp_candidate"]);
+    }
+
+    /// Configurations RTCD v1.2.6 accepts and serves (its UDP candidates include a public
+    /// address, the single override's among them), computed as the server computes them, with
+    /// a network where every public candidate answers: the client verdict raises no error.
+    mod accepted_configs {
+        use super::*;
+        use crate::rtcd::{self, LocalAddr, OverrideForm, PionRules, RtcdConfig};
+        use proptest::prelude::*;
+
+        const OVERRIDES: &[&str] = &[
+            "",
+            "203.0.113.10",
+            "203.0.113.2",
+            "calls.example.com",
+            "203.0.113.10/10.0.0.5",
+            "203.0.113.10/10.0.0.5,127.0.0.1/127.0.0.1",
+            "203.0.113.10/10.0.0.5, 203.0.113.11/172.17.0.1",
+            "203.0.113.10/10.0.0.5,198.51.100.1",
+        ];
+        const PORT_OVERRIDES: &[&str] = &[
+            "",
+            "ice_host_port_override = 30443",
+            "ice_host_port_override = \"10.0.0.5/443,10.0.0.9/444\"",
+        ];
+        const ADDRESSES: &[&str] = &[
+            "",
+            "ice_address_udp = \"10.0.0.5\"",
+            "ice_address_udp = \" 203.0.113.2 \"",
+            "ice_address_udp = \"0.0.0.0\"",
+            "ice_address_tcp = \"10.0.0.5,203.0.113.2\"",
+        ];
+        const SERVERS: &[&str] = &[
+            "",
+            "ice_servers = [\"stun:stun.example.com:3478\"]",
+            "ice_servers = [{urls = [\"turn:t.example.com:3478\"], username = \"u\", credential = \"p\"}]",
+        ];
+        const HOSTS: &[&[&str]] = &[
+            &["127.0.0.1", "10.0.0.5", "172.17.0.1"],
+            &["127.0.0.1", "203.0.113.2"],
+            &["127.0.0.1", "203.0.113.2", "10.0.0.5", "172.17.0.1"],
+            &["127.0.0.1", "10.0.0.5", "2001:db8::5"],
+        ];
+
+        /// The report a client gets on a fine network: every public candidate answers, private
+        /// and loopback ones do not (the client is outside).
+        fn report_for(a: &rtcd::Advertised, ov: &str) -> Option<IceReport> {
+            let form = match &a.override_form {
+                OverrideForm::None => "none",
+                OverrideForm::Ip(_) => "ip",
+                OverrideForm::Hostname { .. } => "hostname",
+                OverrideForm::Pairs(_) => "pairs",
+            };
+            let advertised: Vec<AdvertisedCandidate> = a
+                .candidates
+                .iter()
+                .map(|c| AdvertisedCandidate {
+                    address: c.address.to_string(),
+                    port: c.port,
+                    protocol: match c.protocol {
+                        rtcd::Protocol::Udp => Transport::Udp,
+                        rtcd::Protocol::Tcp => Transport::Tcp,
+                    },
+                    private: c.private,
+                    source: CandidateSource::Local,
+                })
+                .collect();
+            let dialed = a.udp().find(|c| !c.private)?;
+            let pairs = advertised
+                .iter()
+                .filter(|c| !c.address.parse::<IpAddr>().unwrap().is_loopback())
+                .map(|c| {
+                    let remote = SocketAddr::new(c.address.parse().unwrap(), c.port).to_string();
+                    pair(&remote, c.protocol, !c.private)
+                })
+                .collect();
+            Some(IceReport {
+                advertised,
+                rtcd_port: a.rtcd_port_udp,
+                probe_port: 8443,
+                dialed: SocketAddr::new(dialed.address, dialed.port).to_string(),
+                override_value: (!ov.is_empty()).then(|| ov.to_string()),
+                override_form: form.into(),
+                pairs,
+                pion_rules: Some(a.rules),
+                filter_ignores: a.filter_ignores,
+                ..IceReport::default()
+            })
+        }
+
+        fn check(
+            ov: &str,
+            po: &str,
+            ad: &str,
+            sv: &str,
+            ipv6: bool,
+            host: &[&str],
+            rules: PionRules,
+        ) -> Result<bool, String> {
+            let toml = format!(
+                "[rtc]\nice_host_override = \"{ov}\"\nenable_ipv6 = {ipv6}\n{po}\n{ad}\n{sv}\n"
+            );
+            let cfg = RtcdConfig::from_toml_str(&toml).unwrap();
+            let locals: Vec<LocalAddr> = host
+                .iter()
+                .map(|s| LocalAddr {
+                    ip: s.parse().unwrap(),
+                    loopback: s.starts_with("127."),
+                })
+                .collect();
+            let resolve = |_: &str, _: bool| Ok(vec!["203.0.113.10".parse().unwrap()]);
+            let stun = |ip: IpAddr| (!ip.is_loopback()).then(|| "203.0.113.50".parse().unwrap());
+            let Ok(a) = rtcd::compute_advertised(&cfg, &locals, &resolve, &stun, 8443, 8443, rules)
+            else {
+                return Ok(false);
+            };
+            let udp: Vec<IpAddr> = a.udp().map(|c| c.address).collect();
+            let wanted = match &a.override_form {
+                OverrideForm::Ip(ip) | OverrideForm::Hostname { resolved: ip, .. } => {
+                    udp.contains(ip)
+                }
+                _ => true,
+            };
+            let Some(r) = report_for(&a, ov).filter(|_| wanted) else {
+                return Ok(false);
+            };
+            let f = eval(&r, true, true);
+            let errs: Vec<&str> = f
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .map(|f| f.id.as_str())
+                .collect();
+            if errs.is_empty() {
+                Ok(true)
+            } else {
+                Err(format!("{rules:?} {host:?}\n{toml}→ {errs:?}"))
+            }
+        }
+
+        /// The table is not vacuous: the usual deployments are among the served ones.
+        #[test]
+        fn usual_deployments_are_served_and_pass() {
+            let nat = HOSTS[0];
+            for (ov, host) in [
+                ("203.0.113.10", nat),
+                ("calls.example.com", nat),
+                ("203.0.113.10/10.0.0.5", nat),
+                ("203.0.113.10/10.0.0.5,198.51.100.1", nat),
+                ("", HOSTS[1]),
+            ] {
+                for rules in [PionRules::V4_0, PionRules::V4_2] {
+                    // pion v4.0 refuses a pair beside a lone IP (ice v4.0.10
+                    // external_ip_mapper.go:29-38): RTCD 1.2.4 fails every join there.
+                    let want = !(rules == PionRules::V4_0 && ov.ends_with("198.51.100.1"));
+                    assert_eq!(
+                        check(ov, "", "", "", false, host, rules),
+                        Ok(want),
+                        "{ov} {rules:?}"
+                    );
+                }
+            }
+            // STUN discovery on the NAT host.
+            assert_eq!(
+                check("", "", "", SERVERS[1], false, nat, PionRules::V4_2),
+                Ok(true)
+            );
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+            #[test]
+            fn served_configs_raise_no_client_error(
+                ov in prop::sample::select(OVERRIDES),
+                po in prop::sample::select(PORT_OVERRIDES),
+                ad in prop::sample::select(ADDRESSES),
+                sv in prop::sample::select(SERVERS),
+                ipv6 in any::<bool>(),
+                host in prop::sample::select(HOSTS),
+                v42 in any::<bool>(),
+            ) {
+                let rules = if v42 { PionRules::V4_2 } else { PionRules::V4_0 };
+                if let Err(e) = check(ov, po, ad, sv, ipv6, host, rules) {
+                    prop_assert!(false, "{}", e);
+                }
+            }
+        }
+    }
+
+    /// ice_address_udp = "0.0.0.0" on a host with a public address: UDP works, RTCD makes no TCP
+    /// candidate (rtcd sfu.go:103-115). A warning that names the filter, not "open inbound TCP".
+    #[test]
+    fn ice_address_udp_unspecified_no_tcp_candidate_names_the_filter() {
+        let mut r = report(
+            "203.0.113.2",
+            8443,
+            "none",
+            None,
+            "203.0.113.2:8443",
+            true,
+            false,
+        );
+        r.advertised.retain(|c| c.protocol == Transport::Udp);
+        r.pairs.retain(|p| p.protocol == Transport::Udp);
+        r.ice_address_udp = "0.0.0.0".into();
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_tcp_failed"]);
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(
+            f[0].summary.contains("ice_address_udp = \"0.0.0.0\""),
+            "{}",
+            f[0].summary
+        );
+        assert!(f[0].fix.contains("ice_address_udp"), "{}", f[0].fix);
     }
 }

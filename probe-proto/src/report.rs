@@ -303,6 +303,7 @@ fn turn_lines(out: &mut String, t: &crate::turn::TurnReport, direct: Option<&Ech
             None => "no expiry (static)".into(),
         };
         let skew = match (c.clock_skew_ms, &c.skew_reference) {
+            (Some(ms), Some(r)) if ms.abs() < 50 => format!("   clock ±0.0 s vs {r}"),
             (Some(ms), Some(r)) => format!("   clock {:+.1} s vs {r}", ms as f64 / 1000.0),
             _ => String::new(),
         };
@@ -315,21 +316,36 @@ fn turn_lines(out: &mut String, t: &crate::turn::TurnReport, direct: Option<&Ech
         let state = match a.reached {
             Reached::Echoed => "relays to the probe server".to_string(),
             Reached::Nothing => "NO ALLOCATION".to_string(),
-            r => format!("{r:?}").to_lowercase(),
+            r => format!("stopped at: {}", format!("{r:?}").to_lowercase()),
         };
-        let via = a.proxy.as_ref().map(|p| format!(" via proxy {p}")).unwrap_or_default();
+        let via = a
+            .proxy
+            .as_ref()
+            .map(|p| format!(" via proxy {p}"))
+            .unwrap_or_default();
         out.push_str(&format!(
             "     {:<4} {}  {}{via}  {state}\n",
             a.transport.label(),
             a.url,
             a.server.as_deref().unwrap_or("-"),
         ));
-        let timings: Vec<String> = a
+        let mut timings: Vec<String> = a
             .steps
             .iter()
             .filter(|s| s.ok && s.step != "refresh")
-            .filter_map(|s| s.ms.map(|ms| format!("{} {}", s.step, ms_text(ms))))
+            .filter_map(|s| s.ms.map(|v| format!("{} {}", s.step, ms(v))))
             .collect();
+        if a.refreshes_ok > 0 || !a.refresh_failures.is_empty() {
+            timings.push(format!(
+                "  refreshes ok {}{}",
+                a.refreshes_ok,
+                if a.refresh_failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(", FAILED: {}", a.refresh_failures.join("; "))
+                }
+            ));
+        }
         if !timings.is_empty() {
             out.push_str(&format!("          ms: {}\n", timings.join("  ")));
         }
@@ -341,41 +357,57 @@ fn turn_lines(out: &mut String, t: &crate::turn::TurnReport, direct: Option<&Ech
             ));
         }
         for p in &a.permissions {
-            let who = if p.rtcd { "RTCD" } else { "probe" };
+            let who = if p.rtcd { "RTCD " } else { "probe" };
             let verdict = if p.ok {
                 "permitted".to_string()
             } else {
                 format!("REFUSED {}", p.detail.as_deref().unwrap_or(""))
             };
-            out.push_str(&format!("          permission {who} {:<20} {verdict}\n", p.peer));
+            out.push_str(&format!(
+                "          permission {who} {:<18} {verdict}\n",
+                p.peer
+            ));
         }
         if let Some(e) = &a.echo {
-            out.push_str("     via relay:\n");
-            echo_lines(out, e);
-            if let Some(d) = direct {
-                out.push_str("     direct UDP, for comparison:\n");
-                echo_lines(out, d);
-            }
-        }
-        if a.refreshes_ok > 0 || !a.refresh_failures.is_empty() {
             out.push_str(&format!(
-                "          refreshes ok {}{}\n",
-                a.refreshes_ok,
-                if a.refresh_failures.is_empty() {
-                    String::new()
-                } else {
-                    format!("  FAILED: {}", a.refresh_failures.join("; "))
-                }
+                "          via relay   sent {}  received {}  loss up {}  down {}",
+                e.sent,
+                e.received,
+                opt_pct(e.loss_up_pct),
+                opt_pct(e.loss_down_pct)
             ));
+            match &e.rtt_ms {
+                Some(r) => out.push_str(&format!(
+                    "   RTT p50 {} p95 {} ms  jitter {} ms\n",
+                    ms(r.p50),
+                    ms(r.p95),
+                    ms(e.jitter_ms)
+                )),
+                None => out.push_str("   no echo came back\n"),
+            }
+            if let Some(d) = direct {
+                out.push_str(&format!(
+                    "          direct UDP  sent {}  received {}  loss up {}  down {}",
+                    d.sent,
+                    d.received,
+                    opt_pct(d.loss_up_pct),
+                    opt_pct(d.loss_down_pct)
+                ));
+                if let Some(r) = &d.rtt_ms {
+                    out.push_str(&format!(
+                        "   RTT p50 {} p95 {} ms  jitter {} ms",
+                        ms(r.p50),
+                        ms(r.p95),
+                        ms(d.jitter_ms)
+                    ));
+                }
+                out.push('\n');
+            }
         }
         if let Some(e) = &a.error {
             out.push_str(&format!("          stopped: {e}\n"));
         }
     }
-}
-
-fn ms_text(v: f64) -> String {
-    ms(v)
 }
 
 /// Findings as every report of the probe shows them: severity, id, summary, then the fix.
@@ -384,18 +416,49 @@ pub fn render_findings(out: &mut String, findings: &[Finding]) {
         out.push_str("No problems found.\n");
     }
     for f in findings {
+        // Summaries quote what servers said (a refusal reason, an override value): no control
+        // character from there reaches the terminal.
         out.push_str(&format!(
             "{:<7}  {} — {}\n",
             f.severity.label().to_uppercase(),
-            f.id,
-            f.summary
+            crate::sites::strip_controls(&f.id.to_string()),
+            crate::sites::strip_controls(&f.summary)
         ));
-        out.push_str(&format!("         fix: {}\n", f.fix));
+        out.push_str(&format!(
+            "         fix: {}\n",
+            crate::sites::strip_controls(&f.fix)
+        ));
     }
+}
+
+/// The report with every string stripped of control characters, for the terminal: many of its
+/// strings come from the server (refusal reason, override value, candidates, versions).
+fn printable_report(r: &Report) -> std::borrow::Cow<'_, Report> {
+    fn clean(v: &mut serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => {
+                let c = crate::sites::strip_controls(s);
+                let changed = c != *s;
+                *s = c;
+                changed
+            }
+            serde_json::Value::Array(a) => a.iter_mut().fold(false, |ch, x| clean(x) | ch),
+            serde_json::Value::Object(o) => o.values_mut().fold(false, |ch, x| clean(x) | ch),
+            _ => false,
+        }
+    }
+    let Ok(mut v) = serde_json::to_value(r) else {
+        return std::borrow::Cow::Borrowed(r);
+    };
+    if !clean(&mut v) {
+        return std::borrow::Cow::Borrowed(r);
+    }
+    serde_json::from_value(v).map_or(std::borrow::Cow::Borrowed(r), std::borrow::Cow::Owned)
 }
 
 /// Human report: a short table per transport, then findings with what to do.
 pub fn render_text(r: &Report) -> String {
+    let r = &*printable_report(r);
     let mut out = format!(
         "probe-client {} → {}   site {}   {}   {:.1} s\n\n",
         r.tool_version,
@@ -477,6 +540,81 @@ mod tests {
     use super::*;
 
     #[test]
+    fn turn_section_renders_steps_permissions_and_echo() {
+        use crate::turn::{
+            CredentialInfo, PermissionResult, Reached, StepResult, TurnAttempt, TurnReport,
+            TurnTransport,
+        };
+        let mut a = TurnAttempt::new("turn:turn.example.test:3478", TurnTransport::Udp);
+        a.server = Some("203.0.113.1:3478".into());
+        a.reached = Reached::Allocated;
+        a.steps.push(StepResult {
+            step: "allocate".into(),
+            ok: true,
+            ms: Some(1.5),
+            peer: None,
+            code: None,
+            detail: None,
+        });
+        a.relayed = Some("203.0.113.1:50000".into());
+        a.permissions.push(PermissionResult {
+            peer: "172.17.0.2".into(),
+            rtcd: true,
+            ok: false,
+            code: Some(403),
+            detail: Some("403 Forbidden IP".into()),
+        });
+        a.error = Some("no permission for the probe server".into());
+        let t = TurnReport {
+            source: "flags".into(),
+            credentials: Some(CredentialInfo {
+                kind: "rest".into(),
+                username: "100:alice".into(),
+                expires_at: None,
+                valid_for_s: Some(-30),
+                clock_skew_ms: Some(-125_000),
+                skew_reference: Some("mattermost".into()),
+            }),
+            endpoint: None,
+            attempts: vec![a],
+            ok: false,
+        };
+        let mut out = String::new();
+        turn_lines(&mut out, &t, None);
+        for want in [
+            "TURN (flags)",
+            "rest credentials  user 100:alice  EXPIRED 30 s ago   clock -125.0 s vs mattermost",
+            "udp  turn:turn.example.test:3478  203.0.113.1:3478  stopped at: allocated",
+            "ms: allocate 1.50",
+            "permission RTCD  172.17.0.2         REFUSED 403 Forbidden IP",
+            "stopped: no permission for the probe server",
+        ] {
+            assert!(out.contains(want), "{want:?} in\n{out}");
+        }
+        // Reports without a TURN check keep their JSON exactly (no "turn" key).
+        let mut r = Report {
+            schema: SCHEMA,
+            tool_version: "t".into(),
+            site: "s".into(),
+            server: "h:1".into(),
+            started_at: "x".into(),
+            duration_ms: 1,
+            ok: true,
+            udp: UdpResult::default(),
+            tcp: TcpResult::default(),
+            findings: vec![],
+            server_version: None,
+            server_pin: None,
+            ice: None,
+            turn: None,
+        };
+        assert!(!serde_json::to_string(&r).unwrap().contains("\"turn\""));
+        r.turn = Some(t);
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
     fn rfc3339_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
@@ -512,5 +650,38 @@ mod tests {
         assert_eq!(v["findings"][0]["severity"], "error");
         assert!(v["udp"]["echo"].is_null());
         assert!(render_text(&r).contains("FAIL"));
+    }
+}
+
+#[cfg(test)]
+mod printable_tests {
+    use super::*;
+
+    #[test]
+    fn server_strings_are_stripped_of_control_characters_before_printing() {
+        let mut r: Report = serde_json::from_value(serde_json::json!({
+            "schema": 1, "tool_version": "0.1.0", "site": "s", "server": "203.0.113.2:8443",
+            "started_at": "2026-11-26T08:00:00.000Z", "duration_ms": 1, "ok": false,
+            "udp": {"reachable": false, "stun": {"mapped": null, "rtt_ms": null}, "echo": null},
+            "tcp": {"reachable": false}, "findings": []
+        }))
+        .unwrap();
+        r.server_version = Some("9.9\x1b]0;pwned\x07".into());
+        r.set_findings(vec![Finding::new(
+            "server_refused",
+            Severity::Error,
+            "The probe server refused the test: too long\n\x1b[2JERROR    forged — line",
+            "ask\rthe admin",
+        )]);
+        let text = render_text(&r);
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text:?}");
+        assert!(
+            text.contains("too long[2JERROR    forged — line"),
+            "the forged line is folded into the real one: {text}"
+        );
+        assert!(
+            !text.lines().any(|l| l.starts_with("ERROR    forged")),
+            "{text}"
+        );
     }
 }

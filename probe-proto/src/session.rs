@@ -699,21 +699,42 @@ mod tests {
         for seq in 0..RELAY_UNCONFIRMED_REPLIES {
             let r = send(&mut core, relay.ip(), seq, None).expect("priming reply");
             assert_eq!(&r[RELAY_COOKIE_AT..RELAY_COOKIE_AT + 8], &[0xC0; 8]);
-            assert!(echo::decode_reply(&sk, &r).is_ok(), "the cookie leaves the MAC intact");
+            assert!(
+                echo::decode_reply(&sk, &r).is_ok(),
+                "the cookie leaves the MAC intact"
+            );
         }
         assert_eq!(send(&mut core, relay.ip(), 9, None), None);
-        assert_eq!(send(&mut core, relay.ip(), 9, Some([0xC1; 8])), None, "wrong cookie");
+        assert_eq!(
+            send(&mut core, relay.ip(), 9, Some([0xC1; 8])),
+            None,
+            "wrong cookie"
+        );
         // The cookie proves it: answered from now on, counted apart from the direct path.
         for seq in 100..110 {
             assert!(send(&mut core, relay.ip(), seq, Some([0xC0; 8])).is_some());
         }
         let rc = core.relay_counters(77).unwrap();
         assert_eq!((rc.udp_rx, rc.udp_tx), (10, 10), "priming is not counted");
-        assert_eq!(core.counters(77).unwrap().udp_rx, 0, "direct counters untouched");
-        assert!(send(&mut core, relay.ip(), 200, None).is_some(), "confirmed stays so");
-        assert!(core.add_relay_peer(12345, relay, [0; 8]).is_err(), "unknown session");
+        assert_eq!(
+            core.counters(77).unwrap().udp_rx,
+            0,
+            "direct counters untouched"
+        );
+        assert!(
+            send(&mut core, relay.ip(), 200, None).is_some(),
+            "confirmed stays so"
+        );
+        assert!(
+            core.add_relay_peer(12345, relay, [0; 8]).is_err(),
+            "unknown session"
+        );
         for i in 0..MAX_RELAYS_PER_SESSION {
-            let r = core.add_relay_peer(77, SocketAddr::new(IpAddr::from([192, 0, 2, i as u8 + 1]), 1), [1; 8]);
+            let r = core.add_relay_peer(
+                77,
+                SocketAddr::new(IpAddr::from([192, 0, 2, i as u8 + 1]), 1),
+                [1; 8],
+            );
             assert_eq!(r.is_ok(), i + 1 < MAX_RELAYS_PER_SESSION, "{i}");
         }
     }

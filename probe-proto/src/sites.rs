@@ -253,7 +253,7 @@ fn findings_cell(f: &[FindingCount], runs: u64) -> String {
 /// Site names come from clients: keep control characters out of the terminal.
 pub fn printable(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| if is_unsafe_char(c) { '?' } else { c })
         .collect()
 }
 
@@ -356,13 +356,43 @@ pub fn render_json(t: &Table) -> String {
     serde_json::to_string_pretty(t).expect("the table serialises")
 }
 
-/// One CSV field, quoted per RFC 4180 when it needs to be.
+/// One CSV text field: control characters removed, a leading `= + - @`, TAB or CR (which a
+/// spreadsheet would run as a formula) prefixed with `'`, quoted per RFC 4180 when it needs to be.
 pub fn csv_field(s: &str) -> String {
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let mut s = strip_controls(s);
+    if formula {
+        s.insert(0, '\'');
+    }
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
+}
+
+/// Whether a character can rewrite what a terminal or a log line shows: C0/C1 controls
+/// (newline, escape sequences) and the Unicode bidirectional overrides and isolates.
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `s` without the characters of [`is_unsafe_char`].
+pub fn strip_controls(s: &str) -> String {
+    s.chars().filter(|c| !is_unsafe_char(*c)).collect()
+}
+
+/// A text that came from the network, made safe for a log, a store, a terminal or a CSV:
+/// unsafe characters removed, then at most `max` characters (an ellipsis marks a cut).
+pub fn clean_text(s: &str, max: usize) -> String {
+    let s = strip_controls(s);
+    if s.chars().count() <= max {
+        return s;
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }
 
 fn num(v: Option<f64>) -> String {
@@ -680,6 +710,39 @@ mod tests {
         assert_eq!(Run::dated(&report), Some(r));
         report.started_at = "yesterday".into();
         assert_eq!(Run::dated(&report), None);
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_run_are_defused() {
+        for (cell, want) in [
+            (
+                "=HYPERLINK(\"http://x\")",
+                "\"'=HYPERLINK(\"\"http://x\"\")\"",
+            ),
+            ("+1+1", "'+1+1"),
+            ("-2", "'-2"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\tcmd", "'cmd"),
+            ("\rcmd", "'cmd"),
+            ("berlin-office", "berlin-office"),
+            ("a,b", "\"a,b\""),
+        ] {
+            assert_eq!(csv_field(cell), want, "{cell:?}");
+        }
+        let mut r = run("=cmd|' /C calc'!A0", 1, None, &[]);
+        r.findings = vec!["-x".into()];
+        let csv = render_csv(&table(&[r]));
+        let row = csv.lines().nth(1).unwrap();
+        assert!(row.starts_with("'=cmd|"), "{row}");
+        assert!(row.ends_with("'-x:1"), "{row}");
+    }
+
+    #[test]
+    fn clean_text_strips_controls_and_bidi_and_caps_length() {
+        assert_eq!(clean_text("a\nb\x1b[31mc\u{202e}d", 100), "ab[31mcd");
+        assert_eq!(clean_text("abcdef", 4), "abc…");
+        assert_eq!(clean_text("abc", 3), "abc");
+        assert_eq!(printable("x\ny\u{2066}"), "x?y?");
     }
 
     #[test]

@@ -27,84 +27,115 @@ pub struct Facts<'a> {
 
 pub fn evaluate(f: &Facts) -> Vec<Finding> {
     let mut out = Vec::new();
-    let port = f.port;
-    let firewall = format!(
+    out.extend(f.refused.map(refused));
+    reachability(&mut out, f);
+    out.extend(f.server_lost.map(server_lost));
+    quality(&mut out, f);
+    out
+}
+
+/// The fix for a port nothing (or only one transport) reaches: every hop that may drop it.
+fn firewall_fix(port: u16) -> String {
+    format!(
         "Open inbound UDP {port} (and TCP {port} for TCP fallback) from client networks at every hop: the RTCD host's \
          firewall (`sudo iptables -L -n` / `nft list ruleset`), cloud security groups or network ACLs, load balancers \
          (they must forward UDP) and corporate firewalls."
-    );
+    )
+}
+
+fn refused(r: &Refused) -> Finding {
+    let limit = r
+        .limit
+        .as_deref()
+        .map(|l| format!(" (limit {l})"))
+        .unwrap_or_default();
+    Finding::new(
+        FindingId::ServerRefused,
+        Severity::Error,
+        format!("The probe server refused the test: {}{limit}.", r.reason),
+        "Run with fewer packets or a shorter --duration, or ask the admin to raise that probe-server limit.",
+    )
+}
+
+/// Whether the server answered at all, and if so whether one transport is blocked while the
+/// other works (only judged when both were tested).
+fn reachability(out: &mut Vec<Finding>, f: &Facts) {
+    let port = f.port;
     let any_reachable = (f.udp_tested && f.udp.reachable) || (f.tcp_tested && f.tcp.reachable);
-    if let Some(r) = f.refused {
-        let limit = r
-            .limit
-            .as_deref()
-            .map(|l| format!(" (limit {l})"))
-            .unwrap_or_default();
-        out.push(Finding::new(
-            FindingId::ServerRefused,
-            Severity::Error,
-            format!("The probe server refused the test: {}{limit}.", r.reason),
-            "Run with fewer packets or a shorter --duration, or ask the admin to raise that probe-server limit.",
-        ));
-    }
     if !any_reachable && (f.udp_tested || f.tcp_tested) {
+        out.push(unreachable(f));
+        return;
+    }
+    if f.udp_tested && f.tcp_tested && !f.udp.reachable && f.tcp.reachable {
         out.push(Finding::new(
-            FindingId::ServerUnreachable,
+            FindingId::UdpBlocked,
             Severity::Error,
             format!(
-                "Nothing answered on {} over UDP or TCP: calls from this network cannot connect \
-                 (browsers log \"timed out waiting for rtc connection\").",
-                f.server
+                "UDP to port {port} got no answer while TCP did: media will be forced onto TCP fallback \
+                 (RTCD v0.11+ and Calls v0.17+) or fail with \"timed out waiting for rtc connection\"."
             ),
-            if f.tcp.connect_ms.is_some() {
-                format!(
-                    "TCP connected, but nothing answered the probe: if the admin started probe-server with --token, \
-                     run again with --token (or PROBE_TOKEN); otherwise another service holds the port. {firewall}"
-                )
-            } else {
-                format!("Check that probe-server (or RTCD) is running on that host and port. {firewall}")
-            },
+            format!(
+                "{} A Cloudflare tunnel or an HTTP-only proxy carries no UDP: RTCD's ICE address must be \
+                 reachable directly over UDP.",
+                firewall_fix(port)
+            ),
         ));
-    } else {
-        if f.udp_tested && f.tcp_tested && !f.udp.reachable && f.tcp.reachable {
-            out.push(Finding::new(
-                FindingId::UdpBlocked,
-                Severity::Error,
-                format!(
-                    "UDP to port {port} got no answer while TCP did: media will be forced onto TCP fallback \
-                     (RTCD v0.11+ and Calls v0.17+) or fail with \"timed out waiting for rtc connection\"."
-                ),
-                format!(
-                    "{firewall} A Cloudflare tunnel or an HTTP-only proxy carries no UDP: RTCD's ICE address must be \
-                     reachable directly over UDP."
-                ),
-            ));
-        }
-        if f.udp_tested && f.tcp_tested && f.udp.reachable && !f.tcp.reachable {
-            out.push(Finding::new(
-                FindingId::TcpBlocked,
-                Severity::Warning,
-                format!(
-                    "TCP to port {port} got no answer while UDP works: users on networks that block UDP cannot use \
-                     TCP fallback."
-                ),
-                format!(
-                    "Open inbound TCP {port} from client networks (security groups, host firewall, load balancer), \
-                     and keep RTCD's `rtc.ice_port_tcp` on that port."
-                ),
-            ));
-        }
     }
-    if let Some(phase) = f.server_lost {
+    if f.udp_tested && f.tcp_tested && f.udp.reachable && !f.tcp.reachable {
         out.push(Finding::new(
-            FindingId::ServerLost,
-            Severity::Error,
-            format!("The server stopped answering during {phase}; the figures above are partial."),
-            "Check whether probe-server (or the host) restarted or a firewall cut the flow mid-call, then run again.",
+            FindingId::TcpBlocked,
+            Severity::Warning,
+            format!(
+                "TCP to port {port} got no answer while UDP works: users on networks that block UDP cannot use \
+                 TCP fallback."
+            ),
+            format!(
+                "Open inbound TCP {port} from client networks (security groups, host firewall, load balancer), \
+                 and keep RTCD's `rtc.ice_port_tcp` on that port."
+            ),
         ));
     }
+}
+
+/// Nothing answered. A TCP connect that succeeded means something holds the port but did not
+/// speak the probe: most likely a missing `--token`.
+fn unreachable(f: &Facts) -> Finding {
+    let firewall = firewall_fix(f.port);
+    Finding::new(
+        FindingId::ServerUnreachable,
+        Severity::Error,
+        format!(
+            "Nothing answered on {} over UDP or TCP: calls from this network cannot connect \
+             (browsers log \"timed out waiting for rtc connection\").",
+            f.server
+        ),
+        if f.tcp.connect_ms.is_some() {
+            format!(
+                "TCP connected, but nothing answered the probe: if the admin started probe-server with --token, \
+                 run again with --token (or PROBE_TOKEN); otherwise another service holds the port. {firewall}"
+            )
+        } else {
+            format!(
+                "Check that probe-server (or RTCD) is running on that host and port. {firewall}"
+            )
+        },
+    )
+}
+
+fn server_lost(phase: &str) -> Finding {
+    Finding::new(
+        FindingId::ServerLost,
+        Severity::Error,
+        format!("The server stopped answering during {phase}; the figures above are partial."),
+        "Check whether probe-server (or the host) restarted or a firewall cut the flow mid-call, then run again.",
+    )
+}
+
+/// Call quality from the echo figures: UDP's when UDP answered (loss, latency, jitter), else
+/// TCP's latency alone (TCP retransmits, so it shows no loss and its jitter is not media's).
+fn quality(out: &mut Vec<Finding>, f: &Facts) {
     if let Some(e) = f.udp.echo.as_ref().filter(|_| f.udp.reachable) {
-        loss(&mut out, e.loss_up_pct, e.loss_down_pct);
+        loss(out, e.loss_up_pct, e.loss_down_pct);
         if let Some(r) = &e.rtt_ms {
             if r.p95 >= LATENCY_WARN_MS {
                 out.push(Finding::new(
@@ -134,7 +165,6 @@ pub fn evaluate(f: &Facts) -> Vec<Finding> {
             ));
         }
     }
-    out
 }
 
 fn loss(out: &mut Vec<Finding>, up: Option<f64>, down: Option<f64>) {

@@ -61,6 +61,9 @@ pub fn load_or_create(dir: &Path) -> Result<Identity> {
             .with_context(|| format!("cannot read {}", cert_path.display()))?;
         let key_der = std::fs::read(&key_path)
             .with_context(|| format!("cannot read {}", key_path.display()))?;
+        // Files left by an older version (or copied in with a wide umask) are tightened.
+        tighten(&key_path);
+        tighten(&cert_path);
         let pin = pin_of(&cert_der);
         return Ok(Identity {
             cert_der,
@@ -79,8 +82,7 @@ pub fn load_or_create(dir: &Path) -> Result<Identity> {
     let cert_der = cert.cert.der().to_vec();
     let key_der = cert.signing_key.serialize_der();
     write_private(&key_path, &key_der)?;
-    std::fs::write(&cert_path, &cert_der)
-        .with_context(|| format!("cannot write {}", cert_path.display()))?;
+    write_private(&cert_path, &cert_der)?;
     let pin = pin_of(&cert_der);
     Ok(Identity {
         cert_der,
@@ -89,18 +91,114 @@ pub fn load_or_create(dir: &Path) -> Result<Identity> {
     })
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
+/// State files are the owner's alone (0600), whatever they hold. A file this process may read
+/// but not chmod (another owner) is left as it is, with a warning.
+pub fn tighten(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return;
+    };
+    if meta.is_file() && meta.permissions().mode() & 0o077 != 0 {
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %path.display(), "cannot make this state file private (chmod 600): {e}");
+        }
     }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = std::fs::OpenOptions::new();
+    // Mode 0600 from the first byte; a planted symlink is refused, not followed.
+    opts.write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW);
     use std::io::Write;
     let mut f = opts
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     f.write_all(bytes)
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The `--token …` part of the copy-paste client command in the start log. A token that came
+/// from a file or from `PROBE_SERVER_TOKEN` is never printed: the line points at the file or the
+/// variable. Only a token the admin typed on this command line (so already in the process list
+/// and the shell history) is echoed, shell-quoted, and only when it is plain printable ASCII.
+pub fn token_hint(token: Option<&str>, file: Option<&Path>, env: Option<&str>) -> String {
+    match (token, file) {
+        (Some(t), _) if env == Some(t) => " --token \"$PROBE_SERVER_TOKEN\"".into(),
+        (Some(t), _) if !t.is_empty() && t.trim().bytes().all(|b| b.is_ascii_graphic()) => {
+            format!(" --token '{}'", t.trim().replace('\'', "'\\''"))
+        }
+        (Some(_), _) => " --token \"$PROBE_TOKEN\"".into(),
+        (None, Some(f)) => {
+            let shown: String = f
+                .display()
+                .to_string()
+                .chars()
+                .filter(|c| !c.is_control())
+                .collect();
+            format!(" --token \"$(cat '{}')\"", shown.replace('\'', "'\\''"))
+        }
+        (None, None) => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn token_from_env_or_file_is_never_in_the_client_command() {
+        let secret = "s3cr3t-from-env";
+        let env = token_hint(Some(secret), None, Some(secret));
+        assert_eq!(env, " --token \"$PROBE_SERVER_TOKEN\"");
+        let file = token_hint(None, Some(Path::new("/etc/probe-server.token")), None);
+        assert_eq!(file, " --token \"$(cat '/etc/probe-server.token')\"");
+        assert!(!file.contains(secret) && !env.contains(secret));
+        // Typed on the command line: echoed, quoted for the shell.
+        assert_eq!(token_hint(Some("abc"), None, None), " --token 'abc'");
+        assert_eq!(token_hint(Some("a'b"), None, None), " --token 'a'\\''b'");
+        // Not printable: a placeholder, never raw bytes in the log.
+        let odd = token_hint(Some("x\ny"), None, None);
+        assert!(!odd.contains('\n') && !odd.contains("x"), "{odd}");
+        assert_eq!(token_hint(None, None, None), "");
+    }
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn key_and_cert_are_created_0600_and_wide_ones_are_tightened() {
+        let dir = std::env::temp_dir().join(format!("probe-cert-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = load_or_create(&dir).unwrap();
+        assert_eq!(mode(&dir.join("key.der")), 0o600);
+        assert_eq!(mode(&dir.join("cert.der")), 0o600);
+        for f in ["key.der", "cert.der"] {
+            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let again = load_or_create(&dir).unwrap();
+        assert_eq!(again.pin, first.pin);
+        assert_eq!(mode(&dir.join("key.der")), 0o600);
+        assert_eq!(mode(&dir.join("cert.der")), 0o600);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_planted_symlink_is_not_followed() {
+        let dir = std::env::temp_dir().join(format!("probe-cert-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let target = dir.join("elsewhere");
+        std::fs::write(&target, b"keep").unwrap();
+        std::os::unix::fs::symlink(&target, dir.join("key.der")).unwrap();
+        assert!(write_private(&dir.join("key.der"), b"secret").is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -117,9 +117,22 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9464.
     #[arg(long, env = "PROBE_SERVER_METRICS")]
     pub metrics: Option<SocketAddr>,
-    /// Sites with their own metrics label; later ones are counted as site="other".
+    /// Sites with their own metrics label; the least recently seen gives its label up to a new one.
     #[arg(long, env = "PROBE_SERVER_METRICS_MAX_SITES", default_value_t = 50)]
     pub metrics_max_sites: usize,
+    /// Uploads (sessions) a site needs before it gets its own metrics label (without --sites);
+    /// until then it is counted as site="other".
+    #[arg(long, env = "PROBE_SERVER_METRICS_LABEL_AFTER", default_value_t = crate::metrics::DEFAULT_LABEL_AFTER)]
+    pub metrics_label_after: u32,
+    /// Keep uploaded runs this long (s, m, h, d or w); older ones are deleted.
+    #[arg(long, env = "PROBE_SERVER_RETENTION", default_value = "30d", value_parser = crate::results::parse_since)]
+    pub retention: std::time::Duration,
+    /// Largest result store, in MiB; past it the oldest runs are deleted first.
+    #[arg(long, env = "PROBE_SERVER_MAX_STORE_MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_store_mb: u64,
+    /// Only these sites (comma-separated) may upload results; they get their metrics labels at once.
+    #[arg(long, env = "PROBE_SERVER_SITES", value_name = "SITE,…")]
+    pub sites: Option<String>,
 }
 
 /// `--rtcd-version`: the pion rules that RTCD version runs.
@@ -144,5 +157,32 @@ mod tests {
         assert_eq!(rules(&["--rtcd-version", "v1.2.6"]), Some(PionRules::V4_2));
         assert_eq!(rules(&[]), None);
         assert!(parse(&["--rtcd-version", "latest"]).is_err());
+    }
+
+    #[test]
+    fn store_limits_have_safe_defaults_and_flags() {
+        let parse = |v: &[&str]| {
+            let mut argv = vec!["probe-server"];
+            argv.extend_from_slice(v);
+            Cli::try_parse_from(argv).map(|c| c.serve)
+        };
+        let d = parse(&[]).unwrap();
+        assert_eq!(d.retention, std::time::Duration::from_secs(30 * 86_400));
+        assert_eq!(d.max_store_mb, 512);
+        assert_eq!(d.sites, None);
+        let s = parse(&[
+            "--retention",
+            "12h",
+            "--max-store-mb",
+            "8",
+            "--sites",
+            "a,b",
+        ])
+        .unwrap();
+        assert_eq!(s.retention, std::time::Duration::from_secs(12 * 3600));
+        assert_eq!(s.max_store_mb, 8);
+        assert_eq!(s.sites.as_deref(), Some("a,b"));
+        assert!(parse(&["--max-store-mb", "0"]).is_err());
+        assert!(parse(&["--retention", "forever"]).is_err());
     }
 }

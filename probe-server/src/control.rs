@@ -112,8 +112,9 @@ impl Channel {
                             session = format_args!("{id:016x}"),
                             peer = %self.peer,
                             via = self.via,
-                            site = %hello.site,
-                            client = %hello.client_version,
+                            // Client text: no control character may forge a log line.
+                            site = %probe_proto::sites::clean_text(&hello.site, 64),
+                            client = %probe_proto::sites::clean_text(&hello.client_version, 32),
                             "session opened"
                         );
                         let ice = offer.zip(ice).map(|(mut offer, creds)| {

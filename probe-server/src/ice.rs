@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 /// Reads RTCD's configuration the way RTCD does, then applies the probe's flags on top. With
 /// `--rtcd-config`, the `RTCD_*` variables are RTCD's own: the running RTCD's environment,
 /// else its systemd unit's, else ours (`rtcd_env`); the start log says which.
-pub fn load_config(args: &ServeArgs) -> Result<RtcdConfig, String> {
+/// Also returns the start-log line naming where RTCD's variables came from; the caller logs it
+/// once the configuration is known good, so a refused one leaves one sentence on stderr.
+pub fn load_config(args: &ServeArgs) -> Result<(RtcdConfig, EnvLine), String> {
     let mut cfg = match &args.rtcd_config {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| {
@@ -52,7 +54,10 @@ pub fn load_config(args: &ServeArgs) -> Result<RtcdConfig, String> {
             ignored_own: Vec::new(),
         }
     };
-    tracing::info!(env_source = env.kind(), "{}", env.summary());
+    let line = EnvLine {
+        source: env.kind(),
+        summary: env.summary(),
+    };
     cfg.apply_env(&|k| env.get(k))
         .map_err(|e| format!("{e} (the variable is in {})", env.describe()))?;
     if let Some(v) = &args.ice_host_override {
@@ -65,7 +70,19 @@ pub fn load_config(args: &ServeArgs) -> Result<RtcdConfig, String> {
         cfg.ice_servers = rtcd::decode_ice_servers_json(v)
             .map_err(|e| format!("--ice-servers is not RTCD's JSON list of ICE servers: {e}"))?;
     }
-    Ok(cfg)
+    Ok((cfg, line))
+}
+
+/// Where RTCD's `RTCD_*` variables came from, for the start log.
+pub struct EnvLine {
+    pub source: &'static str,
+    pub summary: String,
+}
+
+impl EnvLine {
+    pub fn log(&self) {
+        tracing::info!(env_source = self.source, "{}", self.summary);
+    }
 }
 
 /// What RTCD would advertise with this configuration, with the probe's port on the candidates.
@@ -78,7 +95,10 @@ pub fn advertise(
         .map_err(|e| format!("cannot list this host's interfaces: {e}"))?;
     // RTCD waits 5 s for its STUN answers, all local addresses in parallel.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let (result, stun) = crate::rtcd_io::advertise(cfg, &locals, port, port, rules, deadline);
+    let (mut result, stun) = crate::rtcd_io::advertise(cfg, &locals, port, port, rules, deadline);
+    if let Ok(adv) = &mut result {
+        probe_port_for_port_override(adv, port);
+    }
     for (local, public) in &stun {
         match public {
             Some(public) => {
@@ -90,6 +110,28 @@ pub fn advertise(
         }
     }
     result.map_err(|e| e.to_string())
+}
+
+/// `ice_host_port_override` is the port users reach (through a load balancer or NAT) that leads
+/// to RTCD's own `ice_port_udp`/`ice_port_tcp` (rtcd sfu.go:311-319 rewrites the host
+/// candidates' port to it). When the probe listens on another port than RTCD, that port leads to
+/// RTCD (or nothing), never to the probe: a check there fails however well the network works, and
+/// the verdict would then advise a wrong port override. So the probe tests the advertised
+/// addresses on its own port, as it does without a port override; the welcome still carries
+/// RTCD's port and the `ice_probe_port` finding says RTCD advertises its own port or override.
+fn probe_port_for_port_override(adv: &mut Advertised, probe_port: u16) {
+    let Some(p) = adv.host_port_override else {
+        return;
+    };
+    for c in &mut adv.candidates {
+        let rtcd_port = match c.protocol {
+            Protocol::Udp => adv.rtcd_port_udp,
+            Protocol::Tcp => adv.rtcd_port_tcp,
+        };
+        if probe_port != rtcd_port && c.port == p {
+            c.port = probe_port;
+        }
+    }
 }
 
 /// The welcome's ICE part (credentials are filled per session).
@@ -226,13 +268,29 @@ fn advertised_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<
         out.push((true, format!("{} ({}). Fix: {}.", f.summary, f.id, f.fix)));
     } else if !udp.is_empty() && udp.iter().all(|c| c.private) {
         let addrs: Vec<String> = udp.iter().map(|c| c.address.to_string()).collect();
+        // rtcd sfu.go:231-252: with server-side TURN (a turn: entry and turn.static_auth_secret)
+        // RTCD also gathers relay candidates, so outside users still connect through the relay.
+        let relays: Vec<&str> = cfg
+            .relay_servers()
+            .iter()
+            .map(|s| s.urls[0].as_str())
+            .collect();
+        let consequence = if relays.is_empty() {
+            "users outside this network cannot connect (\"timed out waiting for rtc connection\")"
+                .to_string()
+        } else {
+            format!(
+                "users outside this network connect only through the relay RTCD gathers on its TURN server ({}), \
+                 which this probe does not test",
+                relays.join(", ")
+            )
+        };
         out.push((
             true,
             format!(
-                "RTCD would advertise only private addresses ({}): users outside this network cannot connect \
-                 (\"timed out waiting for rtc connection\"). Fix: set ice_host_override = \"PUBLIC_IP\" in the [rtc] \
-                 section of RTCD's config (or RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP), with the address users reach this \
-                 host at.",
+                "RTCD would advertise only private host addresses ({}): {consequence}. Fix: set ice_host_override = \
+                 \"PUBLIC_IP\" in the [rtc] section of RTCD's config (or RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP), with the \
+                 address users reach this host at.",
                 addrs.join(", ")
             ),
         ));
@@ -357,5 +415,61 @@ mod tests {
         assert_eq!(f.rules, PionRules::V4_0);
         assert_eq!(f.filter_ignores, Some(FilterIgnores::Override));
         assert_eq!(f.ice_address_udp, "0.0.0.0");
+    }
+
+    /// rtcd sfu.go:311-319: the port override leads users to RTCD's own port. The probe on a
+    /// neighbouring port (RTCD running) tests the addresses on its own port instead; on RTCD's
+    /// port (RTCD stopped, the docs' procedure) it advertises the override as RTCD does.
+    #[test]
+    fn port_override_with_probe_on_another_port_tests_the_probe_port() {
+        let cfg = RtcdConfig::from_toml_str(
+            "[rtc]\nice_host_override = \"203.0.113.10\"\nice_host_port_override = 30443",
+        )
+        .unwrap();
+        let l: Vec<LocalAddr> = ["127.0.0.1", "172.31.1.2"]
+            .iter()
+            .map(|s| LocalAddr {
+                ip: s.parse().unwrap(),
+                loopback: s.starts_with("127."),
+            })
+            .collect();
+        let at = |port: u16| {
+            let mut a = rtcd::compute_advertised(
+                &cfg,
+                &l,
+                &|_, _| Err("no dns".into()),
+                &|_| None,
+                port,
+                port,
+                PionRules::V4_2,
+            )
+            .unwrap();
+            probe_port_for_port_override(&mut a, port);
+            a.candidates
+                .iter()
+                .map(|c| (c.address.to_string(), c.port))
+                .collect::<Vec<_>>()
+        };
+        // On RTCD's port: what RTCD advertises.
+        assert!(at(8443).contains(&("203.0.113.10".to_string(), 30443)));
+        // On 8444: the probe's port, never the override's.
+        let b = at(8444);
+        assert!(b.contains(&("203.0.113.10".to_string(), 8444)), "{b:?}");
+        assert!(b.iter().all(|(_, p)| *p == 8444), "{b:?}");
+    }
+
+    /// Private host candidates with server-side TURN (rtcd sfu.go:231-252): a warning that
+    /// names the relay, not "users cannot connect".
+    #[test]
+    fn private_addresses_with_server_side_turn_name_the_relay() {
+        let (cfg, a) = adv(
+            "[rtc]\nice_servers = [{urls = [\"turn:turn.example.com:3478\"]}]\nturn.static_auth_secret = \"s\"",
+            &["127.0.0.1", "172.31.1.2"],
+            PionRules::V4_2,
+        );
+        let w = warnings(&cfg, &a);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("turn:turn.example.com:3478"), "{w:?}");
+        assert!(!w[0].contains("cannot connect"), "{w:?}");
     }
 }

@@ -21,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -103,9 +103,103 @@ impl Capped {
     }
 }
 
+/// Uploads (each from its own session) a site needs before it gets a label of its own, when
+/// no `--sites` list vouches for it.
+// Three sessions: one client cannot mint labels by naming a new site on every upload.
+pub const DEFAULT_LABEL_AFTER: u32 = 3;
+/// Sites counted toward their label at once; the least recently seen is forgotten past it.
+const MAX_CANDIDATES: usize = 1024;
+
+/// Site labels: a site earns one after `label_after` uploads (at once when the allow-list
+/// vouches for it); at the cap, the least recently seen labelled site gives its label up and its
+/// series are removed, so neither a flood of names nor the first comers can hold every label.
+#[derive(Debug)]
+struct SiteLabels {
+    cap: usize,
+    label_after: u32,
+    clock: u64,
+    /// label → (last seen, finding labels it has series for).
+    labelled: HashMap<String, (u64, BTreeSet<String>)>,
+    /// not yet labelled → (last seen, uploads so far).
+    candidates: HashMap<String, (u64, u32)>,
+}
+
+/// What [`SiteLabels::label`] decided: the label to use, and a label given up, if any.
+struct Labelled {
+    label: String,
+    evicted: Option<(String, BTreeSet<String>)>,
+}
+
+impl SiteLabels {
+    fn new(cap: usize, label_after: u32) -> Self {
+        Self {
+            cap,
+            label_after: label_after.max(1),
+            clock: 0,
+            labelled: HashMap::new(),
+            candidates: HashMap::new(),
+        }
+    }
+
+    fn label(&mut self, site: String, vouched: bool) -> Labelled {
+        self.clock += 1;
+        let now = self.clock;
+        if let Some(e) = self.labelled.get_mut(&site) {
+            e.0 = now;
+            return Labelled {
+                label: site,
+                evicted: None,
+            };
+        }
+        let uploads = {
+            let c = self.candidates.entry(site.clone()).or_insert((now, 0));
+            c.0 = now;
+            c.1 = c.1.saturating_add(1);
+            c.1
+        };
+        if self.candidates.len() > MAX_CANDIDATES {
+            if let Some(oldest) = self
+                .candidates
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone())
+            {
+                self.candidates.remove(&oldest);
+            }
+        }
+        if self.cap == 0 || (!vouched && uploads < self.label_after) {
+            return Labelled {
+                label: OTHER.into(),
+                evicted: None,
+            };
+        }
+        let mut evicted = None;
+        if self.labelled.len() >= self.cap {
+            let lru = self
+                .labelled
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = lru {
+                let (_, findings) = self.labelled.remove(&k).unwrap_or_default();
+                evicted = Some((k, findings));
+            }
+        }
+        self.candidates.remove(&site);
+        self.labelled.insert(site.clone(), (now, BTreeSet::new()));
+        Labelled {
+            label: site,
+            evicted,
+        }
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
-    sites: Mutex<Capped>,
+    sites: Mutex<SiteLabels>,
+    /// `--sites`: these get their label with their first upload.
+    vouched: BTreeSet<String>,
+    store_pruned: Family<Reason, Counter>,
     finding_ids: Mutex<Capped>,
     runs: Family<SiteOutcome, Counter>,
     rtt: Family<SiteLabel, Histogram, fn() -> Histogram>,
@@ -161,10 +255,9 @@ impl Metrics {
         let mut registry = Registry::default();
         let m = Self {
             registry: Registry::default(),
-            sites: Mutex::new(Capped {
-                seen: HashSet::new(),
-                cap: max_sites,
-            }),
+            sites: Mutex::new(SiteLabels::new(max_sites, DEFAULT_LABEL_AFTER)),
+            vouched: BTreeSet::new(),
+            store_pruned: Family::default(),
             finding_ids: Mutex::new(Capped {
                 seen: HashSet::new(),
                 cap: MAX_FINDING_IDS,
@@ -209,6 +302,11 @@ impl Metrics {
             m.uploads.clone(),
         );
         registry.register(
+            "probe_server_store_pruned_runs",
+            "Stored runs deleted: older than --retention, or oldest first over --max-store-mb",
+            m.store_pruned.clone(),
+        );
+        registry.register(
             "probe_site_runs",
             "Uploaded probe runs per site, by verdict (pass or fail)",
             m.runs.clone(),
@@ -251,7 +349,8 @@ impl Metrics {
         let mut m = m;
         m.registry = registry;
         for site in known {
-            let label = m.site(site);
+            // Sites already in the store earned their place there: labelled at once.
+            let label = m.label(site, true);
             for outcome in ["pass", "fail"] {
                 // Zero-valued series from the start, so rate() and absent() behave after restarts.
                 let _ = m.runs.get_or_create(&SiteOutcome {
@@ -263,14 +362,56 @@ impl Metrics {
         m
     }
 
-    fn site(&self, site: &str) -> String {
-        let mut s = self.sites.lock().unwrap_or_else(|p| p.into_inner());
-        s.label(site_label(site))
+    /// `label_after` uploads earn a site its label; the `vouched` sites (`--sites`) get it at once.
+    pub fn with_site_policy(mut self, label_after: u32, vouched: &BTreeSet<String>) -> Self {
+        self.sites
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .label_after = label_after.max(1);
+        self.vouched = vouched.iter().map(|s| site_label(s)).collect();
+        self
+    }
+
+    fn label(&self, site: &str, vouched: bool) -> String {
+        let name = site_label(site);
+        let vouched = vouched || self.vouched.contains(&name);
+        let l = self
+            .sites
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .label(name, vouched);
+        if let Some((gone, findings)) = l.evicted {
+            self.forget(&gone, &findings);
+        }
+        l.label
+    }
+
+    /// Removes every series of a site that gave its label up.
+    fn forget(&self, site: &str, findings: &BTreeSet<String>) {
+        let key = SiteLabel { site: site.into() };
+        for outcome in ["pass", "fail"] {
+            self.runs.remove(&SiteOutcome {
+                site: site.into(),
+                outcome,
+            });
+        }
+        self.rtt.remove(&key);
+        self.loss_up.remove(&key);
+        self.loss_down.remove(&key);
+        self.udp_reachable.remove(&key);
+        self.passed.remove(&key);
+        self.last_run.remove(&key);
+        for finding in findings {
+            self.findings.remove(&SiteFinding {
+                site: site.into(),
+                finding: finding.clone(),
+            });
+        }
     }
 
     /// Adds one uploaded run to the per-site series.
     pub fn record(&self, r: &Report, received_ms: u64) {
-        let site = self.site(&r.site);
+        let site = self.label(&r.site, false);
         let key = SiteLabel { site: site.clone() };
         let outcome = if r.ok { "pass" } else { "fail" };
         self.runs
@@ -301,6 +442,12 @@ impl Metrics {
         let mut known = self.finding_ids.lock().unwrap_or_else(|p| p.into_inner());
         for id in ids {
             let finding = known.label(id);
+            if site != OTHER {
+                let mut labels = self.sites.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(e) = labels.labelled.get_mut(&site) {
+                    e.1.insert(finding.clone());
+                }
+            }
             self.findings
                 .get_or_create(&SiteFinding {
                     site: site.clone(),
@@ -392,9 +539,18 @@ impl Metrics {
                 ("store_failed", &u.store_failed),
                 ("invalid", &u.invalid),
                 ("queue_full", &u.queue_full),
+                ("site_refused", &u.site_refused),
             ] {
                 self.uploads
                     .get_or_create(&Outcome { outcome })
+                    .inner()
+                    .store(v.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        if let Some(u) = uploads {
+            for (reason, v) in [("retention", &u.pruned_retention), ("size", &u.pruned_size)] {
+                self.store_pruned
+                    .get_or_create(&Reason { reason })
                     .inner()
                     .store(v.load(Ordering::Relaxed), Ordering::Relaxed);
             }
@@ -602,7 +758,7 @@ mod tests {
 
     #[test]
     fn per_site_series_and_server_counters() {
-        let m = Metrics::new(10, &["earlier".into()]);
+        let m = Metrics::new(10, &["earlier".into()]).with_site_policy(1, &BTreeSet::new()); // one upload per site here
         m.record(
             &report("lossy", Some(10.0), &["packet_loss"]),
             1_795_651_200_000,
@@ -639,29 +795,108 @@ mod tests {
 
     #[test]
     fn labels_are_capped_and_sanitised() {
-        let m = Metrics::new(2, &[]);
+        let m = Metrics::new(2, &[]).with_site_policy(1, &BTreeSet::new()); // one upload per site here
         for site in ["a", "b", "c", "d"] {
             m.record(&report(site, Some(0.0), &["x y\"z", "ok_id"]), 0);
         }
         m.record(&report(&"s".repeat(500), Some(0.0), &[]), 0);
         let text = m.encode(&shared(), None, false);
-        // c and d failed (their findings are errors), the long name passed: all three are "other".
+        // Two labels at most: the two most recently seen sites (d and the long name) hold them.
+        let labelled: BTreeSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("probe_site_last_run_passed{site=\""))
+            .filter_map(|l| l.split('"').next())
+            .collect();
+        assert_eq!(labelled.len(), 2, "{text}");
+        assert!(labelled.contains("d"), "{text}");
         assert!(
-            text.contains("probe_site_runs_total{site=\"other\",outcome=\"fail\"} 2"),
+            !text.contains("site=\"a\"") && !text.contains("site=\"c\""),
             "{text}"
         );
-        assert!(
-            text.contains("probe_site_runs_total{site=\"other\",outcome=\"pass\"} 1"),
-            "{text}"
-        );
-        assert!(!text.contains("site=\"c\""), "{text}");
         assert!(text.contains("finding=\"x_y_z\""), "{text}");
+        assert!(text.contains(&"s".repeat(64)), "{text}");
         assert!(!text.contains(&"s".repeat(65)), "{text}");
     }
 
     #[test]
+    fn site_gets_its_own_label_only_after_three_sessions() {
+        let m = Metrics::new(10, &[]).with_site_policy(3, &BTreeSet::new());
+        for _ in 0..2 {
+            m.record(&report("newcomer", Some(0.0), &["packet_loss"]), 0);
+        }
+        let text = m.encode(&shared(), None, false);
+        assert!(!text.contains("site=\"newcomer\""), "{text}");
+        assert!(
+            text.contains("probe_site_runs_total{site=\"other\",outcome=\"fail\"} 2"),
+            "{text}"
+        );
+        m.record(&report("newcomer", Some(0.0), &[]), 0);
+        let text = m.encode(&shared(), None, false);
+        assert!(
+            text.contains("probe_site_runs_total{site=\"newcomer\",outcome=\"pass\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn allow_listed_sites_are_labelled_at_once() {
+        let vouched: BTreeSet<String> = ["berlin".to_string()].into();
+        let m = Metrics::new(10, &[]).with_site_policy(3, &vouched);
+        m.record(&report("berlin", Some(0.0), &[]), 0);
+        let text = m.encode(&shared(), None, false);
+        assert!(text.contains("site=\"berlin\""), "{text}");
+    }
+
+    #[test]
+    fn least_recently_seen_label_is_recycled_and_its_series_removed() {
+        let m = Metrics::new(2, &[]).with_site_policy(1, &BTreeSet::new());
+        m.record(&report("a", Some(0.0), &[]), 0);
+        m.record(&report("b", None, &["udp_blocked"]), 0);
+        m.record(&report("a", Some(0.0), &[]), 0);
+        // Full: c takes b's label (b was seen least recently), and b's series go.
+        m.record(&report("c", Some(0.0), &[]), 0);
+        let text = m.encode(&shared(), None, false);
+        assert!(!text.contains("site=\"b\""), "{text}");
+        assert!(
+            text.contains("probe_site_runs_total{site=\"a\",outcome=\"pass\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("probe_site_runs_total{site=\"c\",outcome=\"pass\"} 1"),
+            "{text}"
+        );
+        // A flood of new names cannot hold the labels: each takes one only in turn.
+        for i in 0..100 {
+            m.record(&report(&format!("flood-{i}"), Some(0.0), &[]), 0);
+        }
+        let text = m.encode(&shared(), None, false);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("probe_site_last_run_passed{"))
+            .count();
+        assert_eq!(series, 2, "{text}");
+    }
+
+    #[test]
+    fn pruned_runs_and_refused_sites_are_counted() {
+        let m = Metrics::new(2, &[]);
+        let u = UploadStats::default();
+        u.pruned_retention.store(3, Ordering::Relaxed);
+        u.pruned_size.store(7, Ordering::Relaxed);
+        u.site_refused.store(2, Ordering::Relaxed);
+        let text = m.encode(&shared(), Some(&u), false);
+        for want in [
+            "probe_server_store_pruned_runs_total{reason=\"retention\"} 3",
+            "probe_server_store_pruned_runs_total{reason=\"size\"} 7",
+            "probe_server_uploads_total{outcome=\"site_refused\"} 2",
+        ] {
+            assert!(text.contains(want), "missing {want}:\n{text}");
+        }
+    }
+
+    #[test]
     fn site_names_with_quotes_are_escaped() {
-        let m = Metrics::new(5, &[]);
+        let m = Metrics::new(5, &[]).with_site_policy(1, &BTreeSet::new()); // one upload per site here
         m.record(&report("Berlin \"HQ\"\\1\nx", Some(0.0), &[]), 0);
         let text = m.encode(&shared(), None, false);
         assert!(text.contains(r#"site="Berlin \"HQ\"\\1?x""#), "{text}");

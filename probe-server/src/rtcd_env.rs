@@ -13,8 +13,10 @@
 //! unit-tested; the discovery is Linux `/proc` and is bounded by a deadline.
 
 use std::collections::{BTreeMap, HashSet};
+use std::iter::Peekable;
 use std::path::PathBuf;
 use std::process::Command;
+use std::str::Chars;
 use std::time::Instant;
 
 use crate::doctor::cmd;
@@ -202,6 +204,38 @@ fn exe_name(pid: u32) -> Option<String> {
 /// (docker-proxy, a probe-server on RTCD's port).
 fn find_process(h: &Hints, deadline: Instant, notes: &mut Vec<String>) -> Option<(u32, String)> {
     let me = std::process::id();
+    let others = match port_holder(h, deadline, me) {
+        Ok(found) => return Some(found),
+        Err(others) => others,
+    };
+    let mut named = named_rtcd(deadline, me, notes);
+    match named.len() {
+        1 => return named.pop(),
+        0 => {}
+        n => notes.push(format!(
+            "{n} processes named rtcd (pids {}) and none holds the configured ports here: not guessing which",
+            named
+                .iter()
+                .map(|(p, _)| p.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+    if others.is_empty() {
+        notes.push("no running RTCD found".into());
+    } else {
+        notes.push(format!(
+            "no running RTCD found ({}, not RTCD)",
+            others.join(", ")
+        ));
+    }
+    None
+}
+
+/// The first holder of RTCD's ports (UDP ports first, in the config's order) whose name says
+/// rtcd; else the holders that are not RTCD (`UDP 8443 is held by docker-proxy (pid 9)`), so
+/// the note can name them.
+fn port_holder(h: &Hints, deadline: Instant, me: u32) -> Result<(u32, String), Vec<String>> {
     let mut wanted: Vec<(Proto, u16)> = Vec::new();
     wanted.extend(h.udp_ports.iter().map(|p| (Proto::Udp, *p)));
     wanted.extend(h.tcp_ports.iter().map(|p| (Proto::Tcp, *p)));
@@ -227,7 +261,7 @@ fn find_process(h: &Hints, deadline: Instant, notes: &mut Vec<String>) -> Option
             }
             let exe = exe_name(o.pid).unwrap_or_default();
             if looks_like_rtcd(&o.process) || looks_like_rtcd(&exe) {
-                return Some((o.pid, o.process.clone()));
+                return Ok((o.pid, o.process.clone()));
             }
             let label = format!(
                 "{} {port} is held by {} (pid {})",
@@ -243,47 +277,33 @@ fn find_process(h: &Hints, deadline: Instant, notes: &mut Vec<String>) -> Option
             }
         }
     }
-    // By name: comm is readable by anyone, exe only by the owner or root.
+    Err(others)
+}
+
+/// Every other process whose comm or executable is `rtcd`, by a scan of `/proc` bounded by
+/// the deadline. By name: comm is readable by anyone, exe only by the owner or root.
+fn named_rtcd(deadline: Instant, me: u32, notes: &mut Vec<String>) -> Vec<(u32, String)> {
     let mut named = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            if Instant::now() >= deadline {
-                notes.push("the process scan did not finish in time".into());
-                break;
-            }
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid == me {
-                continue;
-            }
-            let comm = procnet::process_name(pid);
-            if comm == "rtcd" || exe_name(pid).as_deref() == Some("rtcd") {
-                named.push((pid, comm));
-            }
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return named;
+    };
+    for e in rd.flatten() {
+        if Instant::now() >= deadline {
+            notes.push("the process scan did not finish in time".into());
+            break;
+        }
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let comm = procnet::process_name(pid);
+        if comm == "rtcd" || exe_name(pid).as_deref() == Some("rtcd") {
+            named.push((pid, comm));
         }
     }
-    match named.len() {
-        1 => return named.pop(),
-        0 => {}
-        n => notes.push(format!(
-            "{n} processes named rtcd (pids {}) and none holds the configured ports here: not guessing which",
-            named
-                .iter()
-                .map(|(p, _)| p.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-    }
-    if others.is_empty() {
-        notes.push("no running RTCD found".into());
-    } else {
-        notes.push(format!(
-            "no running RTCD found ({}, not RTCD)",
-            others.join(", ")
-        ));
-    }
-    None
+    named
 }
 
 /// The systemd unit of a process, from `/proc/PID/cgroup` (`0::/system.slice/rtcd.service`).
@@ -526,75 +546,87 @@ pub fn parse_env_file(text: &str) -> Vec<(String, String)> {
             }
             continue;
         }
-        let mut key = String::new();
-        let mut has_eq = false;
-        for c in chars.by_ref() {
-            match c {
-                '=' => {
-                    has_eq = true;
-                    break;
-                }
-                '\n' => break,
-                _ => key.push(c),
-            }
-        }
-        let key = key.trim().to_string();
-        if !has_eq {
+        let Some(key) = env_key(&mut chars) else {
             continue;
-        }
-        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
-            chars.next();
-        }
-        let mut value = String::new();
-        // Length of `value` that is quoted or escaped (never trimmed).
-        let mut kept = 0;
-        while let Some(c) = chars.next() {
-            match c {
-                '\n' => break,
-                '\'' => {
-                    for c in chars.by_ref() {
-                        if c == '\'' {
-                            break;
-                        }
-                        value.push(c);
-                    }
-                    kept = value.len();
-                }
-                '"' => {
-                    while let Some(c) = chars.next() {
-                        match c {
-                            '"' => break,
-                            '\\' => match chars.next() {
-                                Some('\n') => {}
-                                Some(e @ ('"' | '\\' | '`' | '$')) => value.push(e),
-                                Some(e) => {
-                                    value.push('\\');
-                                    value.push(e);
-                                }
-                                None => value.push('\\'),
-                            },
-                            _ => value.push(c),
-                        }
-                    }
-                    kept = value.len();
-                }
-                '\\' => match chars.next() {
-                    Some('\n') | None => {}
-                    Some(e) => {
-                        value.push(e);
-                        kept = value.len();
-                    }
-                },
-                _ => value.push(c),
-            }
-        }
-        let trimmed_len = kept.max(value.trim_end().len());
-        value.truncate(trimmed_len);
+        };
+        let value = env_value(&mut chars);
         if !key.is_empty() {
             out.push((key, value));
         }
     }
     out
+}
+
+/// An environment file's key, trimmed, up to its `=`; `None` (the line consumed) without one.
+fn env_key(chars: &mut Peekable<Chars>) -> Option<String> {
+    let mut key = String::new();
+    for c in chars.by_ref() {
+        match c {
+            '=' => return Some(key.trim().to_string()),
+            '\n' => return None,
+            _ => key.push(c),
+        }
+    }
+    None
+}
+
+/// An environment file's value, from after the `=` to the end of its (continued) line.
+fn env_value(chars: &mut Peekable<Chars>) -> String {
+    while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+        chars.next();
+    }
+    let mut value = String::new();
+    // Length of `value` that is quoted or escaped (never trimmed).
+    let mut kept = 0;
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => break,
+            '\'' => {
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                    value.push(c);
+                }
+                kept = value.len();
+            }
+            '"' => {
+                double_quoted(chars, &mut value);
+                kept = value.len();
+            }
+            '\\' => match chars.next() {
+                Some('\n') | None => {}
+                Some(e) => {
+                    value.push(e);
+                    kept = value.len();
+                }
+            },
+            _ => value.push(c),
+        }
+    }
+    let trimmed_len = kept.max(value.trim_end().len());
+    value.truncate(trimmed_len);
+    value
+}
+
+/// The rest of a `"…"` value after its opening quote: `\"`, `\\`, `` \` ``, `\$` unescaped,
+/// a backslash-newline dropped, any other backslash kept.
+fn double_quoted(chars: &mut Peekable<Chars>, value: &mut String) {
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => break,
+            '\\' => match chars.next() {
+                Some('\n') => {}
+                Some(e @ ('"' | '\\' | '`' | '$')) => value.push(e),
+                Some(e) => {
+                    value.push('\\');
+                    value.push(e);
+                }
+                None => value.push('\\'),
+            },
+            _ => value.push(c),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,11 @@
 use crate::cli::ServeArgs;
 use crate::shared::{ConnLimits, Shared};
 use crate::{cert, fail, ice, quic, tcp, udp};
+use probe_proto::msg::IceOffer;
+use probe_proto::rtcd::RtcdConfig;
 use probe_proto::session::{Core, Limits};
 use std::io::{ErrorKind, Write};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,15 +45,29 @@ fn bind_error(proto: &str, args: &ServeArgs, e: std::io::Error) -> i32 {
     }
 }
 
+/// The UDP port, and TCP on the same address (the port UDP got, when `--listen` asks for any).
+/// Plain binds: never SO_REUSEPORT, so a running RTCD makes this fail instead of losing traffic.
+fn bind(args: &ServeArgs) -> Result<(std::net::UdpSocket, std::net::TcpListener), i32> {
+    let udp = std::net::UdpSocket::bind(args.listen).map_err(|e| bind_error("UDP", args, e))?;
+    let tcp = std::net::TcpListener::bind(udp.local_addr().unwrap_or(args.listen))
+        .map_err(|e| bind_error("TCP", args, e))?;
+    Ok((udp, tcp))
+}
+
+/// The line scripts and tests wait for: the bound addresses and the certificate's pin.
+fn print_ready(udp_addr: SocketAddr, tcp_addr: SocketAddr, pin: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "probe-server ready udp={udp_addr} tcp={tcp_addr} pin={pin}"
+    );
+    let _ = out.flush();
+}
+
 async fn serve(args: ServeArgs) -> i32 {
-    // Plain binds: never SO_REUSEPORT, so a running RTCD makes this fail instead of losing traffic.
-    let udp_std = match std::net::UdpSocket::bind(args.listen) {
+    let (udp_std, tcp_std) = match bind(&args) {
         Ok(s) => s,
-        Err(e) => return bind_error("UDP", &args, e),
-    };
-    let tcp_std = match std::net::TcpListener::bind(udp_std.local_addr().unwrap_or(args.listen)) {
-        Ok(s) => s,
-        Err(e) => return bind_error("TCP", &args, e),
+        Err(code) => return code,
     };
     let state_dir = args
         .state_dir
@@ -64,114 +81,38 @@ async fn serve(args: ServeArgs) -> i32 {
         Ok(r) => r,
         Err(code) => return code,
     };
-    let token = match (&args.token, &args.token_file) {
-        (Some(t), _) => Some(t.trim().to_string()),
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(s) => Some(s.lines().next().unwrap_or_default().trim().to_string()),
-            Err(e) => {
-                return fail(format!(
-                    "cannot read the token file {}: {e}; check the path and its permissions.",
-                    path.display()
-                ))
-            }
-        },
-        (None, None) => None,
-    };
-    if token.as_deref() == Some("") {
-        return fail("the access token is empty; give a non-empty --token or token file.");
-    }
-    let limits = Limits {
-        max_sessions: args.max_sessions,
-        max_sessions_per_ip: args.max_sessions_per_ip,
-        max_duration_ms: args.max_duration.saturating_mul(1000),
-        min_interval_us: (args.min_interval * 1000.0) as u32,
-        max_packet: args.max_packet.min(probe_proto::echo::MAX_LEN),
-        idle_timeout_us: args.idle_timeout.saturating_mul(1_000_000),
-        max_reply_pps: args.max_reply_pps.max(1),
-        unauth_per_source_pps: args.unauth_pps.max(1),
-        ..Limits::default()
-    };
-    // What RTCD would advertise; a configuration RTCD would refuse stops the probe too.
-    let rtcd_cfg = match ice::load_config(&args) {
-        Ok(c) => c,
-        Err(e) => return fail(format!("{e}.")),
+    let token = match read_token(&args) {
+        Ok(t) => t,
+        Err(code) => return code,
     };
     let probe_port = udp_std
         .local_addr()
         .map_or(args.listen.port(), |a| a.port());
     let rules = args.rtcd_version.unwrap_or_default();
-    let advertised = match tokio::task::spawn_blocking(move || {
-        ice::advertise(&rtcd_cfg, probe_port, rules).map(|a| (rtcd_cfg, a))
-    })
-    .await
-    {
-        Ok(Ok(a)) => a,
-        Ok(Err(e)) => return fail(format!("{e}.")),
-        Err(e) => return fail(format!("computing RTCD's candidates failed: {e}.")),
+    let (offer, rehearse) = match rtcd_offer(&args, probe_port, rules).await {
+        Ok(x) => x,
+        Err(code) => return code,
     };
-    ice::log_advertised(&advertised.0, &advertised.1, probe_port);
-    let offer = ice::offer(&advertised.0, &advertised.1, probe_port);
-    let rehearse = matches!(
-        advertised.1.override_form,
-        probe_proto::rtcd::OverrideForm::Hostname { .. }
-    )
-    .then(|| advertised.0.clone());
-    let core = Core::with_token(limits, token.as_deref().map(probe_proto::auth::token_key));
+    let core = Core::with_token(
+        session_limits(&args),
+        token.as_deref().map(probe_proto::auth::token_key),
+    );
     let shared = Arc::new(Shared::new(core, Some(offer)).with_results(results));
 
-    let setup = (|| -> anyhow::Result<_> {
-        udp_std.set_nonblocking(true)?;
-        tcp_std.set_nonblocking(true)?;
-        let udp_sock = Arc::new(udp::Udp::new(tokio::net::UdpSocket::from_std(udp_std)?)?);
-        let listener = tokio::net::TcpListener::from_std(tcp_std)?;
-        let (quic_sock, quic_tx) = udp::QuicSocket::new(udp_sock.clone(), shared.clone());
-        // RFC 9443: peers that share a port with STUN/RTP must keep QUIC's fixed bit set, or
-        // short-header packets land in the STUN and echo ranges.
-        let mut endpoint_cfg = quinn::EndpointConfig::default();
-        endpoint_cfg.grease_quic_bit(false);
-        let endpoint = quinn::Endpoint::new_with_abstract_socket(
-            endpoint_cfg,
-            Some(quic::server_config(&identity)?),
-            Arc::new(quic_sock),
-            Arc::new(quinn::TokioRuntime),
-        )?;
-        Ok((udp_sock, listener, endpoint, quic_tx))
-    })();
-    let (udp_sock, listener, endpoint, quic_tx) = match setup {
-        Ok(s) => s,
+    let listeners = match listeners(udp_std, tcp_std, &shared, &identity) {
+        Ok(l) => l,
         Err(e) => return fail(format!("cannot set up the listeners: {e:#}.")),
     };
-    let udp_addr = udp_sock.local_addr().unwrap_or(args.listen);
-    let tcp_addr = listener.local_addr().unwrap_or(args.listen);
+    let udp_addr = listeners.udp.local_addr().unwrap_or(args.listen);
+    let tcp_addr = listeners.tcp.local_addr().unwrap_or(args.listen);
     // Signals are hooked before the ready line, so a SIGTERM right after it stops cleanly.
     let stop = match Shutdown::hook() {
         Ok(s) => s,
         Err(e) => return fail(format!("cannot install the signal handlers: {e}.")),
     };
 
-    let tasks = [
-        tokio::spawn(udp::serve(udp_sock, shared.clone(), quic_tx)),
-        tokio::spawn(tcp::serve(
-            listener,
-            shared.clone(),
-            ConnLimits::new(args.max_tcp_connections, args.max_tcp_connections_per_ip),
-            Duration::from_secs(args.tcp_idle_timeout.max(1)),
-        )),
-        // One QUIC control connection carries one session: the session limits apply.
-        tokio::spawn(quic::serve(
-            endpoint.clone(),
-            shared.clone(),
-            ConnLimits::new(args.max_sessions, args.max_sessions_per_ip),
-        )),
-        tokio::spawn(expire(shared.clone())),
-        tokio::spawn(ice::follow_hostname(
-            rehearse,
-            probe_port,
-            rules,
-            Duration::from_secs(args.resolve_interval.max(1)),
-            shared.clone(),
-        )),
-    ];
+    let endpoint = listeners.quic.clone();
+    let tasks = spawn_loops(listeners, &shared, &args, rehearse, probe_port, rules);
     let metrics_addr = metrics.as_ref().and_then(|(l, _)| l.local_addr().ok());
     let metrics_task = match metrics.map(|(l, m)| start_metrics(l, m, shared.clone())) {
         Some(Err(e)) => return fail(format!("cannot serve metrics: {e}.")),
@@ -179,21 +120,12 @@ async fn serve(args: ServeArgs) -> i32 {
         None => None,
     };
 
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(
-            out,
-            "probe-server ready udp={udp_addr} tcp={tcp_addr} pin={}",
-            identity.pin
-        );
-        let _ = out.flush();
-    }
-    // The admin already typed the token on this command line; from a file, point at the file.
-    let token_arg = match (&args.token, &args.token_file) {
-        (Some(t), _) => format!(" --token '{t}'"),
-        (None, Some(f)) => format!(" --token \"$(cat {})\"", f.display()),
-        (None, None) => String::new(),
-    };
+    print_ready(udp_addr, tcp_addr, &identity.pin);
+    let token_arg = crate::cert::token_hint(
+        args.token.as_deref(),
+        args.token_file.as_deref(),
+        std::env::var("PROBE_SERVER_TOKEN").ok().as_deref(),
+    );
     // Logged once the start has succeeded: a failed start says one sentence and nothing else.
     tracing::info!(path = %store_path.display(), "keeping uploaded reports (probe-server results shows them)");
     if let Some(addr) = metrics_addr {
@@ -206,6 +138,17 @@ async fn serve(args: ServeArgs) -> i32 {
     );
 
     stop.wait().await;
+    shut_down(endpoint, tasks.into_iter().chain(metrics_task), &shared).await;
+    0
+}
+
+/// Stops serving: QUIC peers told, the loops aborted, the uploads written out, the counters
+/// logged one last time.
+async fn shut_down(
+    endpoint: quinn::Endpoint,
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<()>>,
+    shared: &Shared,
+) {
     tracing::info!("shutting down");
     // Replies are sent inline, so nothing is in flight once the loops stop; tell QUIC peers.
     endpoint.close(0u32.into(), b"server shutting down");
@@ -213,12 +156,150 @@ async fn serve(args: ServeArgs) -> i32 {
     for t in tasks {
         t.abort();
     }
-    if let Some(t) = metrics_task {
-        t.abort();
-    }
     shared.results.finish(Duration::from_secs(3));
-    log_stats(&shared, "stopped");
-    0
+    log_stats(shared, "stopped");
+}
+
+/// The access token from `--token` (trimmed) or the first line of `--token-file`; an
+/// unreadable file or an empty token stops the start with one sentence.
+fn read_token(args: &ServeArgs) -> Result<Option<String>, i32> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(s) => Some(s.lines().next().unwrap_or_default().trim().to_string()),
+            Err(e) => {
+                return Err(fail(format!(
+                    "cannot read the token file {}: {e}; check the path and its permissions.",
+                    path.display()
+                )))
+            }
+        },
+        (None, None) => None,
+    };
+    if token.as_deref() == Some("") {
+        return Err(fail(
+            "the access token is empty; give a non-empty --token or token file.",
+        ));
+    }
+    Ok(token)
+}
+
+/// The session core's limits from the flags, clamped to what the protocol allows.
+fn session_limits(args: &ServeArgs) -> Limits {
+    Limits {
+        max_sessions: args.max_sessions,
+        max_sessions_per_ip: args.max_sessions_per_ip,
+        max_duration_ms: args.max_duration.saturating_mul(1000),
+        min_interval_us: (args.min_interval * 1000.0) as u32,
+        max_packet: args.max_packet.min(probe_proto::echo::MAX_LEN),
+        idle_timeout_us: args.idle_timeout.saturating_mul(1_000_000),
+        max_reply_pps: args.max_reply_pps.max(1),
+        unauth_per_source_pps: args.unauth_pps.max(1),
+        ..Limits::default()
+    }
+}
+
+/// What RTCD would advertise, logged and made into the offer for clients; a configuration
+/// RTCD would refuse stops the probe too. With a hostname override, also RTCD's configuration,
+/// to re-resolve it while serving.
+async fn rtcd_offer(
+    args: &ServeArgs,
+    probe_port: u16,
+    rules: probe_proto::rtcd::PionRules,
+) -> Result<(IceOffer, Option<RtcdConfig>), i32> {
+    let (rtcd_cfg, env_line) = ice::load_config(args).map_err(|e| fail(format!("{e}.")))?;
+    // STUN and name lookups block for up to seconds.
+    let (cfg, adv) = match tokio::task::spawn_blocking(move || {
+        ice::advertise(&rtcd_cfg, probe_port, rules).map(|a| (rtcd_cfg, a))
+    })
+    .await
+    {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => return Err(fail(format!("{e}."))),
+        Err(e) => return Err(fail(format!("computing RTCD's candidates failed: {e}."))),
+    };
+    env_line.log();
+    ice::log_advertised(&cfg, &adv, probe_port);
+    let offer = ice::offer(&cfg, &adv, probe_port);
+    let rehearse = matches!(
+        adv.override_form,
+        probe_proto::rtcd::OverrideForm::Hostname { .. }
+    )
+    .then_some(cfg);
+    Ok((offer, rehearse))
+}
+
+/// The bound sockets as the serving loops take them: QUIC shares the UDP port, fed by the UDP
+/// loop's demultiplexer through `quic_tx`.
+struct Listeners {
+    udp: Arc<udp::Udp>,
+    tcp: tokio::net::TcpListener,
+    quic: quinn::Endpoint,
+    quic_tx: tokio::sync::mpsc::Sender<udp::QuicDatagram>,
+}
+
+fn listeners(
+    udp_std: std::net::UdpSocket,
+    tcp_std: std::net::TcpListener,
+    shared: &Arc<Shared>,
+    identity: &cert::Identity,
+) -> anyhow::Result<Listeners> {
+    udp_std.set_nonblocking(true)?;
+    tcp_std.set_nonblocking(true)?;
+    let udp_sock = Arc::new(udp::Udp::new(tokio::net::UdpSocket::from_std(udp_std)?)?);
+    let listener = tokio::net::TcpListener::from_std(tcp_std)?;
+    let (quic_sock, quic_tx) = udp::QuicSocket::new(udp_sock.clone(), shared.clone());
+    // RFC 9443: peers that share a port with STUN/RTP must keep QUIC's fixed bit set, or
+    // short-header packets land in the STUN and echo ranges.
+    let mut endpoint_cfg = quinn::EndpointConfig::default();
+    endpoint_cfg.grease_quic_bit(false);
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(
+        endpoint_cfg,
+        Some(quic::server_config(identity)?),
+        Arc::new(quic_sock),
+        Arc::new(quinn::TokioRuntime),
+    )?;
+    Ok(Listeners {
+        udp: udp_sock,
+        tcp: listener,
+        quic: endpoint,
+        quic_tx,
+    })
+}
+
+/// Spawns the serving loops; they run until aborted at shutdown. `rehearse` is RTCD's
+/// configuration when its override is a hostname, which [`ice::follow_hostname`] re-resolves.
+fn spawn_loops(
+    l: Listeners,
+    shared: &Arc<Shared>,
+    args: &ServeArgs,
+    rehearse: Option<RtcdConfig>,
+    probe_port: u16,
+    rules: probe_proto::rtcd::PionRules,
+) -> [tokio::task::JoinHandle<()>; 5] {
+    [
+        tokio::spawn(udp::serve(l.udp, shared.clone(), l.quic_tx)),
+        tokio::spawn(tcp::serve(
+            l.tcp,
+            shared.clone(),
+            ConnLimits::new(args.max_tcp_connections, args.max_tcp_connections_per_ip),
+            Duration::from_secs(args.tcp_idle_timeout.max(1)),
+        )),
+        // One QUIC control connection carries one session: the session limits apply.
+        tokio::spawn(quic::serve(
+            l.quic,
+            shared.clone(),
+            ConnLimits::new(args.max_sessions, args.max_sessions_per_ip),
+        )),
+        tokio::spawn(expire(shared.clone())),
+        tokio::spawn(ice::follow_hostname(
+            rehearse,
+            probe_port,
+            rules,
+            Duration::from_secs(args.resolve_interval.max(1)),
+            shared.clone(),
+        )),
+    ]
 }
 
 type MetricsSetup = (std::net::TcpListener, Arc<crate::metrics::Metrics>);
@@ -242,6 +323,7 @@ fn keep_results(
         .clone()
         .unwrap_or_else(|| state_dir.join("results.sqlite"));
     let store = Store::open_for_writing(&path).map_err(|e| fail(format!("{e}.")))?;
+    let sites = crate::results::SitePolicy::from_list(args.sites.as_deref());
     let metrics = match args.metrics {
         None => None,
         Some(addr) => {
@@ -254,11 +336,18 @@ fn keep_results(
             let known = store
                 .recent_sites(args.metrics_max_sites)
                 .unwrap_or_default();
-            let m = Arc::new(crate::metrics::Metrics::new(args.metrics_max_sites, &known));
-            Some((listener, m))
+            let m = crate::metrics::Metrics::new(args.metrics_max_sites, &known).with_site_policy(
+                args.metrics_label_after,
+                &sites.allowed.clone().unwrap_or_default(),
+            );
+            Some((listener, Arc::new(m)))
         }
     };
-    let sink = Sink::start(store, metrics.as_ref().map(|(_, m)| m.clone()))
+    let keep = crate::results::Keep {
+        retention: args.retention,
+        max_bytes: args.max_store_mb.saturating_mul(1 << 20),
+    };
+    let sink = Sink::start_with(store, metrics.as_ref().map(|(_, m)| m.clone()), sites, keep)
         .map_err(|e| fail(format!("cannot start the result store's writer: {e}.")))?;
     Ok((sink, metrics, path))
 }
@@ -365,5 +454,49 @@ impl Shutdown {
             let _ = &mut self;
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    fn args(flags: &[&str]) -> ServeArgs {
+        let mut argv = vec!["probe-server"];
+        argv.extend_from_slice(flags);
+        crate::cli::Cli::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn session_limits_follow_the_flags_in_the_core_units() {
+        let l = session_limits(&args(&[
+            "--max-duration",
+            "30",
+            "--min-interval",
+            "0.5",
+            "--idle-timeout",
+            "7",
+        ]));
+        assert_eq!(l.max_duration_ms, 30_000);
+        assert_eq!(l.min_interval_us, 500);
+        assert_eq!(l.idle_timeout_us, 7_000_000);
+        assert_eq!(l.max_packet, 1200);
+        assert_eq!(l.tracked_sources, Limits::default().tracked_sources);
+    }
+
+    #[test]
+    fn session_limits_clamp_what_the_protocol_cannot_do() {
+        let l = session_limits(&args(&[
+            "--max-packet",
+            "100000",
+            "--max-reply-pps",
+            "0",
+            "--unauth-pps",
+            "0",
+        ]));
+        assert_eq!(l.max_packet, probe_proto::echo::MAX_LEN);
+        assert_eq!(l.max_reply_pps, 1);
+        assert_eq!(l.unauth_per_source_pps, 1);
     }
 }

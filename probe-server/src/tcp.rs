@@ -6,6 +6,7 @@ use crate::shared::{canonical, ConnLimits, Shared};
 use probe_proto::demux::{classify, Kind};
 use probe_proto::frame::{self, Decoder};
 use probe_proto::msg::{Transport, CONTROL_TAG};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -83,40 +84,13 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>, idle: Duration) {
                 }
             };
             last_frame = tokio::time::Instant::now();
-            let reply = match classify(payload) {
-                Kind::Stun => {
-                    let now = shared.now_us();
-                    shared
-                        .core()
-                        .on_stun(now, peer, payload, &mut out)
-                        .map(|n| out[..n].to_vec())
-                }
-                Kind::Echo => {
-                    let now = shared.now_us();
-                    let n =
-                        shared
-                            .core()
-                            .on_echo(now, peer.ip(), Transport::Tcp, payload, &mut out);
-                    n.map(|n| out[..n].to_vec())
-                }
-                _ if payload.first() == Some(&CONTROL_TAG) => {
-                    match channel.handle_payload(&shared, payload) {
-                        Ok(reply) => reply,
-                        Err(()) => {
-                            close = true;
-                            break;
-                        }
-                    }
-                }
-                // Like RTCD's TCP mux: a frame that is none of ours ends the connection.
-                _ => {
-                    shared.core().stats.drop_malformed += 1;
+            match answer(&shared, &mut channel, peer, payload, &mut out) {
+                Ok(Some(r)) => replies.extend(frame::encode(&r)),
+                Ok(None) => {}
+                Err(()) => {
                     close = true;
                     break;
                 }
-            };
-            if let Some(r) = reply {
-                replies.extend(frame::encode(&r));
             }
         }
         // A peer that never reads must not pin the connection either.
@@ -133,4 +107,36 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>, idle: Duration) {
         }
     }
     channel.close(&shared);
+}
+
+/// Answers one frame, demultiplexed by its first byte; `Err` ends the connection.
+fn answer(
+    shared: &Shared,
+    channel: &mut Channel,
+    peer: SocketAddr,
+    payload: &[u8],
+    out: &mut [u8],
+) -> Result<Option<Vec<u8>>, ()> {
+    match classify(payload) {
+        Kind::Stun => {
+            let now = shared.now_us();
+            Ok(shared
+                .core()
+                .on_stun(now, peer, payload, out)
+                .map(|n| out[..n].to_vec()))
+        }
+        Kind::Echo => {
+            let now = shared.now_us();
+            let n = shared
+                .core()
+                .on_echo(now, peer.ip(), Transport::Tcp, payload, out);
+            Ok(n.map(|n| out[..n].to_vec()))
+        }
+        _ if payload.first() == Some(&CONTROL_TAG) => channel.handle_payload(shared, payload),
+        // Like RTCD's TCP mux: a frame that is none of ours ends the connection.
+        _ => {
+            shared.core().stats.drop_malformed += 1;
+            Err(())
+        }
+    }
 }

@@ -91,7 +91,10 @@ mod tests {
         assert!(line.ends_with("(see probe-x --help)"), "{line}");
         let e = Cli::try_parse_from(["probe-x", "h", "--count", "many"]).unwrap_err();
         let line = usage_error("probe-x", &e).unwrap();
-        assert!(line.contains("many") && !line.starts_with("error:"), "{line}");
+        assert!(
+            line.contains("many") && !line.starts_with("error:"),
+            "{line}"
+        );
         let help = Cli::try_parse_from(["probe-x", "--help"]).unwrap_err();
         assert_eq!(usage_error("probe-x", &help), None);
         let version = Cli::try_parse_from(["probe-x", "--version"]).unwrap_err();

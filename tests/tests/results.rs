@@ -54,6 +54,9 @@ fn start(ns: &Netns, state: &Path) -> ServerHandle {
             &dir,
             "--metrics",
             METRICS,
+            // Each site here uploads once; the default asks three sessions before a label.
+            "--metrics-label-after",
+            "1",
         ],
         SERVER_READY_TIMEOUT,
         SERVER_LIFETIME,
@@ -647,6 +650,8 @@ fn full_disk_costs_uploads_never_echo_replies() {
             &store_s,
             "--metrics",
             METRICS,
+            "--metrics-label-after",
+            "1",
         ],
         SERVER_READY_TIMEOUT,
         SERVER_LIFETIME,

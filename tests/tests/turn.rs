@@ -81,12 +81,12 @@ fn lab(coturn_extra: &[&str]) -> Lab {
     let listen = t.router_client_ip.to_string();
     let relay = t.router_public_ip.to_string();
     let (cert, key) = (pki.path("turn.pem"), pki.path("turn.key"));
-    let mut argv = vec![
-        "turnserver",
-        "--listening-ip",
-        &listen,
-        "--relay-ip",
-        &relay,
+    let mut argv = vec!["turnserver", "--listening-ip", &listen];
+    // The relay address: the router's server-side address unless the test names another.
+    if !coturn_extra.contains(&"--relay-ip") {
+        argv.extend(["--relay-ip", &relay]);
+    }
+    argv.extend([
         "--listening-port",
         "3478",
         "--tls-listening-port",
@@ -105,7 +105,7 @@ fn lab(coturn_extra: &[&str]) -> Lab {
         "--log-file",
         "stdout",
         "--simple-log",
-    ];
+    ]);
     argv.extend_from_slice(coturn_extra);
     let turn = t.router.spawn(&argv, LIFETIME);
     for spec in [
@@ -284,9 +284,9 @@ fn human_report_has_a_turn_section() {
         "udp  turn:turn.calls.test:3478?transport=udp  198.51.100.1:3478",
         "relays to the probe server",
         "relayed 203.0.113.1:",
-        "permission RTCD 203.0.113.2",
-        "via relay:",
-        "direct UDP, for comparison:",
+        "permission RTCD  203.0.113.2",
+        "via relay   sent",
+        "direct UDP  sent",
     ] {
         assert!(
             run.stdout.contains(want),
@@ -295,6 +295,32 @@ fn human_report_has_a_turn_section() {
         );
     }
     println!("{}", run.stdout);
+}
+
+#[test]
+fn private_relay_address_on_a_public_turn_server_is_turn_relay_private() {
+    // coturn relays from a private address (no external-ip set): the classic NATed coturn.
+    let lab = lab(&["--relay-ip", "172.31.9.1"]);
+    lab.t
+        .router
+        .ip(&["addr", "add", "172.31.9.1/32", "dev", "lo"]);
+    let run = lab.client(&[
+        "--turn",
+        "turn:turn.calls.test:3478?transport=udp",
+        "--turn-secret",
+        SECRET,
+    ]);
+    let j = json(&run);
+    let a = attempt(j, "udp");
+    assert!(
+        a["relayed"].as_str().unwrap().starts_with("172.31.9.1:"),
+        "{a:#}"
+    );
+    assert_eq!(a["relayed_private"], true);
+    let f = finding(j, "turn_relay_private").unwrap_or_else(|| panic!("{:#}", j["findings"]));
+    assert_eq!(f["severity"], "error");
+    assert!(f["fix"].as_str().unwrap().contains("external-ip"), "{f}");
+    assert_eq!(run.code, Some(1), "{}", run.describe());
 }
 
 #[test]
@@ -452,6 +478,132 @@ fn fully_blocked_turn_server_gets_a_verdict_in_seconds() {
     assert!(
         extra < Duration::from_secs(9),
         "the TURN check of three blocked attempts took {extra:?} more than a run without it"
+    );
+}
+
+#[test]
+fn turns_through_https_proxy_connect() {
+    let lab = lab(&[]);
+    // The client may not reach coturn's TLS port itself: only the proxy (in the server
+    // namespace) may.
+    lab.t.add_rules(
+        Role::Router,
+        Chain::Input,
+        &["ip saddr 198.51.100.2 tcp dport 5349 drop"],
+    );
+    // The proxy resolves the TURN host itself, as proxies do.
+    lab.t
+        .server
+        .write_hosts(&[format!("{} {TURN_NAME}", lab.t.router_client_ip)]);
+    let proxy = lab.t.server.spawn(
+        &[MM_STANDIN, "--connect-proxy", "--listen", "0.0.0.0:3128"],
+        LIFETIME,
+    );
+    proxy
+        .stdout_capture()
+        .wait_for_line(Duration::from_secs(10), |l| {
+            l.starts_with("mm-standin ready")
+        })
+        .unwrap_or_else(|e| panic!("proxy not ready ({e:?}): {}", proxy.stderr()));
+    let ca = lab.pki.path("ca.pem");
+    let mut args = vec![
+        format!("{}:8443", lab.t.server_ip),
+        "--json".into(),
+        "--site".into(),
+        "turn".into(),
+        "--pin".into(),
+        lab.server.pin().to_string(),
+        "--duration".into(),
+        "1".into(),
+        "--no-upload".into(),
+    ];
+    for a in [
+        "--turn",
+        "turns:turn.calls.test:5349",
+        "--turn-secret",
+        SECRET,
+        "--turn-ca",
+        &ca,
+    ] {
+        args.push(a.to_string());
+    }
+    let env = BTreeMap::from([(
+        "HTTPS_PROXY".to_string(),
+        format!("http://{}:3128", lab.t.server_ip),
+    )]);
+    let run = try_run_client_env(&lab.t.client, &args, &env, CLIENT_BOUND);
+    let j = json(&run);
+    let a = attempt(j, "tls");
+    assert_eq!(
+        a["reached"],
+        "echoed",
+        "{a:#}\n{}\n{}",
+        run.describe(),
+        proxy.stderr()
+    );
+    assert!(
+        a["proxy"].as_str().unwrap().contains("HTTPS_PROXY"),
+        "{a:#}"
+    );
+    assert!(
+        proxy.stderr().contains("CONNECT turn.calls.test:5349"),
+        "{}",
+        proxy.stderr()
+    );
+    // coturn saw the proxy, not the client.
+    assert!(
+        a["mapped"].as_str().unwrap().starts_with("203.0.113.2:"),
+        "{a:#}"
+    );
+    // NO_PROXY naming the TURN host: direct, and so blocked here.
+    let mut env = env;
+    env.insert("NO_PROXY".into(), TURN_NAME.into());
+    let run = try_run_client_env(&lab.t.client, &args, &env, CLIENT_BOUND);
+    let a = attempt(json(&run), "tls");
+    assert!(a["proxy"].is_null(), "{a:#}");
+    assert_eq!(a["cause"], "unreachable", "{a:#}");
+}
+
+#[test]
+fn tls_without_the_test_ca_names_the_chain() {
+    let lab = lab(&[]);
+    let run = lab.client(&[
+        "--turn",
+        "turns:turn.calls.test:5349",
+        "--turn-secret",
+        SECRET,
+    ]);
+    let j = json(&run);
+    let a = attempt(j, "tls");
+    assert_eq!(a["cause"], "tls", "{a:#}");
+    let e = a["error"].as_str().unwrap();
+    // With system roots: UnknownIssuer; on a machine without any: the same advice.
+    assert!(
+        e.contains("UnknownIssuer") || e.contains("--turn-ca"),
+        "{a:#}"
+    );
+    let f = finding(j, "turn_unreachable").unwrap_or_else(|| panic!("{:#}", j["findings"]));
+    assert!(
+        f["fix"].as_str().unwrap().contains("certificate chain"),
+        "{f}"
+    );
+    // The right name on the wrong address: the certificate is for turn.calls.test only.
+    let ca = lab.pki.path("ca.pem");
+    let run = lab.client(&[
+        "--turn",
+        "turns:198.51.100.1:5349",
+        "--turn-secret",
+        SECRET,
+        "--turn-ca",
+        &ca,
+    ]);
+    let a = attempt(json(&run), "tls");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("not issued for this name"),
+        "{a:#}"
     );
 }
 
@@ -724,4 +876,98 @@ fn relay_echo_only_from_an_announced_and_proven_relay() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn incomplete_turn_flags_are_refused_before_any_io() {
+    let client = &probe_tests::binaries().client;
+    for (args, want) in [
+        (
+            vec!["192.0.2.1", "--turn", "turn:turn.calls.test"],
+            "--turn needs --turn-user with --turn-pass, or --turn-secret",
+        ),
+        (
+            vec![
+                "192.0.2.1",
+                "--turn",
+                "stun:turn.calls.test",
+                "--turn-secret",
+                "s",
+            ],
+            "is a STUN URL, not TURN",
+        ),
+        (
+            vec!["192.0.2.1", "--mattermost", "https://mm.calls.test"],
+            "--mm-token",
+        ),
+    ] {
+        let t = std::time::Instant::now();
+        let out = std::process::Command::new(client)
+            .args(&args)
+            .env_remove("PROBE_MM_TOKEN")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "refused before any IO"
+        );
+    }
+}
+
+#[test]
+fn a_refresh_that_fails_midway_is_reported() {
+    let lab = lab(&[]);
+    let bins = probe_tests::binaries();
+    let argv = vec![
+        bins.client.display().to_string(),
+        format!("{}:8443", lab.t.server_ip),
+        "--json".into(),
+        "--site".into(),
+        "turn".into(),
+        "--pin".into(),
+        lab.server.pin().to_string(),
+        "--duration".into(),
+        "4".into(),
+        "--no-upload".into(),
+        "--turn".into(),
+        "turn:turn.calls.test:3478?transport=udp".into(),
+        "--turn-secret".into(),
+        SECRET.into(),
+    ];
+    let mut cmd = lab.t.client.argv_command(&argv);
+    probe_tests::probe::probe_env(&mut cmd, &BTreeMap::new());
+    let client = Proc::spawn(cmd, "probe-client (background)", CLIENT_BOUND).unwrap();
+    // Once the relay is announced (allocation, permission and channel done), the TURN server
+    // goes silent: the refresh halfway through the echo gets no answer.
+    let t0 = std::time::Instant::now();
+    while !lab.server.stderr().contains("TURN relay announced") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(40),
+            "{}",
+            lab.server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    lab.t
+        .add_rules(Role::Router, Chain::Input, &["udp dport 3478 drop"]);
+    let done = client.finish(CLIENT_BOUND);
+    let j: Value = probe_tests::probe::parse_report(&done.stdout)
+        .unwrap_or_else(|| panic!("no report: {}\n{}", done.stdout, done.stderr));
+    let a = attempt(&j, "udp");
+    let failures = a["refresh_failures"].as_array().unwrap();
+    assert!(
+        failures
+            .iter()
+            .any(|f| f.as_str().unwrap().starts_with("Refresh: no response")),
+        "{a:#}"
+    );
+    let f = finding(&j, "turn_allocation_failed").unwrap_or_else(|| panic!("{:#}", j["findings"]));
+    assert_eq!(f["severity"], "warning");
+    assert!(
+        f["summary"].as_str().unwrap().contains("refresh failed"),
+        "{f}"
+    );
 }

@@ -66,7 +66,12 @@ pub async fn run(remotes: &[SocketAddr], ufrag: &str, pwd: &str, bound: Duration
     };
     let agent = match Agent::new(config).await {
         Ok(a) => Arc::new(a),
-        Err(e) => return AgentOutcome::only(format!("error: {e}")),
+        Err(e) => {
+            return {
+                tracing::debug!("ICE agent: {e}");
+                AgentOutcome::only("error (details in the client's debug log)".into())
+            }
+        }
     };
     let state = Arc::new(Mutex::new(ConnectionState::New));
     let seen = state.clone();
@@ -99,7 +104,10 @@ pub async fn run(remotes: &[SocketAddr], ufrag: &str, pwd: &str, bound: Duration
         }
     }
     let outcome = match agent.gather_candidates() {
-        Err(e) => AgentOutcome::only(format!("error: {e}")),
+        Err(e) => {
+            tracing::debug!("ICE agent: {e}");
+            AgentOutcome::only("error (details in the client's debug log)".into())
+        }
         Ok(()) => {
             let (_cancel_tx, cancel_rx) = mpsc::channel(1);
             let dial = agent.dial(cancel_rx, ufrag.to_owned(), pwd.to_owned());

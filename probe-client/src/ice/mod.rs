@@ -192,31 +192,163 @@ pub async fn run(inputs: IceInputs<'_>) -> IceReport {
     report
 }
 
-/// Unique targets of one transport, in advertised order.
-fn targets(offer: &IceOffer, proto: Transport) -> Vec<SocketAddr> {
-    let mut out: Vec<SocketAddr> = Vec::new();
+/// Candidates dialled at most, both transports and the reference check together: RTCD
+/// advertises a handful; more is a server trying to make this client scan a network.
+pub const MAX_CANDIDATES: usize = 16;
+/// Distinct ports dialled at most (the probe's UDP and TCP ports, the dialed port, a port
+/// override).
+pub const MAX_PORTS: usize = 4;
+
+/// An I/O error as a fixed phrase: what kind of failure, never the OS's text (which can name
+/// the user's own network), since the report may be uploaded.
+pub fn error_kind(text: &str) -> &'static str {
+    let t = text.to_ascii_lowercase();
+    if t.contains("refused") {
+        "connection refused"
+    } else if t.contains("timed out") || t.contains("timeout") {
+        "timed out"
+    } else if t.contains("network is unreachable") || t.contains("network unreachable") {
+        "network unreachable"
+    } else if t.contains("unreachable") || t.contains("no route") {
+        "host unreachable"
+    } else if t.contains("reset") {
+        "connection reset"
+    } else if t.contains("closed") || t.contains("eof") || t.contains("broken pipe") {
+        "connection closed"
+    } else if t.contains("permission") || t.contains("not permitted") {
+        "not permitted"
+    } else if t.contains("address not available") || t.contains("address family") {
+        "address not usable here"
+    } else {
+        "failed"
+    }
+}
+
+/// Why a candidate address is reported but never dialled, if it is not: addresses that would
+/// point this client at itself or at its own link. A user who dialled a loopback (or
+/// link-local) server chose that scope, so its candidates of the same scope are dialled.
+fn not_dialled(ip: std::net::IpAddr, dialed: std::net::IpAddr) -> Option<&'static str> {
+    let (ip, dialed) = (ip.to_canonical(), dialed.to_canonical());
+    match ip {
+        _ if ip.is_loopback() && dialed.is_loopback() => None,
+        _ if is_link_local(ip) && is_link_local(dialed) => None,
+        _ if ip.is_loopback() => Some("loopback address"),
+        _ if ip.is_unspecified() => Some("unspecified address"),
+        _ if ip.is_multicast() => Some("multicast address"),
+        _ if is_link_local(ip) => Some("link-local address"),
+        std::net::IpAddr::V4(v4) if v4.is_broadcast() => Some("broadcast address"),
+        _ => None,
+    }
+}
+
+fn is_link_local(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// The advertised port override: RTCD's `ice_host_port_override` resolves to one port, which its
+/// candidates carry instead of the probe's; the first such port is believed, no other.
+fn port_override(offer: &IceOffer) -> Option<u16> {
+    offer
+        .candidates
+        .iter()
+        .map(|c| c.port)
+        .find(|p| *p != offer.probe_port_udp && *p != offer.probe_port_tcp)
+}
+
+/// Unique targets of one transport, in advertised order, each with why it is not dialled (None:
+/// dial it).
+fn targets(offer: &IceOffer, proto: Transport) -> Vec<(SocketAddr, Option<String>)> {
+    let mut out: Vec<(SocketAddr, Option<String>)> = Vec::new();
     for c in offer.candidates.iter().filter(|c| c.protocol == proto) {
         let a = SocketAddr::new(c.address, c.port);
-        if !out.contains(&a) {
-            out.push(a);
+        if !out.iter().any(|(x, _)| *x == a) {
+            out.push((a, None));
         }
     }
     out
+}
+
+/// Which advertised targets are dialled: each target keeps its place (the report lists every
+/// advertised candidate), and those not dialled carry the reason. Allowed ports are the probe's
+/// own, the dialed one and one advertised port override; at most [`MAX_PORTS`] distinct ports and
+/// [`MAX_CANDIDATES`] dials in all (`reserved` dials are already spoken for).
+fn plan(
+    offer: &IceOffer,
+    dialed: SocketAddr,
+    udp: &mut [(SocketAddr, Option<String>)],
+    tcp: &mut [(SocketAddr, Option<String>)],
+    reserved: usize,
+) {
+    let dialed_port = dialed.port();
+    let over = port_override(offer);
+    let allowed = |p: u16| {
+        p == offer.probe_port_udp
+            || p == offer.probe_port_tcp
+            || p == dialed_port
+            || Some(p) == over
+    };
+    let mut ports: Vec<u16> = vec![dialed_port];
+    let mut dials = reserved;
+    for (addr, why) in udp.iter_mut().chain(tcp.iter_mut()) {
+        let port = addr.port();
+        *why = if let Some(w) = not_dialled(addr.ip(), dialed.ip()) {
+            Some(format!("not dialled: {w}"))
+        } else if !allowed(port) {
+            Some(format!(
+                "not dialled: port {port} is neither the probe's port nor the advertised port override"
+            ))
+        } else if !ports.contains(&port) && ports.len() >= MAX_PORTS {
+            Some(format!(
+                "not dialled: more than {MAX_PORTS} distinct ports advertised"
+            ))
+        } else if dials >= MAX_CANDIDATES {
+            Some(format!(
+                "not dialled: more than {MAX_CANDIDATES} candidates advertised"
+            ))
+        } else {
+            None
+        };
+        if why.is_none() {
+            dials += 1;
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+    }
 }
 
 async fn checks(inputs: &IceInputs<'_>, report: &mut IceReport) {
     let offer = inputs.offer;
     let creds = Creds::new(offer);
     let dialed = SocketAddr::new(inputs.dialed.ip().to_canonical(), inputs.dialed.port());
-    let udp_cands = targets(offer, Transport::Udp);
-    let tcp_cands = targets(offer, Transport::Tcp);
+    let mut udp_plan = targets(offer, Transport::Udp);
+    let mut tcp_plan = targets(offer, Transport::Tcp);
     // The reference check toward the dialed address, on each transport that reached it.
-    let udp_ref = (inputs.udp_reachable && !udp_cands.contains(&dialed)).then_some(dialed);
-    let tcp_ref = (inputs.tcp_reachable && !tcp_cands.contains(&dialed)).then_some(dialed);
+    let udp_ref =
+        (inputs.udp_reachable && !udp_plan.iter().any(|(a, _)| *a == dialed)).then_some(dialed);
+    let tcp_ref =
+        (inputs.tcp_reachable && !tcp_plan.iter().any(|(a, _)| *a == dialed)).then_some(dialed);
+    let reserved = usize::from(udp_ref.is_some()) + usize::from(tcp_ref.is_some());
+    plan(offer, dialed, &mut udp_plan, &mut tcp_plan, reserved);
+    for (addr, why) in udp_plan.iter().chain(&tcp_plan) {
+        if let Some(why) = why {
+            tracing::info!("ICE candidate {addr} {why}");
+        }
+    }
+    let dial = |p: &[(SocketAddr, Option<String>)]| -> Vec<SocketAddr> {
+        p.iter()
+            .filter(|(_, w)| w.is_none())
+            .map(|(a, _)| *a)
+            .collect()
+    };
+    let udp_cands = dial(&udp_plan);
 
     let mut udp_all = udp_cands.clone();
     udp_all.extend(udp_ref);
-    let mut tcp_all = tcp_cands.clone();
+    let mut tcp_all = dial(&tcp_plan);
     tcp_all.extend(tcp_ref);
 
     let udp_task = udp::check_all(&udp_all, &creds, CHECK_BOUND);
@@ -263,20 +395,23 @@ async fn checks(inputs: &IceInputs<'_>, report: &mut IceReport) {
     let (udp_out, tcp_out, agent_out, resolved) =
         tokio::join!(udp_task, tcp_task, agent_task, resolve_task);
 
-    for (addr, o) in udp_all.iter().zip(udp_out) {
-        let p = o.into_pair(*addr, Transport::Udp);
-        if Some(*addr) == udp_ref {
-            report.dialed_checks.push(p);
-        } else {
-            report.pairs.push(p);
+    for (plan, all, out, reference, proto) in [
+        (&udp_plan, &udp_all, udp_out, udp_ref, Transport::Udp),
+        (&tcp_plan, &tcp_all, tcp_out, tcp_ref, Transport::Tcp),
+    ] {
+        let mut results: std::collections::HashMap<SocketAddr, Outcome> =
+            all.iter().copied().zip(out).collect();
+        // Every advertised target in its place; the ones not dialled say why.
+        for (addr, why) in plan {
+            let o = match why {
+                Some(w) => Outcome::failed(w),
+                None => results.remove(addr).unwrap_or_default(),
+            };
+            report.pairs.push(o.into_pair(*addr, proto));
         }
-    }
-    for (addr, o) in tcp_all.iter().zip(tcp_out) {
-        let p = o.into_pair(*addr, Transport::Tcp);
-        if Some(*addr) == tcp_ref {
-            report.dialed_checks.push(p);
-        } else {
-            report.pairs.push(p);
+        if let Some(r) = reference {
+            let o = results.remove(&r).unwrap_or_default();
+            report.dialed_checks.push(o.into_pair(r, proto));
         }
     }
     report.agent_state = agent_out.state;
@@ -286,7 +421,8 @@ async fn checks(inputs: &IceInputs<'_>, report: &mut IceReport) {
         Some(Ok(ips)) => {
             report.override_resolved_client = ips.iter().map(ToString::to_string).collect()
         }
-        Some(Err(e)) => tracing::info!("{e}"),
+        // The name came from the server: no control character reaches the terminal.
+        Some(Err(e)) => tracing::info!("{}", probe_proto::sites::strip_controls(&e.to_string())),
         None => {}
     }
     tracing::debug!("host as typed: {}", inputs.host);
@@ -408,5 +544,176 @@ mod tests {
         };
         assert_eq!(targets(&offer, Transport::Udp).len(), 2);
         assert_eq!(targets(&offer, Transport::Tcp).len(), 1);
+    }
+
+    fn offer_with(cands: Vec<(&str, u16, Transport, CandidateSource)>) -> IceOffer {
+        IceOffer {
+            ufrag: "u".into(),
+            pwd: "p".into(),
+            candidates: cands
+                .into_iter()
+                .map(|(a, port, protocol, source)| WireCandidate {
+                    address: a.parse().unwrap(),
+                    port,
+                    protocol,
+                    source,
+                })
+                .collect(),
+            override_value: None,
+            override_form: "none".into(),
+            override_resolved: vec![],
+            rtcd_port_udp: 8443,
+            rtcd_port_tcp: 8443,
+            probe_port_udp: 8443,
+            probe_port_tcp: 8443,
+            facts: None,
+        }
+    }
+
+    fn planned(offer: &IceOffer) -> Vec<(SocketAddr, Option<String>)> {
+        let mut u = targets(offer, Transport::Udp);
+        let mut t = targets(offer, Transport::Tcp);
+        plan(
+            offer,
+            "203.0.113.10:8443".parse().unwrap(),
+            &mut u,
+            &mut t,
+            0,
+        );
+        u.into_iter().chain(t).collect()
+    }
+
+    #[test]
+    fn a_server_cannot_make_the_client_scan_ports() {
+        use CandidateSource::Local;
+        // 2,000 ports on one address: two are dialled.
+        let scan: Vec<_> = (7500..9500u16)
+            .map(|p| ("203.0.113.10", p, Transport::Tcp, Local))
+            .collect();
+        let p = planned(&offer_with(scan));
+        assert_eq!(p.len(), 2000, "every advertised target is reported");
+        let dialled: Vec<u16> = p
+            .iter()
+            .filter(|(_, w)| w.is_none())
+            .map(|(a, _)| a.port())
+            .collect();
+        // The probe's port, and the first other port taken for RTCD's one port override.
+        assert_eq!(dialled, [7500, 8443]);
+        assert!(p[1]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("neither the probe's port"));
+    }
+
+    #[test]
+    fn at_most_16_candidates_are_dialled() {
+        use CandidateSource::Local;
+        let hosts: Vec<String> = (1..=200).map(|i| format!("198.51.100.{}", i)).collect();
+        let cands: Vec<_> = hosts
+            .iter()
+            .map(|h| (h.as_str(), 8443, Transport::Udp, Local))
+            .collect();
+        let p = planned(&offer_with(cands));
+        let dialled = p.iter().filter(|(_, w)| w.is_none()).count();
+        assert_eq!(dialled, MAX_CANDIDATES);
+        assert!(p[16]
+            .1
+            .as_deref()
+            .unwrap()
+            .contains("more than 16 candidates"));
+    }
+
+    #[test]
+    fn the_port_override_is_dialled_and_at_most_4_ports_in_all() {
+        use CandidateSource::{Local, Override};
+        let offer = offer_with(vec![
+            ("203.0.113.10", 30443, Transport::Udp, Override),
+            ("203.0.113.10", 30444, Transport::Udp, Override),
+            ("203.0.113.11", 8443, Transport::Udp, Local),
+        ]);
+        let p = planned(&offer);
+        assert_eq!(p[0].1, None, "the override port is dialled");
+        assert!(p[1].1.is_some(), "a second override port is not believed");
+        assert_eq!(p[2].1, None);
+        // Probe ports that differ per transport, the dialed port and the override: 4 ports.
+        let mut offer = offer_with(vec![
+            ("203.0.113.10", 30443, Transport::Udp, Override),
+            ("203.0.113.10", 8443, Transport::Udp, Local),
+            ("203.0.113.10", 8444, Transport::Tcp, Local),
+        ]);
+        offer.probe_port_tcp = 8444;
+        let mut u = targets(&offer, Transport::Udp);
+        let mut t = targets(&offer, Transport::Tcp);
+        plan(
+            &offer,
+            "203.0.113.10:443".parse().unwrap(),
+            &mut u,
+            &mut t,
+            0,
+        );
+        assert!(u.iter().chain(&t).all(|(_, w)| w.is_none()), "{u:?} {t:?}");
+    }
+
+    #[test]
+    fn loopback_and_link_local_candidates_are_reported_not_dialled() {
+        use CandidateSource::Local;
+        let p = planned(&offer_with(vec![
+            ("127.0.0.1", 8443, Transport::Udp, Local),
+            ("169.254.10.1", 8443, Transport::Udp, Local),
+            ("fe80::1", 8443, Transport::Udp, Local),
+            ("::1", 8443, Transport::Tcp, Local),
+            ("::ffff:127.0.0.1", 8443, Transport::Tcp, Local),
+            ("0.0.0.0", 8443, Transport::Tcp, Local),
+            ("203.0.113.10", 8443, Transport::Udp, Local),
+        ]));
+        let why: Vec<Option<&str>> = p.iter().map(|(_, w)| w.as_deref()).collect();
+        assert_eq!(why[0], Some("not dialled: loopback address"));
+        assert_eq!(why[1], Some("not dialled: link-local address"));
+        assert_eq!(why[2], Some("not dialled: link-local address"));
+        assert_eq!(why[3], None, "203.0.113.10 (UDP) is dialled");
+        assert_eq!(why[4], Some("not dialled: loopback address"));
+        assert_eq!(why[5], Some("not dialled: loopback address"));
+        assert_eq!(why[6], Some("not dialled: unspecified address"));
+    }
+
+    #[test]
+    fn a_loopback_server_dials_its_loopback_candidates() {
+        use CandidateSource::Local;
+        let offer = offer_with(vec![
+            ("127.0.0.1", 8443, Transport::Udp, Local),
+            ("::1", 8443, Transport::Tcp, Local),
+            ("169.254.10.1", 8443, Transport::Udp, Local),
+        ]);
+        let mut u = targets(&offer, Transport::Udp);
+        let mut t = targets(&offer, Transport::Tcp);
+        plan(&offer, "127.0.0.1:8443".parse().unwrap(), &mut u, &mut t, 0);
+        let why: Vec<Option<&str>> = u.iter().chain(&t).map(|(_, w)| w.as_deref()).collect();
+        assert_eq!(
+            why[0], None,
+            "the user dialled loopback: 127.0.0.1 is the server"
+        );
+        assert_eq!(why[1], Some("not dialled: link-local address"));
+        assert_eq!(why[2], None, "::1 is loopback too");
+    }
+
+    #[test]
+    fn connect_errors_become_fixed_phrases() {
+        for (os, kind) in [
+            ("Connection refused (os error 111)", "connection refused"),
+            ("TCP connect timed out", "timed out"),
+            (
+                "Network is unreachable (os error 101)",
+                "network unreachable",
+            ),
+            ("No route to host (os error 113)", "host unreachable"),
+            (
+                "Connection reset by peer (os error 104)",
+                "connection reset",
+            ),
+            ("something about 10.1.2.3 on eth0", "failed"),
+        ] {
+            assert_eq!(error_kind(os), kind);
+        }
     }
 }

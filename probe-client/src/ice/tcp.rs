@@ -17,7 +17,12 @@ pub async fn check(target: SocketAddr, creds: &Creds, bound: Duration) -> Outcom
     let deadline = Instant::now() + bound;
     let mut link = match TcpLink::connect(target, None, bound).await {
         Ok((l, _)) => l,
-        Err(e) => return Outcome::failed(&format!("TCP connect failed: {e}")),
+        Err(e) => {
+            // The OS's words stay here (they can name the user's own network); the report says
+            // only what kind of failure it was.
+            tracing::debug!("ICE-TCP connect to {target}: {e}");
+            return Outcome::failed(&format!("TCP connect failed: {}", super::error_kind(&e)));
+        }
     };
     let username = creds.username();
     let mut sent: HashMap<stun::TransactionId, Instant> = HashMap::new();
@@ -29,14 +34,20 @@ pub async fn check(target: SocketAddr, creds: &Creds, bound: Duration) -> Outcom
                 let tid: stun::TransactionId = crate::control::rand_bytes();
                 let req = stun::ice_check_request(&creds.check(tid, &username));
                 if let Err(e) = link.send(&req).await {
-                    return Outcome::failed(&format!("TCP send failed: {e}"));
+                    tracing::debug!("ICE-TCP send to {target}: {e}");
+                    return Outcome::failed(&format!("TCP send failed: {}", super::error_kind(&e.to_string())));
                 }
                 sent.insert(tid, Instant::now());
             }
             f = link.next_frame() => {
                 let frame = match f {
                     Ok(f) => f,
-                    Err(e) => return Outcome::failed(&detail.unwrap_or(e)),
+                    Err(e) => {
+                        tracing::debug!("ICE-TCP read from {target}: {e}");
+                        return Outcome::failed(&detail.unwrap_or_else(|| {
+                            format!("TCP connection ended: {}", super::error_kind(&e))
+                        }));
+                    }
                 };
                 let Ok(m) = stun::decode(&frame) else { continue };
                 let Some(at) = sent.get(&m.tid) else { continue };

@@ -60,7 +60,11 @@ async fn check_family(
     let sock = match UdpSocket::bind(bind).await {
         Ok(s) => s,
         Err(e) => {
-            let detail = format!("cannot open a UDP socket: {e}");
+            tracing::debug!("ICE-UDP socket: {e}");
+            let detail = format!(
+                "cannot open a UDP socket: {}",
+                super::error_kind(&e.to_string())
+            );
             return addrs.iter().map(|_| Outcome::failed(&detail)).collect();
         }
     };
@@ -90,7 +94,10 @@ async fn check_family(
                         Ok(_) => {
                             t.sent.insert(tid, Instant::now());
                         }
-                        Err(e) => t.detail = Some(format!("cannot send: {e}")),
+                        Err(e) => {
+                            tracing::debug!("ICE-UDP send to {}: {e}", t.addr);
+                            t.detail = Some(format!("cannot send: {}", super::error_kind(&e.to_string())));
+                        }
                     }
                 }
             }

@@ -115,6 +115,9 @@ impl Ctx<'_> {
     }
 }
 
+/// The steps after TLS, skipped when the connection cannot be made.
+const LATER: [&str; 2] = ["version", "ws_upgrade"];
+
 pub fn run(plan: &Plan) -> AddrRun {
     let mut cx = Ctx {
         plan,
@@ -128,27 +131,41 @@ pub fn run(plan: &Plan) -> AddrRun {
         proxy_connect_ok: false,
         verdict: None,
     };
-    let url = plan.url;
-    let finish = |cx: Ctx, mut out: AddrRun| {
-        out.checks = cx.checks;
-        out
-    };
     if let Some(p) = plan.proxy {
         proxy_connect(&mut cx, p, &mut out);
     }
-    let later = ["version", "ws_upgrade"];
-    if url.https && plan.tls.is_none() {
-        let e = match conn::tls_config() {
-            Ok(_) => "no TLS configuration".to_string(),
-            Err(e) => e,
-        };
-        cx.push("tls", Status::Fail, e.clone());
-        cx.skip_rest(&later, "no TLS");
-        out.failure = Some(Failure::Tls(e));
-        return finish(cx, out);
+    // Each step records its own checks; one that fails has also recorded the later steps as
+    // skipped, and its failure replaces whatever the proxy check left.
+    let reached = tls_ready(&mut cx)
+        .and_then(|()| connect(&mut cx))
+        .and_then(|()| version(&mut cx, &mut out));
+    match reached {
+        Ok(()) => ws(&mut cx, &mut out),
+        Err(f) => out.failure = Some(f),
     }
+    out.checks = cx.checks;
+    out
+}
 
-    // TCP (and TLS), opened once on its own so that each step reports separately.
+/// An https URL needs a TLS configuration; the caller builds it once, so when it is missing
+/// building it again says why.
+fn tls_ready(cx: &mut Ctx) -> Result<(), Failure> {
+    if !cx.plan.url.https || cx.plan.tls.is_some() {
+        return Ok(());
+    }
+    let e = match conn::tls_config() {
+        Ok(_) => "no TLS configuration".to_string(),
+        Err(e) => e,
+    };
+    cx.push("tls", Status::Fail, e.clone());
+    cx.skip_rest(&LATER, "no TLS");
+    Err(Failure::Tls(e))
+}
+
+/// TCP (and TLS), opened once on its own so that each step reports separately.
+fn connect(cx: &mut Ctx) -> Result<(), Failure> {
+    let plan = cx.plan;
+    let url = plan.url;
     match conn::open(url, plan.addr, plan.tls.as_ref(), plan.deadline) {
         Ok(o) => {
             cx.push(
@@ -163,6 +180,7 @@ pub fn run(plan: &Plan) -> AddrRun {
                     format!("{v}, certificate of {} trusted", url.host),
                 );
             }
+            Ok(())
         }
         Err(e) => {
             match &e {
@@ -174,79 +192,110 @@ pub fn run(plan: &Plan) -> AddrRun {
                     }
                 }
             }
-            cx.skip_rest(&later, "no connection");
-            out.failure = Some(match e {
+            cx.skip_rest(&LATER, "no connection");
+            Err(match e {
                 OpenError::Tls(t) => Failure::Tls(t),
                 OpenError::Connect(c) => Failure::Unreachable(c),
-            });
-            return finish(cx, out);
+            })
         }
     }
+}
 
-    // GET /version under the URL's path, as the plugin's version check does (rtcd
-    // service/client.go:404-430; httpURL is the URL itself, client.go:68-77). Through an http
-    // proxy Go sends the absolute form — to RTCD itself here, which serves it.
-    let version_target = if plan.proxy.is_some() && !url.https {
+/// Where the plugin's version check sends `GET /version`: under the URL's path (rtcd
+/// service/client.go:404-430; httpURL is the URL itself, client.go:68-77). Through an http
+/// proxy Go sends the absolute form — to RTCD itself here, which serves it.
+fn version_target(url: &Url, proxied: bool) -> String {
+    if proxied && !url.https {
         url.join("/version")
     } else {
         format!("{}/version", url.path)
-    };
-    match cx.request("GET", &version_target, &[("Connection", "close")], b"") {
-        Err(e) => {
-            cx.push(
-                "version",
-                Status::Fail,
-                format!("GET {version_target}: {e}"),
-            );
-            cx.skip_rest(&["ws_upgrade"], "/version did not answer");
-            out.failure = Some(Failure::Unreachable(format!("GET {version_target}: {e}")));
-            return finish(cx, out);
-        }
-        Ok((r, _)) => {
-            let v: Option<serde_json::Value> = serde_json::from_slice(&r.body).ok();
-            match v
-                .as_ref()
-                .and_then(|v| v.get("buildVersion"))
-                .and_then(|x| x.as_str())
-            {
-                Some(ver) if r.head.status == 200 => {
-                    // The plugin's check (plugin server/rtcd.go:339-370, utils.go:132-148).
-                    let verdict = semver::plugin_verdict(plan.min, ver);
-                    let (status, note) = match &verdict {
-                        PluginVerdict::Accepted => (Status::Pass, String::new()),
-                        PluginVerdict::DevBuild => (
-                            Status::Pass,
-                            " (a dev build: the plugin skips its version check)".to_string(),
-                        ),
-                        PluginVerdict::TooOld => (
-                            Status::Fail,
-                            " — below the plugin's minimum: refused".to_string(),
-                        ),
-                        PluginVerdict::Unparsable(_) => (
-                            Status::Fail,
-                            " — not a semantic version to the plugin: refused".to_string(),
-                        ),
-                    };
-                    cx.push("version", status, format!("RTCD {ver}{note}"));
-                    out.version = Some(ver.to_string());
-                    out.verdict = Some(verdict);
-                }
-                _ => {
-                    let why = format!(
-                        "GET {version_target} answered {} {} without RTCD's JSON",
-                        r.head.status, r.head.reason
-                    );
-                    cx.push("version", Status::Fail, why.clone());
-                    cx.skip_rest(&["ws_upgrade"], "not RTCD's API");
-                    out.failure = Some(Failure::Unreachable(why));
-                    return finish(cx, out);
-                }
-            }
-        }
     }
+}
 
-    ws(&mut cx, &mut out);
-    finish(cx, out)
+/// `GET /version` and the plugin's check of the `buildVersion` it answers.
+fn version(cx: &mut Ctx, out: &mut AddrRun) -> Result<(), Failure> {
+    let target = version_target(cx.plan.url, cx.plan.proxy.is_some());
+    let r = match cx.request("GET", &target, &[("Connection", "close")], b"") {
+        Ok((r, _)) => r,
+        Err(e) => {
+            cx.push("version", Status::Fail, format!("GET {target}: {e}"));
+            cx.skip_rest(&["ws_upgrade"], "/version did not answer");
+            return Err(Failure::Unreachable(format!("GET {target}: {e}")));
+        }
+    };
+    let v: Option<serde_json::Value> = serde_json::from_slice(&r.body).ok();
+    let build = v
+        .as_ref()
+        .and_then(|v| v.get("buildVersion"))
+        .and_then(|x| x.as_str())
+        .filter(|_| r.head.status == 200);
+    let Some(ver) = build else {
+        let why = format!(
+            "GET {target} answered {} {} without RTCD's JSON",
+            r.head.status, r.head.reason
+        );
+        cx.push("version", Status::Fail, why.clone());
+        cx.skip_rest(&["ws_upgrade"], "not RTCD's API");
+        return Err(Failure::Unreachable(why));
+    };
+    let verdict = semver::plugin_verdict(cx.plan.min, ver);
+    let (status, note) = version_note(&verdict);
+    cx.push("version", status, format!("RTCD {ver}{note}"));
+    out.version = Some(ver.to_string());
+    out.verdict = Some(verdict);
+    Ok(())
+}
+
+/// The check's status and the note after `RTCD {version}`, from the plugin's verdict (plugin
+/// server/rtcd.go:339-370, utils.go:132-148).
+fn version_note(verdict: &PluginVerdict) -> (Status, &'static str) {
+    match verdict {
+        PluginVerdict::Accepted => (Status::Pass, ""),
+        PluginVerdict::DevBuild => (
+            Status::Pass,
+            " (a dev build: the plugin skips its version check)",
+        ),
+        PluginVerdict::TooOld => (Status::Fail, " — below the plugin's minimum: refused"),
+        PluginVerdict::Unparsable(_) => (
+            Status::Fail,
+            " — not a semantic version to the plugin: refused",
+        ),
+    }
+}
+
+/// How RTCD answered the `/ws` upgrade.
+#[derive(Debug, PartialEq, Eq)]
+enum WsAnswer {
+    Upgraded,
+    /// RTCD's refused login: its /ws handler returns without writing, so 200 with an empty
+    /// body and no upgrade (rtcd service/ws/server.go:120-126, service/auth.go:18-60).
+    AuthRefused,
+    /// Anything else, and why the plugin's dial fails.
+    Failed(String),
+}
+
+/// Judges the upgrade answer to `key` as gorilla/websocket's client does: only 101 with these
+/// headers (v1.5.3 client.go:394-405).
+fn ws_answer(r: &http::Response, key: &str) -> WsAnswer {
+    let accept_ok = r.head.header("Sec-WebSocket-Accept") == Some(http::ws_accept(key).as_str());
+    if r.head.status == 101
+        && accept_ok
+        && r.head.has_token("Upgrade", "websocket")
+        && r.head.has_token("Connection", "upgrade")
+    {
+        return WsAnswer::Upgraded;
+    }
+    if r.head.status == 200 && r.body.is_empty() {
+        return WsAnswer::AuthRefused;
+    }
+    WsAnswer::Failed(match r.head.status {
+        101 => "101 but without a correct Sec-WebSocket-Accept/Upgrade/Connection: something between rewrote the handshake".to_string(),
+        s => format!(
+            "{s} {}: {} (gorilla/websocket fails the plugin's dial with \"bad handshake\")",
+            r.head.reason,
+            r.text().trim()
+        ),
+    })
 }
 
 /// The `/ws` upgrade as the plugin makes it: always `/ws` at the root (rtcd
@@ -286,52 +335,38 @@ fn ws(cx: &mut Ctx, out: &mut AddrRun) {
             return;
         }
     };
-    // gorilla/websocket's client accepts only 101 with these headers (v1.5.3 client.go:394-405).
-    let accept_ok = r.head.header("Sec-WebSocket-Accept") == Some(http::ws_accept(&key).as_str());
-    if r.head.status == 101
-        && accept_ok
-        && r.head.has_token("Upgrade", "websocket")
-        && r.head.has_token("Connection", "upgrade")
-    {
-        // A masked close frame (code 1000): leave RTCD's side clean.
-        let _ = stream.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
-        cx.push(
-            "ws_upgrade",
-            Status::Pass,
-            format!(
-                "101 Switching Protocols for client {}, Sec-WebSocket-Accept correct",
+    match ws_answer(&r, &key) {
+        WsAnswer::Upgraded => {
+            // A masked close frame (code 1000): leave RTCD's side clean.
+            let _ = stream.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8]);
+            cx.push(
+                "ws_upgrade",
+                Status::Pass,
+                format!(
+                    "101 Switching Protocols for client {}, Sec-WebSocket-Accept correct",
+                    creds.client_id
+                ),
+            );
+        }
+        WsAnswer::AuthRefused => {
+            let why = format!(
+                "GET /ws answered 200 with an empty body and no upgrade: RTCD refused client {}'s Basic credentials",
                 creds.client_id
-            ),
-        );
-        return;
+            );
+            cx.push("ws_upgrade", Status::Fail, why.clone());
+            let login = login(cx, creds);
+            out.failure
+                .get_or_insert(Failure::AuthFailed { why, login });
+        }
+        WsAnswer::Failed(why) => {
+            cx.push(
+                "ws_upgrade",
+                Status::Fail,
+                format!("GET /ws (upgrade): {why}"),
+            );
+            out.failure.get_or_insert(Failure::WsFailed(why));
+        }
     }
-    // RTCD's refused login: the /ws handler returns without writing, so 200 with an empty
-    // body and no upgrade (rtcd service/ws/server.go:120-126, service/auth.go:18-60).
-    if r.head.status == 200 && r.body.is_empty() {
-        let why = format!(
-            "GET /ws answered 200 with an empty body and no upgrade: RTCD refused client {}'s Basic credentials",
-            creds.client_id
-        );
-        cx.push("ws_upgrade", Status::Fail, why.clone());
-        let login = login(cx, creds);
-        out.failure
-            .get_or_insert(Failure::AuthFailed { why, login });
-        return;
-    }
-    let why = match r.head.status {
-        101 => "101 but without a correct Sec-WebSocket-Accept/Upgrade/Connection: something between rewrote the handshake".to_string(),
-        s => format!(
-            "{s} {}: {} (gorilla/websocket fails the plugin's dial with \"bad handshake\")",
-            r.head.reason,
-            r.text().trim()
-        ),
-    };
-    cx.push(
-        "ws_upgrade",
-        Status::Fail,
-        format!("GET /ws (upgrade): {why}"),
-    );
-    out.failure.get_or_insert(Failure::WsFailed(why));
 }
 
 /// `POST /login` with the same pair — the plugin never calls it, but its error tells an
@@ -448,4 +483,87 @@ fn proxy_connect(cx: &mut Ctx, p: &Proxy, out: &mut AddrRun) {
     );
     out.proxy_connect = Some(detail);
     out.proxy_connect_ok = ok;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: &[u8]) -> http::Response {
+        http::Response {
+            head: http::Head {
+                status,
+                reason: match status {
+                    101 => "Switching Protocols",
+                    200 => "OK",
+                    _ => "Unauthorized",
+                }
+                .to_string(),
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+            },
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn ws_answers_as_gorilla_and_rtcd_see_them() {
+        let key = "dGhlIHNhbXBsZSBub25jZQ==";
+        let accept = http::ws_accept(key);
+        let upgraded = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept.as_str()),
+        ];
+        assert_eq!(
+            ws_answer(&answer(101, &upgraded, b""), key),
+            WsAnswer::Upgraded
+        );
+        // A proxy that rewrote the accept header: gorilla refuses it.
+        let rewritten = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", "x"),
+        ];
+        let WsAnswer::Failed(why) = ws_answer(&answer(101, &rewritten, b""), key) else {
+            panic!("a wrong accept is a failure");
+        };
+        assert!(why.starts_with("101 but without a correct"), "{why}");
+        assert_eq!(
+            ws_answer(&answer(200, &[], b""), key),
+            WsAnswer::AuthRefused
+        );
+        assert_eq!(
+            ws_answer(&answer(401, &[], b" no \n"), key),
+            WsAnswer::Failed(
+                "401 Unauthorized: no (gorilla/websocket fails the plugin's dial with \"bad handshake\")"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
+    fn version_notes_follow_the_plugin_verdict() {
+        let min = Version::parse("0.11.0").unwrap();
+        let note = |v: &str| version_note(&semver::plugin_verdict(&min, v));
+        assert_eq!(note("0.11.0"), (Status::Pass, ""));
+        assert_eq!(note("dev-abc").0, Status::Pass);
+        assert_eq!(note("0.10.9").0, Status::Fail);
+        assert_eq!(note("v.x").0, Status::Fail);
+        assert!(note("v.x").1.contains("not a semantic version"));
+    }
+
+    #[test]
+    fn version_target_is_absolute_only_through_a_plain_http_proxy() {
+        let plain = Url::parse("http://rtcd.example:8045/base").unwrap();
+        let tls = Url::parse("https://rtcd.example/base").unwrap();
+        assert_eq!(version_target(&plain, false), "/base/version");
+        assert_eq!(
+            version_target(&plain, true),
+            "http://rtcd.example:8045/base/version"
+        );
+        assert_eq!(version_target(&tls, true), "/base/version");
+    }
 }

@@ -88,10 +88,9 @@ pub fn open(
             OpenError::Connect(connect_text(addr, e))
         }
         shell::OpenError::NoTlsConfig => OpenError::Tls("no TLS configuration".into()),
-        shell::OpenError::TlsName(e) => OpenError::Tls(format!(
-            "{} is not a valid TLS server name: {e}",
-            url.host
-        )),
+        shell::OpenError::TlsName(e) => {
+            OpenError::Tls(format!("{} is not a valid TLS server name: {e}", url.host))
+        }
         shell::OpenError::TlsSetup(e) => OpenError::Tls(e.to_string()),
         shell::OpenError::Handshake(e) => {
             let why = match e.kind() {

@@ -13,8 +13,8 @@ mod goproxy;
 mod procenv;
 mod report;
 
-use probe_proto::http::Url;
 use probe_proto::catalog::FindingId;
+use probe_proto::http::Url;
 use probe_proto::report::{Finding, Severity, SCHEMA};
 use probe_proto::semver::{PluginVerdict, Version};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -119,149 +119,53 @@ pub async fn run(args: RtcdApiArgs) -> i32 {
 
 fn check_all(inp: &Inputs, min: &Version, min_text: &str, force_self: bool) -> ApiReport {
     let started = Instant::now();
-    let deadline = started + DEADLINE;
     let url = &inp.url;
     let vars = procenv::proxy_vars(force_self);
     let env = goproxy::ProxyEnv::from_env(&|k| vars.get(k));
     let proxy = goproxy::proxy_for(&env, url);
     let mut checks = Vec::new();
     let mut findings = Vec::new();
-    let mut runs: Vec<(Ipv4Addr, AddrRun)> = Vec::new();
-
-    if !inp.explicit_port {
-        let default = if url.https { 443 } else { 80 };
-        checks.push(Check::new(
-            "url",
-            Status::Fail,
-            format!("{} names no port: the Calls plugin refuses it (\"missing port in address\"); it does not default to {default}", without_port(url)),
-            "direct",
-            None,
-        ));
-        findings.push(Finding::new(
-            FindingId::RtcdUrlNoPort,
-            Severity::Error,
-            format!(
-                "the RTCD service URL {} has no port: the Calls plugin splits host and port and fails (\"failed to resolve URL: failed to split host/port: … missing port in address\"), so it never connects to RTCD",
-                without_port(url)
-            ),
-            format!(
-                "write the port in the Calls plugin's RTCD service URL (System Console > Plugins > Calls, or MM_CALLS_RTCD_SERVICE_URL): {}://{}:{} — RTCD's API listens on 8045 unless [api] http.listen_address says otherwise",
-                scheme(url),
-                host_part(url),
-                8045
-            ),
-        ));
+    let runs = if !inp.explicit_port {
+        let (c, f) = no_port(url);
+        checks.push(c);
+        findings.push(f);
+        Vec::new()
     } else {
         match resolve_ipv4(&url.host, url.port) {
             Err(why) => {
-                checks.push(Check::new(
-                    "resolve",
-                    Status::Fail,
-                    why.clone(),
-                    "direct",
-                    None,
-                ));
-                findings.push(Finding::new(
-                    "rtcd_url_no_ipv4",
-                    Severity::Error,
-                    format!("{why}: the Calls plugin resolves RTCD's host to IPv4 addresses only (\"failed to lookup ips\") and cannot connect"),
-                    format!(
-                        "give {} an A record the Mattermost host resolves (or use RTCD's IPv4 address in the RTCD service URL)",
-                        url.host
-                    ),
-                ));
+                let (c, f) = no_ipv4(url, why);
+                checks.push(c);
+                findings.push(f);
+                Vec::new()
             }
-            Ok(mut addrs) => {
-                let all = addrs.len();
-                addrs.truncate(MAX_ADDRESSES);
-                let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-                checks.push(Check::new(
-                    "resolve",
-                    Status::Pass,
-                    if url.host.parse::<IpAddr>().is_ok() {
-                        format!("{} is an IPv4 address", url.host)
-                    } else {
-                        format!(
-                            "{} → {} (IPv4 only, as the plugin resolves it; one connection each){}",
-                            url.host,
-                            list.join(", "),
-                            if all > addrs.len() {
-                                format!("; only the first {MAX_ADDRESSES} of {all} are checked")
-                            } else {
-                                String::new()
-                            }
-                        )
-                    },
-                    "direct",
-                    None,
-                ));
-                let tls = if url.https {
-                    conn::tls_config().ok()
-                } else {
-                    None
-                };
-                let creds = inp.creds.as_ref();
-                let proxy = proxy.as_ref();
-                runs = std::thread::scope(|s| {
-                    let handles: Vec<_> = addrs
-                        .iter()
-                        .map(|ip| {
-                            let plan = Plan {
-                                url,
-                                addr: SocketAddr::new(IpAddr::V4(*ip), url.port),
-                                creds,
-                                proxy,
-                                tls: tls.clone(),
-                                deadline,
-                                min,
-                            };
-                            (*ip, s.spawn(move || checks::run(&plan)))
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|(ip, h)| {
-                            let run = h.join().unwrap_or_else(|_| AddrRun::crashed());
-                            (ip, run)
-                        })
-                        .collect()
-                });
+            Ok(addrs) => {
+                let (c, addrs) = resolved(url, addrs);
+                checks.push(c);
+                let plan = plan(inp, proxy.as_ref(), min, started + DEADLINE);
+                run_addresses(&plan, &addrs)
             }
         }
-    }
-
+    };
     let count = runs.len();
     for (ip, run) in &runs {
         let at = at_address(url, *ip, count);
         findings.extend(address_findings(url, &at, run, min_text));
     }
-    let mut proxy_info = None;
-    if let Some(p) = &proxy {
+    let proxy_info = proxy.as_ref().map(|p| {
         let no_proxy = goproxy::no_proxy_with(&env, &url.host);
         let shown = runs.iter().find_map(|(_, r)| r.proxy_connect.clone());
         findings.push(proxy_finding(url, p, &env, &no_proxy, &vars.source, shown));
-        proxy_info = Some(ProxyInfo {
+        ProxyInfo {
             variable: p.var.clone(),
             proxy: p.raw.clone(),
             via_proxy_ok: runs.iter().any(|(_, r)| r.proxy_connect_ok),
             direct_ok: !runs.is_empty() && runs.iter().all(|(_, r)| r.failure.is_none()),
             no_proxy,
-        });
-    }
+        }
+    });
     probe_shell::report::sort_findings(&mut findings);
     let version = runs.iter().find_map(|(_, r)| r.version.clone());
-    let addresses = runs
-        .iter()
-        .map(|(ip, r)| AddressResult {
-            address: ip.to_string(),
-            ok: r.failure.is_none()
-                && !matches!(
-                    r.verdict,
-                    Some(PluginVerdict::TooOld) | Some(PluginVerdict::Unparsable(_))
-                ),
-            version: r.version.clone(),
-        })
-        .collect();
+    let addresses = runs.iter().map(|(ip, r)| address_result(*ip, r)).collect();
     for (_, r) in runs {
         checks.extend(r.checks);
     }
@@ -282,6 +186,130 @@ fn check_all(inp: &Inputs, min: &Version, min_text: &str, force_self: bool) -> A
         proxy_env: vars.source,
         min_rtcd_version: min_text.to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// The URL names no port: the plugin refuses it.
+fn no_port(url: &Url) -> (Check, Finding) {
+    let default = if url.https { 443 } else { 80 };
+    let check = Check::new(
+        "url",
+        Status::Fail,
+        format!("{} names no port: the Calls plugin refuses it (\"missing port in address\"); it does not default to {default}", without_port(url)),
+        "direct",
+        None,
+    );
+    let finding = Finding::new(
+        FindingId::RtcdUrlNoPort,
+        Severity::Error,
+        format!(
+            "the RTCD service URL {} has no port: the Calls plugin splits host and port and fails (\"failed to resolve URL: failed to split host/port: … missing port in address\"), so it never connects to RTCD",
+            without_port(url)
+        ),
+        format!(
+            "write the port in the Calls plugin's RTCD service URL (System Console > Plugins > Calls, or MM_CALLS_RTCD_SERVICE_URL): {}://{}:{} — RTCD's API listens on 8045 unless [api] http.listen_address says otherwise",
+            scheme(url),
+            host_part(url),
+            8045
+        ),
+    );
+    (check, finding)
+}
+
+/// The host has no IPv4 address: the plugin cannot connect.
+fn no_ipv4(url: &Url, why: String) -> (Check, Finding) {
+    let check = Check::new("resolve", Status::Fail, why.clone(), "direct", None);
+    let finding = Finding::new(
+        FindingId::RtcdUrlNoIpv4,
+        Severity::Error,
+        format!("{why}: the Calls plugin resolves RTCD's host to IPv4 addresses only (\"failed to lookup ips\") and cannot connect"),
+        format!(
+            "give {} an A record the Mattermost host resolves (or use RTCD's IPv4 address in the RTCD service URL)",
+            url.host
+        ),
+    );
+    (check, finding)
+}
+
+/// The `resolve` check, and the addresses that will be checked (at most MAX_ADDRESSES).
+fn resolved(url: &Url, mut addrs: Vec<Ipv4Addr>) -> (Check, Vec<Ipv4Addr>) {
+    let all = addrs.len();
+    addrs.truncate(MAX_ADDRESSES);
+    let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    let detail = if url.host.parse::<IpAddr>().is_ok() {
+        format!("{} is an IPv4 address", url.host)
+    } else {
+        format!(
+            "{} → {} (IPv4 only, as the plugin resolves it; one connection each){}",
+            url.host,
+            list.join(", "),
+            if all > addrs.len() {
+                format!("; only the first {MAX_ADDRESSES} of {all} are checked")
+            } else {
+                String::new()
+            }
+        )
+    };
+    let check = Check::new("resolve", Status::Pass, detail, "direct", None);
+    (check, addrs)
+}
+
+/// What every address's run shares (its address is filled in per run).
+fn plan<'a>(
+    inp: &'a Inputs,
+    proxy: Option<&'a goproxy::Proxy>,
+    min: &'a Version,
+    deadline: Instant,
+) -> Plan<'a> {
+    let url = &inp.url;
+    Plan {
+        url,
+        addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), url.port),
+        creds: inp.creds.as_ref(),
+        proxy,
+        tls: if url.https {
+            conn::tls_config().ok()
+        } else {
+            None
+        },
+        deadline,
+        min,
+    }
+}
+
+/// One run per address, in parallel, each with `plan` at its own address.
+fn run_addresses(plan: &Plan, addrs: &[Ipv4Addr]) -> Vec<(Ipv4Addr, AddrRun)> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = addrs
+            .iter()
+            .map(|ip| {
+                let plan = Plan {
+                    addr: SocketAddr::new(IpAddr::V4(*ip), plan.url.port),
+                    tls: plan.tls.clone(),
+                    ..*plan
+                };
+                (*ip, s.spawn(move || checks::run(&plan)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|(ip, h)| {
+                let run = h.join().unwrap_or_else(|_| AddrRun::crashed());
+                (ip, run)
+            })
+            .collect()
+    })
+}
+
+fn address_result(ip: Ipv4Addr, r: &AddrRun) -> AddressResult {
+    AddressResult {
+        address: ip.to_string(),
+        ok: r.failure.is_none()
+            && !matches!(
+                r.verdict,
+                Some(PluginVerdict::TooOld) | Some(PluginVerdict::Unparsable(_))
+            ),
+        version: r.version.clone(),
     }
 }
 

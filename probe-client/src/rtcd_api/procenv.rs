@@ -100,9 +100,13 @@ pub fn parse_environ(raw: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
+/// A Mattermost process and its proxy variables.
+#[cfg(target_os = "linux")]
+type Found = (u32, HashMap<String, String>);
+
 /// The Mattermost server in this network namespace and its proxy variables, or why not.
 #[cfg(target_os = "linux")]
-fn mattermost() -> (Option<(u32, HashMap<String, String>)>, String) {
+fn mattermost() -> (Option<Found>, String) {
     let own_ns = std::fs::read_link("/proc/self/ns/net").ok();
     let mut pids: Vec<u32> = match std::fs::read_dir("/proc") {
         Ok(d) => d

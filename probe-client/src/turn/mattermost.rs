@@ -1,7 +1,7 @@
 //! The ICE servers and TURN credentials, fetched from Mattermost as the Calls web app does.
 //!
 //! Upstream (mattermost-plugin-calls): the web app reads the plugin's client config
-//! (`webapp/src/actions.ts:119-127`, GET `/plugins/com.mattermost.calls/config`), takes
+//! (`webapp/src/actions.ts:120-128`, GET `/plugins/com.mattermost.calls/config`), takes
 //! `ICEServersConfigs` (`webapp/src/selectors.ts:433-434`) and, when `NeedsTURNCredentials`
 //! (`selectors.ts:442-443`; set in `server/configuration.go:525` when a static auth secret and
 //! TURN servers without credentials are configured), GETs `/plugins/com.mattermost.calls/turn-credentials`

@@ -147,8 +147,7 @@ impl Context {
             .map(|o| o.candidates.as_slice())
             .unwrap_or_default()
         {
-            if c.protocol == probe_proto::msg::Transport::Udp && !advertised.contains(&c.address)
-            {
+            if c.protocol == probe_proto::msg::Transport::Udp && !advertised.contains(&c.address) {
                 advertised.push(c.address);
             }
         }
@@ -173,15 +172,39 @@ impl Context {
 }
 
 /// Adds the TURN check to a finished report: the `turn` object and its findings (`ok` follows).
-pub fn attach(
-    report: &mut probe_proto::report::Report,
-    turn: TurnReport,
-    findings: Vec<Finding>,
-) {
+pub fn attach(report: &mut probe_proto::report::Report, turn: TurnReport, findings: Vec<Finding>) {
     let mut all = report.findings.clone();
     all.extend(findings);
     report.set_findings(all);
     report.turn = Some(turn);
+}
+
+/// The run's control channel, for the relay messages (one request, one answer).
+pub trait ControlChannel: Send {
+    fn request(
+        &mut self,
+        msg: Control,
+    ) -> impl std::future::Future<Output = Result<Control, String>> + Send;
+}
+
+/// How long a control answer may take.
+const CONTROL_ANSWER: Duration = Duration::from_secs(3);
+
+impl ControlChannel for crate::control::QuicControl {
+    async fn request(&mut self, msg: Control) -> Result<Control, String> {
+        crate::control::QuicControl::request(self, &msg, CONTROL_ANSWER).await
+    }
+}
+
+/// The run's channel, whichever came up (QUIC, or the TCP fallback).
+impl ControlChannel for crate::run::Ctl {
+    async fn request(&mut self, msg: Control) -> Result<Control, String> {
+        match self {
+            crate::run::Ctl::Quic(q) => q.request(&msg, CONTROL_ANSWER).await,
+            crate::run::Ctl::Tcp(t) => t.request(&msg, CONTROL_ANSWER).await,
+            crate::run::Ctl::None => Err("no control channel".into()),
+        }
+    }
 }
 
 /// One TURN server's URL with the credentials to use on it.
@@ -219,10 +242,11 @@ fn ms(d: Duration) -> f64 {
 
 /// Runs the whole check. `control` sends one control message on the run's control channel and
 /// returns the answer.
-pub async fn check<F>(args: &TurnArgs, ctx: &Context, mut control: F) -> (TurnReport, Vec<Finding>)
-where
-    F: AsyncFnMut(Control) -> Result<Control, String>,
-{
+pub async fn check<C: ControlChannel>(
+    args: &TurnArgs,
+    ctx: &Context,
+    control: &mut C,
+) -> (TurnReport, Vec<Finding>) {
     let mut report = TurnReport::default();
     let mut servers: Vec<(Vec<String>, String, String)> = vec![];
     let mut skew = ctx.server_offset_ms.map(|ms| (ms, "probe-server"));
@@ -331,7 +355,7 @@ where
     for (i, live) in lives.into_iter().enumerate() {
         let Some(live) = live else { continue };
         let attempt = &mut report.attempts[first_new + i];
-        relay_echo(attempt, live, ctx, &mut control).await;
+        relay_echo(attempt, live, ctx, control).await;
     }
     report.ok = report.attempts.iter().any(|a| a.reached == Reached::Echoed);
     let findings = verdict::findings(&report);
@@ -523,6 +547,7 @@ fn allocate_and_bind(
             stream: plan.transport != TurnTransport::Udp,
             timeout: TRANSACTION,
             software: Some(format!("calls-probe/{}", env!("CARGO_PKG_VERSION"))),
+            ipv6_relay: ctx.server_udp.is_ipv6(),
         },
         seed(),
     );
@@ -668,10 +693,12 @@ fn send_relayed(live: &mut Live, peer: SocketAddr, data: &[u8]) -> std::io::Resu
     live.link.send(&bytes)
 }
 
-async fn relay_echo<F>(a: &mut TurnAttempt, mut live: Live, ctx: &Context, control: &mut F)
-where
-    F: AsyncFnMut(Control) -> Result<Control, String>,
-{
+async fn relay_echo<C: ControlChannel>(
+    a: &mut TurnAttempt,
+    mut live: Live,
+    ctx: &Context,
+    control: &mut C,
+) {
     let Some(session) = ctx.session.clone() else {
         a.error = Some("no probe session (control channel down): no echo through the relay".into());
         release(live).await;
@@ -687,12 +714,13 @@ where
     }
     // Padded so the answer is never larger (the server's anti-amplification rule).
     let pad = vec![0u8; 128];
-    match control(Control::RelayPeer {
-        session_id: session.id,
-        relayed: live.relayed,
-        pad: pad.clone(),
-    })
-    .await
+    match control
+        .request(Control::RelayPeer {
+            session_id: session.id,
+            relayed: live.relayed,
+            pad: pad.clone(),
+        })
+        .await
     {
         Ok(Control::RelayAdded { accepted: true, .. }) => {}
         Ok(Control::RelayAdded { reason, .. }) => {
@@ -718,7 +746,8 @@ where
     let duration = match ctx.session_deadline {
         Some(end) => {
             let left = end.saturating_duration_since(Instant::now());
-            ctx.duration.min(left.saturating_sub(Duration::from_secs(4)))
+            ctx.duration
+                .min(left.saturating_sub(Duration::from_secs(4)))
         }
         None => ctx.duration,
     };
@@ -755,7 +784,7 @@ where
         session_id: session.id,
         pad,
     };
-    let before = match control(finish.clone()).await {
+    let before = match control.request(finish.clone()).await {
         Ok(Control::RelayCounters(c)) => Some(c),
         _ => None,
     };
@@ -775,7 +804,7 @@ where
     .await
     .expect("echo does not panic");
     live = live_back;
-    let after = match control(finish).await {
+    let after = match control.request(finish).await {
         Ok(Control::RelayCounters(c)) => Some(c),
         _ => None,
     };
@@ -1113,10 +1142,7 @@ mod live {
             size: 160,
             session_deadline: Some(Instant::now() + Duration::from_secs(34)),
         };
-        let (r, f) = check(&args, &ctx, async |m: Control| {
-            q.request(&m, Duration::from_secs(3)).await
-        })
-        .await;
+        let (r, f) = check(&args, &ctx, &mut q).await;
         println!("{}", serde_json::to_string_pretty(&r).unwrap());
         for x in f {
             println!("{} {:?}: {}", x.id, x.severity, x.summary);

@@ -220,11 +220,12 @@ pub fn open_stream(
 /// A TLS failure in the words of its fix.
 fn tls_text(e: &io::Error) -> String {
     let raw = io_text(e);
-    let hint = if raw.contains("UnknownIssuer") {
+    let lower = raw.to_ascii_lowercase();
+    let hint = if raw.contains("UnknownIssuer") || lower.contains("unknown issuer") {
         " — the chain does not lead to a trusted CA: coturn must send the intermediates (cert= with the full chain); a private CA needs --turn-ca here and in the browsers"
-    } else if raw.contains("NotValidForName") {
+    } else if raw.contains("NotValidForName") || lower.contains("not valid for name") {
         " — the certificate is not issued for this name (clients send it as SNI): use the name on the certificate in the turns: URL, or reissue it"
-    } else if raw.contains("Expired") {
+    } else if raw.contains("Expired") || lower.contains("expired") {
         " — the certificate has expired"
     } else if raw.contains("HandshakeFailure") || raw.contains("ProtocolVersion") {
         " — no TLS version/cipher in common with what browsers offer"

@@ -196,11 +196,16 @@ impl fmt::Display for AdvertiseError {
                  each EXTERNAL/LOCAL pair and every lone entry must be IP literals",
                 PionRules::V4_2.label()
             ),
-            Self::Mapping { entry, generated: true, .. } => write!(
+            Self::Mapping { entry, generated: true, rules } => write!(
                 f,
-                "{PION_MAPPING_ERROR} — pion refuses the pair {entry:?} RTCD builds from this host's \
+                "{} — pion refuses the pair {entry:?} RTCD builds from this host's \
                  addresses (an address listed twice, or a STUN answer of the other family), so every \
-                 call join would fail; set ice_host_override (env RTCD_RTC_ICEHOSTOVERRIDE) explicitly"
+                 call join would fail; set ice_host_override (env RTCD_RTC_ICEHOSTOVERRIDE) explicitly",
+                // ice v4.0.10 errors.go:87 / ice v4.2.0 errors.go:95: each generation's wording.
+                match rules {
+                    PionRules::V4_0 => PION_MAPPING_ERROR,
+                    PionRules::V4_2 => PION_REWRITE_ERROR,
+                }
             ),
         }
     }
@@ -391,7 +396,7 @@ fn listen_addresses(
             IpAddr::V6(_) => format!("[{entry}]:{port}"),
             IpAddr::V4(_) => format!("{entry}:{port}"),
         };
-        let op_err = if ip.is_ipv6() && !ipv6 {
+        let op_err = if ip.is_ipv6() && !ipv6 && !ip.is_unspecified() {
             Some(format!(
                 "listen {net}: address {entry}: no suitable address found"
             ))
@@ -416,10 +421,16 @@ fn listen_addresses(
             });
         }
         if ip.is_unspecified() {
+            // Go binds "0.0.0.0" or "[::]" under udp4/tcp4 as the IPv4 wildcard (net/ipsock.go
+            // internetAddrList, "Issue 18806": "::" falls back to 0.0.0.0), and either one under
+            // udp/tcp (enable_ipv6) as the dual-stack [::] (net/ipsock_posix.go
+            // favoriteAddrFamily). pion's mux on the wildcard then lists the interface addresses
+            // itself: IPv4 only for an IPv4 local address, both families for [::] (ice v4.2.0
+            // udp_mux.go:72-108).
             out.extend(
                 all.iter()
                     .copied()
-                    .filter(|a| a.is_ipv4() || (ip.is_ipv6() && pion_tcp_keeps(*a, true))),
+                    .filter(|a| a.is_ipv4() || (ipv6 && pion_tcp_keeps(*a, true))),
             );
         } else {
             out.push(ip);
@@ -456,19 +467,27 @@ fn port_override_targets(
     cfg: &RtcdConfig,
     public: Option<&[(IpAddr, Option<IpAddr>)]>,
 ) -> Vec<String> {
+    let ov = cfg.ice_host_override.as_str();
     let mut out = Vec::new();
-    if !cfg.ice_host_override.is_empty() {
-        for p in cfg.ice_host_override.split(',') {
-            let mut parts = p.split('/');
-            let ext = parts.next().unwrap_or_default();
-            if parts.next() != Some(ext) {
-                out.push(ext.to_string());
+    if ov.is_empty() {
+        // rtcd utils.go:139-144: every STUN-found address.
+        for (_, found) in public.unwrap_or_default() {
+            if let Some(ip) = found {
+                out.push(ip.to_string());
             }
         }
-    }
-    for (_, found) in public.unwrap_or_default() {
-        if let Some(ip) = found {
-            out.push(ip.to_string());
+    } else if !ov.contains('/') {
+        // rtcd utils.go:147-150: the override text itself, whole.
+        out.push(ov.to_string());
+    } else {
+        // rtcd utils.go:153-163: split at ',' then '/', untrimmed; an entry that is not exactly
+        // two parts (a lone external IP beside pairs, which pion v4.2 accepts) is skipped, and
+        // so is an identity pair.
+        for p in ov.split(',') {
+            let pair: Vec<&str> = p.split('/').collect();
+            if pair.len() == 2 && pair[0] != pair[1] {
+                out.push(pair[0].to_string());
+            }
         }
     }
     out
@@ -1622,5 +1641,66 @@ mod tests {
         assert_eq!(j["address"], "203.0.113.7");
         let back: Advertised = serde_json::from_str(&serde_json::to_string(&a).unwrap()).unwrap();
         assert_eq!(back, a);
+    }
+
+    /// A lone external IP beside pairs (accepted by pion v4.2) is not in RTCD's port-override
+    /// map: rtcd utils.go:153-158 skips every entry that is not exactly `A/B`. The candidate it
+    /// gives through the catch-all keeps RTCD's port.
+    #[test]
+    fn pairs_with_a_lone_ip_and_port_override_keep_the_port_of_the_lone_ip() {
+        let c = cfg("[rtc]\nice_host_override = \"203.0.113.10/10.0.0.5,198.51.100.1\"\nice_host_port_override = 30443");
+        let a = run42(&c, HOST).unwrap();
+        assert_eq!(
+            list(&a, Udp),
+            same(&[
+                ("203.0.113.10", 30443, Mapping),
+                ("198.51.100.1", 8443, Mapping)
+            ])
+        );
+        // The single form: the override text itself is the key (utils.go:147-150).
+        let c = cfg("[rtc]\nice_host_override = \"203.0.113.10\"\nice_host_port_override = 30443");
+        let a = run42(&c, HOST).unwrap();
+        assert!(a.udp().all(|c| c.port == 30443 || c.address.is_loopback()));
+    }
+
+    /// `ice_address_udp = "::"` without enable_ipv6: Go binds "[::]:8443" under udp4 as
+    /// 0.0.0.0 (net/ipsock.go internetAddrList, Issue 18806), so RTCD starts and pion lists
+    /// every IPv4 address (ice v4.2.0 udp_mux.go:72-108). Not "cannot listen".
+    #[test]
+    fn ice_address_udp_ipv6_unspecified_without_ipv6_listens_on_ipv4() {
+        for key in ["ice_address_udp", "ice_address_tcp"] {
+            let c = cfg(&format!("[rtc]\n{key} = \"::\""));
+            let a = run42(&c, &["127.0.0.1", "203.0.113.2"]).unwrap();
+            assert_eq!(a.narrowed, Some(vec![]), "{key}");
+            if key == "ice_address_udp" {
+                assert_eq!(
+                    list(&a, Udp),
+                    same(&[("127.0.0.1", 8443, Local), ("203.0.113.2", 8443, Local)])
+                );
+            }
+        }
+        // A specific IPv6 address under udp4 still fails RTCD's start.
+        let c = cfg("[rtc]\nice_address_udp = \"2001:db8::5\"");
+        assert!(matches!(
+            run42(&c, &["127.0.0.1", "203.0.113.2", "2001:db8::5"]),
+            Err(AdvertiseError::CannotListen { .. })
+        ));
+    }
+
+    /// `ice_address_udp = "0.0.0.0"` with enable_ipv6: Go listens on the dual-stack [::]
+    /// (net/ipsock_posix.go favoriteAddrFamily), whose local address is "::", so pion lists the
+    /// IPv6 addresses too (ice v4.2.0 udp_mux.go:77-84).
+    #[test]
+    fn ice_address_udp_unspecified_with_ipv6_lists_both_families() {
+        let c = cfg("[rtc]\nenable_ipv6 = true\nice_address_udp = \"0.0.0.0\"");
+        let a = run42(&c, &["127.0.0.1", "203.0.113.2", "2001:db8::5", "fe80::1"]).unwrap();
+        assert_eq!(
+            list(&a, Udp),
+            same(&[
+                ("127.0.0.1", 8443, Local),
+                ("203.0.113.2", 8443, Local),
+                ("2001:db8::5", 8443, Local),
+            ])
+        );
     }
 }

@@ -210,6 +210,18 @@ impl RtcdConfig {
         Ok(cfg)
     }
 
+    /// The TURN servers RTCD itself allocates relay candidates on, per call join (rtcd
+    /// service/rtc/sfu.go:231-252 (v1.2.6)): an all-`turn:`/`turns:` entry is handed to pion only
+    /// while `turn.static_auth_secret` is set (:234-236 skips it otherwise, even with a username
+    /// and credential). With one, clients outside can reach RTCD through the relay even when its
+    /// host candidates are private.
+    pub fn relay_servers(&self) -> Vec<&IceServer> {
+        if self.turn.static_auth_secret.is_empty() {
+            return Vec::new();
+        }
+        self.ice_servers.iter().filter(|s| s.is_turn()).collect()
+    }
+
     /// RTCD's socket count for a host with `num_cpu` CPUs.
     pub fn udp_sockets_count_or(&self, num_cpu: usize) -> i64 {
         self.udp_sockets_count
@@ -684,5 +696,17 @@ allow_self_registration = true
         .unwrap();
         assert_eq!(cfg.ice_servers[0].urls, vec!["stun:x:1", ""]);
         assert_eq!(cfg.ice_servers[0].username, "");
+    }
+
+    /// rtcd sfu.go:234-236: TURN entries without `turn.static_auth_secret` are skipped.
+    #[test]
+    fn relay_servers_need_the_static_auth_secret() {
+        let toml = "[rtc]\nice_servers = [\"stun:s.example.com:3478\", {urls = [\"turn:t.example.com:3478\"], username = \"u\", credential = \"p\"}]\n";
+        let c = RtcdConfig::from_toml_str(toml).unwrap();
+        assert!(c.relay_servers().is_empty());
+        let c =
+            RtcdConfig::from_toml_str(&format!("{toml}turn.static_auth_secret = \"s\"\n")).unwrap();
+        assert_eq!(c.relay_servers().len(), 1);
+        assert_eq!(c.relay_servers()[0].urls[0], "turn:t.example.com:3478");
     }
 }

@@ -6,6 +6,29 @@
 //! shipped with ([`PionRules`]: ice v4.0.x for rtcd v1.2.0–v1.2.4, ice v4.2 +
 //! webrtc v4.2.6 for v1.2.5+). The caller supplies the IO: interface addresses, DNS for a
 //! hostname override, and the STUN exchange.
+//!
+//! # Rules verified against upstream (rtcd v1.2.6 = b3dee59, pion/ice v4.0.10 and v4.2.0, pion/webrtc v4.2.6)
+//!
+//! * Start-up validation, order and wording: rtcd `service/config.go:26-76,102-106`,
+//!   `service/api/config.go:17-46`, `service/rtc/config.go:52-102,183-224,285-398`,
+//!   `service/rtc/turn.go:24-35`, `logger/config.go:25-49`, `service/auth/session_cache.go:21-25`
+//!   (each rule in `validate.rs` cites its line); `nack_buffer_size = 0` is valid (`:85`).
+//! * Local IPs: `net.go:34-79` (IPv4 incl. loopback; global IPv6 with enable_ipv6); the
+//!   `ice_address_*` filter compares `ip.String()` (`server.go:109-122`); UDP muxes per entry or
+//!   per narrowed IP (`server.go:346-365`), a wildcard entry lists the interfaces itself (ice
+//!   `udp_mux.go:72-108`; Go binds "::" under udp4 as 0.0.0.0, net/ipsock.go "Issue 18806");
+//!   TCP candidates only for narrowed IPs (`sfu.go:103-115`).
+//! * Pairs: `utils.go:60-133` (EXT/LOCAL passed unchanged, before the empty-list check; single
+//!   IP/hostname resolved per join; STUN pairs); port map `server.go:124-135`; port override
+//!   targets `utils.go:135-166` (only exact `A/B` entries, not identity pairs, not lone IPs) and
+//!   `sfu.go:311-319` (host candidates, UDP and TCP).
+//! * NAT 1:1: v4.0 `external_ip_mapper.go:82-160`, `gather.go` UDP-mux drop vs TCP keep
+//!   (`mapping.rs`); v4.2 webrtc `icegatherer.go:378-405`, ice `agent_options.go:117-184`,
+//!   `external_ip_mapper.go:90-456`, `gather.go:123-193,294-299` (`rewrite.rs`).
+//! * STUN: `server.go:137-158`, `stun.go:15-38` (first URL of the first all-STUN server; host:port
+//!   required; loopback never answers); TURN relays only with `turn.static_auth_secret`
+//!   (`sfu.go:231-252`, [`RtcdConfig::relay_servers`]), so private host candidates are then a
+//!   warning, not an error.
 
 mod candidates;
 mod config;

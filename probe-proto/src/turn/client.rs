@@ -59,6 +59,9 @@ pub struct Config {
     pub timeout: Duration,
     /// SOFTWARE attribute sent with requests.
     pub software: Option<String>,
+    /// Ask for an IPv6 relayed address (REQUESTED-ADDRESS-FAMILY, RFC 8656 18.8): needed to
+    /// relay to an IPv6 peer.
+    pub ipv6_relay: bool,
 }
 
 /// Why a step failed.
@@ -277,6 +280,9 @@ impl Client {
         }
         if op == Op::Allocate {
             b = b.attr(ATTR_REQUESTED_TRANSPORT, vec![TRANSPORT_UDP, 0, 0, 0]);
+            if self.cfg.ipv6_relay {
+                b = b.attr(codec::ATTR_REQUESTED_ADDRESS_FAMILY, vec![0x02, 0, 0, 0]);
+            }
         }
         if let Some(s) = &self.cfg.software {
             b = b.attr(ATTR_SOFTWARE, s.as_bytes().to_vec());
@@ -541,6 +547,7 @@ mod tests {
             stream,
             timeout: Duration::from_secs(3),
             software: None,
+            ipv6_relay: false,
         }
     }
 
@@ -575,6 +582,20 @@ mod tests {
             "first Allocate goes without credentials"
         );
         assert_eq!(&first[20..28], &[0x00, 0x19, 0x00, 0x04, 17, 0, 0, 0]);
+        assert_eq!(
+            first.len(),
+            28,
+            "no REQUESTED-ADDRESS-FAMILY for an IPv4 relay"
+        );
+        let mut v6 = Client::new(
+            Config {
+                ipv6_relay: true,
+                ..cfg(false)
+            },
+            [1; 32],
+        );
+        let a6 = v6.allocate(t0);
+        assert_eq!(&a6[28..36], &[0x00, 0x17, 0x00, 0x04, 0x02, 0, 0, 0]);
 
         let challenge = error(ALLOCATE, tid_of(&first), 401, Some(("calls.test", "n1")));
         let Output::Transmit(second) = c.handle(t0, &challenge) else {

@@ -1,9 +1,9 @@
 //! TURN REST credentials ("TURN static auth secret", coturn's `use-auth-secret`), as the Calls
 //! plugin and RTCD make them, and what their username says about expiry.
 //!
-//! Mirrors rtcd `service/rtc/turn.go:37-61` (`genTURNCredentials`): username
+//! Mirrors rtcd `service/rtc/turn.go:37-62` (`genTURNCredentials`): username
 //! `"<expiry unix seconds>:<user>"`, password `base64(HMAC-SHA1(secret, username))`, standard
-//! base64 with padding; and `turn.go:64-86` (`GenTURNConfigs`): expiry = now + minutes, the same
+//! base64 with padding; and `turn.go:64-84` (`GenTURNConfigs`): expiry = now + minutes, the same
 //! username for every TURN server without static credentials. The plugin calls it from
 //! `server/api.go:484` with `TURNCredentialsExpirationMinutes` (default 240,
 //! `server/configuration.go:209-210`); RTCD's own default is 1440.

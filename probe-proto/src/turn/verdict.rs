@@ -2,6 +2,7 @@
 //! `crate::catalog` (the `// --- TURN ---` group).
 
 use super::{Cause, Reached, TurnAttempt, TurnReport, TurnTransport};
+use crate::catalog::FindingId;
 use crate::report::{Finding, Severity};
 
 fn names(attempts: &[&TurnAttempt]) -> String {
@@ -24,7 +25,7 @@ pub fn findings(r: &TurnReport) -> Vec<Finding> {
     let mut out = vec![];
     if let Some(ep) = r.endpoint.as_ref().filter(|e| !e.ok) {
         out.push(Finding::new(
-            "turn_credentials_endpoint_failed",
+            FindingId::TurnCredentialsEndpointFailed,
             Severity::Error,
             format!(
                 "Mattermost's TURN credentials endpoint {} failed ({}): the web app logs the error and joins calls without TURN, so users who need the relay cannot connect.",
@@ -67,7 +68,7 @@ pub fn findings(r: &TurnReport) -> Vec<Finding> {
             })
             .unwrap_or_default();
         out.push(Finding::new(
-            "turn_credentials_expired",
+            FindingId::TurnCredentialsExpired,
             Severity::Error,
             format!(
                 "The TURN REST credentials expired {} s ago (username {}, expiry {}){skew}; the TURN server refuses them: {}.",
@@ -80,7 +81,7 @@ pub fn findings(r: &TurnReport) -> Vec<Finding> {
         ));
     } else if !auth.is_empty() {
         out.push(Finding::new(
-            "turn_auth_failed",
+            FindingId::TurnAuthFailed,
             Severity::Error,
             format!(
                 "The TURN server refuses the credentials on {}: {}.",
@@ -115,7 +116,7 @@ pub fn findings(r: &TurnReport) -> Vec<Finding> {
             _ => "Read the TURN server's log for the refused request.",
         };
         out.push(Finding::new(
-            "turn_allocation_failed",
+            FindingId::TurnAllocationFailed,
             Severity::Error,
             format!(
                 "The TURN server refused the allocation on {}: {}.",
@@ -140,10 +141,10 @@ pub fn findings(r: &TurnReport) -> Vec<Finding> {
         !plain.is_empty() && plain.iter().all(|a| a.cause == Some(Cause::Unreachable));
     if tls_ok && plain_all_unreachable {
         out.push(Finding::new(
-            "turn_only_tls",
+            FindingId::TurnOnlyTls,
             Severity::Info,
             format!(
-                "Only TURN over TLS gets through from here; {} did not answer. Calls work through the relay, but TCP/TLS adds latency and head-of-line blocking.",
+                "Only TURN over TLS gets through from here; {} did not answer. TLS is a working fallback, but media over TCP/TLS gets more latency and head-of-line blocking.",
                 names(&plain)
             ),
             "Fine as a fallback. For better media, allow UDP to the TURN server's port from this network.",
@@ -155,7 +156,7 @@ pub fn findings(r: &TurnReport) -> Vec<Finding> {
             Severity::Warning
         };
         out.push(Finding::new(
-            "turn_unreachable",
+            FindingId::TurnUnreachable,
             severity,
             format!(
                 "No answer from the TURN server on {}: {}.",
@@ -198,7 +199,7 @@ pub fn findings(r: &TurnReport) -> Vec<Finding> {
             )
         };
         out.push(Finding::new(
-            "turn_forbids_rtcd",
+            FindingId::TurnForbidsRtcd,
             severity,
             format!(
                 "The TURN server refuses to relay to {} (403 on CreatePermission{}): {consequence}.",
@@ -206,6 +207,31 @@ pub fn findings(r: &TurnReport) -> Vec<Finding> {
                 if refresh_403 { ", also at refresh" } else { "" }
             ),
             "In coturn, take RTCD's address out of denied-peer-ip or add it with allowed-peer-ip (e.g. allowed-peer-ip=172.17.0.2), and make RTCD advertise an address the relay may reach (rtc.ice_host_override).",
+        ));
+    }
+
+    // Refreshes refused for another reason than 403: the call through this relay would drop
+    // when its allocation, permission or channel runs out.
+    let refresh_other: Vec<&TurnAttempt> = all
+        .iter()
+        .copied()
+        .filter(|a| a.refresh_failures.iter().any(|f| !f.contains("403")))
+        .collect();
+    if !refresh_other.is_empty() {
+        let what = refresh_other
+            .iter()
+            .flat_map(|a| a.refresh_failures.iter().filter(|f| !f.contains("403")))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ");
+        out.push(Finding::new(
+            FindingId::TurnAllocationFailed,
+            Severity::Warning,
+            format!(
+                "A refresh failed during the run on {} ({what}): calls through this relay would drop when the allocation, permission or channel runs out.",
+                names(&refresh_other)
+            ),
+            "Read the TURN server's log for the refused refresh (expired credentials, quota, a restart).",
         ));
     }
 
@@ -217,7 +243,7 @@ pub fn findings(r: &TurnReport) -> Vec<Finding> {
             .is_some_and(|s| !crate::rtcd::is_private(s.ip()));
         if server_public {
             out.push(Finding::new(
-                "turn_relay_private",
+                FindingId::TurnRelayPrivate,
                 Severity::Error,
                 format!(
                     "The public TURN server {} hands out the private relay address {}: peers outside its network cannot send to it.",
@@ -366,6 +392,28 @@ mod tests {
         let f = findings(&r);
         assert_eq!(f[1].id, "turn_forbids_rtcd");
         assert_eq!(f[1].severity, Severity::Warning);
+    }
+
+    #[test]
+    fn failed_refreshes_are_reported() {
+        let mut a = attempt(TurnTransport::Tcp, Reached::Echoed, None);
+        a.refresh_failures = vec!["Refresh: 401 Unauthorized".into()];
+        let mut r = TurnReport {
+            attempts: vec![a],
+            ..TurnReport::default()
+        };
+        let f = findings(&r);
+        assert_eq!(ids(&f), vec!["turn_allocation_failed"]);
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(f[0].summary.contains("401"), "{}", f[0].summary);
+        r.attempts[0].refresh_failures = vec!["CreatePermission: 403 Forbidden IP".into()];
+        let f = findings(&r);
+        assert_eq!(ids(&f), vec!["turn_forbids_rtcd"]);
+        assert_eq!(
+            f[0].severity,
+            Severity::Error,
+            "forbidden at refresh: the call dies"
+        );
     }
 
     #[test]

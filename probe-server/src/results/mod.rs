@@ -9,7 +9,7 @@ mod show;
 pub mod store;
 mod writer;
 
-pub use show::{run, ResultsArgs};
+pub use show::{parse_since, run, ResultsArgs};
 
 use probe_proto::report::{Report, SCHEMA};
 use std::net::SocketAddr;
@@ -23,7 +23,11 @@ use store::Row;
 /// A report is a few kilobytes; anything much larger is not one.
 const MAX_REPORT_BYTES: usize = 1 << 20;
 /// Site names are labels in tables and metrics, not documents.
-const MAX_SITE_CHARS: usize = 256;
+const MAX_SITE_CHARS: usize = 64;
+/// Longest text kept from a report (a finding's sentence is a few hundred characters).
+const MAX_TEXT_CHARS: usize = 2048;
+/// Longest list kept from a report (findings, candidates, pairs: a few dozen at most).
+const MAX_LIST: usize = 256;
 
 /// One uploaded run, as the control channel hands it over.
 #[derive(Debug, Clone)]
@@ -47,6 +51,60 @@ pub struct UploadStats {
     pub invalid: AtomicU64,
     /// Refused: the writer was that far behind.
     pub queue_full: AtomicU64,
+    /// Refused: the site is not on `--sites`.
+    pub site_refused: AtomicU64,
+    /// Stored runs deleted for being older than `--retention`.
+    pub pruned_retention: AtomicU64,
+    /// Stored runs deleted, oldest first, to keep the store under `--max-store-mb`.
+    pub pruned_size: AtomicU64,
+}
+
+/// Which sites may upload: every one, or those of `--sites`.
+#[derive(Debug, Default, Clone)]
+pub struct SitePolicy {
+    pub allowed: Option<std::collections::BTreeSet<String>>,
+}
+
+impl SitePolicy {
+    /// `--sites a,b,c`: names separated by commas, blanks ignored.
+    pub fn from_list(list: Option<&str>) -> Self {
+        Self {
+            allowed: list.map(|l| {
+                l.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }),
+        }
+    }
+
+    /// Why an upload of `site` is refused, if it is.
+    pub fn refuses(&self, site: &str) -> Option<String> {
+        match &self.allowed {
+            Some(a) if !a.contains(site) => Some(format!(
+                "site {} is not one this server keeps results for (probe-server --sites)",
+                probe_proto::sites::clean_text(site, MAX_SITE_CHARS)
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// How long and how much the store keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Keep {
+    pub retention: Duration,
+    pub max_bytes: u64,
+}
+
+impl Default for Keep {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(30 * 86_400),
+            max_bytes: 512 << 20,
+        }
+    }
 }
 
 impl UploadStats {
@@ -63,20 +121,33 @@ pub struct Sink {
     tx: Mutex<Option<SyncSender<Row>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
     pub stats: std::sync::Arc<UploadStats>,
+    sites: SitePolicy,
 }
 
 impl Sink {
     /// Starts the writer thread on an open store; `metrics` also sees every accepted run.
+    #[cfg(test)]
     pub fn start(
         store: store::Store,
         metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     ) -> std::io::Result<Self> {
+        Self::start_with(store, metrics, SitePolicy::default(), Keep::default())
+    }
+
+    /// [`Sink::start`] with a site allow-list and the store's retention and size bounds.
+    pub fn start_with(
+        store: store::Store,
+        metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+        sites: SitePolicy,
+        keep: Keep,
+    ) -> std::io::Result<Self> {
         let stats = std::sync::Arc::<UploadStats>::default();
-        let (tx, worker) = writer::spawn(store, metrics, stats.clone())?;
+        let (tx, worker) = writer::spawn(store, metrics, stats.clone(), keep)?;
         Ok(Self {
             tx: Mutex::new(Some(tx)),
             worker: Mutex::new(Some(worker)),
             stats,
+            sites,
         })
     }
 
@@ -85,18 +156,23 @@ impl Sink {
         let Some(tx) = guard.as_ref() else {
             return Err("this server keeps no results".into());
         };
-        let report = match check(&run.report_json) {
+        let (report, json) = match check(&run.report_json) {
             Ok(r) => r,
             Err(why) => {
                 UploadStats::bump(&self.stats.invalid, 1);
-                return Err(why);
+                // Parser messages quote the input: cleaned before they reach a log or the client.
+                return Err(probe_proto::sites::clean_text(&why, 512));
             }
         };
+        if let Some(why) = self.sites.refuses(&report.site) {
+            UploadStats::bump(&self.stats.site_refused, 1);
+            return Err(why);
+        }
         let row = Row {
             received_ms: run.received_ms,
             client_addr: crate::shared::canonical(run.client_addr).to_string(),
             report,
-            json: run.report_json,
+            json,
         };
         match tx.try_send(row) {
             Ok(()) => Ok(()),
@@ -131,8 +207,10 @@ impl Sink {
     }
 }
 
-/// A report this server can file: schema 1, parseable, of sane size.
-fn check(json: &str) -> Result<Report, String> {
+/// A report this server can file: schema 1, parseable, of sane size, no field it does not
+/// know, every text cleaned (control characters out, length capped). Returns the report and the
+/// JSON to keep: the report as parsed (so nothing this server does not know is stored).
+fn check(json: &str) -> Result<(Report, String), String> {
     if json.len() > MAX_REPORT_BYTES {
         return Err(format!(
             "the report is {} bytes; this server keeps reports up to {MAX_REPORT_BYTES}",
@@ -151,14 +229,104 @@ fn check(json: &str) -> Result<Report, String> {
             schema.schema
         ));
     }
-    let report: Report = serde_json::from_str(json)
+    let raw: serde_json::Value = serde_json::from_str(json)
+        .map_err(|e| format!("the report is not a probe-client report: {e}"))?;
+    let cleaned = clean_value(raw, 0)?;
+    let report: Report = serde_json::from_value(cleaned.clone())
         .map_err(|e| format!("the report is not a schema-{SCHEMA} report: {e}"))?;
-    if report.site.is_empty() || report.site.chars().count() > MAX_SITE_CHARS {
+    if report.site.trim().is_empty() || report.site.chars().count() > MAX_SITE_CHARS {
         return Err(format!(
-            "the site name must have 1 to {MAX_SITE_CHARS} characters"
+            "the site name must have 1 to {MAX_SITE_CHARS} printable characters"
         ));
     }
-    Ok(report)
+    // Only what this server knows how to read is kept: a field it would not parse is refused,
+    // not stored verbatim (and later copied into bundles).
+    let known = serde_json::to_value(&report)
+        .map_err(|e| format!("the report cannot be re-encoded: {e}"))?;
+    let mut unknown = Vec::new();
+    unknown_fields(&cleaned, &known, "", &mut unknown);
+    if !unknown.is_empty() {
+        unknown.truncate(5);
+        return Err(format!(
+            "the report has fields this server does not know ({}); upgrade probe-server",
+            unknown.join(", ")
+        ));
+    }
+    // Kept as this server parsed it: an empty unknown (`"x": null`) does not survive either.
+    Ok((report, known.to_string()))
+}
+
+/// Every string stripped of control characters and cut to its cap; lists and depth bounded.
+fn clean_value(v: serde_json::Value, depth: usize) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    if depth > 16 {
+        return Err("the report is nested too deeply".into());
+    }
+    Ok(match v {
+        Value::String(s) => Value::String(probe_proto::sites::clean_text(&s, MAX_TEXT_CHARS)),
+        Value::Array(a) if a.len() > MAX_LIST => {
+            return Err(format!(
+                "the report has a list of {} items; this server keeps up to {MAX_LIST}",
+                a.len()
+            ))
+        }
+        Value::Array(a) => Value::Array(
+            a.into_iter()
+                .map(|x| clean_value(x, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, x)| Ok((k, clean_value(x, depth + 1)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other,
+    })
+}
+
+/// Paths of `sent` that the parsed report does not have (an absent default — null, empty — is
+/// not a field of its own).
+fn unknown_fields(
+    sent: &serde_json::Value,
+    known: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (sent, known) {
+        (Value::Object(s), Value::Object(k)) => {
+            for (key, v) in s {
+                let p = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match k.get(key) {
+                    Some(kv) => unknown_fields(v, kv, &p, out),
+                    None if is_empty(v) => {}
+                    None => out.push(probe_proto::sites::clean_text(&p, 64)),
+                }
+            }
+        }
+        (Value::Array(s), Value::Array(k)) => {
+            for (i, (sv, kv)) in s.iter().zip(k).enumerate() {
+                unknown_fields(sv, kv, &format!("{path}.{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn is_empty(v: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::String(s) => s.is_empty(),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+    }
 }
 
 #[cfg(test)]
@@ -194,5 +362,52 @@ mod tests {
         assert!(check(&serde_json::to_string(&r).unwrap()).is_ok());
         r.site = "x".repeat(MAX_SITE_CHARS + 1);
         assert!(check(&serde_json::to_string(&r).unwrap()).is_err());
+        r.site = "\n\t".into();
+        assert!(check(&serde_json::to_string(&r).unwrap()).is_err());
+    }
+
+    fn report_value(site: &str) -> serde_json::Value {
+        serde_json::to_value(store::tests_support::report(site, Some(0.0))).unwrap()
+    }
+
+    #[test]
+    fn unknown_report_fields_are_refused_at_upload() {
+        let mut v = report_value("s");
+        v["smuggled"] = serde_json::json!("a document the admin never asked for");
+        let e = check(&v.to_string()).unwrap_err();
+        assert!(e.contains("smuggled"), "{e}");
+        let mut v = report_value("s");
+        v["udp"]["stun"]["extra"] = serde_json::json!({"x": 1});
+        let e = check(&v.to_string()).unwrap_err();
+        assert!(e.contains("udp.stun.extra"), "{e}");
+        // An absent optional written as null is not a field of its own, and is not stored.
+        let mut v = report_value("s");
+        v["ice"] = serde_json::Value::Null;
+        v["empty_unknown"] = serde_json::Value::Null;
+        let (_, kept) = check(&v.to_string()).unwrap();
+        assert!(!kept.contains("empty_unknown"), "{kept}");
+    }
+
+    #[test]
+    fn report_text_is_stripped_of_control_characters_and_capped_before_storing() {
+        let mut v = report_value("berlin\n2026-11-26T00:00:00Z  INFO forged\u{1b}[2J");
+        v["tool_version"] = serde_json::json!("0.1.0\r\nX-Forged: 1");
+        v["server"] = serde_json::json!("x".repeat(10 * MAX_TEXT_CHARS));
+        let (report, json) = check(&v.to_string()).unwrap();
+        assert_eq!(report.site, "berlin2026-11-26T00:00:00Z  INFO forged[2J");
+        assert_eq!(report.tool_version, "0.1.0X-Forged: 1");
+        assert_eq!(report.server.chars().count(), MAX_TEXT_CHARS);
+        assert!(!json.contains("\\n") && !json.contains("\\u001b"), "{json}");
+        let mut v = report_value("s");
+        v["findings"] = serde_json::Value::Array(vec![serde_json::Value::Null; MAX_LIST + 1]);
+        assert!(check(&v.to_string()).unwrap_err().contains("list"));
+    }
+
+    #[test]
+    fn sites_allow_list_refuses_other_sites() {
+        let p = SitePolicy::from_list(Some("berlin, paris,,"));
+        assert_eq!(p.refuses("berlin"), None);
+        assert!(p.refuses("tokyo").unwrap().contains("--sites"));
+        assert_eq!(SitePolicy::from_list(None).refuses("anything"), None);
     }
 }

@@ -127,6 +127,42 @@ fn read_only_fs(path: &Path) -> bool {
     }
 }
 
+/// The store holds client addresses and reports: the owner's alone. A new file is created
+/// 0600 (and SQLite gives its journal the database file's mode); an existing one, and any
+/// `-journal`/`-wal`/`-shm` beside it, is tightened to 0600. A symlink at the path is refused.
+fn create_private(path: &Path) -> Result<(), OpenError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(OpenError::Other(
+                    path.into(),
+                    "it is a symbolic link; give --store the real path".into(),
+                ));
+            }
+        }
+        // Let SQLite say what is wrong (read-only, missing directory, …) in its own words.
+        Err(_) => return Ok(()),
+    }
+    let name = path.as_os_str().to_string_lossy();
+    for p in [
+        name.to_string(),
+        format!("{name}-journal"),
+        format!("{name}-wal"),
+        format!("{name}-shm"),
+    ] {
+        crate::cert::tighten(Path::new(&p));
+    }
+    Ok(())
+}
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -146,6 +182,7 @@ impl Store {
                 });
             }
         }
+        create_private(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -310,6 +347,38 @@ impl Store {
             }
         }
         tx.commit()
+    }
+
+    /// Bytes the store's pages hold (free pages, which SQLite reuses, not counted).
+    pub fn used_bytes(&self) -> rusqlite::Result<u64> {
+        let q = |p: &str| -> rusqlite::Result<i64> {
+            self.conn.pragma_query_value(None, p, |r| r.get(0))
+        };
+        let (pages, free, size) = (q("page_count")?, q("freelist_count")?, q("page_size")?);
+        Ok(((pages - free).max(0) * size.max(0)) as u64)
+    }
+
+    /// Deletes runs received before `now_ms − retention`, then the oldest runs until the pages
+    /// in use fit `max_bytes`. Returns (deleted for age, deleted for size).
+    pub fn prune(&mut self, now_ms: u64, keep: super::Keep) -> rusqlite::Result<(u64, u64)> {
+        let cutoff = now_ms.saturating_sub(keep.retention.as_millis() as u64);
+        let old = self
+            .conn
+            .execute("DELETE FROM runs WHERE received_ms < ?1", [cutoff as i64])?
+            as u64;
+        let mut size = 0u64;
+        // Bounded: each round deletes up to 64 runs, and a store has finitely many.
+        while self.used_bytes()? > keep.max_bytes {
+            let n = self.conn.execute(
+                "DELETE FROM runs WHERE id IN (SELECT id FROM runs ORDER BY received_ms, id LIMIT 64)",
+                [],
+            )? as u64;
+            if n == 0 {
+                break;
+            }
+            size += n;
+        }
+        Ok((old, size))
     }
 
     /// Runs received at or after `since_ms`, of one site or all, oldest first.
@@ -543,6 +612,85 @@ mod tests {
         assert!(matches!(e, OpenError::Missing(_)));
         assert!(e.to_string().contains("results.sqlite"), "{e}");
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn store_and_its_journal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let (_dir, path) = tmp("mode");
+        let mut s = Store::open_for_writing(&path).unwrap();
+        s.insert(&[row("a", 1000, Some(0.0))]).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        drop(s);
+        // A store left world-readable by an older version is tightened when the server opens it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let journal = PathBuf::from(format!("{}-journal", path.display()));
+        std::fs::write(&journal, b"").unwrap();
+        std::fs::set_permissions(&journal, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _s = Store::open_for_writing(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        if journal.exists() {
+            assert_eq!(mode(&journal), 0o600);
+        }
+    }
+
+    #[test]
+    fn a_symlink_at_the_store_path_is_refused() {
+        let (dir, path) = tmp("symlink");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        assert!(Store::open_for_writing(&path).is_err());
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn retention_deletes_runs_older_than_it() {
+        let (_dir, path) = tmp("retention");
+        let mut s = Store::open_for_writing(&path).unwrap();
+        let day = 86_400_000;
+        let now = 100 * day;
+        s.insert(&[
+            row("a", now - 40 * day, Some(0.0)),
+            row("a", now - 31 * day, Some(0.0)),
+            row("b", now - 29 * day, Some(0.0)),
+            row("b", now, Some(0.0)),
+        ])
+        .unwrap();
+        let keep = super::super::Keep::default();
+        assert_eq!(s.prune(now, keep).unwrap(), (2, 0));
+        let left: Vec<u64> = s
+            .runs(None, 0)
+            .unwrap()
+            .iter()
+            .map(|r| r.run.at_ms)
+            .collect();
+        assert_eq!(left, [now - 29 * day, now]);
+        assert_eq!(s.prune(now, keep).unwrap(), (0, 0));
+    }
+
+    #[test]
+    fn size_bound_deletes_oldest_runs_first() {
+        let (_dir, path) = tmp("size");
+        let mut s = Store::open_for_writing(&path).unwrap();
+        let rows: Vec<Row> = (0..400).map(|i| row("a", 1_000 + i, Some(0.0))).collect();
+        s.insert(&rows).unwrap();
+        let full = s.used_bytes().unwrap();
+        let keep = super::super::Keep {
+            retention: Duration::from_secs(u64::MAX / 4000),
+            max_bytes: full / 2,
+        };
+        let (old, size) = s.prune(2_000, keep).unwrap();
+        assert_eq!(old, 0);
+        assert!(size > 0 && size < 400, "{size}");
+        assert!(s.used_bytes().unwrap() <= full / 2);
+        let left = s.runs(None, 0).unwrap();
+        assert_eq!(left.len() as u64, 400 - size);
+        // The newest are the ones kept.
+        assert_eq!(left.last().unwrap().run.at_ms, 1_399);
+        assert_eq!(left[0].run.at_ms, 1_000 + size);
     }
 
     #[test]

@@ -3,13 +3,13 @@
 //! waiting.
 
 use super::store::{Row, Store};
-use super::UploadStats;
+use super::{Keep, UploadStats};
 use crate::metrics::Metrics;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Uploads waiting for the disk; a run takes seconds per client, so this is a deep backlog.
 const QUEUE: usize = 256;
@@ -18,16 +18,44 @@ const BATCH: usize = 64;
 /// While the store keeps failing, say so at most this often.
 const REPEAT_LOG: Duration = Duration::from_secs(60);
 
+/// Retention and size are enforced at start and then at most this often (after a write).
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
 pub fn spawn(
     store: Store,
     metrics: Option<Arc<Metrics>>,
     stats: Arc<UploadStats>,
+    keep: Keep,
 ) -> std::io::Result<(SyncSender<Row>, JoinHandle<()>)> {
     let (tx, rx) = sync_channel(QUEUE);
     let worker = std::thread::Builder::new()
         .name("result-store".into())
-        .spawn(move || write_loop(store, rx, metrics, stats))?;
+        .spawn(move || write_loop(store, rx, metrics, stats, keep))?;
     Ok((tx, worker))
+}
+
+/// Deletes what is past retention or over the size bound; counts and logs it.
+fn prune(store: &mut Store, keep: Keep, stats: &UploadStats) {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    match store.prune(now_ms, keep) {
+        Ok((0, 0)) => {}
+        Ok((old, size)) => {
+            stats.pruned_retention.fetch_add(old, Ordering::Relaxed);
+            stats.pruned_size.fetch_add(size, Ordering::Relaxed);
+            tracing::info!(
+                path = %store.path().display(),
+                older_than_retention = old,
+                over_size = size,
+                "deleted stored runs"
+            );
+        }
+        Err(e) => tracing::warn!(
+            path = %store.path().display(),
+            "cannot delete old runs from the result store: {e}"
+        ),
+    }
 }
 
 fn write_loop(
@@ -35,11 +63,18 @@ fn write_loop(
     rx: Receiver<Row>,
     metrics: Option<Arc<Metrics>>,
     stats: Arc<UploadStats>,
+    keep: Keep,
 ) {
     let mut failing: Option<Instant> = None;
     let mut lost_since_log = 0u64;
+    prune(&mut store, keep, &stats);
+    let mut pruned_at = Instant::now();
     // Ends when the sender is dropped (shutdown) and the queue is drained.
     while let Ok(first) = rx.recv() {
+        if pruned_at.elapsed() >= PRUNE_EVERY {
+            prune(&mut store, keep, &stats);
+            pruned_at = Instant::now();
+        }
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {

@@ -44,7 +44,10 @@ fn refused_is_a_connect_error_and_silence_hits_the_deadline() {
     let url = Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
     let e = get(&url, "/", &plain(), soon()).unwrap_err();
     assert!(matches!(e, FetchError::Connect(_)), "{e}");
-    assert!(e.to_string().starts_with("TCP connect to 127.0.0.1:"), "{e}");
+    assert!(
+        e.to_string().starts_with("TCP connect to 127.0.0.1:"),
+        "{e}"
+    );
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = Url::parse(&format!("http://{}", silent.local_addr().unwrap())).unwrap();
     let t = Instant::now();

@@ -3,6 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::CertificateDer;
+
 use super::TimedTcp;
 
 /// Roots of trust: the system's store (rustls-native-certs honours SSL_CERT_FILE and
@@ -46,7 +49,10 @@ pub(super) fn handshake(
     mut conn: rustls::ClientConnection,
     mut timed: TimedTcp,
     bound: Duration,
-) -> std::io::Result<(rustls::StreamOwned<rustls::ClientConnection, TimedTcp>, Option<String>)> {
+) -> std::io::Result<(
+    rustls::StreamOwned<rustls::ClientConnection, TimedTcp>,
+    Option<String>,
+)> {
     let deadline = timed.deadline;
     timed.deadline = deadline.min(Instant::now() + bound);
     while conn.is_handshaking() {
@@ -59,6 +65,32 @@ pub(super) fn handshake(
 
 #[derive(Debug)]
 struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+/// rustls' TLS 1.2 or 1.3 handshake signature check.
+type VerifySignature = fn(
+    &[u8],
+    &CertificateDer<'_>,
+    &rustls::DigitallySignedStruct,
+    &rustls::crypto::WebPkiSupportedAlgorithms,
+) -> Result<HandshakeSignatureValid, rustls::Error>;
+
+impl AnyCert {
+    /// The handshake signature, checked with the provider's algorithms.
+    fn signature(
+        &self,
+        verify: VerifySignature,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+}
 
 impl rustls::client::danger::ServerCertVerifier for AnyCert {
     fn verify_server_cert(
@@ -75,21 +107,19 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
     fn verify_tls12_signature(
         &self,
         message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
+        cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.signature(rustls::crypto::verify_tls12_signature, message, cert, dss)
     }
 
     fn verify_tls13_signature(
         &self,
         message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
+        cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let algs = &self.0.signature_verification_algorithms;
-        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.signature(rustls::crypto::verify_tls13_signature, message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {

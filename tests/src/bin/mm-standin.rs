@@ -2,11 +2,11 @@
 //! before a call to get its ICE servers (plain HTTP, one request per connection):
 //!
 //! - `GET /plugins/com.mattermost.calls/config`: the client config's `ICEServersConfigs` and
-//!   `NeedsTURNCredentials` (plugin `server/configuration.go:515-530`, `getICEServers(true)` at
+//!   `NeedsTURNCredentials` (plugin `server/configuration.go:519-530`, `getICEServers(true)` at
 //!   764-781 drops TURN entries without credentials);
 //! - `GET /plugins/com.mattermost.calls/turn-credentials`: `[{urls, username, credential}]` made
 //!   with the shared secret exactly as the plugin does (`server/api.go:459-495` →
-//!   rtcd `service/rtc/turn.go:37-86`, via `probe_proto::turn::rest`), or, with
+//!   rtcd `service/rtc/turn.go:37-84`, via `probe_proto::turn::rest`), or, with
 //!   `--fail-credentials`, the plugin's 403 for a missing `TURNStaticAuthSecret`
 //!   (`api.go:464-467`, body shaped by `server/audit.go:14-38`).
 //!
@@ -17,6 +17,10 @@
 //!            [--fail-credentials] --turn URL [--turn URL…]
 //! ```
 //! Prints `mm-standin ready IP:PORT` on stdout once listening.
+//!
+//! `mm-standin --connect-proxy --listen IP:PORT` is instead a minimal HTTP proxy that only
+//! does `CONNECT host:port` (what a browser sends for TURN over TCP/TLS behind HTTPS_PROXY),
+//! logging each tunnel on stderr.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -30,6 +34,7 @@ struct Opts {
     minutes: i64,
     fail_credentials: bool,
     turn: Vec<String>,
+    connect_proxy: bool,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -41,6 +46,7 @@ fn parse() -> Result<Opts, String> {
         minutes: 240,
         fail_credentials: false,
         turn: vec![],
+        connect_proxy: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -55,6 +61,7 @@ fn parse() -> Result<Opts, String> {
             "--expired" => o.minutes = -60,
             "--fail-credentials" => o.fail_credentials = true,
             "--turn" => o.turn.push(val()?),
+            "--connect-proxy" => o.connect_proxy = true,
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -173,6 +180,43 @@ fn handle(mut s: TcpStream, o: &Opts) {
     }
 }
 
+/// One CONNECT tunnel: read the request head, dial, answer 200, splice both ways.
+fn tunnel(mut s: TcpStream) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head);
+    let line = text.lines().next().unwrap_or_default().to_string();
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    eprintln!("mm-standin proxy: {line}");
+    if method != "CONNECT" {
+        let _ = s.write_all(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n");
+        return;
+    }
+    let Ok(up) = TcpStream::connect(target) else {
+        let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+        return;
+    };
+    let _ = s.set_read_timeout(None);
+    let _ = s.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+    let (mut a, mut b) = (s.try_clone().unwrap(), up.try_clone().unwrap());
+    let (mut c, mut d) = (s, up);
+    let t = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut a, &mut b);
+        let _ = b.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut d, &mut c);
+    let _ = c.shutdown(std::net::Shutdown::Write);
+    let _ = t.join();
+}
+
 fn main() {
     let o = match parse() {
         Ok(o) => o,
@@ -194,7 +238,11 @@ fn main() {
     );
     let _ = std::io::stdout().flush();
     for s in l.incoming().flatten() {
-        handle(s, &o);
+        if o.connect_proxy {
+            std::thread::spawn(move || tunnel(s));
+        } else {
+            handle(s, &o);
+        }
     }
 }
 

@@ -1,0 +1,146 @@
+//! What the doctor observed on RTCD's host, recorded as plain values: the socket tables and
+//! their owners, sysctl values, UDP counters, CPU ticks, the API's answers, the nftables
+//! ruleset (JSON), what RTCD advertises and its log. `gather` fills it (all the IO); `rules`
+//! judges it (pure), so every rule is unit-tested from recorded facts.
+
+use probe_proto::http::Url;
+use probe_proto::rtcd::ConfigError;
+use std::net::IpAddr;
+
+use super::advertise;
+use super::api::ApiFacts;
+use super::logs::LogScan;
+use super::nft::Target;
+use super::procnet::{Owner, Sock};
+use super::snmp::UdpCounters;
+use super::RulesChoice;
+use crate::rtcd_env::RtcdEnv;
+
+pub struct HostFacts {
+    /// When the run started (ms since the Unix epoch) and how long it took.
+    pub started_ms: u64,
+    pub duration_ms: u64,
+    pub host: String,
+    pub setup: Setup,
+    pub ports: PortFacts,
+    /// `net.core.*mem_max` values, or why each could not be read.
+    pub buffers: Vec<(&'static str, Result<u64, String>)>,
+    pub drops: DropFacts,
+    pub cpu: CpuFacts,
+    pub api: ApiSide,
+    pub firewall: FirewallFacts,
+    /// What RTCD advertises (judged by `advertise`), with the pion/ice rules used; `None`: not
+    /// done within its deadline.
+    pub advertise: Option<(advertise::Outcome, RulesChoice)>,
+    pub log: LogFacts,
+}
+
+/// What the run was given and found before gathering: RTCD's configuration and environment.
+pub struct Setup {
+    /// Where RTCD's configuration came from (a path, or RTCD's defaults).
+    pub config_source: String,
+    /// Where the admin edits a setting, for fix texts.
+    pub where_: String,
+    pub env: RtcdEnv,
+    /// An `RTCD_*` variable RTCD would refuse.
+    pub env_error: Option<ConfigError>,
+}
+
+/// Who holds a set of sockets.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Holders {
+    /// The process holding the most of them.
+    pub main: Option<Owner>,
+    /// Every distinct holder, the main one first.
+    pub all: Vec<Owner>,
+}
+
+/// RTCD's ICE ports at the start of the sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PortFacts {
+    pub ice_udp: u16,
+    pub ice_tcp: u16,
+    /// Why the UDP tables could not be read.
+    pub udp_error: Option<String>,
+    /// Sockets on the ICE ports (limited to RTCD's ice_address_*; TCP: listening only).
+    pub udp: Vec<Sock>,
+    pub tcp: Vec<Sock>,
+    pub udp_holders: Holders,
+    pub tcp_holders: Holders,
+    /// Whether the `/proc/*/fd` scan for owners finished before its deadline.
+    pub scan_complete: bool,
+}
+
+/// UDP drops over the sample: the host's counters and RTCD's own sockets' `drops` column.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropFacts {
+    pub port: u16,
+    /// RTCD's ice_address_udp, parsed (empty: every address).
+    pub addrs: Vec<IpAddr>,
+    /// Seconds from the start of the run to the second reading.
+    pub elapsed: f64,
+    pub snmp_start: Result<UdpCounters, String>,
+    pub snmp_end: Result<UdpCounters, String>,
+    /// RTCD's UDP sockets at the start (with their drop counters).
+    pub socks_start: Vec<Sock>,
+    /// The whole UDP table at the end; `None` when either reading failed.
+    pub table_end: Option<Vec<Sock>>,
+}
+
+/// RTCD's CPU use over the sample and the host's load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CpuFacts {
+    pub cores: usize,
+    pub load: Option<f64>,
+    pub sample: CpuSample,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CpuSample {
+    /// No process holds RTCD's ports (or its ticks could not be read at the start).
+    NotFound,
+    /// RTCD's process ended during the sample.
+    Exited { pid: u32 },
+    /// Clock ticks used over `secs`.
+    Measured {
+        pid: u32,
+        ticks: u64,
+        secs: f64,
+        ticks_per_sec: f64,
+    },
+}
+
+/// RTCD's API: where it was asked, who listens there, and what it answered.
+#[derive(Debug)]
+pub struct ApiSide {
+    pub url: Url,
+    /// How the URL was chosen (`--rtcd-api`, the config), for fix texts.
+    pub url_source: String,
+    pub min_version: String,
+    /// The URL's host is this host.
+    pub local: bool,
+    /// Sockets listening on the API port here, and their holder.
+    pub listening: usize,
+    pub owner: Option<Owner>,
+    /// `None`: no answer within the deadline.
+    pub answers: Option<ApiFacts>,
+}
+
+/// The nftables ruleset (`nft -j list ruleset`) and the ports it is searched for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirewallFacts {
+    pub targets: Vec<Target>,
+    /// `None`: not read within the deadline.
+    pub ruleset: Option<Result<serde_json::Value, String>>,
+}
+
+/// RTCD's log, from `--rtcd-log` or its journal.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogFacts {
+    /// No file given and no systemd unit known.
+    NoSource,
+    /// Not read within the deadline.
+    Late,
+    Failed(String),
+    Read(LogScan),
+}

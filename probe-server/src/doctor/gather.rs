@@ -1,0 +1,367 @@
+//! Gathering: every read of the host the doctor makes, at once and each with a deadline, into
+//! [`HostFacts`]. Socket tables, owners, counters and CPU ticks at the start of the sample;
+//! the API, nftables, what RTCD advertises and its log in threads during it; counters and
+//! ticks again at its end. Nothing here judges.
+
+use probe_proto::http::Url;
+use probe_proto::rtcd::RtcdConfig;
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::facts::{
+    ApiSide, CpuFacts, CpuSample, DropFacts, FirewallFacts, Holders, HostFacts, LogFacts,
+    PortFacts, Setup,
+};
+use super::procnet::{self, Owner, Proto, Sock};
+use super::{advertise, api, choose_rules, cpu, logs, nft, snmp, sysctl, Inputs, Loaded};
+use super::{hostname, RulesChoice};
+
+/// Spare time after the sample for the last reads and the report, within the 5 s promise.
+const JOIN_MARGIN: Duration = Duration::from_millis(4500);
+/// Deadlines of the concurrent reads, counted from the end of the sample: they run during it
+/// and may use part of the margin on a loaded host.
+const API_MARGIN: Duration = Duration::from_millis(3500);
+const NFT_MARGIN: Duration = Duration::from_secs(3);
+const ADVERTISE_MARGIN: Duration = Duration::from_secs(3);
+const OWNER_SCAN_DEADLINE: Duration = Duration::from_millis(1500);
+const LOG_MARGIN: Duration = Duration::from_secs(3);
+/// How long the candidate computation waits for RTCD's /version (from the start of the run).
+const VERSION_WAIT: Duration = Duration::from_millis(2500);
+
+/// The whole run's reads; ends within `--sample` + 5 s.
+pub fn gather(inputs: &Inputs, loaded: &Loaded) -> HostFacts {
+    let t0 = Instant::now();
+    let started_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let sample = Duration::from_secs_f64(inputs.sample);
+    // Deadlines count from the start of the run (finding RTCD's environment came first).
+    let clock = Clock {
+        base: loaded.started.min(t0),
+        sample,
+    };
+    let start = Start::read(&loaded.cfg, &loaded.api_url, t0);
+    let tasks = Tasks::spawn(inputs, loaded, &clock);
+    let buffers = sysctl::read();
+    std::thread::sleep((t0 + sample).saturating_duration_since(Instant::now()));
+    let drops = start.drops_at_end(t0.elapsed().as_secs_f64());
+    let cpu = start.cpu_at_end();
+    let hard = clock.base + sample + JOIN_MARGIN;
+    let api = ApiSide {
+        answers: tasks.api.join(hard),
+        url_source: loaded.api_source.clone(),
+        min_version: inputs.min_rtcd_version.clone(),
+        ..start.api
+    };
+    let firewall = FirewallFacts {
+        targets: start.targets,
+        ruleset: tasks.nft.join(hard),
+    };
+    let advertise = tasks.advertise.join(hard);
+    let log = match tasks.log.map(|t| t.join(hard)) {
+        None => LogFacts::NoSource,
+        Some(None) => LogFacts::Late,
+        Some(Some(Err(e))) => LogFacts::Failed(e),
+        Some(Some(Ok(scan))) => LogFacts::Read(scan),
+    };
+    HostFacts {
+        started_ms,
+        host: hostname(),
+        setup: Setup {
+            config_source: loaded.source.clone(),
+            where_: loaded.where_.clone(),
+            env: loaded.env.clone(),
+            env_error: loaded.env_error.clone(),
+        },
+        ports: start.ports,
+        buffers,
+        drops,
+        cpu,
+        api,
+        firewall,
+        advertise,
+        log,
+        duration_ms: t0.elapsed().as_millis() as u64,
+    }
+}
+
+/// The run's time base: deadlines are `base + sample + margin`.
+struct Clock {
+    base: Instant,
+    sample: Duration,
+}
+
+/// What is read at the start of the sample.
+struct Start {
+    ports: PortFacts,
+    udp_read: bool,
+    udp_addrs: Vec<IpAddr>,
+    snmp: Result<snmp::UdpCounters, String>,
+    /// RTCD's process and its CPU ticks, with when they were read.
+    cpu: Option<(u32, u64, Instant)>,
+    api: ApiSide,
+    targets: Vec<nft::Target>,
+}
+
+impl Start {
+    fn read(cfg: &RtcdConfig, api_url: &Url, t0: Instant) -> Start {
+        let ice_udp = u16::try_from(cfg.ice_port_udp).unwrap_or(0);
+        let ice_tcp = u16::try_from(cfg.ice_port_tcp).unwrap_or(0);
+        let udp0 = procnet::read_tables(Proto::Udp);
+        let tcp0 = procnet::read_tables(Proto::Tcp).unwrap_or_default();
+        let snmp = snmp::read();
+        let udp_addrs = ice_addresses(&cfg.ice_address_udp);
+        let udp = owned(procnet::on_port(
+            udp0.as_deref().unwrap_or(&[]),
+            ice_udp,
+            &udp_addrs,
+            false,
+        ));
+        let tcp_addrs = ice_addresses(&cfg.ice_address_tcp);
+        let tcp = owned(procnet::on_port(&tcp0, ice_tcp, &tcp_addrs, true));
+        let local = api_is_local(api_url);
+        let api_socks = if local {
+            owned(procnet::on_port(&tcp0, api_url.port, &[], true))
+        } else {
+            Vec::new()
+        };
+        let inodes: HashSet<u64> = udp
+            .iter()
+            .chain(&tcp)
+            .chain(&api_socks)
+            .map(|s| s.inode)
+            .collect();
+        let (by_inode, scan_complete) = procnet::owners(&inodes, t0 + OWNER_SCAN_DEADLINE);
+        let holders = |socks: &[Sock]| {
+            let refs: Vec<&Sock> = socks.iter().collect();
+            let (main, all) = procnet::main_owner(&refs, &by_inode);
+            Holders { main, all }
+        };
+        let (udp_holders, tcp_holders) = (holders(&udp), holders(&tcp));
+        let api_owner: Option<Owner> = holders(&api_socks).main;
+        let pid = udp_holders
+            .main
+            .as_ref()
+            .or(tcp_holders.main.as_ref())
+            .map(|o| o.pid);
+        let cpu = pid.and_then(|pid| Some((pid, cpu::process_ticks(pid)?, Instant::now())));
+        Start {
+            ports: PortFacts {
+                ice_udp,
+                ice_tcp,
+                udp_error: udp0.as_ref().err().cloned(),
+                udp,
+                tcp,
+                udp_holders,
+                tcp_holders,
+                scan_complete,
+            },
+            udp_read: udp0.is_ok(),
+            udp_addrs,
+            snmp,
+            cpu,
+            api: ApiSide {
+                url: api_url.clone(),
+                url_source: String::new(),
+                min_version: String::new(),
+                local,
+                listening: api_socks.len(),
+                owner: api_owner,
+                answers: None,
+            },
+            targets: firewall_targets(ice_udp, ice_tcp, api_url.port),
+        }
+    }
+
+    /// The UDP counters and RTCD's sockets again.
+    fn drops_at_end(&self, elapsed: f64) -> DropFacts {
+        let snmp_end = snmp::read();
+        let table_end = if self.udp_read {
+            procnet::read_tables(Proto::Udp).ok()
+        } else {
+            None
+        };
+        DropFacts {
+            port: self.ports.ice_udp,
+            addrs: self.udp_addrs.clone(),
+            elapsed,
+            snmp_start: self.snmp.clone(),
+            snmp_end,
+            socks_start: self.ports.udp.clone(),
+            table_end,
+        }
+    }
+
+    /// RTCD's CPU ticks again, the cores and the load.
+    fn cpu_at_end(&self) -> CpuFacts {
+        let cores = cpu::cores();
+        let load = cpu::load1();
+        let sample = match self.cpu {
+            None => CpuSample::NotFound,
+            Some((pid, t0, i0)) => match cpu::process_ticks(pid) {
+                None => CpuSample::Exited { pid },
+                Some(t1) => CpuSample::Measured {
+                    pid,
+                    ticks: t1.saturating_sub(t0),
+                    secs: i0.elapsed().as_secs_f64(),
+                    ticks_per_sec: cpu::ticks_per_sec(),
+                },
+            },
+        };
+        CpuFacts {
+            cores,
+            load,
+            sample,
+        }
+    }
+}
+
+fn owned(socks: Vec<&Sock>) -> Vec<Sock> {
+    socks.into_iter().cloned().collect()
+}
+
+fn ice_addresses(list: &str) -> Vec<IpAddr> {
+    probe_proto::rtcd::parse_ice_address(list)
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect()
+}
+
+fn firewall_targets(ice_udp: u16, ice_tcp: u16, api_port: u16) -> Vec<nft::Target> {
+    vec![
+        nft::Target {
+            proto: Proto::Udp,
+            port: ice_udp,
+            what: "RTCD's ICE port (media over UDP)",
+        },
+        nft::Target {
+            proto: Proto::Tcp,
+            port: ice_tcp,
+            what: "RTCD's ICE TCP port (the TCP fallback)",
+        },
+        nft::Target {
+            proto: Proto::Tcp,
+            port: api_port,
+            what: "RTCD's API port (Mattermost → RTCD)",
+        },
+    ]
+}
+
+fn api_is_local(url: &Url) -> bool {
+    match url.host.parse::<IpAddr>() {
+        Ok(ip) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || crate::interfaces::local_addrs().is_ok_and(|l| l.iter().any(|a| a.ip == ip))
+        }
+        Err(_) => url.host == "localhost" || url.host == hostname(),
+    }
+}
+
+/// The reads that run during the sample, each in its own thread.
+struct Tasks {
+    api: Pending<api::ApiFacts>,
+    nft: Pending<Result<serde_json::Value, String>>,
+    advertise: Pending<(advertise::Outcome, RulesChoice)>,
+    log: Option<Pending<Result<logs::LogScan, String>>>,
+}
+
+impl Tasks {
+    fn spawn(inputs: &Inputs, loaded: &Loaded, clock: &Clock) -> Tasks {
+        let (version_tx, version_rx) = mpsc::channel::<Option<String>>();
+        let api = {
+            let url = loaded.api_url.clone();
+            let deadline = clock.base + clock.sample + API_MARGIN;
+            spawn(move || {
+                let facts = api::gather(&url, deadline);
+                // The candidate rules depend on the version RTCD reports.
+                let _ = version_tx.send(api::reported_version(&facts));
+                facts
+            })
+        };
+        let nft_deadline = clock.base + clock.sample + NFT_MARGIN;
+        let nft = spawn(move || nft::list_ruleset(nft_deadline));
+        Tasks {
+            api,
+            nft,
+            advertise: spawn_advertise(inputs, loaded, clock, version_rx),
+            log: spawn_log(inputs, loaded, clock),
+        }
+    }
+}
+
+/// What RTCD advertises, computed with the rules for its version: --rtcd-version, else what
+/// RTCD's /version says (the API usually answers in milliseconds; a silent API is not waited
+/// for past VERSION_WAIT), else the default.
+fn spawn_advertise(
+    inputs: &Inputs,
+    loaded: &Loaded,
+    clock: &Clock,
+    version_rx: mpsc::Receiver<Option<String>>,
+) -> Pending<(advertise::Outcome, RulesChoice)> {
+    let cfg = loaded.cfg.clone();
+    let where_ = loaded.where_.clone();
+    let flag = inputs.rtcd_version.clone();
+    let wait_until = clock.base + VERSION_WAIT.min(clock.sample + ADVERTISE_MARGIN / 2);
+    let deadline = clock.base + clock.sample + ADVERTISE_MARGIN;
+    spawn(move || {
+        let reported = if flag.is_some() {
+            None
+        } else {
+            version_rx
+                .recv_timeout(wait_until.saturating_duration_since(Instant::now()))
+                .ok()
+                .flatten()
+        };
+        let choice = choose_rules(flag.as_deref(), reported.as_deref());
+        let o = advertise::check(&cfg, &where_, choice.rules, deadline);
+        (o, choice)
+    })
+}
+
+/// `--rtcd-log`, else RTCD's journal when its systemd unit is known (from its process, or a
+/// loaded unit), since RTCD's start.
+fn spawn_log(
+    inputs: &Inputs,
+    loaded: &Loaded,
+    clock: &Clock,
+) -> Option<Pending<Result<logs::LogScan, String>>> {
+    match (&inputs.rtcd_log, &loaded.env.unit) {
+        (Some(p), _) => {
+            let p = p.clone();
+            Some(spawn(move || logs::read(&p)))
+        }
+        (None, Some(unit)) => {
+            let unit = unit.clone();
+            let since = loaded
+                .env
+                .pid
+                .and_then(|pid| logs::process_start(pid, cpu::ticks_per_sec()));
+            let deadline = clock.base + clock.sample + LOG_MARGIN;
+            Some(spawn(move || logs::read_journal(&unit, since, deadline)))
+        }
+        (None, None) => None,
+    }
+}
+
+/// A read running in its own thread; `join` gives up at the deadline (the thread is then
+/// abandoned: the process ends right after the report).
+struct Pending<T>(mpsc::Receiver<T>);
+
+fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Pending<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    Pending(rx)
+}
+
+impl<T> Pending<T> {
+    fn join(self, deadline: Instant) -> Option<T> {
+        self.0
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .ok()
+    }
+}

@@ -1,0 +1,171 @@
+//! Judging: the host rules, pure functions of [`HostFacts`]. Each area's rule turns its facts
+//! into checks (the report's table) and findings (with their fixes); [`judge`] runs them in
+//! the report's order and assembles the report.
+
+use probe_proto::catalog::FindingId;
+use probe_proto::report::{Finding, Severity};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::facts::{HostFacts, LogFacts, Setup};
+use super::report::{self, Check, DoctorReport, Status};
+use super::{advertise, logs, Done, RulesChoice};
+
+mod host;
+mod services;
+
+pub use host::{cpu, ports, socket_buffers, udp_drops};
+pub use services::{api, firewall, log_findings};
+
+/// Checks and findings as the rules add them.
+#[derive(Debug, Default)]
+pub struct Judged {
+    pub checks: Vec<Check>,
+    pub findings: Vec<Finding>,
+}
+
+impl Judged {
+    fn check(&mut self, id: &str, status: Status, detail: impl Into<String>) {
+        self.checks.push(Check::new(id, status, detail));
+    }
+
+    fn skipped(&mut self, id: &str, why: impl std::fmt::Display) {
+        self.check(id, Status::Skipped, format!("skipped: {why}"));
+    }
+
+    fn late(&mut self, id: &str) {
+        self.check(
+            id,
+            Status::Skipped,
+            "skipped: did not finish within its deadline",
+        );
+    }
+
+    fn finding(
+        &mut self,
+        id: FindingId,
+        severity: Severity,
+        summary: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.findings.push(Finding::new(id, severity, summary, fix));
+    }
+}
+
+/// Every rule over the facts, in the report's order, and the report.
+pub fn judge(facts: HostFacts) -> Done {
+    let mut out = Judged::default();
+    ports(&facts.ports, &facts.setup.where_, &mut out);
+    let small = socket_buffers(&facts.buffers, &mut out);
+    udp_drops(&facts.drops, &small, &mut out);
+    cpu(&facts.cpu, &mut out);
+    let (version, version_json) = api(&facts.api, &mut out);
+    firewall(&facts.firewall, &mut out);
+    environment(&facts.setup, &mut out);
+    let (stun_now, rules) = advertised(facts.advertise.as_ref(), &mut out);
+    log(&facts.log, &facts.setup, &stun_now, &mut out);
+    let Judged {
+        checks,
+        mut findings,
+    } = out;
+    report::sort_findings(&mut findings);
+    let report = DoctorReport {
+        schema: probe_proto::report::SCHEMA,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        host: facts.host,
+        ok: report::ok(&findings),
+        rtcd: report::Rtcd {
+            version,
+            api: facts.api.url.base(),
+            udp_owner: facts.ports.udp_holders.main,
+            tcp_owner: facts.ports.tcp_holders.main,
+            env: Some(report::EnvReport::from(&facts.setup.env)),
+            pion_rules: rules.as_ref().map(|c| c.rules),
+            version_source: rules.as_ref().map(|c| c.from.to_string()),
+        },
+        checks,
+        findings,
+        started_at: probe_proto::report::rfc3339(facts.started_ms),
+        duration_ms: facts.duration_ms,
+        config: facts.setup.config_source,
+    };
+    let log = match facts.log {
+        LogFacts::Read(scan) => Some(scan),
+        _ => None,
+    };
+    Done {
+        report,
+        version_json,
+        log,
+    }
+}
+
+/// Where RTCD's `RTCD_*` variables were read: pass, or warn when RTCD's own environment could
+/// not be read although its process runs; `rtcd_config_invalid` when RTCD would refuse one.
+pub fn environment(setup: &Setup, out: &mut Judged) {
+    let env = &setup.env;
+    let status = match env.source {
+        crate::rtcd_env::Source::Own if env.pid.is_some() => Status::Warn,
+        _ => Status::Pass,
+    };
+    out.check("rtcd_env", status, env.summary());
+    if let Some(e) = &setup.env_error {
+        // rtcd cmd/rtcd/config.go:31-33 (v1.2.6): a variable envconfig cannot parse stops RTCD.
+        out.finding(
+            FindingId::RtcdConfigInvalid,
+            Severity::Error,
+            format!(
+                "RTCD would refuse its environment ({}): {}",
+                env.describe(),
+                e.rtcd_message
+            ),
+            e.hint.clone(),
+        );
+    }
+}
+
+/// What RTCD advertises, as `advertise` judged it, with the pion/ice rules named; returns the
+/// STUN exchange run now and the rules.
+pub fn advertised(
+    adv: Option<&(advertise::Outcome, RulesChoice)>,
+    out: &mut Judged,
+) -> (HashMap<IpAddr, Option<IpAddr>>, Option<RulesChoice>) {
+    let Some((o, choice)) = adv else {
+        out.late("rtcd_config");
+        return (HashMap::new(), None);
+    };
+    let mut check = o.check.clone();
+    check.detail.push_str(&format!("; {}", choice.text()));
+    out.checks.push(check);
+    out.findings.extend(o.findings.iter().cloned());
+    (o.stun_now.clone(), Some(choice.clone()))
+}
+
+/// RTCD's log: the guide's patterns, private candidates, and STUN at RTCD's start.
+pub fn log(
+    facts: &LogFacts,
+    setup: &Setup,
+    stun_now: &HashMap<IpAddr, Option<IpAddr>>,
+    out: &mut Judged,
+) {
+    match facts {
+        LogFacts::NoSource => out.check(
+            "logs",
+            Status::Skipped,
+            "skipped: no --rtcd-log given and no systemd unit of RTCD found for its journal (e.g. `journalctl -u rtcd --since -1h > rtcd.log` or `docker logs CONTAINER > rtcd.log`, then --rtcd-log rtcd.log)",
+        ),
+        LogFacts::Late => out.late("logs"),
+        LogFacts::Failed(e) => out.skipped("logs", e),
+        LogFacts::Read(scan) => {
+            let restart = match &setup.env.unit {
+                Some(u) => format!("`systemctl restart {u}`"),
+                None => "`systemctl restart rtcd`, or restart its container".to_string(),
+            };
+            let stun = logs::stun_at_start(&scan.stun, stun_now, &setup.where_, &restart);
+            log_findings(scan, stun, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,786 @@
+//! Every host rule, judged from recorded facts: /proc text as the kernel writes it, sysctl
+//! values, RTCD's API answers, `nft -j list ruleset` JSON and log lines.
+
+use super::host::judge_cpu;
+use super::services::listener;
+use super::*;
+use crate::doctor::facts::{
+    ApiSide, CpuFacts, CpuSample, DropFacts, FirewallFacts, Holders, PortFacts,
+};
+use crate::doctor::procnet::{parse_table, Owner, Proto, Sock};
+use crate::doctor::snmp::parse_snmp;
+use crate::doctor::{api::ApiFacts, nft, sysctl};
+use crate::rtcd_env::{RtcdEnv, Source};
+use probe_proto::http::{Head, Response, Url};
+use probe_shell::http::FetchError;
+
+// /proc/net/udp as recorded on a Linux 6.x host: RTCD's sockets on 203.0.113.2:8443 (57 drops
+// so far) and 0.0.0.0:8443, and a resolver on 127.0.0.1:53.
+const UDP: &str = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  112: 027100CB:20FB 00000000:0000 07 00000000:00000900 00 00000000     0        0 48213 2 00000000a1b2c3d4 57
+  113: 00000000:20FB 00000000:0000 07 00000000:00000000 00 00000000     0        0 48214 2 00000000a1b2c3d5 0
+  114: 0100007F:0035 00000000:0000 07 00000000:00000000 00 00000000   101        0 1201 2 00000000a1b2c3d6 0
+";
+// The same sockets at the end of the sample: 48213 dropped 40 more.
+const UDP_END: &str = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  112: 027100CB:20FB 00000000:0000 07 00000000:00000900 00 00000000     0        0 48213 2 00000000a1b2c3d4 97
+  113: 00000000:20FB 00000000:0000 07 00000000:00000000 00 00000000     0        0 48214 2 00000000a1b2c3d5 0
+";
+// /proc/net/tcp: a listener on 0.0.0.0:8443 and an established connection on the port.
+const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000:20FB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 777 1 0000000000000000 100 0 0 10 0
+   1: 027100CB:20FB 037100CB:C350 01 00000000:00000000 00:00000000 00000000     0        0 778 1 0000000000000000 20 4 30 10 -1
+";
+// /proc/net/snmp's Udp rows, before and after a sample in which the host dropped 5.
+const SNMP_START: &str = "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+Udp: 1520 14 907 1535 905 3 2 0 0
+";
+const SNMP_END: &str = "Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors InCsumErrors IgnoredMulti MemErrors
+Udp: 1620 14 912 1635 910 3 2 0 0
+";
+
+fn owner(pid: u32, process: &str) -> Owner {
+    Owner {
+        pid,
+        process: process.into(),
+    }
+}
+
+fn held(o: Option<Owner>) -> Holders {
+    Holders {
+        all: o.iter().cloned().collect(),
+        main: o,
+    }
+}
+
+fn on_8443(text: &str, proto: Proto) -> Vec<Sock> {
+    let table = parse_table(text, proto);
+    crate::doctor::procnet::on_port(&table, 8443, &[], proto == Proto::Tcp)
+        .into_iter()
+        .cloned()
+        .collect()
+}
+
+fn ports_facts(udp_owner: Option<Owner>) -> PortFacts {
+    PortFacts {
+        ice_udp: 8443,
+        ice_tcp: 8443,
+        udp_error: None,
+        udp: on_8443(UDP, Proto::Udp),
+        tcp: on_8443(TCP, Proto::Tcp),
+        udp_holders: held(udp_owner.clone()),
+        tcp_holders: held(udp_owner),
+        scan_complete: true,
+    }
+}
+
+fn ids(out: &Judged) -> Vec<(String, Severity)> {
+    out.findings
+        .iter()
+        .map(|f| (f.id.clone(), f.severity))
+        .collect()
+}
+
+fn statuses(out: &Judged) -> Vec<(String, Status)> {
+    out.checks
+        .iter()
+        .map(|c| (c.id.clone(), c.status))
+        .collect()
+}
+
+fn id(f: FindingId, s: Severity) -> (String, Severity) {
+    (f.as_str().to_string(), s)
+}
+
+fn st(id: &str, s: Status) -> (String, Status) {
+    (id.to_string(), s)
+}
+
+#[test]
+fn ports_held_by_rtcd_pass() {
+    let mut out = Judged::default();
+    ports(
+        &ports_facts(Some(owner(812, "rtcd"))),
+        "config.toml",
+        &mut out,
+    );
+    assert!(out.findings.is_empty(), "{:?}", out.findings);
+    assert_eq!(
+        statuses(&out),
+        [st("udp_port", Status::Pass), st("tcp_port", Status::Pass)]
+    );
+    assert_eq!(
+        out.checks[0].detail,
+        "UDP 8443 on 0.0.0.0, 203.0.113.2: 2 socket(s) held by rtcd (pid 812)"
+    );
+    assert_eq!(
+        out.checks[1].detail,
+        "TCP 8443 listening on 0.0.0.0, held by rtcd (pid 812)"
+    );
+}
+
+#[test]
+fn ports_held_by_another_process_or_nobody_visible() {
+    let mut out = Judged::default();
+    ports(&ports_facts(Some(owner(77, "nc"))), "config.toml", &mut out);
+    assert_eq!(
+        ids(&out),
+        [id(FindingId::RtcdPortOtherProcess, Severity::Warning)]
+    );
+    assert_eq!(out.checks[0].status, Status::Warn);
+    assert!(
+        out.findings[0].fix.contains("`kill 77`"),
+        "{}",
+        out.findings[0].fix
+    );
+
+    let mut out = Judged::default();
+    ports(&ports_facts(None), "config.toml", &mut out);
+    assert!(out.findings.is_empty());
+    assert!(out.checks[0]
+        .detail
+        .ends_with("held by a process the doctor cannot see (run it as root)"));
+    let mut p = ports_facts(None);
+    p.scan_complete = false;
+    let mut out = Judged::default();
+    ports(&p, "config.toml", &mut out);
+    assert!(out.checks[1]
+        .detail
+        .ends_with("held by a process not found before the deadline"));
+}
+
+#[test]
+fn nothing_listening_and_unreadable_tables() {
+    let mut p = ports_facts(None);
+    p.udp.clear();
+    p.tcp.clear();
+    let mut out = Judged::default();
+    ports(&p, "/opt/rtcd/config.toml", &mut out);
+    assert_eq!(
+        ids(&out),
+        [
+            id(FindingId::RtcdNotListening, Severity::Error),
+            id(FindingId::TcpFallbackOff, Severity::Info)
+        ]
+    );
+    assert_eq!(
+        statuses(&out),
+        [st("udp_port", Status::Fail), st("tcp_port", Status::Warn)]
+    );
+    assert!(out.findings[0].fix.contains("/opt/rtcd/config.toml"));
+
+    let mut p = ports_facts(None);
+    p.udp_error = Some("cannot read /proc/net/udp: denied".into());
+    let mut out = Judged::default();
+    ports(&p, "c", &mut out);
+    assert_eq!(out.checks[0].status, Status::Skipped);
+    assert_eq!(
+        out.checks[0].detail,
+        "skipped: cannot read /proc/net/udp: denied"
+    );
+}
+
+#[test]
+fn socket_buffers_below_the_guide() {
+    let mut out = Judged::default();
+    let small = socket_buffers(
+        &[
+            ("net.core.rmem_max", Ok(212_992)),
+            ("net.core.wmem_max", Ok(sysctl::RECOMMENDED)),
+            ("net.core.optmem_max", Ok(20_480)),
+        ],
+        &mut out,
+    );
+    assert_eq!(
+        small,
+        [
+            ("net.core.rmem_max", 212_992),
+            ("net.core.optmem_max", 20_480)
+        ]
+    );
+    assert_eq!(
+        ids(&out),
+        [id(FindingId::SocketBuffersSmall, Severity::Warning)]
+    );
+    assert_eq!(out.checks[0].status, Status::Warn);
+    assert!(out.findings[0]
+        .summary
+        .contains("net.core.rmem_max = 212992, net.core.optmem_max = 20480"));
+    assert!(out.findings[0]
+        .fix
+        .contains("sysctl -w net.core.rmem_max=16777216"));
+
+    let mut out = Judged::default();
+    let ok = [("net.core.rmem_max", Ok(sysctl::RECOMMENDED))];
+    assert!(socket_buffers(&ok, &mut out).is_empty());
+    assert_eq!(
+        (out.checks[0].status, out.checks[0].detail.as_str()),
+        (
+            Status::Pass,
+            "net.core.rmem_max = 16777216 (guide: 16777216 each)"
+        )
+    );
+    let mut out = Judged::default();
+    let unread = [("net.core.rmem_max", Err("cannot read".to_string()))];
+    socket_buffers(&unread, &mut out);
+    assert_eq!(out.checks[0].status, Status::Skipped);
+    assert!(out.findings.is_empty());
+}
+
+fn drops(start: &str, end: &str, udp_end: Option<&str>) -> DropFacts {
+    DropFacts {
+        port: 8443,
+        addrs: Vec::new(),
+        elapsed: 2.0,
+        snmp_start: parse_snmp(start).ok_or_else(|| "no Udp rows".to_string()),
+        snmp_end: parse_snmp(end).ok_or_else(|| "no Udp rows".to_string()),
+        socks_start: on_8443(UDP, Proto::Udp),
+        table_end: udp_end.map(|t| parse_table(t, Proto::Udp)),
+    }
+}
+
+#[test]
+fn udp_drops_on_rtcds_sockets_are_an_error() {
+    let mut out = Judged::default();
+    udp_drops(&drops(SNMP_START, SNMP_END, Some(UDP_END)), &[], &mut out);
+    assert_eq!(ids(&out), [id(FindingId::UdpReceiveDrops, Severity::Error)]);
+    assert_eq!(out.checks[0].status, Status::Fail);
+    assert_eq!(
+        out.checks[0].detail,
+        "over 2.0 s: RTCD's UDP 8443 sockets dropped 40 (20/s; 97 since they opened); host UDP RcvbufErrors +5, InErrors +5, SndbufErrors +0"
+    );
+    assert!(out.findings[0]
+        .fix
+        .contains("already at the guide's values"));
+    let mut out = Judged::default();
+    udp_drops(
+        &drops(SNMP_START, SNMP_END, Some(UDP_END)),
+        &[("net.core.rmem_max", 212_992)],
+        &mut out,
+    );
+    assert!(out.findings[0].fix.starts_with("raise the buffer limits: "));
+}
+
+#[test]
+fn udp_drops_of_the_host_only_warn() {
+    let mut out = Judged::default();
+    udp_drops(&drops(SNMP_START, SNMP_END, Some(UDP)), &[], &mut out);
+    assert_eq!(
+        ids(&out),
+        [id(FindingId::UdpReceiveDrops, Severity::Warning)]
+    );
+    assert!(out.findings[0]
+        .summary
+        .ends_with(", though not on RTCD's sockets"));
+    // RTCD's sockets not measured: no claim about them.
+    let mut out = Judged::default();
+    udp_drops(&drops(SNMP_START, SNMP_END, None), &[], &mut out);
+    assert!(out.findings[0].summary.ends_with("`netstat -su`)"));
+    assert_eq!(out.checks[0].status, Status::Warn);
+}
+
+#[test]
+fn no_udp_drops_pass_and_unreadable_counters_skip() {
+    let mut out = Judged::default();
+    udp_drops(&drops(SNMP_START, SNMP_START, Some(UDP)), &[], &mut out);
+    assert!(out.findings.is_empty());
+    assert_eq!(out.checks[0].status, Status::Pass);
+    let mut out = Judged::default();
+    udp_drops(&drops("Ip: 1\n", SNMP_END, Some(UDP)), &[], &mut out);
+    assert_eq!(
+        (out.checks[0].status, out.checks[0].detail.as_str()),
+        (Status::Skipped, "skipped: no Udp rows")
+    );
+}
+
+fn cpu_facts(sample: CpuSample, load: Option<f64>) -> CpuFacts {
+    CpuFacts {
+        cores: 2,
+        load,
+        sample,
+    }
+}
+
+#[test]
+fn cpu_measured_over_the_sample() {
+    // 510 ticks at 100 Hz over 3 s: 170 % of one core, 85 % of two.
+    let busy = CpuSample::Measured {
+        pid: 812,
+        ticks: 510,
+        secs: 3.0,
+        ticks_per_sec: 100.0,
+    };
+    let mut out = Judged::default();
+    cpu(&cpu_facts(busy, Some(1.0)), &mut out);
+    assert_eq!(ids(&out), [id(FindingId::RtcdHighCpu, Severity::Warning)]);
+    assert_eq!(
+        out.checks[0].detail,
+        "RTCD (pid 812) used 170 % of one core (85 % of the machine); load 1.00 on 2 core(s)"
+    );
+    let mut out = Judged::default();
+    cpu(&cpu_facts(CpuSample::NotFound, Some(0.5)), &mut out);
+    assert_eq!(
+        out.checks[0].detail,
+        "skipped: RTCD's process was not found; load 0.50 on 2 core(s)"
+    );
+    let mut out = Judged::default();
+    cpu(&cpu_facts(CpuSample::Exited { pid: 9 }, None), &mut out);
+    assert_eq!(
+        (out.checks[0].status, out.checks[0].detail.as_str()),
+        (
+            Status::Skipped,
+            "skipped: RTCD (pid 9) exited during the sample"
+        )
+    );
+}
+
+#[test]
+fn cpu_verdict_thresholds() {
+    let (c, f) = judge_cpu(7, 170.0, 2, Some(1.0));
+    assert_eq!(c.status, Status::Warn);
+    assert!(f.is_some_and(|f| f.is(FindingId::RtcdHighCpu)));
+    let (c, f) = judge_cpu(7, 150.0, 2, Some(1.0));
+    assert_eq!(
+        (c.status, f.is_none()),
+        (Status::Pass, true),
+        "75 % of the machine is below 80 %"
+    );
+    let (c, f) = judge_cpu(7, 10.0, 2, Some(4.5));
+    assert_eq!(
+        (c.status, f.is_none()),
+        (Status::Warn, true),
+        "an overloaded host warns without blaming RTCD"
+    );
+    assert!(c.detail.contains("overloaded"));
+    let (c, _) = judge_cpu(7, 10.0, 0, None);
+    assert_eq!(
+        c.status,
+        Status::Pass,
+        "zero cores reported is treated as one"
+    );
+}
+
+fn response(status: u16, reason: &str, body: &str) -> Result<Response, FetchError> {
+    Ok(Response {
+        head: Head {
+            status,
+            reason: reason.into(),
+            headers: Vec::new(),
+        },
+        body: body.as_bytes().to_vec(),
+    })
+}
+
+const VERSION: &str = r#"{"buildHash":"b3dee59","buildDate":"2025-10-01 10:00","buildVersion":"v1.2.6","goVersion":"go1.24.6","goOS":"linux","goArch":"amd64"}"#;
+// RTCD's /metrics: 30 connected, 10 failed (25 %).
+const METRICS: &str = "rtcd_rtc_conn_states_total{type=\"connected\"} 30\nrtcd_rtc_conn_states_total{type=\"failed\"} 10\nrtcd_rtc_sessions_total{groupID=\"g\"} 2\n";
+
+fn api_side(answers: Option<ApiFacts>) -> ApiSide {
+    ApiSide {
+        url: Url::parse("http://127.0.0.1:8045").unwrap(),
+        url_source: "from [api] http.listen_address \":8045\"".into(),
+        min_version: "v0.17.0".into(),
+        local: true,
+        listening: 1,
+        owner: Some(owner(812, "rtcd")),
+        answers,
+    }
+}
+
+#[test]
+fn api_answers_as_rtcd() {
+    let facts = ApiFacts {
+        version: response(200, "OK", VERSION),
+        metrics: Some(response(200, "OK", METRICS)),
+    };
+    let mut out = Judged::default();
+    let (version, json) = api(&api_side(Some(facts)), &mut out);
+    assert_eq!(version.as_deref(), Some("v1.2.6"));
+    assert_eq!(json.as_deref(), Some(VERSION));
+    assert_eq!(
+        statuses(&out),
+        [
+            st("api_version", Status::Pass),
+            st("api_metrics", Status::Warn)
+        ]
+    );
+    assert_eq!(
+        out.checks[0].detail,
+        "http://127.0.0.1:8045/version: RTCD v1.2.6 (build b3dee59, 2025-10-01 10:00, linux/amd64)"
+    );
+    assert_eq!(
+        ids(&out),
+        [id(FindingId::RtcdConnectionsFailing, Severity::Warning)]
+    );
+}
+
+#[test]
+fn api_silent_refused_or_not_rtcd() {
+    let mut out = Judged::default();
+    assert_eq!(api(&api_side(None), &mut out), (None, None));
+    assert_eq!(
+        ids(&out),
+        [id(FindingId::RtcdApiUnreachable, Severity::Error)]
+    );
+    assert_eq!(
+        out.checks[0].detail,
+        "skipped: did not finish within its deadline"
+    );
+
+    let refused = ApiFacts {
+        version: Err(FetchError::Connect(
+            "TCP connect to 127.0.0.1:8045 failed: refused".into(),
+        )),
+        metrics: None,
+    };
+    let mut out = Judged::default();
+    api(&api_side(Some(refused)), &mut out);
+    assert_eq!(
+        statuses(&out),
+        [
+            st("api_version", Status::Fail),
+            st("api_metrics", Status::Skipped)
+        ]
+    );
+    assert!(out.checks[0]
+        .detail
+        .contains(": no connection: TCP connect"));
+    assert!(out.findings[0]
+        .summary
+        .ends_with("(rtcd (pid 812) listens on TCP 8045)"));
+
+    let other = ApiFacts {
+        version: response(200, "OK", "<html>"),
+        metrics: Some(response(404, "Not Found", "")),
+    };
+    let mut out = Judged::default();
+    assert_eq!(api(&api_side(Some(other)), &mut out), (None, None));
+    assert_eq!(
+        statuses(&out),
+        [
+            st("api_version", Status::Fail),
+            st("api_metrics", Status::Warn)
+        ]
+    );
+    assert_eq!(out.checks[1].detail, "GET /metrics answered 404 Not Found");
+    assert!(out.findings[0]
+        .summary
+        .contains("without RTCD's JSON (no buildVersion)"));
+}
+
+#[test]
+fn api_listener_in_words() {
+    let mut a = api_side(None);
+    assert_eq!(listener(&a), "rtcd (pid 812) listens on TCP 8045");
+    a.owner = None;
+    assert_eq!(
+        listener(&a),
+        "a process the doctor cannot see listens on TCP 8045"
+    );
+    a.listening = 0;
+    assert_eq!(listener(&a), "nothing listens on TCP port 8045 here");
+    a.local = false;
+    assert_eq!(listener(&a), "127.0.0.1 is not an address of this host");
+}
+
+fn targets() -> Vec<nft::Target> {
+    let t = |proto, port, what| nft::Target { proto, port, what };
+    vec![
+        t(Proto::Udp, 8443, "RTCD's ICE port (media over UDP)"),
+        t(Proto::Tcp, 8443, "RTCD's ICE TCP port (the TCP fallback)"),
+        t(Proto::Tcp, 8045, "RTCD's API port (Mattermost → RTCD)"),
+    ]
+}
+
+#[test]
+fn firewall_from_a_recorded_ruleset() {
+    let recorded: serde_json::Value =
+        serde_json::from_str(include_str!("../testdata/nft-ruleset.json")).unwrap();
+    let mut out = Judged::default();
+    let facts = FirewallFacts {
+        targets: targets(),
+        ruleset: Some(Ok(recorded)),
+    };
+    firewall(&facts, &mut out);
+    assert_eq!(out.checks[0].status, Status::Fail);
+    let sev: Vec<Severity> = out.findings.iter().map(|f| f.severity).collect();
+    assert_eq!(
+        sev,
+        [
+            Severity::Error,
+            Severity::Warning,
+            Severity::Error,
+            Severity::Error
+        ]
+    );
+    assert!(out
+        .findings
+        .iter()
+        .all(|f| f.is(FindingId::HostFirewallBlocks)));
+    assert!(out.checks[0]
+        .detail
+        .starts_with("8443/udp dropped by table inet filter, chain input: rule `udp dport @icep drop` (handle 9)"));
+    assert!(out.findings[0]
+        .fix
+        .contains("nft delete rule inet filter input handle 9"));
+    assert!(out.findings[1].summary.contains("for some packets"));
+}
+
+#[test]
+fn firewall_open_unreadable_or_late() {
+    let empty = serde_json::json!({"nftables": [{"metainfo": {"json_schema_version": 1}}]});
+    let mut out = Judged::default();
+    firewall(
+        &FirewallFacts {
+            targets: targets(),
+            ruleset: Some(Ok(empty)),
+        },
+        &mut out,
+    );
+    assert_eq!(
+        (out.checks[0].status, out.checks[0].detail.as_str()),
+        (
+            Status::Pass,
+            "nftables input path does not drop 8443/udp, 8443/tcp, 8045/tcp"
+        )
+    );
+    let mut out = Judged::default();
+    let no_nft = FirewallFacts {
+        targets: targets(),
+        ruleset: Some(Err("nft is not installed".into())),
+    };
+    firewall(&no_nft, &mut out);
+    let late = FirewallFacts {
+        targets: targets(),
+        ruleset: None,
+    };
+    firewall(&late, &mut out);
+    assert_eq!(
+        statuses(&out),
+        [
+            st("host_firewall", Status::Skipped),
+            st("host_firewall", Status::Skipped)
+        ]
+    );
+    assert_eq!(out.checks[0].detail, "skipped: nft is not installed");
+    assert!(out.findings.is_empty());
+}
+
+fn setup(source: Source, pid: Option<u32>) -> Setup {
+    Setup {
+        config_source: "/opt/rtcd/config.toml".into(),
+        where_: "/opt/rtcd/config.toml".into(),
+        env: RtcdEnv {
+            source,
+            vars: Default::default(),
+            notes: Vec::new(),
+            pid,
+            unit: Some("rtcd.service".into()),
+            ignored_own: Vec::new(),
+        },
+        env_error: None,
+    }
+}
+
+#[test]
+fn environment_source_and_refused_variables() {
+    let mut out = Judged::default();
+    environment(
+        &setup(
+            Source::Systemd {
+                unit: "rtcd.service".into(),
+            },
+            None,
+        ),
+        &mut out,
+    );
+    assert_eq!(out.checks[0].status, Status::Pass);
+    assert!(out.findings.is_empty());
+    let mut s = setup(Source::Own, Some(812));
+    s.env_error = Some(probe_proto::rtcd::ConfigError {
+        key: "RTCD_RTC_ICEPORTUDP".into(),
+        rtcd_message: "envconfig.Process: assigning RTCD_RTC_ICEPORTUDP".into(),
+        hint: "set it to a port number".into(),
+    });
+    let mut out = Judged::default();
+    environment(&s, &mut out);
+    assert_eq!(
+        out.checks[0].status,
+        Status::Warn,
+        "RTCD runs but its environment was not read"
+    );
+    assert_eq!(
+        ids(&out),
+        [id(FindingId::RtcdConfigInvalid, Severity::Error)]
+    );
+    assert_eq!(out.findings[0].fix, "set it to a port number");
+}
+
+#[test]
+fn advertised_names_the_rules_or_is_late() {
+    let mut out = Judged::default();
+    let (stun, rules) = advertised(None, &mut out);
+    assert!(stun.is_empty() && rules.is_none());
+    assert_eq!(out.checks[0].id, "rtcd_config");
+    let outcome = advertise::Outcome {
+        check: Check::new("rtcd_config", Status::Pass, "RTCD advertises 203.0.113.2"),
+        findings: Vec::new(),
+        stun_now: HashMap::from([(
+            "10.0.0.9".parse().unwrap(),
+            Some("203.0.113.2".parse().unwrap()),
+        )]),
+    };
+    let choice = super::super::choose_rules(None, Some("v1.2.6"));
+    let mut out = Judged::default();
+    let (stun, rules) = advertised(Some(&(outcome, choice.clone())), &mut out);
+    assert_eq!(stun.len(), 1);
+    assert_eq!(rules, Some(choice.clone()));
+    assert_eq!(
+        out.checks[0].detail,
+        format!("RTCD advertises 203.0.113.2; {}", choice.text())
+    );
+}
+
+// RTCD's JSON log: private host candidates in its ICE traces, a guide pattern, and a start
+// whose STUN request failed for 10.0.0.9.
+const LOG: &str = r#"{"timestamp":"2026-11-20 08:00:00.001 Z","level":"info","msg":"service: starting up","caller":"service/service.go:67"}
+{"timestamp":"2026-11-20 08:00:05.002 Z","level":"warn","msg":"failed to get public ip address for local interface","localAddr":"10.0.0.9","error":"i/o timeout"}
+{"timestamp":"2026-11-20 09:29:08.935 Z","level":"trace","msg":"Ping STUN from udp4 host 172.31.29.117:8443 (resolved: 172.31.29.117:8443) to udp4 host 198.51.100.7:59737"}
+{"timestamp":"2026-11-20 09:29:23.935 Z","level":"debug","msg":"ice failed","caller":"rtc/sfu.go:400"}
+"#;
+
+#[test]
+fn log_patterns_private_candidates_and_stun_at_start() {
+    let scan = logs::scan(LOG);
+    let s = setup(
+        Source::Systemd {
+            unit: "rtcd.service".into(),
+        },
+        Some(812),
+    );
+    let stun_now = HashMap::from([(
+        "10.0.0.9".parse().unwrap(),
+        Some("203.0.113.2".parse().unwrap()),
+    )]);
+    let mut out = Judged::default();
+    log(&LogFacts::Read(scan.clone()), &s, &stun_now, &mut out);
+    let got: Vec<&str> = out.findings.iter().map(|f| f.id.as_str()).collect();
+    assert!(got.contains(&"log_private_candidates"), "{got:?}");
+    assert!(got.contains(&"log_error_patterns"), "{got:?}");
+    assert_eq!(out.checks[0].id, "logs");
+    assert!(
+        out.checks[0].detail.contains("172.31.29.117 (×1)"),
+        "{}",
+        out.checks[0].detail
+    );
+    let f = out
+        .findings
+        .iter()
+        .find(|f| f.is(FindingId::RtcdStunFailedAtStart))
+        .expect("STUN failed at the start and answers now");
+    assert_eq!(f.severity, Severity::Error);
+    assert!(
+        f.fix.contains("`systemctl restart rtcd.service`"),
+        "{}",
+        f.fix
+    );
+    assert_eq!(out.checks[0].status, Status::Fail);
+    assert!(
+        out.checks[0]
+            .detail
+            .contains("; STUN at RTCD's last start (2026-11-20 08:00:00.001 Z): 10.0.0.9 failed"),
+        "{}",
+        out.checks[0].detail
+    );
+    // Without STUN answering now, the failure at start is history, not a finding.
+    let mut out = Judged::default();
+    log(&LogFacts::Read(scan), &s, &HashMap::new(), &mut out);
+    assert!(!out
+        .findings
+        .iter()
+        .any(|f| f.is(FindingId::RtcdStunFailedAtStart)));
+    assert_eq!(out.checks[0].status, Status::Warn);
+}
+
+#[test]
+fn a_clean_log_passes_and_missing_logs_skip() {
+    let s = setup(Source::Own, None);
+    let mut out = Judged::default();
+    let clean = logs::scan("{\"level\":\"info\",\"msg\":\"rtc: new session\"}\n");
+    log(&LogFacts::Read(clean), &s, &HashMap::new(), &mut out);
+    log(&LogFacts::NoSource, &s, &HashMap::new(), &mut out);
+    log(&LogFacts::Late, &s, &HashMap::new(), &mut out);
+    log(
+        &LogFacts::Failed("cannot read rtcd.log: gone".into()),
+        &s,
+        &HashMap::new(),
+        &mut out,
+    );
+    assert!(out.findings.is_empty());
+    let got: Vec<(Status, &str)> = out
+        .checks
+        .iter()
+        .map(|c| (c.status, c.detail.as_str()))
+        .collect();
+    assert_eq!(got[0].0, Status::Pass);
+    assert!(got[1].1.starts_with("skipped: no --rtcd-log given"));
+    assert_eq!(got[2].1, "skipped: did not finish within its deadline");
+    assert_eq!(got[3].1, "skipped: cannot read rtcd.log: gone");
+}
+
+/// The whole judgement of one recorded host: check order, sorted findings, the report.
+#[test]
+fn judge_assembles_the_report() {
+    let facts = HostFacts {
+        started_ms: 1_795_651_200_123,
+        duration_ms: 3012,
+        host: "rtc1".into(),
+        setup: setup(
+            Source::Systemd {
+                unit: "rtcd.service".into(),
+            },
+            Some(812),
+        ),
+        ports: ports_facts(Some(owner(812, "rtcd"))),
+        buffers: vec![("net.core.rmem_max", Ok(212_992))],
+        drops: drops(SNMP_START, SNMP_START, Some(UDP)),
+        cpu: cpu_facts(CpuSample::NotFound, None),
+        api: api_side(None),
+        firewall: FirewallFacts {
+            targets: targets(),
+            ruleset: None,
+        },
+        advertise: None,
+        log: LogFacts::NoSource,
+    };
+    let done = judge(facts);
+    let r = &done.report;
+    let order: Vec<&str> = r.checks.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            "udp_port",
+            "tcp_port",
+            "socket_buffers",
+            "udp_drops",
+            "cpu",
+            "api_version",
+            "host_firewall",
+            "rtcd_env",
+            "rtcd_config",
+            "logs"
+        ]
+    );
+    let found: Vec<&str> = r.findings.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(found, ["rtcd_api_unreachable", "socket_buffers_small"]);
+    assert!(!r.ok);
+    assert_eq!(r.started_at, "2026-11-26T00:00:00.123Z");
+    assert_eq!((r.duration_ms, r.host.as_str()), (3012, "rtc1"));
+    assert_eq!(r.rtcd.udp_owner, Some(owner(812, "rtcd")));
+    assert_eq!(r.rtcd.api, "http://127.0.0.1:8045");
+    assert_eq!(
+        (r.rtcd.pion_rules, r.rtcd.version_source.as_deref()),
+        (None, None)
+    );
+    assert!(done.version_json.is_none() && done.log.is_none());
+}
