@@ -17,7 +17,8 @@ fn main() {
     let mut out = String::new();
     for n in &names {
         assert!(
-            n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                 && n.starts_with(|c: char| c.is_ascii_lowercase()),
             "scenario file name {n:?}: use lower-case letters, digits and _"
         );

@@ -18,7 +18,7 @@ mod turn;
 fn main() {
     // `probe-client generate man|completions DIR` (scripts/package) stays outside `Cli`, so no
     // man page, completion or --help lists it.
-    if std::env::args_os().nth(1).is_some_and(|a| a == "generate") {
+    if probe_shell::generate::requested() {
         std::process::exit(completions::generate());
     }
     let args = parse_args();

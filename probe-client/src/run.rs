@@ -89,6 +89,7 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
     let target = Target::parse(args.server.as_deref().unwrap_or_default())?;
     let pin = args.pin.as_deref().map(pin::parse_pin).transpose()?;
     let token = core::check_transports_and_token(args.no_udp, args.no_tcp, args.token.as_deref())?;
+    args.turn.validate()?;
     let site = args
         .site
         .clone()
@@ -123,14 +124,25 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
         pin,
     });
     io.drive(&mut run).await?;
+    // The TURN check (issue 18) needs the welcome's session and RTCD's candidates.
+    let turn = if args.turn.enabled() {
+        io.progress.show("TURN");
+        let ctx = crate::turn::Context::from_run(run.welcome(), addr, args, t0, started_ms);
+        Some(crate::turn::check(&args.turn, &ctx, &mut io.ctl).await)
+    } else {
+        None
+    };
     io.progress.clear();
     let session = run.welcome().map(|w| w.session_id);
-    let report = run.report(ReportMeta {
+    let mut report = run.report(ReportMeta {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         site,
         started_ms,
         duration_ms: t0.elapsed().as_millis() as u64,
     });
+    if let Some((t, f)) = turn {
+        crate::turn::attach(&mut report, t, f);
+    }
     Ok(Finished {
         report,
         ctl: io.ctl,

@@ -267,12 +267,12 @@ catalog! {
     TurnAuthFailed = "turn_auth_failed", Turn, "error",
         "The TURN server refuses the credentials (401 after the challenge, 441).",
         "Make the Calls plugin's TURNStaticAuthSecret equal coturn's static-auth-secret (use-auth-secret), or fix the static username/credential.",
-        "rtcd service/rtc/turn.go:37-61 genTURNCredentials; plugin server/api.go:459-495";
+        "rtcd service/rtc/turn.go:37-62 genTURNCredentials; plugin server/api.go:459-495";
     TurnCredentialsExpired = "turn_credentials_expired", Turn, "error",
         "The TURN REST credentials are past the expiry in their username, so allocations fail (a skewed clock does the same).",
         "Fix the clocks (NTP) of Mattermost, the TURN server and clients; raise TURNCredentialsExpirationMinutes if calls outlast it.",
-        "rtcd service/rtc/turn.go:64-86 GenTURNConfigs (expiry = now + minutes); plugin server/configuration.go:209-210 (240 min)";
-    TurnForbidsRtcd = "turn_forbids_rtcd", Turn, "error",
+        "rtcd service/rtc/turn.go:64-84 GenTURNConfigs (expiry = now + minutes); plugin server/configuration.go:209-210 (240 min)";
+    TurnForbidsRtcd = "turn_forbids_rtcd", Turn, "error; warning when another advertised address is relayed to",
         "The TURN server refuses to relay to an address RTCD advertises (403 on CreatePermission, coturn denied-peer-ip).",
         "Take RTCD's address out of coturn's denied-peer-ip or add it with allowed-peer-ip; advertise an address the relay may reach.",
         "RFC 8656 9.1 (403 Forbidden); Calls plugin issue #1143 (Docker 172.x candidates, coturn 403 Forbidden IP)";
@@ -288,7 +288,7 @@ catalog! {
         "Mattermost's /plugins/com.mattermost.calls/turn-credentials fails: the web app logs it and joins without TURN.",
         "Set TURNStaticAuthSecret and list the TURN servers without credentials in the plugin's ICE servers configuration.",
         "plugin webapp/src/index.tsx:709-715 (fetch, logErr, continue); server/api.go:459-495; server/api_router.go:155";
-    TurnAllocationFailed = "turn_allocation_failed", Turn, "error",
+    TurnAllocationFailed = "turn_allocation_failed", Turn, "error; warning when only a refresh failed",
         "The TURN server refuses the allocation for another reason than credentials (486 quota, 508 capacity, 437, 442).",
         "Raise coturn's user-quota/total-quota or its relay port range, or read its log for the refused request.",
         "RFC 8656 7.2 and 18 (error codes)";
@@ -345,7 +345,8 @@ mod tests {
             let s = id.as_str();
             assert!(seen.insert(s), "{s} twice");
             assert!(
-                s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
                 "{s}"
             );
             assert_eq!(serde_json::to_string(id).unwrap(), format!("\"{s}\""));

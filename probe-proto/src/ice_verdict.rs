@@ -60,12 +60,29 @@ pub fn evaluate(ice: &IceReport, f: &Facts) -> Vec<Finding> {
         // usual diagnosis ("the override is wrong") would point at the wrong setting.
         let no_candidate = primary == Transport::Udp && !has_udp_candidate(ice);
         if !ignored_error && !no_candidate {
-            out.push(diagnose(ice, primary));
+            out.push(through_relay(diagnose(ice, primary), ice));
         }
     } else if udp && tcp && !passed(ice, Transport::Tcp) {
         out.push(tcp_failed(ice));
     }
     out
+}
+
+/// With server-side TURN, RTCD also offers relay candidates on its TURN server (rtcd
+/// service/rtc/sfu.go:231-252), and a browser that cannot reach the host candidates connects
+/// through the relay: slower and through a third party, but the call works. So a host-candidate
+/// error becomes a warning that names the relay calls now depend on.
+fn through_relay(mut f: Finding, ice: &IceReport) -> Finding {
+    if ice.relay_servers.is_empty() || f.severity != Severity::Error {
+        return f;
+    }
+    f.severity = Severity::Warning;
+    f.summary = format!(
+        "{} RTCD also relays through {} (server-side TURN), so calls from here can still connect through the relay, with the extra hop.",
+        f.summary,
+        ice.relay_servers.join(", ")
+    );
+    f
 }
 
 /// `ice_address_ignores_override` from the server's facts (rtcd server.go:109-122,
@@ -573,6 +590,29 @@ mod tests {
         );
         assert!(eval(&r, true, true).is_empty());
         assert!(ice_ok(&r, true, true));
+    }
+
+    #[test]
+    fn private_host_candidates_with_server_side_turn_is_a_warning_naming_the_relay() {
+        let mut r = report(
+            "172.31.1.2",
+            8443,
+            "none",
+            None,
+            "203.0.113.10:8443",
+            false,
+            false,
+        );
+        r.relay_servers = vec!["turn:turn.example.com:3478".into()];
+        let f = eval(&r, true, true);
+        assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(
+            f[0].summary.contains("turn:turn.example.com:3478"),
+            "{}",
+            f[0].summary
+        );
+        // Without the relay the same report is an error (the test below).
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //! RFC 9443). TCP carries the same packets in RFC 4571 frames ([`frame`]).
 
 pub mod auth;
-pub mod client;
 pub mod catalog;
+pub mod client;
 pub mod demux;
 pub mod echo;
 pub mod frame;

@@ -108,6 +108,10 @@ pub struct IceFacts {
     pub filter_ignores: Option<crate::rtcd::FilterIgnores>,
     pub ice_address_udp: String,
     pub ice_address_tcp: String,
+    /// The TURN URLs RTCD gathers relay candidates through (server-side TURN: a TURN entry in
+    /// `ice_servers` and `turn.static_auth_secret`, rtcd service/rtc/sfu.go:231-252), so its
+    /// host candidates are not the only way in.
+    pub relay_servers: Vec<String>,
 }
 
 /// [`IceOffer`] as proto 1 put it on the wire (no facts).
@@ -270,6 +274,10 @@ pub struct Counters {
     pub rate_limited: u64,
 }
 
+// The welcome (with the ICE offer) is much larger than the other messages; a session handles
+// a handful of them in its life, so the size costs nothing, and boxing would change the wire
+// type's every construction site and pattern for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Control {
     Hello(Hello),
@@ -439,6 +447,7 @@ mod tests {
             filter_ignores: Some(crate::rtcd::FilterIgnores::Override),
             ice_address_udp: "0.0.0.0".into(),
             ice_address_tcp: String::new(),
+            relay_servers: vec!["turn:turn.example.com:3478".into()],
         };
         let v2 = Control::Welcome(welcome(2, Some(facts.clone())));
         let back = Control::from_payload(&v2.to_payload(None), None).unwrap();

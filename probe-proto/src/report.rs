@@ -163,6 +163,9 @@ pub struct IceReport {
     pub ice_address_udp: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ice_address_tcp: String,
+    /// TURN URLs RTCD relays through (server-side TURN): host candidates are not its only way in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relay_servers: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

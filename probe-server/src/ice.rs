@@ -176,6 +176,12 @@ pub fn offer(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> IceOffer {
             filter_ignores: adv.filter_ignores,
             ice_address_udp: cfg.ice_address_udp.clone(),
             ice_address_tcp: cfg.ice_address_tcp.clone(),
+            relay_servers: cfg
+                .relay_servers()
+                .iter()
+                .flat_map(|s| s.urls.iter().cloned())
+                .filter(|u| u.starts_with("turn:") || u.starts_with("turns:"))
+                .collect(),
         }),
     }
 }

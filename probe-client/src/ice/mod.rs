@@ -182,6 +182,11 @@ pub async fn run(inputs: IceInputs<'_>) -> IceReport {
             .as_ref()
             .map(|f| f.ice_address_tcp.clone())
             .unwrap_or_default(),
+        relay_servers: offer
+            .facts
+            .as_ref()
+            .map(|f| f.relay_servers.clone())
+            .unwrap_or_default(),
         ..IceReport::default()
     };
     match tokio::time::timeout(PHASE_BOUND, checks(&inputs, &mut report)).await {

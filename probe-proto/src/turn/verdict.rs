@@ -144,7 +144,7 @@ pub fn findings(r: &TurnReport) -> Vec<Finding> {
             FindingId::TurnOnlyTls,
             Severity::Info,
             format!(
-                "Only TURN over TLS gets through from here; {} did not answer. TLS is a working fallback, but media over TCP/TLS gets more latency and head-of-line blocking.",
+                "Only TURN over TLS answers from here; {} did not. Relayed media then goes over TCP/TLS, with more latency and head-of-line blocking than over UDP.",
                 names(&plain)
             ),
             "Fine as a fallback. For better media, allow UDP to the TURN server's port from this network.",
