@@ -5,9 +5,7 @@
 use crate::cli::ServeArgs;
 use crate::interfaces;
 use probe_proto::msg::{CandidateSource, IceFacts, IceOffer, Transport, WireCandidate};
-use probe_proto::rtcd::{
-    self, Advertised, FilterIgnores, OverrideForm, Protocol, RtcdConfig, Source,
-};
+use probe_proto::rtcd::{self, Advertised, OverrideForm, Protocol, RtcdConfig, Source};
 use std::time::{Duration, Instant};
 
 /// Reads RTCD's configuration the way RTCD does, then applies the probe's flags on top. With
@@ -251,17 +249,7 @@ fn advertised_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<
         );
         out.push((true, format!("{} ({}). Fix: {}.", f.summary, f.id, f.fix)));
     }
-    // Same rule as the doctor: the filter matters when the address it drops is not advertised.
-    let ignored = adv.filter_ignores.filter(|ig| match ig {
-        FilterIgnores::Override => match &adv.override_form {
-            OverrideForm::Ip(ip) | OverrideForm::Hostname { resolved: ip, .. } => {
-                !udp_ips.contains(ip)
-            }
-            _ => true,
-        },
-        FilterIgnores::Stun => udp.iter().all(|c| c.private),
-    });
-    if let Some(ig) = ignored {
+    if let Some(ig) = adv.ignored_by_filter() {
         let f = rtcd::findings::address_ignores_override(
             ig,
             cfg.ice_host_override.trim(),
@@ -419,7 +407,7 @@ mod tests {
         let o = offer(&cfg, &a, 8443);
         let f = o.facts.unwrap();
         assert_eq!(f.rules, PionRules::V4_0);
-        assert_eq!(f.filter_ignores, Some(FilterIgnores::Override));
+        assert_eq!(f.filter_ignores, Some(rtcd::FilterIgnores::Override));
         assert_eq!(f.ice_address_udp, "0.0.0.0");
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod tls;
 
-pub use tls::{native_roots_config, unverified_config};
+pub use tls::{native_roots_config, unverified_config, with_roots};
 
 pub trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}

@@ -536,6 +536,15 @@ fn rtcd_env_from_the_systemd_unit_when_rtcd_is_stopped() {
         .contains("198.51.100.7:8443"));
 }
 
+/// The start log is read by its own thread: wait (bounded) until it has the line that comes last
+/// in it, so a loaded machine does not race the assertions below. They say what is missing.
+fn start_log(server: &mut probe_tests::probe::ServerHandle, last: &str) {
+    let _ = server
+        .proc_mut()
+        .stderr_capture()
+        .wait_for_line(Duration::from_secs(5), |l| l.contains(last));
+}
+
 #[test]
 fn probe_server_advertises_with_rtcd_s_environment() {
     let ns = rtcd_host("172.31.1.2/24");
@@ -545,7 +554,7 @@ fn probe_server_advertises_with_rtcd_s_environment() {
     let cfg = cfg.to_str().unwrap().to_string();
     // RTCD runs (on its ports), the probe on a neighbouring one: RTCD's process environment.
     let standin = start_standin_env(&ns, &[], &[("RTCD_RTC_ICEHOSTOVERRIDE", "203.0.113.10")]);
-    let server = probe_tests::probe::start_server_with_state(
+    let mut server = probe_tests::probe::start_server_with_state(
         &ns,
         "0.0.0.0:9443",
         &["--rtcd-config", cfg.as_str()],
@@ -553,6 +562,7 @@ fn probe_server_advertises_with_rtcd_s_environment() {
         LIFETIME,
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    start_log(&mut server, "udp 203.0.113.10:");
     let err = server.stderr();
     assert!(
         err.contains("env_source=\"process\"") || err.contains("env_source=process"),
@@ -579,7 +589,7 @@ fn probe_server_advertises_with_rtcd_s_environment() {
     );
     let env: std::collections::BTreeMap<String, String> =
         [("PATH".to_string(), path)].into_iter().collect();
-    let server = probe_tests::probe::start_server_with_state(
+    let mut server = probe_tests::probe::start_server_with_state(
         &ns,
         "0.0.0.0:8443",
         &["--rtcd-config", cfg.as_str()],
@@ -587,6 +597,7 @@ fn probe_server_advertises_with_rtcd_s_environment() {
         LIFETIME,
     )
     .unwrap_or_else(|e| panic!("{e}"));
+    start_log(&mut server, "udp 203.0.113.11:8443");
     let err = server.stderr();
     assert!(err.contains("the systemd unit rtcd.service"), "{err}");
     assert!(err.contains("udp 203.0.113.11:8443"), "{err}");

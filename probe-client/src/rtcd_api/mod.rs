@@ -9,7 +9,7 @@
 
 mod checks;
 mod conn;
-mod goproxy;
+pub(crate) mod goproxy;
 mod procenv;
 mod report;
 

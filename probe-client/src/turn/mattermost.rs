@@ -11,8 +11,8 @@
 //! rtcd `service/rtc/config.go:175-179`). The client config drops TURN entries without
 //! credentials (`server/configuration.go:764-781`).
 
-use super::goproxy::{self, ProxyEnv};
 use super::net;
+use crate::rtcd_api::goproxy::{self, ProxyEnv};
 use probe_proto::http::{self, Parse, Url};
 use probe_proto::turn::EndpointResult;
 use serde::Deserialize;

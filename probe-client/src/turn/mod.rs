@@ -12,13 +12,9 @@
 mod mattermost;
 mod net;
 
-// The proxy rules of `probe-client rtcd-api`, used as they are (Go's
-// `http.ProxyFromEnvironment`; a browser's choice for TURN over TCP/TLS and for the Mattermost
-// API follows HTTPS_PROXY/NO_PROXY the same way). Included by path so that file stays untouched;
-// not every function is used here.
-#[allow(dead_code, clippy::duplicate_mod)]
-#[path = "../rtcd_api/goproxy.rs"]
-mod goproxy;
+// The proxy rules of `probe-client rtcd-api` (Go's `http.ProxyFromEnvironment`): a browser's
+// choice for TURN over TCP/TLS and for the Mattermost API follows HTTPS_PROXY/NO_PROXY the same way.
+use crate::rtcd_api::goproxy;
 
 use net::Link;
 use probe_proto::echo::{self, SessionKey};

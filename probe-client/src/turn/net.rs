@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::goproxy::Proxy;
+use crate::rtcd_api::goproxy::Proxy;
 
 /// A message-oriented link: datagrams on UDP, STUN/ChannelData messages on a stream.
 pub trait Link: Send {
@@ -351,11 +351,5 @@ pub fn tls_config(extra_ca: Option<&std::path::Path>) -> Result<Arc<rustls::Clie
     if roots.is_empty() {
         return Err("no trusted root certificate on this system; pass --turn-ca".into());
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
+    probe_shell::http::with_roots(roots)
 }

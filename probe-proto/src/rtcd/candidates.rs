@@ -129,6 +129,21 @@ impl Advertised {
             .iter()
             .filter(|c| c.protocol == Protocol::Udp)
     }
+
+    /// The setting RTCD's `ice_address_*` filter drops, when that matters: rtcd utils.go:84-87
+    /// gives no pairs (override) and server.go:137 no STUN for an empty narrowed list, which
+    /// costs something only when the address they would give is not advertised anyway.
+    pub fn ignored_by_filter(&self) -> Option<FilterIgnores> {
+        self.filter_ignores.filter(|ig| match ig {
+            FilterIgnores::Override => match &self.override_form {
+                OverrideForm::Ip(ip) | OverrideForm::Hostname { resolved: ip, .. } => {
+                    !self.udp().any(|c| c.address == *ip)
+                }
+                _ => true,
+            },
+            FilterIgnores::Stun => self.udp().all(|c| c.private),
+        })
+    }
 }
 
 /// Why RTCD would advertise nothing: it would not start, or every call join

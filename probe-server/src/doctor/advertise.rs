@@ -4,9 +4,7 @@
 
 use probe_proto::catalog::FindingId;
 use probe_proto::report::{Finding, Severity};
-use probe_proto::rtcd::{
-    self, AdvertiseError, Advertised, FilterIgnores, OverrideForm, Protocol, RtcdConfig,
-};
+use probe_proto::rtcd::{self, AdvertiseError, Advertised, OverrideForm, Protocol, RtcdConfig};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -151,17 +149,7 @@ pub fn judge(
             where_,
         ));
     }
-    // rtcd utils.go:84-87: with no narrowed local IP the override and STUN give no pairs. It
-    // matters when the address they would give is not advertised anyway.
-    let ignored = adv.filter_ignores.filter(|ig| match ig {
-        FilterIgnores::Override => match &adv.override_form {
-            OverrideForm::Ip(ip) | OverrideForm::Hostname { resolved: ip, .. } => {
-                !udp_ips.contains(ip)
-            }
-            _ => true,
-        },
-        FilterIgnores::Stun => udp.iter().all(|c| c.private),
-    });
+    let ignored = adv.ignored_by_filter();
     if let Some(ig) = ignored {
         findings.push(rtcd::findings::address_ignores_override(
             ig,

@@ -20,6 +20,11 @@ pub fn native_roots_config() -> Result<Arc<rustls::ClientConfig>, String> {
             found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default()
         ));
     }
+    with_roots(roots)
+}
+
+/// A client configuration trusting `roots`, with ring and rustls' safe protocol versions.
+pub fn with_roots(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
