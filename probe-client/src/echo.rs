@@ -21,9 +21,124 @@ impl Clock {
         self.0.elapsed().as_micros() as u64
     }
 
-    /// The timer deadline for a time of this clock.
-    fn at(&self, us: u64) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.0 + Duration::from_micros(us))
+    /// The instant of a time of this clock.
+    fn at(&self, us: u64) -> Instant {
+        self.0 + Duration::from_micros(us)
+    }
+}
+
+/// The echo loop's timer. tokio's timer wheel has millisecond ticks, so a send due at x.3 ms
+/// left at (x+1) ms plus the kernel's timer slack: up to a millisecond of send-time jitter.
+/// On Linux a timerfd with an absolute CLOCK_MONOTONIC deadline wakes within microseconds;
+/// elsewhere (or if no timerfd can be made) tokio's timer is used.
+enum SendTimer {
+    #[cfg(target_os = "linux")]
+    Precise(precise::TimerFd),
+    Tokio,
+}
+
+impl SendTimer {
+    fn new() -> Self {
+        #[cfg(target_os = "linux")]
+        if let Some(t) = precise::TimerFd::new() {
+            return Self::Precise(t);
+        }
+        Self::Tokio
+    }
+
+    async fn sleep_until(&mut self, at: Instant) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Self::Precise(t) => t.sleep_until(at).await,
+            Self::Tokio => sleep_until(tokio::time::Instant::from_std(at)).await,
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod precise {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::time::Instant;
+    use tokio::io::unix::AsyncFd;
+    use tokio::io::Interest;
+
+    pub struct TimerFd(AsyncFd<OwnedFd>);
+
+    fn monotonic_now() -> libc::timespec {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: ts is a valid timespec to write into.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts
+    }
+
+    impl TimerFd {
+        pub fn new() -> Option<Self> {
+            // SAFETY: plain syscall; the result is checked.
+            let fd = unsafe {
+                libc::timerfd_create(
+                    libc::CLOCK_MONOTONIC,
+                    libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return None;
+            }
+            // SAFETY: fd is a new descriptor nobody else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // SAFETY: the AsyncFd owns the descriptor for the registration's whole life.
+            unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                .ok()
+                .map(Self)
+        }
+
+        /// Arms the timer for `at` (absolute, so a late wake-up is not carried forward) and
+        /// waits for it.
+        pub async fn sleep_until(&mut self, at: Instant) {
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let now = monotonic_now();
+            let ns = now.tv_nsec as u64 + u64::from(left.subsec_nanos());
+            let spec = libc::itimerspec {
+                it_interval: libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                },
+                it_value: libc::timespec {
+                    tv_sec: now.tv_sec
+                        + left.as_secs() as libc::time_t
+                        + (ns / 1_000_000_000) as libc::time_t,
+                    tv_nsec: (ns % 1_000_000_000) as _,
+                },
+            };
+            let fd = self.0.as_raw_fd();
+            // SAFETY: fd is our timerfd and spec a valid itimerspec.
+            let r = unsafe {
+                libc::timerfd_settime(fd, libc::TFD_TIMER_ABSTIME, &spec, std::ptr::null_mut())
+            };
+            if r != 0 {
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                return;
+            }
+            loop {
+                let Ok(mut guard) = self.0.readable().await else {
+                    return;
+                };
+                let mut ticks = [0u8; 8];
+                // SAFETY: reads 8 bytes into a buffer of 8.
+                let n = unsafe { libc::read(fd, ticks.as_mut_ptr().cast(), ticks.len()) };
+                if n >= 0 {
+                    return;
+                }
+                // Nothing yet (a readiness left from an earlier arming, whose count settime
+                // reset): wait for this expiry.
+                guard.clear_ready();
+            }
+        }
     }
 }
 
@@ -107,6 +222,7 @@ trait Wire {
 async fn drive<W: Wire>(wire: &mut W, s: &EchoSession<'_>) -> EchoOutcome {
     let (clock, label) = (s.clock, W::LABEL);
     let mut core = EchoCore::new(s.id, s.key.clone(), s.schedule.clone(), clock.us());
+    let mut timer = SendTimer::new();
     loop {
         match wire.send_due(&mut core, clock).await {
             Ok(0) => {}
@@ -123,7 +239,7 @@ async fn drive<W: Wire>(wire: &mut W, s: &EchoSession<'_>) -> EchoOutcome {
                 Ok(None) => {}
                 Err(why) => core.on_broken(clock.us(), why),
             },
-            _ = sleep_until(clock.at(at)) => core.handle_timeout(clock.us()),
+            _ = timer.sleep_until(clock.at(at)) => core.handle_timeout(clock.us()),
         }
     }
     if core.malformed() + core.foreign() + core.late() > 0 {
@@ -257,6 +373,29 @@ mod tests {
             progress,
         })
         .await
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn precise_timer_never_wakes_early_and_survives_an_abandoned_wait() {
+        let mut t = SendTimer::new();
+        assert!(matches!(t, SendTimer::Precise(_)));
+        // A wait abandoned before its expiry (a reply came first) leaves the timer armed.
+        tokio::select! {
+            _ = t.sleep_until(Instant::now() + Duration::from_millis(50)) => panic!("too early"),
+            _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+        }
+        for i in 0..20 {
+            let at = Instant::now() + Duration::from_micros(1500 + i * 100);
+            t.sleep_until(at).await;
+            let now = Instant::now();
+            assert!(now >= at, "woke {:?} early", at - now);
+            assert!(
+                now - at < Duration::from_millis(500),
+                "woke {:?} late",
+                now - at
+            );
+        }
     }
 
     #[tokio::test]

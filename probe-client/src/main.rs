@@ -6,6 +6,7 @@ mod completions;
 mod control;
 mod echo;
 mod ice;
+mod live;
 mod modes;
 mod pin;
 mod progress;

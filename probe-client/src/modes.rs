@@ -9,6 +9,11 @@ use probe_proto::report::{self, Report};
 use probe_proto::stats::percentile;
 use std::time::Duration;
 
+use crate::live;
+
+/// How long the normal probe waits for the live hello's answer before starting.
+const LIVE_HEAD_START: Duration = Duration::from_millis(400);
+
 pub async fn main(args: ProbeArgs) -> i32 {
     if let Some(n) = args.sessions {
         return load(&args, n).await;
@@ -34,15 +39,47 @@ fn json(r: &Report) -> String {
 }
 
 /// One run: the report is printed as soon as it is known, then uploaded unless `--no-upload`.
+/// The live hello (issue 12: `probe-server live` beside a running RTCD) goes out at once; the
+/// normal probe starts a moment later, so that RTCD sees none of its STUN when live answers.
 async fn once(args: &ProbeArgs, progress: bool, print: impl Fn(&Report)) -> Result<Report, String> {
-    let mut done = run::run(
-        args,
-        RunOpts {
-            ice: true,
-            progress,
+    let normal = async {
+        tokio::time::sleep(LIVE_HEAD_START).await;
+        run::run(
+            args,
+            RunOpts {
+                ice: true,
+                progress,
+            },
+        )
+        .await
+    };
+    tokio::pin!(normal);
+    let hello = live::hello(args);
+    let done = tokio::select! {
+        r = &mut normal => r,
+        h = hello => match h {
+            Some(h) => {
+                let (report, banner) = live::run(args, h).await?;
+                if !args.json {
+                    println!("{}", banner.join("\n"));
+                }
+                print(&report);
+                return Ok(report);
+            }
+            None => normal.await,
         },
-    )
-    .await?;
+    };
+    let mut done = done?;
+    if let Some(port) = live_tcp_only_case(args, &done.report) {
+        if let Some(banner) = live::tcp_only(args, port).await {
+            // On stderr with --json, so that stdout stays one JSON document.
+            if args.json {
+                eprintln!("{}", banner.join("\n"));
+            } else {
+                println!("{}", banner.join("\n"));
+            }
+        }
+    }
     print(&done.report);
     if !args.no_upload {
         if let Err(e) = done.upload().await {
@@ -52,6 +89,20 @@ async fn once(args: &ProbeArgs, progress: bool, print: impl Fn(&Report)) -> Resu
     let report = done.report.clone();
     done.close().await;
     Ok(report)
+}
+
+/// The port to send the live TCP probe to when no probe server answered at all while TCP
+/// connected (STUN over it unanswered): what a running RTCD without `probe-server live`, or
+/// with UDP blocked in front of it, looks like.
+fn live_tcp_only_case(args: &ProbeArgs, r: &Report) -> Option<u16> {
+    let silent = !r.udp.reachable && !r.tcp.reachable && r.server_version.is_none();
+    // A pin names a probe-server (normal mode): its silence is a token or firewall matter.
+    if args.no_udp || args.no_tcp || args.pin.is_some() || !silent || r.tcp.connect_ms.is_none() {
+        return None;
+    }
+    crate::target::Target::parse(args.server.as_deref()?)
+        .ok()
+        .map(|t| t.port)
 }
 
 /// One line per run for `--every` without `--json`.

@@ -100,6 +100,10 @@ catalog! {
         "TCP to the media port does not get through: no ICE-TCP fallback when UDP is blocked.",
         "Allow TCP to RTCD's ice_port_tcp (8443) from this network.",
         "rtcd service/rtc/server.go:370-410 initTCP: passive ICE-TCP candidates on ice_port_tcp (v1.2.6)";
+    TcpIntercepted = "tcp_intercepted", Path, "error (never arrived), warning (arrived from another address)",
+        "Live mode: the TCP connection to RTCD's port succeeded, but the probe's segment never reached RTCD's host, or reached it from another address than the client's: a transparent proxy or middlebox answers for RTCD.",
+        "Exempt RTCD's TCP port from the transparent proxy / TCP inspection on this network (or the host's), so that ICE-TCP reaches RTCD itself.",
+        "pion/ice tcp_mux.go:196-236 (v4.2.0): RTCD accepts and reads the first RFC 4571 frame itself; a copy seen on RTCD's host proves the segment got there";
     PacketLoss = "packet_loss", Path, "warning from 1 %, error from 5 %",
         "Media-shaped traffic is lost on the way, per direction.",
         "Find the lossy hop (Wi-Fi, VPN, saturated uplink) in the direction named.",
@@ -169,6 +173,10 @@ catalog! {
         "The probe ran on another port than RTCD's, so the ICE checks tested that port.",
         "Run probe-server on RTCD's own port (RTCD stopped) for a check of RTCD's port.",
         "—";
+    CallsViaRtcd = "calls_via_rtcd", Ice, "info",
+        "The Calls plugin has an RTCD service URL: with a licence that allows RTCD, calls go to RTCD, not to the integrated RTC server tested here.",
+        "Test RTCD instead (probe-server --rtcd-config on the RTCD host).",
+        "mattermost-plugin-calls server/activate.go:155, server/configuration.go:471-481, server/enterprise/license.go:40-42 (eb708b4)";
     // --- RTCD's host (probe-server doctor) ---
     RtcdNotListening = "rtcd_not_listening", Host, "error",
         "Nothing listens on RTCD's ICE port on this host.",
@@ -178,6 +186,10 @@ catalog! {
         "Another process than RTCD holds RTCD's ICE port.",
         "Stop the other process or move RTCD's port.",
         "—";
+    CallsPluginHoldsPort = "calls_plugin_holds_port", Host, "info",
+        "The Calls plugin's integrated RTC server (in the Mattermost/plugin process) holds the ICE port: calls run without RTCD on this host.",
+        "Read its settings with probe-server --calls-config (Mattermost's config.json) instead of RTCD's; RTCD's API and config checks do not apply.",
+        "mattermost-plugin-calls server/activate.go:170-199 (eb708b4): rtc.NewServer + Start inside the plugin process";
     TcpFallbackOff = "tcp_fallback_off", Host, "info",
         "RTCD does not listen on TCP: no ICE-TCP fallback.",
         "Set ice_port_tcp (RTCD ≥ v0.11) and open it.",

@@ -302,30 +302,9 @@ impl Url {
             return Err(format!("{s:?}: credentials in the URL are not supported"));
         }
         let default_port = if https { 443 } else { 80 };
-        let (host, port) = if let Some(r) = authority.strip_prefix('[') {
-            let (h, after) = r
-                .split_once(']')
-                .ok_or_else(|| format!("{s:?}: unclosed '['"))?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => Some(p),
-                None if after.is_empty() => None,
-                None => return Err(format!("{s:?}: junk after ']'")),
-            };
-            (h.to_string(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (authority.to_string(), None),
-            }
-        };
-        let port = match port {
-            None => default_port,
-            Some(p) => p
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("{s:?}: bad port {p:?}"))?,
-        };
+        let (host, port) = split_authority(s, authority)?;
+        // The port is judged before the host here (TURN URIs judge the host first).
+        let port = parse_port(s, port, default_port)?;
         if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == b'/' || b == b'\\') {
             return Err(format!("{s:?}: no host"));
         }
@@ -345,11 +324,7 @@ impl Url {
 
     /// `host:port` as the `Host` header and CONNECT want it (IPv6 in brackets).
     pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        host_port(&self.host, self.port)
     }
 
     /// The URL with `path` appended (`/version`), as a string.
@@ -365,6 +340,51 @@ impl Url {
     /// The base URL, normalised.
     pub fn base(&self) -> String {
         self.join("")
+    }
+}
+
+/// `host:port`, an IPv6 literal in brackets (RFC 3986 3.2.2).
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Splits a URL's `host[:port]` (RFC 3986 3.2.2-3.2.3; TURN URIs use the same form, RFC 7065
+/// 3.1): an IP literal in brackets with nothing but `:port` after `]`, else the text after the
+/// last `:` is the port. Brackets are dropped; the host is not judged here, as `http(s)://`
+/// and `turn(s):` URLs refuse different characters. `raw` is the whole URL, for the message.
+pub(crate) fn split_authority<'a>(
+    raw: &str,
+    authority: &'a str,
+) -> Result<(String, Option<&'a str>), String> {
+    if let Some(r) = authority.strip_prefix('[') {
+        let (h, after) = r
+            .split_once(']')
+            .ok_or_else(|| format!("{raw:?}: unclosed '['"))?;
+        return match after.strip_prefix(':') {
+            Some(p) => Ok((h.to_string(), Some(p))),
+            None if after.is_empty() => Ok((h.to_string(), None)),
+            None => Err(format!("{raw:?}: junk after ']'")),
+        };
+    }
+    Ok(match authority.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), Some(p)),
+        None => (authority.to_string(), None),
+    })
+}
+
+/// A URL's port: `default` when absent, else a decimal from 1 to 65535.
+pub(crate) fn parse_port(raw: &str, port: Option<&str>, default: u16) -> Result<u16, String> {
+    match port {
+        None => Ok(default),
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{raw:?}: bad port {p:?}")),
     }
 }
 

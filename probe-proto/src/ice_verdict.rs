@@ -5,6 +5,8 @@
 //! Only a check sent to exactly an advertised `IP:PORT` that got an integrity-checked answer
 //! counts. The ICE agent's own state (a peer-reflexive success) is mentioned, never trusted.
 
+use crate::calls::wording::Terms;
+use crate::calls::Deployment;
 use crate::catalog::FindingId;
 use crate::msg::Transport;
 use crate::report::{Finding, IceReport, PairResult, Severity};
@@ -25,27 +27,44 @@ fn has_udp_candidate(ice: &IceReport) -> bool {
     ice.advertised.iter().any(|c| c.protocol == Transport::Udp)
 }
 
-/// Findings of the ICE check, judged on each advertised candidate's own check.
+/// Findings of the ICE check, judged on each advertised candidate's own check, in RTCD's terms.
 pub fn evaluate(ice: &IceReport, f: &Facts) -> Vec<Finding> {
+    evaluate_for(ice, f, &ice.deployment)
+}
+
+/// [`evaluate`] for the deployment the server said it stands in for (welcome facts, proto 4):
+/// the fixes name RTCD's keys or the Calls plugin's System Console settings.
+pub fn evaluate_for(ice: &IceReport, f: &Facts, deployment: &Deployment) -> Vec<Finding> {
+    let t = Terms::of(deployment);
     let mut out = Vec::new();
-    if let Some(info) = probe_port_info(ice) {
+    if let Deployment::CallsPlugin {
+        rtcd_url: Some(url),
+    } = deployment
+    {
+        out.push(crate::calls::wording::rtcd_in_charge(url));
+    }
+    if let Some(info) = probe_port_info(ice, &t) {
         out.push(info);
     }
     let udp = f.udp_tested && f.udp.reachable;
     let tcp = f.tcp_tested && f.tcp.reachable;
     // Facts of RTCD's configuration the server reported: true whatever the network does.
     if !has_udp_candidate(ice) {
-        out.push(crate::rtcd::findings::no_udp_candidate(
-            &ice.ice_address_udp,
-            &ice.ice_address_tcp,
-            ice.override_form == "pairs",
-            ice.pion_rules,
-            "RTCD's config",
-        ));
+        out.push(if t.is_plugin() {
+            crate::calls::wording::no_udp_candidate(&ice.ice_address_udp, &ice.ice_address_tcp)
+        } else {
+            crate::rtcd::findings::no_udp_candidate(
+                &ice.ice_address_udp,
+                &ice.ice_address_tcp,
+                ice.override_form == "pairs",
+                ice.pion_rules,
+                "RTCD's config",
+            )
+        });
     }
     let primary = if udp { Transport::Udp } else { Transport::Tcp };
     let primary_passed = (udp || tcp) && passed(ice, primary);
-    let ignored = filter_ignores(ice, primary_passed);
+    let ignored = filter_ignores(ice, primary_passed, &t);
     let ignored_error = ignored
         .as_ref()
         .is_some_and(|f| f.severity == Severity::Error);
@@ -60,10 +79,10 @@ pub fn evaluate(ice: &IceReport, f: &Facts) -> Vec<Finding> {
         // usual diagnosis ("the override is wrong") would point at the wrong setting.
         let no_candidate = primary == Transport::Udp && !has_udp_candidate(ice);
         if !ignored_error && !no_candidate {
-            out.push(through_relay(diagnose(ice, primary), ice));
+            out.push(through_relay(diagnose(ice, primary, &t), ice, &t));
         }
     } else if udp && tcp && !passed(ice, Transport::Tcp) {
-        out.push(tcp_failed(ice));
+        out.push(tcp_failed(ice, &t));
     }
     out
 }
@@ -72,14 +91,15 @@ pub fn evaluate(ice: &IceReport, f: &Facts) -> Vec<Finding> {
 /// service/rtc/sfu.go:231-252), and a browser that cannot reach the host candidates connects
 /// through the relay: slower and through a third party, but the call works. So a host-candidate
 /// error becomes a warning that names the relay calls now depend on.
-fn through_relay(mut f: Finding, ice: &IceReport) -> Finding {
+fn through_relay(mut f: Finding, ice: &IceReport, t: &Terms) -> Finding {
     if ice.relay_servers.is_empty() || f.severity != Severity::Error {
         return f;
     }
     f.severity = Severity::Warning;
     f.summary = format!(
-        "{} RTCD also relays through {} (server-side TURN), so calls from here can still connect through the relay, with the extra hop.",
+        "{} {} also relays through {} (server-side TURN), so calls from here can still connect through the relay, with the extra hop.",
         f.summary,
+        t.server(),
         ice.relay_servers.join(", ")
     );
     f
@@ -88,7 +108,7 @@ fn through_relay(mut f: Finding, ice: &IceReport) -> Finding {
 /// `ice_address_ignores_override` from the server's facts (rtcd server.go:109-122,
 /// utils.go:84-87): raised when the address the override (or STUN) would give is not among the
 /// UDP candidates; an error unless the advertised candidates answered from here anyway.
-fn filter_ignores(ice: &IceReport, primary_passed: bool) -> Option<Finding> {
+fn filter_ignores(ice: &IceReport, primary_passed: bool, t: &Terms) -> Option<Finding> {
     let ignores = ice.filter_ignores?;
     let udp: Vec<IpAddr> = ice
         .advertised
@@ -121,6 +141,16 @@ fn filter_ignores(ice: &IceReport, primary_passed: bool) -> Option<Finding> {
     } else {
         Severity::Error
     };
+    if t.is_plugin() {
+        return Some(crate::calls::wording::address_ignores_override(
+            ignores,
+            value,
+            &ice.ice_address_udp,
+            &ice.ice_address_tcp,
+            &udp,
+            severity,
+        ));
+    }
     Some(crate::rtcd::findings::address_ignores_override(
         ignores,
         value,
@@ -169,19 +199,6 @@ fn list(addrs: &[SocketAddr]) -> String {
         .join(", ")
 }
 
-fn host_line(ip: IpAddr) -> String {
-    format!(
-        "`ice_host_override = \"{ip}\"` in the [rtc] section of RTCD's config (or the environment variable \
-         `RTCD_RTC_ICEHOSTOVERRIDE={ip}`)"
-    )
-}
-
-fn port_line(port: u16) -> String {
-    format!("`ice_host_port_override = {port}` in [rtc] (or `RTCD_RTC_ICEHOSTPORTOVERRIDE={port}`)")
-}
-
-const RESTART: &str = "then restart RTCD and run the probe again";
-
 /// What the reference check to the dialed address showed on this transport: Some(true) when
 /// the server answered ICE there, Some(false) when it did not, None when nothing was sent.
 fn reference(ice: &IceReport, proto: Transport, dialed: Option<SocketAddr>) -> Option<bool> {
@@ -207,200 +224,296 @@ fn prflx_note(ice: &IceReport) -> String {
     }
 }
 
-/// The one finding for a transport none of whose advertised candidates answered.
-fn diagnose(ice: &IceReport, proto: Transport) -> Finding {
-    let t = name(proto);
-    let dialed: Option<SocketAddr> = ice.dialed.parse().ok();
-    let adv = advertised(ice, proto);
-    let adv_list = list(&adv);
-    let reached = reference(ice, proto, dialed);
-    let prflx = prflx_note(ice);
-    // The port users reach RTCD on, when it differs from what is advertised and the server
-    // answered ICE there: a port override belongs in the fix too.
-    let port_fix = match (dialed, reached) {
-        (Some(d), Some(true)) if adv.iter().any(|a| a.port() != d.port()) => Some(d.port()),
-        _ => None,
-    };
-    let with_port = |fix: String| match port_fix {
-        Some(p) => format!("{fix}, and {}", port_line(p)),
-        None => fix,
-    };
-    let dialed_txt = dialed.map_or_else(|| ice.dialed.clone(), |d| d.to_string());
+/// What every diagnosis of a failed transport starts from.
+struct Diag<'a> {
+    ice: &'a IceReport,
+    terms: &'a Terms,
+    /// "UDP" or "TCP".
+    t: &'static str,
+    dialed: Option<SocketAddr>,
+    adv: Vec<SocketAddr>,
+    adv_list: String,
+    /// The reference check to the dialed address (see [`reference`]).
+    reached: Option<bool>,
+    prflx: String,
+    /// The port users reach the server on, when it differs from what is advertised and the
+    /// server answered ICE there: a port override belongs in the fix too.
+    port_fix: Option<u16>,
+}
 
-    // 1. Split-horizon DNS: RTCD resolved the override name to something users do not get.
-    if ice.override_form == "hostname"
-        && !ice.override_resolved_server.is_empty()
-        && !ice.override_resolved_client.is_empty()
-        && ice
+impl<'a> Diag<'a> {
+    fn new(ice: &'a IceReport, proto: Transport, terms: &'a Terms) -> Self {
+        let dialed: Option<SocketAddr> = ice.dialed.parse().ok();
+        let adv = advertised(ice, proto);
+        let reached = reference(ice, proto, dialed);
+        let port_fix = match (dialed, reached) {
+            (Some(d), Some(true)) if adv.iter().any(|a| a.port() != d.port()) => Some(d.port()),
+            _ => None,
+        };
+        Diag {
+            ice,
+            terms,
+            t: name(proto),
+            dialed,
+            adv_list: list(&adv),
+            adv,
+            reached,
+            prflx: prflx_note(ice),
+            port_fix,
+        }
+    }
+
+    fn with_port(&self, fix: String) -> String {
+        match self.port_fix {
+            Some(p) => format!("{fix}, and {}", self.terms.port_line(p)),
+            None => fix,
+        }
+    }
+}
+
+/// The one finding for a transport none of whose advertised candidates answered.
+fn diagnose(ice: &IceReport, proto: Transport, terms: &Terms) -> Finding {
+    let d = Diag::new(ice, proto, terms);
+    if let Some(f) = split_horizon(&d) {
+        return f;
+    }
+    let dialed = match (d.reached, d.dialed) {
+        (Some(true), Some(dialed)) => dialed,
+        _ => return ice_failed(&d),
+    };
+    if let Some(f) = port_mismatch(&d, dialed) {
+        return f;
+    }
+    if ice.override_form == "none" || ice.override_value.is_none() {
+        override_missing(&d, dialed)
+    } else {
+        override_wrong(&d, dialed)
+    }
+}
+
+/// 1. Split-horizon DNS: the server resolved the override name to something users do not get.
+fn split_horizon(d: &Diag) -> Option<Finding> {
+    let (ice, terms) = (d.ice, d.terms);
+    let (srv, ovn, restart) = (terms.server(), terms.override_name(), terms.restart());
+    if ice.override_form != "hostname"
+        || ice.override_resolved_server.is_empty()
+        || ice.override_resolved_client.is_empty()
+        || ice
             .override_resolved_server
             .iter()
-            .all(|s| !ice.override_resolved_client.contains(s))
+            .any(|s| ice.override_resolved_client.contains(s))
     {
-        let name = ice.override_value.as_deref().unwrap_or("?");
-        let client: Vec<IpAddr> = ice
-            .override_resolved_client
-            .iter()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        let good = dialed
-            .map(|d| d.ip())
-            .filter(|ip| client.contains(ip))
-            .or_else(|| client.first().copied());
-        let fix = match good {
-            Some(ip) => format!(
-                "Set the override to the address users resolve, as an IP: {}; or make the RTCD host resolve \
-                 `{name}` to {ip} too (its /etc/hosts or DNS view), since RTCD resolves the name on its own host at \
-                 every call join; {RESTART}.",
-                with_port(host_line(ip))
-            ),
-            None => format!(
-                "Make the RTCD host resolve `{name}` to the public address users reach, or set \
-                 ice_host_override to that address as an IP; {RESTART}."
-            ),
-        };
-        return Finding::new(
-            FindingId::IceSplitHorizonDns,
-            Severity::Error,
-            format!(
-                "RTCD's ice_host_override `{name}` resolves to {} on the RTCD host but to {} here (split-horizon \
-                 DNS): RTCD advertises {adv_list}, which gets no answer to ICE over {t} from this network, so calls \
-                 fail with \"timed out waiting for rtc connection\".{prflx}",
-                ice.override_resolved_server.join(", "),
-                ice.override_resolved_client.join(", ")
-            ),
-            fix,
-        );
+        return None;
     }
-
-    // 2. The server does not answer ICE even where the client reached it: not an address problem.
-    if reached != Some(true) {
-        let why = match reached {
-            Some(false) => format!(
-                "the same check to {dialed_txt}, where the probe server answers plain STUN, got no valid answer \
-                 either"
-            ),
-            _ => "no reference check could be made".into(),
-        };
-        return Finding::new(
-            FindingId::IceFailed,
-            Severity::Error,
-            format!(
-                "ICE over {t} failed: no advertised candidate ({adv_list}) answered a connectivity check, and {why}.{prflx}"
-            ),
-            "Something drops ICE connectivity checks (STUN with credentials) while letting plain STUN through: look \
-             for a firewall or load balancer with STUN/VoIP inspection, make sure probe-server (not another service) \
-             owns the port, and run the probe again with -v for details.",
-        );
-    }
-    let dialed = dialed.expect("a reference answer implies a parsed dialed address");
-    let dialed_ip = dialed.ip();
-
-    // 3. The right address on the wrong port: a port-mapping load balancer or NAT.
-    if let Some(a) = adv
+    let name = ice.override_value.as_deref().unwrap_or("?");
+    let client: Vec<IpAddr> = ice
+        .override_resolved_client
         .iter()
-        .find(|a| a.ip() == dialed_ip && a.port() != dialed.port())
-    {
-        let hostname_note = if ice.override_form == "hostname" {
-            format!(
-                " RTCD applies the port override only to a literal IP override, so also set {}",
-                host_line(dialed_ip)
-            )
-        } else {
-            String::new()
-        };
-        return Finding::new(
-            FindingId::IcePortOverrideWrong,
-            Severity::Error,
-            format!(
-                "RTCD advertises {a}, but this client reaches the server at {dialed}: the address is right, yet \
-                 nothing answers ICE over {t} on port {} from here (a load balancer or NAT forwards port {} to RTCD's \
-                 port).{prflx}",
-                a.port(),
-                dialed.port()
-            ),
-            format!(
-                "Advertise the port users reach: {}.{hostname_note} Or forward port {} to RTCD as well; {RESTART}.",
-                port_line(dialed.port()),
-                a.port()
-            ),
-        );
-    }
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let good = d
+        .dialed
+        .map(|d| d.ip())
+        .filter(|ip| client.contains(ip))
+        .or_else(|| client.first().copied());
+    let fix = match good {
+        Some(ip) => format!(
+            "Set the override to the address users resolve, as an IP: {}; or make {} resolve \
+             `{name}` to {ip} too (its /etc/hosts or DNS view), since {srv} resolves the name on its own host at \
+             every call join; {restart}.",
+            d.with_port(terms.host_ip_line(ip)),
+            terms.host()
+        ),
+        None => format!(
+            "Make {} resolve `{name}` to the public address users reach, or set \
+             {ovn} to that address as an IP; {restart}.",
+            terms.host()
+        ),
+    };
+    Some(Finding::new(
+        FindingId::IceSplitHorizonDns,
+        Severity::Error,
+        format!(
+            "{} `{name}` resolves to {} on {} but to {} here (split-horizon \
+             DNS): {srv} advertises {}, which gets no answer to ICE over {} from this network, so calls \
+             fail with \"timed out waiting for rtc connection\".{}",
+            terms.owned_override(),
+            ice.override_resolved_server.join(", "),
+            terms.host(),
+            ice.override_resolved_client.join(", "),
+            d.adv_list,
+            d.t,
+            d.prflx
+        ),
+        fix,
+    ))
+}
 
-    let dialed_public = !is_private(dialed_ip);
-    let reached_txt = if dialed_public {
-        format!("this client reached the server at {dialed}")
+/// 2. The server does not answer ICE even where the client reached it: not an address problem.
+fn ice_failed(d: &Diag) -> Finding {
+    let why = match d.reached {
+        Some(false) => format!(
+            "the same check to {}, where the probe server answers plain STUN, got no valid answer \
+             either",
+            d.dialed
+                .map_or_else(|| d.ice.dialed.clone(), |a| a.to_string())
+        ),
+        _ => "no reference check could be made".into(),
+    };
+    Finding::new(
+        FindingId::IceFailed,
+        Severity::Error,
+        format!(
+            "ICE over {} failed: no advertised candidate ({}) answered a connectivity check, and {why}.{}",
+            d.t, d.adv_list, d.prflx
+        ),
+        "Something drops ICE connectivity checks (STUN with credentials) while letting plain STUN through: look \
+         for a firewall or load balancer with STUN/VoIP inspection, make sure probe-server (not another service) \
+         owns the port, and run the probe again with -v for details.",
+    )
+}
+
+/// 3. The right address on the wrong port: a port-mapping load balancer or NAT.
+fn port_mismatch(d: &Diag, dialed: SocketAddr) -> Option<Finding> {
+    let (terms, srv, restart) = (d.terms, d.terms.server(), d.terms.restart());
+    let a = d
+        .adv
+        .iter()
+        .find(|a| a.ip() == dialed.ip() && a.port() != dialed.port())?;
+    let hostname_note = if d.ice.override_form == "hostname" {
+        format!(
+            " {srv} applies the port override only to a literal IP override, so also set {}",
+            terms.host_ip_line(dialed.ip())
+        )
     } else {
+        String::new()
+    };
+    Some(Finding::new(
+        FindingId::IcePortOverrideWrong,
+        Severity::Error,
+        format!(
+            "{srv} advertises {a}, but this client reaches the server at {dialed}: the address is right, yet \
+             nothing answers ICE over {} on port {} from here (a load balancer or NAT forwards port {} to {} \
+             port).{}",
+            d.t,
+            a.port(),
+            dialed.port(),
+            terms.server_s(),
+            d.prflx
+        ),
+        format!(
+            "Advertise the port users reach: {}.{hostname_note} Or forward port {} to {srv} as well; {restart}.",
+            terms.port_line(dialed.port()),
+            a.port()
+        ),
+    ))
+}
+
+/// "this client reached the server at …", saying so when that address is itself private.
+fn reached_text(dialed: SocketAddr) -> String {
+    if is_private(dialed.ip()) {
         format!(
             "this client reached the server at {dialed}, itself a private address (VPN or internal network?)"
         )
-    };
-    let set_fix = |lead: &str| {
-        if dialed_public {
-            format!("{lead} {}; {RESTART}.", with_port(host_line(dialed_ip)))
-        } else {
-            format!(
-                "{lead} the public address users reach RTCD at, e.g. `ice_host_override = \"PUBLIC_IP\"` in [rtc] \
-                 (`RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP`); {RESTART}."
-            )
-        }
-    };
-
-    // 4. No override: RTCD advertises its local (or STUN-found) addresses.
-    if ice.override_form == "none" || ice.override_value.is_none() {
-        let what = if !adv.is_empty() && ice.advertised.iter().all(|c| c.private) {
-            "only private addresses"
-        } else if ice
-            .advertised
-            .iter()
-            .any(|c| c.source == crate::msg::CandidateSource::Stun)
-        {
-            "the address its STUN server reported"
-        } else {
-            "its local addresses"
-        };
-        return Finding::new(
-            FindingId::IceHostOverrideMissing,
-            Severity::Error,
-            format!(
-                "No ice_host_override is set, so RTCD advertises {what} ({adv_list}): no answer to ICE over {t} \
-                 from this network, while {reached_txt}: calls fail with \"timed out waiting for rtc \
-                 connection\".{prflx}"
-            ),
-            set_fix("Set the override to the address users reach RTCD at:"),
-        );
-    }
-
-    // 5. An override is set, but its address is not where users reach the server.
-    let value = ice.override_value.as_deref().unwrap_or_default();
-    let fix = if ice.override_form == "pairs" {
-        if dialed_public {
-            format!(
-                "Make the external side of the pair the address users reach: `ice_host_override = \
-                 \"{dialed_ip}/LOCAL_IP\"` (LOCAL_IP: the RTCD host's own address) in [rtc], or \
-                 `RTCD_RTC_ICEHOSTOVERRIDE={dialed_ip}/LOCAL_IP`{}; {RESTART}.",
-                port_fix
-                    .map(|p| format!(", and {}", port_line(p)))
-                    .unwrap_or_default()
-            )
-        } else {
-            set_fix("Make the external side of each pair")
-        }
     } else {
-        set_fix("Set the override to the address users reach RTCD at:")
+        format!("this client reached the server at {dialed}")
+    }
+}
+
+/// The fix that sets the override to the dialed address (or, when that is private, to the
+/// public address users reach).
+fn set_fix(d: &Diag, dialed: SocketAddr, lead: &str) -> String {
+    let (terms, restart) = (d.terms, d.terms.restart());
+    if is_private(dialed.ip()) {
+        format!(
+            "{lead} the public address users reach {} at, e.g. {}; {restart}.",
+            terms.server(),
+            terms.short_host_line("PUBLIC_IP")
+        )
+    } else {
+        format!(
+            "{lead} {}; {restart}.",
+            d.with_port(terms.host_ip_line(dialed.ip()))
+        )
+    }
+}
+
+/// 4. No override: the server advertises its local (or STUN-found) addresses.
+fn override_missing(d: &Diag, dialed: SocketAddr) -> Finding {
+    let (ice, srv) = (d.ice, d.terms.server());
+    let what = if !d.adv.is_empty() && ice.advertised.iter().all(|c| c.private) {
+        "only private addresses"
+    } else if ice
+        .advertised
+        .iter()
+        .any(|c| c.source == crate::msg::CandidateSource::Stun)
+    {
+        "the address its STUN server reported"
+    } else {
+        "its local addresses"
+    };
+    Finding::new(
+        FindingId::IceHostOverrideMissing,
+        Severity::Error,
+        format!(
+            "No {} is set, so {srv} advertises {what} ({}): no answer to ICE over {} \
+             from this network, while {}: calls fail with \"timed out waiting for rtc \
+             connection\".{}",
+            d.terms.override_name(),
+            d.adv_list,
+            d.t,
+            reached_text(dialed),
+            d.prflx
+        ),
+        set_fix(
+            d,
+            dialed,
+            &format!("Set the override to the address users reach {srv} at:"),
+        ),
+    )
+}
+
+/// 5. An override is set, but its address is not where users reach the server.
+fn override_wrong(d: &Diag, dialed: SocketAddr) -> Finding {
+    let (ice, terms, srv) = (d.ice, d.terms, d.terms.server());
+    let value = ice.override_value.as_deref().unwrap_or_default();
+    let fix = if ice.override_form != "pairs" {
+        set_fix(
+            d,
+            dialed,
+            &format!("Set the override to the address users reach {srv} at:"),
+        )
+    } else if is_private(dialed.ip()) {
+        set_fix(d, dialed, "Make the external side of each pair")
+    } else {
+        format!(
+            "Make the external side of the pair the address users reach: {}{}; {}.",
+            terms.pairs_line(dialed.ip()),
+            d.port_fix
+                .map(|p| format!(", and {}", terms.port_line(p)))
+                .unwrap_or_default(),
+            terms.restart()
+        )
     };
     Finding::new(
         FindingId::IceHostOverrideWrong,
         Severity::Error,
         format!(
-            "ice_host_override is set to `{value}`, so RTCD advertises {adv_list}: no answer to ICE over {t} \
-             from this network, while {reached_txt}.{prflx}"
+            "{} is set to `{value}`, so {srv} advertises {}: no answer to ICE over {} \
+             from this network, while {}.{}",
+            terms.override_name(),
+            d.adv_list,
+            d.t,
+            reached_text(dialed),
+            d.prflx
         ),
         fix,
     )
 }
 
 /// TCP candidates fail while UDP works: TCP fallback is broken for UDP-blocked users.
-fn tcp_failed(ice: &IceReport) -> Finding {
+fn tcp_failed(ice: &IceReport, terms: &Terms) -> Finding {
+    let srv = terms.server();
     let adv = advertised(ice, Transport::Tcp);
     if adv.is_empty() && !ice.ice_address_udp.is_empty() {
         // RTCD advertises no TCP candidate reachable from another host: with `ice_address_*` set,
@@ -410,18 +523,12 @@ fn tcp_failed(ice: &IceReport) -> Finding {
             FindingId::IceTcpFailed,
             Severity::Warning,
             format!(
-                "RTCD advertises no TCP candidate reachable from another host, while UDP works: its IP filter keeps \
-                 only the local IPs listed in ice_address_udp = \"{}\"{} (\"0.0.0.0\" is none of them). Users on \
+                "{srv} advertises no TCP candidate reachable from another host, while UDP works: its IP filter keeps \
+                 only the local IPs listed in {} (\"0.0.0.0\" is none of them). Users on \
                  networks that block UDP cannot use TCP fallback.",
-                ice.ice_address_udp,
-                if ice.ice_address_tcp.is_empty() {
-                    String::new()
-                } else {
-                    format!(" / ice_address_tcp = \"{}\"", ice.ice_address_tcp)
-                }
+                terms.filter_as_set(&ice.ice_address_udp, &ice.ice_address_tcp)
             ),
-            "In RTCD's config under [rtc], list this host's own IP in ice_address_udp / ice_address_tcp (or leave \
-             both empty to use every address; env RTCD_RTC_ICEADDRESSUDP / RTCD_RTC_ICEADDRESSTCP), then restart RTCD.",
+            terms.address_fix(),
         );
     }
     let dialed: Option<SocketAddr> = ice.dialed.parse().ok();
@@ -429,7 +536,7 @@ fn tcp_failed(ice: &IceReport) -> Finding {
         (Some(d), Some(true)) if adv.iter().any(|a| a.ip() == d.ip() && a.port() != d.port()) => {
             format!(
                 " The server answers ICE over TCP at {d}, so only the advertised port is wrong: set {}.",
-                port_line(d.port())
+                terms.port_line(d.port())
             )
         }
         _ => String::new(),
@@ -443,14 +550,16 @@ fn tcp_failed(ice: &IceReport) -> Finding {
             list(&adv)
         ),
         format!(
-            "Open inbound TCP to RTCD's `ice_port_tcp` (RTCD_RTC_ICEPORTTCP) from client networks — host firewall, \
-             security groups, load balancers (which must forward TCP too).{port_hint}"
+            "Open inbound TCP to {} from client networks — host firewall, \
+             security groups, load balancers (which must forward TCP too).{port_hint}",
+            terms.tcp_port()
         ),
     )
 }
 
 /// When the probe answers on another port than RTCD, say which port RTCD itself advertises.
-fn probe_port_info(ice: &IceReport) -> Option<Finding> {
+fn probe_port_info(ice: &IceReport, terms: &Terms) -> Option<Finding> {
+    let srv = terms.server();
     let probe = ice.probe_port;
     if ice.rtcd_port == 0 || probe == 0 || probe == ice.rtcd_port {
         return None;
@@ -460,11 +569,13 @@ fn probe_port_info(ice: &IceReport) -> Option<Finding> {
         FindingId::IceProbePort,
         Severity::Info,
         format!(
-            "probe-server runs on port {probe}, not on RTCD's port {rtcd}: the ICE checks tested the advertised \
-             addresses on port {probe}; RTCD itself advertises them with port {rtcd} (or its ice_host_port_override)."
+            "probe-server runs on port {probe}, not on {} port {rtcd}: the ICE checks tested the advertised \
+             addresses on port {probe}; {srv} itself advertises them with port {rtcd} (or its {}).",
+            terms.server_s(),
+            terms.port_override_name()
         ),
         format!(
-            "To test port {rtcd} itself, stop RTCD for a moment and run probe-server with `--listen 0.0.0.0:{rtcd}`."
+            "To test port {rtcd} itself, stop {srv} for a moment and run probe-server with `--listen 0.0.0.0:{rtcd}`."
         ),
     ))
 }
@@ -500,17 +611,38 @@ mod tests {
         }
     }
 
-    /// A report where RTCD advertises `addr:port` (UDP and TCP) and the client dialed `dialed`;
-    /// `udp_ok`/`tcp_ok` are the advertised candidates' results, and the dialed address answers.
-    fn report(
-        addr: &str,
+    /// One situation: the server advertises `addr:port` (UDP and TCP, as `form` with override
+    /// `value`) and the client dialed `dialed`; `udp_ok`/`tcp_ok` are the advertised candidates'
+    /// results, and the dialed address answers.
+    #[derive(Clone, Copy)]
+    struct Case<'a> {
+        addr: &'a str,
         port: u16,
-        form: &str,
-        value: Option<&str>,
-        dialed: &str,
+        form: &'a str,
+        value: Option<&'a str>,
+        dialed: &'a str,
         udp_ok: bool,
         tcp_ok: bool,
-    ) -> IceReport {
+    }
+
+    impl Case<'_> {
+        fn report(self) -> IceReport {
+            report(self)
+        }
+    }
+
+    /// A report where RTCD advertises `addr:port` (UDP and TCP) and the client dialed `dialed`;
+    /// `udp_ok`/`tcp_ok` are the advertised candidates' results, and the dialed address answers.
+    fn report(c: Case) -> IceReport {
+        let Case {
+            addr,
+            port,
+            form,
+            value,
+            dialed,
+            udp_ok,
+            tcp_ok,
+        } = c;
         let source = match form {
             "none" => CandidateSource::Local,
             "pairs" => CandidateSource::Mapping,
@@ -577,32 +709,144 @@ mod tests {
         f.iter().map(|f| f.id.as_str()).collect()
     }
 
+    /// One row of the verdict table: a named situation and what the verdict must say.
+    struct Row {
+        name: &'static str,
+        case: Case<'static>,
+        /// UDP and TCP reachable.
+        reach: (bool, bool),
+        ids: &'static [&'static str],
+        ice_ok: bool,
+        summary_has: &'static [&'static str],
+        fix_has: &'static [&'static str],
+        fix_lacks: &'static [&'static str],
+    }
+
+    const ROWS: &[Row] = &[
+        Row {
+            name: "the right override passes silently",
+            case: Case {
+                addr: "203.0.113.10",
+                port: 8443,
+                form: "ip",
+                value: Some("203.0.113.10"),
+                dialed: "203.0.113.10:8443",
+                udp_ok: true,
+                tcp_ok: true,
+            },
+            reach: (true, true),
+            ids: &[],
+            ice_ok: true,
+            summary_has: &[],
+            fix_has: &[],
+            fix_lacks: &[],
+        },
+        Row {
+            name: "a wrong override names the dialed address",
+            case: Case {
+                addr: "203.0.113.99",
+                port: 8443,
+                form: "ip",
+                value: Some("203.0.113.99"),
+                dialed: "203.0.113.10:8443",
+                udp_ok: false,
+                tcp_ok: false,
+            },
+            reach: (true, true),
+            ids: &["ice_host_override_wrong"],
+            ice_ok: false,
+            summary_has: &["`203.0.113.99`"],
+            fix_has: &["ice_host_override = \"203.0.113.10\""],
+            fix_lacks: &[],
+        },
+        Row {
+            name: "the right address on the wrong port asks for a port override only",
+            case: Case {
+                addr: "203.0.113.10",
+                port: 8443,
+                form: "ip",
+                value: Some("203.0.113.10"),
+                dialed: "203.0.113.10:443",
+                udp_ok: false,
+                tcp_ok: false,
+            },
+            reach: (true, true),
+            ids: &["ice_port_override_wrong"],
+            ice_ok: false,
+            summary_has: &[],
+            fix_has: &[
+                "ice_host_port_override = 443",
+                "RTCD_RTC_ICEHOSTPORTOVERRIDE=443",
+            ],
+            fix_lacks: &["ice_host_override ="],
+        },
+        Row {
+            name: "nothing reachable adds nothing (server_unreachable says it)",
+            case: Case {
+                addr: "172.31.1.2",
+                port: 8443,
+                form: "none",
+                value: None,
+                dialed: "203.0.113.10:8443",
+                udp_ok: false,
+                tcp_ok: false,
+            },
+            reach: (false, false),
+            ids: &[],
+            ice_ok: false,
+            summary_has: &[],
+            fix_has: &[],
+            fix_lacks: &[],
+        },
+    ];
+
     #[test]
-    fn correct_override_passes_silently() {
-        let r = report(
-            "203.0.113.10",
-            8443,
-            "ip",
-            Some("203.0.113.10"),
-            "203.0.113.10:8443",
-            true,
-            true,
-        );
-        assert!(eval(&r, true, true).is_empty());
-        assert!(ice_ok(&r, true, true));
+    fn verdict_table() {
+        for row in ROWS {
+            let r = row.case.report();
+            let (udp, tcp) = row.reach;
+            let f = eval(&r, udp, tcp);
+            assert_eq!(ids(&f), row.ids, "{}", row.name);
+            assert_eq!(ice_ok(&r, udp, tcp), row.ice_ok, "{}", row.name);
+            for want in row.summary_has {
+                assert!(
+                    f[0].summary.contains(want),
+                    "{}: {want} in {}",
+                    row.name,
+                    f[0].summary
+                );
+            }
+            for want in row.fix_has {
+                assert!(
+                    f[0].fix.contains(want),
+                    "{}: {want} in {}",
+                    row.name,
+                    f[0].fix
+                );
+            }
+            for not in row.fix_lacks {
+                assert!(
+                    !f[0].fix.contains(not),
+                    "{}: {not} in {}",
+                    row.name,
+                    f[0].fix
+                );
+            }
+        }
     }
 
     #[test]
     fn private_host_candidates_with_server_side_turn_is_a_warning_naming_the_relay() {
-        let mut r = report(
-            "172.31.1.2",
-            8443,
-            "none",
-            None,
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
+        let mut r = Case {
+            addr: "172.31.1.2",
+            port: 8443,
+            form: "none",
+            value: None,
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         r.relay_servers = vec!["turn:turn.example.com:3478".into()];
         let f = eval(&r, true, true);
         assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
@@ -617,15 +861,16 @@ mod tests {
 
     #[test]
     fn missing_override_names_the_dialed_address() {
-        let r = report(
-            "172.31.1.2",
-            8443,
-            "none",
-            None,
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
+        let r = Case {
+            addr: "172.31.1.2",
+            port: 8443,
+            form: "none",
+            value: None,
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         let f = eval(&r, true, true);
         assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
         assert_eq!(f[0].severity, Severity::Error);
@@ -648,15 +893,16 @@ mod tests {
 
     #[test]
     fn missing_override_behind_port_mapping_names_both_lines() {
-        let r = report(
-            "172.31.1.2",
-            8443,
-            "none",
-            None,
-            "203.0.113.10:443",
-            false,
-            false,
-        );
+        let r = Case {
+            addr: "172.31.1.2",
+            port: 8443,
+            form: "none",
+            value: None,
+            dialed: "203.0.113.10:443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         let f = eval(&r, true, true);
         assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
         assert!(f[0].fix.contains("ice_host_override = \"203.0.113.10\""));
@@ -666,15 +912,16 @@ mod tests {
 
     #[test]
     fn missing_override_when_stun_found_the_wrong_address() {
-        let mut r = report(
-            "198.51.100.77",
-            8443,
-            "none",
-            None,
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
+        let mut r = Case {
+            addr: "198.51.100.77",
+            port: 8443,
+            form: "none",
+            value: None,
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         for c in &mut r.advertised {
             c.source = CandidateSource::Stun;
         }
@@ -685,15 +932,16 @@ mod tests {
 
     #[test]
     fn missing_override_with_private_dialed_address_does_not_recommend_it() {
-        let r = report(
-            "172.31.9.9",
-            8443,
-            "none",
-            None,
-            "10.1.2.3:8443",
-            false,
-            false,
-        );
+        let r = Case {
+            addr: "172.31.9.9",
+            port: 8443,
+            form: "none",
+            value: None,
+            dialed: "10.1.2.3:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         let f = eval(&r, true, true);
         assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
         assert!(!f[0].fix.contains("\"10.1.2.3\""), "{}", f[0].fix);
@@ -701,67 +949,34 @@ mod tests {
     }
 
     #[test]
-    fn wrong_override() {
-        let r = report(
-            "203.0.113.99",
-            8443,
-            "ip",
-            Some("203.0.113.99"),
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
-        let f = eval(&r, true, true);
-        assert_eq!(ids(&f), vec!["ice_host_override_wrong"]);
-        assert!(f[0].summary.contains("`203.0.113.99`"));
-        assert!(f[0].fix.contains("ice_host_override = \"203.0.113.10\""));
-    }
-
-    #[test]
     fn wrong_pair_override_keeps_the_pair_form() {
-        let r = report(
-            "203.0.113.99",
-            8443,
-            "pairs",
-            Some("203.0.113.99/172.31.1.2"),
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
+        let r = Case {
+            addr: "203.0.113.99",
+            port: 8443,
+            form: "pairs",
+            value: Some("203.0.113.99/172.31.1.2"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         let f = eval(&r, true, true);
         assert_eq!(ids(&f), vec!["ice_host_override_wrong"]);
         assert!(f[0].fix.contains("203.0.113.10/LOCAL_IP"), "{}", f[0].fix);
     }
 
     #[test]
-    fn wrong_port() {
-        let r = report(
-            "203.0.113.10",
-            8443,
-            "ip",
-            Some("203.0.113.10"),
-            "203.0.113.10:443",
-            false,
-            false,
-        );
-        let f = eval(&r, true, true);
-        assert_eq!(ids(&f), vec!["ice_port_override_wrong"]);
-        assert!(f[0].fix.contains("ice_host_port_override = 443"));
-        assert!(f[0].fix.contains("RTCD_RTC_ICEHOSTPORTOVERRIDE=443"));
-        assert!(!f[0].fix.contains("ice_host_override ="));
-    }
-
-    #[test]
     fn wrong_port_with_hostname_override_asks_for_an_ip() {
-        let mut r = report(
-            "203.0.113.10",
-            8443,
-            "hostname",
-            Some("calls.example.test"),
-            "203.0.113.10:443",
-            false,
-            false,
-        );
+        let mut r = Case {
+            addr: "203.0.113.10",
+            port: 8443,
+            form: "hostname",
+            value: Some("calls.example.test"),
+            dialed: "203.0.113.10:443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         r.override_resolved_server = vec!["203.0.113.10".into()];
         r.override_resolved_client = vec!["203.0.113.10".into()];
         let f = eval(&r, true, true);
@@ -771,15 +986,16 @@ mod tests {
 
     #[test]
     fn split_horizon_dns() {
-        let mut r = report(
-            "172.31.1.2",
-            8443,
-            "hostname",
-            Some("calls.example.test"),
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
+        let mut r = Case {
+            addr: "172.31.1.2",
+            port: 8443,
+            form: "hostname",
+            value: Some("calls.example.test"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         r.override_resolved_server = vec!["172.31.1.2".into()];
         r.override_resolved_client = vec!["203.0.113.10".into()];
         let f = eval(&r, true, true);
@@ -796,15 +1012,16 @@ mod tests {
 
     #[test]
     fn split_horizon_that_still_works_is_not_an_error() {
-        let mut r = report(
-            "198.51.100.50",
-            8443,
-            "hostname",
-            Some("calls.example.test"),
-            "203.0.113.10:8443",
-            true,
-            true,
-        );
+        let mut r = Case {
+            addr: "198.51.100.50",
+            port: 8443,
+            form: "hostname",
+            value: Some("calls.example.test"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: true,
+            tcp_ok: true,
+        }
+        .report();
         r.override_resolved_server = vec!["198.51.100.50".into()];
         r.override_resolved_client = vec!["203.0.113.10".into()];
         assert!(eval(&r, true, true).is_empty());
@@ -812,43 +1029,46 @@ mod tests {
 
     #[test]
     fn ice_failed_when_even_the_dialed_address_does_not_answer() {
-        let mut r = report(
-            "203.0.113.99",
-            8443,
-            "ip",
-            Some("203.0.113.99"),
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
+        let mut r = Case {
+            addr: "203.0.113.99",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.99"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         for p in &mut r.dialed_checks {
             p.ok = false;
         }
         assert_eq!(ids(&eval(&r, true, true)), vec!["ice_failed"]);
         // The advertised address is the dialed one and it does not answer ICE.
-        let r = report(
-            "203.0.113.10",
-            8443,
-            "ip",
-            Some("203.0.113.10"),
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
+        let r = Case {
+            addr: "203.0.113.10",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.10"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         assert_eq!(ids(&eval(&r, true, true)), vec!["ice_failed"]);
     }
 
     #[test]
     fn tcp_failing_while_udp_works_is_a_warning() {
-        let r = report(
-            "203.0.113.10",
-            8443,
-            "ip",
-            Some("203.0.113.10"),
-            "203.0.113.10:8443",
-            true,
-            false,
-        );
+        let r = Case {
+            addr: "203.0.113.10",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.10"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: true,
+            tcp_ok: false,
+        }
+        .report();
         let f = eval(&r, true, true);
         assert_eq!(ids(&f), vec!["ice_tcp_failed"]);
         assert_eq!(f[0].severity, Severity::Warning);
@@ -860,15 +1080,16 @@ mod tests {
 
     #[test]
     fn tcp_port_mismatch_is_named_in_the_warning() {
-        let mut r = report(
-            "203.0.113.10",
-            8443,
-            "ip",
-            Some("203.0.113.10"),
-            "203.0.113.10:443",
-            true,
-            false,
-        );
+        let mut r = Case {
+            addr: "203.0.113.10",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.10"),
+            dialed: "203.0.113.10:443",
+            udp_ok: true,
+            tcp_ok: false,
+        }
+        .report();
         r.pairs[0].remote = "203.0.113.10:443".into();
         r.advertised[0].port = 443;
         r.rtcd_port = 443;
@@ -883,57 +1104,45 @@ mod tests {
 
     #[test]
     fn udp_blocked_judges_the_address_over_tcp() {
-        let r = report(
-            "203.0.113.10",
-            8443,
-            "ip",
-            Some("203.0.113.10"),
-            "203.0.113.10:8443",
-            false,
-            true,
-        );
+        let r = Case {
+            addr: "203.0.113.10",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.10"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: true,
+        }
+        .report();
         assert!(eval(&r, false, true).is_empty());
         assert!(ice_ok(&r, false, true));
-        let r = report(
-            "172.31.1.2",
-            8443,
-            "none",
-            None,
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
+        let r = Case {
+            addr: "172.31.1.2",
+            port: 8443,
+            form: "none",
+            value: None,
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         let f = eval(&r, false, true);
         assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
         assert!(f[0].summary.contains("over TCP"));
     }
 
     #[test]
-    fn nothing_reachable_adds_nothing() {
-        let r = report(
-            "172.31.1.2",
-            8443,
-            "none",
-            None,
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
-        assert!(eval(&r, false, false).is_empty());
-        assert!(!ice_ok(&r, false, false));
-    }
-
-    #[test]
     fn prflx_success_never_passes_and_is_named() {
-        let mut r = report(
-            "203.0.113.99",
-            8443,
-            "ip",
-            Some("203.0.113.99"),
-            "203.0.113.10:8443",
-            false,
-            true,
-        );
+        let mut r = Case {
+            addr: "203.0.113.99",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.99"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: true,
+        }
+        .report();
         r.agent_state = "connected".into();
         r.agent_selected = Some(AgentPair {
             local: "198.51.100.2:40000".into(),
@@ -951,15 +1160,16 @@ mod tests {
 
     #[test]
     fn probe_on_another_port_is_an_info() {
-        let mut r = report(
-            "203.0.113.10",
-            9443,
-            "ip",
-            Some("203.0.113.10"),
-            "203.0.113.10:9443",
-            true,
-            true,
-        );
+        let mut r = Case {
+            addr: "203.0.113.10",
+            port: 9443,
+            form: "ip",
+            value: Some("203.0.113.10"),
+            dialed: "203.0.113.10:9443",
+            udp_ok: true,
+            tcp_ok: true,
+        }
+        .report();
         r.rtcd_port = 8443;
         r.probe_port = 9443;
         let f = eval(&r, true, true);
@@ -967,15 +1177,16 @@ mod tests {
         assert_eq!(f[0].severity, Severity::Info);
         assert!(f[0].summary.contains("8443") && f[0].summary.contains("9443"));
         // A port override (443) on the public candidate, probe on RTCD's port: no info.
-        let mut r = report(
-            "203.0.113.10",
-            443,
-            "ip",
-            Some("203.0.113.10"),
-            "203.0.113.10:443",
-            true,
-            true,
-        );
+        let mut r = Case {
+            addr: "203.0.113.10",
+            port: 443,
+            form: "ip",
+            value: Some("203.0.113.10"),
+            dialed: "203.0.113.10:443",
+            udp_ok: true,
+            tcp_ok: true,
+        }
+        .report();
         r.rtcd_port = 8443;
         r.probe_port = 8443;
         r.advertised.push(cand(
@@ -989,15 +1200,16 @@ mod tests {
 
     #[test]
     fn loopback_candidates_stay_out_of_sentences() {
-        let mut r = report(
-            "203.0.113.99",
-            8443,
-            "ip",
-            Some("203.0.113.99"),
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
+        let mut r = Case {
+            addr: "203.0.113.99",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.99"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         r.advertised.insert(
             0,
             cand("127.0.0.1", 8443, Transport::Udp, CandidateSource::Local),
@@ -1010,15 +1222,16 @@ mod tests {
     #[test]
     fn ids_match_the_contract() {
         // The ids scripts rely on (issue 3); a rename must fail here.
-        let r = report(
-            "172.31.1.2",
-            8443,
-            "none",
-            None,
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
+        let r = Case {
+            addr: "172.31.1.2",
+            port: 8443,
+            form: "none",
+            value: None,
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         let json = serde_json::to_value(&eval(&r, true, true)[0]).unwrap();
         assert_eq!(json["id"], "ice_host_override_missing");
         assert_eq!(json["severity"], "error");
@@ -1028,15 +1241,16 @@ mod tests {
     /// server.go:109-122, utils.go:84-87): that is the finding, not "the override is wrong".
     #[test]
     fn filter_dropping_the_override_is_named() {
-        let mut r = report(
-            "172.31.1.2",
-            8443,
-            "ip",
-            Some("203.0.113.10"),
-            "203.0.113.10:8443",
-            false,
-            false,
-        );
+        let mut r = Case {
+            addr: "172.31.1.2",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.10"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
         for c in &mut r.advertised {
             c.source = CandidateSource::Local;
         }
@@ -1067,15 +1281,16 @@ mod tests {
     /// An empty UDP candidate list never passes, whatever TCP does.
     #[test]
     fn no_udp_candidate_never_passes() {
-        let mut r = report(
-            "203.0.113.10",
-            8443,
-            "none",
-            None,
-            "203.0.113.10:8443",
-            true,
-            true,
-        );
+        let mut r = Case {
+            addr: "203.0.113.10",
+            port: 8443,
+            form: "none",
+            value: None,
+            dialed: "203.0.113.10:8443",
+            udp_ok: true,
+            tcp_ok: true,
+        }
+        .report();
         r.advertised.retain(|c| c.protocol == Transport::Tcp);
         r.pairs.retain(|p| p.protocol == Transport::Tcp);
         r.ice_address_tcp = "0.0.0.0".into();
@@ -1288,15 +1503,16 @@ mod tests {
     /// candidate (rtcd sfu.go:103-115). A warning that names the filter, not "open inbound TCP".
     #[test]
     fn ice_address_udp_unspecified_no_tcp_candidate_names_the_filter() {
-        let mut r = report(
-            "203.0.113.2",
-            8443,
-            "none",
-            None,
-            "203.0.113.2:8443",
-            true,
-            false,
-        );
+        let mut r = Case {
+            addr: "203.0.113.2",
+            port: 8443,
+            form: "none",
+            value: None,
+            dialed: "203.0.113.2:8443",
+            udp_ok: true,
+            tcp_ok: false,
+        }
+        .report();
         r.advertised.retain(|c| c.protocol == Transport::Udp);
         r.pairs.retain(|p| p.protocol == Transport::Udp);
         r.ice_address_udp = "0.0.0.0".into();
@@ -1309,5 +1525,167 @@ mod tests {
             f[0].summary
         );
         assert!(f[0].fix.contains("ice_address_udp"), "{}", f[0].fix);
+    }
+
+    /// The same situations behind the Calls plugin's integrated server: every finding names the
+    /// System Console setting and no RTCD key (a table of named cases).
+    #[test]
+    fn plugin_deployment_names_the_system_console() {
+        let plugin = Deployment::CallsPlugin { rtcd_url: None };
+        let mut no_override = Case {
+            addr: "10.0.0.5",
+            port: 8443,
+            form: "none",
+            value: None,
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
+        no_override
+            .advertised
+            .iter_mut()
+            .for_each(|c| c.private = true);
+        let wrong = Case {
+            addr: "203.0.113.99",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.99"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
+        let port = Case {
+            addr: "203.0.113.10",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.10"),
+            dialed: "203.0.113.10:30443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
+        let pairs = Case {
+            addr: "203.0.113.99",
+            port: 8443,
+            form: "pairs",
+            value: Some("203.0.113.99/10.0.0.5"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
+        let tcp = Case {
+            addr: "203.0.113.10",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.10"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: true,
+            tcp_ok: false,
+        }
+        .report();
+        let mut filter = Case {
+            addr: "10.0.0.5",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.10"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: false,
+            tcp_ok: false,
+        }
+        .report();
+        filter.filter_ignores = Some(crate::rtcd::FilterIgnores::Override);
+        filter.ice_address_udp = "0.0.0.0".into();
+        let mut no_udp = tcp.clone();
+        no_udp.advertised.retain(|c| c.protocol == Transport::Tcp);
+        no_udp.ice_address_tcp = "10.9.9.9".into();
+        let mut other_port = tcp.clone();
+        other_port.probe_port = 9443;
+        let cases = [
+            (
+                "no override",
+                no_override,
+                "ice_host_override_missing",
+                "\"ICE Host Override\"",
+            ),
+            (
+                "wrong override",
+                wrong,
+                "ice_host_override_wrong",
+                "\"ICE Host Override\"",
+            ),
+            (
+                "wrong port",
+                port,
+                "ice_port_override_wrong",
+                "\"ICE Host Port Override\" to 30443",
+            ),
+            (
+                "pairs",
+                pairs,
+                "ice_host_override_wrong",
+                "203.0.113.10/LOCAL_IP",
+            ),
+            ("tcp", tcp, "ice_tcp_failed", "\"RTC Server Port (TCP)\""),
+            (
+                "filter",
+                filter,
+                "ice_address_ignores_override",
+                "\"RTC Server Address (UDP)\"",
+            ),
+            (
+                "no udp",
+                no_udp,
+                "ice_no_udp_candidate",
+                "\"RTC Server Address (TCP)\"",
+            ),
+            (
+                "probe port",
+                other_port,
+                "ice_probe_port",
+                "ICE Host Port Override",
+            ),
+        ];
+        for (name, r, id, setting) in cases {
+            let (u, t) = reach(true, true);
+            let f = evaluate_for(&r, &facts(&u, &t), &plugin);
+            let hit = f.iter().find(|f| f.id.as_str() == id);
+            let hit = hit.unwrap_or_else(|| panic!("{name}: no {id} in {:?}", ids(&f)));
+            let text = format!("{} {}", hit.summary, hit.fix);
+            assert!(text.contains(setting), "{name}: {setting} not in {text}");
+            for rtcd in [
+                "ice_host_override",
+                "ice_address_",
+                "ice_port_",
+                "RTCD_RTC_",
+                "[rtc]",
+                "restart RTCD",
+                "RTCD's",
+            ] {
+                assert!(!text.contains(rtcd), "{name}: {rtcd} in {text}");
+            }
+            // The same report in RTCD's terms names RTCD's keys.
+            let rtcd = evaluate(&r, &facts(&u, &t));
+            assert!(!format!("{rtcd:?}").contains("System Console"), "{name}");
+        }
+        let (u, t) = reach(true, true);
+        let with_rtcd = Deployment::CallsPlugin {
+            rtcd_url: Some("http://rtcd.example.com:8045".into()),
+        };
+        let r = Case {
+            addr: "203.0.113.10",
+            port: 8443,
+            form: "ip",
+            value: Some("203.0.113.10"),
+            dialed: "203.0.113.10:8443",
+            udp_ok: true,
+            tcp_ok: true,
+        }
+        .report();
+        let f = evaluate_for(&r, &facts(&u, &t), &with_rtcd);
+        assert_eq!(ids(&f), vec!["calls_via_rtcd"]);
+        assert!(f[0].summary.contains("http://rtcd.example.com:8045"));
     }
 }

@@ -16,6 +16,7 @@
 //! RFC 9443). TCP carries the same packets in RFC 4571 frames ([`frame`]).
 
 pub mod auth;
+pub mod calls;
 pub mod catalog;
 pub mod client;
 pub mod demux;
@@ -23,6 +24,7 @@ pub mod echo;
 pub mod frame;
 pub mod http;
 pub mod ice_verdict;
+pub mod live;
 pub mod msg;
 pub mod quic;
 pub mod ratelimit;

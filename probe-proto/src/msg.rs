@@ -16,7 +16,9 @@ pub const PROTO_MIN: u16 = 1;
 /// 2: the welcome's ICE offer carries [`IceFacts`].
 /// 3: [`Control::RelayPeer`] and [`Control::RelayFinish`] (the TURN check's echo through a
 /// relay); a client sends them only when the welcome's `proto` is 3 or more.
-pub const PROTO_MAX: u16 = 3;
+/// 4: [`IceFacts::deployment`] (RTCD or the Calls plugin's integrated server); proto 2 and 3
+/// peers get and send the facts without it ([`IceFactsV2`]).
+pub const PROTO_MAX: u16 = 4;
 /// First payload byte of a control frame.
 pub const CONTROL_TAG: u8 = 0x50;
 /// Upper bound of an encoded control message; larger frames are refused before decoding.
@@ -112,6 +114,85 @@ pub struct IceFacts {
     /// `ice_servers` and `turn.static_auth_secret`, rtcd service/rtc/sfu.go:231-252), so its
     /// host candidates are not the only way in.
     pub relay_servers: Vec<String>,
+    /// Since proto 4: whose settings the verdicts name (RTCD for older servers).
+    #[serde(default)]
+    pub deployment: crate::calls::Deployment,
+}
+
+/// [`IceFacts`] as proto 2 and 3 put them on the wire (no deployment: RTCD).
+#[derive(Serialize, Deserialize)]
+struct IceFactsV2 {
+    rules: crate::rtcd::PionRules,
+    filter_ignores: Option<crate::rtcd::FilterIgnores>,
+    ice_address_udp: String,
+    ice_address_tcp: String,
+    relay_servers: Vec<String>,
+}
+
+/// [`IceOffer`] as proto 2 and 3 put it on the wire.
+#[derive(Serialize, Deserialize)]
+struct IceOfferV2 {
+    ufrag: String,
+    pwd: String,
+    candidates: Vec<WireCandidate>,
+    override_value: Option<String>,
+    override_form: String,
+    override_resolved: Vec<IpAddr>,
+    rtcd_port_udp: u16,
+    rtcd_port_tcp: u16,
+    probe_port_udp: u16,
+    probe_port_tcp: u16,
+    facts: Option<IceFactsV2>,
+}
+
+impl From<&IceOffer> for IceOfferV2 {
+    fn from(o: &IceOffer) -> Self {
+        let v1 = IceOfferV1::from(o);
+        IceOfferV2 {
+            ufrag: v1.ufrag,
+            pwd: v1.pwd,
+            candidates: v1.candidates,
+            override_value: v1.override_value,
+            override_form: v1.override_form,
+            override_resolved: v1.override_resolved,
+            rtcd_port_udp: v1.rtcd_port_udp,
+            rtcd_port_tcp: v1.rtcd_port_tcp,
+            probe_port_udp: v1.probe_port_udp,
+            probe_port_tcp: v1.probe_port_tcp,
+            facts: o.facts.as_ref().map(|f| IceFactsV2 {
+                rules: f.rules,
+                filter_ignores: f.filter_ignores,
+                ice_address_udp: f.ice_address_udp.clone(),
+                ice_address_tcp: f.ice_address_tcp.clone(),
+                relay_servers: f.relay_servers.clone(),
+            }),
+        }
+    }
+}
+
+impl From<IceOfferV2> for IceOffer {
+    fn from(o: IceOfferV2) -> Self {
+        IceOffer {
+            ufrag: o.ufrag,
+            pwd: o.pwd,
+            candidates: o.candidates,
+            override_value: o.override_value,
+            override_form: o.override_form,
+            override_resolved: o.override_resolved,
+            rtcd_port_udp: o.rtcd_port_udp,
+            rtcd_port_tcp: o.rtcd_port_tcp,
+            probe_port_udp: o.probe_port_udp,
+            probe_port_tcp: o.probe_port_tcp,
+            facts: o.facts.map(|f| IceFacts {
+                rules: f.rules,
+                filter_ignores: f.filter_ignores,
+                ice_address_udp: f.ice_address_udp,
+                ice_address_tcp: f.ice_address_tcp,
+                relay_servers: f.relay_servers,
+                deployment: crate::calls::Deployment::Rtcd,
+            }),
+        }
+    }
 }
 
 /// [`IceOffer`] as proto 1 put it on the wire (no facts).
@@ -201,8 +282,10 @@ impl Serialize for Welcome {
         st.serialize_field("server_version", &self.server_version)?;
         st.serialize_field("server_time_ms", &self.server_time_ms)?;
         st.serialize_field("observed", &self.observed)?;
-        if self.proto >= 2 {
+        if self.proto >= 4 {
             st.serialize_field("ice", &self.ice)?;
+        } else if self.proto >= 2 {
+            st.serialize_field("ice", &self.ice.as_ref().map(IceOfferV2::from))?;
         } else {
             st.serialize_field("ice", &self.ice.as_ref().map(IceOfferV1::from))?;
         }
@@ -236,8 +319,10 @@ impl<'de> Deserialize<'de> for Welcome {
                 let server_version = field(&mut seq, 3)?;
                 let server_time_ms = field(&mut seq, 4)?;
                 let observed = field(&mut seq, 5)?;
-                let ice = if proto >= 2 {
+                let ice = if proto >= 4 {
                     field::<A, Option<IceOffer>>(&mut seq, 6)?
+                } else if proto >= 2 {
+                    field::<A, Option<IceOfferV2>>(&mut seq, 6)?.map(IceOffer::from)
                 } else {
                     field::<A, Option<IceOfferV1>>(&mut seq, 6)?.map(IceOffer::from)
                 };
@@ -448,6 +533,7 @@ mod tests {
             ice_address_udp: "0.0.0.0".into(),
             ice_address_tcp: String::new(),
             relay_servers: vec!["turn:turn.example.com:3478".into()],
+            deployment: crate::calls::Deployment::Rtcd,
         };
         let v2 = Control::Welcome(welcome(2, Some(facts.clone())));
         let back = Control::from_payload(&v2.to_payload(None), None).unwrap();
@@ -489,6 +575,63 @@ mod tests {
             postcard::to_stdvec(&old).unwrap(),
             postcard::to_stdvec(&v1).unwrap()
         );
+    }
+
+    /// The deployment travels only under proto 4; proto 2 and 3 welcomes are the old bytes, so
+    /// an older client's MAC trailer check still passes, and it reads RTCD.
+    #[test]
+    fn deployment_is_gated_on_proto_4() {
+        let facts = IceFacts {
+            rules: crate::rtcd::PionRules::V4_2,
+            filter_ignores: None,
+            ice_address_udp: String::new(),
+            ice_address_tcp: String::new(),
+            relay_servers: vec![],
+            deployment: crate::calls::Deployment::CallsPlugin {
+                rtcd_url: Some("http://rtcd.example.com:8045".into()),
+            },
+        };
+        let v4 = Control::Welcome(welcome(4, Some(facts.clone())));
+        assert_eq!(
+            Control::from_payload(&v4.to_payload(None), None).unwrap(),
+            v4
+        );
+        let key = [5u8; 32];
+        for proto in [2, 3] {
+            let old = Control::Welcome(welcome(proto, Some(facts.clone())));
+            let back = Control::from_payload(&old.to_payload(Some(&key)), Some(&key)).unwrap();
+            let mut want = facts.clone();
+            want.deployment = crate::calls::Deployment::Rtcd;
+            assert_eq!(back, Control::Welcome(welcome(proto, Some(want))));
+            // The exact layout proto 2 and 3 peers use.
+            #[derive(Serialize)]
+            struct Facts3 {
+                rules: crate::rtcd::PionRules,
+                filter_ignores: Option<crate::rtcd::FilterIgnores>,
+                a: String,
+                b: String,
+                r: Vec<String>,
+            }
+            let f3 = Facts3 {
+                rules: facts.rules,
+                filter_ignores: None,
+                a: String::new(),
+                b: String::new(),
+                r: vec![],
+            };
+            let mut rtcd_facts = facts.clone();
+            rtcd_facts.deployment = crate::calls::Deployment::Rtcd;
+            let full = postcard::to_stdvec(&rtcd_facts).unwrap();
+            assert_eq!(
+                &full[..full.len() - 1],
+                &postcard::to_stdvec(&f3).unwrap()[..]
+            );
+        }
+        // JSON of facts from an older server (no deployment) reads as RTCD.
+        let mut j = serde_json::to_value(&facts).unwrap();
+        j.as_object_mut().unwrap().remove("deployment");
+        let f: IceFacts = serde_json::from_value(j).unwrap();
+        assert_eq!(f.deployment, crate::calls::Deployment::Rtcd);
     }
 
     #[test]

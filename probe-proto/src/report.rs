@@ -166,6 +166,9 @@ pub struct IceReport {
     /// TURN URLs RTCD relays through (server-side TURN): host candidates are not its only way in.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relay_servers: Vec<String>,
+    /// Whose settings the verdicts name (servers since proto 4); omitted for RTCD.
+    #[serde(default, skip_serializing_if = "crate::calls::Deployment::is_rtcd")]
+    pub deployment: crate::calls::Deployment,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,6 +195,10 @@ pub struct Report {
     /// The TURN check (`--turn` or `--mattermost`); absent when not asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn: Option<crate::turn::TurnReport>,
+    /// Live mode: `probe-server live` answered beside a running RTCD, so the figures are for
+    /// RTCD's own port (omitted, i.e. false, for the normal probe).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
 }
 
 impl Report {
@@ -289,7 +296,6 @@ fn ice_lines(out: &mut String, ice: &IceReport) {
 /// The TURN section: credentials, then per URL and transport the furthest step, the relayed
 /// address, the permissions toward RTCD and the echo through the relay beside the direct path.
 fn turn_lines(out: &mut String, t: &crate::turn::TurnReport, direct: Option<&EchoSummary>) {
-    use crate::turn::Reached;
     out.push_str(&format!("TURN ({})\n", t.source));
     if let Some(ep) = &t.endpoint {
         let state = if ep.ok {
@@ -316,101 +322,102 @@ fn turn_lines(out: &mut String, t: &crate::turn::TurnReport, direct: Option<&Ech
         ));
     }
     for a in &t.attempts {
-        let state = match a.reached {
-            Reached::Echoed => "relays to the probe server".to_string(),
-            Reached::Nothing => "NO ALLOCATION".to_string(),
-            r => format!("stopped at: {}", format!("{r:?}").to_lowercase()),
-        };
-        let via = a
-            .proxy
-            .as_ref()
-            .map(|p| format!(" via proxy {p}"))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "     {:<4} {}  {}{via}  {state}\n",
-            a.transport.label(),
-            a.url,
-            a.server.as_deref().unwrap_or("-"),
-        ));
-        let mut timings: Vec<String> = a
-            .steps
-            .iter()
-            .filter(|s| s.ok && s.step != "refresh")
-            .filter_map(|s| s.ms.map(|v| format!("{} {}", s.step, ms(v))))
-            .collect();
-        if a.refreshes_ok > 0 || !a.refresh_failures.is_empty() {
-            timings.push(format!(
-                "  refreshes ok {}{}",
-                a.refreshes_ok,
-                if a.refresh_failures.is_empty() {
-                    String::new()
-                } else {
-                    format!(", FAILED: {}", a.refresh_failures.join("; "))
-                }
-            ));
-        }
-        if !timings.is_empty() {
-            out.push_str(&format!("          ms: {}\n", timings.join("  ")));
-        }
-        if let Some(rel) = &a.relayed {
-            let private = if a.relayed_private { " (PRIVATE)" } else { "" };
-            out.push_str(&format!(
-                "          relayed {rel}{private}   you are {} to the TURN server\n",
-                a.mapped.as_deref().unwrap_or("?")
-            ));
-        }
-        for p in &a.permissions {
-            let who = if p.rtcd { "RTCD " } else { "probe" };
-            let verdict = if p.ok {
-                "permitted".to_string()
+        turn_attempt_lines(out, a, direct);
+    }
+}
+
+/// One TURN attempt: its furthest step, timings, relayed address, permissions and echo.
+fn turn_attempt_lines(
+    out: &mut String,
+    a: &crate::turn::TurnAttempt,
+    direct: Option<&EchoSummary>,
+) {
+    use crate::turn::Reached;
+    let state = match a.reached {
+        Reached::Echoed => "relays to the probe server".to_string(),
+        Reached::Nothing => "NO ALLOCATION".to_string(),
+        r => format!("stopped at: {}", format!("{r:?}").to_lowercase()),
+    };
+    let via = a
+        .proxy
+        .as_ref()
+        .map(|p| format!(" via proxy {p}"))
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "     {:<4} {}  {}{via}  {state}\n",
+        a.transport.label(),
+        a.url,
+        a.server.as_deref().unwrap_or("-"),
+    ));
+    let mut timings: Vec<String> = a
+        .steps
+        .iter()
+        .filter(|s| s.ok && s.step != "refresh")
+        .filter_map(|s| s.ms.map(|v| format!("{} {}", s.step, ms(v))))
+        .collect();
+    if a.refreshes_ok > 0 || !a.refresh_failures.is_empty() {
+        timings.push(format!(
+            "  refreshes ok {}{}",
+            a.refreshes_ok,
+            if a.refresh_failures.is_empty() {
+                String::new()
             } else {
-                format!("REFUSED {}", p.detail.as_deref().unwrap_or(""))
-            };
-            out.push_str(&format!(
-                "          permission {who} {:<18} {verdict}\n",
-                p.peer
-            ));
-        }
-        if let Some(e) = &a.echo {
-            out.push_str(&format!(
-                "          via relay   sent {}  received {}  loss up {}  down {}",
-                e.sent,
-                e.received,
-                opt_pct(e.loss_up_pct),
-                opt_pct(e.loss_down_pct)
-            ));
-            match &e.rtt_ms {
-                Some(r) => out.push_str(&format!(
-                    "   RTT p50 {} p95 {} ms  jitter {} ms\n",
-                    ms(r.p50),
-                    ms(r.p95),
-                    ms(e.jitter_ms)
-                )),
-                None => out.push_str("   no echo came back\n"),
+                format!(", FAILED: {}", a.refresh_failures.join("; "))
             }
-            if let Some(d) = direct {
-                out.push_str(&format!(
-                    "          direct UDP  sent {}  received {}  loss up {}  down {}",
-                    d.sent,
-                    d.received,
-                    opt_pct(d.loss_up_pct),
-                    opt_pct(d.loss_down_pct)
-                ));
-                if let Some(r) = &d.rtt_ms {
-                    out.push_str(&format!(
-                        "   RTT p50 {} p95 {} ms  jitter {} ms",
-                        ms(r.p50),
-                        ms(r.p95),
-                        ms(d.jitter_ms)
-                    ));
-                }
-                out.push('\n');
-            }
-        }
-        if let Some(e) = &a.error {
-            out.push_str(&format!("          stopped: {e}\n"));
+        ));
+    }
+    if !timings.is_empty() {
+        out.push_str(&format!("          ms: {}\n", timings.join("  ")));
+    }
+    if let Some(rel) = &a.relayed {
+        let private = if a.relayed_private { " (PRIVATE)" } else { "" };
+        out.push_str(&format!(
+            "          relayed {rel}{private}   you are {} to the TURN server\n",
+            a.mapped.as_deref().unwrap_or("?")
+        ));
+    }
+    for p in &a.permissions {
+        let who = if p.rtcd { "RTCD " } else { "probe" };
+        let verdict = if p.ok {
+            "permitted".to_string()
+        } else {
+            format!("REFUSED {}", p.detail.as_deref().unwrap_or(""))
+        };
+        out.push_str(&format!(
+            "          permission {who} {:<18} {verdict}\n",
+            p.peer
+        ));
+    }
+    if let Some(e) = &a.echo {
+        echo_compare_line(out, "via relay  ", e, "   no echo came back");
+        if let Some(d) = direct {
+            echo_compare_line(out, "direct UDP ", d, "");
         }
     }
+    if let Some(e) = &a.error {
+        out.push_str(&format!("          stopped: {e}\n"));
+    }
+}
+
+/// One line of the relay-versus-direct echo comparison; `no_rtt` stands where the RTT would.
+fn echo_compare_line(out: &mut String, label: &str, e: &EchoSummary, no_rtt: &str) {
+    out.push_str(&format!(
+        "          {label} sent {}  received {}  loss up {}  down {}",
+        e.sent,
+        e.received,
+        opt_pct(e.loss_up_pct),
+        opt_pct(e.loss_down_pct)
+    ));
+    match &e.rtt_ms {
+        Some(r) => out.push_str(&format!(
+            "   RTT p50 {} p95 {} ms  jitter {} ms",
+            ms(r.p50),
+            ms(r.p95),
+            ms(e.jitter_ms)
+        )),
+        None => out.push_str(no_rtt),
+    }
+    out.push('\n');
 }
 
 /// Findings as every report of the probe shows them: severity, id, summary, then the fix.
@@ -610,6 +617,7 @@ mod tests {
             server_pin: None,
             ice: None,
             turn: None,
+            live: false,
         };
         assert!(!serde_json::to_string(&r).unwrap().contains("\"turn\""));
         r.turn = Some(t);
@@ -642,6 +650,7 @@ mod tests {
             server_pin: None,
             ice: None,
             turn: None,
+            live: false,
         };
         r.set_findings(vec![Finding::new("x", Severity::Warning, "s", "f")]);
         assert!(r.ok);

@@ -550,62 +550,102 @@ impl Core {
             return None;
         }
         if let Some(i) = relay {
-            let r = &mut s.relays[i];
-            let cookie_ok = pkt
-                .get(RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN)
-                .is_some_and(|c| c == r.cookie);
-            if cookie_ok {
-                // Proven: the sender receives what goes to the relay.
-                r.confirmed = true;
-            }
-            if !r.confirmed {
-                if r.unconfirmed_replies >= RELAY_UNCONFIRMED_REPLIES
-                    || pkt.len() < RELAY_COOKIE_AT + RELAY_COOKIE_LEN
-                    || !self.replies.take(now_us)
-                {
-                    self.stats.drop_wrong_peer += 1;
-                    return None;
-                }
-                // A priming reply: carries the cookie, counted nowhere (the relay's counters
-                // start with its confirmation, so priming never shows as loss).
-                r.unconfirmed_replies += 1;
-                let cookie = r.cookie;
-                self.stats.echo_requests += 1;
-                let n = echo::encode_reply(&s.key, pkt, now_us, now_us, out);
-                out[RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN].copy_from_slice(&cookie);
-                self.stats.echo_replies += 1;
-                return Some(n);
+            if !s.relays[i].confirm(pkt) {
+                return prime_relay(s, i, &mut self.replies, &mut self.stats, now_us, pkt, out);
             }
         }
-        self.stats.echo_requests += 1;
-        s.last_us = now_us;
-        // It arrived: count it before any limit, so a rate-limited packet is never taken for
-        // upstream loss; the client is told how many the limits dropped.
-        let counters = match relay {
-            Some(i) => &mut s.relays[i].counters,
-            None => &mut s.counters,
-        };
-        let (rx, tx) = match transport {
-            Transport::Udp => (&mut counters.udp_rx, &mut counters.udp_tx),
-            Transport::Tcp => (&mut counters.tcp_rx, &mut counters.tcp_tx),
-        };
-        *rx += 1;
-        if !s.bucket.take(now_us) || !self.replies.take(now_us) {
-            counters.rate_limited += 1;
-            self.stats.drop_rate_limited += 1;
-            return None;
-        }
-        *tx += 1;
-        let n = echo::encode_reply(&s.key, pkt, now_us, now_us, out);
-        if let (Some(i), true) = (relay, n >= RELAY_COOKIE_AT + RELAY_COOKIE_LEN) {
-            // The cookie rides in the fill (not covered by the reply MAC): only a receiver at
-            // the relay learns it.
-            let cookie = s.relays[i].cookie;
-            out[RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN].copy_from_slice(&cookie);
-        }
-        self.stats.echo_replies += 1;
-        Some(n)
+        answer_echo(
+            s,
+            relay,
+            &mut self.replies,
+            &mut self.stats,
+            (now_us, transport),
+            pkt,
+            out,
+        )
     }
+}
+
+impl RelayPeer {
+    /// Whether echo via this relay is answered normally: a request carrying the cookie proves
+    /// the sender receives what goes to the relay.
+    fn confirm(&mut self, pkt: &[u8]) -> bool {
+        let cookie_ok = pkt
+            .get(RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN)
+            .is_some_and(|c| c == self.cookie);
+        self.confirmed |= cookie_ok;
+        self.confirmed
+    }
+}
+
+/// A reply toward a relay that has not proved return routability yet: at most
+/// [`RELAY_UNCONFIRMED_REPLIES`], each carrying the cookie, counted nowhere (the relay's
+/// counters start with its confirmation, so priming never shows as loss).
+fn prime_relay(
+    s: &mut Session,
+    i: usize,
+    replies: &mut Bucket,
+    stats: &mut ServerStats,
+    now_us: u64,
+    pkt: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    let r = &mut s.relays[i];
+    if r.unconfirmed_replies >= RELAY_UNCONFIRMED_REPLIES
+        || pkt.len() < RELAY_COOKIE_AT + RELAY_COOKIE_LEN
+        || !replies.take(now_us)
+    {
+        stats.drop_wrong_peer += 1;
+        return None;
+    }
+    r.unconfirmed_replies += 1;
+    let cookie = r.cookie;
+    stats.echo_requests += 1;
+    let n = echo::encode_reply(&s.key, pkt, now_us, now_us, out);
+    out[RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN].copy_from_slice(&cookie);
+    stats.echo_replies += 1;
+    Some(n)
+}
+
+/// A verified request of the session (from its peer, or a confirmed relay): counted on
+/// arrival, then answered within the session's and the server's rates.
+fn answer_echo(
+    s: &mut Session,
+    relay: Option<usize>,
+    replies: &mut Bucket,
+    stats: &mut ServerStats,
+    (now_us, transport): (u64, Transport),
+    pkt: &[u8],
+    out: &mut [u8],
+) -> Option<usize> {
+    stats.echo_requests += 1;
+    s.last_us = now_us;
+    // It arrived: count it before any limit, so a rate-limited packet is never taken for
+    // upstream loss; the client is told how many the limits dropped.
+    let counters = match relay {
+        Some(i) => &mut s.relays[i].counters,
+        None => &mut s.counters,
+    };
+    let (rx, tx) = match transport {
+        Transport::Udp => (&mut counters.udp_rx, &mut counters.udp_tx),
+        Transport::Tcp => (&mut counters.tcp_rx, &mut counters.tcp_tx),
+    };
+    *rx += 1;
+    if !s.bucket.take(now_us) || !replies.take(now_us) {
+        counters.rate_limited += 1;
+        stats.drop_rate_limited += 1;
+        return None;
+    }
+    *tx += 1;
+    let n = echo::encode_reply(&s.key, pkt, now_us, now_us, out);
+    if let (Some(i), true) = (relay, n >= RELAY_COOKIE_AT + RELAY_COOKIE_LEN) {
+        // The cookie rides in the fill (not covered by the reply MAC): only a receiver at
+        // the relay learns it.
+        let cookie = s.relays[i].cookie;
+        out[RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN].copy_from_slice(&cookie);
+    }
+    stats.echo_replies += 1;
+    Some(n)
 }
 
 #[cfg(test)]

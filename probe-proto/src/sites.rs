@@ -480,6 +480,7 @@ mod tests {
             server_pin: None,
             ice: None,
             turn: None,
+            live: false,
         };
         r.set_findings(
             findings
@@ -706,6 +707,7 @@ mod tests {
             server_pin: None,
             ice: None,
             turn: None,
+            live: false,
         };
         assert_eq!(Run::dated(&report), Some(r));
         report.started_at = "yesterday".into();

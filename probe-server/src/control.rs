@@ -2,7 +2,7 @@
 //! finish asks for its counters, closing the channel ends it.
 
 use crate::shared::Shared;
-use probe_proto::msg::{negotiate, Control, DecodeError, Refused, Welcome};
+use probe_proto::msg::{negotiate, Control, DecodeError, Hello, Refused, Welcome};
 use probe_proto::session::IceCredentials;
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -70,76 +70,7 @@ impl Channel {
     /// Handles one message; returns the answer to send, if any.
     fn handle(&mut self, shared: &Shared, msg: Control) -> Option<Control> {
         match msg {
-            Control::Hello(hello) if self.session.is_none() => {
-                let Some(proto) = negotiate(hello.proto_min, hello.proto_max) else {
-                    return Some(Control::Refused(Refused {
-                        reason: format!(
-                            "protocol versions {}..={} are not spoken by this server ({})",
-                            hello.proto_min,
-                            hello.proto_max,
-                            env!("CARGO_PKG_VERSION")
-                        ),
-                        limit: None,
-                    }));
-                };
-                let wall_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                match shared.core().fresh_hello(wall_ms, &hello) {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(peer = %self.peer, "replayed hello dropped");
-                        return None;
-                    }
-                    Err(refused) => return Some(Control::Refused(refused)),
-                }
-                let id = u64::from_be_bytes(shared.random());
-                let key: [u8; 32] = shared.random();
-                let offer = shared.ice();
-                let ice = offer.as_ref().map(|_| IceCredentials {
-                    ufrag: alnum(&shared.random::<8>()),
-                    pwd: alnum(&shared.random::<24>()),
-                });
-                let now = shared.now_us();
-                let opened = shared
-                    .core()
-                    .open(now, self.peer.ip(), &hello, id, key, ice.clone());
-                match opened {
-                    Ok(()) => {
-                        self.session = Some(id);
-                        self.proto = proto;
-                        tracing::info!(
-                            session = format_args!("{id:016x}"),
-                            peer = %self.peer,
-                            via = self.via,
-                            // Client text: no control character may forge a log line.
-                            site = %probe_proto::sites::clean_text(&hello.site, 64),
-                            client = %probe_proto::sites::clean_text(&hello.client_version, 32),
-                            "session opened"
-                        );
-                        let ice = offer.zip(ice).map(|(mut offer, creds)| {
-                            offer.ufrag = creds.ufrag;
-                            offer.pwd = creds.pwd;
-                            offer
-                        });
-                        Some(Control::Welcome(Welcome {
-                            proto,
-                            session_id: id,
-                            key,
-                            server_version: env!("CARGO_PKG_VERSION").into(),
-                            server_time_ms: SystemTime::now()
-                                .duration_since(UNIX_EPOCH)
-                                .map_or(0, |d| d.as_millis() as u64),
-                            observed: self.peer.to_string(),
-                            ice,
-                        }))
-                    }
-                    Err(refused) => {
-                        tracing::warn!(peer = %self.peer, reason = %refused.reason, "session refused");
-                        Some(Control::Refused(refused))
-                    }
-                }
-            }
+            Control::Hello(hello) if self.session.is_none() => self.hello(shared, &hello),
             Control::Finish { session_id, .. } if Some(session_id) == self.session => {
                 let now = shared.now_us();
                 let mut core = shared.core();
@@ -147,29 +78,7 @@ impl Channel {
                 core.counters(session_id).map(Control::Counters)
             }
             Control::Upload { session_id, report } if Some(session_id) == self.session => {
-                let now = shared.now_us();
-                if self.uploaded || !shared.core().admit_upload(self.peer.ip(), now) {
-                    return Some(Control::Stored {
-                        accepted: false,
-                        reason: Some("one report per session, and at most one every few seconds from one address".into()),
-                    });
-                }
-                self.uploaded = true;
-                let run = crate::results::UploadedRun {
-                    client_addr: self.peer,
-                    received_ms: SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64),
-                    report_json: report,
-                };
-                let outcome = shared.results.submit(run);
-                if let Err(e) = &outcome {
-                    tracing::debug!(peer = %self.peer, "upload not kept: {e}");
-                }
-                Some(Control::Stored {
-                    accepted: outcome.is_ok(),
-                    reason: outcome.err(),
-                })
+                Some(self.upload(shared, report))
             }
             // Proto 3: the TURN check's relayed address becomes a permitted echo peer of
             // this session only (see `Core::add_relay_peer` for the return-routability check).
@@ -204,6 +113,98 @@ impl Channel {
         }
     }
 
+    /// A hello: a protocol both speak, a fresh (not replayed) hello, then a session with its
+    /// key and ICE credentials, or the refusal. `None`: a replay, dropped without an answer.
+    fn hello(&mut self, shared: &Shared, hello: &Hello) -> Option<Control> {
+        let Some(proto) = negotiate(hello.proto_min, hello.proto_max) else {
+            return Some(Control::Refused(Refused {
+                reason: format!(
+                    "protocol versions {}..={} are not spoken by this server ({})",
+                    hello.proto_min,
+                    hello.proto_max,
+                    env!("CARGO_PKG_VERSION")
+                ),
+                limit: None,
+            }));
+        };
+        match shared.core().fresh_hello(wall_ms(), hello) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(peer = %self.peer, "replayed hello dropped");
+                return None;
+            }
+            Err(refused) => return Some(Control::Refused(refused)),
+        }
+        let id = u64::from_be_bytes(shared.random());
+        let key: [u8; 32] = shared.random();
+        let offer = shared.ice();
+        let ice = offer.as_ref().map(|_| IceCredentials {
+            ufrag: alnum(&shared.random::<8>()),
+            pwd: alnum(&shared.random::<24>()),
+        });
+        let now = shared.now_us();
+        let opened = shared
+            .core()
+            .open(now, self.peer.ip(), hello, id, key, ice.clone());
+        if let Err(refused) = opened {
+            tracing::warn!(peer = %self.peer, reason = %refused.reason, "session refused");
+            return Some(Control::Refused(refused));
+        }
+        self.session = Some(id);
+        self.proto = proto;
+        tracing::info!(
+            session = format_args!("{id:016x}"),
+            peer = %self.peer,
+            via = self.via,
+            // Client text: no control character may forge a log line.
+            site = %probe_proto::sites::clean_text(&hello.site, 64),
+            client = %probe_proto::sites::clean_text(&hello.client_version, 32),
+            "session opened"
+        );
+        let ice = offer.zip(ice).map(|(mut offer, creds)| {
+            offer.ufrag = creds.ufrag;
+            offer.pwd = creds.pwd;
+            offer
+        });
+        Some(Control::Welcome(Welcome {
+            proto,
+            session_id: id,
+            key,
+            server_version: env!("CARGO_PKG_VERSION").into(),
+            server_time_ms: wall_ms(),
+            observed: self.peer.to_string(),
+            ice,
+        }))
+    }
+
+    /// An uploaded report: one per session, rate-limited per address, handed to the store.
+    fn upload(&mut self, shared: &Shared, report: String) -> Control {
+        let now = shared.now_us();
+        if self.uploaded || !shared.core().admit_upload(self.peer.ip(), now) {
+            return Control::Stored {
+                accepted: false,
+                reason: Some(
+                    "one report per session, and at most one every few seconds from one address"
+                        .into(),
+                ),
+            };
+        }
+        self.uploaded = true;
+        let run = crate::results::UploadedRun {
+            client_addr: self.peer,
+            received_ms: wall_ms(),
+            report_json: report,
+        };
+        let outcome = shared.results.submit(run);
+        if let Err(e) = &outcome {
+            tracing::debug!(peer = %self.peer, "upload not kept: {e}");
+        }
+        Control::Stored {
+            accepted: outcome.is_ok(),
+            reason: outcome.err(),
+        }
+    }
+
     /// Ends the channel's session and logs what it counted.
     pub fn close(&mut self, shared: &Shared) {
         if let Some(id) = self.session.take() {
@@ -217,6 +218,13 @@ impl Channel {
             }
         }
     }
+}
+
+/// The wall clock, ms since the Unix epoch.
+fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// ICE ufrag/pwd characters (RFC 8445: ice-char is ALPHA / DIGIT / "+" / "/").

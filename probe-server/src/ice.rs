@@ -4,6 +4,8 @@
 
 use crate::cli::ServeArgs;
 use crate::interfaces;
+use probe_proto::calls::wording::Terms;
+use probe_proto::calls::Deployment;
 use probe_proto::msg::{CandidateSource, IceFacts, IceOffer, Transport, WireCandidate};
 use probe_proto::rtcd::{self, Advertised, OverrideForm, Protocol, RtcdConfig, Source};
 use std::time::{Duration, Instant};
@@ -44,6 +46,7 @@ pub fn load_config(args: &ServeArgs) -> Result<(RtcdConfig, EnvLine), String> {
     } else {
         // No RTCD config given: RTCD's defaults and this environment, as before.
         crate::rtcd_env::RtcdEnv {
+            target: &crate::rtcd_env::RTCD,
             source: crate::rtcd_env::Source::Own,
             vars: crate::rtcd_env::own_vars(),
             notes: vec!["no --rtcd-config given".into()],
@@ -132,8 +135,18 @@ fn probe_port_for_port_override(adv: &mut Advertised, probe_port: u16) {
     }
 }
 
-/// The welcome's ICE part (credentials are filled per session).
+/// The welcome's ICE part (credentials are filled per session), for RTCD.
 pub fn offer(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> IceOffer {
+    offer_for(cfg, adv, probe_port, &Deployment::Rtcd)
+}
+
+/// [`offer`] naming the deployment, so the client words its verdicts for it.
+pub fn offer_for(
+    cfg: &RtcdConfig,
+    adv: &Advertised,
+    probe_port: u16,
+    deployment: &Deployment,
+) -> IceOffer {
     let (form, resolved) = match &adv.override_form {
         OverrideForm::None => ("none", vec![]),
         OverrideForm::Ip(_) => ("ip", vec![]),
@@ -180,6 +193,7 @@ pub fn offer(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> IceOffer {
                 .flat_map(|s| s.urls.iter().cloned())
                 .filter(|u| u.starts_with("turn:") || u.starts_with("turns:"))
                 .collect(),
+            deployment: deployment.clone(),
         }),
     }
 }
@@ -188,7 +202,26 @@ pub fn offer(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> IceOffer {
 /// no user outside this network could reach it, when RTCD's ice_address filter drops the
 /// override or STUN, and when there is no UDP candidate at all.
 pub fn log_advertised(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) {
-    for line in advertised_lines(cfg, adv, probe_port) {
+    log_advertised_for(cfg, adv, probe_port, &Deployment::Rtcd);
+}
+
+/// [`log_advertised`] in the deployment's terms (the Calls plugin's settings, or RTCD's).
+pub fn log_advertised_for(
+    cfg: &RtcdConfig,
+    adv: &Advertised,
+    probe_port: u16,
+    deployment: &Deployment,
+) {
+    let lines = match deployment {
+        Deployment::Rtcd => advertised_lines(cfg, adv, probe_port),
+        Deployment::CallsPlugin { .. } => plugin_lines(cfg, adv, probe_port),
+    };
+    log_lines(&lines);
+}
+
+/// Logs `(warning, text)` lines.
+pub fn log_lines(lines: &[(bool, String)]) {
+    for line in lines {
         match line {
             (false, text) => tracing::info!("{text}"),
             (true, text) => tracing::warn!("{text}"),
@@ -196,9 +229,76 @@ pub fn log_advertised(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) {
     }
 }
 
-/// The start log's lines, `(warning, text)`; pure, so it is unit-tested.
-fn advertised_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<(bool, String)> {
-    let mut out = Vec::new();
+/// What the Calls plugin's integrated RTC server would advertise, in the plugin's terms: the
+/// same rules as RTCD's, the fixes naming System Console settings and `MM_CALLS_*` variables.
+fn plugin_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<(bool, String)> {
+    let t = Terms::of(&Deployment::CallsPlugin { rtcd_url: None });
+    let mut out = vec![(
+        false,
+        format!(
+            "The Calls plugin's integrated RTC server would advertise: {} [{}]",
+            candidate_list(adv),
+            adv.rules.label()
+        ),
+    )];
+    if adv.rtcd_port_udp != probe_port {
+        out.push((false, format!(
+            "the probe listens on {probe_port}; the plugin's RTC server itself would advertise port {} (UDP, {}) and {} (TCP)",
+            adv.rtcd_port_udp,
+            probe_proto::calls::wording::console("UDPServerPort"),
+            adv.rtcd_port_tcp
+        )));
+    }
+    let udp: Vec<&rtcd::Candidate> = adv.udp().collect();
+    let udp_ips: Vec<std::net::IpAddr> = udp.iter().map(|c| c.address).collect();
+    let warn = |f: probe_proto::report::Finding| {
+        (true, format!("{} ({}). Fix: {}.", f.summary, f.id, f.fix))
+    };
+    if udp.is_empty() {
+        out.push(warn(probe_proto::calls::wording::no_udp_candidate(
+            &cfg.ice_address_udp,
+            &cfg.ice_address_tcp,
+        )));
+    }
+    if let Some(ig) = adv.ignored_by_filter() {
+        out.push(warn(probe_proto::calls::wording::address_ignores_override(
+            ig,
+            cfg.ice_host_override.trim(),
+            &cfg.ice_address_udp,
+            &cfg.ice_address_tcp,
+            &udp_ips,
+            probe_proto::report::Severity::Error,
+        )));
+    } else if !udp.is_empty() && udp.iter().all(|c| c.private) {
+        let addrs: Vec<String> = udp_ips.iter().map(ToString::to_string).collect();
+        let relays: Vec<&str> = cfg
+            .relay_servers()
+            .iter()
+            .map(|s| s.urls[0].as_str())
+            .collect();
+        let consequence = if relays.is_empty() {
+            "users outside this network cannot connect (\"timed out waiting for rtc connection\")"
+                .to_string()
+        } else {
+            format!(
+                "users outside this network connect only through the relay on its TURN server ({}, Server Side \
+                 TURN), which this probe does not test",
+                relays.join(", ")
+            )
+        };
+        out.push((true, format!(
+            "The Calls plugin's integrated RTC server would advertise only private host addresses ({}): {consequence}. \
+             Fix: set {}, {}.",
+            addrs.join(", "),
+            t.host_line("PUBLIC_IP"),
+            t.restart()
+        )));
+    }
+    out
+}
+
+/// `udp 203.0.113.7:8443 (Override), …` or `nothing`.
+fn candidate_list(adv: &Advertised) -> String {
     let list: Vec<String> = adv
         .candidates
         .iter()
@@ -216,15 +316,21 @@ fn advertised_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<
             )
         })
         .collect();
+    if list.is_empty() {
+        "nothing".to_string()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// The start log's lines, `(warning, text)`; pure, so it is unit-tested.
+fn advertised_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<(bool, String)> {
+    let mut out = Vec::new();
     out.push((
         false,
         format!(
             "RTCD would advertise: {} [{}]",
-            if list.is_empty() {
-                "nothing".to_string()
-            } else {
-                list.join(", ")
-            },
+            candidate_list(adv),
             adv.rules.label()
         ),
     ));
@@ -312,7 +418,13 @@ pub async fn follow_hostname(
         let c = cfg.clone();
         match tokio::task::spawn_blocking(move || advertise(&c, port, rules)).await {
             Ok(Ok(adv)) => {
-                let next = offer(&cfg, &adv, port);
+                // The deployment the start chose stays (RTCD or the Calls plugin).
+                let deployment = shared
+                    .ice()
+                    .and_then(|o| o.facts)
+                    .map(|f| f.deployment)
+                    .unwrap_or_default();
+                let next = offer_for(&cfg, &adv, port, &deployment);
                 if shared
                     .ice()
                     .is_some_and(|cur| cur.candidates != next.candidates)
@@ -321,7 +433,7 @@ pub async fn follow_hostname(
                         "ice_host_override {:?} now resolves differently here; new sessions get the new candidates",
                         cfg.ice_host_override
                     );
-                    log_advertised(&cfg, &adv, port);
+                    log_advertised_for(&cfg, &adv, port, &deployment);
                 }
                 shared.set_ice(next);
             }
@@ -465,5 +577,66 @@ mod tests {
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].contains("turn:turn.example.com:3478"), "{w:?}");
         assert!(!w[0].contains("cannot connect"), "{w:?}");
+    }
+
+    /// The Calls plugin's settings, mapped as the plugin maps them, give the same candidates
+    /// and a start log in the plugin's terms: System Console settings, MM_CALLS_* variables.
+    #[test]
+    fn plugin_start_log_names_the_system_console() {
+        use probe_proto::calls::CallsSettings;
+        let block = serde_json::json!({"iceserversconfigs": "", "udpserveraddress": ""});
+        let cfg = CallsSettings::from_plugin_block(&block)
+            .unwrap()
+            .to_rtcd(2)
+            .unwrap();
+        let locals = [LocalAddr {
+            ip: "172.31.1.2".parse().unwrap(),
+            loopback: false,
+        }];
+        let a = rtcd::compute_advertised(
+            &cfg,
+            &locals,
+            &|_, _| Err("no dns".into()),
+            &|_| None,
+            8443,
+            8443,
+            PionRules::V4_2,
+        )
+        .unwrap();
+        let lines = plugin_lines(&cfg, &a, 8443);
+        let text: Vec<&str> = lines.iter().map(|(_, t)| t.as_str()).collect();
+        assert!(
+            text[0].starts_with(
+                "The Calls plugin's integrated RTC server would advertise: udp 172.31.1.2:8443"
+            ),
+            "{text:?}"
+        );
+        let warn: Vec<&str> = lines
+            .iter()
+            .filter(|(w, _)| *w)
+            .map(|(_, t)| t.as_str())
+            .collect();
+        assert_eq!(warn.len(), 1, "{warn:?}");
+        assert!(
+            warn[0].contains(
+                "System Console › Plugins › Calls › ICE and TURN › \"ICE Host Override\""
+            ),
+            "{warn:?}"
+        );
+        assert!(
+            warn[0].contains("MM_CALLS_ICE_HOST_OVERRIDE=PUBLIC_IP"),
+            "{warn:?}"
+        );
+        assert!(
+            !warn[0].contains("ice_host_override") && !warn[0].contains("RTCD_RTC_"),
+            "{warn:?}"
+        );
+        // The same facts in RTCD's terms are worded for RTCD.
+        let rtcd = advertised_lines(&cfg, &a, 8443);
+        assert!(
+            rtcd.iter()
+                .any(|(_, t)| t.contains("RTCD_RTC_ICEHOSTOVERRIDE")),
+            "{rtcd:?}"
+        );
     }
 }

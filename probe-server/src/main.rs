@@ -1,6 +1,7 @@
 //! probe-server: runs beside RTCD, on RTCD's port, and answers the probe client.
 
 mod bundle;
+mod calls;
 mod cert;
 mod cli;
 mod control;
@@ -8,6 +9,8 @@ mod doctor;
 mod generate;
 mod ice;
 mod interfaces;
+#[cfg(target_os = "linux")]
+mod live;
 mod metrics;
 mod quic;
 mod results;
@@ -31,6 +34,8 @@ fn main() {
         Some(cli::Command::Doctor(a)) => doctor::run(a),
         Some(cli::Command::Bundle(a)) => bundle::run(a),
         Some(cli::Command::Results(a)) => results::run(a),
+        #[cfg(target_os = "linux")]
+        Some(cli::Command::Live(a)) => live::run(a),
     };
     std::process::exit(code);
 }

@@ -276,77 +276,9 @@ impl Metrics {
             active: Gauge::default(),
             uploads: Family::default(),
         };
-        registry.register(
-            "probe_server_packets",
-            "Packets the probe server received and answered, by kind",
-            m.packets.clone(),
-        );
-        registry.register(
-            "probe_server_dropped_packets",
-            "Packets and control frames not answered, by reason",
-            m.drops.clone(),
-        );
-        registry.register(
-            "probe_server_sessions",
-            "Probe sessions opened, expired and refused",
-            m.sessions.clone(),
-        );
-        registry.register(
-            "probe_server_active_sessions",
-            "Probe sessions open now",
-            m.active.clone(),
-        );
-        registry.register(
-            "probe_server_uploads",
-            "Client reports uploaded to this server, by what became of them",
-            m.uploads.clone(),
-        );
-        registry.register(
-            "probe_server_store_pruned_runs",
-            "Stored runs deleted: older than --retention, or oldest first over --max-store-mb",
-            m.store_pruned.clone(),
-        );
-        registry.register(
-            "probe_site_runs",
-            "Uploaded probe runs per site, by verdict (pass or fail)",
-            m.runs.clone(),
-        );
-        registry.register(
-            "probe_site_rtt_seconds",
-            "Median UDP round-trip time of each uploaded run, per site",
-            m.rtt.clone(),
-        );
-        registry.register(
-            "probe_site_loss_up_ratio",
-            "Client-to-server UDP loss of the site's last run (NaN: no UDP echo)",
-            m.loss_up.clone(),
-        );
-        registry.register(
-            "probe_site_loss_down_ratio",
-            "Server-to-client UDP loss of the site's last run (NaN: no UDP echo)",
-            m.loss_down.clone(),
-        );
-        registry.register(
-            "probe_site_udp_reachable",
-            "Whether UDP reached the server in the site's last run (1) or not (0)",
-            m.udp_reachable.clone(),
-        );
-        registry.register(
-            "probe_site_last_run_passed",
-            "Whether the site's last run passed (1) or failed (0)",
-            m.passed.clone(),
-        );
-        registry.register(
-            "probe_site_last_run_timestamp_seconds",
-            "When the site's last run was uploaded, Unix time",
-            m.last_run.clone(),
-        );
-        registry.register(
-            "probe_site_findings",
-            "Uploaded runs per site that reported a finding, by finding id",
-            m.findings.clone(),
-        );
         let mut m = m;
+        m.register_server(&mut registry);
+        m.register_sites(&mut registry);
         m.registry = registry;
         for site in known {
             // Sites already in the store earned their place there: labelled at once.
@@ -360,6 +292,84 @@ impl Metrics {
             }
         }
         m
+    }
+
+    /// The server's own series, in the order the scrape shows them.
+    fn register_server(&self, registry: &mut Registry) {
+        registry.register(
+            "probe_server_packets",
+            "Packets the probe server received and answered, by kind",
+            self.packets.clone(),
+        );
+        registry.register(
+            "probe_server_dropped_packets",
+            "Packets and control frames not answered, by reason",
+            self.drops.clone(),
+        );
+        registry.register(
+            "probe_server_sessions",
+            "Probe sessions opened, expired and refused",
+            self.sessions.clone(),
+        );
+        registry.register(
+            "probe_server_active_sessions",
+            "Probe sessions open now",
+            self.active.clone(),
+        );
+        registry.register(
+            "probe_server_uploads",
+            "Client reports uploaded to this server, by what became of them",
+            self.uploads.clone(),
+        );
+        registry.register(
+            "probe_server_store_pruned_runs",
+            "Stored runs deleted: older than --retention, or oldest first over --max-store-mb",
+            self.store_pruned.clone(),
+        );
+    }
+
+    /// The per-site series from uploaded reports.
+    fn register_sites(&self, registry: &mut Registry) {
+        registry.register(
+            "probe_site_runs",
+            "Uploaded probe runs per site, by verdict (pass or fail)",
+            self.runs.clone(),
+        );
+        registry.register(
+            "probe_site_rtt_seconds",
+            "Median UDP round-trip time of each uploaded run, per site",
+            self.rtt.clone(),
+        );
+        registry.register(
+            "probe_site_loss_up_ratio",
+            "Client-to-server UDP loss of the site's last run (NaN: no UDP echo)",
+            self.loss_up.clone(),
+        );
+        registry.register(
+            "probe_site_loss_down_ratio",
+            "Server-to-client UDP loss of the site's last run (NaN: no UDP echo)",
+            self.loss_down.clone(),
+        );
+        registry.register(
+            "probe_site_udp_reachable",
+            "Whether UDP reached the server in the site's last run (1) or not (0)",
+            self.udp_reachable.clone(),
+        );
+        registry.register(
+            "probe_site_last_run_passed",
+            "Whether the site's last run passed (1) or failed (0)",
+            self.passed.clone(),
+        );
+        registry.register(
+            "probe_site_last_run_timestamp_seconds",
+            "When the site's last run was uploaded, Unix time",
+            self.last_run.clone(),
+        );
+        registry.register(
+            "probe_site_findings",
+            "Uploaded runs per site that reported a finding, by finding id",
+            self.findings.clone(),
+        );
     }
 
     /// `label_after` uploads earn a site its label; the `vouched` sites (`--sites`) get it at once.
@@ -464,6 +474,22 @@ impl Metrics {
         uploads: Option<&UploadStats>,
         openmetrics: bool,
     ) -> String {
+        self.copy_server_stats(shared);
+        if let Some(u) = uploads {
+            self.copy_upload_stats(u);
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        if openmetrics {
+            out
+        } else {
+            to_prometheus_text(&out)
+        }
+    }
+
+    /// The sans-IO core's counters and session count, as they are now.
+    fn copy_server_stats(&self, shared: &Shared) {
         let (s, active) = {
             let core = shared.core();
             (core.stats, core.session_count())
@@ -491,78 +517,79 @@ impl Metrics {
             drop_quic_invalid,
             drop_wrong_peer,
         } = s;
-        for (kind, v) in [
-            ("stun_request", stun_requests),
-            ("stun_reply", stun_replies),
-            ("echo_request", echo_requests),
-            ("echo_reply", echo_replies),
-            ("ice_check", ice_checks),
-        ] {
-            self.packets
-                .get_or_create(&Kind { kind })
-                .inner()
-                .store(v, Ordering::Relaxed);
-        }
-        for (reason, v) in [
-            ("malformed", drop_malformed),
-            ("unknown_session", drop_unknown_session),
-            ("bad_mac", drop_bad_mac),
-            ("rate_limited", drop_rate_limited),
-            ("unauthenticated", drop_unauthenticated),
-            ("not_ours", drop_not_ours),
-            ("quic_queue_full", drop_quic_queue),
-            ("quic_invalid", drop_quic_invalid),
-            ("wrong_peer", drop_wrong_peer),
-            ("stun_too_small", stun_too_small),
-            ("control_too_small", control_too_small),
-            ("ice_bad_credentials", ice_bad_credentials),
-        ] {
-            self.drops
-                .get_or_create(&Reason { reason })
-                .inner()
-                .store(v, Ordering::Relaxed);
-        }
-        for (event, v) in [
-            ("opened", sessions_opened),
-            ("expired", sessions_expired),
-            ("refused", sessions_refused),
-        ] {
-            self.sessions
-                .get_or_create(&Event { event })
-                .inner()
-                .store(v, Ordering::Relaxed);
-        }
+        store_counters(
+            &self.packets,
+            [
+                ("stun_request", stun_requests),
+                ("stun_reply", stun_replies),
+                ("echo_request", echo_requests),
+                ("echo_reply", echo_replies),
+                ("ice_check", ice_checks),
+            ]
+            .map(|(kind, v)| (Kind { kind }, v)),
+        );
+        store_counters(
+            &self.drops,
+            [
+                ("malformed", drop_malformed),
+                ("unknown_session", drop_unknown_session),
+                ("bad_mac", drop_bad_mac),
+                ("rate_limited", drop_rate_limited),
+                ("unauthenticated", drop_unauthenticated),
+                ("not_ours", drop_not_ours),
+                ("quic_queue_full", drop_quic_queue),
+                ("quic_invalid", drop_quic_invalid),
+                ("wrong_peer", drop_wrong_peer),
+                ("stun_too_small", stun_too_small),
+                ("control_too_small", control_too_small),
+                ("ice_bad_credentials", ice_bad_credentials),
+            ]
+            .map(|(reason, v)| (Reason { reason }, v)),
+        );
+        store_counters(
+            &self.sessions,
+            [
+                ("opened", sessions_opened),
+                ("expired", sessions_expired),
+                ("refused", sessions_refused),
+            ]
+            .map(|(event, v)| (Event { event }, v)),
+        );
         self.active.set(active as i64);
-        if let Some(u) = uploads {
-            for (outcome, v) in [
+    }
+
+    /// What became of uploads, and the runs the store pruned.
+    fn copy_upload_stats(&self, u: &UploadStats) {
+        let load = |v: &AtomicU64| v.load(Ordering::Relaxed);
+        store_counters(
+            &self.uploads,
+            [
                 ("stored", &u.stored),
                 ("store_failed", &u.store_failed),
                 ("invalid", &u.invalid),
                 ("queue_full", &u.queue_full),
                 ("site_refused", &u.site_refused),
-            ] {
-                self.uploads
-                    .get_or_create(&Outcome { outcome })
-                    .inner()
-                    .store(v.load(Ordering::Relaxed), Ordering::Relaxed);
-            }
-        }
-        if let Some(u) = uploads {
-            for (reason, v) in [("retention", &u.pruned_retention), ("size", &u.pruned_size)] {
-                self.store_pruned
-                    .get_or_create(&Reason { reason })
-                    .inner()
-                    .store(v.load(Ordering::Relaxed), Ordering::Relaxed);
-            }
-        }
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String cannot fail");
-        if openmetrics {
-            out
-        } else {
-            to_prometheus_text(&out)
-        }
+            ]
+            .map(|(outcome, v)| (Outcome { outcome }, load(v))),
+        );
+        store_counters(
+            &self.store_pruned,
+            [("retention", &u.pruned_retention), ("size", &u.pruned_size)]
+                .map(|(reason, v)| (Reason { reason }, load(v))),
+        );
+    }
+}
+
+/// Sets counters to totals kept elsewhere (the core, the upload queue).
+fn store_counters<L: Clone + std::hash::Hash + Eq>(
+    family: &Family<L, Counter>,
+    values: impl IntoIterator<Item = (L, u64)>,
+) {
+    for (labels, v) in values {
+        family
+            .get_or_create(&labels)
+            .inner()
+            .store(v, Ordering::Relaxed);
     }
 }
 
@@ -739,6 +766,7 @@ mod tests {
             server_pin: None,
             ice: None,
             turn: None,
+            live: false,
         };
         r.set_findings(
             findings

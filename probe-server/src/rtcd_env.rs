@@ -25,6 +25,56 @@ use crate::doctor::procnet::{self, Proto};
 /// The unit RTCD's packages and docs install (rtcd docs/getting_started.md).
 pub const DEFAULT_UNIT: &str = "rtcd.service";
 
+/// Whose environment is looked for. The Calls plugin reads `MM_CALLS_*` with `os.Getenv` in its
+/// own process (mattermost-plugin-calls server/environment.go:109, configuration.go:471-481),
+/// which Mattermost starts with its own environment; so the plugin process holding the RTC port,
+/// else the `mattermost` process, else `mattermost.service`, are where those variables are.
+#[derive(Debug)]
+pub struct Target {
+    /// The variables kept: `RTCD_` or `MM_CALLS_`.
+    pub prefix: &'static str,
+    /// The process in sentences: "RTCD", "Mattermost".
+    pub label: &'static str,
+    /// Exact process names (comm or executable) to scan for when no port holder is found.
+    pub names: &'static [&'static str],
+    /// A port holder's name that says it is this process.
+    pub says: fn(&str) -> bool,
+}
+
+/// Targets are statics, told apart by their prefix (function pointers do not compare).
+impl PartialEq for Target {
+    fn eq(&self, other: &Self) -> bool {
+        self.prefix == other.prefix
+    }
+}
+
+impl Eq for Target {}
+
+/// RTCD and its `RTCD_*` variables.
+pub static RTCD: Target = Target {
+    prefix: "RTCD_",
+    label: "RTCD",
+    names: &["rtcd"],
+    says: looks_like_rtcd,
+};
+
+/// Mattermost (and the Calls plugin's process, `plugin-linux-amd64`, whose comm the kernel
+/// truncates to `plugin-linux-am`) and its `MM_CALLS_*` variables.
+pub static MATTERMOST: Target = Target {
+    prefix: "MM_CALLS_",
+    label: "Mattermost",
+    names: &["mattermost"],
+    says: looks_like_mattermost,
+};
+
+/// The unit Mattermost's install guide creates.
+pub const MATTERMOST_UNIT: &str = "mattermost.service";
+
+fn looks_like_mattermost(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("mattermost") || n.starts_with("plugin-linux")
+}
+
 /// Which environment was used.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "source", rename_all = "snake_case")]
@@ -40,6 +90,8 @@ pub enum Source {
 /// RTCD's `RTCD_*` variables and where they came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtcdEnv {
+    /// Whose variables these are.
+    pub target: &'static Target,
     pub source: Source,
     /// Only `RTCD_*` variables (nothing else is read by RTCD's config, and nothing else is kept).
     pub vars: BTreeMap<String, String>,
@@ -71,9 +123,10 @@ impl RtcdEnv {
     /// Where the variables came from, in words.
     pub fn describe(&self) -> String {
         match &self.source {
-            Source::Process { pid, process } => {
-                format!("the running RTCD's environment ({process}, pid {pid}: /proc/{pid}/environ)")
-            }
+            Source::Process { pid, process } => format!(
+                "the running {}'s environment ({process}, pid {pid}: /proc/{pid}/environ)",
+                self.target.label
+            ),
             Source::Systemd { unit } => format!(
                 "the systemd unit {unit} (`systemctl show -p Environment -p EnvironmentFiles {unit}`)"
             ),
@@ -85,7 +138,8 @@ impl RtcdEnv {
     pub fn summary(&self) -> String {
         let names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
         let mut s = format!(
-            "RTCD_* from {}: {}",
+            "{}* from {}: {}",
+            self.target.prefix,
             self.describe(),
             if names.is_empty() {
                 "none set".to_string()
@@ -98,7 +152,8 @@ impl RtcdEnv {
         }
         if !self.ignored_own.is_empty() {
             s.push_str(&format!(
-                "; ignored from this shell (RTCD does not run with them): {}",
+                "; ignored from this shell ({} does not run with them): {}",
+                self.target.label,
                 self.ignored_own.join(", ")
             ));
         }
@@ -115,16 +170,22 @@ pub struct Hints<'a> {
 
 /// Finds RTCD's environment: the process, else the systemd unit, else this tool's own.
 pub fn discover(h: &Hints, deadline: Instant) -> RtcdEnv {
-    let own = own_vars();
+    discover_for(&RTCD, h, deadline)
+}
+
+/// [`discover`] for `target`'s variables and process.
+pub fn discover_for(target: &'static Target, h: &Hints, deadline: Instant) -> RtcdEnv {
+    let own = own_vars_for(target);
     let mut notes = Vec::new();
-    let found = find_process(h, deadline, &mut notes);
+    let found = find_process(target, h, deadline, &mut notes);
     let unit_of_process = found.as_ref().and_then(|(pid, _)| unit_of(*pid));
     let pid = found.as_ref().map(|(p, _)| *p);
     let mut env = match found {
         Some((pid, process)) => match std::fs::read(format!("/proc/{pid}/environ")) {
             Ok(bytes) => Some(RtcdEnv {
+                target,
                 source: Source::Process { pid, process },
-                vars: rtcd_only(parse_environ(&bytes)),
+                vars: prefixed(target, parse_environ(&bytes)),
                 notes: Vec::new(),
                 pid: Some(pid),
                 unit: unit_of_process.clone(),
@@ -146,8 +207,9 @@ pub fn discover(h: &Hints, deadline: Instant) -> RtcdEnv {
         match systemd_env(&unit, deadline) {
             Ok(vars) => {
                 env = Some(RtcdEnv {
+                    target,
                     source: Source::Systemd { unit: unit.clone() },
-                    vars: rtcd_only(vars),
+                    vars: prefixed(target, vars),
                     notes: Vec::new(),
                     pid,
                     unit: Some(unit),
@@ -158,6 +220,7 @@ pub fn discover(h: &Hints, deadline: Instant) -> RtcdEnv {
         }
     }
     let mut env = env.unwrap_or_else(|| RtcdEnv {
+        target,
         source: Source::Own,
         vars: own.clone(),
         notes: Vec::new(),
@@ -178,12 +241,17 @@ pub fn discover(h: &Hints, deadline: Instant) -> RtcdEnv {
 
 /// This tool's own `RTCD_*` variables.
 pub fn own_vars() -> BTreeMap<String, String> {
-    rtcd_only(std::env::vars().collect())
+    own_vars_for(&RTCD)
 }
 
-fn rtcd_only(vars: Vec<(String, String)>) -> BTreeMap<String, String> {
+/// This tool's own variables of `target`.
+pub fn own_vars_for(target: &Target) -> BTreeMap<String, String> {
+    prefixed(target, std::env::vars().collect())
+}
+
+fn prefixed(target: &Target, vars: Vec<(String, String)>) -> BTreeMap<String, String> {
     vars.into_iter()
-        .filter(|(k, _)| k.starts_with("RTCD_"))
+        .filter(|(k, _)| k.starts_with(target.prefix))
         .collect()
 }
 
@@ -202,18 +270,24 @@ fn exe_name(pid: u32) -> Option<String> {
 /// else the only process whose comm or executable is `rtcd` (e.g. in a container whose ports
 /// live in another namespace). Never this process, nor a port holder that is not RTCD
 /// (docker-proxy, a probe-server on RTCD's port).
-fn find_process(h: &Hints, deadline: Instant, notes: &mut Vec<String>) -> Option<(u32, String)> {
+fn find_process(
+    target: &Target,
+    h: &Hints,
+    deadline: Instant,
+    notes: &mut Vec<String>,
+) -> Option<(u32, String)> {
     let me = std::process::id();
-    let others = match port_holder(h, deadline, me) {
+    let others = match port_holder(target, h, deadline, me) {
         Ok(found) => return Some(found),
         Err(others) => others,
     };
-    let mut named = named_rtcd(deadline, me, notes);
+    let mut named = named_process(target, deadline, me, notes);
     match named.len() {
         1 => return named.pop(),
         0 => {}
         n => notes.push(format!(
-            "{n} processes named rtcd (pids {}) and none holds the configured ports here: not guessing which",
+            "{n} processes named {} (pids {}) and none holds the configured ports here: not guessing which",
+            target.names.join("/"),
             named
                 .iter()
                 .map(|(p, _)| p.to_string())
@@ -221,11 +295,12 @@ fn find_process(h: &Hints, deadline: Instant, notes: &mut Vec<String>) -> Option
                 .join(", ")
         )),
     }
+    let l = target.label;
     if others.is_empty() {
-        notes.push("no running RTCD found".into());
+        notes.push(format!("no running {l} found"));
     } else {
         notes.push(format!(
-            "no running RTCD found ({}, not RTCD)",
+            "no running {l} found ({}, not {l})",
             others.join(", ")
         ));
     }
@@ -235,7 +310,12 @@ fn find_process(h: &Hints, deadline: Instant, notes: &mut Vec<String>) -> Option
 /// The first holder of RTCD's ports (UDP ports first, in the config's order) whose name says
 /// rtcd; else the holders that are not RTCD (`UDP 8443 is held by docker-proxy (pid 9)`), so
 /// the note can name them.
-fn port_holder(h: &Hints, deadline: Instant, me: u32) -> Result<(u32, String), Vec<String>> {
+fn port_holder(
+    target: &Target,
+    h: &Hints,
+    deadline: Instant,
+    me: u32,
+) -> Result<(u32, String), Vec<String>> {
     let mut wanted: Vec<(Proto, u16)> = Vec::new();
     wanted.extend(h.udp_ports.iter().map(|p| (Proto::Udp, *p)));
     wanted.extend(h.tcp_ports.iter().map(|p| (Proto::Tcp, *p)));
@@ -260,7 +340,7 @@ fn port_holder(h: &Hints, deadline: Instant, me: u32) -> Result<(u32, String), V
                 continue;
             }
             let exe = exe_name(o.pid).unwrap_or_default();
-            if looks_like_rtcd(&o.process) || looks_like_rtcd(&exe) {
+            if (target.says)(&o.process) || (target.says)(&exe) {
                 return Ok((o.pid, o.process.clone()));
             }
             let label = format!(
@@ -280,9 +360,15 @@ fn port_holder(h: &Hints, deadline: Instant, me: u32) -> Result<(u32, String), V
     Err(others)
 }
 
-/// Every other process whose comm or executable is `rtcd`, by a scan of `/proc` bounded by
+/// Every other process whose comm or executable is one of the target's names (`rtcd`), by a
+/// scan of `/proc` bounded by
 /// the deadline. By name: comm is readable by anyone, exe only by the owner or root.
-fn named_rtcd(deadline: Instant, me: u32, notes: &mut Vec<String>) -> Vec<(u32, String)> {
+fn named_process(
+    target: &Target,
+    deadline: Instant,
+    me: u32,
+    notes: &mut Vec<String>,
+) -> Vec<(u32, String)> {
     let mut named = Vec::new();
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return named;
@@ -299,7 +385,12 @@ fn named_rtcd(deadline: Instant, me: u32, notes: &mut Vec<String>) -> Vec<(u32, 
             continue;
         }
         let comm = procnet::process_name(pid);
-        if comm == "rtcd" || exe_name(pid).as_deref() == Some("rtcd") {
+        let exe = exe_name(pid);
+        if target
+            .names
+            .iter()
+            .any(|n| comm == *n || exe.as_deref() == Some(*n))
+        {
             named.push((pid, comm));
         }
     }
@@ -746,6 +837,7 @@ mod tests {
     #[test]
     fn summary_names_the_source_and_ignored_shell_variables() {
         let env = RtcdEnv {
+            target: &RTCD,
             source: Source::Process {
                 pid: 812,
                 process: "rtcd".into(),
@@ -772,5 +864,57 @@ mod tests {
         let v = serde_json::to_value(&env.source).unwrap();
         assert_eq!(v["source"], "process");
         assert_eq!(v["pid"], 812);
+    }
+
+    /// The Calls plugin's variables: only MM_CALLS_*, from the plugin process (comm truncated
+    /// by the kernel) or Mattermost, never RTCD's.
+    #[test]
+    fn mattermost_target_keeps_mm_calls_variables() {
+        let vars = vec![
+            (
+                "MM_CALLS_ICE_HOST_OVERRIDE".to_string(),
+                "203.0.113.10".to_string(),
+            ),
+            (
+                "MM_SQLSETTINGS_DATASOURCE".to_string(),
+                "postgres://secret".to_string(),
+            ),
+            (
+                "RTCD_RTC_ICEHOSTOVERRIDE".to_string(),
+                "198.51.100.1".to_string(),
+            ),
+        ];
+        let kept = prefixed(&MATTERMOST, vars.clone());
+        assert_eq!(
+            kept.keys().collect::<Vec<_>>(),
+            vec!["MM_CALLS_ICE_HOST_OVERRIDE"]
+        );
+        assert_eq!(
+            prefixed(&RTCD, vars).keys().collect::<Vec<_>>(),
+            vec!["RTCD_RTC_ICEHOSTOVERRIDE"]
+        );
+        for name in ["mattermost", "plugin-linux-am", "plugin-linux-amd64"] {
+            assert!((MATTERMOST.says)(name), "{name}");
+        }
+        assert!(!(MATTERMOST.says)("rtcd") && !(RTCD.says)("mattermost"));
+        let env = RtcdEnv {
+            target: &MATTERMOST,
+            source: Source::Process {
+                pid: 7,
+                process: "mattermost".into(),
+            },
+            vars: BTreeMap::new(),
+            notes: vec![],
+            pid: Some(7),
+            unit: None,
+            ignored_own: vec![],
+        };
+        assert!(
+            env.summary().starts_with(
+                "MM_CALLS_* from the running Mattermost's environment (mattermost, pid 7"
+            ),
+            "{}",
+            env.summary()
+        );
     }
 }

@@ -207,7 +207,19 @@ async fn rtcd_offer(
     probe_port: u16,
     rules: probe_proto::rtcd::PionRules,
 ) -> Result<(IceOffer, Option<RtcdConfig>), i32> {
-    let (rtcd_cfg, env_line) = ice::load_config(args).map_err(|e| fail(format!("{e}.")))?;
+    // The Calls plugin's settings (--calls-config, --mattermost) or RTCD's.
+    let (rtcd_cfg, env_line, calls_lines, deployment) = if crate::calls::wanted(args) {
+        let l = crate::calls::load(args).map_err(|e| fail(format!("{e}.")))?;
+        (l.cfg, None, l.lines, l.deployment)
+    } else {
+        let (c, env_line) = ice::load_config(args).map_err(|e| fail(format!("{e}.")))?;
+        (
+            c,
+            Some(env_line),
+            vec![],
+            probe_proto::calls::Deployment::Rtcd,
+        )
+    };
     // STUN and name lookups block for up to seconds.
     let (cfg, adv) = match tokio::task::spawn_blocking(move || {
         ice::advertise(&rtcd_cfg, probe_port, rules).map(|a| (rtcd_cfg, a))
@@ -218,9 +230,12 @@ async fn rtcd_offer(
         Ok(Err(e)) => return Err(fail(format!("{e}."))),
         Err(e) => return Err(fail(format!("computing RTCD's candidates failed: {e}."))),
     };
-    env_line.log();
-    ice::log_advertised(&cfg, &adv, probe_port);
-    let offer = ice::offer(&cfg, &adv, probe_port);
+    if let Some(l) = env_line {
+        l.log();
+    }
+    ice::log_lines(&calls_lines);
+    ice::log_advertised_for(&cfg, &adv, probe_port, &deployment);
+    let offer = ice::offer_for(&cfg, &adv, probe_port, &deployment);
     let rehearse = matches!(
         adv.override_form,
         probe_proto::rtcd::OverrideForm::Hostname { .. }

@@ -6,19 +6,27 @@ use crate::shared::{canonical, Shared};
 use probe_proto::demux::{classify, Kind};
 use probe_proto::msg::Transport;
 use probe_proto::quic;
+use probe_proto::session::Core;
 use quinn::udp::{RecvMeta, Transmit, UdpSocketState};
 use quinn::{AsyncUdpSocket, UdpPoller};
-use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 const QUIC_QUEUE: usize = 1024;
+/// Datagrams taken per receive call (recvmmsg): under load one wake-up serves many packets;
+/// at a packet per millisecond it is one, as before.
+const BATCH: usize = quinn::udp::BATCH_SIZE;
+/// A receive slot holds the largest datagram (or GRO batch) the kernel can hand over.
+const SLOT: usize = 65_536;
+/// A reply slot: echo replies are at most 1200 bytes, STUN answers smaller.
+const OUT_SLOT: usize = 2048;
 
 /// A datagram for quinn: bytes, sender, and the local address it was sent to.
 pub type QuicDatagram = (Vec<u8>, SocketAddr, Option<IpAddr>);
@@ -27,76 +35,204 @@ pub type QuicDatagram = (Vec<u8>, SocketAddr, Option<IpAddr>);
 /// sent to (IP_PKTINFO) and sends from a chosen one, so a reply always leaves from the address
 /// the client addressed — on a multi-homed host the kernel's own choice could differ, and an
 /// ICE check answered from another address does not count (RFC 8445 §7.2.5.2.1).
+///
+/// The socket is registered for readability only: with tokio's usual read+write registration
+/// every reply's completion (the kernel freeing its send buffer) is an EPOLLOUT edge that
+/// costs the loop an extra `epoll_wait` per packet. Writers wait for space through a second,
+/// temporary registration that exists only while a send found the buffer full.
 pub struct Udp {
-    pub io: UdpSocket,
+    io: AsyncFd<std::net::UdpSocket>,
     /// Only a wildcard bind needs the per-datagram addresses; a socket bound to one address
     /// always answers from it, on the plain (cheaper) send and receive calls.
     state: Option<UdpSocketState>,
+    /// A send found the socket buffer full; quinn's pollers wait for space.
+    send_blocked: AtomicBool,
 }
 
 impl Udp {
-    pub fn new(io: UdpSocket) -> io::Result<Self> {
+    pub fn new(io: tokio::net::UdpSocket) -> io::Result<Self> {
+        let io = io.into_std()?;
         let state = if io.local_addr()?.ip().is_unspecified() {
             Some(UdpSocketState::new((&io).into())?)
         } else {
             None
         };
-        Ok(Self { io, state })
+        Ok(Self {
+            io: register(io, Interest::READABLE)?,
+            state,
+            send_blocked: AtomicBool::new(false),
+        })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.io.local_addr()
+        self.io.get_ref().local_addr()
     }
 
     /// Sends without waiting: a full socket buffer drops the reply, as the network would.
     fn send_from(&self, to: SocketAddr, from: Option<IpAddr>, contents: &[u8]) -> io::Result<()> {
-        let Some(state) = &self.state else {
-            return self.io.try_send_to(contents, to).map(|_| ());
+        let sock = self.io.get_ref();
+        let r = match &self.state {
+            None => sock.send_to(contents, to).map(|_| ()),
+            Some(state) => state.send(
+                sock.into(),
+                &Transmit {
+                    destination: to,
+                    ecn: None,
+                    contents,
+                    segment_size: None,
+                    src_ip: from,
+                },
+            ),
         };
-        let t = Transmit {
-            destination: to,
-            ecn: None,
-            contents,
-            segment_size: None,
-            src_ip: from,
-        };
-        self.io
-            .try_io(Interest::WRITABLE, || state.send((&self.io).into(), &t))
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            self.send_blocked.store(true, Ordering::Release);
+        }
+        r
     }
 
-    async fn recv(&self, buf: &mut [u8]) -> io::Result<RecvMeta> {
-        let Some(state) = &self.state else {
-            let (len, addr) = self.io.recv_from(buf).await?;
-            return Ok(RecvMeta {
-                addr,
-                len,
-                stride: len,
-                ecn: None,
-                dst_ip: None,
-            });
-        };
+    /// Sends every reply of a batch: one `sendmmsg` on the plain path, else one call each.
+    fn send_batch(&self, out: &Replies) {
+        #[cfg(target_os = "linux")]
+        if self.state.is_none() && out.len() > 1 {
+            if let Err(e) = mmsg::send(self.io.get_ref(), out) {
+                tracing::debug!("UDP batch send failed: {e}");
+            }
+            return;
+        }
+        for (to, from, bytes) in out.iter() {
+            if let Err(e) = self.send_from(to, from, bytes) {
+                tracing::debug!("UDP send to {to} failed: {e}");
+            }
+        }
+    }
+
+    /// Waits for datagrams and takes up to a batch of them into `rx`; returns how many.
+    async fn recv_batch(&self, rx: &mut Received) -> io::Result<usize> {
         loop {
-            self.io.readable().await?;
-            let mut meta = [RecvMeta::default()];
-            let r = self.io.try_io(Interest::READABLE, || {
-                state.recv((&self.io).into(), &mut [IoSliceMut::new(buf)], &mut meta)
-            });
-            match r {
-                Ok(_) => return Ok(meta[0]),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            let mut guard = self.io.readable().await?;
+            match self.try_recv_batch(rx) {
+                Ok(n) => {
+                    // A short batch drained the queue: forget the readiness now instead of
+                    // paying a receive call that fails with EAGAIN. Safe with edge-triggered
+                    // epoll: a datagram that lands after the call raises a new event.
+                    if n < rx.meta.len() {
+                        guard.clear_ready();
+                    }
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    fn try_recv_batch(&self, rx: &mut Received) -> io::Result<usize> {
+        let sock = self.io.get_ref();
+        if let Some(state) = &self.state {
+            // On the stack: no allocation per batch.
+            let mut slots = rx.bufs.chunks_mut(SLOT);
+            let mut bufs: [IoSliceMut<'_>; BATCH] =
+                std::array::from_fn(|_| IoSliceMut::new(slots.next().expect("BATCH slots")));
+            return state.recv(sock.into(), &mut bufs, &mut rx.meta);
+        }
+        #[cfg(target_os = "linux")]
+        {
+            mmsg::recv(sock, &mut rx.bufs, &mut rx.meta)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let (len, addr) = sock.recv_from(&mut rx.bufs[..SLOT])?;
+            rx.meta[0] = plain_meta(addr, len);
+            Ok(1)
+        }
+    }
+}
+
+/// Registers an owned socket with the runtime for `interest` only.
+fn register(
+    sock: std::net::UdpSocket,
+    interest: Interest,
+) -> io::Result<AsyncFd<std::net::UdpSocket>> {
+    // SAFETY: the AsyncFd owns the socket, so its descriptor stays open and the same for the
+    // registration's whole life.
+    unsafe { AsyncFd::register_with_interest(sock, interest) }.map_err(io::Error::from)
+}
+
+fn plain_meta(addr: SocketAddr, len: usize) -> RecvMeta {
+    RecvMeta {
+        addr,
+        len,
+        stride: len,
+        ecn: None,
+        dst_ip: None,
+    }
+}
+
+/// Receive slots and what the kernel said about each, allocated once.
+struct Received {
+    bufs: Vec<u8>,
+    meta: Vec<RecvMeta>,
+}
+
+impl Received {
+    fn new() -> Self {
+        Self {
+            bufs: vec![0; SLOT * BATCH],
+            meta: vec![RecvMeta::default(); BATCH],
+        }
+    }
+
+    fn datagram(&self, i: usize) -> (&RecvMeta, &[u8]) {
+        let m = &self.meta[i];
+        (m, &self.bufs[i * SLOT..i * SLOT + m.len.min(SLOT)])
+    }
+}
+
+/// Replies of one batch, written in place by the core, allocated once.
+struct Replies {
+    bufs: Vec<u8>,
+    /// Destination, source address (wildcard bind) and length of each reply.
+    heads: Vec<(SocketAddr, Option<IpAddr>, usize)>,
+}
+
+impl Replies {
+    fn new() -> Self {
+        Self {
+            bufs: vec![0; OUT_SLOT * BATCH],
+            heads: Vec::with_capacity(BATCH),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// The slot the next reply is written into; `None` when the batch is full (a GRO batch can
+    /// carry more datagrams than there are slots: the rest wait for the next flush).
+    fn next_slot(&mut self) -> Option<&mut [u8]> {
+        let i = self.heads.len();
+        self.bufs.get_mut(i * OUT_SLOT..(i + 1) * OUT_SLOT)
+    }
+
+    fn push(&mut self, to: SocketAddr, from: Option<IpAddr>, len: usize) {
+        self.heads.push((to, from, len));
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (SocketAddr, Option<IpAddr>, &[u8])> {
+        self.heads
+            .iter()
+            .enumerate()
+            .map(|(i, &(to, from, len))| (to, from, &self.bufs[i * OUT_SLOT..i * OUT_SLOT + len]))
     }
 }
 
 /// Reads every datagram and routes it. Runs until the socket fails or the task is aborted.
 pub async fn serve(sock: Arc<Udp>, shared: Arc<Shared>, quic_tx: mpsc::Sender<QuicDatagram>) {
-    let mut buf = vec![0u8; 65_536];
-    let mut out = vec![0u8; 2048];
+    let mut rx = Received::new();
+    let mut out = Replies::new();
     loop {
-        let meta = match sock.recv(&mut buf).await {
-            Ok(m) => m,
+        let n = match sock.recv_batch(&mut rx).await {
+            Ok(n) => n,
             // ICMP errors from earlier sends surface here on some platforms; keep serving.
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
             Err(e) => {
@@ -104,40 +240,213 @@ pub async fn serve(sock: Arc<Udp>, shared: Arc<Shared>, quic_tx: mpsc::Sender<Qu
                 return;
             }
         };
-        let (src, dst) = (meta.addr, meta.dst_ip);
-        // With GRO the kernel may hand over several datagrams of one sender in one buffer.
-        for pkt in buf[..meta.len].chunks(meta.stride.max(1)) {
-            let reply = match classify(pkt) {
-                Kind::Stun => {
-                    let now = shared.now_us();
-                    shared.core().on_stun(now, canonical(src), pkt, &mut out)
+        // One clock reading and one lock per batch, not per datagram.
+        let now = shared.now_us();
+        let mut core = shared.core();
+        for i in 0..n {
+            let (meta, data) = rx.datagram(i);
+            let (src, dst) = (meta.addr, meta.dst_ip);
+            // With GRO the kernel may hand over several datagrams of one sender in one buffer.
+            // An empty datagram (or one cut short, handed over as empty) is still counted.
+            let pkts = data.chunks(meta.stride.max(1));
+            for pkt in pkts.chain(data.is_empty().then_some(&[][..])) {
+                if out.next_slot().is_none() {
+                    drop(core);
+                    sock.send_batch(&out);
+                    out.heads.clear();
+                    core = shared.core();
                 }
-                Kind::Echo => {
-                    let now = shared.now_us();
-                    shared
-                        .core()
-                        .on_echo(now, canonical(src).ip(), Transport::Udp, pkt, &mut out)
-                }
-                Kind::Quic => {
-                    let now = shared.now_us();
-                    if shared.quic_gate().check(pkt, now) != quic::Verdict::Pass {
-                        shared.core().stats.drop_quic_invalid += 1;
-                    } else if quic_tx.try_send((pkt.to_vec(), src, dst)).is_err() {
-                        shared.core().stats.drop_quic_queue += 1;
-                    }
-                    None
-                }
-                Kind::Other => {
-                    shared.core().stats.drop_not_ours += 1;
-                    None
-                }
-            };
-            if let Some(len) = reply {
-                if let Err(e) = sock.send_from(src, dst, &out[..len]) {
-                    tracing::debug!("UDP send to {src} failed: {e}");
-                }
+                route(&mut core, &shared, &quic_tx, now, (src, dst), pkt, &mut out);
             }
         }
+        drop(core);
+        if out.len() > 0 {
+            sock.send_batch(&out);
+            out.heads.clear();
+        }
+    }
+}
+
+/// One datagram through the first-byte demultiplexer: STUN and echo are answered into `out`,
+/// QUIC is queued to quinn, the rest is counted and dropped.
+fn route(
+    core: &mut Core,
+    shared: &Shared,
+    quic_tx: &mpsc::Sender<QuicDatagram>,
+    now: u64,
+    (src, dst): (SocketAddr, Option<IpAddr>),
+    pkt: &[u8],
+    out: &mut Replies,
+) {
+    let Some(slot) = out.next_slot() else {
+        return;
+    };
+    let reply = match classify(pkt) {
+        Kind::Stun => core.on_stun(now, canonical(src), pkt, slot),
+        Kind::Echo => core.on_echo(now, canonical(src).ip(), Transport::Udp, pkt, slot),
+        Kind::Quic => {
+            if shared.quic_gate().check(pkt, now) != quic::Verdict::Pass {
+                core.stats.drop_quic_invalid += 1;
+            } else if quic_tx.try_send((pkt.to_vec(), src, dst)).is_err() {
+                core.stats.drop_quic_queue += 1;
+            }
+            None
+        }
+        Kind::Other => {
+            core.stats.drop_not_ours += 1;
+            None
+        }
+    };
+    if let Some(len) = reply {
+        out.push(src, dst, len);
+    }
+}
+
+/// `recvmmsg`/`sendmmsg` on the plain (one-address) path.
+#[cfg(target_os = "linux")]
+mod mmsg {
+    use super::{plain_meta, RecvMeta, Replies, SLOT};
+    use std::io;
+    use std::mem::{size_of, zeroed};
+    use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+    use std::os::fd::AsRawFd;
+
+    fn to_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+        match i32::from(ss.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
+                let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+                let ip = u32::from_be(a.sin_addr.s_addr).into();
+                Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
+                let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+                let ip = a.sin6_addr.s6_addr.into();
+                let port = u16::from_be(a.sin6_port);
+                Some(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())
+            }
+            _ => None,
+        }
+    }
+
+    fn from_addr(addr: SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+        match addr {
+            SocketAddr::V4(a) => {
+                // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
+                let s = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in) };
+                s.sin_family = libc::AF_INET as libc::sa_family_t;
+                s.sin_port = a.port().to_be();
+                s.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+                size_of::<libc::sockaddr_in>() as libc::socklen_t
+            }
+            SocketAddr::V6(a) => {
+                // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in6.
+                let s = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in6) };
+                s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                s.sin6_port = a.port().to_be();
+                s.sin6_addr.s6_addr = a.ip().octets();
+                s.sin6_flowinfo = a.flowinfo();
+                s.sin6_scope_id = a.scope_id();
+                size_of::<libc::sockaddr_in6>() as libc::socklen_t
+            }
+        }
+    }
+
+    /// Takes up to `meta.len()` datagrams, each into its `SLOT`-byte slot of `bufs`.
+    pub fn recv(sock: &UdpSocket, bufs: &mut [u8], meta: &mut [RecvMeta]) -> io::Result<usize> {
+        const N: usize = super::BATCH;
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let mut names: [libc::sockaddr_storage; N] = unsafe { zeroed() };
+        let mut iovs: [libc::iovec; N] = unsafe { zeroed() };
+        let mut hdrs: [libc::mmsghdr; N] = unsafe { zeroed() };
+        let n = meta.len().min(N).min(bufs.len() / SLOT);
+        for i in 0..n {
+            iovs[i] = libc::iovec {
+                iov_base: bufs[i * SLOT..].as_mut_ptr().cast(),
+                iov_len: SLOT,
+            };
+            hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
+            hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at a live slot, address buffer and iovec of this frame.
+        let got = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                n as libc::c_uint,
+                0,
+                std::ptr::null_mut(),
+            )
+        };
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut kept = 0;
+        for i in 0..got as usize {
+            let h = &hdrs[i];
+            // A datagram cut short by its slot, or from an address family we do not serve, is
+            // left out (a zero-length entry is counted and dropped by the demultiplexer).
+            let whole = h.msg_hdr.msg_flags & libc::MSG_TRUNC == 0;
+            let Some(addr) = to_addr(&names[i]) else {
+                continue;
+            };
+            let len = if whole { h.msg_len as usize } else { 0 };
+            if kept != i {
+                bufs.copy_within(i * SLOT..i * SLOT + len, kept * SLOT);
+            }
+            meta[kept] = plain_meta(addr, len);
+            kept += 1;
+        }
+        Ok(kept)
+    }
+
+    /// Sends every reply in one `sendmmsg` call; what the kernel did not take is dropped, as a
+    /// full socket buffer drops a single reply.
+    pub fn send(sock: &UdpSocket, out: &Replies) -> io::Result<()> {
+        const N: usize = super::BATCH;
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let mut names: [libc::sockaddr_storage; N] = unsafe { zeroed() };
+        let mut iovs: [libc::iovec; N] = unsafe { zeroed() };
+        let mut hdrs: [libc::mmsghdr; N] = unsafe { zeroed() };
+        let mut n = 0;
+        for (to, _, bytes) in out.iter().take(N) {
+            iovs[n] = libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            };
+            hdrs[n].msg_hdr.msg_namelen = from_addr(to, &mut names[n]);
+            hdrs[n].msg_hdr.msg_name = (&mut names[n] as *mut libc::sockaddr_storage).cast();
+            hdrs[n].msg_hdr.msg_iov = &mut iovs[n];
+            hdrs[n].msg_hdr.msg_iovlen = 1;
+            n += 1;
+        }
+        let mut at = 0;
+        while at < n {
+            // SAFETY: every header points at a live reply, address and iovec of this frame.
+            let sent = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    hdrs[at..].as_mut_ptr(),
+                    (n - at) as libc::c_uint,
+                    0,
+                )
+            };
+            if sent <= 0 {
+                let e = io::Error::last_os_error();
+                // The first message failed on its own (e.g. an ICMP error for that peer): skip
+                // it and send the rest.
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    return Err(e);
+                }
+                at += 1;
+                continue;
+            }
+            at += sent as usize;
+        }
+        Ok(())
     }
 }
 
@@ -174,7 +483,7 @@ impl AsyncUdpSocket for QuicSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
         Box::pin(Writable {
             io: self.io.clone(),
-            fut: None,
+            wait: None,
         })
     }
 
@@ -221,12 +530,13 @@ impl AsyncUdpSocket for QuicSocket {
     }
 }
 
-type WritableFut = Pin<Box<dyn Future<Output = io::Result<()>> + Send + Sync>>;
-
-/// Write-readiness for one quinn task; each keeps its own future so every waiter is woken.
+/// Write-readiness for one quinn task. The socket is normally writable (UDP sends do not wait
+/// for the peer), so this answers at once; only after a send found the buffer full does it
+/// register a duplicate of the socket for writability, and drops that registration once there
+/// is room again, so replies never cost EPOLLOUT wake-ups.
 struct Writable {
     io: Arc<Udp>,
-    fut: Option<WritableFut>,
+    wait: Option<AsyncFd<std::net::UdpSocket>>,
 }
 
 impl std::fmt::Debug for Writable {
@@ -237,14 +547,174 @@ impl std::fmt::Debug for Writable {
 
 impl UdpPoller for Writable {
     fn poll_writable(mut self: Pin<&mut Self>, cx: &mut Context) -> Poll<io::Result<()>> {
-        if self.fut.is_none() {
-            let io = self.io.clone();
-            self.fut = Some(Box::pin(async move { io.io.writable().await }));
+        if !self.io.send_blocked.load(Ordering::Acquire) {
+            self.wait = None;
+            return Poll::Ready(Ok(()));
         }
-        let res = self.fut.as_mut().expect("set above").as_mut().poll(cx);
-        if res.is_ready() {
-            self.fut = None;
+        if self.wait.is_none() {
+            let dup = self.io.io.get_ref().try_clone()?;
+            self.wait = Some(register(dup, Interest::WRITABLE)?);
         }
-        res
+        let wait = self.wait.as_ref().expect("set above");
+        match wait.poll_write_ready(cx) {
+            Poll::Ready(Ok(_)) => {
+                self.io.send_blocked.store(false, Ordering::Release);
+                self.wait = None;
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket as StdUdp;
+    use std::time::Duration;
+
+    fn bound() -> StdUdp {
+        let s = StdUdp::bind("127.0.0.1:0").expect("bind");
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        s
+    }
+
+    #[test]
+    fn one_call_takes_a_batch_and_one_call_answers_it() {
+        let server = bound();
+        server.set_nonblocking(true).expect("nonblocking");
+        let to = server.local_addr().expect("addr");
+        let clients = [bound(), bound()];
+        for (i, len) in [60usize, 1, 1200, 300, 0].into_iter().enumerate() {
+            clients[i % 2]
+                .send_to(&vec![i as u8 + 1; len], to)
+                .expect("send");
+        }
+        let mut rx = Received::new();
+        let n = mmsg::recv(&server, &mut rx.bufs, &mut rx.meta).expect("recv");
+        assert_eq!(n, 5);
+        let mut out = Replies::new();
+        for i in 0..n {
+            let (meta, data) = rx.datagram(i);
+            let want = clients[i % 2].local_addr().expect("addr");
+            assert_eq!((meta.addr, meta.len), (want, [60, 1, 1200, 300, 0][i]));
+            assert!(data.iter().all(|&b| b == i as u8 + 1));
+            // Answer with the datagram's length and index, as the core writes into the slot.
+            let slot = out.next_slot().expect("room");
+            slot[..4].copy_from_slice(&[i as u8, 0xAA, 0xBB, 0xCC]);
+            out.push(meta.addr, None, 4);
+        }
+        // Nothing more queued: the next call reports it.
+        let again = mmsg::recv(&server, &mut rx.bufs, &mut rx.meta);
+        assert_eq!(again.expect_err("empty").kind(), io::ErrorKind::WouldBlock);
+        mmsg::send(&server, &out).expect("send");
+        let mut got = [Vec::new(), Vec::new()];
+        let mut buf = [0u8; 64];
+        // Client 0 sent datagrams 0, 2 and 4; client 1 sent 1 and 3.
+        for (c, count) in [(0, 3), (1, 2)] {
+            for _ in 0..count {
+                let (len, from) = clients[c].recv_from(&mut buf).expect("reply");
+                assert_eq!((len, from), (4, to));
+                got[c].push(buf[0]);
+            }
+        }
+        assert_eq!(got, [vec![0, 2, 4], vec![1, 3]]);
+    }
+
+    #[tokio::test]
+    async fn the_loop_answers_a_burst_over_several_batches_and_counts_the_rest() {
+        // The plain path (one address) and the wildcard path (IP_PKTINFO through quinn-udp).
+        for bind in ["127.0.0.1:0", "0.0.0.0:0"] {
+            burst_through(bind).await;
+        }
+    }
+
+    async fn burst_through(bind: &str) {
+        use probe_proto::echo::{self, SessionKey};
+        use probe_proto::msg::{Hello, Profile};
+        use probe_proto::session::Limits;
+        let std_sock = StdUdp::bind(bind).expect("bind");
+        std_sock.set_nonblocking(true).expect("nonblocking");
+        let sock = Arc::new(
+            Udp::new(tokio::net::UdpSocket::from_std(std_sock).expect("tokio")).expect("udp"),
+        );
+        let to = SocketAddr::new(
+            [127, 0, 0, 1].into(),
+            sock.local_addr().expect("addr").port(),
+        );
+        let hello = Hello {
+            proto_min: 1,
+            proto_max: 1,
+            client_version: "t".into(),
+            site: "s".into(),
+            profile: Profile::Audio,
+            interval_us: 20_000,
+            size: 160,
+            duration_ms: 5_000,
+            pad: Vec::new(),
+            time_ms: 0,
+            nonce: [0; 16],
+        };
+        let (id, key) = (42u64, [7u8; 32]);
+        let mut core = Core::new(Limits::default());
+        let peer: IpAddr = "127.0.0.1".parse().expect("literal");
+        core.open(0, peer, &hello, id, key, None).expect("open");
+        let shared = Arc::new(Shared::new(core, None));
+        let (quic_tx, _quic_rx) = mpsc::channel(8);
+        let task = tokio::spawn(serve(sock, shared.clone(), quic_tx));
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let k = SessionKey::new(&key);
+        let mut buf = [0u8; 2048];
+        // More requests than one receive batch holds, back to back.
+        let count = BATCH as u32 + 8;
+        for seq in 0..count {
+            let n = echo::encode_request(&k, id, seq, 0, 160, &mut buf);
+            client.send_to(&buf[..n], to).await.expect("send");
+        }
+        // An empty datagram and one outside every demux range: counted, not answered.
+        client.send_to(&[], to).await.expect("send");
+        client.send_to(&[10u8; 20], to).await.expect("send");
+        let mut seqs = Vec::new();
+        for _ in 0..count {
+            let n = tokio::time::timeout(Duration::from_secs(2), client.recv(&mut buf))
+                .await
+                .expect("a reply in time")
+                .expect("recv");
+            seqs.push(
+                echo::decode_reply(&k, &buf[..n])
+                    .expect("a valid reply")
+                    .seq,
+            );
+        }
+        seqs.sort_unstable();
+        assert_eq!(seqs, (0..count).collect::<Vec<_>>());
+        for _ in 0..200 {
+            if shared.core().stats.drop_not_ours == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stats = shared.core().stats;
+        assert_eq!(
+            (stats.echo_replies, stats.drop_not_ours),
+            (u64::from(count), 2)
+        );
+        task.abort();
+    }
+
+    #[test]
+    fn a_full_reply_batch_has_no_slot() {
+        let mut out = Replies::new();
+        let to: SocketAddr = "127.0.0.1:9".parse().expect("literal");
+        for _ in 0..BATCH {
+            assert!(out.next_slot().is_some_and(|s| s.len() == OUT_SLOT));
+            out.push(to, None, 10);
+        }
+        assert!(out.next_slot().is_none());
+        assert_eq!(out.iter().count(), BATCH);
     }
 }

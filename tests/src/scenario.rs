@@ -136,6 +136,24 @@ pub struct SpawnSection {
     pub env: BTreeMap<String, String>,
 }
 
+/// Serialises the `[calls]` scenarios of this test process.
+static CALLS_ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `[calls]`: probe-server stands in for the Calls plugin's integrated RTC server (no RTCD):
+/// the runner writes a Mattermost `config.json` holding `settings` as the plugin's block and
+/// passes it with `--calls-config`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsSection {
+    /// `PluginSettings.Plugins["com.mattermost.calls"]`, keys as config.json stores them.
+    #[serde(default)]
+    pub settings: toml::Table,
+    /// `MM_CALLS_*` variables of a process named `mattermost` started for the run (a copy of
+    /// `sleep`): probe-server must find them in its `/proc/PID/environ`, not in its own.
+    #[serde(default)]
+    pub mattermost_env: BTreeMap<String, String>,
+}
+
 /// A scenario file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +177,9 @@ pub struct ScenarioFile {
     /// Helper processes.
     #[serde(default)]
     pub spawn: Vec<SpawnSection>,
+    /// The Calls plugin's settings instead of RTCD's.
+    #[serde(default)]
+    pub calls: Option<CallsSection>,
     /// Assertions (see [`crate::expect`]).
     #[serde(default)]
     pub expect: toml::Table,
@@ -359,7 +380,23 @@ impl Scenario {
         }
 
         let srv = &self.file.server;
-        let server_args: Vec<String> = srv.args.iter().map(|a| subst(a, &vars)).collect();
+        let mut server_args: Vec<String> = srv.args.iter().map(|a| subst(a, &vars)).collect();
+        // probe-server finds `mattermost` by name across namespaces (one pid namespace): one
+        // [calls] scenario at a time, so none reads another's MM_CALLS_* variables.
+        let _calls_turn = self.file.calls.as_ref().map(|_| {
+            CALLS_ONE_AT_A_TIME
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        });
+        // Lives until the run ends: config.json and the `mattermost` executable.
+        let calls_dir = self
+            .file
+            .calls
+            .as_ref()
+            .map(|_| crate::tempdir::TempDir::new(&format!("calls-{}", self.name)));
+        if let (Some(c), Some(dir)) = (&self.file.calls, &calls_dir) {
+            server_args.extend(self.calls_setup(c, dir.path(), lifetime, &mut helpers));
+        }
         let listen = subst(srv.listen.as_deref().unwrap_or(DEFAULT_LISTEN), &vars);
         let mut server =
             start_server_with_state(&topo.server, &listen, &server_args, &srv.env, lifetime)
@@ -442,6 +479,46 @@ impl Scenario {
             panic!("{msg}");
         }
         run
+    }
+}
+
+impl Scenario {
+    /// Writes `config.json` for `[calls]`, starts the `mattermost` process with its
+    /// `MM_CALLS_*` environment, and returns the server arguments that point at them.
+    fn calls_setup(
+        &self,
+        c: &CallsSection,
+        dir: &Path,
+        lifetime: Duration,
+        helpers: &mut Vec<Proc>,
+    ) -> Vec<String> {
+        let block = serde_json::to_value(&c.settings).expect("TOML values are JSON values");
+        let config = serde_json::json!({
+            "ServiceSettings": {"SiteURL": "http://mattermost.example.com"},
+            "PluginSettings": {"Enable": true, "Plugins": {"com.mattermost.calls": block}},
+        });
+        let path = dir.join("config.json");
+        std::fs::write(&path, config.to_string()).unwrap_or_else(|e| {
+            panic!(
+                "scenario {}: cannot write {}: {e}",
+                self.name,
+                path.display()
+            )
+        });
+        if !c.mattermost_env.is_empty() {
+            // A process whose name (comm and executable) is `mattermost`, as the real one's is.
+            let exe = dir.join("mattermost");
+            std::fs::copy("/usr/bin/sleep", &exe)
+                .or_else(|_| std::fs::copy("/bin/sleep", &exe))
+                .unwrap_or_else(|e| panic!("scenario {}: cannot copy sleep: {e}", self.name));
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.arg(lifetime.as_secs().to_string())
+                .envs(&c.mattermost_env);
+            let p = Proc::spawn(cmd, "mattermost (MM_CALLS_* holder)", lifetime)
+                .unwrap_or_else(|e| panic!("scenario {}: cannot start mattermost: {e}", self.name));
+            helpers.push(p);
+        }
+        vec!["--calls-config".into(), path.display().to_string()]
     }
 }
 

@@ -28,7 +28,7 @@ pub struct AgentOutcome {
 }
 
 impl AgentOutcome {
-    fn only(state: String) -> Self {
+    pub(super) fn only(state: String) -> Self {
         Self {
             state,
             pairs: Vec::new(),
@@ -42,35 +42,11 @@ pub async fn run(remotes: &[SocketAddr], ufrag: &str, pwd: &str, bound: Duration
     if remotes.is_empty() {
         return AgentOutcome::only("not run: no UDP candidate advertised".into());
     }
-    let mut network_types = Vec::new();
-    if remotes.iter().any(SocketAddr::is_ipv4) {
-        network_types.push(NetworkType::Udp4);
-    }
-    if remotes.iter().any(SocketAddr::is_ipv6) {
-        network_types.push(NetworkType::Udp6);
-    }
-    let config = AgentConfig {
-        network_types,
-        // Host candidates only: no STUN/TURN server is configured, as in a browser whose
-        // Calls config has none; mDNS would only add noise on the user's LAN.
-        candidate_types: vec![CandidateType::Host],
-        udp_network: UDPNetwork::Ephemeral(Default::default()),
-        multicast_dns_mode: MulticastDnsMode::Disabled,
-        is_controlling: true,
-        check_interval: Duration::from_millis(100),
-        // Conclude "failed" inside the bound (2.5 s of checking) instead of pion's 30 s, so the
-        // recorded state says what a browser would end with.
-        disconnected_timeout: Some(Duration::from_millis(1000)),
-        failed_timeout: Some(Duration::from_millis(1500)),
-        ..Default::default()
-    };
-    let agent = match Agent::new(config).await {
+    let agent = match Agent::new(config(remotes)).await {
         Ok(a) => Arc::new(a),
         Err(e) => {
-            return {
-                tracing::debug!("ICE agent: {e}");
-                AgentOutcome::only("error (details in the client's debug log)".into())
-            }
+            tracing::debug!("ICE agent: {e}");
+            return AgentOutcome::only("error (details in the client's debug log)".into());
         }
     };
     let state = Arc::new(Mutex::new(ConnectionState::New));
@@ -81,28 +57,7 @@ pub async fn run(remotes: &[SocketAddr], ufrag: &str, pwd: &str, bound: Duration
     }));
     // Gathering refuses to start without a handler; local candidates need not be sent anywhere.
     agent.on_candidate(Box::new(|_| Box::pin(async {})));
-    for r in remotes {
-        let c = CandidateHostConfig {
-            base_config: CandidateBaseConfig {
-                network: "udp".into(),
-                address: r.ip().to_string(),
-                port: r.port(),
-                component: 1,
-                ..Default::default()
-            },
-            ..Default::default()
-        }
-        .new_candidate_host();
-        match c {
-            Ok(c) => {
-                let c: Arc<dyn Candidate + Send + Sync> = Arc::new(c);
-                if let Err(e) = agent.add_remote_candidate(&c) {
-                    tracing::warn!("ICE agent refused remote candidate {r}: {e}");
-                }
-            }
-            Err(e) => tracing::warn!("cannot make a remote candidate of {r}: {e}"),
-        }
-    }
+    add_remotes(&agent, remotes);
     let outcome = match agent.gather_candidates() {
         Err(e) => {
             tracing::debug!("ICE agent: {e}");
@@ -127,6 +82,58 @@ pub async fn run(remotes: &[SocketAddr], ufrag: &str, pwd: &str, bound: Duration
         tracing::debug!("ICE agent close timed out");
     }
     outcome
+}
+
+/// A controlling agent with host candidates only, on the address families of `remotes`.
+fn config(remotes: &[SocketAddr]) -> AgentConfig {
+    let mut network_types = Vec::new();
+    if remotes.iter().any(SocketAddr::is_ipv4) {
+        network_types.push(NetworkType::Udp4);
+    }
+    if remotes.iter().any(SocketAddr::is_ipv6) {
+        network_types.push(NetworkType::Udp6);
+    }
+    AgentConfig {
+        network_types,
+        // Host candidates only: no STUN/TURN server is configured, as in a browser whose
+        // Calls config has none; mDNS would only add noise on the user's LAN.
+        candidate_types: vec![CandidateType::Host],
+        udp_network: UDPNetwork::Ephemeral(Default::default()),
+        multicast_dns_mode: MulticastDnsMode::Disabled,
+        is_controlling: true,
+        check_interval: Duration::from_millis(100),
+        // Conclude "failed" inside the bound (2.5 s of checking) instead of pion's 30 s, so the
+        // recorded state says what a browser would end with.
+        disconnected_timeout: Some(Duration::from_millis(1000)),
+        failed_timeout: Some(Duration::from_millis(1500)),
+        ..Default::default()
+    }
+}
+
+/// The advertised UDP candidates as the agent's remote host candidates.
+fn add_remotes(agent: &Agent, remotes: &[SocketAddr]) {
+    for r in remotes {
+        let c = CandidateHostConfig {
+            base_config: CandidateBaseConfig {
+                network: "udp".into(),
+                address: r.ip().to_string(),
+                port: r.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host();
+        match c {
+            Ok(c) => {
+                let c: Arc<dyn Candidate + Send + Sync> = Arc::new(c);
+                if let Err(e) = agent.add_remote_candidate(&c) {
+                    tracing::warn!("ICE agent refused remote candidate {r}: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("cannot make a remote candidate of {r}: {e}"),
+        }
+    }
 }
 
 async fn collect(agent: &Agent, state: String) -> AgentOutcome {

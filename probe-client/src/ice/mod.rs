@@ -170,6 +170,11 @@ pub async fn run(inputs: IceInputs<'_>) -> IceReport {
             .iter()
             .map(ToString::to_string)
             .collect(),
+        deployment: offer
+            .facts
+            .as_ref()
+            .map(|f| f.deployment.clone())
+            .unwrap_or_default(),
         pion_rules: offer.facts.as_ref().map(|f| f.rules),
         filter_ignores: offer.facts.as_ref().and_then(|f| f.filter_ignores),
         ice_address_udp: offer
@@ -208,26 +213,29 @@ pub const MAX_PORTS: usize = 4;
 /// the user's own network), since the report may be uploaded.
 pub fn error_kind(text: &str) -> &'static str {
     let t = text.to_ascii_lowercase();
-    if t.contains("refused") {
-        "connection refused"
-    } else if t.contains("timed out") || t.contains("timeout") {
-        "timed out"
-    } else if t.contains("network is unreachable") || t.contains("network unreachable") {
-        "network unreachable"
-    } else if t.contains("unreachable") || t.contains("no route") {
-        "host unreachable"
-    } else if t.contains("reset") {
-        "connection reset"
-    } else if t.contains("closed") || t.contains("eof") || t.contains("broken pipe") {
-        "connection closed"
-    } else if t.contains("permission") || t.contains("not permitted") {
-        "not permitted"
-    } else if t.contains("address not available") || t.contains("address family") {
-        "address not usable here"
-    } else {
-        "failed"
-    }
+    ERROR_KINDS
+        .iter()
+        .find(|(words, _)| words.iter().any(|w| t.contains(w)))
+        .map_or("failed", |(_, kind)| kind)
 }
+
+/// The phrases, first match wins: any of the words (in the lower-cased text) gives the kind.
+const ERROR_KINDS: [(&[&str], &str); 8] = [
+    (&["refused"], "connection refused"),
+    (&["timed out", "timeout"], "timed out"),
+    (
+        &["network is unreachable", "network unreachable"],
+        "network unreachable",
+    ),
+    (&["unreachable", "no route"], "host unreachable"),
+    (&["reset"], "connection reset"),
+    (&["closed", "eof", "broken pipe"], "connection closed"),
+    (&["permission", "not permitted"], "not permitted"),
+    (
+        &["address not available", "address family"],
+        "address not usable here",
+    ),
+];
 
 /// Why a candidate address is reported but never dialled, if it is not: addresses that would
 /// point this client at itself or at its own link. A user who dialled a loopback (or
@@ -325,6 +333,50 @@ fn plan(
     }
 }
 
+/// One transport's checks: every advertised target (with why it is not dialled, if so) and the
+/// reference check toward the dialed address.
+struct TransportChecks {
+    protocol: Transport,
+    plan: Vec<(SocketAddr, Option<String>)>,
+    reference: Option<SocketAddr>,
+}
+
+impl TransportChecks {
+    /// The advertised targets that are dialled.
+    fn dialled(&self) -> Vec<SocketAddr> {
+        self.plan
+            .iter()
+            .filter(|(_, w)| w.is_none())
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// Every address checked: the dialled targets, then the reference.
+    fn all(&self) -> Vec<SocketAddr> {
+        let mut all = self.dialled();
+        all.extend(self.reference);
+        all
+    }
+
+    /// Records the outcomes (in the order of [`all`](Self::all)): every advertised target in
+    /// its place, the ones not dialled saying why, and the reference check.
+    fn record(&self, out: Vec<Outcome>, report: &mut IceReport) {
+        let mut results: std::collections::HashMap<SocketAddr, Outcome> =
+            self.all().into_iter().zip(out).collect();
+        for (addr, why) in &self.plan {
+            let o = match why {
+                Some(w) => Outcome::failed(w),
+                None => results.remove(addr).unwrap_or_default(),
+            };
+            report.pairs.push(o.into_pair(*addr, self.protocol));
+        }
+        if let Some(r) = self.reference {
+            let o = results.remove(&r).unwrap_or_default();
+            report.dialed_checks.push(o.into_pair(r, self.protocol));
+        }
+    }
+}
+
 async fn checks(inputs: &IceInputs<'_>, report: &mut IceReport) {
     let offer = inputs.offer;
     let creds = Creds::new(offer);
@@ -343,50 +395,25 @@ async fn checks(inputs: &IceInputs<'_>, report: &mut IceReport) {
             tracing::info!("ICE candidate {addr} {why}");
         }
     }
-    let dial = |p: &[(SocketAddr, Option<String>)]| -> Vec<SocketAddr> {
-        p.iter()
-            .filter(|(_, w)| w.is_none())
-            .map(|(a, _)| *a)
-            .collect()
+    let udp = TransportChecks {
+        protocol: Transport::Udp,
+        plan: udp_plan,
+        reference: udp_ref,
     };
-    let udp_cands = dial(&udp_plan);
-
-    let mut udp_all = udp_cands.clone();
-    udp_all.extend(udp_ref);
-    let mut tcp_all = dial(&tcp_plan);
-    tcp_all.extend(tcp_ref);
+    let tcp = TransportChecks {
+        protocol: Transport::Tcp,
+        plan: tcp_plan,
+        reference: tcp_ref,
+    };
+    let udp_cands = udp.dialled();
+    let (udp_all, tcp_all) = (udp.all(), tcp.all());
 
     let udp_task = udp::check_all(&udp_all, &creds, CHECK_BOUND);
     let tcp_task = async {
         let futs = tcp_all.iter().map(|t| tcp::check(*t, &creds, CHECK_BOUND));
         futures_join_all(futs).await
     };
-    let agent_task = async {
-        if inputs.udp_reachable {
-            // The agent is third-party code: bound it here too, so that a slow close can never
-            // make the phase's last-resort bound drop the checks' results below.
-            let bound = AGENT_BOUND + Duration::from_secs(1);
-            match tokio::time::timeout(
-                bound,
-                agent::run(&udp_cands, &offer.ufrag, &offer.pwd, AGENT_BOUND),
-            )
-            .await
-            {
-                Ok(o) => o,
-                Err(_) => agent::AgentOutcome {
-                    state: "timed out".into(),
-                    pairs: Vec::new(),
-                    selected: None,
-                },
-            }
-        } else {
-            agent::AgentOutcome {
-                state: "not run: UDP unreachable".into(),
-                pairs: Vec::new(),
-                selected: None,
-            }
-        }
-    };
+    let agent_task = run_agent(inputs, &udp_cands);
     let hostname = offer
         .override_value
         .as_deref()
@@ -400,25 +427,8 @@ async fn checks(inputs: &IceInputs<'_>, report: &mut IceReport) {
     let (udp_out, tcp_out, agent_out, resolved) =
         tokio::join!(udp_task, tcp_task, agent_task, resolve_task);
 
-    for (plan, all, out, reference, proto) in [
-        (&udp_plan, &udp_all, udp_out, udp_ref, Transport::Udp),
-        (&tcp_plan, &tcp_all, tcp_out, tcp_ref, Transport::Tcp),
-    ] {
-        let mut results: std::collections::HashMap<SocketAddr, Outcome> =
-            all.iter().copied().zip(out).collect();
-        // Every advertised target in its place; the ones not dialled say why.
-        for (addr, why) in plan {
-            let o = match why {
-                Some(w) => Outcome::failed(w),
-                None => results.remove(addr).unwrap_or_default(),
-            };
-            report.pairs.push(o.into_pair(*addr, proto));
-        }
-        if let Some(r) = reference {
-            let o = results.remove(&r).unwrap_or_default();
-            report.dialed_checks.push(o.into_pair(r, proto));
-        }
-    }
+    udp.record(udp_out, report);
+    tcp.record(tcp_out, report);
     report.agent_state = agent_out.state;
     report.agent_pairs = agent_out.pairs;
     report.agent_selected = agent_out.selected;
@@ -431,6 +441,23 @@ async fn checks(inputs: &IceInputs<'_>, report: &mut IceReport) {
         None => {}
     }
     tracing::debug!("host as typed: {}", inputs.host);
+}
+
+/// The ICE agent toward the dialled UDP candidates, when UDP reached the server at all.
+async fn run_agent(inputs: &IceInputs<'_>, udp_cands: &[SocketAddr]) -> agent::AgentOutcome {
+    let not_run = |state: &str| agent::AgentOutcome::only(state.into());
+    if !inputs.udp_reachable {
+        return not_run("not run: UDP unreachable");
+    }
+    // The agent is third-party code: bound it here too, so that a slow close can never make
+    // the phase's last-resort bound drop the checks' results below.
+    let bound = AGENT_BOUND + Duration::from_secs(1);
+    let offer = inputs.offer;
+    let agent = agent::run(udp_cands, &offer.ufrag, &offer.pwd, AGENT_BOUND);
+    match tokio::time::timeout(bound, agent).await {
+        Ok(o) => o,
+        Err(_) => not_run("timed out"),
+    }
 }
 
 /// Runs futures concurrently and keeps their order (no `futures` crate dependency for this).

@@ -142,7 +142,94 @@ fn request(
 /// wrong.
 pub fn fetch(mm_url: &str, token: &str, timeout: Duration) -> Fetched {
     let deadline = Instant::now() + timeout;
-    let fail = |url: String, status: Option<u16>, error: String| Fetched {
+    match Url::parse(mm_url) {
+        Ok(base) => fetch_from(&PluginApi {
+            base,
+            token,
+            deadline,
+        })
+        .unwrap_or_else(|f| f),
+        Err(e) => failed(mm_url.to_string(), None, e),
+    }
+}
+
+/// The web app's two requests; `Err` holds the failed endpoint's result.
+fn fetch_from(api: &PluginApi) -> Result<Fetched, Fetched> {
+    let config = api.get::<ClientConfig>("config", "not the plugin's config JSON")?;
+    let mut servers: Vec<IceServer> = config
+        .value
+        .ice_servers
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| s.urls.iter().any(|u| u.starts_with("turn")) && !s.username.is_empty())
+        .collect();
+    if config.value.needs_turn_credentials != Some(true) {
+        return Ok(fetched(
+            config.url,
+            config.status,
+            servers,
+            config.skew,
+            "the Calls plugin hands out no TURN server (NeedsTURNCredentials is false and no TURN entry has credentials)",
+        ));
+    }
+    let creds = api.get::<Vec<IceServer>>("turn-credentials", "not a list of ICE servers")?;
+    servers.extend(creds.value);
+    Ok(fetched(
+        creds.url,
+        creds.status,
+        servers,
+        creds.skew.or(config.skew),
+        "the endpoint returned no TURN server",
+    ))
+}
+
+/// The Calls plugin's API on one Mattermost server, for one fetch.
+struct PluginApi<'a> {
+    base: Url,
+    token: &'a str,
+    deadline: Instant,
+}
+
+/// A plugin endpoint's answer: its URL, the parsed value, the status and the clock offset.
+struct Answer<T> {
+    url: String,
+    value: T,
+    status: u16,
+    skew: Option<i64>,
+}
+
+impl PluginApi<'_> {
+    /// GET the plugin's `endpoint` and parse its JSON (`what`: what a body that does not parse
+    /// is not); a failure is the endpoint's failed result.
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: &str,
+        what: &str,
+    ) -> Result<Answer<T>, Fetched> {
+        let path = format!("{PLUGIN_PATH}/{endpoint}");
+        let url = self.base.join(&path);
+        let (status, body, skew) = match get(&self.base, &path, self.token, self.deadline) {
+            Ok(r) => r,
+            Err(e) => return Err(failed(url, None, e)),
+        };
+        if status != 200 {
+            let e = format!("HTTP {status}: {}", snippet(&body));
+            return Err(failed(url, Some(status), e));
+        }
+        match serde_json::from_str(&body) {
+            Ok(value) => Ok(Answer {
+                url,
+                value,
+                status,
+                skew,
+            }),
+            Err(e) => Err(failed(url, Some(status), format!("{what}: {e}"))),
+        }
+    }
+}
+
+fn failed(url: String, status: Option<u16>, error: String) -> Fetched {
+    Fetched {
         servers: vec![],
         endpoint: EndpointResult {
             url,
@@ -152,95 +239,28 @@ pub fn fetch(mm_url: &str, token: &str, timeout: Duration) -> Fetched {
             turn_urls: vec![],
         },
         skew_ms: None,
-    };
-    let base = match Url::parse(mm_url) {
-        Ok(u) => u,
-        Err(e) => return fail(mm_url.to_string(), None, e),
-    };
-    let config_url = base.join(&format!("{PLUGIN_PATH}/config"));
-    let (status, body, skew) = match get(&base, &format!("{PLUGIN_PATH}/config"), token, deadline) {
-        Ok(r) => r,
-        Err(e) => return fail(config_url, None, e),
-    };
-    if status != 200 {
-        return fail(
-            config_url,
-            Some(status),
-            format!("HTTP {status}: {}", snippet(&body)),
-        );
     }
-    let cfg: ClientConfig = match serde_json::from_str(&body) {
-        Ok(c) => c,
-        Err(e) => {
-            return fail(
-                config_url,
-                Some(status),
-                format!("not the plugin's config JSON: {e}"),
-            )
-        }
-    };
-    let mut servers: Vec<IceServer> = cfg
-        .ice_servers
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|s| s.urls.iter().any(|u| u.starts_with("turn")) && !s.username.is_empty())
-        .collect();
-    let cred_url = base.join(&format!("{PLUGIN_PATH}/turn-credentials"));
-    if cfg.needs_turn_credentials == Some(true) {
-        let (status, body, skew2) = match get(
-            &base,
-            &format!("{PLUGIN_PATH}/turn-credentials"),
-            token,
-            deadline,
-        ) {
-            Ok(r) => r,
-            Err(e) => return fail(cred_url, None, e),
-        };
-        if status != 200 {
-            return fail(
-                cred_url,
-                Some(status),
-                format!("HTTP {status}: {}", snippet(&body)),
-            );
-        }
-        match serde_json::from_str::<Vec<IceServer>>(&body) {
-            Ok(v) => servers.extend(v),
-            Err(e) => {
-                return fail(
-                    cred_url,
-                    Some(status),
-                    format!("not a list of ICE servers: {e}"),
-                )
-            }
-        }
-        let turn_urls = turn_urls(&servers);
-        return Fetched {
-            endpoint: EndpointResult {
-                url: cred_url,
-                ok: !turn_urls.is_empty(),
-                status: Some(status),
-                error: turn_urls
-                    .is_empty()
-                    .then(|| "the endpoint returned no TURN server".to_string()),
-                turn_urls,
-            },
-            servers,
-            skew_ms: skew2.or(skew),
-        };
-    }
+}
+
+/// The servers the endpoint at `url` gave; without a TURN URL among them, `none` is the error.
+fn fetched(
+    url: String,
+    status: u16,
+    servers: Vec<IceServer>,
+    skew_ms: Option<i64>,
+    none: &str,
+) -> Fetched {
     let turn_urls = turn_urls(&servers);
     Fetched {
         endpoint: EndpointResult {
-            url: config_url,
+            url,
             ok: !turn_urls.is_empty(),
             status: Some(status),
-            error: turn_urls.is_empty().then(|| {
-                "the Calls plugin hands out no TURN server (NeedsTURNCredentials is false and no TURN entry has credentials)".to_string()
-            }),
+            error: turn_urls.is_empty().then(|| none.to_string()),
             turn_urls,
         },
         servers,
-        skew_ms: skew,
+        skew_ms,
     }
 }
 

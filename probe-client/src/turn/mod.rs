@@ -244,93 +244,12 @@ pub async fn check<C: ControlChannel>(
     control: &mut C,
 ) -> (TurnReport, Vec<Finding>) {
     let mut report = TurnReport::default();
-    let mut servers: Vec<(Vec<String>, String, String)> = vec![];
-    let mut skew = ctx.server_offset_ms.map(|ms| (ms, "probe-server"));
-    if let Some(mm) = &args.mattermost {
-        report.source = "mattermost".into();
-        let (mm, token) = (mm.clone(), args.mm_token.clone().unwrap_or_default());
-        let fetched = tokio::task::spawn_blocking(move || {
-            mattermost::fetch(&mm, &token, Duration::from_secs(5))
-        })
-        .await
-        .expect("the fetch does not panic");
-        if let Some(ms) = fetched.skew_ms {
-            skew = Some((ms, "mattermost"));
-        }
-        report.endpoint = Some(fetched.endpoint);
-        for s in fetched.servers {
-            servers.push((s.urls, s.username, s.credential));
-        }
-    } else {
-        report.source = "flags".into();
-        let (user, pass) = match (&args.turn_secret, &args.turn_user, &args.turn_pass) {
-            (Some(secret), user, _) => {
-                // As the plugin: expiry = now + TURNCredentialsExpirationMinutes (240).
-                let c = rest::credentials(
-                    secret,
-                    user.as_deref().unwrap_or("probe"),
-                    now_unix() + rest::PLUGIN_DEFAULT_MINUTES * 60,
-                );
-                (c.username, c.password)
-            }
-            (None, Some(u), Some(p)) => (u.clone(), p.clone()),
-            _ => (String::new(), String::new()),
-        };
-        servers.push((args.turn.clone(), user, pass));
+    let (servers, skew) = servers(args, ctx, &mut report).await;
+    if let Some(s) = servers.first() {
+        report.credentials = Some(credential_info(&s.username, skew));
     }
-    if let Some((_, user, _)) = servers.first() {
-        let expiry = rest::expiry_of(user);
-        report.credentials = Some(CredentialInfo {
-            kind: if expiry.is_some() { "rest" } else { "static" }.into(),
-            username: user.clone(),
-            expires_at: expiry.map(|t| probe_proto::report::rfc3339(t * 1000)),
-            valid_for_s: expiry.map(|t| t as i64 - now_unix() as i64),
-            clock_skew_ms: skew.map(|(ms, _)| ms),
-            skew_reference: skew.map(|(_, r)| r.to_string()),
-        });
-    }
-    let mut plans = vec![];
-    for (urls, user, pass) in &servers {
-        for u in urls {
-            match uri::parse(u) {
-                Ok(parsed) => {
-                    for t in parsed.transports.clone() {
-                        plans.push(Plan {
-                            uri: parsed.clone(),
-                            transport: t,
-                            username: user.clone(),
-                            password: pass.clone(),
-                        });
-                    }
-                }
-                // STUN entries from Mattermost are not this check's business.
-                Err(_) if u.starts_with("stun") => {}
-                Err(e) => {
-                    let mut a = TurnAttempt::new(u, TurnTransport::Udp);
-                    a.error = Some(e);
-                    a.cause = Some(Cause::Protocol);
-                    report.attempts.push(a);
-                }
-            }
-        }
-    }
-    let tls = if plans.iter().any(|p| p.transport == TurnTransport::Tls) {
-        match net::tls_config(args.turn_ca.as_deref()) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                for p in plans.iter().filter(|p| p.transport == TurnTransport::Tls) {
-                    let mut a = TurnAttempt::new(&p.uri.raw, p.transport);
-                    a.error = Some(e.clone());
-                    a.cause = Some(Cause::Tls);
-                    report.attempts.push(a);
-                }
-                plans.retain(|p| p.transport != TurnTransport::Tls);
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let mut plans = plans(&servers, &mut report);
+    let tls = tls_for(&mut plans, args, &mut report);
 
     // Set-up of every attempt at once: a blocked server costs its bound once, not per URL.
     let handles: Vec<_> = plans
@@ -356,6 +275,135 @@ pub async fn check<C: ControlChannel>(
     report.ok = report.attempts.iter().any(|a| a.reached == Reached::Echoed);
     let findings = verdict::findings(&report);
     (report, findings)
+}
+
+/// TURN URLs with the credentials to use on them.
+struct Servers {
+    urls: Vec<String>,
+    username: String,
+    password: String,
+}
+
+/// The clock offset to judge credential expiry by, and whose clock it is measured against.
+type Skew = Option<(i64, &'static str)>;
+
+/// The TURN servers to test: from Mattermost, as the Calls web app gets them, or from the flags.
+async fn servers(args: &TurnArgs, ctx: &Context, report: &mut TurnReport) -> (Vec<Servers>, Skew) {
+    let mut skew = ctx.server_offset_ms.map(|ms| (ms, "probe-server"));
+    let Some(mm) = &args.mattermost else {
+        report.source = "flags".into();
+        let (username, password) = flag_credentials(args);
+        let s = Servers {
+            urls: args.turn.clone(),
+            username,
+            password,
+        };
+        return (vec![s], skew);
+    };
+    report.source = "mattermost".into();
+    let (mm, token) = (mm.clone(), args.mm_token.clone().unwrap_or_default());
+    let fetched =
+        tokio::task::spawn_blocking(move || mattermost::fetch(&mm, &token, Duration::from_secs(5)))
+            .await
+            .expect("the fetch does not panic");
+    if let Some(ms) = fetched.skew_ms {
+        skew = Some((ms, "mattermost"));
+    }
+    report.endpoint = Some(fetched.endpoint);
+    let servers = fetched
+        .servers
+        .into_iter()
+        .map(|s| Servers {
+            urls: s.urls,
+            username: s.username,
+            password: s.credential,
+        })
+        .collect();
+    (servers, skew)
+}
+
+/// The username and password the flags give, REST ones made from a shared secret.
+fn flag_credentials(args: &TurnArgs) -> (String, String) {
+    match (&args.turn_secret, &args.turn_user, &args.turn_pass) {
+        (Some(secret), user, _) => {
+            // As the plugin: expiry = now + TURNCredentialsExpirationMinutes (240).
+            let c = rest::credentials(
+                secret,
+                user.as_deref().unwrap_or("probe"),
+                now_unix() + rest::PLUGIN_DEFAULT_MINUTES * 60,
+            );
+            (c.username, c.password)
+        }
+        (None, Some(u), Some(p)) => (u.clone(), p.clone()),
+        _ => (String::new(), String::new()),
+    }
+}
+
+fn credential_info(user: &str, skew: Skew) -> CredentialInfo {
+    let expiry = rest::expiry_of(user);
+    CredentialInfo {
+        kind: if expiry.is_some() { "rest" } else { "static" }.into(),
+        username: user.to_string(),
+        expires_at: expiry.map(|t| probe_proto::report::rfc3339(t * 1000)),
+        valid_for_s: expiry.map(|t| t as i64 - now_unix() as i64),
+        clock_skew_ms: skew.map(|(ms, _)| ms),
+        skew_reference: skew.map(|(_, r)| r.to_string()),
+    }
+}
+
+/// One plan per URL and transport; a URL that does not parse is an attempt that failed.
+fn plans(servers: &[Servers], report: &mut TurnReport) -> Vec<Plan> {
+    let mut plans = vec![];
+    for s in servers {
+        for u in &s.urls {
+            match uri::parse(u) {
+                Ok(parsed) => {
+                    for t in parsed.transports.clone() {
+                        plans.push(Plan {
+                            uri: parsed.clone(),
+                            transport: t,
+                            username: s.username.clone(),
+                            password: s.password.clone(),
+                        });
+                    }
+                }
+                // STUN entries from Mattermost are not this check's business.
+                Err(_) if u.starts_with("stun") => {}
+                Err(e) => {
+                    let mut a = TurnAttempt::new(u, TurnTransport::Udp);
+                    a.error = Some(e);
+                    a.cause = Some(Cause::Protocol);
+                    report.attempts.push(a);
+                }
+            }
+        }
+    }
+    plans
+}
+
+/// The TLS configuration for `turns:` plans; when it cannot be made, those plans become
+/// failed attempts.
+fn tls_for(
+    plans: &mut Vec<Plan>,
+    args: &TurnArgs,
+    report: &mut TurnReport,
+) -> Option<Arc<rustls::ClientConfig>> {
+    if !plans.iter().any(|p| p.transport == TurnTransport::Tls) {
+        return None;
+    }
+    match net::tls_config(args.turn_ca.as_deref()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            for p in plans.iter().filter(|p| p.transport == TurnTransport::Tls) {
+                let mut a = TurnAttempt::new(&p.uri.raw, p.transport);
+                a.error = Some(e.clone());
+                a.cause = Some(Cause::Tls);
+                report.attempts.push(a);
+            }
+            plans.retain(|p| p.transport != TurnTransport::Tls);
+            None
+        }
+    }
 }
 
 /// An allocation with a channel to the probe server, ready for echo.
@@ -410,6 +458,14 @@ fn explain(op: client::Op, e: &TurnError) -> String {
     format!("{}: {e}", op.label())
 }
 
+/// Why a link to one of the server's addresses did not open.
+enum LinkFailed {
+    /// Try the server's next address.
+    NextAddress,
+    /// Give up on this plan.
+    Stop,
+}
+
 fn setup(
     plan: &Plan,
     ctx: &Context,
@@ -417,23 +473,9 @@ fn setup(
 ) -> (TurnAttempt, Option<Live>) {
     let mut a = TurnAttempt::new(&plan.uri.raw, plan.transport);
     let deadline = Instant::now() + SETUP_BOUND;
-    let mut addrs: Vec<SocketAddr> = match (plan.uri.host.as_str(), plan.uri.port).to_socket_addrs()
-    {
-        Ok(it) => it.collect(),
-        Err(e) => {
-            a.error = Some(format!("cannot resolve {}: {e}", plan.uri.host));
-            a.cause = Some(Cause::Unreachable);
-            return (a, None);
-        }
-    };
-    // IPv4 first, as the relay is allocated for IPv4 and most TURN deployments are.
-    addrs.sort_by_key(|s| s.is_ipv6());
-    a.resolved = addrs.iter().map(|s| s.ip().to_string()).collect();
-    if addrs.is_empty() {
-        a.error = Some(format!("{} has no address", plan.uri.host));
-        a.cause = Some(Cause::Unreachable);
+    let Some(addrs) = resolve(&mut a, plan) else {
         return (a, None);
-    }
+    };
     let proxy = if plan.transport == TurnTransport::Udp {
         None
     } else {
@@ -452,64 +494,16 @@ fn setup(
         }
         a.server = Some(addr.to_string());
         a.steps.clear();
-        let link: Box<dyn Link> = match plan.transport {
-            TurnTransport::Udp => match net::UdpLink::open(addr) {
-                Ok(l) => Box::new(l),
-                Err(e) => {
-                    a.error = Some(format!("UDP socket: {e}"));
-                    a.cause = Some(Cause::Unreachable);
-                    continue;
-                }
-            },
+        let opened = match plan.transport {
+            TurnTransport::Udp => open_udp(&mut a, addr),
             TurnTransport::Tcp | TurnTransport::Tls => {
-                let proxy_addr = match &proxy {
-                    Some(p) => match (p.host.as_str(), p.port).to_socket_addrs() {
-                        Ok(mut it) => it.next().map(|s| (p, s)),
-                        Err(e) => {
-                            a.error = Some(format!("cannot resolve the proxy {}: {e}", p.host));
-                            a.cause = Some(Cause::Unreachable);
-                            return (a, None);
-                        }
-                    },
-                    None => None,
-                };
-                a.proxy =
-                    proxy_addr.map(|(p, _)| format!("{} ({})", net::proxy_authority(p), p.var));
-                let tls_arg = match plan.transport {
-                    TurnTransport::Tls => tls.clone().map(|c| (c, plan.uri.host.as_str())),
-                    _ => None,
-                };
-                match net::open_stream(addr, &plan.uri.authority(), proxy_addr, tls_arg, deadline) {
-                    Ok(o) => {
-                        a.steps.push(step("connect", true, Some(o.connect_ms)));
-                        if let Some(t) = o.tls_ms {
-                            let mut s = step("tls", true, Some(t));
-                            s.detail = o.tls_version;
-                            a.steps.push(s);
-                        }
-                        a.reached = Reached::Connected;
-                        Box::new(net::StreamLink::new(o.stream))
-                    }
-                    Err(net::OpenError::Tls(e)) => {
-                        a.steps.push(step("connect", true, None));
-                        let mut s = step("tls", false, None);
-                        s.detail = Some(e.clone());
-                        a.steps.push(s);
-                        a.error = Some(e);
-                        a.cause = Some(Cause::Tls);
-                        a.reached = Reached::Connected;
-                        continue;
-                    }
-                    Err(net::OpenError::Connect(e) | net::OpenError::Proxy(e)) => {
-                        let mut s = step("connect", false, None);
-                        s.detail = Some(e.clone());
-                        a.steps.push(s);
-                        a.error = Some(e);
-                        a.cause = Some(Cause::Unreachable);
-                        continue;
-                    }
-                }
+                open_stream(&mut a, plan, addr, proxy.as_ref(), tls.clone(), deadline)
             }
+        };
+        let link = match opened {
+            Ok(link) => link,
+            Err(LinkFailed::NextAddress) => continue,
+            Err(LinkFailed::Stop) => return (a, None),
         };
         match allocate_and_bind(&mut a, plan, ctx, link) {
             Some(live) => return (a, Some(live)),
@@ -518,6 +512,98 @@ fn setup(
         }
     }
     (a, None)
+}
+
+/// The TURN server's addresses, IPv4 first; `None` (with the attempt's error) when there are
+/// none.
+fn resolve(a: &mut TurnAttempt, plan: &Plan) -> Option<Vec<SocketAddr>> {
+    let mut addrs: Vec<SocketAddr> = match (plan.uri.host.as_str(), plan.uri.port).to_socket_addrs()
+    {
+        Ok(it) => it.collect(),
+        Err(e) => {
+            a.error = Some(format!("cannot resolve {}: {e}", plan.uri.host));
+            a.cause = Some(Cause::Unreachable);
+            return None;
+        }
+    };
+    // IPv4 first, as the relay is allocated for IPv4 and most TURN deployments are.
+    addrs.sort_by_key(|s| s.is_ipv6());
+    a.resolved = addrs.iter().map(|s| s.ip().to_string()).collect();
+    if addrs.is_empty() {
+        a.error = Some(format!("{} has no address", plan.uri.host));
+        a.cause = Some(Cause::Unreachable);
+        return None;
+    }
+    Some(addrs)
+}
+
+fn open_udp(a: &mut TurnAttempt, addr: SocketAddr) -> Result<Box<dyn Link>, LinkFailed> {
+    match net::UdpLink::open(addr) {
+        Ok(l) => Ok(Box::new(l)),
+        Err(e) => {
+            a.error = Some(format!("UDP socket: {e}"));
+            a.cause = Some(Cause::Unreachable);
+            Err(LinkFailed::NextAddress)
+        }
+    }
+}
+
+/// A TCP or TLS link to `addr`, through the HTTP proxy a browser would use; each step it
+/// takes is recorded in the attempt.
+fn open_stream(
+    a: &mut TurnAttempt,
+    plan: &Plan,
+    addr: SocketAddr,
+    proxy: Option<&goproxy::Proxy>,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    deadline: Instant,
+) -> Result<Box<dyn Link>, LinkFailed> {
+    let proxy_addr = match proxy {
+        Some(p) => match (p.host.as_str(), p.port).to_socket_addrs() {
+            Ok(mut it) => it.next().map(|s| (p, s)),
+            Err(e) => {
+                a.error = Some(format!("cannot resolve the proxy {}: {e}", p.host));
+                a.cause = Some(Cause::Unreachable);
+                return Err(LinkFailed::Stop);
+            }
+        },
+        None => None,
+    };
+    a.proxy = proxy_addr.map(|(p, _)| format!("{} ({})", net::proxy_authority(p), p.var));
+    let tls_arg = match plan.transport {
+        TurnTransport::Tls => tls.map(|c| (c, plan.uri.host.as_str())),
+        _ => None,
+    };
+    match net::open_stream(addr, &plan.uri.authority(), proxy_addr, tls_arg, deadline) {
+        Ok(o) => {
+            a.steps.push(step("connect", true, Some(o.connect_ms)));
+            if let Some(t) = o.tls_ms {
+                let mut s = step("tls", true, Some(t));
+                s.detail = o.tls_version;
+                a.steps.push(s);
+            }
+            a.reached = Reached::Connected;
+            Ok(Box::new(net::StreamLink::new(o.stream)))
+        }
+        Err(net::OpenError::Tls(e)) => {
+            a.steps.push(step("connect", true, None));
+            let mut s = step("tls", false, None);
+            s.detail = Some(e.clone());
+            a.steps.push(s);
+            a.error = Some(e);
+            a.cause = Some(Cause::Tls);
+            a.reached = Reached::Connected;
+            Err(LinkFailed::NextAddress)
+        }
+        Err(net::OpenError::Connect(e) | net::OpenError::Proxy(e)) => {
+            let mut s = step("connect", false, None);
+            s.detail = Some(e.clone());
+            a.steps.push(s);
+            a.error = Some(e);
+            a.cause = Some(Cause::Unreachable);
+            Err(LinkFailed::NextAddress)
+        }
+    }
 }
 
 /// Whether a relay could ever send to `ip`.
@@ -547,52 +633,7 @@ fn allocate_and_bind(
         },
         seed(),
     );
-    let first = c.allocate(Instant::now());
-    let ev = transact(link.as_mut(), &mut c, first);
-    a.stale_nonces = c.stale_nonces;
-    a.software = c.server_software.clone();
-    let relayed = match ev {
-        Ok(Event::Allocated {
-            relayed,
-            mapped,
-            elapsed,
-            ..
-        }) => {
-            a.steps.push(step("allocate", true, Some(ms(elapsed))));
-            a.relayed = Some(relayed.to_string());
-            a.relayed_private = probe_proto::rtcd::is_private(relayed.ip());
-            a.mapped = mapped.map(|m| m.to_string());
-            a.reached = Reached::Allocated;
-            a.error = None;
-            a.cause = None;
-            relayed
-        }
-        Ok(Event::Failed { op, error, elapsed }) => {
-            let mut s = step("allocate", false, Some(ms(elapsed)));
-            if let TurnError::Response(e) = &error {
-                s.code = Some(e.code);
-            }
-            s.detail = Some(error.to_string());
-            a.steps.push(s);
-            a.cause = Some(client::cause(&error));
-            a.error = Some(explain(op, &error));
-            return None;
-        }
-        Ok(other) => {
-            a.error = Some(format!("unexpected answer to Allocate: {other:?}"));
-            a.cause = Some(Cause::Protocol);
-            return None;
-        }
-        Err(e) => {
-            a.steps.push(StepResult {
-                detail: Some(e.clone()),
-                ..step("allocate", false, None)
-            });
-            a.error = Some(format!("Allocate: {e}"));
-            a.cause = Some(Cause::Unreachable);
-            return None;
-        }
-    };
+    let relayed = allocate(a, link.as_mut(), &mut c)?;
     // A permission for every address RTCD advertises, then the probe server's own address.
     // Loopback and link-local candidates are left out: no relay can reach them (coturn refuses
     // loopback peers by default), and a browser's other candidates cover for them. Private
@@ -608,33 +649,7 @@ fn allocate_and_bind(
     }
     let mut permitted = vec![];
     for (ip, rtcd) in peers {
-        let req = c.create_permission(Instant::now(), ip);
-        let (ok, code, detail, elapsed) = match transact(link.as_mut(), &mut c, req) {
-            Ok(Event::PermissionCreated { elapsed, .. }) => (true, None, None, Some(elapsed)),
-            Ok(Event::Failed { error, elapsed, .. }) => {
-                let code = match &error {
-                    TurnError::Response(e) => Some(e.code),
-                    _ => None,
-                };
-                (false, code, Some(error.to_string()), Some(elapsed))
-            }
-            Ok(other) => (false, None, Some(format!("{other:?}")), None),
-            Err(e) => (false, None, Some(e), None),
-        };
-        a.steps.push(StepResult {
-            peer: Some(ip.to_string()),
-            code,
-            detail: detail.clone(),
-            ..step("permission", ok, elapsed.map(ms))
-        });
-        a.permissions.push(PermissionResult {
-            peer: ip.to_string(),
-            rtcd,
-            ok,
-            code,
-            detail,
-        });
-        if ok {
+        if permit(a, link.as_mut(), &mut c, ip, rtcd) {
             permitted.push(ip);
         }
     }
@@ -648,27 +663,7 @@ fn allocate_and_bind(
         ));
         return None;
     }
-    let req = c.channel_bind(Instant::now(), CHANNEL, ctx.server_udp);
-    let channel = match transact(link.as_mut(), &mut c, req) {
-        Ok(Event::ChannelBound { elapsed, .. }) => {
-            a.steps.push(StepResult {
-                peer: Some(ctx.server_udp.to_string()),
-                ..step("channel_bind", true, Some(ms(elapsed)))
-            });
-            a.reached = Reached::ChannelBound;
-            true
-        }
-        Ok(Event::Failed { error, elapsed, .. }) => {
-            a.steps.push(StepResult {
-                peer: Some(ctx.server_udp.to_string()),
-                detail: Some(error.to_string()),
-                ..step("channel_bind", false, Some(ms(elapsed)))
-            });
-            a.error = Some(explain(client::Op::ChannelBind, &error));
-            false
-        }
-        Ok(_) | Err(_) => false,
-    };
+    let channel = bind_channel(a, link.as_mut(), &mut c, ctx.server_udp);
     Some(Live {
         link,
         client: c,
@@ -676,6 +671,124 @@ fn allocate_and_bind(
         permitted,
         channel,
     })
+}
+
+/// The Allocate transaction: the relayed address, or `None` with the attempt's error.
+fn allocate(a: &mut TurnAttempt, link: &mut dyn Link, c: &mut Client) -> Option<SocketAddr> {
+    let first = c.allocate(Instant::now());
+    let ev = transact(link, c, first);
+    a.stale_nonces = c.stale_nonces;
+    a.software = c.server_software.clone();
+    match ev {
+        Ok(Event::Allocated {
+            relayed,
+            mapped,
+            elapsed,
+            ..
+        }) => {
+            a.steps.push(step("allocate", true, Some(ms(elapsed))));
+            a.relayed = Some(relayed.to_string());
+            a.relayed_private = probe_proto::rtcd::is_private(relayed.ip());
+            a.mapped = mapped.map(|m| m.to_string());
+            a.reached = Reached::Allocated;
+            a.error = None;
+            a.cause = None;
+            Some(relayed)
+        }
+        Ok(Event::Failed { op, error, elapsed }) => {
+            let mut s = step("allocate", false, Some(ms(elapsed)));
+            if let TurnError::Response(e) = &error {
+                s.code = Some(e.code);
+            }
+            s.detail = Some(error.to_string());
+            a.steps.push(s);
+            a.cause = Some(client::cause(&error));
+            a.error = Some(explain(op, &error));
+            None
+        }
+        Ok(other) => {
+            a.error = Some(format!("unexpected answer to Allocate: {other:?}"));
+            a.cause = Some(Cause::Protocol);
+            None
+        }
+        Err(e) => {
+            a.steps.push(StepResult {
+                detail: Some(e.clone()),
+                ..step("allocate", false, None)
+            });
+            a.error = Some(format!("Allocate: {e}"));
+            a.cause = Some(Cause::Unreachable);
+            None
+        }
+    }
+}
+
+/// A CreatePermission for `ip` (`rtcd`: one of RTCD's advertised addresses), recorded as a
+/// step and a permission result; whether it was granted.
+fn permit(
+    a: &mut TurnAttempt,
+    link: &mut dyn Link,
+    c: &mut Client,
+    ip: IpAddr,
+    rtcd: bool,
+) -> bool {
+    let req = c.create_permission(Instant::now(), ip);
+    let (ok, code, detail, elapsed) = match transact(link, c, req) {
+        Ok(Event::PermissionCreated { elapsed, .. }) => (true, None, None, Some(elapsed)),
+        Ok(Event::Failed { error, elapsed, .. }) => {
+            let code = match &error {
+                TurnError::Response(e) => Some(e.code),
+                _ => None,
+            };
+            (false, code, Some(error.to_string()), Some(elapsed))
+        }
+        Ok(other) => (false, None, Some(format!("{other:?}")), None),
+        Err(e) => (false, None, Some(e), None),
+    };
+    a.steps.push(StepResult {
+        peer: Some(ip.to_string()),
+        code,
+        detail: detail.clone(),
+        ..step("permission", ok, elapsed.map(ms))
+    });
+    a.permissions.push(PermissionResult {
+        peer: ip.to_string(),
+        rtcd,
+        ok,
+        code,
+        detail,
+    });
+    ok
+}
+
+/// Binds the echo channel to the probe server; whether it is bound.
+fn bind_channel(
+    a: &mut TurnAttempt,
+    link: &mut dyn Link,
+    c: &mut Client,
+    server: SocketAddr,
+) -> bool {
+    let req = c.channel_bind(Instant::now(), CHANNEL, server);
+    match transact(link, c, req) {
+        Ok(Event::ChannelBound { elapsed, .. }) => {
+            a.steps.push(StepResult {
+                peer: Some(server.to_string()),
+                ..step("channel_bind", true, Some(ms(elapsed)))
+            });
+            a.reached = Reached::ChannelBound;
+            true
+        }
+        Ok(Event::Failed { error, elapsed, .. }) => {
+            a.steps.push(StepResult {
+                peer: Some(server.to_string()),
+                detail: Some(error.to_string()),
+                ..step("channel_bind", false, Some(ms(elapsed)))
+            });
+            a.error = Some(explain(client::Op::ChannelBind, &error));
+            false
+        }
+        Ok(_) | Err(_) => false,
+    }
 }
 
 /// Sends `data` to the probe server through the relay: on the channel when bound, else in a
@@ -689,69 +802,42 @@ fn send_relayed(live: &mut Live, peer: SocketAddr, data: &[u8]) -> std::io::Resu
     live.link.send(&bytes)
 }
 
+/// Echo through the relay to the probe server, then the allocation's release.
 async fn relay_echo<C: ControlChannel>(
+    a: &mut TurnAttempt,
+    live: Live,
+    ctx: &Context,
+    control: &mut C,
+) {
+    let live = relay_echo_steps(a, live, ctx, control).await;
+    release(live).await;
+}
+
+/// The server's consent, priming, the echo with its counters before and after, and the
+/// verdict; each step that fails records why and ends the echo. Hands the allocation back.
+async fn relay_echo_steps<C: ControlChannel>(
     a: &mut TurnAttempt,
     mut live: Live,
     ctx: &Context,
     control: &mut C,
-) {
-    let Some(session) = ctx.session.clone() else {
-        a.error = Some("no probe session (control channel down): no echo through the relay".into());
-        release(live).await;
-        return;
+) -> Live {
+    let session = match relay_session(ctx) {
+        Ok(s) => s,
+        Err(e) => {
+            a.error = Some(e);
+            return live;
+        }
     };
-    if session.proto < 3 {
-        a.error = Some(format!(
-            "the probe server speaks control protocol {} and cannot take echo through a relay (needs 3; upgrade probe-server)",
-            session.proto
-        ));
-        release(live).await;
-        return;
-    }
     // Padded so the answer is never larger (the server's anti-amplification rule).
     let pad = vec![0u8; 128];
-    match control
-        .request(Control::RelayPeer {
-            session_id: session.id,
-            relayed: live.relayed,
-            pad: pad.clone(),
-        })
-        .await
-    {
-        Ok(Control::RelayAdded { accepted: true, .. }) => {}
-        Ok(Control::RelayAdded { reason, .. }) => {
-            a.error = Some(format!(
-                "the probe server refused the relay: {}",
-                reason.unwrap_or_default()
-            ));
-            release(live).await;
-            return;
-        }
-        Ok(other) => {
-            a.error = Some(format!("unexpected control answer {other:?}"));
-            release(live).await;
-            return;
-        }
-        Err(e) => {
-            a.error = Some(format!("control channel: {e}"));
-            release(live).await;
-            return;
-        }
+    if let Err(e) = add_relay(control, &session, live.relayed, &pad).await {
+        a.error = Some(e);
+        return live;
     }
-    // Priming, two control round trips and the grace period need about 3 s besides the echo.
-    let duration = match ctx.session_deadline {
-        Some(end) => {
-            let left = end.saturating_duration_since(Instant::now());
-            ctx.duration
-                .min(left.saturating_sub(Duration::from_secs(4)))
-        }
-        None => ctx.duration,
-    };
-    if duration < Duration::from_millis(500) {
+    let Some(duration) = echo_duration(ctx) else {
         a.error = Some("the probe session ends before echo through this relay could run (fewer TURN URLs, or a longer --duration, give it time)".into());
-        release(live).await;
-        return;
-    }
+        return live;
+    };
     let key = session.key;
     let peer = ctx.server_udp;
     let size = ctx
@@ -772,18 +858,14 @@ async fn relay_echo<C: ControlChannel>(
                 ..step("echo", false, None)
             });
             a.error = Some(e);
-            release(live).await;
-            return;
+            return live;
         }
     };
     let finish = Control::RelayFinish {
         session_id: session.id,
         pad,
     };
-    let before = match control.request(finish.clone()).await {
-        Ok(Control::RelayCounters(c)) => Some(c),
-        _ => None,
-    };
+    let before = relay_counters(control, finish.clone()).await;
     let opts = EchoOpts {
         key,
         session: session.id,
@@ -799,11 +881,78 @@ async fn relay_echo<C: ControlChannel>(
     })
     .await
     .expect("echo does not panic");
-    live = live_back;
-    let after = match control.request(finish).await {
+    let after = relay_counters(control, finish).await;
+    record_echo(a, run, before, after);
+    live_back
+}
+
+/// The probe session the echo belongs to, when there is one that can take it.
+fn relay_session(ctx: &Context) -> Result<Session, String> {
+    let Some(session) = ctx.session.clone() else {
+        return Err("no probe session (control channel down): no echo through the relay".into());
+    };
+    if session.proto < 3 {
+        return Err(format!(
+            "the probe server speaks control protocol {} and cannot take echo through a relay (needs 3; upgrade probe-server)",
+            session.proto
+        ));
+    }
+    Ok(session)
+}
+
+/// Asks the probe server to take echo from the relayed address.
+async fn add_relay<C: ControlChannel>(
+    control: &mut C,
+    session: &Session,
+    relayed: SocketAddr,
+    pad: &[u8],
+) -> Result<(), String> {
+    let msg = Control::RelayPeer {
+        session_id: session.id,
+        relayed,
+        pad: pad.to_vec(),
+    };
+    match control.request(msg).await {
+        Ok(Control::RelayAdded { accepted: true, .. }) => Ok(()),
+        Ok(Control::RelayAdded { reason, .. }) => Err(format!(
+            "the probe server refused the relay: {}",
+            reason.unwrap_or_default()
+        )),
+        Ok(other) => Err(format!("unexpected control answer {other:?}")),
+        Err(e) => Err(format!("control channel: {e}")),
+    }
+}
+
+/// How long the echo through this relay may run before the probe session ends; `None` when
+/// too short to be worth it.
+fn echo_duration(ctx: &Context) -> Option<Duration> {
+    // Priming, two control round trips and the grace period need about 3 s besides the echo.
+    let duration = match ctx.session_deadline {
+        Some(end) => {
+            let left = end.saturating_duration_since(Instant::now());
+            ctx.duration
+                .min(left.saturating_sub(Duration::from_secs(4)))
+        }
+        None => ctx.duration,
+    };
+    (duration >= Duration::from_millis(500)).then_some(duration)
+}
+
+/// The server's relay counters (what it received and sent for the relay), if it answers.
+async fn relay_counters<C: ControlChannel>(control: &mut C, finish: Control) -> Option<Counters> {
+    match control.request(finish).await {
         Ok(Control::RelayCounters(c)) => Some(c),
         _ => None,
-    };
+    }
+}
+
+/// The echo's summary (one-way losses from the server's counters) and the refreshes' outcome.
+fn record_echo(
+    a: &mut TurnAttempt,
+    run: EchoRun,
+    before: Option<Counters>,
+    after: Option<Counters>,
+) {
     let delta = |f: fn(&Counters) -> u64| match (before, after) {
         (Some(b), Some(a)) => Some(f(&a).saturating_sub(f(&b))),
         _ => None,
@@ -831,7 +980,6 @@ async fn relay_echo<C: ControlChannel>(
     if run.refreshes_ok > 0 {
         a.steps.push(step("refresh", true, None));
     }
-    release(live).await;
 }
 
 /// Releases the allocation (Refresh with lifetime 0), without waiting for the answer; a
@@ -912,17 +1060,58 @@ enum Refresh {
     Channel,
 }
 
+/// The midway refreshes: when they start, those still to send, and the one in flight.
+struct Refresher {
+    at: Option<Instant>,
+    queue: Vec<Refresh>,
+    current: Option<Refresh>,
+}
+
+impl Refresher {
+    /// When the refreshes are due, every one of them is queued (allocation, permissions,
+    /// channel, in that order); with none in flight, the next is sent.
+    fn poll(&mut self, now: Instant, live: &mut Live, peer: SocketAddr, run: &mut EchoRun) {
+        if self.at.is_some_and(|at| now >= at) {
+            self.at = None;
+            self.queue.push(Refresh::Allocation);
+            self.queue
+                .extend(live.permitted.iter().map(|ip| Refresh::Permission(*ip)));
+            if live.channel {
+                self.queue.push(Refresh::Channel);
+            }
+            self.queue.reverse();
+        }
+        if self.current.is_some() {
+            return;
+        }
+        if let Some(r) = self.queue.pop() {
+            let bytes = match r {
+                Refresh::Allocation => live.client.refresh(now, LIFETIME_S),
+                Refresh::Permission(ip) => live.client.create_permission(now, ip),
+                Refresh::Channel => live.client.channel_bind(now, CHANNEL, peer),
+            };
+            if live.link.send(&bytes).is_ok() {
+                self.current = Some(r);
+            } else {
+                run.refresh_failures
+                    .push("could not send the refresh".into());
+            }
+        }
+    }
+}
+
 /// Media-shaped echo through the relay for the run's duration; midway, the allocation, the
 /// permissions and the channel are refreshed (a call keeps doing this; coturn re-checks
 /// denied-peer-ip then, Calls plugin issue #1143).
 fn echo_run(live: &mut Live, o: &EchoOpts) -> EchoRun {
     let sk = SessionKey::new(&o.key);
-    let mut stats = EchoStats::new();
     let epoch = Instant::now();
     let end = epoch + o.duration;
-    let mut refresh_at = Some(epoch + o.duration / 2);
-    let mut queue: Vec<Refresh> = vec![];
-    let mut current: Option<Refresh> = None;
+    let mut refresher = Refresher {
+        at: Some(epoch + o.duration / 2),
+        queue: vec![],
+        current: None,
+    };
     let mut run = EchoRun {
         stats: EchoStats::new(),
         refreshes_ok: 0,
@@ -934,7 +1123,7 @@ fn echo_run(live: &mut Live, o: &EchoOpts) -> EchoRun {
     let grace = Duration::from_millis(500);
     loop {
         let now = Instant::now();
-        if now >= end + grace && current.is_none() {
+        if now >= end + grace && refresher.current.is_none() {
             break;
         }
         if now >= next_send && now < end {
@@ -942,7 +1131,7 @@ fn echo_run(live: &mut Live, o: &EchoOpts) -> EchoRun {
             let n = echo::encode_request(&sk, o.session, seq, t, o.size, &mut buf);
             buf[RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN].copy_from_slice(&o.cookie);
             if send_relayed(live, o.peer, &buf[..n]).is_ok() {
-                stats.on_sent(seq, t);
+                run.stats.on_sent(seq, t);
             }
             seq += 1;
             next_send += o.interval;
@@ -950,30 +1139,7 @@ fn echo_run(live: &mut Live, o: &EchoOpts) -> EchoRun {
                 next_send = now + o.interval;
             }
         }
-        if refresh_at.is_some_and(|at| now >= at) {
-            refresh_at = None;
-            queue.push(Refresh::Allocation);
-            queue.extend(live.permitted.iter().map(|ip| Refresh::Permission(*ip)));
-            if live.channel {
-                queue.push(Refresh::Channel);
-            }
-            queue.reverse();
-        }
-        if current.is_none() {
-            if let Some(r) = queue.pop() {
-                let bytes = match r {
-                    Refresh::Allocation => live.client.refresh(now, LIFETIME_S),
-                    Refresh::Permission(ip) => live.client.create_permission(now, ip),
-                    Refresh::Channel => live.client.channel_bind(now, CHANNEL, o.peer),
-                };
-                if live.link.send(&bytes).is_ok() {
-                    current = Some(r);
-                } else {
-                    run.refresh_failures
-                        .push("could not send the refresh".into());
-                }
-            }
-        }
+        refresher.poll(now, live, o.peer, &mut run);
         let mut until = if now < end { next_send } else { end + grace };
         if let Some(t) = live.client.poll_timeout() {
             until = until.min(t);
@@ -989,34 +1155,44 @@ fn echo_run(live: &mut Live, o: &EchoOpts) -> EchoRun {
         };
         match out {
             Output::Data { data, .. } => {
-                if let Ok(r) = echo::decode_reply(&sk, &data) {
-                    if r.session == o.session && r.seq < 0xF000_0000 {
-                        stats.on_reply(
-                            r.seq,
-                            r.client_send_us,
-                            r.server_recv_us,
-                            r.server_send_us,
-                            epoch.elapsed().as_micros() as u64,
-                        );
-                    }
-                }
+                on_echo_reply(&sk, o.session, epoch, &data, &mut run.stats)
             }
             Output::Transmit(b) => {
                 let _ = live.link.send(&b);
             }
             Output::Event(Event::Failed { op, error, .. }) => {
                 run.refresh_failures.push(explain(op, &error));
-                current = None;
+                refresher.current = None;
             }
             Output::Event(_) => {
                 run.refreshes_ok += 1;
-                current = None;
+                refresher.current = None;
             }
             Output::Nothing => {}
         }
     }
-    run.stats = stats;
     run
+}
+
+/// Counts an echo reply of this session's run (priming's sequence numbers are left out).
+fn on_echo_reply(
+    sk: &SessionKey,
+    session: u64,
+    epoch: Instant,
+    data: &[u8],
+    stats: &mut EchoStats,
+) {
+    if let Ok(r) = echo::decode_reply(sk, data) {
+        if r.session == session && r.seq < 0xF000_0000 {
+            stats.on_reply(
+                r.seq,
+                r.client_send_us,
+                r.server_recv_us,
+                r.server_send_us,
+                epoch.elapsed().as_micros() as u64,
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -123,11 +123,7 @@ impl StreamLink {
 
 /// `host:port` of a proxy (IPv6 in brackets).
 pub fn proxy_authority(p: &Proxy) -> String {
-    if p.host.contains(':') {
-        format!("[{}]:{}", p.host, p.port)
-    } else {
-        format!("{}:{}", p.host, p.port)
-    }
+    probe_proto::http::host_port(&p.host, p.port)
 }
 
 pub struct StreamLink {

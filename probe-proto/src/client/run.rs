@@ -395,6 +395,7 @@ impl Run {
             server_pin: self.pin_seen,
             ice: self.ice,
             turn: None,
+            live: false,
         };
         report.set_findings(findings);
         report

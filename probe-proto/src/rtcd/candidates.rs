@@ -515,6 +515,139 @@ fn unspecified_like(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The local addresses RTCD works with, from the interface list through its filters.
+struct Locals {
+    /// Every up interface address, canonical, in interface order.
+    all: Vec<IpAddr>,
+    /// RTCD's local IPs narrowed by `ice_address_*` (all of RTCD's when no filter is set).
+    narrowed: Vec<IpAddr>,
+    /// Whether an `ice_address_*` filter is set.
+    filtered: bool,
+}
+
+impl Locals {
+    fn new(cfg: &RtcdConfig, locals: &[LocalAddr]) -> Result<Self, AdvertiseError> {
+        let all: Vec<IpAddr> = locals.iter().map(|l| canonical(l.ip)).collect();
+        // rtcd server.go:97-103 (getSystemIPs, net.go:34-79).
+        let rtcd_ips: Vec<IpAddr> = all
+            .iter()
+            .copied()
+            .filter(|ip| rtcd_keeps(*ip, cfg.enable_ipv6))
+            .collect();
+        if rtcd_ips.is_empty() {
+            return Err(AdvertiseError::NoLocalAddress);
+        }
+        // rtcd server.go:109-122: with either ice_address_* set, the local IPs are narrowed to
+        // those whose text (Go's netip String) is listed in either one. "0.0.0.0" names no
+        // local IP.
+        let listed: Vec<String> = parse_ice_address(&cfg.ice_address_udp)
+            .into_iter()
+            .chain(parse_ice_address(&cfg.ice_address_tcp))
+            .collect();
+        let filtered = !listed.is_empty();
+        let narrowed: Vec<IpAddr> = if filtered {
+            rtcd_ips
+                .into_iter()
+                .filter(|ip| listed.contains(&ip.to_string()))
+                .collect()
+        } else {
+            rtcd_ips
+        };
+        Ok(Locals {
+            all,
+            narrowed,
+            filtered,
+        })
+    }
+
+    /// The local addresses that get a UDP candidate, and those that get a TCP one.
+    fn listeners(&self, cfg: &RtcdConfig) -> Result<(Vec<IpAddr>, Vec<IpAddr>), AdvertiseError> {
+        let ipv6 = cfg.enable_ipv6;
+        // rtcd server.go:346-363 (initUDP): one mux per ice_address_udp entry when it is set (an
+        // unspecified entry makes pion list the interface addresses itself, ice
+        // udp_mux.go:72-108), else one per narrowed local IP.
+        let udp = if cfg.ice_address_udp.is_empty() {
+            self.narrowed.clone()
+        } else {
+            listen_addresses(
+                Protocol::Udp,
+                &cfg.ice_address_udp,
+                cfg.ice_port_udp,
+                &self.all,
+                ipv6,
+            )?
+        };
+        // rtcd server.go:385-409 (initTCP): the listeners only have to bind. Which addresses get
+        // a passive TCP candidate is pion's interface list (ice net.go:47-126) through RTCD's IP
+        // filter, which keeps only the narrowed local IPs (rtcd sfu.go:103-115; ice net.go:111
+        // and gather.go:263 in v4.2.0, gather.go:138 in v4.0.10). The mux's own bind address
+        // does not limit it: RTCD's multi-mux has none and its single mux listens on every
+        // address.
+        listen_addresses(
+            Protocol::Tcp,
+            &cfg.ice_address_tcp,
+            cfg.ice_port_tcp,
+            &self.all,
+            ipv6,
+        )?;
+        let tcp = self
+            .all
+            .iter()
+            .copied()
+            .filter(|ip| pion_tcp_keeps(*ip, ipv6) && self.narrowed.contains(ip))
+            .collect();
+        Ok((udp, tcp))
+    }
+}
+
+/// rtcd server.go:137-158: STUN runs when there is no override and any ICE server, once per
+/// narrowed local IP.
+fn stun_wanted(cfg: &RtcdConfig) -> bool {
+    cfg.ice_host_override.is_empty() && !cfg.ice_servers.is_empty()
+}
+
+/// The STUN-found address of each narrowed local IP, when RTCD runs STUN at all.
+fn stun_public(
+    cfg: &RtcdConfig,
+    narrowed: &[IpAddr],
+    stun: &dyn Fn(IpAddr) -> Option<IpAddr>,
+) -> Option<Vec<(IpAddr, Option<IpAddr>)>> {
+    if !stun_wanted(cfg) || narrowed.is_empty() {
+        return None;
+    }
+    let usable = matches!(rtcd_stun_target(cfg), Some(Ok(_)));
+    Some(
+        narrowed
+            .iter()
+            .map(|&ip| {
+                (
+                    ip,
+                    if usable {
+                        stun(ip).map(canonical)
+                    } else {
+                        None
+                    },
+                )
+            })
+            .collect(),
+    )
+}
+
+/// rtcd utils.go:84-87: with no narrowed local IP, a single-IP or hostname override (still
+/// resolved first, utils.go:77-82) and STUN give no pairs at all. The EXT/LOCAL form is
+/// returned before that check (utils.go:67-69) and still applies.
+fn filter_ignores(cfg: &RtcdConfig, l: &Locals) -> Option<FilterIgnores> {
+    if !l.filtered || !l.narrowed.is_empty() {
+        None
+    } else if !cfg.ice_host_override.is_empty() && !cfg.ice_host_override.contains('/') {
+        Some(FilterIgnores::Override)
+    } else if stun_wanted(cfg) && matches!(rtcd_stun_target(cfg), Some(Ok(_))) {
+        Some(FilterIgnores::Stun)
+    } else {
+        None
+    }
+}
+
 /// Computes RTCD's advertised host candidates, carrying `port_udp` /
 /// `port_tcp` (the ports the probe listens on) unless `ice_host_port_override`
 /// replaces them, as RTCD would.
@@ -538,205 +671,160 @@ pub fn compute_advertised(
     rules: PionRules,
 ) -> Result<Advertised, AdvertiseError> {
     cfg.validate().map_err(AdvertiseError::InvalidConfig)?;
-    let ipv6 = cfg.enable_ipv6;
-    let all: Vec<IpAddr> = locals.iter().map(|l| canonical(l.ip)).collect();
-    // rtcd server.go:97-103 (getSystemIPs, net.go:34-79).
-    let rtcd_ips: Vec<IpAddr> = all
-        .iter()
-        .copied()
-        .filter(|ip| rtcd_keeps(*ip, ipv6))
-        .collect();
-    if rtcd_ips.is_empty() {
-        return Err(AdvertiseError::NoLocalAddress);
-    }
-    // rtcd server.go:109-122: with either ice_address_* set, the local IPs are narrowed to those
-    // whose text (Go's netip String) is listed in either one. "0.0.0.0" names no local IP.
-    let listed: Vec<String> = parse_ice_address(&cfg.ice_address_udp)
-        .into_iter()
-        .chain(parse_ice_address(&cfg.ice_address_tcp))
-        .collect();
-    let filtered = !listed.is_empty();
-    let narrowed: Vec<IpAddr> = if filtered {
-        rtcd_ips
-            .iter()
-            .copied()
-            .filter(|ip| listed.contains(&ip.to_string()))
-            .collect()
-    } else {
-        rtcd_ips.clone()
-    };
-    // rtcd server.go:346-363 (initUDP): one mux per ice_address_udp entry when it is set (an
-    // unspecified entry makes pion list the interface addresses itself, ice udp_mux.go:72-108),
-    // else one per narrowed local IP.
-    let udp_listen = if cfg.ice_address_udp.is_empty() {
-        narrowed.clone()
-    } else {
-        listen_addresses(
-            Protocol::Udp,
-            &cfg.ice_address_udp,
-            cfg.ice_port_udp,
-            &all,
-            ipv6,
-        )?
-    };
-    // rtcd server.go:385-409 (initTCP): the listeners only have to bind. Which addresses get a
-    // passive TCP candidate is pion's interface list (ice net.go:47-126) through RTCD's IP
-    // filter, which keeps only the narrowed local IPs (rtcd sfu.go:103-115; ice net.go:111 and
-    // gather.go:263 in v4.2.0, gather.go:138 in v4.0.10). The mux's own bind address does not
-    // limit it: RTCD's multi-mux has none and its single mux listens on every address.
-    listen_addresses(
-        Protocol::Tcp,
-        &cfg.ice_address_tcp,
-        cfg.ice_port_tcp,
-        &all,
-        ipv6,
-    )?;
-    let tcp_locals: Vec<IpAddr> = all
-        .iter()
-        .copied()
-        .filter(|ip| pion_tcp_keeps(*ip, ipv6) && narrowed.contains(ip))
-        .collect();
-
+    let l = Locals::new(cfg, locals)?;
+    let (udp_listen, tcp_locals) = l.listeners(cfg)?;
     // rtcd server.go:124-135: the port map is looked up among the narrowed local IPs.
-    let host_port_override = effective_port_override(&cfg.ice_host_port_override, &narrowed);
-    // rtcd server.go:137-158: STUN runs when there is no override and any ICE server, once per
-    // narrowed local IP.
-    let stun_wanted = cfg.ice_host_override.is_empty() && !cfg.ice_servers.is_empty();
-    let public: Option<Vec<(IpAddr, Option<IpAddr>)>> =
-        (stun_wanted && !narrowed.is_empty()).then(|| {
-            let usable = matches!(rtcd_stun_target(cfg), Some(Ok(_)));
-            narrowed
-                .iter()
-                .map(|&ip| {
-                    (
-                        ip,
-                        if usable {
-                            stun(ip).map(canonical)
-                        } else {
-                            None
-                        },
-                    )
-                })
-                .collect()
-        });
-
-    let mut pairs = generate_pairs(cfg, &narrowed, public.as_deref(), resolve)?;
-    // rtcd utils.go:84-87: with no narrowed local IP, a single-IP or hostname override (still
-    // resolved first, utils.go:77-82) and STUN give no pairs at all. The EXT/LOCAL form is
-    // returned before that check (utils.go:67-69) and still applies.
-    let filter_ignores = if !filtered || !narrowed.is_empty() {
-        None
-    } else if !cfg.ice_host_override.is_empty() && !cfg.ice_host_override.contains('/') {
-        Some(FilterIgnores::Override)
-    } else if stun_wanted && matches!(rtcd_stun_target(cfg), Some(Ok(_))) {
-        Some(FilterIgnores::Stun)
-    } else {
-        None
+    let host_port_override = effective_port_override(&cfg.ice_host_port_override, &l.narrowed);
+    let public = stun_public(cfg, &l.narrowed, stun);
+    let mut pairs = generate_pairs(cfg, &l.narrowed, public.as_deref(), resolve)?;
+    let mapper = HostMapper::new(cfg, &mut pairs, rules)?;
+    let mut g = Gathered {
+        mapper,
+        sources: &pairs.sources,
+        host_port_override,
+        targets: port_override_targets(cfg, public.as_deref()),
+        candidates: Vec::new(),
+        dropped: Vec::new(),
     };
-    let map_err = |entry: String| AdvertiseError::Mapping {
-        entry,
-        generated: !cfg.ice_host_override.contains('/'),
+    g.gather(Protocol::Udp, &udp_listen, port_udp);
+    g.gather(Protocol::Tcp, &tcp_locals, port_tcp);
+    let (candidates, dropped) = (g.candidates, g.dropped);
+    Ok(Advertised {
+        candidates,
+        override_form: pairs.form,
+        rtcd_port_udp: cfg.ice_port_udp as u16,
+        rtcd_port_tcp: cfg.ice_port_tcp as u16,
+        host_port_override,
+        dropped,
         rules,
-    };
-    // rtcd sfu.go:117-124: SetNAT1To1IPs only with pairs.
-    let mapper = if pairs.entries.is_empty() {
-        HostMapper::None
-    } else {
-        match rules {
+        filter_ignores: filter_ignores(cfg, &l),
+        narrowed: l.filtered.then_some(l.narrowed),
+    })
+}
+
+/// The host-candidate mapper of the pion generation in use.
+enum HostMapper {
+    None,
+    V4_0(Mapper),
+    V4_2(Rewriter),
+}
+
+impl HostMapper {
+    /// rtcd sfu.go:117-124: SetNAT1To1IPs only with pairs. With the EXT/LOCAL override, the
+    /// pairs' form becomes what pion parsed.
+    fn new(cfg: &RtcdConfig, pairs: &mut Pairs, rules: PionRules) -> Result<Self, AdvertiseError> {
+        if pairs.entries.is_empty() {
+            return Ok(HostMapper::None);
+        }
+        let map_err = |entry: String| AdvertiseError::Mapping {
+            entry,
+            generated: !cfg.ice_host_override.contains('/'),
+            rules,
+        };
+        let (mapper, parsed) = match rules {
             // pion/ice v4.0.x external_ip_mapper.go:82-147.
             PionRules::V4_0 => {
                 let (m, parsed) = Mapper::new(&pairs.entries).map_err(map_err)?;
-                if cfg.ice_host_override.contains('/') {
-                    pairs.form = OverrideForm::Pairs(
-                        parsed
-                            .iter()
-                            .map(|&(ext, local)| {
-                                (ext, local.unwrap_or_else(|| unspecified_like(ext)))
-                            })
-                            .collect(),
-                    );
-                }
-                HostMapper::V4_0(m)
+                (HostMapper::V4_0(m), parsed)
             }
             // webrtc v4.2.6 icegatherer.go:378-405 + ice v4.2.0 external_ip_mapper.go.
             PionRules::V4_2 => {
                 let (r, parsed) = Rewriter::new(&pairs.entries).map_err(map_err)?;
-                if cfg.ice_host_override.contains('/') {
-                    pairs.form = OverrideForm::Pairs(
-                        parsed
-                            .iter()
-                            .map(|&(ext, local)| {
-                                (ext, local.unwrap_or_else(|| unspecified_like(ext)))
-                            })
-                            .collect(),
-                    );
-                }
-                HostMapper::V4_2(r)
+                (HostMapper::V4_2(r), parsed)
             }
+        };
+        if cfg.ice_host_override.contains('/') {
+            pairs.form = OverrideForm::Pairs(
+                parsed
+                    .iter()
+                    .map(|&(ext, local)| (ext, local.unwrap_or_else(|| unspecified_like(ext))))
+                    .collect(),
+            );
         }
-    };
-    let targets = port_override_targets(cfg, public.as_deref());
+        Ok(mapper)
+    }
 
-    let mut candidates: Vec<Candidate> = Vec::new();
-    let mut dropped = Vec::new();
-    for (protocol, locals, base_port) in [
-        (Protocol::Udp, &udp_listen, port_udp),
-        (Protocol::Tcp, &tcp_locals, port_tcp),
-    ] {
-        for &local in locals {
-            let mapped: Vec<(IpAddr, Source)> = match &mapper {
-                HostMapper::None => vec![(local, Source::Local)],
-                HostMapper::V4_0(m) => match m.find(local) {
-                    Lookup::Unchanged => vec![(local, Source::Local)],
-                    Lookup::Mapped { external, entry } => vec![(external, pairs.sources[entry])],
+    /// The addresses advertised for `local` over `protocol`, with where each comes from;
+    /// `None`: pion drops the candidate.
+    fn map(
+        &self,
+        local: IpAddr,
+        protocol: Protocol,
+        sources: &[Source],
+    ) -> Option<Vec<(IpAddr, Source)>> {
+        let r = match self {
+            HostMapper::None => return Some(vec![(local, Source::Local)]),
+            HostMapper::V4_0(m) => {
+                return match m.find(local) {
+                    Lookup::Unchanged => Some(vec![(local, Source::Local)]),
+                    Lookup::Mapped { external, entry } => Some(vec![(external, sources[entry])]),
                     // ice v4.0.10 gather.go:348-353: the UDP mux drops the candidate; the TCP
                     // path (gather.go:148-153) keeps the local address.
-                    Lookup::NotFound if protocol == Protocol::Udp => {
-                        dropped.push(local);
-                        continue;
-                    }
-                    Lookup::NotFound => vec![(local, Source::Local)],
-                },
-                HostMapper::V4_2(r) => match r.lookup(local) {
-                    None => vec![(local, Source::Local)],
-                    Some(list) => {
-                        let mut v: Vec<(IpAddr, Source)> = list
-                            .into_iter()
-                            .map(|(ip, entry)| {
-                                let ip = canonical(ip);
-                                let src = match pairs.sources[entry] {
-                                    // An identity entry's external standing in for another
-                                    // address (through the catch-all) is a mapping.
-                                    Source::Local if ip != local => Source::Mapping,
-                                    s => s,
-                                };
-                                (ip, src)
-                            })
-                            .collect();
-                        // ice v4.2.0 gather.go:294-299: one passive TCP candidate per local
-                        // address, the first mapped one; UDP gets them all (gather.go:481-533).
-                        if protocol == Protocol::Tcp {
-                            v.truncate(1);
-                        }
-                        v
-                    }
-                },
+                    Lookup::NotFound if protocol == Protocol::Udp => None,
+                    Lookup::NotFound => Some(vec![(local, Source::Local)]),
+                };
+            }
+            HostMapper::V4_2(r) => r,
+        };
+        let Some(list) = r.lookup(local) else {
+            return Some(vec![(local, Source::Local)]);
+        };
+        let mut v: Vec<(IpAddr, Source)> = list
+            .into_iter()
+            .map(|(ip, entry)| {
+                let ip = canonical(ip);
+                let src = match sources[entry] {
+                    // An identity entry's external standing in for another address (through
+                    // the catch-all) is a mapping.
+                    Source::Local if ip != local => Source::Mapping,
+                    s => s,
+                };
+                (ip, src)
+            })
+            .collect();
+        // ice v4.2.0 gather.go:294-299: one passive TCP candidate per local address, the first
+        // mapped one; UDP gets them all (gather.go:481-533).
+        if protocol == Protocol::Tcp {
+            v.truncate(1);
+        }
+        Some(v)
+    }
+}
+
+/// The candidates gathered so far, and what gathering them needs.
+struct Gathered<'a> {
+    mapper: HostMapper,
+    sources: &'a [Source],
+    host_port_override: Option<u16>,
+    /// Candidate addresses whose port `ice_host_port_override` replaces.
+    targets: Vec<String>,
+    candidates: Vec<Candidate>,
+    dropped: Vec<IpAddr>,
+}
+
+impl Gathered<'_> {
+    fn gather(&mut self, protocol: Protocol, locals: &[IpAddr], base_port: u16) {
+        for &local in locals {
+            let Some(mapped) = self.mapper.map(local, protocol, self.sources) else {
+                self.dropped.push(local);
+                continue;
             };
             for (address, source) in mapped {
                 // Link-local IPv6 is never advertised (RFC 8445 location tracking).
                 let link_local = matches!(address, IpAddr::V6(v6) if is_v6_link_local(v6));
                 // pion drops a candidate equal to one already gathered.
-                let duplicate = candidates
+                let duplicate = self
+                    .candidates
                     .iter()
                     .any(|c| c.protocol == protocol && c.address == address);
                 if link_local || duplicate {
                     continue;
                 }
-                let port = match host_port_override {
-                    Some(p) if targets.contains(&address.to_string()) => p,
+                let port = match self.host_port_override {
+                    Some(p) if self.targets.contains(&address.to_string()) => p,
                     _ => base_port,
                 };
-                candidates.push(Candidate {
+                self.candidates.push(Candidate {
                     address,
                     port,
                     protocol,
@@ -747,24 +835,6 @@ pub fn compute_advertised(
             }
         }
     }
-    Ok(Advertised {
-        candidates,
-        override_form: pairs.form,
-        rtcd_port_udp: cfg.ice_port_udp as u16,
-        rtcd_port_tcp: cfg.ice_port_tcp as u16,
-        host_port_override,
-        dropped,
-        rules,
-        narrowed: filtered.then_some(narrowed),
-        filter_ignores,
-    })
-}
-
-/// The host-candidate mapper of the pion generation in use.
-enum HostMapper {
-    None,
-    V4_0(Mapper),
-    V4_2(Rewriter),
 }
 
 #[cfg(test)]

@@ -74,6 +74,14 @@ impl RtcdConfig {
     fn apply_env_inner(&mut self, env: &mut Env) -> Result<(), ConfigError> {
         // Names: RTCD_ + section + Go field names (service/config.go:38-48, service/api/config.go:11-37,
         // service/rtc/config.go:14-50, service/rtc/turn.go:16 (v1.2.6)); docs/env_config.md lists them.
+        self.apply_api_env(env)?;
+        self.apply_rtc_env(env)?;
+        env.string("RTCD_STORE_DATASOURCE", &mut self.store_data_source);
+        self.apply_logger_env(env)
+    }
+
+    /// The `api` section (service/api/config.go:11-37 (v1.2.6)).
+    fn apply_api_env(&mut self, env: &mut Env) -> Result<(), ConfigError> {
         let api = &mut self.api;
         env.string("RTCD_API_HTTP_LISTENADDRESS", &mut api.listen_address);
         env.boolean("RTCD_API_HTTP_TLS_ENABLE", "Enable", &mut api.tls_enable)?;
@@ -100,7 +108,11 @@ impl RtcdConfig {
         )? {
             api.session_cache_expiration_minutes = m;
         }
+        Ok(())
+    }
 
+    /// The `rtc` section (service/rtc/config.go:14-50, service/rtc/turn.go:16 (v1.2.6)).
+    fn apply_rtc_env(&mut self, env: &mut Env) -> Result<(), ConfigError> {
         env.string("RTCD_RTC_ICEADDRESSUDP", &mut self.ice_address_udp);
         if let Some(p) = env.int("RTCD_RTC_ICEPORTUDP", "ICEPortUDP")? {
             self.ice_port_udp = p;
@@ -151,11 +163,11 @@ impl RtcdConfig {
             })?;
         }
         let mut ignored = false;
-        env.boolean("RTCD_RTC_NACKDISABLECOPY", "NACKDisableCopy", &mut ignored)?;
+        env.boolean("RTCD_RTC_NACKDISABLECOPY", "NACKDisableCopy", &mut ignored)
+    }
 
-        env.string("RTCD_STORE_DATASOURCE", &mut self.store_data_source);
-
-        // rtcd logger/config.go:14-23 (v1.2.6), in field order (docs/env_config.md).
+    /// rtcd logger/config.go:14-23 (v1.2.6), in field order (docs/env_config.md).
+    fn apply_logger_env(&mut self, env: &mut Env) -> Result<(), ConfigError> {
         let l = &mut self.logger;
         env.boolean(
             "RTCD_LOGGER_ENABLECONSOLE",
@@ -228,55 +240,54 @@ pub fn decode_ice_servers_json(s: &str) -> Result<Vec<IceServer>, String> {
             json_kind(&v)
         ));
     };
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let obj = match item {
-            Value::Null => {
-                out.push(IceServer::default());
-                continue;
-            }
-            Value::Object(o) => o,
-            other => {
+    items.iter().map(decode_server_config).collect()
+}
+
+/// One element of the list: null is an empty server, else an object whose `urls`,
+/// `username` and `credential` keys are matched exactly first, then case-insensitively.
+pub(crate) fn decode_server_config(item: &Value) -> Result<IceServer, String> {
+    let obj = match item {
+        Value::Null => return Ok(IceServer::default()),
+        Value::Object(o) => o,
+        other => {
+            return Err(format!(
+                "json: cannot unmarshal {} into Go value of type rtc.ICEServerConfig",
+                json_kind(other)
+            ))
+        }
+    };
+    let field = |name: &str| {
+        obj.get(name).or_else(|| {
+            obj.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+    };
+    let mut server = IceServer::default();
+    if let Some(u) = field("urls") {
+        server.urls = string_list(u).ok_or_else(|| {
+            format!(
+                "json: cannot unmarshal {} into Go struct field ICEServerConfig.urls of type []string",
+                json_kind(u)
+            )
+        })?;
+    }
+    for (name, out_field) in [
+        ("username", &mut server.username),
+        ("credential", &mut server.credential),
+    ] {
+        match field(name) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => *out_field = s.clone(),
+            Some(other) => {
                 return Err(format!(
-                    "json: cannot unmarshal {} into Go value of type rtc.ICEServerConfig",
+                    "json: cannot unmarshal {} into Go struct field ICEServerConfig.{name} of type string",
                     json_kind(other)
                 ))
             }
-        };
-        let field = |name: &str| {
-            obj.get(name).or_else(|| {
-                obj.iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v)
-            })
-        };
-        let mut server = IceServer::default();
-        if let Some(u) = field("urls") {
-            server.urls = string_list(u).ok_or_else(|| {
-                format!(
-                    "json: cannot unmarshal {} into Go struct field ICEServerConfig.urls of type []string",
-                    json_kind(u)
-                )
-            })?;
         }
-        for (name, out_field) in [
-            ("username", &mut server.username),
-            ("credential", &mut server.credential),
-        ] {
-            match field(name) {
-                None | Some(Value::Null) => {}
-                Some(Value::String(s)) => *out_field = s.clone(),
-                Some(other) => {
-                    return Err(format!(
-                        "json: cannot unmarshal {} into Go struct field ICEServerConfig.{name} of type string",
-                        json_kind(other)
-                    ))
-                }
-            }
-        }
-        out.push(server);
     }
-    Ok(out)
+    Ok(server)
 }
 
 #[cfg(test)]

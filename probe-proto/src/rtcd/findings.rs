@@ -24,7 +24,7 @@ fn filter_text(udp: &str, tcp: &str) -> String {
     }
 }
 
-fn addr_list(a: &[IpAddr]) -> String {
+pub(crate) fn addr_list(a: &[IpAddr]) -> String {
     if a.is_empty() {
         "no address".into()
     } else {

@@ -83,6 +83,22 @@ fn port_range(port: i64) -> bool {
     (80..=49151).contains(&port)
 }
 
+/// One start-up rule RTCD checks: when `broken`, RTCD refuses to start with `message`.
+struct Rule {
+    broken: bool,
+    key: &'static str,
+    message: String,
+    hint: &'static str,
+}
+
+/// The first broken rule, in RTCD's order.
+fn first_broken<const N: usize>(rules: [Rule; N]) -> Result<(), ConfigError> {
+    match rules.into_iter().find(|r| r.broken) {
+        Some(r) => Err(ConfigError::new(r.key, r.message, r.hint)),
+        None => Ok(()),
+    }
+}
+
 impl RtcdConfig {
     /// RTCD's start-up validation; the first failure, as RTCD reports it.
     /// The order is rtcd's: `Config.IsValid` (service/config.go:62-76 (v1.2.6)), then the
@@ -119,75 +135,79 @@ impl RtcdConfig {
         ];
         let l = &self.logger;
         let known = |v: &str| LEVELS.contains(&v.to_lowercase().as_str());
-        if !l.enable_console && !l.enable_file {
-            return Err(ConfigError::new(
-                "logger.enable_console",
-                "should enable at least one logging target",
-                "set [logger] enable_console or enable_file (env RTCD_LOGGER_ENABLECONSOLE / RTCD_LOGGER_ENABLEFILE) to true",
-            ));
-        }
-        if l.enable_console && !known(&l.console_level) {
-            return Err(ConfigError::new(
-                "logger.console_level",
-                format!("invalid ConsoleLevel value {:?}", l.console_level),
-                "set [logger] console_level (env RTCD_LOGGER_CONSOLELEVEL) to one of error, warn, info, debug, trace",
-            ));
-        }
-        if l.enable_file && !known(&l.file_level) {
-            return Err(ConfigError::new(
-                "logger.file_level",
-                format!("invalid FileLevel value {:?}", l.file_level),
-                "set [logger] file_level (env RTCD_LOGGER_FILELEVEL) to one of error, warn, info, debug, trace",
-            ));
-        }
-        if l.enable_file && l.file_location.is_empty() {
-            return Err(ConfigError::new(
-                "logger.file_location",
-                "invalid FileLocation value: should not be empty",
-                "set [logger] file_location (env RTCD_LOGGER_FILELOCATION) to the log file's path, or turn enable_file off",
-            ));
-        }
-        Ok(())
+        first_broken([
+            Rule {
+                broken: !l.enable_console && !l.enable_file,
+                key: "logger.enable_console",
+                message: "should enable at least one logging target".into(),
+                hint: "set [logger] enable_console or enable_file (env RTCD_LOGGER_ENABLECONSOLE / RTCD_LOGGER_ENABLEFILE) to true",
+            },
+            Rule {
+                broken: l.enable_console && !known(&l.console_level),
+                key: "logger.console_level",
+                message: format!("invalid ConsoleLevel value {:?}", l.console_level),
+                hint: "set [logger] console_level (env RTCD_LOGGER_CONSOLELEVEL) to one of error, warn, info, debug, trace",
+            },
+            Rule {
+                broken: l.enable_file && !known(&l.file_level),
+                key: "logger.file_level",
+                message: format!("invalid FileLevel value {:?}", l.file_level),
+                hint: "set [logger] file_level (env RTCD_LOGGER_FILELEVEL) to one of error, warn, info, debug, trace",
+            },
+            Rule {
+                broken: l.enable_file && l.file_location.is_empty(),
+                key: "logger.file_location",
+                message: "invalid FileLocation value: should not be empty".into(),
+                hint: "set [logger] file_location (env RTCD_LOGGER_FILELOCATION) to the log file's path, or turn enable_file off",
+            },
+        ])
     }
 
     fn validate_api(&self) -> Result<(), ConfigError> {
         let a = &self.api;
-        // rtcd service/config.go:26-35, wrapped at :51-53 (v1.2.6)
-        if a.enable_admin && a.admin_secret_key.is_empty() {
-            return Err(ConfigError::new(
-                "api.security.admin_secret_key",
-                "failed to validate admin config: invalid AdminSecretKey value: should not be empty",
-                "set [api] security.admin_secret_key (env RTCD_API_SECURITY_ADMINSECRETKEY) or turn security.enable_admin off",
-            ));
-        }
-        // rtcd service/api/config.go:39-46, wrapped at service/config.go:55-57 (v1.2.6)
-        if a.listen_address.is_empty() {
-            return Err(ConfigError::new(
-                "api.http.listen_address",
-                "failed to validate http config: invalid ListenAddress value: should not be empty",
-                "set [api] http.listen_address (env RTCD_API_HTTP_LISTENADDRESS), e.g. \":8045\"",
-            ));
-        }
-        // rtcd service/api/config.go:17-25 (v1.2.6)
-        if a.tls_enable && a.tls_cert_file.is_empty() {
-            return Err(ConfigError::new(
-                "api.http.tls.cert_file",
-                "failed to validate http config: invalid TLS config: invalid CertFile value: should not be empty",
-                "set [api] http.tls.cert_file (env RTCD_API_HTTP_TLS_CERTFILE) or turn http.tls.enable off",
-            ));
-        }
-        if a.tls_enable && a.tls_cert_key.is_empty() {
-            return Err(ConfigError::new(
-                "api.http.tls.cert_key",
-                "failed to validate http config: invalid TLS config: invalid CertKey value: should not be empty",
-                "set [api] http.tls.cert_key (env RTCD_API_HTTP_TLS_CERTKEY) or turn http.tls.enable off",
-            ));
-        }
-        Ok(())
+        first_broken([
+            // rtcd service/config.go:26-35, wrapped at :51-53 (v1.2.6)
+            Rule {
+                broken: a.enable_admin && a.admin_secret_key.is_empty(),
+                key: "api.security.admin_secret_key",
+                message: "failed to validate admin config: invalid AdminSecretKey value: should not be empty".into(),
+                hint: "set [api] security.admin_secret_key (env RTCD_API_SECURITY_ADMINSECRETKEY) or turn security.enable_admin off",
+            },
+            // rtcd service/api/config.go:39-46, wrapped at service/config.go:55-57 (v1.2.6)
+            Rule {
+                broken: a.listen_address.is_empty(),
+                key: "api.http.listen_address",
+                message: "failed to validate http config: invalid ListenAddress value: should not be empty".into(),
+                hint: "set [api] http.listen_address (env RTCD_API_HTTP_LISTENADDRESS), e.g. \":8045\"",
+            },
+            // rtcd service/api/config.go:17-25 (v1.2.6)
+            Rule {
+                broken: a.tls_enable && a.tls_cert_file.is_empty(),
+                key: "api.http.tls.cert_file",
+                message: "failed to validate http config: invalid TLS config: invalid CertFile value: should not be empty".into(),
+                hint: "set [api] http.tls.cert_file (env RTCD_API_HTTP_TLS_CERTFILE) or turn http.tls.enable off",
+            },
+            Rule {
+                broken: a.tls_enable && a.tls_cert_key.is_empty(),
+                key: "api.http.tls.cert_key",
+                message: "failed to validate http config: invalid TLS config: invalid CertKey value: should not be empty".into(),
+                hint: "set [api] http.tls.cert_key (env RTCD_API_HTTP_TLS_CERTKEY) or turn http.tls.enable off",
+            },
+        ])
     }
 
     /// rtcd `ServerConfig.IsValid`, service/rtc/config.go:52-102 (v1.2.6).
     fn validate_rtc(&self) -> Result<(), ConfigError> {
+        self.validate_ice_addresses()?; // service/rtc/config.go:53-59
+        self.validate_ice_ports()?; // service/rtc/config.go:61-67
+        self.validate_ice_servers()?; // service/rtc/config.go:69-71
+        self.validate_turn()?; // service/rtc/config.go:73-75
+        self.validate_port_override()?; // service/rtc/config.go:77-79
+        self.validate_udp_sockets_count()?; // service/rtc/config.go:81-83
+        self.validate_nack_buffer_size() // service/rtc/config.go:85-99
+    }
+
+    fn validate_ice_addresses(&self) -> Result<(), ConfigError> {
         // service/rtc/config.go:53-59 with ICEAddress.IsValid at :386-398: each trimmed entry
         // must pass net.ParseIP.
         for (field, key, env, value) in [
@@ -215,6 +235,10 @@ impl RtcdConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn validate_ice_ports(&self) -> Result<(), ConfigError> {
         // service/rtc/config.go:61-67
         for (field, key, env, port) in [
             (
@@ -241,10 +265,11 @@ impl RtcdConfig {
                 ));
             }
         }
-        self.validate_ice_servers()?; // service/rtc/config.go:69-71
-        self.validate_turn()?; // service/rtc/config.go:73-75
-        self.validate_port_override()?; // service/rtc/config.go:77-79
-                                        // service/rtc/config.go:81-83; unset means NumCPU × 100 (service/config.go:84), > 0.
+        Ok(())
+    }
+
+    /// service/rtc/config.go:81-83; unset means NumCPU × 100 (service/config.go:84), > 0.
+    fn validate_udp_sockets_count(&self) -> Result<(), ConfigError> {
         if let Some(n) = self.udp_sockets_count {
             if n <= 0 {
                 return Err(ConfigError::new(
@@ -254,7 +279,11 @@ impl RtcdConfig {
                 ));
             }
         }
-        // service/rtc/config.go:85-99: checked only when non-zero (0 is valid).
+        Ok(())
+    }
+
+    /// service/rtc/config.go:85-99: checked only when non-zero (0 is valid).
+    fn validate_nack_buffer_size(&self) -> Result<(), ConfigError> {
         let n = self.nack_buffer_size;
         let nack = if n == 0 {
             None

@@ -204,6 +204,16 @@ struct Pending {
     stale: u32,
 }
 
+/// The pending transaction a response answers, as the response handlers need it.
+struct Answered {
+    op: Op,
+    target: Target,
+    /// Whether the answered request carried credentials.
+    authed: bool,
+    stale: u32,
+    elapsed: Duration,
+}
+
 /// First retransmission timeout on UDP; doubled each time (RFC 8489 6.2.1), bounded by the
 /// transaction's own bound so that a blocked server gives a verdict in seconds.
 const RTO: Duration = Duration::from_millis(250);
@@ -421,63 +431,84 @@ impl Client {
         if m.software.is_some() {
             self.server_software = m.software.clone();
         }
-        let (op, target, authed, stale, started) = (p.op, p.target, p.authed, p.stale, p.started);
-        let elapsed = now - started;
-        let fail = |s: &mut Self, error: TurnError| {
-            s.pending = None;
-            Output::Event(Event::Failed { op, error, elapsed })
+        let a = Answered {
+            op: p.op,
+            target: p.target,
+            authed: p.authed,
+            stale: p.stale,
+            elapsed: now - p.started,
         };
         if m.class == Some(Class::Error) {
-            let err = m.error.clone().unwrap_or(ErrorCode {
-                code: 0,
-                reason: "error response without ERROR-CODE".into(),
-            });
-            let challenge = m.realm.is_some() && m.nonce.is_some();
-            match err.code {
-                401 if !authed => {
-                    if !challenge {
-                        return fail(self, TurnError::NoChallenge);
-                    }
-                    self.realm = m.realm.clone();
-                    self.nonce = m.nonce.clone();
-                    self.key = Some(codec::long_term_key(
-                        &self.cfg.username,
-                        self.realm.as_deref().unwrap_or_default(),
-                        &self.cfg.password,
-                    ));
-                    return self.resend(now, op, target, stale);
-                }
-                438 if m.nonce.is_some() => {
-                    if stale >= 2 {
-                        return fail(self, TurnError::StaleNonceLoop);
-                    }
-                    self.stale_nonces += 1;
-                    self.nonce = m.nonce.clone();
-                    if m.realm.is_some() {
-                        self.realm = m.realm.clone();
-                    }
-                    if let Some(realm) = &self.realm {
-                        self.key = Some(codec::long_term_key(
-                            &self.cfg.username,
-                            realm,
-                            &self.cfg.password,
-                        ));
-                    }
-                    return self.resend(now, op, target, stale + 1);
-                }
-                _ => return fail(self, TurnError::Response(err)),
-            }
+            return self.on_error(now, &m, &a);
         }
         // Success: when we authenticated, the answer must prove the server knows the key too.
-        if authed {
+        if a.authed {
             if let Some(key) = self.key {
                 if m.integrity_at.is_some() && !codec::check_integrity(b, &m, &key) {
-                    return fail(self, TurnError::Integrity);
+                    return self.fail(&a, TurnError::Integrity);
                 }
             }
         }
+        self.on_success(&m, &a)
+    }
+
+    fn fail(&mut self, a: &Answered, error: TurnError) -> Output {
         self.pending = None;
-        let ev = match (op, target) {
+        Output::Event(Event::Failed {
+            op: a.op,
+            error,
+            elapsed: a.elapsed,
+        })
+    }
+
+    /// An error response: a challenge or a stale nonce sends the request again with
+    /// credentials; anything else fails the step.
+    fn on_error(&mut self, now: Instant, m: &codec::Message, a: &Answered) -> Output {
+        let err = m.error.clone().unwrap_or(ErrorCode {
+            code: 0,
+            reason: "error response without ERROR-CODE".into(),
+        });
+        match err.code {
+            401 if !a.authed => {
+                if m.realm.is_none() || m.nonce.is_none() {
+                    return self.fail(a, TurnError::NoChallenge);
+                }
+                self.realm = m.realm.clone();
+                self.nonce = m.nonce.clone();
+                self.key = Some(codec::long_term_key(
+                    &self.cfg.username,
+                    self.realm.as_deref().unwrap_or_default(),
+                    &self.cfg.password,
+                ));
+                self.resend(now, a.op, a.target, a.stale)
+            }
+            438 if m.nonce.is_some() => {
+                if a.stale >= 2 {
+                    return self.fail(a, TurnError::StaleNonceLoop);
+                }
+                self.stale_nonces += 1;
+                self.nonce = m.nonce.clone();
+                if m.realm.is_some() {
+                    self.realm = m.realm.clone();
+                }
+                if let Some(realm) = &self.realm {
+                    self.key = Some(codec::long_term_key(
+                        &self.cfg.username,
+                        realm,
+                        &self.cfg.password,
+                    ));
+                }
+                self.resend(now, a.op, a.target, a.stale + 1)
+            }
+            _ => self.fail(a, TurnError::Response(err)),
+        }
+    }
+
+    /// A success response (integrity already checked): the step's event.
+    fn on_success(&mut self, m: &codec::Message, a: &Answered) -> Output {
+        self.pending = None;
+        let elapsed = a.elapsed;
+        let ev = match (a.op, a.target) {
             (Op::Allocate, _) => match m.xor_relayed.first() {
                 Some(relayed) => Event::Allocated {
                     relayed: *relayed,
@@ -487,8 +518,8 @@ impl Client {
                     elapsed,
                 },
                 None => {
-                    return fail(
-                        self,
+                    return self.fail(
+                        a,
                         TurnError::Malformed("Allocate success without XOR-RELAYED-ADDRESS".into()),
                     )
                 }
@@ -506,7 +537,7 @@ impl Client {
                     elapsed,
                 }
             }
-            _ => return fail(self, TurnError::Malformed("unexpected step".into())),
+            _ => return self.fail(a, TurnError::Malformed("unexpected step".into())),
         };
         Output::Event(ev)
     }

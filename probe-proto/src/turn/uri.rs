@@ -1,6 +1,7 @@
 //! TURN URIs (RFC 7065): `turn:HOST[:PORT][?transport=udp|tcp]`, `turns:HOST[:PORT][?transport=tcp]`.
 
 use super::TurnTransport;
+use crate::http::{host_port, parse_port, split_authority};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TurnUri {
@@ -18,11 +19,7 @@ pub struct TurnUri {
 impl TurnUri {
     /// `host:port` with IPv6 in brackets.
     pub fn authority(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        host_port(&self.host, self.port)
     }
 }
 
@@ -48,32 +45,12 @@ pub fn parse(s: &str) -> Result<TurnUri, String> {
         None => (rest, None),
     };
     let default_port = if secure { 5349 } else { 3478 };
-    let (host, port) = if let Some(r) = hostport.strip_prefix('[') {
-        let (h, after) = r
-            .split_once(']')
-            .ok_or_else(|| format!("{raw:?}: unclosed '['"))?;
-        match after.strip_prefix(':') {
-            Some(p) => (h.to_string(), Some(p)),
-            None if after.is_empty() => (h.to_string(), None),
-            None => return Err(format!("{raw:?}: junk after ']'")),
-        }
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), Some(p)),
-            None => (hostport.to_string(), None),
-        }
-    };
+    let (host, port) = split_authority(raw, hostport)?;
+    // The host is judged before the port here (http(s) URLs judge the port first).
     if host.is_empty() || host.bytes().any(|b| b <= b' ' || b == b'/' || b == b'@') {
         return Err(format!("{raw:?}: no host"));
     }
-    let port = match port {
-        None => default_port,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("{raw:?}: bad port {p:?}"))?,
-    };
+    let port = parse_port(raw, port, default_port)?;
     let transport = match query {
         None => None,
         Some(q) => {

@@ -38,24 +38,7 @@ pub fn run(args: BundleArgs) -> i32 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let stamp = probe_proto::report::rfc3339(now * 1000)
-        .replace([':', '-'], "")
-        .chars()
-        .take(15)
-        .collect::<String>();
-    let host = doctor::hostname();
-    let safe_host: String = host
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(40)
-        .collect();
-    let dir = format!("rtcd-bundle-{safe_host}-{stamp}");
+    let dir = archive_dir(now);
     let output = args
         .output
         .clone()
@@ -82,24 +65,7 @@ pub fn run(args: BundleArgs) -> i32 {
         &done,
         results::file(&store, now * 1000),
     );
-    let mut archive = ::tar::Builder::new(Vec::new());
-    for (name, data) in &files {
-        tar::append(
-            &mut archive,
-            &format!("{dir}/{name}"),
-            data.as_bytes(),
-            now,
-            0o600,
-        );
-    }
-    let archive = tar::finish(archive);
-    let mut gz = GzEncoder::new(file, flate2::Compression::default());
-    let written = gz
-        .write_all(&archive)
-        .and_then(|_| gz.finish())
-        .and_then(|f| f.sync_all())
-        .and_then(|_| std::fs::rename(&tmp_path, &output));
-    if let Err(e) = written {
+    if let Err(e) = write_archive(file, &tmp_path, &output, &dir, &files, now) {
         let _ = std::fs::remove_file(&tmp_path);
         return crate::fail(format!("cannot write {}: {e}", output.display()));
     }
@@ -112,6 +78,56 @@ pub fn run(args: BundleArgs) -> i32 {
     );
     // The archive was written: the run succeeded whatever the doctor found.
     0
+}
+
+/// `rtcd-bundle-HOST-TIME`: the archive's top directory and default name, the host name made
+/// safe for a file name.
+fn archive_dir(now: u64) -> String {
+    let stamp = probe_proto::report::rfc3339(now * 1000)
+        .replace([':', '-'], "")
+        .chars()
+        .take(15)
+        .collect::<String>();
+    let safe_host: String = doctor::hostname()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    format!("rtcd-bundle-{safe_host}-{stamp}")
+}
+
+/// Writes `files` under `dir/` as a gzipped tar into `file` (at `tmp_path`), synced, then
+/// renamed over `output`.
+fn write_archive(
+    file: std::fs::File,
+    tmp_path: &std::path::Path,
+    output: &std::path::Path,
+    dir: &str,
+    files: &[(String, String)],
+    now: u64,
+) -> std::io::Result<()> {
+    let mut archive = ::tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        tar::append(
+            &mut archive,
+            &format!("{dir}/{name}"),
+            data.as_bytes(),
+            now,
+            0o600,
+        );
+    }
+    let archive = tar::finish(archive);
+    let mut gz = GzEncoder::new(file, flate2::Compression::default());
+    gz.write_all(&archive)
+        .and_then(|_| gz.finish())
+        .and_then(|f| f.sync_all())
+        .and_then(|_| std::fs::rename(tmp_path, output))
 }
 
 /// The archive holds configuration: it is written to a new file of unpredictable name beside

@@ -268,30 +268,8 @@ impl Redactor {
         let mut out = String::with_capacity(line.len());
         let mut i = 0;
         while i < n {
-            // scheme://user:password@host
             if starts(&c, i, "://") {
-                out.push_str("://");
-                i += 3;
-                let mut end = i;
-                while end < n
-                    && !c[end].is_whitespace()
-                    && !matches!(c[end], '/' | '?' | '#' | '"' | '\'' | '<' | '>' | '`')
-                {
-                    end += 1;
-                }
-                let auth = &c[i..end];
-                if let Some(at) = auth.iter().rposition(|&x| x == '@') {
-                    if let Some(colon) = auth[..at].iter().position(|&x| x == ':') {
-                        let pw: String = auth[colon + 1..at].iter().collect();
-                        if !pw.is_empty() && pw != MASK {
-                            self.keep(&pw);
-                            out.extend(&auth[..=colon]);
-                            out.push_str(MASK);
-                            out.extend(&auth[at..]);
-                            i = end;
-                        }
-                    }
-                }
+                i = self.url_userinfo(&c, i, &mut out);
                 continue;
             }
             if !is_name_char(c[i]) || (i > 0 && is_name_char(c[i - 1])) {
@@ -310,22 +288,7 @@ impl Redactor {
             let lower = name.to_ascii_lowercase();
             // Bearer/Basic credentials wherever they appear.
             if lower == "bearer" || lower == "basic" {
-                let mut k = j;
-                while k < n && c[k] == ' ' {
-                    k += 1;
-                }
-                let mut m = k;
-                while m < n && is_secret_char(c[m]) {
-                    m += 1;
-                }
-                let cred: String = c[k..m].iter().collect();
-                let long_enough = if lower == "bearer" { 4 } else { 8 };
-                if k > j && cred.chars().count() >= long_enough && cred != MASK {
-                    self.keep(&cred);
-                    out.extend(&c[j..k]);
-                    out.push_str(MASK);
-                    i = m;
-                }
+                i = self.auth_credential(&c, j, lower == "bearer", &mut out);
                 continue;
             }
             let header =
@@ -334,75 +297,147 @@ impl Redactor {
             if !secret {
                 continue;
             }
-            // The separator: an optional closing quote of a quoted name, spaces, `=` or `:`.
-            let mut k = j;
-            if starts(&c, k, "\\\"") {
-                k += 2;
-            } else if k < n
-                && (c[k] == '"' || c[k] == '\'')
-                && name_start > 0
-                && c[name_start - 1] == c[k]
-            {
-                k += 1;
-            }
-            while k < n && c[k] == ' ' {
-                k += 1;
-            }
-            let sep = c.get(k).copied().filter(|x| *x == '=' || *x == ':');
-            if let Some(sep) = sep.filter(|_| !starts(&c, k, "://")) {
-                k += 1;
-                while k < n && c[k] == ' ' {
-                    k += 1;
-                }
-                let (quote, value, end) = value_at(&c, k, header);
-                let quoted = !quote.is_empty();
-                let secretish = sep == '='
-                    || quoted
-                    || header
-                    || looks_generated(&value)
-                    || (value.chars().count() >= 6 && value.chars().any(|x| x.is_ascii_digit()));
-                if !value.is_empty()
-                    && value != MASK
-                    && value.trim_matches('\'') != MASK
-                    && secretish
-                {
-                    if header {
-                        // Keep the credential itself for the net: `Basic dXNlcjpwYXNz`.
-                        if let Some((_, cred)) = value.split_once(' ') {
-                            self.keep(cred.trim());
-                        }
-                    }
-                    self.keep(&value);
-                    out.extend(&c[j..k]);
-                    out.push_str(&quote);
-                    out.push_str(MASK);
-                    out.push_str(&quote);
-                    i = end;
-                }
-                continue;
-            }
-            // A long opaque string within the next three words: `api key 3f9a…`.
-            let mut m = j;
-            for _ in 0..3 {
-                while m < n && (c[m] == ' ' || c[m] == '\t') {
-                    m += 1;
-                }
-                let w0 = m;
-                while m < n && !c[m].is_whitespace() {
-                    m += 1;
-                }
-                let word: String = c[w0..m]
-                    .iter()
-                    .collect::<String>()
-                    .trim_matches(|x: char| matches!(x, '"' | '\'' | ',' | ';' | '(' | ')' | '.'))
-                    .to_string();
-                if looks_generated(&word) {
-                    self.keep(&word);
-                    break;
-                }
+            match self.named_value(&c, name_start, j, header, &mut out) {
+                Some(end) => i = end,
+                None => self.opaque_after(&c, j),
             }
         }
         out
+    }
+
+    /// `scheme://user:password@host` at `i` (the `://`): the password masked. Returns where
+    /// the scan goes on.
+    fn url_userinfo(&mut self, c: &[char], i: usize, out: &mut String) -> usize {
+        let n = c.len();
+        out.push_str("://");
+        let i = i + 3;
+        let mut end = i;
+        while end < n
+            && !c[end].is_whitespace()
+            && !matches!(c[end], '/' | '?' | '#' | '"' | '\'' | '<' | '>' | '`')
+        {
+            end += 1;
+        }
+        let auth = &c[i..end];
+        let Some(at) = auth.iter().rposition(|&x| x == '@') else {
+            return i;
+        };
+        let Some(colon) = auth[..at].iter().position(|&x| x == ':') else {
+            return i;
+        };
+        let pw: String = auth[colon + 1..at].iter().collect();
+        if pw.is_empty() || pw == MASK {
+            return i;
+        }
+        self.keep(&pw);
+        out.extend(&auth[..=colon]);
+        out.push_str(MASK);
+        out.extend(&auth[at..]);
+        end
+    }
+
+    /// The credential after `Bearer`/`Basic` (the word ends at `j`), masked when long enough
+    /// to be one. Returns where the scan goes on.
+    fn auth_credential(&mut self, c: &[char], j: usize, bearer: bool, out: &mut String) -> usize {
+        let n = c.len();
+        let mut k = j;
+        while k < n && c[k] == ' ' {
+            k += 1;
+        }
+        let mut m = k;
+        while m < n && is_secret_char(c[m]) {
+            m += 1;
+        }
+        let cred: String = c[k..m].iter().collect();
+        let long_enough = if bearer { 4 } else { 8 };
+        if k > j && cred.chars().count() >= long_enough && cred != MASK {
+            self.keep(&cred);
+            out.extend(&c[j..k]);
+            out.push_str(MASK);
+            return m;
+        }
+        j
+    }
+
+    /// `name = value` / `name: value` after a secret's name (starting at `name_start`, ending
+    /// at `j`): the value masked when it looks like one. `None` when no separator follows;
+    /// else where the scan goes on.
+    fn named_value(
+        &mut self,
+        c: &[char],
+        name_start: usize,
+        j: usize,
+        header: bool,
+        out: &mut String,
+    ) -> Option<usize> {
+        let n = c.len();
+        // The separator: an optional closing quote of a quoted name, spaces, `=` or `:`.
+        let mut k = j;
+        if starts(c, k, "\\\"") {
+            k += 2;
+        } else if k < n
+            && (c[k] == '"' || c[k] == '\'')
+            && name_start > 0
+            && c[name_start - 1] == c[k]
+        {
+            k += 1;
+        }
+        while k < n && c[k] == ' ' {
+            k += 1;
+        }
+        let sep = c.get(k).copied().filter(|x| *x == '=' || *x == ':');
+        let sep = sep.filter(|_| !starts(c, k, "://"))?;
+        k += 1;
+        while k < n && c[k] == ' ' {
+            k += 1;
+        }
+        let (quote, value, end) = value_at(c, k, header);
+        let quoted = !quote.is_empty();
+        let secretish = sep == '='
+            || quoted
+            || header
+            || looks_generated(&value)
+            || (value.chars().count() >= 6 && value.chars().any(|x| x.is_ascii_digit()));
+        if value.is_empty() || value == MASK || value.trim_matches('\'') == MASK || !secretish {
+            return Some(j);
+        }
+        if header {
+            // Keep the credential itself for the net: `Basic dXNlcjpwYXNz`.
+            if let Some((_, cred)) = value.split_once(' ') {
+                self.keep(cred.trim());
+            }
+        }
+        self.keep(&value);
+        out.extend(&c[j..k]);
+        out.push_str(&quote);
+        out.push_str(MASK);
+        out.push_str(&quote);
+        Some(end)
+    }
+
+    /// A long opaque string within the next three words after `j`: `api key 3f9a…`, kept for
+    /// the net (the line itself is left as it is).
+    fn opaque_after(&mut self, c: &[char], j: usize) {
+        let n = c.len();
+        let mut m = j;
+        for _ in 0..3 {
+            while m < n && (c[m] == ' ' || c[m] == '\t') {
+                m += 1;
+            }
+            let w0 = m;
+            while m < n && !c[m].is_whitespace() {
+                m += 1;
+            }
+            let word: String = c[w0..m]
+                .iter()
+                .collect::<String>()
+                .trim_matches(|x: char| matches!(x, '"' | '\'' | ',' | ';' | '(' | ')' | '.'))
+                .to_string();
+            if looks_generated(&word) {
+                self.keep(&word);
+                break;
+            }
+        }
     }
 }
 

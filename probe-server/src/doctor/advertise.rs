@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::report::{Check, Status};
+use probe_proto::calls::Deployment;
 
 pub struct Outcome {
     pub check: Check,
@@ -19,8 +20,15 @@ pub struct Outcome {
     pub stun_now: HashMap<IpAddr, Option<IpAddr>>,
 }
 
-/// `where_` names the config for fix texts (a path, or "RTCD's config file").
-pub fn check(cfg: &RtcdConfig, where_: &str, rules: rtcd::PionRules, deadline: Instant) -> Outcome {
+/// What RTCD (or the Calls plugin's integrated server) advertises here, judged; `where_` names
+/// the config for fix texts (a path, or "RTCD's config file"), worded for the deployment.
+pub fn check(
+    cfg: &RtcdConfig,
+    where_: &str,
+    rules: rtcd::PionRules,
+    deadline: Instant,
+    deployment: &Deployment,
+) -> Outcome {
     let locals = match crate::interfaces::local_addrs() {
         Ok(l) => l,
         Err(e) => {
@@ -45,8 +53,67 @@ pub fn check(cfg: &RtcdConfig, where_: &str, rules: rtcd::PionRules, deadline: I
         deadline,
     );
     let mut out = judge(cfg, where_, rules, result, !stun.is_empty());
+    if !deployment.is_rtcd() {
+        out.findings = out
+            .findings
+            .into_iter()
+            .map(|f| in_plugin_terms(f, cfg))
+            .collect();
+    }
     out.stun_now = stun;
     out
+}
+
+/// A finding of [`judge`] in the Calls plugin's terms: its System Console settings and
+/// `MM_CALLS_*` variables instead of RTCD's keys (same rules: the plugin runs rtcd's server).
+fn in_plugin_terms(f: Finding, cfg: &RtcdConfig) -> Finding {
+    use probe_proto::calls::wording::{self, console, Terms};
+    let t = Terms::of(&Deployment::CallsPlugin { rtcd_url: None });
+    let summary = f
+        .summary
+        .replace("ice_host_port_override", "ICE Host Port Override")
+        .replace("ice_host_override", "ICE Host Override")
+        .replace("ice_address_udp", "\"RTC Server Address (UDP)\"")
+        .replace("ice_address_tcp", "\"RTC Server Address (TCP)\"")
+        .replace("ice_address_*", "RTC Server Address")
+        .replace("ice_servers", "ICE Servers Configurations")
+        .replace("RTCD", "the RTC server");
+    let fix = match FindingId::parse(&f.id).unwrap_or(FindingId::RtcdAdvertisesPrivate) {
+        FindingId::IceNoUdpCandidate => {
+            return wording::no_udp_candidate(&cfg.ice_address_udp, &cfg.ice_address_tcp)
+        }
+        FindingId::IceAddressIgnoresOverride => {
+            let ignores = if f.summary.contains("STUN") {
+                rtcd::FilterIgnores::Stun
+            } else {
+                rtcd::FilterIgnores::Override
+            };
+            let mut w = wording::address_ignores_override(
+                ignores,
+                cfg.ice_host_override.trim(),
+                &cfg.ice_address_udp,
+                &cfg.ice_address_tcp,
+                &[],
+                f.severity,
+            );
+            w.summary = summary;
+            return w;
+        }
+        FindingId::IcePortOverrideWrong => format!(
+            "set {} to the public address users reach (the one the port override forwards to this host), so {} \
+             applies to it; {}",
+            console("ICEHostOverride"),
+            console("ICEHostPortOverride"),
+            t.restart()
+        ),
+        _ => format!(
+            "set {}; behind NAT also forward UDP/TCP {} to this host; {}",
+            t.host_line("PUBLIC_IP"),
+            cfg.ice_port_udp,
+            t.restart()
+        ),
+    };
+    Finding { summary, fix, ..f }
 }
 
 /// Turns the computation into the check and its findings (pure, so it is unit-tested).
@@ -59,48 +126,71 @@ pub fn judge(
 ) -> Outcome {
     let adv = match result {
         Ok(a) => a,
-        Err(e) => {
-            let id = match e {
-                AdvertiseError::Resolve { .. } => FindingId::IceHostOverrideHostname,
-                _ => FindingId::RtcdConfigInvalid,
-            };
-            let (summary, fix) = match &e {
-                AdvertiseError::InvalidConfig(c) => (
-                    format!("RTCD would refuse this configuration: {}", c.rtcd_message),
-                    format!("{} (in {where_})", c.hint),
-                ),
-                other => (
-                    other.to_string(),
-                    format!("fix the setting named above in {where_} and restart RTCD"),
-                ),
-            };
-            let detail = if summary.contains(rules.label()) {
-                summary.clone()
-            } else {
-                format!("{summary} — {}", rules.label())
-            };
-            return Outcome {
-                check: Check::new("rtcd_config", Status::Fail, detail),
-                findings: vec![Finding::new(id, Severity::Error, summary, fix)],
-                stun_now: HashMap::new(),
-            };
-        }
+        Err(e) => return refused(&e, where_, rules),
     };
-    let list = |p: Protocol| {
-        adv.candidates
-            .iter()
-            .filter(|c| c.protocol == p)
-            .map(|c| {
-                format!(
-                    "{}:{}{}",
-                    c.address,
-                    c.port,
-                    if c.private { " (private)" } else { "" }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
+    let detail = detail_line(&adv, stun_tried);
+    let findings = findings(cfg, where_, &adv);
+    let status = if findings.iter().any(|f| f.severity == Severity::Error) {
+        Status::Fail
+    } else if findings.is_empty() {
+        Status::Pass
+    } else {
+        Status::Warn
     };
+    Outcome {
+        check: Check::new("rtcd_config", status, detail),
+        findings,
+        stun_now: HashMap::new(),
+    }
+}
+
+/// RTCD would not start with this configuration, or cannot resolve its override.
+fn refused(e: &AdvertiseError, where_: &str, rules: rtcd::PionRules) -> Outcome {
+    let id = match e {
+        AdvertiseError::Resolve { .. } => FindingId::IceHostOverrideHostname,
+        _ => FindingId::RtcdConfigInvalid,
+    };
+    let (summary, fix) = match e {
+        AdvertiseError::InvalidConfig(c) => (
+            format!("RTCD would refuse this configuration: {}", c.rtcd_message),
+            format!("{} (in {where_})", c.hint),
+        ),
+        other => (
+            other.to_string(),
+            format!("fix the setting named above in {where_} and restart RTCD"),
+        ),
+    };
+    let detail = if summary.contains(rules.label()) {
+        summary.clone()
+    } else {
+        format!("{summary} — {}", rules.label())
+    };
+    Outcome {
+        check: Check::new("rtcd_config", Status::Fail, detail),
+        findings: vec![Finding::new(id, Severity::Error, summary, fix)],
+        stun_now: HashMap::new(),
+    }
+}
+
+/// `203.0.113.7:8443, 10.0.0.5:8443 (private)` for one transport.
+fn list(adv: &Advertised, p: Protocol) -> String {
+    adv.candidates
+        .iter()
+        .filter(|c| c.protocol == p)
+        .map(|c| {
+            format!(
+                "{}:{}{}",
+                c.address,
+                c.port,
+                if c.private { " (private)" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The check's detail: the candidates, how the override was read, what the filter keeps.
+fn detail_line(adv: &Advertised, stun_tried: bool) -> String {
     let form = match &adv.override_form {
         OverrideForm::None if stun_tried => {
             "no ice_host_override; addresses from STUN where it answered".to_string()
@@ -129,12 +219,16 @@ pub fn judge(
                 .join(", ")
         ),
     };
-    let detail = format!(
+    format!(
         "advertises UDP {} — TCP {} — {form}{filter} — {}",
-        or_none(list(Protocol::Udp)),
-        or_none(list(Protocol::Tcp)),
+        or_none(list(adv, Protocol::Udp)),
+        or_none(list(adv, Protocol::Tcp)),
         adv.rules.label()
-    );
+    )
+}
+
+/// The findings about what RTCD advertises, in the report's order.
+fn findings(cfg: &RtcdConfig, where_: &str, adv: &Advertised) -> Vec<Finding> {
     let mut findings = Vec::new();
     let udp: Vec<_> = adv.udp().collect();
     let udp_ips: Vec<IpAddr> = udp.iter().map(|c| c.address).collect();
@@ -164,150 +258,170 @@ pub fn judge(
     // Its fix (set ice_host_override) would not help while the filter drops the override.
     let all_private = !udp.is_empty() && udp.iter().all(|c| c.private) && ignored.is_none();
     if all_private {
-        let addrs: Vec<String> = udp
-            .iter()
-            .filter(|c| !c.address.is_loopback())
-            .map(|c| c.address.to_string())
-            .collect();
-        let stun_note = if rtcd::stun_url(cfg).is_some() {
-            " and its STUN server gave no public address (outbound STUN blocked? Calls plugin issue #110)"
-        } else {
-            " and no STUN server is configured (ice_servers is empty by default)"
-        };
-        // rtcd sfu.go:231-252: with a TURN entry and turn.static_auth_secret RTCD also gathers
-        // relay candidates on that TURN server at every join, so clients outside still connect
-        // through the relay: media works, the host candidates only cost a direct path.
-        let relays: Vec<&str> = cfg
-            .relay_servers()
-            .iter()
-            .map(|s| s.urls[0].as_str())
-            .collect();
-        let (severity, consequence) = if relays.is_empty() {
-            (
-                Severity::Error,
-                "clients outside this network time out (\"timed out waiting for rtc connection\")"
-                    .to_string(),
-            )
-        } else {
-            (
-                Severity::Warning,
-                format!(
-                    "clients outside this network can connect only through the relay RTCD gathers on its TURN server ({}), \
-                     which this check does not test; a direct path needs a public host candidate",
-                    relays.join(", ")
-                ),
-            )
-        };
-        findings.push(Finding::new(
-            FindingId::RtcdAdvertisesPrivate,
-            severity,
-            format!(
-                "RTCD advertises only private addresses ({}) as its ICE host candidates{stun_note}: {consequence}",
-                if addrs.is_empty() { "loopback".to_string() } else { addrs.join(", ") }
-            ),
-            format!(
-                "set the address users reach RTCD on: in {where_} under [rtc] add `ice_host_override = \"PUBLIC_IP\"` \
-                 (or RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP in RTCD's environment) and restart RTCD; behind NAT also forward UDP/TCP {} to this host",
-                adv.rtcd_port_udp
-            ),
-        ));
+        findings.push(private_only(cfg, where_, adv));
     }
-    // With enable_ipv6 and an IPv6 override, rtcd utils.go:105-112 pairs every loopback address
-    // with itself and maps no IPv4 address; pion then maps the IPv4 addresses to 127.0.0.1
-    // through the catch-all (webrtc icegatherer.go:397-402) or drops them (ice v4.0.10
-    // gather.go:348-353). IPv6 users connect, IPv4-only users cannot: a warning.
+    let others = !all_private && ignored.is_none();
+    if let Some(f) = others.then(|| ipv6_only(where_, adv)).flatten() {
+        findings.push(f);
+    }
+    let hostname = matches!(adv.override_form, OverrideForm::Hostname { .. });
+    if let Some(f) = (others && !hostname && !udp.is_empty())
+        .then(|| port_override_unused(where_, adv))
+        .flatten()
+    {
+        findings.push(f);
+    }
+    findings.extend(hostname_override(where_, adv));
+    findings
+}
+
+/// `rtcd_advertises_private`: only private host candidates (an error, or a warning when
+/// server-side TURN relays).
+fn private_only(cfg: &RtcdConfig, where_: &str, adv: &Advertised) -> Finding {
+    let udp: Vec<_> = adv.udp().collect();
+    let addrs: Vec<String> = udp
+        .iter()
+        .filter(|c| !c.address.is_loopback())
+        .map(|c| c.address.to_string())
+        .collect();
+    let stun_note = if rtcd::stun_url(cfg).is_some() {
+        " and its STUN server gave no public address (outbound STUN blocked? Calls plugin issue #110)"
+    } else {
+        " and no STUN server is configured (ice_servers is empty by default)"
+    };
+    // rtcd sfu.go:231-252: with a TURN entry and turn.static_auth_secret RTCD also gathers
+    // relay candidates on that TURN server at every join, so clients outside still connect
+    // through the relay: media works, the host candidates only cost a direct path.
+    let relays: Vec<&str> = cfg
+        .relay_servers()
+        .iter()
+        .map(|s| s.urls[0].as_str())
+        .collect();
+    let (severity, consequence) = if relays.is_empty() {
+        (
+            Severity::Error,
+            "clients outside this network time out (\"timed out waiting for rtc connection\")"
+                .to_string(),
+        )
+    } else {
+        (
+            Severity::Warning,
+            format!(
+                "clients outside this network can connect only through the relay RTCD gathers on its TURN server ({}), \
+                 which this check does not test; a direct path needs a public host candidate",
+                relays.join(", ")
+            ),
+        )
+    };
+    Finding::new(
+        FindingId::RtcdAdvertisesPrivate,
+        severity,
+        format!(
+            "RTCD advertises only private addresses ({}) as its ICE host candidates{stun_note}: {consequence}",
+            if addrs.is_empty() { "loopback".to_string() } else { addrs.join(", ") }
+        ),
+        format!(
+            "set the address users reach RTCD on: in {where_} under [rtc] add `ice_host_override = \"PUBLIC_IP\"` \
+             (or RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP in RTCD's environment) and restart RTCD; behind NAT also forward UDP/TCP {} to this host",
+            adv.rtcd_port_udp
+        ),
+    )
+}
+
+/// With enable_ipv6 and an IPv6 override, rtcd utils.go:105-112 pairs every loopback address
+/// with itself and maps no IPv4 address; pion then maps the IPv4 addresses to 127.0.0.1
+/// through the catch-all (webrtc icegatherer.go:397-402) or drops them (ice v4.0.10
+/// gather.go:348-353). IPv6 users connect, IPv4-only users cannot: a warning.
+fn ipv6_only(where_: &str, adv: &Advertised) -> Option<Finding> {
+    let udp: Vec<_> = adv.udp().collect();
     let public_v4 = udp.iter().any(|c| c.address.is_ipv4() && !c.private);
     let public_v6 = udp.iter().any(|c| c.address.is_ipv6() && !c.private);
-    if !all_private && ignored.is_none() && public_v6 && !public_v4 {
-        let v4: Vec<String> = udp
-            .iter()
-            .filter(|c| c.address.is_ipv4())
-            .map(|c| c.address.to_string())
-            .collect();
-        findings.push(Finding::new(
-            FindingId::RtcdAdvertisesPrivate,
-            Severity::Warning,
-            format!(
-                "RTCD advertises a public IPv6 address but no public IPv4 one (IPv4: {}): users without IPv6 cannot connect",
-                if v4.is_empty() { "none".to_string() } else { v4.join(", ") }
-            ),
-            format!(
-                "give RTCD an IPv4 address users reach as well: in {where_} under [rtc] use ice_host_override = \
-                 \"PUBLIC_IPV4/LOCAL_IPV4,PUBLIC_IPV6/LOCAL_IPV6\" (pairs for both families) or the public IPv4 \
-                 address alone, then restart RTCD"
-            ),
-        ));
+    if !public_v6 || public_v4 {
+        return None;
     }
-    // rtcd sfu.go:311-319 + utils.go:135-166: the port override applies only to host candidates
-    // at the override's address (the external side of a pair) or a STUN-found address. Without
-    // an override and without a STUN answer it applies to nothing, silently. (The hostname case
-    // is said below with its own fix.)
-    let hostname = matches!(adv.override_form, OverrideForm::Hostname { .. });
-    if let Some(p) = adv
+    let v4: Vec<String> = udp
+        .iter()
+        .filter(|c| c.address.is_ipv4())
+        .map(|c| c.address.to_string())
+        .collect();
+    Some(Finding::new(
+        FindingId::RtcdAdvertisesPrivate,
+        Severity::Warning,
+        format!(
+            "RTCD advertises a public IPv6 address but no public IPv4 one (IPv4: {}): users without IPv6 cannot connect",
+            if v4.is_empty() { "none".to_string() } else { v4.join(", ") }
+        ),
+        format!(
+            "give RTCD an IPv4 address users reach as well: in {where_} under [rtc] use ice_host_override = \
+             \"PUBLIC_IPV4/LOCAL_IPV4,PUBLIC_IPV6/LOCAL_IPV6\" (pairs for both families) or the public IPv4 \
+             address alone, then restart RTCD"
+        ),
+    ))
+}
+
+/// rtcd sfu.go:311-319 + utils.go:135-166: the port override applies only to host candidates
+/// at the override's address (the external side of a pair) or a STUN-found address. Without
+/// an override and without a STUN answer it applies to nothing, silently. (The hostname case
+/// is said below with its own fix.)
+fn port_override_unused(where_: &str, adv: &Advertised) -> Option<Finding> {
+    let udp: Vec<_> = adv.udp().collect();
+    let p = adv
         .host_port_override
-        .filter(|p| *p != adv.rtcd_port_udp && !udp.iter().any(|c| c.port == *p))
-        .filter(|_| !hostname && !all_private && ignored.is_none() && !udp.is_empty())
-    {
-        findings.push(Finding::new(
-            FindingId::IcePortOverrideWrong,
-            Severity::Error,
-            format!(
-                "ice_host_port_override resolves to port {p} here, but RTCD applies it to no candidate: it rewrites \
-                 only candidates at the ice_host_override address (or the external side of its pairs) or at an address \
-                 STUN reported, and there is none, so RTCD advertises port {} (UDP {})",
-                adv.rtcd_port_udp,
-                list(Protocol::Udp)
-            ),
-            format!(
-                "in {where_} under [rtc] set ice_host_override to the public address users reach (the one port {p} \
-                 forwards to this host), so the port override applies to it, then restart RTCD"
-            ),
-        ));
-    }
-    if let OverrideForm::Hostname { name, resolved } = &adv.override_form {
+        .filter(|p| *p != adv.rtcd_port_udp && !udp.iter().any(|c| c.port == *p))?;
+    Some(Finding::new(
+        FindingId::IcePortOverrideWrong,
+        Severity::Error,
+        format!(
+            "ice_host_port_override resolves to port {p} here, but RTCD applies it to no candidate: it rewrites \
+             only candidates at the ice_host_override address (or the external side of its pairs) or at an address \
+             STUN reported, and there is none, so RTCD advertises port {} (UDP {})",
+            adv.rtcd_port_udp,
+            list(adv, Protocol::Udp)
+        ),
+        format!(
+            "in {where_} under [rtc] set ice_host_override to the public address users reach (the one port {p} \
+             forwards to this host), so the port override applies to it, then restart RTCD"
+        ),
+    ))
+}
+
+/// `ice_host_override_hostname`: a hostname override, and a port override it defeats.
+fn hostname_override(where_: &str, adv: &Advertised) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let OverrideForm::Hostname { name, resolved } = &adv.override_form else {
+        return findings;
+    };
+    findings.push(Finding::new(
+        FindingId::IceHostOverrideHostname,
+        Severity::Warning,
+        format!(
+            "ice_host_override is the hostname {name}, which RTCD resolves on this host at every call join: here it is {resolved}{}; \
+             with split-horizon DNS users may resolve it to another address, and a failed lookup fails the join",
+            if resolved_private(resolved) { " — a private address" } else { "" }
+        ),
+        format!("set ice_host_override to the public IP address itself (in {where_}, or RTCD_RTC_ICEHOSTOVERRIDE) unless {name} resolves to it everywhere"),
+    ));
+    // rtcd sfu.go:311-312 + utils.go:146-150: the port override applies to a host candidate
+    // whose address equals the override *text*; a hostname never does, so the port users
+    // reach (through the load balancer or NAT the override is for) is never advertised.
+    if let Some(p) = adv.host_port_override.filter(|p| *p != adv.rtcd_port_udp) {
         findings.push(Finding::new(
             FindingId::IceHostOverrideHostname,
-            Severity::Warning,
+            Severity::Error,
             format!(
-                "ice_host_override is the hostname {name}, which RTCD resolves on this host at every call join: here it is {resolved}{}; \
-                 with split-horizon DNS users may resolve it to another address, and a failed lookup fails the join",
-                if resolved_private(resolved) { " — a private address" } else { "" }
+                "ice_host_port_override ({p}) never applies with the hostname override {name}: RTCD compares \
+                 each candidate's IP with the override text, so it advertises {resolved}:{} instead of \
+                 {resolved}:{p}, and users who reach RTCD only on port {p} time out",
+                adv.rtcd_port_udp
             ),
-            format!("set ice_host_override to the public IP address itself (in {where_}, or RTCD_RTC_ICEHOSTOVERRIDE) unless {name} resolves to it everywhere"),
+            format!(
+                "in {where_} under [rtc] set ice_host_override to the IP address itself \
+                 (`ice_host_override = \"{resolved}\"`, or RTCD_RTC_ICEHOSTOVERRIDE={resolved}) so the port override \
+                 applies, then restart RTCD"
+            ),
         ));
-        // rtcd sfu.go:311-312 + utils.go:146-150: the port override applies to a host candidate
-        // whose address equals the override *text*; a hostname never does, so the port users
-        // reach (through the load balancer or NAT the override is for) is never advertised.
-        if let Some(p) = adv.host_port_override.filter(|p| *p != adv.rtcd_port_udp) {
-            findings.push(Finding::new(
-                FindingId::IceHostOverrideHostname,
-                Severity::Error,
-                format!(
-                    "ice_host_port_override ({p}) never applies with the hostname override {name}: RTCD compares \
-                     each candidate's IP with the override text, so it advertises {resolved}:{} instead of \
-                     {resolved}:{p}, and users who reach RTCD only on port {p} time out",
-                    adv.rtcd_port_udp
-                ),
-                format!(
-                    "in {where_} under [rtc] set ice_host_override to the IP address itself \
-                     (`ice_host_override = \"{resolved}\"`, or RTCD_RTC_ICEHOSTOVERRIDE={resolved}) so the port override \
-                     applies, then restart RTCD"
-                ),
-            ));
-        }
     }
-    let status = if findings.iter().any(|f| f.severity == Severity::Error) {
-        Status::Fail
-    } else if findings.is_empty() {
-        Status::Pass
-    } else {
-        Status::Warn
-    };
-    Outcome {
-        check: Check::new("rtcd_config", status, detail),
-        findings,
-        stun_now: HashMap::new(),
-    }
+    findings
 }
 
 fn or_none(s: String) -> String {
@@ -356,6 +470,58 @@ mod tests {
         };
         let r = rtcd::compute_advertised(&cfg, &locals, &resolve, &|_| None, 8443, 8443, rules);
         judge(&cfg, "/etc/rtcd.toml", rules, r, false)
+    }
+
+    /// On a Mattermost host without RTCD the same rules judge the plugin's mapped settings,
+    /// and every finding names the System Console setting, never an RTCD key.
+    #[test]
+    fn plugin_findings_name_the_system_console() {
+        use probe_proto::calls::CallsSettings;
+        for (name, block) in [
+            ("no override", r#"{"iceserversconfigs":""}"#),
+            (
+                "filter drops the override",
+                r#"{"iceserversconfigs":"","udpserveraddress":"0.0.0.0","icehostoverride":"203.0.113.10"}"#,
+            ),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(block).unwrap();
+            let cfg = CallsSettings::from_plugin_block(&v)
+                .unwrap()
+                .to_rtcd(1)
+                .unwrap();
+            let locals = [LocalAddr {
+                ip: "10.0.0.5".parse().unwrap(),
+                loopback: false,
+            }];
+            let rules = rtcd::PionRules::default();
+            let r = rtcd::compute_advertised(
+                &cfg,
+                &locals,
+                &|_, _| Err("x".into()),
+                &|_| None,
+                8443,
+                8443,
+                rules,
+            );
+            let o = judge(&cfg, "System Console › Plugins › Calls", rules, r, false);
+            assert!(!o.findings.is_empty(), "{name}");
+            for f in o.findings.into_iter().map(|f| in_plugin_terms(f, &cfg)) {
+                let text = format!("{} {}", f.summary, f.fix);
+                assert!(
+                    text.contains("System Console › Plugins › Calls ›"),
+                    "{name}: {text}"
+                );
+                for rtcd in [
+                    "ice_host_override",
+                    "ice_address_",
+                    "RTCD_RTC_",
+                    "[rtc]",
+                    "restart RTCD",
+                ] {
+                    assert!(!text.contains(rtcd), "{name}: {rtcd} in {text}");
+                }
+            }
+        }
     }
 
     fn ids(o: &Outcome) -> Vec<&str> {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::Inputs;
 use crate::rtcd_env::{self, RtcdEnv};
+use probe_proto::calls::{CallsSettings, Deployment};
 
 /// How long finding RTCD's environment may take (a /proc scan, `systemctl show`): part of the
 /// doctor's `--sample` + 5 s.
@@ -29,11 +30,16 @@ pub struct Loaded {
     pub env: RtcdEnv,
     /// When the run started: the doctor's deadlines count from here.
     pub started: Instant,
+    /// RTCD, or the Calls plugin's integrated RTC server (`--calls-config`).
+    pub deployment: Deployment,
 }
 
 /// Reads the config and environment; `Err` is the one sentence for stderr (exit 2).
 pub fn load(inputs: &Inputs) -> Result<Loaded, String> {
     let started = Instant::now();
+    if let Some(p) = &inputs.calls_config {
+        return load_calls(p, started);
+    }
     let (mut cfg, source, where_, text) = match &inputs.rtcd_config {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| {
@@ -103,6 +109,59 @@ pub fn load(inputs: &Inputs) -> Result<Loaded, String> {
         env_error,
         env,
         started,
+        deployment: Deployment::Rtcd,
+    })
+}
+
+/// `--calls-config`: the Calls plugin's settings as the plugin reads them (probe_proto::calls),
+/// `MM_CALLS_*` from the plugin's or Mattermost's process, mapped to the RTCD configuration its
+/// integrated server runs with. Settings the plugin refuses stop the doctor (exit 2), as a
+/// config RTCD cannot parse does.
+fn load_calls(p: &std::path::Path, started: Instant) -> Result<Loaded, String> {
+    let text = std::fs::read_to_string(p).map_err(|e| {
+        format!("cannot read Mattermost's configuration {}: {e}; give the config.json Mattermost runs with (e.g. /opt/mattermost/config/config.json)", p.display())
+    })?;
+    let shown = p.display().to_string();
+    let mut s =
+        CallsSettings::from_mattermost_config(&text).map_err(|e| format!("{shown}: {e}"))?;
+    let port = |v: Option<i64>| v.and_then(|v| u16::try_from(v).ok());
+    let env = rtcd_env::discover_for(
+        &rtcd_env::MATTERMOST,
+        &rtcd_env::Hints {
+            udp_ports: port(s.udp_server_port).into_iter().collect(),
+            tcp_ports: port(s.tcp_server_port).into_iter().collect(),
+            unit: rtcd_env::MATTERMOST_UNIT,
+        },
+        started + ENV_DEADLINE,
+    );
+    s.apply_env(&|k| env.get(k));
+    s.validate().map_err(|e| format!("{shown}: {e}"))?;
+    let num_cpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cfg = s.to_rtcd(num_cpu).map_err(|e| format!("{shown}: {e}"))?;
+    let source = if s.env_applied.is_empty() {
+        format!("the Calls plugin's settings in {shown}")
+    } else {
+        format!(
+            "the Calls plugin's settings in {shown} + {} (from {})",
+            s.env_applied.join(", "),
+            env.describe()
+        )
+    };
+    Ok(Loaded {
+        cfg,
+        source,
+        where_: "System Console › Plugins › Calls".into(),
+        // config.json holds Mattermost's secrets: it never goes into a bundle.
+        text: None,
+        // The integrated server has no API of its own; never asked (see rules::api).
+        api_url: Url::parse("http://127.0.0.1:8045").map_err(|e| e.to_string())?,
+        api_source: "none: the Calls plugin's integrated RTC server has no API".into(),
+        env_error: None,
+        env,
+        started,
+        deployment: Deployment::CallsPlugin {
+            rtcd_url: s.rtcd_url_or_none().map(str::to_string),
+        },
     })
 }
 

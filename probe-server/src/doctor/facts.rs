@@ -44,6 +44,8 @@ pub struct Setup {
     pub env: RtcdEnv,
     /// An `RTCD_*` variable RTCD would refuse.
     pub env_error: Option<ConfigError>,
+    /// RTCD, or the Calls plugin's integrated RTC server.
+    pub deployment: probe_proto::calls::Deployment,
 }
 
 /// Who holds a set of sockets.

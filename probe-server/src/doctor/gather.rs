@@ -74,6 +74,7 @@ pub fn gather(inputs: &Inputs, loaded: &Loaded) -> HostFacts {
             where_: loaded.where_.clone(),
             env: loaded.env.clone(),
             env_error: loaded.env_error.clone(),
+            deployment: loaded.deployment.clone(),
         },
         ports: start.ports,
         buffers,
@@ -303,6 +304,7 @@ fn spawn_advertise(
 ) -> Pending<(advertise::Outcome, RulesChoice)> {
     let cfg = loaded.cfg.clone();
     let where_ = loaded.where_.clone();
+    let deployment = loaded.deployment.clone();
     let flag = inputs.rtcd_version.clone();
     let wait_until = clock.base + VERSION_WAIT.min(clock.sample + ADVERTISE_MARGIN / 2);
     let deadline = clock.base + clock.sample + ADVERTISE_MARGIN;
@@ -316,7 +318,7 @@ fn spawn_advertise(
                 .flatten()
         };
         let choice = choose_rules(flag.as_deref(), reported.as_deref());
-        let o = advertise::check(&cfg, &where_, choice.rules, deadline);
+        let o = advertise::check(&cfg, &where_, choice.rules, deadline, &deployment);
         (o, choice)
     })
 }

@@ -272,11 +272,7 @@ pub fn stun_at_start(
     if st.results.is_empty() {
         return (None, None);
     }
-    let when = match (&st.start_seen, &st.started_at) {
-        (true, Some(t)) => format!("at RTCD's last start ({t})"),
-        (true, None) => "at RTCD's last start".to_string(),
-        (false, _) => "in the log (RTCD's start line is not in what was read)".to_string(),
-    };
+    let when = start_when(st);
     let parts: Vec<String> = st
         .results
         .iter()
@@ -298,6 +294,30 @@ pub fn stun_at_start(
     if stale.is_empty() {
         return (Some(detail), None);
     }
+    (
+        Some(detail),
+        Some(stale_finding(st, &stale, &when, where_, restart)),
+    )
+}
+
+/// When the STUN results in the log were logged.
+fn start_when(st: &StunAtStart) -> String {
+    match (&st.start_seen, &st.started_at) {
+        (true, Some(t)) => format!("at RTCD's last start ({t})"),
+        (true, None) => "at RTCD's last start".to_string(),
+        (false, _) => "in the log (RTCD's start line is not in what was read)".to_string(),
+    }
+}
+
+/// `rtcd_stun_failed_at_start` for the addresses whose STUN failed at start but answers now
+/// (`stale`: local IP, public IP now, why it failed).
+fn stale_finding(
+    st: &StunAtStart,
+    stale: &[(IpAddr, IpAddr, &str)],
+    when: &str,
+    where_: &str,
+    restart: &str,
+) -> Finding {
     let private = stale.iter().all(|(ip, _, _)| is_private(*ip));
     // Another address whose STUN answered at start gives RTCD a public candidate of its own
     // (rtcd service/rtc/server.go:137-158 maps each local IP separately), and clients reach
@@ -337,15 +357,7 @@ pub fn stun_at_start(
     } else {
         Severity::Warning
     };
-    (
-        Some(detail),
-        Some(Finding::new(
-            FindingId::RtcdStunFailedAtStart,
-            severity,
-            summary,
-            fix,
-        )),
-    )
+    Finding::new(FindingId::RtcdStunFailedAtStart, severity, summary, fix)
 }
 
 /// The `msg` of a JSON log line (with `error` appended, where RTCD puts the cause), else the

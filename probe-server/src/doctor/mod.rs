@@ -28,6 +28,10 @@ pub struct Inputs {
     /// as they do for RTCD. Without it: RTCD's defaults.
     #[arg(long, value_name = "PATH")]
     pub rtcd_config: Option<PathBuf>,
+    /// On a Mattermost host without RTCD: Mattermost's config.json, to check the Calls plugin's
+    /// integrated RTC server instead (its settings, and MM_CALLS_* of the Mattermost process).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["rtcd_config", "rtcd_api"])]
+    pub calls_config: Option<PathBuf>,
     /// RTCD's API. Default: from the config's [api] http.listen_address (":8045" →
     /// http://127.0.0.1:8045; https when TLS is on).
     #[arg(long, value_name = "URL")]

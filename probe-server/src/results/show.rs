@@ -115,38 +115,45 @@ fn render_runs(store: &Store, runs: &[StoredRun], args: &ResultsArgs) -> rusqlit
         return Ok(serde_json::to_string_pretty(&list).expect("values serialise") + "\n");
     }
     if args.csv {
-        let mut out = String::from(
-            "id,received_at,site,ok,client_addr,reflexive_addr,tool_version,udp_reachable,\
-             rtt_p50_ms,rtt_p95_ms,loss_up_pct,loss_down_pct,findings\n",
-        );
-        for r in runs {
-            let e = r.run.echo;
-            let num = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.3}"));
-            let cells = [
-                r.id.to_string(),
-                rfc3339(r.run.at_ms),
-                csv_field(&r.run.site),
-                r.run.ok.to_string(),
-                csv_field(&r.client_addr),
-                csv_field(r.reflexive_addr.as_deref().unwrap_or_default()),
-                csv_field(&r.tool_version),
-                r.run.udp_reachable.to_string(),
-                num(e.and_then(|e| e.rtt_p50_ms)),
-                num(e.and_then(|e| e.rtt_p95_ms)),
-                num(e.and_then(|e| e.loss_up_pct)),
-                num(e.and_then(|e| e.loss_down_pct)),
-                csv_field(&r.run.findings.join(" ")),
-            ];
-            out.push_str(&cells.join(","));
-            out.push('\n');
-        }
-        return Ok(out);
+        return Ok(runs_csv(runs));
     }
+    Ok(runs_text(runs, args.site.as_deref().unwrap_or_default()))
+}
+
+/// `--runs --csv`: one line per run, the report's figures in columns.
+fn runs_csv(runs: &[StoredRun]) -> String {
+    let mut out = String::from(
+        "id,received_at,site,ok,client_addr,reflexive_addr,tool_version,udp_reachable,\
+         rtt_p50_ms,rtt_p95_ms,loss_up_pct,loss_down_pct,findings\n",
+    );
+    for r in runs {
+        let e = r.run.echo;
+        let num = |v: Option<f64>| v.map_or_else(String::new, |v| format!("{v:.3}"));
+        let cells = [
+            r.id.to_string(),
+            rfc3339(r.run.at_ms),
+            csv_field(&r.run.site),
+            r.run.ok.to_string(),
+            csv_field(&r.client_addr),
+            csv_field(r.reflexive_addr.as_deref().unwrap_or_default()),
+            csv_field(&r.tool_version),
+            r.run.udp_reachable.to_string(),
+            num(e.and_then(|e| e.rtt_p50_ms)),
+            num(e.and_then(|e| e.rtt_p95_ms)),
+            num(e.and_then(|e| e.loss_up_pct)),
+            num(e.and_then(|e| e.loss_down_pct)),
+            csv_field(&r.run.findings.join(" ")),
+        ];
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+/// `--runs`: the site's runs as a table.
+fn runs_text(runs: &[StoredRun], site: &str) -> String {
     if runs.is_empty() {
-        return Ok(format!(
-            "No runs of site {}.\n",
-            printable(args.site.as_deref().unwrap_or_default())
-        ));
+        return format!("No runs of site {}.\n", printable(site));
     }
     let header = [
         "TIME (UTC)",
@@ -185,7 +192,7 @@ fn render_runs(store: &Store, runs: &[StoredRun], args: &ResultsArgs) -> rusqlit
             ]
         })
         .collect();
-    Ok(sites::columns(&header, &rows, &right))
+    sites::columns(&header, &rows, &right)
 }
 
 /// One run in `--runs --json`, the report included as the client sent it.

@@ -517,6 +517,7 @@ pub mod tests_support {
             server_pin: None,
             ice: None,
             turn: None,
+            live: false,
         };
         if loss_up.is_none() {
             r.set_findings(vec![Finding::new("udp_blocked", Severity::Error, "s", "f")]);

@@ -10,11 +10,20 @@
 //!   `--fail-credentials`, the plugin's 403 for a missing `TURNStaticAuthSecret`
 //!   (`api.go:464-467`, body shaped by `server/audit.go:14-38`).
 //!
-//! Requests without `Authorization: Bearer TOKEN` get Mattermost's 401.
+//! - `GET /api/v4/config` (with `--admin-token` and `--calls-block`): Mattermost's
+//!   configuration with the Calls plugin's block. Mattermost's API reference, "Get
+//!   configuration" (api/v4/source/system.yaml, `GET /api/v4/config`): "Must have
+//!   `manage_system` permission"; 401 without a valid session or token, 403 with a token whose
+//!   user lacks the permission (here: `--token`, a plain user). Secret plugin settings come back
+//!   as `model.FakeSetting` (`PluginSettings.Sanitize`, for plugin.json's `"secret": true`:
+//!   `ICEServersConfigs`, `TURNStaticAuthSecret`).
+//!
+//! Requests without `Authorization: Bearer TOKEN` (or the admin token) get Mattermost's 401.
 //!
 //! ```text
 //! mm-standin --listen IP:PORT --token T --secret S [--user NAME] [--minutes N | --expired]
 //!            [--fail-credentials] --turn URL [--turn URL…]
+//!            [--admin-token A --calls-block JSON]
 //! ```
 //! Prints `mm-standin ready IP:PORT` on stdout once listening.
 //!
@@ -35,6 +44,9 @@ struct Opts {
     fail_credentials: bool,
     turn: Vec<String>,
     connect_proxy: bool,
+    admin_token: String,
+    /// The Calls plugin's block of config.json, as JSON text.
+    calls_block: Option<String>,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -47,6 +59,8 @@ fn parse() -> Result<Opts, String> {
         fail_credentials: false,
         turn: vec![],
         connect_proxy: false,
+        admin_token: String::new(),
+        calls_block: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -62,6 +76,13 @@ fn parse() -> Result<Opts, String> {
             "--fail-credentials" => o.fail_credentials = true,
             "--turn" => o.turn.push(val()?),
             "--connect-proxy" => o.connect_proxy = true,
+            "--admin-token" => o.admin_token = val()?,
+            "--calls-block" => {
+                let b = val()?;
+                serde_json::from_str::<serde_json::Value>(&b)
+                    .map_err(|e| format!("--calls-block is not JSON: {e}"))?;
+                o.calls_block = Some(b);
+            }
             other => return Err(format!("unknown argument {other}")),
         }
     }
@@ -128,12 +149,16 @@ fn handle(mut s: TcpStream, o: &Opts) {
         .nth(1)
         .unwrap_or_default()
         .to_string();
-    let authorized = lines.any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.eq_ignore_ascii_case("authorization") && v.trim() == format!("Bearer {}", o.token)
+    let bearer = lines
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+                .map(|(_, v)| v.trim().to_string())
         })
-    });
-    eprintln!("mm-standin: {request_line} authorized={authorized}");
+        .unwrap_or_default();
+    let admin = !o.admin_token.is_empty() && bearer == format!("Bearer {}", o.admin_token);
+    let authorized = admin || (!o.token.is_empty() && bearer == format!("Bearer {}", o.token));
+    eprintln!("mm-standin: {request_line} authorized={authorized} admin={admin}");
     if !authorized {
         // What Mattermost answers a request without a valid session or token.
         respond(
@@ -144,6 +169,12 @@ fn handle(mut s: TcpStream, o: &Opts) {
         return;
     }
     match path.as_str() {
+        "/api/v4/config" if !admin => respond(
+            &mut s,
+            "403 Forbidden",
+            r#"{"id":"api.context.permissions.app_error","message":"You do not have the appropriate permissions.","detailed_error":"","request_id":"standin","status_code":403}"#,
+        ),
+        "/api/v4/config" => respond(&mut s, "200 OK", &config_body(o)),
         "/plugins/com.mattermost.calls/config" => {
             let body = serde_json::json!({
                 "AllowEnableCalls": true,
@@ -178,6 +209,29 @@ fn handle(mut s: TcpStream, o: &Opts) {
             r#"{"message":"not found","status_code":404}"#,
         ),
     }
+}
+
+/// Mattermost's configuration as `GET /api/v4/config` returns it to a system admin: the Calls
+/// plugin's block with its secret settings replaced by `model.FakeSetting`.
+fn config_body(o: &Opts) -> String {
+    const FAKE_SETTING: &str = "********************************";
+    let mut block: serde_json::Value = o
+        .calls_block
+        .as_deref()
+        .and_then(|b| serde_json::from_str(b).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    if let Some(m) = block.as_object_mut() {
+        for (k, v) in m.iter_mut() {
+            if ["iceserversconfigs", "turnstaticauthsecret"].contains(&k.to_lowercase().as_str()) {
+                *v = serde_json::Value::from(FAKE_SETTING);
+            }
+        }
+    }
+    serde_json::json!({
+        "ServiceSettings": {"SiteURL": "http://mattermost.example.com"},
+        "PluginSettings": {"Enable": true, "Plugins": {"com.mattermost.calls": block}},
+    })
+    .to_string()
 }
 
 /// One CONNECT tunnel: read the request head, dial, answer 200, splice both ways.

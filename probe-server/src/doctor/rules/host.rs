@@ -39,6 +39,61 @@ pub fn ports(p: &PortFacts, where_: &str, out: &mut Judged) {
     tcp_port(p, out);
 }
 
+/// `udp_port` and `tcp_port` on a Mattermost host without RTCD: the Calls plugin's process
+/// (mattermost-plugin-calls server/activate.go:170-199) holds the ICE ports.
+pub fn plugin_ports(p: &PortFacts, out: &mut Judged) {
+    let ice_udp = p.ice_udp;
+    if let Some(e) = &p.udp_error {
+        return out.skipped("udp_port", e);
+    }
+    if p.udp.is_empty() {
+        out.check(
+            "udp_port",
+            Status::Fail,
+            format!("nothing listens on UDP {ice_udp}"),
+        );
+        out.finding(
+            FindingId::RtcdNotListening,
+            Severity::Error,
+            format!(
+                "nothing listens on UDP port {ice_udp} (the Calls plugin's \"RTC Server Port (UDP)\") on this host: \
+                 the plugin is disabled, failed to start, or sends calls to RTCD (RTCD service URL)"
+            ),
+            "check System Console › Plugins › Plugin Management (Calls: running?) and Mattermost's log \
+             (mattermost.log, lines with \"plugin_id\":\"com.mattermost.calls\") for why its RTC server did not start",
+        );
+        return;
+    }
+    let mut status = Status::Pass;
+    if let Some(o) = &p.udp_holders.main {
+        if !(crate::rtcd_env::MATTERMOST.says)(&o.process) {
+            status = Status::Warn;
+            out.finding(
+                FindingId::RtcdPortOtherProcess,
+                Severity::Warning,
+                format!(
+                    "UDP port {ice_udp} is held by {} (pid {}), not by the Calls plugin (mattermost or its \
+                     plugin-linux-* process)",
+                    o.process, o.pid
+                ),
+                format!(
+                    "stop that process (an RTCD, a probe-server or nc test left running?) with `kill {}`, then disable \
+                     and re-enable the Calls plugin so its RTC server can bind the port",
+                    o.pid
+                ),
+            );
+        }
+    }
+    let detail = format!(
+        "UDP {ice_udp} on {}: {} socket(s) held by {}",
+        addresses(&p.udp),
+        p.udp.len(),
+        held_by(&p.udp_holders, p.scan_complete)
+    );
+    out.check("udp_port", status, detail);
+    tcp_port(p, out);
+}
+
 fn udp_port(p: &PortFacts, where_: &str, out: &mut Judged) {
     let ice_udp = p.ice_udp;
     if let Some(e) = &p.udp_error {
@@ -62,7 +117,22 @@ fn udp_port(p: &PortFacts, where_: &str, out: &mut Judged) {
     }
     let mut status = Status::Pass;
     if let Some(o) = &p.udp_holders.main {
-        if !o.process.to_lowercase().contains("rtcd") {
+        if (crate::rtcd_env::MATTERMOST.says)(&o.process) {
+            // Not "another process": the Calls plugin runs rtcd's media server itself
+            // (plugin server/activate.go:170-199); killing it would stop every call.
+            out.finding(
+                FindingId::CallsPluginHoldsPort,
+                Severity::Info,
+                format!(
+                    "UDP port {ice_udp} is held by {} (pid {}), the Calls plugin's integrated RTC server: this host \
+                     runs calls without RTCD",
+                    o.process, o.pid
+                ),
+                "check what it advertises with `probe-server --calls-config /opt/mattermost/config/config.json` \
+                 (Mattermost's config.json) and test it from users' networks with probe-client; RTCD's API and \
+                 config checks here do not apply to it",
+            );
+        } else if !o.process.to_lowercase().contains("rtcd") {
             status = Status::Warn;
             out.finding(
                 FindingId::RtcdPortOtherProcess,

@@ -14,7 +14,7 @@ use super::{advertise, logs, Done, RulesChoice};
 mod host;
 mod services;
 
-pub use host::{cpu, ports, socket_buffers, udp_drops};
+pub use host::{cpu, plugin_ports, ports, socket_buffers, udp_drops};
 pub use services::{api, firewall, log_findings};
 
 /// Checks and findings as the rules add them.
@@ -55,11 +55,25 @@ impl Judged {
 /// Every rule over the facts, in the report's order, and the report.
 pub fn judge(facts: HostFacts) -> Done {
     let mut out = Judged::default();
-    ports(&facts.ports, &facts.setup.where_, &mut out);
+    let plugin = !facts.setup.deployment.is_rtcd();
+    if plugin {
+        plugin_ports(&facts.ports, &mut out);
+    } else {
+        ports(&facts.ports, &facts.setup.where_, &mut out);
+    }
     let small = socket_buffers(&facts.buffers, &mut out);
     udp_drops(&facts.drops, &small, &mut out);
     cpu(&facts.cpu, &mut out);
-    let (version, version_json) = api(&facts.api, &mut out);
+    let (version, version_json) = if plugin {
+        // activate.go:170-199: rtc runs inside the plugin; there is no RTCD API to ask.
+        out.skipped(
+            "api_version",
+            "the Calls plugin's integrated RTC server has no RTCD API",
+        );
+        (None, None)
+    } else {
+        api(&facts.api, &mut out)
+    };
     firewall(&facts.firewall, &mut out);
     environment(&facts.setup, &mut out);
     let (stun_now, rules) = advertised(facts.advertise.as_ref(), &mut out);
@@ -157,9 +171,10 @@ pub fn log(
         LogFacts::Late => out.late("logs"),
         LogFacts::Failed(e) => out.skipped("logs", e),
         LogFacts::Read(scan) => {
-            let restart = match &setup.env.unit {
-                Some(u) => format!("`systemctl restart {u}`"),
-                None => "`systemctl restart rtcd`, or restart its container".to_string(),
+            let restart = match (&setup.env.unit, setup.deployment.is_rtcd()) {
+                (_, false) => "disable and re-enable the Calls plugin in System Console › Plugins › Plugin Management".to_string(),
+                (Some(u), true) => format!("`systemctl restart {u}`"),
+                (None, true) => "`systemctl restart rtcd`, or restart its container".to_string(),
             };
             let stun = logs::stun_at_start(&scan.stun, stun_now, &setup.where_, &restart);
             log_findings(scan, stun, out);

@@ -119,6 +119,33 @@ fn ports_held_by_rtcd_pass() {
     );
 }
 
+/// On a Mattermost host without RTCD the plugin's process holds the port: never "kill it".
+#[test]
+fn ports_held_by_the_calls_plugin_are_not_another_process() {
+    for name in ["plugin-linux-am", "mattermost"] {
+        let mut out = Judged::default();
+        ports(
+            &ports_facts(Some(owner(4242, name))),
+            "config.toml",
+            &mut out,
+        );
+        let ids: Vec<&str> = out.findings.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["calls_plugin_holds_port"], "{name}");
+        assert_eq!(out.findings[0].severity, Severity::Info);
+        assert!(
+            out.findings[0].fix.contains("--calls-config"),
+            "{:?}",
+            out.findings[0]
+        );
+        assert!(
+            !out.findings[0].fix.contains("kill"),
+            "{:?}",
+            out.findings[0]
+        );
+        assert_eq!(statuses(&out)[0], st("udp_port", Status::Pass));
+    }
+}
+
 #[test]
 fn ports_held_by_another_process_or_nobody_visible() {
     let mut out = Judged::default();
@@ -571,6 +598,7 @@ fn setup(source: Source, pid: Option<u32>) -> Setup {
         config_source: "/opt/rtcd/config.toml".into(),
         where_: "/opt/rtcd/config.toml".into(),
         env: RtcdEnv {
+            target: &crate::rtcd_env::RTCD,
             source,
             vars: Default::default(),
             notes: Vec::new(),
@@ -579,6 +607,7 @@ fn setup(source: Source, pid: Option<u32>) -> Setup {
             ignored_own: Vec::new(),
         },
         env_error: None,
+        deployment: probe_proto::calls::Deployment::Rtcd,
     }
 }
 

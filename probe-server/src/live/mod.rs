@@ -1,0 +1,299 @@
+//! `probe-server live`: tests RTCD's own port while RTCD runs (issue 12). Linux only: raw
+//! sockets (CAP_NET_RAW) tap copies of what reaches RTCD's port and answer from that port,
+//! which is never bound. What RTCD itself does with each live packet (nothing but a Trace line
+//! for UDP, one Warn per TCP probe) is documented in `probe_proto::live`.
+//!
+//! # Containers
+//! RTCD in Docker or Kubernetes receives its packets in its own network namespace, where a tap
+//! on the host sees nothing. `--rtcd-pid PID` enters that namespace (setns, as root) before any
+//! socket is opened and reads RTCD's `RTCD_*` variables from `/proc/PID/environ`:
+//! - Docker: `sudo probe-server live --rtcd-pid "$(docker inspect -f '{{.State.Pid}}' rtcd)"`
+//!   (with `--network host` RTCD shares the host's namespace and no pid is needed).
+//! - Kubernetes: run it in RTCD's pod, which shares one network namespace: an ephemeral debug
+//!   container with NET_RAW (`kubectl debug -it POD --image=… --profile=netadmin`), or on the
+//!   node with the pid of RTCD's container (`crictl inspect --output go-template
+//!   --template '{{.info.pid}}' CONTAINER`).
+
+mod config;
+mod tap;
+
+use probe_proto::live::bpf::Proto;
+use probe_proto::live::{Event, Limits, Responder};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tap::{Sender, Tap};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LiveArgs {
+    /// RTCD's TOML configuration (its ICE ports and what it advertises); RTCD's RTCD_* environment applies too.
+    #[arg(long, env = "PROBE_SERVER_RTCD_CONFIG")]
+    pub rtcd_config: Option<PathBuf>,
+    /// RTCD's process id: enter its network namespace (Docker, Kubernetes) and read its environment.
+    #[arg(long, value_name = "PID")]
+    pub rtcd_pid: Option<u32>,
+    /// Same as RTCD's rtc.ice_host_override (wins over the file and the environment).
+    #[arg(long, env = "PROBE_SERVER_ICE_HOST_OVERRIDE")]
+    pub ice_host_override: Option<String>,
+    /// Access token: clients must prove they hold it (--token on probe-client).
+    #[arg(
+        long,
+        env = "PROBE_SERVER_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
+    pub token: Option<String>,
+    /// Read the access token from this file (first line).
+    #[arg(long, env = "PROBE_SERVER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Live replies per second in total, so RTCD's host is never loaded by the probe.
+    #[arg(long, env = "PROBE_SERVER_LIVE_MAX_PPS", default_value_t = 2000)]
+    pub max_pps: u32,
+    /// Live replies per second to one source address (IPv6: one /64).
+    #[arg(long, env = "PROBE_SERVER_LIVE_SOURCE_PPS", default_value_t = 500)]
+    pub source_pps: u32,
+    /// The RTCD version whose ICE rules to follow (default: pion/ice 4.2, RTCD 1.2.5 and newer).
+    #[arg(long = "rtcd-version", env = "PROBE_RTCD_VERSION", value_name = "VERSION",
+          value_parser = probe_proto::rtcd::PionRules::for_rtcd_version)]
+    pub rtcd_version: Option<probe_proto::rtcd::PionRules>,
+    /// One JSON object per line for each event instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: LiveArgs) -> i32 {
+    // First, before any thread or socket exists: a namespace is per thread.
+    if let Some(pid) = args.rtcd_pid {
+        if let Err(e) = tap::enter_netns(pid) {
+            return crate::fail(format!(
+                "cannot enter the network namespace of pid {pid} (/proc/{pid}/ns/net): {e}; \
+                 give RTCD's pid and run as root"
+            ));
+        }
+    }
+    let token = match read_token(&args) {
+        Ok(t) => t,
+        Err(msg) => return crate::fail(msg),
+    };
+    let cfg = match config::load(&args) {
+        Ok(c) => c,
+        Err(msg) => return crate::fail(msg),
+    };
+    let (hello, adv) = match config::hello(&cfg, args.rtcd_version.unwrap_or_default()) {
+        Ok(h) => h,
+        Err(msg) => return crate::fail(msg),
+    };
+    let (udp_port, tcp_port) = (hello.rtcd_port_udp, hello.rtcd_port_tcp);
+    let taps = match open_taps(udp_port, tcp_port) {
+        Ok(t) => t,
+        Err(msg) => return crate::fail(msg),
+    };
+    let sender = match Sender::open() {
+        Ok(s) => s,
+        Err(e) => {
+            return crate::fail(format!(
+                "cannot open a raw socket to answer: {e}; run as root or with CAP_NET_RAW"
+            ))
+        }
+    };
+    crate::ice::log_advertised(&cfg, &adv, udp_port);
+    let limits = Limits {
+        total_pps: args.max_pps.max(1),
+        per_source_pps: args.source_pps.max(1),
+        ..Limits::default()
+    };
+    let key = token.as_deref().map(probe_proto::auth::token_key);
+    let started = Instant::now();
+    let mut r = Responder::new(key, limits, hello.clone(), 0);
+    let adv_list: Vec<String> = hello
+        .candidates
+        .iter()
+        .map(|c| {
+            format!(
+                "{}/{:?}",
+                std::net::SocketAddr::new(c.address, c.port),
+                c.protocol
+            )
+            .to_lowercase()
+        })
+        .collect();
+    announce(&args, udp_port, tcp_port, &adv_list, limits.total_pps);
+    serve(&args, &taps, &sender, &mut r, started)
+}
+
+fn announce(args: &LiveArgs, udp: u16, tcp: u16, adv: &[String], pps: u32) {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "start", "udp_port": udp, "tcp_port": tcp, "advertised": adv, "max_pps": pps})
+        );
+    } else {
+        println!(
+            "live: tapping UDP {udp} and TCP {tcp} (RTCD's ports, never bound); RTCD advertises {}; at most {pps} replies/s",
+            if adv.is_empty() { "nothing".to_string() } else { adv.join(", ") }
+        );
+    }
+}
+
+fn read_token(args: &LiveArgs) -> Result<Option<String>, String> {
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.trim().to_string()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| {
+                    format!(
+                        "cannot read the token file {}: {e}; check the path and its permissions",
+                        path.display()
+                    )
+                })?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    if token.as_deref() == Some("") {
+        return Err("the access token is empty; give a non-empty --token or token file".into());
+    }
+    Ok(token)
+}
+
+/// The taps: IPv4 TCP and UDP are required; IPv6 ones are opened when the host has IPv6.
+fn open_taps(udp: u16, tcp: u16) -> Result<Vec<Tap>, String> {
+    let mut taps = Vec::new();
+    // TCP first: the loop drains taps in this order, so a TCP probe and the UDP query about it
+    // that wake the loop together are recorded before they are answered.
+    for (proto, port) in [(Proto::Tcp, tcp), (Proto::Udp, udp)] {
+        let t = Tap::open(proto, false, &[port]).map_err(|e| {
+            format!("cannot open a raw {proto:?} socket: {e}; run as root or with CAP_NET_RAW (the live systemd unit grants it)")
+        })?;
+        taps.push(t);
+        match Tap::open(proto, true, &[port]) {
+            Ok(t) => taps.push(t),
+            Err(e) => tracing::info!("no IPv6 {proto:?} tap: {e}"),
+        }
+    }
+    Ok(taps)
+}
+
+fn now_us(started: Instant) -> u64 {
+    started.elapsed().as_micros() as u64
+}
+
+/// The loop: wait for the taps (bounded, so idle nonces are reported on time), answer, report.
+fn serve(
+    args: &LiveArgs,
+    taps: &[Tap],
+    sender: &Sender,
+    r: &mut Responder,
+    started: Instant,
+) -> i32 {
+    let mut fds: Vec<libc::pollfd> = taps
+        .iter()
+        .map(|t| libc::pollfd {
+            fd: t.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let mut buf = vec![0u8; 65_536];
+    let mut next_poll = Duration::ZERO;
+    loop {
+        // SAFETY: fds is a valid array of pollfd of the given length.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 250) };
+        if n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return crate::fail(format!(
+                "poll on the tap failed: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        for (i, t) in taps.iter().enumerate() {
+            if fds[i].revents & libc::POLLIN != 0 {
+                drain(t, &mut buf, sender, r, started);
+            }
+        }
+        if started.elapsed() >= next_poll {
+            r.poll(now_us(started));
+            next_poll = started.elapsed() + Duration::from_millis(500);
+        }
+        for e in r.take_events() {
+            print_event(args.json, &e);
+        }
+    }
+}
+
+/// Reads what is queued (bounded per round so one tap cannot starve the other).
+fn drain(t: &Tap, buf: &mut [u8], sender: &Sender, r: &mut Responder, started: Instant) {
+    for _ in 0..512 {
+        let pkt = match t.recv(buf) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(_) => return,
+        };
+        let now = now_us(started);
+        if t.is_tcp() {
+            r.on_tcp(pkt.from, pkt.to, &pkt.payload, now);
+        } else if let Some(reply) = r.on_udp(pkt.from, pkt.to, &pkt.payload, now) {
+            if let Err(e) = sender.send(pkt.to, pkt.from, &reply) {
+                tracing::debug!("live reply to {} not sent: {e}", pkt.from);
+            }
+        }
+    }
+}
+
+/// The server-side verdict for a TCP probe: the client sends its UDP hello first, so no UDP
+/// from that address means UDP to RTCD's port is blocked on the way (what the client, which
+/// only sees silence, cannot tell apart from "no probe-server live here").
+fn tcp_udp_note(udp_seen: Option<bool>, from: std::net::IpAddr) -> String {
+    match udp_seen {
+        Some(true) => String::new(),
+        Some(false) => format!(
+            "; no live UDP from {from} arrived: UDP to this port is blocked on the way ({})",
+            probe_proto::catalog::FindingId::UdpBlocked
+        ),
+        None => "; whether its UDP arrived is unknown (table full)".to_string(),
+    }
+}
+
+fn print_event(json: bool, e: &Event) {
+    use serde_json::json;
+    let (j, text) = match e {
+        Event::Hello { from, arrived_at } => (
+            json!({"event": "hello", "from": from.to_string(), "arrived_at": arrived_at.to_string()}),
+            format!("hello from {from} (arrived at {arrived_at})"),
+        ),
+        Event::TcpProbe {
+            nonce,
+            from,
+            arrived_at,
+            udp_seen,
+        } => (
+            json!({"event": "tcp", "nonce": format!("{nonce:016x}"), "from": from.to_string(),
+                   "arrived_at": arrived_at.to_string(), "udp_seen": udp_seen}),
+            format!(
+                "tcp  {nonce:016x} from {from}: segment reached {arrived_at} (RTCD's host){}",
+                tcp_udp_note(*udp_seen, from.ip())
+            ),
+        ),
+        Event::EchoDone(s) => (
+            json!({"event": "udp", "nonce": format!("{:016x}", s.nonce), "from": s.from.to_string(),
+                   "arrived_at": s.arrived_at.to_string(), "received": s.rx, "answered": s.tx,
+                   "duration_ms": s.last_us.saturating_sub(s.first_us) / 1000}),
+            format!(
+                "udp  {:016x} from {}: {} datagrams reached {}, {} answered, over {:.1} s",
+                s.nonce,
+                s.from,
+                s.rx,
+                s.arrived_at,
+                s.tx,
+                s.last_us.saturating_sub(s.first_us) as f64 / 1e6
+            ),
+        ),
+    };
+    if json {
+        println!("{j}");
+    } else {
+        println!("{text}");
+    }
+}
