@@ -66,6 +66,10 @@ pub struct ProbeArgs {
     /// Print one JSON object (schema 1) instead of the human report.
     #[arg(long)]
     pub json: bool,
+    /// Quiet-period test: halfway through the UDP echo, send nothing for this many seconds, then
+    /// resume; finds NAT/firewall UDP mappings shorter than that (udp_mapping_short).
+    #[arg(long, value_name = "SECONDS", conflicts_with = "no_udp", value_parser = clap::value_parser!(u16).range(2..=100))]
+    pub quiet_test: Option<u16>,
     /// Skip the UDP tests.
     #[arg(long)]
     pub no_udp: bool,

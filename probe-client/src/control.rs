@@ -232,11 +232,17 @@ pub async fn read_frame(rd: &mut OwnedReadHalf, dec: &mut Decoder) -> Result<Vec
     }
 }
 
-/// A Binding request padded so its answer is never larger; with a token it proves it holds it.
+/// A Binding request padded so its answer is never larger; with a token it proves it holds it,
+/// and carries this computer's clock so a captured copy goes stale (the server's window is
+/// the hello's).
 pub fn stun_request(tid: [u8; 12], token: Option<&[u8; 32]>) -> Vec<u8> {
     match token {
         Some(key) => {
-            stun::binding_request(tid, Some(probe_proto::auth::STUN_USERNAME), Some(key), 128)
+            let now_s = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let user = probe_proto::auth::stun_username(now_s);
+            stun::binding_request(tid, Some(&user), Some(key), 128)
         }
         None => stun::binding_request(tid, None, None, 64),
     }
@@ -320,9 +326,14 @@ mod tests {
         assert!(plain.len() >= 64 && signed.len() >= 128);
         let m = stun::decode(&signed).expect("a STUN message");
         assert_eq!(m.tid, [2; 12]);
-        assert_eq!(
-            m.username.as_deref(),
-            Some(probe_proto::auth::STUN_USERNAME)
+        let signed_at = m
+            .username
+            .as_deref()
+            .and_then(probe_proto::auth::stun_username_time);
+        assert!(
+            signed_at.is_some_and(|s| s > 1_600_000_000),
+            "{:?}",
+            m.username
         );
         assert_ne!(rand_bytes::<16>(), rand_bytes::<16>());
     }

@@ -149,6 +149,8 @@ pub struct EchoSession<'a> {
     pub schedule: &'a Schedule,
     pub clock: Clock,
     pub progress: &'a Progress,
+    /// `--quiet-test`: nothing is sent for `.1` µs from `.0` µs into the phase.
+    pub quiet: Option<(u64, u64)>,
 }
 
 /// STUN retransmission times (RFC 8489 §6.2.1 with a 250 ms RTO, shortened so that a blocked
@@ -222,6 +224,9 @@ trait Wire {
 async fn drive<W: Wire>(wire: &mut W, s: &EchoSession<'_>) -> EchoOutcome {
     let (clock, label) = (s.clock, W::LABEL);
     let mut core = EchoCore::new(s.id, s.key.clone(), s.schedule.clone(), clock.us());
+    if let Some((after, len)) = s.quiet {
+        core = core.with_quiet(after, len);
+    }
     let mut timer = SendTimer::new();
     loop {
         match wire.send_due(&mut core, clock).await {
@@ -371,6 +376,7 @@ mod tests {
             schedule,
             clock: Clock(Instant::now()),
             progress,
+            quiet: None,
         })
         .await
     }

@@ -17,6 +17,7 @@ use probe_proto::client::{
 };
 use probe_proto::echo::SessionKey;
 use probe_proto::msg::{Control, Counters, IceOffer, Welcome};
+use probe_proto::path::ServerSample;
 use probe_proto::report::{IceReport, Report};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,6 +27,12 @@ const TCP_CONNECT: Duration = Duration::from_secs(2);
 const TCP_STUN: Duration = Duration::from_millis(1500);
 const QUIC_CONNECT: Duration = Duration::from_secs(3);
 const CONTROL_ANSWER: Duration = Duration::from_secs(3);
+/// How often the server's counters are polled during a long or quiet UDP echo: they tell
+/// which way a cut flow died, and the polls keep the session alive (probe-server frees a
+/// session after 15 s without traffic by default, `--idle-timeout`).
+const COUNTER_POLL: Duration = Duration::from_secs(5);
+/// Echo phases this long poll the counters (the cut check's minimum run).
+const LONG_RUN: Duration = Duration::from_micros(probe_proto::path::cut::MIN_RUN_US);
 
 /// The control channel that came up, if any.
 pub enum Ctl {
@@ -108,6 +115,7 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
         token,
         site: site.clone(),
         schedule: schedule::from_args(args),
+        quiet: args.quiet_test.map(|q| quiet_window(args.duration, q)),
         clock: Clock(t0),
         progress,
         udp_sock: None,
@@ -165,6 +173,8 @@ struct Io {
     token: Option<[u8; 32]>,
     site: String,
     schedule: Schedule,
+    /// `--quiet-test`: (start, length) in µs into the UDP echo.
+    quiet: Option<(u64, u64)>,
     clock: Clock,
     progress: Progress,
     /// The reachability probe's UDP socket, kept for the UDP echo.
@@ -279,7 +289,11 @@ impl Io {
             }
         }
         let version = env!("CARGO_PKG_VERSION");
-        let hello = core::hello(version, &self.site, &self.schedule, wall_ms(), rand_bytes());
+        // The server sizes the session's lifetime from the planned duration: the quiet
+        // period is part of it.
+        let mut planned = self.schedule.clone();
+        planned.duration += Duration::from_micros(self.quiet.map_or(0, |q| q.1));
+        let hello = core::hello(version, &self.site, &planned, wall_ms(), rand_bytes());
         match self.ctl.request(&hello).await {
             Ok(Control::Welcome(w)) => HelloOutcome::Welcome(Box::new(w)),
             Ok(Control::Refused(r)) => HelloOutcome::Refused(r),
@@ -294,16 +308,44 @@ impl Io {
         }
     }
 
+    /// The UDP echo; a long or quiet one polls the server's counters beside it, and a quiet
+    /// one asks STUN again afterwards for the public address the server sees now.
     async fn udp_echo(&mut self, w: &Welcome) -> Option<EchoOutcome> {
         let key = SessionKey::new(&w.key);
-        let sock = self.udp_sock.as_ref()?;
-        Some(
-            echo::udp_echo(
-                sock,
-                &echo_session(w, &key, &self.schedule, self.clock, &self.progress),
-            )
-            .await,
-        )
+        let Io {
+            udp_sock,
+            ctl,
+            schedule,
+            quiet,
+            clock,
+            progress,
+            token,
+            ..
+        } = self;
+        let sock = udp_sock.as_ref()?;
+        let mut session = echo_session(w, &key, schedule, *clock, progress);
+        session.quiet = *quiet;
+        let poll = quiet.is_some() || schedule.duration >= LONG_RUN;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let echo = async {
+            let o = echo::udp_echo(sock, &session).await;
+            let _ = done_tx.send(());
+            o
+        };
+        let polls = async {
+            if poll {
+                poll_counters(ctl, w.session_id, *clock, done_rx).await
+            } else {
+                Vec::new()
+            }
+        };
+        let (mut o, samples) = tokio::join!(echo, polls);
+        o.server_samples = samples;
+        if quiet.is_some() {
+            progress.show("asking STUN for the public address after the quiet period");
+            o.mapped_after = echo::udp_stun(sock, token.as_ref()).await.map(|a| a.mapped);
+        }
+        Some(o)
     }
 
     async fn tcp_echo_and_ice(
@@ -367,6 +409,39 @@ impl Io {
     }
 }
 
+/// The quiet period of `--quiet-test SECONDS`: halfway through the sending time, so the path
+/// is measured on both sides of it.
+fn quiet_window(duration_s: f64, quiet_s: u16) -> (u64, u64) {
+    (
+        (duration_s * 500_000.0) as u64,
+        u64::from(quiet_s) * 1_000_000,
+    )
+}
+
+/// Polls the server's counters every [`COUNTER_POLL`] until `done` fires.
+async fn poll_counters(
+    ctl: &mut Ctl,
+    session_id: u64,
+    clock: Clock,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) -> Vec<ServerSample> {
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut done => return out,
+            _ = tokio::time::sleep(COUNTER_POLL) => {}
+        }
+        match ctl.request(&core::finish(session_id)).await {
+            Ok(Control::Counters(c)) => out.push(ServerSample {
+                at_us: clock.us(),
+                rx: c.udp_rx,
+                tx: c.udp_tx,
+            }),
+            other => tracing::info!("counter poll unanswered: {other:?}"),
+        }
+    }
+}
+
 fn echo_session<'a>(
     w: &Welcome,
     key: &'a SessionKey,
@@ -380,6 +455,7 @@ fn echo_session<'a>(
         schedule,
         clock,
         progress,
+        quiet: None,
     }
 }
 

@@ -13,6 +13,21 @@ use ring::hmac;
 pub const STUN_USERNAME: &str = "calls-probe";
 pub const CONTROL_MAC_LEN: usize = 16;
 
+/// USERNAME of a signed Binding: [`STUN_USERNAME`], a colon and the sender's wall clock in
+/// seconds, covered by MESSAGE-INTEGRITY, so a captured Binding stops being answered once its
+/// time is out of the server's window.
+pub fn stun_username(wall_s: u64) -> String {
+    format!("{STUN_USERNAME}:{wall_s}")
+}
+
+/// The time in a signed Binding's USERNAME; `None` for any other USERNAME.
+pub fn stun_username_time(user: &str) -> Option<u64> {
+    user.strip_prefix(STUN_USERNAME)?
+        .strip_prefix(':')?
+        .parse()
+        .ok()
+}
+
 /// Derives the MAC key from the operator's secret (domain-separated, so the raw token is
 /// never a key of any single message type).
 pub fn token_key(token: &str) -> [u8; 32] {
@@ -56,5 +71,16 @@ mod tests {
         assert!(!control_mac_ok(&a, b"bodx", &mac));
         assert!(!control_mac_ok(&token_key("x"), b"body", &mac));
         assert!(!control_mac_ok(&a, b"body", &mac[..8]));
+    }
+
+    #[test]
+    fn signed_binding_usernames_carry_the_time() {
+        assert_eq!(
+            stun_username_time(&stun_username(1_700_000_000)),
+            Some(1_700_000_000)
+        );
+        assert_eq!(stun_username_time(STUN_USERNAME), None);
+        assert_eq!(stun_username_time("calls-probe:x"), None);
+        assert_eq!(stun_username_time("abcd:efgh"), None);
     }
 }

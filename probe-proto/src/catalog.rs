@@ -108,6 +108,18 @@ catalog! {
         "Media-shaped traffic is lost on the way, per direction.",
         "Find the lossy hop (Wi-Fi, VPN, saturated uplink) in the direction named.",
         "Guide: \"Check for packet drops\"";
+    PathCutAfter = "path_cut_after", Path, "error",
+        "Traffic flowed and then stopped for good mid-run, in the direction named (told apart from random loss: a tail of unanswered packets that the loss before it cannot explain): the call connects and drops after that many seconds.",
+        "Find the stateful firewall, IDS or NAT on the path that cuts long UDP flows (a flow time limit, a UDP flood or \"P2P\" rule, a session limit) and exempt RTCD's media port.",
+        "Calls plugin issues #220, #257, #379 (calls drop after ~15 s); the echo keeps a media-shaped flow on one 5-tuple as a call does";
+    UdpMappingShort = "udp_mapping_short", Path, "warning",
+        "After the quiet-period test (--quiet-test N: nothing sent for N s on the media 5-tuple), the NAT or firewall had forgotten the flow: the client came back on another public port, or no replies came back at all.",
+        "Raise the UDP mapping / session timeout of the NAT or firewall on this network to at least 2 minutes (RFC 4787 REQ-5; Linux: net.netfilter.nf_conntrack_udp_timeout and nf_conntrack_udp_timeout_stream).",
+        "RFC 4787 REQ-5 (UDP mapping timer ≥ 2 min); RFC 7675 §5.1 consent checks every ~5 s; pion/ice agent_config.go:21 keepalive 2 s, candidate_base.go:358 media from an unknown address discarded (v4.4.1)";
+    PathHeld = "path_held", Path, "info",
+        "The long-run checks found nothing wrong: the path passed media-shaped traffic both ways for the whole run, and (with --quiet-test) again after the quiet period from the same public address.",
+        "Nothing to fix.",
+        "—";
     HighLatency = "high_latency", Path, "warning (p95 ≥ 150 ms)",
         "Round-trip time high enough to be heard in a call.",
         "Use a closer RTCD or a path without the detour (VPN hairpin, proxy).",
@@ -173,6 +185,14 @@ catalog! {
         "The probe ran on another port than RTCD's, so the ICE checks tested that port.",
         "Run probe-server on RTCD's own port (RTCD stopped) for a check of RTCD's port.",
         "—";
+    HairpinFails = "hairpin_fails", Ice, "error",
+        "This client's public address is RTCD's advertised address (or in its /24): the client is behind the same NAT as RTCD, and ICE checks to that address do not come back because the NAT does not loop packets back to itself (no hairpinning).",
+        "Enable NAT loopback (hairpin NAT) for RTCD's port on the router; or, on a host with a second, inside-facing address, an EXTERNAL/LOCAL pairs override that maps only the outward-facing one (the other stays advertised as is); or a TURN server outside the NAT. Split-horizon DNS does not help: RTCD resolves a hostname override on its own host and advertises that one address to everyone.",
+        "RFC 4787 REQ-9 (hairpinning); rtcd service/rtc/utils.go:60-133 generateAddrsPairs, sfu.go:117-123 SetNAT1To1IPs (v1.2.6); pion/ice gather.go:204-205 unmapped host addresses kept (v4.4.1); plugin issue #119";
+    SameNatAsRtcd = "same_nat_as_rtcd", Ice, "info",
+        "This client's public address is RTCD's advertised address (or in its /24), and ICE checks to that address come back: a NAT the two share loops packets back (hairpinning works).",
+        "Nothing to fix; if a NAT is shared, keep its NAT loopback enabled.",
+        "RFC 4787 REQ-9 (hairpinning)";
     CallsViaRtcd = "calls_via_rtcd", Ice, "info",
         "The Calls plugin has an RTCD service URL: with a licence that allows RTCD, calls go to RTCD, not to the integrated RTC server tested here.",
         "Test RTCD instead (probe-server --rtcd-config on the RTCD host).",
@@ -190,6 +210,10 @@ catalog! {
         "The Calls plugin's integrated RTC server (in the Mattermost/plugin process) holds the ICE port: calls run without RTCD on this host.",
         "Read its settings with probe-server --calls-config (Mattermost's config.json) instead of RTCD's; RTCD's API and config checks do not apply.",
         "mattermost-plugin-calls server/activate.go:170-199 (eb708b4): rtc.NewServer + Start inside the plugin process";
+    CallsPluginNotRunning = "calls_plugin_not_running", Host, "error",
+        "Mattermost's API says the Calls plugin is not running (disabled, failed to start, or not installed): no call can start.",
+        "Enable it in System Console › Plugins › Plugin Management, and read Mattermost's log for why it failed.",
+        "Mattermost API GET /api/v4/plugins/statuses; server/public/model/plugin_status.go (PluginStateRunning = 2); plugin server/activate.go:98-200 returns an error (activation fails) when its RTC server cannot start";
     TcpFallbackOff = "tcp_fallback_off", Host, "info",
         "RTCD does not listen on TCP: no ICE-TCP fallback.",
         "Set ice_port_tcp (RTCD ≥ v0.11) and open it.",

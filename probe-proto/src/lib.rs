@@ -26,6 +26,7 @@ pub mod http;
 pub mod ice_verdict;
 pub mod live;
 pub mod msg;
+pub mod path;
 pub mod quic;
 pub mod ratelimit;
 pub mod report;

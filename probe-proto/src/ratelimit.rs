@@ -39,21 +39,20 @@ impl Bucket {
 
 /// Per-source buckets with a bounded table, so a spoofed-source flood can neither grow memory
 /// nor cost more than O(1) per packet. IPv6 sources are keyed by their /64, which one host
-/// or one customer usually holds whole. When the table is full, idle entries are swept out
-/// (at most every 100 ms, so the sweep is not paid per packet) and newcomers that find no room
-/// share one overflow bucket: a flood of fresh addresses competes with itself, while sources
-/// already in the table keep their own allowance.
+/// or one customer usually holds whole. When the table is full, a newcomer takes the place of
+/// an entry picked at random: no one can pin the table (a flood of fresh addresses only evicts
+/// entries, and an evicted source comes back with a fresh allowance), and there is no shared
+/// overflow bucket a flood could drain for everyone.
 #[derive(Debug)]
 pub struct PerSource {
     rate: f64,
     burst: f64,
     cap: usize,
-    table: HashMap<IpAddr, Bucket>,
-    overflow: Bucket,
-    next_sweep_us: u64,
+    /// Key -> (its index in `keys`, its bucket); `keys` makes a random pick O(1).
+    table: HashMap<IpAddr, (usize, Bucket)>,
+    keys: Vec<IpAddr>,
+    rng: u64,
 }
-
-const SWEEP_EVERY_US: u64 = 100_000;
 
 /// The key a source is limited under: the address, or its /64 for IPv6.
 pub fn source_key(ip: IpAddr) -> IpAddr {
@@ -69,35 +68,50 @@ pub fn source_key(ip: IpAddr) -> IpAddr {
 
 impl PerSource {
     pub fn new(rate_per_s: f64, burst: f64, cap: usize) -> Self {
+        Self::with_seed(rate_per_s, burst, cap, 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// `seed`: from the shell's RNG, so an attacker cannot predict which entry goes next.
+    pub fn with_seed(rate_per_s: f64, burst: f64, cap: usize, seed: u64) -> Self {
         Self {
             rate: rate_per_s,
             burst,
-            cap,
+            cap: cap.max(1),
             table: HashMap::new(),
-            overflow: Bucket::new(rate_per_s, burst, 0),
-            next_sweep_us: 0,
+            keys: Vec::new(),
+            rng: seed | 1,
         }
     }
 
     pub fn allow(&mut self, ip: IpAddr, now_us: u64) -> bool {
         let key = source_key(ip);
-        if let Some(b) = self.table.get_mut(&key) {
+        if let Some((_, b)) = self.table.get_mut(&key) {
             return b.take(now_us);
         }
-        if self.table.len() >= self.cap && now_us >= self.next_sweep_us {
-            // An entry whose bucket has refilled completely carries no state worth keeping.
-            let full_after_us = (self.burst / self.rate * 1e6) as u64;
-            self.table
-                .retain(|_, b| now_us.saturating_sub(b.last_us) < full_after_us);
-            self.next_sweep_us = now_us + SWEEP_EVERY_US;
-        }
-        if self.table.len() >= self.cap {
-            return self.overflow.take(now_us);
+        if self.keys.len() >= self.cap {
+            self.evict_random();
         }
         let mut b = Bucket::new(self.rate, self.burst, now_us);
         let ok = b.take(now_us);
-        self.table.insert(key, b);
+        self.table.insert(key, (self.keys.len(), b));
+        self.keys.push(key);
         ok
+    }
+
+    fn evict_random(&mut self) {
+        // xorshift64*: cheap, and good enough to make the victim unpredictable.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let i = (r % self.keys.len() as u64) as usize;
+        let gone = self.keys.swap_remove(i);
+        self.table.remove(&gone);
+        if let Some(moved) = self.keys.get(i) {
+            if let Some(e) = self.table.get_mut(moved) {
+                e.0 = i;
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -125,21 +139,31 @@ mod tests {
     }
 
     #[test]
-    fn per_source_is_bounded() {
-        let mut p = PerSource::new(1.0, 2.0, 2);
-        let ip = |n: u8| IpAddr::from([198, 51, 100, n]);
-        assert!(p.allow(ip(1), 0));
-        assert!(p.allow(ip(2), 0));
-        // The table is full of active sources: newcomers share the overflow bucket (burst 2).
-        assert!(p.allow(ip(3), 0));
-        assert!(p.allow(ip(4), 0));
-        assert!(!p.allow(ip(5), 0), "the overflow bucket is empty");
-        assert_eq!(p.len(), 2);
-        // Known sources keep their own allowance whatever the newcomers do.
-        assert!(p.allow(ip(1), 0));
-        // After both refill (2 s), their entries can be evicted for a newcomer.
-        assert!(p.allow(ip(6), 3_000_000));
-        assert!(p.len() <= 2);
+    fn per_source_is_bounded_and_cannot_be_pinned() {
+        let mut p = PerSource::new(1.0, 2.0, 64);
+        let ip = |n: u32| IpAddr::from(std::net::Ipv4Addr::from(0xC633_0000u32 | n));
+        let victim = IpAddr::from([203, 0, 113, 9]);
+        // A flood of fresh sources, each refreshed before its bucket would refill: the table
+        // stays full and bounded, and every newcomer (the victim too) still gets its own
+        // allowance; there is no overflow bucket to drain.
+        for round in 0..10u64 {
+            for n in 0..1000 {
+                assert!(p.allow(ip(n), round * 100_000));
+            }
+            assert_eq!(p.len(), 64);
+        }
+        assert!(p.allow(victim, 1_000_000));
+        assert!(p.allow(victim, 1_000_000), "burst 2");
+        assert!(!p.allow(victim, 1_000_000), "then the rate");
+        // Known sources keep their own limit when no flood evicts them.
+        let mut q = PerSource::new(1.0, 1.0, 4);
+        assert!(q.allow(ip(1), 0));
+        assert!(!q.allow(ip(1), 0));
+        // Every index stays consistent through evictions.
+        for n in 0..200 {
+            q.allow(ip(n), 0);
+            assert!(q.keys.iter().enumerate().all(|(i, k)| q.table[k].0 == i));
+        }
     }
 
     #[test]

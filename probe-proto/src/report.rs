@@ -36,6 +36,9 @@ pub struct Finding {
     pub severity: Severity,
     pub summary: String,
     pub fix: String,
+    /// What the path checks measured (issue 13), on the finding they explain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<Box<crate::path::PathFacts>>,
 }
 
 impl Finding {
@@ -50,7 +53,14 @@ impl Finding {
             severity,
             summary: summary.into(),
             fix: fix.into(),
+            path: None,
         }
+    }
+
+    /// Attaches the path checks' measurements.
+    pub fn with_path(mut self, facts: crate::path::PathFacts) -> Self {
+        self.path = Some(Box::new(facts));
+        self
     }
 
     /// Whether this is the finding `id`.

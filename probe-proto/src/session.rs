@@ -20,9 +20,10 @@ pub struct Limits {
     pub min_interval_us: u32,
     pub max_packet: usize,
     pub idle_timeout_us: u64,
-    /// Reply packets per second for the whole server (STUN and echo together).
+    /// Reply packets per second for the whole server: a fifth for STUN Bindings, the rest kept
+    /// for the echo and ICE checks of live sessions, so a Binding flood cannot starve them.
     pub max_reply_pps: u32,
-    /// Per-source-address rate of unauthenticated packets (STUN, QUIC handshakes, TCP connects).
+    /// Per-source-address rate of unauthenticated UDP packets (STUN, QUIC before Retry).
     pub unauth_per_source_pps: u32,
     /// Source addresses tracked by the per-source limiter at once.
     pub tracked_sources: usize,
@@ -76,6 +77,13 @@ pub struct ServerStats {
     /// QUIC long headers of another version, or Initials that do not decrypt: dropped before
     /// quinn could answer them statelessly.
     pub drop_quic_invalid: u64,
+    /// Live-mode hellos (first bytes [`crate::live::packet::MAGIC`]) a probe-client sends
+    /// before its normal probe: not for this server, dropped silently.
+    pub ignored_live_hello: u64,
+    /// TCP or QUIC connections closed for serving no session within 10 s of their start.
+    pub conn_no_progress: u64,
+    /// Connections without a session closed to make room for a newcomer at the cap.
+    pub conn_displaced: u64,
 }
 
 impl ServerStats {
@@ -93,6 +101,7 @@ impl ServerStats {
             + self.drop_quic_queue
             + self.drop_wrong_peer
             + self.drop_quic_invalid
+            + self.ignored_live_hello
     }
 }
 
@@ -153,9 +162,21 @@ pub struct Core {
     token: Option<[u8; 32]>,
     /// Nonces of signed hellos seen lately, with when they may be forgotten (wall ms).
     hello_nonces: HashMap<[u8; 16], u64>,
+    /// Unauthenticated UDP (STUN, QUIC before Retry): sources here may be spoofed.
     unauth: PerSource,
+    /// TCP accepts and QUIC connections after Retry: sources proved they receive our packets,
+    /// so each has a table of its own that no spoofed datagram can touch.
+    tcp_accepts: PerSource,
+    quic_validated: PerSource,
     uploads: PerSource,
+    /// Echo and ICE replies of live sessions.
     replies: Bucket,
+    /// Replies to STUN Bindings, a budget of their own.
+    stun_replies: Bucket,
+    /// The shell's wall clock (ms since the epoch), for the freshness of signed Bindings.
+    wall_ms: u64,
+    /// Signed Binding transactions answered lately: (forget after, wall ms; answers so far).
+    signed_tids: HashMap<[u8; 12], (u64, u8)>,
     pub stats: ServerStats,
 }
 
@@ -163,6 +184,14 @@ pub struct Core {
 const HELLO_SKEW_MS: u64 = 10 * 60 * 1000;
 /// Signed hellos remembered at once (only token holders can add to this).
 const MAX_HELLO_NONCES: usize = 100_000;
+
+/// Answers one signed Binding transaction gets (the client retransmits a few times).
+const SIGNED_TID_ANSWERS: u8 = 8;
+/// Signed Binding transactions remembered at once (only token holders can add to this).
+const MAX_SIGNED_TIDS: usize = 100_000;
+/// Connections per second one verified source may open over TCP, or over QUIC after Retry.
+const VERIFIED_CONN_PER_S: f64 = 5.0;
+const VERIFIED_CONN_BURST: f64 = 20.0;
 
 /// Echo packets a session may send back to back (a video frame is 6 packets).
 const SESSION_BURST: f64 = 64.0;
@@ -175,16 +204,30 @@ impl Core {
     /// `token`: the key from [`auth::token_key`] when the operator set an access token.
     pub fn with_token(limits: Limits, token: Option<[u8; 32]>) -> Self {
         let pps = f64::from(limits.max_reply_pps);
+        let stun_pps = (pps / 5.0).max(1.0);
+        let echo_pps = (pps - stun_pps).max(1.0);
+        let verified = || {
+            PerSource::new(
+                VERIFIED_CONN_PER_S,
+                VERIFIED_CONN_BURST,
+                limits.tracked_sources,
+            )
+        };
         Self {
             unauth: PerSource::new(
                 f64::from(limits.unauth_per_source_pps),
                 f64::from(limits.unauth_per_source_pps) * 2.0,
                 limits.tracked_sources,
             ),
+            tcp_accepts: verified(),
+            quic_validated: verified(),
             // A report every 5 s per source on average, 12 at once: plenty for sites behind one
             // NAT, too little to fill a disk.
             uploads: PerSource::new(0.2, 12.0, 4096),
-            replies: Bucket::new(pps, pps / 10.0 + 1.0, 0),
+            replies: Bucket::new(echo_pps, echo_pps / 10.0 + 1.0, 0),
+            stun_replies: Bucket::new(stun_pps, stun_pps / 10.0 + 1.0, 0),
+            wall_ms: 0,
+            signed_tids: HashMap::new(),
             limits,
             sessions: HashMap::new(),
             by_ufrag: HashMap::new(),
@@ -198,13 +241,36 @@ impl Core {
         self.token.as_ref()
     }
 
-    /// Admits one unauthenticated packet or connection from `ip` (STUN, QUIC handshake, TCP connect).
+    /// Admits one unauthenticated datagram from `ip` (STUN, a QUIC Initial before Retry).
     pub fn admit_unauthenticated(&mut self, ip: IpAddr, now_us: u64) -> bool {
         let ok = self.unauth.allow(ip, now_us);
         if !ok {
             self.stats.drop_rate_limited += 1;
         }
         ok
+    }
+
+    /// Admits one accepted TCP connection from `ip` (a completed handshake: not spoofed).
+    pub fn admit_tcp(&mut self, ip: IpAddr, now_us: u64) -> bool {
+        let ok = self.tcp_accepts.allow(ip, now_us);
+        if !ok {
+            self.stats.drop_rate_limited += 1;
+        }
+        ok
+    }
+
+    /// Admits one QUIC connection from `ip` whose address a Retry validated.
+    pub fn admit_validated_quic(&mut self, ip: IpAddr, now_us: u64) -> bool {
+        let ok = self.quic_validated.allow(ip, now_us);
+        if !ok {
+            self.stats.drop_rate_limited += 1;
+        }
+        ok
+    }
+
+    /// The shell's wall clock in ms since the epoch; signed Bindings are judged against it.
+    pub fn set_wall_ms(&mut self, wall_ms: u64) {
+        self.wall_ms = wall_ms;
     }
 
     /// With a token, a signed hello must be recent and never seen before: a hello captured on
@@ -244,8 +310,8 @@ impl Core {
         self.uploads.allow(ip, now_us)
     }
 
-    fn reply_budget(&mut self, now_us: u64) -> bool {
-        let ok = self.replies.take(now_us);
+    fn stun_budget(&mut self, now_us: u64) -> bool {
+        let ok = self.stun_replies.take(now_us);
         if !ok {
             self.stats.drop_rate_limited += 1;
         }
@@ -423,7 +489,7 @@ impl Core {
         dead
     }
 
-    /// Answers a STUN message from `src`; returns the reply length written into `out`.
+    /// Answers a STUN message from `src` over UDP; returns the reply length written into `out`.
     pub fn on_stun(
         &mut self,
         now_us: u64,
@@ -431,27 +497,48 @@ impl Core {
         pkt: &[u8],
         out: &mut [u8],
     ) -> Option<usize> {
-        if !self.admit_unauthenticated(src.ip(), now_us) {
-            return None;
-        }
+        self.stun(now_us, src, pkt, out, true)
+    }
+
+    /// A STUN message in a TCP frame: the connection was admitted already (its own table), so
+    /// the spoofable per-source table of UDP is not consulted.
+    pub fn on_stun_tcp(
+        &mut self,
+        now_us: u64,
+        src: SocketAddr,
+        pkt: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
+        self.stun(now_us, src, pkt, out, false)
+    }
+
+    fn stun(
+        &mut self,
+        now_us: u64,
+        src: SocketAddr,
+        pkt: &[u8],
+        out: &mut [u8],
+        udp: bool,
+    ) -> Option<usize> {
+        // Decoded before the per-source table is touched: junk cannot fill it.
         let msg = match stun::decode(pkt) {
-            Ok(m) => m,
-            Err(_) => {
+            Ok(m) if m.class == stun::Class::Request && m.method == 0x001 => m,
+            _ => {
                 self.stats.drop_malformed += 1;
                 return None;
             }
         };
-        if msg.class != stun::Class::Request || msg.method != 0x001 {
-            self.stats.drop_malformed += 1;
+        if udp && !self.admit_unauthenticated(src.ip(), now_us) {
             return None;
         }
         self.stats.stun_requests += 1;
+        let signed_time = msg.username.as_deref().and_then(auth::stun_username_time);
         let reply = match (&msg.username, msg.has_integrity, self.token) {
-            (Some(user), true, _) if user != auth::STUN_USERNAME => {
-                self.ice_reply(src, pkt, &msg, user)?
+            (Some(user), true, _) if signed_time.is_none() && user != auth::STUN_USERNAME => {
+                return self.ice_reply(now_us, src, pkt, &msg, user, out);
             }
             (Some(_), true, Some(key)) => {
-                if !stun::check_integrity(pkt, &key) {
+                if !stun::check_integrity(pkt, &key) || !self.signed_fresh(signed_time, msg.tid) {
                     self.stats.drop_unauthenticated += 1;
                     return None;
                 }
@@ -471,7 +558,7 @@ impl Core {
                 stun::binding_response(msg.tid, src, None)
             }
         };
-        if !self.reply_budget(now_us) {
+        if !self.stun_budget(now_us) {
             return None;
         }
         let n = reply.len();
@@ -480,31 +567,73 @@ impl Core {
         Some(n)
     }
 
+    /// A signed Binding is answered only while its time is within the hello's clock window,
+    /// and each transaction at most [`SIGNED_TID_ANSWERS`] times: a captured one cannot be
+    /// replayed later, nor used as a reflector now.
+    fn signed_fresh(&mut self, signed_s: Option<u64>, tid: [u8; 12]) -> bool {
+        let Some(t_ms) = signed_s.map(|s| s.saturating_mul(1000)) else {
+            return false;
+        };
+        let wall = self.wall_ms;
+        if wall.abs_diff(t_ms) > HELLO_SKEW_MS {
+            return false;
+        }
+        if self.signed_tids.len() >= MAX_SIGNED_TIDS {
+            self.signed_tids.retain(|_, (until, _)| *until > wall);
+        }
+        if self.signed_tids.len() >= MAX_SIGNED_TIDS && !self.signed_tids.contains_key(&tid) {
+            return false;
+        }
+        let e = self
+            .signed_tids
+            .entry(tid)
+            .or_insert((t_ms + 2 * HELLO_SKEW_MS, 0));
+        e.1 = e.1.saturating_add(1);
+        e.1 <= SIGNED_TID_ANSWERS
+    }
+
     /// An ICE connectivity check: USERNAME "ourUfrag:theirUfrag", integrity with our password.
+    /// Answered only from the session's own peer, or when the request is at least as long as
+    /// the answer: a check from anywhere else (someone who learnt the password, or a replay
+    /// from a spoofed source) cannot be turned into a larger packet toward a third party.
     fn ice_reply(
         &mut self,
+        now_us: u64,
         src: SocketAddr,
         pkt: &[u8],
         msg: &stun::Message,
         user: &str,
-    ) -> Option<Vec<u8>> {
+        out: &mut [u8],
+    ) -> Option<usize> {
         self.stats.ice_checks += 1;
         let ours = user.split(':').next().unwrap_or_default();
-        let pwd = self
-            .by_ufrag
-            .get(ours)
-            .and_then(|id| self.sessions.get(id))
-            .and_then(|s| s.ice.as_ref())
-            .map(|(_, pwd)| pwd.clone());
-        match pwd {
-            Some(pwd) if stun::check_integrity(pkt, pwd.as_bytes()) => {
-                Some(stun::binding_response(msg.tid, src, Some(pwd.as_bytes())))
-            }
-            _ => {
-                self.stats.ice_bad_credentials += 1;
-                None
-            }
+        let session = self.by_ufrag.get(ours).and_then(|id| self.sessions.get(id));
+        let Some((from_peer, pwd)) = session.and_then(|s| {
+            let key = source_key(src.ip());
+            let ours = key == source_key(s.peer) || s.relays.iter().any(|r| r.ip == key);
+            Some((ours, s.ice.as_ref()?.1.clone()))
+        }) else {
+            self.stats.ice_bad_credentials += 1;
+            return None;
+        };
+        if !stun::check_integrity(pkt, pwd.as_bytes()) {
+            self.stats.ice_bad_credentials += 1;
+            return None;
         }
+        let reply = stun::binding_response(msg.tid, src, Some(pwd.as_bytes()));
+        if reply.len() > pkt.len() && !from_peer {
+            self.stats.stun_too_small += 1;
+            return None;
+        }
+        // A live session's check: drawn from the budget kept for sessions, not the Bindings'.
+        if !self.replies.take(now_us) {
+            self.stats.drop_rate_limited += 1;
+            return None;
+        }
+        let n = reply.len();
+        out.get_mut(..n)?.copy_from_slice(&reply);
+        self.stats.stun_replies += 1;
+        Some(n)
     }
 
     /// Answers an echo request; unknown sessions and bad MACs get nothing.
@@ -518,6 +647,11 @@ impl Core {
         pkt: &[u8],
         out: &mut [u8],
     ) -> Option<usize> {
+        if pkt.starts_with(&crate::live::packet::MAGIC) {
+            // A probe-client's live hello: expected here, not malformed; no answer.
+            self.stats.ignored_live_hello += 1;
+            return None;
+        }
         let head = match echo::peek_request(pkt) {
             Ok(h) => h,
             Err(_) => {
@@ -913,9 +1047,97 @@ mod tests {
         );
         assert_eq!(core.on_stun(0, src(), &wrong, &mut out), None);
         assert_eq!(core.stats.drop_unauthenticated, 2);
-        let good = stun::binding_request([1; 12], Some(auth::STUN_USERNAME), Some(&key), 128);
+        let now_s = 1_800_000_000u64;
+        core.set_wall_ms(now_s * 1000);
+        let signed = |tid: [u8; 12], at_s: u64| {
+            stun::binding_request(tid, Some(&auth::stun_username(at_s)), Some(&key), 128)
+        };
+        let good = signed([1; 12], now_s);
         let n = core.on_stun(0, src(), &good, &mut out).unwrap();
         assert!(stun::check_integrity(&out[..n], &key));
+        // The old unsigned-time form, a stale Binding and a retransmitted one past its
+        // allowance are all unanswered.
+        let untimed = stun::binding_request([2; 12], Some(auth::STUN_USERNAME), Some(&key), 128);
+        assert_eq!(core.on_stun(0, src(), &untimed, &mut out), None);
+        let stale = signed([3; 12], now_s - 11 * 60);
+        assert_eq!(core.on_stun(0, src(), &stale, &mut out), None);
+        let answered = (0..20)
+            .filter(|_| core.on_stun(0, src(), &good, &mut out).is_some())
+            .count();
+        assert_eq!(answered, usize::from(SIGNED_TID_ANSWERS) - 1);
+    }
+
+    #[test]
+    fn ice_checks_never_amplify_toward_a_foreign_source() {
+        let mut core = Core::new(Limits::default());
+        let creds = IceCredentials {
+            ufrag: "srvU".into(),
+            pwd: "serverpasswordserverpw".into(),
+        };
+        core.open(0, src().ip(), &hello(), 5, [0; 32], Some(creds.clone()))
+            .unwrap();
+        let mut out = [0u8; 1500];
+        // The smallest check that carries the credentials (no PRIORITY or role attributes).
+        let small = stun::binding_request([4; 12], Some("srvU:c"), Some(creds.pwd.as_bytes()), 0);
+        // Over IPv6 the answer (76 B) outgrows this 64-byte check.
+        let foreign: SocketAddr = "[2001:db8::50]:4000".parse().unwrap();
+        assert_eq!(core.on_stun(0, foreign, &small, &mut out), None);
+        assert_eq!(core.stats.stun_too_small, 1);
+        assert!(
+            core.on_stun(0, src(), &small, &mut out).is_some(),
+            "the peer is answered"
+        );
+        let padded =
+            stun::binding_request([5; 12], Some("srvU:c"), Some(creds.pwd.as_bytes()), 128);
+        let n = core.on_stun(0, foreign, &padded, &mut out).expect("padded");
+        assert!(n <= padded.len());
+    }
+
+    #[test]
+    fn live_hellos_are_counted_apart_and_unanswered() {
+        let mut core = Core::new(Limits::default());
+        let mut out = [0u8; 1500];
+        let mut pkt = vec![0u8; 64];
+        pkt[..4].copy_from_slice(&crate::live::packet::MAGIC);
+        assert_eq!(
+            core.on_echo(0, src().ip(), Transport::Udp, &pkt, &mut out),
+            None
+        );
+        assert_eq!(
+            (core.stats.ignored_live_hello, core.stats.drop_malformed),
+            (1, 0)
+        );
+    }
+
+    #[test]
+    fn a_binding_flood_cannot_take_the_echo_budget() {
+        let mut core = Core::new(Limits {
+            max_reply_pps: 1000,
+            ..Limits::default()
+        });
+        let mut out = [0u8; 1500];
+        let req = stun::binding_request([1; 12], None, None, 64);
+        let stun_answered = (0..5000u32)
+            .filter(|i| {
+                let from = SocketAddr::from((std::net::Ipv4Addr::from(*i | 0xC633_0000), 1000));
+                core.on_stun(0, from, &req, &mut out).is_some()
+            })
+            .count();
+        assert!(
+            stun_answered <= 21,
+            "a fifth of the budget: {stun_answered}"
+        );
+        let key = [1u8; 32];
+        core.open(0, src().ip(), &hello(), 3, key, None).unwrap();
+        let mut pkt = [0u8; 200];
+        let echoed = (0..50u32)
+            .filter(|seq| {
+                let n = echo::encode_request(&SessionKey::new(&key), 3, *seq, 0, 160, &mut pkt);
+                core.on_echo(0, src().ip(), Transport::Udp, &pkt[..n], &mut out)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(echoed, 50, "echo keeps its own budget");
     }
 
     #[test]

@@ -25,8 +25,8 @@
 //!   both copies coming back is no downstream loss. (A duplicate on the way up still hides as
 //!   much upstream loss; the server does not track sequence numbers.)
 //!
-//! Memory is proportional to the number of packets: one byte of state per sequence number plus
-//! one `f64` per unique reply. Sequence numbers far ahead of the send count are not tracked
+//! Memory is proportional to the number of packets: one byte of state and the send time per
+//! sequence number plus one `f64` per unique reply. Sequence numbers far ahead of the send count are not tracked
 //! (see [`MAX_SEQ_AHEAD`]), so a bogus huge seq cannot blow up memory.
 
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,8 @@ pub struct EchoStats {
     bogus: u64,
     /// Per-seq flags (`SEQ_SENT`, `SEQ_RECEIVED`), indexed by seq.
     seqs: Vec<u8>,
+    /// Per-seq send time, for the timeline the path checks read ([`EchoStats::timeline`]).
+    sent_at_us: Vec<u64>,
     /// Highest seq received so far.
     highest_seq: Option<u32>,
     /// RTT of every unique reply, in milliseconds, in arrival order.
@@ -76,10 +78,8 @@ impl EchoStats {
 
     /// A request with sequence `seq` was sent at client time `sent_us`.
     ///
-    /// The send time is not needed for the statistics (the reply echoes it back); it is
-    /// accepted so the caller can record sends uniformly.
+    /// The send time feeds the timeline (the statistics take it from the reply).
     pub fn on_sent(&mut self, seq: u32, sent_us: u64) {
-        let _ = sent_us;
         let limit = self.sent.saturating_add(MAX_SEQ_AHEAD);
         self.sent = self.sent.saturating_add(1);
         if u64::from(seq) >= limit {
@@ -88,8 +88,23 @@ impl EchoStats {
         let idx = seq as usize;
         if idx >= self.seqs.len() {
             self.seqs.resize(idx + 1, 0);
+            self.sent_at_us.resize(idx + 1, 0);
         }
         self.seqs[idx] |= SEQ_SENT;
+        self.sent_at_us[idx] = sent_us;
+    }
+
+    /// Every tracked request in sequence order: when it was sent and whether it was answered.
+    pub fn timeline(&self) -> Vec<crate::path::Sample> {
+        self.seqs
+            .iter()
+            .zip(&self.sent_at_us)
+            .filter(|(f, _)| **f & SEQ_SENT != 0)
+            .map(|(f, t)| crate::path::Sample {
+                sent_us: *t,
+                answered: *f & SEQ_RECEIVED != 0,
+            })
+            .collect()
     }
 
     /// A reply arrived at client time `recv_us`, carrying the client's send timestamp echoed
@@ -312,6 +327,20 @@ mod tests {
         for seq in 0..n {
             s.on_sent(seq, u64::from(seq) * 1000);
         }
+    }
+
+    #[test]
+    fn timeline_has_send_times_and_answers_in_seq_order() {
+        let mut s = EchoStats::new();
+        send_all(&mut s, 4);
+        reply(&mut s, 2, 2000, 500, 10);
+        reply(&mut s, 0, 0, 500, 10);
+        let tl: Vec<(u64, bool)> = s
+            .timeline()
+            .iter()
+            .map(|x| (x.sent_us, x.answered))
+            .collect();
+        assert_eq!(tl, [(0, true), (1000, false), (2000, true), (3000, false)]);
     }
 
     #[test]

@@ -63,9 +63,14 @@ pub struct ServeArgs {
     /// Reply packets per second for the whole server, so the probe never loads RTCD's host.
     #[arg(long, env = "PROBE_SERVER_MAX_REPLY_PPS", default_value_t = 50_000)]
     pub max_reply_pps: u32,
-    /// Unauthenticated packets per second from one address (STUN, QUIC handshakes, TCP connects).
+    /// Unauthenticated UDP packets per second from one address (STUN, QUIC before Retry); TCP
+    /// connects and Retry-validated QUIC handshakes have their own limit, 5 per second.
     #[arg(long, env = "PROBE_SERVER_UNAUTH_PPS", default_value_t = 50)]
     pub unauth_pps: u32,
+    /// Source addresses (IPv6: /64s) the per-source limiters track at once; when full, a
+    /// newcomer replaces a random entry.
+    #[arg(long, env = "PROBE_SERVER_TRACKED_SOURCES", default_value_t = 65_536)]
+    pub tracked_sources: usize,
     /// TCP connections at once.
     #[arg(long, env = "PROBE_SERVER_MAX_TCP_CONNECTIONS", default_value_t = 512)]
     pub max_tcp_connections: usize,

@@ -221,7 +221,7 @@ impl Channel {
 }
 
 /// The wall clock, ms since the Unix epoch.
-fn wall_ms() -> u64 {
+pub fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

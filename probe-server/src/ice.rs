@@ -198,14 +198,10 @@ pub fn offer_for(
     }
 }
 
-/// Tells the admin at start what RTCD would advertise and with which pion rules, and warns when
-/// no user outside this network could reach it, when RTCD's ice_address filter drops the
-/// override or STUN, and when there is no UDP candidate at all.
-pub fn log_advertised(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) {
-    log_advertised_for(cfg, adv, probe_port, &Deployment::Rtcd);
-}
-
-/// [`log_advertised`] in the deployment's terms (the Calls plugin's settings, or RTCD's).
+/// Tells the admin at start what RTCD (or the Calls plugin's integrated server) would advertise
+/// and with which pion rules, in that deployment's terms, and warns when no user outside this
+/// network could reach it, when the ice_address filter drops the override or STUN, and when
+/// there is no UDP candidate at all.
 pub fn log_advertised_for(
     cfg: &RtcdConfig,
     adv: &Advertised,

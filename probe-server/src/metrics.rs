@@ -516,6 +516,9 @@ impl Metrics {
             drop_quic_queue,
             drop_quic_invalid,
             drop_wrong_peer,
+            ignored_live_hello,
+            conn_no_progress,
+            conn_displaced,
         } = s;
         store_counters(
             &self.packets,
@@ -543,6 +546,7 @@ impl Metrics {
                 ("stun_too_small", stun_too_small),
                 ("control_too_small", control_too_small),
                 ("ice_bad_credentials", ice_bad_credentials),
+                ("ignored_live_hello", ignored_live_hello),
             ]
             .map(|(reason, v)| (Reason { reason }, v)),
         );
@@ -552,6 +556,8 @@ impl Metrics {
                 ("opened", sessions_opened),
                 ("expired", sessions_expired),
                 ("refused", sessions_refused),
+                ("connection_no_progress", conn_no_progress),
+                ("connection_displaced", conn_displaced),
             ]
             .map(|(event, v)| (Event { event }, v)),
         );

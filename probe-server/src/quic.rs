@@ -2,7 +2,7 @@
 
 use crate::cert::Identity;
 use crate::control::Channel;
-use crate::shared::{canonical, ConnLimits, Shared};
+use crate::shared::{canonical, ConnLimits, ConnSlot, Shared};
 use anyhow::{Context, Result};
 use probe_proto::frame::{self, Decoder};
 use std::sync::Arc;
@@ -35,21 +35,27 @@ pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig> {
     Ok(cfg)
 }
 
-/// A connection must say hello within this time.
+/// A connection must say hello within this time of its first packet: the TLS handshake
+/// counts against it, so a handshake left hanging does not hold a slot either.
 const HELLO_WITHIN: Duration = Duration::from_secs(10);
 
 pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, limits: Arc<ConnLimits>) {
     while let Some(incoming) = endpoint.accept().await {
         let ip = canonical(incoming.remote_address()).ip();
         let now = shared.now_us();
-        if !shared.core().admit_unauthenticated(ip, now) {
-            incoming.ignore();
+        // Validate the address first (Retry) so an unvalidated source gets one small packet,
+        // not the 3x amplification QUIC would otherwise allow. Before Retry the source may be
+        // spoofed: it is judged by the UDP table; after, by a table of its own.
+        if !incoming.remote_address_validated() {
+            if shared.core().admit_unauthenticated(ip, now) {
+                let _ = incoming.retry();
+            } else {
+                incoming.ignore();
+            }
             continue;
         }
-        // Validate the address first (Retry) so an unvalidated source gets one small packet,
-        // not the 3x amplification QUIC would otherwise allow.
-        if !incoming.remote_address_validated() {
-            let _ = incoming.retry();
+        if !shared.core().admit_validated_quic(ip, now) {
+            incoming.ignore();
             continue;
         }
         let Some(slot) = limits.acquire(ip) else {
@@ -60,61 +66,91 @@ pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, limits: Arc<C
         let shared = shared.clone();
         tokio::spawn(async move {
             let peer = canonical(incoming.remote_address());
-            match incoming.await {
-                Ok(conn) => handle(conn, shared).await,
-                Err(e) => tracing::debug!(%peer, "QUIC handshake failed: {e}"),
+            let hello_by = tokio::time::Instant::now() + HELLO_WITHIN;
+            let handshake = tokio::select! {
+                r = tokio::time::timeout_at(hello_by, incoming) => r,
+                _ = slot.displaced() => {
+                    shared.core().stats.conn_displaced += 1;
+                    return;
+                }
+            };
+            match handshake {
+                Ok(Ok(conn)) => {
+                    tokio::select! {
+                        _ = handle(&conn, &shared, hello_by, &slot) => {}
+                        _ = slot.displaced() => shared.core().stats.conn_displaced += 1,
+                    }
+                    conn.close(0u32.into(), b"done");
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, "QUIC handshake failed: {e}"),
+                Err(_) => shared.core().stats.conn_no_progress += 1,
             }
             drop(slot);
         });
     }
 }
 
-async fn handle(conn: quinn::Connection, shared: Arc<Shared>) {
+async fn handle(
+    conn: &quinn::Connection,
+    shared: &Shared,
+    hello_by: tokio::time::Instant,
+    slot: &ConnSlot,
+) {
     let mut channel = Channel::new(canonical(conn.remote_address()), "quic");
-    let opened = std::time::Instant::now();
-    if let Ok(Ok((mut send, mut recv))) = tokio::time::timeout(HELLO_WITHIN, conn.accept_bi()).await
-    {
-        let mut dec = Decoder::new();
-        let mut buf = vec![0u8; 4096];
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        'read: loop {
-            // Keep-alives keep QUIC up, so liveness is judged on the session: no hello in
-            // time, or a session the core expired (idle or over its lifetime), ends the channel.
-            let n = tokio::select! {
-                r = recv.read(&mut buf) => match r {
-                    Ok(Some(n)) => n,
-                    _ => break,
-                },
-                _ = tick.tick() => {
-                    let alive = match channel.session {
-                        Some(id) => shared.session_alive(id),
-                        None => opened.elapsed() < HELLO_WITHIN,
-                    };
-                    if !alive {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            dec.push(&buf[..n]);
-            loop {
-                let payload = match dec.next_frame() {
-                    Ok(Some(p)) => p.to_vec(),
-                    Ok(None) => break,
-                    Err(_) => break 'read,
+    let (mut send, mut recv) = match tokio::time::timeout_at(hello_by, conn.accept_bi()).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(_)) => return,
+        Err(_) => {
+            shared.core().stats.conn_no_progress += 1;
+            return;
+        }
+    };
+    let mut dec = Decoder::new();
+    let mut buf = vec![0u8; 4096];
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    'read: loop {
+        // Keep-alives keep QUIC up, so liveness is judged on the session: no hello in
+        // time, or a session the core expired (idle or over its lifetime), ends the channel.
+        let n = tokio::select! {
+            r = recv.read(&mut buf) => match r {
+                Ok(Some(n)) => n,
+                _ => break,
+            },
+            _ = tick.tick() => {
+                let alive = match channel.session {
+                    Some(id) => shared.session_alive(id),
+                    None => tokio::time::Instant::now() < hello_by,
                 };
-                match channel.handle_payload(&shared, &payload) {
-                    Ok(Some(answer)) => {
-                        if send.write_all(&frame::encode(&answer)).await.is_err() {
-                            break 'read;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(()) => break 'read,
+                if channel.session.is_none() && !alive {
+                    shared.core().stats.conn_no_progress += 1;
                 }
+                if !alive {
+                    break;
+                }
+                continue;
+            }
+        };
+        dec.push(&buf[..n]);
+        loop {
+            let payload = match dec.next_frame() {
+                Ok(Some(p)) => p.to_vec(),
+                Ok(None) => break,
+                Err(_) => break 'read,
+            };
+            let answer = channel.handle_payload(shared, &payload);
+            if channel.session.is_some() {
+                slot.progressed();
+            }
+            match answer {
+                Ok(Some(answer)) => {
+                    if send.write_all(&frame::encode(&answer)).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Ok(None) => {}
+                Err(()) => break 'read,
             }
         }
     }
-    channel.close(&shared);
-    conn.close(0u32.into(), b"done");
+    channel.close(shared);
 }

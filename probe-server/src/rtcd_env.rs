@@ -282,6 +282,7 @@ fn find_process(
         Err(others) => others,
     };
     let mut named = named_process(target, deadline, me, notes);
+    netns_filter(&mut named, notes);
     match named.len() {
         1 => return named.pop(),
         0 => {}
@@ -395,6 +396,41 @@ fn named_process(
         }
     }
     named
+}
+
+/// The network namespace of `pid` (`net:[4026531840]`), or `self`.
+fn net_ns(pid: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()
+}
+
+/// Keeps the named processes of this network namespace when there are any: a probe-server in
+/// a container (or a test's namespace) must not read a neighbour's variables. From the host's
+/// namespace (pid 1's) a process in another one (Mattermost in a container) still counts; from
+/// any other namespace only its own do.
+fn netns_filter(named: &mut Vec<(u32, String)>, notes: &mut Vec<String>) {
+    let Some(own) = net_ns("self") else { return };
+    let ns: Vec<Option<std::path::PathBuf>> = named
+        .iter()
+        .map(|(pid, _)| net_ns(&pid.to_string()))
+        .collect();
+    let ours = ns.iter().filter(|n| n.as_ref() == Some(&own)).count();
+    let on_host = net_ns("1").is_some_and(|init| init == own);
+    if ours == 0 && on_host {
+        return;
+    }
+    let before = named.len();
+    let mut i = 0;
+    named.retain(|_| {
+        i += 1;
+        // Unreadable namespace (not root): keep, as before this filter.
+        ns[i - 1].as_ref().is_none_or(|n| *n == own)
+    });
+    if named.len() < before {
+        notes.push(format!(
+            "{} process(es) in other network namespaces not considered",
+            before - named.len()
+        ));
+    }
 }
 
 /// The systemd unit of a process, from `/proc/PID/cgroup` (`0::/system.slice/rtcd.service`).

@@ -195,7 +195,7 @@ fn session_limits(args: &ServeArgs) -> Limits {
         idle_timeout_us: args.idle_timeout.saturating_mul(1_000_000),
         max_reply_pps: args.max_reply_pps.max(1),
         unauth_per_source_pps: args.unauth_pps.max(1),
-        ..Limits::default()
+        tracked_sources: args.tracked_sources.max(1),
     }
 }
 
@@ -398,6 +398,9 @@ fn log_stats(shared: &Shared, what: &str) {
         drop_quic_invalid = s.drop_quic_invalid,
         drop_wrong_peer = s.drop_wrong_peer,
         stun_too_small = s.stun_too_small,
+        ignored_live_hello = s.ignored_live_hello,
+        conn_no_progress = s.conn_no_progress,
+        conn_displaced = s.conn_displaced,
         "{what}"
     );
 }

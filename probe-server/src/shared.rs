@@ -3,7 +3,10 @@
 use probe_proto::msg::IceOffer;
 use probe_proto::session::Core;
 use ring::rand::{SecureRandom, SystemRandom};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Instant;
 
 pub struct Shared {
@@ -73,52 +76,137 @@ pub fn canonical(addr: std::net::SocketAddr) -> std::net::SocketAddr {
 
 /// Connections at once, in total and per source (IPv6 by /64), for one transport. A slot is
 /// given back when its guard drops.
+///
+/// A slot that has not made progress yet (no session on it) is pending: when the total cap is
+/// reached, a newcomer takes the place of the oldest pending connection of the source holding
+/// the most pending ones. So a few addresses that connect and say nothing cannot keep others
+/// out: they can only displace their own connections, never a client that has a session.
 pub struct ConnLimits {
     total: usize,
     per_source: usize,
-    held: Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    per_key: HashMap<IpAddr, usize>,
+    total: usize,
+    /// Pending slots by id (ids grow, so the smallest is the oldest).
+    pending: std::collections::BTreeMap<u64, (IpAddr, Arc<Evict>)>,
+    next_id: u64,
+}
+
+/// Shared between a slot and the table: set when the slot was given back (evicted or dropped).
+#[derive(Default)]
+struct Evict {
+    notify: tokio::sync::Notify,
+    released: AtomicBool,
 }
 
 pub struct ConnSlot {
-    limits: std::sync::Arc<ConnLimits>,
-    key: std::net::IpAddr,
+    limits: Arc<ConnLimits>,
+    key: IpAddr,
+    id: u64,
+    evict: Arc<Evict>,
 }
 
 impl ConnLimits {
-    pub fn new(total: usize, per_source: usize) -> std::sync::Arc<Self> {
-        std::sync::Arc::new(Self {
+    pub fn new(total: usize, per_source: usize) -> Arc<Self> {
+        Arc::new(Self {
             total: total.max(1),
             per_source: per_source.max(1),
-            held: Mutex::new(std::collections::HashMap::new()),
+            held: Mutex::new(Held::default()),
         })
     }
 
-    /// A slot for a new connection from `ip`, or None at either cap.
-    pub fn acquire(self: &std::sync::Arc<Self>, ip: std::net::IpAddr) -> Option<ConnSlot> {
+    /// A slot for a new connection from `ip`, or None at the per-source cap, or at the total
+    /// cap with no pending connection to displace.
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
         let key = probe_proto::ratelimit::source_key(ip);
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        let total: usize = held.values().sum();
-        let mine = held.get(&key).copied().unwrap_or(0);
-        if total >= self.total || mine >= self.per_source {
+        if held.per_key.get(&key).copied().unwrap_or(0) >= self.per_source {
             return None;
         }
-        held.insert(key, mine + 1);
+        if held.total >= self.total {
+            let victim = held.displaceable()?;
+            held.release(victim);
+        }
+        *held.per_key.entry(key).or_default() += 1;
+        held.total += 1;
+        let id = held.next_id;
+        held.next_id += 1;
+        let evict = Arc::new(Evict::default());
+        held.pending.insert(id, (key, evict.clone()));
         Some(ConnSlot {
             limits: self.clone(),
             key,
+            id,
+            evict,
         })
+    }
+
+    /// Connections held now.
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.held.lock().unwrap_or_else(|p| p.into_inner()).total
+    }
+}
+
+impl Held {
+    /// The oldest pending slot of the source with the most pending slots.
+    fn displaceable(&self) -> Option<u64> {
+        let mut count: HashMap<IpAddr, (usize, u64)> = HashMap::new();
+        for (id, (key, _)) in &self.pending {
+            let e = count.entry(*key).or_insert((0, *id));
+            e.0 += 1;
+        }
+        let (_, (_, oldest)) = count
+            .into_iter()
+            .max_by_key(|(_, (n, oldest))| (*n, std::cmp::Reverse(*oldest)))?;
+        Some(oldest)
+    }
+
+    /// Gives a slot back; the connection holding it is told to close.
+    fn release(&mut self, id: u64) {
+        if let Some((key, evict)) = self.pending.remove(&id) {
+            evict.released.store(true, Ordering::Release);
+            evict.notify.notify_one();
+            self.forget(key);
+        }
+    }
+
+    fn forget(&mut self, key: IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_key.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_key.remove(&key);
+            }
+        }
+    }
+}
+
+impl ConnSlot {
+    /// The connection made progress (it serves a session): it can no longer be displaced.
+    pub fn progressed(&self) {
+        let mut held = self.limits.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.pending.remove(&self.id);
+    }
+
+    /// Resolves when a newcomer displaced this connection.
+    pub async fn displaced(&self) {
+        self.evict.notify.notified().await;
     }
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        let mut held = self.limits.held.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = held.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.key);
-            }
+        if self.evict.released.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let mut held = self.limits.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.pending.remove(&self.id);
+        held.forget(self.key);
     }
 }
 
@@ -126,5 +214,39 @@ impl Shared {
     /// Whether the session a control channel opened is still alive (not expired).
     pub fn session_alive(&self, id: u64) -> bool {
         self.core().counters(id).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::from([198, 51, 100, n])
+    }
+
+    #[tokio::test]
+    async fn pending_connections_of_the_biggest_holder_make_room() {
+        let limits = ConnLimits::new(4, 3);
+        let a: Vec<_> = (0..3)
+            .map(|_| limits.acquire(ip(1)).expect("room"))
+            .collect();
+        assert!(limits.acquire(ip(1)).is_none(), "per-source cap");
+        let b = limits.acquire(ip(2)).expect("room");
+        b.progressed();
+        // Full: a newcomer displaces the oldest pending slot of 198.51.100.1, never b.
+        let c = limits.acquire(ip(3)).expect("displaces a pending slot");
+        tokio::time::timeout(std::time::Duration::from_secs(1), a[0].displaced())
+            .await
+            .expect("the displaced connection is told");
+        assert_eq!(limits.held(), 4);
+        drop(a);
+        assert_eq!(limits.held(), 2, "a displaced slot is not given back twice");
+        c.progressed();
+        let _d = limits.acquire(ip(4)).expect("room");
+        let _e = limits.acquire(ip(5)).expect("room");
+        let _f = limits.acquire(ip(6)).expect("displaces d");
+        drop(b);
+        assert_eq!(limits.held(), 3);
     }
 }

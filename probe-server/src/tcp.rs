@@ -1,9 +1,15 @@
 //! The TCP port: RFC 4571 frames, each demultiplexed by its first byte like the UDP port —
 //! STUN, echo, or a control message when UDP is blocked and QUIC cannot run.
+//!
+//! No slot without progress: a connection must serve a session (a hello on it that opened
+//! one, or echo of a live session) within [`PROGRESS_WITHIN`] of its accept, or it is closed;
+//! until then it can also be displaced by a newcomer (see [`ConnLimits`]). Frames that serve
+//! no session (STUN, junk) never extend its life past that deadline.
 
 use crate::control::Channel;
-use crate::shared::{canonical, ConnLimits, Shared};
+use crate::shared::{canonical, ConnLimits, ConnSlot, Shared};
 use probe_proto::demux::{classify, Kind};
+use probe_proto::echo;
 use probe_proto::frame::{self, Decoder};
 use probe_proto::msg::{Transport, CONTROL_TAG};
 use std::net::SocketAddr;
@@ -11,8 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
 
-/// `idle`: a connection that completes no frame for this long is closed (RTCD uses 30 s).
+/// A connection that serves no session this long after its accept is closed. The client's
+/// reach phase (connect, STUN, 3 s of QUIC attempt, then its hello) fits well inside.
+pub const PROGRESS_WITHIN: Duration = Duration::from_secs(10);
+
+/// `idle`: a connection serving a session that completes no frame for this long is closed
+/// (RTCD uses 30 s).
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -23,20 +35,22 @@ pub async fn serve(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let now = shared.now_us();
-                if !shared
-                    .core()
-                    .admit_unauthenticated(canonical(peer).ip(), now)
-                {
+                // A completed handshake: the source is real, so it has a table of its own
+                // that spoofed UDP cannot fill.
+                if !shared.core().admit_tcp(canonical(peer).ip(), now) {
                     continue;
                 }
-                // At a cap, new connections are closed at once rather than queued.
+                // At a cap with nothing to displace, new connections are closed at once.
                 let Some(slot) = limits.acquire(canonical(peer).ip()) else {
                     shared.core().stats.drop_rate_limited += 1;
                     continue;
                 };
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    handle(stream, shared, idle).await;
+                    tokio::select! {
+                        _ = handle(stream, &shared, idle, &slot) => {}
+                        _ = slot.displaced() => shared.core().stats.conn_displaced += 1,
+                    }
                     drop(slot);
                 });
             }
@@ -48,50 +62,61 @@ pub async fn serve(
     }
 }
 
-async fn handle(mut stream: TcpStream, shared: Arc<Shared>, idle: Duration) {
+/// One connection's view besides its control channel.
+struct Conn {
+    channel: Channel,
+    /// The session whose echo this connection carries (opened elsewhere, e.g. over QUIC).
+    echo_of: Option<u64>,
+    opened: Instant,
+    /// The last frame that served the session; before there is one, the last whole frame.
+    last_progress: Instant,
+}
+
+impl Conn {
+    fn session(&self) -> Option<u64> {
+        self.channel.session.or(self.echo_of)
+    }
+
+    fn deadline(&self, idle: Duration) -> Instant {
+        match self.session() {
+            Some(_) => self.last_progress + idle,
+            // Frames may keep a young connection from idling out, never past the deadline.
+            None => (self.opened + PROGRESS_WITHIN).min(self.last_progress + idle),
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, shared: &Shared, idle: Duration, slot: &ConnSlot) {
     let Ok(peer) = stream.peer_addr().map(canonical) else {
         return;
     };
     let _ = stream.set_nodelay(true);
-    let mut channel = Channel::new(peer, "tcp");
+    let now = Instant::now();
+    let mut conn = Conn {
+        channel: Channel::new(peer, "tcp"),
+        echo_of: None,
+        opened: now,
+        last_progress: now,
+    };
     let mut dec = Decoder::new();
     let mut buf = vec![0u8; 8192];
     let mut out = vec![0u8; 2048];
-    // Idle means no complete frame: a byte now and then (slow loris) does not keep a slot.
-    let mut last_frame = tokio::time::Instant::now();
     loop {
-        let deadline = last_frame + idle;
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+        let n = match tokio::time::timeout_at(conn.deadline(idle), stream.read(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => n,
+            Err(_) if conn.session().is_none() && conn.opened.elapsed() >= PROGRESS_WITHIN => {
+                shared.core().stats.conn_no_progress += 1;
+                break;
+            }
             _ => break,
         };
-        if channel.session.is_some_and(|id| !shared.session_alive(id)) {
+        if conn.session().is_some_and(|id| !shared.session_alive(id)) {
             break;
         }
         dec.push(&buf[..n]);
-        let mut replies = Vec::new();
-        // Frames are answered in order; a frame that ends the connection still lets the
-        // answers to the frames before it go out.
-        let mut close = false;
-        loop {
-            let payload = match dec.next_frame() {
-                Ok(Some(p)) => p,
-                Ok(None) => break,
-                Err(_) => {
-                    shared.core().stats.drop_malformed += 1;
-                    close = true;
-                    break;
-                }
-            };
-            last_frame = tokio::time::Instant::now();
-            match answer(&shared, &mut channel, peer, payload, &mut out) {
-                Ok(Some(r)) => replies.extend(frame::encode(&r)),
-                Ok(None) => {}
-                Err(()) => {
-                    close = true;
-                    break;
-                }
-            }
+        let (replies, close) = frames(shared, &mut conn, &mut dec, &mut out);
+        if conn.session().is_some() {
+            slot.progressed();
         }
         // A peer that never reads must not pin the connection either.
         if !replies.is_empty()
@@ -106,37 +131,84 @@ async fn handle(mut stream: TcpStream, shared: Arc<Shared>, idle: Duration) {
             break;
         }
     }
-    channel.close(&shared);
+    conn.channel.close(shared);
+}
+
+/// Answers every whole frame in the decoder, in order; returns the framed answers and whether
+/// the connection must close (a frame that ends it still lets the answers before it go out).
+fn frames(shared: &Shared, conn: &mut Conn, dec: &mut Decoder, out: &mut [u8]) -> (Vec<u8>, bool) {
+    let mut replies = Vec::new();
+    loop {
+        let payload = match dec.next_frame() {
+            Ok(Some(p)) => p,
+            Ok(None) => return (replies, false),
+            Err(_) => {
+                shared.core().stats.drop_malformed += 1;
+                return (replies, true);
+            }
+        };
+        match answer(shared, conn, payload, out) {
+            Ok(r) => {
+                conn.last_progress = Instant::now();
+                if let Some(r) = r {
+                    replies.extend(frame::encode(&r));
+                }
+            }
+            Err(()) => return (replies, true),
+        }
+    }
 }
 
 /// Answers one frame, demultiplexed by its first byte; `Err` ends the connection.
 fn answer(
     shared: &Shared,
-    channel: &mut Channel,
-    peer: SocketAddr,
+    conn: &mut Conn,
     payload: &[u8],
     out: &mut [u8],
 ) -> Result<Option<Vec<u8>>, ()> {
+    let peer: SocketAddr = conn.channel.peer;
     match classify(payload) {
         Kind::Stun => {
             let now = shared.now_us();
-            Ok(shared
-                .core()
-                .on_stun(now, peer, payload, out)
-                .map(|n| out[..n].to_vec()))
+            let mut core = shared.core();
+            core.set_wall_ms(crate::control::wall_ms());
+            let refused_before = unauthenticated(&core.stats);
+            let n = core.on_stun_tcp(now, peer, payload, out);
+            // With a token, a frame that does not prove it ends the connection.
+            if core.token().is_some() && unauthenticated(&core.stats) > refused_before {
+                return Err(());
+            }
+            Ok(n.map(|n| out[..n].to_vec()))
         }
         Kind::Echo => {
             let now = shared.now_us();
-            let n = shared
-                .core()
-                .on_echo(now, peer.ip(), Transport::Tcp, payload, out);
+            let mut core = shared.core();
+            let verified_before = core.stats.echo_requests;
+            let refused_before = unauthenticated(&core.stats);
+            let n = core.on_echo(now, peer.ip(), Transport::Tcp, payload, out);
+            if core.stats.echo_requests > verified_before && conn.channel.session.is_none() {
+                // Verified echo of a live session: this connection now serves it.
+                conn.echo_of = echo::peek_request(payload).ok().map(|h| h.session);
+            } else if core.token().is_some() && unauthenticated(&core.stats) > refused_before {
+                return Err(());
+            }
             Ok(n.map(|n| out[..n].to_vec()))
         }
-        _ if payload.first() == Some(&CONTROL_TAG) => channel.handle_payload(shared, payload),
+        _ if payload.first() == Some(&CONTROL_TAG) => conn.channel.handle_payload(shared, payload),
         // Like RTCD's TCP mux: a frame that is none of ours ends the connection.
         _ => {
             shared.core().stats.drop_malformed += 1;
             Err(())
         }
     }
+}
+
+/// Frames refused for not proving anything (malformed, bad credentials or MAC, no session).
+fn unauthenticated(s: &probe_proto::session::ServerStats) -> u64 {
+    s.drop_malformed
+        + s.drop_unauthenticated
+        + s.ice_bad_credentials
+        + s.drop_bad_mac
+        + s.drop_unknown_session
+        + s.drop_wrong_peer
 }

@@ -243,6 +243,7 @@ pub async fn serve(sock: Arc<Udp>, shared: Arc<Shared>, quic_tx: mpsc::Sender<Qu
         // One clock reading and one lock per batch, not per datagram.
         let now = shared.now_us();
         let mut core = shared.core();
+        core.set_wall_ms(crate::control::wall_ms());
         for i in 0..n {
             let (meta, data) = rx.datagram(i);
             let (src, dst) = (meta.addr, meta.dst_ip);

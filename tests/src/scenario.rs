@@ -136,9 +136,6 @@ pub struct SpawnSection {
     pub env: BTreeMap<String, String>,
 }
 
-/// Serialises the `[calls]` scenarios of this test process.
-static CALLS_ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// `[calls]`: probe-server stands in for the Calls plugin's integrated RTC server (no RTCD):
 /// the runner writes a Mattermost `config.json` holding `settings` as the plugin's block and
 /// passes it with `--calls-config`.
@@ -381,13 +378,9 @@ impl Scenario {
 
         let srv = &self.file.server;
         let mut server_args: Vec<String> = srv.args.iter().map(|a| subst(a, &vars)).collect();
-        // probe-server finds `mattermost` by name across namespaces (one pid namespace): one
-        // [calls] scenario at a time, so none reads another's MM_CALLS_* variables.
-        let _calls_turn = self.file.calls.as_ref().map(|_| {
-            CALLS_ONE_AT_A_TIME
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-        });
+        // `[calls]` scenarios run in parallel: each `mattermost` runs in its scenario's server
+        // namespace, and probe-server outside the host's namespace considers only the
+        // processes of its own (probe-server rtcd_env::netns_filter).
         // Lives until the run ends: config.json and the `mattermost` executable.
         let calls_dir = self
             .file
@@ -395,7 +388,13 @@ impl Scenario {
             .as_ref()
             .map(|_| crate::tempdir::TempDir::new(&format!("calls-{}", self.name)));
         if let (Some(c), Some(dir)) = (&self.file.calls, &calls_dir) {
-            server_args.extend(self.calls_setup(c, dir.path(), lifetime, &mut helpers));
+            server_args.extend(self.calls_setup(
+                c,
+                dir.path(),
+                &topo.server,
+                lifetime,
+                &mut helpers,
+            ));
         }
         let listen = subst(srv.listen.as_deref().unwrap_or(DEFAULT_LISTEN), &vars);
         let mut server =
@@ -489,6 +488,7 @@ impl Scenario {
         &self,
         c: &CallsSection,
         dir: &Path,
+        ns: &crate::netns::Netns,
         lifetime: Duration,
         helpers: &mut Vec<Proc>,
     ) -> Vec<String> {
@@ -511,7 +511,8 @@ impl Scenario {
             std::fs::copy("/usr/bin/sleep", &exe)
                 .or_else(|_| std::fs::copy("/bin/sleep", &exe))
                 .unwrap_or_else(|e| panic!("scenario {}: cannot copy sleep: {e}", self.name));
-            let mut cmd = std::process::Command::new(&exe);
+            // In the server's namespace, as Mattermost and its plugin share one host.
+            let mut cmd = ns.command(&exe);
             cmd.arg(lifetime.as_secs().to_string())
                 .envs(&c.mattermost_env);
             let p = Proc::spawn(cmd, "mattermost (MM_CALLS_* holder)", lifetime)

@@ -105,20 +105,24 @@ fn refused_settings_are_one_sentence_and_exit_2() {
 }
 
 fn standin(ns: &Netns, block: &str) -> probe_tests::Proc {
-    let p = ns.spawn(
-        &[
-            MM_STANDIN,
-            "--listen",
-            "127.0.0.1:8065",
-            "--token",
-            "user-token",
-            "--admin-token",
-            "admin-token",
-            "--calls-block",
-            block,
-        ],
-        LIFETIME,
-    );
+    standin_with(ns, block, &[])
+}
+
+/// mm-standin with more of its flags (`--plugin-state`, `--license-sku`, `--dev-mode`).
+fn standin_with(ns: &Netns, block: &str, extra: &[&str]) -> probe_tests::Proc {
+    let mut argv = vec![
+        MM_STANDIN,
+        "--listen",
+        "127.0.0.1:8065",
+        "--token",
+        "user-token",
+        "--admin-token",
+        "admin-token",
+        "--calls-block",
+        block,
+    ];
+    argv.extend_from_slice(extra);
+    let p = ns.spawn(&argv, LIFETIME);
     p.stdout_capture()
         .wait_for_line(Duration::from_secs(10), |l| {
             l.starts_with("mm-standin ready")
@@ -333,4 +337,249 @@ fn doctor_on_a_mattermost_host() {
         !ids.iter().any(|i| i == "rtcd_port_other_process"),
         "{ids:?}"
     );
+}
+
+/// With `RTCDServiceURL` set, the API form asks for the licence and decides as the plugin does
+/// (plugin server/activate.go:155 and server/enterprise/license.go:40-42): Professional or no
+/// licence → the URL is ignored and the integrated server is what users reach (no
+/// `calls_via_rtcd` for the client); Enterprise, or development mode → calls go to RTCD.
+#[test]
+fn rtcd_service_url_and_the_licence() {
+    let block = r#"{"rtcdserviceurl":"http://rtcd.example.com:8045","icehostoverride":"192.0.2.77","iceserversconfigs":""}"#;
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("unlicensed", &[], "is ignored: Mattermost has no licence (RTCD needs Enterprise)"),
+        (
+            "professional",
+            &["--license-sku", "professional"],
+            "is ignored: the licence is professional, not Enterprise",
+        ),
+        (
+            "enterprise",
+            &["--license-sku", "enterprise"],
+            "calls go to RTCD at http://rtcd.example.com:8045, not to this integrated RTC server: the licence is enterprise",
+        ),
+        (
+            "development mode",
+            &["--dev-mode"],
+            "EnableDeveloper and EnableTesting are both on (development mode)",
+        ),
+    ];
+    for (name, extra, want) in cases {
+        let ns = Netns::new("calls-lic");
+        let mm = standin_with(&ns, block, extra);
+        let mut env = BTreeMap::new();
+        env.insert(
+            "PROBE_SERVER_MM_TOKEN".to_string(),
+            "admin-token".to_string(),
+        );
+        let mut srv = start_server_with_state(
+            &ns,
+            LISTEN,
+            &["--mattermost", "http://127.0.0.1:8065"],
+            &env,
+            LIFETIME,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}\n--- mm-standin ---\n{}", mm.stderr()));
+        let _ = srv
+            .proc_mut()
+            .stderr_capture()
+            .wait_for_line(Duration::from_secs(10), |l| l.contains("would advertise"));
+        let log = srv.stderr();
+        assert!(log.contains(want), "{name}: {want:?} not in:\n{log}");
+        assert!(
+            mm.stderr()
+                .contains("GET /api/v4/license/client?format=old HTTP/1.1 authorized=true"),
+            "{name}: {}",
+            mm.stderr()
+        );
+    }
+}
+
+/// `doctor --mattermost URL --mm-token`: the settings from the API as the server reads them,
+/// the plugin's status from `GET /api/v4/plugins/statuses` (a plugin that failed to start is an
+/// error), no RTCD API port in the firewall check; `--mattermost-log` reads only the Calls
+/// plugin's lines of Mattermost's log, in the plugin's words.
+#[test]
+fn doctor_with_mattermost_api_and_log() {
+    let ns = Netns::new("calls-docapi");
+    let dir = TempDir::new("calls-docapi");
+    let block = r#"{"icehostoverride":"192.0.2.77","iceserversconfigs":""}"#;
+    let _fake = fake_mattermost(&ns, &dir, &[]);
+    let mm = standin_with(
+        &ns,
+        block,
+        &[
+            "--plugin-state",
+            "3",
+            "--plugin-error",
+            "failed to start the RTC server",
+        ],
+    );
+    let log = dir.path().join("mattermost.log");
+    std::fs::write(
+        &log,
+        include_str!("../../probe-server/src/doctor/testdata/mattermost.log"),
+    )
+    .unwrap();
+    let (done, v) = doctor_json(
+        &ns,
+        &[
+            "--mattermost",
+            "http://127.0.0.1:8065",
+            "--mm-token",
+            "admin-token",
+            "--mattermost-log",
+            &log.display().to_string(),
+        ],
+    );
+    let plugin = check(&v, "calls_plugin");
+    assert_eq!(plugin["status"], "fail", "{v}\n{}", done.describe());
+    assert!(
+        plugin["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Calls v1.11.0 failed to start: failed to start the RTC server"),
+        "{plugin}"
+    );
+    assert!(
+        finding_ids(&v)
+            .iter()
+            .any(|i| i == "calls_plugin_not_running"),
+        "{v}"
+    );
+    assert!(
+        mm.stderr()
+            .contains("GET /api/v4/plugins/statuses HTTP/1.1 authorized=true admin=true"),
+        "{}",
+        mm.stderr()
+    );
+    // Settings from the API: the override is what the doctor computed with.
+    let adv = check(&v, "rtcd_config")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(adv.contains("192.0.2.77"), "{adv}");
+    // No RTCD API on a Mattermost host: its port is not a firewall target.
+    let fw = check(&v, "host_firewall")["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!fw.contains("8045"), "{fw}");
+    // Mattermost's log: the plugin's 5 lines of 9, its STUN at start, in the plugin's words.
+    let logs = check(&v, "logs")["detail"].as_str().unwrap().to_string();
+    assert!(
+        logs.contains("5 of 9 line(s) from the Calls plugin"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(
+            "STUN at the RTC server's last start (2026-11-26 07:00:01.120 Z): 10.0.0.9 failed"
+        ),
+        "{logs}"
+    );
+    let text = v["findings"].to_string();
+    assert!(!text.contains("[rtc] ice_host_override"), "{text}");
+
+    // A plain user's token cannot read the configuration: one sentence, exit 2.
+    let done = ns.try_exec(
+        &[
+            binaries().server.display().to_string(),
+            "doctor".into(),
+            "--mattermost".into(),
+            "http://127.0.0.1:8065".into(),
+            "--mm-token".into(),
+            "user-token".into(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+    assert!(
+        done.stderr.contains("(403 on GET /api/v4/config)"),
+        "{}",
+        done.stderr
+    );
+    // Mattermost's log without the plugin's settings: one sentence, exit 2 (not ignored).
+    let done = ns.try_exec(
+        &[
+            binaries().server.display().to_string(),
+            "doctor".into(),
+            "--mattermost-log".into(),
+            log.display().to_string(),
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+    assert!(
+        done.stderr
+            .contains("--mattermost-log is for a Mattermost host without RTCD"),
+        "{}",
+        done.stderr
+    );
+}
+
+/// A process named `mattermost` that holds no port (found by name only), with `env`.
+fn named_mattermost(ns: &Netns, dir: &TempDir, env: &[(&str, &str)]) -> probe_tests::Proc {
+    let exe = dir.path().join("mattermost");
+    std::fs::copy("/usr/bin/sleep", &exe)
+        .or_else(|_| std::fs::copy("/bin/sleep", &exe))
+        .unwrap();
+    let mut cmd = ns.command(&exe);
+    cmd.arg("60").envs(env.iter().copied());
+    let p = probe_tests::Proc::spawn(cmd, "mattermost (by name)", LIFETIME).unwrap();
+    // `ip netns exec` has exec'd it once its comm is `mattermost`.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_to_string(format!("/proc/{}/comm", p.pid()))
+        .map_or(true, |c| c.trim() != "mattermost")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "mattermost did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+/// Two Mattermost hosts side by side (network namespaces, as containers or parallel tests):
+/// the doctor in one reads that one's MM_CALLS_* variables, and in a third with none finds
+/// none, instead of a neighbour's.
+#[test]
+fn mattermost_of_its_own_network_namespace() {
+    let (a, b, c) = (
+        Netns::new("calls-nsa"),
+        Netns::new("calls-nsb"),
+        Netns::new("calls-nsc"),
+    );
+    let (da, db) = (TempDir::new("calls-nsa"), TempDir::new("calls-nsb"));
+    let _ma = named_mattermost(&a, &da, &[("MM_CALLS_ICE_HOST_OVERRIDE", "203.0.113.10")]);
+    let _mb = named_mattermost(&b, &db, &[("MM_CALLS_ICE_HOST_OVERRIDE", "203.0.113.20")]);
+    let cfg = da.path().join("config.json");
+    std::fs::write(
+        &cfg,
+        config_with(r#"{"icehostoverride":"","iceserversconfigs":""}"#),
+    )
+    .unwrap();
+    let cfg = cfg.display().to_string();
+    let (_, v) = doctor_json(&a, &["--calls-config", &cfg]);
+    let config = v["config"].as_str().unwrap_or_default().to_string();
+    assert!(config.contains("MM_CALLS_ICE_HOST_OVERRIDE"), "{config}");
+    let adv = check(&v, "rtcd_config")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        adv.contains("203.0.113.10") && !adv.contains("203.0.113.20"),
+        "{adv}"
+    );
+    let (_, v) = doctor_json(&c, &["--calls-config", &cfg]);
+    let env = check(&v, "rtcd_env")["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        env.contains("in other network namespaces not considered"),
+        "{env}"
+    );
+    let config = v["config"].as_str().unwrap_or_default().to_string();
+    assert!(!config.contains("MM_CALLS_ICE_HOST_OVERRIDE"), "{config}");
 }

@@ -426,8 +426,24 @@ fn binding(rng: &mut Rng, pad_to: usize) -> Vec<u8> {
 
 /// A Binding that claims the token but is signed with another key.
 fn binding_wrong_token(rng: &mut Rng) -> Vec<u8> {
-    let key = auth::token_key("not-the-token");
-    stun::binding_request(rng.array(), Some(auth::STUN_USERNAME), Some(&key), 128)
+    signed_binding(rng, &auth::token_key("not-the-token"), now_s())
+}
+
+/// A Binding signed with `key`, carrying the time `at_s` (seconds since the epoch).
+fn signed_binding(rng: &mut Rng, key: &[u8; 32], at_s: u64) -> Vec<u8> {
+    stun::binding_request(
+        rng.array(),
+        Some(&auth::stun_username(at_s)),
+        Some(key),
+        128,
+    )
+}
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
 }
 
 fn ice_check(rng: &mut Rng, username: &str, password: &str) -> Vec<u8> {
@@ -884,18 +900,34 @@ fn no_amplification_with_token_plain_stun_and_unsigned_control_get_nothing() {
     let mut rows = in_ns(&t.client, move || {
         let mut rows = Vec::new();
         let mut rng = Rng(0x5eed_0004);
-        let mut c = Conn::open(dst);
-        for pad in [0usize, 64, 128, 512] {
-            let a = c.ask(&binding(&mut rng, pad));
-            rows.push(tcp_row(
-                format!("plain STUN Binding padded to {pad}"),
-                &a,
-                Want::Silent,
-            ));
+        // With a token, a frame that proves nothing also ends the connection.
+        let mut unproven: Vec<(String, Vec<u8>)> = [0usize, 64, 128, 512]
+            .into_iter()
+            .map(|pad| {
+                (
+                    format!("plain STUN Binding padded to {pad}"),
+                    binding(&mut rng, pad),
+                )
+            })
+            .collect();
+        unproven.push((
+            "STUN Binding, wrong token MAC".into(),
+            binding_wrong_token(&mut rng),
+        ));
+        unproven.push((
+            "STUN Binding with the token, 11 minutes old (a replay)".into(),
+            signed_binding(&mut rng, &key, now_s() - 660),
+        ));
+        for (what, pkt) in unproven {
+            let a = Conn::open(dst).ask(&pkt);
+            rows.push(tcp_row(what.clone(), &a, Want::Silent));
+            assert!(
+                a.closed,
+                "{what}: must end the connection when a token is set"
+            );
         }
-        let a = c.ask(&binding_wrong_token(&mut rng));
-        rows.push(tcp_row("STUN Binding, wrong token MAC", &a, Want::Silent));
-        let good = stun::binding_request(rng.array(), Some(auth::STUN_USERNAME), Some(&key), 128);
+        let mut c = Conn::open(dst);
+        let good = signed_binding(&mut rng, &key, now_s());
         let a = c.ask(&good);
         rows.push(tcp_row(
             "STUN Binding with the token (control)",
@@ -955,8 +987,13 @@ fn no_amplification_with_token_plain_stun_and_unsigned_control_get_nothing() {
     ));
     probes.push((
         "STUN Binding with the token (control)".into(),
-        stun::binding_request(rng.array(), Some(auth::STUN_USERNAME), Some(&key), 128),
+        signed_binding(&mut rng, &key, now_s()),
         Want::Answered,
+    ));
+    probes.push((
+        "STUN Binding with the token, 11 minutes old (a replay)".into(),
+        signed_binding(&mut rng, &key, now_s() - 660),
+        Want::Silent,
     ));
     for q in quic_initials(dst, 1) {
         probes.push((

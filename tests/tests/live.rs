@@ -147,6 +147,7 @@ fn clean_path_tests_rtcds_own_port() {
     assert!(j["udp"]["echo"]["rtt_ms"]["p50"].as_f64().is_some());
     assert_eq!(pair(&j, "203.0.113.2:8443")["ok"], true);
     assert_eq!(j["ice"]["ok"], true);
+    assert_eq!(j["live"], true, "the JSON report says it was live");
     // The text form says it was live.
     let text = probe_tests::try_run_client(
         &t.client,
@@ -614,5 +615,63 @@ fn token_is_required_when_set() {
         events(&server, "hello").len(),
         1,
         "only the client with the token was greeted"
+    );
+}
+
+/// Issue 16 item 4: live mode beside the Calls plugin's integrated RTC server (no RTCD), behind
+/// 1:1 NAT with no ICE Host Override: what the plugin advertises (its private address) does not
+/// arrive, and the fix names the System Console setting, not RTCD's TOML key.
+#[test]
+fn calls_plugin_without_override_names_the_system_console() {
+    let t = Topology::nat(NatConfig::default());
+    let dir = TempDir::new("live");
+    let path = dir.path().join("config.json");
+    let plugin = serde_json::json!({
+        "icehostoverride": "", "iceserversconfigs": "",
+        "udpserverport": 8443, "tcpserverport": 8443,
+    });
+    let config = serde_json::json!({
+        "PluginSettings": {"Enable": true, "Plugins": {"com.mattermost.calls": plugin}},
+    });
+    std::fs::write(&path, config.to_string()).expect("write config.json");
+    let _plugin = standin(&t.server);
+    let server = live_server(
+        &t.server,
+        &["--calls-config", path.to_str().expect("utf-8 path")],
+    );
+    let run = client(
+        &t.client,
+        &t.server_public_ip.to_string(),
+        &["--duration", "2"],
+    );
+    let j = report(&run);
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    assert_eq!(j["live"], true, "{}", run.describe());
+    assert_eq!(
+        pair(&j, "172.31.1.2:8443")["ok"],
+        false,
+        "the private address does not arrive: {}",
+        run.describe()
+    );
+    let missing = j["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "ice_host_override_missing")
+        .unwrap_or_else(|| panic!("no ice_host_override_missing\n{}", run.describe()));
+    let fix = missing["fix"].as_str().unwrap_or("");
+    assert!(
+        fix.contains("System Console") && !fix.contains("rtc.ice_host_override"),
+        "the fix names the plugin's setting: {fix}"
+    );
+    assert!(
+        j["ice"]["deployment"]["calls_plugin"].is_object(),
+        "{}",
+        run.describe()
+    );
+    assert!(
+        server.stderr().contains("Calls plugin"),
+        "the start log speaks of the plugin: {}",
+        server.stderr()
     );
 }

@@ -20,6 +20,7 @@ const PACKAGES: [&str; 2] = ["callprobe-server", "callprobe-client"];
 const USER: &str = "callprobe";
 const STATE_DIR: &str = "/var/lib/probe-server";
 const UNIT: &str = "/usr/lib/systemd/system/probe-server.service";
+const LIVE_UNIT: &str = "/usr/lib/systemd/system/probe-server-live.service";
 /// Made by the maintainer scripts and deb-systemd-helper, so not in `dpkg -L`.
 const EXTRA_PATHS: [&str; 5] = [
     STATE_DIR,
@@ -281,6 +282,20 @@ fn check_unit_and_user() {
         "{UNIT} still has DynamicUser:\n{unit}"
     );
     run_ok(&["systemd-analyze", "verify", UNIT]);
+    let live = std::fs::read_to_string(LIVE_UNIT).unwrap_or_else(|e| panic!("{LIVE_UNIT}: {e}"));
+    for want in [
+        "ExecStart=/usr/bin/probe-server live",
+        "AmbientCapabilities=CAP_NET_RAW",
+        "CapabilityBoundingSet=CAP_NET_RAW",
+    ] {
+        assert!(
+            live.lines().any(|l| l == want),
+            "{LIVE_UNIT} lacks {want:?}:\n{live}"
+        );
+    }
+    run_ok(&["systemd-analyze", "verify", LIVE_UNIT]);
+    let enabled = run(&["systemctl", "is-enabled", "probe-server-live.service"]);
+    assert_eq!(enabled.stdout.trim(), "disabled", "{}", enabled.describe());
     // Installed, not enabled.
     let enabled = run(&["systemctl", "is-enabled", "probe-server.service"]);
     assert_eq!(enabled.stdout.trim(), "disabled", "{}", enabled.describe());
@@ -461,9 +476,14 @@ fn packages_install_run_and_purge_cleanly() {
             PACKAGES.join(" ")
         );
     }
-    for path in ["/usr/bin/probe-server", "/usr/bin/probe-client", UNIT]
-        .into_iter()
-        .chain(EXTRA_PATHS)
+    for path in [
+        "/usr/bin/probe-server",
+        "/usr/bin/probe-client",
+        UNIT,
+        LIVE_UNIT,
+    ]
+    .into_iter()
+    .chain(EXTRA_PATHS)
     {
         assert!(
             Path::new(path).symlink_metadata().is_err(),

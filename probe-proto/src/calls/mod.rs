@@ -9,6 +9,7 @@
 //! the plugin's terms.
 
 mod env;
+pub mod mattermost;
 mod settings;
 pub mod wording;
 

@@ -150,17 +150,6 @@ fn manifest_defaults() -> Map<String, Value> {
     m
 }
 
-fn kind_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
 fn load_err(key: &str, detail: String) -> ConfigError {
     ConfigError {
         key: key.to_string(),
@@ -180,7 +169,7 @@ fn decode_field(key: &str, kind: Kind, v: &Value) -> Result<Setting, ConfigError
     let mismatch = |ty: &str| {
         let what = match v {
             Value::Number(n) if !n.is_i64() => format!("number {n}"),
-            other => kind_name(other).to_string(),
+            other => crate::rtcd::env::json_kind(other).to_string(),
         };
         load_err(
             key,
@@ -234,64 +223,14 @@ pub(crate) fn decode_server_configs(s: &str) -> Result<Vec<IceServer>, String> {
         other => {
             return Err(format!(
                 "json: cannot unmarshal {} into Go value of type []rtc.ICEServerConfig",
-                kind_name(other)
+                crate::rtcd::env::json_kind(other)
             ))
         }
     };
-    items.iter().map(decode_server_config).collect()
-}
-
-fn decode_server_config(item: &Value) -> Result<IceServer, String> {
-    let obj = match item {
-        Value::Null => return Ok(IceServer::default()),
-        Value::Object(o) => o,
-        other => {
-            return Err(format!(
-                "json: cannot unmarshal {} into Go value of type rtc.ICEServerConfig",
-                kind_name(other)
-            ))
-        }
-    };
-    let field = |name: &str| {
-        obj.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    };
-    let text = |name: &str| -> Result<String, String> {
-        match field(name) {
-            None | Some(Value::Null) => Ok(String::new()),
-            Some(Value::String(s)) => Ok(s.clone()),
-            Some(o) => Err(format!(
-                "json: cannot unmarshal {} into Go struct field ICEServerConfig.{name} of type string",
-                kind_name(o)
-            )),
-        }
-    };
-    let urls = match field("urls") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .map(|u| match u {
-                Value::String(s) => Ok(s.clone()),
-                Value::Null => Ok(String::new()),
-                o => Err(format!(
-                    "json: cannot unmarshal {} into Go struct field ICEServerConfig.urls of type string",
-                    kind_name(o)
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(o) => {
-            return Err(format!(
-                "json: cannot unmarshal {} into Go struct field ICEServerConfig.urls of type []string",
-                kind_name(o)
-            ))
-        }
-    };
-    Ok(IceServer {
-        urls,
-        username: text("username")?,
-        credential: text("credential")?,
-    })
+    items
+        .iter()
+        .map(crate::rtcd::env::decode_server_config)
+        .collect()
 }
 
 impl CallsSettings {
@@ -308,7 +247,7 @@ impl CallsSettings {
                     key: PLUGIN_ID.into(),
                     rtcd_message: format!(
                         "PluginSettings.Plugins[\"{PLUGIN_ID}\"] is a JSON {}, not an object",
-                        kind_name(other)
+                        crate::rtcd::env::json_kind(other)
                     ),
                     hint: "give the Calls plugin's settings as a JSON object, as Mattermost's config.json stores them".into(),
                 })
@@ -348,7 +287,7 @@ impl CallsSettings {
         if !v.is_object() {
             return Err(ConfigError {
                 key: "config.json".into(),
-                rtcd_message: format!("a JSON {}, not Mattermost's configuration object", kind_name(&v)),
+                rtcd_message: format!("a JSON {}, not Mattermost's configuration object", crate::rtcd::env::json_kind(&v)),
                 hint: "give Mattermost's config.json (the file MM_CONFIG or --config names), or its GET /api/v4/config answer".into(),
             });
         }

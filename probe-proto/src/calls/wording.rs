@@ -3,6 +3,7 @@
 //! sections are plugin.json's `settings_schema.sections` (mattermost-plugin-calls eb708b4
 //! plugin.json:92-217).
 
+use crate::rtcd::findings::addr_list;
 use std::net::IpAddr;
 
 use super::env::env_var;
@@ -300,16 +301,6 @@ impl Terms {
             parts.join(" and ")
         }
     }
-}
-
-fn addr_list(a: &[IpAddr]) -> String {
-    if a.is_empty() {
-        return "no address".into();
-    }
-    a.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// `ice_address_ignores_override` for the plugin: the RTC Server Address filter keeps none of

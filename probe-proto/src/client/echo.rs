@@ -17,7 +17,10 @@
 
 use super::schedule::Schedule;
 use crate::echo::{self, SessionKey};
+use crate::path::quiet::Window;
+use crate::path::ServerSample;
 use crate::stats::EchoStats;
+use std::net::SocketAddr;
 
 /// A tick observed later than this is treated as missed: the schedule restarts from it instead
 /// of sending the missed bursts back to back (the behaviour of a tokio interval set to `Delay`).
@@ -59,6 +62,16 @@ pub struct EchoOutcome {
     pub sending_ended_us: u64,
     /// Why a TCP connection broke mid-run.
     pub broken: Option<String>,
+    /// When sending started, and how long it was planned to last (quiet period included).
+    pub started_us: u64,
+    pub planned_us: u64,
+    /// The quiet period of `--quiet-test`, if one was kept.
+    pub quiet: Option<Window>,
+    /// The server's counters, polled on the control channel during the phase (by the shell).
+    pub server_samples: Vec<ServerSample>,
+    /// The client's public address as a STUN Binding on the echo socket saw it after the phase
+    /// (by the shell, with `--quiet-test`).
+    pub mapped_after: Option<SocketAddr>,
 }
 
 impl EchoOutcome {
@@ -95,6 +108,8 @@ pub struct EchoCore {
     seq: u32,
     max_rtt_us: u64,
     state: State,
+    /// `--quiet-test`: from when, for how long nothing is sent (relative to the start).
+    quiet: Option<(u64, u64)>,
     out: EchoOutcome,
     malformed: u64,
     foreign: u64,
@@ -105,6 +120,7 @@ pub struct EchoCore {
 impl EchoCore {
     /// A session's echo phase starting at `now_us`; the first burst is due at once.
     pub fn new(session: u64, key: SessionKey, schedule: Schedule, now_us: u64) -> Self {
+        let planned_us = schedule.duration.as_micros() as u64;
         Self {
             session,
             key,
@@ -116,8 +132,11 @@ impl EchoCore {
             seq: 0,
             max_rtt_us: 0,
             state: State::Sending,
+            quiet: None,
             out: EchoOutcome {
                 sending_ended_us: now_us,
+                started_us: now_us,
+                planned_us,
                 ..EchoOutcome::default()
             },
             malformed: 0,
@@ -125,6 +144,18 @@ impl EchoCore {
             late: 0,
             buf: Box::new([0u8; echo::MAX_LEN]),
         }
+    }
+
+    /// Sends nothing for `len_us` from `after_us` into the phase (`--quiet-test`); the phase
+    /// lasts that much longer, so the traffic on either side is the schedule's.
+    pub fn with_quiet(mut self, after_us: u64, len_us: u64) -> Self {
+        self.quiet = Some((after_us, len_us));
+        self.out.planned_us = self.schedule.duration.as_micros() as u64 + len_us;
+        self.out.quiet = Some(Window {
+            from_us: self.started_us + after_us,
+            until_us: self.started_us + after_us + len_us,
+        });
+        self
     }
 
     /// The next packet due at `now_us`, signed and numbered; `None` until something is due.
@@ -263,7 +294,7 @@ impl EchoCore {
         format!(
             "{label} echo {:.1}/{:.0} s  sent {}  received {}",
             now_us.saturating_sub(self.started_us) as f64 / 1e6,
-            self.schedule.duration.as_secs_f64(),
+            self.duration_us() as f64 / 1e6,
             self.out.stats.sent(),
             self.out.stats.received()
         )
@@ -275,7 +306,7 @@ impl EchoCore {
     }
 
     fn duration_us(&self) -> u64 {
-        self.schedule.duration.as_micros() as u64
+        self.out.planned_us
     }
 
     fn end_sending(&mut self, now_us: u64) {
@@ -293,6 +324,12 @@ impl EchoCore {
         } else {
             self.next_tick_us + period
         };
+        // A tick inside the quiet period moves to its end.
+        if let Some(w) = self.out.quiet {
+            if (w.from_us..w.until_us).contains(&self.next_tick_us) {
+                self.next_tick_us = w.until_us;
+            }
+        }
         self.burst_tick_us = None;
         self.burst_at = 0;
     }

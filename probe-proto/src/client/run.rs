@@ -16,6 +16,7 @@ use super::schedule::Schedule;
 use crate::catalog::FindingId;
 use crate::ice_verdict;
 use crate::msg::{Control, Counters, Hello, IceOffer, Refused, Welcome, PROTO_MAX, PROTO_MIN};
+use crate::path::{self, cut, quiet::QuietOutcome};
 use crate::report::{self, Finding, IceReport, Report, Severity, StunResult, TcpResult, UdpResult};
 use crate::stats::EchoSummary;
 use crate::verdict::{self, Facts};
@@ -348,6 +349,38 @@ impl Run {
         })
     }
 
+    /// The path checks of issue 13: a flow cut mid-run and the quiet-period test on each echo
+    /// phase long enough for them, and the hairpin check on the ICE results.
+    fn path_findings(&self, c: Option<&Counters>, findings: &mut Vec<Finding>) {
+        let mapped: Option<SocketAddr> =
+            self.udp.stun.mapped.as_deref().and_then(|m| m.parse().ok());
+        let port = self.plan.port;
+        if let Some(o) = &self.udp_echo {
+            let out = path_checks(o, "udp", port, c.map(|c| c.udp_rx), mapped);
+            if out.iter().any(|f| f.is(FindingId::PathCutAfter)) {
+                // The loss is the cut's; the cut finding states the loss before it.
+                findings.retain(|f| !f.is(FindingId::PacketLoss));
+            }
+            findings.extend(out);
+        }
+        if let Some(o) = self.tcp_echo.as_ref().filter(|o| o.broken.is_none()) {
+            findings.extend(path_checks(o, "tcp", port, c.map(|c| c.tcp_rx), None));
+        }
+        let hairpin = self
+            .ice
+            .as_ref()
+            .and_then(|ice| path::hairpin::judge(mapped, ice));
+        if let Some(f) = hairpin.as_ref().and_then(path::findings::hairpin) {
+            // The client's public address is the advertised one: the override is right for
+            // everyone outside, so "set it to the address you dialled" would be wrong advice.
+            let same = hairpin.is_some_and(|h| h.relation == path::hairpin::Relation::SameAddress);
+            if same && f.is(FindingId::HairpinFails) {
+                findings.retain(|f| !f.is(FindingId::IceHostOverrideWrong));
+            }
+            findings.push(f);
+        }
+    }
+
     /// Judges the gathered facts and assembles the report.
     pub fn report(self, meta: ReportMeta) -> Report {
         let mut udp = self.udp.clone();
@@ -380,6 +413,7 @@ impl Run {
         if let Some(ice) = &self.ice {
             findings.extend(ice_verdict::evaluate(ice, &facts));
         }
+        self.path_findings(c.as_ref(), &mut findings);
         let mut report = Report {
             schema: report::SCHEMA,
             tool_version: meta.tool_version,
@@ -432,6 +466,50 @@ fn server_rate_limited(n: u64) -> Finding {
         "Run with a longer --interval or fewer concurrent clients, or ask the admin to raise \
          --max-reply-pps / --min-interval on probe-server.",
     )
+}
+
+/// One echo phase's path checks: the quiet-period test when one was kept, the cut check on
+/// phases of [`cut::MIN_RUN_US`] or more, and `path_held` when they ran and found nothing.
+fn path_checks(
+    o: &EchoOutcome,
+    transport: &str,
+    port: u16,
+    final_rx: Option<u64>,
+    mapped_before: Option<SocketAddr>,
+) -> Vec<Finding> {
+    let quiet_us = o.quiet.map_or(0, |w| w.until_us - w.from_us);
+    let long = o.planned_us.saturating_sub(quiet_us) >= cut::MIN_RUN_US;
+    if (!long && o.quiet.is_none()) || o.stats.received() == 0 {
+        return Vec::new();
+    }
+    let tl = o.stats.timeline();
+    let q = o
+        .quiet
+        .and_then(|w| path::quiet::judge(&tl, w, mapped_before, o.mapped_after));
+    let mut out = Vec::new();
+    if let Some(f) =
+        q.and_then(|q| path::findings::quiet(q, quiet_us, mapped_before, o.mapped_after))
+    {
+        out.push(f);
+    }
+    let run_us = o.sending_ended_us.saturating_sub(o.started_us);
+    if long && q != Some(QuietOutcome::NoReplies) {
+        if let Some(c) = cut::detect(&tl, &o.server_samples, final_rx) {
+            out.push(path::findings::cut(
+                transport,
+                port,
+                &c,
+                run_us,
+                final_rx.is_some(),
+            ));
+        }
+    }
+    let quiet_held =
+        (q == Some(QuietOutcome::Held)).then_some((quiet_us, o.mapped_after.or(mapped_before)));
+    if out.is_empty() && (long || quiet_held.is_some()) {
+        out.push(path::findings::held(transport, run_us, quiet_held));
+    }
+    out
 }
 
 /// Microsecond resolution is all a millisecond figure can honestly claim.

@@ -25,6 +25,8 @@ pub struct HelloInfo {
     pub candidates: Vec<WireCandidate>,
     /// Candidates left out because the reply would have outgrown the request.
     pub truncated: u16,
+    /// Whose settings the client's verdicts name: RTCD's, or the Calls plugin's (issue 16).
+    pub deployment: crate::calls::Deployment,
 }
 
 /// Encodes the reply; drops candidates from the end until it fits in the request's size.
@@ -32,6 +34,9 @@ pub fn hello_reply(nonce: u64, info: &HelloInfo, key: Option<&[u8; 32]>) -> Vec<
     let mut info = info.clone();
     info.override_value = clip(&info.override_value);
     info.override_form = clip(&info.override_form);
+    if let crate::calls::Deployment::CallsPlugin { rtcd_url: Some(u) } = &mut info.deployment {
+        *u = clip(u);
+    }
     let body = loop {
         let b = postcard::to_stdvec(&info).unwrap_or_default();
         if b.len() <= BODY_MAX || info.candidates.is_empty() {

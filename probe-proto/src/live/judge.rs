@@ -153,6 +153,7 @@ fn ice_report(o: &Outcome) -> IceReport {
         override_form: o.hello.override_form.clone(),
         pairs,
         agent_state: "live mode: no ICE agent, live echo to each advertised address".into(),
+        deployment: o.hello.deployment.clone(),
         dialed_checks: o
             .targets
             .iter()

@@ -482,3 +482,41 @@ mod judging {
         );
     }
 }
+
+#[test]
+fn tcp_probe_says_whether_the_clients_udp_arrived() {
+    let mut r = Responder::new(None, Limits::default(), HelloInfo::default(), 0);
+    let to = sa("203.0.113.1:8443");
+    let udp_seen = |r: &mut Responder| {
+        r.take_events().into_iter().find_map(|e| match e {
+            Event::TcpProbe { udp_seen, .. } => Some(udp_seen),
+            _ => None,
+        })
+    };
+    // No UDP from this client before its TCP probe: UDP is blocked on the way.
+    let tcp = packet::tcp_probe_frame(1, None);
+    r.on_tcp(sa("198.51.100.7:40001"), to, &tcp, 1_000);
+    assert_eq!(udp_seen(&mut r), Some(Some(false)));
+    // Its hello arrived first (another port of the same address): seen.
+    let from = sa("198.51.100.8:40000");
+    assert!(r
+        .on_udp(from, to, &packet::hello_request(2, None), 2_000)
+        .is_some());
+    r.on_tcp(
+        sa("198.51.100.8:40002"),
+        to,
+        &packet::tcp_probe_frame(3, None),
+        3_000,
+    );
+    assert_eq!(udp_seen(&mut r), Some(Some(true)));
+    // Long after the hello, the memory has lapsed: not seen.
+    r.poll(2_000 + responder::UDP_MEMORY_US);
+    r.take_events();
+    r.on_tcp(
+        sa("198.51.100.8:40003"),
+        to,
+        &packet::tcp_probe_frame(4, None),
+        3_000 + responder::UDP_MEMORY_US,
+    );
+    assert_eq!(udp_seen(&mut r), Some(Some(false)));
+}

@@ -193,7 +193,7 @@ impl RtcdConfig {
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
+pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "bool",
@@ -217,6 +217,28 @@ fn string_list(v: &Value) -> Option<Vec<String>> {
             })
             .collect(),
         _ => None,
+    }
+}
+
+/// `urls` of one ICE server config (Go `[]string`): Go names the element's type when an
+/// element is not a string, and `[]string` when the field is not a list at all.
+fn urls_field(u: &Value) -> Result<Vec<String>, String> {
+    let err = |v: &Value, ty: &str| {
+        format!(
+            "json: cannot unmarshal {} into Go struct field ICEServerConfig.urls of type {ty}",
+            json_kind(v)
+        )
+    };
+    match u {
+        Value::Array(a) => a
+            .iter()
+            .map(|e| match e {
+                Value::String(s) => Ok(s.clone()),
+                Value::Null => Ok(String::new()),
+                other => Err(err(other, "string")),
+            })
+            .collect(),
+        other => string_list(other).ok_or_else(|| err(other, "[]string")),
     }
 }
 
@@ -265,12 +287,7 @@ pub(crate) fn decode_server_config(item: &Value) -> Result<IceServer, String> {
     };
     let mut server = IceServer::default();
     if let Some(u) = field("urls") {
-        server.urls = string_list(u).ok_or_else(|| {
-            format!(
-                "json: cannot unmarshal {} into Go struct field ICEServerConfig.urls of type []string",
-                json_kind(u)
-            )
-        })?;
+        server.urls = urls_field(u)?;
     }
     for (name, out_field) in [
         ("username", &mut server.username),
@@ -293,6 +310,24 @@ pub(crate) fn decode_server_config(item: &Value) -> Result<IceServer, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_errors_name_the_type_as_go_does() {
+        // Go's encoding/json names the element's type for a bad element, the field's for a
+        // field that is not a list.
+        let bad_elem = decode_server_config(&serde_json::json!({"urls": ["stun:a:3478", 1]}));
+        assert_eq!(
+            bad_elem.unwrap_err(),
+            "json: cannot unmarshal number into Go struct field ICEServerConfig.urls of type string"
+        );
+        let bare = decode_server_config(&serde_json::json!({"urls": "stun:a:3478"}));
+        assert_eq!(
+            bare.unwrap_err(),
+            "json: cannot unmarshal string into Go struct field ICEServerConfig.urls of type []string"
+        );
+        let ok = decode_server_config(&serde_json::json!({"URLS": ["stun:a:3478", null]})).unwrap();
+        assert_eq!(ok.urls, vec!["stun:a:3478".to_string(), String::new()]);
+    }
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

@@ -32,7 +32,7 @@
 
 mod candidates;
 mod config;
-mod env;
+pub(crate) mod env;
 pub mod findings;
 mod goparse;
 mod mapping;

@@ -59,9 +59,21 @@ pub fn check(
             .into_iter()
             .map(|f| in_plugin_terms(f, cfg))
             .collect();
+        out.check.detail = plugin_words(&out.check.detail);
     }
     out.stun_now = stun;
     out
+}
+
+/// RTCD's key names in a sentence replaced by the plugin's System Console names.
+fn plugin_words(text: &str) -> String {
+    text.replace("ice_host_port_override", "ICE Host Port Override")
+        .replace("ice_host_override", "ICE Host Override")
+        .replace("ice_address_udp", "\"RTC Server Address (UDP)\"")
+        .replace("ice_address_tcp", "\"RTC Server Address (TCP)\"")
+        .replace("ice_address_*", "RTC Server Address")
+        .replace("ice_servers", "ICE Servers Configurations")
+        .replace("RTCD", "the RTC server")
 }
 
 /// A finding of [`judge`] in the Calls plugin's terms: its System Console settings and
@@ -69,15 +81,7 @@ pub fn check(
 fn in_plugin_terms(f: Finding, cfg: &RtcdConfig) -> Finding {
     use probe_proto::calls::wording::{self, console, Terms};
     let t = Terms::of(&Deployment::CallsPlugin { rtcd_url: None });
-    let summary = f
-        .summary
-        .replace("ice_host_port_override", "ICE Host Port Override")
-        .replace("ice_host_override", "ICE Host Override")
-        .replace("ice_address_udp", "\"RTC Server Address (UDP)\"")
-        .replace("ice_address_tcp", "\"RTC Server Address (TCP)\"")
-        .replace("ice_address_*", "RTC Server Address")
-        .replace("ice_servers", "ICE Servers Configurations")
-        .replace("RTCD", "the RTC server");
+    let summary = plugin_words(&f.summary);
     let fix = match FindingId::parse(&f.id).unwrap_or(FindingId::RtcdAdvertisesPrivate) {
         FindingId::IceNoUdpCandidate => {
             return wording::no_udp_candidate(&cfg.ice_address_udp, &cfg.ice_address_tcp)

@@ -5,9 +5,14 @@ use probe_proto::http::Url;
 use probe_proto::rtcd::{ConfigError, RtcdConfig};
 use std::time::{Duration, Instant};
 
+use super::facts::CallsApiFacts;
 use super::Inputs;
 use crate::rtcd_env::{self, RtcdEnv};
 use probe_proto::calls::{CallsSettings, Deployment};
+
+/// How long Mattermost's API may take for the plugin's status and licence (its configuration
+/// comes first, within its own 10 s: without it there is nothing to check).
+const MM_API_DEADLINE: Duration = Duration::from_millis(2500);
 
 /// How long finding RTCD's environment may take (a /proc scan, `systemctl show`): part of the
 /// doctor's `--sample` + 5 s.
@@ -32,32 +37,20 @@ pub struct Loaded {
     pub started: Instant,
     /// RTCD, or the Calls plugin's integrated RTC server (`--calls-config`).
     pub deployment: Deployment,
+    /// `--mattermost`: what Mattermost's API said about the plugin.
+    pub calls_api: Option<CallsApiFacts>,
 }
 
 /// Reads the config and environment; `Err` is the one sentence for stderr (exit 2).
 pub fn load(inputs: &Inputs) -> Result<Loaded, String> {
     let started = Instant::now();
-    if let Some(p) = &inputs.calls_config {
-        return load_calls(p, started);
+    if inputs.calls_config.is_some() || inputs.mattermost.is_some() {
+        return load_calls(inputs, started);
     }
-    let (mut cfg, source, where_, text) = match &inputs.rtcd_config {
-        Some(p) => {
-            let text = std::fs::read_to_string(p).map_err(|e| {
-                format!("cannot read RTCD's config {}: {e}; give the path of the TOML file RTCD runs with (its -config flag)", p.display())
-            })?;
-            let cfg = RtcdConfig::from_toml_str(&text).map_err(|e| {
-                format!("RTCD's config {} does not parse ({}); fix it or point --rtcd-config at the file RTCD runs with", p.display(), e.rtcd_message)
-            })?;
-            let shown = p.display().to_string();
-            (cfg, shown.clone(), shown, Some(text))
-        }
-        None => (
-            RtcdConfig::default(),
-            "RTCD's defaults (no --rtcd-config given)".to_string(),
-            "RTCD's config file".to_string(),
-            None,
-        ),
-    };
+    if inputs.mattermost_log.is_some() {
+        return Err("--mattermost-log is for a Mattermost host without RTCD: add --calls-config PATH or --mattermost URL, or give RTCD's log with --rtcd-log".into());
+    }
+    let (mut cfg, source, where_, text) = read_rtcd_file(inputs)?;
     let given_api = match &inputs.rtcd_api {
         Some(u) => Some(Url::parse(u).map_err(|e| {
             format!("--rtcd-api: {e}; give RTCD's API URL, e.g. http://127.0.0.1:8045")
@@ -110,6 +103,30 @@ pub fn load(inputs: &Inputs) -> Result<Loaded, String> {
         env,
         started,
         deployment: Deployment::Rtcd,
+        calls_api: None,
+    })
+}
+
+/// RTCD's TOML as given (`--rtcd-config`), else RTCD's defaults: the config, how the report
+/// names its source, where the fix goes, and the text (for the bundle).
+fn read_rtcd_file(inputs: &Inputs) -> Result<(RtcdConfig, String, String, Option<String>), String> {
+    Ok(match &inputs.rtcd_config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                format!("cannot read RTCD's config {}: {e}; give the path of the TOML file RTCD runs with (its -config flag)", p.display())
+            })?;
+            let cfg = RtcdConfig::from_toml_str(&text).map_err(|e| {
+                format!("RTCD's config {} does not parse ({}); fix it or point --rtcd-config at the file RTCD runs with", p.display(), e.rtcd_message)
+            })?;
+            let shown = p.display().to_string();
+            (cfg, shown.clone(), shown, Some(text))
+        }
+        None => (
+            RtcdConfig::default(),
+            "RTCD's defaults (no --rtcd-config given)".to_string(),
+            "RTCD's config file".to_string(),
+            None,
+        ),
     })
 }
 
@@ -117,11 +134,12 @@ pub fn load(inputs: &Inputs) -> Result<Loaded, String> {
 /// `MM_CALLS_*` from the plugin's or Mattermost's process, mapped to the RTCD configuration its
 /// integrated server runs with. Settings the plugin refuses stop the doctor (exit 2), as a
 /// config RTCD cannot parse does.
-fn load_calls(p: &std::path::Path, started: Instant) -> Result<Loaded, String> {
-    let text = std::fs::read_to_string(p).map_err(|e| {
-        format!("cannot read Mattermost's configuration {}: {e}; give the config.json Mattermost runs with (e.g. /opt/mattermost/config/config.json)", p.display())
-    })?;
-    let shown = p.display().to_string();
+fn load_calls(inputs: &Inputs, started: Instant) -> Result<Loaded, String> {
+    let (text, shown, api) = crate::calls::read_settings(
+        inputs.calls_config.as_deref(),
+        inputs.mattermost.as_deref(),
+        inputs.mm_token.as_deref(),
+    )?;
     let mut s =
         CallsSettings::from_mattermost_config(&text).map_err(|e| format!("{shown}: {e}"))?;
     let port = |v: Option<i64>| v.and_then(|v| u16::try_from(v).ok());
@@ -138,6 +156,13 @@ fn load_calls(p: &std::path::Path, started: Instant) -> Result<Loaded, String> {
     s.validate().map_err(|e| format!("{shown}: {e}"))?;
     let num_cpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cfg = s.to_rtcd(num_cpu).map_err(|e| format!("{shown}: {e}"))?;
+    let (rtcd_url, rtcd_line) =
+        crate::calls::rtcd_decision(s.rtcd_url_or_none(), api.as_ref(), &text);
+    let calls_api = api.map(|api| CallsApiFacts {
+        base: api.url.base(),
+        status: api.calls_status(Instant::now() + MM_API_DEADLINE),
+        rtcd_line,
+    });
     let source = if s.env_applied.is_empty() {
         format!("the Calls plugin's settings in {shown}")
     } else {
@@ -159,9 +184,8 @@ fn load_calls(p: &std::path::Path, started: Instant) -> Result<Loaded, String> {
         env_error: None,
         env,
         started,
-        deployment: Deployment::CallsPlugin {
-            rtcd_url: s.rtcd_url_or_none().map(str::to_string),
-        },
+        deployment: Deployment::CallsPlugin { rtcd_url },
+        calls_api,
     })
 }
 

@@ -46,6 +46,19 @@ pub struct Setup {
     pub env_error: Option<ConfigError>,
     /// RTCD, or the Calls plugin's integrated RTC server.
     pub deployment: probe_proto::calls::Deployment,
+    /// What Mattermost's API said about the Calls plugin (`--mattermost`), else `None`.
+    pub calls_api: Option<CallsApiFacts>,
+}
+
+/// Mattermost's API on the Calls plugin: its status and, when an RTCD service URL is set,
+/// whether the licence makes the plugin use it.
+#[derive(Debug, Clone)]
+pub struct CallsApiFacts {
+    /// Mattermost's site URL, for messages.
+    pub base: String,
+    pub status: Result<Vec<probe_proto::calls::mattermost::PluginStatus>, String>,
+    /// The RTCD service URL's verdict (`calls::rtcd_decision`), when the URL is set.
+    pub rtcd_line: Option<String>,
 }
 
 /// Who holds a set of sockets.

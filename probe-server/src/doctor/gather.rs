@@ -42,7 +42,8 @@ pub fn gather(inputs: &Inputs, loaded: &Loaded) -> HostFacts {
         base: loaded.started.min(t0),
         sample,
     };
-    let start = Start::read(&loaded.cfg, &loaded.api_url, t0);
+    let plugin = !loaded.deployment.is_rtcd();
+    let start = Start::read(&loaded.cfg, &loaded.api_url, plugin, t0);
     let tasks = Tasks::spawn(inputs, loaded, &clock);
     let buffers = sysctl::read();
     std::thread::sleep((t0 + sample).saturating_duration_since(Instant::now()));
@@ -50,7 +51,7 @@ pub fn gather(inputs: &Inputs, loaded: &Loaded) -> HostFacts {
     let cpu = start.cpu_at_end();
     let hard = clock.base + sample + JOIN_MARGIN;
     let api = ApiSide {
-        answers: tasks.api.join(hard),
+        answers: tasks.api.and_then(|t| t.join(hard)),
         url_source: loaded.api_source.clone(),
         min_version: inputs.min_rtcd_version.clone(),
         ..start.api
@@ -75,6 +76,7 @@ pub fn gather(inputs: &Inputs, loaded: &Loaded) -> HostFacts {
             env: loaded.env.clone(),
             env_error: loaded.env_error.clone(),
             deployment: loaded.deployment.clone(),
+            calls_api: loaded.calls_api.clone(),
         },
         ports: start.ports,
         buffers,
@@ -107,7 +109,8 @@ struct Start {
 }
 
 impl Start {
-    fn read(cfg: &RtcdConfig, api_url: &Url, t0: Instant) -> Start {
+    /// `plugin`: the Calls plugin's integrated server, which has no API port.
+    fn read(cfg: &RtcdConfig, api_url: &Url, plugin: bool, t0: Instant) -> Start {
         let ice_udp = u16::try_from(cfg.ice_port_udp).unwrap_or(0);
         let ice_tcp = u16::try_from(cfg.ice_port_tcp).unwrap_or(0);
         let udp0 = procnet::read_tables(Proto::Udp);
@@ -122,7 +125,7 @@ impl Start {
         ));
         let tcp_addrs = ice_addresses(&cfg.ice_address_tcp);
         let tcp = owned(procnet::on_port(&tcp0, ice_tcp, &tcp_addrs, true));
-        let local = api_is_local(api_url);
+        let local = !plugin && api_is_local(api_url);
         let api_socks = if local {
             owned(procnet::on_port(&tcp0, api_url.port, &[], true))
         } else {
@@ -172,7 +175,7 @@ impl Start {
                 owner: api_owner,
                 answers: None,
             },
-            targets: firewall_targets(ice_udp, ice_tcp, api_url.port),
+            targets: firewall_targets(ice_udp, ice_tcp, (!plugin).then_some(api_url.port)),
         }
     }
 
@@ -230,7 +233,27 @@ fn ice_addresses(list: &str) -> Vec<IpAddr> {
         .collect()
 }
 
-fn firewall_targets(ice_udp: u16, ice_tcp: u16, api_port: u16) -> Vec<nft::Target> {
+/// The ports users (and Mattermost) reach; `api_port` is `None` for the Calls plugin's
+/// integrated server, which has no API of its own (plugin server/activate.go:170-199).
+pub(super) fn firewall_targets(
+    ice_udp: u16,
+    ice_tcp: u16,
+    api_port: Option<u16>,
+) -> Vec<nft::Target> {
+    let Some(api_port) = api_port else {
+        return vec![
+            nft::Target {
+                proto: Proto::Udp,
+                port: ice_udp,
+                what: "the Calls plugin's RTC Server Port (UDP, media)",
+            },
+            nft::Target {
+                proto: Proto::Tcp,
+                port: ice_tcp,
+                what: "the Calls plugin's RTC Server Port (TCP, the fallback)",
+            },
+        ];
+    };
     vec![
         nft::Target {
             proto: Proto::Udp,
@@ -263,7 +286,8 @@ fn api_is_local(url: &Url) -> bool {
 
 /// The reads that run during the sample, each in its own thread.
 struct Tasks {
-    api: Pending<api::ApiFacts>,
+    /// `None` for the Calls plugin's integrated server: no API to ask.
+    api: Option<Pending<api::ApiFacts>>,
     nft: Pending<Result<serde_json::Value, String>>,
     advertise: Pending<(advertise::Outcome, RulesChoice)>,
     log: Option<Pending<Result<logs::LogScan, String>>>,
@@ -272,7 +296,9 @@ struct Tasks {
 impl Tasks {
     fn spawn(inputs: &Inputs, loaded: &Loaded, clock: &Clock) -> Tasks {
         let (version_tx, version_rx) = mpsc::channel::<Option<String>>();
-        let api = {
+        // The plugin's server has no API: nothing at its "API URL" may decide its rules (the
+        // sender dropped here tells the candidate computation at once).
+        let api = loaded.deployment.is_rtcd().then(|| {
             let url = loaded.api_url.clone();
             let deadline = clock.base + clock.sample + API_MARGIN;
             spawn(move || {
@@ -281,7 +307,7 @@ impl Tasks {
                 let _ = version_tx.send(api::reported_version(&facts));
                 facts
             })
-        };
+        });
         let nft_deadline = clock.base + clock.sample + NFT_MARGIN;
         let nft = spawn(move || nft::list_ruleset(nft_deadline));
         Tasks {
@@ -330,10 +356,22 @@ fn spawn_log(
     loaded: &Loaded,
     clock: &Clock,
 ) -> Option<Pending<Result<logs::LogScan, String>>> {
-    match (&inputs.rtcd_log, &loaded.env.unit) {
+    let plugin = !loaded.deployment.is_rtcd();
+    let file = if plugin {
+        inputs.mattermost_log.as_ref().or(inputs.rtcd_log.as_ref())
+    } else {
+        inputs.rtcd_log.as_ref()
+    };
+    match (file, &loaded.env.unit) {
         (Some(p), _) => {
             let p = p.clone();
-            Some(spawn(move || logs::read(&p)))
+            Some(spawn(move || {
+                if plugin {
+                    logs::read_mattermost(&p)
+                } else {
+                    logs::read(&p)
+                }
+            }))
         }
         (None, Some(unit)) => {
             let unit = unit.clone();
@@ -342,7 +380,9 @@ fn spawn_log(
                 .pid
                 .and_then(|pid| logs::process_start(pid, cpu::ticks_per_sec()));
             let deadline = clock.base + clock.sample + LOG_MARGIN;
-            Some(spawn(move || logs::read_journal(&unit, since, deadline)))
+            Some(spawn(move || {
+                logs::read_journal(&unit, since, deadline, plugin)
+            }))
         }
         (None, None) => None,
     }

@@ -70,7 +70,13 @@ pub struct StunAtStart {
 
 /// RTCD's journal (`journalctl -u UNIT`), since `since` (RTCD's start, seconds since the
 /// epoch) when known, else its last [`JOURNAL_LINES`] lines; bounded by `deadline`.
-pub fn read_journal(unit: &str, since: Option<u64>, deadline: Instant) -> Result<LogScan, String> {
+/// `plugin`: the unit is Mattermost's; only the Calls plugin's lines count.
+pub fn read_journal(
+    unit: &str,
+    since: Option<u64>,
+    deadline: Instant,
+    plugin: bool,
+) -> Result<LogScan, String> {
     let Some(journalctl) = super::cmd::find_program("journalctl") else {
         return Err("journalctl not found".into());
     };
@@ -114,10 +120,16 @@ pub fn read_journal(unit: &str, since: Option<u64>, deadline: Instant) -> Result
             "the journal of {unit} has no lines (journalctl -u {unit})"
         ));
     }
-    let mut scan = scan(&text);
+    let mut scan = if plugin {
+        let lines: Vec<&str> = text.lines().filter(|l| is_calls_line(l)).collect();
+        scan_with(&lines.join("\n"), PLUGIN_START_LINE)
+    } else {
+        scan(&text)
+    };
     scan.source = match since {
         Some(t) => format!(
-            "the journal of {unit} since RTCD's start ({})",
+            "the journal of {unit} since {}'s start ({})",
+            if plugin { "Mattermost" } else { "RTCD" },
             probe_proto::report::rfc3339(t * 1000)
         ),
         None => format!("the journal of {unit} (last {JOURNAL_LINES} lines)"),
@@ -143,6 +155,59 @@ pub fn process_start(pid: u32, ticks_per_sec: f64) -> Option<u64> {
 }
 
 pub fn read(path: &Path) -> Result<LogScan, String> {
+    let (text, skipped) = read_end(path)?;
+    let mut scan = scan(&text);
+    scan.skipped_bytes = skipped;
+    scan.source = path.display().to_string();
+    Ok(scan)
+}
+
+/// Mattermost's log (`mattermost.log`, JSON lines, or its console's plain lines): only the
+/// Calls plugin's lines. The plugin's RTC server logs through the plugin API
+/// (mattermost-plugin-calls server/log.go:109-123: `logger.Info` → `p.API.LogInfo(msg, k, v…)`),
+/// which Mattermost writes with `"plugin_id":"com.mattermost.calls"` and the rtc fields
+/// (`localAddr`, `error`, `remoteAddr`) as keys of their own, so the RTCD checks read them
+/// unchanged; a (re)activation starts with the plugin's "activating" (server/activate.go:58,
+/// debug level: seen only when Mattermost's file log level is DEBUG).
+pub fn read_mattermost(path: &Path) -> Result<LogScan, String> {
+    let (text, skipped) = read_end(path)?;
+    let mut plugin_lines = String::new();
+    let mut total = 0usize;
+    for line in text.lines() {
+        total += 1;
+        if is_calls_line(line) {
+            plugin_lines.push_str(line);
+            plugin_lines.push('\n');
+        }
+    }
+    let mut scan = scan_with(&plugin_lines, PLUGIN_START_LINE);
+    scan.skipped_bytes = skipped;
+    scan.source = format!(
+        "{} (Mattermost's log: {} of {total} line(s) from the Calls plugin)",
+        path.display(),
+        scan.lines
+    );
+    if total > 0 && scan.lines == 0 {
+        return Err(format!(
+            "{} has no line of the Calls plugin (\"plugin_id\":\"{}\"): give Mattermost's own log (mattermost.log) of a time the plugin ran",
+            path.display(),
+            probe_proto::calls::PLUGIN_ID
+        ));
+    }
+    Ok(scan)
+}
+
+/// The plugin's activation line (server/activate.go:58 `p.LogDebug("activating")`).
+pub const PLUGIN_START_LINE: &str = "activating";
+
+/// A line of Mattermost's log written for the Calls plugin: its JSON `plugin_id`, else
+/// (console's plain target) `plugin_id=com.mattermost.calls`.
+fn is_calls_line(line: &str) -> bool {
+    field(line, "plugin_id").as_deref() == Some(probe_proto::calls::PLUGIN_ID)
+}
+
+/// The last [`MAX_READ`] bytes of a file, and how many were skipped before them.
+fn read_end(path: &Path) -> Result<(String, u64), String> {
     let mut f =
         std::fs::File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -155,13 +220,16 @@ pub fn read(path: &Path) -> Result<LogScan, String> {
     f.take(MAX_READ)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut scan = scan(&String::from_utf8_lossy(&bytes));
-    scan.skipped_bytes = skipped;
-    scan.source = path.display().to_string();
-    Ok(scan)
+    Ok((String::from_utf8_lossy(&bytes).into_owned(), skipped))
 }
 
+/// RTCD's log.
 pub fn scan(text: &str) -> LogScan {
+    scan_with(text, START_LINE)
+}
+
+/// A log whose server (re)start is marked by a line whose message is `start`.
+pub fn scan_with(text: &str, start: &str) -> LogScan {
     let mut s = LogScan::default();
     for line in text.lines() {
         s.lines += 1;
@@ -174,7 +242,7 @@ pub fn scan(text: &str) -> LogScan {
                 hit = true;
             }
         }
-        stun_line(line, &lower, &mut s.stun);
+        stun_line(line, &lower, start, &mut s.stun);
         if let Some(ip) = host_candidate(&msg).filter(|ip| is_private(*ip) && !ip.is_loopback()) {
             *s.private_candidates.entry(ip).or_default() += 1;
             hit = true;
@@ -190,8 +258,8 @@ pub fn scan(text: &str) -> LogScan {
 }
 
 /// Follows RTCD's start line and STUN results (`lower` is the line's message, lower-cased).
-fn stun_line(line: &str, lower: &str, st: &mut StunAtStart) {
-    if lower.contains(START_LINE) {
+fn stun_line(line: &str, lower: &str, start: &str, st: &mut StunAtStart) {
+    if is_start(lower, start) {
         *st = StunAtStart {
             start_seen: true,
             started_at: field(line, "timestamp").or_else(|| plain_timestamp(line)),
@@ -212,6 +280,16 @@ fn stun_line(line: &str, lower: &str, st: &mut StunAtStart) {
         Ok(field(line, "remoteAddr").unwrap_or_default())
     };
     st.results.insert(canonical(ip), result);
+}
+
+/// RTCD's start line is distinctive enough to find inside a message; the plugin's one word
+/// "activating" must be the whole message (`lower` is the message with its error appended).
+fn is_start(lower: &str, start: &str) -> bool {
+    if start == START_LINE {
+        lower.contains(start)
+    } else {
+        lower.trim() == start
+    }
 }
 
 /// A field of a log line: a JSON key (mlog's JSON target), else `key=value` / `key="value"`
@@ -262,17 +340,20 @@ fn plain_timestamp(line: &str) -> Option<String> {
 /// service/rtc/server.go:138-157 (v1.2.6)), and with no answer it pairs the local address with
 /// itself (service/rtc/utils.go:124-130), so it advertises that address until restarted,
 /// whatever STUN answers now. `stun_now` is the doctor's own exchange (empty: none ran, e.g.
-/// an override is set now, so RTCD asked no STUN either).
-pub fn stun_at_start(
+/// an override is set now, so RTCD asked no STUN either). In the Calls plugin's terms when
+/// `plugin`: its integrated server asks STUN the same way (the same rtc package, plugin
+/// server/activate.go:190-196).
+pub fn stun_at_start_in(
     st: &StunAtStart,
     stun_now: &HashMap<IpAddr, Option<IpAddr>>,
     where_: &str,
     restart: &str,
+    plugin: bool,
 ) -> (Option<String>, Option<Finding>) {
     if st.results.is_empty() {
         return (None, None);
     }
-    let when = start_when(st);
+    let when = start_when(st, plugin);
     let parts: Vec<String> = st
         .results
         .iter()
@@ -296,16 +377,17 @@ pub fn stun_at_start(
     }
     (
         Some(detail),
-        Some(stale_finding(st, &stale, &when, where_, restart)),
+        Some(stale_finding(st, &stale, (&when, where_, restart), plugin)),
     )
 }
 
 /// When the STUN results in the log were logged.
-fn start_when(st: &StunAtStart) -> String {
+fn start_when(st: &StunAtStart, plugin: bool) -> String {
+    let who = if plugin { "the RTC server's" } else { "RTCD's" };
     match (&st.start_seen, &st.started_at) {
-        (true, Some(t)) => format!("at RTCD's last start ({t})"),
-        (true, None) => "at RTCD's last start".to_string(),
-        (false, _) => "in the log (RTCD's start line is not in what was read)".to_string(),
+        (true, Some(t)) => format!("at {who} last start ({t})"),
+        (true, None) => format!("at {who} last start"),
+        (false, _) => format!("in the log ({who} start line is not in what was read)"),
     }
 }
 
@@ -314,10 +396,14 @@ fn start_when(st: &StunAtStart) -> String {
 fn stale_finding(
     st: &StunAtStart,
     stale: &[(IpAddr, IpAddr, &str)],
-    when: &str,
-    where_: &str,
-    restart: &str,
+    (when, where_, restart): (&str, &str, &str),
+    plugin: bool,
 ) -> Finding {
+    let who = if plugin {
+        "the Calls plugin's RTC server"
+    } else {
+        "RTCD"
+    };
     let private = stale.iter().all(|(ip, _, _)| is_private(*ip));
     // Another address whose STUN answered at start gives RTCD a public candidate of its own
     // (rtcd service/rtc/server.go:137-158 maps each local IP separately), and clients reach
@@ -335,23 +421,31 @@ fn stale_finding(
         "so clients outside this network cannot reach it".to_string()
     } else {
         format!(
-            "for {} (RTCD still advertises {} from its other address{}, which clients outside can reach)",
+            "for {} ({who} still advertises {} from its other address{}, which clients outside can reach)",
             if stale.len() > 1 { "them" } else { "it" },
             public_at_start.join(", "),
             if public_at_start.len() > 1 { "es" } else { "" },
         )
     };
     let summary = format!(
-        "RTCD's STUN request failed {when} for {} while STUN answers now ({}): RTCD advertises its {} address{} until restarted, {effect}",
+        "{}'s STUN request failed {when} for {} while STUN answers now ({}): {who} advertises its {} address{} until restarted, {effect}",
+        if plugin { "The Calls plugin's RTC server" } else { "RTCD" },
         list(&|(ip, _, why)| if why.is_empty() { ip.to_string() } else { format!("{ip}: {why}") }),
         list(&|(ip, now, _)| format!("{ip} → {now}")),
         if private { "private" } else { "local" },
         if stale.len() > 1 { "es" } else { "" },
     );
     let public = stale[0].1;
-    let fix = format!(
-        "restart RTCD ({restart}) so it asks STUN again now that it answers; to stop depending on STUN at start, set ice_host_override = \"{public}\" under [rtc] in {where_} (or RTCD_RTC_ICEHOSTOVERRIDE={public} in RTCD's environment) and restart RTCD"
-    );
+    let fix = if plugin {
+        format!(
+            "restart the plugin's RTC server ({restart}) so it asks STUN again now that it answers; to stop depending on STUN at start, set {} to {public} (or MM_CALLS_ICE_HOST_OVERRIDE={public} in Mattermost's environment) and restart the plugin",
+            probe_proto::calls::wording::console("ICEHostOverride")
+        )
+    } else {
+        format!(
+            "restart RTCD ({restart}) so it asks STUN again now that it answers; to stop depending on STUN at start, set ice_host_override = \"{public}\" under [rtc] in {where_} (or RTCD_RTC_ICEHOSTOVERRIDE={public} in RTCD's environment) and restart RTCD"
+        )
+    };
     let severity = if st.start_seen && public_at_start.is_empty() {
         Severity::Error
     } else {
@@ -409,6 +503,16 @@ fn host_candidate(msg: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RTCD's wording of [`stun_at_start_in`].
+    fn stun_at_start(
+        st: &StunAtStart,
+        stun_now: &HashMap<IpAddr, Option<IpAddr>>,
+        where_: &str,
+        restart: &str,
+    ) -> (Option<String>, Option<Finding>) {
+        stun_at_start_in(st, stun_now, where_, restart, false)
+    }
 
     // RTCD's JSON log format (the guide's example line, remote address changed to a
     // documentation one), journal-wrapped lines and a plain one.
@@ -639,6 +743,60 @@ Nov 26 07:00:05 rtc1 rtcd[812]: info  [2026-11-26 07:00:05.010 Z] got public IP 
         assert_eq!(from_file.counts, scan(LOG).counts);
         assert_eq!(from_file.source, dir.display().to_string());
         assert!(read(Path::new("/nonexistent/rtcd.log")).is_err());
+    }
+
+    /// Mattermost's own log (mlog JSON target) with the Calls plugin's lines as the plugin API
+    /// writes them (plugin server/log.go:86-123: the rtc fields as keys, `origin` first;
+    /// Mattermost adds `plugin_id`), mixed with Mattermost's and another plugin's lines.
+    #[test]
+    fn mattermost_log_keeps_only_the_calls_plugin() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/doctor/testdata/mattermost.log"
+        ));
+        let s = read_mattermost(path).unwrap();
+        assert_eq!(s.lines, 5, "{s:?}");
+        assert!(s.source.contains("5 of 9 line(s)"), "{}", s.source);
+        // Another plugin's "failed to connect" and Mattermost's own STUN-like line do not count.
+        assert_eq!(s.counts.get("failed to connect"), None);
+        assert_eq!(s.counts.get("ice failed"), Some(&1));
+        assert!(s.stun.start_seen);
+        assert_eq!(
+            s.stun.started_at.as_deref(),
+            Some("2026-11-26 07:00:01.120 Z")
+        );
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        assert!(s.stun.results.get(&ip).is_some_and(|r| r.is_err()), "{s:?}");
+        assert_eq!(s.stun.results.len(), 1);
+        assert_eq!(s.private_candidates.get(&ip), Some(&1));
+        let (d, f) = stun_at_start_in(
+            &s.stun,
+            &now(&[("10.0.0.9", Some("203.0.113.10"))]),
+            "System Console › Plugins › Calls",
+            "disable and re-enable the plugin",
+            true,
+        );
+        assert!(d.unwrap().contains("at the RTC server's last start"));
+        let f = f.expect("stale STUN at start");
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.summary
+                .starts_with("The Calls plugin's RTC server's STUN request failed"),
+            "{}",
+            f.summary
+        );
+        assert!(
+            f.fix.contains("\"ICE Host Override\" to 203.0.113.10"),
+            "{}",
+            f.fix
+        );
+        assert!(!f.fix.contains("RTCD"), "{}", f.fix);
+        // RTCD's log given as Mattermost's: none of its lines is the plugin's.
+        let dir = std::env::temp_dir().join(format!("doctor-mmlog-{}", std::process::id()));
+        std::fs::write(&dir, LOG).unwrap();
+        let e = read_mattermost(&dir).unwrap_err();
+        std::fs::remove_file(&dir).unwrap();
+        assert!(e.contains("has no line of the Calls plugin"), "{e}");
     }
 
     #[test]

@@ -37,8 +37,27 @@ pub struct Inputs {
     #[arg(long, value_name = "URL")]
     pub rtcd_api: Option<String>,
     /// RTCD's log (JSON lines or journal text, e.g. `journalctl -u rtcd > rtcd.log`) to scan.
+    /// With --calls-config/--mattermost: Mattermost's log, as --mattermost-log.
     #[arg(long, value_name = "PATH")]
     pub rtcd_log: Option<PathBuf>,
+    /// On a Mattermost host without RTCD: Mattermost's log (mattermost.log, JSON lines), whose
+    /// Calls plugin lines ("plugin_id":"com.mattermost.calls") get RTCD's log checks.
+    #[arg(long, value_name = "PATH", conflicts_with = "rtcd_log")]
+    pub mattermost_log: Option<PathBuf>,
+    /// On a Mattermost host without RTCD: Mattermost's site URL, to read the Calls plugin's
+    /// settings from GET /api/v4/config (needs --mm-token), with the plugin's status and the
+    /// licence.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["rtcd_config", "rtcd_api", "calls_config"], requires = "mm_token")]
+    pub mattermost: Option<String>,
+    /// A system admin's personal access token for --mattermost (prefer the environment
+    /// variable: it stays out of the process list).
+    #[arg(
+        long,
+        env = "PROBE_SERVER_MM_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub mm_token: Option<String>,
     /// Seconds over which UDP drops and CPU are measured (0.5 to 60).
     #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = parse_sample)]
     pub sample: f64,

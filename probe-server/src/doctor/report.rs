@@ -64,6 +64,9 @@ pub struct DoctorReport {
     pub duration_ms: u64,
     /// Where RTCD's configuration came from (a path, or RTCD's defaults).
     pub config: String,
+    /// RTCD (`"rtcd"`), or the Calls plugin's integrated RTC server (`{"calls_plugin": …}`).
+    #[serde(default)]
+    pub deployment: probe_proto::calls::Deployment,
 }
 
 impl DoctorReport {
@@ -79,16 +82,31 @@ impl DoctorReport {
 
 /// The human report: one table row per check, then findings with their fixes.
 pub fn render_text(r: &DoctorReport) -> String {
+    let plugin = !r.deployment.is_rtcd();
+    let env = r
+        .rtcd
+        .env
+        .as_ref()
+        .map_or("unknown".to_string(), |e| e.label(plugin));
+    let head = if plugin {
+        format!(
+            "Settings:    {}\nEnvironment: {env}\nRTC server:  the Calls plugin's integrated RTC server (no RTCD, no RTCD API)\n",
+            r.config
+        )
+    } else {
+        format!(
+            "RTCD config: {}\nRTCD env:    {env}\nRTCD API:    {}   version {}\n",
+            r.config,
+            r.rtcd.api,
+            r.rtcd.version.as_deref().unwrap_or("unknown"),
+        )
+    };
     let mut out = format!(
-        "probe-server doctor {} on {}   {}   {:.1} s\nRTCD config: {}\nRTCD env:    {}\nRTCD API:    {}   version {}\nUDP port:    {}\nTCP port:    {}\n\n",
+        "probe-server doctor {} on {}   {}   {:.1} s\n{head}UDP port:    {}\nTCP port:    {}\n\n",
         r.tool_version,
         r.host,
         r.started_at,
         r.duration_ms as f64 / 1000.0,
-        r.config,
-        r.rtcd.env.as_ref().map_or("unknown".to_string(), EnvReport::label),
-        r.rtcd.api,
-        r.rtcd.version.as_deref().unwrap_or("unknown"),
         owner(&r.rtcd.udp_owner),
         owner(&r.rtcd.tcp_owner),
     );
@@ -115,14 +133,19 @@ pub fn render_text(r: &DoctorReport) -> String {
     out.push('\n');
     probe_proto::report::render_findings(&mut out, &r.findings);
     let count = |s| r.findings.iter().filter(|f| f.severity == s).count();
+    let host = if plugin {
+        "this Mattermost host (Calls plugin, no RTCD)"
+    } else {
+        "this RTCD host"
+    };
     out.push_str(&if r.ok {
         format!(
-            "\nVerdict: PASS — no error on this RTCD host ({} warning(s)).\n",
+            "\nVerdict: PASS — no error on {host} ({} warning(s)).\n",
             count(Severity::Warning)
         )
     } else {
         format!(
-            "\nVerdict: FAIL — {} error(s), {} warning(s) on this RTCD host.\n",
+            "\nVerdict: FAIL — {} error(s), {} warning(s) on {host}.\n",
             count(Severity::Error),
             count(Severity::Warning)
         )
@@ -131,16 +154,22 @@ pub fn render_text(r: &DoctorReport) -> String {
 }
 
 impl EnvReport {
-    fn label(&self) -> String {
+    /// `plugin`: the variables are the Calls plugin's `MM_CALLS_*`, read from Mattermost.
+    fn label(&self, plugin: bool) -> String {
+        let (server, prefix) = if plugin {
+            ("Mattermost's", "MM_CALLS_*")
+        } else {
+            ("RTCD's", "RTCD_*")
+        };
         let from = match &self.source {
             crate::rtcd_env::Source::Process { pid, process } => {
-                format!("RTCD's process ({process}, pid {pid})")
+                format!("{server} process ({process}, pid {pid})")
             }
             crate::rtcd_env::Source::Systemd { unit } => format!("systemd unit {unit}"),
             crate::rtcd_env::Source::Own => "this shell's environment".to_string(),
         };
         if self.variables.is_empty() {
-            format!("{from}, no RTCD_* variable")
+            format!("{from}, no {prefix} variable")
         } else {
             format!("{from}: {}", self.variables.join(", "))
         }
@@ -195,6 +224,7 @@ mod tests {
             started_at: "t".into(),
             duration_ms: 1,
             config: "defaults".into(),
+            deployment: Default::default(),
         };
         assert!(!r.ok);
         assert_eq!(r.exit_code(), 1);

@@ -38,7 +38,8 @@ pub fn small(values: &[(&'static str, Result<u64, String>)]) -> Vec<(&'static st
 }
 
 /// The exact commands that fix it now and after a reboot.
-pub fn fix_text(small: &[(&'static str, u64)]) -> String {
+/// `restart`: how the media server picks the new limits up (its sockets ask at start).
+pub fn fix_text(small: &[(&'static str, u64)], restart: &str) -> String {
     let now: Vec<String> = small
         .iter()
         .map(|(k, _)| format!("{k}={RECOMMENDED}"))
@@ -48,7 +49,7 @@ pub fn fix_text(small: &[(&'static str, u64)]) -> String {
         .map(|(k, _)| format!("{k} = {RECOMMENDED}\\n"))
         .collect();
     format!(
-        "as root: `sysctl -w {}`; to keep it after a reboot: `printf '{}' > /etc/sysctl.d/90-rtcd.conf && sysctl --system`; then restart RTCD so its sockets get the larger buffers",
+        "as root: `sysctl -w {}`; to keep it after a reboot: `printf '{}' > /etc/sysctl.d/90-rtcd.conf && sysctl --system`; then {restart} so its sockets get the larger buffers",
         now.join(" "),
         file.concat()
     )
@@ -67,7 +68,7 @@ mod tests {
         ];
         let s = small(&v);
         assert_eq!(s, vec![("net.core.rmem_max", 212_992)]);
-        let fix = fix_text(&s);
+        let fix = fix_text(&s, "restart RTCD");
         assert!(
             fix.contains("sysctl -w net.core.rmem_max=16777216"),
             "{fix}"

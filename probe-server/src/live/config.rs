@@ -4,12 +4,29 @@
 
 use super::LiveArgs;
 use crate::cli::ServeArgs;
+use probe_proto::calls::Deployment;
 use probe_proto::live::HelloInfo;
 use probe_proto::rtcd::{self, Advertised, RtcdConfig};
 use std::time::{Duration, Instant};
 
+/// The media server's configuration and whose it is: the Calls plugin's settings
+/// (`--calls-config`, `--mattermost`, read as `probe-server` reads them) or RTCD's.
+pub fn load(args: &LiveArgs) -> Result<(RtcdConfig, Deployment), String> {
+    if args.calls_config.is_some() || args.mattermost.is_some() {
+        let mut serve = serve_args();
+        serve.calls_config = args.calls_config.clone();
+        serve.mattermost = args.mattermost.clone();
+        serve.mm_token = args.mm_token.clone();
+        serve.ice_host_override = args.ice_host_override.clone();
+        let l = crate::calls::load(&serve)?;
+        crate::ice::log_lines(&l.lines);
+        return Ok((l.cfg, l.deployment));
+    }
+    load_rtcd(args).map(|c| (c, Deployment::Rtcd))
+}
+
 /// RTCD's configuration: the file (if any), then RTCD's `RTCD_*` environment.
-pub fn load(args: &LiveArgs) -> Result<RtcdConfig, String> {
+fn load_rtcd(args: &LiveArgs) -> Result<RtcdConfig, String> {
     let mut serve = serve_args();
     serve.rtcd_config = args.rtcd_config.clone();
     serve.ice_host_override = args.ice_host_override.clone();
@@ -79,7 +96,11 @@ pub fn ports(cfg: &RtcdConfig) -> Result<(u16, u16), String> {
 }
 
 /// What RTCD advertises with this configuration on this host (after setns: RTCD's namespace).
-pub fn hello(cfg: &RtcdConfig, rules: rtcd::PionRules) -> Result<(HelloInfo, Advertised), String> {
+pub fn hello(
+    cfg: &RtcdConfig,
+    rules: rtcd::PionRules,
+    deployment: &Deployment,
+) -> Result<(HelloInfo, Advertised), String> {
     let (udp, tcp) = ports(cfg)?;
     let locals = crate::interfaces::local_addrs()
         .map_err(|e| format!("cannot list this host's interfaces: {e}"))?;
@@ -93,6 +114,7 @@ pub fn hello(cfg: &RtcdConfig, rules: rtcd::PionRules) -> Result<(HelloInfo, Adv
         override_value: offer.override_value.unwrap_or_default(),
         override_form: offer.override_form,
         candidates: offer.candidates,
+        deployment: deployment.clone(),
         ..HelloInfo::default()
     };
     Ok((info, adv))

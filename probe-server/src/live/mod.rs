@@ -28,6 +28,28 @@ pub struct LiveArgs {
     /// RTCD's TOML configuration (its ICE ports and what it advertises); RTCD's RTCD_* environment applies too.
     #[arg(long, env = "PROBE_SERVER_RTCD_CONFIG")]
     pub rtcd_config: Option<PathBuf>,
+    /// Mattermost's config.json, when the Calls plugin runs the media server itself (no RTCD):
+    /// its settings say what is advertised (MM_CALLS_* of the running Mattermost apply too).
+    #[arg(long, env = "PROBE_SERVER_CALLS_CONFIG", value_name = "PATH",
+          conflicts_with_all = ["rtcd_config", "mattermost"])]
+    pub calls_config: Option<PathBuf>,
+    /// Mattermost's site URL: like --calls-config, read from GET /api/v4/config (needs --mm-token).
+    #[arg(
+        long,
+        env = "PROBE_SERVER_MATTERMOST",
+        value_name = "URL",
+        conflicts_with = "rtcd_config",
+        requires = "mm_token"
+    )]
+    pub mattermost: Option<String>,
+    /// A system admin's personal access token for --mattermost (prefer the environment variable).
+    #[arg(
+        long,
+        env = "PROBE_SERVER_MM_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub mm_token: Option<String>,
     /// RTCD's process id: enter its network namespace (Docker, Kubernetes) and read its environment.
     #[arg(long, value_name = "PID")]
     pub rtcd_pid: Option<u32>,
@@ -74,11 +96,12 @@ pub fn run(args: LiveArgs) -> i32 {
         Ok(t) => t,
         Err(msg) => return crate::fail(msg),
     };
-    let cfg = match config::load(&args) {
+    let (cfg, deployment) = match config::load(&args) {
         Ok(c) => c,
         Err(msg) => return crate::fail(msg),
     };
-    let (hello, adv) = match config::hello(&cfg, args.rtcd_version.unwrap_or_default()) {
+    let rules = args.rtcd_version.unwrap_or_default();
+    let (hello, adv) = match config::hello(&cfg, rules, &deployment) {
         Ok(h) => h,
         Err(msg) => return crate::fail(msg),
     };
@@ -95,7 +118,7 @@ pub fn run(args: LiveArgs) -> i32 {
             ))
         }
     };
-    crate::ice::log_advertised(&cfg, &adv, udp_port);
+    crate::ice::log_advertised_for(&cfg, &adv, udp_port, &deployment);
     let limits = Limits {
         total_pps: args.max_pps.max(1),
         per_source_pps: args.source_pps.max(1),

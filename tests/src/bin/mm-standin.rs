@@ -18,12 +18,23 @@
 //!   as `model.FakeSetting` (`PluginSettings.Sanitize`, for plugin.json's `"secret": true`:
 //!   `ICEServersConfigs`, `TURNStaticAuthSecret`).
 //!
+//! - `GET /api/v4/plugins/statuses` (admin): the Calls plugin's `model.PluginStatus`
+//!   (server/public/model/plugin_status.go: plugin_id, cluster_id, plugin_path, state, error,
+//!   name, description, version; `state` from `--plugin-state`, default 2 = running). The API
+//!   reference ("Get plugins status") says no permission is needed, but Mattermost's
+//!   api4/plugin.go `getPluginStatuses` checks `sysconsole_read_plugins`: 403 for a plain user.
+//! - `GET /api/v4/license/client?format=old`: the client licence as Mattermost's
+//!   `GetClientLicense` (utils/license.go) makes it, string values: `{"IsLicensed":"false"}`
+//!   without `--license-sku`, else `IsLicensed`, `SkuShortName`, `Cloud` and a few more.
+//!   `--dev-mode` turns on `ServiceSettings.EnableDeveloper` and `EnableTesting` in the config.
+//!
 //! Requests without `Authorization: Bearer TOKEN` (or the admin token) get Mattermost's 401.
 //!
 //! ```text
 //! mm-standin --listen IP:PORT --token T --secret S [--user NAME] [--minutes N | --expired]
 //!            [--fail-credentials] --turn URL [--turn URL…]
-//!            [--admin-token A --calls-block JSON]
+//!            [--admin-token A --calls-block JSON] [--plugin-state N [--plugin-error TEXT]]
+//!            [--license-sku SKU] [--dev-mode]
 //! ```
 //! Prints `mm-standin ready IP:PORT` on stdout once listening.
 //!
@@ -47,6 +58,12 @@ struct Opts {
     admin_token: String,
     /// The Calls plugin's block of config.json, as JSON text.
     calls_block: Option<String>,
+    /// The plugin's `model.PluginStatus.State`; negative: not installed (no entry).
+    plugin_state: i64,
+    plugin_error: String,
+    /// The licence's SkuShortName; `None`: unlicensed.
+    license_sku: Option<String>,
+    dev_mode: bool,
 }
 
 fn parse() -> Result<Opts, String> {
@@ -61,6 +78,10 @@ fn parse() -> Result<Opts, String> {
         connect_proxy: false,
         admin_token: String::new(),
         calls_block: None,
+        plugin_state: 2,
+        plugin_error: String::new(),
+        license_sku: None,
+        dev_mode: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -77,6 +98,12 @@ fn parse() -> Result<Opts, String> {
             "--turn" => o.turn.push(val()?),
             "--connect-proxy" => o.connect_proxy = true,
             "--admin-token" => o.admin_token = val()?,
+            "--plugin-state" => {
+                o.plugin_state = val()?.parse().map_err(|_| "--plugin-state N")?;
+            }
+            "--plugin-error" => o.plugin_error = val()?,
+            "--license-sku" => o.license_sku = Some(val()?),
+            "--dev-mode" => o.dev_mode = true,
             "--calls-block" => {
                 let b = val()?;
                 serde_json::from_str::<serde_json::Value>(&b)
@@ -175,6 +202,13 @@ fn handle(mut s: TcpStream, o: &Opts) {
             r#"{"id":"api.context.permissions.app_error","message":"You do not have the appropriate permissions.","detailed_error":"","request_id":"standin","status_code":403}"#,
         ),
         "/api/v4/config" => respond(&mut s, "200 OK", &config_body(o)),
+        "/api/v4/plugins/statuses" if !admin => respond(
+            &mut s,
+            "403 Forbidden",
+            r#"{"id":"api.context.permissions.app_error","message":"You do not have the appropriate permissions.","detailed_error":"","request_id":"standin","status_code":403}"#,
+        ),
+        "/api/v4/plugins/statuses" => respond(&mut s, "200 OK", &statuses_body(o)),
+        "/api/v4/license/client?format=old" => respond(&mut s, "200 OK", &license_body(o)),
         "/plugins/com.mattermost.calls/config" => {
             let body = serde_json::json!({
                 "AllowEnableCalls": true,
@@ -228,9 +262,41 @@ fn config_body(o: &Opts) -> String {
         }
     }
     serde_json::json!({
-        "ServiceSettings": {"SiteURL": "http://mattermost.example.com"},
+        "ServiceSettings": {
+            "SiteURL": "http://mattermost.example.com",
+            "EnableDeveloper": o.dev_mode,
+            "EnableTesting": o.dev_mode,
+        },
         "PluginSettings": {"Enable": true, "Plugins": {"com.mattermost.calls": block}},
     })
+    .to_string()
+}
+
+/// `[PluginStatus]`: another plugin always, the Calls plugin unless `--plugin-state` < 0.
+fn statuses_body(o: &Opts) -> String {
+    let mut all = vec![serde_json::json!({
+        "plugin_id": "playbooks", "cluster_id": "", "plugin_path": "/mattermost/plugins/playbooks",
+        "state": 2, "error": "", "name": "Playbooks", "description": "", "version": "2.1.0",
+    })];
+    if o.plugin_state >= 0 {
+        all.push(serde_json::json!({
+            "plugin_id": "com.mattermost.calls", "cluster_id": "",
+            "plugin_path": "/mattermost/plugins/com.mattermost.calls", "state": o.plugin_state,
+            "error": o.plugin_error, "name": "Calls", "description": "", "version": "1.11.0",
+        }));
+    }
+    serde_json::Value::from(all).to_string()
+}
+
+/// `GetClientLicense`: `IsLicensed` alone without a licence; with one, a few of its keys.
+fn license_body(o: &Opts) -> String {
+    match &o.license_sku {
+        None => serde_json::json!({"IsLicensed": "false"}),
+        Some(sku) => serde_json::json!({
+            "IsLicensed": "true", "SkuShortName": sku, "SkuName": sku, "Cloud": "false",
+            "Users": "100", "LDAP": "true", "Cluster": "true", "IsTrial": "false",
+        }),
+    }
     .to_string()
 }
 

@@ -396,3 +396,23 @@ fn tcp_and_udp_drive_the_same_core_alike() {
     );
     assert_eq!((u.stats.received(), u.stats.duplicates()), (4, 1));
 }
+
+#[test]
+fn the_quiet_period_sends_nothing_and_the_phase_lasts_that_much_longer() {
+    let mut c = core(audio()).with_quiet(40 * MS, 200 * MS);
+    let sends = std::cell::RefCell::new(Vec::new());
+    drive(&mut c, &mut |seq, t, req| {
+        sends.borrow_mut().push(t);
+        echo_after(10)(seq, t, req)
+    });
+    // The schedule's five packets, two before the pause and three after it.
+    assert_eq!(sends.into_inner(), [0, 20, 240, 260, 280].map(|ms| ms * MS));
+    let o = c.finish();
+    assert_eq!(o.planned_us, 300 * MS);
+    assert_eq!(o.sending_ended_us, 300 * MS);
+    let w = o.quiet.expect("the window is reported");
+    assert_eq!((w.from_us, w.until_us), (40 * MS, 240 * MS));
+    let tl = o.stats.timeline();
+    assert_eq!(tl.len(), 5);
+    assert!(tl.iter().all(|s| s.answered));
+}

@@ -429,3 +429,112 @@ fn argument_checks_without_io() {
         Ok(Some(crate::auth::token_key("t")))
     );
 }
+
+/// A 30-s audio echo driven through the real core whose replies stop for good at `cut_us`
+/// (`None`: never).
+fn echo_30s(cut_us: Option<u64>) -> EchoOutcome {
+    let key = SessionKey::new(&[1; 32]);
+    let mut core = EchoCore::new(
+        42,
+        key.clone(),
+        Schedule::new(Profile::Audio, None, None, 30.0),
+        0,
+    );
+    let mut reply = vec![0u8; 200];
+    let mut now = 0;
+    while let Some(at) = core.poll_timeout() {
+        now = now.max(at);
+        core.handle_timeout(now);
+        while let Some(t) = core.poll_transmit(now) {
+            let req = t.bytes.to_vec();
+            if cut_us.is_none_or(|c| now < c) {
+                let n = crate::echo::encode_reply(&key, &req, now, now, &mut reply);
+                core.on_reply(now + 5_000, &reply[..n]);
+            }
+        }
+    }
+    core.finish()
+}
+
+fn udp_run(o: EchoOutcome, server_rx: u64) -> Report {
+    let mut r = Run::new(Plan {
+        tcp: false,
+        ..plan()
+    });
+    r.on_reach(udp_ok());
+    r.on_quic(QuicOutcome::Up { pin_seen: None });
+    r.on_hello(HelloOutcome::Welcome(Box::new(welcome(false))));
+    r.on_udp_echo(Some(o));
+    r.on_counters(Some(counters(server_rx, 0)));
+    r.report(meta())
+}
+
+#[test]
+fn a_long_run_cut_midway_is_path_cut_after_not_packet_loss() {
+    let o = echo_30s(Some(12_000_000));
+    let answered = o.stats.received();
+    // The server received only what was answered: the way up is cut.
+    let rep = udp_run(o, answered);
+    assert_eq!(ids(&rep), ["path_cut_after"], "{:#?}", rep.findings);
+    assert!(!rep.ok);
+    let f = &rep.findings[0];
+    let p = f.path.as_deref().expect("measurements attached");
+    assert_eq!(p.cut_after_s, Some(12.0));
+    assert_eq!(p.cut_direction, Some(crate::path::Direction::Upstream));
+    assert!(
+        f.summary
+            .starts_with("After 12.0 s the network stopped passing UDP 8443 upstream"),
+        "{}",
+        f.summary
+    );
+    let json = serde_json::to_value(&rep).unwrap();
+    assert_eq!(json["findings"][0]["path"]["cut_direction"], "upstream");
+}
+
+#[test]
+fn a_long_clean_run_says_the_path_held_and_short_runs_say_nothing_new() {
+    let o = echo_30s(None);
+    let sent = o.stats.sent();
+    let rep = udp_run(o, sent);
+    assert_eq!(ids(&rep), ["path_held"], "{:#?}", rep.findings);
+    assert!(rep.ok);
+    // A 5-s run: no path check, and the JSON has no `path` anywhere.
+    let rep = udp_run(echo_ok(5), 5);
+    assert_eq!(ids(&rep), Vec::<&str>::new());
+    assert!(!serde_json::to_string(&rep).unwrap().contains("\"path\""));
+}
+
+#[test]
+fn the_quiet_test_compares_the_public_address_before_and_after() {
+    let quiet_echo = |after: &str| {
+        let key = SessionKey::new(&[1; 32]);
+        let schedule = Schedule::new(Profile::Audio, None, None, 2.0);
+        let mut core =
+            EchoCore::new(42, key.clone(), schedule, 0).with_quiet(1_000_000, 20_000_000);
+        let mut reply = vec![0u8; 200];
+        let mut now = 0;
+        while let Some(at) = core.poll_timeout() {
+            now = now.max(at);
+            core.handle_timeout(now);
+            while let Some(t) = core.poll_transmit(now) {
+                let req = t.bytes.to_vec();
+                let n = crate::echo::encode_reply(&key, &req, now, now, &mut reply);
+                core.on_reply(now + 5_000, &reply[..n]);
+            }
+        }
+        let mut o = core.finish();
+        o.mapped_after = after.parse().ok();
+        o
+    };
+    // udp_ok()'s STUN answer: 198.51.100.7:40000.
+    let moved = udp_run(quiet_echo("198.51.100.7:50000"), 100);
+    assert_eq!(ids(&moved), ["udp_mapping_short"], "{:#?}", moved.findings);
+    let held = udp_run(quiet_echo("198.51.100.7:40000"), 100);
+    assert_eq!(ids(&held), ["path_held"], "{:#?}", held.findings);
+    let p = held.findings[0].path.as_deref().expect("facts");
+    assert_eq!(
+        p.quiet_outcome,
+        Some(crate::path::quiet::QuietOutcome::Held)
+    );
+    assert_eq!(p.mapped_after.as_deref(), Some("198.51.100.7:40000"));
+}

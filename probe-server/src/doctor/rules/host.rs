@@ -1,6 +1,7 @@
 //! The host's own rules: RTCD's ports and their holders, socket buffer limits, UDP drops over
 //! the sample, and CPU.
 
+use probe_proto::calls::{env_var, wording::console};
 use probe_proto::catalog::FindingId;
 use probe_proto::report::{Finding, Severity};
 use std::collections::{BTreeSet, HashMap};
@@ -15,6 +16,14 @@ use crate::doctor::{snmp, sysctl};
 fn addresses(socks: &[Sock]) -> String {
     let set: BTreeSet<String> = socks.iter().map(|s| s.local.ip().to_string()).collect();
     set.into_iter().collect::<Vec<_>>().join(", ")
+}
+
+/// "the Calls plugin's RTC server" → "The Calls plugin's RTC server"; "RTCD" stays.
+fn capitalized(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 fn owners_text(all: &[Owner]) -> String {
@@ -36,7 +45,7 @@ fn held_by(h: &Holders, scan_complete: bool) -> String {
 /// `udp_port` and `tcp_port`: something listens on RTCD's ICE ports, and it is RTCD.
 pub fn ports(p: &PortFacts, where_: &str, out: &mut Judged) {
     udp_port(p, where_, out);
-    tcp_port(p, out);
+    tcp_port(p, false, out);
 }
 
 /// `udp_port` and `tcp_port` on a Mattermost host without RTCD: the Calls plugin's process
@@ -62,7 +71,7 @@ pub fn plugin_ports(p: &PortFacts, out: &mut Judged) {
             "check System Console › Plugins › Plugin Management (Calls: running?) and Mattermost's log \
              (mattermost.log, lines with \"plugin_id\":\"com.mattermost.calls\") for why its RTC server did not start",
         );
-        return;
+        return tcp_port(p, true, out);
     }
     let mut status = Status::Pass;
     if let Some(o) = &p.udp_holders.main {
@@ -91,7 +100,7 @@ pub fn plugin_ports(p: &PortFacts, out: &mut Judged) {
         held_by(&p.udp_holders, p.scan_complete)
     );
     out.check("udp_port", status, detail);
-    tcp_port(p, out);
+    tcp_port(p, true, out);
 }
 
 fn udp_port(p: &PortFacts, where_: &str, out: &mut Judged) {
@@ -151,7 +160,9 @@ fn udp_port(p: &PortFacts, where_: &str, out: &mut Judged) {
     out.check("udp_port", status, detail);
 }
 
-fn tcp_port(p: &PortFacts, out: &mut Judged) {
+/// `plugin`: the Calls plugin's integrated server, whose TCP listener has always been there
+/// (plugin server/activate.go:170-180 passes `TCPServerPort` to rtc).
+fn tcp_port(p: &PortFacts, plugin: bool, out: &mut Judged) {
     let ice_tcp = p.ice_tcp;
     if p.tcp.is_empty() {
         out.check(
@@ -159,12 +170,24 @@ fn tcp_port(p: &PortFacts, out: &mut Judged) {
             Status::Warn,
             format!("nothing listens on TCP {ice_tcp}"),
         );
-        out.finding(
-            FindingId::TcpFallbackOff,
-            Severity::Info,
-            format!("nothing listens on TCP port {ice_tcp} (RTCD's ice_port_tcp): the TCP fallback (RTCD v0.11+) is not available, so users whose networks block UDP cannot join"),
-            "RTCD v0.11+ listens on [rtc] ice_port_tcp (env RTCD_RTC_ICEPORTTCP, default 8443); upgrade RTCD or check that setting and ice_address_tcp",
-        );
+        let (summary, fix) = if plugin {
+            (
+                format!("nothing listens on TCP port {ice_tcp} (the Calls plugin's \"RTC Server Port (TCP)\"): the TCP fallback is not available, so users whose networks block UDP cannot join"),
+                format!(
+                    "check {} and {} (env {} / {}), and Mattermost's log for why the plugin's RTC server did not bind it",
+                    console("TCPServerPort"),
+                    console("TCPServerAddress"),
+                    env_var("TCPServerPort"),
+                    env_var("TCPServerAddress")
+                ),
+            )
+        } else {
+            (
+                format!("nothing listens on TCP port {ice_tcp} (RTCD's ice_port_tcp): the TCP fallback (RTCD v0.11+) is not available, so users whose networks block UDP cannot join"),
+                "RTCD v0.11+ listens on [rtc] ice_port_tcp (env RTCD_RTC_ICEPORTTCP, default 8443); upgrade RTCD or check that setting and ice_address_tcp".to_string(),
+            )
+        };
+        out.finding(FindingId::TcpFallbackOff, Severity::Info, summary, fix);
         return;
     }
     let detail = format!(
@@ -207,10 +230,11 @@ pub fn socket_buffers(
             FindingId::SocketBuffersSmall,
             Severity::Warning,
             format!(
-                "socket buffer limits below the guide's 16777216: {} — RTCD asks for 16 MB UDP buffers and the kernel caps them, so bursts overflow and packets drop",
-                names.join(", ")
+                "socket buffer limits below the guide's 16777216: {} — {} asks for 16 MB UDP buffers and the kernel caps them, so bursts overflow and packets drop",
+                names.join(", "),
+                out.server()
             ),
-            sysctl::fix_text(&small),
+            sysctl::fix_text(&small, out.restart()),
         );
     }
     small
@@ -246,23 +270,31 @@ pub fn udp_drops(d: &DropFacts, small: &[(&'static str, u64)], out: &mut Judged)
     let (port, elapsed) = (d.port, d.elapsed);
     let rate = |n: u64| n as f64 / elapsed.max(0.001);
     let detail = format!(
-        "over {elapsed:.1} s: RTCD's UDP {port} sockets dropped {rtcd_delta} ({:.0}/s; {rtcd_total} since they opened); host UDP RcvbufErrors +{}, InErrors +{}, SndbufErrors +{}",
+        "over {elapsed:.1} s: {}'s UDP {port} sockets dropped {rtcd_delta} ({:.0}/s; {rtcd_total} since they opened); host UDP RcvbufErrors +{}, InErrors +{}, SndbufErrors +{}",
+        out.server(),
         rate(rtcd_delta),
         host.rcvbuf_errors,
         host.in_errors,
         host.sndbuf_errors
     );
-    let buffers = if small.is_empty() {
+    let buffers = if small.is_empty() && out.plugin {
+        "the buffer limits are already at the guide's values, so give the Mattermost host more CPU (see the cpu check) or move calls to RTCD".to_string()
+    } else if small.is_empty() {
         "the buffer limits are already at the guide's values, so give RTCD more CPU (see the cpu check) or spread calls over more RTCD hosts".to_string()
     } else {
-        format!("raise the buffer limits: {}", sysctl::fix_text(small))
+        format!(
+            "raise the buffer limits: {}",
+            sysctl::fix_text(small, out.restart())
+        )
     };
+    let server = out.server();
     if rtcd_delta > 0 {
         out.finding(
             FindingId::UdpReceiveDrops,
             Severity::Error,
             format!(
-                "RTCD's own UDP sockets on port {port} dropped {rtcd_delta} datagrams in {elapsed:.1} s ({:.0}/s): their receive buffers overflow, so users hear choppy audio",
+                "{}'s own UDP sockets on port {port} dropped {rtcd_delta} datagrams in {elapsed:.1} s ({:.0}/s): their receive buffers overflow, so users hear choppy audio",
+                capitalized(server),
                 rate(rtcd_delta)
             ),
             buffers,
@@ -277,7 +309,7 @@ pub fn udp_drops(d: &DropFacts, small: &[(&'static str, u64)], out: &mut Judged)
                 host.rcvbuf_errors,
                 host.in_errors,
                 host.sndbuf_errors,
-                if measured.is_some() { ", though not on RTCD's sockets" } else { "" }
+                if measured.is_some() { format!(", though not on {server}'s sockets") } else { String::new() }
             ),
             buffers,
         );
@@ -294,10 +326,12 @@ pub fn cpu(c: &CpuFacts, out: &mut Judged) {
             let load_text = c.load.map_or("load unknown".to_string(), |l| {
                 format!("load {l:.2} on {} core(s)", c.cores)
             });
-            return out.skipped("cpu", format!("RTCD's process was not found; {load_text}"));
+            let who = capitalized(out.server());
+            return out.skipped("cpu", format!("{who}'s process was not found; {load_text}"));
         }
         CpuSample::Exited { pid } => {
-            return out.skipped("cpu", format!("RTCD (pid {pid}) exited during the sample"))
+            let who = capitalized(out.server());
+            return out.skipped("cpu", format!("{who} (pid {pid}) exited during the sample"));
         }
         CpuSample::Measured {
             pid,
@@ -307,7 +341,17 @@ pub fn cpu(c: &CpuFacts, out: &mut Judged) {
         } => (pid, ticks, secs, ticks_per_sec),
     };
     let one_core_pct = ticks as f64 / ticks_per_sec / secs.max(0.001) * 100.0;
-    let (check, finding) = judge_cpu(pid, one_core_pct, c.cores, c.load);
+    let (mut check, mut finding) = judge_cpu(pid, one_core_pct, c.cores, c.load);
+    if out.plugin {
+        // The same measurement of the process holding the port: Mattermost's (or its plugin's).
+        check.detail = check
+            .detail
+            .replacen("RTCD", "The Calls plugin's process", 1);
+        if let Some(f) = finding.as_mut() {
+            f.summary = f.summary.replacen("RTCD", "The Calls plugin's process", 1);
+            f.fix = "give the Mattermost host more cores, or move calls to RTCD (the guide's Performance Baselines give calls per core)".into();
+        }
+    }
     out.checks.push(check);
     out.findings.extend(finding);
 }

@@ -7,7 +7,7 @@ use probe_proto::report::{Finding, Severity};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use super::facts::{HostFacts, LogFacts, Setup};
+use super::facts::{CallsApiFacts, HostFacts, LogFacts, Setup};
 use super::report::{self, Check, DoctorReport, Status};
 use super::{advertise, logs, Done, RulesChoice};
 
@@ -22,9 +22,29 @@ pub use services::{api, firewall, log_findings};
 pub struct Judged {
     pub checks: Vec<Check>,
     pub findings: Vec<Finding>,
+    /// The host runs the Calls plugin's integrated RTC server, not RTCD: the words change.
+    pub plugin: bool,
 }
 
 impl Judged {
+    /// The media server as the subject of a sentence.
+    fn server(&self) -> &'static str {
+        if self.plugin {
+            "the Calls plugin's RTC server"
+        } else {
+            "RTCD"
+        }
+    }
+
+    /// How the media server picks up a change.
+    fn restart(&self) -> &'static str {
+        if self.plugin {
+            "disable and re-enable the Calls plugin (System Console › Plugins › Plugin Management)"
+        } else {
+            "restart RTCD"
+        }
+    }
+
     fn check(&mut self, id: &str, status: Status, detail: impl Into<String>) {
         self.checks.push(Check::new(id, status, detail));
     }
@@ -54,9 +74,13 @@ impl Judged {
 
 /// Every rule over the facts, in the report's order, and the report.
 pub fn judge(facts: HostFacts) -> Done {
-    let mut out = Judged::default();
     let plugin = !facts.setup.deployment.is_rtcd();
+    let mut out = Judged {
+        plugin,
+        ..Judged::default()
+    };
     if plugin {
+        calls_plugin(facts.setup.calls_api.as_ref(), &mut out);
         plugin_ports(&facts.ports, &mut out);
     } else {
         ports(&facts.ports, &facts.setup.where_, &mut out);
@@ -81,6 +105,7 @@ pub fn judge(facts: HostFacts) -> Done {
     let Judged {
         checks,
         mut findings,
+        ..
     } = out;
     report::sort_findings(&mut findings);
     let report = DoctorReport {
@@ -102,6 +127,7 @@ pub fn judge(facts: HostFacts) -> Done {
         started_at: probe_proto::report::rfc3339(facts.started_ms),
         duration_ms: facts.duration_ms,
         config: facts.setup.config_source,
+        deployment: facts.setup.deployment.clone(),
     };
     let log = match facts.log {
         LogFacts::Read(scan) => Some(scan),
@@ -112,6 +138,77 @@ pub fn judge(facts: HostFacts) -> Done {
         version_json,
         log,
     }
+}
+
+/// `calls_plugin`: the Calls plugin's status as Mattermost's API gives it (`--mattermost`),
+/// and what its RTCD service URL means under the licence.
+pub fn calls_plugin(api: Option<&CallsApiFacts>, out: &mut Judged) {
+    use probe_proto::calls::mattermost::{state_text, PLUGIN_STATE_RUNNING};
+    let Some(api) = api else {
+        return out.skipped(
+            "calls_plugin",
+            "the plugin's status comes from Mattermost's API: give --mattermost URL --mm-token",
+        );
+    };
+    let statuses = match &api.status {
+        Err(e) => return out.skipped("calls_plugin", e),
+        Ok(s) => s,
+    };
+    let tail = api
+        .rtcd_line
+        .as_ref()
+        .map(|l| format!("; {l}"))
+        .unwrap_or_default();
+    if statuses.is_empty() {
+        out.check(
+            "calls_plugin",
+            Status::Fail,
+            format!("{}: the Calls plugin is not installed{tail}", api.base),
+        );
+        return out.finding(
+            FindingId::CallsPluginNotRunning,
+            Severity::Error,
+            format!("Mattermost at {} has no Calls plugin installed: no call can start", api.base),
+            "install and enable Calls in System Console › Plugins › Plugin Management (or the Marketplace)",
+        );
+    }
+    let each: Vec<String> = statuses
+        .iter()
+        .map(|s| {
+            let node = if s.cluster_id.is_empty() {
+                String::new()
+            } else {
+                format!(" on node {}", s.cluster_id)
+            };
+            let err = if s.error.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", s.error)
+            };
+            format!("v{} {}{node}{err}", s.version, state_text(s.state))
+        })
+        .collect();
+    let down: Vec<&String> = statuses
+        .iter()
+        .zip(&each)
+        .filter(|(s, _)| s.state != PLUGIN_STATE_RUNNING)
+        .map(|(_, t)| t)
+        .collect();
+    let detail = format!("{}: Calls {}{tail}", api.base, each.join(", "));
+    if down.is_empty() {
+        return out.check("calls_plugin", Status::Pass, detail);
+    }
+    out.check("calls_plugin", Status::Fail, detail);
+    out.finding(
+        FindingId::CallsPluginNotRunning,
+        Severity::Error,
+        format!(
+            "Mattermost says the Calls plugin is not running ({}): no call can start on it",
+            down.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        "enable it in System Console › Plugins › Plugin Management; if it fails again, read Mattermost's log \
+         (lines with \"plugin_id\":\"com.mattermost.calls\", or give it to this doctor with --mattermost-log)",
+    );
 }
 
 /// Where RTCD's `RTCD_*` variables were read: pass, or warn when RTCD's own environment could
@@ -149,7 +246,16 @@ pub fn advertised(
         return (HashMap::new(), None);
     };
     let mut check = o.check.clone();
-    check.detail.push_str(&format!("; {}", choice.text()));
+    if out.plugin && choice.from == "default" {
+        // No RTCD /version to ask: the rtc package is the one the plugin vendors.
+        check.detail.push_str(&format!(
+            "; candidates computed with {} (the rtc package the Calls plugin vendors: rtcd v1.2.6 in Calls \
+             eb708b4's go.mod; --rtcd-version sets the rules for another)",
+            choice.rules.label()
+        ));
+    } else {
+        check.detail.push_str(&format!("; {}", choice.text()));
+    }
     out.checks.push(check);
     out.findings.extend(o.findings.iter().cloned());
     (o.stun_now.clone(), Some(choice.clone()))
@@ -166,7 +272,11 @@ pub fn log(
         LogFacts::NoSource => out.check(
             "logs",
             Status::Skipped,
-            "skipped: no --rtcd-log given and no systemd unit of RTCD found for its journal (e.g. `journalctl -u rtcd --since -1h > rtcd.log` or `docker logs CONTAINER > rtcd.log`, then --rtcd-log rtcd.log)",
+            if setup.deployment.is_rtcd() {
+                "skipped: no --rtcd-log given and no systemd unit of RTCD found for its journal (e.g. `journalctl -u rtcd --since -1h > rtcd.log` or `docker logs CONTAINER > rtcd.log`, then --rtcd-log rtcd.log)"
+            } else {
+                "skipped: no --mattermost-log given and no systemd unit of Mattermost found for its journal (give Mattermost's log file, e.g. --mattermost-log /opt/mattermost/logs/mattermost.log)"
+            },
         ),
         LogFacts::Late => out.late("logs"),
         LogFacts::Failed(e) => out.skipped("logs", e),
@@ -176,8 +286,14 @@ pub fn log(
                 (Some(u), true) => format!("`systemctl restart {u}`"),
                 (None, true) => "`systemctl restart rtcd`, or restart its container".to_string(),
             };
-            let stun = logs::stun_at_start(&scan.stun, stun_now, &setup.where_, &restart);
-            log_findings(scan, stun, out);
+            let stun = logs::stun_at_start_in(
+                &scan.stun,
+                stun_now,
+                &setup.where_,
+                &restart,
+                !setup.deployment.is_rtcd(),
+            );
+            log_findings(scan, stun, !setup.deployment.is_rtcd(), out);
         }
     }
 }

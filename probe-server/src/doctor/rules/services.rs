@@ -136,6 +136,7 @@ fn block_finding(b: &nft::Block) -> (String, Finding) {
 pub fn log_findings(
     scan: &LogScan,
     (stun_detail, stun_finding): (Option<String>, Option<Finding>),
+    plugin: bool,
     out: &mut Judged,
 ) {
     let counts: Vec<String> = scan
@@ -160,7 +161,7 @@ pub fn log_findings(
     );
     let mut status = Status::Pass;
     if !scan.private_candidates.is_empty() {
-        detail.push_str(&private_candidates(scan, out));
+        detail.push_str(&private_candidates(scan, plugin, out));
         status = Status::Warn;
     }
     if let Some(d) = stun_detail {
@@ -181,7 +182,11 @@ pub fn log_findings(
         out.finding(
             FindingId::LogErrorPatterns,
             Severity::Info,
-            format!("RTCD's log has lines matching the guide's error patterns: {}", counts.join(", ")),
+            format!(
+                "{} has lines matching the guide's error patterns: {}",
+                if plugin { "The Calls plugin's part of Mattermost's log" } else { "RTCD's log" },
+                counts.join(", ")
+            ),
             "read those lines (probe-server bundle collects them) next to this report's other findings",
         );
     }
@@ -189,20 +194,34 @@ pub fn log_findings(
 }
 
 /// `log_private_candidates`; returns the detail's addition.
-fn private_candidates(scan: &LogScan, out: &mut Judged) -> String {
+fn private_candidates(scan: &LogScan, plugin: bool, out: &mut Judged) -> String {
     let ips: Vec<String> = scan
         .private_candidates
         .iter()
         .map(|(ip, n)| format!("{ip} (×{n})"))
         .collect();
+    let (who, fix) = if plugin {
+        (
+            "The Calls plugin's RTC server",
+            format!(
+                "set {} (env MM_CALLS_ICE_HOST_OVERRIDE) to the public address users reach this host on, then disable and re-enable the plugin",
+                probe_proto::calls::wording::console("ICEHostOverride")
+            ),
+        )
+    } else {
+        (
+            "RTCD",
+            "set [rtc] ice_host_override (env RTCD_RTC_ICEHOSTOVERRIDE) to the public address users reach RTCD on, and restart RTCD".to_string(),
+        )
+    };
     out.finding(
         FindingId::LogPrivateCandidates,
         Severity::Warning,
         format!(
-            "RTCD's ICE traces show it using private host candidate(s) {} (\"Ping STUN from udp4 host …\"): clients outside this network cannot reach those",
+            "{who}'s ICE traces show it using private host candidate(s) {} (\"Ping STUN from udp4 host …\"): clients outside this network cannot reach those",
             scan.private_candidates.keys().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         ),
-        "set [rtc] ice_host_override (env RTCD_RTC_ICEHOSTOVERRIDE) to the public address users reach RTCD on, and restart RTCD",
+        fix,
     );
     format!(
         "; ICE traces from private host candidates: {}",

@@ -595,6 +595,7 @@ fn firewall_open_unreadable_or_late() {
 
 fn setup(source: Source, pid: Option<u32>) -> Setup {
     Setup {
+        calls_api: None,
         config_source: "/opt/rtcd/config.toml".into(),
         where_: "/opt/rtcd/config.toml".into(),
         env: RtcdEnv {
@@ -812,4 +813,77 @@ fn judge_assembles_the_report() {
         (None, None)
     );
     assert!(done.version_json.is_none() && done.log.is_none());
+}
+
+/// `calls_plugin`: Mattermost's API on the Calls plugin (`--mattermost`).
+#[test]
+fn calls_plugin_status_from_the_api() {
+    use crate::doctor::facts::CallsApiFacts;
+    use probe_proto::calls::mattermost::PluginStatus;
+    let status = |state: i64, error: &str| PluginStatus {
+        plugin_id: "com.mattermost.calls".into(),
+        cluster_id: String::new(),
+        state,
+        error: error.into(),
+        version: "1.11.0".into(),
+    };
+    let facts = |status: Result<Vec<PluginStatus>, String>| CallsApiFacts {
+        base: "http://127.0.0.1:8065".into(),
+        status,
+        rtcd_line: None,
+    };
+    let run = |f: Option<&CallsApiFacts>| {
+        let mut out = Judged::default();
+        super::calls_plugin(f, &mut out);
+        out
+    };
+    let ok = run(Some(&facts(Ok(vec![status(2, "")]))));
+    assert_eq!(ok.checks[0].status, Status::Pass);
+    assert_eq!(
+        ok.checks[0].detail,
+        "http://127.0.0.1:8065: Calls v1.11.0 running"
+    );
+    assert!(ok.findings.is_empty());
+    let failed = run(Some(&facts(Ok(vec![status(3, "rtc: failed to listen")]))));
+    assert_eq!(failed.checks[0].status, Status::Fail);
+    assert_eq!(
+        failed.findings[0].id,
+        FindingId::CallsPluginNotRunning.as_str()
+    );
+    assert!(
+        failed.findings[0]
+            .summary
+            .contains("v1.11.0 failed to start: rtc: failed to listen"),
+        "{}",
+        failed.findings[0].summary
+    );
+    let missing = run(Some(&facts(Ok(vec![]))));
+    assert!(missing.findings[0]
+        .summary
+        .contains("no Calls plugin installed"));
+    let unreadable = run(Some(&facts(Err("Mattermost answered 403".into()))));
+    assert_eq!(unreadable.checks[0].status, Status::Skipped);
+    assert!(unreadable.findings.is_empty());
+    // From config.json alone the status is unknown: skipped, saying how to get it.
+    let file = run(None);
+    assert_eq!(file.checks[0].status, Status::Skipped);
+    assert!(file.checks[0]
+        .detail
+        .contains("--mattermost URL --mm-token"));
+}
+
+/// The firewall check's ports: RTCD's three, the Calls plugin's two (its integrated server has
+/// no API port).
+#[test]
+fn firewall_targets_per_deployment() {
+    let ports = |api| {
+        crate::doctor::gather::firewall_targets(8443, 8443, api)
+            .iter()
+            .map(nft::Target::label)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ports(Some(8045)), ["8443/udp", "8443/tcp", "8045/tcp"]);
+    assert_eq!(ports(None), ["8443/udp", "8443/tcp"]);
+    let plugin = crate::doctor::gather::firewall_targets(8443, 8443, None);
+    assert!(plugin.iter().all(|t| !t.what.contains("RTCD")));
 }
