@@ -22,18 +22,52 @@ pub struct Loaded {
     pub lines: Vec<(bool, String)>,
 }
 
+/// Where the Calls plugin's settings come from: one set of flags for `probe-server` and
+/// `probe-server live` (the doctor has its own, without environment variables, as for RTCD).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct CallsSource {
+    /// Mattermost's config.json, for installations without RTCD: advertise what the Calls plugin's
+    /// integrated RTC server would, from its settings (PluginSettings.Plugins["com.mattermost.calls"]; MM_CALLS_* env applies too).
+    #[arg(long, env = "PROBE_SERVER_CALLS_CONFIG", value_name = "PATH", conflicts_with_all = ["rtcd_config", "mattermost"])]
+    pub calls_config: Option<std::path::PathBuf>,
+    /// Mattermost's site URL: like --calls-config, with the settings read from GET /api/v4/config (needs --mm-token).
+    #[arg(
+        long,
+        env = "PROBE_SERVER_MATTERMOST",
+        value_name = "URL",
+        conflicts_with = "rtcd_config",
+        requires = "mm_token"
+    )]
+    pub mattermost: Option<String>,
+    /// A system admin's personal access token for --mattermost (prefer the environment variable: it stays out of the process list).
+    #[arg(
+        long,
+        env = "PROBE_SERVER_MM_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub mm_token: Option<String>,
+}
+
+impl CallsSource {
+    /// True when the probe stands in for the Calls plugin's integrated server.
+    pub fn wanted(&self) -> bool {
+        self.calls_config.is_some() || self.mattermost.is_some()
+    }
+}
+
 /// True when the probe stands in for the Calls plugin's integrated server.
 pub fn wanted(args: &ServeArgs) -> bool {
-    args.calls_config.is_some() || args.mattermost.is_some()
+    args.calls.wanted()
 }
 
 /// Reads the settings (file or API), the `MM_CALLS_*` environment, validates as the plugin does
 /// and maps to RTCD's configuration. `Err` is one sentence for the start's failure.
 pub fn load(args: &ServeArgs) -> Result<Loaded, String> {
     let (text, source, api) = read_settings(
-        args.calls_config.as_deref(),
-        args.mattermost.as_deref(),
-        args.mm_token.as_deref(),
+        args.calls.calls_config.as_deref(),
+        args.calls.mattermost.as_deref(),
+        args.calls.mm_token.as_deref(),
     )?;
     let mut s =
         CallsSettings::from_mattermost_config(&text).map_err(|e| format!("{source}: {e}"))?;

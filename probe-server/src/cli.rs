@@ -98,27 +98,9 @@ pub struct ServeArgs {
     /// RTCD's TOML configuration, to advertise ICE candidates exactly as RTCD would (RTCD_RTC_* env applies too).
     #[arg(long, env = "PROBE_SERVER_RTCD_CONFIG")]
     pub rtcd_config: Option<PathBuf>,
-    /// Mattermost's config.json, for installations without RTCD: advertise what the Calls plugin's
-    /// integrated RTC server would, from its settings (PluginSettings.Plugins["com.mattermost.calls"]; MM_CALLS_* env applies too).
-    #[arg(long, env = "PROBE_SERVER_CALLS_CONFIG", value_name = "PATH", conflicts_with_all = ["rtcd_config", "mattermost"])]
-    pub calls_config: Option<PathBuf>,
-    /// Mattermost's site URL: like --calls-config, with the settings read from GET /api/v4/config (needs --mm-token).
-    #[arg(
-        long,
-        env = "PROBE_SERVER_MATTERMOST",
-        value_name = "URL",
-        conflicts_with = "rtcd_config",
-        requires = "mm_token"
-    )]
-    pub mattermost: Option<String>,
-    /// A system admin's personal access token for --mattermost (prefer the environment variable: it stays out of the process list).
-    #[arg(
-        long,
-        env = "PROBE_SERVER_MM_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub mm_token: Option<String>,
+    /// Installations without RTCD: the Calls plugin's settings (--calls-config, --mattermost).
+    #[command(flatten)]
+    pub calls: crate::calls::CallsSource,
     /// Same as RTCD's rtc.ice_host_override (wins over the file and RTCD_RTC_ICEHOSTOVERRIDE).
     #[arg(long, env = "PROBE_SERVER_ICE_HOST_OVERRIDE")]
     pub ice_host_override: Option<String>,

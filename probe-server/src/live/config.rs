@@ -12,11 +12,9 @@ use std::time::{Duration, Instant};
 /// The media server's configuration and whose it is: the Calls plugin's settings
 /// (`--calls-config`, `--mattermost`, read as `probe-server` reads them) or RTCD's.
 pub fn load(args: &LiveArgs) -> Result<(RtcdConfig, Deployment), String> {
-    if args.calls_config.is_some() || args.mattermost.is_some() {
+    if args.calls.wanted() {
         let mut serve = serve_args();
-        serve.calls_config = args.calls_config.clone();
-        serve.mattermost = args.mattermost.clone();
-        serve.mm_token = args.mm_token.clone();
+        serve.calls = args.calls.clone();
         serve.ice_host_override = args.ice_host_override.clone();
         let l = crate::calls::load(&serve)?;
         crate::ice::log_lines(&l.lines);

@@ -28,28 +28,10 @@ pub struct LiveArgs {
     /// RTCD's TOML configuration (its ICE ports and what it advertises); RTCD's RTCD_* environment applies too.
     #[arg(long, env = "PROBE_SERVER_RTCD_CONFIG")]
     pub rtcd_config: Option<PathBuf>,
-    /// Mattermost's config.json, when the Calls plugin runs the media server itself (no RTCD):
-    /// its settings say what is advertised (MM_CALLS_* of the running Mattermost apply too).
-    #[arg(long, env = "PROBE_SERVER_CALLS_CONFIG", value_name = "PATH",
-          conflicts_with_all = ["rtcd_config", "mattermost"])]
-    pub calls_config: Option<PathBuf>,
-    /// Mattermost's site URL: like --calls-config, read from GET /api/v4/config (needs --mm-token).
-    #[arg(
-        long,
-        env = "PROBE_SERVER_MATTERMOST",
-        value_name = "URL",
-        conflicts_with = "rtcd_config",
-        requires = "mm_token"
-    )]
-    pub mattermost: Option<String>,
-    /// A system admin's personal access token for --mattermost (prefer the environment variable).
-    #[arg(
-        long,
-        env = "PROBE_SERVER_MM_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub mm_token: Option<String>,
+    /// The Calls plugin's settings instead of RTCD's, when the plugin runs the media server
+    /// itself (no RTCD).
+    #[command(flatten)]
+    pub calls: crate::calls::CallsSource,
     /// RTCD's process id: enter its network namespace (Docker, Kubernetes) and read its environment.
     #[arg(long, value_name = "PID")]
     pub rtcd_pid: Option<u32>,
