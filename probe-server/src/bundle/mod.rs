@@ -220,7 +220,8 @@ fn contents(
         let mut text = format!(
             "# {} line(s) of {} matched the guide's patterns or showed a private ICE candidate (at most {} kept, the latest)\n",
             log.matched.len(),
-            inputs.rtcd_log.as_ref().map_or(String::new(), |p| p.display().to_string()),
+            // What was read: RTCD's log, Mattermost's (--mattermost-log) or a journal.
+            log.source,
             doctor::logs::MAX_KEPT
         );
         for l in &log.matched {
