@@ -575,7 +575,9 @@ fn probe_port_info(ice: &IceReport, terms: &Terms) -> Option<Finding> {
             terms.port_override_name()
         ),
         format!(
-            "To test port {rtcd} itself, stop {srv} for a moment and run probe-server with `--listen 0.0.0.0:{rtcd}`."
+            "To test port {rtcd} itself, run `probe-server live` on that host: it tests {srv}'s own port while \
+             it serves calls (see the README's \"Testing a live RTCD\"); or stop {srv} for a moment and run \
+             probe-server with `--listen 0.0.0.0:{rtcd}`."
         ),
     ))
 }
