@@ -354,18 +354,5 @@ pub async fn tcp_only(args: &ProbeArgs, port: u16) -> Option<Vec<String>> {
     if !tcp.connected {
         return None;
     }
-    let o = Outcome {
-        server: target.display(),
-        dialed,
-        hello: HelloInfo {
-            rtcd_port_udp: port,
-            rtcd_port_tcp: port,
-            ..HelloInfo::default()
-        },
-        targets: Vec::new(),
-        tcp,
-        udp_tested: true,
-        tcp_tested: true,
-    };
-    Some(judge::banner(&o))
+    Some(judge::tcp_only_banner(port, nonce))
 }

@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use probe_proto::stun;
+use probe_tests::netns::{sockaddr_in, spawn_in_ns, tcp_connect_from};
 use probe_tests::probe::{start_server_with_state, try_run_client_env};
-use probe_tests::{ClientRun, Netns, ServerHandle, Topology};
+use probe_tests::{ClientRun, ServerHandle, Topology};
 use serde_json::Value;
 
 const PORT: u16 = 8443;
@@ -35,55 +36,6 @@ const CLIENT_BOUND: Duration = Duration::from_secs(60);
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs `f` on a thread inside `ns`'s network namespace.
-fn spawn_in_ns<T, F>(ns: &Netns, f: F) -> std::thread::JoinHandle<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let path = std::path::Path::new("/run/netns").join(ns.name());
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("netns file");
-        // SAFETY: setns only changes the calling thread's network namespace; the fd is open.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
-fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*a.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-/// A TCP connection from a chosen local address.
-fn tcp_connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> std::io::Result<TcpStream> {
-    // SAFETY: plain socket calls on a descriptor the TcpStream owns from the moment it exists.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let local = sockaddr_in(SocketAddrV4::new(src, 0));
-        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let remote = sockaddr_in(dst);
-        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
 }
 
 fn start(t: &Topology, args: &[&str]) -> ServerHandle {

@@ -22,7 +22,6 @@
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -31,6 +30,7 @@ use probe_proto::echo::{self, SessionKey};
 use probe_proto::frame::{self, Decoder};
 use probe_proto::msg::{Control, Hello, Profile, Welcome, PROTO_MAX, PROTO_MIN};
 use probe_proto::{auth, stun};
+use probe_tests::netns::{spawn_in_ns, tcp_connect_from};
 use probe_tests::probe::{probe_env, start_server_with_state, try_run_client_env};
 use probe_tests::{binaries, ClientRun, Netns, Proc, ServerHandle, TempDir};
 use probe_tests::{start_server, Topology};
@@ -52,30 +52,6 @@ fn serial() -> MutexGuard<'static, ()> {
 // ---------------------------------------------------------------------------------------------
 // Sockets inside a namespace.
 
-/// Runs `f` on a thread that has joined `ns`'s network namespace: every socket it opens lives
-/// there (and stays there when handed back to other threads).
-fn spawn_in_ns<T, F>(ns: &Netns, f: F) -> std::thread::JoinHandle<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> T + Send + 'static,
-{
-    let path = std::path::Path::new("/run/netns").join(ns.name());
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
-        // SAFETY: setns only changes the calling thread's network namespace; the fd is open.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(
-            rc,
-            0,
-            "setns {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        );
-        f()
-    })
-}
-
 fn in_ns<T, F>(ns: &Netns, f: F) -> T
 where
     T: Send + 'static,
@@ -84,40 +60,6 @@ where
     spawn_in_ns(ns, f)
         .join()
         .unwrap_or_else(|p| std::panic::resume_unwind(p))
-}
-
-fn sockaddr_in(a: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*a.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-/// A TCP connection from a chosen local address (std cannot bind before connecting).
-fn tcp_connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> std::io::Result<TcpStream> {
-    // SAFETY: plain socket calls on a descriptor that the TcpStream owns (and closes) from the
-    // moment it exists; the sockaddr structs outlive the calls that read them.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        let local = sockaddr_in(SocketAddrV4::new(src, 0));
-        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let remote = sockaddr_in(dst);
-        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

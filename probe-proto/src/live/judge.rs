@@ -242,12 +242,9 @@ pub fn report(o: &Outcome, meta: Meta) -> Report {
     r
 }
 
-/// The line the text report starts with in live mode, and what to look for when the TCP
-/// result could not be fetched (UDP blocked): the nonce in `probe-server live`'s output.
+/// The lines the text report starts with in live mode (the hello was answered), and what to
+/// look for when the TCP result could not be fetched: the nonce in `probe-server live`'s output.
 pub fn banner(o: &Outcome) -> Vec<String> {
-    if !answered_hello(o) {
-        return tcp_only_banner(o);
-    }
     let mut out = vec!["live: RTCD was running; tested its own port".to_string()];
     for t in &o.targets {
         let at = t
@@ -273,11 +270,7 @@ pub fn banner(o: &Outcome) -> Vec<String> {
 
 /// No probe server answered over UDP, yet the port accepts TCP as RTCD does: the TCP probe
 /// went out, and only `probe-server live`'s output can say whether it reached RTCD's host.
-fn tcp_only_banner(o: &Outcome) -> Vec<String> {
-    let port = o.hello.rtcd_port_tcp;
-    if !o.tcp.connected {
-        return Vec::new();
-    }
+pub fn tcp_only_banner(port: u16, nonce: u64) -> Vec<String> {
     vec![
         format!(
             "live: nothing answered over UDP {port}, but TCP {port} accepts connections as RTCD does (no probe-server there)."
@@ -285,7 +278,7 @@ fn tcp_only_banner(o: &Outcome) -> Vec<String> {
         format!(
             "live: if `probe-server live` runs beside RTCD, look for `tcp {:016x}` in its output: there, TCP reaches \
              RTCD and UDP is blocked; absent, something else answered the TCP connection.",
-            o.tcp.nonce
+            nonce
         ),
     ]
 }

@@ -455,25 +455,7 @@ mod tests {
         dns: &[(&str, &str)],
         rules: rtcd::PionRules,
     ) -> Outcome {
-        let cfg = RtcdConfig::from_toml_str(toml).unwrap();
-        let locals: Vec<LocalAddr> = locals
-            .iter()
-            .map(|s| {
-                let ip: IpAddr = s.parse().unwrap();
-                LocalAddr {
-                    ip,
-                    loopback: ip.is_loopback(),
-                }
-            })
-            .collect();
-        let resolve = |h: &str, _: bool| {
-            dns.iter()
-                .find(|(n, _)| *n == h)
-                .map(|(_, ip)| vec![ip.parse().unwrap()])
-                .ok_or_else(|| "no such host".to_string())
-        };
-        let r = rtcd::compute_advertised(&cfg, &locals, &resolve, &|_| None, 8443, 8443, rules);
-        judge(&cfg, "/etc/rtcd.toml", rules, r, false)
+        super::accepted_configs::judge_of(toml, locals, dns, &[], rules)
     }
 
     /// On a Mattermost host without RTCD the same rules judge the plugin's mapped settings,
