@@ -66,12 +66,24 @@ pub async fn run(remotes: &[SocketAddr], ufrag: &str, pwd: &str, bound: Duration
         Ok(()) => {
             let (_cancel_tx, cancel_rx) = mpsc::channel(1);
             let dial = agent.dial(cancel_rx, ufrag.to_owned(), pwd.to_owned());
-            match tokio::time::timeout(bound, dial).await {
-                Ok(Err(e)) => tracing::info!("ICE agent: {e}"),
-                Ok(Ok(_conn)) => {}
-                Err(_) => tracing::info!("ICE agent did not connect within {bound:?}"),
+            let dialled = match tokio::time::timeout(bound, dial).await {
+                Ok(Err(e)) => {
+                    tracing::info!("ICE agent: {e}");
+                    false
+                }
+                Ok(Ok(_conn)) => true,
+                Err(_) => {
+                    tracing::info!("ICE agent did not connect within {bound:?}");
+                    false
+                }
+            };
+            let mut st = *state.lock().unwrap_or_else(|p| p.into_inner());
+            // dial returns once the agent is connected, but the state callback runs on the
+            // agent's own task and may not have run yet: a later state (disconnected, failed)
+            // is kept, an earlier one is not.
+            if dialled && matches!(st, ConnectionState::New | ConnectionState::Checking) {
+                st = ConnectionState::Connected;
             }
-            let st = *state.lock().unwrap_or_else(|p| p.into_inner());
             collect(&agent, st.to_string().to_lowercase()).await
         }
     };
