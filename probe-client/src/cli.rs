@@ -57,6 +57,10 @@ pub struct ProbeArgs {
     /// Name of this site in reports (default: this host's name).
     #[arg(long, env = "PROBE_SITE")]
     pub site: Option<String>,
+    /// This site's token, when the admin started probe-server with --site-token NAME=TOKEN; only
+    /// a MAC made with it is sent, never the token.
+    #[arg(long, env = "PROBE_SITE_TOKEN", hide_env_values = true)]
+    pub site_token: Option<String>,
     /// Refuse a server whose certificate does not have this SHA-256 pin (sha256:HEX, printed by probe-server).
     #[arg(long, env = "PROBE_PIN")]
     pub pin: Option<String>,
@@ -79,6 +83,9 @@ pub struct ProbeArgs {
     /// Do not send the finished report to the server (it keeps reports for `probe-server results`).
     #[arg(long)]
     pub no_upload: bool,
+    /// Skip the path-MTU check (large packets both ways; at most 3 s, only when they are lost).
+    #[arg(long)]
+    pub no_mtu: bool,
     /// Run again every DURATION (e.g. 30s, 5m, 1h) until --count runs or Ctrl-C.
     #[arg(long, value_parser = parse_every)]
     pub every: Option<std::time::Duration>,

@@ -110,6 +110,7 @@ mod tests {
             server_pin: None,
             ice: None,
             turn: None,
+            mtu: None,
             live: false,
         }
     }

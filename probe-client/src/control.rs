@@ -1,5 +1,7 @@
-//! Control channel to the server: QUIC on the UDP port, or framed messages on the TCP port
-//! when UDP is blocked. Both carry the same [`Control`] messages.
+//! Control channel to the server: QUIC on the UDP port, or, when UDP is blocked or QUIC fails,
+//! RFC 4571 frames inside TLS 1.3 on the TCP port. Both carry the same [`Control`] messages,
+//! and both check the same certificate pin. Plain TCP connections ([`TcpLink`]) carry only
+//! STUN and echo, as Calls' ICE-TCP does.
 
 use crate::pin::PinVerifier;
 use probe_proto::frame::{self, Decoder};
@@ -13,11 +15,34 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 const ALPN: &[u8] = b"calls-probe/1";
+/// probe-server's TLS on its TCP port (probe-server/src/tcp.rs): another protocol inside, so
+/// another ALPN.
+const TCP_ALPN: &[u8] = b"calls-probe-tcp/1";
 
+/// Why a TLS control channel (QUIC or TCP) did not come up.
 #[derive(Debug)]
-pub enum QuicError {
+pub enum ChannelError {
     PinMismatch { seen: String },
     Failed(String),
+}
+
+/// TLS 1.3 with ring (QUIC's provider) that trusts the certificate by its pin, offering `alpn`.
+fn pinned_tls(
+    pin: Option<String>,
+    alpn: &[u8],
+) -> Result<(rustls::ClientConfig, Arc<PinVerifier>), ChannelError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = Arc::new(PinVerifier::new(pin, provider.clone()));
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| ChannelError::Failed(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier.clone())
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    // No resumption: each connection proves the pinned key afresh.
+    tls.resumption = rustls::client::Resumption::disabled();
+    Ok((tls, verifier))
 }
 
 pub struct QuicControl {
@@ -36,17 +61,9 @@ impl QuicControl {
         pin: Option<String>,
         token: Option<[u8; 32]>,
         timeout: Duration,
-    ) -> Result<Self, QuicError> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = Arc::new(PinVerifier::new(pin, provider.clone()));
-        let fail = |e: String| QuicError::Failed(e);
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| fail(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier.clone())
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![ALPN.to_vec()];
+    ) -> Result<Self, ChannelError> {
+        let fail = |e: String| ChannelError::Failed(e);
+        let (tls, verifier) = pinned_tls(pin, ALPN)?;
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
             .map_err(|e| fail(e.to_string()))?;
         let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
@@ -79,7 +96,7 @@ impl QuicControl {
         };
         let res = tokio::time::timeout(timeout, attempt).await;
         if verifier.mismatch() {
-            return Err(QuicError::PinMismatch {
+            return Err(ChannelError::PinMismatch {
                 seen: verifier.seen().unwrap_or_default(),
             });
         }
@@ -130,7 +147,88 @@ impl QuicControl {
     }
 }
 
-/// A TCP connection to the probe port speaking RFC 4571 frames.
+/// The control channel of the TCP fallback: RFC 4571 frames inside TLS on the TCP port.
+pub struct TlsControl {
+    /// Boxed: a TLS connection's state is large, and [`crate::run::Ctl`] holds one or QUIC's.
+    stream: Box<tokio_rustls::client::TlsStream<TcpStream>>,
+    dec: Decoder,
+    token: Option<[u8; 32]>,
+    pub pin_seen: Option<String>,
+}
+
+impl TlsControl {
+    /// TCP connect and TLS handshake, both within `timeout`; the pin is checked as for QUIC.
+    pub async fn connect(
+        server: SocketAddr,
+        pin: Option<String>,
+        token: Option<[u8; 32]>,
+        timeout: Duration,
+    ) -> Result<Self, ChannelError> {
+        let (tls, verifier) = pinned_tls(pin, TCP_ALPN)?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+        let name = rustls::pki_types::ServerName::try_from("probe-server").expect("a DNS name");
+        let attempt = async {
+            let tcp = TcpStream::connect(server).await?;
+            let _ = tcp.set_nodelay(true);
+            connector.connect(name, tcp).await
+        };
+        let res = tokio::time::timeout(timeout, attempt).await;
+        if verifier.mismatch() {
+            return Err(ChannelError::PinMismatch {
+                seen: verifier.seen().unwrap_or_default(),
+            });
+        }
+        let stream = match res {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(ChannelError::Failed(e.to_string())),
+            Err(_) => return Err(ChannelError::Failed("TLS handshake timed out".into())),
+        };
+        if stream.get_ref().1.alpn_protocol() != Some(TCP_ALPN) {
+            return Err(ChannelError::Failed(
+                "the server did not agree on the probe's TLS protocol".into(),
+            ));
+        }
+        Ok(Self {
+            stream: Box::new(stream),
+            dec: Decoder::new(),
+            token,
+            pin_seen: verifier.seen(),
+        })
+    }
+
+    /// A control exchange; frames of other kinds are skipped.
+    pub async fn request(&mut self, msg: &Control, timeout: Duration) -> Result<Control, String> {
+        let exchange = async {
+            let out = frame::encode(&msg.to_payload(self.token.as_ref()));
+            self.stream
+                .write_all(&out)
+                .await
+                .map_err(|e| e.to_string())?;
+            // TLS holds records until flushed.
+            self.stream.flush().await.map_err(|e| e.to_string())?;
+            let mut buf = [0u8; 8192];
+            loop {
+                if let Some(p) = self.dec.next_frame().map_err(|e| e.to_string())? {
+                    if p.first() == Some(&probe_proto::msg::CONTROL_TAG) {
+                        return Control::from_payload(p, self.token.as_ref())
+                            .map_err(|e| e.to_string());
+                    }
+                    continue;
+                }
+                match self.stream.read(&mut buf).await {
+                    Ok(0) => return Err("the server closed the TLS connection".into()),
+                    Ok(n) => self.dec.push(&buf[..n]),
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err("no answer on the control channel".into()))
+    }
+}
+
+/// A TCP connection to the probe port speaking RFC 4571 frames in clear: STUN and echo.
 pub struct TcpLink {
     pub rd: OwnedReadHalf,
     pub wr: OwnedWriteHalf,
@@ -195,25 +293,6 @@ impl TcpLink {
             .await
             .unwrap_or_else(|_| Err("no STUN answer over TCP".into()))
     }
-
-    /// A control exchange on this connection; frames of other kinds are skipped.
-    pub async fn request(&mut self, msg: &Control, timeout: Duration) -> Result<Control, String> {
-        let exchange = async {
-            self.send(&msg.to_payload(self.token.as_ref()))
-                .await
-                .map_err(|e| e.to_string())?;
-            loop {
-                let f = self.next_frame().await?;
-                if f.first() == Some(&probe_proto::msg::CONTROL_TAG) {
-                    return Control::from_payload(&f, self.token.as_ref())
-                        .map_err(|e| e.to_string());
-                }
-            }
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or_else(|_| Err("no answer on the control channel".into()))
-    }
 }
 
 /// Next whole frame payload; cancel-safe (partial reads stay in the decoder), so it can sit in
@@ -263,23 +342,51 @@ mod tests {
     use probe_proto::msg::Counters;
     use tokio::net::TcpListener;
 
-    /// A server that reads one request frame, then answers with `frames`.
-    async fn server(frames: Vec<Vec<u8>>) -> SocketAddr {
+    /// A TLS server with a fresh self-signed certificate (as probe-server's) that reads one
+    /// request frame, then answers with `frames`. Returns its address and its certificate's pin.
+    async fn server(frames: Vec<Vec<u8>>, alpn: &'static [u8]) -> (SocketAddr, String) {
+        let cert = rcgen::generate_simple_self_signed(vec!["probe-server".to_string()])
+            .expect("a certificate");
+        let der = cert.cert.der().to_vec();
+        let pin = crate::pin::pin_of(&der);
+        let key = rustls::pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der())
+            .expect("a key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .with_no_client_auth()
+            .with_single_cert(vec![der.into()], key)
+            .expect("cert and key");
+        cfg.alpn_protocols = vec![alpn.to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = l.local_addr().expect("addr");
         tokio::spawn(async move {
             let (c, _) = l.accept().await.expect("accept");
-            let (mut rd, mut wr) = c.into_split();
+            let Ok(mut s) = acceptor.accept(c).await else {
+                return;
+            };
             let mut dec = Decoder::new();
-            let req = read_frame(&mut rd, &mut dec).await.expect("a request");
-            assert_eq!(req.first(), Some(&probe_proto::msg::CONTROL_TAG));
-            for f in frames {
-                let _ = wr.write_all(&frame::encode(&f)).await;
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Ok(Some(req)) = dec.next_frame() {
+                    assert_eq!(req.first(), Some(&probe_proto::msg::CONTROL_TAG));
+                    break;
+                }
+                match s.read(&mut buf).await {
+                    Ok(n) if n > 0 => dec.push(&buf[..n]),
+                    _ => return,
+                }
             }
+            for f in frames {
+                let _ = s.write_all(&frame::encode(&f)).await;
+            }
+            let _ = s.flush().await;
             // Hold the connection open until the client is done.
-            let _ = read_frame(&mut rd, &mut dec).await;
+            let _ = s.read(&mut buf).await;
         });
-        addr
+        (addr, pin)
     }
 
     fn finish() -> Control {
@@ -289,33 +396,49 @@ mod tests {
         }
     }
 
+    const T: Duration = Duration::from_secs(2);
+
     #[tokio::test]
-    async fn tcp_control_skips_frames_of_other_kinds() {
+    async fn tls_control_checks_the_pin_and_skips_frames_of_other_kinds() {
         let counters = Counters {
             udp_rx: 5,
             ..Counters::default()
         };
         let stun_answer = stun_request([1; 12], None);
-        let addr = server(vec![
-            stun_answer,
-            Control::Counters(counters).to_payload(None),
-        ])
-        .await;
-        let (mut link, ms) = TcpLink::connect(addr, None, Duration::from_secs(2))
+        let frames = vec![stun_answer, Control::Counters(counters).to_payload(None)];
+        let (addr, pin) = server(frames, TCP_ALPN).await;
+        let mut ctl = TlsControl::connect(addr, Some(pin.clone()), None, T)
             .await
             .expect("connect");
-        assert!(ms >= 0.0);
-        let answer = link.request(&finish(), Duration::from_secs(2)).await;
+        assert_eq!(ctl.pin_seen.as_deref(), Some(&*pin));
+        let answer = ctl.request(&finish(), T).await;
         assert_eq!(answer, Ok(Control::Counters(counters)));
     }
 
     #[tokio::test]
-    async fn tcp_control_without_an_answer_times_out() {
-        let addr = server(vec![]).await;
-        let (mut link, _) = TcpLink::connect(addr, None, Duration::from_secs(2))
+    async fn tls_control_with_another_certificate_is_a_pin_mismatch() {
+        let (addr, pin) = server(vec![], TCP_ALPN).await;
+        let wrong = format!("sha256:{}", "ab".repeat(32));
+        match TlsControl::connect(addr, Some(wrong), None, T).await {
+            Err(ChannelError::PinMismatch { seen }) => assert_eq!(seen, pin),
+            other => panic!("{:?}", other.map(|c| c.pin_seen)),
+        }
+    }
+
+    #[tokio::test]
+    async fn tls_control_refuses_another_alpn_and_times_out_without_an_answer() {
+        let (addr, _) = server(vec![], b"calls-probe/1").await;
+        let other = TlsControl::connect(addr, None, None, T).await;
+        assert!(
+            matches!(other, Err(ChannelError::Failed(_))),
+            "{:?}",
+            other.map(|c| c.pin_seen)
+        );
+        let (addr, _) = server(vec![], TCP_ALPN).await;
+        let mut ctl = TlsControl::connect(addr, None, None, T)
             .await
             .expect("connect");
-        let answer = link.request(&finish(), Duration::from_millis(100)).await;
+        let answer = ctl.request(&finish(), Duration::from_millis(100)).await;
         assert_eq!(answer, Err("no answer on the control channel".into()));
     }
 

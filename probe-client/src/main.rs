@@ -8,6 +8,7 @@ mod echo;
 mod ice;
 mod live;
 mod modes;
+mod mtu;
 mod pin;
 mod progress;
 mod rtcd_api;

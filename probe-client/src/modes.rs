@@ -49,6 +49,7 @@ async fn once(args: &ProbeArgs, progress: bool, print: impl Fn(&Report)) -> Resu
             RunOpts {
                 ice: true,
                 progress,
+                mtu: !args.no_mtu,
             },
         )
         .await
@@ -82,8 +83,15 @@ async fn once(args: &ProbeArgs, progress: bool, print: impl Fn(&Report)) -> Resu
     }
     print(&done.report);
     if !args.no_upload {
-        if let Err(e) = done.upload().await {
-            tracing::info!("the server did not keep this report: {e}");
+        if let Err(e) = done.upload(args.site_token.as_deref()).await {
+            // The server's words reach the terminal: no control character gets through.
+            let e = probe_proto::sites::clean_text(&e, 512);
+            // A refused site token is the admin's policy speaking: say so by default.
+            if args.site_token.is_some() || e.contains("site token") {
+                tracing::warn!("the server did not keep this report: {e}");
+            } else {
+                tracing::info!("the server did not keep this report: {e}");
+            }
         }
     }
     let report = done.report.clone();
@@ -188,6 +196,7 @@ async fn load(args: &ProbeArgs, n: u32) -> i32 {
                 RunOpts {
                     ice: false,
                     progress: false,
+                    mtu: false,
                 },
             )
             .await;

@@ -1,5 +1,6 @@
-//! Certificate pinning for the QUIC control channel: the server's certificate is self-signed,
-//! so trust comes from the SHA-256 pin the admin copies from the server's ready line.
+//! Certificate pinning for both control channels, QUIC and TLS on the TCP port (one certificate
+//! serves both): the server's certificate is self-signed, so trust comes from the SHA-256 pin
+//! the admin copies from the server's ready line.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -89,7 +90,9 @@ impl ServerCertVerifier for PinVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not used by QUIC".into()))
+        Err(rustls::Error::General(
+            "TLS 1.2 is used by neither control channel".into(),
+        ))
     }
 
     fn verify_tls13_signature(

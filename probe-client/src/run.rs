@@ -1,10 +1,10 @@
 //! One probe run: the IO of each phase. The order of the phases, what each outcome leads to and
 //! the report are [`probe_proto::client::Run`]'s; this file only opens sockets, moves bytes and
-//! keeps time: reachability (UDP STUN and TCP in parallel, bounded), control (QUIC, else TCP),
-//! UDP echo, TCP echo beside the ICE checks, final counters.
+//! keeps time: reachability (UDP STUN and TCP in parallel, bounded), control (QUIC, else TLS on
+//! the TCP port), UDP echo, TCP echo beside the ICE checks, final counters.
 
 use crate::cli::ProbeArgs;
-use crate::control::{rand_bytes, QuicControl, QuicError, TcpLink};
+use crate::control::{rand_bytes, ChannelError, QuicControl, TcpLink, TlsControl};
 use crate::echo::{self, Clock, EchoSession};
 use crate::ice;
 use crate::pin;
@@ -13,7 +13,7 @@ use crate::schedule;
 use crate::target::Target;
 use probe_proto::client::run::{self as core, ReportMeta};
 use probe_proto::client::{
-    Channel, EchoOutcome, HelloOutcome, Plan, QuicOutcome, Reach, Run, Schedule, Step, TcpEchoLink,
+    EchoOutcome, HelloOutcome, Plan, QuicOutcome, Reach, Run, Schedule, Step, TcpEchoLink,
 };
 use probe_proto::echo::SessionKey;
 use probe_proto::msg::{Control, Counters, IceOffer, Welcome};
@@ -26,6 +26,8 @@ use tokio::net::UdpSocket;
 const TCP_CONNECT: Duration = Duration::from_secs(2);
 const TCP_STUN: Duration = Duration::from_millis(1500);
 const QUIC_CONNECT: Duration = Duration::from_secs(3);
+/// TCP connect and TLS handshake for control on the TCP port.
+const TLS_CONNECT: Duration = Duration::from_secs(3);
 const CONTROL_ANSWER: Duration = Duration::from_secs(3);
 /// How often the server's counters are polled during a long or quiet UDP echo: they tell
 /// which way a cut flow died, and the polls keep the session alive (probe-server frees a
@@ -37,7 +39,7 @@ const LONG_RUN: Duration = Duration::from_micros(probe_proto::path::cut::MIN_RUN
 /// The control channel that came up, if any.
 pub enum Ctl {
     Quic(QuicControl),
-    Tcp(TcpLink),
+    Tcp(TlsControl),
     None,
 }
 
@@ -56,6 +58,8 @@ impl Ctl {
 pub struct RunOpts {
     pub ice: bool,
     pub progress: bool,
+    /// The path-MTU phase (`--no-mtu` turns it off; load mode skips it).
+    pub mtu: bool,
 }
 
 /// A finished run whose control channel is still open, so the report can be uploaded.
@@ -63,20 +67,20 @@ pub struct Finished {
     pub report: Report,
     ctl: Ctl,
     session: Option<u64>,
+    /// The welcome's session key and protocol version: a site token's MAC needs them.
+    welcome: Option<([u8; 32], u16)>,
 }
 
 impl Finished {
-    /// Sends the report to the server to keep; returns why not when it was not kept.
-    pub async fn upload(&mut self) -> Result<(), String> {
+    /// Sends the report to the server to keep, with `site_token`'s MAC when given; returns why
+    /// not when it was not kept.
+    pub async fn upload(&mut self, site_token: Option<&str>) -> Result<(), String> {
         let Some(session_id) = self.session else {
             return Err("no session with the server".into());
         };
         let report = serde_json::to_string(&self.report).expect("reports serialise");
-        match self
-            .ctl
-            .request(&Control::Upload { session_id, report })
-            .await?
-        {
+        let msg = upload_message(session_id, report, self.welcome, site_token);
+        match self.ctl.request(&msg).await? {
             Control::Stored { accepted: true, .. } => Ok(()),
             Control::Stored { reason, .. } => Err(reason.unwrap_or_else(|| "refused".into())),
             other => Err(format!("unexpected answer {other:?}")),
@@ -132,6 +136,7 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
         pin,
     });
     io.drive(&mut run).await?;
+    let mtu = io.mtu(&run, opts.mtu).await;
     // The TURN check (issue 18) needs the welcome's session and RTCD's candidates.
     let turn = if args.turn.enabled() {
         io.progress.show("TURN");
@@ -142,6 +147,7 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
     };
     io.progress.clear();
     let session = run.welcome().map(|w| w.session_id);
+    let welcome = run.welcome().map(|w| (w.key, w.proto));
     let mut report = run.report(ReportMeta {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         site,
@@ -151,11 +157,38 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
     if let Some((t, f)) = turn {
         crate::turn::attach(&mut report, t, f);
     }
+    if let Some(m) = mtu {
+        crate::mtu::attach(&mut report, m);
+    }
     Ok(Finished {
         report,
         ctl: io.ctl,
         session,
+        welcome,
     })
+}
+
+/// The upload: signed with the site token's key when there is a token and the server speaks
+/// proto 5 (an older server knows no site tokens and takes the plain upload).
+fn upload_message(
+    session_id: u64,
+    report: String,
+    welcome: Option<([u8; 32], u16)>,
+    site_token: Option<&str>,
+) -> Control {
+    match (welcome, site_token) {
+        (Some((key, proto)), Some(token)) if proto >= 5 => {
+            let site_key = probe_proto::auth::site_key(token);
+            let site_mac =
+                probe_proto::auth::upload_mac(&site_key, &key, session_id, report.as_bytes());
+            Control::SignedUpload {
+                session_id,
+                report,
+                site_mac,
+            }
+        }
+        _ => Control::Upload { session_id, report },
+    }
 }
 
 fn wall_ms() -> u64 {
@@ -179,7 +212,7 @@ struct Io {
     progress: Progress,
     /// The reachability probe's UDP socket, kept for the UDP echo.
     udp_sock: Option<UdpSocket>,
-    /// The reachability probe's TCP connection, when it answered STUN.
+    /// The reachability probe's TCP connection, when it answered STUN; later the echo's.
     tcp_link: Option<TcpLink>,
     ctl: Ctl,
 }
@@ -197,8 +230,12 @@ impl Io {
                     let q = self.open_quic().await;
                     run.on_quic(q);
                 }
-                Step::Hello(channel) => {
-                    let h = self.hello(channel).await;
+                Step::OpenTls => {
+                    let t = self.open_tls().await;
+                    run.on_tls(t);
+                }
+                Step::Hello(_) => {
+                    let h = self.hello().await;
                     run.on_hello(h);
                 }
                 Step::UdpEcho(w) => {
@@ -274,20 +311,34 @@ impl Io {
                 self.ctl = Ctl::Quic(q);
                 QuicOutcome::Up { pin_seen }
             }
-            Err(QuicError::PinMismatch { seen }) => QuicOutcome::PinMismatch { seen },
-            Err(QuicError::Failed(e)) => {
+            Err(ChannelError::PinMismatch { seen }) => QuicOutcome::PinMismatch { seen },
+            Err(ChannelError::Failed(e)) => {
                 tracing::warn!("QUIC control channel failed: {e}");
                 QuicOutcome::Failed
             }
         }
     }
 
-    async fn hello(&mut self, channel: Channel) -> HelloOutcome {
-        if channel == Channel::Tcp {
-            if let Some(link) = self.tcp_link.take() {
-                self.ctl = Ctl::Tcp(link);
+    /// Control inside TLS on the TCP port; the probe's plain connection is done with.
+    async fn open_tls(&mut self) -> QuicOutcome {
+        self.tcp_link = None;
+        self.progress
+            .show("opening the TLS control channel on the TCP port");
+        match TlsControl::connect(self.addr, self.pin.clone(), self.token, TLS_CONNECT).await {
+            Ok(t) => {
+                let pin_seen = t.pin_seen.clone();
+                self.ctl = Ctl::Tcp(t);
+                QuicOutcome::Up { pin_seen }
+            }
+            Err(ChannelError::PinMismatch { seen }) => QuicOutcome::PinMismatch { seen },
+            Err(ChannelError::Failed(e)) => {
+                tracing::warn!("TLS control channel on the TCP port failed: {e}");
+                QuicOutcome::Failed
             }
         }
+    }
+
+    async fn hello(&mut self) -> HelloOutcome {
         let version = env!("CARGO_PKG_VERSION");
         // The server sizes the session's lifetime from the planned duration: the quiet
         // period is part of it.
@@ -365,17 +416,14 @@ impl Io {
             clock,
             progress,
             tcp_link,
-            ctl,
             ..
         } = self;
         let session = echo_session(w, &key, schedule, *clock, progress);
         let tcp_phase = async {
-            let link = match (tcp?, ctl) {
-                (TcpEchoLink::Control, Ctl::Tcp(link)) => Ok(link),
-                _ => match TcpLink::connect(*addr, *token, TCP_CONNECT).await {
-                    Ok((l, _)) => Ok(tcp_link.insert(l)),
-                    Err(e) => Err(e),
-                },
+            let TcpEchoLink::Fresh = tcp?;
+            let link = match TcpLink::connect(*addr, *token, TCP_CONNECT).await {
+                Ok((l, _)) => Ok(tcp_link.insert(l)),
+                Err(e) => Err(e),
             };
             Some(match link {
                 Ok(link) => echo::tcp_echo(link, &session).await,
@@ -395,6 +443,22 @@ impl Io {
             )
         };
         tokio::join!(tcp_phase, ice_phase)
+    }
+
+    /// The path-MTU phase (issue 13), while the session is open, on the echo's UDP socket.
+    async fn mtu(&mut self, run: &Run, on: bool) -> Option<probe_proto::path::mtu::MtuReport> {
+        let w = run.welcome().filter(|_| on)?;
+        self.progress.show("path MTU: large packets both ways");
+        let key = SessionKey::new(&w.key);
+        let inputs = crate::mtu::Inputs {
+            udp: self.udp_sock.as_ref().filter(|_| run.udp_reachable()),
+            tcp: run.tcp_reachable(),
+            addr: self.addr,
+            token: self.token,
+            session: w.session_id,
+            key: &key,
+        };
+        Some(crate::mtu::run(inputs).await)
     }
 
     async fn counters(&mut self, session_id: u64) -> Option<Counters> {
@@ -470,9 +534,44 @@ mod tests {
         Cli::try_parse_from(argv).expect("args").probe
     }
 
+    #[test]
+    fn uploads_carry_a_site_mac_only_to_servers_that_speak_proto_5() {
+        let token = "0123456789abcdef0123";
+        let report = || "{\"schema\":1}".to_string();
+        let Control::SignedUpload {
+            session_id,
+            report: sent,
+            site_mac,
+        } = upload_message(7, report(), Some(([5; 32], 5)), Some(token))
+        else {
+            panic!("a proto 5 server gets the signed upload");
+        };
+        let key = probe_proto::auth::site_key(token);
+        assert!(probe_proto::auth::upload_mac_ok(
+            &key,
+            &[5; 32],
+            session_id,
+            sent.as_bytes(),
+            &site_mac
+        ));
+        // The MAC is all that goes: the token is nowhere in the message.
+        let wire = upload_message(7, report(), Some(([5; 32], 5)), Some(token)).to_payload(None);
+        assert!(!wire.windows(token.len()).any(|w| w == token.as_bytes()));
+        for (welcome, t) in [
+            (Some(([5; 32], 4)), Some(token)),
+            (Some(([5; 32], 5)), None),
+        ] {
+            assert!(matches!(
+                upload_message(7, report(), welcome, t),
+                Control::Upload { session_id: 7, .. }
+            ));
+        }
+    }
+
     const OPTS: RunOpts = RunOpts {
         ice: false,
         progress: false,
+        mtu: false,
     };
 
     async fn error(extra: &[&str]) -> String {

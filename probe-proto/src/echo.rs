@@ -13,6 +13,28 @@
 //! MAC; the fill is regenerated, never copied, so the server returns no client payload bytes.
 //! The MAC covers the fields before it and the packet length; a request MAC can never pass as a
 //! reply MAC because the payload type differs and is covered.
+//!
+//! # The path-MTU variant (issue 13)
+//!
+//! Acknowledged probes in the manner of RFC 8899 (DPLPMTUD) use two payload types of their own,
+//! in the same demux range (first byte 0x80) and with the same header, and may be up to
+//! [`MTU_MAX_LEN`] bytes (1472: a full 1500-byte IPv4 packet) where plain echo stops at
+//! [`MAX_LEN`]:
+//!
+//! ```text
+//!  0..32                          32..34     34     35..48  48..56  56..
+//!  as a request, PT 113           reply len  flags  zero    MAC     fill     (client → server)
+//!  as the request's, PT 114       req len    flags  zero    MAC     fill     (server → client)
+//! ```
+//!
+//! `reply len` 0 asks for a small acknowledgement ([`MIN_LEN`] bytes): an upstream probe, where
+//! the request itself has the size under test. A non-zero `reply len` asks the server to answer
+//! with that many bytes: a downstream probe, whose request stays small. The server sends such a
+//! reply, larger than its request, only for a session whose key the MAC proves, toward the
+//! session's own peer and within a per-session byte budget (`session::MTU_DOWN_BUDGET`), so it
+//! amplifies nothing for anyone without the key. `flags` bit 0 asks the server to send the reply
+//! with DF set (else fragmentable); the reply carries the flags back, and the length of the
+//! request as it arrived. The MAC covers bytes 0..48 and the packet length, as for plain echo.
 
 use ring::hmac;
 
@@ -23,6 +45,13 @@ pub const MIN_LEN: usize = HEADER_LEN;
 pub const MAX_LEN: usize = 1200;
 pub const PT_REQUEST: u8 = 111;
 pub const PT_REPLY: u8 = 112;
+/// Path-MTU probe (client → server) and its answer (see the module docs).
+pub const PT_MTU_PROBE: u8 = 113;
+pub const PT_MTU_ACK: u8 = 114;
+/// Largest path-MTU probe or answer: a 1500-byte IPv4 packet less its IP and UDP headers.
+pub const MTU_MAX_LEN: usize = 1472;
+/// Flags bit: send the answer with DF set.
+const MTU_FLAG_DF: u8 = 1;
 const MAC_AT: usize = 48;
 const MAC_LEN: usize = 8;
 
@@ -212,6 +241,145 @@ pub fn decode_reply(key: &SessionKey, b: &[u8]) -> Result<Reply, EchoError> {
     })
 }
 
+/// A verified path-MTU probe as the server sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MtuProbe {
+    pub session: u64,
+    pub seq: u32,
+    /// Length of the answer asked for; [`MIN_LEN`] for an upstream probe's acknowledgement.
+    pub reply_len: usize,
+    /// The answer goes out with DF set.
+    pub df: bool,
+}
+
+/// A verified answer to a path-MTU probe as the client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MtuAck {
+    pub session: u64,
+    pub seq: u32,
+    /// The probe's length as it reached the server.
+    pub request_len: usize,
+    /// This answer's own length.
+    pub len: usize,
+    pub df: bool,
+}
+
+fn check_mtu_shape(b: &[u8], pt: u8) -> Result<(), EchoError> {
+    if !(MIN_LEN..=MTU_MAX_LEN).contains(&b.len()) {
+        return Err(EchoError::Length(b.len()));
+    }
+    if b[0] != 0x80 {
+        return Err(EchoError::NotEcho);
+    }
+    if b[1] != pt {
+        return Err(EchoError::PayloadType(b[1]));
+    }
+    Ok(())
+}
+
+/// Writes a path-MTU probe of `len` bytes (clamped to MIN_LEN..=MTU_MAX_LEN); `reply_len` 0
+/// asks for a small acknowledgement, else for an answer of that length (clamped the same way).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_mtu_probe(
+    key: &SessionKey,
+    session: u64,
+    seq: u32,
+    client_send_us: u64,
+    len: usize,
+    reply_len: usize,
+    df: bool,
+    out: &mut [u8],
+) -> usize {
+    let len = len.clamp(MIN_LEN, MTU_MAX_LEN);
+    let reply_len = if reply_len == 0 {
+        0
+    } else {
+        reply_len.clamp(MIN_LEN, MTU_MAX_LEN)
+    };
+    let b = &mut out[..len];
+    b[0] = 0x80;
+    b[1] = PT_MTU_PROBE;
+    b[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+    b[4..8].copy_from_slice(&((client_send_us.wrapping_mul(48) / 1000) as u32).to_be_bytes());
+    b[8..12].copy_from_slice(&(session as u32).to_be_bytes());
+    b[12..20].copy_from_slice(&session.to_be_bytes());
+    b[20..24].copy_from_slice(&seq.to_be_bytes());
+    b[24..32].copy_from_slice(&client_send_us.to_be_bytes());
+    b[32..34].copy_from_slice(&(reply_len as u16).to_be_bytes());
+    b[34..MAC_AT].fill(0);
+    b[34] = if df { MTU_FLAG_DF } else { 0 };
+    let mac = key.mac(&b[..MAC_AT], len);
+    b[MAC_AT..MAC_AT + MAC_LEN].copy_from_slice(&mac);
+    fill(&mut b[HEADER_LEN..], session ^ u64::from(seq) ^ 0x4d54_5521);
+    len
+}
+
+/// The session a path-MTU probe names, before its key is known.
+pub fn peek_mtu_probe(b: &[u8]) -> Result<u64, EchoError> {
+    check_mtu_shape(b, PT_MTU_PROBE)?;
+    Ok(u64_at(b, 12))
+}
+
+/// Verifies a path-MTU probe with the session key.
+pub fn verify_mtu_probe(key: &SessionKey, b: &[u8]) -> Result<MtuProbe, EchoError> {
+    let session = peek_mtu_probe(b)?;
+    let mac = key.mac(&b[..MAC_AT], b.len());
+    if !mac_eq(&mac, &b[MAC_AT..MAC_AT + MAC_LEN]) {
+        return Err(EchoError::BadMac);
+    }
+    let asked = usize::from(u16::from_be_bytes([b[32], b[33]]));
+    if asked != 0 && !(MIN_LEN..=MTU_MAX_LEN).contains(&asked) {
+        return Err(EchoError::Length(asked));
+    }
+    Ok(MtuProbe {
+        session,
+        seq: u32_at(b, 20),
+        reply_len: asked.max(MIN_LEN),
+        df: b[34] & MTU_FLAG_DF != 0,
+    })
+}
+
+/// Writes the answer to a verified probe into `out` (`p.reply_len` bytes); returns its length.
+pub fn encode_mtu_ack(key: &SessionKey, req: &[u8], p: &MtuProbe, out: &mut [u8]) -> usize {
+    let len = p.reply_len;
+    let b = &mut out[..len];
+    b[..32].copy_from_slice(&req[..32]);
+    b[1] = PT_MTU_ACK;
+    b[32..34].copy_from_slice(&(req.len() as u16).to_be_bytes());
+    b[34..MAC_AT].fill(0);
+    b[34] = if p.df { MTU_FLAG_DF } else { 0 };
+    let mac = key.mac(&b[..MAC_AT], len);
+    b[MAC_AT..MAC_AT + MAC_LEN].copy_from_slice(&mac);
+    fill(
+        &mut b[HEADER_LEN..],
+        p.session.rotate_left(17) ^ u64::from(p.seq),
+    );
+    len
+}
+
+/// Verifies and decodes a path-MTU answer on the client.
+pub fn decode_mtu_ack(key: &SessionKey, b: &[u8]) -> Result<MtuAck, EchoError> {
+    check_mtu_shape(b, PT_MTU_ACK)?;
+    let mac = key.mac(&b[..MAC_AT], b.len());
+    if !mac_eq(&mac, &b[MAC_AT..MAC_AT + MAC_LEN]) {
+        return Err(EchoError::BadMac);
+    }
+    Ok(MtuAck {
+        session: u64_at(b, 12),
+        seq: u32_at(b, 20),
+        request_len: usize::from(u16::from_be_bytes([b[32], b[33]])),
+        len: b.len(),
+        df: b[34] & MTU_FLAG_DF != 0,
+    })
+}
+
+/// For the server's send path: `Some(df)` when `reply` is a downstream probe's answer (larger
+/// than an acknowledgement), to be sent with DF set or not as its flags say; `None` otherwise.
+pub fn mtu_reply_df(reply: &[u8]) -> Option<bool> {
+    (reply.len() > MIN_LEN && reply.get(1) == Some(&PT_MTU_ACK) && reply[0] == 0x80)
+        .then(|| reply[34] & MTU_FLAG_DF != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,12 +444,68 @@ mod tests {
         assert_eq!(peek_request(&buf[..10]), Err(EchoError::Length(10)));
     }
 
+    #[test]
+    fn mtu_probe_round_trips_and_keeps_the_demux_range() {
+        let k = key(1);
+        let mut req = [0u8; MTU_MAX_LEN];
+        let n = encode_mtu_probe(&k, 9, 3, 77, 1472, 0, true, &mut req);
+        assert_eq!(n, 1472, "larger than plain echo's MAX_LEN");
+        assert!((128..=191).contains(&req[0]));
+        assert_eq!(
+            peek_request(&req[..n]),
+            Err(EchoError::Length(n)),
+            "never taken for plain echo"
+        );
+        let p = verify_mtu_probe(&k, &req[..n]).unwrap();
+        assert_eq!((p.session, p.seq, p.reply_len, p.df), (9, 3, MIN_LEN, true));
+        let mut rep = [0u8; MTU_MAX_LEN];
+        let m = encode_mtu_ack(&k, &req[..n], &p, &mut rep);
+        assert_eq!(m, MIN_LEN, "an upstream probe gets a small acknowledgement");
+        assert_eq!(mtu_reply_df(&rep[..m]), None);
+        let a = decode_mtu_ack(&k, &rep[..m]).unwrap();
+        assert_eq!((a.seq, a.request_len, a.len), (3, 1472, MIN_LEN));
+        // Downstream: a small request asking for 1400 bytes without DF.
+        let n = encode_mtu_probe(&k, 9, 4, 78, 0, 1400, false, &mut req);
+        assert_eq!(n, MIN_LEN);
+        let p = verify_mtu_probe(&k, &req[..n]).unwrap();
+        let m = encode_mtu_ack(&k, &req[..n], &p, &mut rep);
+        assert_eq!(m, 1400);
+        assert_eq!(mtu_reply_df(&rep[..m]), Some(false));
+        let a = decode_mtu_ack(&k, &rep[..m]).unwrap();
+        assert_eq!((a.request_len, a.len, a.df), (MIN_LEN, 1400, false));
+    }
+
+    #[test]
+    fn mtu_probe_mac_covers_the_size_asked_for_and_the_flags() {
+        let k = key(1);
+        let mut req = [0u8; 200];
+        let n = encode_mtu_probe(&k, 9, 3, 77, 64, 1400, true, &mut req);
+        assert_eq!(verify_mtu_probe(&key(2), &req[..n]), Err(EchoError::BadMac));
+        req[33] ^= 0x10;
+        assert_eq!(verify_mtu_probe(&k, &req[..n]), Err(EchoError::BadMac));
+        let n = encode_mtu_probe(&k, 9, 3, 77, 64, 1400, true, &mut req);
+        req[34] ^= 1;
+        assert_eq!(verify_mtu_probe(&k, &req[..n]), Err(EchoError::BadMac));
+        // A probe cannot pass as an answer, nor plain echo as a probe.
+        let n = encode_mtu_probe(&k, 9, 3, 77, 64, 0, true, &mut req);
+        req[1] = PT_MTU_ACK;
+        assert_eq!(decode_mtu_ack(&k, &req[..n]), Err(EchoError::BadMac));
+        let n = encode_request(&k, 9, 3, 77, 64, &mut req);
+        assert_eq!(
+            verify_mtu_probe(&k, &req[..n]),
+            Err(EchoError::PayloadType(PT_REQUEST))
+        );
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
             let _ = peek_request(&bytes);
             let _ = verify_request(&key(3), &bytes);
             let _ = decode_reply(&key(3), &bytes);
+            let _ = verify_mtu_probe(&key(3), &bytes);
+            let _ = decode_mtu_ack(&key(3), &bytes);
+            let _ = mtu_reply_df(&bytes);
         }
     }
 }

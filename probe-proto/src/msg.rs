@@ -1,9 +1,9 @@
 //! Control messages: the client's hello, the server's welcome, the final counters.
 //!
 //! Encoded with postcard 1.x inside an RFC 4571 frame, after a one-byte tag. The same bytes
-//! travel on a QUIC stream or, when UDP is blocked, straight on the TCP port; the tag (0x50, in
-//! the QUIC range that never occurs on TCP) tells a control frame from STUN (0–3) and echo
-//! (128–191) frames sharing that TCP connection.
+//! travel on a QUIC stream or, when UDP is blocked, inside TLS on the TCP port (a hello in clear
+//! there only gets a refusal); the tag (0x50, in the QUIC range that never occurs on TCP) tells
+//! a control frame from STUN (0–3) and echo (128–191) frames sharing that connection.
 //!
 //! Evolution rule (postcard ignores trailing bytes): append enum variants and struct fields at
 //! the end only; a newer reader gates new fields on the negotiated version.
@@ -18,7 +18,10 @@ pub const PROTO_MIN: u16 = 1;
 /// relay); a client sends them only when the welcome's `proto` is 3 or more.
 /// 4: [`IceFacts::deployment`] (RTCD or the Calls plugin's integrated server); proto 2 and 3
 /// peers get and send the facts without it ([`IceFactsV2`]).
-pub const PROTO_MAX: u16 = 4;
+/// 5: [`Control::SignedUpload`] (an upload with its site token's MAC); a client sends it only
+/// when the welcome's `proto` is 5 or more, and [`Control::Upload`] otherwise, so older clients
+/// still upload to sites without a token and older servers never see the new variant.
+pub const PROTO_MAX: u16 = 5;
 /// First payload byte of a control frame.
 pub const CONTROL_TAG: u8 = 0x50;
 /// Upper bound of an encoded control message; larger frames are refused before decoding.
@@ -406,6 +409,14 @@ pub enum Control {
         pad: Vec<u8>,
     },
     RelayCounters(Counters),
+    /// Since proto 5: [`Control::Upload`] with the proof that the sender holds its site's token
+    /// (`probe-server --site-token`): `site_mac` is [`crate::auth::upload_mac`] over this
+    /// session's key and id and the report bytes; the token never crosses the wire.
+    SignedUpload {
+        session_id: u64,
+        report: String,
+        site_mac: [u8; 32],
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -686,6 +697,11 @@ mod tests {
             Control::Stored {
                 accepted: false,
                 reason: Some("the result store is read-only".into()),
+            },
+            Control::SignedUpload {
+                session_id: 42,
+                report: "{\"schema\":1}".into(),
+                site_mac: [3; 32],
             },
         ];
         for m in msgs {

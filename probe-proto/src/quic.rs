@@ -56,35 +56,65 @@ pub fn check(datagram: &[u8]) -> Verdict {
 /// the server's Initial) are addressed to such an ID but keep the keys of its first Initial,
 /// so they cannot be checked on their own; they pass when their ID is one the server issued.
 /// Junk addressed to any other ID still gets nothing.
+///
+/// Only the server's own Initials are noted, never its Retries. A Retry answers an Initial from
+/// an address nobody has validated yet, so noting its ID let spoofed Initials fill this table
+/// (~140 Retries/s kept 4,096 IDs of 30 s busy; a client's ACK-only Initials were then dropped
+/// as junk, though its handshake still completed on its Handshake packets). Nothing is needed for a Retry here: the client's next Initial is sealed
+/// with keys derived from the Retry's ID and verifies by itself (RFC 9001 §5.2), and quinn's
+/// Retry token is stateless (AEAD-sealed with the client's address and the time, quinn-proto
+/// 0.11.19 src/token.rs:147-155). The server sends an Initial only after Retry proved the
+/// address (probe-server admits nothing else), so only sources that receive our packets add
+/// IDs, at the validated-QUIC rate per source. When the table is still full, the entry closest
+/// to expiry goes: a freshly noted ID (the one a handshake in progress needs) survives the
+/// next `cap - 1` notes, so even address-proven sources cannot pin the table.
 #[derive(Debug)]
 pub struct InitialGate {
     issued: std::collections::HashMap<Vec<u8>, u64>,
     cap: usize,
 }
 
-/// How long an issued connection ID lets unverifiable Initials through (a handshake's span).
-const ISSUED_FOR_US: u64 = 30_000_000;
+/// How long an issued connection ID lets unverifiable Initials through: the server closes a
+/// connection that has not said hello within 10 s, so its Initials are over by then.
+const ISSUED_FOR_US: u64 = 10_000_000;
 
 impl InitialGate {
     pub fn new(cap: usize) -> Self {
         Self {
             issued: std::collections::HashMap::new(),
-            cap,
+            cap: cap.max(1),
         }
     }
 
-    /// Notes the Source Connection ID of a long-header datagram the server sends.
+    /// Notes the Source Connection ID of a server Initial (QUIC v1 long header, type 0).
     pub fn note_sent(&mut self, datagram: &[u8], now_us: u64) {
-        let Some(scid) = long_header_scid(datagram) else {
+        let initial_v1 = datagram.first().is_some_and(|b| b & 0xb0 == 0x80)
+            && datagram.get(1..5) == Some(&VERSION_1.to_be_bytes()[..]);
+        let Some(scid) = long_header_scid(datagram).filter(|_| initial_v1) else {
             return;
         };
         if self.issued.len() >= self.cap && !self.issued.contains_key(scid) {
             self.issued.retain(|_, until| *until > now_us);
             if self.issued.len() >= self.cap {
-                return;
+                let oldest = self
+                    .issued
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(id, _)| id.clone());
+                if let Some(id) = oldest {
+                    self.issued.remove(&id);
+                }
             }
         }
         self.issued.insert(scid.to_vec(), now_us + ISSUED_FOR_US);
+    }
+
+    pub fn len(&self) -> usize {
+        self.issued.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.issued.is_empty()
     }
 
     /// [`check`], plus Initials addressed to a connection ID the server issued.
@@ -337,6 +367,60 @@ mod tests {
         // Short headers carry no SCID and note nothing.
         gate.note_sent(&[0x40, 1, 2, 3], 0);
         assert_eq!(gate.issued.len(), 1);
+    }
+
+    /// A server Initial (type 0) from `scid`, as far as the gate reads it.
+    fn server_initial(first: u8, scid: &[u8]) -> Vec<u8> {
+        let mut p = vec![first, 0, 0, 0, 1, 2, 0xaa, 0xbb, scid.len() as u8];
+        p.extend_from_slice(scid);
+        p.extend_from_slice(&[0, 0]);
+        p
+    }
+
+    /// An ACK-only Initial to `dcid`, sealed with other keys: only the table lets it through.
+    fn ack_to(dcid: &[u8]) -> Vec<u8> {
+        let ack = seal(&[7; 8], 100);
+        let mut d = vec![0xc1, 0, 0, 0, 1, dcid.len() as u8];
+        d.extend_from_slice(dcid);
+        d.extend_from_slice(&ack[14..]);
+        d
+    }
+
+    #[test]
+    fn retries_note_nothing_so_spoofed_initials_cannot_fill_the_table() {
+        let mut gate = InitialGate::new(4);
+        // Retry (type 3), Handshake (type 2), another version: none is a server Initial.
+        for first in [0xf0u8, 0xe0] {
+            for n in 0..100u8 {
+                gate.note_sent(&server_initial(first, &[n; 8]), 0);
+            }
+        }
+        let mut other = server_initial(0xc0, &[1; 8]);
+        other[4] = 2;
+        gate.note_sent(&other, 0);
+        assert!(gate.is_empty(), "{} IDs noted", gate.len());
+        assert_eq!(gate.check(&ack_to(&[5; 8]), 0), Verdict::BadInitial);
+        gate.note_sent(&server_initial(0xc3, &[5; 8]), 0);
+        assert_eq!(gate.check(&ack_to(&[5; 8]), 0), Verdict::Pass);
+    }
+
+    #[test]
+    fn a_full_table_drops_the_id_closest_to_expiry() {
+        let mut gate = InitialGate::new(4);
+        for n in 0..4u8 {
+            gate.note_sent(&server_initial(0xc0, &[n; 8]), u64::from(n));
+        }
+        // Full, nothing expired: the newcomer is noted and the oldest goes.
+        gate.note_sent(&server_initial(0xc0, &[9; 8]), 10);
+        assert_eq!(gate.len(), 4);
+        assert_eq!(gate.check(&ack_to(&[9; 8]), 10), Verdict::Pass);
+        assert_eq!(gate.check(&ack_to(&[0; 8]), 10), Verdict::BadInitial);
+        assert_eq!(gate.check(&ack_to(&[1; 8]), 10), Verdict::Pass);
+        // A newly noted ID survives the next cap - 1 notes.
+        for n in 20..23u8 {
+            gate.note_sent(&server_initial(0xc0, &[n; 8]), 11);
+        }
+        assert_eq!(gate.check(&ack_to(&[9; 8]), 11), Verdict::Pass);
     }
 
     proptest! {

@@ -114,6 +114,14 @@ impl PerSource {
         }
     }
 
+    /// Whether `ip` (its /64) was let through or refused within `window_us` of `now_us`. Only
+    /// meaningful for tables that spoofed packets cannot reach (TCP accepts, QUIC after Retry).
+    pub fn seen_within(&self, ip: IpAddr, now_us: u64, window_us: u64) -> bool {
+        self.table
+            .get(&source_key(ip))
+            .is_some_and(|(_, b)| now_us.saturating_sub(b.last_us) <= window_us)
+    }
+
     pub fn len(&self) -> usize {
         self.table.len()
     }

@@ -205,6 +205,9 @@ pub struct Report {
     /// The TURN check (`--turn` or `--mattermost`); absent when not asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn: Option<crate::turn::TurnReport>,
+    /// Path MTU both ways on the media 5-tuple (issue 13); absent when not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<crate::path::mtu::MtuReport>,
     /// Live mode: `probe-server live` answered beside a running RTCD, so the figures are for
     /// RTCD's own port (omitted, i.e. false, for the normal probe).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -516,6 +519,9 @@ pub fn render_text(r: &Report) -> String {
     if let Some(e) = &r.tcp.echo {
         echo_lines(&mut out, e);
     }
+    if let Some(m) = &r.mtu {
+        crate::path::mtu::render_lines(&mut out, m);
+    }
     if let Some(ice) = &r.ice {
         ice_lines(&mut out, ice);
     }
@@ -627,6 +633,7 @@ mod tests {
             server_pin: None,
             ice: None,
             turn: None,
+            mtu: None,
             live: false,
         };
         assert!(!serde_json::to_string(&r).unwrap().contains("\"turn\""));
@@ -660,6 +667,7 @@ mod tests {
             server_pin: None,
             ice: None,
             turn: None,
+            mtu: None,
             live: false,
         };
         r.set_findings(vec![Finding::new("x", Severity::Warning, "s", "f")]);

@@ -20,8 +20,9 @@ pub struct Limits {
     pub min_interval_us: u32,
     pub max_packet: usize,
     pub idle_timeout_us: u64,
-    /// Reply packets per second for the whole server: a fifth for STUN Bindings, the rest kept
-    /// for the echo and ICE checks of live sessions, so a Binding flood cannot starve them.
+    /// Reply packets per second for the whole server: a fifth for anyone's STUN Bindings, the
+    /// rest kept for the echo and ICE checks of live sessions and the Bindings of sources that
+    /// proved their address, so a Binding flood from spoofed sources cannot starve them.
     pub max_reply_pps: u32,
     /// Per-source-address rate of unauthenticated UDP packets (STUN, QUIC before Retry).
     pub unauth_per_source_pps: u32,
@@ -117,6 +118,8 @@ struct Session {
     bucket: Bucket,
     /// TURN relayed addresses the client announced on the control channel (proto 3).
     relays: Vec<RelayPeer>,
+    /// Bytes of downstream path-MTU answers this session may still get (see [`MTU_DOWN_BUDGET`]).
+    mtu_budget: usize,
 }
 
 /// A TURN relay the session's client announced. Echo from it is answered only after a
@@ -142,6 +145,10 @@ pub const RELAY_COOKIE_LEN: usize = 8;
 /// Where the cookie sits in replies and requests: the first fill bytes after the MAC, which the
 /// MAC does not cover (so an echo packet needs at least 64 bytes to carry it).
 pub const RELAY_COOKIE_AT: usize = echo::HEADER_LEN;
+/// Bytes of path-MTU answers larger than their probe that one session may elicit in its life:
+/// the client's plan (15 probes, 3 tries each, up to 1472 bytes: at most 66 KB over UDP, plus
+/// a few 1400-byte TCP frames) fits; nothing past it is answered, whatever the key.
+pub const MTU_DOWN_BUDGET: usize = 96 * 1024;
 
 fn l_min_interval(l: &Limits) -> u32 {
     l.min_interval_us.max(1)
@@ -169,10 +176,12 @@ pub struct Core {
     tcp_accepts: PerSource,
     quic_validated: PerSource,
     uploads: PerSource,
-    /// Echo and ICE replies of live sessions.
+    /// Echo and ICE replies of live sessions, and Bindings from proven sources.
     replies: Bucket,
-    /// Replies to STUN Bindings, a budget of their own.
+    /// Replies to STUN Bindings from anyone, a budget of their own.
     stun_replies: Bucket,
+    /// Bindings per source drawn from `replies` by sources that proved their address.
+    proven_stun: PerSource,
     /// The shell's wall clock (ms since the epoch), for the freshness of signed Bindings.
     wall_ms: u64,
     /// Signed Binding transactions answered lately: (forget after, wall ms; answers so far).
@@ -192,6 +201,10 @@ const MAX_SIGNED_TIDS: usize = 100_000;
 /// Connections per second one verified source may open over TCP, or over QUIC after Retry.
 const VERIFIED_CONN_PER_S: f64 = 5.0;
 const VERIFIED_CONN_BURST: f64 = 20.0;
+/// A source that completed a TCP handshake or a QUIC Retry this recently has its Bindings
+/// answered from the sessions' budget, at most [`PROVEN_STUN_PER_S`] a second.
+const PROVEN_FOR_US: u64 = 5 * 60 * 1_000_000;
+const PROVEN_STUN_PER_S: f64 = 20.0;
 
 /// Echo packets a session may send back to back (a video frame is 6 packets).
 const SESSION_BURST: f64 = 64.0;
@@ -226,6 +239,11 @@ impl Core {
             uploads: PerSource::new(0.2, 12.0, 4096),
             replies: Bucket::new(echo_pps, echo_pps / 10.0 + 1.0, 0),
             stun_replies: Bucket::new(stun_pps, stun_pps / 10.0 + 1.0, 0),
+            proven_stun: PerSource::new(
+                PROVEN_STUN_PER_S,
+                PROVEN_STUN_PER_S,
+                limits.tracked_sources,
+            ),
             wall_ms: 0,
             signed_tids: HashMap::new(),
             limits,
@@ -273,8 +291,9 @@ impl Core {
         self.wall_ms = wall_ms;
     }
 
-    /// With a token, a signed hello must be recent and never seen before: a hello captured on
-    /// the (cleartext) TCP fallback cannot be replayed to get sessions without the token.
+    /// With a token, a signed hello must be recent and never seen before: a hello captured
+    /// anywhere (older clients sent it in clear over TCP) cannot be replayed to get sessions
+    /// without the token.
     /// `Ok(false)` means a replay, to be dropped without an answer.
     pub fn fresh_hello(&mut self, wall_ms: u64, hello: &Hello) -> Result<bool, Refused> {
         if self.token.is_none() {
@@ -310,7 +329,20 @@ impl Core {
         self.uploads.allow(ip, now_us)
     }
 
-    fn stun_budget(&mut self, now_us: u64) -> bool {
+    /// Anyone's Bindings share one budget, which a flood from spoofed sources can exhaust:
+    /// spoofed addresses are free, so no per-source or per-prefix share inside it could tell
+    /// the flood from a client. A source that proved it receives our packets (a TCP handshake
+    /// or a Retry-validated QUIC connection within [`PROVEN_FOR_US`], or a Binding over TCP) is
+    /// answered first from the sessions' budget instead, [`PROVEN_STUN_PER_S`] a second each,
+    /// which spoofed datagrams cannot reach: a spoofer would have to know a proven address, and
+    /// then only that address gets the answers.
+    fn stun_budget(&mut self, now_us: u64, src: IpAddr, udp: bool) -> bool {
+        let proven = !udp
+            || self.tcp_accepts.seen_within(src, now_us, PROVEN_FOR_US)
+            || self.quic_validated.seen_within(src, now_us, PROVEN_FOR_US);
+        if proven && self.proven_stun.allow(src, now_us) && self.replies.take(now_us) {
+            return true;
+        }
         let ok = self.stun_replies.take(now_us);
         if !ok {
             self.stats.drop_rate_limited += 1;
@@ -336,12 +368,47 @@ impl Core {
         key: [u8; 32],
         ice: Option<IceCredentials>,
     ) -> Result<(), Refused> {
+        let r = self.admission(peer, hello);
+        if let Err(refusal) = r {
+            self.stats.sessions_refused += 1;
+            return Err(refusal);
+        }
+        // Two transports run one after the other, plus ICE and slack for slow handshakes.
+        let lifetime_us = u64::from(hello.duration_ms) * 2_000 + 30_000_000;
+        if let Some(c) = &ice {
+            self.by_ufrag.insert(c.ufrag.clone(), id);
+        }
+        self.sessions.insert(
+            id,
+            Session {
+                key: SessionKey::new(&key),
+                peer,
+                last_us: now_us,
+                deadline_us: now_us + lifetime_us,
+                counters: Counters::default(),
+                ice: ice.map(|c| (c.ufrag, c.pwd)),
+                bucket: Bucket::new(
+                    1e6 / f64::from(l_min_interval(&self.limits)),
+                    SESSION_BURST,
+                    now_us,
+                ),
+                relays: Vec::new(),
+                mtu_budget: MTU_DOWN_BUDGET,
+            },
+        );
+        self.stats.sessions_opened += 1;
+        Ok(())
+    }
+
+    /// The caps a new session must fit: sessions in total and per address, duration, packet
+    /// interval and size.
+    fn admission(&self, peer: IpAddr, hello: &Hello) -> Result<(), Refused> {
         let refuse = |reason: String, limit: String| Refused {
             reason,
             limit: Some(limit),
         };
         let l = &self.limits;
-        let r = if self.sessions.len() >= l.max_sessions {
+        if self.sessions.len() >= l.max_sessions {
             Err(refuse(
                 format!("the server already runs {} sessions", self.sessions.len()),
                 format!("max-sessions={}", l.max_sessions),
@@ -377,35 +444,7 @@ impl Core {
             ))
         } else {
             Ok(())
-        };
-        if let Err(refusal) = r {
-            self.stats.sessions_refused += 1;
-            return Err(refusal);
         }
-        // Two transports run one after the other, plus ICE and slack for slow handshakes.
-        let lifetime_us = u64::from(hello.duration_ms) * 2_000 + 30_000_000;
-        if let Some(c) = &ice {
-            self.by_ufrag.insert(c.ufrag.clone(), id);
-        }
-        self.sessions.insert(
-            id,
-            Session {
-                key: SessionKey::new(&key),
-                peer,
-                last_us: now_us,
-                deadline_us: now_us + lifetime_us,
-                counters: Counters::default(),
-                ice: ice.map(|c| (c.ufrag, c.pwd)),
-                bucket: Bucket::new(
-                    1e6 / f64::from(l_min_interval(&self.limits)),
-                    SESSION_BURST,
-                    now_us,
-                ),
-                relays: Vec::new(),
-            },
-        );
-        self.stats.sessions_opened += 1;
-        Ok(())
     }
 
     /// Counters of a session so far.
@@ -558,7 +597,7 @@ impl Core {
                 stun::binding_response(msg.tid, src, None)
             }
         };
-        if !self.stun_budget(now_us) {
+        if !self.stun_budget(now_us, src.ip(), udp) {
             return None;
         }
         let n = reply.len();
@@ -652,6 +691,9 @@ impl Core {
             self.stats.ignored_live_hello += 1;
             return None;
         }
+        if pkt.get(1) == Some(&echo::PT_MTU_PROBE) {
+            return self.on_mtu(now_us, src, pkt, out);
+        }
         let head = match echo::peek_request(pkt) {
             Ok(h) => h,
             Err(_) => {
@@ -697,6 +739,48 @@ impl Core {
             pkt,
             out,
         )
+    }
+}
+
+impl Core {
+    /// A path-MTU probe (see [`echo`]'s module docs): answered only from the session's own peer
+    /// or a TURN relay the session announced and that proved return routability (the cookie,
+    /// as for relay echo), with its key, within the session's rates; an answer larger than the
+    /// probe also draws on the session's [`MTU_DOWN_BUDGET`], shared by all paths. Counted as
+    /// echo in the server's stats, never in the session's counters, so it leaves the loss
+    /// figures alone.
+    fn on_mtu(&mut self, now_us: u64, src: IpAddr, pkt: &[u8], out: &mut [u8]) -> Option<usize> {
+        let Ok(id) = echo::peek_mtu_probe(pkt) else {
+            self.stats.drop_malformed += 1;
+            return None;
+        };
+        let Some(s) = self.sessions.get_mut(&id) else {
+            self.stats.drop_unknown_session += 1;
+            return None;
+        };
+        let relay_ok = |ip: IpAddr| s.relays.iter().any(|r| r.confirmed && r.ip == ip);
+        if source_key(src) != source_key(s.peer) && !relay_ok(src.to_canonical()) {
+            self.stats.drop_wrong_peer += 1;
+            return None;
+        }
+        let Ok(probe) = echo::verify_mtu_probe(&s.key, pkt) else {
+            self.stats.drop_bad_mac += 1;
+            return None;
+        };
+        if out.len() < probe.reply_len {
+            self.stats.drop_malformed += 1;
+            return None;
+        }
+        self.stats.echo_requests += 1;
+        s.last_us = now_us;
+        let extra = probe.reply_len.saturating_sub(pkt.len());
+        if extra > s.mtu_budget || !s.bucket.take(now_us) || !self.replies.take(now_us) {
+            self.stats.drop_rate_limited += 1;
+            return None;
+        }
+        s.mtu_budget -= extra;
+        self.stats.echo_replies += 1;
+        Some(echo::encode_mtu_ack(&s.key, pkt, &probe, out))
     }
 }
 
@@ -845,6 +929,77 @@ mod tests {
     }
 
     #[test]
+    fn mtu_answers_larger_than_the_probe_need_the_key_and_stop_at_the_budget() {
+        let mut core = Core::new(Limits::default());
+        let key = [4u8; 32];
+        let sk = SessionKey::new(&key);
+        let mut req = [0u8; echo::MTU_MAX_LEN];
+        let mut out = [0u8; 2048];
+        let n = echo::encode_mtu_probe(&sk, 77, 0, 10, 0, 1472, true, &mut req);
+        assert_eq!(
+            core.on_echo(1, src().ip(), Transport::Udp, &req[..n], &mut out),
+            None,
+            "no session"
+        );
+        core.open(0, src().ip(), &hello(), 77, [5u8; 32], None)
+            .unwrap();
+        assert_eq!(
+            core.on_echo(1, src().ip(), Transport::Udp, &req[..n], &mut out),
+            None,
+            "wrong key"
+        );
+        assert_eq!(core.stats.drop_bad_mac, 1);
+        core.close(77);
+        core.open(0, src().ip(), &hello(), 77, key, None).unwrap();
+        let stranger: IpAddr = "192.0.2.66".parse().unwrap();
+        assert_eq!(
+            core.on_echo(1, stranger, Transport::Udp, &req[..n], &mut out),
+            None,
+            "never toward another address"
+        );
+        core.add_relay_peer(77, "203.0.113.1:4000".parse().unwrap(), [1; 8])
+            .unwrap();
+        assert_eq!(
+            core.on_echo(
+                1,
+                "203.0.113.1".parse().unwrap(),
+                Transport::Udp,
+                &req[..n],
+                &mut out
+            ),
+            None,
+            "nor via a relay"
+        );
+        // With the key, from the peer: large answers until the budget is spent, then nothing.
+        let mut sent = 0usize;
+        let mut t = 1u64;
+        for seq in 0..200u32 {
+            t += 20_000;
+            let n = echo::encode_mtu_probe(&sk, 77, seq, t, 0, 1472, seq % 2 == 0, &mut req);
+            if let Some(m) = core.on_echo(t, src().ip(), Transport::Udp, &req[..n], &mut out) {
+                assert_eq!(m, 1472);
+                assert_eq!(echo::mtu_reply_df(&out[..m]), Some(seq % 2 == 0));
+                assert!(echo::decode_mtu_ack(&sk, &out[..m]).is_ok());
+                sent += m - n;
+            }
+        }
+        assert!(sent <= MTU_DOWN_BUDGET, "{sent}");
+        assert!(sent + 1472 > MTU_DOWN_BUDGET, "the budget was used: {sent}");
+        assert!(core.stats.drop_rate_limited > 0);
+        // Upstream probes (small answers) are still acknowledged after the budget is spent.
+        let n = echo::encode_mtu_probe(&sk, 77, 999, t + 20_000, 1472, 0, true, &mut req);
+        let m = core
+            .on_echo(t + 20_000, src().ip(), Transport::Tcp, &req[..n], &mut out)
+            .expect("ack");
+        assert_eq!(m, echo::MIN_LEN);
+        assert_eq!(
+            core.counters(77).unwrap(),
+            Counters::default(),
+            "loss figures untouched"
+        );
+    }
+
+    #[test]
     fn relay_echo_needs_announcement_and_return_routability() {
         let mut core = Core::new(Limits::default());
         let key = [4u8; 32];
@@ -911,6 +1066,59 @@ mod tests {
             );
             assert_eq!(r.is_ok(), i + 1 < MAX_RELAYS_PER_SESSION, "{i}");
         }
+    }
+
+    /// Path-MTU probes through a TURN relay: answered toward the relay only once the session
+    /// announced it and it proved return routability, within the session's budget.
+    #[test]
+    fn mtu_answers_go_to_a_relay_only_when_announced_and_proven() {
+        let mut core = Core::new(Limits::default());
+        let key = [4u8; 32];
+        let sk = SessionKey::new(&key);
+        core.open(0, src().ip(), &hello(), 77, key, None).unwrap();
+        let relay: SocketAddr = "203.0.113.1:49152".parse().unwrap();
+        let other: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut out = [0u8; 2048];
+        let mut t = 1u64;
+        let mut probe = |core: &mut Core, from: IpAddr, reply: usize| {
+            t += 20_000;
+            let mut req = [0u8; echo::MTU_MAX_LEN];
+            let n = echo::encode_mtu_probe(&sk, 77, 1, t, 0, reply, true, &mut req);
+            core.on_echo(t, from, Transport::Udp, &req[..n], &mut out)
+        };
+        assert_eq!(probe(&mut core, relay.ip(), 1400), None, "not announced");
+        core.add_relay_peer(77, relay, [0xC0; 8]).unwrap();
+        assert_eq!(
+            probe(&mut core, relay.ip(), 1400),
+            None,
+            "announced, unproven"
+        );
+        // The cookie comes back in an echo request: the relay is proven.
+        let mut req = [0u8; 200];
+        let n = echo::encode_request(&sk, 77, 5, 10, 160, &mut req);
+        req[RELAY_COOKIE_AT..RELAY_COOKIE_AT + 8].copy_from_slice(&[0xC0; 8]);
+        let mut o = [0u8; 1500];
+        assert!(core
+            .on_echo(1, relay.ip(), Transport::Udp, &req[..n], &mut o)
+            .is_some());
+        assert_eq!(
+            probe(&mut core, relay.ip(), 1400),
+            Some(1400),
+            "proven relay"
+        );
+        assert_eq!(probe(&mut core, other, 1400), None, "nobody else");
+        let wrong = core.stats.drop_wrong_peer;
+        assert!(wrong >= 3, "{wrong}");
+        // The relay draws on the same budget: it runs out, then only small answers go.
+        let mut sent = 1400;
+        for _ in 0..200 {
+            if let Some(m) = probe(&mut core, relay.ip(), 1400) {
+                sent += m;
+            }
+        }
+        assert!(sent <= MTU_DOWN_BUDGET + 200 * echo::MIN_LEN, "{sent}");
+        assert_eq!(probe(&mut core, relay.ip(), 1400), None, "budget spent");
+        assert_eq!(probe(&mut core, relay.ip(), 0), Some(echo::MIN_LEN));
     }
 
     #[test]
@@ -1138,6 +1346,45 @@ mod tests {
             })
             .count();
         assert_eq!(echoed, 50, "echo keeps its own budget");
+    }
+
+    #[test]
+    fn a_binding_flood_cannot_shed_the_bindings_of_a_proven_source() {
+        let mut core = Core::new(Limits {
+            max_reply_pps: 1000,
+            ..Limits::default()
+        });
+        let mut out = [0u8; 1500];
+        let req = stun::binding_request([1; 12], None, None, 64);
+        let flood = |core: &mut Core, at: u64| {
+            (0..5000u32)
+                .filter(|i| {
+                    let from = SocketAddr::from((std::net::Ipv4Addr::from(*i | 0xC000_0200), 9));
+                    core.on_stun(at, from, &req, &mut [0u8; 1500]).is_some()
+                })
+                .count()
+        };
+        assert!(flood(&mut core, 0) <= 21, "the anonymous budget is spent");
+        let client = SocketAddr::from(([203, 0, 113, 9], 4000));
+        let unproven = core.on_stun(0, client, &req, &mut out);
+        assert_eq!(unproven, None, "not proven yet");
+        // A completed TCP handshake proves the address: its Bindings no longer compete.
+        assert!(core.admit_tcp(client.ip(), 0));
+        let answered = (0..30)
+            .filter(|_| core.on_stun(0, client, &req, &mut out).is_some())
+            .count();
+        assert_eq!(answered, PROVEN_STUN_PER_S as usize, "its own share");
+        // Over TCP the connection itself is the proof.
+        let other = SocketAddr::from(([203, 0, 113, 10], 4000));
+        assert!(core.on_stun_tcp(0, other, &req, &mut out).is_some());
+        // A Retry-validated QUIC source too; and the proof wears off.
+        let quic = SocketAddr::from(([203, 0, 113, 11], 4000));
+        assert!(core.admit_validated_quic(quic.ip(), 0));
+        assert!(core.on_stun(1, quic, &req, &mut out).is_some());
+        let later = PROVEN_FOR_US + 2_000_000;
+        flood(&mut core, later);
+        let expired = core.on_stun(later, quic, &req, &mut out);
+        assert_eq!(expired, None, "the proof wears off");
     }
 
     #[test]

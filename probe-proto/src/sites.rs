@@ -6,6 +6,7 @@
 //! `--no-udp`) counts in runs, pass rate and findings, but has no RTT or loss to add. Loss is
 //! pooled over packets rather than averaged over runs, so a long run weighs more than a short one.
 
+use crate::catalog::FindingId;
 use crate::report::{rfc3339, Report};
 use crate::stats::percentile;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,38 @@ pub struct Run {
     pub echo: Option<EchoFigures>,
     /// Finding ids, in report order.
     pub findings: Vec<String>,
+    /// What a short test misses (path MTU, a cut path), for the columns that compare sites.
+    pub path: PathFigures,
+}
+
+/// The path figures of one run that sites are compared on.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PathFigures {
+    /// Largest UDP payload that crossed unfragmented client → server, as the MTU rule judges it
+    /// ([`crate::path::mtu::DirMtu::judged`]): `Some(0)` not even the smallest size; None: not
+    /// measured.
+    pub mtu_up: Option<u16>,
+    /// The same, server → client.
+    pub mtu_down: Option<u16>,
+    /// Seconds into the run at which the path stopped for good (`path_cut_after`); None: it
+    /// did not, or the run was too short to tell.
+    pub cut_after_s: Option<f64>,
+}
+
+impl PathFigures {
+    pub fn from_report(r: &Report) -> Self {
+        let udp = r.mtu.as_ref().and_then(|m| m.udp.as_ref());
+        let cut = r
+            .findings
+            .iter()
+            .filter(|f| f.id == FindingId::PathCutAfter.as_str())
+            .find_map(|f| f.path.as_ref().and_then(|p| p.cut_after_s));
+        Self {
+            mtu_up: udp.and_then(|u| u.up.judged()),
+            mtu_down: udp.and_then(|u| u.down.judged()),
+            cut_after_s: cut,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -56,6 +89,7 @@ impl Run {
                 rtt_p95_ms: e.rtt_ms.map(|r| r.p95),
             }),
             findings: r.findings.iter().map(|f| f.id.clone()).collect(),
+            path: PathFigures::from_report(r),
         }
     }
 
@@ -94,6 +128,19 @@ pub struct SiteRow {
     /// Server → client UDP loss, pooled over the packets that reached the server.
     pub loss_down_pct: Option<f64>,
     pub top_findings: Vec<FindingCount>,
+    /// Smallest over the runs that measured it of the largest UDP payload that crossed
+    /// client → server unfragmented (0: not even 1,200 B): the worst the site has seen.
+    #[serde(default)]
+    pub mtu_up_min: Option<u16>,
+    /// The same, server → client.
+    #[serde(default)]
+    pub mtu_down_min: Option<u16>,
+    /// Runs whose path stopped for good mid-run (`path_cut_after`).
+    #[serde(default)]
+    pub path_cut_runs: u64,
+    /// Median over those runs of the time into the run at which it stopped.
+    #[serde(default)]
+    pub path_cut_after_s: Option<f64>,
 }
 
 /// The whole table, as `--json` prints it.
@@ -137,6 +184,8 @@ fn row(site: &str, runs: &[&Run]) -> SiteRow {
     let mut p95s: Vec<f64> = echoes.iter().filter_map(|e| e.rtt_p95_ms).collect();
     p50s.sort_by(f64::total_cmp);
     p95s.sort_by(f64::total_cmp);
+    let mut cuts: Vec<f64> = runs.iter().filter_map(|r| r.path.cut_after_s).collect();
+    cuts.sort_by(f64::total_cmp);
     // Up: each run's loss weighs by the packets it sent. Down: by the packets that reached the
     // server, which is what the server sent back.
     let up = pooled(
@@ -162,6 +211,10 @@ fn row(site: &str, runs: &[&Run]) -> SiteRow {
         loss_up_pct: up,
         loss_down_pct: down,
         top_findings: top_findings(runs),
+        mtu_up_min: runs.iter().filter_map(|r| r.path.mtu_up).min(),
+        mtu_down_min: runs.iter().filter_map(|r| r.path.mtu_down).min(),
+        path_cut_runs: cuts.len() as u64,
+        path_cut_after_s: percentile(&cuts, 50.0),
     }
 }
 
@@ -310,10 +363,11 @@ pub fn render_text(t: &Table) -> String {
         "RTT p95",
         "LOSS UP",
         "LOSS DOWN",
+        "MTU UP/DOWN",
         "FINDINGS",
     ];
     let right = [
-        false, true, true, false, true, true, true, true, true, false,
+        false, true, true, false, true, true, true, true, true, true, false,
     ];
     let rows: Vec<Vec<String>> = t
         .sites
@@ -329,27 +383,52 @@ pub fn render_text(t: &Table) -> String {
                 fmt_ms(s.rtt_p95_ms),
                 fmt_pct(s.loss_up_pct),
                 fmt_pct(s.loss_down_pct),
+                fmt_mtu(s.mtu_up_min, s.mtu_down_min),
                 printable(&findings_cell(&s.top_findings, s.runs)),
             ]
         })
         .collect();
     let mut out = columns(&header, &rows, &right);
-    let failing: Vec<&SiteRow> = t
-        .sites
-        .iter()
-        .filter(|s| s.failing_since.is_some())
-        .collect();
-    if !failing.is_empty() {
-        out.push('\n');
-    }
-    for s in failing {
-        out.push_str(&format!(
-            "{} fails since {} UTC\n",
+    let mut notes = Vec::new();
+    for s in t.sites.iter().filter(|s| s.failing_since.is_some()) {
+        notes.push(format!(
+            "{} fails since {} UTC",
             printable(&s.site),
             short_time(s.failing_since.as_deref().unwrap_or_default())
         ));
     }
+    for s in t.sites.iter().filter(|s| s.path_cut_runs > 0) {
+        notes.push(format!(
+            "{}: the path stopped mid-run in {} of {} runs, after {} (median)",
+            printable(&s.site),
+            s.path_cut_runs,
+            s.runs,
+            s.path_cut_after_s
+                .map_or_else(|| "n/a".into(), |v| format!("{v:.1} s"))
+        ));
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+    }
+    for n in notes {
+        out.push_str(&n);
+        out.push('\n');
+    }
     out
+}
+
+/// The worst largest-unfragmented sizes, `1252/1472`; `<1200` when not even the smallest
+/// probe passed; `n/a` for a direction never measured.
+fn fmt_mtu(up: Option<u16>, down: Option<u16>) -> String {
+    let one = |v: Option<u16>| match v {
+        None => "n/a".to_string(),
+        Some(0) => "<1200".to_string(),
+        Some(v) => v.to_string(),
+    };
+    if up.is_none() && down.is_none() {
+        return "n/a".into();
+    }
+    format!("{}/{}", one(up), one(down))
 }
 
 pub fn render_json(t: &Table) -> String {
@@ -403,7 +482,8 @@ fn num(v: Option<f64>) -> String {
 pub fn render_csv(t: &Table) -> String {
     let mut out = String::from(
         "site,runs,passed,pass_rate_pct,first_run,last_run,failing_since,udp_reachable,\
-         rtt_p50_ms,rtt_p95_ms,loss_up_pct,loss_down_pct,top_findings\n",
+         rtt_p50_ms,rtt_p95_ms,loss_up_pct,loss_down_pct,top_findings,mtu_up_min,mtu_down_min,\
+         path_cut_runs,path_cut_after_s\n",
     );
     for s in &t.sites {
         let findings: Vec<String> = s
@@ -425,6 +505,10 @@ pub fn render_csv(t: &Table) -> String {
             num(s.loss_up_pct),
             num(s.loss_down_pct),
             csv_field(&findings.join(";")),
+            s.mtu_up_min.map_or_else(String::new, |v| v.to_string()),
+            s.mtu_down_min.map_or_else(String::new, |v| v.to_string()),
+            s.path_cut_runs.to_string(),
+            num(s.path_cut_after_s),
         ];
         out.push_str(&cells.join(","));
         out.push('\n');
@@ -480,6 +564,7 @@ mod tests {
             server_pin: None,
             ice: None,
             turn: None,
+            mtu: None,
             live: false,
         };
         r.set_findings(
@@ -649,7 +734,7 @@ mod tests {
         let csv = render_csv(&t);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0].split(',').count(), 13);
+        assert_eq!(lines[0].split(',').count(), 17);
         assert!(lines[1].starts_with("clean,1,1,100.0,"), "{csv}");
         assert!(
             lines[2].starts_with("\"lossy, \"\"east\"\"\",1,0,0.0,"),
@@ -707,6 +792,7 @@ mod tests {
             server_pin: None,
             ice: None,
             turn: None,
+            mtu: None,
             live: false,
         };
         assert_eq!(Run::dated(&report), Some(r));
@@ -736,7 +822,7 @@ mod tests {
         let csv = render_csv(&table(&[r]));
         let row = csv.lines().nth(1).unwrap();
         assert!(row.starts_with("'=cmd|"), "{row}");
-        assert!(row.ends_with("'-x:1"), "{row}");
+        assert!(row.contains(",'-x:1,"), "{row}");
     }
 
     #[test]
@@ -745,6 +831,92 @@ mod tests {
         assert_eq!(clean_text("abcdef", 4), "abc…");
         assert_eq!(clean_text("abc", 3), "abc");
         assert_eq!(printable("x\ny\u{2066}"), "x?y?");
+    }
+
+    /// A run with the MTU figures of a 1280 hop (1252 both ways with DF) and, optionally, a
+    /// path cut after `cut_s`.
+    fn path_run(site: &str, at_ms: u64, up: u16, cut_s: Option<f64>) -> Run {
+        let mut r = Report {
+            schema: REPORT_SCHEMA,
+            tool_version: "0.1.0".into(),
+            site: site.into(),
+            server: "203.0.113.2:8443".into(),
+            started_at: rfc3339(at_ms),
+            duration_ms: 30_000,
+            ok: cut_s.is_none(),
+            udp: UdpResult::default(),
+            tcp: TcpResult::default(),
+            findings: vec![],
+            server_version: None,
+            server_pin: None,
+            ice: None,
+            turn: None,
+            mtu: Some(
+                serde_json::from_value(serde_json::json!({"ms": 60, "udp": {
+                    "ip_version": 4, "sizes": [1200, 1252, 1280], "up_df_settable": true,
+                    "up": {"answered": true, "largest_df": up, "largest_no_df": 1280,
+                           "passed_df": [up], "passed_no_df": [1200, 1252, 1280], "icmp": false},
+                    "down": {"answered": true, "largest_df": 1252, "largest_no_df": 1280,
+                             "passed_df": [1252], "passed_no_df": [1280], "icmp": null}}}))
+                .expect("mtu object"),
+            ),
+            live: false,
+        };
+        if let Some(cut) = cut_s {
+            let mut f = Finding::new(FindingId::PathCutAfter.as_str(), Severity::Error, "s", "f");
+            f.path = Some(Box::new(crate::path::PathFacts {
+                cut_after_s: Some(cut),
+                ..Default::default()
+            }));
+            r.set_findings(vec![f]);
+        }
+        Run::from_report(&r, at_ms)
+    }
+
+    #[test]
+    fn path_figures_compare_sites_by_their_worst_run() {
+        let runs = vec![
+            path_run("branch", T0, 1252, None),
+            path_run("branch", T0 + 1000, 1200, Some(14.8)),
+            path_run("branch", T0 + 2000, 1252, Some(20.0)),
+            path_run("branch", T0 + 3000, 1252, Some(15.2)),
+            path_run("hq", T0, 1472, None),
+        ];
+        assert_eq!(runs[1].path.mtu_up, Some(1200));
+        assert_eq!(runs[1].path.cut_after_s, Some(14.8));
+        let t = table(&runs);
+        let b = &t.sites[0];
+        assert_eq!((b.mtu_up_min, b.mtu_down_min), (Some(1200), Some(1252)));
+        assert_eq!((b.path_cut_runs, b.path_cut_after_s), (3, Some(15.2)));
+        assert_eq!(
+            (t.sites[1].mtu_up_min, t.sites[1].path_cut_runs),
+            (Some(1472), 0)
+        );
+        let text = render_text(&t);
+        assert!(text.contains("1200/1252"), "{text}");
+        assert!(text.contains("1472/1252"), "{text}");
+        assert!(
+            text.contains("branch: the path stopped mid-run in 3 of 4 runs, after 15.2 s (median)"),
+            "{text}"
+        );
+        assert!(!text.contains("hq: the path"), "{text}");
+        let csv = render_csv(&t);
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let branch: Vec<&str> = csv.lines().nth(1).unwrap().split(',').collect();
+        let col = |name: &str| branch[header.iter().position(|h| *h == name).unwrap()];
+        assert_eq!(
+            (
+                col("mtu_up_min"),
+                col("mtu_down_min"),
+                col("path_cut_runs"),
+                col("path_cut_after_s")
+            ),
+            ("1200", "1252", "3", "15.200")
+        );
+        // A run without the MTU phase (older client, --no-mtu) leaves the column unknown.
+        let old = run("old", T0, Some(echo(100, 0.0, 0.0, 10.0, 20.0)), &[]);
+        assert_eq!(old.path, PathFigures::default());
+        assert!(render_text(&table(&[old])).contains("n/a"));
     }
 
     #[test]

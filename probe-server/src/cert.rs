@@ -1,5 +1,6 @@
-//! The server's QUIC identity: a self-signed certificate generated on first start and kept in
-//! the state directory, so the pin users copy stays valid across restarts.
+//! The server's TLS identity, for QUIC and for TLS on the TCP port alike: a self-signed
+//! certificate generated on first start and kept in the state directory, so the pin users copy
+//! stays valid across restarts and protects both control channels.
 
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
@@ -89,6 +90,27 @@ pub fn load_or_create(dir: &Path) -> Result<Identity> {
         key_der,
         pin,
     })
+}
+
+/// TLS 1.3 (ring, as QUIC uses) with the identity's certificate, offering `alpn` only.
+pub fn tls_server_config(
+    id: &Identity,
+    alpn: &[u8],
+) -> Result<std::sync::Arc<rustls::ServerConfig>> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let cert = rustls::pki_types::CertificateDer::from(id.cert_der.clone());
+    let key = rustls::pki_types::PrivateKeyDer::try_from(id.key_der.clone())
+        .map_err(|e| anyhow::anyhow!("the stored private key is unusable: {e}"))?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("TLS 1.3 with ring is available")?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .context("the stored certificate and key do not match")?;
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    // No resumption: every connection proves the pinned key afresh, and holds no ticket state.
+    tls.send_tls13_tickets = 0;
+    Ok(std::sync::Arc::new(tls))
 }
 
 /// State files are the owner's alone (0600), whatever they hold. A file this process may read

@@ -144,6 +144,13 @@ pub struct ServeArgs {
     /// Only these sites (comma-separated) may upload results; they get their metrics labels at once.
     #[arg(long, env = "PROBE_SERVER_SITES", value_name = "SITE,…")]
     pub sites: Option<String>,
+    /// A site whose runs are kept only from clients holding this token (probe-client --site-token);
+    /// repeatable; such a site may upload whatever --sites says. Token: 16+ random characters.
+    #[arg(long, value_name = "NAME=TOKEN", value_parser = crate::results::parse_site_token)]
+    pub site_token: Vec<(String, String)>,
+    /// Read site tokens from this file, one NAME=TOKEN a line (# comments), keeping them out of the process list.
+    #[arg(long, env = "PROBE_SERVER_SITE_TOKEN_FILE")]
+    pub site_token_file: Option<PathBuf>,
 }
 
 /// `--rtcd-version`: the pion rules that RTCD version runs.

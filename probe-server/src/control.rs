@@ -1,5 +1,5 @@
-//! Control messages, the same over a QUIC stream and over the TCP port: hello opens a session,
-//! finish asks for its counters, closing the channel ends it.
+//! Control messages, the same over a QUIC stream and inside TLS on the TCP port: hello opens a
+//! session, finish asks for its counters, closing the channel ends it.
 
 use crate::shared::Shared;
 use probe_proto::msg::{negotiate, Control, DecodeError, Hello, Refused, Welcome};
@@ -16,6 +16,8 @@ pub struct Channel {
     uploaded: bool,
     /// The negotiated protocol version (0 before the hello).
     proto: u16,
+    /// The session's key, which a site token's upload MAC covers.
+    key: [u8; 32],
 }
 
 impl Channel {
@@ -26,6 +28,7 @@ impl Channel {
             session: None,
             uploaded: false,
             proto: 0,
+            key: [0; 32],
         }
     }
 
@@ -40,12 +43,7 @@ impl Channel {
         let msg = match Control::from_payload(payload, token.as_ref()) {
             Ok(m) => m,
             Err(e) => {
-                let mut core = shared.core();
-                if e == DecodeError::BadMac {
-                    core.stats.drop_unauthenticated += 1;
-                } else {
-                    core.stats.drop_malformed += 1;
-                }
+                count_dropped(shared, &e);
                 tracing::debug!(peer = %self.peer, "control frame dropped: {e}");
                 return Err(());
             }
@@ -67,6 +65,38 @@ impl Channel {
         Ok(Some(out))
     }
 
+    /// A control frame on a plain TCP connection. Current clients send control only inside
+    /// TLS; a hello in clear comes from a client older than that, whose welcome (session key,
+    /// ICE password) would cross in clear, so it gets a refusal saying what to do instead.
+    /// Anything else, or a frame without the token's MAC, ends the connection (`Err`).
+    pub fn refuse_plain(&self, shared: &Shared, payload: &[u8]) -> Result<Option<Vec<u8>>, ()> {
+        let token = shared.core().token().copied();
+        match Control::from_payload(payload, token.as_ref()) {
+            Ok(Control::Hello(hello)) => {
+                tracing::info!(
+                    peer = %self.peer,
+                    client = %probe_proto::sites::clean_text(&hello.client_version, 32),
+                    "hello in clear on the TCP port refused: this probe-client predates TLS on TCP"
+                );
+                let out = Control::Refused(Refused {
+                    reason: PLAIN_REFUSAL.into(),
+                    limit: None,
+                })
+                .to_payload(token.as_ref());
+                // Never more bytes than came in from an unproven sender (hellos are padded).
+                Ok((token.is_some() || out.len() <= payload.len()).then_some(out))
+            }
+            Ok(_) => {
+                shared.core().stats.drop_unknown_session += 1;
+                Err(())
+            }
+            Err(e) => {
+                count_dropped(shared, &e);
+                Err(())
+            }
+        }
+    }
+
     /// Handles one message; returns the answer to send, if any.
     fn handle(&mut self, shared: &Shared, msg: Control) -> Option<Control> {
         match msg {
@@ -78,7 +108,15 @@ impl Channel {
                 core.counters(session_id).map(Control::Counters)
             }
             Control::Upload { session_id, report } if Some(session_id) == self.session => {
-                Some(self.upload(shared, report))
+                Some(self.upload(shared, report, None))
+            }
+            // Proto 5: the same with a site token's MAC (checked by the store's site policy).
+            Control::SignedUpload {
+                session_id,
+                report,
+                site_mac,
+            } if Some(session_id) == self.session && self.proto >= 5 => {
+                Some(self.upload(shared, report, Some(site_mac)))
             }
             // Proto 3: the TURN check's relayed address becomes a permitted echo peer of
             // this session only (see `Core::add_relay_peer` for the return-routability check).
@@ -152,6 +190,7 @@ impl Channel {
         }
         self.session = Some(id);
         self.proto = proto;
+        self.key = key;
         tracing::info!(
             session = format_args!("{id:016x}"),
             peer = %self.peer,
@@ -178,7 +217,7 @@ impl Channel {
     }
 
     /// An uploaded report: one per session, rate-limited per address, handed to the store.
-    fn upload(&mut self, shared: &Shared, report: String) -> Control {
+    fn upload(&mut self, shared: &Shared, report: String, site_mac: Option<[u8; 32]>) -> Control {
         let now = shared.now_us();
         if self.uploaded || !shared.core().admit_upload(self.peer.ip(), now) {
             return Control::Stored {
@@ -194,6 +233,11 @@ impl Channel {
             client_addr: self.peer,
             received_ms: wall_ms(),
             report_json: report,
+            proof: self.session.map(|session_id| crate::results::SiteProof {
+                session_id,
+                session_key: self.key,
+                mac: site_mac,
+            }),
         };
         let outcome = shared.results.submit(run);
         if let Err(e) = &outcome {
@@ -220,6 +264,11 @@ impl Channel {
     }
 }
 
+/// What a client that sent its hello in clear on the TCP port is told.
+pub const PLAIN_REFUSAL: &str = "this probe-server takes control messages on its TCP port only \
+     inside TLS, so that the session key and ICE password never cross in clear; upgrade \
+     probe-client to the server's version, or let UDP through to this port (QUIC carries them)";
+
 /// The wall clock, ms since the Unix epoch.
 pub fn wall_ms() -> u64 {
     SystemTime::now()
@@ -234,4 +283,14 @@ fn alnum(bytes: &[u8]) -> String {
         .iter()
         .map(|b| SET[*b as usize % SET.len()] as char)
         .collect()
+}
+
+/// A control frame that did not decode: a missing or wrong token MAC, or malformed bytes.
+fn count_dropped(shared: &Shared, e: &DecodeError) {
+    let mut core = shared.core();
+    if *e == DecodeError::BadMac {
+        core.stats.drop_unauthenticated += 1;
+    } else {
+        core.stats.drop_malformed += 1;
+    }
 }

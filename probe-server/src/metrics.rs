@@ -575,6 +575,7 @@ impl Metrics {
                 ("invalid", &u.invalid),
                 ("queue_full", &u.queue_full),
                 ("site_refused", &u.site_refused),
+                ("site_token_refused", &u.site_token_refused),
             ]
             .map(|(outcome, v)| (Outcome { outcome }, load(v))),
         );
@@ -772,6 +773,7 @@ mod tests {
             server_pin: None,
             ice: None,
             turn: None,
+            mtu: None,
             live: false,
         };
         r.set_findings(
@@ -918,11 +920,13 @@ mod tests {
         u.pruned_retention.store(3, Ordering::Relaxed);
         u.pruned_size.store(7, Ordering::Relaxed);
         u.site_refused.store(2, Ordering::Relaxed);
+        u.site_token_refused.store(4, Ordering::Relaxed);
         let text = m.encode(&shared(), Some(&u), false);
         for want in [
             "probe_server_store_pruned_runs_total{reason=\"retention\"} 3",
             "probe_server_store_pruned_runs_total{reason=\"size\"} 7",
             "probe_server_uploads_total{outcome=\"site_refused\"} 2",
+            "probe_server_uploads_total{outcome=\"site_token_refused\"} 4",
         ] {
             assert!(text.contains(want), "missing {want}:\n{text}");
         }

@@ -13,17 +13,8 @@ pub const ALPN: &[u8] = b"calls-probe/1";
 const IDLE: Duration = Duration::from_secs(20);
 
 pub fn server_config(id: &Identity) -> Result<quinn::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cert = rustls::pki_types::CertificateDer::from(id.cert_der.clone());
-    let key = rustls::pki_types::PrivateKeyDer::try_from(id.key_der.clone())
-        .map_err(|e| anyhow::anyhow!("the stored private key is unusable: {e}"))?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .context("TLS 1.3 with ring is available")?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)
-        .context("the stored certificate and key do not match")?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    // The same certificate and TLS settings as the TCP fallback's TLS (one pin for both).
+    let tls = crate::cert::tls_server_config(id, ALPN)?;
     let crypto =
         quinn::crypto::rustls::QuicServerConfig::try_from(tls).context("QUIC TLS config")?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -45,7 +36,9 @@ pub async fn serve(endpoint: quinn::Endpoint, shared: Arc<Shared>, limits: Arc<C
         let now = shared.now_us();
         // Validate the address first (Retry) so an unvalidated source gets one small packet,
         // not the 3x amplification QUIC would otherwise allow. Before Retry the source may be
-        // spoofed: it is judged by the UDP table; after, by a table of its own.
+        // spoofed: it is judged by the UDP table; after, by a table of its own. A Retry leaves
+        // no state behind: quinn's token is sealed, not stored, and the Initial gate notes only
+        // the IDs of the server's own Initials, which go to validated addresses alone.
         if !incoming.remote_address_validated() {
             if shared.core().admit_unauthenticated(ip, now) {
                 let _ = incoming.retry();

@@ -160,6 +160,31 @@ async fn shut_down(
     log_stats(shared, "stopped");
 }
 
+/// `--site-token` entries and the lines of `--site-token-file`; an unreadable file or a bad
+/// line stops the start with one sentence.
+fn site_tokens(args: &ServeArgs) -> Result<Vec<(String, String)>, i32> {
+    let mut tokens = args.site_token.clone();
+    let Some(path) = &args.site_token_file else {
+        return Ok(tokens);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        fail(format!(
+            "cannot read the site token file {}: {e}; check the path and its permissions.",
+            path.display()
+        ))
+    })?;
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let entry = crate::results::parse_site_token(line)
+            .map_err(|e| fail(format!("{}:{}: {e}.", path.display(), i + 1)))?;
+        tokens.push(entry);
+    }
+    Ok(tokens)
+}
+
 /// The access token from `--token` (trimmed) or the first line of `--token-file`; an
 /// unreadable file or an empty token stops the start with one sentence.
 fn read_token(args: &ServeArgs) -> Result<Option<String>, i32> {
@@ -249,6 +274,7 @@ async fn rtcd_offer(
 struct Listeners {
     udp: Arc<udp::Udp>,
     tcp: tokio::net::TcpListener,
+    tcp_tls: Arc<rustls::ServerConfig>,
     quic: quinn::Endpoint,
     quic_tx: tokio::sync::mpsc::Sender<udp::QuicDatagram>,
 }
@@ -277,6 +303,8 @@ fn listeners(
     Ok(Listeners {
         udp: udp_sock,
         tcp: listener,
+        // The TCP fallback's control channel: the same certificate, so the same pin.
+        tcp_tls: cert::tls_server_config(identity, tcp::ALPN)?,
         quic: endpoint,
         quic_tx,
     })
@@ -299,6 +327,7 @@ fn spawn_loops(
             shared.clone(),
             ConnLimits::new(args.max_tcp_connections, args.max_tcp_connections_per_ip),
             Duration::from_secs(args.tcp_idle_timeout.max(1)),
+            l.tcp_tls,
         )),
         // One QUIC control connection carries one session: the session limits apply.
         tokio::spawn(quic::serve(
@@ -338,7 +367,8 @@ fn keep_results(
         .clone()
         .unwrap_or_else(|| state_dir.join("results.sqlite"));
     let store = Store::open_for_writing(&path).map_err(|e| fail(format!("{e}.")))?;
-    let sites = crate::results::SitePolicy::from_list(args.sites.as_deref());
+    let sites = crate::results::SitePolicy::from_list(args.sites.as_deref())
+        .with_tokens(&site_tokens(args)?);
     let metrics = match args.metrics {
         None => None,
         Some(addr) => {
@@ -351,10 +381,8 @@ fn keep_results(
             let known = store
                 .recent_sites(args.metrics_max_sites)
                 .unwrap_or_default();
-            let m = crate::metrics::Metrics::new(args.metrics_max_sites, &known).with_site_policy(
-                args.metrics_label_after,
-                &sites.allowed.clone().unwrap_or_default(),
-            );
+            let m = crate::metrics::Metrics::new(args.metrics_max_sites, &known)
+                .with_site_policy(args.metrics_label_after, &sites.vouched());
             Some((listener, Arc::new(m)))
         }
     };

@@ -1,10 +1,17 @@
 //! The TCP port: RFC 4571 frames, each demultiplexed by its first byte like the UDP port —
 //! STUN, echo, or a control message when UDP is blocked and QUIC cannot run.
 //!
+//! The first byte of a connection says what it carries: 0x16 (a TLS handshake record) opens
+//! TLS 1.3 with the QUIC certificate, inside which the same RFC 4571 frames flow and control
+//! messages are served; 0x00–0x05 (the length of a frame under 1,536 bytes) is plain framing,
+//! which carries STUN and echo as ICE-TCP does, but no session: a hello there only gets a
+//! refusal, so a session key or ICE password never crosses in clear. Anything else is closed.
+//!
 //! No slot without progress: a connection must serve a session (a hello on it that opened
-//! one, or echo of a live session) within [`PROGRESS_WITHIN`] of its accept, or it is closed;
-//! until then it can also be displaced by a newcomer (see [`ConnLimits`]). Frames that serve
-//! no session (STUN, junk) never extend its life past that deadline.
+//! one, or echo of a live session) within [`PROGRESS_WITHIN`] of its accept, or it is closed —
+//! the TLS handshake counts against that time; until then it can also be displaced by a
+//! newcomer (see [`ConnLimits`]). Frames that serve no session (STUN, junk) never extend its
+//! life past that deadline.
 
 use crate::control::Channel;
 use crate::shared::{canonical, ConnLimits, ConnSlot, Shared};
@@ -15,12 +22,24 @@ use probe_proto::msg::{Transport, CONTROL_TAG};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
-/// A connection that serves no session this long after its accept is closed. The client's
-/// reach phase (connect, STUN, 3 s of QUIC attempt, then its hello) fits well inside.
+/// ALPN of the TLS control channel on the TCP port. Not QUIC's `calls-probe/1`: inside this
+/// TLS run RFC 4571 frames demultiplexed by first byte, not QUIC's one control stream, so a
+/// client of one can never be taken for the other.
+pub const ALPN: &[u8] = b"calls-probe-tcp/1";
+/// First byte of a TLS record carrying a handshake message (RFC 8446 5.1, ContentType 22).
+const TLS_HANDSHAKE: u8 = 0x16;
+/// Highest first byte of plain framing: a frame under 1,536 bytes, which STUN and echo are.
+const PLAIN_FIRST_MAX: u8 = 0x05;
+// Echo frames must stay plain-framed on a first byte that cannot be TLS.
+const _: () = assert!(probe_proto::echo::MAX_LEN + 2 < (PLAIN_FIRST_MAX as usize + 1) << 8);
+
+/// A connection that serves no session this long after its accept is closed. The client says
+/// hello right after its TLS handshake, and sends echo right after connecting for it (its plain
+/// reachability connection, which serves no session, is done with in a few seconds).
 pub const PROGRESS_WITHIN: Duration = Duration::from_secs(10);
 
 /// `idle`: a connection serving a session that completes no frame for this long is closed
@@ -30,7 +49,9 @@ pub async fn serve(
     shared: Arc<Shared>,
     limits: Arc<ConnLimits>,
     idle: Duration,
+    tls: Arc<rustls::ServerConfig>,
 ) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -45,10 +66,10 @@ pub async fn serve(
                     shared.core().stats.drop_rate_limited += 1;
                     continue;
                 };
-                let shared = shared.clone();
+                let (shared, acceptor) = (shared.clone(), acceptor.clone());
                 tokio::spawn(async move {
                     tokio::select! {
-                        _ = handle(stream, &shared, idle, &slot) => {}
+                        _ = handle(stream, &shared, idle, &slot, &acceptor) => {}
                         _ = slot.displaced() => shared.core().stats.conn_displaced += 1,
                     }
                     drop(slot);
@@ -70,6 +91,8 @@ struct Conn {
     opened: Instant,
     /// The last frame that served the session; before there is one, the last whole frame.
     last_progress: Instant,
+    /// Inside TLS: the only place control messages are served.
+    tls: bool,
 }
 
 impl Conn {
@@ -86,18 +109,59 @@ impl Conn {
     }
 }
 
-async fn handle(mut stream: TcpStream, shared: &Shared, idle: Duration, slot: &ConnSlot) {
+async fn handle(
+    stream: TcpStream,
+    shared: &Shared,
+    idle: Duration,
+    slot: &ConnSlot,
+    acceptor: &tokio_rustls::TlsAcceptor,
+) {
     let Ok(peer) = stream.peer_addr().map(canonical) else {
         return;
     };
     let _ = stream.set_nodelay(true);
-    let now = Instant::now();
-    let mut conn = Conn {
-        channel: Channel::new(peer, "tcp"),
-        echo_of: None,
-        opened: now,
-        last_progress: now,
+    let opened = Instant::now();
+    // The first byte and the TLS handshake get no more time than a first frame would.
+    let by = opened + PROGRESS_WITHIN.min(idle);
+    let mut first = [0u8; 1];
+    let first = match tokio::time::timeout_at(by, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => first[0],
+        Ok(_) => return,
+        Err(_) => {
+            shared.core().stats.conn_no_progress += 1;
+            return;
+        }
     };
+    let conn = |tls: bool| Conn {
+        channel: Channel::new(peer, if tls { "tls" } else { "tcp" }),
+        echo_of: None,
+        opened,
+        last_progress: opened,
+        tls,
+    };
+    match first {
+        TLS_HANDSHAKE => match tokio::time::timeout_at(by, acceptor.accept(stream)).await {
+            Ok(Ok(s)) if s.get_ref().1.alpn_protocol() == Some(ALPN) => {
+                serve_frames(s, conn(true), shared, idle, slot).await
+            }
+            // A failed handshake or another application protocol: not ours.
+            Ok(_) => shared.core().stats.drop_malformed += 1,
+            Err(_) => shared.core().stats.conn_no_progress += 1,
+        },
+        0..=PLAIN_FIRST_MAX => serve_frames(stream, conn(false), shared, idle, slot).await,
+        // Like RTCD's TCP mux: a stream that is none of ours is closed at once.
+        _ => shared.core().stats.drop_malformed += 1,
+    }
+}
+
+/// The frame loop, the same on a plain connection and inside TLS.
+async fn serve_frames<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    mut conn: Conn,
+    shared: &Shared,
+    idle: Duration,
+    slot: &ConnSlot,
+) {
     let mut dec = Decoder::new();
     let mut buf = vec![0u8; 8192];
     let mut out = vec![0u8; 2048];
@@ -118,13 +182,13 @@ async fn handle(mut stream: TcpStream, shared: &Shared, idle: Duration, slot: &C
         if conn.session().is_some() {
             slot.progressed();
         }
-        // A peer that never reads must not pin the connection either.
-        if !replies.is_empty()
-            && !matches!(
-                tokio::time::timeout(idle, stream.write_all(&replies)).await,
-                Ok(Ok(()))
-            )
-        {
+        // A peer that never reads must not pin the connection either. TLS buffers records
+        // until flushed.
+        let write = async {
+            stream.write_all(&replies).await?;
+            stream.flush().await
+        };
+        if !replies.is_empty() && !matches!(tokio::time::timeout(idle, write).await, Ok(Ok(()))) {
             break;
         }
         if close {
@@ -194,7 +258,11 @@ fn answer(
             }
             Ok(n.map(|n| out[..n].to_vec()))
         }
-        _ if payload.first() == Some(&CONTROL_TAG) => conn.channel.handle_payload(shared, payload),
+        _ if payload.first() == Some(&CONTROL_TAG) && conn.tls => {
+            conn.channel.handle_payload(shared, payload)
+        }
+        // Only a client from before TLS on TCP sends control in clear: it gets told why not.
+        _ if payload.first() == Some(&CONTROL_TAG) => conn.channel.refuse_plain(shared, payload),
         // Like RTCD's TCP mux: a frame that is none of ours ends the connection.
         _ => {
             shared.core().stats.drop_malformed += 1;

@@ -4,6 +4,7 @@
 
 use crate::shared::{canonical, Shared};
 use probe_proto::demux::{classify, Kind};
+use probe_proto::echo;
 use probe_proto::msg::Transport;
 use probe_proto::quic;
 use probe_proto::session::Core;
@@ -91,18 +92,48 @@ impl Udp {
     }
 
     /// Sends every reply of a batch: one `sendmmsg` on the plain path, else one call each.
+    /// Downstream path-MTU answers go one by one with the DF setting their probe asked for.
     fn send_batch(&self, out: &Replies) {
+        let mtu = out.iter().any(|(_, _, b)| echo::mtu_reply_df(b).is_some());
         #[cfg(target_os = "linux")]
-        if self.state.is_none() && out.len() > 1 {
+        if self.state.is_none() && out.len() > 1 && !mtu {
             if let Err(e) = mmsg::send(self.io.get_ref(), out) {
                 tracing::debug!("UDP batch send failed: {e}");
             }
             return;
         }
         for (to, from, bytes) in out.iter() {
-            if let Err(e) = self.send_from(to, from, bytes) {
+            let r = match echo::mtu_reply_df(bytes).filter(|_| mtu) {
+                Some(df) => self.send_with_df(to, from, bytes, df),
+                None => self.send_from(to, from, bytes),
+            };
+            if let Err(e) = r {
                 tracing::debug!("UDP send to {to} failed: {e}");
             }
+        }
+    }
+
+    /// One datagram with DF set (never fragmented here, whatever path MTU the kernel learnt) or
+    /// fragmentable, then the socket's own setting back. Only the serve task sends these; a
+    /// QUIC packet that leaves meanwhile may go fragmentable, which is harmless.
+    fn send_with_df(
+        &self,
+        to: SocketAddr,
+        from: Option<IpAddr>,
+        bytes: &[u8],
+        df: bool,
+    ) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        {
+            let saved = df_mode::set(self.io.get_ref(), df);
+            let r = self.send_from(to, from, bytes);
+            df_mode::restore(self.io.get_ref(), saved);
+            r
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = df;
+            self.send_from(to, from, bytes)
         }
     }
 
@@ -300,6 +331,78 @@ fn route(
     };
     if let Some(len) = reply {
         out.push(src, dst, len);
+    }
+}
+
+/// The DF setting of the shared socket around one downstream path-MTU answer (Linux).
+/// IPv4: `IP_PMTUDISC_PROBE` sets DF and ignores the learnt path MTU, `IP_PMTUDISC_DONT` clears
+/// DF. IPv6 has no DF bit: `IPV6_PMTUDISC_PROBE` with `IPV6_DONTFRAG` never fragments here,
+/// `IPV6_PMTUDISC_WANT` without it lets this host fragment to the path MTU it learnt.
+#[cfg(target_os = "linux")]
+mod df_mode {
+    use std::net::UdpSocket;
+    use std::os::fd::AsRawFd;
+
+    /// The options as they were: (IP_MTU_DISCOVER, IPV6_MTU_DISCOVER, IPV6_DONTFRAG).
+    pub type Saved = [Option<libc::c_int>; 3];
+
+    const OPTS: [(libc::c_int, libc::c_int); 3] = [
+        (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER),
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER),
+        (libc::IPPROTO_IPV6, libc::IPV6_DONTFRAG),
+    ];
+
+    fn get(sock: &UdpSocket, (level, name): (libc::c_int, libc::c_int)) -> Option<libc::c_int> {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: v and len are valid for the call; the descriptor is the socket's.
+        let r = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (r == 0).then_some(v)
+    }
+
+    fn put(sock: &UdpSocket, (level, name): (libc::c_int, libc::c_int), v: libc::c_int) {
+        // SAFETY: v outlives the call; the descriptor is the socket's.
+        unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                level,
+                name,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+
+    /// Sets DF on or off (each option the socket has; an IPv4 socket has no IPv6 ones).
+    pub fn set(sock: &UdpSocket, df: bool) -> Saved {
+        let saved = OPTS.map(|o| get(sock, o));
+        let want = if df {
+            [libc::IP_PMTUDISC_PROBE, libc::IPV6_PMTUDISC_PROBE, 1]
+        } else {
+            [libc::IP_PMTUDISC_DONT, libc::IPV6_PMTUDISC_WANT, 0]
+        };
+        for ((o, v), had) in OPTS.into_iter().zip(want).zip(saved) {
+            if had.is_some() {
+                put(sock, o, v);
+            }
+        }
+        saved
+    }
+
+    pub fn restore(sock: &UdpSocket, saved: Saved) {
+        for (o, v) in OPTS.into_iter().zip(saved) {
+            if let Some(v) = v {
+                put(sock, o, v);
+            }
+        }
     }
 }
 

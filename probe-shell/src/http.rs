@@ -34,16 +34,28 @@ pub struct TimedTcp {
 
 impl Read for TimedTcp {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.tcp.set_read_timeout(Some(remaining(self.deadline)?))?;
-        self.tcp.read(buf)
+        // A signal (the doctor runs child processes: SIGCHLD) interrupts a blocking read with
+        // EINTR; that is no answer from the peer, so try again within the same deadline.
+        loop {
+            self.tcp.set_read_timeout(Some(remaining(self.deadline)?))?;
+            match self.tcp.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
     }
 }
 
 impl Write for TimedTcp {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.tcp
-            .set_write_timeout(Some(remaining(self.deadline)?))?;
-        self.tcp.write(buf)
+        loop {
+            self.tcp
+                .set_write_timeout(Some(remaining(self.deadline)?))?;
+            match self.tcp.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => return other,
+            }
+        }
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -160,6 +172,7 @@ pub fn exchange(
     loop {
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
             Err(e)
                 if reset_ends_answer

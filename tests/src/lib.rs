@@ -13,6 +13,7 @@
 //! - [`probe`]: building/locating the binaries, `start_server`, `run_client`.
 //! - [`expect`]: JSON report assertions (dotted paths, binomial loss bounds).
 //! - [`scenario`]: TOML scenario files and their runner.
+//! - [`tls`]: TLS on probe-server's TCP port (control messages), and a relay's impostor certificate.
 
 pub mod expect;
 pub mod netns;
@@ -21,6 +22,7 @@ pub mod probe;
 pub mod proc;
 pub mod scenario;
 pub mod tempdir;
+pub mod tls;
 pub mod topology;
 
 use std::path::PathBuf;

@@ -11,6 +11,18 @@
 //!   client's namespace sends padded STUN Bindings from 500 spoofed sources (more than the
 //!   server's per-source table holds, each refreshed before its bucket refills: the lockout of
 //!   the issue) plus junk, while the client runs over UDP and TCP.
+//! - `spoofed_quic_initials_cannot_fill_the_issued_connection_id_table`: genuine QUIC Initials
+//!   from 506 spoofed sources (400/s, each answered by a Retry) while the client runs; none of
+//!   the client's own Initials may be dropped as junk (they were, 6 a run, when Retries filled
+//!   the 4,096-entry table).
+//! - `a_padded_stun_flood_above_the_stun_budget_does_not_shed_a_clients_bindings`: padded
+//!   Bindings from 506 spoofed sources at 20 times the STUN budget; the client's Bindings
+//!   (UDP and TCP) are still answered (before: `udp_blocked`).
+//! - `ice_checks_from_a_foreign_source_get_no_larger_answer`: a 56-byte ICE check with the
+//!   session's credentials is answered (64 B) from the session's peer, gets nothing from another
+//!   address, and a padded one gets no more than it sent.
+//! - `hellos_with_forged_log_lines_forge_nothing_while_a_client_runs`: hellos whose site and
+//!   client version carry a newline, a forged log line, a terminal escape and 500 bytes.
 //!
 //! Each prints the attack rate and the server's CPU time under it (`-- --nocapture`).
 
@@ -61,7 +73,12 @@ fn cpu_time(h: &mut ServerHandle) -> Duration {
 }
 
 /// SIGTERM, then the counters of the server's `stopped` line.
-fn stop_counters(mut h: ServerHandle) -> BTreeMap<String, u64> {
+fn stop_counters(h: ServerHandle) -> BTreeMap<String, u64> {
+    stop_server(h).1
+}
+
+/// SIGTERM; the server's stderr as written, and the counters of its `stopped` line.
+fn stop_server(mut h: ServerHandle) -> (String, BTreeMap<String, u64>) {
     let pid = h.proc_mut().pid();
     // SAFETY: kill has no memory preconditions; pid is our child.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
@@ -82,10 +99,12 @@ fn stop_counters(mut h: ServerHandle) -> BTreeMap<String, u64> {
         .find(|l| l.contains(" stopped") && l.contains("dropped="))
         .unwrap_or_else(|| panic!("no `stopped` counters line:\n{clean}"))
         .to_string();
-    line.split_whitespace()
+    let counters = line
+        .split_whitespace()
         .filter_map(|w| w.split_once('='))
         .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
-        .collect()
+        .collect();
+    (stderr, counters)
 }
 
 fn run_client(t: &Topology, pin: &str) -> ClientRun {
@@ -319,19 +338,45 @@ fn spoofed(src: SocketAddrV4, dst: SocketAddrV4, payload: &[u8]) -> Vec<u8> {
     p
 }
 
+/// 506 source addresses a raw socket in the client's namespace may spoof: 198.51.100.3-254
+/// and 192.0.2.1-254, routed back toward the client's link so the server's answers go
+/// somewhere (the router must forward them, so its reverse-path filter is off).
+fn spoofable_sources(t: &Topology) -> Vec<Ipv4Addr> {
+    t.router
+        .ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.2"]);
+    for k in ["all", "default", "rt-client"] {
+        t.router
+            .sysctl(&format!("net.ipv4.conf.{k}.rp_filter"), "0");
+    }
+    let mut sources: Vec<Ipv4Addr> = (3..=254).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect();
+    sources.extend((1..=254).map(|i| Ipv4Addr::new(192, 0, 2, i)));
+    sources
+}
+
 struct FloodResult {
     sent: u64,
     secs: f64,
 }
 
+/// Padded STUN Bindings (1000 bytes), and every tenth a junk datagram.
+fn padded_stun_or_junk(i: usize) -> Vec<u8> {
+    if i % 10 == 9 {
+        vec![0x00, 0x01, 0x00]
+    } else {
+        let mut tid = [0u8; 12];
+        tid[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        stun::binding_request(tid, None, None, 1000)
+    }
+}
+
 /// Sends `pps` datagrams per second from `sources` (round robin, one fixed port each, so the
-/// router's conntrack holds one entry per source) until `stop`: padded STUN Bindings, and
-/// every tenth a junk datagram.
+/// router's conntrack holds one entry per source) until `stop`; datagram `i` is `payload(i)`.
 fn spoof_flood(
     sources: Vec<Ipv4Addr>,
     dst: SocketAddrV4,
     pps: f64,
     stop: Arc<AtomicBool>,
+    mut payload: impl FnMut(usize) -> Vec<u8>,
 ) -> FloodResult {
     // SAFETY: a raw socket owned by the TcpStream-like wrapper below for its whole life.
     let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
@@ -345,14 +390,7 @@ fn spoof_flood(
     let mut i = 0usize;
     while !stop.load(Ordering::Relaxed) {
         let src = SocketAddrV4::new(sources[i % sources.len()], 40_000);
-        let payload = if i % 10 == 9 {
-            vec![0x00, 0x01, 0x00]
-        } else {
-            let mut tid = [0u8; 12];
-            tid[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            stun::binding_request(tid, None, None, 1000)
-        };
-        let pkt = spoofed(src, dst, &payload);
+        let pkt = spoofed(src, dst, &payload(i));
         // SAFETY: the buffer and address outlive the call.
         let n = unsafe {
             libc::sendto(
@@ -383,16 +421,7 @@ fn spoof_flood(
 fn spoofed_sources_and_a_padded_stun_flood_do_not_lock_out_a_client() {
     let _g = serial();
     let t = Topology::routed();
-    // Spoofed sources: 198.51.100.0/24 and 192.0.2.0/24, routed back toward the client's
-    // link so the server's answers go somewhere; the router must forward them.
-    t.router
-        .ip(&["route", "add", "192.0.2.0/24", "via", "198.51.100.2"]);
-    for k in ["all", "default", "rt-client"] {
-        t.router
-            .sysctl(&format!("net.ipv4.conf.{k}.rp_filter"), "0");
-    }
-    let mut sources: Vec<Ipv4Addr> = (3..=254).map(|i| Ipv4Addr::new(198, 51, 100, i)).collect();
-    sources.extend((1..=254).map(|i| Ipv4Addr::new(192, 0, 2, i)));
+    let sources = spoofable_sources(&t);
     // A table of 256 sources with 506 spoofed ones refreshed every ~0.25 s: before issue 11,
     // the table stayed full of pinned entries and every newcomer shared one drained bucket.
     let mut server = start(&t, &["--tracked-sources", "256"]);
@@ -407,7 +436,9 @@ fn spoofed_sources_and_a_padded_stun_flood_do_not_lock_out_a_client() {
         .unwrap_or(2_000.0);
     let flood = {
         let stop = stop.clone();
-        spawn_in_ns(&t.client, move || spoof_flood(sources, dst, pps, stop))
+        spawn_in_ns(&t.client, move || {
+            spoof_flood(sources, dst, pps, stop, padded_stun_or_junk)
+        })
     };
     std::thread::sleep(Duration::from_secs(2));
     let run = run_client(&t, server.pin());
@@ -601,5 +632,524 @@ fn quic_slots_held_by_32_addresses_without_hello_do_not_lock_out_a_client() {
     assert!(
         longest < Duration::from_secs(13),
         "a QUIC connection that never said hello stayed {longest:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The issued-connection-ID table (QUIC Initials from spoofed sources).
+
+/// `n` genuine QUIC v1 client Initials (quinn-proto, the client's own stack), each with a fresh
+/// Destination Connection ID; never sent by a connection, only their bytes are used.
+fn quic_initials(dst: SocketAddr, n: usize) -> Vec<Vec<u8>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"calls-probe/1".to_vec()];
+    let crypto = Arc::new(
+        quinn_proto::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS config"),
+    );
+    let mut ep_cfg = quinn_proto::EndpointConfig::default();
+    ep_cfg.grease_quic_bit(false);
+    let mut ep = quinn_proto::Endpoint::new(Arc::new(ep_cfg), None, false, None);
+    (0..n)
+        .map(|_| {
+            let now = Instant::now();
+            let (_, mut conn) = ep
+                .connect(
+                    now,
+                    quinn_proto::ClientConfig::new(crypto.clone()),
+                    dst,
+                    "probe-server",
+                )
+                .expect("connect");
+            let mut buf = Vec::new();
+            let tx = conn.poll_transmit(now, 1, &mut buf).expect("an Initial");
+            buf.truncate(tx.size);
+            assert!(buf[0] & 0xf0 == 0xc0, "not an Initial: {:#04x}", buf[0]);
+            buf
+        })
+        .collect()
+}
+
+/// Counts, on the router, the Retries (long header type 3: first byte 0xf?) the server sends
+/// to anyone but the client's own address: the answers to the spoofed Initials.
+fn count_spoofed_retries(t: &Topology) {
+    t.router.nft(
+        "table inet retries {
+           chain forwarded {
+             type filter hook forward priority 0;
+             ip saddr 203.0.113.2 ip daddr != 198.51.100.2 udp sport 8443 @th,64,8 & 0xf0 == 0xf0 counter
+           }
+         }",
+    );
+}
+
+fn spoofed_retries(t: &Topology) -> u64 {
+    let rules = t.router.ruleset();
+    let at = rules
+        .find("counter packets ")
+        .unwrap_or_else(|| panic!("no Retry counter in\n{rules}"));
+    rules[at + 16..]
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a packet count")
+}
+
+/// Completes `n` QUIC handshakes one after another from the client's own address and returns
+/// how long each took.
+async fn timed_handshakes(dst: SocketAddrV4, n: usize) -> Vec<Duration> {
+    let mut cfg = quinn::EndpointConfig::default();
+    cfg.grease_quic_bit(false);
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+    let mut ep =
+        quinn::Endpoint::new(cfg, None, sock, Arc::new(quinn::TokioRuntime)).expect("endpoint");
+    ep.set_default_client_config(quic_client_config());
+    let mut times = Vec::new();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let connecting = ep.connect(dst.into(), "probe").expect("connect");
+        match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+            Ok(Ok(conn)) => {
+                times.push(t0.elapsed());
+                conn.close(0u32.into(), b"");
+            }
+            _ => times.push(Duration::from_secs(10)),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    ep.wait_idle().await;
+    times
+}
+
+#[test]
+fn spoofed_quic_initials_cannot_fill_the_issued_connection_id_table() {
+    let _g = serial();
+    let t = Topology::routed();
+    let sources = spoofable_sources(&t);
+    count_spoofed_retries(&t);
+    let mut server = start(&t, &[]);
+    let cpu0 = cpu_time(&mut server);
+    let dst = server_dst(&t);
+    // The table held 4,096 IDs for 30 s each: ~140 Retries/s kept it full. PROBE_ATTACK_PPS
+    // raises the rate for measurements.
+    let pps: f64 = std::env::var("PROBE_ATTACK_PPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400.0);
+    let initials = quic_initials(dst.into(), 512);
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        spawn_in_ns(&t.client, move || {
+            spoof_flood(sources, dst, pps, stop, move |i| {
+                initials[i % initials.len()].clone()
+            })
+        })
+    };
+    // Long enough for 4,096 Retries at the default rate.
+    std::thread::sleep(Duration::from_secs_f64((4096.0 / pps).max(2.0) + 2.0));
+    let times = spawn_in_ns(&t.client, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(timed_handshakes(dst, 5))
+    })
+    .join()
+    .expect("handshakes");
+    let run = run_client(&t, server.pin());
+    stop.store(true, Ordering::Relaxed);
+    let f = flood.join().expect("flood thread");
+    let cpu = cpu_time(&mut server) - cpu0;
+    let retries = spoofed_retries(&t);
+    eprintln!(
+        "spoofed QUIC Initials: {} from 506 sources in {:.1} s ({:.0} pps, 1200 B), {retries} \
+         Retries to spoofed sources; server CPU {:?} ({:.0} % of one core); handshakes from \
+         the client under it: {times:?}",
+        f.sent,
+        f.secs,
+        f.sent as f64 / f.secs,
+        cpu,
+        cpu.as_secs_f64() / f.secs * 100.0
+    );
+    assert!(
+        f.sent as f64 >= f.secs * pps * 0.8,
+        "the flood ran at {:.0} pps, not {pps}",
+        f.sent as f64 / f.secs
+    );
+    assert_clean(&run, &server);
+    let c = stop_counters(server);
+    eprintln!("server counters: {c:?}");
+    // The attack was real: well over 4,096 spoofed Initials got their Retry.
+    assert!(
+        retries >= 4096,
+        "only {retries} Retries went to spoofed sources"
+    );
+    // The client's later Initials (ACKs sealed with other keys, addressed to the ID the server
+    // chose) were let through: nothing the flood did made them look like junk.
+    assert_eq!(
+        c.get("drop_quic_invalid").copied().unwrap_or(0),
+        0,
+        "genuine Initials were dropped as invalid under the flood"
+    );
+    // No handshake waited for a retransmission (a lost datagram costs a PTO, ~1 s).
+    let slowest = times.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_millis(900),
+        "a handshake under the flood took {slowest:?}: {times:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A STUN flood above the STUN budget.
+
+#[test]
+fn a_padded_stun_flood_above_the_stun_budget_does_not_shed_a_clients_bindings() {
+    let _g = serial();
+    let t = Topology::routed();
+    let sources = spoofable_sources(&t);
+    // The STUN budget is a fifth of --max-reply-pps: 250 Bindings/s here, so a flood 20 times
+    // over it fits a shared two-core test machine. PROBE_ATTACK_PPS raises the rate.
+    let budget = 250.0;
+    let mut server = start(&t, &["--max-reply-pps", "1250"]);
+    let cpu0 = cpu_time(&mut server);
+    let pps: f64 = std::env::var("PROBE_ATTACK_PPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(budget * 20.0);
+    let stop = Arc::new(AtomicBool::new(false));
+    let dst = server_dst(&t);
+    let flood = {
+        let stop = stop.clone();
+        spawn_in_ns(&t.client, move || {
+            spoof_flood(sources, dst, pps, stop, |i| {
+                let mut tid = [0u8; 12];
+                tid[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                stun::binding_request(tid, None, None, 1000)
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let run = run_client(&t, server.pin());
+    stop.store(true, Ordering::Relaxed);
+    let f = flood.join().expect("flood thread");
+    let cpu = cpu_time(&mut server) - cpu0;
+    eprintln!(
+        "STUN flood over the budget: {} padded 1000-byte Bindings from 506 spoofed sources in \
+         {:.1} s ({:.0} pps, budget {budget} pps); server CPU {:?} ({:.0} % of one core)",
+        f.sent,
+        f.secs,
+        f.sent as f64 / f.secs,
+        cpu,
+        cpu.as_secs_f64() / f.secs * 100.0
+    );
+    assert!(
+        f.sent as f64 >= f.secs * pps * 0.8,
+        "the flood ran at {:.0} pps, not {pps}",
+        f.sent as f64 / f.secs
+    );
+    assert_clean(&run, &server);
+    let json = run.json.as_ref().expect("a report");
+    eprintln!(
+        "client: udp {} tcp reachable {}",
+        json["udp"]["stun"], json["tcp"]["reachable"]
+    );
+    assert!(
+        json["udp"]["stun"]["mapped"].is_string() && json["tcp"]["reachable"] == true,
+        "the client's Bindings went unanswered: udp {} tcp {}",
+        json["udp"],
+        json["tcp"]
+    );
+    let c = stop_counters(server);
+    eprintln!("server counters: {c:?}");
+    // The flood was over the budget and the budget held: anonymous Bindings were shed.
+    let answered = c.get("stun_replies").copied().unwrap_or(0) as f64;
+    assert!(
+        answered <= f.secs * budget * 1.5 + 100.0,
+        "{answered} Bindings answered in {:.1} s: the budget did not hold",
+        f.secs
+    );
+    assert!(
+        (f.sent as f64) > answered * 5.0,
+        "the flood was not over the budget: {} sent, {answered} answered",
+        f.sent
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// ICE checks from a foreign source.
+
+/// A hello as a client sends it, padded, with a fresh nonce.
+fn hello_over_quic(site: &str, client_version: &str) -> probe_proto::msg::Control {
+    use probe_proto::msg::{Control, Hello, Profile, PROTO_MAX, PROTO_MIN};
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut nonce = [0u8; 16];
+    nonce[..8].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    nonce[8..12].copy_from_slice(&std::process::id().to_be_bytes());
+    Control::Hello(Hello {
+        proto_min: PROTO_MIN,
+        proto_max: PROTO_MAX,
+        client_version: client_version.into(),
+        site: site.into(),
+        profile: Profile::Audio,
+        interval_us: 20_000,
+        size: 160,
+        duration_ms: 30_000,
+        pad: vec![0; 1100],
+        time_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        nonce,
+    })
+}
+
+/// A QUIC client endpoint on `bind`, accepting any certificate.
+fn quic_endpoint(bind: SocketAddr) -> quinn::Endpoint {
+    let mut cfg = quinn::EndpointConfig::default();
+    cfg.grease_quic_bit(false);
+    let sock = std::net::UdpSocket::bind(bind).expect("bind");
+    let mut ep =
+        quinn::Endpoint::new(cfg, None, sock, Arc::new(quinn::TokioRuntime)).expect("endpoint");
+    ep.set_default_client_config(quic_client_config());
+    ep
+}
+
+/// Sends `hello` on a new stream of `conn`; returns the first control answer, and the stream
+/// (the session lasts as long as it is open).
+async fn ask_hello(
+    conn: &quinn::Connection,
+    hello: &probe_proto::msg::Control,
+) -> Option<(
+    probe_proto::msg::Control,
+    (quinn::SendStream, quinn::RecvStream),
+)> {
+    use probe_proto::frame::{self, Decoder};
+    let (mut send, mut recv) = conn.open_bi().await.ok()?;
+    send.write_all(&frame::encode(&hello.to_payload(None)))
+        .await
+        .ok()?;
+    let mut dec = Decoder::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        if let Some(p) = dec.next_frame().ok()? {
+            let answer = probe_proto::msg::Control::from_payload(p, None).ok()?;
+            return Some((answer, (send, recv)));
+        }
+        let n = recv.read(&mut buf).await.ok()??;
+        dec.push(&buf[..n]);
+    }
+}
+
+/// Drops the (optional) FINGERPRINT and restores the length MESSAGE-INTEGRITY was computed
+/// over: with an 8-character username, a 56-byte check whose IPv4 answer is 64 bytes.
+fn without_fingerprint(mut m: Vec<u8>) -> Vec<u8> {
+    m.truncate(m.len() - 8);
+    let len = (m.len() - 20) as u16;
+    m[2..4].copy_from_slice(&len.to_be_bytes());
+    m
+}
+
+/// Bytes that come back to `sock` within 500 ms of sending `req` (0 when nothing does).
+async fn answer_len(sock: &tokio::net::UdpSocket, req: &[u8]) -> usize {
+    sock.send(req).await.expect("send");
+    let mut buf = [0u8; 2048];
+    match tokio::time::timeout(Duration::from_millis(500), sock.recv(&mut buf)).await {
+        Ok(Ok(n)) => n,
+        _ => 0,
+    }
+}
+
+/// A session opened over QUIC from the client's address; then ICE checks with its credentials
+/// from that address and from `foreign` (another address of the client's link). Returns
+/// (request length, answer length) for: small from the peer, small from the foreign address,
+/// padded from the foreign address.
+async fn ice_checks_from_peer_and_foreign(
+    dst: SocketAddrV4,
+    foreign: Ipv4Addr,
+) -> [(usize, usize); 3] {
+    use probe_proto::msg::Control;
+    let ep = quic_endpoint("198.51.100.2:0".parse().expect("literal"));
+    let conn = ep
+        .connect(dst.into(), "probe")
+        .expect("connect")
+        .await
+        .expect("QUIC handshake");
+    let (welcome, _stream) =
+        match ask_hello(&conn, &hello_over_quic("attacks", "attacks-test")).await {
+            Some((Control::Welcome(w), stream)) => (w, stream),
+            other => panic!("expected a welcome, got {other:?}"),
+        };
+    let ice = welcome.ice.expect("the welcome carries ICE credentials");
+    // USERNAME is our ufrag alone: the smallest check that names the session (the server
+    // reads the part before any colon).
+    let check = |tid: u8, pad: usize| {
+        let m = stun::binding_request([tid; 12], Some(&ice.ufrag), Some(ice.pwd.as_bytes()), pad);
+        if pad == 0 {
+            without_fingerprint(m)
+        } else {
+            m
+        }
+    };
+    let peer = tokio::net::UdpSocket::bind("198.51.100.2:0")
+        .await
+        .expect("bind");
+    peer.connect(SocketAddr::from(dst)).await.expect("connect");
+    let other = tokio::net::UdpSocket::bind((foreign, 0))
+        .await
+        .expect("bind");
+    other.connect(SocketAddr::from(dst)).await.expect("connect");
+    let small = check(1, 0);
+    let padded = check(2, 128);
+    let rows = [
+        (small.len(), answer_len(&peer, &small).await),
+        (small.len(), answer_len(&other, &check(3, 0)).await),
+        (padded.len(), answer_len(&other, &padded).await),
+    ];
+    conn.close(0u32.into(), b"done");
+    ep.wait_idle().await;
+    rows
+}
+
+#[test]
+fn ice_checks_from_a_foreign_source_get_no_larger_answer() {
+    let _g = serial();
+    let t = Topology::routed();
+    let foreign = add_sources(&t, 200, 1)[0];
+    let server = start(&t, &[]);
+    let dst = server_dst(&t);
+    let rows = spawn_in_ns(&t.client, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(ice_checks_from_peer_and_foreign(dst, foreign))
+    })
+    .join()
+    .expect("ICE checks");
+    eprintln!(
+        "ICE check with the session's credentials, (request bytes, answer bytes): from the \
+         peer {:?}; from {foreign}: small {:?}, padded {:?}",
+        rows[0], rows[1], rows[2]
+    );
+    let c = stop_counters(server);
+    eprintln!("server counters: {c:?}");
+    let (small, answered) = rows[0];
+    assert!(
+        answered > small,
+        "control: the session's peer gets its (larger) answer: {:?}",
+        rows[0],
+    );
+    assert_eq!(
+        rows[1].1, 0,
+        "a small check from a foreign source was answered: {:?}",
+        rows[1]
+    );
+    assert!(
+        rows[2].1 > 0 && rows[2].1 <= rows[2].0,
+        "a padded check from a foreign source gets an answer no larger than itself: {:?}",
+        rows[2]
+    );
+    assert!(
+        c.get("stun_too_small").copied().unwrap_or(0) >= 1,
+        "the server did not count the refused check: {c:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hellos that try to forge log lines.
+
+/// From `from`, a hello every 250 ms on a fresh QUIC connection whose site and client version
+/// carry a newline, a forged log line, a terminal escape and 500 more bytes, until `stop`.
+/// Returns (hellos sent, sessions opened).
+async fn forged_hellos(
+    dst: SocketAddrV4,
+    from: Ipv4Addr,
+    forged: String,
+    stop: Arc<AtomicBool>,
+) -> (usize, usize) {
+    let ep = quic_endpoint(SocketAddr::from((from, 0)));
+    let tail = "x".repeat(500);
+    let site = format!("attk-site\n{forged}\u{1b}[2J{tail}");
+    let version = format!("attk-ver\r\n{forged}{tail}");
+    let (mut sent, mut opened) = (0, 0);
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(connecting) = ep.connect(dst.into(), "probe") {
+            if let Ok(Ok(conn)) = tokio::time::timeout(Duration::from_secs(3), connecting).await {
+                sent += 1;
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    ask_hello(&conn, &hello_over_quic(&site, &version)),
+                )
+                .await;
+                if matches!(answer, Ok(Some((probe_proto::msg::Control::Welcome(_), _)))) {
+                    opened += 1;
+                }
+                conn.close(0u32.into(), b"done");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    ep.wait_idle().await;
+    (sent, opened)
+}
+
+#[test]
+fn hellos_with_forged_log_lines_forge_nothing_while_a_client_runs() {
+    let _g = serial();
+    let t = Topology::routed();
+    let from = add_sources(&t, 170, 1)[0];
+    let mut server = start(&t, &[]);
+    let cpu0 = cpu_time(&mut server);
+    let t0 = Instant::now();
+    let dst = server_dst(&t);
+    let forged = "2026-11-26T08:00:00.000000Z  INFO forged-line";
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let (stop, forged) = (stop.clone(), forged.to_string());
+        spawn_in_ns(&t.client, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(forged_hellos(dst, from, forged, stop))
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let run = run_client(&t, server.pin());
+    stop.store(true, Ordering::Relaxed);
+    let (sent, opened) = attacker.join().expect("attacker thread");
+    let cpu = cpu_time(&mut server) - cpu0;
+    eprintln!(
+        "forged hellos: {sent} sent (one QUIC handshake each), {opened} sessions opened in \
+         {:?}; server CPU {cpu:?}",
+        t0.elapsed()
+    );
+    assert_clean(&run, &server);
+    let (raw, _) = stop_server(server);
+    assert!(
+        sent >= 10 && opened >= 1,
+        "{sent} hellos sent, {opened} opened"
+    );
+    // The fields reached the log, folded into the server's own line and cut short.
+    assert!(
+        raw.contains("attk-site"),
+        "the hello was not logged:\n{raw}"
+    );
+    let long = "x".repeat(100);
+    let forgeries: Vec<&str> = raw
+        .lines()
+        .filter(|l| l.starts_with("2026-11-26T08:00:00") || l.contains(&long))
+        .collect();
+    assert!(
+        forgeries.is_empty(),
+        "forged or uncut log lines: {forgeries:?}"
+    );
+    assert!(
+        !raw.contains("\u{1b}[2J"),
+        "the attacker's terminal escape reached the log"
     );
 }

@@ -538,13 +538,17 @@ fn udp_rows(ns: &Netns, dst: SocketAddr, probes: Vec<(String, Vec<u8>, Want)>) -
     })
 }
 
-/// One TCP connection speaking RFC 4571 frames; each `ask` counts the bytes that came back
-/// before the connection went quiet for [`QUIET`] or closed.
+/// One TCP connection speaking RFC 4571 frames, in clear or inside TLS (where control
+/// messages go); each `ask` counts the bytes that came back before the connection went quiet
+/// for [`QUIET`] or closed (inside TLS: the bytes in clear).
 struct Conn {
-    s: TcpStream,
+    s: Box<dyn Stream>,
     dec: Decoder,
     closed: bool,
 }
+
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
 
 struct Answer {
     sent: usize,
@@ -559,7 +563,20 @@ impl Conn {
         s.set_nodelay(true).expect("nodelay");
         s.set_read_timeout(Some(QUIET)).expect("timeout");
         Conn {
-            s,
+            s: Box::new(s),
+            dec: Decoder::new(),
+            closed: false,
+        }
+    }
+
+    /// TLS on the TCP port: the only place the server serves control messages.
+    fn open_tls(dst: SocketAddr) -> Conn {
+        let s = TcpStream::connect_timeout(&dst, Duration::from_secs(3)).expect("TCP connect");
+        s.set_nodelay(true).expect("nodelay");
+        let (s, _) = probe_tests::tls::connect(s).expect("TLS handshake");
+        s.sock.set_read_timeout(Some(QUIET)).expect("timeout");
+        Conn {
+            s: Box::new(s),
             dec: Decoder::new(),
             closed: false,
         }
@@ -567,7 +584,7 @@ impl Conn {
 
     fn ask(&mut self, payload: &[u8]) -> Answer {
         let bytes = frame::encode(payload);
-        let _ = self.s.write_all(&bytes);
+        let _ = self.s.write_all(&bytes).and_then(|_| self.s.flush());
         let mut got = 0;
         let mut buf = [0u8; 8192];
         loop {
@@ -659,10 +676,10 @@ fn no_amplification_without_token() {
                 if pad == 0 { Want::Any } else { Want::Answered },
             ));
         }
-        let mut c = Conn::open(dst);
+        let mut c = Conn::open_tls(dst);
         let a = c.ask(&hello(1100, 2_000).to_payload(None));
         rows.push(tcp_row(
-            "control hello, pad 1100 (session kept)",
+            "control hello inside TLS, pad 1100 (session kept)",
             &a,
             Want::Answered,
         ));
@@ -892,18 +909,18 @@ fn no_amplification_with_token_plain_stun_and_unsigned_control_get_nothing() {
         let mut c = Conn::open(dst);
         let a = c.ask(&hello(1100, 2_000).to_payload(Some(&auth::token_key("wrong"))));
         rows.push(tcp_row("control hello, wrong token MAC", &a, Want::Silent));
-        let mut c = Conn::open(dst);
+        let mut c = Conn::open_tls(dst);
         let signed = hello(1100, 2_000).to_payload(Some(&key));
         let a = c.ask(&signed);
         rows.push(tcp_row(
-            "control hello with the token (control)",
+            "control hello with the token inside TLS (control)",
             &a,
             Want::Answered,
         ));
         welcome_of(&a, Some(&key));
-        // The same signed bytes again, as someone who captured them on the cleartext TCP
-        // fallback would send them: no session, no answer.
-        let mut c = Conn::open(dst);
+        // The same signed bytes again, as someone who got hold of them would send them: no
+        // session, no answer.
+        let mut c = Conn::open_tls(dst);
         let a = c.ask(&signed);
         rows.push(tcp_row("the same signed hello replayed", &a, Want::Silent));
         rows

@@ -291,6 +291,18 @@ fn three_sites_one_server_results_metrics_compare_and_restart() {
         );
     }
     assert!(l["failing_since"].is_string() && c["failing_since"].is_null());
+    // The path-MTU figures travel report → store columns → table (a clean path: every size).
+    assert_eq!(
+        c["mtu_up_min"], clean["mtu"]["udp"]["up"]["largest_df"],
+        "{c:#}"
+    );
+    assert_eq!(c["mtu_up_min"], 1472, "{c:#}");
+    assert_eq!(
+        c["mtu_down_min"], clean["mtu"]["udp"]["down"]["largest_df"],
+        "{c:#}"
+    );
+    assert!(b["mtu_up_min"].is_null(), "no UDP, no UDP MTU: {b:#}");
+    assert_eq!(c["path_cut_runs"], 0, "{c:#}");
 
     // `--runs` of one site: the client address as the server saw it, the reflexive address.
     let runs = server_tool(&[

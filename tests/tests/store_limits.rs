@@ -2,7 +2,8 @@
 //! in a routed topology. A hostile site name (a spreadsheet formula and a newline followed by a
 //! forged log line) reaches neither the log nor the CSV as such; the store file is 0600;
 //! `--sites` refuses other sites' uploads and counts them; `--retention` deletes old runs and
-//! counts them.
+//! counts them; `--site-token` keeps a site's runs only from clients proving its token (a MAC,
+//! never the token); `--max-store-mb` deletes the oldest runs first and counts them.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -62,7 +63,11 @@ fn stop_gracefully(mut server: ServerHandle) -> String {
 }
 
 fn probe(topo: &Topology, server: &ServerHandle, site: &str) -> ClientRun {
-    let args = vec![
+    probe_with(topo, server, site, &[])
+}
+
+fn probe_with(topo: &Topology, server: &ServerHandle, site: &str, extra: &[&str]) -> ClientRun {
+    let mut args = vec![
         topo.server_public_ip.to_string(),
         "--pin".into(),
         server.pin().into(),
@@ -72,6 +77,7 @@ fn probe(topo: &Topology, server: &ServerHandle, site: &str) -> ClientRun {
         "--duration".into(),
         "1".into(),
     ];
+    args.extend(extra.iter().map(|s| s.to_string()));
     let run = probe_tests::run_client(&topo.client, &args, CLIENT_BOUND);
     assert!(
         run.json.is_some(),
@@ -282,4 +288,171 @@ fn retention_deletes_old_runs_at_start_and_counts_them() {
     let after = server_tool(&["results", "--json", "--store", store.to_str().unwrap()]);
     assert!(after.success(), "{}", after.describe());
     assert!(!after.stdout.contains("old-site"), "{}", after.stdout);
+}
+
+/// Site name to run count, from `probe-server results --json`.
+fn stored_runs(store: &Path) -> BTreeMap<String, u64> {
+    let json = server_tool(&["results", "--json", "--store", store.to_str().unwrap()]);
+    assert!(json.success(), "{}", json.describe());
+    let table: Value = serde_json::from_str(&json.stdout).unwrap();
+    table["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["site"].as_str().unwrap().to_string(),
+                s["runs"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn site_token_keeps_only_runs_that_prove_the_token() {
+    let _g = serial();
+    let topo = Topology::routed();
+    let dir = TempDir::new("store-site-token");
+    let store = dir.path().join("results.sqlite");
+    let token = "berlin-7f3a9c0e5d2b4f61";
+    let file = dir.path().join("site-tokens");
+    std::fs::write(&file, format!("# site tokens\nberlin = {token}\n")).unwrap();
+    let server = start(
+        &topo.server,
+        &store,
+        &["--site-token-file", file.to_str().unwrap()],
+    );
+    let refused = r#"probe_server_uploads_total{outcome="site_token_refused"}"#;
+    // No token, then a wrong one: refused, counted, said in one sentence; the verdict stands.
+    let bare = probe(&topo, &server, "berlin");
+    wait_sample(&topo.server, refused, 1.0);
+    let wrong = probe_with(
+        &topo,
+        &server,
+        "berlin",
+        &["--site-token", "not-the-berlin-token"],
+    );
+    wait_sample(&topo.server, refused, 2.0);
+    assert!(
+        bare.stderr.contains("needs its site token"),
+        "{}",
+        bare.describe()
+    );
+    assert!(
+        wrong
+            .stderr
+            .contains("site token given for site berlin is wrong"),
+        "{}",
+        wrong.describe()
+    );
+    let good = probe_with(&topo, &server, "berlin", &["--site-token", token]);
+    wait_sample(
+        &topo.server,
+        r#"probe_server_uploads_total{outcome="stored"}"#,
+        1.0,
+    );
+    assert_eq!(
+        bare.code,
+        good.code,
+        "{}\n{}",
+        bare.describe(),
+        good.describe()
+    );
+    assert_eq!(wrong.code, good.code, "{}", wrong.describe());
+    assert!(!good.stderr.contains("did not keep"), "{}", good.describe());
+    // Without --sites, a site that has no token uploads freely.
+    probe(&topo, &server, "tokyo");
+    wait_sample(
+        &topo.server,
+        r#"probe_server_uploads_total{outcome="stored"}"#,
+        2.0,
+    );
+    let stderr = stop_gracefully(server);
+    assert!(
+        !stderr.contains(token),
+        "the token reached the log:\n{stderr}"
+    );
+    let runs = stored_runs(&store);
+    assert_eq!(
+        runs,
+        BTreeMap::from([("berlin".to_string(), 1), ("tokyo".to_string(), 1)]),
+        "only the run with the right token is kept for berlin"
+    );
+}
+
+/// SQLite's pages in use, as the store measures itself.
+fn used_bytes(store: &Path) -> u64 {
+    let q = |pragma: &str| -> u64 {
+        let out = Command::new("sqlite3")
+            .arg(store)
+            .arg(format!("PRAGMA {pragma};"))
+            .output()
+            .expect("sqlite3 runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    (q("page_count") - q("freelist_count")) * q("page_size")
+}
+
+#[test]
+fn max_store_mb_deletes_the_oldest_runs_first_and_counts_them() {
+    let _g = serial();
+    let topo = Topology::routed();
+    let dir = TempDir::new("store-size");
+    let store = dir.path().join("results.sqlite");
+    let server = start(&topo.server, &store, &[]);
+    probe(&topo, &server, "kept-site");
+    wait_sample(
+        &topo.server,
+        r#"probe_server_uploads_total{outcome="stored"}"#,
+        1.0,
+    );
+    stop_gracefully(server);
+    // Copies of that real run, an hour older, fill the store well past 1 MiB.
+    let fill = "CREATE TEMP TABLE t AS SELECT * FROM runs; \
+        UPDATE t SET id = NULL, site = 'old-filler', received_ms = received_ms - 3600000; \
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1500) \
+        INSERT INTO runs SELECT t.* FROM t, n;";
+    let out = Command::new("sqlite3")
+        .arg(&store)
+        .arg(fill)
+        .output()
+        .expect("sqlite3 runs");
+    assert!(out.status.success(), "{out:?}");
+    let before = used_bytes(&store);
+    assert!(before > 2 << 20, "the filler is {before} bytes");
+    assert_eq!(stored_runs(&store)["old-filler"], 1500);
+
+    let server = start(&topo.server, &store, &["--max-store-mb", "1"]);
+    let series = r#"probe_server_store_pruned_runs_total{reason="size"}"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pruned = loop {
+        let body = http_get(&topo.server, "/metrics");
+        match sample(&body, series) {
+            Some(n) if n > 0.0 => break n,
+            _ if Instant::now() > deadline => panic!("{series} stays 0:\n{body}"),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    probe(&topo, &server, "new-site");
+    wait_sample(
+        &topo.server,
+        r#"probe_server_uploads_total{outcome="stored"}"#,
+        1.0,
+    );
+    let stderr = stop_gracefully(server);
+    assert!(stderr.contains("deleted stored runs"), "{stderr}");
+    let runs = stored_runs(&store);
+    // The oldest runs (the filler) went, as many as the metric says; the newer ones stayed.
+    assert_eq!(runs.get("kept-site"), Some(&1), "{runs:?}");
+    assert_eq!(runs.get("new-site"), Some(&1), "{runs:?}");
+    let left = runs.get("old-filler").copied().unwrap_or(0);
+    assert_eq!(left as f64, 1500.0 - pruned, "{runs:?}");
+    assert!(left < 1500, "{runs:?}");
+    // Pruning runs before writes, so the one run written since may stand over the bound.
+    let after = used_bytes(&store);
+    assert!(
+        after <= (1 << 20) + (64 << 10),
+        "the store uses {after} bytes over its 1 MiB"
+    );
 }

@@ -716,8 +716,9 @@ fn in_ns<T: Send + 'static>(ns: &probe_tests::Netns, f: impl FnOnce() -> T + Sen
     .unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
+/// The control channel as probe-client opens it on the TCP port: inside TLS.
 struct Ctl {
-    s: std::net::TcpStream,
+    s: probe_tests::tls::ClientStream,
     dec: probe_proto::frame::Decoder,
 }
 
@@ -725,6 +726,7 @@ impl Ctl {
     fn ask(&mut self, m: &probe_proto::msg::Control) -> probe_proto::msg::Control {
         use std::io::{Read, Write};
         self.s.write_all(&m.to_frame(None)).unwrap();
+        self.s.flush().unwrap();
         let mut buf = [0u8; 8192];
         loop {
             if let Some(p) = self.dec.next_frame().unwrap() {
@@ -787,7 +789,7 @@ fn relay_echo_only_from_an_announced_and_proven_relay() {
         let s = std::net::TcpStream::connect_timeout(&dst, Duration::from_secs(3)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
         Ctl {
-            s,
+            s: probe_tests::tls::connect(s).expect("TLS on the TCP port").0,
             dec: probe_proto::frame::Decoder::new(),
         }
     });
@@ -970,4 +972,176 @@ fn a_refresh_that_fails_midway_is_reported() {
         f["summary"].as_str().unwrap().contains("refresh failed"),
         "{f}"
     );
+}
+
+/// The MTU of the emulated narrow hop between client and TURN server.
+const TURN_HOP_MTU: u16 = 1280;
+
+/// A 1280-byte hop between client and coturn whose ICMP "fragmentation needed" never comes
+/// back: coturn runs on the router itself, so there is no forwarding hop to narrow. DF packets
+/// over 1280 bytes between the client and coturn's listening address die silently on arrival,
+/// either way (the router's prerouting for the client's, the client's for coturn's), as such a
+/// hop drops them; neither sender learns of it. Fragmentable ones pass whole, as they would in
+/// fragments. Priority -500 sees packets before reassembly.
+fn narrow_turn_hop(t: &Topology) {
+    let (turn, len) = (t.router_client_ip, TURN_HOP_MTU);
+    for (ns, dir) in [(&t.router, "daddr"), (&t.client, "saddr")] {
+        ns.nft(&format!(
+            "add table ip turn_mtu\n\
+             add chain ip turn_mtu pre {{ type filter hook prerouting priority -500; policy accept; }}\n\
+             add rule ip turn_mtu pre ip {dir} {turn} ip length > {len} ip frag-off & 0x4000 != 0 counter drop\n"
+        ));
+    }
+}
+
+fn turn_mtu_run(lab: &Lab) -> ClientRun {
+    lab.client(&[
+        "--turn",
+        "turn:turn.calls.test:3478?transport=udp",
+        "--turn-secret",
+        SECRET,
+    ])
+}
+
+/// `got` is within one step of the largest planned size that fits `truth`.
+fn within_one_step(sizes: &[u64], got: &Value, truth: u64, what: &str, ctx: &str) {
+    let got = got
+        .as_u64()
+        .unwrap_or_else(|| panic!("{what}: {got}\n{ctx}"));
+    let i = sizes
+        .iter()
+        .position(|s| *s == got)
+        .unwrap_or_else(|| panic!("{what} {got} is not a planned size\n{ctx}"));
+    let want = sizes
+        .iter()
+        .rposition(|s| *s <= truth)
+        .expect("a size fits");
+    assert!(i.abs_diff(want) <= 1, "{what}: {got}, truth {truth}\n{ctx}");
+}
+
+#[test]
+fn path_mtu_through_a_narrow_turn_path_is_large_packets_lost_naming_the_relay() {
+    let lab = lab(&[]);
+    narrow_turn_hop(&lab.t);
+    let run = turn_mtu_run(&lab);
+    let j = json(&run);
+    let ctx = format!(
+        "{:#}\n{}\n{}\n{}",
+        j["mtu"],
+        run.describe(),
+        lab.t.router.ruleset(),
+        lab.t.client.ruleset()
+    );
+    let m = &j["mtu"]["turn"];
+    assert_eq!(m["transport"], "udp", "{ctx}");
+    assert_eq!(m["framing"], "channel_data", "{ctx}");
+    let overhead = m["overhead"].as_u64().expect("overhead");
+    assert_eq!(overhead, 4, "ChannelData's header: {ctx}");
+    let sizes: Vec<u64> = m["sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    // Probe-server payload that fits: the hop less IPv4 and UDP headers and ChannelData's.
+    let truth = u64::from(TURN_HOP_MTU) - 28 - overhead;
+    within_one_step(&sizes, &m["up"]["largest_df"], truth, "TURN up DF", &ctx);
+    within_one_step(
+        &sizes,
+        &m["down"]["largest_df"],
+        truth,
+        "TURN down DF",
+        &ctx,
+    );
+    assert_eq!(m["up"]["icmp"], false, "{ctx}");
+    // Upstream the client's DF decides: fragmentable probes pass whole. (Downstream, coturn
+    // sends with its own DF setting, whatever the probe asked of the server.)
+    assert_eq!(m["up"]["largest_no_df"], *sizes.last().unwrap(), "{ctx}");
+    // The direct path is clean: its figures are full size.
+    let full = j["mtu"]["udp"]["sizes"].as_array().unwrap().last().cloned();
+    assert_eq!(j["mtu"]["udp"]["up"]["largest_df"], full.unwrap(), "{ctx}");
+    let f = finding(j, "large_packets_lost").unwrap_or_else(|| panic!("no finding\n{ctx}"));
+    let summary = f["summary"].as_str().unwrap();
+    assert!(summary.contains("Through the TURN relay"), "{summary}");
+    assert!(summary.contains("through the TURN relay"), "{summary}");
+    assert!(
+        f["fix"].as_str().unwrap().contains("TURN over TCP or TLS"),
+        "{f:#}"
+    );
+    for ns in [&lab.t.router, &lab.t.client] {
+        let rules = ns.ruleset();
+        let rule = rules
+            .lines()
+            .find(|l| l.contains("ip length > 1280"))
+            .unwrap_or_else(|| panic!("no rule: {rules}"));
+        assert!(
+            !rule.contains("packets 0 "),
+            "the rule dropped nothing: {rule}"
+        );
+    }
+    // Unanswered probes run to the plan's 1.5 s deadline; the phase is bounded at 3 s.
+    let ms = m["ms"].as_u64().expect("ms");
+    assert!(
+        (1400..=3200).contains(&ms),
+        "the relay phase took {ms} ms\n{ctx}"
+    );
+}
+
+#[test]
+fn path_mtu_through_a_clean_turn_path_is_full_size_without_a_finding() {
+    let lab = lab(&[]);
+    let run = turn_mtu_run(&lab);
+    let j = json(&run);
+    let m = &j["mtu"]["turn"];
+    let ctx = format!("{:#}\n{}", j["mtu"], run.describe());
+    let full = m["sizes"].as_array().and_then(|s| s.last()).cloned();
+    assert_eq!(
+        full,
+        Some(Value::from(1468)),
+        "1500 less IPv4, UDP and ChannelData: {ctx}"
+    );
+    for way in ["up", "down"] {
+        for key in ["largest_df", "largest_no_df"] {
+            assert_eq!(Some(&m[way][key]), full.as_ref(), "{way} {key}: {ctx}");
+        }
+    }
+    assert!(finding(j, "large_packets_lost").is_none(), "{ctx}");
+    assert!(
+        m["ms"].as_u64().expect("ms") < 1000,
+        "nothing lost, nothing waited: {ctx}"
+    );
+    assert_eq!(run.code, Some(0), "{ctx}");
+}
+
+#[test]
+fn human_report_shows_the_turn_mtu_line() {
+    let lab = lab(&[]);
+    narrow_turn_hop(&lab.t);
+    let args = [
+        format!("{}:8443", lab.t.server_ip),
+        "--pin".into(),
+        lab.server.pin().to_string(),
+        "--duration".into(),
+        "1".into(),
+        "--no-upload".into(),
+        "--site".into(),
+        "turn".into(),
+        "--turn".into(),
+        "turn:turn.calls.test:3478?transport=udp".into(),
+        "--turn-secret".into(),
+        SECRET.into(),
+    ];
+    let run = try_run_client_env(&lab.t.client, &args, &BTreeMap::new(), CLIENT_BOUND);
+    assert!(
+        run.stdout.contains("TURN largest payload  up "),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("channel data +4 B"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Through the TURN relay"),
+        "{}",
+        run.stdout
+    );
+    println!("{}", run.stdout);
 }

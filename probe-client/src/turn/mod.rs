@@ -10,6 +10,7 @@
 //! blocked TURN server is judged within about 6 s.
 
 mod mattermost;
+mod mtu;
 mod net;
 
 // The proxy rules of `probe-client rtcd-api` (Go's `http.ProxyFromEnvironment`): a browser's
@@ -19,6 +20,7 @@ use crate::rtcd_api::goproxy;
 use net::Link;
 use probe_proto::echo::{self, SessionKey};
 use probe_proto::msg::{Control, Counters};
+use probe_proto::path::mtu::TurnMtu;
 use probe_proto::report::Finding;
 use probe_proto::session::{RELAY_COOKIE_AT, RELAY_COOKIE_LEN};
 use probe_proto::stats::EchoStats;
@@ -123,6 +125,8 @@ pub struct Context {
     /// When the probe server will drop the session (it allows twice the hello's duration plus
     /// 30 s): the echo through each relay is shortened to fit, or skipped.
     pub session_deadline: Option<Instant>,
+    /// The path-MTU phase is on (`--no-mtu` turns it off here too).
+    pub mtu: bool,
 }
 
 impl Context {
@@ -163,16 +167,31 @@ impl Context {
             size: usize::from(args.size.unwrap_or(160)),
             // probe-server keeps a session for twice the hello's duration plus 30 s.
             session_deadline: welcome.map(|_| run_start + duration * 2 + Duration::from_secs(30)),
+            mtu: !args.no_mtu,
         }
     }
 }
 
-/// Adds the TURN check to a finished report: the `turn` object and its findings (`ok` follows).
-pub fn attach(report: &mut probe_proto::report::Report, turn: TurnReport, findings: Vec<Finding>) {
+/// The TURN check's findings, and the path MTU through the relay when it was measured.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub findings: Vec<Finding>,
+    pub mtu: Option<TurnMtu>,
+}
+
+/// Adds the TURN check to a finished report: the `turn` object and its findings (`ok` follows),
+/// and the relay's path MTU as `mtu.turn`, judged (`crate::mtu::attach`, if it runs later,
+/// judges the whole `mtu` object again).
+pub fn attach(report: &mut probe_proto::report::Report, turn: TurnReport, out: Outcome) {
     let mut all = report.findings.clone();
-    all.extend(findings);
+    all.extend(out.findings);
     report.set_findings(all);
     report.turn = Some(turn);
+    if let Some(t) = out.mtu {
+        let mut m = report.mtu.take().unwrap_or_default();
+        m.turn = Some(t);
+        crate::mtu::attach(report, m);
+    }
 }
 
 /// The run's control channel, for the relay messages (one request, one answer).
@@ -242,7 +261,7 @@ pub async fn check<C: ControlChannel>(
     args: &TurnArgs,
     ctx: &Context,
     control: &mut C,
-) -> (TurnReport, Vec<Finding>) {
+) -> (TurnReport, Outcome) {
     let mut report = TurnReport::default();
     let (servers, skew) = servers(args, ctx, &mut report).await;
     if let Some(s) = servers.first() {
@@ -267,14 +286,17 @@ pub async fn check<C: ControlChannel>(
         lives.push(live);
     }
     let first_new = report.attempts.len() - lives.len();
+    let mut mtu = None;
     for (i, live) in lives.into_iter().enumerate() {
         let Some(live) = live else { continue };
         let attempt = &mut report.attempts[first_new + i];
-        relay_echo(attempt, live, ctx, control).await;
+        // Path MTU once, on the first UDP allocation that echoed.
+        let m = relay_echo(attempt, live, ctx, control, ctx.mtu && mtu.is_none()).await;
+        mtu = mtu.or(m);
     }
     report.ok = report.attempts.iter().any(|a| a.reached == Reached::Echoed);
     let findings = verdict::findings(&report);
-    (report, findings)
+    (report, Outcome { findings, mtu })
 }
 
 /// TURN URLs with the credentials to use on them.
@@ -802,15 +824,38 @@ fn send_relayed(live: &mut Live, peer: SocketAddr, data: &[u8]) -> std::io::Resu
     live.link.send(&bytes)
 }
 
-/// Echo through the relay to the probe server, then the allocation's release.
+/// Echo through the relay to the probe server, then (`mtu`, UDP, echo came back) the path MTU
+/// through it on the same allocation, then the allocation's release.
 async fn relay_echo<C: ControlChannel>(
     a: &mut TurnAttempt,
     live: Live,
     ctx: &Context,
     control: &mut C,
-) {
-    let live = relay_echo_steps(a, live, ctx, control).await;
+    mtu: bool,
+) -> Option<TurnMtu> {
+    let mut live = relay_echo_steps(a, live, ctx, control).await;
+    let session = ctx.session.as_ref().filter(|_| mtu);
+    let session =
+        session.filter(|_| a.reached == Reached::Echoed && a.transport == TurnTransport::Udp);
+    let mut found = None;
+    if let Some(s) = session {
+        let probe = mtu::Probe {
+            url: a.url.clone(),
+            key: s.key,
+            session: s.id,
+            peer: ctx.server_udp,
+        };
+        let (back, m) = tokio::task::spawn_blocking(move || {
+            let m = mtu::run(&mut live, &probe);
+            (live, m)
+        })
+        .await
+        .expect("the MTU probes do not panic");
+        live = back;
+        found = m;
+    }
     release(live).await;
+    found
 }
 
 /// The server's consent, priming, the echo with its counters before and after, and the

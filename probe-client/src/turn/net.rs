@@ -17,6 +17,10 @@ pub trait Link: Send {
     fn send(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// The next message, or `Ok(None)` when `until` passes first.
     fn recv(&mut self, until: Instant) -> io::Result<Option<Vec<u8>>>;
+    /// The UDP socket under a datagram link (the path-MTU probes set DF on it).
+    fn udp_socket(&self) -> Option<&UdpSocket> {
+        None
+    }
 }
 
 fn left(until: Instant) -> Option<Duration> {
@@ -57,6 +61,10 @@ impl UdpLink {
 impl Link for UdpLink {
     fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.sock.send(bytes).map(|_| ())
+    }
+
+    fn udp_socket(&self) -> Option<&UdpSocket> {
+        Some(&self.sock)
     }
 
     fn recv(&mut self, until: Instant) -> io::Result<Option<Vec<u8>>> {

@@ -5,8 +5,13 @@
 //! Reach ──udp──▶ OpenQuic ──up──▶ Hello(Quic) ──welcome──▶ UdpEcho ─▶ TcpEchoAndIce ─▶ Counters ─▶ Done
 //!   │              │ pin mismatch ─▶ Abort          │ refused / no answer ─▶ Done
 //!   │              └─failed─┐                       │
-//!   └──tcp only─────────────┴──▶ Hello(Tcp) ────────┘ (no TCP either ─▶ Done)
+//!   └──tcp only─────────────┴──▶ OpenTls ──up──▶ Hello(Tcp)
+//!                                  │ pin mismatch ─▶ Abort; failed, or no TCP either ─▶ Done
 //! ```
+//!
+//! The TCP fallback's control channel is TLS 1.3 on the TCP port with the QUIC certificate, so
+//! the pin is checked there too and no session secret crosses in clear; STUN and echo stay
+//! plain RFC 4571 frames, shaped like Calls' own ICE-TCP traffic.
 //!
 //! The shell asks [`Run::step`] what to do, does that IO, and hands the outcome to the matching
 //! `on_*` method; [`Run::report`] then judges the facts.
@@ -52,7 +57,7 @@ pub struct Reach {
     pub tcp_stun_ok: bool,
 }
 
-/// How the QUIC control channel attempt ended.
+/// How the QUIC control channel attempt (or the TLS one on the TCP port) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QuicOutcome {
     Up { pin_seen: Option<String> },
@@ -73,16 +78,16 @@ pub enum HelloOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Channel {
     Quic,
-    /// The TCP connection of the reachability probe.
+    /// A TLS connection to the TCP port, opened after the reachability probe's plain one.
     Tcp,
 }
 
 /// Which TCP connection carries the TCP echo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TcpEchoLink {
-    /// The control connection (UDP is blocked, control runs over TCP).
-    Control,
-    /// A fresh connection: the probe's one may have idled out during a long UDP phase.
+    /// A fresh plain connection, bound to the session by the echo MAC, never the TLS control
+    /// one: RFC 4571 frames in clear are what Calls' ICE-TCP sends, so a middlebox that passes
+    /// TLS but not those cannot make the echo pass where calls would fail.
     Fresh,
 }
 
@@ -95,6 +100,8 @@ pub enum Step<'a> {
         tcp: bool,
     },
     OpenQuic,
+    /// TLS to the TCP port, checking the pin as QUIC does.
+    OpenTls,
     /// Send the hello on this channel.
     Hello(Channel),
     /// Echo over the UDP socket of the reachability probe, in this session.
@@ -119,6 +126,7 @@ pub enum Step<'a> {
 enum Phase {
     Reach,
     Quic,
+    Tls,
     Hello(Channel),
     UdpEcho,
     TcpEchoAndIce,
@@ -184,6 +192,7 @@ impl Run {
                 tcp: self.plan.tcp,
             },
             (Phase::Quic, _) => Step::OpenQuic,
+            (Phase::Tls, _) => Step::OpenTls,
             (Phase::Hello(c), _) => Step::Hello(*c),
             (Phase::UdpEcho, Some(w)) => Step::UdpEcho(w),
             (Phase::TcpEchoAndIce, Some(w)) => Step::TcpEchoAndIce {
@@ -232,14 +241,31 @@ impl Run {
                 self.channel = Some(Channel::Quic);
                 Phase::Hello(Channel::Quic)
             }
-            QuicOutcome::PinMismatch { seen } => Phase::Abort(format!(
-                "the server at {} presents certificate {seen}, not the pinned {} — this is another server, \
-                 or probe-server's state directory was reset; ask the admin for the current pin",
-                self.plan.dialed,
-                self.plan.pin.as_deref().unwrap_or_default()
-            )),
+            QuicOutcome::PinMismatch { seen } => self.pin_mismatch(&seen),
             QuicOutcome::Failed => self.control_over_tcp(),
         };
+    }
+
+    /// How the TLS connection for control on the TCP port ended.
+    pub fn on_tls(&mut self, t: QuicOutcome) {
+        self.phase = match t {
+            QuicOutcome::Up { pin_seen } => {
+                self.pin_seen = pin_seen;
+                self.channel = Some(Channel::Tcp);
+                Phase::Hello(Channel::Tcp)
+            }
+            QuicOutcome::PinMismatch { seen } => self.pin_mismatch(&seen),
+            QuicOutcome::Failed => self.no_control(),
+        };
+    }
+
+    fn pin_mismatch(&self, seen: &str) -> Phase {
+        Phase::Abort(format!(
+            "the server at {} presents certificate {seen}, not the pinned {} — this is another server, \
+             or probe-server's state directory was reset; ask the admin for the current pin",
+            self.plan.dialed,
+            self.plan.pin.as_deref().unwrap_or_default()
+        ))
     }
 
     pub fn on_hello(&mut self, h: HelloOutcome) {
@@ -292,16 +318,12 @@ impl Run {
         self.tcp.reachable
     }
 
-    /// Without a working QUIC channel, the probe's TCP connection carries control if it works.
+    /// Without a working QUIC channel, control runs inside TLS on the TCP port if TCP works.
     fn control_over_tcp(&mut self) -> Phase {
         if !self.tcp.reachable {
             return self.no_control();
         }
-        if self.plan.pin.is_some() {
-            self.extra.push(pin_unverified());
-        }
-        self.channel = Some(Channel::Tcp);
-        Phase::Hello(Channel::Tcp)
+        Phase::Tls
     }
 
     /// No session: the server answered STUN but its control channel did not, or nothing did.
@@ -321,10 +343,7 @@ impl Run {
     }
 
     fn tcp_echo_link(&self) -> Option<TcpEchoLink> {
-        self.tcp.reachable.then_some(match self.channel {
-            Some(Channel::Tcp) => TcpEchoLink::Control,
-            _ => TcpEchoLink::Fresh,
-        })
+        self.tcp.reachable.then_some(TcpEchoLink::Fresh)
     }
 
     fn ice_offer(&self) -> Option<&IceOffer> {
@@ -429,6 +448,7 @@ impl Run {
             server_pin: self.pin_seen,
             ice: self.ice,
             turn: None,
+            mtu: None,
             live: false,
         };
         report.set_findings(findings);
@@ -436,22 +456,14 @@ impl Run {
     }
 }
 
-fn pin_unverified() -> Finding {
-    Finding::new(
-        FindingId::PinUnverified,
-        Severity::Info,
-        "The control channel ran over plain TCP (UDP is blocked), so the server's certificate pin could not be checked.",
-        "Nothing to fix for the measurement; the pin is checked whenever UDP works.",
-    )
-}
-
 fn control_failed() -> Finding {
     Finding::new(
         FindingId::ControlFailed,
         Severity::Warning,
         "The server answered STUN but its control channel did not come up, so no echo test ran.",
-        "Check that the port is served by probe-server (not another service) and that nothing in the path \
-         inspects and drops QUIC; run again with -v for details.",
+        "Check that the port is served by probe-server (not another service), that nothing in the path \
+         inspects and drops QUIC (UDP) or TLS (TCP), and, when UDP is blocked, that probe-server is as \
+         new as this client (older ones have no TLS on their TCP port); run again with -v for details.",
     )
 }
 

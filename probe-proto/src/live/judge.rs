@@ -236,6 +236,7 @@ pub fn report(o: &Outcome, meta: Meta) -> Report {
         server_pin: None,
         ice,
         turn: None,
+        mtu: None,
         live: true,
     };
     r.set_findings(findings);

@@ -1,6 +1,7 @@
 //! Rules about the path over time and topology, as pure functions over what the client saw
 //! (issue 13): a flow that dies mid-run ([`cut`]), a NAT/firewall mapping that does not outlive
-//! a quiet period ([`quiet`]), and a client behind the same NAT as RTCD ([`hairpin`]).
+//! a quiet period ([`quiet`]), a client behind the same NAT as RTCD ([`hairpin`]), and large
+//! packets lost on the way ([`mtu`]).
 //!
 //! The measurements travel in the report on the finding they explain (`findings[].path`), or on
 //! the `path_held` / `same_nat_as_rtcd` info findings when nothing is wrong: every other report
@@ -10,6 +11,7 @@
 pub mod cut;
 pub mod findings;
 pub mod hairpin;
+pub mod mtu;
 pub mod quiet;
 
 use serde::{Deserialize, Serialize};
@@ -99,6 +101,17 @@ pub struct PathFacts {
     /// ICE checks to the advertised address came back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hairpin_ok: Option<bool>,
+    /// Path MTU ([`mtu`]): the largest UDP payload judged each way (0: not even the smallest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu_largest_up: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu_largest_down: Option<u16>,
+    /// An ICMP "fragmentation needed" / "packet too big" reached the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu_icmp: Option<bool>,
+    /// 1400-byte TCP frames passed both ways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu_tcp_ok: Option<bool>,
 }
 
 /// Seconds with millisecond resolution, for the report.

@@ -5,7 +5,7 @@
 
 use probe_proto::http::Url;
 use probe_proto::rtcd::ConfigError;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::advertise;
 use super::api::ApiFacts;
@@ -33,6 +33,8 @@ pub struct HostFacts {
     /// done within its deadline.
     pub advertise: Option<(advertise::Outcome, RulesChoice)>,
     pub log: LogFacts,
+    /// RTCD's own NAT, seen with STUN from its ICE port's address.
+    pub nat: NatFacts,
 }
 
 /// What the run was given and found before gathering: RTCD's configuration and environment.
@@ -158,4 +160,67 @@ pub enum LogFacts {
     Late,
     Failed(String),
     Read(LogScan),
+}
+
+/// RTCD's own NAT: Binding requests sent from this host, from the ICE port's address, to the
+/// STUN servers RTCD is given and those of `--stun-check-server`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum NatFacts {
+    /// Not run: why (an override, no STUN server, `--no-nat-check`).
+    NotRun {
+        why: String,
+    },
+    /// Not finished within its deadline.
+    Late,
+    Ran(NatRun),
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NatRun {
+    /// RTCD's ice_port_udp.
+    pub ice_port: u16,
+    /// ice_host_port_override as RTCD resolves it on this host: the port it advertises
+    /// instead of the local one at a STUN-found address.
+    pub port_override: Option<u16>,
+    /// How long each server was given, retransmits included.
+    pub deadline_ms: u64,
+    pub servers: Vec<NatServer>,
+    /// One per local address RTCD sends its STUN request from.
+    pub sources: Vec<NatSource>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NatServer {
+    /// As given: `stun:203.0.113.2:3478`, or `--stun-check-server 198.51.100.7:8443`.
+    pub label: String,
+    /// The server RTCD itself asks (its first STUN URL).
+    pub rtcd_s: bool,
+    /// Given with `--stun-check-server` (a probe-server, say), not by RTCD's ice_servers.
+    pub from_flag: bool,
+    /// Its address; `None`: see `error` (DNS).
+    pub addr: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NatSource {
+    pub local: IpAddr,
+    /// The port the requests left from; `None`: nothing could be bound (see `error`).
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The ICE port was in use (RTCD running), so `port` is another port of the address.
+    pub ice_port_taken: bool,
+    /// One per server of this address's family that has an address.
+    pub answers: Vec<NatAnswer>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NatAnswer {
+    /// Index into `servers`.
+    pub server: usize,
+    /// The XOR-MAPPED-ADDRESS; `None`: no answer within the deadline.
+    pub mapped: Option<SocketAddr>,
 }

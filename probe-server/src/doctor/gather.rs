@@ -11,11 +11,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::facts::{
-    ApiSide, CpuFacts, CpuSample, DropFacts, FirewallFacts, Holders, HostFacts, LogFacts,
+    ApiSide, CpuFacts, CpuSample, DropFacts, FirewallFacts, Holders, HostFacts, LogFacts, NatFacts,
     PortFacts, Setup,
 };
 use super::procnet::{self, Owner, Proto, Sock};
-use super::{advertise, api, choose_rules, cpu, logs, nft, snmp, sysctl, Inputs, Loaded};
+use super::{advertise, api, choose_rules, cpu, logs, nat, nft, snmp, sysctl, Inputs, Loaded};
 use super::{hostname, RulesChoice};
 
 /// Spare time after the sample for the last reads and the report, within the 5 s promise.
@@ -27,6 +27,8 @@ const NFT_MARGIN: Duration = Duration::from_secs(3);
 const ADVERTISE_MARGIN: Duration = Duration::from_secs(3);
 const OWNER_SCAN_DEADLINE: Duration = Duration::from_millis(1500);
 const LOG_MARGIN: Duration = Duration::from_secs(3);
+/// The NAT check: DNS (1 s at most) then `nat::PER_SERVER`, within the join margin.
+const NAT_MARGIN: Duration = Duration::from_millis(3500);
 /// How long the candidate computation waits for RTCD's /version (from the start of the run).
 const VERSION_WAIT: Duration = Duration::from_millis(2500);
 
@@ -67,6 +69,7 @@ pub fn gather(inputs: &Inputs, loaded: &Loaded) -> HostFacts {
         Some(Some(Err(e))) => LogFacts::Failed(e),
         Some(Some(Ok(scan))) => LogFacts::Read(scan),
     };
+    let nat = tasks.nat.join(hard).unwrap_or(NatFacts::Late);
     HostFacts {
         started_ms,
         host: hostname(),
@@ -86,6 +89,7 @@ pub fn gather(inputs: &Inputs, loaded: &Loaded) -> HostFacts {
         firewall,
         advertise,
         log,
+        nat,
         duration_ms: t0.elapsed().as_millis() as u64,
     }
 }
@@ -291,6 +295,7 @@ struct Tasks {
     nft: Pending<Result<serde_json::Value, String>>,
     advertise: Pending<(advertise::Outcome, RulesChoice)>,
     log: Option<Pending<Result<logs::LogScan, String>>>,
+    nat: Pending<NatFacts>,
 }
 
 impl Tasks {
@@ -310,7 +315,17 @@ impl Tasks {
         });
         let nft_deadline = clock.base + clock.sample + NFT_MARGIN;
         let nft = spawn(move || nft::list_ruleset(nft_deadline));
+        let (cfg, ask) = (
+            loaded.cfg.clone(),
+            nat::NatAsk {
+                extra: inputs.stun_check_server.clone(),
+                off: inputs.no_nat_check,
+            },
+        );
+        let nat_deadline = clock.base + clock.sample + NAT_MARGIN;
+        let nat = spawn(move || nat::gather(&cfg, &ask, nat_deadline));
         Tasks {
+            nat,
             api,
             nft,
             advertise: spawn_advertise(inputs, loaded, clock, version_rx),

@@ -9,6 +9,7 @@ mod cpu;
 pub mod facts;
 mod gather;
 pub mod logs;
+mod nat;
 mod nft;
 pub(crate) mod procnet;
 pub mod report;
@@ -73,6 +74,22 @@ pub struct Inputs {
     /// its process cannot be read.
     #[arg(long, value_name = "UNIT", default_value = crate::rtcd_env::DEFAULT_UNIT)]
     pub rtcd_unit: String,
+    /// Another STUN server to ask from RTCD's ICE port's address (repeatable), e.g. a
+    /// probe-server elsewhere (it answers STUN on its port): when it answers from another
+    /// address than RTCD's STUN server, the two mappings show whether RTCD's NAT maps the port
+    /// the same way for every peer.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_stun_server)]
+    pub stun_check_server: Vec<String>,
+    /// Do not send STUN requests from this host to learn how its NAT maps RTCD's ICE port
+    /// (done only when RTCD has no ice_host_override and a stun: URL).
+    #[arg(long)]
+    pub no_nat_check: bool,
+}
+
+fn parse_stun_server(s: &str) -> Result<String, String> {
+    nat::split_server(s).map(|_| s.to_string()).ok_or_else(|| {
+        format!("`{s}` is not HOST:PORT (e.g. 198.51.100.7:8443, [2001:db8::7]:3478)")
+    })
 }
 
 fn parse_rtcd_version(s: &str) -> Result<String, String> {

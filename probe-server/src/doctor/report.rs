@@ -67,6 +67,9 @@ pub struct DoctorReport {
     /// RTCD (`"rtcd"`), or the Calls plugin's integrated RTC server (`{"calls_plugin": …}`).
     #[serde(default)]
     pub deployment: probe_proto::calls::Deployment,
+    /// The STUN answers behind the `rtcd_nat` check (RTCD's own NAT), when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nat: Option<super::facts::NatRun>,
 }
 
 impl DoctorReport {
@@ -225,6 +228,7 @@ mod tests {
             duration_ms: 1,
             config: "defaults".into(),
             deployment: Default::default(),
+            nat: None,
         };
         assert!(!r.ok);
         assert_eq!(r.exit_code(), 1);

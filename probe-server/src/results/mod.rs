@@ -38,6 +38,17 @@ pub struct UploadedRun {
     pub received_ms: u64,
     /// The client's schema-1 JSON report, as sent.
     pub report_json: String,
+    /// The session it came in and the site token MAC it carried, if any.
+    pub proof: Option<SiteProof>,
+}
+
+/// What a site token's check needs from the control channel.
+#[derive(Debug, Clone)]
+pub struct SiteProof {
+    pub session_id: u64,
+    pub session_key: [u8; 32],
+    /// [`probe_proto::auth::upload_mac`] from a `SignedUpload`; `None` for a plain upload.
+    pub mac: Option<[u8; 32]>,
 }
 
 /// What became of uploads, for the metrics and the shutdown log line.
@@ -53,16 +64,56 @@ pub struct UploadStats {
     pub queue_full: AtomicU64,
     /// Refused: the site is not on `--sites`.
     pub site_refused: AtomicU64,
+    /// Refused: the site has a `--site-token` and the upload did not prove it holds it.
+    pub site_token_refused: AtomicU64,
     /// Stored runs deleted for being older than `--retention`.
     pub pruned_retention: AtomicU64,
     /// Stored runs deleted, oldest first, to keep the store under `--max-store-mb`.
     pub pruned_size: AtomicU64,
 }
 
-/// Which sites may upload: every one, or those of `--sites`.
+/// Which sites may upload. A site with a `--site-token` only with a MAC made with its token
+/// (whatever `--sites` says); any other site when `--sites` lists it, or when there is no
+/// `--sites` at all.
 #[derive(Debug, Default, Clone)]
 pub struct SitePolicy {
     pub allowed: Option<std::collections::BTreeSet<String>>,
+    /// Site name to [`probe_proto::auth::site_key`] of its token.
+    pub tokens: std::collections::BTreeMap<String, [u8; 32]>,
+}
+
+/// Why an upload's site was refused; each is counted apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteRefusal {
+    NotListed(String),
+    Token(String),
+}
+
+/// Shortest site token taken: an unpinned server sees the upload's MAC, and a short token
+/// could be guessed from it offline.
+pub const MIN_SITE_TOKEN: usize = 16;
+
+/// One `--site-token NAME=TOKEN` (or a line of `--site-token-file`).
+pub fn parse_site_token(s: &str) -> Result<(String, String), String> {
+    let (name, token) = s.split_once('=').ok_or_else(|| {
+        "a site token is NAME=TOKEN (e.g. berlin=$(openssl rand -hex 16))".to_string()
+    })?;
+    let (name, token) = (name.trim(), token.trim());
+    if name.is_empty()
+        || name.chars().count() > MAX_SITE_CHARS
+        || name.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "the site name of a site token must have 1 to {MAX_SITE_CHARS} printable characters"
+        ));
+    }
+    if token.chars().count() < MIN_SITE_TOKEN {
+        return Err(format!(
+            "the site token of {name} is shorter than {MIN_SITE_TOKEN} characters; use a random \
+             one, e.g. $(openssl rand -hex 16)"
+        ));
+    }
+    Ok((name.to_string(), token.to_string()))
 }
 
 impl SitePolicy {
@@ -76,16 +127,61 @@ impl SitePolicy {
                     .map(str::to_string)
                     .collect()
             }),
+            tokens: Default::default(),
         }
     }
 
-    /// Why an upload of `site` is refused, if it is.
-    pub fn refuses(&self, site: &str) -> Option<String> {
+    /// Adds `--site-token` entries (name, token).
+    pub fn with_tokens(mut self, tokens: &[(String, String)]) -> Self {
+        for (name, token) in tokens {
+            self.tokens
+                .insert(name.clone(), probe_proto::auth::site_key(token));
+        }
+        self
+    }
+
+    /// Sites that get their metrics label at once: listed ones and those with a token.
+    pub fn vouched(&self) -> std::collections::BTreeSet<String> {
+        let mut v = self.allowed.clone().unwrap_or_default();
+        v.extend(self.tokens.keys().cloned());
+        v
+    }
+
+    /// Why an upload of `site` (whose report bytes are `report`) is refused, if it is.
+    pub fn refuses(
+        &self,
+        site: &str,
+        proof: Option<&SiteProof>,
+        report: &[u8],
+    ) -> Option<SiteRefusal> {
+        let name = probe_proto::sites::clean_text(site, MAX_SITE_CHARS);
+        if let Some(key) = self.tokens.get(site) {
+            return match proof.and_then(|p| p.mac.map(|m| (p, m))) {
+                None => Some(SiteRefusal::Token(format!(
+                    "site {name} needs its site token: run probe-client with --site-token \
+                     (or PROBE_SITE_TOKEN) set to the token the admin gave for {name}"
+                ))),
+                Some((p, mac))
+                    if !probe_proto::auth::upload_mac_ok(
+                        key,
+                        &p.session_key,
+                        p.session_id,
+                        report,
+                        &mac,
+                    ) =>
+                {
+                    Some(SiteRefusal::Token(format!(
+                        "the site token given for site {name} is wrong; ask the admin for the \
+                         one set with probe-server --site-token {name}=..."
+                    )))
+                }
+                Some(_) => None,
+            };
+        }
         match &self.allowed {
-            Some(a) if !a.contains(site) => Some(format!(
-                "site {} is not one this server keeps results for (probe-server --sites)",
-                probe_proto::sites::clean_text(site, MAX_SITE_CHARS)
-            )),
+            Some(a) if !a.contains(site) => Some(SiteRefusal::NotListed(format!(
+                "site {name} is not one this server keeps results for (probe-server --sites)"
+            ))),
             _ => None,
         }
     }
@@ -164,9 +260,19 @@ impl Sink {
                 return Err(probe_proto::sites::clean_text(&why, 512));
             }
         };
-        if let Some(why) = self.sites.refuses(&report.site) {
-            UploadStats::bump(&self.stats.site_refused, 1);
-            return Err(why);
+        match self
+            .sites
+            .refuses(&report.site, run.proof.as_ref(), run.report_json.as_bytes())
+        {
+            Some(SiteRefusal::NotListed(why)) => {
+                UploadStats::bump(&self.stats.site_refused, 1);
+                return Err(why);
+            }
+            Some(SiteRefusal::Token(why)) => {
+                UploadStats::bump(&self.stats.site_token_refused, 1);
+                return Err(why);
+            }
+            None => {}
         }
         let row = Row {
             received_ms: run.received_ms,
@@ -341,6 +447,7 @@ mod tests {
                 client_addr: "198.51.100.2:1".parse().unwrap(),
                 received_ms: 0,
                 report_json: "{}".into(),
+                proof: None,
             })
             .unwrap_err();
         assert_eq!(e, "this server keeps no results");
@@ -406,8 +513,88 @@ mod tests {
     #[test]
     fn sites_allow_list_refuses_other_sites() {
         let p = SitePolicy::from_list(Some("berlin, paris,,"));
-        assert_eq!(p.refuses("berlin"), None);
-        assert!(p.refuses("tokyo").unwrap().contains("--sites"));
-        assert_eq!(SitePolicy::from_list(None).refuses("anything"), None);
+        assert_eq!(p.refuses("berlin", None, b""), None);
+        assert!(
+            matches!(p.refuses("tokyo", None, b""), Some(SiteRefusal::NotListed(w)) if w.contains("--sites"))
+        );
+        assert_eq!(
+            SitePolicy::from_list(None).refuses("anything", None, b""),
+            None
+        );
+    }
+
+    #[test]
+    fn a_site_with_a_token_needs_a_mac_over_this_session_and_report() {
+        let token = "0123456789abcdef0123";
+        let tokens = [("berlin".to_string(), token.to_string())];
+        let key = probe_proto::auth::site_key(token);
+        let report = b"{\"schema\":1,\"site\":\"berlin\"}";
+        let proof = |mac| SiteProof {
+            session_id: 9,
+            session_key: [4; 32],
+            mac,
+        };
+        let good = probe_proto::auth::upload_mac(&key, &[4; 32], 9, report);
+        for policy in [
+            SitePolicy::from_list(None).with_tokens(&tokens),
+            // The token admits its site even when --sites does not list it.
+            SitePolicy::from_list(Some("paris")).with_tokens(&tokens),
+        ] {
+            assert_eq!(
+                policy.refuses("berlin", Some(&proof(Some(good))), report),
+                None
+            );
+            let none = policy.refuses("berlin", Some(&proof(None)), report);
+            assert!(
+                matches!(&none, Some(SiteRefusal::Token(w)) if w.contains("needs its site token")),
+                "{none:?}"
+            );
+            let wrong = probe_proto::auth::upload_mac(
+                &probe_proto::auth::site_key("another token of 20"),
+                &[4; 32],
+                9,
+                report,
+            );
+            let w = policy.refuses("berlin", Some(&proof(Some(wrong))), report);
+            assert!(
+                matches!(&w, Some(SiteRefusal::Token(m)) if m.contains("is wrong")),
+                "{w:?}"
+            );
+            // A MAC captured in another session, or over another report, proves nothing.
+            let other = SiteProof {
+                session_id: 10,
+                ..proof(Some(good))
+            };
+            assert!(policy.refuses("berlin", Some(&other), report).is_some());
+            assert!(policy
+                .refuses("berlin", Some(&proof(Some(good))), b"{}")
+                .is_some());
+        }
+        // Other sites: as --sites says (everyone without it).
+        let open = SitePolicy::from_list(None).with_tokens(&tokens);
+        assert_eq!(open.refuses("tokyo", None, report), None);
+        let listed = SitePolicy::from_list(Some("paris")).with_tokens(&tokens);
+        assert!(matches!(
+            listed.refuses("tokyo", None, report),
+            Some(SiteRefusal::NotListed(_))
+        ));
+        assert_eq!(listed.vouched().len(), 2);
+    }
+
+    #[test]
+    fn site_token_arguments_are_name_equals_a_long_token() {
+        assert_eq!(
+            parse_site_token(" berlin = 0123456789abcdef ").unwrap(),
+            ("berlin".to_string(), "0123456789abcdef".to_string())
+        );
+        assert!(parse_site_token("berlin")
+            .unwrap_err()
+            .contains("NAME=TOKEN"));
+        assert!(parse_site_token("=0123456789abcdef")
+            .unwrap_err()
+            .contains("site name"));
+        assert!(parse_site_token("berlin=short")
+            .unwrap_err()
+            .contains("shorter than 16"));
     }
 }

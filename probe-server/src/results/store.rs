@@ -4,14 +4,22 @@
 //! Rollback journal, not WAL: `probe-server results` may run as another user than the server,
 //! and a WAL database cannot be read without write access to its `-shm` file.
 
+use probe_proto::catalog::FindingId;
 use probe_proto::report::Report;
-use probe_proto::sites::{EchoFigures, Run};
+use probe_proto::sites::{EchoFigures, PathFigures, Run};
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `PRAGMA user_version` of the layout below; a file with a higher one is left alone.
-const LAYOUT: i64 = 1;
+const LAYOUT: i64 = 2;
+
+/// Layout 1 → 2: the path figures that sites are compared on (issue 13).
+const TO_LAYOUT_2: &str = "
+ALTER TABLE runs ADD COLUMN mtu_up INTEGER;
+ALTER TABLE runs ADD COLUMN mtu_down INTEGER;
+ALTER TABLE runs ADD COLUMN cut_after_s REAL;
+";
 
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -30,7 +38,10 @@ CREATE TABLE IF NOT EXISTS runs (
     rtt_p50_ms     REAL,
     rtt_p95_ms     REAL,
     findings       TEXT    NOT NULL,  -- finding ids, space-separated
-    report         TEXT    NOT NULL   -- the schema-1 JSON as the client sent it
+    report         TEXT    NOT NULL,  -- the schema-1 JSON as the client sent it
+    mtu_up         INTEGER,           -- largest unfragmented UDP payload up (0: < 1200); null: not measured
+    mtu_down       INTEGER,           -- the same, down
+    cut_after_s    REAL               -- the path stopped for good this far into the run
 );
 CREATE INDEX IF NOT EXISTS runs_site_time ON runs (site, received_ms);
 CREATE INDEX IF NOT EXISTS runs_time ON runs (received_ms);
@@ -305,12 +316,42 @@ impl Store {
                 ));
             }
         }
+        let upgrade = if version == 1 { TO_LAYOUT_2 } else { "" };
         // Also the write test: on a read-only medium this is where it fails.
-        let batch = format!("BEGIN IMMEDIATE; {CREATE} PRAGMA user_version = {LAYOUT}; COMMIT;");
+        let batch =
+            format!("BEGIN IMMEDIATE; {CREATE} {upgrade} PRAGMA user_version = {LAYOUT}; COMMIT;");
         self.conn.execute_batch(&batch).map_err(|e| {
             let _ = self.conn.execute_batch("ROLLBACK");
             self.err(e)
-        })
+        })?;
+        if version == 1 {
+            self.backfill_path_cuts().map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs stored before layout 2 predate the MTU check, but may carry a path cut in their
+    /// report: fill its column so the site table counts them too.
+    fn backfill_path_cuts(&self) -> rusqlite::Result<()> {
+        let pattern = format!("%{}%", FindingId::PathCutAfter.as_str());
+        let mut st = self
+            .conn
+            .prepare("SELECT id, report FROM runs WHERE findings LIKE ?1")?;
+        let found: Vec<(i64, String)> = st
+            .query_map([pattern], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        for (id, json) in found {
+            // A report this server stored parses; one that no longer does keeps a null column.
+            let Ok(report) = serde_json::from_str::<Report>(&json) else {
+                continue;
+            };
+            let cut = PathFigures::from_report(&report).cut_after_s;
+            self.conn.execute(
+                "UPDATE runs SET cut_after_s = ?1 WHERE id = ?2",
+                params![cut, id],
+            )?;
+        }
+        Ok(())
     }
 
     /// Inserts the rows in one transaction: all are kept or none.
@@ -320,8 +361,9 @@ impl Store {
             let mut st = tx.prepare(
                 "INSERT INTO runs (received_ms, site, client_addr, reflexive_addr, started_at, \
                  tool_version, ok, udp_reachable, udp_sent, loss_up_pct, loss_down_pct, rtt_p50_ms, \
-                 rtt_p95_ms, findings, report) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                 rtt_p95_ms, findings, report, mtu_up, mtu_down, cut_after_s) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
+                 ?17, ?18)",
             )?;
             for row in rows {
                 let r = &row.report;
@@ -343,6 +385,9 @@ impl Store {
                     echo.and_then(|e| e.rtt_p95_ms),
                     finding_ids(&fig.findings),
                     row.json,
+                    fig.path.mtu_up,
+                    fig.path.mtu_down,
+                    fig.path.cut_after_s,
                 ])?;
             }
         }
@@ -385,8 +430,8 @@ impl Store {
     pub fn runs(&self, site: Option<&str>, since_ms: u64) -> rusqlite::Result<Vec<StoredRun>> {
         let mut st = self.conn.prepare(
             "SELECT id, received_ms, site, ok, udp_reachable, udp_sent, loss_up_pct, loss_down_pct, \
-             rtt_p50_ms, rtt_p95_ms, findings, client_addr, reflexive_addr, tool_version \
-             FROM runs WHERE (?1 IS NULL OR site = ?1) AND received_ms >= ?2 \
+             rtt_p50_ms, rtt_p95_ms, findings, client_addr, reflexive_addr, tool_version, \
+             mtu_up, mtu_down, cut_after_s FROM runs WHERE (?1 IS NULL OR site = ?1) AND received_ms >= ?2 \
              ORDER BY received_ms, id",
         )?;
         let rows = st.query_map(params![site, since_ms as i64], |r| {
@@ -410,6 +455,11 @@ impl Store {
                         }),
                     },
                     findings: findings.split_whitespace().map(str::to_string).collect(),
+                    path: PathFigures {
+                        mtu_up: r.get(14)?,
+                        mtu_down: r.get(15)?,
+                        cut_after_s: r.get(16)?,
+                    },
                 },
                 client_addr: r.get(11)?,
                 reflexive_addr: r.get(12)?,
@@ -517,6 +567,7 @@ pub mod tests_support {
             server_pin: None,
             ice: None,
             turn: None,
+            mtu: None,
             live: false,
         };
         if loss_up.is_none() {
@@ -576,6 +627,58 @@ mod tests {
         assert_eq!(r.recent_sites(10).unwrap(), ["a", "b"]);
         // What the store gives back is what the report says.
         assert_eq!(all[0].run, Run::from_report(&report("a", Some(10.0)), 1000));
+    }
+
+    #[test]
+    fn a_layout_1_store_gains_the_path_columns_and_keeps_its_runs() {
+        use probe_proto::catalog::FindingId;
+        use probe_proto::report::{Finding, Severity};
+        let (_dir, path) = tmp("layout1");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        // A run with a path cut, stored the way layout 1 stored it.
+        let mut cut = report("branch", Some(0.0));
+        let mut f = Finding::new(FindingId::PathCutAfter.as_str(), Severity::Error, "s", "f");
+        f.path = Some(Box::new(probe_proto::path::PathFacts {
+            cut_after_s: Some(14.8),
+            ..Default::default()
+        }));
+        cut.set_findings(vec![f]);
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE runs (id INTEGER PRIMARY KEY, received_ms INTEGER NOT NULL, \
+                 site TEXT NOT NULL, client_addr TEXT NOT NULL, reflexive_addr TEXT, \
+                 started_at TEXT NOT NULL, tool_version TEXT NOT NULL, ok INTEGER NOT NULL, \
+                 udp_reachable INTEGER NOT NULL, udp_sent INTEGER, loss_up_pct REAL, \
+                 loss_down_pct REAL, rtt_p50_ms REAL, rtt_p95_ms REAL, findings TEXT NOT NULL, \
+                 report TEXT NOT NULL); PRAGMA user_version = 1;",
+            )
+            .unwrap();
+            for (at, r) in [(1000i64, &cut), (2000, &report("branch", Some(1.0)))] {
+                let ids: Vec<String> = r.findings.iter().map(|f| f.id.clone()).collect();
+                c.execute(
+                    "INSERT INTO runs (received_ms, site, client_addr, started_at, tool_version, \
+                     ok, udp_reachable, findings, report) VALUES (?1, 'branch', '198.51.100.2', \
+                     ?2, '0.1.0', 1, 1, ?3, ?4)",
+                    params![
+                        at,
+                        r.started_at,
+                        ids.join(" "),
+                        serde_json::to_string(r).unwrap()
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let mut s = Store::open_for_writing(&path).unwrap();
+        s.insert(&[row("branch", 3000, Some(0.0))]).unwrap();
+        drop(s);
+        let r = Store::open_for_reading(&path).unwrap();
+        let runs = r.runs(None, 0).unwrap();
+        assert_eq!(runs.len(), 3, "nothing lost in the upgrade");
+        assert_eq!(runs[0].run.path.cut_after_s, Some(14.8), "backfilled");
+        assert_eq!(runs[1].run.path, PathFigures::default());
+        assert_eq!(r.layout_version().unwrap(), LAYOUT);
     }
 
     #[test]

@@ -150,6 +150,7 @@ mod tests {
             client_addr: "[::ffff:198.51.100.2]:5000".parse().unwrap(),
             received_ms: 1_795_651_200_000,
             report_json: serde_json::to_string(&report(site, Some(1.0))).unwrap(),
+            proof: None,
         }
     }
 

@@ -167,23 +167,56 @@ fn a_clean_run_goes_through_every_phase() {
 }
 
 #[test]
-fn blocked_udp_runs_control_and_echo_over_the_tcp_connection() {
+fn blocked_udp_runs_control_over_tls_and_echo_over_plain_tcp() {
     let mut r = Run::new(Plan {
         pin: Some("sha256:ab".into()),
         ..plan()
     });
     r.on_reach(tcp_ok());
     assert!(!r.udp_reachable() && r.tcp_reachable());
-    assert_eq!(r.step(), Step::Hello(Channel::Tcp), "no QUIC attempt");
+    assert_eq!(r.step(), Step::OpenTls, "no QUIC attempt");
+    r.on_tls(QuicOutcome::Up {
+        pin_seen: Some("sha256:ab".into()),
+    });
+    assert_eq!(r.step(), Step::Hello(Channel::Tcp));
     r.on_hello(HelloOutcome::Welcome(Box::new(welcome(true))));
-    assert_eq!(tcp_and_ice(&r), (Some(TcpEchoLink::Control), true));
+    assert_eq!(tcp_and_ice(&r), (Some(TcpEchoLink::Fresh), true));
     r.on_tcp_echo_and_ice(Some(echo_ok(3)), None);
     r.on_counters(Some(counters(0, 3)));
     let rep = r.report(meta());
-    assert_eq!(ids(&rep), ["udp_blocked", "pin_unverified"]);
+    // The pin was checked over TLS: nothing to say about it.
+    assert_eq!(ids(&rep), ["udp_blocked"]);
     assert!(!rep.ok);
     assert!(rep.udp.echo.is_none() && rep.tcp.echo.is_some());
-    assert_eq!(rep.server_pin, None);
+    assert_eq!(rep.server_pin.as_deref(), Some("sha256:ab"));
+}
+
+#[test]
+fn a_pin_mismatch_over_tls_aborts_like_over_quic() {
+    let mut r = Run::new(Plan {
+        pin: Some("sha256:aa".into()),
+        ..plan()
+    });
+    r.on_reach(tcp_ok());
+    r.on_tls(QuicOutcome::PinMismatch {
+        seen: "sha256:bb".into(),
+    });
+    let Step::Abort(why) = r.step() else {
+        panic!("{:?}", r.step())
+    };
+    assert!(
+        why.contains("presents certificate sha256:bb, not the pinned sha256:aa"),
+        "{why}"
+    );
+}
+
+#[test]
+fn a_tls_channel_that_fails_is_control_failed() {
+    let mut r = Run::new(plan());
+    r.on_reach(tcp_ok());
+    r.on_tls(QuicOutcome::Failed);
+    assert_eq!(r.step(), Step::Done);
+    assert_eq!(ids(&r.report(meta())), ["udp_blocked", "control_failed"]);
 }
 
 #[test]
@@ -279,6 +312,8 @@ fn a_failed_quic_channel_falls_back_to_tcp() {
     let mut r = Run::new(plan());
     r.on_reach(both_ok());
     r.on_quic(QuicOutcome::Failed);
+    assert_eq!(r.step(), Step::OpenTls);
+    r.on_tls(QuicOutcome::Up { pin_seen: None });
     assert_eq!(r.step(), Step::Hello(Channel::Tcp));
     r.on_hello(HelloOutcome::Welcome(Box::new(welcome(false))));
     assert!(
@@ -286,7 +321,7 @@ fn a_failed_quic_channel_falls_back_to_tcp() {
         "UDP works even though QUIC did not"
     );
     r.on_udp_echo(Some(echo_ok(1)));
-    assert_eq!(tcp_and_ice(&r), (Some(TcpEchoLink::Control), false));
+    assert_eq!(tcp_and_ice(&r), (Some(TcpEchoLink::Fresh), false));
 }
 
 #[test]

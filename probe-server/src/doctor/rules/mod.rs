@@ -12,6 +12,7 @@ use super::report::{self, Check, DoctorReport, Status};
 use super::{advertise, logs, Done, RulesChoice};
 
 mod host;
+mod nat;
 mod services;
 
 pub use host::{cpu, plugin_ports, ports, socket_buffers, udp_drops};
@@ -101,6 +102,11 @@ pub fn judge(facts: HostFacts) -> Done {
     firewall(&facts.firewall, &mut out);
     environment(&facts.setup, &mut out);
     let (stun_now, rules) = advertised(facts.advertise.as_ref(), &mut out);
+    nat::rtcd_nat(
+        &facts.nat,
+        probe_proto::calls::wording::Terms::of(&facts.setup.deployment),
+        &mut out,
+    );
     log(&facts.log, &facts.setup, &stun_now, &mut out);
     let Judged {
         checks,
@@ -128,6 +134,10 @@ pub fn judge(facts: HostFacts) -> Done {
         duration_ms: facts.duration_ms,
         config: facts.setup.config_source,
         deployment: facts.setup.deployment.clone(),
+        nat: match facts.nat {
+            super::facts::NatFacts::Ran(run) => Some(run),
+            _ => None,
+        },
     };
     let log = match facts.log {
         LogFacts::Read(scan) => Some(scan),

@@ -782,6 +782,9 @@ fn judge_assembles_the_report() {
         },
         advertise: None,
         log: LogFacts::NoSource,
+        nat: crate::doctor::facts::NatFacts::NotRun {
+            why: "--no-nat-check".into(),
+        },
     };
     let done = judge(facts);
     let r = &done.report;
@@ -798,6 +801,7 @@ fn judge_assembles_the_report() {
             "host_firewall",
             "rtcd_env",
             "rtcd_config",
+            "rtcd_nat",
             "logs"
         ]
     );
