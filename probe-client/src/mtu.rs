@@ -51,8 +51,9 @@ pub async fn run(inp: Inputs<'_>) -> MtuReport {
             return None;
         }
         let part = tcp_part(inp.addr, inp.token, inp.session, inp.key);
+        // A little past the part's own deadline, so its large frames report first.
         Some(
-            tokio::time::timeout(TCP_DEADLINE, part)
+            tokio::time::timeout(TCP_DEADLINE + Duration::from_millis(100), part)
                 .await
                 .unwrap_or_else(|_| unreachable_tcp()),
         )
@@ -123,6 +124,33 @@ pub(crate) fn too_big(e: &std::io::Error) -> bool {
     e.raw_os_error() == Some(code)
 }
 
+/// Before each probe: an ICMP "too big" that came since the last send sits on the socket as a
+/// pending error (Linux sets `sk_err` to EMSGSIZE with or without `IP_RECVERR`, and a waiting
+/// receive is not woken for it), which the next send would return instead of sending. Its queue
+/// entry is read first (reading the queue may set the error again), then the error is taken.
+pub(crate) fn clear_pending(icmp: &mut icmp::Watch, sock: &impl RawSock, take: impl Fn()) {
+    icmp.drain(sock);
+    take();
+}
+
+/// A failed send: the probe is lost (the plan's next round sends it again). EMSGSIZE is this
+/// machine's own interface or route refusing it only when the error queue shows a local error,
+/// or no ICMP "too big" that the send could have returned instead.
+pub(crate) fn on_send_error(
+    plan: &mut Plan,
+    id: u32,
+    e: &std::io::Error,
+    icmp: &mut icmp::Watch,
+    sock: &impl RawSock,
+) {
+    let before = icmp.counts();
+    icmp.drain(sock);
+    let after = icmp.counts();
+    if too_big(e) && (after.local > before.local || after.too_big == before.too_big) {
+        plan.on_send_too_big(id);
+    }
+}
+
 /// The UDP plan on the echo's socket; the socket's DF setting is put back afterwards.
 async fn udp_part(sock: &UdpSocket, session: u64, key: &SessionKey) -> UdpMtu {
     let v6 = sock.peer_addr().is_ok_and(|a| a.is_ipv6());
@@ -151,13 +179,11 @@ async fn udp_part(sock: &UdpSocket, session: u64, key: &SessionKey) -> UdpMtu {
                     probe.df,
                     &mut out,
                 );
-                // A send error is the probe lost (or a queued ICMP error, read below); "too
-                // big" from our own stack means this machine's interface or route is the limit.
+                clear_pending(&mut icmp, sock, || {
+                    let _ = sock.take_error();
+                });
                 if let Err(e) = sock.try_send(&out[..n]) {
-                    if too_big(&e) {
-                        plan.on_send_too_big(id);
-                    }
-                    icmp.drain(sock);
+                    on_send_error(&mut plan, id, &e, &mut icmp, sock);
                 }
             }
             Action::Wait(at) => {
@@ -196,7 +222,9 @@ async fn tcp_part(
     key: &SessionKey,
 ) -> TcpMtu {
     let start = tokio::time::Instant::now();
-    // `None`: the server did not answer the small frame; `Some(false)`: the large one was lost.
+    // `None`: the server did not answer the small frame. Then the large frame's outcome:
+    // `Some(false)` lost, `None` when its wait was too short for the round trip the small one
+    // took (`plan::tcp_large_outcome`).
     let one = |way: Way| async move {
         let small = async {
             let (mut link, _) = TcpLink::connect(addr, token, TCP_SMALL).await.ok()?;
@@ -205,11 +233,11 @@ async fn tcp_part(
                 size: plan::BASELINE,
                 df: true,
             };
-            tcp_probe(&mut link, key, session, 0, p)
-                .await
-                .then_some(link)
+            let sent = Instant::now();
+            let ok = tcp_probe(&mut link, key, session, 0, p).await;
+            ok.then(|| (link, sent.elapsed()))
         };
-        let mut link = tokio::time::timeout(TCP_SMALL, small)
+        let (mut link, rtt) = tokio::time::timeout(TCP_SMALL, small)
             .await
             .ok()
             .flatten()?;
@@ -218,19 +246,24 @@ async fn tcp_part(
             size: plan::TCP_FRAME,
             df: true,
         };
+        let sent = Instant::now();
         let large = tcp_probe(&mut link, key, session, 1, p);
-        Some(
-            tokio::time::timeout_at(start + TCP_DEADLINE, large)
-                .await
-                .unwrap_or(false),
-        )
+        let answered = tokio::time::timeout_at(start + TCP_DEADLINE, large)
+            .await
+            .ok();
+        let us = |d: Duration| d.as_micros() as u64;
+        Some(plan::tcp_large_outcome(
+            answered,
+            us(rtt),
+            us(sent.elapsed()),
+        ))
     };
     let (up, down) = tokio::join!(one(Way::Up), one(Way::Down));
     TcpMtu {
         frame: plan::TCP_FRAME,
         answered: up.is_some() || down.is_some(),
-        up_ok: up,
-        down_ok: down,
+        up_ok: up.flatten(),
+        down_ok: down.flatten(),
     }
 }
 
@@ -411,6 +444,14 @@ pub(crate) mod df {
     }
 }
 
+/// Error-queue entries read: ICMP "too big" from the path, and errors of this machine's own
+/// stack (`SO_EE_ORIGIN_LOCAL`, e.g. a DF send over the interface MTU).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub too_big: u32,
+    pub local: u32,
+}
+
 /// ICMP "fragmentation needed" / "packet too big" for the client's socket.
 #[cfg(target_os = "linux")]
 pub(crate) mod icmp {
@@ -422,6 +463,7 @@ pub(crate) mod icmp {
         level_name: Option<(i32, i32)>,
         seen: bool,
         mtu: Option<u16>,
+        counts: super::Counts,
     }
 
     fn set(sock: &impl RawSock, (level, name): (i32, i32), v: i32) -> bool {
@@ -449,6 +491,7 @@ pub(crate) mod icmp {
                 level_name: set(sock, o, 1).then_some(o),
                 seen: false,
                 mtu: None,
+                counts: super::Counts::default(),
             }
         }
 
@@ -462,9 +505,17 @@ pub(crate) mod icmp {
                     || (origin == libc::SO_EE_ORIGIN_ICMP6 && kind == 2);
                 if too_big {
                     self.seen = true;
+                    self.counts.too_big += 1;
                     self.mtu = u16::try_from(info).ok().filter(|m| *m > 0).or(self.mtu);
+                } else if origin == libc::SO_EE_ORIGIN_LOCAL {
+                    self.counts.local += 1;
                 }
             }
+        }
+
+        /// Entries read so far.
+        pub fn counts(&self) -> super::Counts {
+            self.counts
         }
 
         /// Whether one came (`None`: the queue could not be turned on) and the MTU it named.
@@ -535,6 +586,10 @@ pub(crate) mod icmp {
             Self
         }
         pub fn drain(&mut self, _: &impl RawSock) {}
+        /// Nothing is read here: a refused send counts as local.
+        pub fn counts(&self) -> super::Counts {
+            super::Counts::default()
+        }
         pub fn finish(self, _: &impl RawSock) -> (Option<bool>, Option<u16>) {
             (None, None)
         }

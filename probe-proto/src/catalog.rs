@@ -274,13 +274,13 @@ catalog! {
         "RTCD's STUN lookup failed when it started, so it advertises its private address until restarted, although STUN answers now.",
         "Restart RTCD; set rtc.ice_host_override so RTCD does not depend on STUN at start.",
         "rtcd service/service.go:67 start line; service/rtc/server.go:137-158 STUN once per local IP at start (Warn :151, Info :153); stun.go:32 5 s; utils.go:124-130 no answer → local IP (v1.2.6)";
-    RtcdNatChangesPort = "rtcd_nat_changes_port", Host, "error when measured on the ICE port (RTCD stopped); warning when measured on another port of the address (RTCD running)",
-        "With no ice_host_override, RTCD advertises the STUN-found IP with its local port, but the NAT in front of it maps that port to another public port: the advertised candidate does not reach RTCD unless a forward of that public port exists.",
-        "Set rtc.ice_host_override (RTCD_RTC_ICEHOSTOVERRIDE) to the public address and forward the ICE port to RTCD; for a forward from another public port also set rtc.ice_host_port_override (RTCD_RTC_ICEHOSTPORTOVERRIDE).",
+    RtcdNatChangesPort = "rtcd_nat_changes_port", Host, "warning (a forward of the ICE port, invisible from inside, makes it work)",
+        "With no ice_host_override, RTCD advertises the STUN-found IP with its local port, but the NAT in front of it maps that port to another public port when RTCD sends: RTCD's STUN-derived candidate reaches it only if the router forwards public UDP ice_port_udp to this host; if it does, nothing to fix.",
+        "If the router does not forward the ICE port: set rtc.ice_host_override (RTCD_RTC_ICEHOSTOVERRIDE) to the public address and forward the ICE port to RTCD; for a forward from another public port also set rtc.ice_host_port_override (RTCD_RTC_ICEHOSTPORTOVERRIDE).",
         "rtcd service/rtc/server.go:137-158 STUN from localIP:ice_port_udp; stun.go:37 only the IP kept; utils.go:122-130 pairs; sfu.go:117-123 host candidates keep the local port, 311-319 only the port override changes it (v1.2.6); RFC 4787 REQ-1";
-    RtcdNatMappingVaries = "rtcd_nat_mapping_varies", Host, "error",
-        "STUN servers at different addresses see RTCD's ICE port mapped to different public addresses (address-dependent mapping): the address RTCD learnt from its STUN server is not the one clients meet, so its STUN-derived candidate does not work for them.",
-        "Set rtc.ice_host_override (RTCD_RTC_ICEHOSTOVERRIDE) to the public address and forward the ICE port to RTCD; for a forward from another public port also set rtc.ice_host_port_override (RTCD_RTC_ICEHOSTPORTOVERRIDE).",
+    RtcdNatMappingVaries = "rtcd_nat_mapping_varies", Host, "warning (a forward of the ICE port, invisible from inside, makes it work)",
+        "STUN servers at different addresses see RTCD's ICE port mapped to different public IPs (address-dependent mapping; a port-only difference is rtcd_nat_changes_port): the IP RTCD learnt from its STUN server is not the one clients' packets from it meet, so RTCD's STUN-derived candidate reaches it only if the router forwards public UDP ice_port_udp on that IP to this host; if it does, nothing to fix.",
+        "If the router does not forward the ICE port: set rtc.ice_host_override (RTCD_RTC_ICEHOSTOVERRIDE) to the public address and forward the ICE port to RTCD; for a forward from another public port also set rtc.ice_host_port_override (RTCD_RTC_ICEHOSTPORTOVERRIDE).",
         "rtcd service/rtc/server.go:137-158 one STUN server asked once at start; utils.go:122-130 pairs; sfu.go:117-123 (v1.2.6); RFC 4787 REQ-1 (endpoint-independent mapping), RFC 5780 4.3";
     RtcdHighCpu = "rtcd_high_cpu", Host, "warning",
         "RTCD uses most of the host's CPU.",

@@ -38,8 +38,8 @@ impl Bucket {
 }
 
 /// Per-source buckets with a bounded table, so a spoofed-source flood can neither grow memory
-/// nor cost more than O(1) per packet. IPv6 sources are keyed by their /64, which one host
-/// or one customer usually holds whole. When the table is full, a newcomer takes the place of
+/// nor cost more than O(1) per packet. IPv6 sources are keyed by their /64 (or a wider prefix,
+/// see [`PerSource::v6_prefix`]), which one host or one customer usually holds whole. When the table is full, a newcomer takes the place of
 /// an entry picked at random: no one can pin the table (a flood of fresh addresses only evicts
 /// entries, and an evicted source comes back with a fresh allowance), and there is no shared
 /// overflow bucket a flood could drain for everyone.
@@ -48,6 +48,8 @@ pub struct PerSource {
     rate: f64,
     burst: f64,
     cap: usize,
+    /// IPv6 sources are keyed by this prefix length (64 unless [`PerSource::v6_prefix`] says).
+    v6_bits: u8,
     /// Key -> (its index in `keys`, its bucket); `keys` makes a random pick O(1).
     table: HashMap<IpAddr, (usize, Bucket)>,
     keys: Vec<IpAddr>,
@@ -56,11 +58,16 @@ pub struct PerSource {
 
 /// The key a source is limited under: the address, or its /64 for IPv6.
 pub fn source_key(ip: IpAddr) -> IpAddr {
+    prefix_key(ip, 64)
+}
+
+/// The address, or for IPv6 its first `v6_bits` bits (the rest zeroed).
+pub fn prefix_key(ip: IpAddr, v6_bits: u8) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            IpAddr::V6(o.into())
+            let bits = u32::from(v6_bits.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
         }
         v4 => v4,
     }
@@ -77,14 +84,21 @@ impl PerSource {
             rate: rate_per_s,
             burst,
             cap: cap.max(1),
+            v6_bits: 64,
             table: HashMap::new(),
             keys: Vec::new(),
             rng: seed | 1,
         }
     }
 
+    /// Keys IPv6 sources by a prefix of `bits` instead of their /64.
+    pub fn v6_prefix(mut self, bits: u8) -> Self {
+        self.v6_bits = bits.min(128);
+        self
+    }
+
     pub fn allow(&mut self, ip: IpAddr, now_us: u64) -> bool {
-        let key = source_key(ip);
+        let key = prefix_key(ip, self.v6_bits);
         if let Some((_, b)) = self.table.get_mut(&key) {
             return b.take(now_us);
         }
@@ -114,11 +128,11 @@ impl PerSource {
         }
     }
 
-    /// Whether `ip` (its /64) was let through or refused within `window_us` of `now_us`. Only
+    /// Whether `ip` (its key: the address, or its IPv6 prefix) was let through or refused within `window_us` of `now_us`. Only
     /// meaningful for tables that spoofed packets cannot reach (TCP accepts, QUIC after Retry).
     pub fn seen_within(&self, ip: IpAddr, now_us: u64, window_us: u64) -> bool {
         self.table
-            .get(&source_key(ip))
+            .get(&prefix_key(ip, self.v6_bits))
             .is_some_and(|(_, b)| now_us.saturating_sub(b.last_us) <= window_us)
     }
 
@@ -185,5 +199,25 @@ mod tests {
         assert!(p.allow(c, 0), "another /64");
         let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
         assert_eq!(source_key(mapped), IpAddr::from([198, 51, 100, 7]));
+    }
+
+    #[test]
+    fn a_wider_ipv6_prefix_shares_one_bucket() {
+        let mut p = PerSource::new(1.0, 1.0, 16).v6_prefix(48);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:ff00::1".parse().unwrap();
+        let c: IpAddr = "2001:db8:2::1".parse().unwrap();
+        assert!(p.allow(a, 0));
+        assert!(!p.allow(b, 0), "another /64 of the same /48");
+        assert!(p.allow(c, 0), "another /48");
+        assert!(p.seen_within(b, 0, 0));
+        assert_eq!(p.len(), 2);
+        let v4 = IpAddr::from([198, 51, 100, 7]);
+        assert_eq!(prefix_key(v4, 48), v4);
+        assert_eq!(
+            prefix_key(a, 0),
+            IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
+        );
+        assert_eq!(prefix_key(a, 128), a);
     }
 }

@@ -21,8 +21,9 @@ pub struct Limits {
     pub max_packet: usize,
     pub idle_timeout_us: u64,
     /// Reply packets per second for the whole server: a fifth for anyone's STUN Bindings, the
-    /// rest kept for the echo and ICE checks of live sessions and the Bindings of sources that
-    /// proved their address, so a Binding flood from spoofed sources cannot starve them.
+    /// rest kept for the echo and ICE checks of live sessions, of which the Bindings of sources
+    /// that proved their address may take at most another fifth: a Binding flood, spoofed or
+    /// from proven sources, cannot starve the sessions.
     pub max_reply_pps: u32,
     /// Per-source-address rate of unauthenticated UDP packets (STUN, QUIC before Retry).
     pub unauth_per_source_pps: u32,
@@ -120,6 +121,50 @@ struct Session {
     relays: Vec<RelayPeer>,
     /// Bytes of downstream path-MTU answers this session may still get (see [`MTU_DOWN_BUDGET`]).
     mtu_budget: usize,
+    /// The exact address of the session's first verified UDP echo from its peer: its MTU
+    /// answers over UDP go there only, not to other ports of the peer's IP (CGNAT neighbours).
+    echo_from: Option<SocketAddr>,
+    /// MTU answers sent over UDP per (path: 0 direct, 1 + relay index; sequence number).
+    mtu_seqs: HashMap<(u8, u32), u8>,
+}
+
+/// Where an echo or MTU datagram came from: the whole address over UDP, or only the IP where
+/// the port tells nothing (TCP: the connection proved the address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoFrom {
+    pub ip: IpAddr,
+    pub port: Option<u16>,
+}
+
+impl From<IpAddr> for EchoFrom {
+    fn from(ip: IpAddr) -> Self {
+        Self { ip, port: None }
+    }
+}
+
+impl From<SocketAddr> for EchoFrom {
+    fn from(a: SocketAddr) -> Self {
+        Self {
+            ip: a.ip(),
+            port: Some(a.port()),
+        }
+    }
+}
+
+impl EchoFrom {
+    fn addr(self) -> Option<SocketAddr> {
+        Some(SocketAddr::new(self.ip.to_canonical(), self.port?))
+    }
+
+    /// Whether an MTU answer may go to this address, `pinned` being where the path proved
+    /// it receives our packets. Without a port (TCP, or a shell that passes only the IP) the
+    /// IP check already made is all there is.
+    fn matches(self, pinned: Option<SocketAddr>) -> bool {
+        match self.addr() {
+            Some(a) => pinned == Some(a),
+            None => true,
+        }
+    }
 }
 
 /// A TURN relay the session's client announced. Echo from it is answered only after a
@@ -132,6 +177,8 @@ struct RelayPeer {
     ip: IpAddr,
     cookie: [u8; RELAY_COOKIE_LEN],
     confirmed: bool,
+    /// The exact address the confirming request came from (when the shell gave the port).
+    from: Option<SocketAddr>,
     unconfirmed_replies: u32,
     counters: Counters,
 }
@@ -149,6 +196,11 @@ pub const RELAY_COOKIE_AT: usize = echo::HEADER_LEN;
 /// the client's plan (15 probes, 3 tries each, up to 1472 bytes: at most 66 KB over UDP, plus
 /// a few 1400-byte TCP frames) fits; nothing past it is answered, whatever the key.
 pub const MTU_DOWN_BUDGET: usize = 96 * 1024;
+/// Answers one MTU probe (path, sequence number) gets over UDP: the plan's tries
+/// ([`crate::path::mtu::MAX_PROBES`]); a replayed probe gets nothing more.
+pub const MTU_SEQ_ANSWERS: u8 = crate::path::mtu::MAX_PROBES;
+/// (path, sequence number) pairs remembered per session: the plan has a few dozen per path.
+const MAX_MTU_SEQS: usize = 512;
 
 fn l_min_interval(l: &Limits) -> u32 {
     l.min_interval_us.max(1)
@@ -178,9 +230,12 @@ pub struct Core {
     uploads: PerSource,
     /// Echo and ICE replies of live sessions, and Bindings from proven sources.
     replies: Bucket,
+    /// What proven sources' Bindings may take from `replies`, all of them together.
+    proven_cap: Bucket,
     /// Replies to STUN Bindings from anyone, a budget of their own.
     stun_replies: Bucket,
-    /// Bindings per source drawn from `replies` by sources that proved their address.
+    /// Bindings per source (IPv4 address, IPv6 /48) drawn from `replies` by sources that
+    /// proved their address.
     proven_stun: PerSource,
     /// The shell's wall clock (ms since the epoch), for the freshness of signed Bindings.
     wall_ms: u64,
@@ -205,6 +260,10 @@ const VERIFIED_CONN_BURST: f64 = 20.0;
 /// answered from the sessions' budget, at most [`PROVEN_STUN_PER_S`] a second.
 const PROVEN_FOR_US: u64 = 5 * 60 * 1_000_000;
 const PROVEN_STUN_PER_S: f64 = 20.0;
+/// Proven sources share [`PROVEN_STUN_PER_S`] per IPv6 /48, the largest end-site assignment
+/// (RFC 6177, RIPE-690; homes usually get a /56): one customer's 65,536 /64s, each able to
+/// complete handshakes, get one share, not thousands.
+const PROVEN_V6_PREFIX: u8 = 48;
 
 /// Echo packets a session may send back to back (a video frame is 6 packets).
 const SESSION_BURST: f64 = 64.0;
@@ -219,6 +278,11 @@ impl Core {
         let pps = f64::from(limits.max_reply_pps);
         let stun_pps = (pps / 5.0).max(1.0);
         let echo_pps = (pps - stun_pps).max(1.0);
+        // Proven Bindings may take a fifth of `max_reply_pps` out of the echo's share, so echo
+        // keeps at least three fifths; the burst holds two clients arriving at once, and is
+        // at most half the echo's own burst on any server with 1000 pps or more.
+        let proven_pps = stun_pps;
+        let proven_burst = (proven_pps / 10.0).max(2.0 * PROVEN_STUN_PER_S) + 1.0;
         let verified = || {
             PerSource::new(
                 VERIFIED_CONN_PER_S,
@@ -239,11 +303,13 @@ impl Core {
             uploads: PerSource::new(0.2, 12.0, 4096),
             replies: Bucket::new(echo_pps, echo_pps / 10.0 + 1.0, 0),
             stun_replies: Bucket::new(stun_pps, stun_pps / 10.0 + 1.0, 0),
+            proven_cap: Bucket::new(proven_pps, proven_burst, 0),
             proven_stun: PerSource::new(
                 PROVEN_STUN_PER_S,
                 PROVEN_STUN_PER_S,
                 limits.tracked_sources,
-            ),
+            )
+            .v6_prefix(PROVEN_V6_PREFIX),
             wall_ms: 0,
             signed_tids: HashMap::new(),
             limits,
@@ -333,14 +399,21 @@ impl Core {
     /// spoofed addresses are free, so no per-source or per-prefix share inside it could tell
     /// the flood from a client. A source that proved it receives our packets (a TCP handshake
     /// or a Retry-validated QUIC connection within [`PROVEN_FOR_US`], or a Binding over TCP) is
-    /// answered first from the sessions' budget instead, [`PROVEN_STUN_PER_S`] a second each,
-    /// which spoofed datagrams cannot reach: a spoofer would have to know a proven address, and
-    /// then only that address gets the answers.
+    /// answered first from the sessions' budget instead, [`PROVEN_STUN_PER_S`] a second each
+    /// (per IPv6 /48), which spoofed datagrams cannot reach: a spoofer would have to know a
+    /// proven address, and then only that address gets the answers. All proven sources
+    /// together take at most `proven_cap` (a fifth of `max_reply_pps`) from the sessions, so
+    /// handshakes from many addresses cannot take the echo's budget; past it they fall back to
+    /// the anonymous budget.
     fn stun_budget(&mut self, now_us: u64, src: IpAddr, udp: bool) -> bool {
         let proven = !udp
             || self.tcp_accepts.seen_within(src, now_us, PROVEN_FOR_US)
             || self.quic_validated.seen_within(src, now_us, PROVEN_FOR_US);
-        if proven && self.proven_stun.allow(src, now_us) && self.replies.take(now_us) {
+        if proven
+            && self.proven_stun.allow(src, now_us)
+            && self.proven_cap.take(now_us)
+            && self.replies.take(now_us)
+        {
             return true;
         }
         let ok = self.stun_replies.take(now_us);
@@ -394,6 +467,8 @@ impl Core {
                 ),
                 relays: Vec::new(),
                 mtu_budget: MTU_DOWN_BUDGET,
+                echo_from: None,
+                mtu_seqs: HashMap::new(),
             },
         );
         self.stats.sessions_opened += 1;
@@ -478,6 +553,7 @@ impl Core {
             ip,
             cookie,
             confirmed: false,
+            from: None,
             unconfirmed_replies: 0,
             counters: Counters::default(),
         });
@@ -678,21 +754,25 @@ impl Core {
     /// Answers an echo request; unknown sessions and bad MACs get nothing.
     /// `src`: the sender's address; echo is answered only toward the session's own peer (its
     /// IPv6 /64), so a captured or leaked session cannot bounce packets at a third party.
+    /// Over UDP the shell passes the whole `SocketAddr`, so MTU answers go to the exact address
+    /// of the session's echo (see [`EchoFrom`]).
     pub fn on_echo(
         &mut self,
         now_us: u64,
-        src: IpAddr,
+        src: impl Into<EchoFrom>,
         transport: Transport,
         pkt: &[u8],
         out: &mut [u8],
     ) -> Option<usize> {
+        let from: EchoFrom = src.into();
+        let src = from.ip;
         if pkt.starts_with(&crate::live::packet::MAGIC) {
             // A probe-client's live hello: expected here, not malformed; no answer.
             self.stats.ignored_live_hello += 1;
             return None;
         }
         if pkt.get(1) == Some(&echo::PT_MTU_PROBE) {
-            return self.on_mtu(now_us, src, pkt, out);
+            return self.on_mtu(now_us, from, transport, pkt, out);
         }
         let head = match echo::peek_request(pkt) {
             Ok(h) => h,
@@ -725,8 +805,13 @@ impl Core {
             self.stats.drop_malformed += 1;
             return None;
         }
+        if relay.is_none() && transport == Transport::Udp && s.echo_from.is_none() {
+            // The first verified echo pins the address: a replay from another port later
+            // cannot move where MTU answers go.
+            s.echo_from = from.addr();
+        }
         if let Some(i) = relay {
-            if !s.relays[i].confirm(pkt) {
+            if !s.relays[i].confirm(pkt, from.addr()) {
                 return prime_relay(s, i, &mut self.replies, &mut self.stats, now_us, pkt, out);
             }
         }
@@ -746,10 +831,19 @@ impl Core {
     /// A path-MTU probe (see [`echo`]'s module docs): answered only from the session's own peer
     /// or a TURN relay the session announced and that proved return routability (the cookie,
     /// as for relay echo), with its key, within the session's rates; an answer larger than the
-    /// probe also draws on the session's [`MTU_DOWN_BUDGET`], shared by all paths. Counted as
-    /// echo in the server's stats, never in the session's counters, so it leaves the loss
-    /// figures alone.
-    fn on_mtu(&mut self, now_us: u64, src: IpAddr, pkt: &[u8], out: &mut [u8]) -> Option<usize> {
+    /// probe also draws on the session's [`MTU_DOWN_BUDGET`], shared by all paths. Over UDP
+    /// the answer goes only to the exact address the path's echo came from, and each probe is
+    /// answered at most [`MTU_SEQ_ANSWERS`] times, so a replayed probe cannot aim answers at
+    /// other ports of the peer's IP. Counted as echo in the server's stats, never in the
+    /// session's counters, so it leaves the loss figures alone.
+    fn on_mtu(
+        &mut self,
+        now_us: u64,
+        from: EchoFrom,
+        transport: Transport,
+        pkt: &[u8],
+        out: &mut [u8],
+    ) -> Option<usize> {
         let Ok(id) = echo::peek_mtu_probe(pkt) else {
             self.stats.drop_malformed += 1;
             return None;
@@ -758,11 +852,11 @@ impl Core {
             self.stats.drop_unknown_session += 1;
             return None;
         };
-        let relay_ok = |ip: IpAddr| s.relays.iter().any(|r| r.confirmed && r.ip == ip);
-        if source_key(src) != source_key(s.peer) && !relay_ok(src.to_canonical()) {
+        let udp = transport == Transport::Udp;
+        let Some(path) = mtu_path(s, from, udp) else {
             self.stats.drop_wrong_peer += 1;
             return None;
-        }
+        };
         let Ok(probe) = echo::verify_mtu_probe(&s.key, pkt) else {
             self.stats.drop_bad_mac += 1;
             return None;
@@ -774,9 +868,13 @@ impl Core {
         self.stats.echo_requests += 1;
         s.last_us = now_us;
         let extra = probe.reply_len.saturating_sub(pkt.len());
-        if extra > s.mtu_budget || !s.bucket.take(now_us) || !self.replies.take(now_us) {
+        let fresh = !udp || mtu_seq_fresh(&s.mtu_seqs, (path, probe.seq));
+        if !fresh || extra > s.mtu_budget || !s.bucket.take(now_us) || !self.replies.take(now_us) {
             self.stats.drop_rate_limited += 1;
             return None;
+        }
+        if udp {
+            *s.mtu_seqs.entry((path, probe.seq)).or_insert(0) += 1;
         }
         s.mtu_budget -= extra;
         self.stats.echo_replies += 1;
@@ -784,13 +882,38 @@ impl Core {
     }
 }
 
+/// Which of the session's paths an MTU probe came on (0: its peer, 1 + i: relay i), if its
+/// answer may go back there: the peer's IP (its /64), or a confirmed relay; over UDP also the
+/// exact address that path's echo came from.
+fn mtu_path(s: &Session, from: EchoFrom, udp: bool) -> Option<u8> {
+    let exact = |pinned: Option<SocketAddr>| !udp || from.matches(pinned);
+    if source_key(from.ip) == source_key(s.peer) {
+        return exact(s.echo_from).then_some(0);
+    }
+    let ip = from.ip.to_canonical();
+    let i = s.relays.iter().position(|r| r.confirmed && r.ip == ip)?;
+    exact(s.relays[i].from).then_some(i as u8 + 1)
+}
+
+/// Whether probe `key` may be answered once more over UDP (see [`MTU_SEQ_ANSWERS`]).
+fn mtu_seq_fresh(seen: &HashMap<(u8, u32), u8>, key: (u8, u32)) -> bool {
+    match seen.get(&key) {
+        Some(n) => *n < MTU_SEQ_ANSWERS,
+        None => seen.len() < MAX_MTU_SEQS,
+    }
+}
+
 impl RelayPeer {
     /// Whether echo via this relay is answered normally: a request carrying the cookie proves
     /// the sender receives what goes to the relay.
-    fn confirm(&mut self, pkt: &[u8]) -> bool {
+    /// `from`: where the request came from, kept from the confirming one on.
+    fn confirm(&mut self, pkt: &[u8], from: Option<SocketAddr>) -> bool {
         let cookie_ok = pkt
             .get(RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN)
             .is_some_and(|c| c == self.cookie);
+        if cookie_ok && !self.confirmed {
+            self.from = from;
+        }
         self.confirmed |= cookie_ok;
         self.confirmed
     }
@@ -962,7 +1085,7 @@ mod tests {
         assert_eq!(
             core.on_echo(
                 1,
-                "203.0.113.1".parse().unwrap(),
+                "203.0.113.1".parse::<IpAddr>().unwrap(),
                 Transport::Udp,
                 &req[..n],
                 &mut out
@@ -997,6 +1120,65 @@ mod tests {
             Counters::default(),
             "loss figures untouched"
         );
+    }
+
+    #[test]
+    fn mtu_answers_go_only_to_the_echo_address_and_each_probe_a_few_times() {
+        let mut core = Core::new(Limits::default());
+        let key = [4u8; 32];
+        let sk = SessionKey::new(&key);
+        core.open(0, src().ip(), &hello(), 77, key, None).unwrap();
+        let client = src();
+        let neighbour = SocketAddr::new(client.ip(), client.port() + 1);
+        let (mut req, mut out) = ([0u8; echo::MTU_MAX_LEN], [0u8; 2048]);
+        let mtu = |core: &mut Core, from: SocketAddr, seq: u32, req: &mut [u8], out: &mut [u8]| {
+            let n = echo::encode_mtu_probe(&sk, 77, seq, 1, 0, 1472, true, req);
+            core.on_echo(1_000 * u64::from(seq), from, Transport::Udp, &req[..n], out)
+        };
+        assert_eq!(
+            mtu(&mut core, client, 1, &mut req, &mut out),
+            None,
+            "no echo yet"
+        );
+        // The first verified echo pins the address; a replay of it from elsewhere does not move it.
+        let mut e = [0u8; 200];
+        let n = echo::encode_request(&sk, 77, 1, 0, 160, &mut e);
+        assert!(core
+            .on_echo(1, client, Transport::Udp, &e[..n], &mut out)
+            .is_some());
+        assert!(core
+            .on_echo(2, neighbour, Transport::Udp, &e[..n], &mut out)
+            .is_some());
+        let wrong = core.stats.drop_wrong_peer;
+        assert_eq!(
+            mtu(&mut core, neighbour, 2, &mut req, &mut out),
+            None,
+            "another port"
+        );
+        assert_eq!(core.stats.drop_wrong_peer, wrong + 1);
+        assert_eq!(mtu(&mut core, client, 3, &mut req, &mut out), Some(1472));
+        // A repeated probe: answered as often as the plan tries it, then no more.
+        let answered = (0..10)
+            .filter(|_| mtu(&mut core, client, 4, &mut req, &mut out).is_some())
+            .count();
+        assert_eq!(answered, usize::from(MTU_SEQ_ANSWERS));
+        // Over TCP (the connection proved the address) neither rule applies.
+        let n = echo::encode_mtu_probe(&sk, 77, 4, 1, 0, 1400, true, &mut req);
+        let tcp = core.on_echo(9_000, client.ip(), Transport::Tcp, &req[..n], &mut out);
+        assert_eq!(tcp, Some(1400));
+        // A confirmed relay: its answers go to the address that confirmed it, no other port.
+        let relay: SocketAddr = "203.0.113.1:49152".parse().unwrap();
+        core.add_relay_peer(77, relay, [0xC0; 8]).unwrap();
+        let n = echo::encode_request(&sk, 77, 5, 10, 160, &mut e);
+        e[RELAY_COOKIE_AT..RELAY_COOKIE_AT + 8].copy_from_slice(&[0xC0; 8]);
+        assert!(core
+            .on_echo(20_000, relay, Transport::Udp, &e[..n], &mut out)
+            .is_some());
+        let other_port = SocketAddr::new(relay.ip(), 49153);
+        assert_eq!(mtu(&mut core, other_port, 30, &mut req, &mut out), None);
+        assert_eq!(mtu(&mut core, relay, 31, &mut req, &mut out), Some(1472));
+        // The relay is a path of its own: the same sequence number has its own tries there.
+        assert_eq!(mtu(&mut core, relay, 4, &mut req, &mut out), Some(1472));
     }
 
     #[test]
@@ -1083,7 +1265,9 @@ mod tests {
         let mut probe = |core: &mut Core, from: IpAddr, reply: usize| {
             t += 20_000;
             let mut req = [0u8; echo::MTU_MAX_LEN];
-            let n = echo::encode_mtu_probe(&sk, 77, 1, t, 0, reply, true, &mut req);
+            // A fresh sequence number each time: a repeated one is answered only a few times.
+            let seq = (t / 20_000) as u32;
+            let n = echo::encode_mtu_probe(&sk, 77, seq, t, 0, reply, true, &mut req);
             core.on_echo(t, from, Transport::Udp, &req[..n], &mut out)
         };
         assert_eq!(probe(&mut core, relay.ip(), 1400), None, "not announced");
@@ -1385,6 +1569,83 @@ mod tests {
         flood(&mut core, later);
         let expired = core.on_stun(later, quic, &req, &mut out);
         assert_eq!(expired, None, "the proof wears off");
+    }
+
+    #[test]
+    fn proven_sources_flooding_bindings_stay_under_their_cap_and_echo_keeps_its_budget() {
+        let pps = 1000u32;
+        let mut core = Core::new(Limits {
+            max_reply_pps: pps,
+            min_interval_us: 500,
+            ..Limits::default()
+        });
+        let mut out = [0u8; 1500];
+        let req = stun::binding_request([1; 12], None, None, 64);
+        // 2,000 addresses that each completed a TCP handshake.
+        let proven = |i: u32| SocketAddr::from((std::net::Ipv4Addr::from(0xCB00_7100 + i), 9));
+        for i in 0..2000 {
+            assert!(core.admit_tcp(proven(i).ip(), 0));
+        }
+        let key = [1u8; 32];
+        core.open(0, src().ip(), &hello(), 3, key, None).unwrap();
+        let sk = SessionKey::new(&key);
+        let mut pkt = [0u8; 200];
+        let (mut bindings, mut sent, mut echoed) = (0usize, 0usize, 0usize);
+        let secs = 2u64;
+        // Every ms: 40 Bindings from the proven sources (40,000/s), and one echo every 2 ms.
+        for ms in 0..secs * 1000 {
+            let t = ms * 1000;
+            for j in 0..40u64 {
+                let from = proven(((ms * 40 + j) % 2000) as u32);
+                bindings += usize::from(core.on_stun(t, from, &req, &mut out).is_some());
+            }
+            if ms % 2 == 1 {
+                let n = echo::encode_request(&sk, 3, sent as u32, t, 160, &mut pkt);
+                sent += 1;
+                let r = core.on_echo(t, src().ip(), Transport::Udp, &pkt[..n], &mut out);
+                echoed += usize::from(r.is_some());
+            }
+        }
+        // The cap (a fifth) plus its burst, plus the anonymous fifth plus its burst.
+        let fifth = f64::from(pps) / 5.0;
+        let most =
+            2.0 * (fifth * secs as f64) + (2.0 * PROVEN_STUN_PER_S + 1.0) + fifth / 10.0 + 1.0;
+        assert!(bindings as f64 <= most, "{bindings} Bindings > {most}");
+        assert!(
+            bindings as f64 >= fifth * secs as f64,
+            "proven sources still answered"
+        );
+        assert_eq!(echoed, sent, "the session's echo keeps its budget");
+    }
+
+    #[test]
+    fn one_ipv6_48_is_one_proven_source() {
+        let mut core = Core::new(Limits {
+            max_reply_pps: 1000,
+            ..Limits::default()
+        });
+        let req = stun::binding_request([1; 12], None, None, 120);
+        let spoofed = |i: u32| SocketAddr::from((std::net::Ipv4Addr::from(i | 0xC000_0200), 9));
+        for i in 0..5000 {
+            core.on_stun(0, spoofed(i), &req, &mut [0u8; 1500]);
+        }
+        // 1,000 /64s of one /48, each proven by a handshake, share one allowance.
+        let in_48 = |i: u16| {
+            SocketAddr::from((std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, i, 0, 0, 0, 1), 9))
+        };
+        for i in 0..1000 {
+            assert!(core.admit_tcp(in_48(i).ip(), 0));
+        }
+        let answered = (0..1000)
+            .filter(|&i| core.on_stun(0, in_48(i), &req, &mut [0u8; 1500]).is_some())
+            .count();
+        assert_eq!(answered, PROVEN_STUN_PER_S as usize, "one share per /48");
+        let other = SocketAddr::from((std::net::Ipv6Addr::new(0x2001, 0xdb8, 8, 0, 0, 0, 0, 1), 9));
+        assert!(core.admit_tcp(other.ip(), 0));
+        assert!(
+            core.on_stun(0, other, &req, &mut [0u8; 1500]).is_some(),
+            "another /48"
+        );
     }
 
     #[test]

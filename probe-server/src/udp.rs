@@ -315,7 +315,8 @@ fn route(
     };
     let reply = match classify(pkt) {
         Kind::Stun => core.on_stun(now, canonical(src), pkt, slot),
-        Kind::Echo => core.on_echo(now, canonical(src).ip(), Transport::Udp, pkt, slot),
+        // The exact address: path-MTU answers go only to where verified echo came from.
+        Kind::Echo => core.on_echo(now, canonical(src), Transport::Udp, pkt, slot),
         Kind::Quic => {
             if shared.quic_gate().check(pkt, now) != quic::Verdict::Pass {
                 core.stats.drop_quic_invalid += 1;

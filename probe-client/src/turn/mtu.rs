@@ -8,7 +8,7 @@
 //! direct probes; the relay's own legs use the TURN server's setting.
 
 use super::{send_relayed, Live, CHANNEL};
-use crate::mtu::{df, icmp, too_big};
+use crate::mtu::{clear_pending, df, icmp, on_send_error};
 use probe_proto::echo::{self, SessionKey};
 use probe_proto::path::mtu::{Action, Plan, TurnMtu, Way};
 use probe_proto::turn::client::Output;
@@ -61,12 +61,12 @@ pub fn run(live: &mut Live, p: &Probe) -> Option<TurnMtu> {
                     probe.df,
                     &mut out,
                 );
-                // "Too big" from our own stack: this machine's interface or route is the limit.
+                // The link's socket and `sock` are one socket: its pending error is taken here.
+                clear_pending(&mut watch, &sock, || {
+                    let _ = sock.take_error();
+                });
                 if let Err(e) = send_relayed(live, p.peer, &out[..n]) {
-                    if too_big(&e) {
-                        plan.on_send_too_big(id);
-                    }
-                    watch.drain(&sock);
+                    on_send_error(&mut plan, id, &e, &mut watch, &sock);
                 }
             }
             Action::Wait(at) => {

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 /// UDP payload sizes under test over IPv4: 1200 is what pion and libwebrtc put in one packet,
 /// 1472 fills a 1500-byte Ethernet packet.
 pub const SIZES_V4: [u16; 7] = [1200, 1252, 1280, 1300, 1350, 1400, 1472];
-/// Over IPv6 the headers take 20 bytes more: 1452 fills a 1500-byte packet.
-pub const SIZES_V6: [u16; 7] = [1200, 1252, 1280, 1300, 1350, 1400, 1452];
+/// Over IPv6 the headers take 20 bytes more: 1452 fills a 1500-byte packet, and 1232 is what
+/// IPv6's minimum link MTU of 1280 carries (RFC 8200 §5), which every IPv6 path must.
+pub const SIZES_V6: [u16; 8] = [1200, 1232, 1252, 1280, 1300, 1350, 1400, 1452];
 /// A small probe each way first: it tells "the server answers MTU probes" from "large packets
 /// are lost".
 pub const BASELINE: u16 = 200;
@@ -38,10 +39,41 @@ pub const UDP_DEADLINE_US: u64 = 1_500_000;
 /// ICE-TCP / TCP fallback: one RFC 4571 frame of this many bytes each way (an MSS black hole
 /// stalls a full-size segment).
 pub const TCP_FRAME: u16 = 1400;
-/// Below this largest payload (either way) video and screen share stall.
+/// Below this largest payload (either way) video and screen share stall (IPv4).
 pub const ERROR_BELOW: u16 = 1252;
+/// The same over IPv6: a path at IPv6's minimum MTU (1280, so 1232 bytes of UDP payload)
+/// still carries media — up to 1,200 bytes of RTP plus a 16-byte SRTP tag, as pion sends
+/// (webrtc settingengine.go, outboundMTU 1200).
+pub const ERROR_BELOW_V6: u16 = 1232;
 /// Below this, media still fits but with little margin.
 pub const WARNING_BELOW: u16 = 1400;
+
+/// The error threshold for a path of this IP version.
+pub fn error_below(ip_version: u8) -> u16 {
+    if ip_version == 6 {
+        ERROR_BELOW_V6
+    } else {
+        ERROR_BELOW
+    }
+}
+
+/// Past the small frame's round trip (`rtt_us`), the large TCP frame needs this long before a
+/// silence means "lost": one retransmission (an RTO is about three round trips) and its answer.
+pub fn tcp_large_wait_us(rtt_us: u64) -> u64 {
+    rtt_us.saturating_mul(4).saturating_add(200_000)
+}
+
+/// The large TCP frame's outcome: `answered` is its verdict when it came back (or its
+/// connection failed), `None` when the wait ran out after `waited_us`. A wait shorter than
+/// [`tcp_large_wait_us`] proves nothing — one slow retransmission is no black hole — so that
+/// case is unknown (`None`), not lost.
+pub fn tcp_large_outcome(answered: Option<bool>, rtt_us: u64, waited_us: u64) -> Option<bool> {
+    match answered {
+        Some(ok) => Some(ok),
+        None if waited_us >= tcp_large_wait_us(rtt_us) => Some(false),
+        None => None,
+    }
+}
 
 /// Which way a probe measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +160,11 @@ impl Plan {
     /// leg: sizes stay probe-server payload sizes, the largest cut so that the framed datagram
     /// still fills (not exceeds) a 1500-byte packet.
     pub fn framed(ipv6: bool, up_df: bool, now_us: u64, overhead: u16) -> Self {
-        let mut sizes = if ipv6 { SIZES_V6 } else { SIZES_V4 }.to_vec();
+        let mut sizes = if ipv6 {
+            SIZES_V6.to_vec()
+        } else {
+            SIZES_V4.to_vec()
+        };
         let full = sizes[sizes.len() - 1].saturating_sub(overhead);
         for s in sizes.iter_mut() {
             *s = (*s).min(full);
@@ -357,7 +393,8 @@ pub struct TcpMtu {
     pub frame: u16,
     /// A small frame came back on the same kind of connection: the figures below mean something.
     pub answered: bool,
-    /// The large frame arrived (acknowledged); null when not tried.
+    /// The large frame arrived (acknowledged); null when not tried, or when the phase's time
+    /// left was too short to tell a lost frame from a slow one ([`tcp_large_outcome`]).
     pub up_ok: Option<bool>,
     pub down_ok: Option<bool>,
 }
@@ -414,8 +451,8 @@ impl TcpMtu {
 }
 
 /// The rule: `large_packets_lost` when the largest payload that passes either way is below
-/// [`WARNING_BELOW`] (an error below [`ERROR_BELOW`]), directly or through the TURN relay, or
-/// when full-size TCP frames are lost (a warning; an error when UDP does not reach the server,
+/// [`WARNING_BELOW`] (an error below [`ERROR_BELOW`], [`ERROR_BELOW_V6`] over IPv6), directly
+/// or through the TURN relay, or when full-size TCP frames are lost (a warning; an error when UDP does not reach the server,
 /// so TCP carries the media).
 pub fn judge(m: &MtuReport, udp_reachable: bool) -> Option<Finding> {
     let udp = m.udp.as_ref();
@@ -430,8 +467,8 @@ pub fn judge(m: &MtuReport, udp_reachable: bool) -> Option<Finding> {
             .min()
     });
     let tcp_lost = m.tcp.as_ref().map(TcpMtu::black_holed).unwrap_or_default();
-    let level = |w: Option<u16>| match w {
-        Some(w) if w < ERROR_BELOW => Some(Severity::Error),
+    let level = |w: Option<u16>, v: u8| match w {
+        Some(w) if w < error_below(v) => Some(Severity::Error),
         Some(w) if w < WARNING_BELOW => Some(Severity::Warning),
         _ => None,
     };
@@ -440,10 +477,14 @@ pub fn judge(m: &MtuReport, udp_reachable: bool) -> Option<Finding> {
     } else {
         Severity::Error
     });
-    let sev = [level(worst), level(turn_worst), tcp_sev]
-        .into_iter()
-        .flatten()
-        .max()?;
+    let sev = [
+        level(worst, udp.map_or(4, |u| u.ip_version)),
+        level(turn_worst, turn.map_or(4, |t| t.udp.ip_version)),
+        tcp_sev,
+    ]
+    .into_iter()
+    .flatten()
+    .max()?;
     let mut parts = Vec::new();
     if let (Some(u), Some(w)) = (udp, worst.filter(|w| *w < WARNING_BELOW)) {
         parts.push(udp_words(u, w));
@@ -479,6 +520,12 @@ pub fn judge(m: &MtuReport, udp_reachable: bool) -> Option<Finding> {
             .map(|_| tcp_lost.is_empty()),
         ..PathFacts::default()
     };
+    let fix = fix_text(turn_worst.is_some_and(|w| w < WARNING_BELOW));
+    Some(Finding::new(FindingId::LargePacketsLost, sev, parts.join(" "), fix).with_path(facts))
+}
+
+/// The fix; `turn_narrow` adds what to do about the path to the TURN server.
+fn fix_text(turn_narrow: bool) -> String {
     let mut fix = String::from(
         "Lower the MTU of the VPN or tunnel interface on this path (or raise the underlying \
          link's), clamp the TCP MSS to the path MTU on the VPN or tunnel router (e.g. nftables \
@@ -486,14 +533,14 @@ pub fn judge(m: &MtuReport, udp_reachable: bool) -> Option<Finding> {
          (type 3 code 4) and ICMPv6 \"packet too big\" through every firewall, and allow IP \
          fragments.",
     );
-    if turn_worst.is_some_and(|w| w < WARNING_BELOW) {
+    if turn_narrow {
         fix.push_str(
             " For the TURN relay, apply the same to the path between this client and the TURN \
              server, or give clients TURN over TCP or TLS (`?transport=tcp`, `turns:`), whose \
              segments the MSS clamp sizes.",
         );
     }
-    Some(Finding::new(FindingId::LargePacketsLost, sev, parts.join(" "), fix).with_path(facts))
+    fix
 }
 
 /// "Through the TURN relay … the largest payload … is 1200 bytes upstream …".
@@ -519,7 +566,7 @@ fn turn_words(t: &TurnMtu, worst: u16) -> String {
         t.overhead,
         t.udp.sizes.last().copied().unwrap_or(1468)
     );
-    s.push_str(if worst < ERROR_BELOW {
+    s.push_str(if worst < error_below(t.udp.ip_version) {
         " Video and screen share through the TURN relay will stall; audio works."
     } else {
         " Media packets still fit through the TURN relay, with little margin: one more tunnel \
@@ -551,7 +598,7 @@ fn udp_words(u: &UdpMtu, worst: u16) -> String {
         fig(&u.down),
         u.sizes.last().copied().unwrap_or(1472)
     );
-    s.push_str(if worst < ERROR_BELOW {
+    s.push_str(if worst < error_below(u.ip_version) {
         " Video and screen share will stall; audio works: media packets of up to 1,200 bytes of \
          RTP plus SRTP and TURN overhead are lost, small audio packets pass."
     } else {
@@ -621,7 +668,7 @@ pub fn render_lines(out: &mut String, m: &MtuReport) {
         let ok = |v: Option<bool>| match v {
             Some(true) => "ok",
             Some(false) => "LOST",
-            None => "n/a",
+            None => "unknown",
         };
         let state = if t.answered {
             format!("up {}  down {}", ok(t.up_ok), ok(t.down_ok))
@@ -1004,5 +1051,49 @@ mod tests {
         );
         let back: MtuReport = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(back, m);
+    }
+
+    /// A path at IPv6's minimum MTU (1280: 1232 bytes of UDP payload) carries media: a
+    /// warning. Below it, an error; over IPv4 the same 1200 bytes stay an error below 1252.
+    #[test]
+    fn the_ipv6_minimum_mtu_is_a_warning_and_ipv4_keeps_its_threshold() {
+        let facts = |ipv6: bool, limit: u16| {
+            let (r, _) = run(ipv6, |p, _| p.size <= limit);
+            let m = MtuReport {
+                udp: Some(r.clone()),
+                ..MtuReport::default()
+            };
+            (r, judge(&m, true).expect("a finding").severity)
+        };
+        let (r, sev) = facts(true, 1232);
+        assert!(r.sizes.contains(&1232), "{:?}", r.sizes);
+        assert_eq!((r.up.judged(), r.down.judged()), (Some(1232), Some(1232)));
+        assert_eq!(sev, Severity::Warning);
+        let (r, sev) = facts(true, 1231);
+        assert_eq!(r.up.judged(), Some(1200));
+        assert_eq!(sev, Severity::Error);
+        let (r, sev) = facts(false, 1251);
+        assert!(!r.sizes.contains(&1232), "{:?}", r.sizes);
+        assert_eq!(r.up.judged(), Some(1200));
+        assert_eq!(sev, Severity::Error);
+        let (r, sev) = facts(false, 1252);
+        assert_eq!(r.up.judged(), Some(1252));
+        assert_eq!(sev, Severity::Warning);
+        assert_eq!((error_below(4), error_below(6)), (1252, 1232));
+    }
+
+    /// A large TCP frame unanswered within its wait is lost only when the wait allowed a
+    /// retransmission at the measured round trip; a shorter one is unknown.
+    #[test]
+    fn a_slow_tcp_segment_is_unknown_not_a_black_hole() {
+        // 400 ms round trip: 1.8 s needed.
+        assert_eq!(tcp_large_wait_us(400_000), 1_800_000);
+        assert_eq!(tcp_large_outcome(None, 400_000, 1_500_000), None);
+        assert_eq!(tcp_large_outcome(None, 400_000, 1_800_000), Some(false));
+        // A fast path: silence over the wait is a black hole.
+        assert_eq!(tcp_large_outcome(None, 2_000, 2_000_000), Some(false));
+        // An answer is an answer, however late; a failed connection is a loss.
+        assert_eq!(tcp_large_outcome(Some(true), 400_000, 100), Some(true));
+        assert_eq!(tcp_large_outcome(Some(false), 400_000, 100), Some(false));
     }
 }

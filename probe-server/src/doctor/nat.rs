@@ -24,8 +24,10 @@ pub const PER_SERVER: Duration = Duration::from_secs(2);
 /// Retransmits after RFC 8489 6.2.1 with RTO 500 ms: at 0, 0.5 and 1.5 s (RTCD sends one
 /// request and waits 5 s, stun.go:32; three within 2 s survive a lost packet or two).
 const SEND_AT_MS: [u64; 3] = [0, 500, 1500];
-/// The local addresses asked at most (a host with many bridges would otherwise open many
-/// sockets; RTCD's candidates come from the first ones anyway).
+/// The local addresses asked at most. RTCD itself asks from every local IP, each from its own
+/// socket on ip:ice_port_udp, with no cap (rtcd v1.2.6 service/rtc/server.go:139-156), so a
+/// multi-homed host is probed per address as RTCD does; the cap only bounds a host with many
+/// bridges.
 const MAX_SOURCES: usize = 8;
 
 /// What the doctor was asked for besides RTCD's configuration.

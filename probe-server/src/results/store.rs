@@ -317,17 +317,22 @@ impl Store {
             }
         }
         let upgrade = if version == 1 { TO_LAYOUT_2 } else { "" };
-        // Also the write test: on a read-only medium this is where it fails.
-        let batch =
-            format!("BEGIN IMMEDIATE; {CREATE} {upgrade} PRAGMA user_version = {LAYOUT}; COMMIT;");
-        self.conn.execute_batch(&batch).map_err(|e| {
+        // One transaction: the new columns, their backfill and the new layout number land
+        // together or not at all. Also the write test: on a read-only medium it fails here.
+        let upgraded = self
+            .conn
+            .execute_batch(&format!("BEGIN IMMEDIATE; {CREATE} {upgrade}"))
+            .and_then(|()| {
+                if version == 1 {
+                    self.backfill_path_cuts()?;
+                }
+                self.conn
+                    .execute_batch(&format!("PRAGMA user_version = {LAYOUT}; COMMIT;"))
+            });
+        upgraded.map_err(|e| {
             let _ = self.conn.execute_batch("ROLLBACK");
             self.err(e)
-        })?;
-        if version == 1 {
-            self.backfill_path_cuts().map_err(|e| self.err(e))?;
-        }
-        Ok(())
+        })
     }
 
     /// Runs stored before layout 2 predate the MTU check, but may carry a path cut in their
@@ -428,12 +433,22 @@ impl Store {
 
     /// Runs received at or after `since_ms`, of one site or all, oldest first.
     pub fn runs(&self, site: Option<&str>, since_ms: u64) -> rusqlite::Result<Vec<StoredRun>> {
-        let mut st = self.conn.prepare(
+        // `results` may read a layout-1 file the (older) server still has open: its runs have
+        // no path columns yet, which reads as "not measured".
+        let layout: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let path_cols = if layout >= 2 {
+            "mtu_up, mtu_down, cut_after_s"
+        } else {
+            "NULL, NULL, NULL"
+        };
+        let mut st = self.conn.prepare(&format!(
             "SELECT id, received_ms, site, ok, udp_reachable, udp_sent, loss_up_pct, loss_down_pct, \
              rtt_p50_ms, rtt_p95_ms, findings, client_addr, reflexive_addr, tool_version, \
-             mtu_up, mtu_down, cut_after_s FROM runs WHERE (?1 IS NULL OR site = ?1) AND received_ms >= ?2 \
-             ORDER BY received_ms, id",
-        )?;
+             {path_cols} FROM runs WHERE (?1 IS NULL OR site = ?1) AND received_ms >= ?2 \
+             ORDER BY received_ms, id"
+        ))?;
         let rows = st.query_map(params![site, since_ms as i64], |r| {
             let sent: Option<i64> = r.get(5)?;
             let findings: String = r.get(10)?;
@@ -670,6 +685,12 @@ mod tests {
                 .unwrap();
             }
         }
+        // `probe-server results` before the new server has opened (and upgraded) it.
+        let before = Store::open_for_reading(&path).unwrap();
+        let old = before.runs(None, 0).unwrap();
+        assert_eq!(old.len(), 2);
+        assert_eq!(old[0].run.path, PathFigures::default(), "not measured yet");
+        drop(before);
         let mut s = Store::open_for_writing(&path).unwrap();
         s.insert(&[row("branch", 3000, Some(0.0))]).unwrap();
         drop(s);

@@ -3,8 +3,10 @@
 //! with its *local* port (rtcd v1.2.6 service/rtc/stun.go:37 keeps only the IP;
 //! utils.go:122-130 pairs it with the local IP; sfu.go:117-123 maps host candidates; only
 //! ice_host_port_override changes the port, sfu.go:311-319 with utils.go:139-144). So that
-//! candidate is right only when the NAT keeps the port and maps it the same way for every
-//! peer. No answer is "unknown": a check with no verdict, never a finding.
+//! candidate is right when the NAT keeps the port and maps it the same way for every peer,
+//! or when the router forwards public UDP ice_port to this host, which the doctor cannot see
+//! from inside: hence warnings that name the forward, never errors. No answer is "unknown": a
+//! check with no verdict, never a finding.
 
 use probe_proto::calls::env_var;
 use probe_proto::calls::wording::{console, Terms};
@@ -89,7 +91,18 @@ fn one_source(run: &NatRun, src: &NatSource, terms: Terms, out: &mut Judged) -> 
         text.push_str(" — no STUN answer, so nothing is known about the NAT");
         return (text, Status::Skipped);
     };
-    let (port_text, port_status) = port_kept(run, src, port, ref_server, mapped, terms, out);
+    // The port question is asked of any server that saw another port (a NAT may keep the port
+    // toward RTCD's STUN server only); the IP question is `mapping`'s.
+    let (port_server, port_mapped) = if mapped.port() == port {
+        answers
+            .iter()
+            .find(|(_, m)| m.port() != port)
+            .copied()
+            .unwrap_or((ref_server, mapped))
+    } else {
+        (ref_server, mapped)
+    };
+    let (port_text, port_status) = port_kept(run, src, port, port_server, port_mapped, terms, out);
     let (mapping_text, mapping_status) = mapping(run, src, port, &answers, terms, out);
     text.push_str(&format!(" — {port_text}; {mapping_text}"));
     (text, worse(port_status, mapping_status))
@@ -135,8 +148,11 @@ fn listing(run: &NatRun, src: &NatSource) -> String {
     text
 }
 
-/// Does the NAT keep the port? Error when measured on the ICE port itself; a warning when on
-/// another port (RTCD running): an inference for the ICE port, said as such.
+/// Does the NAT keep the port? Never more than a warning: a NAT that randomises outbound
+/// ports but forwards public UDP ice_port to this host (pfSense's default, many enterprise
+/// firewalls) serves RTCD's candidate (STUN IP + local port) correctly, and the doctor cannot
+/// see an inbound forward from inside. The product rule: a verdict that fires on a setup RTCD
+/// serves correctly is a bug, so this says what must hold rather than that it is broken.
 fn port_kept(
     run: &NatRun,
     src: &NatSource,
@@ -169,44 +185,54 @@ fn port_kept(
     }
     let ice = run.ice_port;
     let label = &run.servers[server].label;
-    let (severity, status, measured) = if src.ice_port_taken {
-        (
-            Severity::Warning,
-            Status::Warn,
-            format!(
-                "maps port {port} of {} (the doctor's; {} holds {ice}) to {mapped} when {label} asks, so it most likely \
-                 changes {ice} too",
-                src.local,
-                terms.server()
-            ),
+    let measured = if src.ice_port_taken {
+        format!(
+            "maps port {port} of {} (the doctor's; {} holds {ice}) to {mapped} when {label} asks, so it most likely \
+             changes {ice} too",
+            src.local,
+            terms.server()
         )
     } else {
-        (
-            Severity::Error,
-            Status::Fail,
-            format!("maps {}:{ice} to {mapped} when {label} asks", src.local),
+        format!("maps {}:{ice} to {mapped} when {label} asks", src.local)
+    };
+    let rerun = if src.ice_port_taken {
+        format!(
+            "; stop {} and run the doctor again to test port {ice} itself",
+            terms.server()
         )
+    } else {
+        String::new()
     };
     out.finding(
         FindingId::RtcdNatChangesPort,
-        severity,
+        Severity::Warning,
         format!(
-            "the NAT in front of this host {measured}: {} advertises {}:{ice} (the STUN-found IP with its local port), \
-             which does not reach it unless the router also forwards public UDP {ice} to this host, so clients \
-             time out (\"timed out waiting for rtc connection\"){}",
+            "the NAT in front of this host {measured}, so outbound packets do not keep the port: {} advertises {}:{ice} \
+             (the STUN-found IP with its local port). {}; without that forward clients time out (\"timed out waiting \
+             for rtc connection\"){rerun}",
             terms.server(),
             mapped.ip(),
-            if src.ice_port_taken {
-                format!("; stop {} and run the doctor again to test port {ice} itself", terms.server())
-            } else {
-                String::new()
-            }
+            needs_forward(terms, &mapped.ip().to_string(), ice),
         ),
         fix_text(mapped, ice, terms),
     );
     (
-        format!("the NAT changes port {port} to {}", mapped.port()),
-        status,
+        format!(
+            "the NAT changes port {port} to {} (fine only with a forward of UDP {ice})",
+            mapped.port()
+        ),
+        Status::Warn,
+    )
+}
+
+/// What must hold for RTCD's STUN-derived candidate to work, which the doctor cannot see.
+fn needs_forward(terms: Terms, ip: &str, ice: u16) -> String {
+    let whose = terms.server_s();
+    // Starts a sentence: "RTCD's" or "The RTC server's".
+    let whose = whose[..1].to_uppercase() + &whose[1..];
+    format!(
+        "{whose} STUN-derived candidate reaches it only if the router forwards public UDP {ice} ({ip}:{ice}) to \
+         this host; if it does, nothing to fix"
     )
 }
 
@@ -234,36 +260,39 @@ fn mapping(
             Status::Pass,
         );
     }
-    let (a, b) = (
-        distinct[0],
-        distinct[1..].iter().find(|d| d.1 != distinct[0].1),
-    );
-    let Some(b) = b.copied() else {
-        return (
-            format!("the same mapping for {} servers", distinct.len()),
-            Status::Pass,
-        );
+    // RTCD's own server first (stable sort): its answer is the IP RTCD advertises.
+    distinct.sort_by_key(|d| !run.servers[d.0].rtcd_s);
+    let a = distinct[0];
+    // Only the IP of a STUN answer is used (stun.go:37); a port-only difference is
+    // `port_kept`'s question, and with a forward of the ICE port only the IP matters.
+    let Some(b) = distinct[1..].iter().find(|d| d.1.ip() != a.1.ip()).copied() else {
+        let text = match distinct[1..].iter().find(|d| d.1 != a.1) {
+            Some(d) => format!(
+                "the same public IP for {} servers (only the port differs: {} vs {})",
+                distinct.len(),
+                a.1,
+                d.1
+            ),
+            None => format!("the same mapping for {} servers", distinct.len()),
+        };
+        return (text, Status::Pass);
     };
-    // Only the port differs and RTCD advertises a fixed port: the IP it found still holds.
-    if a.1.ip() == b.1.ip() && run.port_override.is_some() {
-        return (
-            format!("the mapped port differs per server ({} vs {}), but the advertised port is the port override", a.1, b.1),
-            Status::Pass,
-        );
-    }
     let name = |i: usize| run.servers[i].label.clone();
     let addr = |i: usize| {
         run.servers[i]
             .addr
             .map_or("?".to_string(), |s| s.to_string())
     };
+    // A warning, not an error (product rule: no verdict on a setup RTCD serves correctly): a
+    // forward of UDP ice_port on the IP RTCD learnt carries clients' packets whatever the
+    // NAT's outbound mapping, and the doctor cannot see a forward from inside.
     out.finding(
         FindingId::RtcdNatMappingVaries,
-        Severity::Error,
+        Severity::Warning,
         format!(
-            "the NAT in front of this host maps {}:{port} to {} toward {} ({}) but to {} toward {} ({}): its mapping \
-             depends on the destination, so the address {} learnt from its STUN server ({}:{}) is not the one \
-             clients' packets meet, and its STUN-derived candidate does not work for them",
+            "the NAT in front of this host maps {}:{port} to {} toward {} ({}) but to {} toward {} ({}): its outbound \
+             mapping depends on the destination, so the IP {} learnt from its STUN server ({}) is not the one \
+             clients' packets from it meet. {}; without that forward clients time out",
             src.local,
             a.1,
             name(a.0),
@@ -273,13 +302,16 @@ fn mapping(
             addr(b.0),
             terms.server(),
             a.1.ip(),
-            run.ice_port
+            needs_forward(terms, &a.1.ip().to_string(), run.ice_port),
         ),
         fix_text(a.1, run.ice_port, terms),
     );
     (
-        format!("the mapping differs per destination ({} vs {})", a.1, b.1),
-        Status::Fail,
+        format!(
+            "the public IP differs per destination ({} vs {}; fine only with a forward of UDP {})",
+            a.1, b.1, run.ice_port
+        ),
+        Status::Warn,
     )
 }
 
@@ -296,9 +328,10 @@ fn fix_text(mapped: SocketAddr, ice: u16, terms: Terms) -> String {
         "`ice_host_port_override = PUBLIC_PORT` in [rtc] (or `RTCD_RTC_ICEHOSTPORTOVERRIDE=PUBLIC_PORT`)".into()
     };
     format!(
-        "do not rely on STUN through this NAT: set the public address users reach, here the one the NAT showed: {}; \
-         forward public UDP {ice} (and TCP {ice}) on the router to this host's port {ice}, and if the forward comes \
-         from another public port also set {port_line}; {}",
+        "if the router already forwards public UDP {ice} to this host, nothing to do; otherwise do not rely on STUN \
+         through this NAT: set the public address users reach, here the one the NAT showed: {}; forward public UDP \
+         {ice} (and TCP {ice}) on the router to this host's port {ice}, and if the forward comes from another public \
+         port also set {port_line}; {}",
         terms.host_line(&mapped.ip().to_string()),
         terms.restart()
     )
@@ -378,7 +411,7 @@ mod tests {
     }
 
     #[test]
-    fn randomised_port_on_the_ice_port_is_an_error_with_the_settings() {
+    fn randomised_port_on_the_ice_port_is_a_warning_naming_the_forward() {
         let f = run(
             8443,
             false,
@@ -387,8 +420,27 @@ mod tests {
             None,
         );
         let j = judge(&f);
-        assert_eq!(ids(&j), [(FindingId::RtcdNatChangesPort, Severity::Error)]);
+        // A warning: with a forward of UDP 8443 (invisible from inside) RTCD works.
+        assert_eq!(
+            ids(&j),
+            [(FindingId::RtcdNatChangesPort, Severity::Warning)]
+        );
         let finding = &j.findings[0];
+        assert!(
+            finding.summary.contains(
+                "RTCD's STUN-derived candidate reaches it only if the router forwards public UDP 8443 \
+                 (203.0.113.10:8443) to this host; if it does, nothing to fix"
+            ),
+            "{}",
+            finding.summary
+        );
+        assert!(
+            finding.fix.starts_with(
+                "if the router already forwards public UDP 8443 to this host, nothing to do"
+            ),
+            "{}",
+            finding.fix
+        );
         assert!(
             finding
                 .summary
@@ -420,7 +472,7 @@ mod tests {
             "{}",
             finding.fix
         );
-        assert_eq!(j.checks[0].status, Status::Fail);
+        assert_eq!(j.checks[0].status, Status::Warn);
         assert!(
             j.checks[0]
                 .detail
@@ -478,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn address_dependent_mapping_is_an_error() {
+    fn address_dependent_mapping_is_a_warning() {
         let j = judge(&run(
             8443,
             false,
@@ -488,9 +540,13 @@ mod tests {
         ));
         assert_eq!(
             ids(&j),
-            [(FindingId::RtcdNatMappingVaries, Severity::Error)]
+            [(FindingId::RtcdNatMappingVaries, Severity::Warning)]
         );
         let s = &j.findings[0].summary;
+        assert!(
+            s.contains("forwards public UDP 8443 (203.0.113.10:8443) to this host"),
+            "{s}"
+        );
         assert!(
             s.contains("to 203.0.113.10:8443 toward stun:203.0.113.2:3478")
                 && s.contains("to 203.0.113.11:8443 toward --stun-check-server"),
@@ -499,7 +555,56 @@ mod tests {
         assert!(j.findings[0]
             .fix
             .contains("ice_host_override = \"203.0.113.10\""));
-        assert_eq!(j.checks[0].status, Status::Fail);
+        assert_eq!(j.checks[0].status, Status::Warn);
+        // RTCD's own server's answer is the reference, wherever it is in the list.
+        let mut f = run(
+            8443,
+            false,
+            Some("203.0.113.10:8443"),
+            Some("203.0.113.11:8443"),
+            None,
+        );
+        if let NatFacts::Ran(r) = &mut f {
+            r.servers[0].rtcd_s = false;
+            r.servers[1].rtcd_s = true;
+        }
+        let j = judge(&f);
+        let s = &j.findings[0].summary;
+        assert!(
+            s.contains("the IP RTCD learnt from its STUN server (203.0.113.11)"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn a_port_only_difference_is_not_a_mapping_finding() {
+        // Same IP toward both servers; RTCD's server sees 8443 kept, the other another port.
+        let j = judge(&run(
+            8443,
+            false,
+            Some("203.0.113.10:8443"),
+            Some("203.0.113.10:40999"),
+            None,
+        ));
+        // The port question is still asked, of the server that saw another port.
+        assert_eq!(
+            ids(&j),
+            [(FindingId::RtcdNatChangesPort, Severity::Warning)]
+        );
+        assert!(
+            j.findings[0]
+                .summary
+                .contains("to 203.0.113.10:40999 when --stun-check-server"),
+            "{}",
+            j.findings[0].summary
+        );
+        assert!(
+            j.checks[0]
+                .detail
+                .contains("the same public IP for 2 servers (only the port differs"),
+            "{}",
+            j.checks[0].detail
+        );
     }
 
     #[test]
@@ -547,7 +652,7 @@ mod tests {
         ));
         assert_eq!(
             ids(&j),
-            [(FindingId::RtcdNatMappingVaries, Severity::Error)]
+            [(FindingId::RtcdNatMappingVaries, Severity::Warning)]
         );
     }
 
