@@ -176,36 +176,44 @@ pub async fn udp_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
 
 /// Binding request with retransmissions; padded so the answer is never larger than the request.
 pub async fn udp_stun(sock: &UdpSocket, token: Option<&[u8; 32]>) -> Option<StunAnswer> {
-    let tid: [u8; 12] = rand_bytes();
-    let req = stun_request(tid, token);
     let t0 = Instant::now();
     let give_up = tokio::time::Instant::from_std(t0 + STUN_GIVE_UP);
     let mut buf = [0u8; 1500];
-    let mut next = 0;
+    // Each send is its own transaction, so the RTT is measured from the send that was
+    // answered: a first request lost to a flood does not add the resend delay to the figure.
+    let mut sent: Vec<([u8; 12], Instant)> = Vec::with_capacity(STUN_SENDS_MS.len());
     loop {
         let resend_at = STUN_SENDS_MS
-            .get(next)
+            .get(sent.len())
             .map(|ms| tokio::time::Instant::from_std(t0 + Duration::from_millis(*ms)));
         tokio::select! {
             _ = sleep_until(resend_at.unwrap_or(give_up)), if resend_at.is_some() => {
-                let _ = sock.send(&req).await;
-                next += 1;
+                let tid: [u8; 12] = rand_bytes();
+                let _ = sock.send(&stun_request(tid, token)).await;
+                sent.push((tid, Instant::now()));
             }
             r = sock.recv(&mut buf) => {
                 // Errors are ICMP unreachables from earlier sends; keep waiting until the deadline.
-                if let Ok(n) = r {
-                    if let Ok(m) = stun::decode(&buf[..n]) {
-                        if m.tid == tid && m.class == stun::Class::Success {
-                            if let Some(mapped) = m.xor_mapped {
-                                return Some(StunAnswer { mapped, rtt_ms: t0.elapsed().as_secs_f64() * 1000.0 });
-                            }
-                        }
-                    }
+                if let Some(answer) = r.ok().and_then(|n| stun_answer(&buf[..n], &sent)) {
+                    return Some(answer);
                 }
             }
             _ = sleep_until(give_up) => return None,
         }
     }
+}
+
+/// A Binding success for one of our transactions, timed from that transaction's send.
+fn stun_answer(pkt: &[u8], sent: &[([u8; 12], Instant)]) -> Option<StunAnswer> {
+    let m = stun::decode(pkt).ok()?;
+    if m.class != stun::Class::Success {
+        return None;
+    }
+    let (_, at) = sent.iter().find(|(tid, _)| *tid == m.tid)?;
+    Some(StunAnswer {
+        mapped: m.xor_mapped?,
+        rtt_ms: at.elapsed().as_secs_f64() * 1000.0,
+    })
 }
 
 /// One way of moving echo packets; everything else is the core's.
@@ -350,6 +358,39 @@ mod tests {
 
     const KEY: [u8; 32] = [3; 32];
     const SESSION: u64 = 77;
+
+    /// A server that ignores the first Binding (lost to a flood) and answers the resend: the
+    /// RTT is the resend's, not 250 ms more.
+    #[tokio::test]
+    async fn stun_rtt_is_timed_from_the_answered_send() {
+        let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(server.local_addr().unwrap()).await.unwrap();
+        let answer = tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            let mut seen = Vec::new();
+            let mut from = None;
+            for _ in 0..2 {
+                let (n, f) = server.recv_from(&mut buf).await.unwrap();
+                seen.push(stun::decode(&buf[..n]).unwrap().tid);
+                from = Some(f);
+            }
+            let resp = stun::binding_response(seen[1], "192.0.2.9:4000".parse().unwrap(), None);
+            server.send_to(&resp, from.unwrap()).await.unwrap();
+            seen
+        });
+        let got = udp_stun(&client, None)
+            .await
+            .expect("the resend is answered");
+        let seen = answer.await.unwrap();
+        assert_ne!(seen[0], seen[1], "each send is its own transaction");
+        assert_eq!(got.mapped, "192.0.2.9:4000".parse::<SocketAddr>().unwrap());
+        assert!(
+            got.rtt_ms < 200.0,
+            "timed from the first send: {} ms",
+            got.rtt_ms
+        );
+    }
 
     fn reply_to(req: &[u8]) -> Option<Vec<u8>> {
         let key = SessionKey::new(&KEY);

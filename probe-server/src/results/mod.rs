@@ -43,12 +43,23 @@ pub struct UploadedRun {
 }
 
 /// What a site token's check needs from the control channel.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SiteProof {
     pub session_id: u64,
     pub session_key: [u8; 32],
     /// [`probe_proto::auth::upload_mac`] from a `SignedUpload`; `None` for a plain upload.
     pub mac: Option<[u8; 32]>,
+}
+
+/// Debug output never shows the session key.
+impl std::fmt::Debug for SiteProof {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteProof")
+            .field("session_id", &self.session_id)
+            .field("session_key", &"<redacted>")
+            .field("mac", &self.mac.map(|_| "<present>"))
+            .finish()
+    }
 }
 
 /// What became of uploads, for the metrics and the shutdown log line.
@@ -75,11 +86,26 @@ pub struct UploadStats {
 /// Which sites may upload. A site with a `--site-token` only with a MAC made with its token
 /// (whatever `--sites` says); any other site when `--sites` lists it, or when there is no
 /// `--sites` at all.
-#[derive(Debug, Default, Clone)]
+#[derive(Default, Clone)]
 pub struct SitePolicy {
     pub allowed: Option<std::collections::BTreeSet<String>>,
     /// Site name to [`probe_proto::auth::site_key`] of its token.
     pub tokens: std::collections::BTreeMap<String, [u8; 32]>,
+}
+
+/// Debug output names the sites with a token, never the keys.
+impl std::fmt::Debug for SitePolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SitePolicy")
+            .field("allowed", &self.allowed)
+            .field("token_sites", &self.tokens.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// A site name as a person reads it: `Berlin ` and `berlin` are the same site.
+fn folded(site: &str) -> String {
+    site.trim().to_lowercase()
 }
 
 /// Why an upload's site was refused; each is counted apart.
@@ -155,7 +181,15 @@ impl SitePolicy {
         report: &[u8],
     ) -> Option<SiteRefusal> {
         let name = probe_proto::sites::clean_text(site, MAX_SITE_CHARS);
-        if let Some(key) = self.tokens.get(site) {
+        // A lookalike of a site with a token (other case, blanks around it) needs that token
+        // too, or anyone could file runs beside the real site's under `Berlin `.
+        let key = self.tokens.get(site).or_else(|| {
+            let f = folded(site);
+            self.tokens
+                .iter()
+                .find_map(|(k, v)| (folded(k) == f).then_some(v))
+        });
+        if let Some(key) = key {
             return match proof.and_then(|p| p.mac.map(|m| (p, m))) {
                 None => Some(SiteRefusal::Token(format!(
                     "site {name} needs its site token: run probe-client with --site-token \
@@ -579,6 +613,28 @@ mod tests {
             Some(SiteRefusal::NotListed(_))
         ));
         assert_eq!(listed.vouched().len(), 2);
+        // Lookalikes of a token site need its token; a valid MAC admits them.
+        for lookalike in ["Berlin", " berlin ", "BERLIN"] {
+            assert!(
+                matches!(
+                    open.refuses(lookalike, Some(&proof(None)), report),
+                    Some(SiteRefusal::Token(_))
+                ),
+                "{lookalike:?}"
+            );
+            assert_eq!(
+                open.refuses(lookalike, Some(&proof(Some(good))), report),
+                None
+            );
+        }
+        // Debug output keeps the keys out.
+        let shown = format!("{open:?} {:?}", proof(Some(good)));
+        assert!(
+            shown.contains("berlin") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&format!("{:?}", key)), "{shown}");
+        assert!(!shown.contains("[4, 4, 4"), "{shown}");
     }
 
     #[test]
