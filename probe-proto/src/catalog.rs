@@ -149,7 +149,7 @@ catalog! {
         "Check that nothing on the path rewrites or inspects the media port's traffic.",
         "—";
     PinUnverified = "pin_unverified", Path, "warning",
-        "The run went without the server's certificate pin, so the server was not authenticated.",
+        "The run went without the server's certificate pin, so the server was not authenticated. Only older clients report it (their TCP fallback carried control in clear); current ones check the pin over TLS too. Kept so stored reports still read.",
         "Pass --pin from the server's ready line.",
         "—";
     // --- ICE checks (probe-client) ---
