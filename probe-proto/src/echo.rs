@@ -205,6 +205,22 @@ pub fn verify_request(key: &SessionKey, b: &[u8]) -> Result<RequestHeader, EchoE
     Ok(h)
 }
 
+/// Writes the MAC over the fields before it and the packet's length (the whole of `b`).
+fn seal(key: &SessionKey, b: &mut [u8]) {
+    let mac = key.mac(&b[..MAC_AT], b.len());
+    b[MAC_AT..MAC_AT + MAC_LEN].copy_from_slice(&mac);
+}
+
+/// Checks the MAC that [`seal`] wrote.
+fn check_mac(key: &SessionKey, b: &[u8]) -> Result<(), EchoError> {
+    let mac = key.mac(&b[..MAC_AT], b.len());
+    if mac_eq(&mac, &b[MAC_AT..MAC_AT + MAC_LEN]) {
+        Ok(())
+    } else {
+        Err(EchoError::BadMac)
+    }
+}
+
 /// Writes the reply to a verified request into `out` (same length); returns that length.
 pub fn encode_reply(
     key: &SessionKey,
@@ -219,8 +235,7 @@ pub fn encode_reply(
     b[1] = PT_REPLY;
     b[32..40].copy_from_slice(&server_recv_us.to_be_bytes());
     b[40..48].copy_from_slice(&server_send_us.to_be_bytes());
-    let mac = key.mac(&b[..MAC_AT], len);
-    b[MAC_AT..MAC_AT + MAC_LEN].copy_from_slice(&mac);
+    seal(key, b);
     fill(&mut b[HEADER_LEN..], server_recv_us ^ 0x9e37_79b9_7f4a_7c15);
     len
 }
@@ -228,10 +243,7 @@ pub fn encode_reply(
 /// Verifies and decodes a reply on the client.
 pub fn decode_reply(key: &SessionKey, b: &[u8]) -> Result<Reply, EchoError> {
     check_shape(b, PT_REPLY)?;
-    let mac = key.mac(&b[..MAC_AT], b.len());
-    if !mac_eq(&mac, &b[MAC_AT..MAC_AT + MAC_LEN]) {
-        return Err(EchoError::BadMac);
-    }
+    check_mac(key, b)?;
     Ok(Reply {
         session: u64_at(b, 12),
         seq: u32_at(b, 20),
@@ -308,8 +320,7 @@ pub fn encode_mtu_probe(
     b[32..34].copy_from_slice(&(reply_len as u16).to_be_bytes());
     b[34..MAC_AT].fill(0);
     b[34] = if df { MTU_FLAG_DF } else { 0 };
-    let mac = key.mac(&b[..MAC_AT], len);
-    b[MAC_AT..MAC_AT + MAC_LEN].copy_from_slice(&mac);
+    seal(key, b);
     fill(&mut b[HEADER_LEN..], session ^ u64::from(seq) ^ 0x4d54_5521);
     len
 }
@@ -323,10 +334,7 @@ pub fn peek_mtu_probe(b: &[u8]) -> Result<u64, EchoError> {
 /// Verifies a path-MTU probe with the session key.
 pub fn verify_mtu_probe(key: &SessionKey, b: &[u8]) -> Result<MtuProbe, EchoError> {
     let session = peek_mtu_probe(b)?;
-    let mac = key.mac(&b[..MAC_AT], b.len());
-    if !mac_eq(&mac, &b[MAC_AT..MAC_AT + MAC_LEN]) {
-        return Err(EchoError::BadMac);
-    }
+    check_mac(key, b)?;
     let asked = usize::from(u16::from_be_bytes([b[32], b[33]]));
     if asked != 0 && !(MIN_LEN..=MTU_MAX_LEN).contains(&asked) {
         return Err(EchoError::Length(asked));
@@ -348,8 +356,7 @@ pub fn encode_mtu_ack(key: &SessionKey, req: &[u8], p: &MtuProbe, out: &mut [u8]
     b[32..34].copy_from_slice(&(req.len() as u16).to_be_bytes());
     b[34..MAC_AT].fill(0);
     b[34] = if p.df { MTU_FLAG_DF } else { 0 };
-    let mac = key.mac(&b[..MAC_AT], len);
-    b[MAC_AT..MAC_AT + MAC_LEN].copy_from_slice(&mac);
+    seal(key, b);
     fill(
         &mut b[HEADER_LEN..],
         p.session.rotate_left(17) ^ u64::from(p.seq),
@@ -360,10 +367,7 @@ pub fn encode_mtu_ack(key: &SessionKey, req: &[u8], p: &MtuProbe, out: &mut [u8]
 /// Verifies and decodes a path-MTU answer on the client.
 pub fn decode_mtu_ack(key: &SessionKey, b: &[u8]) -> Result<MtuAck, EchoError> {
     check_mtu_shape(b, PT_MTU_ACK)?;
-    let mac = key.mac(&b[..MAC_AT], b.len());
-    if !mac_eq(&mac, &b[MAC_AT..MAC_AT + MAC_LEN]) {
-        return Err(EchoError::BadMac);
-    }
+    check_mac(key, b)?;
     Ok(MtuAck {
         session: u64_at(b, 12),
         seq: u32_at(b, 20),

@@ -20,6 +20,7 @@ pub mod netns;
 pub mod nft;
 pub mod probe;
 pub mod proc;
+pub mod quic;
 pub mod scenario;
 pub mod tempdir;
 pub mod tls;
