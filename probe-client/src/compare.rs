@@ -112,6 +112,7 @@ mod tests {
             turn: None,
             mtu: None,
             live: false,
+            browser: None,
         }
     }
 

@@ -23,6 +23,8 @@ pub enum Area {
     RtcdApi,
     /// `probe-client --turn/--mattermost`: the TURN relay chain toward RTCD.
     Turn,
+    /// The browser test page (issue 17): the browser's own WebRTC stack against the candidates.
+    Browser,
 }
 
 impl Area {
@@ -33,6 +35,7 @@ impl Area {
             Area::Host => "doctor",
             Area::RtcdApi => "rtcd-api",
             Area::Turn => "client: TURN",
+            Area::Browser => "browser page",
         }
     }
 }
@@ -340,6 +343,23 @@ catalog! {
         "The TURN server refuses the allocation for another reason than credentials (486 quota, 508 capacity, 437, 442).",
         "Raise coturn's user-quota/total-quota or its relay port range, or read its log for the refused request.",
         "RFC 8656 7.2 and 18 (error codes)";
+    // --- The browser test page (probe-server's page, issue 17) ---
+    BrowserNoUdp = "browser_no_udp", Browser, "error",
+        "The browser gathered no UDP candidate and its UDP-only test formed no candidate pair at all: the browser itself is not allowed to use UDP (a WebRtcIPHandling policy of disable_non_proxied_udp, a VPN or a privacy extension), so UDP to the server was never tried and calls can only use TCP.",
+        "Lift the policy or extension for the Mattermost site (Chrome/Edge: WebRtcIPHandling or WebRtcIPHandlingUrl; Firefox: media.peerconnection.ice.proxy_only), or keep RTCD's ice_port_tcp (8443) open so calls fall back to TCP.",
+        "RFC 8828 §5.2 (mode 4: no non-proxied UDP); Chromium content/public/common/webrtc_ip_handling_policy.h kWebRTCIPHandlingDisableNonProxiedUdp; spike docs/spikes/17-browser-page/REPORT.md §3 (0 candidates and no pairs under the policy)";
+    DtlsBlocked = "dtls_blocked", Browser, "error",
+        "ICE connected (a connectivity check to the server got its answer) but the DTLS handshake never completed before the deadline: something on the path passes STUN and drops DTLS (deep packet inspection, a firewall or VPN filtering by payload), so calls connect ICE and then fail.",
+        "Exempt RTCD's media port (UDP and TCP 8443) from deep packet inspection / application filtering on this network's firewall or VPN: WebRTC media is DTLS-SRTP after ICE (first byte 20-63, RFC 7983).",
+        "RFC 8842 (DTLS after ICE in offer/answer), RFC 7983 §7 (demux by first byte); pion/webrtc peerconnection.go:2796-2834 (v4.2.18: DTLS starts once ICE connected); spike REPORT.md §4 (nft payload drop: ICE connected, DTLS stays connecting)";
+    DataChannelFailed = "data_channel_failed", Browser, "error",
+        "DTLS connected, but the data channel never opened or no message echoed back: SCTP over DTLS (or what follows it) does not get through, so the call's signalling inside the media path would fail too.",
+        "Look for a middlebox that lets the DTLS handshake through and then drops or rewrites the encrypted records (size or rate limits, a UDP session limit); run the page again and compare with the TCP leg.",
+        "RFC 8261 (SCTP over DTLS), RFC 8831/8832 (data channels, DCEP); spike REPORT.md §4 (data layer: DTLS connected, no dc_open)";
+    BrowserTestIncomplete = "browser_test_incomplete", Browser, "error when no UDP test ran (media's transport untested), else warning",
+        "The page could not run one of its tests (signalling failed: the server was busy, refused the offer, or the page itself failed), so that part of the path was not judged.",
+        "Run the page again; if it repeats, the page's message names the cause (the admin can raise probe-server's web session limits).",
+        "—";
 }
 
 impl AsRef<str> for FindingId {

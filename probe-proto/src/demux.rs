@@ -13,7 +13,9 @@ pub enum Kind {
     Quic,
     /// 128–191: RTP/RTCP range; our echo packets live here.
     Echo,
-    /// Anything else (empty, ZRTP, DTLS, TURN channels): counted and dropped.
+    /// 20–63: DTLS records (the browser test page's WebRTC sessions).
+    Dtls,
+    /// Anything else (empty, ZRTP, TURN channels): counted and dropped.
     Other,
 }
 
@@ -23,6 +25,7 @@ pub fn classify(datagram: &[u8]) -> Kind {
         Some(0..=3) => Kind::Stun,
         Some(64..=127) | Some(192..=255) => Kind::Quic,
         Some(128..=191) => Kind::Echo,
+        Some(20..=63) => Kind::Dtls,
         _ => Kind::Other,
     }
 }
@@ -37,7 +40,8 @@ mod tests {
         for b in 0u8..=255 {
             let want = match b {
                 0..=3 => Kind::Stun,
-                4..=63 => Kind::Other,
+                4..=19 => Kind::Other,
+                20..=63 => Kind::Dtls,
                 64..=127 | 192..=255 => Kind::Quic,
                 128..=191 => Kind::Echo,
             };

@@ -38,3 +38,4 @@ pub mod stats;
 pub mod stun;
 pub mod turn;
 pub mod verdict;
+pub mod web;

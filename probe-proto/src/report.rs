@@ -212,6 +212,10 @@ pub struct Report {
     /// RTCD's own port (omitted, i.e. false, for the normal probe).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub live: bool,
+    /// The browser test page (issue 17): what the browser itself saw; absent from
+    /// `probe-client`'s reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub browser: Option<crate::web::BrowserReport>,
 }
 
 impl Report {
@@ -482,16 +486,11 @@ fn printable_report(r: &Report) -> std::borrow::Cow<'_, Report> {
 /// Human report: a short table per transport, then findings with what to do.
 pub fn render_text(r: &Report) -> String {
     let r = &*printable_report(r);
-    let mut out = format!(
-        "probe-client {} → {}   site {}   {}   {:.1} s\n\n",
-        r.tool_version,
-        r.server,
-        r.site,
-        r.started_at,
-        r.duration_ms as f64 / 1000.0
-    );
+    let mut out = header_line(r);
     let udp_state = if r.udp.reachable {
         "reachable"
+    } else if r.findings.iter().any(|f| f.is(FindingId::BrowserNoUdp)) {
+        "NOT TESTED (this browser may not use UDP)"
     } else {
         "NO ANSWER"
     };
@@ -528,28 +527,47 @@ pub fn render_text(r: &Report) -> String {
     if let Some(turn) = &r.turn {
         turn_lines(&mut out, turn, r.udp.echo.as_ref());
     }
+    if let Some(b) = &r.browser {
+        crate::web::browser::render_lines(&mut out, b);
+    }
     out.push('\n');
     render_findings(&mut out, &r.findings);
-    let errors = r
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .count();
-    let warnings = r
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Warning)
-        .count();
-    let refused = r.findings.iter().any(|f| f.is(FindingId::ServerRefused));
-    out.push_str(&if refused {
+    out.push_str(&verdict_line(r));
+    out
+}
+
+/// The first line: which tool wrote the report, toward which server, for which site, when.
+fn header_line(r: &Report) -> String {
+    // A page run's report is built by probe-server from what the browser measured.
+    let tool = if r.browser.is_some() {
+        "browser test page, probe-server"
+    } else {
+        "probe-client"
+    };
+    format!(
+        "{tool} {} → {}   site {}   {}   {:.1} s\n\n",
+        r.tool_version,
+        r.server,
+        r.site,
+        r.started_at,
+        r.duration_ms as f64 / 1000.0
+    )
+}
+
+/// The closing verdict line, from the findings' severities.
+fn verdict_line(r: &Report) -> String {
+    let count = |sev: Severity| r.findings.iter().filter(|f| f.severity == sev).count();
+    let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
+    if r.findings.iter().any(|f| f.is(FindingId::ServerRefused)) {
         "\nVerdict: NOT TESTED — the probe server refused this test (see above); the path itself was not judged.\n"
             .to_string()
     } else if r.ok {
-        format!("\nVerdict: PASS — media can reach this server from here ({warnings} warning(s)).\n")
+        format!(
+            "\nVerdict: PASS — media can reach this server from here ({warnings} warning(s)).\n"
+        )
     } else {
         format!("\nVerdict: FAIL — {errors} error(s), {warnings} warning(s). Calls from this network will not work as they should.\n")
-    });
-    out
+    }
 }
 
 /// Formats Unix milliseconds as RFC 3339 UTC with milliseconds (`2026-11-26T07:50:00.123Z`).
@@ -635,6 +653,7 @@ mod tests {
             turn: None,
             mtu: None,
             live: false,
+            browser: None,
         };
         assert!(!serde_json::to_string(&r).unwrap().contains("\"turn\""));
         r.turn = Some(t);
@@ -669,6 +688,7 @@ mod tests {
             turn: None,
             mtu: None,
             live: false,
+            browser: None,
         };
         r.set_findings(vec![Finding::new("x", Severity::Warning, "s", "f")]);
         assert!(r.ok);

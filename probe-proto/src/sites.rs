@@ -566,6 +566,7 @@ mod tests {
             turn: None,
             mtu: None,
             live: false,
+            browser: None,
         };
         r.set_findings(
             findings
@@ -794,6 +795,7 @@ mod tests {
             turn: None,
             mtu: None,
             live: false,
+            browser: None,
         };
         assert_eq!(Run::dated(&report), Some(r));
         report.started_at = "yesterday".into();
@@ -861,6 +863,7 @@ mod tests {
                 .expect("mtu object"),
             ),
             live: false,
+            browser: None,
         };
         if let Some(cut) = cut_s {
             let mut f = Finding::new(FindingId::PathCutAfter.as_str(), Severity::Error, "s", "f");

@@ -144,6 +144,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// A path as it may appear in a log line: its control characters (a newline that would forge a
+/// line, an escape sequence) left out.
+pub fn printable_path(f: &Path) -> String {
+    f.display()
+        .to_string()
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect()
+}
+
 /// The `--token …` part of the copy-paste client command in the start log. A token that came
 /// from a file or from `PROBE_SERVER_TOKEN` is never printed: the line points at the file or the
 /// variable. Only a token the admin typed on this command line (so already in the process list
@@ -156,12 +166,7 @@ pub fn token_hint(token: Option<&str>, file: Option<&Path>, env: Option<&str>) -
         }
         (Some(_), _) => " --token \"$PROBE_TOKEN\"".into(),
         (None, Some(f)) => {
-            let shown: String = f
-                .display()
-                .to_string()
-                .chars()
-                .filter(|c| !c.is_control())
-                .collect();
+            let shown = printable_path(f);
             format!(" --token \"$(cat '{}')\"", shown.replace('\'', "'\\''"))
         }
         (None, None) => String::new(),

@@ -95,6 +95,33 @@ pub struct ServeArgs {
     /// Read the access token from this file (first line), keeping it out of the process list.
     #[arg(long, env = "PROBE_SERVER_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Do not serve the browser test page (HTTP on the probe's TCP port and its WebRTC sessions).
+    #[arg(
+        long,
+        env = "PROBE_SERVER_NO_WEB",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub no_web: bool,
+    /// Also serve the browser test page on this TCP address (HTTP only), e.g. 0.0.0.0:8080; its
+    /// WebRTC sessions still use the probe's own UDP and TCP port.
+    #[arg(
+        long,
+        env = "PROBE_SERVER_WEB",
+        value_name = "ADDR",
+        conflicts_with = "no_web"
+    )]
+    pub web: Option<SocketAddr>,
+    /// Browser test page sessions (WebRTC) at once, in total; a page run opens two or three.
+    #[arg(long, env = "PROBE_SERVER_WEB_MAX_SESSIONS", default_value_t = 32)]
+    pub web_max_sessions: usize,
+    /// Browser test page sessions at once from one source address.
+    #[arg(
+        long,
+        env = "PROBE_SERVER_WEB_MAX_SESSIONS_PER_IP",
+        default_value_t = 6
+    )]
+    pub web_max_sessions_per_ip: usize,
     /// RTCD's TOML configuration, to advertise ICE candidates exactly as RTCD would (RTCD_RTC_* env applies too).
     #[arg(long, env = "PROBE_SERVER_RTCD_CONFIG")]
     pub rtcd_config: Option<PathBuf>,
@@ -175,6 +202,23 @@ mod tests {
         assert_eq!(rules(&["--rtcd-version", "v1.2.6"]), Some(PionRules::V4_2));
         assert_eq!(rules(&[]), None);
         assert!(parse(&["--rtcd-version", "latest"]).is_err());
+    }
+
+    #[test]
+    fn the_test_page_is_on_unless_turned_off() {
+        let parse = |v: &[&str]| {
+            let mut argv = vec!["probe-server"];
+            argv.extend_from_slice(v);
+            Cli::try_parse_from(argv).map(|c| c.serve)
+        };
+        let d = parse(&[]).unwrap();
+        assert!(!d.no_web);
+        assert_eq!(d.web, None);
+        assert!(parse(&["--no-web"]).unwrap().no_web);
+        let w = parse(&["--web", "127.0.0.1:8080"]).unwrap();
+        assert_eq!(w.web, Some("127.0.0.1:8080".parse().unwrap()));
+        assert!(parse(&["--no-web", "--web", "127.0.0.1:8080"]).is_err());
+        assert!(parse(&["--web", "8080"]).is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod serve;
 mod shared;
 mod tcp;
 mod udp;
+mod web;
 
 fn main() {
     // `probe-server generate man|completions DIR` (scripts/package) stays outside `Cli`, so no

@@ -214,6 +214,11 @@ pub struct Metrics {
     sessions: Family<Event, Counter>,
     active: Gauge,
     uploads: Family<Outcome, Counter>,
+    web_sessions: Family<Event, Counter>,
+    web_active: Gauge,
+    web_reports: Family<Outcome, Counter>,
+    web_token_refused: Counter,
+    web_dropped: Family<Reason, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -275,6 +280,11 @@ impl Metrics {
             sessions: Family::default(),
             active: Gauge::default(),
             uploads: Family::default(),
+            web_sessions: Family::default(),
+            web_active: Gauge::default(),
+            web_reports: Family::default(),
+            web_token_refused: Counter::default(),
+            web_dropped: Family::default(),
         };
         let mut m = m;
         m.register_server(&mut registry);
@@ -320,6 +330,31 @@ impl Metrics {
             "probe_server_uploads",
             "Client reports uploaded to this server, by what became of them",
             self.uploads.clone(),
+        );
+        registry.register(
+            "probe_server_web_sessions",
+            "Browser test page WebRTC sessions opened, refused (caps, bad offers) and connected",
+            self.web_sessions.clone(),
+        );
+        registry.register(
+            "probe_server_web_active_sessions",
+            "Browser test page WebRTC sessions open now",
+            self.web_active.clone(),
+        );
+        registry.register(
+            "probe_server_web_reports",
+            "Browser test page reports built, and stored or not (results store), or failed",
+            self.web_reports.clone(),
+        );
+        registry.register(
+            "probe_server_web_dropped",
+            "What the browser test page's WebRTC peer dropped, by reason",
+            self.web_dropped.clone(),
+        );
+        registry.register(
+            "probe_server_web_token_refused",
+            "Browser test page requests refused for a missing or wrong ?t= token",
+            self.web_token_refused.clone(),
         );
         registry.register(
             "probe_server_store_pruned_runs",
@@ -562,6 +597,61 @@ impl Metrics {
             .map(|(event, v)| (Event { event }, v)),
         );
         self.active.set(active as i64);
+        self.copy_web_stats(shared);
+    }
+
+    /// The browser test page: the peer's sessions and the reports built from them.
+    fn copy_web_stats(&self, shared: &Shared) {
+        let w = &shared.web_state;
+        let load = crate::web::WebState::load;
+        // Exhaustive on purpose, like the core's counters above.
+        let crate::web::peer::PeerStats {
+            opened,
+            refused,
+            connected,
+            live,
+        } = shared.web().map(|p| p.stats()).unwrap_or_default();
+        store_counters(
+            &self.web_sessions,
+            [
+                ("opened", opened),
+                ("refused", refused),
+                ("connected", connected),
+            ]
+            .map(|(event, v)| (Event { event }, v)),
+        );
+        self.web_active.set(live as i64);
+        let crate::web::peer::PeerDrops {
+            bad_offers,
+            errors,
+            malformed,
+            messages_dropped,
+            queue_full,
+        } = shared.web().map(|p| p.drops()).unwrap_or_default();
+        store_counters(
+            &self.web_dropped,
+            [
+                ("bad_offer", bad_offers),
+                ("session_error", errors),
+                ("malformed", malformed),
+                ("message_dropped", messages_dropped),
+                ("queue_full", queue_full),
+            ]
+            .map(|(reason, v)| (Reason { reason }, v)),
+        );
+        store_counters(
+            &self.web_reports,
+            [
+                ("built", load(&w.reports_built)),
+                ("stored", load(&w.reports_stored)),
+                ("not_stored", load(&w.reports_not_stored)),
+                ("failed", load(&w.reports_failed)),
+            ]
+            .map(|(outcome, v)| (Outcome { outcome }, v)),
+        );
+        self.web_token_refused
+            .inner()
+            .store(load(&w.token_refused), Ordering::Relaxed);
     }
 
     /// What became of uploads, and the runs the store pruned.
@@ -775,6 +865,7 @@ mod tests {
             turn: None,
             mtu: None,
             live: false,
+            browser: None,
         };
         r.set_findings(
             findings
@@ -938,6 +1029,32 @@ mod tests {
         m.record(&report("Berlin \"HQ\"\\1\nx", Some(0.0), &[]), 0);
         let text = m.encode(&shared(), None, false);
         assert!(text.contains(r#"site="Berlin \"HQ\"\\1?x""#), "{text}");
+    }
+
+    #[test]
+    fn test_page_counters_are_exported() {
+        let m = Metrics::new(2, &[]);
+        let s = shared();
+        for _ in 0..3 {
+            crate::web::WebState::bump(&s.web_state.reports_built);
+        }
+        crate::web::WebState::bump(&s.web_state.reports_not_stored);
+        crate::web::WebState::bump(&s.web_state.token_refused);
+        let text = m.encode(&s, None, false);
+        for want in [
+            "probe_server_web_reports_total{outcome=\"built\"} 3",
+            "probe_server_web_reports_total{outcome=\"not_stored\"} 1",
+            "probe_server_web_reports_total{outcome=\"stored\"} 0",
+            "probe_server_web_token_refused_total 1",
+            "probe_server_web_dropped_total{reason=\"queue_full\"} 0",
+            // No peer in this server: its series are there, at zero.
+            "probe_server_web_sessions_total{event=\"opened\"} 0",
+            "probe_server_web_sessions_total{event=\"connected\"} 0",
+            "probe_server_web_active_sessions 0",
+            "# TYPE probe_server_web_sessions_total counter",
+        ] {
+            assert!(text.contains(want), "missing {want}:\n{text}");
+        }
     }
 
     #[test]

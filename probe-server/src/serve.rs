@@ -45,13 +45,23 @@ fn bind_error(proto: &str, args: &ServeArgs, e: std::io::Error) -> i32 {
     }
 }
 
-/// The UDP port, and TCP on the same address (the port UDP got, when `--listen` asks for any).
+/// The UDP port, and TCP on the same address (the port UDP got, when `--listen` asks for any),
+/// and the `--web` address if any.
 /// Plain binds: never SO_REUSEPORT, so a running RTCD makes this fail instead of losing traffic.
-fn bind(args: &ServeArgs) -> Result<(std::net::UdpSocket, std::net::TcpListener), i32> {
+fn bind(
+    args: &ServeArgs,
+) -> Result<
+    (
+        std::net::UdpSocket,
+        std::net::TcpListener,
+        Option<std::net::TcpListener>,
+    ),
+    i32,
+> {
     let udp = std::net::UdpSocket::bind(args.listen).map_err(|e| bind_error("UDP", args, e))?;
     let tcp = std::net::TcpListener::bind(udp.local_addr().unwrap_or(args.listen))
         .map_err(|e| bind_error("TCP", args, e))?;
-    Ok((udp, tcp))
+    Ok((udp, tcp, bind_web(args)?))
 }
 
 /// The line scripts and tests wait for: the bound addresses and the certificate's pin.
@@ -65,7 +75,7 @@ fn print_ready(udp_addr: SocketAddr, tcp_addr: SocketAddr, pin: &str) {
 }
 
 async fn serve(args: ServeArgs) -> i32 {
-    let (udp_std, tcp_std) = match bind(&args) {
+    let (udp_std, tcp_std, web_std) = match bind(&args) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -105,6 +115,10 @@ async fn serve(args: ServeArgs) -> i32 {
     };
     let udp_addr = listeners.udp.local_addr().unwrap_or(args.listen);
     let tcp_addr = listeners.tcp.local_addr().unwrap_or(args.listen);
+    let (web_task, web_addr) = match start_web(&args, &listeners, web_std, &shared) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
     // Signals are hooked before the ready line, so a SIGTERM right after it stops cleanly.
     let stop = match Shutdown::hook() {
         Ok(s) => s,
@@ -112,7 +126,9 @@ async fn serve(args: ServeArgs) -> i32 {
     };
 
     let endpoint = listeners.quic.clone();
-    let tasks = spawn_loops(listeners, &shared, &args, rehearse, probe_port, rules);
+    let tasks = spawn_loops(listeners, &shared, &args, rehearse, probe_port, rules)
+        .into_iter()
+        .chain(web_task);
     let metrics_addr = metrics.as_ref().and_then(|(l, _)| l.local_addr().ok());
     let metrics_task = match metrics.map(|(l, m)| start_metrics(l, m, shared.clone())) {
         Some(Err(e)) => return fail(format!("cannot serve metrics: {e}.")),
@@ -121,25 +137,120 @@ async fn serve(args: ServeArgs) -> i32 {
     };
 
     print_ready(udp_addr, tcp_addr, &identity.pin);
-    let token_arg = crate::cert::token_hint(
-        args.token.as_deref(),
-        args.token_file.as_deref(),
-        std::env::var("PROBE_SERVER_TOKEN").ok().as_deref(),
-    );
     // Logged once the start has succeeded: a failed start says one sentence and nothing else.
     tracing::info!(path = %store_path.display(), "keeping uploaded reports (probe-server results shows them)");
     if let Some(addr) = metrics_addr {
         tracing::info!("Prometheus metrics on http://{addr}/metrics");
     }
-    tracing::info!(
-        "listening on UDP and TCP {udp_addr}; users run: probe-client {} --pin {}{token_arg}",
-        client_target(udp_addr, shared.ice().as_ref()),
-        identity.pin
+    log_for_users(
+        &args,
+        &shared,
+        &identity.pin,
+        (udp_addr, tcp_addr, web_addr),
     );
 
     stop.wait().await;
-    shut_down(endpoint, tasks.into_iter().chain(metrics_task), &shared).await;
+    shut_down(endpoint, tasks.chain(metrics_task), &shared).await;
     0
+}
+
+/// `--web ADDR`, bound before the ready line like the probe port: a bad address stops the start.
+fn bind_web(args: &ServeArgs) -> Result<Option<std::net::TcpListener>, i32> {
+    let Some(addr) = args.web.filter(|_| !args.no_web) else {
+        return Ok(None);
+    };
+    std::net::TcpListener::bind(addr).map(Some).map_err(|e| {
+        fail(format!(
+            "cannot serve the test page on {addr}: {e}; choose another address with --web."
+        ))
+    })
+}
+
+/// A spawned task and the address it serves on.
+type WebTask = (
+    Option<tokio::task::JoinHandle<()>>,
+    Option<std::net::SocketAddr>,
+);
+
+/// Starts the browser test page's WebRTC peer on the probe's sockets (unless `--no-web`), and
+/// the `--web` listener if there is one.
+fn start_web(
+    args: &ServeArgs,
+    l: &Listeners,
+    web_std: Option<std::net::TcpListener>,
+    shared: &Arc<Shared>,
+) -> Result<WebTask, i32> {
+    if args.no_web {
+        return Ok((None, None));
+    }
+    let limits = crate::web::peer::PeerLimits {
+        max_sessions: args.web_max_sessions.max(1),
+        max_sessions_per_ip: args.web_max_sessions_per_ip.max(1),
+        session_lifetime: WEB_SESSION_LIFETIME,
+    };
+    let peer = crate::web::peer::Peer::start(l.udp.clone(), limits)
+        .map_err(|e| fail(format!("cannot start the test page's WebRTC peer: {e:#}.")))?;
+    shared.set_web(peer);
+    let Some(listener) = web_std else {
+        return Ok((None, None));
+    };
+    let addr = listener.local_addr().ok();
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        .map_err(|e| fail(format!("cannot serve the test page: {e}.")))?;
+    let task = tokio::spawn(crate::web::http::serve_listener(
+        listener,
+        shared.clone(),
+        ConnLimits::new(args.max_tcp_connections, args.max_tcp_connections_per_ip),
+    ));
+    Ok((Some(task), addr))
+}
+
+/// A page session's longest life: the page's three legs take well under a minute.
+const WEB_SESSION_LIFETIME: Duration = Duration::from_secs(120);
+
+/// What to tell users, once at start: the client command and the test page's link, each with
+/// the token only where it is safe to show (see [`crate::cert::token_hint`]).
+fn log_for_users(
+    args: &ServeArgs,
+    shared: &Shared,
+    pin: &str,
+    (udp_addr, tcp_addr, web_addr): (SocketAddr, SocketAddr, Option<SocketAddr>),
+) {
+    let token_arg = crate::cert::token_hint(
+        args.token.as_deref(),
+        args.token_file.as_deref(),
+        std::env::var("PROBE_SERVER_TOKEN").ok().as_deref(),
+    );
+    tracing::info!(
+        "listening on UDP and TCP {udp_addr}; users run: probe-client {} --pin {pin}{token_arg}",
+        client_target(udp_addr, shared.ice().as_ref()),
+    );
+    if shared.web().is_none() {
+        return;
+    }
+    let (query, note) = crate::web::link_query(
+        args.token.as_deref(),
+        args.token_file.as_deref(),
+        std::env::var("PROBE_SERVER_TOKEN").ok().as_deref(),
+    );
+    let ice = shared.ice();
+    let mut line = page_link(tcp_addr, ice.as_ref(), &query);
+    if let Some(a) = web_addr {
+        line.push_str(&format!(" (also {})", page_link(a, ice.as_ref(), &query)));
+    }
+    if let Some(note) = note {
+        line.push_str(&format!("; {note}"));
+    }
+    tracing::info!("test page for users: {line}");
+}
+
+/// `http://HOST:PORT/`: the host users dial (as in the client command), the page's own port.
+fn page_link(addr: SocketAddr, ice: Option<&IceOffer>, path: &str) -> String {
+    let target = client_target(addr, ice);
+    let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
+    format!("http://{host}:{}/{path}", addr.port())
 }
 
 /// Stops serving: QUIC peers told, the loops aborted, the uploads written out, the counters
@@ -409,7 +520,32 @@ fn start_metrics(
 
 /// One line with every counter, at shutdown and every minute, for operators and tests.
 fn log_stats(shared: &Shared, what: &str) {
-    let s = shared.core().stats;
+    // The probe's own line first: scripts (and the tests) read the first "stopped" line.
+    log_core_stats(shared.core().stats, what);
+    if let Some(web) = shared.web() {
+        let w = &shared.web_state;
+        let load = crate::web::WebState::load;
+        let p = web.stats();
+        let quiet = p.opened + p.refused + load(&w.token_refused) == 0;
+        // Nothing to say until someone used the page (but always at shutdown).
+        if quiet && what != "stopped" {
+            return;
+        }
+        tracing::info!(
+            web_sessions_opened = p.opened,
+            web_sessions_refused = p.refused,
+            web_sessions_connected = p.connected,
+            web_sessions_live = p.live,
+            web_reports_built = load(&w.reports_built),
+            web_reports_stored = load(&w.reports_stored),
+            web_reports_failed = load(&w.reports_failed),
+            web_token_refused = load(&w.token_refused),
+            "{what} (test page)"
+        );
+    }
+}
+
+fn log_core_stats(s: probe_proto::session::ServerStats, what: &str) {
     tracing::info!(
         echo_replies = s.echo_replies,
         stun_replies = s.stun_replies,

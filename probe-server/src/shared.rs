@@ -19,6 +19,10 @@ pub struct Shared {
     ice: RwLock<Option<IceOffer>>,
     /// Where uploaded reports go.
     pub results: crate::results::Sink,
+    /// The browser test page's WebRTC peer, once started (none with `--no-web`, in live mode).
+    web: std::sync::OnceLock<crate::web::peer::Peer>,
+    /// The test page's own counters and what its reports need from earlier requests.
+    pub web_state: crate::web::WebState,
 }
 
 impl Shared {
@@ -30,7 +34,19 @@ impl Shared {
             rng: SystemRandom::new(),
             ice: RwLock::new(ice),
             results: crate::results::Sink::default(),
+            web: std::sync::OnceLock::new(),
+            web_state: crate::web::WebState::default(),
         }
+    }
+
+    /// The browser test page's peer, when this server runs one.
+    pub fn web(&self) -> Option<&crate::web::peer::Peer> {
+        self.web.get()
+    }
+
+    /// Turns the test page on (once, at start; a second peer is ignored).
+    pub fn set_web(&self, peer: crate::web::peer::Peer) {
+        let _ = self.web.set(peer);
     }
 
     /// Uploads go to `results` (a server built with `new` keeps none).

@@ -5,7 +5,10 @@
 //! TLS 1.3 with the QUIC certificate, inside which the same RFC 4571 frames flow and control
 //! messages are served; 0x00–0x05 (the length of a frame under 1,536 bytes) is plain framing,
 //! which carries STUN and echo as ICE-TCP does, but no session: a hello there only gets a
-//! refusal, so a session key or ICE password never crosses in clear. Anything else is closed.
+//! refusal, so a session key or ICE password never crosses in clear — unless its first frame
+//! is a STUN request for a browser test page session, whose connection then goes whole to the
+//! WebRTC peer (ICE-TCP). An upper-case letter (an HTTP method) is the test page's HTTP.
+//! Anything else is closed.
 //!
 //! No slot without progress: a connection must serve a session (a hello on it that opened
 //! one, or echo of a live session) within [`PROGRESS_WITHIN`] of its accept, or it is closed —
@@ -19,10 +22,12 @@ use probe_proto::demux::{classify, Kind};
 use probe_proto::echo;
 use probe_proto::frame::{self, Decoder};
 use probe_proto::msg::{Transport, CONTROL_TAG};
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -148,10 +153,77 @@ async fn handle(
             Ok(_) => shared.core().stats.drop_malformed += 1,
             Err(_) => shared.core().stats.conn_no_progress += 1,
         },
-        0..=PLAIN_FIRST_MAX => serve_frames(stream, conn(false), shared, idle, slot).await,
+        0..=PLAIN_FIRST_MAX => {
+            // ICE-TCP of a browser test page session goes to the WebRTC peer, whole. Only
+            // while a session lives can a connection be one: otherwise nothing is peeked.
+            if let Some(web) = shared.web().filter(|w| w.stats().live > 0) {
+                let frame = peek_first_frame(&stream, by, &mut 0).await;
+                if frame.is_some_and(|f| web.wants_tcp(&f)) {
+                    slot.progressed();
+                    web.tcp_in(stream, peer);
+                    return;
+                }
+            }
+            serve_frames(stream, conn(false), shared, idle, slot).await
+        }
+        // An HTTP method: the browser test page and its API.
+        b'A'..=b'Z' if shared.web().is_some() => {
+            let via = crate::web::http::Via {
+                client: peer,
+                slot: Some(slot),
+                on_probe_port: true,
+            };
+            crate::web::http::serve_conn(stream, via, shared).await
+        }
         // Like RTCD's TCP mux: a stream that is none of ours is closed at once.
         _ => shared.core().stats.drop_malformed += 1,
     }
+}
+
+/// The first RFC 4571 frame's payload, peeked: nothing is consumed, so whoever serves the
+/// connection reads it again. None when the peer closed or the frame is not all in by `by`.
+/// Woken by the socket, never by a timer: tokio keeps a socket readable while bytes wait
+/// unread, so after a peek that finds the frame incomplete the readiness is cleared, and the
+/// next wake-up is the next segment's arrival. `peeks` counts the peeks (tests bound it).
+async fn peek_first_frame(stream: &TcpStream, by: Instant, peeks: &mut u32) -> Option<Vec<u8>> {
+    // A first byte of at most PLAIN_FIRST_MAX bounds the first frame's length.
+    let mut buf = vec![0u8; 2 + ((PLAIN_FIRST_MAX as usize + 1) << 8)];
+    let wait = async {
+        loop {
+            stream.readable().await.ok()?;
+            *peeks += 1;
+            // try_io clears the readiness it saw when the closure says WouldBlock — unless
+            // more bytes arrived meanwhile, so none is missed.
+            match stream.try_io(Interest::READABLE, || peek_now(stream, &mut buf)) {
+                Ok(0) => return None,
+                Ok(end) => return Some(buf[2..end].to_vec()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return None,
+            }
+        }
+    };
+    tokio::time::timeout_at(by, wait).await.ok()?
+}
+
+/// One non-blocking peek: `Ok(end)` of the first frame when it is whole, `Ok(0)` when the
+/// peer closed, `WouldBlock` while the frame is incomplete.
+fn peek_now(stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut rb = ReadBuf::new(buf);
+    let n = match stream.poll_peek(&mut cx, &mut rb) {
+        Poll::Ready(Ok(0)) => return Ok(0),
+        Poll::Ready(Ok(n)) => n,
+        Poll::Ready(Err(e)) => return Err(e),
+        Poll::Pending => return Err(io::ErrorKind::WouldBlock.into()),
+    };
+    let got = rb.filled();
+    if n >= 2 {
+        let end = 2 + usize::from(u16::from_be_bytes([got[0], got[1]]));
+        if n >= end {
+            return Ok(end);
+        }
+    }
+    Err(io::ErrorKind::WouldBlock.into())
 }
 
 /// The frame loop, the same on a plain connection and inside TLS.
@@ -279,4 +351,74 @@ fn unauthenticated(s: &probe_proto::session::ServerStats) -> u64 {
         + s.drop_bad_mac
         + s.drop_unknown_session
         + s.drop_wrong_peer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connected pair on loopback: (what the client writes into, the server's side).
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let c = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        (c, l.accept().await.expect("accept").0)
+    }
+
+    #[tokio::test]
+    async fn the_first_frame_is_peeked_whole_and_left_unread() {
+        let (mut c, s) = pair().await;
+        let frame = frame::encode(b"\x00\x01STUN-ish");
+        // In two pieces, the second a little later: the peek waits for the whole frame.
+        c.write_all(&frame[..3]).await.expect("write");
+        let rest = frame[3..].to_vec();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            c.write_all(&rest).await.expect("write");
+            c
+        });
+        let by = Instant::now() + Duration::from_secs(2);
+        let mut peeks = 0;
+        let got = peek_first_frame(&s, by, &mut peeks).await;
+        assert_eq!(got.as_deref(), Some(&b"\x00\x01STUN-ish"[..]));
+        assert!(peeks <= 3, "one peek per arrival, not per tick: {peeks}");
+        // Nothing was consumed: the reader still gets the frame from its first byte.
+        let mut s = s;
+        let mut back = vec![0u8; frame.len()];
+        s.read_exact(&mut back).await.expect("read");
+        assert_eq!(back, frame);
+        drop(late.await);
+    }
+
+    #[tokio::test]
+    async fn a_frame_that_never_completes_or_a_close_gives_nothing() {
+        let (mut c, s) = pair().await;
+        c.write_all(&[0x01, 0x00, 0xAA]).await.expect("write");
+        let by = Instant::now() + Duration::from_millis(100);
+        assert_eq!(peek_first_frame(&s, by, &mut 0).await, None, "deadline");
+        let (c2, s2) = pair().await;
+        drop(c2);
+        let by = Instant::now() + Duration::from_secs(2);
+        assert_eq!(peek_first_frame(&s2, by, &mut 0).await, None, "closed");
+        drop(c);
+    }
+
+    /// A client that sends one byte and stops costs a peek or two, not one per timer tick,
+    /// and is given up at the deadline.
+    #[tokio::test]
+    async fn a_stalled_first_frame_wakes_nothing_until_its_deadline() {
+        let (mut c, s) = pair().await;
+        c.write_all(&[0x05]).await.expect("write");
+        let start = Instant::now();
+        let mut peeks = 0;
+        let got = peek_first_frame(&s, start + Duration::from_millis(400), &mut peeks).await;
+        assert_eq!(got, None);
+        assert!(
+            start.elapsed() >= Duration::from_millis(400),
+            "kept to the deadline"
+        );
+        assert!(peeks <= 2, "woken {peeks} times by one byte");
+        drop(c);
+    }
 }

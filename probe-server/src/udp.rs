@@ -1,6 +1,8 @@
 //! The shared UDP port: one socket, demultiplexed by first byte. STUN and echo are answered
 //! inline from the sans-IO core; QUIC datagrams are queued to quinn through [`QuicSocket`], an
 //! `AsyncUdpSocket` over the same socket, so the control channel crosses the port under test.
+//! STUN for a browser test page session's ufrag, and DTLS from an address such a session
+//! learnt, are queued to the page's WebRTC peer (`web::peer`), which answers from its own task.
 
 use crate::shared::{canonical, Shared};
 use probe_proto::demux::{classify, Kind};
@@ -70,7 +72,14 @@ impl Udp {
     }
 
     /// Sends without waiting: a full socket buffer drops the reply, as the network would.
-    fn send_from(&self, to: SocketAddr, from: Option<IpAddr>, contents: &[u8]) -> io::Result<()> {
+    /// `from`: the local address to send from (a wildcard bind; ignored on a one-address bind),
+    /// as the datagram being answered arrived on — the browser page's peer sends this way too.
+    pub fn send_from(
+        &self,
+        to: SocketAddr,
+        from: Option<IpAddr>,
+        contents: &[u8],
+    ) -> io::Result<()> {
         let sock = self.io.get_ref();
         let r = match &self.state {
             None => sock.send_to(contents, to).map(|_| ()),
@@ -314,7 +323,15 @@ fn route(
         return;
     };
     let reply = match classify(pkt) {
-        Kind::Stun => core.on_stun(now, canonical(src), pkt, slot),
+        // STUN for a browser test page session's ufrag goes to its WebRTC peer; the rest is
+        // probe-client's (or nobody's) and the core answers it.
+        Kind::Stun => match shared.web() {
+            Some(web) if web.wants_udp(Kind::Stun, src, pkt) => {
+                to_web(web, (src, dst), pkt);
+                None
+            }
+            _ => core.on_stun(now, canonical(src), pkt, slot),
+        },
         // The exact address: path-MTU answers go only to where verified echo came from.
         Kind::Echo => core.on_echo(now, canonical(src), Transport::Udp, pkt, slot),
         Kind::Quic => {
@@ -322,6 +339,14 @@ fn route(
                 core.stats.drop_quic_invalid += 1;
             } else if quic_tx.try_send((pkt.to_vec(), src, dst)).is_err() {
                 core.stats.drop_quic_queue += 1;
+            }
+            None
+        }
+        // DTLS from an address a browser test page session learnt goes to its peer.
+        Kind::Dtls => {
+            match shared.web() {
+                Some(web) if web.wants_udp(Kind::Dtls, src, pkt) => to_web(web, (src, dst), pkt),
+                _ => core.stats.drop_not_ours += 1,
             }
             None
         }
@@ -333,6 +358,13 @@ fn route(
     if let Some(len) = reply {
         out.push(src, dst, len);
     }
+}
+
+/// Queues a datagram for the test page's peer, which answers from its own task (through
+/// [`Udp::send_from`]); `src` as received, so replies go to the same form of the address.
+/// A full queue drops it; the peer counts that (`PeerDrops::queue_full`).
+fn to_web(web: &crate::web::peer::Peer, (src, dst): (SocketAddr, Option<IpAddr>), pkt: &[u8]) {
+    let _ = web.udp_in(src, dst, pkt);
 }
 
 /// The DF setting of the shared socket around one downstream path-MTU answer (Linux).

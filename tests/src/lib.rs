@@ -14,7 +14,9 @@
 //! - [`expect`]: JSON report assertions (dotted paths, binomial loss bounds).
 //! - [`scenario`]: TOML scenario files and their runner.
 //! - [`tls`]: TLS on probe-server's TCP port (control messages), and a relay's impostor certificate.
+//! - [`chromium`]: headless chromium driven over the DevTools pipe (the browser test page).
 
+pub mod chromium;
 pub mod expect;
 pub mod netns;
 pub mod nft;

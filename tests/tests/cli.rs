@@ -246,6 +246,10 @@ fn server_bad_input_exits_2() {
             &["--listen", LISTEN, "--state-dir", &dir, "--token", ""],
             "token is empty",
         ),
+        (
+            &["live", "--web", "127.0.0.1:8080"],
+            "live mode has no test page",
+        ),
     ];
     for (args, says) in cases {
         let done = server_cmd(&ns, args);

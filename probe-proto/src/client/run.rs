@@ -450,6 +450,7 @@ impl Run {
             turn: None,
             mtu: None,
             live: false,
+            browser: None,
         };
         report.set_findings(findings);
         report

@@ -238,6 +238,7 @@ pub fn report(o: &Outcome, meta: Meta) -> Report {
         turn: None,
         mtu: None,
         live: true,
+        browser: None,
     };
     r.set_findings(findings);
     r

@@ -62,9 +62,19 @@ pub struct LiveArgs {
     /// One JSON object per line for each event instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Not available in live mode (the test page's WebRTC peer needs the port RTCD holds);
+    /// accepted only to refuse it with a sentence instead of clap's "unexpected argument".
+    #[arg(long, hide = true, value_name = "ADDR")]
+    pub web: Option<String>,
 }
 
 pub fn run(args: LiveArgs) -> i32 {
+    if args.web.is_some() {
+        return crate::fail(
+            "live mode has no test page: its WebRTC sessions need the UDP and TCP port RTCD holds; \
+             stop RTCD and run probe-server (without live) to offer the page, or use probe-client.",
+        );
+    }
     // First, before any thread or socket exists: a namespace is per thread.
     if let Some(pid) = args.rtcd_pid {
         if let Err(e) = tap::enter_netns(pid) {

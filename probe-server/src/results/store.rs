@@ -584,6 +584,7 @@ pub mod tests_support {
             turn: None,
             mtu: None,
             live: false,
+            browser: None,
         };
         if loss_up.is_none() {
             r.set_findings(vec![Finding::new("udp_blocked", Severity::Error, "s", "f")]);

@@ -1,0 +1,150 @@
+//! The browser test page (issue 17): HTTP on the probe port (and `--web ADDR`), and the WebRTC
+//! peer whose sessions the page opens on the probe's own UDP and TCP port.
+//!
+//! `http` serves one connection (the page, its assets, `POST /session`, `POST /report`);
+//! `api` does what those two POSTs ask; `peer` owns the WebRTC sessions.
+
+mod api;
+pub mod http;
+pub mod peer;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Session start times kept for reports (a run opens up to three sessions).
+const MAX_STARTS: usize = 1024;
+/// Host name lookups for the dialed leg at once: each holds a blocking thread until it ends.
+const MAX_LOOKUPS: usize = 4;
+
+/// The page's own counters and what reports need from earlier requests.
+#[derive(Debug)]
+pub struct WebState {
+    /// `POST /report`: reports built, and what became of them in the results store.
+    pub reports_built: AtomicU64,
+    pub reports_stored: AtomicU64,
+    pub reports_not_stored: AtomicU64,
+    /// Reports that could not be built (bad measurements are a 400, not counted here).
+    pub reports_failed: AtomicU64,
+    /// Requests refused for a missing or wrong `?t=`.
+    pub token_refused: AtomicU64,
+    /// When each recent session was opened (wall clock, ms), oldest first.
+    starts: Mutex<VecDeque<(String, u64)>>,
+    /// Shared with the blocking lookups, which hold a permit until they end.
+    lookups: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for WebState {
+    fn default() -> Self {
+        Self {
+            reports_built: AtomicU64::new(0),
+            reports_stored: AtomicU64::new(0),
+            reports_not_stored: AtomicU64::new(0),
+            reports_failed: AtomicU64::new(0),
+            token_refused: AtomicU64::new(0),
+            starts: Mutex::new(VecDeque::new()),
+            lookups: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
+        }
+    }
+}
+
+impl WebState {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn load(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    fn note_start(&self, session: &str, wall_ms: u64) {
+        let mut s = self.starts.lock().unwrap_or_else(|p| p.into_inner());
+        if s.len() == MAX_STARTS {
+            s.pop_front();
+        }
+        s.push_back((session.to_string(), wall_ms));
+    }
+
+    /// When the earliest of `sessions` was opened, if any is still remembered.
+    fn started(&self, sessions: &[&str]) -> Option<u64> {
+        let s = self.starts.lock().unwrap_or_else(|p| p.into_inner());
+        s.iter()
+            .filter(|(id, _)| sessions.contains(&id.as_str()))
+            .map(|(_, t)| *t)
+            .min()
+    }
+}
+
+/// The `?t=` part of the page link for the log, and what stands for the token when it is not
+/// shown. As [`crate::cert::token_hint`] does for the client command: a token given on the
+/// command line (already in the process list and the shell history) is shown, URL-encoded,
+/// when it is plain printable ASCII; one from the environment or a file never is.
+pub fn link_query(
+    token: Option<&str>,
+    file: Option<&std::path::Path>,
+    env: Option<&str>,
+) -> (String, Option<String>) {
+    use probe_proto::web::request::percent_encode;
+    const HIDDEN: &str = "?t=TOKEN";
+    match (token, file) {
+        (Some(t), _) if env == Some(t) => (
+            HIDDEN.into(),
+            Some("TOKEN: the access token in PROBE_SERVER_TOKEN, URL-encoded".into()),
+        ),
+        (Some(t), _) if !t.trim().is_empty() && t.trim().bytes().all(|b| b.is_ascii_graphic()) => {
+            (format!("?t={}", percent_encode(t.trim())), None)
+        }
+        (Some(_), _) => (
+            HIDDEN.into(),
+            Some("TOKEN: the access token, URL-encoded".into()),
+        ),
+        (None, Some(f)) => {
+            let shown = crate::cert::printable_path(f);
+            (
+                HIDDEN.into(),
+                Some(format!("TOKEN: the first line of {shown}, URL-encoded")),
+            )
+        }
+        (None, None) => (String::new(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_link_shows_a_token_only_where_the_client_command_does() {
+        let q = |t, f, e| {
+            let (q, note) = link_query(t, f, e);
+            format!("{q} {}", note.unwrap_or_default())
+        };
+        assert_eq!(q(None, None, None), " ");
+        assert_eq!(q(Some(" s3cret "), None, None), "?t=s3cret ");
+        assert_eq!(q(Some("a&b=c"), None, None), "?t=a%26b%3Dc ");
+        let env = q(Some("from-env"), None, Some("from-env"));
+        assert!(
+            !env.contains("from-env") && env.contains("PROBE_SERVER_TOKEN"),
+            "{env}"
+        );
+        let odd = q(Some("two words"), None, None);
+        assert!(!odd.contains("two"), "{odd}");
+        let file = q(None, Some(Path::new("/etc/probe.token")), None);
+        assert!(file.contains("/etc/probe.token"), "{file}");
+    }
+
+    #[test]
+    fn starts_are_bounded_and_the_earliest_wins() {
+        let w = WebState::default();
+        w.note_start("a", 20);
+        w.note_start("b", 10);
+        assert_eq!(w.started(&["a", "b", "zz"]), Some(10));
+        assert_eq!(w.started(&["zz"]), None);
+        for i in 0..MAX_STARTS {
+            w.note_start(&format!("x{i}"), 30);
+        }
+        assert_eq!(w.started(&["a", "b"]), None, "the oldest are forgotten");
+        assert_eq!(w.started(&["x5"]), Some(30));
+    }
+}
