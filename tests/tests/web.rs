@@ -823,3 +823,69 @@ fn the_page_needs_the_token() {
         "the server did not log the link to share:\n{log}"
     );
 }
+
+/// (i) A second browser engine: Debian's Firefox ESR (Gecko, its own WebRTC and ICE-TCP) runs
+/// the page headless from the client namespace. It has no DevTools pipe, so the test waits for
+/// the report the page posts and the store keeps, then stops the browser.
+#[test]
+fn firefox_reaches_a_clean_verdict() {
+    let _one = serial();
+    let found = std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| d.join("firefox-esr").is_file())
+    });
+    assert!(
+        found,
+        "`firefox-esr` is not installed: this test runs the page in Firefox; install it with `apt-get install firefox-esr` (.ci/run does)"
+    );
+    let w = web(&NAT_PUBLIC_IP.to_string());
+    let home = TempDir::new("web-firefox");
+    let profile = home.path().join("profile");
+    std::fs::create_dir_all(&profile).expect("profile dir");
+    let url = w.url(&format!(
+        "t={TOKEN}&deadline_ms={PHASE_MS}&audio_s=1&site=web-firefox"
+    ));
+    let argv = [
+        "env".to_string(),
+        format!("HOME={}", home.path().display()),
+        "firefox-esr".into(),
+        "--headless".into(),
+        "--no-remote".into(),
+        "--profile".into(),
+        profile.display().to_string(),
+        url,
+    ];
+    let firefox = w.topo.client.spawn(&argv, PAGE_BOUND);
+    let deadline = Instant::now() + PAGE_BOUND;
+    let runs = loop {
+        let runs = w.stored("web-firefox");
+        if !runs.is_empty() || Instant::now() > deadline {
+            break runs;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let why = || {
+        format!(
+            "{runs:#?}\n--- firefox ---\n{}\n--- server stderr ---\n{}",
+            probe_tests::tail(&firefox.stderr(), 8 * 1024),
+            probe_tests::tail(&w.server.stderr(), 16 * 1024)
+        )
+    };
+    assert_eq!(
+        runs.len(),
+        1,
+        "the page stored no report in time\n{}",
+        why()
+    );
+    let report = &runs[0]["report"];
+    let ua = report["browser"]["user_agent"].as_str().unwrap_or_default();
+    assert!(ua.contains("Firefox"), "{}", why());
+    assert!(errors(report).is_empty(), "{}", why());
+    assert_eq!(report["ok"], true, "{}", why());
+    for t in ["udp", "tcp"] {
+        assert_eq!(outcome(report, t), "passed", "{t}: {}", why());
+        let audio = &leg(report, t).expect("ran")["audio"];
+        assert_eq!(audio["sent"], 50, "{t}: {}", why());
+        assert_eq!(audio["received"], 50, "{t}: {}", why());
+    }
+    drop(firefox);
+}
