@@ -211,17 +211,9 @@ impl Book {
     }
 }
 
-/// The key of a source for the per-address caps: the IPv4 address, or the IPv6 /64 (one
-/// subscriber usually holds a whole /64, as the server's other caps assume).
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
-        }
-        v4 => v4,
-    }
-}
+/// The key of a source for the per-address caps: the IPv4 address, or the IPv6 /64, as the
+/// server's other per-source limits count it.
+pub use probe_proto::ratelimit::source_key;
 
 fn same_source(a: IpAddr, b: IpAddr) -> bool {
     source_key(a) == source_key(b)
