@@ -300,8 +300,8 @@ impl Peer {
     }
 
     /// What the server counted for these sessions (unknown ids skipped).
-    // Read-only (nothing taken): tests use it; `POST /report` uses `take_for_report`.
-    #[cfg_attr(not(test), allow(dead_code))]
+    // Read-only (nothing taken), for tests; `POST /report` uses `take_for_report`.
+    #[cfg(test)]
     pub fn counts(&self, sessions: &[String]) -> Vec<ServerCounts> {
         self.shared.book().counts(sessions)
     }
