@@ -507,6 +507,9 @@ pub fn render_text(r: &Report) -> String {
     }
     let tcp_state = if r.tcp.reachable {
         "reachable"
+    } else if r.live && r.browser.is_some() {
+        // The page in live mode: RTCD holds its TCP port, so the page had no TCP leg.
+        "NOT TESTED (live mode: RTCD holds the TCP port)"
     } else {
         "NO ANSWER"
     };

@@ -101,11 +101,17 @@ fn reachability(out: &mut Vec<Finding>, f: &Facts) {
 /// speak the probe: most likely a missing `--token`.
 fn unreachable(f: &Facts) -> Finding {
     let firewall = firewall_fix(f.port);
+    // Only what was tried: `--no-tcp`, or the test page in live mode (RTCD holds TCP).
+    let over = match (f.udp_tested, f.tcp_tested) {
+        (true, false) => "UDP",
+        (false, true) => "TCP",
+        _ => "UDP or TCP",
+    };
     Finding::new(
         FindingId::ServerUnreachable,
         Severity::Error,
         format!(
-            "Nothing answered on {} over UDP or TCP: calls from this network cannot connect \
+            "Nothing answered on {} over {over}: calls from this network cannot connect \
              (browsers log \"timed out waiting for rtc connection\").",
             f.server
         ),

@@ -248,7 +248,16 @@ fn log_for_users(
 
 /// `http://HOST:PORT/`: the host users dial (as in the client command), the page's own port.
 fn page_link(addr: SocketAddr, ice: Option<&IceOffer>, path: &str) -> String {
-    let target = client_target(addr, ice);
+    page_link_for(addr, ice.map_or(&[][..], |o| &o.candidates), path)
+}
+
+/// [`page_link`] from the advertised candidates (live mode has no offer of its own).
+pub fn page_link_for(
+    addr: SocketAddr,
+    candidates: &[probe_proto::msg::WireCandidate],
+    path: &str,
+) -> String {
+    let target = client_target_for(addr, candidates);
     let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h);
     format!("http://{host}:{}/{path}", addr.port())
 }
@@ -571,16 +580,21 @@ fn log_core_stats(s: probe_proto::session::ServerStats, what: &str) {
 
 /// What to put in the copy-paste client command: the bound address unless it is a wildcard.
 fn client_target(addr: std::net::SocketAddr, ice: Option<&probe_proto::msg::IceOffer>) -> String {
+    client_target_for(addr, ice.map_or(&[][..], |o| &o.candidates))
+}
+
+fn client_target_for(
+    addr: std::net::SocketAddr,
+    candidates: &[probe_proto::msg::WireCandidate],
+) -> String {
     if !addr.ip().is_unspecified() {
         return addr.to_string();
     }
     // On a wildcard bind, the address RTCD advertises publicly is what users should dial.
-    let public = ice.and_then(|o| {
-        o.candidates
-            .iter()
-            .find(|c| !probe_proto::rtcd::is_private(c.address))
-            .map(|c| std::net::SocketAddr::new(c.address, c.port))
-    });
+    let public = candidates
+        .iter()
+        .find(|c| !probe_proto::rtcd::is_private(c.address))
+        .map(|c| std::net::SocketAddr::new(c.address, c.port));
     public.map_or_else(|| format!("THIS_HOST:{}", addr.port()), |a| a.to_string())
 }
 

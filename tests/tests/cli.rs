@@ -247,8 +247,18 @@ fn server_bad_input_exits_2() {
             "token is empty",
         ),
         (
-            &["live", "--web", "127.0.0.1:8080"],
-            "live mode has no test page",
+            &["live", "--web", "203.0.113.99:8080"],
+            "cannot serve the test page on 203.0.113.99:8080: that address is not on this host",
+        ),
+        (
+            &[
+                "live",
+                "--web",
+                "127.0.0.1:0",
+                "--store",
+                "/proc/no-store/results.sqlite",
+            ],
+            "give --store a writable file",
         ),
     ];
     for (args, says) in cases {
@@ -260,6 +270,17 @@ fn server_bad_input_exits_2() {
     let done = server_cmd(&ns, &["--listen", "not-an-address"]);
     assert_eq!(done.code(), Some(2), "{}", done.describe());
     one_sentence(&done.stderr);
+    // RTCD's TCP port is known only once its configuration is read (which logs what it
+    // read): the refusal is the last line.
+    let store = format!("{dir}/r.sqlite");
+    let done = server_cmd(&ns, &["live", "--web", "127.0.0.1:8443", "--store", &store]);
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+    let last = done.stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(
+        last.contains("--web cannot use port 8443: it is RTCD's TCP port"),
+        "{}",
+        done.describe()
+    );
 }
 
 #[test]

@@ -282,15 +282,7 @@ impl Web {
 
     /// The runs the results store kept for `site` (`probe-server results --runs --json`).
     fn stored(&self, site: &str) -> Vec<Value> {
-        let mut cmd = std::process::Command::new(&probe_tests::binaries().server);
-        cmd.args(["results", "--json", "--runs", "--site", site, "--store"])
-            .arg(&self.store);
-        probe_tests::probe::probe_env(&mut cmd, &BTreeMap::new());
-        let done = probe_tests::run_bounded(cmd, "probe-server results", Duration::from_secs(20));
-        assert!(done.success(), "{}", done.describe());
-        let v: Value = serde_json::from_str(&done.stdout)
-            .unwrap_or_else(|e| panic!("results --json: {e}\n{}", done.stdout));
-        v.as_array().cloned().unwrap_or_default()
+        stored_runs(&self.store, site)
     }
 
     /// The store holds exactly this run for `site`, with the report the page was given.
@@ -888,4 +880,261 @@ fn firefox_reaches_a_clean_verdict() {
         assert_eq!(audio["received"], 50, "{t}: {}", why());
     }
     drop(firefox);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Live mode: RTCD (the `media-standin` binary, SO_REUSEPORT on UDP and TCP 8443, dropping what
+// is not its own media as pion's UDP mux does) runs on the server; `probe-server live --web
+// 0.0.0.0:8080` serves the page on 8080 and answers the page's sessions through the tap, from
+// 8443, without binding it.
+
+const LIVE_WEB_PORT: u16 = 8080;
+
+struct LivePage {
+    topo: Topology,
+    standin: probe_tests::Proc,
+    server: probe_tests::Proc,
+    url: String,
+    store: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+fn live_page() -> LivePage {
+    probe_tests::chromium::require_chromium();
+    let bins = probe_tests::binaries();
+    let topo = Topology::nat(NatConfig::default());
+    let dir = TempDir::new("web-live");
+    let rtcd = dir.path().join("rtcd.toml");
+    let rtc = format!(
+        "[rtc]\nice_port_udp = {PORT}\nice_port_tcp = {PORT}\nice_host_override = \"{NAT_PUBLIC_IP}\"\n"
+    );
+    std::fs::write(&rtcd, rtc).expect("write rtcd.toml");
+    let standin = topo.server.spawn(
+        &[env!("CARGO_BIN_EXE_media-standin"), "serve"],
+        SERVER_LIFETIME,
+    );
+    if let Err(e) = standin
+        .stdout_capture()
+        .wait_for_line(Duration::from_secs(10), |l| {
+            l.starts_with("media-standin ready")
+        })
+    {
+        panic!("media-standin not ready ({e:?}): {}", standin.stderr());
+    }
+    let store = dir.path().join("results.sqlite");
+    let web = format!("0.0.0.0:{LIVE_WEB_PORT}");
+    let argv = [
+        bins.server.to_str().expect("utf-8 path"),
+        "live",
+        "--json",
+        "--rtcd-config",
+        rtcd.to_str().expect("utf-8 path"),
+        "--token",
+        TOKEN,
+        "--web",
+        &web,
+        "--store",
+        store.to_str().expect("utf-8 path"),
+    ];
+    let mut cmd = topo.server.argv_command(&argv);
+    probe_tests::probe::probe_env(&mut cmd, &BTreeMap::new());
+    let server = probe_tests::Proc::spawn(cmd, "probe-server live --web", SERVER_LIFETIME)
+        .expect("spawn probe-server live");
+    let line = server
+        .stdout_capture()
+        .wait_for_line(Duration::from_secs(20), |l| {
+            l.contains("\"event\":\"page\"")
+        })
+        .unwrap_or_else(|e| panic!("no page line ({e:?}): {}", server.stderr()));
+    let page: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    let url = page["url"].as_str().unwrap_or_default().to_string();
+    // The link users get: the address RTCD advertises, the page's own port, the token.
+    assert_eq!(
+        url,
+        format!("http://{NAT_PUBLIC_IP}:{LIVE_WEB_PORT}/?t={TOKEN}"),
+        "{line}"
+    );
+    assert_eq!(page["tcp_tested"], false, "{line}");
+    LivePage {
+        topo,
+        standin,
+        server,
+        url,
+        store,
+        _dir: dir,
+    }
+}
+
+impl LivePage {
+    fn run(&self, scenario: &str, audio_s: u32) -> (Value, PageRun) {
+        let url = format!(
+            "{}&deadline_ms={PHASE_MS}&audio_s={audio_s}&site=web-{scenario}",
+            self.url
+        );
+        let shot = shots_dir().join(format!("{scenario}.png"));
+        let _ = std::fs::remove_file(&shot);
+        let run = run_page(
+            Some(&self.topo.client),
+            &url,
+            &shot,
+            &Options::default(),
+            PAGE_BOUND,
+        );
+        let reply = match &run.result {
+            Ok(v) => v.clone(),
+            Err(e) => panic!("{scenario}: {e}\n{}", self.describe(&run)),
+        };
+        let r = &reply["report"];
+        eprintln!(
+            "{scenario}: findings {:?}; legs udp {}, tcp {}, dialed {}\n{}",
+            ids(r),
+            outcome(r, "udp"),
+            outcome(r, "tcp"),
+            outcome(r, "dialed"),
+            reply["text"].as_str().unwrap_or_default()
+        );
+        assert!(r.is_object(), "{scenario}: {}", self.describe(&run));
+        for f in r["findings"].as_array().into_iter().flatten() {
+            let summary = f["summary"].as_str().unwrap_or_default();
+            assert!(
+                run.page_text.contains(summary),
+                "{summary:?} not on the page"
+            );
+        }
+        assert!(
+            is_png(&std::fs::read(&shot).unwrap_or_default()),
+            "{scenario}: no screenshot"
+        );
+        (reply, run)
+    }
+
+    fn describe(&self, run: &PageRun) -> String {
+        format!(
+            "{}\n--- probe-server live ---\n{}\n{}\n--- media-standin ---\n{}\n{}",
+            run.describe(),
+            probe_tests::tail(&self.server.stdout(), 8 * 1024),
+            probe_tests::tail(&self.server.stderr(), 8 * 1024),
+            probe_tests::tail(&self.standin.stdout(), 2 * 1024),
+            self.topo.dump_rulesets()
+        )
+    }
+
+    /// The stand-in's last counters line.
+    fn rtcd_counters(&self) -> Value {
+        self.standin
+            .stdout()
+            .lines()
+            .rev()
+            .find_map(|l| serde_json::from_str::<Value>(l).ok())
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// The live page's TCP leg: refused by the server with its reason (RTCD holds TCP), no session.
+fn assert_tcp_not_tested(report: &Value, why: &dyn Fn() -> String) {
+    let tcp = leg(report, "tcp").unwrap_or_else(|| panic!("no TCP leg\n{}", why()));
+    assert_eq!(tcp["session"], "", "{}", why());
+    let err = tcp["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("live mode: RTCD holds TCP port 8443"),
+        "{}",
+        why()
+    );
+    assert_eq!(report["live"], true, "{}", why());
+    assert!(
+        !ids(report)
+            .iter()
+            .any(|f| f == "browser_test_incomplete" || f == "tcp_blocked"),
+        "{}",
+        why()
+    );
+}
+
+/// (j) Live mode, clean path: RTCD keeps its port; the page's UDP session runs over it
+/// through the tap, connects end to end, loses nothing, and the report (live, TCP not tested)
+/// is clean and stored. RTCD got its copy of every page datagram, dropped them, and saw no TCP.
+#[test]
+fn live_mode_page_tests_udp_beside_rtcd() {
+    let _one = serial();
+    let p = live_page();
+    let before = p.rtcd_counters();
+    let (reply, run) = p.run("live-clean", 5);
+    let report = &reply["report"];
+    let why = || format!("{report:#}\n{}", p.describe(&run));
+    assert!(errors(report).is_empty(), "{:?}\n{}", errors(report), why());
+    assert_eq!(report["ok"], true, "{}", why());
+    assert_eq!(report["udp"]["reachable"], true, "{}", why());
+    assert_eq!(outcome(report, "udp"), "passed", "{}", why());
+    assert_eq!(outcome(report, "dialed"), "not run", "{}", why());
+    assert_tcp_not_tested(report, &why);
+    let udp = leg(report, "udp").expect("ran");
+    let audio = &udp["audio"];
+    let sent = audio["sent"].as_u64().unwrap_or(0);
+    assert!(sent >= 200, "{}", why());
+    assert_eq!(audio["received"], sent, "{}", why());
+    assert_eq!(audio["loss_up_pct"], 0.0, "{}", why());
+    assert_eq!(audio["loss_down_pct"], 0.0, "{}", why());
+    assert_eq!(udp["server"]["audio_rx"], sent, "{}", why());
+    // RTCD (the stand-in) received its copy of each page datagram and dropped it; nothing
+    // of the page reached its TCP port.
+    std::thread::sleep(Duration::from_millis(700));
+    let after = p.rtcd_counters();
+    let n = |v: &Value, k: &str| v[k].as_u64().unwrap_or(0);
+    let stun = udp["server"]["stun_requests"].as_u64().unwrap_or(0);
+    assert!(stun > 0, "{}", why());
+    assert!(
+        n(&after, "udp_foreign") >= n(&before, "udp_foreign") + stun + sent,
+        "RTCD did not receive the page's datagrams: {before} → {after}\n{}",
+        why()
+    );
+    assert_eq!(
+        n(&after, "tcp_accepted"),
+        n(&before, "tcp_accepted"),
+        "{}",
+        why()
+    );
+    let text = reply["text"].as_str().unwrap_or_default();
+    assert!(text.contains("No problems found."), "{text}\n{}", why());
+    assert!(reply["not_stored"].is_null(), "{}", why());
+    let runs = stored_runs(&p.store, "web-live-clean");
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+    assert_eq!(runs[0]["report"]["live"], true, "{:#}", runs[0]);
+}
+
+/// (k) Live mode, UDP 8443 dropped by the router: the UDP leg and the dialed reference fail at
+/// ICE, TCP is not tested, and the verdict says nothing answered over UDP (not "UDP or TCP").
+#[test]
+fn live_mode_page_with_udp_blocked() {
+    let _one = serial();
+    let p = live_page();
+    p.topo.router_forward(&[UDP_RULE]);
+    let (reply, run) = p.run("live-udp-blocked", 1);
+    let report = &reply["report"];
+    let why = || format!("{report:#}\n{}", p.describe(&run));
+    assert!(forward_counter(&p.topo) > 0, "{}", why());
+    assert_eq!(errors(report), ["server_unreachable"], "{}", why());
+    let f = finding(report, "server_unreachable").expect("finding");
+    let summary = f["summary"].as_str().unwrap_or_default();
+    assert!(
+        summary.contains("over UDP:") && !summary.contains("UDP or TCP"),
+        "{}",
+        why()
+    );
+    assert_eq!(outcome(report, "udp"), "ice", "{}", why());
+    assert_eq!(outcome(report, "dialed"), "ice", "{}", why());
+    assert_tcp_not_tested(report, &why);
+    assert_eq!(stored_runs(&p.store, "web-live-udp-blocked").len(), 1);
+}
+
+/// The runs a results store kept for `site` (`probe-server results --runs --json`).
+fn stored_runs(store: &std::path::Path, site: &str) -> Vec<Value> {
+    let mut cmd = std::process::Command::new(&probe_tests::binaries().server);
+    cmd.args(["results", "--json", "--runs", "--site", site, "--store"])
+        .arg(store);
+    probe_tests::probe::probe_env(&mut cmd, &BTreeMap::new());
+    let done = probe_tests::run_bounded(cmd, "probe-server results", Duration::from_secs(20));
+    assert!(done.success(), "{}", done.describe());
+    let v: Value = serde_json::from_str(&done.stdout)
+        .unwrap_or_else(|e| panic!("results --json: {e}\n{}", done.stdout));
+    v.as_array().cloned().unwrap_or_default()
 }

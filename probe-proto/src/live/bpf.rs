@@ -30,6 +30,7 @@ const IND: u16 = 0x40;
 const MSH: u16 = 0xa0;
 const JEQ: u16 = 0x10;
 const JSET: u16 = 0x40;
+const JGE: u16 = 0x30;
 const K: u16 = 0x00;
 const AND: u16 = 0x50;
 const RSH: u16 = 0x70;
@@ -59,25 +60,23 @@ pub enum Proto {
     Tcp,
 }
 
-/// The filter: accept (whole packet) when the destination port is one of `ports` and the
-/// payload starts with the live magic; drop everything else.
-pub fn program(proto: Proto, ports: &[u16], v6: bool) -> Vec<Insn> {
-    let mut p = Vec::new();
+/// Jumps that go to "drop", patched once its position is known: (instruction, on true).
+type DropJumps = Vec<(usize, bool)>;
+
+/// The common head: skip non-first IPv4 fragments, leave X at the transport header, fall
+/// through when the destination port is one of `ports` (else drop).
+fn port_head(p: &mut Vec<Insn>, ports: &[u16], v6: bool) -> DropJumps {
+    let mut drops = Vec::new();
     if v6 {
         // X = 0: the transport header is at offset 0.
         p.push(s(LDX | W | IMM, 0));
     } else {
         // A non-first fragment has no transport header.
         p.push(s(LD | H | ABS, 6));
-        p.push(Insn {
-            code: JMP | JSET | K,
-            jt: 0,
-            jf: 0,
-            k: 0x1fff,
-        }); // patched below
+        drops.push((p.len(), true));
+        p.push(j(JMP | JSET | K, 0x1fff, 0, 0));
         p.push(s(LDX | B | MSH, 0));
     }
-    let frag_jump = if v6 { None } else { Some(1) };
     p.push(s(LD | H | IND, 2));
     let ports: Vec<u16> = if ports.is_empty() {
         vec![0]
@@ -88,14 +87,35 @@ pub fn program(proto: Proto, ports: &[u16], v6: bool) -> Vec<Insn> {
     for (i, port) in ports.iter().enumerate() {
         // Match: jump past the remaining port tests; else next test (the last falls to drop).
         let remaining = (n - 1 - i) as u8;
-        p.push(j(
-            JMP | JEQ | K,
-            u32::from(*port),
-            remaining,
-            if i + 1 == n { 0xfe } else { 0 },
-        ));
+        if i + 1 == n {
+            drops.push((p.len(), false));
+        }
+        p.push(j(JMP | JEQ | K, u32::from(*port), remaining, 0));
     }
-    let port_tests_end = p.len();
+    drops
+}
+
+/// Appends accept and drop, and points every drop jump at drop.
+fn finish(mut p: Vec<Insn>, drops: DropJumps) -> Vec<Insn> {
+    p.push(s(RET | K, 0x0004_0000));
+    let drop_at = p.len();
+    p.push(s(RET | K, 0));
+    for (at, on_true) in drops {
+        let off = (drop_at - at - 1) as u8;
+        if on_true {
+            p[at].jt = off;
+        } else {
+            p[at].jf = off;
+        }
+    }
+    p
+}
+
+/// The filter: accept (whole packet) when the destination port is one of `ports` and the
+/// payload starts with the live magic; drop everything else.
+pub fn program(proto: Proto, ports: &[u16], v6: bool) -> Vec<Insn> {
+    let mut p = Vec::new();
+    let mut drops = port_head(&mut p, ports, v6);
     match proto {
         Proto::Udp => p.push(s(LD | W | IND, 8)),
         Proto::Tcp => {
@@ -107,17 +127,31 @@ pub fn program(proto: Proto, ports: &[u16], v6: bool) -> Vec<Insn> {
             p.push(s(LD | W | IND, 2));
         }
     }
-    p.push(j(JMP | JEQ | K, MAGIC_U32, 0, 1));
-    p.push(s(RET | K, 0x0004_0000));
-    let drop_at = p.len();
-    p.push(s(RET | K, 0));
-    // Patch the jumps to "drop" now that its position is known.
-    if let Some(at) = frag_jump {
-        p[at].jt = (drop_at - at - 1) as u8;
-    }
-    let last_port = port_tests_end - 1;
-    p[last_port].jf = (drop_at - last_port - 1) as u8;
-    p
+    // Magic: fall through to accept; else drop.
+    drops.push((p.len(), false));
+    p.push(j(JMP | JEQ | K, MAGIC_U32, 0, 0));
+    finish(p, drops)
+}
+
+/// The test page's UDP filter (live mode with `--web`): datagrams to `ports` that are STUN
+/// (first byte 0–3 and the RFC 8489 magic cookie) or DTLS (first byte 20–63, RFC 9443's
+/// ranges), which the page's WebRTC sessions send; RTCD's SRTP (128–191), the bulk of its
+/// traffic, stays in the kernel. RTCD's own STUN and DTLS are copied too, and dropped by the
+/// session lookup.
+pub fn page_program(ports: &[u16], v6: bool) -> Vec<Insn> {
+    const STUN_COOKIE: u32 = 0x2112_A442;
+    let mut p = Vec::new();
+    let mut drops = port_head(&mut p, ports, v6);
+    p.push(s(LD | B | IND, 8));
+    drops.push((p.len(), true));
+    p.push(j(JMP | JGE | K, 64, 0, 0)); // 64 and up: neither
+    p.push(j(JMP | JGE | K, 20, 3, 0)); // 20–63: DTLS, accept
+    drops.push((p.len(), true));
+    p.push(j(JMP | JGE | K, 4, 0, 0)); // 4–19: neither
+    p.push(s(LD | W | IND, 12));
+    drops.push((p.len(), false));
+    p.push(j(JMP | JEQ | K, STUN_COOKIE, 0, 0));
+    finish(p, drops)
 }
 
 /// Runs a program on a packet, as the kernel would (enough of the interpreter for these
@@ -154,11 +188,11 @@ pub fn run(prog: &[Insn], pkt: &[u8]) -> u32 {
             c if c == ALU | RSH | K => a >>= i.k,
             c if c == ALU | ADD | X => a = a.wrapping_add(x),
             c if c == MISC | TAX => x = a,
-            c if c == JMP | JEQ | K || c == JMP | JSET | K => {
-                let hit = if c & 0xf0 == JEQ {
-                    a == i.k
-                } else {
-                    a & i.k != 0
+            c if c == JMP | JEQ | K || c == JMP | JSET | K || c == JMP | JGE | K => {
+                let hit = match c & 0xf0 {
+                    JEQ => a == i.k,
+                    JGE => a >= i.k,
+                    _ => a & i.k != 0,
                 };
                 pc += usize::from(if hit { i.jt } else { i.jf });
             }

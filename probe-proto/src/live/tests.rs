@@ -323,6 +323,50 @@ fn ipv4(proto: u8, transport: &[u8]) -> Vec<u8> {
     p
 }
 
+/// The test page's filter: STUN (with the cookie) and DTLS to the port reach user space;
+/// RTCD's SRTP, the live magic, STUN-looking bytes without the cookie and other ports do not.
+#[test]
+fn bpf_page_filter_passes_stun_and_dtls_only() {
+    let udp = |port: u16, pl: &[u8]| {
+        ip::build_udp(
+            sa("198.51.100.7:1"),
+            SocketAddr::new("203.0.113.1".parse().unwrap(), port),
+            pl,
+        )
+    };
+    let mut stun = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xA4, 0x42];
+    stun.extend_from_slice(&[7; 12]);
+    let mut no_cookie = stun.clone();
+    no_cookie[4] = 0;
+    let dtls = |first: u8| {
+        let mut d = vec![first, 0xfe, 0xfd];
+        d.extend_from_slice(&[0; 30]);
+        d
+    };
+    let prog4 = bpf::page_program(&[8443], false);
+    let prog6 = bpf::page_program(&[8443], true);
+    for (prog, v4) in [(&prog4, true), (&prog6, false)] {
+        let pass = |pl: &[u8], port: u16| {
+            let u = udp(port, pl);
+            bpf::run(prog, &if v4 { ipv4(17, &u) } else { u }) > 0
+        };
+        assert!(pass(&stun, 8443), "STUN");
+        for first in [20u8, 22, 23, 63] {
+            assert!(pass(&dtls(first), 8443), "DTLS {first}");
+        }
+        assert!(!pass(&stun, 8444), "another port");
+        assert!(!pass(&no_cookie, 8443), "no cookie");
+        for first in [4u8, 19, 64, 128, 0xB7, 191, 255] {
+            assert!(!pass(&dtls(first), 8443), "first byte {first}");
+        }
+        assert!(!pass(&packet::hello_request(1, None), 8443), "live magic");
+        assert!(!pass(&[0x00, 0x01], 8443), "short");
+    }
+    let mut frag = ipv4(17, &udp(8443, &stun));
+    frag[6..8].copy_from_slice(&[0x00, 0x10]);
+    assert_eq!(bpf::run(&prog4, &frag), 0, "non-first fragment");
+}
+
 #[test]
 fn bpf_passes_live_packets_to_the_port_only() {
     let live = packet::hello_request(1, None);

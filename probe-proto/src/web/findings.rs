@@ -156,11 +156,14 @@ pub fn data_channel_failed(legs: &[LegView]) -> Option<Finding> {
 
 /// Legs the page could not run (signalling failed), or no leg at all. A TCP leg refused because
 /// RTCD advertises no TCP candidate is left to the ICE verdict, which names that setting.
-pub fn incomplete(offer: &IceOffer, legs: &[LegView]) -> Option<Finding> {
-    let has_tcp = offer
-        .candidates
-        .iter()
-        .any(|c| c.protocol == Transport::Tcp);
+pub fn incomplete(offer: &IceOffer, legs: &[LegView], live: bool) -> Option<Finding> {
+    // A TCP leg is expected only where it can run: RTCD advertises ICE-TCP, and the port is
+    // the probe's (in live mode RTCD holds it).
+    let has_tcp = !live
+        && offer
+            .candidates
+            .iter()
+            .any(|c| c.protocol == Transport::Tcp);
     let missing: Vec<String> = legs
         .iter()
         .filter(|v| !v.ran() && (v.r.leg != Leg::Tcp || has_tcp))

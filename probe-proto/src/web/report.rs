@@ -24,6 +24,9 @@ pub struct PageContext<'a> {
     /// proxy): a TCP connection to the media port, which the Host header cannot prove (a proxy
     /// may pass the original `Host: …:PORT` on).
     pub served_on_probe_port: bool,
+    /// Live mode (`probe-server live --web`): RTCD holds its TCP port, so the page's TCP leg
+    /// cannot run and is not missing; the report says it was live, as probe-client's does.
+    pub live: bool,
     /// `probe-server`'s version (the report's `server_version`).
     pub server_version: &'a str,
     /// RFC 3339 time the page's first session was opened, and the run's length.
@@ -40,11 +43,11 @@ pub fn build_report(m: &Measurements, counts: &[ServerCounts], ctx: &PageContext
     let udp = udp_result(&views);
     let tcp = tcp_result(&views, ctx);
     let tcp_ran = views.iter().any(|v| v.r.leg == Leg::Tcp && v.ran());
-    let server = crate::sites::clean_text(ctx.host, 255);
     let port = match offer.probe_port_udp {
         0 => ctx.dialed.map_or(0, |d| d.port()),
         p => p,
     };
+    let server = media_server(ctx.host, port);
     let facts = Facts {
         server: &server,
         port,
@@ -77,7 +80,7 @@ pub fn build_report(m: &Measurements, counts: &[ServerCounts], ctx: &PageContext
         found.extend(ice_verdict::evaluate(&r, &ice_facts));
         ice_report = Some(r);
     }
-    found.extend(browser_findings(&views, offer, no_udp));
+    found.extend(browser_findings(&views, offer, no_udp, ctx.live));
     let mut report = Report {
         schema: crate::report::SCHEMA,
         tool_version: ctx.server_version.to_owned(),
@@ -94,7 +97,7 @@ pub fn build_report(m: &Measurements, counts: &[ServerCounts], ctx: &PageContext
         ice: ice_report,
         turn: None,
         mtu: None,
-        live: false,
+        live: ctx.live,
         browser: Some(BrowserReport {
             user_agent: m.user_agent.clone(),
             gathering: legs::gathering(&m.gathering),
@@ -105,15 +108,29 @@ pub fn build_report(m: &Measurements, counts: &[ServerCounts], ctx: &PageContext
     report
 }
 
-fn browser_findings(views: &[LegView], offer: &IceOffer, no_udp: bool) -> Vec<Finding> {
+fn browser_findings(views: &[LegView], offer: &IceOffer, no_udp: bool, live: bool) -> Vec<Finding> {
     let mut out = Vec::new();
     if no_udp {
         out.push(findings::browser_no_udp(offer, views));
     }
     out.extend(findings::dtls_blocked(views));
     out.extend(findings::data_channel_failed(views));
-    out.extend(findings::incomplete(offer, views));
+    out.extend(findings::incomplete(offer, views, live));
     out
+}
+
+/// The server as probe-client names it: the host the user dialed, on the media port (a page
+/// served on `--web ADDR` or in live mode came over another port than the one tested).
+fn media_server(host: &str, port: u16) -> String {
+    let named = super::request::split_host(host).filter(|_| port != 0);
+    let name = match named {
+        Some((name, _)) => match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, port).to_string(),
+            Err(_) => format!("{name}:{port}"),
+        },
+        None => host.to_owned(),
+    };
+    crate::sites::clean_text(&name, 255)
 }
 
 /// UDP as `probe-client` reports it: reachable when a connectivity check over UDP (the udp or

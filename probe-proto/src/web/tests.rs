@@ -147,6 +147,11 @@ fn leg(which: Leg, o: Outcome, remote: SocketAddr) -> (LegResult, ServerCounts) 
 
 /// A run: the offer's advertised address, then the legs in order with their outcomes.
 fn run(offer: &IceOffer, udp_gathered: bool, legs: &[(Leg, Outcome)]) -> Report {
+    run_in(offer, udp_gathered, legs, false)
+}
+
+/// [`run`], in live mode (`live`: the page served by `probe-server live --web`).
+fn run_in(offer: &IceOffer, udp_gathered: bool, legs: &[(Leg, Outcome)], live: bool) -> Report {
     let adv = offer.candidates[0].address;
     let (mut results, mut counts) = (Vec::new(), Vec::new());
     for (which, o) in legs {
@@ -179,7 +184,12 @@ fn run(offer: &IceOffer, udp_gathered: bool, legs: &[(Leg, Outcome)]) -> Report 
         },
         legs: results,
     };
-    build_report(&m, &counts, &ctx(offer))
+    let mut c = ctx(offer);
+    c.live = live;
+    if live {
+        c.served_on_probe_port = false;
+    }
+    build_report(&m, &counts, &c)
 }
 
 fn ctx(offer: &IceOffer) -> PageContext<'_> {
@@ -188,6 +198,7 @@ fn ctx(offer: &IceOffer) -> PageContext<'_> {
         host: "198.51.100.1:8443",
         dialed: Some(sa(PUBLIC)),
         served_on_probe_port: true,
+        live: false,
         server_version: "0.1.0",
         started_at: "2026-11-30T05:00:00.000Z".into(),
         duration_ms: 9000,
@@ -245,6 +256,61 @@ fn scenarios_give_the_findings_probe_client_would_plus_the_browser_layers() {
             assert!(text.contains(&f.summary), "{name}: {text}");
         }
     }
+}
+
+/// Live mode: RTCD holds the TCP port, so the server refuses the TCP leg (signalling fails)
+/// and that is not a missing test; UDP is judged as usual, and the report says it was live.
+#[test]
+fn live_mode_judges_udp_and_does_not_miss_the_tcp_leg() {
+    use Leg::*;
+    use Outcome::*;
+    let clean = offer(PUBLIC, Some(PUBLIC), CandidateSource::Override);
+    let wrong = offer(
+        "203.0.113.99",
+        Some("203.0.113.99"),
+        CandidateSource::Override,
+    );
+    #[rustfmt::skip]
+    let cases: &[Case] = &[
+        ("live clean", &clean, true, &[(Udp, Pass), (Tcp, Signalling)], &[]),
+        // TCP untested: nothing answered over UDP, said as such (not "UDP or TCP").
+        ("live udp blocked", &clean, true, &[(Udp, IceFail), (Tcp, Signalling), (Dialed, IceFail)], &["server_unreachable"]),
+        ("live wrong override", &wrong, true, &[(Udp, IceFail), (Tcp, Signalling), (Dialed, Pass)], &["ice_host_override_wrong"]),
+        ("live dtls blocked", &clean, true, &[(Udp, DtlsFail), (Tcp, Signalling)], &["dtls_blocked"]),
+    ];
+    for (name, offer, gathered, legs, want) in cases {
+        let r = run_in(offer, *gathered, legs, true);
+        assert_eq!(errors(&r), *want, "{name}: {:#?}", r.findings);
+        assert!(r.live, "{name}");
+        let ids: Vec<&str> = r.findings.iter().map(|f| f.id.as_str()).collect();
+        assert!(!ids.contains(&"browser_test_incomplete"), "{name}: {ids:?}");
+        assert!(!ids.contains(&"tcp_blocked"), "{name}: {ids:?}");
+        for f in &r.findings {
+            assert!(!f.summary.contains("UDP or TCP"), "{name}: {}", f.summary);
+        }
+    }
+    let r = run_in(
+        &clean,
+        true,
+        &[(Udp, IceFail), (Tcp, Signalling), (Dialed, IceFail)],
+        true,
+    );
+    let text = render_text(&r);
+    assert!(text.contains("TCP  NOT TESTED (live mode"), "{text}");
+    // The page came over another port (--web): the report names the media port.
+    let mut c = ctx(&clean);
+    c.host = "[2001:db8::1]:8080";
+    let m = Measurements::default();
+    assert_eq!(build_report(&m, &[], &c).server, "[2001:db8::1]:8443");
+    c.host = "calls.example.com:8080";
+    assert_eq!(build_report(&m, &[], &c).server, "calls.example.com:8443");
+    c.host = "calls.example.com";
+    assert_eq!(build_report(&m, &[], &c).server, "calls.example.com:8443");
+    // The same clean legs outside live mode: the TCP leg is missing.
+    let r = run(&clean, true, &[(Udp, Pass), (Tcp, Signalling)]);
+    let ids: Vec<&str> = r.findings.iter().map(|f| f.id.as_str()).collect();
+    assert_eq!(ids, ["browser_test_incomplete"], "{:#?}", r.findings);
+    assert!(!r.live);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 /// (`--calls-config`, `--mattermost`, read as `probe-server` reads them) or RTCD's.
 pub fn load(args: &LiveArgs) -> Result<(RtcdConfig, Deployment), String> {
     if args.calls.wanted() {
-        let mut serve = serve_args();
+        let mut serve = serve_defaults();
         serve.calls = args.calls.clone();
         serve.ice_host_override = args.ice_host_override.clone();
         let l = crate::calls::load(&serve)?;
@@ -25,7 +25,7 @@ pub fn load(args: &LiveArgs) -> Result<(RtcdConfig, Deployment), String> {
 
 /// RTCD's configuration: the file (if any), then RTCD's `RTCD_*` environment.
 fn load_rtcd(args: &LiveArgs) -> Result<RtcdConfig, String> {
-    let mut serve = serve_args();
+    let mut serve = serve_defaults();
     serve.rtcd_config = args.rtcd_config.clone();
     serve.ice_host_override = args.ice_host_override.clone();
     let Some(pid) = args.rtcd_pid else {
@@ -71,8 +71,9 @@ fn load_rtcd(args: &LiveArgs) -> Result<RtcdConfig, String> {
     Ok(cfg)
 }
 
-/// The serve defaults (and their PROBE_SERVER_* variables), for the shared config readers.
-fn serve_args() -> ServeArgs {
+/// The serve defaults (and their PROBE_SERVER_* variables), for the shared config readers and
+/// the test page's limits.
+pub fn serve_defaults() -> ServeArgs {
     use clap::Parser;
     crate::cli::Cli::try_parse_from(["probe-server"])
         .map(|c| c.serve)

@@ -3,6 +3,9 @@
 //! which is never bound. What RTCD itself does with each live packet (nothing but a Trace line
 //! for UDP, one Warn per TCP probe) is documented in `probe_proto::live`.
 //!
+//! `--web ADDR` adds the browser test page ([`page`]): HTTP on ADDR, its WebRTC sessions over
+//! RTCD's UDP port through a second tap (STUN and DTLS only), answered through the raw socket.
+//!
 //! # Containers
 //! RTCD in Docker or Kubernetes receives its packets in its own network namespace, where a tap
 //! on the host sees nothing. `--rtcd-pid PID` enters that namespace (setns, as root) before any
@@ -15,6 +18,7 @@
 //!   --template '{{.info.pid}}' CONTAINER`).
 
 mod config;
+mod page;
 mod tap;
 
 use probe_proto::live::bpf::Proto;
@@ -62,20 +66,27 @@ pub struct LiveArgs {
     /// One JSON object per line for each event instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Not available in live mode (the test page's WebRTC peer needs the port RTCD holds);
-    /// accepted only to refuse it with a sentence instead of clap's "unexpected argument".
-    #[arg(long, hide = true, value_name = "ADDR")]
-    pub web: Option<String>,
+    /// Serve the browser test page on this TCP address (HTTP), e.g. 0.0.0.0:8080. Its WebRTC
+    /// sessions run over RTCD's UDP port through the tap; ICE-TCP is not tested (RTCD holds TCP).
+    #[arg(long, env = "PROBE_SERVER_WEB", value_name = "ADDR")]
+    pub web: Option<std::net::SocketAddr>,
+    /// SQLite file that keeps the test page's reports (default: results.sqlite in the state
+    /// directory, the store `probe-server results` reads).
+    #[arg(long, env = "PROBE_SERVER_STORE")]
+    pub store: Option<PathBuf>,
+    /// The state directory (default as `probe-server`'s), for the default --store.
+    #[arg(long, env = "PROBE_SERVER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 pub fn run(args: LiveArgs) -> i32 {
-    if args.web.is_some() {
-        return crate::fail(
-            "live mode has no test page: its WebRTC sessions need the UDP and TCP port RTCD holds; \
-             stop RTCD and run probe-server (without live) to offer the page, or use probe-client.",
-        );
-    }
-    // First, before any thread or socket exists: a namespace is per thread.
+    // Bound and opened before anything is logged (a bad address or store is one sentence),
+    // and before entering RTCD's namespace: the page is served from the host's.
+    let page_setup = match page::prepare(&args) {
+        Ok(p) => p,
+        Err(msg) => return crate::fail(msg),
+    };
+    // Before any thread exists (a namespace is per thread); only the page's sockets precede it.
     if let Some(pid) = args.rtcd_pid {
         if let Err(e) = tap::enter_netns(pid) {
             return crate::fail(format!(
@@ -98,19 +109,31 @@ pub fn run(args: LiveArgs) -> i32 {
         Err(msg) => return crate::fail(msg),
     };
     let (udp_port, tcp_port) = (hello.rtcd_port_udp, hello.rtcd_port_tcp);
-    let taps = match open_taps(udp_port, tcp_port) {
-        Ok(t) => t,
+    if let Some(Err(msg)) = page_setup.as_ref().map(|p| p.check_port(tcp_port)) {
+        return crate::fail(msg);
+    }
+    let (taps, sender) = match open_io(udp_port, tcp_port, page_setup.is_some()) {
+        Ok(io) => io,
         Err(msg) => return crate::fail(msg),
     };
-    let sender = match Sender::open() {
-        Ok(s) => s,
-        Err(e) => {
-            return crate::fail(format!(
-                "cannot open a raw socket to answer: {e}; run as root or with CAP_NET_RAW"
-            ))
+    crate::ice::log_advertised_for(&cfg, &adv, udp_port, &deployment);
+    let page = match page_setup {
+        None => None,
+        Some(setup) => {
+            let mut offer = crate::ice::offer_for(&cfg, &adv, udp_port, &deployment);
+            // The page tests RTCD's own ports (the offer names them in its fixes).
+            offer.probe_port_tcp = tcp_port;
+            match page::start(
+                setup,
+                offer,
+                token.as_deref(),
+                (sender.clone(), args.max_pps),
+            ) {
+                Ok(p) => Some(p),
+                Err(msg) => return crate::fail(msg),
+            }
         }
     };
-    crate::ice::log_advertised_for(&cfg, &adv, udp_port, &deployment);
     let limits = Limits {
         total_pps: args.max_pps.max(1),
         per_source_pps: args.source_pps.max(1),
@@ -119,8 +142,28 @@ pub fn run(args: LiveArgs) -> i32 {
     let key = token.as_deref().map(probe_proto::auth::token_key);
     let started = Instant::now();
     let mut r = Responder::new(key, limits, hello.clone(), 0);
-    let adv_list: Vec<String> = hello
-        .candidates
+    announce(
+        &args,
+        (udp_port, tcp_port),
+        &hello.candidates,
+        limits.total_pps,
+    );
+    if let Some((url, note)) = page
+        .as_ref()
+        .map(|p| page_link(&args, p, &hello.candidates))
+    {
+        announce_page(args.json, &url, note.as_deref());
+    }
+    serve(&args, &taps, (&sender, page.as_ref()), &mut r, started)
+}
+
+fn announce(
+    args: &LiveArgs,
+    (udp, tcp): (u16, u16),
+    candidates: &[probe_proto::msg::WireCandidate],
+    pps: u32,
+) {
+    let adv: Vec<String> = candidates
         .iter()
         .map(|c| {
             format!(
@@ -131,11 +174,6 @@ pub fn run(args: LiveArgs) -> i32 {
             .to_lowercase()
         })
         .collect();
-    announce(&args, udp_port, tcp_port, &adv_list, limits.total_pps);
-    serve(&args, &taps, &sender, &mut r, started)
-}
-
-fn announce(args: &LiveArgs, udp: u16, tcp: u16, adv: &[String], pps: u32) {
     if args.json {
         println!(
             "{}",
@@ -145,6 +183,36 @@ fn announce(args: &LiveArgs, udp: u16, tcp: u16, adv: &[String], pps: u32) {
         println!(
             "live: tapping UDP {udp} and TCP {tcp} (RTCD's ports, never bound); RTCD advertises {}; at most {pps} replies/s",
             if adv.is_empty() { "nothing".to_string() } else { adv.join(", ") }
+        );
+    }
+}
+
+/// The link to share, with the token only where the client command would show it.
+fn page_link(
+    args: &LiveArgs,
+    page: &page::LivePage,
+    candidates: &[probe_proto::msg::WireCandidate],
+) -> (String, Option<String>) {
+    let (query, note) = crate::web::link_query(
+        args.token.as_deref(),
+        args.token_file.as_deref(),
+        std::env::var("PROBE_SERVER_TOKEN").ok().as_deref(),
+    );
+    let addr = page.addr.unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+    (crate::serve::page_link_for(addr, candidates, &query), note)
+}
+
+fn announce_page(json: bool, url: &str, note: Option<&str>) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"event": "page", "url": url, "note": note, "tcp_tested": false})
+        );
+    } else {
+        let note = note.map(|n| format!("; {n}")).unwrap_or_default();
+        println!(
+            "live: test page for users: {url}{note} (its WebRTC sessions use RTCD's UDP port; \
+             ICE-TCP is not tested while RTCD holds the TCP port)"
         );
     }
 }
@@ -174,8 +242,18 @@ fn read_token(args: &LiveArgs) -> Result<Option<String>, String> {
     Ok(token)
 }
 
-/// The taps: IPv4 TCP and UDP are required; IPv6 ones are opened when the host has IPv6.
-fn open_taps(udp: u16, tcp: u16) -> Result<Vec<Tap>, String> {
+/// The taps and the raw sender.
+fn open_io(udp: u16, tcp: u16, page: bool) -> Result<(Vec<Tap>, std::sync::Arc<Sender>), String> {
+    let taps = open_taps(udp, tcp, page)?;
+    let sender = Sender::open().map_err(|e| {
+        format!("cannot open a raw socket to answer: {e}; run as root or with CAP_NET_RAW")
+    })?;
+    Ok((taps, std::sync::Arc::new(sender)))
+}
+
+/// The taps: IPv4 TCP and UDP are required; IPv6 ones are opened when the host has IPv6. With
+/// the test page, a UDP tap for its sessions' STUN and DTLS too.
+fn open_taps(udp: u16, tcp: u16, page: bool) -> Result<Vec<Tap>, String> {
     let mut taps = Vec::new();
     // TCP first: the loop drains taps in this order, so a TCP probe and the UDP query about it
     // that wake the loop together are recorded before they are answered.
@@ -189,6 +267,15 @@ fn open_taps(udp: u16, tcp: u16) -> Result<Vec<Tap>, String> {
             Err(e) => tracing::info!("no IPv6 {proto:?} tap: {e}"),
         }
     }
+    if page {
+        let t = Tap::open_page(false, &[udp])
+            .map_err(|e| format!("cannot open a raw UDP socket for the test page: {e}; run as root or with CAP_NET_RAW"))?;
+        taps.push(t);
+        match Tap::open_page(true, &[udp]) {
+            Ok(t) => taps.push(t),
+            Err(e) => tracing::info!("no IPv6 tap for the test page: {e}"),
+        }
+    }
     Ok(taps)
 }
 
@@ -200,7 +287,7 @@ fn now_us(started: Instant) -> u64 {
 fn serve(
     args: &LiveArgs,
     taps: &[Tap],
-    sender: &Sender,
+    out: (&Sender, Option<&page::LivePage>),
     r: &mut Responder,
     started: Instant,
 ) -> i32 {
@@ -225,7 +312,7 @@ fn serve(
         }
         for (i, t) in taps.iter().enumerate() {
             if fds[i].revents & libc::POLLIN != 0 {
-                drain(t, &mut buf, sender, r, started);
+                drain(t, &mut buf, out, r, started);
             }
         }
         if started.elapsed() >= next_poll {
@@ -239,7 +326,13 @@ fn serve(
 }
 
 /// Reads what is queued (bounded per round so one tap cannot starve the other).
-fn drain(t: &Tap, buf: &mut [u8], sender: &Sender, r: &mut Responder, started: Instant) {
+fn drain(
+    t: &Tap,
+    buf: &mut [u8],
+    (sender, page): (&Sender, Option<&page::LivePage>),
+    r: &mut Responder,
+    started: Instant,
+) {
     for _ in 0..512 {
         let pkt = match t.recv(buf) {
             Ok(Some(p)) => p,
@@ -247,7 +340,12 @@ fn drain(t: &Tap, buf: &mut [u8], sender: &Sender, r: &mut Responder, started: I
             Err(_) => return,
         };
         let now = now_us(started);
-        if t.is_tcp() {
+        if t.is_page() {
+            // STUN or DTLS: the page's peer takes its sessions' (RTCD drops those), not RTCD's.
+            if let Some(p) = page {
+                p.take_udp(pkt.from, pkt.to, &pkt.payload);
+            }
+        } else if t.is_tcp() {
             r.on_tcp(pkt.from, pkt.to, &pkt.payload, now);
         } else if let Some(reply) = r.on_udp(pkt.from, pkt.to, &pkt.payload, now) {
             if let Err(e) = sender.send(pkt.to, pkt.from, &reply) {

@@ -21,6 +21,8 @@ pub struct Tap {
     fd: OwnedFd,
     v6: bool,
     proto: Proto,
+    /// The test page's UDP tap (STUN and DTLS), not the live probe's.
+    page: bool,
 }
 
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
@@ -53,15 +55,24 @@ fn setsockopt<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, v: &T) -> 
 }
 
 impl Tap {
-    /// Opens the raw socket, attaches the filter, then drains what queued before it applied.
+    /// Opens the raw socket, attaches the live filter, then drains what queued before it applied.
     pub fn open(proto: Proto, v6: bool, ports: &[u16]) -> io::Result<Tap> {
+        Self::open_with(proto, v6, &bpf::program(proto, ports, v6), false)
+    }
+
+    /// The test page's UDP tap: its sessions' STUN and DTLS ([`bpf::page_program`]).
+    pub fn open_page(v6: bool, ports: &[u16]) -> io::Result<Tap> {
+        Self::open_with(Proto::Udp, v6, &bpf::page_program(ports, v6), true)
+    }
+
+    fn open_with(proto: Proto, v6: bool, program: &[bpf::Insn], page: bool) -> io::Result<Tap> {
         let family = if v6 { libc::AF_INET6 } else { libc::AF_INET };
         let protocol = match proto {
             Proto::Udp => libc::IPPROTO_UDP,
             Proto::Tcp => libc::IPPROTO_TCP,
         };
         let fd = raw_socket(family, protocol)?;
-        let insns: Vec<libc::sock_filter> = bpf::program(proto, ports, v6)
+        let insns: Vec<libc::sock_filter> = program
             .iter()
             .map(|i| libc::sock_filter {
                 code: i.code,
@@ -83,7 +94,12 @@ impl Tap {
                 &1 as &libc::c_int,
             )?;
         }
-        let tap = Tap { fd, v6, proto };
+        let tap = Tap {
+            fd,
+            v6,
+            proto,
+            page,
+        };
         let mut buf = [0u8; 2048];
         while tap.recv_raw(&mut buf, libc::MSG_DONTWAIT).is_ok() {}
         Ok(tap)
@@ -91,6 +107,10 @@ impl Tap {
 
     pub fn is_tcp(&self) -> bool {
         self.proto == Proto::Tcp
+    }
+
+    pub fn is_page(&self) -> bool {
+        self.page
     }
 
     pub fn fd(&self) -> libc::c_int {
@@ -178,7 +198,8 @@ impl Tap {
 pub struct Sender {
     v4: OwnedFd,
     v6: Option<OwnedFd>,
-    id: std::cell::Cell<u16>,
+    /// IPv4 identification; atomic because the test page's peer sends from its own thread.
+    id: std::sync::atomic::AtomicU16,
 }
 
 impl Sender {
@@ -205,7 +226,7 @@ impl Sender {
         Ok(Sender {
             v4,
             v6,
-            id: std::cell::Cell::new(1),
+            id: std::sync::atomic::AtomicU16::new(1),
         })
     }
 
@@ -213,8 +234,7 @@ impl Sender {
     pub fn send(&self, from: SocketAddr, to: SocketAddr, payload: &[u8]) -> io::Result<()> {
         match (from.ip(), to.ip()) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                let id = self.id.get();
-                self.id.set(id.wrapping_add(1));
+                let id = self.id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let pkt = ip::build_ipv4_udp((s, from.port()), (d, to.port()), payload, id);
                 self.sendto_v4(d, &pkt)
             }
@@ -240,7 +260,9 @@ impl Sender {
                 self.v4.as_raw_fd(),
                 pkt.as_ptr() as *const libc::c_void,
                 pkt.len(),
-                0,
+                // Never block the caller (the tap loop, the page's only worker): a full send
+                // buffer drops the datagram, as the network would.
+                libc::MSG_DONTWAIT,
                 &sa as *const _ as *const libc::sockaddr,
                 std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
             )
@@ -285,7 +307,7 @@ impl Sender {
             let info = libc::CMSG_DATA(c) as *mut libc::in6_pktinfo;
             (*info).ipi6_addr.s6_addr = src.octets();
             (*info).ipi6_ifindex = 0;
-            libc::sendmsg(fd.as_raw_fd(), &msg, 0)
+            libc::sendmsg(fd.as_raw_fd(), &msg, libc::MSG_DONTWAIT)
         };
         if n < 0 {
             return Err(io::Error::last_os_error());

@@ -97,6 +97,17 @@ async fn leg_candidates(
             .collect()
     };
     let (found, what) = match leg {
+        // 404 as for a protocol RTCD does not advertise: nothing to test, not a failure.
+        Leg::Tcp if shared.web_state.is_live() => {
+            return Err(Reply::error(
+                404,
+                &format!(
+                    "live mode: RTCD holds TCP port {}, so this page cannot test ICE-TCP; \
+                     probe-client tests TCP to it.",
+                    ice.rtcd_port_tcp
+                ),
+            ))
+        }
         Leg::Udp => (of(Transport::Udp), "UDP"),
         Leg::Tcp => (of(Transport::Tcp), "TCP"),
         Leg::Dialed => {
@@ -209,6 +220,7 @@ pub async fn report(
         host: &host,
         dialed,
         served_on_probe_port: on_probe_port,
+        live: shared.web_state.is_live(),
         server_version: env!("CARGO_PKG_VERSION"),
         started_at: probe_proto::report::rfc3339(started),
         duration_ms: now - started,

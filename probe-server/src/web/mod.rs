@@ -32,6 +32,8 @@ pub struct WebState {
     starts: Mutex<VecDeque<(String, u64)>>,
     /// Shared with the blocking lookups, which hold a permit until they end.
     lookups: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Served by `probe-server live --web`: RTCD holds the TCP port (no ICE-TCP leg).
+    live: std::sync::atomic::AtomicBool,
 }
 
 impl Default for WebState {
@@ -44,6 +46,7 @@ impl Default for WebState {
             token_refused: AtomicU64::new(0),
             starts: Mutex::new(VecDeque::new()),
             lookups: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
+            live: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -55,6 +58,15 @@ impl WebState {
 
     pub fn load(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Live mode (set once, at start).
+    pub fn set_live(&self) {
+        self.live.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
     }
 
     fn note_start(&self, session: &str, wall_ms: u64) {

@@ -314,7 +314,10 @@ async function connectLeg(pc, r, say) {
     if (!reply.answer || typeof reply.answer.sdp !== "string") throw new Error("The test server's answer carried no SDP; ask the administrator to check probe-server's log.");
   } catch (e) {
     r.error = `Signalling failed: ${errText(e)}`;
-    if (e && e.status === 404) unadvertised.add(r);
+    if (e && e.status === 404) {
+      unadvertised.add(r);
+      r.skipped = errText(e);
+    }
     return;
   }
   r.session = str(reply.session);
@@ -510,7 +513,10 @@ async function measure(run, site) {
     setPhase(run, leg, "running", "starting…");
     const r = await runLeg(leg, (text) => setPhase(run, leg, "running", text));
     const d = describeLeg(r);
-    setPhase(run, leg, d.ok ? "done" : "failed", d.text);
+    // Nothing to test here (the server's sentence says why): shown as skipped, not failed.
+    if (r.skipped) setPhase(run, leg, "skipped", `not tested: ${r.skipped}`);
+    else setPhase(run, leg, d.ok ? "done" : "failed", d.text);
+    delete r.skipped;
     legs.push(r);
   }
   return { site: site || null, user_agent: navigator.userAgent, gathering, legs };
