@@ -899,14 +899,16 @@ struct LivePage {
     _dir: TempDir,
 }
 
-fn live_page() -> LivePage {
+/// The NAT topology, the RTCD stand-in, and `probe-server live --web` with RTCD's config
+/// advertising `ice_host_override`; the page is loaded from the NAT's public address.
+fn live_page(ice_host_override: &str) -> LivePage {
     probe_tests::chromium::require_chromium();
     let bins = probe_tests::binaries();
     let topo = Topology::nat(NatConfig::default());
     let dir = TempDir::new("web-live");
     let rtcd = dir.path().join("rtcd.toml");
     let rtc = format!(
-        "[rtc]\nice_port_udp = {PORT}\nice_port_tcp = {PORT}\nice_host_override = \"{NAT_PUBLIC_IP}\"\n"
+        "[rtc]\nice_port_udp = {PORT}\nice_port_tcp = {PORT}\nice_host_override = \"{ice_host_override}\"\n"
     );
     std::fs::write(&rtcd, rtc).expect("write rtcd.toml");
     let standin = topo.server.spawn(
@@ -947,13 +949,13 @@ fn live_page() -> LivePage {
         })
         .unwrap_or_else(|e| panic!("no page line ({e:?}): {}", server.stderr()));
     let page: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
-    let url = page["url"].as_str().unwrap_or_default().to_string();
     // The link users get: the address RTCD advertises, the page's own port, the token.
     assert_eq!(
-        url,
-        format!("http://{NAT_PUBLIC_IP}:{LIVE_WEB_PORT}/?t={TOKEN}"),
+        page["url"],
+        format!("http://{ice_host_override}:{LIVE_WEB_PORT}/?t={TOKEN}"),
         "{line}"
     );
+    let url = format!("http://{NAT_PUBLIC_IP}:{LIVE_WEB_PORT}/?t={TOKEN}");
     assert_eq!(page["tcp_tested"], false, "{line}");
     LivePage {
         topo,
@@ -1056,7 +1058,7 @@ fn assert_tcp_not_tested(report: &Value, why: &dyn Fn() -> String) {
 #[test]
 fn live_mode_page_tests_udp_beside_rtcd() {
     let _one = serial();
-    let p = live_page();
+    let p = live_page(&NAT_PUBLIC_IP.to_string());
     let before = p.rtcd_counters();
     let (reply, run) = p.run("live-clean", 5);
     let report = &reply["report"];
@@ -1106,7 +1108,7 @@ fn live_mode_page_tests_udp_beside_rtcd() {
 #[test]
 fn live_mode_page_with_udp_blocked() {
     let _one = serial();
-    let p = live_page();
+    let p = live_page(&NAT_PUBLIC_IP.to_string());
     p.topo.router_forward(&[UDP_RULE]);
     let (reply, run) = p.run("live-udp-blocked", 1);
     let report = &reply["report"];
@@ -1124,6 +1126,36 @@ fn live_mode_page_with_udp_blocked() {
     assert_eq!(outcome(report, "dialed"), "ice", "{}", why());
     assert_tcp_not_tested(report, &why);
     assert_eq!(stored_runs(&p.store, "web-live-udp-blocked").len(), 1);
+}
+
+/// (l) Live mode, RTCD advertising an address that is not its own: the UDP leg fails at ICE,
+/// the address in the link answers through the tap (the dialed leg), so the advertised address
+/// is what is wrong, the classic failure, found on RTCD's own port while it runs.
+#[test]
+fn live_mode_page_with_a_wrong_override() {
+    let _one = serial();
+    let p = live_page(WRONG_OVERRIDE);
+    let (reply, run) = p.run("live-wrong-override", 1);
+    let report = &reply["report"];
+    let why = || format!("{report:#}\n{}", p.describe(&run));
+    assert_eq!(errors(report), ["ice_host_override_wrong"], "{}", why());
+    let f = finding(report, "ice_host_override_wrong").expect("finding");
+    let fix = f["fix"].as_str().unwrap_or_default();
+    assert!(
+        fix.contains(&format!("ice_host_override = \"{NAT_PUBLIC_IP}\"")),
+        "{}",
+        why()
+    );
+    assert_eq!(outcome(report, "udp"), "ice", "{}", why());
+    assert_eq!(outcome(report, "dialed"), "passed", "{}", why());
+    assert_tcp_not_tested(report, &why);
+    let dialed = leg(report, "dialed").expect("ran");
+    assert!(
+        dialed["server"]["audio_rx"].as_u64().unwrap_or(0) > 0,
+        "{}",
+        why()
+    );
+    assert_eq!(stored_runs(&p.store, "web-live-wrong-override").len(), 1);
 }
 
 /// The runs a results store kept for `site` (`probe-server results --runs --json`).
