@@ -139,7 +139,6 @@ pub fn program(proto: Proto, ports: &[u16], v6: bool) -> Vec<Insn> {
 /// traffic, stays in the kernel. RTCD's own STUN and DTLS are copied too, and dropped by the
 /// session lookup.
 pub fn page_program(ports: &[u16], v6: bool) -> Vec<Insn> {
-    const STUN_COOKIE: u32 = 0x2112_A442;
     let mut p = Vec::new();
     let mut drops = port_head(&mut p, ports, v6);
     p.push(s(LD | B | IND, 8));
@@ -150,7 +149,7 @@ pub fn page_program(ports: &[u16], v6: bool) -> Vec<Insn> {
     p.push(j(JMP | JGE | K, 4, 0, 0)); // 4–19: neither
     p.push(s(LD | W | IND, 12));
     drops.push((p.len(), false));
-    p.push(j(JMP | JEQ | K, STUN_COOKIE, 0, 0));
+    p.push(j(JMP | JEQ | K, crate::stun::MAGIC_COOKIE, 0, 0));
     finish(p, drops)
 }
 

@@ -11,9 +11,7 @@ const MAX_RUNS: usize = 100;
 
 /// The store `probe-server` writes by default: `results.sqlite` in its state directory.
 pub fn default_path(state_dir: Option<PathBuf>) -> PathBuf {
-    state_dir
-        .unwrap_or_else(crate::cert::default_state_dir)
-        .join("results.sqlite")
+    crate::results::default_store(state_dir)
 }
 
 /// `probe-results.json` with the latest runs, or a note saying why there are none.

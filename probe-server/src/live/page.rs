@@ -15,7 +15,7 @@
 use super::tap::Sender;
 use crate::shared::{ConnLimits, Shared};
 use crate::web::peer::{Peer, PeerLimits, UdpOut};
-use probe_proto::demux::{classify, Kind};
+use probe_proto::demux::classify;
 use probe_proto::msg::IceOffer;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,9 +27,9 @@ const SESSION_LIFETIME: Duration = Duration::from_secs(120);
 /// page's sends stay well within its budget.
 const MAX_SESSIONS: usize = 8;
 const MAX_SESSIONS_PER_IP: usize = 3;
-/// A page run sends about 50 audio and 300 burst messages a second at most, so 8 sessions
-/// fit in the default budget of 2,000 (`--max-pps`), which the page gets on top of the live
-/// probe's own.
+/// The page's send budget is `--max-pps` on top of the live probe's own (a run sends about 50
+/// audio and 300 burst messages a second at most, so 8 sessions fit in the default 2,000);
+/// it may save up this many seconds of it.
 const BURST_S: f64 = 0.25;
 
 /// The datagram path of the page's peer: the raw socket, from RTCD's UDP port, within a
@@ -93,12 +93,10 @@ pub fn prepare(args: &super::LiveArgs) -> Result<Option<PageSetup>, String> {
             format!("cannot serve the test page on {addr}: {e}; choose another address with --web")
         }
     })?;
-    let path = args.store.clone().unwrap_or_else(|| {
-        args.state_dir
-            .clone()
-            .unwrap_or_else(crate::cert::default_state_dir)
-            .join("results.sqlite")
-    });
+    let path = args
+        .store
+        .clone()
+        .unwrap_or_else(|| crate::results::default_store(args.state_dir.clone()));
     let store = crate::results::store::Store::open_for_writing(&path)
         .map_err(|e| format!("{e}; give --store a writable file"))?;
     Ok(Some(PageSetup { listener, store }))
@@ -196,8 +194,9 @@ impl LivePage {
     /// own STUN and DTLS pass here too) is left to RTCD. Cheap on a miss: no lock while no
     /// session lives.
     pub fn take_udp(&self, from: SocketAddr, to: SocketAddr, payload: &[u8]) {
+        // The page tap passes only STUN and DTLS; `wants_udp` looks only at those kinds.
         let kind = classify(payload);
-        if matches!(kind, Kind::Stun | Kind::Dtls) && self.peer.wants_udp(kind, from, payload) {
+        if self.peer.wants_udp(kind, from, payload) {
             // A full queue drops it, as the network would (the peer counts it).
             let _ = self.peer.udp_in(from, Some(to.ip()), payload);
         }

@@ -9,7 +9,7 @@ mod show;
 pub mod store;
 mod writer;
 
-pub use show::{parse_since, run, ResultsArgs};
+pub use show::{default_store, parse_since, run, ResultsArgs};
 
 use probe_proto::report::{Report, SCHEMA};
 use std::net::SocketAddr;

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 
 /// STUN attribute USERNAME (RFC 8489 §14.3).
 const ATTR_USERNAME: u16 = 0x0006;
-const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
 /// Source addresses one session may learn per transport: a browser checks from a few (host,
 /// mDNS-hidden, srflx) addresses, not more; a bound keeps the maps small whatever it sends.
@@ -20,7 +19,10 @@ pub const MAX_ADDRS_PER_SESSION: usize = 8;
 /// to us USERNAME is "ourUfrag:theirUfrag" (RFC 8445 §7.2.2; str0m checks the same order in
 /// is-0.11.1 src/agent.rs:1096 `split_username` → `(local, remote)`). None for anything else.
 pub fn stun_local_ufrag(pkt: &[u8]) -> Option<&str> {
-    if pkt.len() < 20 || pkt[0..2] != BINDING_REQUEST || pkt[4..8] != MAGIC_COOKIE {
+    if pkt.len() < 20
+        || pkt[0..2] != BINDING_REQUEST
+        || pkt[4..8] != probe_proto::stun::MAGIC_COOKIE.to_be_bytes()
+    {
         return None;
     }
     let body = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
