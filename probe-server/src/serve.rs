@@ -407,7 +407,7 @@ fn listeners(
 ) -> anyhow::Result<Listeners> {
     udp_std.set_nonblocking(true)?;
     tcp_std.set_nonblocking(true)?;
-    let udp_sock = Arc::new(udp::Udp::new(tokio::net::UdpSocket::from_std(udp_std)?)?);
+    let udp_sock = Arc::new(udp::Udp::new(udp_std)?);
     let listener = tokio::net::TcpListener::from_std(tcp_std)?;
     let (quic_sock, quic_tx) = udp::QuicSocket::new(udp_sock.clone(), shared.clone());
     // RFC 9443: peers that share a port with STUN/RTP must keep QUIC's fixed bit set, or

@@ -39,12 +39,13 @@ pub type QuicDatagram = (Vec<u8>, SocketAddr, Option<IpAddr>);
 /// the client addressed — on a multi-homed host the kernel's own choice could differ, and an
 /// ICE check answered from another address does not count (RFC 8445 §7.2.5.2.1).
 ///
-/// The socket is registered for readability only: with tokio's usual read+write registration
-/// every reply's completion (the kernel freeing its send buffer) is an EPOLLOUT edge that
-/// costs the loop an extra `epoll_wait` per packet. Writers wait for space through a second,
-/// temporary registration that exists only while a send found the buffer full.
+/// Only [`serve`]'s thread reads it, so the socket is not registered with the runtime at all:
+/// a registration would wake the runtime for every datagram (and, for writability, for every
+/// reply's completion). Writers that found the buffer full wait for space through a second,
+/// temporary registration of a duplicate that exists only until there is room again.
 pub struct Udp {
-    io: AsyncFd<std::net::UdpSocket>,
+    /// Non-blocking: a full send buffer drops a reply instead of stalling the loop.
+    sock: std::net::UdpSocket,
     /// Only a wildcard bind needs the per-datagram addresses; a socket bound to one address
     /// always answers from it, on the plain (cheaper) send and receive calls.
     state: Option<UdpSocketState>,
@@ -53,22 +54,22 @@ pub struct Udp {
 }
 
 impl Udp {
-    pub fn new(io: tokio::net::UdpSocket) -> io::Result<Self> {
-        let io = io.into_std()?;
-        let state = if io.local_addr()?.ip().is_unspecified() {
-            Some(UdpSocketState::new((&io).into())?)
+    pub fn new(sock: std::net::UdpSocket) -> io::Result<Self> {
+        sock.set_nonblocking(true)?;
+        let state = if sock.local_addr()?.ip().is_unspecified() {
+            Some(UdpSocketState::new((&sock).into())?)
         } else {
             None
         };
         Ok(Self {
-            io: register(io, Interest::READABLE)?,
+            sock,
             state,
             send_blocked: AtomicBool::new(false),
         })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.io.get_ref().local_addr()
+        self.sock.local_addr()
     }
 
     /// Sends without waiting: a full socket buffer drops the reply, as the network would.
@@ -80,7 +81,7 @@ impl Udp {
         from: Option<IpAddr>,
         contents: &[u8],
     ) -> io::Result<()> {
-        let sock = self.io.get_ref();
+        let sock = &self.sock;
         let r = match &self.state {
             None => sock.send_to(contents, to).map(|_| ()),
             Some(state) => state.send(
@@ -106,7 +107,7 @@ impl Udp {
         let mtu = out.iter().any(|(_, _, b)| echo::mtu_reply_df(b).is_some());
         #[cfg(target_os = "linux")]
         if self.state.is_none() && out.len() > 1 && !mtu {
-            if let Err(e) = mmsg::send(self.io.get_ref(), out) {
+            if let Err(e) = mmsg::send(&self.sock, out) {
                 tracing::debug!("UDP batch send failed: {e}");
             }
             return;
@@ -123,8 +124,10 @@ impl Udp {
     }
 
     /// One datagram with DF set (never fragmented here, whatever path MTU the kernel learnt) or
-    /// fragmentable, then the socket's own setting back. Only the serve task sends these; a
-    /// QUIC packet that leaves meanwhile may go fragmentable, which is harmless.
+    /// fragmentable, then the socket's own setting back. Only the receive thread sends these. A
+    /// QUIC packet the runtime's thread sends meanwhile leaves with this setting; were it one of
+    /// quinn's path-MTU probes sent fragmentable, quinn would overrate the path until its
+    /// black-hole detection corrects it. Rare: only during a client's downstream MTU phase.
     fn send_with_df(
         &self,
         to: SocketAddr,
@@ -134,9 +137,9 @@ impl Udp {
     ) -> io::Result<()> {
         #[cfg(target_os = "linux")]
         {
-            let saved = df_mode::set(self.io.get_ref(), df);
+            let saved = df_mode::set(&self.sock, df);
             let r = self.send_from(to, from, bytes);
-            df_mode::restore(self.io.get_ref(), saved);
+            df_mode::restore(&self.sock, saved);
             r
         }
         #[cfg(not(target_os = "linux"))]
@@ -146,28 +149,29 @@ impl Udp {
         }
     }
 
-    /// Waits for datagrams and takes up to a batch of them into `rx`; returns how many.
-    async fn recv_batch(&self, rx: &mut Received) -> io::Result<usize> {
+    /// Blocks the receive thread until a datagram (or an error) is waiting; returns `poll`'s
+    /// events.
+    fn wait_readable(&self) -> io::Result<libc::c_short> {
+        use std::os::fd::AsRawFd;
+        let mut fd = libc::pollfd {
+            fd: self.sock.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         loop {
-            let mut guard = self.io.readable().await?;
-            match self.try_recv_batch(rx) {
-                Ok(n) => {
-                    // A short batch drained the queue: forget the readiness now instead of
-                    // paying a receive call that fails with EAGAIN. Safe with edge-triggered
-                    // epoll: a datagram that lands after the call raises a new event.
-                    if n < rx.meta.len() {
-                        guard.clear_ready();
-                    }
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => guard.clear_ready(),
-                Err(e) => return Err(e),
+            // SAFETY: one valid pollfd for the call.
+            if unsafe { libc::poll(&mut fd, 1, -1) } >= 0 {
+                return Ok(fd.revents);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
             }
         }
     }
 
     fn try_recv_batch(&self, rx: &mut Received) -> io::Result<usize> {
-        let sock = self.io.get_ref();
+        let sock = &self.sock;
         if let Some(state) = &self.state {
             // On the stack: no allocation per batch.
             let mut slots = rx.bufs.chunks_mut(SLOT);
@@ -266,45 +270,123 @@ impl Replies {
     }
 }
 
-/// Reads every datagram and routes it. Runs until the socket fails or the task is aborted.
+/// Reads every datagram and routes it, on a thread of its own; the task ends when the thread
+/// does (the socket failed), and aborting the task stops the thread at its next datagram.
+///
+/// Why a thread: a server that sleeps between packets pays for every wake-up, and through the
+/// runtime a wake-up is `epoll_wait`, the reactor's dispatch and the task's poll before the
+/// receive. Measured at 500 packets/s on one core (BENCHMARKS.md, 2026-11-30), the runtime's
+/// path cost the server 5–8 µs more per echoed packet than this thread's `poll` and receive.
+/// Replies are sent inline and QUIC datagrams are queued to quinn as before.
 pub async fn serve(sock: Arc<Udp>, shared: Arc<Shared>, quic_tx: mpsc::Sender<QuicDatagram>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("udp-rx".into())
+        .spawn(move || {
+            receive(&sock, &shared, &quic_tx, &flag);
+            drop(done_tx);
+        });
+    if let Err(e) = thread {
+        tracing::error!("cannot start the UDP receive thread: {e}");
+        return;
+    }
+    // Dropped when the task ends or is aborted: the thread stops at its next wake-up.
+    struct StopOnDrop(Arc<AtomicBool>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    let _stop = StopOnDrop(stop);
+    let _ = done_rx.await;
+}
+
+/// The receive loop: wait, take a batch, route it; a full batch is followed by another
+/// receive at once, a short one by a wait (it drained the queue), so a packet costs one
+/// `poll` and one receive at low rates and a batch shares them under load.
+fn receive(sock: &Udp, shared: &Shared, quic_tx: &mpsc::Sender<QuicDatagram>, stop: &AtomicBool) {
     let mut rx = Received::new();
     let mut out = Replies::new();
+    let (mut more, mut events) = (false, 0);
     loop {
-        let n = match sock.recv_batch(&mut rx).await {
-            Ok(n) => n,
+        if !more {
+            match sock.wait_readable() {
+                Ok(ev) => events = ev,
+                Err(e) => {
+                    tracing::error!("UDP receive failed: {e}");
+                    return;
+                }
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        match sock.try_recv_batch(&mut rx) {
+            Ok(n) => {
+                more = n == rx.meta.len() && n > 1;
+                route_batch(&rx, n, &mut out, sock, shared, quic_tx);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                more = false;
+                // A pending socket error keeps a level-triggered poll ready while receives
+                // find nothing: take it, or the loop would spin.
+                if events & libc::POLLERR != 0 {
+                    let _ = sock.sock.take_error();
+                }
+            }
             // ICMP errors from earlier sends surface here on some platforms; keep serving.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::HostUnreachable
+                        | io::ErrorKind::NetworkUnreachable
+                        | io::ErrorKind::Interrupted
+                ) => {}
             Err(e) => {
                 tracing::error!("UDP receive failed: {e}");
                 return;
             }
-        };
-        // One clock reading and one lock per batch, not per datagram.
-        let now = shared.now_us();
-        let mut core = shared.core();
-        core.set_wall_ms(crate::control::wall_ms());
-        for i in 0..n {
-            let (meta, data) = rx.datagram(i);
-            let (src, dst) = (meta.addr, meta.dst_ip);
-            // With GRO the kernel may hand over several datagrams of one sender in one buffer.
-            // An empty datagram (or one cut short, handed over as empty) is still counted.
-            let pkts = data.chunks(meta.stride.max(1));
-            for pkt in pkts.chain(data.is_empty().then_some(&[][..])) {
-                if out.next_slot().is_none() {
-                    drop(core);
-                    sock.send_batch(&out);
-                    out.heads.clear();
-                    core = shared.core();
-                }
-                route(&mut core, &shared, &quic_tx, now, (src, dst), pkt, &mut out);
+        }
+    }
+}
+
+/// Routes `n` received datagrams and sends the replies they caused.
+fn route_batch(
+    rx: &Received,
+    n: usize,
+    out: &mut Replies,
+    sock: &Udp,
+    shared: &Shared,
+    quic_tx: &mpsc::Sender<QuicDatagram>,
+) {
+    // One clock reading and one lock per batch, not per datagram.
+    let now = shared.now_us();
+    let mut core = shared.core();
+    core.set_wall_ms(crate::control::wall_ms());
+    for i in 0..n {
+        let (meta, data) = rx.datagram(i);
+        let (src, dst) = (meta.addr, meta.dst_ip);
+        // With GRO the kernel may hand over several datagrams of one sender in one buffer.
+        // An empty datagram (or one cut short, handed over as empty) is still counted.
+        let pkts = data.chunks(meta.stride.max(1));
+        for pkt in pkts.chain(data.is_empty().then_some(&[][..])) {
+            if out.next_slot().is_none() {
+                drop(core);
+                sock.send_batch(out);
+                out.heads.clear();
+                core = shared.core();
             }
+            route(&mut core, shared, quic_tx, now, (src, dst), pkt, out);
         }
-        drop(core);
-        if out.len() > 0 {
-            sock.send_batch(&out);
-            out.heads.clear();
-        }
+    }
+    drop(core);
+    if out.len() > 0 {
+        sock.send_batch(out);
+        out.heads.clear();
     }
 }
 
@@ -439,153 +521,8 @@ mod df_mode {
     }
 }
 
-/// `recvmmsg`/`sendmmsg` on the plain (one-address) path.
 #[cfg(target_os = "linux")]
-mod mmsg {
-    use super::{plain_meta, RecvMeta, Replies, SLOT};
-    use std::io;
-    use std::mem::{size_of, zeroed};
-    use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
-    use std::os::fd::AsRawFd;
-
-    fn to_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-        match i32::from(ss.ss_family) {
-            libc::AF_INET => {
-                // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
-                let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
-                let ip = u32::from_be(a.sin_addr.s_addr).into();
-                Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
-            }
-            libc::AF_INET6 => {
-                // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
-                let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
-                let ip = a.sin6_addr.s6_addr.into();
-                let port = u16::from_be(a.sin6_port);
-                Some(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())
-            }
-            _ => None,
-        }
-    }
-
-    fn from_addr(addr: SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
-        match addr {
-            SocketAddr::V4(a) => {
-                // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
-                let s = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in) };
-                s.sin_family = libc::AF_INET as libc::sa_family_t;
-                s.sin_port = a.port().to_be();
-                s.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-                size_of::<libc::sockaddr_in>() as libc::socklen_t
-            }
-            SocketAddr::V6(a) => {
-                // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in6.
-                let s = unsafe { &mut *(ss as *mut _ as *mut libc::sockaddr_in6) };
-                s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                s.sin6_port = a.port().to_be();
-                s.sin6_addr.s6_addr = a.ip().octets();
-                s.sin6_flowinfo = a.flowinfo();
-                s.sin6_scope_id = a.scope_id();
-                size_of::<libc::sockaddr_in6>() as libc::socklen_t
-            }
-        }
-    }
-
-    /// Takes up to `meta.len()` datagrams, each into its `SLOT`-byte slot of `bufs`.
-    pub fn recv(sock: &UdpSocket, bufs: &mut [u8], meta: &mut [RecvMeta]) -> io::Result<usize> {
-        const N: usize = super::BATCH;
-        // SAFETY: all-zero is a valid value of these plain C structs.
-        let mut names: [libc::sockaddr_storage; N] = unsafe { zeroed() };
-        let mut iovs: [libc::iovec; N] = unsafe { zeroed() };
-        let mut hdrs: [libc::mmsghdr; N] = unsafe { zeroed() };
-        let n = meta.len().min(N).min(bufs.len() / SLOT);
-        for i in 0..n {
-            iovs[i] = libc::iovec {
-                iov_base: bufs[i * SLOT..].as_mut_ptr().cast(),
-                iov_len: SLOT,
-            };
-            hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-            hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-        }
-        // SAFETY: every header points at a live slot, address buffer and iovec of this frame.
-        let got = unsafe {
-            libc::recvmmsg(
-                sock.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                n as libc::c_uint,
-                0,
-                std::ptr::null_mut(),
-            )
-        };
-        if got < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut kept = 0;
-        for i in 0..got as usize {
-            let h = &hdrs[i];
-            // A datagram cut short by its slot, or from an address family we do not serve, is
-            // left out (a zero-length entry is counted and dropped by the demultiplexer).
-            let whole = h.msg_hdr.msg_flags & libc::MSG_TRUNC == 0;
-            let Some(addr) = to_addr(&names[i]) else {
-                continue;
-            };
-            let len = if whole { h.msg_len as usize } else { 0 };
-            if kept != i {
-                bufs.copy_within(i * SLOT..i * SLOT + len, kept * SLOT);
-            }
-            meta[kept] = plain_meta(addr, len);
-            kept += 1;
-        }
-        Ok(kept)
-    }
-
-    /// Sends every reply in one `sendmmsg` call; what the kernel did not take is dropped, as a
-    /// full socket buffer drops a single reply.
-    pub fn send(sock: &UdpSocket, out: &Replies) -> io::Result<()> {
-        const N: usize = super::BATCH;
-        // SAFETY: all-zero is a valid value of these plain C structs.
-        let mut names: [libc::sockaddr_storage; N] = unsafe { zeroed() };
-        let mut iovs: [libc::iovec; N] = unsafe { zeroed() };
-        let mut hdrs: [libc::mmsghdr; N] = unsafe { zeroed() };
-        let mut n = 0;
-        for (to, _, bytes) in out.iter().take(N) {
-            iovs[n] = libc::iovec {
-                iov_base: bytes.as_ptr() as *mut libc::c_void,
-                iov_len: bytes.len(),
-            };
-            hdrs[n].msg_hdr.msg_namelen = from_addr(to, &mut names[n]);
-            hdrs[n].msg_hdr.msg_name = (&mut names[n] as *mut libc::sockaddr_storage).cast();
-            hdrs[n].msg_hdr.msg_iov = &mut iovs[n];
-            hdrs[n].msg_hdr.msg_iovlen = 1;
-            n += 1;
-        }
-        let mut at = 0;
-        while at < n {
-            // SAFETY: every header points at a live reply, address and iovec of this frame.
-            let sent = unsafe {
-                libc::sendmmsg(
-                    sock.as_raw_fd(),
-                    hdrs[at..].as_mut_ptr(),
-                    (n - at) as libc::c_uint,
-                    0,
-                )
-            };
-            if sent <= 0 {
-                let e = io::Error::last_os_error();
-                // The first message failed on its own (e.g. an ICMP error for that peer): skip
-                // it and send the rest.
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    return Err(e);
-                }
-                at += 1;
-                continue;
-            }
-            at += sent as usize;
-        }
-        Ok(())
-    }
-}
+mod mmsg;
 
 /// quinn's view of the shared socket: receives only what the demultiplexer queued for it.
 pub struct QuicSocket {
@@ -625,13 +562,14 @@ impl AsyncUdpSocket for QuicSocket {
     }
 
     fn try_send(&self, t: &Transmit) -> io::Result<()> {
-        // quinn names the local address of the connection; replies leave from it.
-        self.io.send_from(t.destination, t.src_ip, t.contents)?;
+        // Noted before it leaves: the receive thread may take the client's answer to it before
+        // this thread runs again, and that answer passes the gate only once its ID is noted.
         if t.contents.first().is_some_and(|b| b & 0x80 != 0) {
             let now = self.shared.now_us();
             self.shared.quic_gate().note_sent(t.contents, now);
         }
-        Ok(())
+        // quinn names the local address of the connection; replies leave from it.
+        self.io.send_from(t.destination, t.src_ip, t.contents)
     }
 
     fn poll_recv(
@@ -689,7 +627,7 @@ impl UdpPoller for Writable {
             return Poll::Ready(Ok(()));
         }
         if self.wait.is_none() {
-            let dup = self.io.io.get_ref().try_clone()?;
+            let dup = self.io.sock.try_clone()?;
             self.wait = Some(register(dup, Interest::WRITABLE)?);
         }
         let wait = self.wait.as_ref().expect("set above");
@@ -758,6 +696,17 @@ mod tests {
             }
         }
         assert_eq!(got, [vec![0, 2, 4], vec![1, 3]]);
+        // A later batch into the same slots gets whole addresses and its own bytes.
+        for (i, c) in clients.iter().enumerate().rev() {
+            c.send_to(&[0x70 + i as u8; 90], to).expect("send");
+        }
+        let n = mmsg::recv(&server, &mut rx.bufs, &mut rx.meta).expect("recv");
+        assert_eq!(n, 2);
+        for (i, c) in [1, 0].into_iter().enumerate() {
+            let (meta, data) = rx.datagram(i);
+            assert_eq!(meta.addr, clients[c].local_addr().expect("addr"));
+            assert_eq!(data, &[0x70 + c as u8; 90][..]);
+        }
     }
 
     #[tokio::test]
@@ -774,9 +723,7 @@ mod tests {
         use probe_proto::session::Limits;
         let std_sock = StdUdp::bind(bind).expect("bind");
         std_sock.set_nonblocking(true).expect("nonblocking");
-        let sock = Arc::new(
-            Udp::new(tokio::net::UdpSocket::from_std(std_sock).expect("tokio")).expect("udp"),
-        );
+        let sock = Arc::new(Udp::new(std_sock).expect("udp"));
         let to = SocketAddr::new(
             [127, 0, 0, 1].into(),
             sock.local_addr().expect("addr").port(),
