@@ -97,6 +97,16 @@ fn last_block(tail: &[&[u8]]) -> [u8; 64] {
     block
 }
 
+/// The digest of a message whose first block left `state` and whose rest is `tail`.
+fn finish(mut state: [u32; 8], tail: &[&[u8]]) -> [u8; 32] {
+    compress(&mut state, &last_block(tail));
+    let mut digest = [0u8; 32];
+    for (d, w) in digest.chunks_exact_mut(4).zip(state) {
+        d.copy_from_slice(&w.to_be_bytes());
+    }
+    digest
+}
+
 impl SessionKey {
     pub fn new(bytes: &[u8; 32]) -> Self {
         let (mut ipad, mut opad) = ([0x36u8; 64], [0x5cu8; 64]);
@@ -114,21 +124,10 @@ impl SessionKey {
     fn mac<const N: usize>(&self, covered: &[u8; N], len: usize) -> [u8; MAC_LEN] {
         // One block holds the message, the 0x80 byte and the 8-byte length.
         const { assert!(N + 2 + 1 + 8 <= 64) };
-        let mut state = self.inner;
-        compress(
-            &mut state,
-            &last_block(&[covered, &(len as u16).to_be_bytes()]),
-        );
-        let mut digest = [0u8; 32];
-        for (d, w) in digest.chunks_exact_mut(4).zip(state) {
-            d.copy_from_slice(&w.to_be_bytes());
-        }
-        let mut state = self.outer;
-        compress(&mut state, &last_block(&[&digest]));
+        let inner = finish(self.inner, &[covered, &(len as u16).to_be_bytes()]);
+        let outer = finish(self.outer, &[&inner]);
         let mut out = [0u8; MAC_LEN];
-        for (o, w) in out.chunks_exact_mut(4).zip(state) {
-            o.copy_from_slice(&w.to_be_bytes());
-        }
+        out.copy_from_slice(&outer[..MAC_LEN]);
         out
     }
 }
