@@ -1,22 +1,53 @@
-//! `recvmmsg`/`sendmmsg` on the plain (one-address) path (Linux).
+//! The shared socket's receive and send calls on Linux: `recvfrom`/`sendto` for one datagram
+//! on a one-address bind, `recvmsg`-style calls with the local address in
+//! `IP_PKTINFO`/`IPV6_PKTINFO` on a wildcard bind, and `recvmmsg`/`sendmmsg` for batches.
+//!
+//! Why our own and not quinn-udp's: the socket is *blocking*, so the receive thread sleeps in
+//! the receive call itself instead of in `poll` and then a receive, one system call per packet
+//! fewer. A blocking socket needs `MSG_DONTWAIT` on every send, so that a full buffer drops a
+//! reply (or tells quinn to wait) instead of stalling a thread, and quinn-udp 0.5's calls take
+//! no flags: on this socket its receive would wait for a whole batch and its send could block.
+//! And a sleeping server takes one datagram per wake-up, for which the plain calls are the
+//! cheapest (BENCHMARKS.md, "Blocking receive", 2026-11-30).
+//!
+//! The control messages read and written are the ones quinn-udp's own calls use
+//! (quinn-udp 0.5.16 `src/unix.rs`, `prepare_msg` and `decode_recv`): the destination address
+//! of each datagram, the source address of each reply, and `UDP_GRO`'s segment size.
 
-use super::{plain_meta, RecvMeta, Replies, SLOT};
+use super::{RecvMeta, SLOT};
 use std::io;
-use std::mem::{size_of, zeroed};
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::mem::{size_of, zeroed, MaybeUninit};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
-fn to_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the kernel wrote a sockaddr_in for AF_INET.
-            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+/// Control space per received datagram: the TOS or traffic class, the destination address and
+/// the GRO segment size (each `CMSG_SPACE` is at most 40 bytes on 64-bit Linux), with room over.
+const RECV_CTRL: usize = 128;
+/// Control space per sent datagram: one `in6_pktinfo` (40 bytes with its header).
+const SEND_CTRL: usize = 64;
+
+/// A control message buffer, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct Ctrl<const N: usize>([u8; N]);
+
+/// The sender's address as the kernel wrote it (`len` bytes of `ss`; the rest may be unset).
+///
+/// # Safety
+/// `ss` points at a sockaddr_storage whose first `len` bytes the kernel wrote.
+unsafe fn to_addr(ss: *const libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let len = len as usize;
+    // SAFETY (all reads): only bytes within `len`, which the caller says are written; unaligned
+    // reads, so no reference to partly unset memory is made.
+    let family = unsafe { std::ptr::addr_of!((*ss).ss_family).read() };
+    match i32::from(family) {
+        libc::AF_INET if len >= size_of::<libc::sockaddr_in>() => {
+            let a = unsafe { ss.cast::<libc::sockaddr_in>().read_unaligned() };
             let ip = u32::from_be(a.sin_addr.s_addr).into();
             Some(SocketAddrV4::new(ip, u16::from_be(a.sin_port)).into())
         }
-        libc::AF_INET6 => {
-            // SAFETY: the kernel wrote a sockaddr_in6 for AF_INET6.
-            let a = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+        libc::AF_INET6 if len >= size_of::<libc::sockaddr_in6>() => {
+            let a = unsafe { ss.cast::<libc::sockaddr_in6>().read_unaligned() };
             let ip = a.sin6_addr.s6_addr.into();
             let port = u16::from_be(a.sin6_port);
             Some(SocketAddrV6::new(ip, port, a.sin6_flowinfo, a.sin6_scope_id).into())
@@ -48,31 +79,60 @@ fn from_addr(addr: SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen
     }
 }
 
-/// Takes up to `meta.len()` datagrams, each into its `SLOT`-byte slot of `bufs`.
-pub fn recv(sock: &UdpSocket, bufs: &mut [u8], meta: &mut [RecvMeta]) -> io::Result<usize> {
+/// Takes up to `meta.len()` datagrams, each into its `SLOT`-byte slot of `bufs`. Waits for the
+/// first on a blocking socket (`MSG_WAITFORONE`), then takes what else is queued without
+/// waiting; on a non-blocking socket an empty queue is `WouldBlock`. `local`: read each
+/// datagram's destination address and GRO segment size (a wildcard bind asked for both);
+/// without it, one datagram is taken with `recvfrom`.
+pub fn recv(
+    sock: &UdpSocket,
+    bufs: &mut [u8],
+    meta: &mut [RecvMeta],
+    local: bool,
+) -> io::Result<usize> {
+    if !local && meta.len() == 1 {
+        return recv_one(sock, bufs, meta);
+    }
     const N: usize = super::BATCH;
-    // SAFETY: all-zero is a valid value of these plain C structs.
-    let mut names: [libc::sockaddr_storage; N] = unsafe { zeroed() };
-    let mut iovs: [libc::iovec; N] = unsafe { zeroed() };
-    let mut hdrs: [libc::mmsghdr; N] = unsafe { zeroed() };
+    // Only the first `n` entries are set up, and the address and control buffers are left for
+    // the kernel to write: a sleeping server takes one datagram per call, and setting up all
+    // N (some 10 kB) would cost it more than the call.
+    let mut names = MaybeUninit::<[libc::sockaddr_storage; N]>::uninit();
+    let mut iovs = MaybeUninit::<[libc::iovec; N]>::uninit();
+    let mut hdrs = MaybeUninit::<[libc::mmsghdr; N]>::uninit();
+    let mut ctrl = MaybeUninit::<[Ctrl<RECV_CTRL>; N]>::uninit();
+    let names = names.as_mut_ptr().cast::<libc::sockaddr_storage>();
+    let iovs = iovs.as_mut_ptr().cast::<libc::iovec>();
+    let hdrs = hdrs.as_mut_ptr().cast::<libc::mmsghdr>();
+    let ctrl = ctrl.as_mut_ptr().cast::<Ctrl<RECV_CTRL>>();
     let n = meta.len().min(N).min(bufs.len() / SLOT);
     for i in 0..n {
-        iovs[i] = libc::iovec {
-            iov_base: bufs[i * SLOT..].as_mut_ptr().cast(),
-            iov_len: SLOT,
-        };
-        hdrs[i].msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_storage).cast();
-        hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
+        // SAFETY: i < N: every pointer stays inside its array; all-zero is a valid mmsghdr.
+        unsafe {
+            iovs.add(i).write(libc::iovec {
+                iov_base: bufs[i * SLOT..].as_mut_ptr().cast(),
+                iov_len: SLOT,
+            });
+            let mut h: libc::mmsghdr = zeroed();
+            h.msg_hdr.msg_name = names.add(i).cast();
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = iovs.add(i);
+            h.msg_hdr.msg_iovlen = 1;
+            if local {
+                h.msg_hdr.msg_control = ctrl.add(i).cast();
+                h.msg_hdr.msg_controllen = RECV_CTRL as _;
+            }
+            hdrs.add(i).write(h);
+        }
     }
-    // SAFETY: every header points at a live slot, address buffer and iovec of this frame.
+    // SAFETY: every header points at a live slot, address buffer, iovec and control buffer of
+    // this frame.
     let got = unsafe {
         libc::recvmmsg(
             sock.as_raw_fd(),
-            hdrs.as_mut_ptr(),
+            hdrs,
             n as libc::c_uint,
-            0,
+            libc::MSG_WAITFORONE,
             std::ptr::null_mut(),
         )
     };
@@ -81,58 +141,180 @@ pub fn recv(sock: &UdpSocket, bufs: &mut [u8], meta: &mut [RecvMeta]) -> io::Res
     }
     let mut kept = 0;
     for i in 0..got as usize {
-        let h = &hdrs[i];
-        // A datagram cut short by its slot, or from an address family we do not serve, is
-        // left out (a zero-length entry is counted and dropped by the demultiplexer).
-        let whole = h.msg_hdr.msg_flags & libc::MSG_TRUNC == 0;
-        let Some(addr) = to_addr(&names[i]) else {
+        // SAFETY: the kernel filled the first `got` headers, their addresses and controls.
+        let Some(m) = (unsafe { meta_of(&*hdrs.add(i), names.add(i), local) }) else {
             continue;
         };
-        let len = if whole { h.msg_len as usize } else { 0 };
         if kept != i {
-            bufs.copy_within(i * SLOT..i * SLOT + len, kept * SLOT);
+            bufs.copy_within(i * SLOT..i * SLOT + m.len, kept * SLOT);
         }
-        meta[kept] = plain_meta(addr, len);
+        meta[kept] = m;
         kept += 1;
     }
     Ok(kept)
 }
 
-/// Sends every reply in one `sendmmsg` call; what the kernel did not take is dropped, as a
-/// full socket buffer drops a single reply.
-pub fn send(sock: &UdpSocket, out: &Replies) -> io::Result<()> {
+/// What the kernel said about one received datagram. A datagram cut short by its slot is
+/// handed over as empty (counted and dropped by the demultiplexer); one from an address family
+/// we do not serve is left out.
+///
+/// # Safety
+/// The kernel filled `h`, `msg_namelen` bytes at `name` and, with `local`, the control buffer.
+unsafe fn meta_of(
+    h: &libc::mmsghdr,
+    name: *const libc::sockaddr_storage,
+    local: bool,
+) -> Option<RecvMeta> {
+    // SAFETY: as the caller says.
+    let addr = unsafe { to_addr(name, h.msg_hdr.msg_namelen) }?;
+    let whole = h.msg_hdr.msg_flags & libc::MSG_TRUNC == 0;
+    let len = if whole { h.msg_len as usize } else { 0 };
+    let (dst_ip, segment) = match local {
+        // SAFETY: as the caller says.
+        true => unsafe { decode_ctrl(&h.msg_hdr) },
+        false => (None, None),
+    };
+    Some(RecvMeta {
+        addr,
+        len,
+        stride: segment.filter(|&s| s > 0).unwrap_or(len),
+        ecn: None,
+        dst_ip,
+    })
+}
+
+/// One datagram with `recvfrom`, the cheapest receive call, where no control message is needed.
+fn recv_one(sock: &UdpSocket, bufs: &mut [u8], meta: &mut [RecvMeta]) -> io::Result<usize> {
+    let mut name = MaybeUninit::<libc::sockaddr_storage>::uninit();
+    let mut namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let slot = &mut bufs[..SLOT];
+    // SAFETY: the slot and the address buffer are live and as long as the lengths given.
+    let got = unsafe {
+        libc::recvfrom(
+            sock.as_raw_fd(),
+            slot.as_mut_ptr().cast(),
+            slot.len(),
+            libc::MSG_TRUNC,
+            name.as_mut_ptr().cast(),
+            &mut namelen,
+        )
+    };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel wrote namelen bytes of the address.
+    let Some(addr) = (unsafe { to_addr(name.as_ptr(), namelen) }) else {
+        return Ok(0);
+    };
+    // With MSG_TRUNC the datagram's real length comes back: one longer than its slot is
+    // handed over as empty, as `recv` does.
+    let len = match got as usize {
+        n if n > SLOT => 0,
+        n => n,
+    };
+    meta[0] = RecvMeta {
+        addr,
+        len,
+        stride: len,
+        ecn: None,
+        dst_ip: None,
+    };
+    Ok(1)
+}
+
+/// The destination address (`IP_PKTINFO`/`IPV6_PKTINFO`) and the GRO segment size of one
+/// received datagram.
+///
+/// # Safety
+/// `h.msg_control` holds `h.msg_controllen` bytes the kernel wrote.
+unsafe fn decode_ctrl(h: &libc::msghdr) -> (Option<IpAddr>, Option<usize>) {
+    let (mut dst, mut segment) = (None, None);
+    // SAFETY (whole loop): CMSG_FIRSTHDR and CMSG_NXTHDR stay within msg_controllen, and each
+    // payload is read unaligned, after checking it is as long as the type read.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(h) };
+    while !c.is_null() {
+        let (level, kind, len) = unsafe { ((*c).cmsg_level, (*c).cmsg_type, (*c).cmsg_len) };
+        let data = unsafe { libc::CMSG_DATA(c) };
+        let fits = |size: usize| len >= unsafe { libc::CMSG_LEN(size as u32) } as usize;
+        match (level, kind) {
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) if fits(size_of::<libc::in_pktinfo>()) => {
+                let p = unsafe { data.cast::<libc::in_pktinfo>().read_unaligned() };
+                dst = Some(IpAddr::V4(Ipv4Addr::from(p.ipi_addr.s_addr.to_ne_bytes())));
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if fits(size_of::<libc::in6_pktinfo>()) => {
+                let p = unsafe { data.cast::<libc::in6_pktinfo>().read_unaligned() };
+                dst = Some(IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)));
+            }
+            (libc::SOL_UDP, libc::UDP_GRO) if fits(size_of::<libc::c_int>()) => {
+                let s = unsafe { data.cast::<libc::c_int>().read_unaligned() };
+                segment = usize::try_from(s).ok();
+            }
+            _ => {}
+        }
+        c = unsafe { libc::CMSG_NXTHDR(h, c) };
+    }
+    (dst, segment)
+}
+
+/// Sends every datagram in as few `sendmmsg` calls as the kernel allows, never waiting, each
+/// from its `from` address when one is given (a wildcard bind: the address the datagram being
+/// answered arrived on). A datagram the kernel refuses on its own (an ICMP error for that peer)
+/// is skipped; a full socket buffer stops the batch with `WouldBlock` and the rest is dropped,
+/// as a full buffer drops a single reply.
+pub fn send<'a>(
+    sock: &UdpSocket,
+    out: impl Iterator<Item = (SocketAddr, Option<IpAddr>, &'a [u8])>,
+) -> io::Result<()> {
     const N: usize = super::BATCH;
-    // SAFETY: all-zero is a valid value of these plain C structs.
-    let mut names: [libc::sockaddr_storage; N] = unsafe { zeroed() };
-    let mut iovs: [libc::iovec; N] = unsafe { zeroed() };
-    let mut hdrs: [libc::mmsghdr; N] = unsafe { zeroed() };
+    // As for `recv`, only the entries used are set up.
+    let mut names = MaybeUninit::<[libc::sockaddr_storage; N]>::uninit();
+    let mut iovs = MaybeUninit::<[libc::iovec; N]>::uninit();
+    let mut hdrs = MaybeUninit::<[libc::mmsghdr; N]>::uninit();
+    let mut ctrl = MaybeUninit::<[Ctrl<SEND_CTRL>; N]>::uninit();
+    let names = names.as_mut_ptr().cast::<libc::sockaddr_storage>();
+    let iovs = iovs.as_mut_ptr().cast::<libc::iovec>();
+    let hdrs = hdrs.as_mut_ptr().cast::<libc::mmsghdr>();
+    let ctrl = ctrl.as_mut_ptr().cast::<Ctrl<SEND_CTRL>>();
     let mut n = 0;
-    for (to, _, bytes) in out.iter().take(N) {
-        iovs[n] = libc::iovec {
-            iov_base: bytes.as_ptr() as *mut libc::c_void,
-            iov_len: bytes.len(),
-        };
-        hdrs[n].msg_hdr.msg_namelen = from_addr(to, &mut names[n]);
-        hdrs[n].msg_hdr.msg_name = (&mut names[n] as *mut libc::sockaddr_storage).cast();
-        hdrs[n].msg_hdr.msg_iov = &mut iovs[n];
-        hdrs[n].msg_hdr.msg_iovlen = 1;
+    for (to, from, bytes) in out.take(N) {
+        // SAFETY: n < N: every pointer stays inside its array, and each entry is written
+        // (all-zero is a valid value of these C structs) before a reference to it is made.
+        unsafe {
+            iovs.add(n).write(libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            });
+            names.add(n).write(zeroed());
+            let mut h: libc::mmsghdr = zeroed();
+            h.msg_hdr.msg_namelen = from_addr(to, &mut *names.add(n));
+            h.msg_hdr.msg_name = names.add(n).cast();
+            h.msg_hdr.msg_iov = iovs.add(n);
+            h.msg_hdr.msg_iovlen = 1;
+            if let Some(from) = from {
+                ctrl.add(n).write(Ctrl([0; SEND_CTRL]));
+                h.msg_hdr.msg_control = ctrl.add(n).cast();
+                h.msg_hdr.msg_controllen = SEND_CTRL as _;
+                // The header points at this datagram's own SEND_CTRL-byte buffer.
+                encode_source(&mut h.msg_hdr, from);
+            }
+            hdrs.add(n).write(h);
+        }
         n += 1;
     }
     let mut at = 0;
     while at < n {
-        // SAFETY: every header points at a live reply, address and iovec of this frame.
+        // SAFETY: every header points at a live datagram, address, iovec and control buffer
+        // of this frame.
         let sent = unsafe {
             libc::sendmmsg(
                 sock.as_raw_fd(),
-                hdrs[at..].as_mut_ptr(),
+                hdrs.add(at),
                 (n - at) as libc::c_uint,
-                0,
+                libc::MSG_DONTWAIT,
             )
         };
         if sent <= 0 {
             let e = io::Error::last_os_error();
-            // The first message failed on its own (e.g. an ICMP error for that peer): skip
-            // it and send the rest.
             if e.kind() == io::ErrorKind::WouldBlock {
                 return Err(e);
             }
@@ -142,4 +324,100 @@ pub fn send(sock: &UdpSocket, out: &Replies) -> io::Result<()> {
         at += sent as usize;
     }
     Ok(())
+}
+
+/// One datagram, never waiting; every error is returned (quinn and the page's peer decide).
+pub fn send_one(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    from: Option<IpAddr>,
+    bytes: &[u8],
+) -> io::Result<()> {
+    // SAFETY: all-zero is a valid value of these plain C structs.
+    let mut name: libc::sockaddr_storage = unsafe { zeroed() };
+    let namelen = from_addr(to, &mut name);
+    if from.is_none() {
+        // SAFETY: the bytes and the address are live and as long as the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_DONTWAIT,
+                (&name as *const libc::sockaddr_storage).cast(),
+                namelen,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        return Ok(());
+    }
+    let mut h: libc::msghdr = unsafe { zeroed() };
+    let mut ctrl = Ctrl([0u8; SEND_CTRL]);
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    h.msg_namelen = namelen;
+    h.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
+    h.msg_iov = &mut iov;
+    h.msg_iovlen = 1;
+    if let Some(from) = from {
+        h.msg_control = ctrl.0.as_mut_ptr().cast();
+        h.msg_controllen = SEND_CTRL as _;
+        // SAFETY: the header points at its own SEND_CTRL-byte buffer.
+        unsafe { encode_source(&mut h, from) };
+    }
+    // SAFETY: the header points at live buffers of this frame.
+    if unsafe { libc::sendmsg(sock.as_raw_fd(), &h, libc::MSG_DONTWAIT) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes the one control message that sends a datagram from `from`, as quinn-udp does:
+/// `IP_PKTINFO` with `ipi_spec_dst` for IPv4, `IPV6_PKTINFO` for IPv6; sets `msg_controllen`
+/// to its size.
+///
+/// # Safety
+/// `h.msg_control` points at `h.msg_controllen` (at least `SEND_CTRL`) writable bytes.
+unsafe fn encode_source(h: &mut libc::msghdr, from: IpAddr) {
+    // SAFETY: the buffer has room for one cmsghdr and the larger payload (in6_pktinfo).
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(h);
+        let size = match from {
+            IpAddr::V4(v4) => {
+                (*c).cmsg_level = libc::IPPROTO_IP;
+                (*c).cmsg_type = libc::IP_PKTINFO;
+                let p = libc::in_pktinfo {
+                    ipi_ifindex: 0,
+                    ipi_spec_dst: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(v4.octets()),
+                    },
+                    ipi_addr: libc::in_addr { s_addr: 0 },
+                };
+                libc::CMSG_DATA(c)
+                    .cast::<libc::in_pktinfo>()
+                    .write_unaligned(p);
+                size_of::<libc::in_pktinfo>()
+            }
+            IpAddr::V6(v6) => {
+                (*c).cmsg_level = libc::IPPROTO_IPV6;
+                (*c).cmsg_type = libc::IPV6_PKTINFO;
+                let p = libc::in6_pktinfo {
+                    ipi6_addr: libc::in6_addr {
+                        s6_addr: v6.octets(),
+                    },
+                    ipi6_ifindex: 0,
+                };
+                libc::CMSG_DATA(c)
+                    .cast::<libc::in6_pktinfo>()
+                    .write_unaligned(p);
+                size_of::<libc::in6_pktinfo>()
+            }
+        };
+        (*c).cmsg_len = libc::CMSG_LEN(size as u32) as _;
+        h.msg_controllen = libc::CMSG_SPACE(size as u32) as _;
+    }
 }

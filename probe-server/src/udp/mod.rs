@@ -43,11 +43,17 @@ pub type QuicDatagram = (Vec<u8>, SocketAddr, Option<IpAddr>);
 /// a registration would wake the runtime for every datagram (and, for writability, for every
 /// reply's completion). Writers that found the buffer full wait for space through a second,
 /// temporary registration of a duplicate that exists only until there is room again.
+///
+/// On Linux the socket is blocking and the receive thread sleeps in the receive call itself;
+/// every send passes `MSG_DONTWAIT` (see `mmsg`), so a full send buffer still drops a reply
+/// instead of stalling a thread. Elsewhere it is non-blocking and the thread waits in `poll`.
 pub struct Udp {
-    /// Non-blocking: a full send buffer drops a reply instead of stalling the loop.
     sock: std::net::UdpSocket,
-    /// Only a wildcard bind needs the per-datagram addresses; a socket bound to one address
-    /// always answers from it, on the plain (cheaper) send and receive calls.
+    /// A wildcard bind: each datagram's local address is read and each reply sent from it. A
+    /// socket bound to one address always answers from it, on the cheaper calls without them.
+    wildcard: bool,
+    /// quinn-udp's calls for a wildcard bind where `mmsg` does not exist (not Linux).
+    #[cfg(not(target_os = "linux"))]
     state: Option<UdpSocketState>,
     /// A send found the socket buffer full; quinn's pollers wait for space.
     send_blocked: AtomicBool,
@@ -55,14 +61,25 @@ pub struct Udp {
 
 impl Udp {
     pub fn new(sock: std::net::UdpSocket) -> io::Result<Self> {
-        sock.set_nonblocking(true)?;
-        let state = if sock.local_addr()?.ip().is_unspecified() {
-            Some(UdpSocketState::new((&sock).into())?)
-        } else {
-            None
+        let wildcard = sock.local_addr()?.ip().is_unspecified();
+        // On a wildcard bind quinn-udp sets the options its calls rely on (IP_PKTINFO or
+        // IPV6_RECVPKTINFO, UDP_GRO, no fragmentation); on Linux `mmsg` makes the calls, with
+        // the same options.
+        #[cfg(target_os = "linux")]
+        if wildcard {
+            UdpSocketState::new((&sock).into())?;
+        }
+        #[cfg(not(target_os = "linux"))]
+        let state = match wildcard {
+            true => Some(UdpSocketState::new((&sock).into())?),
+            false => None,
         };
+        // quinn-udp leaves the socket non-blocking.
+        sock.set_nonblocking(cfg!(not(target_os = "linux")))?;
         Ok(Self {
             sock,
+            wildcard,
+            #[cfg(not(target_os = "linux"))]
             state,
             send_blocked: AtomicBool::new(false),
         })
@@ -81,11 +98,14 @@ impl Udp {
         from: Option<IpAddr>,
         contents: &[u8],
     ) -> io::Result<()> {
-        let sock = &self.sock;
+        let from = from.filter(|_| self.wildcard);
+        #[cfg(target_os = "linux")]
+        let r = mmsg::send_one(&self.sock, to, from, contents);
+        #[cfg(not(target_os = "linux"))]
         let r = match &self.state {
-            None => sock.send_to(contents, to).map(|_| ()),
+            None => self.sock.send_to(contents, to).map(|_| ()),
             Some(state) => state.send(
-                sock.into(),
+                (&self.sock).into(),
                 &Transmit {
                     destination: to,
                     ecn: None,
@@ -101,13 +121,17 @@ impl Udp {
         r
     }
 
-    /// Sends every reply of a batch: one `sendmmsg` on the plain path, else one call each.
-    /// Downstream path-MTU answers go one by one with the DF setting their probe asked for.
+    /// Sends every reply of a batch: one `sendmmsg` on Linux, else one call each. Downstream
+    /// path-MTU answers go one by one with the DF setting their probe asked for.
     fn send_batch(&self, out: &Replies) {
         let mtu = out.iter().any(|(_, _, b)| echo::mtu_reply_df(b).is_some());
         #[cfg(target_os = "linux")]
-        if self.state.is_none() && out.len() > 1 && !mtu {
-            if let Err(e) = mmsg::send(&self.sock, out) {
+        if !mtu && out.len() > 1 {
+            let wildcard = self.wildcard;
+            let replies = out
+                .iter()
+                .map(|(to, from, b)| (to, from.filter(|_| wildcard), b));
+            if let Err(e) = mmsg::send(&self.sock, replies) {
                 tracing::debug!("UDP batch send failed: {e}");
             }
             return;
@@ -149,8 +173,48 @@ impl Udp {
         }
     }
 
-    /// Blocks the receive thread until a datagram (or an error) is waiting; returns `poll`'s
-    /// events.
+    /// Up to `want` datagrams for the receive thread, waiting for the first: in the receive
+    /// call on Linux (a blocking socket), else in `poll` first.
+    #[cfg(target_os = "linux")]
+    fn recv_batch(&self, rx: &mut Received, want: usize) -> io::Result<usize> {
+        let want = want.clamp(1, rx.meta.len());
+        mmsg::recv(
+            &self.sock,
+            &mut rx.bufs,
+            &mut rx.meta[..want],
+            self.wildcard,
+        )
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn recv_batch(&self, rx: &mut Received, _want: usize) -> io::Result<usize> {
+        let events = self.wait_readable()?;
+        let sock = &self.sock;
+        let r = match &self.state {
+            Some(state) => {
+                // On the stack: no allocation per batch.
+                let mut slots = rx.bufs.chunks_mut(SLOT);
+                let mut bufs: [IoSliceMut<'_>; BATCH] =
+                    std::array::from_fn(|_| IoSliceMut::new(slots.next().expect("BATCH slots")));
+                state.recv(sock.into(), &mut bufs, &mut rx.meta)
+            }
+            None => sock.recv_from(&mut rx.bufs[..SLOT]).map(|(len, addr)| {
+                rx.meta[0] = plain_meta(addr, len);
+                1
+            }),
+        };
+        // A pending socket error keeps a level-triggered poll ready while receives find
+        // nothing: take it, or the loop would spin.
+        if matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            && events & libc::POLLERR != 0
+        {
+            let _ = sock.take_error();
+        }
+        r
+    }
+
+    /// Blocks until a datagram (or an error) is waiting; returns `poll`'s events.
+    #[cfg(not(target_os = "linux"))]
     fn wait_readable(&self) -> io::Result<libc::c_short> {
         use std::os::fd::AsRawFd;
         let mut fd = libc::pollfd {
@@ -169,27 +233,6 @@ impl Udp {
             }
         }
     }
-
-    fn try_recv_batch(&self, rx: &mut Received) -> io::Result<usize> {
-        let sock = &self.sock;
-        if let Some(state) = &self.state {
-            // On the stack: no allocation per batch.
-            let mut slots = rx.bufs.chunks_mut(SLOT);
-            let mut bufs: [IoSliceMut<'_>; BATCH] =
-                std::array::from_fn(|_| IoSliceMut::new(slots.next().expect("BATCH slots")));
-            return state.recv(sock.into(), &mut bufs, &mut rx.meta);
-        }
-        #[cfg(target_os = "linux")]
-        {
-            mmsg::recv(sock, &mut rx.bufs, &mut rx.meta)
-        }
-        #[cfg(not(target_os = "linux"))]
-        {
-            let (len, addr) = sock.recv_from(&mut rx.bufs[..SLOT])?;
-            rx.meta[0] = plain_meta(addr, len);
-            Ok(1)
-        }
-    }
 }
 
 /// Registers an owned socket with the runtime for `interest` only.
@@ -202,6 +245,7 @@ fn register(
     unsafe { AsyncFd::register_with_interest(sock, interest) }.map_err(io::Error::from)
 }
 
+#[cfg(not(target_os = "linux"))]
 fn plain_meta(addr: SocketAddr, len: usize) -> RecvMeta {
     RecvMeta {
         addr,
@@ -276,7 +320,8 @@ impl Replies {
 /// Why a thread: a server that sleeps between packets pays for every wake-up, and through the
 /// runtime a wake-up is `epoll_wait`, the reactor's dispatch and the task's poll before the
 /// receive. Measured at 500 packets/s on one core (BENCHMARKS.md, 2026-11-30), the runtime's
-/// path cost the server 5–8 µs more per echoed packet than this thread's `poll` and receive.
+/// path cost the server 5–8 µs more per echoed packet than a thread waiting in `poll`; this
+/// one waits in the receive call itself (Linux), which saves another 2–3 µs (`receive`).
 /// Replies are sent inline and QUIC datagrams are queued to quinn as before.
 pub async fn serve(sock: Arc<Udp>, shared: Arc<Shared>, quic_tx: mpsc::Sender<QuicDatagram>) {
     let stop = Arc::new(AtomicBool::new(false));
@@ -303,44 +348,34 @@ pub async fn serve(sock: Arc<Udp>, shared: Arc<Shared>, quic_tx: mpsc::Sender<Qu
     let _ = done_rx.await;
 }
 
-/// The receive loop: wait, take a batch, route it; a full batch is followed by another
-/// receive at once, a short one by a wait (it drained the queue), so a packet costs one
-/// `poll` and one receive at low rates and a batch shares them under load.
+/// The receive loop: wait for datagrams, route them, send the replies; until the socket fails
+/// or the task is gone.
+///
+/// One datagram per call while the thread sleeps between packets: a batch call costs more than
+/// it saves there (its setup, and the second, empty receive of `MSG_WAITFORONE`), which
+/// measured 1–3 µs per packet at 500 packets/s (BENCHMARKS.md). A call that came back at once
+/// found a queue, so the loop drains it in batches until one comes back short.
 fn receive(sock: &Udp, shared: &Shared, quic_tx: &mpsc::Sender<QuicDatagram>, stop: &AtomicBool) {
     let mut rx = Received::new();
     let mut out = Replies::new();
-    let (mut more, mut events) = (false, 0);
+    let mut want = 1;
     loop {
-        if !more {
-            match sock.wait_readable() {
-                Ok(ev) => events = ev,
-                Err(e) => {
-                    tracing::error!("UDP receive failed: {e}");
-                    return;
-                }
-            }
-        }
+        let asked = std::time::Instant::now();
+        let got = sock.recv_batch(&mut rx, want);
         if stop.load(Ordering::Relaxed) {
             return;
         }
-        match sock.try_recv_batch(&mut rx) {
+        match got {
             Ok(n) => {
-                more = n == rx.meta.len() && n > 1;
+                want = next_want(want, n, asked.elapsed());
                 route_batch(&rx, n, &mut out, sock, shared, quic_tx);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                more = false;
-                // A pending socket error keeps a level-triggered poll ready while receives
-                // find nothing: take it, or the loop would spin.
-                if events & libc::POLLERR != 0 {
-                    let _ = sock.sock.take_error();
-                }
-            }
-            // ICMP errors from earlier sends surface here on some platforms; keep serving.
+            // ICMP errors from earlier sends surface here; keep serving.
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::ConnectionReset
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::ConnectionReset
                         | io::ErrorKind::ConnectionRefused
                         | io::ErrorKind::HostUnreachable
                         | io::ErrorKind::NetworkUnreachable
@@ -351,6 +386,19 @@ fn receive(sock: &Udp, shared: &Shared, quic_tx: &mpsc::Sender<QuicDatagram>, st
                 return;
             }
         }
+    }
+}
+
+/// How many datagrams to ask for next, after asking for `want` got `n` in `waited`: a batch
+/// while a queue is waiting (a full batch, or one datagram that came at once), else one.
+fn next_want(want: usize, n: usize, waited: std::time::Duration) -> usize {
+    /// Longer than a receive from a non-empty queue takes, shorter than a sleep and wake-up.
+    const AT_ONCE: std::time::Duration = std::time::Duration::from_micros(5);
+    let queued = n == want && (want > 1 || waited < AT_ONCE);
+    if queued {
+        BATCH
+    } else {
+        1
     }
 }
 
@@ -569,7 +617,17 @@ impl AsyncUdpSocket for QuicSocket {
             self.shared.quic_gate().note_sent(t.contents, now);
         }
         // quinn names the local address of the connection; replies leave from it.
-        self.io.send_from(t.destination, t.src_ip, t.contents)
+        match self.io.send_from(t.destination, t.src_ip, t.contents) {
+            // Any other error (an ICMP error for that peer, a datagram too large) would end the
+            // connection: quinn's driver returns it. quinn-udp's own send logs and drops such a
+            // datagram instead (quinn-udp 0.5.16 src/unix.rs, `send`: "will only ever return
+            // errors of kind WouldBlock"), and loss recovery resends.
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => {
+                tracing::debug!("QUIC send to {} failed: {e}", t.destination);
+                Ok(())
+            }
+            r => r,
+        }
     }
 
     fn poll_recv(
@@ -668,7 +726,7 @@ mod tests {
                 .expect("send");
         }
         let mut rx = Received::new();
-        let n = mmsg::recv(&server, &mut rx.bufs, &mut rx.meta).expect("recv");
+        let n = mmsg::recv(&server, &mut rx.bufs, &mut rx.meta, false).expect("recv");
         assert_eq!(n, 5);
         let mut out = Replies::new();
         for i in 0..n {
@@ -681,10 +739,12 @@ mod tests {
             slot[..4].copy_from_slice(&[i as u8, 0xAA, 0xBB, 0xCC]);
             out.push(meta.addr, None, 4);
         }
-        // Nothing more queued: the next call reports it.
-        let again = mmsg::recv(&server, &mut rx.bufs, &mut rx.meta);
+        // Nothing more queued: the next call reports it, for a batch and for one datagram.
+        let again = mmsg::recv(&server, &mut rx.bufs, &mut rx.meta, false);
         assert_eq!(again.expect_err("empty").kind(), io::ErrorKind::WouldBlock);
-        mmsg::send(&server, &out).expect("send");
+        let again = mmsg::recv(&server, &mut rx.bufs, &mut rx.meta[..1], false);
+        assert_eq!(again.expect_err("empty").kind(), io::ErrorKind::WouldBlock);
+        mmsg::send(&server, out.iter()).expect("send");
         let mut got = [Vec::new(), Vec::new()];
         let mut buf = [0u8; 64];
         // Client 0 sent datagrams 0, 2 and 4; client 1 sent 1 and 3.
@@ -700,13 +760,92 @@ mod tests {
         for (i, c) in clients.iter().enumerate().rev() {
             c.send_to(&[0x70 + i as u8; 90], to).expect("send");
         }
-        let n = mmsg::recv(&server, &mut rx.bufs, &mut rx.meta).expect("recv");
+        let n = mmsg::recv(&server, &mut rx.bufs, &mut rx.meta, false).expect("recv");
         assert_eq!(n, 2);
         for (i, c) in [1, 0].into_iter().enumerate() {
             let (meta, data) = rx.datagram(i);
             assert_eq!(meta.addr, clients[c].local_addr().expect("addr"));
             assert_eq!(data, &[0x70 + c as u8; 90][..]);
         }
+        // One at a time (the call a sleeping server makes): the oldest first, then the next.
+        for (c, len) in [(0, 7), (1, 1200)] {
+            clients[c].send_to(&vec![0x60; len], to).expect("send");
+        }
+        for (c, len) in [(0, 7), (1, 1200)] {
+            let n = mmsg::recv(&server, &mut rx.bufs, &mut rx.meta[..1], false).expect("recv");
+            let (meta, data) = rx.datagram(0);
+            assert_eq!(
+                (n, meta.addr, meta.stride),
+                (1, clients[c].local_addr().expect("a"), len)
+            );
+            assert_eq!(data, &vec![0x60; len][..]);
+        }
+    }
+
+    /// On a wildcard bind, each datagram's local address is read and the reply leaves from it:
+    /// a client that wrote to 127.0.0.2 hears back from 127.0.0.2, not from the address the
+    /// kernel would pick for its own (127.0.0.1). A GSO train from one sender may come as one
+    /// buffer (GRO), cut at its segment size.
+    #[test]
+    fn a_wildcard_bind_reads_the_local_address_answers_from_it_and_takes_gro_trains() {
+        let udp = Udp::new(StdUdp::bind("0.0.0.0:0").expect("bind")).expect("udp");
+        // The socket is blocking: a lost datagram fails the test instead of hanging it.
+        udp.sock
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        let port = udp.local_addr().expect("addr").port();
+        let client = bound();
+        let mut rx = Received::new();
+        for last in [1u8, 2] {
+            let to = SocketAddr::from(([127, 0, 0, last], port));
+            client.send_to(&[last; 40], to).expect("send");
+            assert_eq!(udp.recv_batch(&mut rx, BATCH).expect("recv"), 1);
+            let (meta, data) = rx.datagram(0);
+            assert_eq!((meta.dst_ip, data), (Some(to.ip()), &[last; 40][..]));
+            udp.send_from(meta.addr, meta.dst_ip, &[last, 9])
+                .expect("reply");
+            let mut buf = [0u8; 8];
+            assert_eq!(client.recv_from(&mut buf).expect("reply"), (2, to));
+            // And in a batch.
+            let mut out = Replies::new();
+            out.next_slot().expect("room")[..1].copy_from_slice(&[last]);
+            out.push(meta.addr, meta.dst_ip, 1);
+            out.next_slot().expect("room")[..1].copy_from_slice(&[last]);
+            out.push(meta.addr, meta.dst_ip, 1);
+            udp.send_batch(&out);
+            for _ in 0..2 {
+                assert_eq!(client.recv_from(&mut buf).expect("reply"), (1, to));
+            }
+        }
+        // Three 100-byte datagrams in one send (UDP_SEGMENT); the kernel may hand them over
+        // as one buffer (GRO) or one by one, and every byte arrives either way.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&client);
+        let seg: libc::c_int = 100;
+        // SAFETY: a valid option value of the right size on an open socket.
+        let set = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_UDP,
+                libc::UDP_SEGMENT,
+                (&seg as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(set, 0, "UDP_SEGMENT: {}", io::Error::last_os_error());
+        let train: Vec<u8> = (0..300).map(|i| (i / 100) as u8).collect();
+        client
+            .send_to(&train, SocketAddr::from(([127, 0, 0, 1], port)))
+            .expect("send");
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let n = udp.recv_batch(&mut rx, BATCH).expect("recv");
+            for i in 0..n {
+                let (meta, data) = rx.datagram(i);
+                got.extend(data.chunks(meta.stride).map(<[u8]>::to_vec));
+            }
+        }
+        let want: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 100]).collect();
+        assert_eq!(got, want);
     }
 
     #[tokio::test]
@@ -788,6 +927,22 @@ mod tests {
             (u64::from(count), 2)
         );
         task.abort();
+    }
+
+    #[test]
+    fn the_loop_asks_for_a_batch_only_while_a_queue_waits() {
+        let (now, slept) = (Duration::from_micros(1), Duration::from_micros(900));
+        // Sleeping between packets: one at a time.
+        assert_eq!(next_want(1, 1, slept), 1);
+        // A datagram that came at once had company: drain in batches...
+        assert_eq!(next_want(1, 1, now), BATCH);
+        assert_eq!(next_want(BATCH, BATCH, now), BATCH);
+        assert_eq!(next_want(BATCH, BATCH, slept), BATCH);
+        // ...until a batch comes back short.
+        assert_eq!(next_want(BATCH, 3, now), 1);
+        assert_eq!(next_want(BATCH, 1, now), 1);
+        // An error or an empty return counts as short.
+        assert_eq!(next_want(1, 0, now), 1);
     }
 
     #[test]
