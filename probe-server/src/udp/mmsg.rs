@@ -37,6 +37,9 @@ struct Ctrl<const N: usize>([u8; N]);
 /// `ss` points at a sockaddr_storage whose first `len` bytes the kernel wrote.
 unsafe fn to_addr(ss: *const libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
     let len = len as usize;
+    if len < size_of::<libc::sa_family_t>() {
+        return None;
+    }
     // SAFETY (all reads): only bytes within `len`, which the caller says are written; unaligned
     // reads, so no reference to partly unset memory is made.
     let family = unsafe { std::ptr::addr_of!((*ss).ss_family).read() };
@@ -315,10 +318,12 @@ pub fn send<'a>(
         };
         if sent <= 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return Err(e);
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Err(e),
+                // A signal before anything was sent: the same datagrams again.
+                io::ErrorKind::Interrupted => {}
+                _ => at += 1,
             }
-            at += 1;
             continue;
         }
         at += sent as usize;
@@ -338,7 +343,7 @@ pub fn send_one(
     let namelen = from_addr(to, &mut name);
     if from.is_none() {
         // SAFETY: the bytes and the address are live and as long as the lengths given.
-        let sent = unsafe {
+        return retry(|| unsafe {
             libc::sendto(
                 sock.as_raw_fd(),
                 bytes.as_ptr().cast(),
@@ -347,11 +352,7 @@ pub fn send_one(
                 (&name as *const libc::sockaddr_storage).cast(),
                 namelen,
             )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        return Ok(());
+        });
     }
     let mut h: libc::msghdr = unsafe { zeroed() };
     let mut ctrl = Ctrl([0u8; SEND_CTRL]);
@@ -370,10 +371,20 @@ pub fn send_one(
         unsafe { encode_source(&mut h, from) };
     }
     // SAFETY: the header points at live buffers of this frame.
-    if unsafe { libc::sendmsg(sock.as_raw_fd(), &h, libc::MSG_DONTWAIT) } < 0 {
-        return Err(io::Error::last_os_error());
+    retry(|| unsafe { libc::sendmsg(sock.as_raw_fd(), &h, libc::MSG_DONTWAIT) })
+}
+
+/// A send call, again if a signal interrupted it (as quinn-udp's send does).
+fn retry(mut call: impl FnMut() -> isize) -> io::Result<()> {
+    loop {
+        if call() >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
-    Ok(())
 }
 
 /// Writes the one control message that sends a datagram from `from`, as quinn-udp does:
