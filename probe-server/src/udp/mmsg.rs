@@ -14,7 +14,7 @@
 //! (quinn-udp 0.5.16 `src/unix.rs`, `prepare_msg` and `decode_recv`): the destination address
 //! of each datagram, the source address of each reply, and `UDP_GRO`'s segment size.
 
-use super::{RecvMeta, SLOT};
+use super::{RecvMeta, BATCH, SLOT};
 use std::io;
 use std::mem::{size_of, zeroed, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
@@ -30,6 +30,44 @@ const SEND_CTRL: usize = 64;
 #[repr(C, align(8))]
 #[derive(Clone, Copy)]
 struct Ctrl<const N: usize>([u8; N]);
+
+/// The arrays of one batch call, with `C` bytes of control space per datagram, left unset:
+/// only the entries a call uses are written. A sleeping server takes one datagram per call,
+/// and setting up all of them (some 10 kB) would cost it more than the call.
+struct Batch<const C: usize> {
+    names: MaybeUninit<[libc::sockaddr_storage; BATCH]>,
+    iovs: MaybeUninit<[libc::iovec; BATCH]>,
+    hdrs: MaybeUninit<[libc::mmsghdr; BATCH]>,
+    ctrl: MaybeUninit<[Ctrl<C>; BATCH]>,
+}
+
+/// Pointers to the first entries of a [`Batch`]'s arrays.
+type Entries<const C: usize> = (
+    *mut libc::sockaddr_storage,
+    *mut libc::iovec,
+    *mut libc::mmsghdr,
+    *mut Ctrl<C>,
+);
+
+impl<const C: usize> Batch<C> {
+    fn new() -> Self {
+        Self {
+            names: MaybeUninit::uninit(),
+            iovs: MaybeUninit::uninit(),
+            hdrs: MaybeUninit::uninit(),
+            ctrl: MaybeUninit::uninit(),
+        }
+    }
+
+    fn entries(&mut self) -> Entries<C> {
+        (
+            self.names.as_mut_ptr().cast(),
+            self.iovs.as_mut_ptr().cast(),
+            self.hdrs.as_mut_ptr().cast(),
+            self.ctrl.as_mut_ptr().cast(),
+        )
+    }
+}
 
 /// The sender's address as the kernel wrote it (`len` bytes of `ss`; the rest may be unset).
 ///
@@ -96,21 +134,12 @@ pub fn recv(
     if !local && meta.len() == 1 {
         return recv_one(sock, bufs, meta);
     }
-    const N: usize = super::BATCH;
-    // Only the first `n` entries are set up, and the address and control buffers are left for
-    // the kernel to write: a sleeping server takes one datagram per call, and setting up all
-    // N (some 10 kB) would cost it more than the call.
-    let mut names = MaybeUninit::<[libc::sockaddr_storage; N]>::uninit();
-    let mut iovs = MaybeUninit::<[libc::iovec; N]>::uninit();
-    let mut hdrs = MaybeUninit::<[libc::mmsghdr; N]>::uninit();
-    let mut ctrl = MaybeUninit::<[Ctrl<RECV_CTRL>; N]>::uninit();
-    let names = names.as_mut_ptr().cast::<libc::sockaddr_storage>();
-    let iovs = iovs.as_mut_ptr().cast::<libc::iovec>();
-    let hdrs = hdrs.as_mut_ptr().cast::<libc::mmsghdr>();
-    let ctrl = ctrl.as_mut_ptr().cast::<Ctrl<RECV_CTRL>>();
-    let n = meta.len().min(N).min(bufs.len() / SLOT);
+    // The address and control buffers are left for the kernel to write.
+    let mut batch = Batch::<RECV_CTRL>::new();
+    let (names, iovs, hdrs, ctrl) = batch.entries();
+    let n = meta.len().min(BATCH).min(bufs.len() / SLOT);
     for i in 0..n {
-        // SAFETY: i < N: every pointer stays inside its array; all-zero is a valid mmsghdr.
+        // SAFETY: i < BATCH: every pointer stays inside its array; all-zero is a valid mmsghdr.
         unsafe {
             iovs.add(i).write(libc::iovec {
                 iov_base: bufs[i * SLOT..].as_mut_ptr().cast(),
@@ -268,19 +297,11 @@ pub fn send<'a>(
     sock: &UdpSocket,
     out: impl Iterator<Item = (SocketAddr, Option<IpAddr>, &'a [u8])>,
 ) -> io::Result<()> {
-    const N: usize = super::BATCH;
-    // As for `recv`, only the entries used are set up.
-    let mut names = MaybeUninit::<[libc::sockaddr_storage; N]>::uninit();
-    let mut iovs = MaybeUninit::<[libc::iovec; N]>::uninit();
-    let mut hdrs = MaybeUninit::<[libc::mmsghdr; N]>::uninit();
-    let mut ctrl = MaybeUninit::<[Ctrl<SEND_CTRL>; N]>::uninit();
-    let names = names.as_mut_ptr().cast::<libc::sockaddr_storage>();
-    let iovs = iovs.as_mut_ptr().cast::<libc::iovec>();
-    let hdrs = hdrs.as_mut_ptr().cast::<libc::mmsghdr>();
-    let ctrl = ctrl.as_mut_ptr().cast::<Ctrl<SEND_CTRL>>();
+    let mut batch = Batch::<SEND_CTRL>::new();
+    let (names, iovs, hdrs, ctrl) = batch.entries();
     let mut n = 0;
-    for (to, from, bytes) in out.take(N) {
-        // SAFETY: n < N: every pointer stays inside its array, and each entry is written
+    for (to, from, bytes) in out.take(BATCH) {
+        // SAFETY: n < BATCH: every pointer stays inside its array, and each entry is written
         // (all-zero is a valid value of these C structs) before a reference to it is made.
         unsafe {
             iovs.add(n).write(libc::iovec {

@@ -708,6 +708,16 @@ mod tests {
     use std::net::UdpSocket as StdUdp;
     use std::time::Duration;
 
+    /// The shared socket as the server makes it (blocking), with a receive timeout so that a
+    /// lost datagram fails a test instead of hanging it.
+    fn blocking_udp(bind: &str) -> Udp {
+        let udp = Udp::new(StdUdp::bind(bind).expect("bind")).expect("udp");
+        udp.sock
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        udp
+    }
+
     fn bound() -> StdUdp {
         let s = StdUdp::bind("127.0.0.1:0").expect("bind");
         s.set_read_timeout(Some(Duration::from_secs(2)))
@@ -806,10 +816,7 @@ mod tests {
     /// IPv4 ones as IPv4-mapped, and each reply leaves from the address its client wrote to.
     #[test]
     fn a_dual_stack_bind_answers_ipv6_and_ipv4_mapped_from_the_address_written_to() {
-        let udp = Udp::new(StdUdp::bind("[::]:0").expect("bind")).expect("udp");
-        udp.sock
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
+        let udp = blocking_udp("[::]:0");
         let port = udp.local_addr().expect("addr").port();
         let v6 = StdUdp::bind("[::1]:0").expect("bind ::1");
         v6.set_read_timeout(Some(Duration::from_secs(2)))
@@ -845,11 +852,7 @@ mod tests {
 
     #[test]
     fn a_wildcard_bind_reads_the_local_address_answers_from_it_and_takes_gro_trains() {
-        let udp = Udp::new(StdUdp::bind("0.0.0.0:0").expect("bind")).expect("udp");
-        // The socket is blocking: a lost datagram fails the test instead of hanging it.
-        udp.sock
-            .set_read_timeout(Some(Duration::from_secs(2)))
-            .expect("timeout");
+        let udp = blocking_udp("0.0.0.0:0");
         let port = udp.local_addr().expect("addr").port();
         let client = bound();
         let mut rx = Received::new();
