@@ -83,8 +83,9 @@ fn compress(state: &mut [u32; 8], block: &[u8; 64]) {
     sha2::compress256(state, &[(*block).into()]);
 }
 
-/// The last (only) block of a message of `len` bytes after one 64-byte block already hashed:
-/// `tail` (the message), 0x80, zeros, then the bit length of the whole (FIPS 180-4 §5.1.1).
+/// The last block of a message whose first 64-byte block is already hashed: `tail` (the rest
+/// of the message, at most 55 bytes), 0x80, zeros, then the bit length of the whole message
+/// (FIPS 180-4 §5.1.1).
 fn last_block(tail: &[&[u8]]) -> [u8; 64] {
     let mut block = [0u8; 64];
     let mut at = 0;

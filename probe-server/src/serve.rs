@@ -405,8 +405,8 @@ fn listeners(
     shared: &Arc<Shared>,
     identity: &cert::Identity,
 ) -> anyhow::Result<Listeners> {
-    udp_std.set_nonblocking(true)?;
     tcp_std.set_nonblocking(true)?;
+    // Udp::new sets the socket's mode: blocking on Linux, where its thread sleeps in receives.
     let udp_sock = Arc::new(udp::Udp::new(udp_std)?);
     let listener = tokio::net::TcpListener::from_std(tcp_std)?;
     let (quic_sock, quic_tx) = udp::QuicSocket::new(udp_sock.clone(), shared.clone());

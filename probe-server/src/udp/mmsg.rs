@@ -97,7 +97,16 @@ unsafe fn to_addr(ss: *const libc::sockaddr_storage, len: libc::socklen_t) -> Op
     }
 }
 
-fn from_addr(addr: SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::socklen_t {
+/// Writes `addr` into `ss` (zeroed first); returns its length.
+///
+/// # Safety
+/// `ss` is valid for writes.
+unsafe fn from_addr(addr: SocketAddr, ss: *mut libc::sockaddr_storage) -> libc::socklen_t {
+    // SAFETY: as the caller says; all-zero is a valid sockaddr_storage.
+    let ss = unsafe {
+        ss.write(zeroed());
+        &mut *ss
+    };
     match addr {
         SocketAddr::V4(a) => {
             // SAFETY: sockaddr_storage is large and aligned enough for a sockaddr_in.
@@ -301,27 +310,13 @@ pub fn send<'a>(
     let (names, iovs, hdrs, ctrl) = batch.entries();
     let mut n = 0;
     for (to, from, bytes) in out.take(BATCH) {
-        // SAFETY: n < BATCH: every pointer stays inside its array, and each entry is written
-        // (all-zero is a valid value of these C structs) before a reference to it is made.
+        // SAFETY: n < BATCH: every pointer stays inside its array.
         unsafe {
-            iovs.add(n).write(libc::iovec {
-                iov_base: bytes.as_ptr() as *mut libc::c_void,
-                iov_len: bytes.len(),
+            let msg_hdr = header((names.add(n), iovs.add(n), ctrl.add(n)), to, from, bytes);
+            hdrs.add(n).write(libc::mmsghdr {
+                msg_hdr,
+                msg_len: 0,
             });
-            names.add(n).write(zeroed());
-            let mut h: libc::mmsghdr = zeroed();
-            h.msg_hdr.msg_namelen = from_addr(to, &mut *names.add(n));
-            h.msg_hdr.msg_name = names.add(n).cast();
-            h.msg_hdr.msg_iov = iovs.add(n);
-            h.msg_hdr.msg_iovlen = 1;
-            if let Some(from) = from {
-                ctrl.add(n).write(Ctrl([0; SEND_CTRL]));
-                h.msg_hdr.msg_control = ctrl.add(n).cast();
-                h.msg_hdr.msg_controllen = SEND_CTRL as _;
-                // The header points at this datagram's own SEND_CTRL-byte buffer.
-                encode_source(&mut h.msg_hdr, from);
-            }
-            hdrs.add(n).write(h);
         }
         n += 1;
     }
@@ -359,10 +354,10 @@ pub fn send_one(
     from: Option<IpAddr>,
     bytes: &[u8],
 ) -> io::Result<()> {
-    // SAFETY: all-zero is a valid value of these plain C structs.
-    let mut name: libc::sockaddr_storage = unsafe { zeroed() };
-    let namelen = from_addr(to, &mut name);
+    let mut name = MaybeUninit::<libc::sockaddr_storage>::uninit();
     if from.is_none() {
+        // SAFETY: the pointer is to a live sockaddr_storage.
+        let namelen = unsafe { from_addr(to, name.as_mut_ptr()) };
         // SAFETY: the bytes and the address are live and as long as the lengths given.
         return retry(|| unsafe {
             libc::sendto(
@@ -370,29 +365,56 @@ pub fn send_one(
                 bytes.as_ptr().cast(),
                 bytes.len(),
                 libc::MSG_DONTWAIT,
-                (&name as *const libc::sockaddr_storage).cast(),
+                name.as_ptr().cast(),
                 namelen,
             )
         });
     }
-    let mut h: libc::msghdr = unsafe { zeroed() };
-    let mut ctrl = Ctrl([0u8; SEND_CTRL]);
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr() as *mut libc::c_void,
-        iov_len: bytes.len(),
+    let mut iov = MaybeUninit::<libc::iovec>::uninit();
+    let mut ctrl = MaybeUninit::<Ctrl<SEND_CTRL>>::uninit();
+    // SAFETY: the pointers are to live buffers of this frame, which outlive the call.
+    let h = unsafe {
+        let entry = (name.as_mut_ptr(), iov.as_mut_ptr(), ctrl.as_mut_ptr());
+        header(entry, to, from, bytes)
     };
-    h.msg_namelen = namelen;
-    h.msg_name = (&mut name as *mut libc::sockaddr_storage).cast();
-    h.msg_iov = &mut iov;
-    h.msg_iovlen = 1;
-    if let Some(from) = from {
-        h.msg_control = ctrl.0.as_mut_ptr().cast();
-        h.msg_controllen = SEND_CTRL as _;
-        // SAFETY: the header points at its own SEND_CTRL-byte buffer.
-        unsafe { encode_source(&mut h, from) };
-    }
     // SAFETY: the header points at live buffers of this frame.
     retry(|| unsafe { libc::sendmsg(sock.as_raw_fd(), &h, libc::MSG_DONTWAIT) })
+}
+
+/// The header that sends `bytes` to `to` (from `from`, when given), writing the address, the
+/// iovec and the control message it points at into `entry`.
+///
+/// # Safety
+/// The three pointers are valid for writes, and stay so while the header is used.
+unsafe fn header(
+    (name, iov, ctrl): (
+        *mut libc::sockaddr_storage,
+        *mut libc::iovec,
+        *mut Ctrl<SEND_CTRL>,
+    ),
+    to: SocketAddr,
+    from: Option<IpAddr>,
+    bytes: &[u8],
+) -> libc::msghdr {
+    // SAFETY: as the caller says; all-zero is a valid msghdr.
+    unsafe {
+        iov.write(libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        });
+        let mut h: libc::msghdr = zeroed();
+        h.msg_namelen = from_addr(to, name);
+        h.msg_name = name.cast();
+        h.msg_iov = iov;
+        h.msg_iovlen = 1;
+        if let Some(from) = from {
+            ctrl.write(Ctrl([0; SEND_CTRL]));
+            h.msg_control = ctrl.cast();
+            h.msg_controllen = SEND_CTRL as _;
+            encode_source(&mut h, from);
+        }
+        h
+    }
 }
 
 /// A send call, again if a signal interrupted it (as quinn-udp's send does).

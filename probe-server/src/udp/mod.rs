@@ -125,13 +125,10 @@ impl Udp {
     /// path-MTU answers go one by one with the DF setting their probe asked for.
     fn send_batch(&self, out: &Replies) {
         let mtu = out.iter().any(|(_, _, b)| echo::mtu_reply_df(b).is_some());
+        // A reply's `from` is the address its request came to, which only a wildcard bind reads.
         #[cfg(target_os = "linux")]
         if !mtu && out.len() > 1 {
-            let wildcard = self.wildcard;
-            let replies = out
-                .iter()
-                .map(|(to, from, b)| (to, from.filter(|_| wildcard), b));
-            if let Err(e) = mmsg::send(&self.sock, replies) {
+            if let Err(e) = mmsg::send(&self.sock, out.iter()) {
                 tracing::debug!("UDP batch send failed: {e}");
             }
             return;
@@ -235,14 +232,11 @@ impl Udp {
     }
 }
 
-/// Registers an owned socket with the runtime for `interest` only.
-fn register(
-    sock: std::net::UdpSocket,
-    interest: Interest,
-) -> io::Result<AsyncFd<std::net::UdpSocket>> {
+/// Registers an owned socket with the runtime for writability only.
+fn register_writable(sock: std::net::UdpSocket) -> io::Result<AsyncFd<std::net::UdpSocket>> {
     // SAFETY: the AsyncFd owns the socket, so its descriptor stays open and the same for the
     // registration's whole life.
-    unsafe { AsyncFd::register_with_interest(sock, interest) }.map_err(io::Error::from)
+    unsafe { AsyncFd::register_with_interest(sock, Interest::WRITABLE) }.map_err(io::Error::from)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -360,20 +354,22 @@ fn receive(sock: &Udp, shared: &Shared, quic_tx: &mpsc::Sender<QuicDatagram>, st
     let mut out = Replies::new();
     let mut want = 1;
     loop {
-        let asked = std::time::Instant::now();
+        let asked = shared.now_us();
         let got = sock.recv_batch(&mut rx, want);
         if stop.load(Ordering::Relaxed) {
             return;
         }
         match got {
             Ok(n) => {
-                want = next_want(want, n, asked.elapsed());
-                route_batch(&rx, n, &mut out, sock, shared, quic_tx);
+                // The same clock reading times the receive and stamps the batch.
+                let now = shared.now_us();
+                want = next_want(want, n, now.saturating_sub(asked));
+                route_batch(&rx, n, now, &mut out, sock, shared, quic_tx);
             }
-            Err(_) if want > 1 => want = 1,
-            // ICMP errors from earlier sends surface here; keep serving.
-            Err(e)
-                if matches!(
+            Err(e) => {
+                want = 1;
+                // ICMP errors from earlier sends surface here; keep serving.
+                let transient = matches!(
                     e.kind(),
                     io::ErrorKind::WouldBlock
                         | io::ErrorKind::ConnectionReset
@@ -381,21 +377,22 @@ fn receive(sock: &Udp, shared: &Shared, quic_tx: &mpsc::Sender<QuicDatagram>, st
                         | io::ErrorKind::HostUnreachable
                         | io::ErrorKind::NetworkUnreachable
                         | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => {
-                tracing::error!("UDP receive failed: {e}");
-                return;
+                );
+                if !transient {
+                    tracing::error!("UDP receive failed: {e}");
+                    return;
+                }
             }
         }
     }
 }
 
-/// How many datagrams to ask for next, after asking for `want` got `n` in `waited`: a batch
+/// How many datagrams to ask for next, after asking for `want` got `n` in `waited_us`: a batch
 /// while a queue is waiting (a full batch, or one datagram that came at once), else one.
-fn next_want(want: usize, n: usize, waited: std::time::Duration) -> usize {
+fn next_want(want: usize, n: usize, waited_us: u64) -> usize {
     /// Longer than a receive from a non-empty queue takes, shorter than a sleep and wake-up.
-    const AT_ONCE: std::time::Duration = std::time::Duration::from_micros(5);
-    let queued = n == want && (want > 1 || waited < AT_ONCE);
+    const AT_ONCE_US: u64 = 5;
+    let queued = n == want && (want > 1 || waited_us < AT_ONCE_US);
     if queued {
         BATCH
     } else {
@@ -403,17 +400,17 @@ fn next_want(want: usize, n: usize, waited: std::time::Duration) -> usize {
     }
 }
 
-/// Routes `n` received datagrams and sends the replies they caused.
+/// Routes `n` received datagrams, which arrived at `now`, and sends the replies they caused.
 fn route_batch(
     rx: &Received,
     n: usize,
+    now: u64,
     out: &mut Replies,
     sock: &Udp,
     shared: &Shared,
     quic_tx: &mpsc::Sender<QuicDatagram>,
 ) {
     // One clock reading and one lock per batch, not per datagram.
-    let now = shared.now_us();
     let mut core = shared.core();
     core.set_wall_ms(crate::control::wall_ms());
     for i in 0..n {
@@ -687,7 +684,7 @@ impl UdpPoller for Writable {
         }
         if self.wait.is_none() {
             let dup = self.io.sock.try_clone()?;
-            self.wait = Some(register(dup, Interest::WRITABLE)?);
+            self.wait = Some(register_writable(dup)?);
         }
         let wait = self.wait.as_ref().expect("set above");
         match wait.poll_write_ready(cx) {
@@ -793,10 +790,6 @@ mod tests {
         }
     }
 
-    /// On a wildcard bind, each datagram's local address is read and the reply leaves from it:
-    /// a client that wrote to 127.0.0.2 hears back from 127.0.0.2, not from the address the
-    /// kernel would pick for its own (127.0.0.1). A GSO train from one sender may come as one
-    /// buffer (GRO), cut at its segment size.
     /// The receive thread sleeps in the receive call, so the socket must be blocking, whatever
     /// mode it came in; sends never wait because each passes MSG_DONTWAIT.
     #[test]
@@ -850,6 +843,10 @@ mod tests {
         }
     }
 
+    /// On a wildcard bind, each datagram's local address is read and the reply leaves from it:
+    /// a client that wrote to 127.0.0.2 hears back from 127.0.0.2, not from the address the
+    /// kernel would pick for its own (127.0.0.1). A GSO train from one sender may come as one
+    /// buffer (GRO), cut at its segment size.
     #[test]
     fn a_wildcard_bind_reads_the_local_address_answers_from_it_and_takes_gro_trains() {
         let udp = blocking_udp("0.0.0.0:0");
@@ -920,9 +917,7 @@ mod tests {
         use probe_proto::echo::{self, SessionKey};
         use probe_proto::msg::{Hello, Profile};
         use probe_proto::session::Limits;
-        let std_sock = StdUdp::bind(bind).expect("bind");
-        std_sock.set_nonblocking(true).expect("nonblocking");
-        let sock = Arc::new(Udp::new(std_sock).expect("udp"));
+        let sock = Arc::new(Udp::new(StdUdp::bind(bind).expect("bind")).expect("udp"));
         let to = SocketAddr::new(
             [127, 0, 0, 1].into(),
             sock.local_addr().expect("addr").port(),
@@ -991,7 +986,7 @@ mod tests {
 
     #[test]
     fn the_loop_asks_for_a_batch_only_while_a_queue_waits() {
-        let (now, slept) = (Duration::from_micros(1), Duration::from_micros(900));
+        let (now, slept) = (1, 900);
         // Sleeping between packets: one at a time.
         assert_eq!(next_want(1, 1, slept), 1);
         // A datagram that came at once had company: drain in batches...
