@@ -10,7 +10,11 @@
 //! ```
 //!
 //! The reply has the request's length, payload type 112, the server's timestamps and its own
-//! MAC; the fill is regenerated, never copied, so the server returns no client payload bytes.
+//! MAC. `server rx` is when the request reached the server's socket (the kernel's stamp where
+//! the server has one, else when it read the request), `server tx` when it answered, both in
+//! microseconds on the server's own clock: only their difference, the time the request spent
+//! in the server, means anything to the client (`stats` takes it out of the RTT). The fill is
+//! regenerated, never copied, so the server returns no client payload bytes.
 //! The MAC covers the fields before it and the packet length; a request MAC can never pass as a
 //! reply MAC because the payload type differs and is covered.
 //!

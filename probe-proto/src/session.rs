@@ -128,6 +128,37 @@ struct Session {
     mtu_seqs: HashMap<(u8, u32), u8>,
 }
 
+/// When an echo request is handled: `now_us`, and when it reached the server's socket
+/// (`received_us`, at most `now_us`). The reply carries both (its `server rx` and `server tx`),
+/// so the client subtracts what the request spent queued in the server from its RTT
+/// (`stats`'s RTT definition). A shell that knows only the time it read the datagram passes
+/// that one `u64` for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EchoAt {
+    now_us: u64,
+    received_us: u64,
+}
+
+impl EchoAt {
+    /// `received_us` later than `now_us` (clocks that disagree) is taken as `now_us`.
+    pub fn new(now_us: u64, received_us: u64) -> Self {
+        Self {
+            now_us,
+            received_us: received_us.min(now_us),
+        }
+    }
+
+    pub fn now_us(self) -> u64 {
+        self.now_us
+    }
+}
+
+impl From<u64> for EchoAt {
+    fn from(now_us: u64) -> Self {
+        Self::new(now_us, now_us)
+    }
+}
+
 /// Where an echo or MTU datagram came from: the whole address over UDP, or only the IP where
 /// the port tells nothing (TCP: the connection proved the address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -758,12 +789,14 @@ impl Core {
     /// of the session's echo (see [`EchoFrom`]).
     pub fn on_echo(
         &mut self,
-        now_us: u64,
+        at: impl Into<EchoAt>,
         src: impl Into<EchoFrom>,
         transport: Transport,
         pkt: &[u8],
         out: &mut [u8],
     ) -> Option<usize> {
+        let at: EchoAt = at.into();
+        let now_us = at.now_us;
         let from: EchoFrom = src.into();
         let src = from.ip;
         if pkt.starts_with(&crate::live::packet::MAGIC) {
@@ -812,7 +845,7 @@ impl Core {
         }
         if let Some(i) = relay {
             if !s.relays[i].confirm(pkt, from.addr()) {
-                return prime_relay(s, i, &mut self.replies, &mut self.stats, now_us, pkt, out);
+                return prime_relay(s, i, &mut self.replies, &mut self.stats, at, pkt, out);
             }
         }
         answer_echo(
@@ -820,7 +853,7 @@ impl Core {
             relay,
             &mut self.replies,
             &mut self.stats,
-            (now_us, transport),
+            (at, transport),
             pkt,
             out,
         )
@@ -927,14 +960,14 @@ fn prime_relay(
     i: usize,
     replies: &mut Bucket,
     stats: &mut ServerStats,
-    now_us: u64,
+    at: EchoAt,
     pkt: &[u8],
     out: &mut [u8],
 ) -> Option<usize> {
     let r = &mut s.relays[i];
     if r.unconfirmed_replies >= RELAY_UNCONFIRMED_REPLIES
         || pkt.len() < RELAY_COOKIE_AT + RELAY_COOKIE_LEN
-        || !replies.take(now_us)
+        || !replies.take(at.now_us)
     {
         stats.drop_wrong_peer += 1;
         return None;
@@ -942,7 +975,7 @@ fn prime_relay(
     r.unconfirmed_replies += 1;
     let cookie = r.cookie;
     stats.echo_requests += 1;
-    let n = echo::encode_reply(&s.key, pkt, now_us, now_us, out);
+    let n = echo::encode_reply(&s.key, pkt, at.received_us, at.now_us, out);
     out[RELAY_COOKIE_AT..RELAY_COOKIE_AT + RELAY_COOKIE_LEN].copy_from_slice(&cookie);
     stats.echo_replies += 1;
     Some(n)
@@ -955,10 +988,11 @@ fn answer_echo(
     relay: Option<usize>,
     replies: &mut Bucket,
     stats: &mut ServerStats,
-    (now_us, transport): (u64, Transport),
+    (at, transport): (EchoAt, Transport),
     pkt: &[u8],
     out: &mut [u8],
 ) -> Option<usize> {
+    let now_us = at.now_us;
     stats.echo_requests += 1;
     s.last_us = now_us;
     // It arrived: count it before any limit, so a rate-limited packet is never taken for
@@ -978,7 +1012,7 @@ fn answer_echo(
         return None;
     }
     *tx += 1;
-    let n = echo::encode_reply(&s.key, pkt, now_us, now_us, out);
+    let n = echo::encode_reply(&s.key, pkt, at.received_us, now_us, out);
     if let (Some(i), true) = (relay, n >= RELAY_COOKIE_AT + RELAY_COOKIE_LEN) {
         // The cookie rides in the fill (not covered by the reply MAC): only a receiver at
         // the relay learns it.
@@ -1013,6 +1047,28 @@ mod tests {
 
     fn src() -> SocketAddr {
         "198.51.100.2:40000".parse().unwrap()
+    }
+
+    /// The reply says when the request reached the server and when it was answered, so the
+    /// client can take the time it spent queued out of the RTT; a receive time after the
+    /// answer's (clocks that disagree) is taken as no queueing at all.
+    #[test]
+    fn echo_reply_carries_the_receive_and_the_answer_time() {
+        let mut core = Core::new(Limits::default());
+        let key = [4u8; 32];
+        let mut req = [0u8; 200];
+        let n = echo::encode_request(&SessionKey::new(&key), 77, 0, 10, 160, &mut req);
+        core.open(0, src().ip(), &hello(), 77, key, None).unwrap();
+        let mut out = [0u8; 1500];
+        for (at, rx_tx) in [
+            (EchoAt::new(5_000, 4_620), (4_620, 5_000)),
+            (EchoAt::new(6_000, 6_400), (6_000, 6_000)),
+            (EchoAt::from(7_000), (7_000, 7_000)),
+        ] {
+            let len = core.on_echo(at, src(), Transport::Udp, &req[..n], &mut out);
+            let r = echo::decode_reply(&SessionKey::new(&key), &out[..len.unwrap()]).unwrap();
+            assert_eq!((r.server_recv_us, r.server_send_us), rx_tx);
+        }
     }
 
     #[test]

@@ -12,17 +12,19 @@
 //!
 //! The control messages read and written are the ones quinn-udp's own calls use
 //! (quinn-udp 0.5.16 `src/unix.rs`, `prepare_msg` and `decode_recv`): the destination address
-//! of each datagram, the source address of each reply, and `UDP_GRO`'s segment size.
+//! of each datagram, the source address of each reply, and `UDP_GRO`'s segment size; and one
+//! of our own, each datagram's arrival time (`SCM_TIMESTAMPNS`, see `pace`).
 
-use super::{RecvMeta, BATCH, SLOT};
+use super::{Received, RecvMeta, BATCH, SLOT};
 use std::io;
 use std::mem::{size_of, zeroed, MaybeUninit};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 
-/// Control space per received datagram: the TOS or traffic class, the destination address and
-/// the GRO segment size (each `CMSG_SPACE` is at most 40 bytes on 64-bit Linux), with room over.
-const RECV_CTRL: usize = 128;
+/// Control space per received datagram: the TOS or traffic class, the destination address,
+/// the GRO segment size and the receive time (each `CMSG_SPACE` is at most 40 bytes on 64-bit
+/// Linux), with room over.
+const RECV_CTRL: usize = 160;
 /// Control space per sent datagram: one `in6_pktinfo` (40 bytes with its header).
 const SEND_CTRL: usize = 64;
 
@@ -129,29 +131,32 @@ unsafe fn from_addr(addr: SocketAddr, ss: *mut libc::sockaddr_storage) -> libc::
     }
 }
 
-/// Takes up to `meta.len()` datagrams, each into its `SLOT`-byte slot of `bufs`. Waits for the
-/// first on a blocking socket (`MSG_WAITFORONE`), then takes what else is queued without
-/// waiting; on a non-blocking socket an empty queue is `WouldBlock`. `local`: read each
-/// datagram's destination address and GRO segment size (a wildcard bind asked for both);
-/// without it, one datagram is taken with `recvfrom`.
+/// Takes up to `want` datagrams, each into its `SLOT`-byte slot of `rx`. With `wait`, waits
+/// for the first on a blocking socket (`MSG_WAITFORONE`), then takes what else is queued
+/// without waiting; without it (`MSG_DONTWAIT`), or on a non-blocking socket, an empty queue is
+/// `WouldBlock`. `local`: read each datagram's destination address and GRO segment size (a
+/// wildcard bind asked for both). Each datagram's kernel receive time (`SO_TIMESTAMPNS`) is
+/// read where the socket asked for it; the one datagram a sleeping one-address bind waits
+/// for is taken with `recvfrom`, without it.
 pub fn recv(
     sock: &UdpSocket,
-    bufs: &mut [u8],
-    meta: &mut [RecvMeta],
+    rx: &mut Received,
+    want: usize,
     local: bool,
+    wait: bool,
 ) -> io::Result<usize> {
-    if !local && meta.len() == 1 {
-        return recv_one(sock, bufs, meta);
+    if !local && want == 1 && wait {
+        return recv_one(sock, rx);
     }
     // The address and control buffers are left for the kernel to write.
     let mut batch = Batch::<RECV_CTRL>::new();
     let (names, iovs, hdrs, ctrl) = batch.entries();
-    let n = meta.len().min(BATCH).min(bufs.len() / SLOT);
+    let n = want.min(rx.meta.len()).min(BATCH).min(rx.bufs.len() / SLOT);
     for i in 0..n {
         // SAFETY: i < BATCH: every pointer stays inside its array; all-zero is a valid mmsghdr.
         unsafe {
             iovs.add(i).write(libc::iovec {
-                iov_base: bufs[i * SLOT..].as_mut_ptr().cast(),
+                iov_base: rx.bufs[i * SLOT..].as_mut_ptr().cast(),
                 iov_len: SLOT,
             });
             let mut h: libc::mmsghdr = zeroed();
@@ -159,13 +164,16 @@ pub fn recv(
             h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             h.msg_hdr.msg_iov = iovs.add(i);
             h.msg_hdr.msg_iovlen = 1;
-            if local {
-                h.msg_hdr.msg_control = ctrl.add(i).cast();
-                h.msg_hdr.msg_controllen = RECV_CTRL as _;
-            }
+            h.msg_hdr.msg_control = ctrl.add(i).cast();
+            h.msg_hdr.msg_controllen = RECV_CTRL as _;
             hdrs.add(i).write(h);
         }
     }
+    let flags = if wait {
+        libc::MSG_WAITFORONE
+    } else {
+        libc::MSG_DONTWAIT
+    };
     // SAFETY: every header points at a live slot, address buffer, iovec and control buffer of
     // this frame.
     let got = unsafe {
@@ -173,7 +181,7 @@ pub fn recv(
             sock.as_raw_fd(),
             hdrs,
             n as libc::c_uint,
-            libc::MSG_WAITFORONE,
+            flags,
             std::ptr::null_mut(),
         )
     };
@@ -183,52 +191,54 @@ pub fn recv(
     let mut kept = 0;
     for i in 0..got as usize {
         // SAFETY: the kernel filled the first `got` headers, their addresses and controls.
-        let Some(m) = (unsafe { meta_of(&*hdrs.add(i), names.add(i), local) }) else {
+        let Some((m, stamp)) = (unsafe { meta_of(&*hdrs.add(i), names.add(i), local) }) else {
             continue;
         };
         if kept != i {
-            bufs.copy_within(i * SLOT..i * SLOT + m.len, kept * SLOT);
+            rx.bufs.copy_within(i * SLOT..i * SLOT + m.len, kept * SLOT);
         }
-        meta[kept] = m;
+        rx.meta[kept] = m;
+        rx.stamps[kept] = stamp;
         kept += 1;
     }
     Ok(kept)
 }
 
-/// What the kernel said about one received datagram. A datagram cut short by its slot is
-/// handed over as empty (counted and dropped by the demultiplexer); one from an address family
-/// we do not serve is left out.
+/// What the kernel said about one received datagram, and its receive time (0: none). A
+/// datagram cut short by its slot is handed over as empty (counted and dropped by the
+/// demultiplexer); one from an address family we do not serve is left out. The destination
+/// address is kept only with `local` (a wildcard bind).
 ///
 /// # Safety
-/// The kernel filled `h`, `msg_namelen` bytes at `name` and, with `local`, the control buffer.
+/// The kernel filled `h`, `msg_namelen` bytes at `name` and the control buffer.
 unsafe fn meta_of(
     h: &libc::mmsghdr,
     name: *const libc::sockaddr_storage,
     local: bool,
-) -> Option<RecvMeta> {
+) -> Option<(RecvMeta, u64)> {
     // SAFETY: as the caller says.
     let addr = unsafe { to_addr(name, h.msg_hdr.msg_namelen) }?;
     let whole = h.msg_hdr.msg_flags & libc::MSG_TRUNC == 0;
     let len = if whole { h.msg_len as usize } else { 0 };
-    let (dst_ip, segment) = match local {
-        // SAFETY: as the caller says.
-        true => unsafe { decode_ctrl(&h.msg_hdr) },
-        false => (None, None),
-    };
-    Some(RecvMeta {
+    // SAFETY: as the caller says.
+    let c = unsafe { decode_ctrl(&h.msg_hdr) };
+    let meta = RecvMeta {
         addr,
         len,
-        stride: segment.filter(|&s| s > 0).unwrap_or(len),
+        stride: c.segment.filter(|&s| s > 0).unwrap_or(len),
         ecn: None,
-        dst_ip,
-    })
+        dst_ip: c.dst.filter(|_| local),
+    };
+    Some((meta, c.stamp_ns))
 }
 
-/// One datagram with `recvfrom`, the cheapest receive call, where no control message is needed.
-fn recv_one(sock: &UdpSocket, bufs: &mut [u8], meta: &mut [RecvMeta]) -> io::Result<usize> {
+/// One datagram with `recvfrom`, the cheapest receive call, without control messages: the
+/// datagram a sleeping thread waits for usually is the one that woke it, whose stamp would
+/// differ little from the read. One that was already queued keeps its wait in the RTT.
+fn recv_one(sock: &UdpSocket, rx: &mut Received) -> io::Result<usize> {
     let mut name = MaybeUninit::<libc::sockaddr_storage>::uninit();
     let mut namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    let slot = &mut bufs[..SLOT];
+    let slot = &mut rx.bufs[..SLOT];
     // SAFETY: the slot and the address buffer are live and as long as the lengths given.
     let got = unsafe {
         libc::recvfrom(
@@ -253,23 +263,34 @@ fn recv_one(sock: &UdpSocket, bufs: &mut [u8], meta: &mut [RecvMeta]) -> io::Res
         n if n > SLOT => 0,
         n => n,
     };
-    meta[0] = RecvMeta {
+    rx.meta[0] = RecvMeta {
         addr,
         len,
         stride: len,
         ecn: None,
         dst_ip: None,
     };
+    rx.stamps[0] = 0;
     Ok(1)
 }
 
-/// The destination address (`IP_PKTINFO`/`IPV6_PKTINFO`) and the GRO segment size of one
-/// received datagram.
+/// What the control messages of one received datagram say.
+#[derive(Default)]
+struct Ctrls {
+    /// Its destination address (`IP_PKTINFO`/`IPV6_PKTINFO`).
+    dst: Option<IpAddr>,
+    /// The GRO segment size.
+    segment: Option<usize>,
+    /// When it reached the socket (`SCM_TIMESTAMPNS`: realtime, ns; 0 when not given).
+    stamp_ns: u64,
+}
+
+/// The control messages of one received datagram.
 ///
 /// # Safety
 /// `h.msg_control` holds `h.msg_controllen` bytes the kernel wrote.
-unsafe fn decode_ctrl(h: &libc::msghdr) -> (Option<IpAddr>, Option<usize>) {
-    let (mut dst, mut segment) = (None, None);
+unsafe fn decode_ctrl(h: &libc::msghdr) -> Ctrls {
+    let mut out = Ctrls::default();
     // SAFETY (whole loop): CMSG_FIRSTHDR and CMSG_NXTHDR stay within msg_controllen, and each
     // payload is read unaligned, after checking it is as long as the type read.
     let mut c = unsafe { libc::CMSG_FIRSTHDR(h) };
@@ -280,21 +301,29 @@ unsafe fn decode_ctrl(h: &libc::msghdr) -> (Option<IpAddr>, Option<usize>) {
         match (level, kind) {
             (libc::IPPROTO_IP, libc::IP_PKTINFO) if fits(size_of::<libc::in_pktinfo>()) => {
                 let p = unsafe { data.cast::<libc::in_pktinfo>().read_unaligned() };
-                dst = Some(IpAddr::V4(Ipv4Addr::from(p.ipi_addr.s_addr.to_ne_bytes())));
+                out.dst = Some(IpAddr::V4(Ipv4Addr::from(p.ipi_addr.s_addr.to_ne_bytes())));
             }
             (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if fits(size_of::<libc::in6_pktinfo>()) => {
                 let p = unsafe { data.cast::<libc::in6_pktinfo>().read_unaligned() };
-                dst = Some(IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)));
+                out.dst = Some(IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)));
             }
             (libc::SOL_UDP, libc::UDP_GRO) if fits(size_of::<libc::c_int>()) => {
                 let s = unsafe { data.cast::<libc::c_int>().read_unaligned() };
-                segment = usize::try_from(s).ok();
+                out.segment = usize::try_from(s).ok();
+            }
+            (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) if fits(size_of::<libc::timespec>()) => {
+                let t = unsafe { data.cast::<libc::timespec>().read_unaligned() };
+                let ns = u64::try_from(t.tv_sec)
+                    .ok()
+                    .zip(u64::try_from(t.tv_nsec).ok());
+                let ns = ns.map(|(s, ns)| s.saturating_mul(1_000_000_000).saturating_add(ns));
+                out.stamp_ns = ns.unwrap_or(0);
             }
             _ => {}
         }
         c = unsafe { libc::CMSG_NXTHDR(h, c) };
     }
-    (dst, segment)
+    out
 }
 
 /// Sends every datagram in as few `sendmmsg` calls as the kernel allows, never waiting, each
