@@ -11,7 +11,8 @@
 //!
 //! The reply has the request's length, payload type 112, the server's timestamps and its own
 //! MAC. `server rx` is when the request reached the server's socket (the kernel's stamp where
-//! the server has one, else when it read the request), `server tx` when it answered, both in
+//! the server has one, else when it read the request), `server tx` when the server read it
+//! (with its batch: answering and sending stay in the RTT, which errs long), both in
 //! microseconds on the server's own clock: only their difference, the time the request spent
 //! in the server, means anything to the client (`stats` takes it out of the RTT). The fill is
 //! regenerated, never copied, so the server returns no client payload bytes.

@@ -4,7 +4,7 @@
 //!   costs one wake-up, which is the cheapest there is when nothing else is queued.
 //! - **Draining** (a receive came back at once, so a queue was waiting): take batches until
 //!   one comes back short.
-//! - **Holding** (more than [`HOLD_ABOVE_PPS`] packets a second over a [`WINDOW_US`] window,
+//! - **Holding** (at least [`HOLD_ABOVE_PPS`] packets a second over a [`WINDOW_US`] window,
 //!   as in load mode or with many clients at once): sleep [`HOLD_US`], then take everything
 //!   queued in one batch without waiting. At 20 000 packets/s this serves some ten packets per
 //!   wake-up instead of one, which is what a network card's interrupt moderation does. Holding
@@ -17,7 +17,8 @@
 //! server's processing time (`probe_proto::stats`). [`received_us`] converts the stamp. STUN
 //! and the browser test page's traffic have no such field (a client times its Bindings and ICE
 //! checks whole; the page's data channel is timed in the browser), so for [`HOLD_OFF_US`] after
-//! any of them the thread does not hold.
+//! any of them the thread does not hold. (The first one to come while it holds may wait out
+//! that hold, about half a millisecond.)
 
 use super::BATCH;
 
@@ -91,6 +92,8 @@ impl Pacer {
             (false, Next::Wait(want)) if n == want && (want > 1 || waited_us < AT_ONCE_US) => {
                 Next::Wait(BATCH)
             }
+            // Holding just ended on a full batch: more is queued, and a batch reads its stamps.
+            (false, _) if n >= BATCH => Next::Wait(BATCH),
             (false, _) => Next::Wait(1),
         };
     }
@@ -101,7 +104,10 @@ impl Pacer {
         self.hold_off_until_us = now_us.saturating_add(HOLD_OFF_US);
         if self.holding {
             self.holding = false;
-            self.next = Next::Wait(1);
+            self.next = match self.next {
+                Next::Now => Next::Wait(BATCH),
+                _ => Next::Wait(1),
+            };
         }
     }
 
@@ -230,6 +236,27 @@ mod tests {
         p.on_error(t + 1);
         assert_eq!(p.next(), Next::Wait(1));
         assert_eq!(after(&mut p, &mut t, (1, 100, 100)), Next::Hold);
+    }
+
+    #[test]
+    fn holding_that_ends_on_a_full_batch_drains_in_batches() {
+        let (mut p, mut t) = (Pacer::new(true, 0), 0);
+        while p.next() != Next::Hold {
+            after(&mut p, &mut t, (10, 0, 100));
+        }
+        assert_eq!(after(&mut p, &mut t, (BATCH, 0, 1)), Next::Now);
+        p.hold_off(t);
+        assert_eq!(p.next(), Next::Wait(BATCH), "more was queued");
+        // The rate falls while a full batch comes in: the queue is drained in batches.
+        let (mut p, mut t) = (Pacer::new(true, 0), 0);
+        while p.next() != Next::Hold {
+            after(&mut p, &mut t, (10, 0, 100));
+        }
+        assert_eq!(
+            after(&mut p, &mut t, (BATCH, 0, 10 * WINDOW_US)),
+            Next::Wait(BATCH)
+        );
+        assert_eq!(after(&mut p, &mut t, (3, 900, 900)), Next::Wait(1));
     }
 
     #[test]
