@@ -26,7 +26,9 @@ mod pace;
 use pace::{Next, Pacer};
 
 const QUIC_QUEUE: usize = 1024;
-/// The longest the receive thread sleeps without a datagram.
+/// The longest the receive thread waits in `poll` (not Linux) before it looks at its stop
+/// flag again, should the socket's shutdown not wake it there.
+#[cfg(not(target_os = "linux"))]
 const IDLE_WAKE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Datagrams taken per receive call (recvmmsg): under load one wake-up serves many packets;
 /// at a packet per millisecond it is one, as before.
@@ -86,10 +88,6 @@ impl Udp {
         };
         // quinn-udp leaves the socket non-blocking.
         sock.set_nonblocking(cfg!(not(target_os = "linux")))?;
-        // A receive that waits wakes at least this often, so a stopped thread ends (and lets go
-        // of the port) even when no datagram comes.
-        #[cfg(target_os = "linux")]
-        sock.set_read_timeout(Some(IDLE_WAKE))?;
         #[cfg(target_os = "linux")]
         let stamps = stamp_arrivals(&sock);
         #[cfg(not(target_os = "linux"))]
@@ -139,6 +137,17 @@ impl Udp {
             self.send_blocked.store(true, Ordering::Release);
         }
         r
+    }
+
+    /// Shuts the socket for reading: a receive waiting on it returns at once, and every later
+    /// one finds nothing. How the receive thread is stopped.
+    fn shut_reading(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is the socket's, open while `self` lives. An unconnected UDP
+        // socket answers ENOTCONN, but Linux marks it shut and wakes its waiters all the same
+        // (net/ipv4/af_inet.c, `inet_shutdown`); `an_aborted_loop_lets_go_of_its_socket`
+        // checks it.
+        unsafe { libc::shutdown(self.sock.as_raw_fd(), libc::SHUT_RD) };
     }
 
     /// Sends every reply of a batch: one `sendmmsg` on Linux, else one call each. Downstream
@@ -359,7 +368,9 @@ impl Replies {
 }
 
 /// Reads every datagram and routes it, on a thread of its own; the task ends when the thread
-/// does (the socket failed), and aborting the task stops the thread within [`IDLE_WAKE`].
+/// does (the socket failed), and aborting the task stops the thread at once: the socket is
+/// shut for reading, which wakes a waiting receive (a receive timeout would do it too, but
+/// would arm a timer for every wait and wake an idle server every period).
 ///
 /// Why a thread: a server that sleeps between packets pays for every wake-up, and through the
 /// runtime a wake-up is `epoll_wait`, the reactor's dispatch and the task's poll before the
@@ -371,6 +382,7 @@ pub async fn serve(sock: Arc<Udp>, shared: Arc<Shared>, quic_tx: mpsc::Sender<Qu
     let stop = Arc::new(AtomicBool::new(false));
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let flag = stop.clone();
+    let waker = sock.clone();
     let thread = std::thread::Builder::new()
         .name("udp-rx".into())
         .spawn(move || {
@@ -381,15 +393,17 @@ pub async fn serve(sock: Arc<Udp>, shared: Arc<Shared>, quic_tx: mpsc::Sender<Qu
         tracing::error!("cannot start the UDP receive thread: {e}");
         return;
     }
-    // Dropped when the task ends or is aborted: the thread stops at its next wake-up, a
-    // datagram or at most IDLE_WAKE later.
-    struct StopOnDrop(Arc<AtomicBool>);
+    // Dropped when the task ends or is aborted: the thread sees the flag when the shutdown
+    // wakes it. Nothing else receives on this socket (quinn and the page's peer get their
+    // datagrams through queues), and sends are unaffected.
+    struct StopOnDrop(Arc<AtomicBool>, Arc<Udp>);
     impl Drop for StopOnDrop {
         fn drop(&mut self) {
             self.0.store(true, Ordering::Relaxed);
+            self.1.shut_reading();
         }
     }
-    let _stop = StopOnDrop(stop);
+    let _stop = StopOnDrop(stop, waker);
     let _ = done_rx.await;
 }
 
@@ -1115,7 +1129,7 @@ mod tests {
         let sock = Arc::downgrade(&lp.sock);
         drop(lp.sock);
         lp.task.abort();
-        let deadline = std::time::Instant::now() + 3 * IDLE_WAKE;
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
         while sock.upgrade().is_some() {
             assert!(
                 std::time::Instant::now() < deadline,
