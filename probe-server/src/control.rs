@@ -269,11 +269,16 @@ pub const PLAIN_REFUSAL: &str = "this probe-server takes control messages on its
      inside TLS, so that the session key and ICE password never cross in clear; upgrade \
      probe-client to the server's version, or let UDP through to this port (QUIC carries them)";
 
-/// The wall clock, ms since the Unix epoch.
-pub fn wall_ms() -> u64 {
+/// The wall clock, since the Unix epoch (zero before it).
+pub fn wall() -> std::time::Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// The wall clock, ms since the Unix epoch.
+pub fn wall_ms() -> u64 {
+    wall().as_millis() as u64
 }
 
 /// ICE ufrag/pwd characters (RFC 8445: ice-char is ALPHA / DIGIT / "+" / "/").

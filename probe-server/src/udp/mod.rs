@@ -269,23 +269,12 @@ impl Udp {
 /// Asks the kernel to stamp each datagram's arrival (`SO_TIMESTAMPNS`); whether it will.
 #[cfg(target_os = "linux")]
 fn stamp_arrivals(sock: &std::net::UdpSocket) -> bool {
-    use std::os::fd::AsRawFd;
-    let on: libc::c_int = 1;
-    // SAFETY: a valid option value of the right size on an open socket.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
+    let on = df_mode::put(sock, (libc::SOL_SOCKET, libc::SO_TIMESTAMPNS), 1);
+    if !on {
         let e = io::Error::last_os_error();
         tracing::debug!("SO_TIMESTAMPNS: {e}; the receive thread will not hold datagrams");
     }
-    r == 0
+    on
 }
 
 /// Registers an owned socket with the runtime for writability only.
@@ -435,9 +424,7 @@ fn receive(sock: &Udp, shared: &Shared, quic_tx: &mpsc::Sender<QuicDatagram>, st
                 // The same clock readings time the receive and stamp the batch. The realtime
                 // one converts the kernel's stamps; read first, so that a delay between the
                 // two can only shorten a hold (lengthen an RTT), never the other way.
-                let wall = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
+                let wall = crate::control::wall();
                 let now = shared.now_us();
                 let routed = route_batch(&rx, n, (now, wall), &mut out, sock, shared, quic_tx);
                 pacer.on_received((n, routed.pkts), now.saturating_sub(asked), now);
@@ -545,7 +532,6 @@ fn route(
         Kind::Stun => match shared.web() {
             Some(web) if web.wants_udp(Kind::Stun, src, pkt) => {
                 to_web(web, (src, dst), pkt);
-                paged = true;
                 None
             }
             _ => core.on_stun(now, canonical(src), pkt, slot),
@@ -623,17 +609,23 @@ mod df_mode {
         (r == 0).then_some(v)
     }
 
-    fn put(sock: &UdpSocket, (level, name): (libc::c_int, libc::c_int), v: libc::c_int) {
+    /// Sets an integer socket option; whether the socket took it.
+    pub fn put(
+        sock: &UdpSocket,
+        (level, name): (libc::c_int, libc::c_int),
+        v: libc::c_int,
+    ) -> bool {
         // SAFETY: v outlives the call; the descriptor is the socket's.
-        unsafe {
+        let r = unsafe {
             libc::setsockopt(
                 sock.as_raw_fd(),
                 level,
                 name,
                 (&v as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+            )
+        };
+        r == 0
     }
 
     /// Sets DF on or off (each option the socket has; an IPv4 socket has no IPv6 ones).
