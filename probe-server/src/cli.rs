@@ -64,7 +64,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PROBE_SERVER_MAX_REPLY_PPS", default_value_t = 50_000)]
     pub max_reply_pps: u32,
     /// Unauthenticated UDP packets per second from one address (STUN, QUIC before Retry); TCP
-    /// connects and Retry-validated QUIC handshakes have their own limit, 5 per second.
+    /// connects and Retry-validated QUIC handshakes have their own limit, 10 per second
+    /// (burst 100: an office behind one NAT opening the test page at once).
     #[arg(long, env = "PROBE_SERVER_UNAUTH_PPS", default_value_t = 50)]
     pub unauth_pps: u32,
     /// Source addresses (IPv6: /64s) the per-source limiters track at once; when full, a

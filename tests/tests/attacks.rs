@@ -1139,6 +1139,8 @@ const HTTP_DEADLINE_BOUND: Duration = Duration::from_millis(11_000);
 /// it opened (probe-server's `web::peer::CONNECT_WITHIN`), so within this window an address
 /// can never have opened more sessions than its cap.
 const HELD_AT_LEAST: Duration = Duration::from_secs(30);
+/// By then every fake session has ended (35 s after it opened, without a connection).
+const FAKES_END: Duration = Duration::from_secs(36);
 
 /// A data-channel offer as a browser sends it (a chromium offer's lines, trimmed), from no
 /// browser: nothing ever answers the server's side, so each session it opens holds its slot
@@ -1190,12 +1192,13 @@ fn rand_word(seed: &mut u64, len: usize) -> String {
         .collect()
 }
 
-/// One `POST /session?leg=udp` with the fake offer from `src`: (status, body); status 0 when
-/// the connection ended without an answer.
+/// One `POST /session?leg=tcp` with the fake offer from `src`: (status, body); status 0 when
+/// the connection ended without an answer. Not a run's first leg (udp), which the server also
+/// admits only with room for whole runs (`web/peer/book.rs`): here the caps alone decide.
 fn post_session(src: Ipv4Addr, dst: SocketAddrV4) -> (u16, String) {
     let body = serde_json::json!({ "type": "offer", "sdp": FAKE_OFFER }).to_string();
     let req = format!(
-        "POST /session?leg=udp HTTP/1.1\r\nHost: {dst}\r\nContent-Type: application/json\r\n\
+        "POST /session?leg=tcp HTTP/1.1\r\nHost: {dst}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -1796,11 +1799,12 @@ fn the_test_page_under_session_slowloris_and_dtls_floods_still_serves_a_page_and
 }
 
 /// The limit of the per-address cap: enough addresses (6 × 6 > 32) fill the global cap with
-/// fake offers. Then a page user gets the documented 429 in one sentence, shown on the page,
-/// until the fake sessions end (35 s without a connection); probe-client, whose sessions have
-/// their own caps, still gets a clean result.
+/// fake offers. Then a page user's offer gets the documented 429 in one sentence; the page
+/// shows it and waits for a place, and runs to a clean verdict once the fake sessions end
+/// (35 s without a connection); probe-client, whose sessions have their own caps, still gets
+/// a clean result meanwhile.
 #[test]
-fn six_addresses_can_fill_the_page_sessions_and_a_page_user_gets_one_sentence() {
+fn six_addresses_can_fill_the_page_sessions_and_a_page_waits_for_a_place() {
     let _g = serial();
     let t = Topology::nat(probe_tests::NatConfig::default());
     let dir = probe_tests::TempDir::new("attacks-web-full");
@@ -1824,6 +1828,7 @@ fn six_addresses_can_fill_the_page_sessions_and_a_page_user_gets_one_sentence() 
         flood.statuses.extend(one.statuses);
         flood.refusals.extend(one.refusals);
     }
+    let flooded = Instant::now();
     let (ok, refused) = (flood.count(200), flood.count(429));
     eprintln!(
         "{n} addresses x {WEB_PER_IP} fake offers at once: {ok} sessions opened, {refused} \
@@ -1852,10 +1857,11 @@ fn six_addresses_can_fill_the_page_sessions_and_a_page_user_gets_one_sentence() 
     );
     let run = run_client(&t, server.pin());
     assert_clean(&run, &server);
-    // What the user sees: the page completes and shows the server's sentence.
+    // What the user sees: the page says the server is busy, keeps asking, and runs when the
+    // fake sessions have ended.
     probe_tests::chromium::require_chromium();
     let url = format!(
-        "http://{}:{PORT}/?deadline_ms=4000&site=attacks-web-full",
+        "http://{}:{PORT}/?deadline_ms=4000&audio_s=1&site=attacks-web-full",
         t.server_public_ip
     );
     let page = probe_tests::chromium::run_page(
@@ -1863,44 +1869,43 @@ fn six_addresses_can_fill_the_page_sessions_and_a_page_user_gets_one_sentence() 
         &url,
         &dir.path().join("page.png"),
         &probe_tests::chromium::Options::default(),
-        Duration::from_secs(50),
+        FAKES_END + Duration::from_secs(50),
     );
     let reply = page
         .result
         .as_ref()
         .unwrap_or_else(|e| panic!("{e}\n{}", page.describe()));
-    let ids: Vec<&str> = reply["report"]["findings"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|f| f["id"].as_str())
+    let report = &reply["report"];
+    let busy: Vec<&String> = page
+        .console
+        .iter()
+        .filter(|l| l.contains("busy:"))
         .collect();
     eprintln!(
-        "the page under a full session table ({:.1} s): error {:?}, findings {ids:?}\n{}",
+        "the page under a full session table: done after {:.1} s, fakes ended {:.1} s after \
+         the flood; {} busy answers; ok {}; page console: {busy:?}",
         page.elapsed.as_secs_f64(),
-        reply.get("error"),
-        page.page_text
+        flooded.elapsed().as_secs_f64(),
+        busy.len(),
+        report["ok"]
     );
     assert!(
-        page.page_text.contains(&sentence),
-        "the page does not show {sentence:?}\n{}",
+        !busy.is_empty() && busy.iter().all(|l| l.contains(&sentence)),
+        "the page did not show {sentence:?} while it waited\n{}",
         page.describe()
     );
-    // Not blamed on the network: the page says it could not test.
-    assert_eq!(ids, ["browser_test_incomplete"], "{}", page.describe());
-    let legs = reply["report"]["browser"]["legs"]
-        .as_array()
-        .map_or(0, Vec::len);
+    assert_eq!(report["ok"], true, "{report:#}\n{}", page.describe());
+    let legs = report["browser"]["legs"].as_array().map_or(0, Vec::len);
     let web = web_counters(&stop_server(server).0);
     eprintln!("server counters: {web:?}");
     assert_eq!(
         web.get("web_sessions_opened"),
-        Some(&(ok as u64)),
+        Some(&((ok + legs) as u64)),
         "{web:?}"
     );
     assert_eq!(
         web.get("web_sessions_refused"),
-        Some(&((refused + 1 + legs) as u64)),
+        Some(&((refused + 1 + busy.len()) as u64)),
         "{web:?}"
     );
 }

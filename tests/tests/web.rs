@@ -153,6 +153,12 @@ const WRONG_OVERRIDE: &str = "192.0.2.99";
 /// STUN: the deep packet inspection that lets ICE through and stops the handshake.
 const DTLS_RULE: &str = "udp dport 8443 @th,64,8 >= 20 @th,64,8 <= 63 counter drop";
 const UDP_RULE: &str = "udp dport 8443 counter drop";
+/// Counts the TCP connections opened to the probe port (a SYN without ACK each).
+const CONNECT_RULE: &str = "tcp dport 8443 tcp flags & (syn | ack) == syn counter";
+/// TCP connections one page run opens: GET /, style.css, app.js, a POST /session per leg
+/// (three at most), POST /report (the page asks with no keep-alive), and the TCP leg's
+/// ICE-TCP connection.
+const PAGE_CONNECTS: u64 = 8;
 
 /// One chromium at a time: the page's deadlines are real time on two shared cores.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -430,9 +436,19 @@ fn clean_path_gives_a_clean_verdict() {
     let _one = serial();
     let mut w = web(&NAT_PUBLIC_IP.to_string());
     w.audio_s = 5;
+    w.topo.router_forward(&[CONNECT_RULE]);
     let (reply, run) = w.run("clean", &Options::default());
     let report = &reply["report"];
     let why = || format!("{report:#}\n{}", w.describe(&run));
+    // The office test below budgets PAGE_CONNECTS per run: a page that opens more would
+    // make an office behind one address hit the server's per-source limit sooner.
+    let connects = forward_counter(&w.topo);
+    eprintln!("the page run opened {connects} TCP connections to the probe port");
+    assert!(
+        (PAGE_CONNECTS / 2..=PAGE_CONNECTS).contains(&connects),
+        "the page opened {connects} TCP connections, budgeted {PAGE_CONNECTS}\n{}",
+        why()
+    );
     assert!(
         errors(report).is_empty(),
         "error findings: {:?}\n{}",
@@ -814,6 +830,105 @@ fn the_page_needs_the_token() {
         log.contains(&format!("?t={TOKEN}")),
         "the server did not log the link to share:\n{log}"
     );
+}
+
+/// Users open the page this many at once behind one NAT address (an office told "open this
+/// link now" in a channel).
+const OFFICE: usize = 10;
+
+/// (j) An office behind one address opens the link at once: every request of every page is
+/// answered. The per-source connection limit must hold an office's page runs, or the page's
+/// script or its session requests are refused and users see a broken page or a false
+/// `tcp_blocked`.
+#[test]
+fn an_office_behind_one_address_opens_the_page_at_once() {
+    let w = web(&NAT_PUBLIC_IP.to_string());
+    let addr = std::net::SocketAddr::from((NAT_PUBLIC_IP, PORT));
+    let start = std::sync::Arc::new(std::sync::Barrier::new(OFFICE));
+    let users: Vec<_> = (0..OFFICE)
+        .map(|_| {
+            let start = start.clone();
+            probe_tests::netns::spawn_in_ns(&w.topo.client, move || {
+                start.wait();
+                // As many connections as a page run opens, each a request of the page's own.
+                let paths = [&format!("/?t={TOKEN}")[..], "/style.css", "/app.js"];
+                (0..PAGE_CONNECTS as usize)
+                    .map(|i| fetch_status(addr, paths[i % paths.len()]))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<Result<u16, String>> = users
+        .into_iter()
+        .flat_map(|u| u.join().expect("user thread"))
+        .collect();
+    let refused: Vec<&String> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    let ok = answers.iter().filter(|a| a == &&Ok(200)).count();
+    assert_eq!(
+        ok,
+        answers.len(),
+        "{} of {} requests refused or failed ({} not answered), first: {:?}\n{}",
+        answers.len() - ok,
+        answers.len(),
+        refused.len(),
+        refused.first(),
+        probe_tests::tail(&w.server.stderr(), 4096)
+    );
+}
+
+/// (k) Two people behind one address run the page at once, with room for one run per
+/// address (3 sessions): one runs, the other says the server is busy and waits its turn;
+/// neither fails half-way, both reach a clean verdict.
+#[test]
+fn two_pages_from_one_address_take_turns() {
+    let _one = serial();
+    let w = web_with(
+        &NAT_PUBLIC_IP.to_string(),
+        &["--web-max-sessions-per-ip", "3"],
+    );
+    let runs: Vec<(Value, PageRun)> = std::thread::scope(|s| {
+        let pages: Vec<_> = ["turns-1", "turns-2"]
+            .map(|name| s.spawn(|| w.run(name, &Options::default())))
+            .into();
+        pages
+            .into_iter()
+            .map(|p| p.join().expect("page thread"))
+            .collect()
+    });
+    let mut waited = 0;
+    for (i, (reply, run)) in runs.iter().enumerate() {
+        let report = &reply["report"];
+        let why = || format!("page {}: {report:#}\n{}", i + 1, w.describe(run));
+        assert_eq!(report["ok"], true, "{}", why());
+        assert_eq!(outcome(report, "udp"), "passed", "{}", why());
+        assert_eq!(outcome(report, "tcp"), "passed", "{}", why());
+        let busy = run.console.iter().filter(|l| l.contains("busy:")).count();
+        eprintln!(
+            "page {}: {busy} busy answers, done after {:.1} s",
+            i + 1,
+            run.elapsed.as_secs_f64()
+        );
+        waited += usize::from(busy > 0);
+    }
+    assert_eq!(waited, 1, "one page waits for the other");
+}
+
+/// One `GET path` on a new connection: the status, or why there was none.
+fn fetch_status(addr: std::net::SocketAddr, path: &str) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(get(path).as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).map_err(|e| format!("read: {e}"))?;
+    let head = String::from_utf8_lossy(&out[..out.len().min(64)]).into_owned();
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("GET {path}: no HTTP answer ({} bytes)", out.len()))
 }
 
 /// (i) A second browser engine: Debian's Firefox ESR (Gecko, its own WebRTC and ICE-TCP) runs

@@ -231,10 +231,10 @@ impl Peer {
             || OpenError::Busy("The server's WebRTC peer is busy; try again in a minute.".into());
         // The caps are judged before queueing too, so one address's burst cannot fill the
         // queue every address shares (queued offers count against its cap).
-        self.shared.book().reserve(client, &self.limits)?;
+        self.shared.book().reserve(client, leg, &self.limits)?;
         if self.open_tx.try_send(req).is_err() {
             let mut book = self.shared.book();
-            book.unreserve(client);
+            book.unreserve(client, leg);
             book.refused_busy();
             return Err(busy());
         }

@@ -13,6 +13,8 @@ const GATHER_MS = 3000; // the throw-away gathering connection
 const OFFER_GATHER_MS = 1000; // the server is ICE-lite and learns our address from STUN
 const STRAGGLER_MS = 1000; // echoes still in flight after the last send
 const STATS_MS = 2000;
+const SLOT_WAIT_MS = 90000; // a busy server: how long a run's first leg waits for a place
+const SLOT_RETRY_MS = 3000; // asks again after 3–6 s
 
 const token = params.get("t");
 const deadlineMs = Math.min(30000, Math.max(1000, Math.round(Number(params.get("deadline_ms")) || 10000)));
@@ -299,6 +301,29 @@ async function collect(pc, r) {
  * configuration without ICE-TCP works, so such a leg is no failure that calls for the dialed leg. */
 const unadvertised = new WeakSet();
 
+/**
+ * POSTs a leg's offer. A run's first leg waits for a free place when the server is busy (429:
+ * other tests from this address or in all): the server takes a run only with room for all
+ * its legs, so the later ones are not refused, and a page opened with many others (an office
+ * sharing one address) runs when its turn comes instead of failing.
+ */
+async function askSession(leg, sdp, say) {
+  const end = now() + SLOT_WAIT_MS;
+  for (;;) {
+    try {
+      return await api(`session?leg=${leg}`, { type: "offer", sdp });
+    } catch (e) {
+      const wait = SLOT_RETRY_MS * (1 + Math.random());
+      if (!(e && e.status === 429 && leg === "udp" && now() + wait < end)) throw e;
+      const left = Math.round((end - now()) / 1000) * 1000;
+      const text = `busy: ${errText(e)} The page keeps asking for up to ${secs(left)}…`;
+      console.info(`${leg}: ${text}`); // for whoever reads the console after the wait is over
+      say(text);
+      await sleep(wait);
+    }
+  }
+}
+
 async function connectLeg(pc, r, say) {
   const dc = pc.createDataChannel("probe", { ordered: false, maxRetransmits: 0 });
   dc.binaryType = "arraybuffer";
@@ -310,7 +335,7 @@ async function connectLeg(pc, r, say) {
   say("asking the server for a session…");
   let reply;
   try {
-    reply = await api(`session?leg=${r.leg}`, { type: "offer", sdp: pc.localDescription.sdp });
+    reply = await askSession(r.leg, pc.localDescription.sdp, say);
     if (!reply.answer || typeof reply.answer.sdp !== "string") throw new Error("The test server's answer carried no SDP; ask the administrator to check probe-server's log.");
   } catch (e) {
     r.error = `Signalling failed: ${errText(e)}`;
@@ -525,7 +550,7 @@ async function measure(run, site) {
 /** The longest a run can take if every await hits its deadline (each one has its own). */
 function budgetMs() {
   const leg = 5 * deadlineMs + 2 * apiMs + OFFER_GATHER_MS + 3 * 1100 + 7000 + STRAGGLER_MS + STATS_MS;
-  return 2 * GATHER_MS + 3 * leg + 2 * apiMs + 5000;
+  return 2 * GATHER_MS + 3 * leg + 2 * apiMs + 5000 + SLOT_WAIT_MS;
 }
 
 function finish(run, result, measurements, site) {

@@ -114,8 +114,8 @@ impl Task {
     ) -> Result<Opened, OpenError> {
         {
             let mut book = self.shared.book();
-            book.unreserve(client);
-            book.admit(client, &self.limits)?;
+            book.unreserve(client, leg);
+            book.admit(client, leg, &self.limits)?;
         }
         let key = self.new_key();
         let lifetime = self.limits.session_lifetime;
