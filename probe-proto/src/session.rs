@@ -284,14 +284,17 @@ const MAX_HELLO_NONCES: usize = 100_000;
 const SIGNED_TID_ANSWERS: u8 = 8;
 /// Signed Binding transactions remembered at once (only token holders can add to this).
 const MAX_SIGNED_TIDS: usize = 100_000;
-/// Connections per second one verified source may open over TCP, or over QUIC after Retry.
-/// One source is often a whole office behind a NAT: a browser test page run opens about eight
-/// connections (the page asks with no keep-alive), so the burst lets ten people open the link
-/// at once, and the rate lets an office run a page every second. A handshake-proven source
-/// opening ten connections a second costs the server little; the concurrent caps
-/// (`--max-tcp-connections*`) bound what it may hold.
-const VERIFIED_CONN_PER_S: f64 = 10.0;
-const VERIFIED_CONN_BURST: f64 = 100.0;
+/// TCP connections per second one source may open (the handshake proved it). One source is
+/// often a whole office behind a NAT: a browser test page run opens up to eight connections
+/// (the page asks with no keep-alive), so the burst lets ten people open the link at once.
+/// A TCP accept costs the server little; the concurrent caps (`--max-tcp-connections*`)
+/// bound what a source may hold.
+const TCP_CONN_PER_S: f64 = 10.0;
+const TCP_CONN_BURST: f64 = 100.0;
+/// QUIC connections per second one source may open after Retry validated it: each is a TLS
+/// handshake, costly, and only probe-client uses QUIC (one connection a run).
+const QUIC_CONN_PER_S: f64 = 5.0;
+const QUIC_CONN_BURST: f64 = 20.0;
 /// A source that completed a TCP handshake or a QUIC Retry this recently has its Bindings
 /// answered from the sessions' budget, at most [`PROVEN_STUN_PER_S`] a second.
 const PROVEN_FOR_US: u64 = 5 * 60 * 1_000_000;
@@ -319,21 +322,15 @@ impl Core {
         // at most half the echo's own burst on any server with 1000 pps or more.
         let proven_pps = stun_pps;
         let proven_burst = (proven_pps / 10.0).max(2.0 * PROVEN_STUN_PER_S) + 1.0;
-        let verified = || {
-            PerSource::new(
-                VERIFIED_CONN_PER_S,
-                VERIFIED_CONN_BURST,
-                limits.tracked_sources,
-            )
-        };
+        let verified = |per_s, burst| PerSource::new(per_s, burst, limits.tracked_sources);
         Self {
             unauth: PerSource::new(
                 f64::from(limits.unauth_per_source_pps),
                 f64::from(limits.unauth_per_source_pps) * 2.0,
                 limits.tracked_sources,
             ),
-            tcp_accepts: verified(),
-            quic_validated: verified(),
+            tcp_accepts: verified(TCP_CONN_PER_S, TCP_CONN_BURST),
+            quic_validated: verified(QUIC_CONN_PER_S, QUIC_CONN_BURST),
             // A report every 5 s per source on average, 12 at once: plenty for sites behind one
             // NAT, too little to fill a disk.
             uploads: PerSource::new(0.2, 12.0, 4096),
@@ -1683,7 +1680,7 @@ mod tests {
     fn one_source_may_open_an_offices_connections_at_once_then_its_rate() {
         let mut core = Core::new(Limits::default());
         let office = IpAddr::from([203, 0, 113, 20]);
-        let burst = VERIFIED_CONN_BURST as usize;
+        let burst = TCP_CONN_BURST as usize;
         let at_once = (0..burst + 5).filter(|_| core.admit_tcp(office, 0)).count();
         assert_eq!(at_once, burst);
         // Another address has its own allowance; the office gets its rate back over time.
@@ -1691,7 +1688,12 @@ mod tests {
         let a_second_later = (0..burst)
             .filter(|_| core.admit_tcp(office, 1_000_000))
             .count();
-        assert_eq!(a_second_later, VERIFIED_CONN_PER_S as usize);
+        assert_eq!(a_second_later, TCP_CONN_PER_S as usize);
+        // QUIC handshakes keep their own, smaller allowance.
+        let quic = (0..burst)
+            .filter(|_| core.admit_validated_quic(office, 0))
+            .count();
+        assert_eq!(quic, QUIC_CONN_BURST as usize);
     }
 
     #[test]

@@ -64,8 +64,8 @@ pub struct ServeArgs {
     #[arg(long, env = "PROBE_SERVER_MAX_REPLY_PPS", default_value_t = 50_000)]
     pub max_reply_pps: u32,
     /// Unauthenticated UDP packets per second from one address (STUN, QUIC before Retry); TCP
-    /// connects and Retry-validated QUIC handshakes have their own limit, 10 per second
-    /// (burst 100: an office behind one NAT opening the test page at once).
+    /// connects have their own limit, 10 per second (burst 100: an office behind one NAT
+    /// opening the test page at once), and Retry-validated QUIC handshakes 5 (burst 20).
     #[arg(long, env = "PROBE_SERVER_UNAUTH_PPS", default_value_t = 50)]
     pub unauth_pps: u32,
     /// Source addresses (IPv6: /64s) the per-source limiters track at once; when full, a
@@ -75,11 +75,12 @@ pub struct ServeArgs {
     /// TCP connections at once.
     #[arg(long, env = "PROBE_SERVER_MAX_TCP_CONNECTIONS", default_value_t = 512)]
     pub max_tcp_connections: usize,
-    /// TCP connections at once from one source address (IPv6: one /64).
+    /// TCP connections at once from one source address (IPv6: one /64); an office behind one
+    /// NAT loading the test page together opens two or three each.
     #[arg(
         long,
         env = "PROBE_SERVER_MAX_TCP_CONNECTIONS_PER_IP",
-        default_value_t = 16
+        default_value_t = 32
     )]
     pub max_tcp_connections_per_ip: usize,
     /// A TCP connection that completes no frame for this many seconds is closed (RTCD uses 30).

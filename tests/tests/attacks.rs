@@ -265,7 +265,8 @@ fn tcp_slots_held_by_32_addresses_sending_junk_do_not_lock_out_a_client() {
     let _g = serial();
     let t = Topology::routed();
     let sources = add_sources(&t, 100, 32);
-    // The defaults: 512 connections, 16 per address — exactly what 32 addresses can fill.
+    // The default 512 connections: exactly what 32 addresses × 16 fill (under the 32 per
+    // address).
     let mut server = start(&t, &[]);
     let cpu0 = cpu_time(&mut server);
     let stop = Arc::new(AtomicBool::new(false));
@@ -1192,13 +1193,12 @@ fn rand_word(seed: &mut u64, len: usize) -> String {
         .collect()
 }
 
-/// One `POST /session?leg=tcp` with the fake offer from `src`: (status, body); status 0 when
-/// the connection ended without an answer. Not a run's first leg (udp), which the server also
-/// admits only with room for whole runs (`web/peer/book.rs`): here the caps alone decide.
+/// One `POST /session?leg=udp` with the fake offer from `src`: (status, body); status 0 when
+/// the connection ended without an answer.
 fn post_session(src: Ipv4Addr, dst: SocketAddrV4) -> (u16, String) {
     let body = serde_json::json!({ "type": "offer", "sdp": FAKE_OFFER }).to_string();
     let req = format!(
-        "POST /session?leg=tcp HTTP/1.1\r\nHost: {dst}\r\nContent-Type: application/json\r\n\
+        "POST /session?leg=udp HTTP/1.1\r\nHost: {dst}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
@@ -1294,7 +1294,7 @@ impl SessionFlood {
 }
 
 /// `POST /session` with the fake offer from every source: first `burst` at once per source,
-/// then `per_round` per source every 2 s (under the TCP admission rate, 5/s per address),
+/// then `per_round` per source every 2 s (under the TCP admission rate, 10/s per address),
 /// until `stop`. The server ufrags of the sessions it got go to `ufrags`.
 fn session_flood(
     sources: Vec<Ipv4Addr>,
@@ -1629,7 +1629,7 @@ fn web_counters(stderr: &str) -> BTreeMap<String, u64> {
 
 /// The test page under three attacks at once, from eight addresses other than the client's:
 /// fake offers that hold page sessions (2 addresses), slowloris HTTP (4 addresses × 16
-/// connections, the per-address TCP maximum) and STUN/DTLS junk aimed at the page's peer
+/// connections) and STUN/DTLS junk aimed at the page's peer
 /// (ICE checks for random and for live ufrags, DTLS records from addresses that passed no
 /// check). Meanwhile probe-client and a real chromium page run from the client's address and
 /// both stay clean; the per-address cap held, every slow request was ended by the server's

@@ -68,6 +68,7 @@ pub async fn session(shared: &Shared, client: SocketAddr, req: &Request, leg: Le
         }
         Err(super::peer::OpenError::BadOffer(why)) => Reply::error(400, &why),
         Err(super::peer::OpenError::Busy(why)) => Reply::error(429, &why),
+        Err(super::peer::OpenError::Stopped(why)) => Reply::error(503, &why),
     }
 }
 

@@ -58,17 +58,19 @@ pub struct Opened {
     pub answer_sdp: String,
 }
 
-/// Why `open` refused: a bad offer (400) or a cap (429). The string is one sentence.
+/// Why `open` refused: a bad offer (400), a cap (429: the page waits and asks again) or a
+/// peer whose task has stopped (503: asking again cannot help). The string is one sentence.
 #[derive(Debug, Clone)]
 pub enum OpenError {
     BadOffer(String),
     Busy(String),
+    Stopped(String),
 }
 
 impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            OpenError::BadOffer(s) | OpenError::Busy(s) => f.write_str(s),
+            OpenError::BadOffer(s) | OpenError::Busy(s) | OpenError::Stopped(s) => f.write_str(s),
         }
     }
 }
@@ -229,16 +231,27 @@ impl Peer {
         };
         let busy =
             || OpenError::Busy("The server's WebRTC peer is busy; try again in a minute.".into());
+        let stopped = || {
+            OpenError::Stopped(
+                "The server's WebRTC peer has stopped; ask the administrator to restart probe-server and check its log.".into(),
+            )
+        };
+        if self.shared.dead.load(Ordering::Acquire) {
+            return Err(stopped());
+        }
         // The caps are judged before queueing too, so one address's burst cannot fill the
         // queue every address shares (queued offers count against its cap).
-        self.shared.book().reserve(client, leg, &self.limits)?;
-        if self.open_tx.try_send(req).is_err() {
+        self.shared.book().reserve(client, &self.limits)?;
+        if let Err(e) = self.open_tx.try_send(req) {
             let mut book = self.shared.book();
-            book.unreserve(client, leg);
+            book.unreserve(client);
+            if matches!(e, mpsc::error::TrySendError::Closed(_)) {
+                return Err(stopped());
+            }
             book.refused_busy();
             return Err(busy());
         }
-        rx.await.map_err(|_| busy())?
+        rx.await.map_err(|_| stopped())?
     }
 
     /// From udp.rs, per STUN or DTLS datagram, cheap (no allocation on a miss): STUN whose

@@ -13,7 +13,8 @@ const GATHER_MS = 3000; // the throw-away gathering connection
 const OFFER_GATHER_MS = 1000; // the server is ICE-lite and learns our address from STUN
 const STRAGGLER_MS = 1000; // echoes still in flight after the last send
 const STATS_MS = 2000;
-const SLOT_WAIT_MS = 90000; // a busy server: how long a run's first leg waits for a place
+const FIRST_SLOT_WAIT_MS = 90000; // a busy server: how long a run's first ask waits for a place
+const SLOT_WAIT_MS = 40000; // a later leg: every session holding a place ends within 35 s
 const SLOT_RETRY_MS = 3000; // asks again after 3–6 s
 
 const token = params.get("t");
@@ -302,29 +303,33 @@ async function collect(pc, r) {
 const unadvertised = new WeakSet();
 
 /**
- * POSTs a leg's offer. A run's first leg waits for a free place when the server is busy (429:
- * other tests from this address or in all): the server takes a run only with room for all
- * its legs, so the later ones are not refused, and a page opened with many others (an office
- * sharing one address) runs when its turn comes instead of failing.
+ * POSTs a leg's offer, waiting for a place while the server is busy (429: its session caps,
+ * in all or for this address — an office shares one). A connected leg's session ends when
+ * the page closes it, one that never connected by 35 s, so a place comes free within that;
+ * the run's first ask waits longer (other runs may hold the places). A first ask still
+ * refused at its end stops the run: nothing was tested, and the server said why.
  */
-async function askSession(leg, sdp, say) {
-  const end = now() + SLOT_WAIT_MS;
+async function askSession(leg, first, sdp, say) {
+  const end = now() + (first ? FIRST_SLOT_WAIT_MS : SLOT_WAIT_MS);
   for (;;) {
     try {
       return await api(`session?leg=${leg}`, { type: "offer", sdp });
     } catch (e) {
       const wait = SLOT_RETRY_MS * (1 + Math.random());
-      if (!(e && e.status === 429 && leg === "udp" && now() + wait < end)) throw e;
+      if (!(e && e.status === 429)) throw e;
+      if (now() + wait >= end) {
+        if (first) e.stopRun = `The server stayed busy with other tests for ${secs(FIRST_SLOT_WAIT_MS)} (${errText(e)}); run the test again in a few minutes.`;
+        throw e;
+      }
+      console.info(`${leg}: busy: ${errText(e)}`); // the server's sentence, for whoever reads the console
       const left = Math.round((end - now()) / 1000) * 1000;
-      const text = `busy: ${errText(e)} The page keeps asking for up to ${secs(left)}…`;
-      console.info(`${leg}: ${text}`); // for whoever reads the console after the wait is over
-      say(text);
+      say(`the server is busy with other tests; keep this page open, it asks again for up to ${secs(left)}…`);
       await sleep(wait);
     }
   }
 }
 
-async function connectLeg(pc, r, say) {
+async function connectLeg(pc, r, first, say) {
   const dc = pc.createDataChannel("probe", { ordered: false, maxRetransmits: 0 });
   dc.binaryType = "arraybuffer";
   const sent = listenEchoes(dc);
@@ -335,10 +340,11 @@ async function connectLeg(pc, r, say) {
   say("asking the server for a session…");
   let reply;
   try {
-    reply = await askSession(r.leg, pc.localDescription.sdp, say);
+    reply = await askSession(r.leg, first, pc.localDescription.sdp, say);
     if (!reply.answer || typeof reply.answer.sdp !== "string") throw new Error("The test server's answer carried no SDP; ask the administrator to check probe-server's log.");
   } catch (e) {
     r.error = `Signalling failed: ${errText(e)}`;
+    if (e && e.stopRun) r.stopRun = e.stopRun;
     if (e && e.status === 404) {
       unadvertised.add(r);
       r.skipped = errText(e);
@@ -367,7 +373,7 @@ async function connectLeg(pc, r, say) {
   r.burst = samplesOf(BURST, burst);
 }
 
-async function runLeg(leg, say) {
+async function runLeg(leg, first, say) {
   const r = blankLeg(leg);
   let pc;
   try {
@@ -378,7 +384,7 @@ async function runLeg(leg, say) {
     return r;
   }
   try {
-    await connectLeg(pc, r, say);
+    await connectLeg(pc, r, first, say);
   } catch (e) {
     r.error = r.error || errText(e);
   }
@@ -536,7 +542,12 @@ async function measure(run, site) {
       continue;
     }
     setPhase(run, leg, "running", "starting…");
-    const r = await runLeg(leg, (text) => setPhase(run, leg, "running", text));
+    const first = legs.every((l) => !l.session);
+    const r = await runLeg(leg, first, (text) => setPhase(run, leg, "running", text));
+    if (r.stopRun) {
+      setPhase(run, leg, "failed", "the server stayed busy");
+      throw new Error(r.stopRun);
+    }
     const d = describeLeg(r);
     // Nothing to test here (the server's sentence says why): shown as skipped, not failed.
     if (r.skipped) setPhase(run, leg, "skipped", `not tested: ${r.skipped}`);
@@ -550,7 +561,7 @@ async function measure(run, site) {
 /** The longest a run can take if every await hits its deadline (each one has its own). */
 function budgetMs() {
   const leg = 5 * deadlineMs + 2 * apiMs + OFFER_GATHER_MS + 3 * 1100 + 7000 + STRAGGLER_MS + STATS_MS;
-  return 2 * GATHER_MS + 3 * leg + 2 * apiMs + 5000 + SLOT_WAIT_MS;
+  return 2 * GATHER_MS + 3 * leg + 2 * apiMs + 5000 + FIRST_SLOT_WAIT_MS + 2 * SLOT_WAIT_MS;
 }
 
 function finish(run, result, measurements, site) {

@@ -32,80 +32,7 @@ pub struct Book {
     stats: PeerStats,
     drops: PeerDrops,
     /// Offers queued for the task and not yet handled, per source (see [`Book::reserve`]).
-    pending: HashMap<IpAddr, Held>,
-}
-
-/// Sessions one page run opens at most: its udp, tcp and dialed legs, one after another, all
-/// held until its report.
-const RUN_LEGS: usize = 3;
-
-/// Sessions held, and how many of them are a run's first (udp) leg: page runs under way.
-#[derive(Default, Clone, Copy, PartialEq, Debug)]
-struct Held {
-    sessions: usize,
-    runs: usize,
-}
-
-impl Held {
-    fn of(leg: Leg) -> Held {
-        Held {
-            sessions: 1,
-            runs: usize::from(leg == Leg::Udp),
-        }
-    }
-
-    fn add(self, o: Held) -> Held {
-        Held {
-            sessions: self.sessions + o.sessions,
-            runs: self.runs + o.runs,
-        }
-    }
-
-    /// Why a session for `leg` does not fit under `cap`, if it does not. A run's first leg
-    /// also needs room for every run under way to open all its legs: otherwise runs that
-    /// started together would each hold a slot and be refused their later legs, and all fail
-    /// half-way. A refused first leg is one the page can wait for (it holds nothing yet).
-    fn refusal(self, leg: Leg, cap: usize) -> Option<Full> {
-        if self.sessions >= cap {
-            Some(Full::Sessions(self.sessions))
-        } else if leg == Leg::Udp && self.runs > 0 && (self.runs + 1) * RUN_LEGS > cap {
-            Some(Full::Runs(self.runs, cap))
-        } else {
-            None
-        }
-    }
-}
-
-/// A cap reached: by the sessions held, or by the page runs under way (and the cap).
-enum Full {
-    Sessions(usize),
-    Runs(usize, usize),
-}
-
-impl Full {
-    /// The sentence when the server's total cap refused.
-    fn server(self) -> String {
-        match self {
-            Full::Sessions(n) => format!(
-                "The server already runs {n} browser test sessions, its limit; try again in a minute."
-            ),
-            Full::Runs(n, cap) => format!(
-                "The server already runs {n} browser tests, as many as its limit of {cap} sessions lets finish; try again in a minute."
-            ),
-        }
-    }
-
-    /// The sentence when the cap per address refused.
-    fn address(self) -> String {
-        match self {
-            Full::Sessions(n) => format!(
-                "Your address already has {n} browser test sessions open, the limit per address; try again in a minute."
-            ),
-            Full::Runs(n, cap) => format!(
-                "Your address already runs {n} browser tests, as many as the limit per address ({cap} sessions) lets finish; try again in a minute."
-            ),
-        }
-    }
+    pending: HashMap<IpAddr, usize>,
 }
 
 /// The session id the page sees: the key in hex, fixed width.
@@ -120,23 +47,30 @@ fn parse_id(id: &str) -> Option<u64> {
 }
 
 impl Book {
-    /// Refuses a new session for `leg` from `client` when a cap is reached (counted as
-    /// refused; see [`Held::refusal`]). Offers still queued count as sessions, so a burst from one
-    /// address is refused before it fills the queue every address shares.
-    pub fn admit(
-        &mut self,
-        client: IpAddr,
-        leg: Leg,
-        limits: &PeerLimits,
-    ) -> Result<(), OpenError> {
-        let (all, mine) = self.held(client);
-        let refusal = all
-            .refusal(leg, limits.max_sessions)
-            .map(Full::server)
-            .or_else(|| {
-                mine.refusal(leg, limits.max_sessions_per_ip)
-                    .map(Full::address)
-            });
+    /// Refuses a new session from `client` when a cap is reached (counted as refused). Offers
+    /// still queued count as sessions, so a burst from one address is refused before it fills
+    /// the queue every address shares.
+    pub fn admit(&mut self, client: IpAddr, limits: &PeerLimits) -> Result<(), OpenError> {
+        let live = self.entries.values().filter(|e| e.live);
+        let (total, mine) = live.fold((0, 0), |(t, m), e| {
+            (t + 1, m + usize::from(same_source(e.client, client)))
+        });
+        let queued_mine = self.pending.get(&source_key(client)).copied().unwrap_or(0);
+        let (total, mine) = (
+            total + self.pending.values().sum::<usize>(),
+            mine + queued_mine,
+        );
+        let refusal = if total >= limits.max_sessions {
+            Some(format!(
+                "The server already runs {total} browser test sessions, its limit; try again in a minute."
+            ))
+        } else if mine >= limits.max_sessions_per_ip {
+            Some(format!(
+                "Your address already has {mine} browser test sessions open, the limit per address; try again in a minute."
+            ))
+        } else {
+            None
+        };
         match refusal {
             Some(s) => {
                 self.stats.refused += 1;
@@ -146,49 +80,20 @@ impl Book {
         }
     }
 
-    /// What live sessions and queued offers hold: in all, and from `client`'s source.
-    fn held(&self, client: IpAddr) -> (Held, Held) {
-        let key = source_key(client);
-        let live = self.entries.values().filter(|e| e.live);
-        let (all, mine) = live.fold((Held::default(), Held::default()), |(a, m), e| {
-            let h = Held::of(e.counts.leg.unwrap_or(Leg::Tcp));
-            let m = if same_source(e.client, client) {
-                m.add(h)
-            } else {
-                m
-            };
-            (a.add(h), m)
-        });
-        let queued = self
-            .pending
-            .values()
-            .fold(Held::default(), |a, h| a.add(*h));
-        let queued_mine = self.pending.get(&key).copied().unwrap_or_default();
-        (all.add(queued), mine.add(queued_mine))
-    }
-
     /// Before an offer is queued: the caps as [`Book::admit`] judges them, and a place held
     /// for it until the task takes it ([`Book::unreserve`]).
-    pub fn reserve(
-        &mut self,
-        client: IpAddr,
-        leg: Leg,
-        limits: &PeerLimits,
-    ) -> Result<(), OpenError> {
-        self.admit(client, leg, limits)?;
-        let held = self.pending.entry(source_key(client)).or_default();
-        *held = held.add(Held::of(leg));
+    pub fn reserve(&mut self, client: IpAddr, limits: &PeerLimits) -> Result<(), OpenError> {
+        self.admit(client, limits)?;
+        *self.pending.entry(source_key(client)).or_default() += 1;
         Ok(())
     }
 
-    /// The task took the offer for `leg` (or it never reached the queue).
-    pub fn unreserve(&mut self, client: IpAddr, leg: Leg) {
+    /// The task took the offer (or it never reached the queue).
+    pub fn unreserve(&mut self, client: IpAddr) {
         let key = source_key(client);
-        if let Some(h) = self.pending.get_mut(&key) {
-            let one = Held::of(leg);
-            h.sessions = h.sessions.saturating_sub(one.sessions);
-            h.runs = h.runs.saturating_sub(one.runs);
-            if h.sessions == 0 {
+        if let Some(n) = self.pending.get_mut(&key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
                 self.pending.remove(&key);
             }
         }
@@ -335,27 +240,24 @@ mod tests {
         let (mut b, l) = (Book::default(), limits());
         let (a, other) = (ip("198.51.100.100"), ip("198.51.100.2"));
         // A burst from one address: its third offer is refused before it reaches the queue.
-        b.reserve(a, Leg::Tcp, &l).expect("first");
-        b.reserve(a, Leg::Tcp, &l).expect("second");
-        assert!(
-            matches!(b.reserve(a, Leg::Tcp, &l), Err(OpenError::Busy(s)) if s.contains("per address"))
-        );
+        b.reserve(a, &l).expect("first");
+        b.reserve(a, &l).expect("second");
+        assert!(matches!(b.reserve(a, &l), Err(OpenError::Busy(s)) if s.contains("per address")));
         // The total counts queued offers as well: one place left for everyone else.
-        b.reserve(other, Leg::Tcp, &l).expect("another address");
-        assert!(b.reserve(ip("198.51.100.3"), Leg::Tcp, &l).is_err());
+        b.reserve(other, &l).expect("another address");
+        assert!(b.reserve(ip("198.51.100.3"), &l).is_err());
         // The task takes one: it is judged once more (without its own reservation) and opened.
-        b.unreserve(a, Leg::Tcp);
-        b.admit(a, Leg::Tcp, &l)
-            .expect("its reservation held its place");
+        b.unreserve(a);
+        b.admit(a, &l).expect("its reservation held its place");
         b.open(1, a, Leg::Udp, Vec::new());
         assert!(
-            b.reserve(a, Leg::Tcp, &l).is_err(),
+            b.reserve(a, &l).is_err(),
             "one queued and one live: at the cap"
         );
-        b.unreserve(a, Leg::Tcp);
-        b.unreserve(other, Leg::Tcp);
-        b.unreserve(other, Leg::Tcp); // an extra release never goes below zero
-        b.reserve(a, Leg::Tcp, &l).expect("the queued one left");
+        b.unreserve(a);
+        b.unreserve(other);
+        b.unreserve(other); // an extra release never goes below zero
+        b.reserve(a, &l).expect("the queued one left");
         b.refused_busy();
         assert_eq!(b.stats().refused, 4);
     }
@@ -365,24 +267,20 @@ mod tests {
         let (mut b, l, now) = (Book::default(), limits(), Instant::now());
         let a = ip("192.0.2.1");
         for key in [1, 2] {
-            b.admit(a, Leg::Tcp, &l).expect("under the caps");
+            b.admit(a, &l).expect("under the caps");
             b.open(key, a, Leg::Udp, Vec::new());
         }
-        assert!(
-            matches!(b.admit(a, Leg::Tcp, &l), Err(OpenError::Busy(s)) if s.contains("per address"))
-        );
+        assert!(matches!(b.admit(a, &l), Err(OpenError::Busy(s)) if s.contains("per address")));
         // The same /64 is the same source; another address is not.
         let v6 = [ip("2001:db8::1"), ip("2001:db8::2"), ip("2001:db8:0:1::1")];
-        b.admit(v6[0], Leg::Tcp, &l).expect("another source");
+        b.admit(v6[0], &l).expect("another source");
         b.open(3, v6[0], Leg::Tcp, Vec::new());
-        assert!(
-            matches!(b.admit(v6[2], Leg::Tcp, &l), Err(OpenError::Busy(s)) if s.contains("its limit"))
-        );
+        assert!(matches!(b.admit(v6[2], &l), Err(OpenError::Busy(s)) if s.contains("its limit")));
         b.close(1, now);
-        b.admit(ip("::ffff:192.0.2.1"), Leg::Tcp, &l)
+        b.admit(ip("::ffff:192.0.2.1"), &l)
             .expect("a slot came free");
         b.open(4, v6[1], Leg::Dialed, Vec::new());
-        assert!(b.admit(v6[2], Leg::Tcp, &l).is_err());
+        assert!(b.admit(v6[2], &l).is_err());
         assert_eq!(
             b.stats(),
             PeerStats {
@@ -392,59 +290,6 @@ mod tests {
                 ..PeerStats::default()
             }
         );
-    }
-
-    #[test]
-    fn a_run_starts_only_where_every_run_under_way_can_finish() {
-        let mut b = Book::default();
-        let l = PeerLimits {
-            max_sessions: 32,
-            max_sessions_per_ip: 6,
-            session_lifetime: Duration::from_secs(60),
-        };
-        let a = ip("192.0.2.1");
-        // Two runs start together: each first leg leaves room for both to open all three.
-        b.admit(a, Leg::Udp, &l).expect("first run");
-        b.open(1, a, Leg::Udp, Vec::new());
-        b.reserve(a, Leg::Udp, &l).expect("second run, queued");
-        let third = b.admit(a, Leg::Udp, &l);
-        assert!(
-            matches!(&third, Err(OpenError::Busy(s)) if s.contains("per address") && s.contains("runs 2 browser tests")),
-            "{third:?}"
-        );
-        // The runs under way get every later leg, up to the cap.
-        b.unreserve(a, Leg::Udp);
-        b.admit(a, Leg::Udp, &l)
-            .expect("the queued run's place held");
-        b.open(2, a, Leg::Udp, Vec::new());
-        for (key, leg) in [
-            (3, Leg::Tcp),
-            (4, Leg::Tcp),
-            (5, Leg::Dialed),
-            (6, Leg::Dialed),
-        ] {
-            b.admit(a, leg, &l).expect("a later leg of a run under way");
-            b.open(key, a, leg, Vec::new());
-        }
-        assert!(b.admit(a, Leg::Tcp, &l).is_err(), "six: the cap");
-        // One run reports: another may start; other addresses were never held back.
-        let now = Instant::now();
-        for key in [1, 3, 5] {
-            b.close(key, now);
-        }
-        b.admit(a, Leg::Udp, &l).expect("a run finished");
-        b.admit(ip("192.0.2.2"), Leg::Udp, &l)
-            .expect("another address");
-        // A cap below a whole run still lets one run start at a time.
-        let small = PeerLimits {
-            max_sessions_per_ip: 2,
-            ..l
-        };
-        let c = ip("192.0.2.3");
-        b.admit(c, Leg::Udp, &small).expect("one run");
-        b.open(7, c, Leg::Udp, Vec::new());
-        assert!(b.admit(c, Leg::Udp, &small).is_err());
-        b.admit(c, Leg::Tcp, &small).expect("its own next leg");
     }
 
     #[test]
@@ -477,10 +322,7 @@ mod tests {
         b.open(3, other, Leg::Udp, Vec::new());
         b.counts_mut(1).expect("live").audio_rx = 4;
         b.close(5, now);
-        assert!(
-            b.admit(me, Leg::Tcp, &l).is_err(),
-            "two live sessions: the cap"
-        );
+        assert!(b.admit(me, &l).is_err(), "two live sessions: the cap");
         let ids: Vec<String> = [1, 5, 3, 2].map(session_id).into();
         // Another address of the same /64 is the same source; session 3 is someone else's.
         let got = b.take(ip("2001:db8::77"), &ids, now);
@@ -493,7 +335,7 @@ mod tests {
             [(session_id(1), 4), (session_id(5), 0), (session_id(2), 0)]
         );
         assert!(!b.is_live(1) && !b.is_live(2) && b.is_live(3));
-        b.admit(me, Leg::Tcp, &l)
+        b.admit(me, &l)
             .expect("the taken sessions' slots came free");
         assert!(b.take(me, &ids, now).is_empty(), "taken once");
         assert_eq!(b.take(other, &ids, now).len(), 1);

@@ -54,7 +54,7 @@ pub struct Task {
 }
 
 /// Marks the task dead when it ends, by returning or by a panic (tokio then drops the future),
-/// so the socket loops stop feeding a queue nobody reads and `open` says busy.
+/// so the socket loops stop feeding a queue nobody reads and `open` says it stopped (503).
 struct Alive(Arc<Shared>);
 
 impl Drop for Alive {
@@ -114,8 +114,8 @@ impl Task {
     ) -> Result<Opened, OpenError> {
         {
             let mut book = self.shared.book();
-            book.unreserve(client, leg);
-            book.admit(client, leg, &self.limits)?;
+            book.unreserve(client);
+            book.admit(client, &self.limits)?;
         }
         let key = self.new_key();
         let lifetime = self.limits.session_lifetime;

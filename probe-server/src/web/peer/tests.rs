@@ -245,8 +245,7 @@ async fn bad_offers_and_caps_are_refused_in_words() {
     let bad = peer.open(LOCAL, Leg::Udp, "not sdp", &cands).await;
     assert!(matches!(bad, Err(OpenError::BadOffer(s)) if s.ends_with('.')));
     let (_a, _, _) = browser(&peer, Leg::Udp, &cands).await;
-    // The run's next leg (a second run would need room for both runs' legs: book.rs).
-    let (_b, _, _) = browser(&peer, Leg::Dialed, &cands).await;
+    let (_b, _, _) = browser(&peer, Leg::Udp, &cands).await;
     let mut rtc = Rtc::new(Instant::now());
     let mut api = rtc.sdp_api();
     api.add_channel("probe".into());
@@ -254,11 +253,11 @@ async fn bad_offers_and_caps_are_refused_in_words() {
     let link_local = [(SocketAddr::from(([169, 254, 0, 1], 8443)), Transport::Udp)];
     let other = IpAddr::from([192, 0, 2, 50]);
     let none = peer
-        .open(other, Leg::Dialed, &offer.to_sdp_string(), &link_local)
+        .open(other, Leg::Udp, &offer.to_sdp_string(), &link_local)
         .await;
     assert!(matches!(none, Err(OpenError::BadOffer(s)) if s.contains("no usable candidate")));
     let third = peer
-        .open(LOCAL, Leg::Tcp, &offer.to_sdp_string(), &cands)
+        .open(LOCAL, Leg::Udp, &offer.to_sdp_string(), &cands)
         .await;
     assert!(matches!(third, Err(OpenError::Busy(s)) if s.contains("per address")));
     let s = peer.stats();
@@ -319,7 +318,7 @@ async fn a_session_that_never_connects_ends_early_and_frees_its_slot() {
     let (peer, addr) = udp_peer_full(limits(), within).await;
     let cands = [(addr, Transport::Udp)];
     let (rtc, connected, cid) = browser(&peer, Leg::Udp, &cands).await;
-    let (_silent, never, _) = browser(&peer, Leg::Dialed, &cands).await;
+    let (_silent, never, _) = browser(&peer, Leg::Udp, &cands).await;
     let echoes = run_udp(rtc, cid, (addr, addr)).await;
     assert!(echoes.done());
     assert_eq!(peer.stats().live, 2);
@@ -333,7 +332,7 @@ async fn a_session_that_never_connects_ends_early_and_frees_its_slot() {
     let c = peer.counts(&[never.session.clone(), connected.session.clone()]);
     assert_eq!(c.len(), 2);
     assert!(!c[0].dtls_connected && c[1].dtls_connected, "{c:?}");
-    let (_next, _, _) = browser(&peer, Leg::Dialed, &cands).await;
+    let (_next, _, _) = browser(&peer, Leg::Udp, &cands).await;
 }
 
 #[tokio::test]
