@@ -54,8 +54,8 @@ pub struct ProbeArgs {
     /// Bytes per packet, overriding the profile (56 to 1200).
     #[arg(long, value_parser = clap::value_parser!(u16).range(56..=1200))]
     pub size: Option<u16>,
-    /// Name of this site in reports (default: this host's name).
-    #[arg(long, env = "PROBE_SITE")]
+    /// Name of this site in reports (default: this host's name), 1 to 64 characters.
+    #[arg(long, env = "PROBE_SITE", value_parser = parse_site)]
     pub site: Option<String>,
     /// This site's token, when the admin started probe-server with --site-token NAME=TOKEN; only
     /// a MAC made with it is sent, never the token.
@@ -140,6 +140,12 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     } else {
         Err("the interval must be between 1 and 1000 ms".into())
     }
+}
+
+/// `--site`: checked before the run, as the server checks each upload (a name it would
+/// refuse loses the report).
+fn parse_site(s: &str) -> Result<String, String> {
+    probe_proto::sites::check_site(s).map(|()| s.to_string())
 }
 
 #[cfg(test)]

@@ -47,11 +47,11 @@ pub fn run(args: CompareArgs) -> i32 {
     }
     let table = sites::table(&runs);
     if args.json {
-        println!("{}", sites::render_json(&table));
+        probe_shell::outln!("{}", sites::render_json(&table));
     } else if args.csv {
-        print!("{}", sites::render_csv(&table));
+        probe_shell::out!("{}", sites::render_csv(&table));
     } else {
-        print!("{}", sites::render_text(&table));
+        probe_shell::out!("{}", sites::render_text(&table));
     }
     0
 }

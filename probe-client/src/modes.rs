@@ -23,9 +23,9 @@ pub async fn main(args: ProbeArgs) -> i32 {
     }
     let print = |r: &Report| {
         if args.json {
-            println!("{}", json(r));
+            probe_shell::outln!("{}", json(r));
         } else {
-            print!("{}", report::render_text(r));
+            probe_shell::out!("{}", report::render_text(r));
         }
     };
     match once(&args, true, print).await {
@@ -62,7 +62,7 @@ async fn once(args: &ProbeArgs, progress: bool, print: impl Fn(&Report)) -> Resu
             Some(h) => {
                 let (report, banner) = live::run(args, h).await?;
                 if !args.json {
-                    println!("{}", banner.join("\n"));
+                    probe_shell::outln!("{}", banner.join("\n"));
                 }
                 print(&report);
                 return Ok(report);
@@ -77,7 +77,7 @@ async fn once(args: &ProbeArgs, progress: bool, print: impl Fn(&Report)) -> Resu
             if args.json {
                 eprintln!("{}", banner.join("\n"));
             } else {
-                println!("{}", banner.join("\n"));
+                probe_shell::outln!("{}", banner.join("\n"));
             }
         }
     }
@@ -86,11 +86,13 @@ async fn once(args: &ProbeArgs, progress: bool, print: impl Fn(&Report)) -> Resu
         if let Err(e) = done.upload(args.site_token.as_deref()).await {
             // The server's words reach the terminal: no control character gets through.
             let e = probe_proto::sites::clean_text(&e, 512);
-            // A refused site token is the admin's policy speaking: say so by default.
-            if args.site_token.is_some() || e.contains("site token") {
-                tracing::warn!("the server did not keep this report: {e}");
-            } else {
+            // A server without a result store chose not to keep reports; any other refusal
+            // (a site it does not take, a site token, a full queue) loses a report someone
+            // is waiting for: said by default.
+            if e == probe_proto::sites::NO_STORE {
                 tracing::info!("the server did not keep this report: {e}");
+            } else {
+                tracing::warn!("the server did not keep this report: {e}");
             }
         }
     }
@@ -156,9 +158,9 @@ async fn continuous(args: &ProbeArgs, every: Duration) -> i32 {
         n += 1;
         let print = |r: &Report| {
             if args.json {
-                println!("{}", json(r));
+                probe_shell::outln!("{}", json(r));
             } else {
-                println!("{}", summary_line(r));
+                probe_shell::outln!("{}", summary_line(r));
             }
         };
         match once(args, false, print).await {
@@ -221,9 +223,9 @@ async fn load(args: &ProbeArgs, n: u32) -> i32 {
     }
     let s = LoadSummary::of(n, &reports, errors.len());
     if args.json {
-        println!("{}", serde_json::to_string(&s).expect("summary serialises"));
+        probe_shell::outln!("{}", serde_json::to_string(&s).expect("summary serialises"));
     } else {
-        print!("{}", s.render());
+        probe_shell::out!("{}", s.render());
         for e in errors.iter().take(3) {
             eprintln!("probe-client: a session could not run: {e}");
         }

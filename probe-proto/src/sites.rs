@@ -16,6 +16,23 @@ use std::collections::BTreeMap;
 pub const SCHEMA: u32 = 1;
 /// Findings shown per site, most frequent first.
 pub const TOP_FINDINGS: usize = 3;
+/// Longest site name the results store keeps, in characters: a label in tables and metrics.
+pub const MAX_SITE_CHARS: usize = 64;
+/// What a server without a result store answers an upload: its choice, not a refusal to warn
+/// the user about (every other answer that did not keep a report is).
+pub const NO_STORE: &str = "this server keeps no results";
+
+/// Whether the results store keeps `site`: 1 to [`MAX_SITE_CHARS`] characters once trimmed.
+/// The client checks its `--site` with it before a run, the server each upload.
+pub fn check_site(site: &str) -> Result<(), String> {
+    let n = site.trim().chars().count();
+    if n == 0 || site.chars().count() > MAX_SITE_CHARS {
+        return Err(format!(
+            "the site name must have 1 to {MAX_SITE_CHARS} printable characters"
+        ));
+    }
+    Ok(())
+}
 
 /// What the table needs of one run, extracted from its report (the server keeps these figures in
 /// columns, so a year of runs is aggregated without parsing a year of JSON).
@@ -518,6 +535,16 @@ pub fn render_csv(t: &Table) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn site_names_are_one_to_64_characters() {
+        assert!(super::check_site("berlin").is_ok());
+        assert!(super::check_site(&"é".repeat(super::MAX_SITE_CHARS)).is_ok());
+        for bad in ["", "   ", &"x".repeat(super::MAX_SITE_CHARS + 1)] {
+            let e = super::check_site(bad).unwrap_err();
+            assert!(e.contains("1 to 64"), "{e}");
+        }
+    }
+
     use super::*;
     use crate::report::{Finding, Severity, TcpResult, UdpResult, SCHEMA as REPORT_SCHEMA};
     use crate::stats::{EchoSummary, RttSummary};

@@ -240,8 +240,14 @@ impl Channel {
             }),
         };
         let outcome = shared.results.submit(run);
-        if let Err(e) = &outcome {
-            tracing::debug!(peer = %self.peer, "upload not kept: {e}");
+        // The admin waiting for a site's results needs the reason; uploads are rate-limited
+        // per source, so this cannot flood the log. Without a store it is the admin's choice.
+        match &outcome {
+            Err(e) if e != probe_proto::sites::NO_STORE => {
+                tracing::info!(peer = %self.peer, "upload not kept: {e}");
+            }
+            Err(e) => tracing::debug!(peer = %self.peer, "upload not kept: {e}"),
+            Ok(()) => {}
         }
         Control::Stored {
             accepted: outcome.is_ok(),

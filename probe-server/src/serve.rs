@@ -223,8 +223,14 @@ fn log_for_users(
         args.token_file.as_deref(),
         std::env::var("PROBE_SERVER_TOKEN").ok().as_deref(),
     );
+    // With --sites a report without one of them is not kept: the command names the choice.
+    let site_arg = args
+        .sites
+        .as_deref()
+        .map(|list| format!(" --site SITE (one of: {})", list.replace(',', ", ")))
+        .unwrap_or_default();
     tracing::info!(
-        "listening on UDP and TCP {udp_addr}; users run: probe-client {} --pin {pin}{token_arg}",
+        "listening on UDP and TCP {udp_addr}; users run: probe-client {} --pin {pin}{token_arg}{site_arg}",
         client_target(udp_addr, shared.ice().as_ref()),
     );
     if shared.web().is_none() {

@@ -2,15 +2,71 @@
 //! cannot be carried out prints (exit code 2), and clap usage errors turned into that sentence.
 
 /// Logs to stderr at `level` (`warn`, `info`, …); `RUST_LOG` wins when set, so operators can
-/// use the usual directive syntax.
+/// use the usual directive syntax. Colours only on a terminal, and never with `NO_COLOR`: a log
+/// redirected to a file, `nohup` or `docker logs` stays plain text.
 pub fn init_logging(level: &str) {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colours(std::io::stderr().is_terminal(), no_color))
         .with_target(false)
         .init();
+}
+
+/// Whether log lines get ANSI colours (<https://no-color.org>).
+fn colours(terminal: bool, no_color: bool) -> bool {
+    terminal && !no_color
+}
+
+/// Exit code when stdout's reader went away (`… | head -1`): what a shell reports for a
+/// program a closed pipe's SIGPIPE ended (128 + 13), as for any Unix tool.
+pub const EXIT_READER_GONE: i32 = 141;
+
+/// Writes to stdout (what [`outln!`](crate::outln) and [`out!`](crate::out) expand to). A
+/// reader that went away ends the process quietly with [`EXIT_READER_GONE`], instead of the
+/// panic `println!` gives; any other failure (a full disk under a redirect) is one sentence
+/// and exit code 2.
+pub fn write_out(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let Err(e) = o.write_fmt(args).and_then(|()| o.flush()) else {
+        return;
+    };
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(EXIT_READER_GONE);
+    }
+    let program = std::env::args()
+        .next()
+        .and_then(|a| {
+            std::path::Path::new(&a)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "probe".into());
+    std::process::exit(fail(
+        &program,
+        format!("cannot write the output: {e}; check the disk or file it is redirected to"),
+    ));
+}
+
+/// `println!` for a binary's output on stdout; see [`write_out`].
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => {
+        $crate::cli::write_out(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
+/// `print!` for a binary's output on stdout; see [`write_out`].
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::write_out(format_args!($($t)*))
+    };
 }
 
 /// One sentence on stderr, prefixed with the program's name; returns exit code 2: the run
@@ -38,26 +94,45 @@ fn usage_error(program: &str, e: &clap::Error) -> Option<String> {
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         return None;
     }
-    Some(format!(
-        "{} (see {program} --help)",
-        one_sentence(&e.render().to_string())
-    ))
+    let text = e.render().to_string();
+    let command = help_command(&text).unwrap_or_else(|| program.to_string());
+    Some(format!("{} (see {command} --help)", one_sentence(&text)))
+}
+
+/// The command whose help explains the error (`probe-server results`, not `probe-server`):
+/// the words of clap's `Usage:` line before its first option or argument.
+fn help_command(text: &str) -> Option<String> {
+    let usage = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Usage: "))?;
+    let words: Vec<&str> = usage
+        .split_whitespace()
+        .take_while(|w| !w.starts_with(['-', '<', '[']))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
 }
 
 /// A multi-line error text (clap's usage errors) as the one sentence the probe's binaries
-/// print: the lines before the usage, joined, without the `error:` prefix and tips.
+/// print: the lines before the usage, joined, without the `error:` prefix; clap's tips (a
+/// similar argument for a typo) follow after a semicolon.
 pub fn one_sentence(text: &str) -> String {
-    text.lines()
+    let lines: Vec<&str> = text
+        .lines()
         .take_while(|l| !l.starts_with("Usage:"))
         .map(str::trim)
-        .filter(|l| {
-            !l.is_empty() && !l.starts_with("tip:") && !l.starts_with("For more information")
-        })
-        .collect::<Vec<_>>()
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    let (tips, said): (Vec<&str>, Vec<&str>) = lines.iter().partition(|l| l.starts_with("tip:"));
+    let mut out = said
         .join(" ")
         .trim_start_matches("error: ")
         .trim_end_matches('.')
-        .to_string()
+        .to_string();
+    for tip in tips {
+        out.push_str("; ");
+        out.push_str(tip.trim_start_matches("tip:").trim().trim_end_matches('.'));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -68,9 +143,34 @@ mod tests {
     #[derive(Parser, Debug)]
     #[command(name = "probe-x", version)]
     struct Cli {
-        server: String,
+        server: Option<String>,
         #[arg(long)]
         count: Option<u32>,
+        #[command(subcommand)]
+        sub: Option<Sub>,
+    }
+
+    #[derive(clap::Subcommand, Debug)]
+    enum Sub {
+        Results {
+            #[arg(long, required = true)]
+            site: Option<String>,
+        },
+    }
+
+    #[test]
+    fn a_typo_keeps_clap_s_suggestion_and_a_subcommand_error_points_at_its_help() {
+        let e = Cli::try_parse_from(["probe-x", "h", "--cuont", "3"]).unwrap_err();
+        let line = usage_error("probe-x", &e).unwrap();
+        assert!(
+            line.contains("'--cuont'") && line.contains("'--count'"),
+            "{line}"
+        );
+        assert!(line.ends_with("(see probe-x --help)"), "{line}");
+        let e = Cli::try_parse_from(["probe-x", "results"]).unwrap_err();
+        let line = usage_error("probe-x", &e).unwrap();
+        assert!(line.contains("--site"), "{line}");
+        assert!(line.ends_with("(see probe-x results --help)"), "{line}");
     }
 
     #[test]
@@ -84,10 +184,10 @@ mod tests {
 
     #[test]
     fn usage_errors_name_the_program_and_help_is_not_an_error() {
-        let e = Cli::try_parse_from(["probe-x"]).unwrap_err();
+        let e = Cli::try_parse_from(["probe-x", "a", "b"]).unwrap_err();
         let line = usage_error("probe-x", &e).unwrap();
         assert!(!line.contains('\n'), "{line}");
-        assert!(line.contains("<SERVER>"), "{line}");
+        assert!(line.contains("'b'"), "{line}");
         assert!(line.ends_with("(see probe-x --help)"), "{line}");
         let e = Cli::try_parse_from(["probe-x", "h", "--count", "many"]).unwrap_err();
         let line = usage_error("probe-x", &e).unwrap();
@@ -99,6 +199,13 @@ mod tests {
         assert_eq!(usage_error("probe-x", &help), None);
         let version = Cli::try_parse_from(["probe-x", "--version"]).unwrap_err();
         assert_eq!(usage_error("probe-x", &version), None);
+    }
+
+    #[test]
+    fn colours_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, false));
+        assert!(!colours(false, false));
+        assert!(!colours(true, true));
     }
 
     #[test]

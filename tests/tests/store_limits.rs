@@ -227,11 +227,26 @@ fn sites_allow_list_refuses_other_sites_and_counts_them() {
             "3",
         ],
     );
-    probe(&topo, &server, "intruder");
+    let refused = probe(&topo, &server, "intruder");
     wait_sample(
         &topo.server,
         r#"probe_server_uploads_total{outcome="site_refused"}"#,
         1.0,
+    );
+    // Both ends say why the report was lost: the user by default, the admin in the log.
+    assert!(
+        refused.stderr.contains("did not keep this report") && refused.stderr.contains("--sites"),
+        "the client did not say its report was refused:\n{}",
+        refused.describe()
+    );
+    let log = server.stderr();
+    assert!(
+        log.contains("upload not kept") && log.contains("intruder"),
+        "{log}"
+    );
+    assert!(
+        log.contains("--site SITE (one of: berlin-office, paris)"),
+        "the users-run line does not name the sites: {log}"
     );
     probe(&topo, &server, "berlin-office");
     // On the list: stored, and labelled with its first run despite --metrics-label-after 3.

@@ -104,11 +104,11 @@ pub async fn run(args: RtcdApiArgs) -> i32 {
         };
     if json {
         match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => probe_shell::outln!("{s}"),
             Err(e) => return crate::fail(format!("cannot encode the report: {e}")),
         }
     } else {
-        print!("{}", report::render_text(&report));
+        probe_shell::out!("{}", report::render_text(&report));
     }
     if report.ok {
         0

@@ -70,7 +70,7 @@ pub fn run(args: BundleArgs) -> i32 {
         return crate::fail(format!("cannot write {}: {e}", output.display()));
     }
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-    println!(
+    probe_shell::outln!(
         "wrote {} ({} files: {}); secrets are redacted — read it before you send it",
         output.display(),
         files.len(),

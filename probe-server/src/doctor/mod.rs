@@ -132,11 +132,11 @@ pub fn run(args: DoctorArgs) -> i32 {
     let done = collect(&args.inputs, &loaded);
     if args.json {
         match serde_json::to_string_pretty(&done.report) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => probe_shell::outln!("{s}"),
             Err(e) => return crate::fail(format!("cannot encode the report: {e}")),
         }
     } else {
-        print!("{}", report::render_text(&done.report));
+        probe_shell::out!("{}", report::render_text(&done.report));
     }
     done.report.exit_code()
 }

@@ -175,12 +175,12 @@ fn announce(
         })
         .collect();
     if args.json {
-        println!(
+        probe_shell::outln!(
             "{}",
             serde_json::json!({"event": "start", "udp_port": udp, "tcp_port": tcp, "advertised": adv, "max_pps": pps})
         );
     } else {
-        println!(
+        probe_shell::outln!(
             "live: tapping UDP {udp} and TCP {tcp} (RTCD's ports, never bound); RTCD advertises {}; at most {pps} replies/s",
             if adv.is_empty() { "nothing".to_string() } else { adv.join(", ") }
         );
@@ -204,13 +204,13 @@ fn page_link(
 
 fn announce_page(json: bool, url: &str, note: Option<&str>) {
     if json {
-        println!(
+        probe_shell::outln!(
             "{}",
             serde_json::json!({"event": "page", "url": url, "note": note, "tcp_tested": false})
         );
     } else {
         let note = note.map(|n| format!("; {n}")).unwrap_or_default();
-        println!(
+        probe_shell::outln!(
             "live: test page for users: {url}{note} (its WebRTC sessions use RTCD's UDP port; \
              ICE-TCP is not tested while RTCD holds the TCP port)"
         );
@@ -405,8 +405,8 @@ fn print_event(json: bool, e: &Event) {
         ),
     };
     if json {
-        println!("{j}");
+        probe_shell::outln!("{j}");
     } else {
-        println!("{text}");
+        probe_shell::outln!("{text}");
     }
 }

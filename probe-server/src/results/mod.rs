@@ -22,8 +22,7 @@ use store::Row;
 
 /// A report is a few kilobytes; anything much larger is not one.
 const MAX_REPORT_BYTES: usize = 1 << 20;
-/// Site names are labels in tables and metrics, not documents.
-const MAX_SITE_CHARS: usize = 64;
+use probe_proto::sites::MAX_SITE_CHARS;
 /// Longest text kept from a report (a finding's sentence is a few hundred characters).
 const MAX_TEXT_CHARS: usize = 2048;
 /// Longest list kept from a report (findings, candidates, pairs: a few dozen at most).
@@ -284,7 +283,7 @@ impl Sink {
     pub fn submit(&self, run: UploadedRun) -> Result<(), String> {
         let guard = self.tx.lock().unwrap_or_else(|p| p.into_inner());
         let Some(tx) = guard.as_ref() else {
-            return Err("this server keeps no results".into());
+            return Err(probe_proto::sites::NO_STORE.into());
         };
         let (report, json) = match check(&run.report_json) {
             Ok(r) => r,
@@ -374,11 +373,7 @@ fn check(json: &str) -> Result<(Report, String), String> {
     let cleaned = clean_value(raw, 0)?;
     let report: Report = serde_json::from_value(cleaned.clone())
         .map_err(|e| format!("the report is not a schema-{SCHEMA} report: {e}"))?;
-    if report.site.trim().is_empty() || report.site.chars().count() > MAX_SITE_CHARS {
-        return Err(format!(
-            "the site name must have 1 to {MAX_SITE_CHARS} printable characters"
-        ));
-    }
+    probe_proto::sites::check_site(&report.site)?;
     // Only what this server knows how to read is kept: a field it would not parse is refused,
     // not stored verbatim (and later copied into bundles).
     let known = serde_json::to_value(&report)

@@ -102,7 +102,7 @@ pub fn run(args: ResultsArgs) -> i32 {
             sites::render_text(&table)
         }
     };
-    print!("{out}");
+    probe_shell::out!("{out}");
     0
 }
 
