@@ -569,3 +569,40 @@ fn proxy_variables_are_read_from_the_mattermost_process() {
     assert!(j["proxy"].is_null(), "{j:#}");
     drop(mm);
 }
+
+/// The plugin's URL names a port where RTCD's API is not: its ICE port (RTCD closes HTTP
+/// there) or another HTTP service. The fix says which, instead of "open the firewall".
+#[test]
+fn a_port_that_is_not_rtcds_api_is_named_so() {
+    let (t, _standin) = api_topology("v1.2.6");
+    let ice = format!("http://{}:8443", t.server_ip);
+    let (done, j) = rtcd_api_url(&t, &ice, &CREDS, &[]);
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    let f = finding(&j, "rtcd_api_unreachable");
+    assert!(
+        text(f, "summary").contains("connects, but RTCD's API does not answer"),
+        "{f:#}"
+    );
+    assert!(
+        text(f, "fix").contains("8045") && !text(f, "fix").contains("firewalls"),
+        "{f:#}"
+    );
+    // probe-server's TCP port answers HTTP (its test page): another service.
+    let _probe = probe_tests::probe::start_server_with_state(
+        &t.server,
+        "0.0.0.0:9443",
+        &[] as &[&str],
+        &std::collections::BTreeMap::new(),
+        LIFETIME,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let other = format!("http://{}:9443", t.server_ip);
+    let (done, j) = rtcd_api_url(&t, &other, &CREDS, &[]);
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    let f = finding(&j, "rtcd_api_unreachable");
+    assert!(
+        text(f, "summary").contains("another service answers"),
+        "{f:#}"
+    );
+    assert!(text(f, "fix").contains("8045"), "{f:#}");
+}

@@ -17,7 +17,13 @@ use super::report::{Check, Status};
 /// What went wrong at an address, for the findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
+    /// No TCP connection to the API's address.
     Unreachable(String),
+    /// Connected, but `GET /version` got no HTTP answer (RTCD's ICE port, which closes on
+    /// HTTP, or something that holds the connection).
+    NoAnswer(String),
+    /// An HTTP answer without RTCD's JSON: another service listens there.
+    NotRtcd(String),
     /// The TLS handshake failed (an untrusted certificate, most of the time).
     Tls(String),
     /// RTCD refused the credentials on `/ws`; with what `/login` says about them.
@@ -220,7 +226,7 @@ fn version(cx: &mut Ctx, out: &mut AddrRun) -> Result<(), Failure> {
         Err(e) => {
             cx.push("version", Status::Fail, format!("GET {target}: {e}"));
             cx.skip_rest(&["ws_upgrade"], "/version did not answer");
-            return Err(Failure::Unreachable(format!("GET {target}: {e}")));
+            return Err(Failure::NoAnswer(format!("GET {target}: {e}")));
         }
     };
     let v: Option<serde_json::Value> = serde_json::from_slice(&r.body).ok();
@@ -236,7 +242,7 @@ fn version(cx: &mut Ctx, out: &mut AddrRun) -> Result<(), Failure> {
         );
         cx.push("version", Status::Fail, why.clone());
         cx.skip_rest(&["ws_upgrade"], "not RTCD's API");
-        return Err(Failure::Unreachable(why));
+        return Err(Failure::NotRtcd(why));
     };
     let verdict = semver::plugin_verdict(cx.plan.min, ver);
     let (status, note) = version_note(&verdict);

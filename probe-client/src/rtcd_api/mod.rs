@@ -464,6 +464,24 @@ fn address_findings(url: &Url, at: &str, run: &AddrRun, min_text: &str) -> Vec<F
                 url.port
             ),
         )),
+        Some(Failure::NoAnswer(why)) => out.push(Finding::new(
+            FindingId::RtcdApiUnreachable,
+            Severity::Error,
+            format!("{at}TCP {} connects, but RTCD's API does not answer at {base}: {why}", url.port),
+            format!(
+                "check that {} is RTCD's API port ([api] http.listen_address, 8045 by default): RTCD's ICE port (8443) closes HTTP connections; if it is, something between this host and RTCD holds the connection (a proxy or inspecting firewall)",
+                url.port
+            ),
+        )),
+        Some(Failure::NotRtcd(why)) => out.push(Finding::new(
+            FindingId::RtcdApiUnreachable,
+            Severity::Error,
+            format!("{at}another service answers at {base}, not RTCD's API: {why}"),
+            format!(
+                "point the plugin's RTCD service URL at RTCD's API ([api] http.listen_address, 8045 by default): what answers on port {} is not it (RTCD's ICE port 8443, Mattermost itself or a proxy)",
+                url.port
+            ),
+        )),
         Some(Failure::Tls(why)) => out.push(Finding::new(
             FindingId::RtcdApiUnreachable,
             Severity::Error,
