@@ -588,9 +588,10 @@ fn unusable_store_stops_the_start_with_one_sentence() {
     );
     check(&done, &path, "cannot be written");
 
-    // A damaged store is named and left as it is.
+    // A damaged store (an SQLite header, garbage after it) is named and left as it is.
     let junk = state.path().join("junk.sqlite");
-    let bytes = vec![0x5au8; 8192];
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend(vec![0x5au8; 8192 - 16]);
     std::fs::write(&junk, &bytes).unwrap();
     let junk_s = junk.display().to_string();
     let done = start_in_mount_ns(&ns, "true", &serve(&junk_s));
@@ -600,6 +601,23 @@ fn unusable_store_stops_the_start_with_one_sentence() {
         bytes,
         "the damaged store was changed"
     );
+    // A file that was never a store (a wrong --store path: RTCD's config, say) is named as
+    // such; the advice is to check the path, not to move the file aside.
+    let toml = state.path().join("rtcd.toml");
+    let text = "[rtc]\nice_host_override = \"203.0.113.10\"\n".repeat(20);
+    std::fs::write(&toml, &text).unwrap();
+    let toml_s = toml.display().to_string();
+    let done = start_in_mount_ns(&ns, "true", &serve(&toml_s));
+    check(&done, &toml_s, "not a probe-server result store");
+    assert!(!done.stderr.contains("mv "), "{}", done.stderr);
+    let read = server_tool(&["results", "--store", &toml_s]);
+    assert_eq!(read.code(), Some(2), "{}", read.describe());
+    assert!(
+        read.stderr.contains("check the --store path"),
+        "{}",
+        read.stderr
+    );
+    assert_eq!(std::fs::read_to_string(&toml).unwrap(), text);
 }
 
 /// A small tmpfs mounted on a directory for the test's duration (lazily unmounted on drop, even

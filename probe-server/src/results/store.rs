@@ -73,6 +73,8 @@ pub enum OpenError {
     ReadOnly(PathBuf, String),
     /// The file is there but is not (or no longer) our database: never replaced.
     Corrupt(PathBuf, String),
+    /// The file is no SQLite database at all: most likely a wrong path (a config file, say).
+    NotAStore(PathBuf),
     Missing(PathBuf),
     Other(PathBuf, String),
 }
@@ -89,6 +91,12 @@ impl std::fmt::Display for OpenError {
                 f,
                 "the result store {} is damaged or not a probe-server store ({why}); it was left as it is: \
                  move it aside (mv {0} {0}.broken) to start a new one, or give --store another path",
+                p.display()
+            ),
+            OpenError::NotAStore(p) => write!(
+                f,
+                "{} is not a probe-server result store (not an SQLite database); it was left as it \
+                 is: check the --store path (or --state-dir)",
                 p.display()
             ),
             OpenError::Missing(p) => write!(
@@ -110,6 +118,7 @@ fn classify(path: &Path, e: &rusqlite::Error) -> OpenError {
         Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => {
             OpenError::ReadOnly(p, e.to_string())
         }
+        Some(ErrorCode::NotADatabase) if !sqlite_header(path) => OpenError::NotAStore(p),
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
             OpenError::Corrupt(p, e.to_string())
         }
@@ -118,6 +127,17 @@ fn classify(path: &Path, e: &rusqlite::Error) -> OpenError {
         }
         _ => OpenError::Other(p, e.to_string()),
     }
+}
+
+/// Whether the file starts as every SQLite database does (its header string, sqlite.org
+/// fileformat §1.3.1): a file that does not was never a store, so moving it aside is not
+/// the advice.
+fn sqlite_header(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head == b"SQLite format 3\0")
 }
 
 /// SQLite says only "unable to open database file"; ask the OS what it is.
@@ -710,13 +730,24 @@ mod tests {
         let junk = vec![0x42u8; 8192];
         std::fs::write(&path, &junk).unwrap();
         let e = Store::open_for_writing(&path).err().expect("refused");
-        assert!(matches!(e, OpenError::Corrupt(..)), "{e}");
+        assert!(matches!(e, OpenError::NotAStore(..)), "{e}");
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        assert!(
+            !e.to_string().contains("mv "),
+            "no advice to move a foreign file: {e}"
+        );
         assert_eq!(std::fs::read(&path).unwrap(), junk);
         assert!(matches!(
             Store::open_for_reading(&path).err(),
-            Some(OpenError::Corrupt(..))
+            Some(OpenError::NotAStore(..))
         ));
+        // An SQLite file whose pages are garbage is a damaged store: that one may be moved aside.
+        let mut damaged = b"SQLite format 3\0".to_vec();
+        damaged.extend(vec![0x42u8; 8192 - 16]);
+        std::fs::write(&path, &damaged).unwrap();
+        let e = Store::open_for_writing(&path).err().expect("refused");
+        assert!(matches!(e, OpenError::Corrupt(..)), "{e}");
+        assert!(e.to_string().contains("mv "), "{e}");
     }
 
     #[test]
