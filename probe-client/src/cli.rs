@@ -52,7 +52,7 @@ pub struct ProbeArgs {
     #[arg(long, value_parser = parse_interval)]
     pub interval: Option<f64>,
     /// Bytes per packet, overriding the profile (56 to 1200).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(56..=1200))]
+    #[arg(long, value_parser = |s: &str| within(s, 56, 1200, "bytes"))]
     pub size: Option<u16>,
     /// Name of this site in reports (default: this host's name), 1 to 64 characters.
     #[arg(long, env = "PROBE_SITE", value_parser = parse_site)]
@@ -72,7 +72,7 @@ pub struct ProbeArgs {
     pub json: bool,
     /// Quiet-period test: halfway through the UDP echo, send nothing for this many seconds, then
     /// resume; finds NAT/firewall UDP mappings shorter than that (udp_mapping_short).
-    #[arg(long, value_name = "SECONDS", conflicts_with = "no_udp", value_parser = clap::value_parser!(u16).range(2..=100))]
+    #[arg(long, value_name = "SECONDS", conflicts_with = "no_udp", value_parser = |s: &str| within(s, 2, 100, "seconds"))]
     pub quiet_test: Option<u16>,
     /// Skip the UDP tests.
     #[arg(long)]
@@ -142,6 +142,16 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A whole number from `lo` to `hi`, said in words (clap's own range error reads `2000 is
+/// not in 56..=1200`).
+fn within(s: &str, lo: u16, hi: u16, unit: &str) -> Result<u16, String> {
+    s.trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|v| (lo..=hi).contains(v))
+        .ok_or_else(|| format!("must be a whole number of {unit} from {lo} to {hi}"))
+}
+
 /// `--site`: checked before the run, as the server checks each upload (a name it would
 /// refuse loses the report).
 fn parse_site(s: &str) -> Result<String, String> {
@@ -152,6 +162,17 @@ fn parse_site(s: &str) -> Result<String, String> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn ranges_are_said_in_words() {
+        assert_eq!(within("1200", 56, 1200, "bytes"), Ok(1200));
+        for bad in ["2000", "55", "x", "-1"] {
+            assert_eq!(
+                within(bad, 56, 1200, "bytes"),
+                Err("must be a whole number of bytes from 56 to 1200".into())
+            );
+        }
+    }
 
     #[test]
     fn every_forms() {

@@ -151,7 +151,7 @@ async fn continuous(args: &ProbeArgs, every: Duration) -> i32 {
             let _ = tx.send(true);
         }
     });
-    let mut worst = 0;
+    let (mut worst, mut carried_out, mut said_overrun) = (0, false, false);
     let mut n = 0u64;
     loop {
         let next = tokio::time::Instant::now() + every;
@@ -163,13 +163,25 @@ async fn continuous(args: &ProbeArgs, every: Duration) -> i32 {
                 probe_shell::outln!("{}", summary_line(r));
             }
         };
+        let started = tokio::time::Instant::now();
         match once(args, false, print).await {
-            Ok(r) => worst = worst.max(r.exit_code()),
+            Ok(r) => {
+                worst = worst.max(r.exit_code());
+                carried_out = true;
+            }
             Err(e) => {
                 // Keep going: DNS or the server may be back by the next run.
                 eprintln!("probe-client: run {n} could not be carried out: {e}");
                 worst = worst.max(1);
             }
+        }
+        if !said_overrun && tokio::time::Instant::now() > next {
+            said_overrun = true;
+            tracing::warn!(
+                "a run took {:.0} s, longer than --every {:.0} s: runs follow one another without a pause",
+                started.elapsed().as_secs_f64(),
+                every.as_secs_f64()
+            );
         }
         if args.count.is_some_and(|c| n >= c) || *rx.borrow() {
             break;
@@ -179,7 +191,12 @@ async fn continuous(args: &ProbeArgs, every: Duration) -> i32 {
             _ = rx.changed() => break,
         }
     }
-    worst
+    // Not one run could be carried out (a name that never resolved, say): a usage matter, 2.
+    if carried_out {
+        worst
+    } else {
+        2
+    }
 }
 
 /// `--sessions N`: N concurrent sessions, each a full run without ICE or upload.

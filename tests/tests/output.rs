@@ -98,3 +98,59 @@ fn logs_off_a_terminal_are_plain_text() {
         "colour codes in a redirected log:\n{log:?}"
     );
 }
+
+/// `--every` shorter than a run says so once (runs then follow back to back), and a loop in
+/// which not one run could be carried out ends with exit code 2, not 1 (a failed path).
+#[test]
+fn every_says_when_runs_overrun_and_exits_2_when_none_ran() {
+    let bins = probe_tests::binaries();
+    let ns = probe_tests::Netns::new("output");
+    let server = probe_tests::probe::start_server_with_state(
+        &ns,
+        "127.0.0.1:8443",
+        &[] as &[&str],
+        &std::collections::BTreeMap::new(),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let client = bins.client.display().to_string();
+    let args = [
+        &client[..],
+        "127.0.0.1",
+        "--pin",
+        server.pin(),
+        "--every",
+        "1s",
+        "--count",
+        "2",
+        "--duration",
+        "1",
+        "--no-mtu",
+        "--no-upload",
+    ];
+    let run = ns.try_exec(&args, Duration::from_secs(60));
+    assert_eq!(run.code(), Some(0), "{}", run.describe());
+    assert_eq!(run.stdout.lines().count(), 2, "{}", run.describe());
+    assert_eq!(
+        run.stderr.matches("longer than --every").count(),
+        1,
+        "{}",
+        run.describe()
+    );
+    let args = [
+        &client[..],
+        "no-such-host.invalid",
+        "--every",
+        "1s",
+        "--count",
+        "2",
+    ];
+    let run = ns.try_exec(&args, Duration::from_secs(30));
+    assert_eq!(run.code(), Some(2), "{}", run.describe());
+    assert_eq!(
+        run.stderr.matches("could not be carried out").count(),
+        2,
+        "{}",
+        run.describe()
+    );
+}
