@@ -18,6 +18,13 @@ impl Target {
         if s.is_empty() {
             return Err(bad());
         }
+        // A link pasted from the test page or a browser: say what to give instead.
+        if let Some((_, rest)) = s.split_once("://") {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            return Err(format!(
+                "`{s}` is a URL; give the server as HOST or HOST:PORT (here `{host}`)"
+            ));
+        }
         if let Some(rest) = s.strip_prefix('[') {
             let (host, tail) = rest.split_once(']').ok_or_else(bad)?;
             host.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
@@ -87,6 +94,17 @@ fn port(s: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_is_refused_with_what_to_give_instead() {
+        let e = Target::parse("http://127.0.0.1:18443/?t=x").unwrap_err();
+        assert!(e.contains("here `127.0.0.1:18443`"), "{e}");
+        let e = Target::parse("https://calls.example.com").unwrap_err();
+        assert!(
+            e.contains("https URL") && e.contains("`calls.example.com`"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn forms() {
