@@ -101,7 +101,7 @@ mod tests {
         assert!(e.contains("here `127.0.0.1:18443`"), "{e}");
         let e = Target::parse("https://calls.example.com").unwrap_err();
         assert!(
-            e.contains("https URL") && e.contains("`calls.example.com`"),
+            e.contains("is a URL") && e.contains("`calls.example.com`"),
             "{e}"
         );
     }
