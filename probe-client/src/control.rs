@@ -5,7 +5,7 @@
 
 use crate::pin::PinVerifier;
 use probe_proto::frame::{self, Decoder};
-use probe_proto::msg::Control;
+use probe_proto::msg::{Control, DecodeError};
 use probe_proto::stun;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +24,39 @@ const TCP_ALPN: &[u8] = b"calls-probe-tcp/1";
 pub enum ChannelError {
     PinMismatch { seen: String },
     Failed(String),
+}
+
+/// Why a control exchange brought no usable answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// The answer carried no valid MAC of the token given: told apart from the rest because it
+    /// points at the token (the server has none, or another), not at the path.
+    TokenMac,
+    Other(String),
+}
+
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestError::TokenMac => DecodeError::BadMac.fmt(f),
+            RequestError::Other(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<String> for RequestError {
+    fn from(e: String) -> Self {
+        RequestError::Other(e)
+    }
+}
+
+impl From<DecodeError> for RequestError {
+    fn from(e: DecodeError) -> Self {
+        match e {
+            DecodeError::BadMac => RequestError::TokenMac,
+            e => RequestError::Other(e.to_string()),
+        }
+    }
 }
 
 /// TLS 1.3 with ring (QUIC's provider) that trusts the certificate by its pin, offering `alpn`.
@@ -117,6 +150,15 @@ impl QuicControl {
     }
 
     pub async fn request(&mut self, msg: &Control, timeout: Duration) -> Result<Control, String> {
+        self.call(msg, timeout).await.map_err(|e| e.to_string())
+    }
+
+    /// [`Self::request`] with a typed error, for callers that act on a bad token MAC.
+    pub async fn call(
+        &mut self,
+        msg: &Control,
+        timeout: Duration,
+    ) -> Result<Control, RequestError> {
         let exchange = async {
             self.send
                 .write_all(&msg.to_frame(self.token.as_ref()))
@@ -125,18 +167,25 @@ impl QuicControl {
             let mut buf = [0u8; 4096];
             loop {
                 if let Some(p) = self.dec.next_frame().map_err(|e| e.to_string())? {
-                    return Control::from_payload(p, self.token.as_ref())
-                        .map_err(|e| e.to_string());
+                    return Ok(Control::from_payload(p, self.token.as_ref())?);
                 }
                 match self.recv.read(&mut buf).await.map_err(|e| e.to_string())? {
                     Some(n) => self.dec.push(&buf[..n]),
-                    None => return Err("the server closed the control stream".into()),
+                    None => {
+                        return Err(RequestError::Other(
+                            "the server closed the control stream".into(),
+                        ))
+                    }
                 }
             }
         };
         tokio::time::timeout(timeout, exchange)
             .await
-            .unwrap_or_else(|_| Err("no answer on the control channel".into()))
+            .unwrap_or_else(|_| {
+                Err(RequestError::Other(
+                    "no answer on the control channel".into(),
+                ))
+            })
     }
 
     /// Closes the connection and gives the close a moment to reach the server, so it frees
@@ -198,6 +247,15 @@ impl TlsControl {
 
     /// A control exchange; frames of other kinds are skipped.
     pub async fn request(&mut self, msg: &Control, timeout: Duration) -> Result<Control, String> {
+        self.call(msg, timeout).await.map_err(|e| e.to_string())
+    }
+
+    /// [`Self::request`] with a typed error, for callers that act on a bad token MAC.
+    pub async fn call(
+        &mut self,
+        msg: &Control,
+        timeout: Duration,
+    ) -> Result<Control, RequestError> {
         let exchange = async {
             let out = frame::encode(&msg.to_payload(self.token.as_ref()));
             self.stream
@@ -210,21 +268,28 @@ impl TlsControl {
             loop {
                 if let Some(p) = self.dec.next_frame().map_err(|e| e.to_string())? {
                     if p.first() == Some(&probe_proto::msg::CONTROL_TAG) {
-                        return Control::from_payload(p, self.token.as_ref())
-                            .map_err(|e| e.to_string());
+                        return Ok(Control::from_payload(p, self.token.as_ref())?);
                     }
                     continue;
                 }
                 match self.stream.read(&mut buf).await {
-                    Ok(0) => return Err("the server closed the TLS connection".into()),
+                    Ok(0) => {
+                        return Err(RequestError::Other(
+                            "the server closed the TLS connection".into(),
+                        ))
+                    }
                     Ok(n) => self.dec.push(&buf[..n]),
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(RequestError::Other(e.to_string())),
                 }
             }
         };
         tokio::time::timeout(timeout, exchange)
             .await
-            .unwrap_or_else(|_| Err("no answer on the control channel".into()))
+            .unwrap_or_else(|_| {
+                Err(RequestError::Other(
+                    "no answer on the control channel".into(),
+                ))
+            })
     }
 }
 
@@ -440,6 +505,28 @@ mod tests {
             .expect("connect");
         let answer = ctl.request(&finish(), Duration::from_millis(100)).await;
         assert_eq!(answer, Err("no answer on the control channel".into()));
+    }
+
+    /// A server without the token answers without its MAC: the caller is told so by type, so
+    /// the run can blame the token rather than the path.
+    #[tokio::test]
+    async fn an_answer_without_the_token_mac_is_a_typed_error() {
+        let unsigned = Control::Counters(Counters::default()).to_payload(None);
+        let (addr, _) = server(vec![unsigned.clone()], TCP_ALPN).await;
+        let key = probe_proto::auth::token_key("foo");
+        let mut ctl = TlsControl::connect(addr, None, Some(key), T)
+            .await
+            .expect("connect");
+        let answer = ctl.call(&finish(), T).await;
+        assert_eq!(answer, Err(RequestError::TokenMac));
+        let said = RequestError::TokenMac.to_string();
+        assert_eq!(said, "control message without a valid token MAC");
+        // Without a token the same answer is taken.
+        let (addr, _) = server(vec![unsigned], TCP_ALPN).await;
+        let mut ctl = TlsControl::connect(addr, None, None, T)
+            .await
+            .expect("connect");
+        assert!(ctl.call(&finish(), T).await.is_ok());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! the TCP port), UDP echo, TCP echo beside the ICE checks, final counters.
 
 use crate::cli::ProbeArgs;
-use crate::control::{rand_bytes, ChannelError, QuicControl, TcpLink, TlsControl};
+use crate::control::{rand_bytes, ChannelError, QuicControl, RequestError, TcpLink, TlsControl};
 use crate::echo::{self, Clock, EchoSession};
 use crate::ice;
 use crate::pin;
@@ -45,10 +45,14 @@ pub enum Ctl {
 
 impl Ctl {
     async fn request(&mut self, msg: &Control) -> Result<Control, String> {
+        self.call(msg).await.map_err(|e| e.to_string())
+    }
+
+    async fn call(&mut self, msg: &Control) -> Result<Control, RequestError> {
         match self {
-            Ctl::Quic(q) => q.request(msg, CONTROL_ANSWER).await,
-            Ctl::Tcp(t) => t.request(msg, CONTROL_ANSWER).await,
-            Ctl::None => Err("no control channel".into()),
+            Ctl::Quic(q) => q.call(msg, CONTROL_ANSWER).await,
+            Ctl::Tcp(t) => t.call(msg, CONTROL_ANSWER).await,
+            Ctl::None => Err(RequestError::Other("no control channel".into())),
         }
     }
 }
@@ -134,6 +138,7 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
         tcp: !args.no_tcp,
         ice: opts.ice,
         pin,
+        token: token.is_some(),
     });
     io.drive(&mut run).await?;
     let mtu = io.mtu(&run, opts.mtu).await;
@@ -345,7 +350,7 @@ impl Io {
         let mut planned = self.schedule.clone();
         planned.duration += Duration::from_micros(self.quiet.map_or(0, |q| q.1));
         let hello = core::hello(version, &self.site, &planned, wall_ms(), rand_bytes());
-        match self.ctl.request(&hello).await {
+        match self.ctl.call(&hello).await {
             Ok(Control::Welcome(w)) => HelloOutcome::Welcome(Box::new(w)),
             Ok(Control::Refused(r)) => HelloOutcome::Refused(r),
             Ok(other) => {
@@ -354,7 +359,10 @@ impl Io {
             }
             Err(e) => {
                 tracing::warn!("hello failed: {e}");
-                HelloOutcome::Failed
+                match e {
+                    RequestError::TokenMac => HelloOutcome::BadTokenMac,
+                    RequestError::Other(_) => HelloOutcome::Failed,
+                }
             }
         }
     }
@@ -465,8 +473,12 @@ impl Io {
         self.progress.show("collecting the server's counters");
         match self.ctl.request(&core::finish(session_id)).await {
             Ok(Control::Counters(c)) => Some(c),
-            other => {
-                tracing::warn!("final counters unavailable: {other:?}");
+            Ok(other) => {
+                tracing::warn!("final counters unavailable: unexpected answer {other:?}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!("final counters unavailable: {e}");
                 None
             }
         }
@@ -501,7 +513,8 @@ async fn poll_counters(
                 rx: c.udp_rx,
                 tx: c.udp_tx,
             }),
-            other => tracing::info!("counter poll unanswered: {other:?}"),
+            Ok(other) => tracing::info!("counter poll answered with {other:?}"),
+            Err(e) => tracing::info!("counter poll unanswered: {e}"),
         }
     }
 }

@@ -221,7 +221,7 @@ catalog! {
         "Mattermost's API says the Calls plugin is not running (disabled, failed to start, or not installed): no call can start.",
         "Enable it in System Console › Plugins › Plugin Management, and read Mattermost's log for why it failed.",
         "Mattermost API GET /api/v4/plugins/statuses; server/public/model/plugin_status.go (PluginStateRunning = 2); plugin server/activate.go:98-200 returns an error (activation fails) when its RTC server cannot start";
-    TcpFallbackOff = "tcp_fallback_off", Host, "info",
+    TcpFallbackOff = "tcp_fallback_off", Host, "warning",
         "RTCD does not listen on TCP: no ICE-TCP fallback.",
         "Set ice_port_tcp (RTCD ≥ v0.11) and open it.",
         "rtcd service/rtc/server.go:370-410 initTCP (v1.2.6)";

@@ -62,6 +62,11 @@ pub fn evaluate_for(ice: &IceReport, f: &Facts, deployment: &Deployment) -> Vec<
             )
         });
     }
+    // A server that stopped answering mid-run answers no check either: failed checks say
+    // nothing about the path then, so only the configuration facts above are reported.
+    if f.server_lost.is_some() {
+        return out;
+    }
     let primary = if udp { Transport::Udp } else { Transport::Tcp };
     let primary_passed = (udp || tcp) && passed(ice, primary);
     let ignored = filter_ignores(ice, primary_passed, &t);
@@ -835,6 +840,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Every situation of the table again, with the server gone mid-run: no check is judged, only
+    /// what RTCD's configuration says (here the probe's port, when it is not RTCD's).
+    #[test]
+    fn a_server_lost_mid_run_leaves_the_checks_unjudged() {
+        let mut judged_when_up = 0;
+        for row in ROWS {
+            let (u, t) = reach(row.reach.0, row.reach.1);
+            let mut r = row.case.report();
+            r.probe_port = r.rtcd_port + 10_000;
+            judged_when_up += evaluate(&r, &facts(&u, &t))
+                .iter()
+                .filter(|f| !f.is(FindingId::IceProbePort))
+                .count();
+            let lost = Facts {
+                server_lost: Some("the UDP echo phase"),
+                ..facts(&u, &t)
+            };
+            let got = evaluate(&r, &lost);
+            assert!(
+                got.iter().all(|f| f.is(FindingId::IceProbePort)) && got.len() == 1,
+                "{}: {:?}",
+                row.name,
+                ids(&got)
+            );
+        }
+        assert!(
+            judged_when_up > 0,
+            "the same checks are judged while the server answers"
+        );
     }
 
     #[test]

@@ -561,8 +561,20 @@ fn header_line(r: &Report) -> String {
 fn verdict_line(r: &Report) -> String {
     let count = |sev: Severity| r.findings.iter().filter(|f| f.severity == sev).count();
     let (errors, warnings) = (count(Severity::Error), count(Severity::Warning));
+    let only_error = |id: FindingId| {
+        r.findings.iter().any(|f| f.is(id))
+            && r.findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .all(|f| f.is(id))
+    };
     if r.findings.iter().any(|f| f.is(FindingId::ServerRefused)) {
         "\nVerdict: NOT TESTED — the probe server refused this test (see above); the path itself was not judged.\n"
+            .to_string()
+    } else if only_error(FindingId::ControlFailed) {
+        // Only STUN answered: nothing about media was measured, so neither PASS nor a path
+        // FAIL (a blocked transport next to it is still a FAIL).
+        "\nVerdict: NOT TESTED — only STUN answered: no session opened, so the path itself was not judged (see above).\n"
             .to_string()
     } else if r.ok {
         format!(
@@ -703,6 +715,19 @@ mod tests {
         assert_eq!(v["findings"][0]["severity"], "error");
         assert!(v["udp"]["echo"].is_null());
         assert!(render_text(&r).contains("FAIL"));
+        // A control channel that never came up: only STUN was tested, the path not judged;
+        // with a blocked transport beside it, that transport still fails the run.
+        let control = Finding::new(FindingId::ControlFailed, Severity::Error, "s", "f");
+        r.set_findings(vec![control.clone()]);
+        assert_eq!(r.exit_code(), 1);
+        assert!(
+            render_text(&r).contains("Verdict: NOT TESTED — only STUN answered"),
+            "{}",
+            render_text(&r)
+        );
+        let blocked = Finding::new(FindingId::UdpBlocked, Severity::Error, "s", "f");
+        r.set_findings(vec![blocked, control]);
+        assert!(render_text(&r).contains("Verdict: FAIL"));
     }
 }
 

@@ -25,10 +25,23 @@ pub struct Facts<'a> {
     pub refused: Option<&'a Refused>,
 }
 
+/// What the user handed probe-client besides the target. Kept apart from [`Facts`], which the
+/// test page and live mode build too: no token reaches their probes this way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Given {
+    /// `--token` (or PROBE_TOKEN) was given, so every probe was signed with it.
+    pub token: bool,
+}
+
 pub fn evaluate(f: &Facts) -> Vec<Finding> {
+    evaluate_given(f, Given::default())
+}
+
+/// [`evaluate`] for a probe-client run, whose advice depends on what the user gave it.
+pub fn evaluate_given(f: &Facts, given: Given) -> Vec<Finding> {
     let mut out = Vec::new();
     out.extend(f.refused.map(refused));
-    reachability(&mut out, f);
+    reachability(&mut out, f, given);
     out.extend(f.server_lost.map(server_lost));
     quality(&mut out, f);
     out
@@ -59,11 +72,11 @@ fn refused(r: &Refused) -> Finding {
 
 /// Whether the server answered at all, and if so whether one transport is blocked while the
 /// other works (only judged when both were tested).
-fn reachability(out: &mut Vec<Finding>, f: &Facts) {
+fn reachability(out: &mut Vec<Finding>, f: &Facts, given: Given) {
     let port = f.port;
     let any_reachable = (f.udp_tested && f.udp.reachable) || (f.tcp_tested && f.tcp.reachable);
     if !any_reachable && (f.udp_tested || f.tcp_tested) {
-        out.push(unreachable(f));
+        out.push(unreachable(f, given));
         return;
     }
     if f.udp_tested && f.tcp_tested && !f.udp.reachable && f.tcp.reachable {
@@ -98,9 +111,8 @@ fn reachability(out: &mut Vec<Finding>, f: &Facts) {
 }
 
 /// Nothing answered. A TCP connect that succeeded means something holds the port but did not
-/// speak the probe: most likely a missing `--token`.
-fn unreachable(f: &Facts) -> Finding {
-    let firewall = firewall_fix(f.port);
+/// speak the probe: most likely a missing `--token`, or a wrong one when one was given.
+fn unreachable(f: &Facts, given: Given) -> Finding {
     // Only what was tried: `--no-tcp`, or the test page in live mode (RTCD holds TCP).
     let over = match (f.udp_tested, f.tcp_tested) {
         (true, false) => "UDP",
@@ -115,17 +127,27 @@ fn unreachable(f: &Facts) -> Finding {
              (browsers log \"timed out waiting for rtc connection\").",
             f.server
         ),
-        if f.tcp.connect_ms.is_some() {
-            format!(
-                "TCP connected, but nothing answered the probe: if the admin started probe-server with --token, \
-                 run again with --token (or PROBE_TOKEN); otherwise another service holds the port. {firewall}"
-            )
-        } else {
-            format!(
-                "Check that probe-server (or RTCD) is running on that host and port. {firewall}"
-            )
-        },
+        unreachable_fix(f, given),
     )
+}
+
+fn unreachable_fix(f: &Facts, given: Given) -> String {
+    let firewall = firewall_fix(f.port);
+    match (f.tcp.connect_ms.is_some(), given.token) {
+        // A probe-server with --token stays silent to a probe signed with another token, and one
+        // without --token answers signed probes too (session.rs `Core::stun`): so the token is
+        // wrong, or the port is not probe-server's. TCP got through: no firewall advice.
+        (true, true) => "TCP connected, but the server ignored the probe signed with the token given: the token \
+             is wrong, or something other than probe-server holds the port; ask the admin for the current token."
+            .into(),
+        (true, false) => format!(
+            "TCP connected, but nothing answered the probe: if the admin started probe-server with --token, \
+             run again with --token (or PROBE_TOKEN); otherwise another service holds the port. {firewall}"
+        ),
+        (false, _) => {
+            format!("Check that probe-server (or RTCD) is running on that host and port. {firewall}")
+        }
+    }
 }
 
 fn server_lost(phase: &str) -> Finding {
@@ -304,6 +326,47 @@ mod tests {
         let closed = TcpResult::default();
         let f = Facts { tcp: &closed, ..f };
         assert!(!evaluate(&f)[0].fix.contains("--token"));
+    }
+
+    /// The advice for a silent port, by whether TCP connected and whether a token was given.
+    #[test]
+    fn a_silent_port_gets_advice_for_the_token_that_was_given() {
+        let udp = UdpResult::default();
+        let connected = TcpResult {
+            connect_ms: Some(1.0),
+            ..Default::default()
+        };
+        let closed = TcpResult::default();
+        // (TCP, token given, the fix has: token is wrong, "run again with --token", firewall)
+        let table = [
+            (&connected, true, (true, false, false)),
+            (&connected, false, (false, true, true)),
+            (&closed, true, (false, false, true)),
+            (&closed, false, (false, false, true)),
+        ];
+        for (tcp, token, want) in table {
+            let f = Facts {
+                server: "h:1",
+                port: 1,
+                udp_tested: true,
+                tcp_tested: true,
+                udp: &udp,
+                tcp,
+                server_lost: None,
+                refused: None,
+            };
+            let found = evaluate_given(&f, Given { token });
+            assert_eq!(found.len(), 1);
+            assert!(found[0].is(FindingId::ServerUnreachable));
+            let fix = &found[0].fix;
+            let got = (
+                fix.contains("the token is wrong")
+                    && fix.contains("ask the admin for the current token"),
+                fix.contains("run again with --token"),
+                fix.contains("Open inbound UDP"),
+            );
+            assert_eq!(got, want, "tcp {:?} token {token}: {fix}", tcp.connect_ms);
+        }
     }
 
     #[test]

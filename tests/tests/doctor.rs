@@ -60,15 +60,21 @@ struct Run {
 }
 
 fn doctor(ns: &Netns, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    doctor_as(ns, &[], extra, env)
+}
+
+/// The doctor run through `wrapper` (e.g. `setpriv` to drop root), then `extra` flags.
+fn doctor_as(ns: &Netns, wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Run {
     let bins = probe_tests::binaries();
     let sample = SAMPLE_SECS.to_string();
-    let mut argv = vec![
+    let mut argv = wrapper.to_vec();
+    argv.extend_from_slice(&[
         bins.server.to_str().expect("utf-8 path"),
         "doctor",
         "--json",
         "--sample",
         &sample,
-    ];
+    ]);
     argv.extend_from_slice(extra);
     let mut cmd = ns.argv_command(&argv);
     cmd.envs(env.iter().copied());
@@ -204,6 +210,61 @@ fn rtcd_down_is_reported_within_the_deadline() {
     expect_finding(&r, "rtcd_api_unreachable", "error");
     assert!(r.json["rtcd"]["udp_owner"].is_null() && r.json["rtcd"]["version"].is_null());
     assert_eq!(check(&r.json, "cpu")["status"], "skipped");
+}
+
+/// `setpriv` to nobody: the doctor then cannot read root's `/proc/PID/fd`.
+const AS_NOBODY: &[&str] = &[
+    "setpriv",
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    "--clear-groups",
+];
+
+/// Run without root while RTCD (here the stand-in, as root) holds its ports: the kernel shows
+/// the sockets but not who holds them, so the port checks say so instead of passing, nothing
+/// is called RTCD's, and the header does not say "nothing listens" (README: "without root
+/// those checks say skipped with the reason, never a false pass").
+#[test]
+fn unprivileged_doctor_never_passes_a_holder_it_cannot_see() {
+    let ns = rtcd_host("203.0.113.2/24");
+    let _standin = start_standin(&ns, &[]);
+    let r = doctor_as(&ns, AS_NOBODY, &["--no-nat-check"], &[]);
+    let j = &r.json;
+    for id in ["udp_port", "tcp_port"] {
+        let c = check(j, id);
+        assert_eq!(c["status"], "skipped", "{id}: {j:#}");
+        let detail = c["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("cannot identify") && detail.contains("run the doctor as root"),
+            "{id}: {detail}"
+        );
+    }
+    for id in ["udp_drops", "cpu"] {
+        let c = check(j, id);
+        assert_ne!(c["status"], "pass", "{id}: {j:#}");
+        let detail = c["detail"].as_str().unwrap_or_default();
+        assert!(!detail.contains("RTCD's UDP"), "{id}: {detail}");
+    }
+    assert!(j["rtcd"]["udp_owner"].is_null(), "{j:#}");
+    assert!(finding(j, "rtcd_not_listening").is_none(), "{j:#}");
+
+    let bins = probe_tests::binaries();
+    let mut argv = AS_NOBODY.to_vec();
+    argv.extend_from_slice(&[
+        bins.server.to_str().unwrap(),
+        "doctor",
+        "--sample",
+        "0.5",
+        "--no-nat-check",
+    ]);
+    let text = ns.try_exec(&argv, Duration::from_secs(30));
+    for proto in ["UDP", "TCP"] {
+        let line =
+            format!("{proto} port:    held by a process the doctor cannot identify (run as root)");
+        assert!(text.stdout.contains(&line), "{line}\n{}", text.describe());
+    }
 }
 
 #[test]

@@ -24,7 +24,7 @@ use crate::msg::{Control, Counters, Hello, IceOffer, Refused, Welcome, PROTO_MAX
 use crate::path::{self, cut, quiet::QuietOutcome};
 use crate::report::{self, Finding, IceReport, Report, Severity, StunResult, TcpResult, UdpResult};
 use crate::stats::EchoSummary;
-use crate::verdict::{self, Facts};
+use crate::verdict::{self, Facts, Given};
 use std::net::SocketAddr;
 
 /// Control payloads are padded to this size so the server's answer is never larger.
@@ -44,6 +44,8 @@ pub struct Plan {
     pub ice: bool,
     /// The certificate pin the user gave.
     pub pin: Option<String>,
+    /// `--token` was given: every probe is signed with it, and answers must carry its MAC.
+    pub token: bool,
 }
 
 /// What the reachability probes found.
@@ -72,6 +74,18 @@ pub enum HelloOutcome {
     Refused(Refused),
     /// No answer, or one that is not an answer to a hello.
     Failed,
+    /// The answer carried no valid MAC of the token given: the server runs without a token or
+    /// with another one, so the advice is about the token, not the path.
+    BadTokenMac,
+}
+
+/// Why no session came up, for the finding's advice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoControl {
+    /// The channel or the hello failed: the port's owner or the path is in question.
+    Channel,
+    /// The server's answers carried no valid MAC of the token given.
+    TokenMac,
 }
 
 /// Which connection carries the control messages.
@@ -255,7 +269,7 @@ impl Run {
                 Phase::Hello(Channel::Tcp)
             }
             QuicOutcome::PinMismatch { seen } => self.pin_mismatch(&seen),
-            QuicOutcome::Failed => self.no_control(),
+            QuicOutcome::Failed => self.no_control(NoControl::Channel),
         };
     }
 
@@ -282,7 +296,8 @@ impl Run {
                 self.refused = Some(r);
                 Phase::Done
             }
-            HelloOutcome::Failed => self.no_control(),
+            HelloOutcome::Failed => self.no_control(NoControl::Channel),
+            HelloOutcome::BadTokenMac => self.no_control(NoControl::TokenMac),
         };
     }
 
@@ -321,15 +336,15 @@ impl Run {
     /// Without a working QUIC channel, control runs inside TLS on the TCP port if TCP works.
     fn control_over_tcp(&mut self) -> Phase {
         if !self.tcp.reachable {
-            return self.no_control();
+            return self.no_control(NoControl::Channel);
         }
         Phase::Tls
     }
 
     /// No session: the server answered STUN but its control channel did not, or nothing did.
-    fn no_control(&mut self) -> Phase {
+    fn no_control(&mut self, why: NoControl) -> Phase {
         if self.udp.reachable || self.tcp.reachable {
-            self.extra.push(control_failed());
+            self.extra.push(control_failed(why));
         }
         Phase::Done
     }
@@ -424,7 +439,10 @@ impl Run {
             server_lost: self.server_lost(),
             refused: self.refused.as_ref(),
         };
-        let mut findings = verdict::evaluate(&facts);
+        let given = Given {
+            token: self.plan.token,
+        };
+        let mut findings = verdict::evaluate_given(&facts, given);
         findings.extend(self.extra.iter().cloned());
         if let Some(n) = c.map(|c| c.rate_limited).filter(|n| *n > 0) {
             findings.push(server_rate_limited(n));
@@ -457,15 +475,26 @@ impl Run {
     }
 }
 
-fn control_failed() -> Finding {
-    Finding::new(
-        FindingId::ControlFailed,
-        Severity::Warning,
-        "The server answered STUN but its control channel did not come up, so no echo test ran.",
-        "Check that the port is served by probe-server (not another service), that nothing in the path \
-         inspects and drops QUIC (UDP) or TLS (TCP), and, when UDP is blocked, that probe-server is as \
-         new as this client (older ones have no TLS on their TCP port); run again with -v for details.",
-    )
+/// An error, as the catalog has it: only STUN was tested, so the run must not pass.
+fn control_failed(why: NoControl) -> Finding {
+    match why {
+        NoControl::Channel => Finding::new(
+            FindingId::ControlFailed,
+            Severity::Error,
+            "The server answered STUN but its control channel did not come up, so no echo test ran.",
+            "Check that the port is served by probe-server (not another service), that nothing in the path \
+             inspects and drops QUIC (UDP) or TLS (TCP), and, when UDP is blocked, that probe-server is as \
+             new as this client (older ones have no TLS on their TCP port); run again with -v for details.",
+        ),
+        NoControl::TokenMac => Finding::new(
+            FindingId::ControlFailed,
+            Severity::Error,
+            "The server answered STUN, but its answers on the control channel carry no valid MAC of the token \
+             given, so no session opened and no echo test ran.",
+            "This probe-server runs without --token or with another token: run without --token, or ask the \
+             admin for the current one.",
+        ),
+    }
 }
 
 fn server_rate_limited(n: u64) -> Finding {

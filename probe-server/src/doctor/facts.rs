@@ -84,8 +84,51 @@ pub struct PortFacts {
     pub tcp: Vec<Sock>,
     pub udp_holders: Holders,
     pub tcp_holders: Holders,
-    /// Whether the `/proc/*/fd` scan for owners finished before its deadline.
-    pub scan_complete: bool,
+    /// How much of `/proc/*/fd` the scan for owners saw.
+    pub visibility: OwnerVisibility,
+}
+
+/// How much the `/proc/*/fd` scan for sockets' owners saw: a socket without an owner is only
+/// "held by nobody" when it saw everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerVisibility {
+    /// Every process's fds were read.
+    #[default]
+    Full,
+    /// Some processes' fds were refused (other users' processes, without root).
+    NotRoot,
+    /// The scan did not finish before its deadline.
+    Late,
+}
+
+impl OwnerVisibility {
+    /// Completes "held by …" in a check's detail when the kernel shows sockets on a port but
+    /// the scan found no process holding them, with what to do about it.
+    pub fn unknown_holder(self) -> &'static str {
+        match self {
+            OwnerVisibility::NotRoot => {
+                "a process the doctor cannot identify (other users' processes are hidden from it: run the doctor as root)"
+            }
+            OwnerVisibility::Late => {
+                "a process the doctor cannot identify (its scan of /proc/*/fd ran out of time: run the doctor again)"
+            }
+            // Root saw every process in its PID namespace: the holder lives outside it (the
+            // doctor in a container sharing the host's network) or is the kernel itself.
+            OwnerVisibility::Full => {
+                "a process the doctor cannot identify (no process it can see has the socket open: run it on the host, not in a container)"
+            }
+        }
+    }
+
+    /// The same, short, for the report's header.
+    pub fn unknown_holder_short(self) -> &'static str {
+        match self {
+            OwnerVisibility::NotRoot => "a process the doctor cannot identify (run as root)",
+            OwnerVisibility::Late => "a process not found before the deadline (run again)",
+            OwnerVisibility::Full => "a process outside the doctor's view (run it on the host)",
+        }
+    }
 }
 
 /// UDP drops over the sample: the host's counters and RTCD's own sockets' `drops` column.
@@ -114,13 +157,13 @@ pub struct CpuFacts {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum CpuSample {
-    /// No process holds RTCD's ports (or its ticks could not be read at the start).
+    /// No process known to hold RTCD's ports (or its ticks could not be read at the start).
     NotFound,
-    /// RTCD's process ended during the sample.
-    Exited { pid: u32 },
-    /// Clock ticks used over `secs`.
+    /// The process sampled (RTCD's, when a holder is RTCD) ended during the sample.
+    Exited { owner: Owner },
+    /// Clock ticks the holder used over `secs`; the rules decide whether it is RTCD.
     Measured {
-        pid: u32,
+        owner: Owner,
         ticks: u64,
         secs: f64,
         ticks_per_sec: f64,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::facts::{
     ApiSide, CpuFacts, CpuSample, DropFacts, FirewallFacts, Holders, HostFacts, LogFacts, NatFacts,
-    PortFacts, Setup,
+    OwnerVisibility, PortFacts, Setup,
 };
 use super::procnet::{self, Owner, Proto, Sock};
 use super::{advertise, api, choose_rules, cpu, logs, nat, nft, snmp, sysctl, Inputs, Loaded};
@@ -106,8 +106,8 @@ struct Start {
     udp_read: bool,
     udp_addrs: Vec<IpAddr>,
     snmp: Result<snmp::UdpCounters, String>,
-    /// RTCD's process and its CPU ticks, with when they were read.
-    cpu: Option<(u32, u64, Instant)>,
+    /// The process sampled for CPU and its ticks, with when they were read.
+    cpu: Option<(Owner, u64, Instant)>,
     api: ApiSide,
     targets: Vec<nft::Target>,
 }
@@ -141,20 +141,21 @@ impl Start {
             .chain(&api_socks)
             .map(|s| s.inode)
             .collect();
-        let (by_inode, scan_complete) = procnet::owners(&inodes, t0 + OWNER_SCAN_DEADLINE);
+        let scan = procnet::scan_owners(&inodes, t0 + OWNER_SCAN_DEADLINE);
+        let visibility = match (scan.complete, scan.refused) {
+            (false, _) => OwnerVisibility::Late,
+            (true, 0) => OwnerVisibility::Full,
+            (true, _) => OwnerVisibility::NotRoot,
+        };
         let holders = |socks: &[Sock]| {
             let refs: Vec<&Sock> = socks.iter().collect();
-            let (main, all) = procnet::main_owner(&refs, &by_inode);
+            let (main, all) = procnet::main_owner(&refs, &scan.by_inode);
             Holders { main, all }
         };
         let (udp_holders, tcp_holders) = (holders(&udp), holders(&tcp));
         let api_owner: Option<Owner> = holders(&api_socks).main;
-        let pid = udp_holders
-            .main
-            .as_ref()
-            .or(tcp_holders.main.as_ref())
-            .map(|o| o.pid);
-        let cpu = pid.and_then(|pid| Some((pid, cpu::process_ticks(pid)?, Instant::now())));
+        let cpu = sampled(&udp_holders, &tcp_holders, plugin)
+            .and_then(|o| Some((o.clone(), cpu::process_ticks(o.pid)?, Instant::now())));
         Start {
             ports: PortFacts {
                 ice_udp,
@@ -164,7 +165,7 @@ impl Start {
                 tcp,
                 udp_holders,
                 tcp_holders,
-                scan_complete,
+                visibility,
             },
             udp_read: udp0.is_ok(),
             udp_addrs,
@@ -208,10 +209,12 @@ impl Start {
         let load = cpu::load1();
         let sample = match self.cpu {
             None => CpuSample::NotFound,
-            Some((pid, t0, i0)) => match cpu::process_ticks(pid) {
-                None => CpuSample::Exited { pid },
+            Some((ref owner, t0, i0)) => match cpu::process_ticks(owner.pid) {
+                None => CpuSample::Exited {
+                    owner: owner.clone(),
+                },
                 Some(t1) => CpuSample::Measured {
-                    pid,
+                    owner: owner.clone(),
                     ticks: t1.saturating_sub(t0),
                     secs: i0.elapsed().as_secs_f64(),
                     ticks_per_sec: cpu::ticks_per_sec(),
@@ -224,6 +227,23 @@ impl Start {
             sample,
         }
     }
+}
+
+/// The process whose CPU is sampled: a holder of the ports that is the media server (RTCD, or
+/// Mattermost for the Calls plugin), else the main holder, whom the rules then refuse to call
+/// RTCD.
+fn sampled<'a>(udp: &'a Holders, tcp: &'a Holders, plugin: bool) -> Option<&'a Owner> {
+    let server = if plugin {
+        &crate::rtcd_env::MATTERMOST
+    } else {
+        &crate::rtcd_env::RTCD
+    };
+    udp.all
+        .iter()
+        .chain(&tcp.all)
+        .find(|o| o.is(server))
+        .or(udp.main.as_ref())
+        .or(tcp.main.as_ref())
 }
 
 fn owned(socks: Vec<&Sock>) -> Vec<Sock> {
@@ -420,5 +440,46 @@ impl<T> Pending<T> {
         self.0
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(pid: u32, process: &str) -> Owner {
+        Owner {
+            pid,
+            process: process.into(),
+            exe: None,
+        }
+    }
+
+    /// CPU is sampled from the media server when any holder is it, even if another process
+    /// holds more sockets; else from the main holder (the rules then say it is not RTCD).
+    #[test]
+    fn cpu_samples_the_media_server_first() {
+        let leftover = o(1844, "probe-server");
+        let rtcd = o(812, "rtcd");
+        let udp = Holders {
+            main: Some(leftover.clone()),
+            all: vec![leftover.clone(), rtcd.clone()],
+        };
+        assert_eq!(sampled(&udp, &Holders::default(), false), Some(&rtcd));
+        let only = Holders {
+            main: Some(leftover.clone()),
+            all: vec![leftover.clone()],
+        };
+        assert_eq!(sampled(&only, &Holders::default(), false), Some(&leftover));
+        let mm = o(4242, "plugin-linux-am");
+        let tcp = Holders {
+            main: Some(mm.clone()),
+            all: vec![mm.clone()],
+        };
+        assert_eq!(sampled(&udp, &tcp, true), Some(&mm));
+        assert_eq!(
+            sampled(&Holders::default(), &Holders::default(), false),
+            None
+        );
     }
 }

@@ -33,6 +33,28 @@ pub struct Sock {
 pub struct Owner {
     pub pid: u32,
     pub process: String,
+    /// The executable's file name (`/proc/PID/exe`), when it could be read: comm is cut to 15
+    /// characters and can be set by the process, so the name alone may not say rtcd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+}
+
+impl Owner {
+    /// Whether this is `target`'s process (RTCD, or Mattermost and its plugin process): its
+    /// comm or executable name says so, as `rtcd_env` finds RTCD's process.
+    pub fn is(&self, target: &crate::rtcd_env::Target) -> bool {
+        (target.says)(&self.process) || self.exe.as_deref().is_some_and(target.says)
+    }
+}
+
+/// What a scan of `/proc/*/fd` found, and how far it could see.
+#[derive(Debug, Default)]
+pub struct OwnerScan {
+    pub by_inode: HashMap<u64, Vec<Owner>>,
+    /// It ended before its deadline.
+    pub complete: bool,
+    /// Processes whose fd directory was refused (other users' processes without root).
+    pub refused: usize,
 }
 
 /// Parses one table's text; malformed rows are skipped (the kernel's format is stable, but a
@@ -126,22 +148,37 @@ pub fn on_port<'a>(
 /// Returns what was found and whether the scan completed (it needs root for other users'
 /// processes: unreadable fd directories are skipped, so "no owner" can mean "not visible").
 pub fn owners(inodes: &HashSet<u64>, deadline: Instant) -> (HashMap<u64, Vec<Owner>>, bool) {
-    let mut found: HashMap<u64, Vec<Owner>> = HashMap::new();
+    let scan = scan_owners(inodes, deadline);
+    (scan.by_inode, scan.complete)
+}
+
+/// [`owners`], also counting the processes whose fds could not be read, so that "no owner
+/// found" can be told apart from "owner hidden from this user".
+pub fn scan_owners(inodes: &HashSet<u64>, deadline: Instant) -> OwnerScan {
+    let mut scan = OwnerScan::default();
     if inodes.is_empty() {
-        return (found, true);
+        scan.complete = true;
+        return scan;
     }
     let Ok(procs) = std::fs::read_dir("/proc") else {
-        return (found, false);
+        return scan;
     };
     for p in procs.flatten() {
         if Instant::now() >= deadline {
-            return (found, false);
+            return scan;
         }
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
-            continue;
+        let fds = match std::fs::read_dir(p.path().join("fd")) {
+            Ok(fds) => fds,
+            Err(e) => {
+                // A process that exited meanwhile is ENOENT: only a refusal hides an owner.
+                if e.kind() == std::io::ErrorKind::PermissionDenied {
+                    scan.refused += 1;
+                }
+                continue;
+            }
         };
         let mut mine = HashSet::new();
         for fd in fds.flatten() {
@@ -158,15 +195,25 @@ pub fn owners(inodes: &HashSet<u64>, deadline: Instant) -> (HashMap<u64, Vec<Own
             continue;
         }
         let process = process_name(pid);
+        let exe = exe_name(pid);
         for inode in mine {
-            let list = found.entry(inode).or_default();
+            let list = scan.by_inode.entry(inode).or_default();
             list.push(Owner {
                 pid,
                 process: process.clone(),
+                exe: exe.clone(),
             });
         }
     }
-    (found, true)
+    scan.complete = true;
+    scan
+}
+
+/// `/proc/PID/exe`'s file name (readable by the process's owner and root).
+fn exe_name(pid: u32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
 }
 
 fn socket_inode(link: &str) -> Option<u64> {
@@ -276,10 +323,44 @@ garbage row
         let mine = on_port(&rows, port, &[], false);
         assert_eq!(mine.len(), 1, "{rows:?}");
         let inodes = mine.iter().map(|s| s.inode).collect();
-        let (by_inode, complete) =
-            owners(&inodes, Instant::now() + std::time::Duration::from_secs(5));
-        assert!(complete);
-        let (main, _) = main_owner(&mine, &by_inode);
-        assert_eq!(main.unwrap().pid, std::process::id());
+        let scan = scan_owners(&inodes, Instant::now() + std::time::Duration::from_secs(5));
+        assert!(scan.complete);
+        let (main, _) = main_owner(&mine, &scan.by_inode);
+        let main = main.unwrap();
+        assert_eq!(main.pid, std::process::id());
+        // Our own executable is always readable: the name RTCD is known by when comm is not.
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(
+            main.exe.as_deref(),
+            exe.file_name().and_then(|n| n.to_str())
+        );
+    }
+
+    /// Without root, other users' fd directories are refused and counted, so "no owner" reads
+    /// as "hidden", not "nobody". Run as root (as the project's tests are): one thread drops
+    /// to nobody and scans again.
+    #[test]
+    fn refused_fd_directories_are_counted() {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        let inode = on_port(&read_tables(Proto::Udp).unwrap(), port, &[], false)[0].inode;
+        let inodes: HashSet<u64> = [inode].into();
+        let deadline = Instant::now() + std::time::Duration::from_secs(5);
+        let scan = scan_owners(&inodes, deadline);
+        assert_eq!(
+            scan.refused, 0,
+            "root reads every fd directory (run the tests as root)"
+        );
+        let child = std::thread::spawn(move || {
+            // SAFETY: the raw syscall changes this thread's credentials only (glibc's wrapper
+            // would change every thread's); the thread ends right after its scan. Dropping every
+            // uid from 0 also clears its capabilities, so root's processes are hidden from it.
+            let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+            assert_eq!(rc, 0, "setresuid needs root");
+            scan_owners(&inodes, deadline)
+        });
+        let hidden = child.join().unwrap();
+        // pid 1 at least is root's.
+        assert!(hidden.refused > 0, "{:?}", hidden.refused);
     }
 }

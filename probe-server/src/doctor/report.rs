@@ -4,6 +4,7 @@
 use probe_proto::report::{Finding, Severity};
 use serde::{Deserialize, Serialize};
 
+use super::facts::OwnerVisibility;
 use super::procnet::Owner;
 
 pub use probe_shell::report::{ok, sort_findings, Check, Status};
@@ -14,6 +15,14 @@ pub struct Rtcd {
     pub api: String,
     pub udp_owner: Option<Owner>,
     pub tcp_owner: Option<Owner>,
+    /// Sockets the kernel shows on the ICE ports (TCP: listening): with no owner, a process
+    /// the doctor could not see holds them (`owner_visibility` says why).
+    #[serde(default)]
+    pub udp_sockets: usize,
+    #[serde(default)]
+    pub tcp_sockets: usize,
+    #[serde(default)]
+    pub owner_visibility: OwnerVisibility,
     /// Where RTCD's `RTCD_*` variables were read.
     #[serde(default)]
     pub env: Option<EnvReport>,
@@ -104,14 +113,15 @@ pub fn render_text(r: &DoctorReport) -> String {
             r.rtcd.version.as_deref().unwrap_or("unknown"),
         )
     };
-    let mut out = format!(
+    let mut out =
+        format!(
         "probe-server doctor {} on {}   {}   {:.1} s\n{head}UDP port:    {}\nTCP port:    {}\n\n",
         r.tool_version,
         r.host,
         r.started_at,
         r.duration_ms as f64 / 1000.0,
-        owner(&r.rtcd.udp_owner),
-        owner(&r.rtcd.tcp_owner),
+        owner(&r.rtcd.udp_owner, r.rtcd.udp_sockets, r.rtcd.owner_visibility),
+        owner(&r.rtcd.tcp_owner, r.rtcd.tcp_sockets, r.rtcd.owner_visibility),
     );
     let width = r
         .checks
@@ -179,9 +189,11 @@ impl EnvReport {
     }
 }
 
-fn owner(o: &Option<Owner>) -> String {
+/// The header's line for a port: "nothing listens" only when the kernel shows no socket.
+fn owner(o: &Option<Owner>, sockets: usize, v: OwnerVisibility) -> String {
     match o {
         Some(o) => format!("held by {} (pid {})", o.process, o.pid),
+        None if sockets > 0 => format!("held by {}", v.unknown_holder_short()),
         None => "nothing listens".into(),
     }
 }
@@ -208,8 +220,12 @@ mod tests {
                 udp_owner: Some(Owner {
                     pid: 7,
                     process: "rtcd".into(),
+                    exe: None,
                 }),
                 tcp_owner: None,
+                udp_sockets: 1,
+                tcp_sockets: 0,
+                owner_visibility: OwnerVisibility::Full,
                 env: Some(EnvReport {
                     source: crate::rtcd_env::Source::Systemd {
                         unit: "rtcd.service".into(),
@@ -247,5 +263,41 @@ mod tests {
         assert_eq!(back, r);
         let t = render_text(&r);
         assert!(t.contains("udp_port") && t.contains("FAIL"), "{t}");
+    }
+
+    /// The header's port lines: "nothing listens" only when the kernel shows no socket; a
+    /// socket without a visible owner says why it has none.
+    #[test]
+    fn header_tells_a_hidden_holder_from_none() {
+        let rtcd = Owner {
+            pid: 7,
+            process: "rtcd".into(),
+            exe: None,
+        };
+        let cases = [
+            (Some(rtcd), 1, OwnerVisibility::Full, "held by rtcd (pid 7)"),
+            (None, 0, OwnerVisibility::NotRoot, "nothing listens"),
+            (
+                None,
+                2,
+                OwnerVisibility::NotRoot,
+                "held by a process the doctor cannot identify (run as root)",
+            ),
+            (
+                None,
+                1,
+                OwnerVisibility::Late,
+                "held by a process not found before the deadline (run again)",
+            ),
+            (
+                None,
+                1,
+                OwnerVisibility::Full,
+                "held by a process outside the doctor's view (run it on the host)",
+            ),
+        ];
+        for (o, sockets, v, want) in cases {
+            assert_eq!(owner(&o, sockets, v), want);
+        }
     }
 }

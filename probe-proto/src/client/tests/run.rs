@@ -22,6 +22,7 @@ fn plan() -> Plan {
         tcp: true,
         ice: true,
         pin: None,
+        token: false,
     }
 }
 
@@ -338,6 +339,61 @@ fn no_control_channel_at_all_is_a_finding() {
     r.on_hello(HelloOutcome::Failed);
     assert_eq!(r.step(), Step::Done);
     assert_eq!(ids(&r.report(meta())), ["control_failed"]);
+}
+
+/// Only STUN was tested: an error (as the catalog says), so the run neither passes nor exits 0,
+/// and the advice follows from why: the path, or the token.
+#[test]
+fn no_session_is_an_error_whose_advice_follows_the_cause() {
+    use crate::catalog::FindingId;
+    use crate::report::Severity;
+    // (how the hello ended, words the fix must have, words it must not)
+    let table = [
+        (HelloOutcome::Failed, "inspects and drops QUIC", "--token"),
+        (
+            HelloOutcome::BadTokenMac,
+            "runs without --token or with another token: run without --token, or ask the admin for the current one",
+            "QUIC",
+        ),
+    ];
+    for (hello, has, lacks) in table {
+        let mut r = Run::new(Plan {
+            token: true,
+            ..plan()
+        });
+        r.on_reach(both_ok());
+        r.on_quic(QuicOutcome::Up { pin_seen: None });
+        r.on_hello(hello.clone());
+        assert_eq!(r.step(), Step::Done, "{hello:?}");
+        let rep = r.report(meta());
+        assert_eq!(ids(&rep), ["control_failed"], "{hello:?}");
+        let f = &rep.findings[0];
+        assert!(f.is(FindingId::ControlFailed) && f.severity == Severity::Error);
+        assert!(!rep.ok && rep.exit_code() == 1, "{hello:?}");
+        assert!(
+            f.fix.contains(has) && !f.fix.contains(lacks),
+            "{hello:?}: {}",
+            f.fix
+        );
+        assert!(rep.udp.echo.is_none() && rep.ice.is_none());
+    }
+}
+
+/// A port that connects but stays silent to a signed probe: the token, not the firewall.
+#[test]
+fn a_silent_port_with_a_token_given_blames_the_token() {
+    for token in [true, false] {
+        let mut r = Run::new(Plan { token, ..plan() });
+        r.on_reach(Reach {
+            tcp_connect_ms: Some(0.5),
+            ..Reach::default()
+        });
+        let rep = r.report(meta());
+        assert_eq!(ids(&rep), ["server_unreachable"]);
+        let fix = &rep.findings[0].fix;
+        assert_eq!(fix.contains("the token is wrong"), token, "{fix}");
+        assert_eq!(fix.contains("firewall"), !token, "{fix}");
+    }
 }
 
 #[test]

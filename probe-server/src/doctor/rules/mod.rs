@@ -15,7 +15,7 @@ mod host;
 mod nat;
 mod services;
 
-pub use host::{cpu, plugin_ports, ports, socket_buffers, udp_drops};
+pub use host::{cpu, ports, socket_buffers, udp_drops};
 pub use services::{api, firewall, log_findings};
 
 /// Checks and findings as the rules add them.
@@ -82,13 +82,11 @@ pub fn judge(facts: HostFacts) -> Done {
     };
     if plugin {
         calls_plugin(facts.setup.calls_api.as_ref(), &mut out);
-        plugin_ports(&facts.ports, &mut out);
-    } else {
-        ports(&facts.ports, &facts.setup.where_, &mut out);
     }
+    ports(&facts.ports, &facts.setup.where_, &mut out);
     let small = socket_buffers(&facts.buffers, &mut out);
-    udp_drops(&facts.drops, &small, &mut out);
-    cpu(&facts.cpu, &mut out);
+    udp_drops(&facts.drops, &facts.ports, &small, &mut out);
+    cpu(&facts.cpu, &facts.ports, &mut out);
     let (version, version_json) = if plugin {
         // activate.go:170-199: rtc runs inside the plugin; there is no RTCD API to ask.
         out.skipped(
@@ -124,6 +122,9 @@ pub fn judge(facts: HostFacts) -> Done {
             api: facts.api.url.base(),
             udp_owner: facts.ports.udp_holders.main,
             tcp_owner: facts.ports.tcp_holders.main,
+            udp_sockets: facts.ports.udp.len(),
+            tcp_sockets: facts.ports.tcp.len(),
+            owner_visibility: facts.ports.visibility,
             env: Some(report::EnvReport::from(&facts.setup.env)),
             pion_rules: rules.as_ref().map(|c| c.rules),
             version_source: rules.as_ref().map(|c| c.from.to_string()),

@@ -5,7 +5,7 @@ use super::host::judge_cpu;
 use super::services::listener;
 use super::*;
 use crate::doctor::facts::{
-    ApiSide, CpuFacts, CpuSample, DropFacts, FirewallFacts, Holders, PortFacts,
+    ApiSide, CpuFacts, CpuSample, DropFacts, FirewallFacts, Holders, OwnerVisibility, PortFacts,
 };
 use crate::doctor::procnet::{parse_table, Owner, Proto, Sock};
 use crate::doctor::snmp::parse_snmp;
@@ -43,6 +43,16 @@ fn owner(pid: u32, process: &str) -> Owner {
     Owner {
         pid,
         process: process.into(),
+        exe: None,
+    }
+}
+
+/// A holder whose comm says nothing (a Go binary renamed its thread, a wrapper) but whose
+/// executable is RTCD's.
+fn owner_exe(pid: u32, process: &str, exe: &str) -> Owner {
+    Owner {
+        exe: Some(exe.into()),
+        ..owner(pid, process)
     }
 }
 
@@ -62,15 +72,20 @@ fn on_8443(text: &str, proto: Proto) -> Vec<Sock> {
 }
 
 fn ports_facts(udp_owner: Option<Owner>) -> PortFacts {
+    two_owners(udp_owner.clone(), udp_owner, OwnerVisibility::Full)
+}
+
+/// The recorded tables with each port's holder as the `/proc/*/fd` scan found it.
+fn two_owners(udp: Option<Owner>, tcp: Option<Owner>, visibility: OwnerVisibility) -> PortFacts {
     PortFacts {
         ice_udp: 8443,
         ice_tcp: 8443,
         udp_error: None,
         udp: on_8443(UDP, Proto::Udp),
         tcp: on_8443(TCP, Proto::Tcp),
-        udp_holders: held(udp_owner.clone()),
-        tcp_holders: held(udp_owner),
-        scan_complete: true,
+        udp_holders: held(udp),
+        tcp_holders: held(tcp),
+        visibility,
     }
 }
 
@@ -146,36 +161,214 @@ fn ports_held_by_the_calls_plugin_are_not_another_process() {
     }
 }
 
+/// What `udp_port`/`tcp_port` say for each holder the scan can find. `plugin`: the Calls
+/// plugin's integrated server is the media server. Only a holder identified as the server
+/// passes; one the doctor cannot see is skipped with what to do, never passed.
 #[test]
-fn ports_held_by_another_process_or_nobody_visible() {
-    let mut out = Judged::default();
-    ports(&ports_facts(Some(owner(77, "nc"))), "config.toml", &mut out);
-    assert_eq!(
-        ids(&out),
-        [id(FindingId::RtcdPortOtherProcess, Severity::Warning)]
+fn ports_by_holder() {
+    use OwnerVisibility::{Full, Late, NotRoot};
+    let rtcd = || Some(owner(812, "rtcd"));
+    let ps = || Some(owner(1844, "probe-server"));
+    let mm = || Some(owner(4242, "mattermost"));
+    type Case = (
+        &'static str,
+        bool,
+        Option<Owner>,
+        Option<Owner>,
+        OwnerVisibility,
+        [Status; 2],
+        Vec<(FindingId, Severity)>,
     );
-    assert_eq!(out.checks[0].status, Status::Warn);
-    assert!(
-        out.findings[0].fix.contains("`kill 77`"),
-        "{}",
-        out.findings[0].fix
-    );
-
-    let mut out = Judged::default();
-    ports(&ports_facts(None), "config.toml", &mut out);
-    assert!(out.findings.is_empty());
-    assert!(out.checks[0]
-        .detail
-        .ends_with("held by a process the doctor cannot see (run it as root)"));
-    let mut p = ports_facts(None);
-    p.scan_complete = false;
-    let mut out = Judged::default();
-    ports(&p, "config.toml", &mut out);
-    assert!(out.checks[1]
-        .detail
-        .ends_with("held by a process not found before the deadline"));
+    let cases: Vec<Case> = vec![
+        (
+            "RTCD on both",
+            false,
+            rtcd(),
+            rtcd(),
+            Full,
+            [Status::Pass; 2],
+            vec![],
+        ),
+        (
+            "RTCD by its executable's name",
+            false,
+            Some(owner_exe(812, "main", "rtcd-linux-amd64")),
+            Some(owner_exe(812, "main", "rtcd-linux-amd64")),
+            Full,
+            [Status::Pass; 2],
+            vec![],
+        ),
+        (
+            "hidden without root",
+            false,
+            None,
+            None,
+            NotRoot,
+            [Status::Skipped; 2],
+            vec![],
+        ),
+        (
+            "scan ran out of time",
+            false,
+            None,
+            None,
+            Late,
+            [Status::Skipped; 2],
+            vec![],
+        ),
+        (
+            "root sees no holder",
+            false,
+            None,
+            None,
+            Full,
+            [Status::Skipped; 2],
+            vec![],
+        ),
+        (
+            "a leftover probe-server on both",
+            false,
+            ps(),
+            ps(),
+            Full,
+            [Status::Warn; 2],
+            vec![(FindingId::RtcdPortOtherProcess, Severity::Warning)],
+        ),
+        (
+            "RTCD on UDP, nc on TCP",
+            false,
+            rtcd(),
+            Some(owner(77, "nc")),
+            Full,
+            [Status::Pass, Status::Warn],
+            vec![(FindingId::RtcdPortOtherProcess, Severity::Warning)],
+        ),
+        (
+            "the Calls plugin on an RTCD host",
+            false,
+            mm(),
+            mm(),
+            Full,
+            [Status::Pass; 2],
+            vec![(FindingId::CallsPluginHoldsPort, Severity::Info)],
+        ),
+        (
+            "plugin host: its own process",
+            true,
+            mm(),
+            mm(),
+            Full,
+            [Status::Pass; 2],
+            vec![],
+        ),
+        (
+            "plugin host: an RTCD holds the port",
+            true,
+            rtcd(),
+            rtcd(),
+            Full,
+            [Status::Warn; 2],
+            vec![(FindingId::RtcdPortOtherProcess, Severity::Warning)],
+        ),
+        (
+            "plugin host: hidden",
+            true,
+            None,
+            None,
+            NotRoot,
+            [Status::Skipped; 2],
+            vec![],
+        ),
+    ];
+    for (name, plugin, udp, tcp, v, want, findings) in cases {
+        let mut out = Judged {
+            plugin,
+            ..Judged::default()
+        };
+        ports(&two_owners(udp, tcp, v), "config.toml", &mut out);
+        assert_eq!(
+            statuses(&out),
+            [st("udp_port", want[0]), st("tcp_port", want[1])],
+            "{name}: {:?}",
+            out.checks
+        );
+        let want_ids: Vec<_> = findings.into_iter().map(|(f, s)| id(f, s)).collect();
+        assert_eq!(ids(&out), want_ids, "{name}");
+        for c in out.checks.iter().filter(|c| c.status == Status::Skipped) {
+            assert!(
+                c.detail.ends_with(v.unknown_holder()),
+                "{name}: {}",
+                c.detail
+            );
+        }
+    }
 }
 
+#[test]
+fn unknown_holder_details_say_what_to_do() {
+    let mut out = Judged::default();
+    ports(
+        &two_owners(None, None, OwnerVisibility::NotRoot),
+        "c",
+        &mut out,
+    );
+    assert_eq!(
+        out.checks[0].detail,
+        "skipped: UDP 8443 on 0.0.0.0, 203.0.113.2: 2 socket(s) held by a process the doctor cannot \
+         identify (other users' processes are hidden from it: run the doctor as root)"
+    );
+    assert_eq!(
+        out.checks[1].detail,
+        "skipped: TCP 8443 listening on 0.0.0.0, held by a process the doctor cannot identify (other \
+         users' processes are hidden from it: run the doctor as root)"
+    );
+    let mut out = Judged::default();
+    ports(
+        &two_owners(None, None, OwnerVisibility::Late),
+        "c",
+        &mut out,
+    );
+    assert!(out.checks[1]
+        .detail
+        .ends_with("ran out of time: run the doctor again)"));
+}
+
+/// One process on both ports gets one finding naming both; a second process its own.
+#[test]
+fn another_process_is_named_once_with_its_kill() {
+    let mut out = Judged::default();
+    let ps = owner(1844, "probe-server");
+    ports(
+        &two_owners(Some(ps.clone()), Some(ps), OwnerVisibility::Full),
+        "c",
+        &mut out,
+    );
+    assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
+    assert_eq!(
+        out.findings[0].summary,
+        "UDP and TCP port 8443 are held by probe-server (pid 1844), not by RTCD"
+    );
+    assert!(out.findings[0].fix.contains("`kill 1844`"));
+    assert_eq!(
+        out.checks[1].detail,
+        "TCP 8443 listening on 0.0.0.0, held by probe-server (pid 1844)"
+    );
+
+    let mut out = Judged::default();
+    let facts = two_owners(
+        Some(owner(812, "rtcd")),
+        Some(owner(77, "nc")),
+        OwnerVisibility::Full,
+    );
+    ports(&facts, "c", &mut out);
+    assert_eq!(
+        out.findings[0].summary,
+        "TCP port 8443 is held by nc (pid 77), not by RTCD"
+    );
+}
+
+/// Nothing at all: RTCD is down, one error; nothing on TCP only: the fallback is off, a
+/// warning like its check (users whose networks block UDP cannot join).
 #[test]
 fn nothing_listening_and_unreadable_tables() {
     let mut p = ports_facts(None);
@@ -185,16 +378,30 @@ fn nothing_listening_and_unreadable_tables() {
     ports(&p, "/opt/rtcd/config.toml", &mut out);
     assert_eq!(
         ids(&out),
-        [
-            id(FindingId::RtcdNotListening, Severity::Error),
-            id(FindingId::TcpFallbackOff, Severity::Info)
-        ]
+        [id(FindingId::RtcdNotListening, Severity::Error)]
     );
     assert_eq!(
         statuses(&out),
-        [st("udp_port", Status::Fail), st("tcp_port", Status::Warn)]
+        [st("udp_port", Status::Fail), st("tcp_port", Status::Fail)]
     );
     assert!(out.findings[0].fix.contains("/opt/rtcd/config.toml"));
+    assert_eq!(
+        out.checks[1].detail,
+        "nothing listens on TCP 8443 either (RTCD is not running: see udp_port)"
+    );
+
+    let mut p = ports_facts(Some(owner(812, "rtcd")));
+    p.tcp.clear();
+    let mut out = Judged::default();
+    ports(&p, "c", &mut out);
+    assert_eq!(
+        ids(&out),
+        [id(FindingId::TcpFallbackOff, Severity::Warning)]
+    );
+    assert_eq!(
+        statuses(&out),
+        [st("udp_port", Status::Pass), st("tcp_port", Status::Warn)]
+    );
 
     let mut p = ports_facts(None);
     p.udp_error = Some("cannot read /proc/net/udp: denied".into());
@@ -269,7 +476,12 @@ fn drops(start: &str, end: &str, udp_end: Option<&str>) -> DropFacts {
 #[test]
 fn udp_drops_on_rtcds_sockets_are_an_error() {
     let mut out = Judged::default();
-    udp_drops(&drops(SNMP_START, SNMP_END, Some(UDP_END)), &[], &mut out);
+    udp_drops(
+        &drops(SNMP_START, SNMP_END, Some(UDP_END)),
+        &rtcd_ports(),
+        &[],
+        &mut out,
+    );
     assert_eq!(ids(&out), [id(FindingId::UdpReceiveDrops, Severity::Error)]);
     assert_eq!(out.checks[0].status, Status::Fail);
     assert_eq!(
@@ -282,6 +494,7 @@ fn udp_drops_on_rtcds_sockets_are_an_error() {
     let mut out = Judged::default();
     udp_drops(
         &drops(SNMP_START, SNMP_END, Some(UDP_END)),
+        &rtcd_ports(),
         &[("net.core.rmem_max", 212_992)],
         &mut out,
     );
@@ -291,7 +504,12 @@ fn udp_drops_on_rtcds_sockets_are_an_error() {
 #[test]
 fn udp_drops_of_the_host_only_warn() {
     let mut out = Judged::default();
-    udp_drops(&drops(SNMP_START, SNMP_END, Some(UDP)), &[], &mut out);
+    udp_drops(
+        &drops(SNMP_START, SNMP_END, Some(UDP)),
+        &rtcd_ports(),
+        &[],
+        &mut out,
+    );
     assert_eq!(
         ids(&out),
         [id(FindingId::UdpReceiveDrops, Severity::Warning)]
@@ -301,7 +519,12 @@ fn udp_drops_of_the_host_only_warn() {
         .ends_with(", though not on RTCD's sockets"));
     // RTCD's sockets not measured: no claim about them.
     let mut out = Judged::default();
-    udp_drops(&drops(SNMP_START, SNMP_END, None), &[], &mut out);
+    udp_drops(
+        &drops(SNMP_START, SNMP_END, None),
+        &rtcd_ports(),
+        &[],
+        &mut out,
+    );
     assert!(out.findings[0].summary.ends_with("`netstat -su`)"));
     assert_eq!(out.checks[0].status, Status::Warn);
 }
@@ -309,15 +532,171 @@ fn udp_drops_of_the_host_only_warn() {
 #[test]
 fn no_udp_drops_pass_and_unreadable_counters_skip() {
     let mut out = Judged::default();
-    udp_drops(&drops(SNMP_START, SNMP_START, Some(UDP)), &[], &mut out);
+    udp_drops(
+        &drops(SNMP_START, SNMP_START, Some(UDP)),
+        &rtcd_ports(),
+        &[],
+        &mut out,
+    );
     assert!(out.findings.is_empty());
     assert_eq!(out.checks[0].status, Status::Pass);
     let mut out = Judged::default();
-    udp_drops(&drops("Ip: 1\n", SNMP_END, Some(UDP)), &[], &mut out);
+    udp_drops(
+        &drops("Ip: 1\n", SNMP_END, Some(UDP)),
+        &rtcd_ports(),
+        &[],
+        &mut out,
+    );
     assert_eq!(
         (out.checks[0].status, out.checks[0].detail.as_str()),
         (Status::Skipped, "skipped: no Udp rows")
     );
+}
+
+/// RTCD holding both recorded ports.
+fn rtcd_ports() -> PortFacts {
+    ports_facts(Some(owner(812, "rtcd")))
+}
+
+/// The port's sockets are not known to be RTCD's: never "RTCD's sockets dropped 0". The
+/// recorded tables' sockets drop 40 during the sample (UDP → UDP_END).
+#[test]
+fn udp_drops_only_count_rtcd_s_own_sockets() {
+    use OwnerVisibility::{Full, NotRoot};
+    let nothing = {
+        let mut p = ports_facts(None);
+        p.udp.clear();
+        p
+    };
+    let ps = || Some(owner(1844, "probe-server"));
+    // (case, port facts, socket drops at the end, host counters at the end, status, finding)
+    type Case = (
+        &'static str,
+        PortFacts,
+        &'static str,
+        &'static str,
+        Status,
+        Option<Severity>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "nothing listens",
+            nothing.clone(),
+            UDP,
+            SNMP_START,
+            Status::Skipped,
+            None,
+        ),
+        (
+            "nothing listens, host drops",
+            nothing,
+            UDP,
+            SNMP_END,
+            Status::Warn,
+            Some(Severity::Warning),
+        ),
+        (
+            "hidden holder, no drops",
+            two_owners(None, None, NotRoot),
+            UDP,
+            SNMP_START,
+            Status::Skipped,
+            None,
+        ),
+        (
+            "hidden holder drops",
+            two_owners(None, None, NotRoot),
+            UDP_END,
+            SNMP_START,
+            Status::Warn,
+            Some(Severity::Warning),
+        ),
+        (
+            "a probe-server's sockets drop",
+            two_owners(ps(), ps(), Full),
+            UDP_END,
+            SNMP_START,
+            Status::Skipped,
+            None,
+        ),
+        (
+            "RTCD's sockets drop",
+            rtcd_ports(),
+            UDP_END,
+            SNMP_START,
+            Status::Fail,
+            Some(Severity::Error),
+        ),
+    ];
+    for (name, p, udp_end, snmp_end, status, severity) in cases {
+        let mut out = Judged::default();
+        udp_drops(
+            &drops(SNMP_START, snmp_end, Some(udp_end)),
+            &p,
+            &[],
+            &mut out,
+        );
+        assert_eq!(out.checks[0].status, status, "{name}: {:?}", out.checks);
+        let got: Vec<Severity> = out.findings.iter().map(|f| f.severity).collect();
+        assert_eq!(got, severity.into_iter().collect::<Vec<_>>(), "{name}");
+        let claims_rtcd = out.checks[0].detail.contains("RTCD's UDP")
+            || out
+                .findings
+                .iter()
+                .any(|f| f.summary.contains("RTCD's own"));
+        assert_eq!(
+            claims_rtcd,
+            status == Status::Fail,
+            "{name}: {:?}",
+            out.checks
+        );
+    }
+}
+
+#[test]
+fn udp_drops_say_why_rtcd_s_sockets_were_not_measured() {
+    let mut out = Judged::default();
+    let ps = Some(owner(1844, "probe-server"));
+    let p = two_owners(ps.clone(), ps, OwnerVisibility::Full);
+    udp_drops(
+        &drops(SNMP_START, SNMP_START, Some(UDP_END)),
+        &p,
+        &[],
+        &mut out,
+    );
+    assert_eq!(
+        out.checks[0].detail,
+        "skipped: RTCD's sockets were not measured: UDP 8443 is held by probe-server (pid 1844), not RTCD; over 2.0 s: host UDP RcvbufErrors +0, InErrors +0, SndbufErrors +0"
+    );
+    let mut out = Judged::default();
+    let p = two_owners(None, None, OwnerVisibility::NotRoot);
+    udp_drops(
+        &drops(SNMP_START, SNMP_START, Some(UDP_END)),
+        &p,
+        &[],
+        &mut out,
+    );
+    assert!(
+        out.findings[0].summary.starts_with(
+            "the sockets on UDP port 8443, held by a process the doctor cannot identify, dropped 40 datagrams"
+        ),
+        "{:?}",
+        out.findings[0]
+    );
+    assert!(out.findings[0].fix.contains("ss -uapn 'sport = :8443'"));
+    // The Calls plugin's server is Mattermost's process: its sockets are the server's.
+    let mut out = Judged {
+        plugin: true,
+        ..Judged::default()
+    };
+    let mm = ports_facts(Some(owner(4242, "plugin-linux-am")));
+    udp_drops(
+        &drops(SNMP_START, SNMP_START, Some(UDP_END)),
+        &mm,
+        &[],
+        &mut out,
+    );
+    assert_eq!(out.checks[0].status, Status::Fail);
 }
 
 fn cpu_facts(sample: CpuSample, load: Option<f64>) -> CpuFacts {
@@ -328,30 +707,34 @@ fn cpu_facts(sample: CpuSample, load: Option<f64>) -> CpuFacts {
     }
 }
 
-#[test]
-fn cpu_measured_over_the_sample() {
-    // 510 ticks at 100 Hz over 3 s: 170 % of one core, 85 % of two.
-    let busy = CpuSample::Measured {
-        pid: 812,
+/// 510 ticks at 100 Hz over 3 s: 170 % of one core, 85 % of two.
+fn busy(o: Owner) -> CpuSample {
+    CpuSample::Measured {
+        owner: o,
         ticks: 510,
         secs: 3.0,
         ticks_per_sec: 100.0,
-    };
+    }
+}
+
+#[test]
+fn cpu_measured_over_the_sample() {
     let mut out = Judged::default();
-    cpu(&cpu_facts(busy, Some(1.0)), &mut out);
+    cpu(
+        &cpu_facts(busy(owner(812, "rtcd")), Some(1.0)),
+        &rtcd_ports(),
+        &mut out,
+    );
     assert_eq!(ids(&out), [id(FindingId::RtcdHighCpu, Severity::Warning)]);
     assert_eq!(
         out.checks[0].detail,
         "RTCD (pid 812) used 170 % of one core (85 % of the machine); load 1.00 on 2 core(s)"
     );
     let mut out = Judged::default();
-    cpu(&cpu_facts(CpuSample::NotFound, Some(0.5)), &mut out);
-    assert_eq!(
-        out.checks[0].detail,
-        "skipped: RTCD's process was not found; load 0.50 on 2 core(s)"
-    );
-    let mut out = Judged::default();
-    cpu(&cpu_facts(CpuSample::Exited { pid: 9 }, None), &mut out);
+    let exited = CpuSample::Exited {
+        owner: owner(9, "rtcd"),
+    };
+    cpu(&cpu_facts(exited, None), &rtcd_ports(), &mut out);
     assert_eq!(
         (out.checks[0].status, out.checks[0].detail.as_str()),
         (
@@ -359,6 +742,97 @@ fn cpu_measured_over_the_sample() {
             "skipped: RTCD (pid 9) exited during the sample"
         )
     );
+}
+
+/// Only RTCD's process is RTCD: by its comm or its executable's name (as `rtcd_env` finds it),
+/// or Mattermost's for the Calls plugin's server. Anything else is skipped with why.
+#[test]
+fn cpu_of_a_process_that_is_not_rtcd_is_not_rtcd_s() {
+    use OwnerVisibility::{Full, NotRoot};
+    let ps = || owner(1844, "probe-server");
+    let nothing = {
+        let mut p = ports_facts(None);
+        p.udp.clear();
+        p.tcp.clear();
+        p
+    };
+    // (case, plugin, sample, port facts, detail: None = measured)
+    type Case = (
+        &'static str,
+        bool,
+        CpuSample,
+        PortFacts,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "a leftover probe-server",
+            false,
+            busy(ps()),
+            two_owners(Some(ps()), Some(ps()), Full),
+            Some("skipped: RTCD's CPU was not measured: UDP 8443 is held by probe-server (pid 1844), not RTCD; load 0.50 on 2 core(s)"),
+        ),
+        (
+            "a hidden holder",
+            false,
+            CpuSample::NotFound,
+            two_owners(None, None, NotRoot),
+            Some("skipped: RTCD's CPU was not measured: UDP 8443 is held by a process the doctor cannot identify (other users' processes are hidden from it: run the doctor as root); load 0.50 on 2 core(s)"),
+        ),
+        (
+            "nothing listens",
+            false,
+            CpuSample::NotFound,
+            nothing,
+            Some("skipped: RTCD's CPU was not measured: nothing listens on its ports (UDP 8443, TCP 8443); load 0.50 on 2 core(s)"),
+        ),
+        (
+            "the Calls plugin on an RTCD host",
+            false,
+            busy(owner(4242, "mattermost")),
+            ports_facts(Some(owner(4242, "mattermost"))),
+            Some("skipped: RTCD's CPU was not measured: UDP 8443 is held by mattermost (pid 4242), the Calls plugin's process, not RTCD; load 0.50 on 2 core(s)"),
+        ),
+        (
+            "RTCD known by its executable",
+            false,
+            busy(owner_exe(812, "main", "rtcd")),
+            ports_facts(Some(owner_exe(812, "main", "rtcd"))),
+            None,
+        ),
+        (
+            "plugin host: its own process",
+            true,
+            busy(owner(4242, "plugin-linux-am")),
+            ports_facts(Some(owner(4242, "plugin-linux-am"))),
+            None,
+        ),
+        (
+            "plugin host: an RTCD is not the plugin",
+            true,
+            busy(owner(812, "rtcd")),
+            rtcd_ports(),
+            Some("skipped: The Calls plugin's RTC server's CPU was not measured: UDP 8443 is held by rtcd (pid 812), not the Calls plugin's RTC server; load 0.50 on 2 core(s)"),
+        ),
+    ];
+    for (name, plugin, sample, p, want) in cases {
+        let mut out = Judged {
+            plugin,
+            ..Judged::default()
+        };
+        cpu(&cpu_facts(sample, Some(0.5)), &p, &mut out);
+        match want {
+            Some(detail) => {
+                assert_eq!(out.checks[0].status, Status::Skipped, "{name}");
+                assert_eq!(out.checks[0].detail, detail, "{name}");
+            }
+            None => assert!(
+                out.checks[0].detail.contains("(pid ") && out.checks[0].status != Status::Skipped,
+                "{name}: {:?}",
+                out.checks
+            ),
+        }
+    }
 }
 
 #[test]
