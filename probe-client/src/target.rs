@@ -20,9 +20,16 @@ impl Target {
         }
         // A link pasted from the test page or a browser: say what to give instead.
         if let Some((_, rest)) = s.split_once("://") {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            // The test page's link carries the token and may name another port (`--web`).
+            let page = if s.contains("?t=") || s.contains("&t=") {
+                " and the token with --token; that link is the browser test page's: open it in a browser"
+            } else {
+                ""
+            };
             return Err(format!(
-                "`{s}` is a URL; give the server as HOST or HOST:PORT (here `{host}`)"
+                "the server was given as a URL; give probe-client HOST or HOST:PORT (here `{host}`, or the port probe-server listens on){page}"
             ));
         }
         if let Some(rest) = s.strip_prefix('[') {
@@ -99,9 +106,15 @@ mod tests {
     fn a_url_is_refused_with_what_to_give_instead() {
         let e = Target::parse("http://127.0.0.1:18443/?t=x").unwrap_err();
         assert!(e.contains("here `127.0.0.1:18443`"), "{e}");
+        assert!(e.contains("--token") && e.contains("browser"), "{e}");
+        let e = Target::parse("http://user:pw@host.example:8080/").unwrap_err();
+        assert!(
+            e.contains("here `host.example:8080`") && !e.contains("pw@"),
+            "{e}"
+        );
         let e = Target::parse("https://calls.example.com").unwrap_err();
         assert!(
-            e.contains("is a URL") && e.contains("`calls.example.com`"),
+            e.contains("given as a URL") && e.contains("`calls.example.com`"),
             "{e}"
         );
     }

@@ -62,9 +62,15 @@ pub fn evaluate_for(ice: &IceReport, f: &Facts, deployment: &Deployment) -> Vec<
             )
         });
     }
-    // A server that stopped answering mid-run answers no check either: failed checks say
-    // nothing about the path then, so only the configuration facts above are reported.
-    if f.server_lost.is_some() {
+    // A server that stopped answering before the checks ran (during an echo phase), or whose
+    // checks all went unanswered, says nothing about the path: only the configuration facts
+    // above are reported. Lost only at the last exchange of counters, after checks it
+    // answered, the checks are judged as usual.
+    let lost_before_checks = f
+        .server_lost
+        .is_some_and(|phase| phase != crate::verdict::LOST_AT_COUNTERS);
+    let none_answered = !ice.pairs.iter().any(|p| p.ok);
+    if f.server_lost.is_some() && (lost_before_checks || none_answered) {
         return out;
     }
     let primary = if udp { Transport::Udp } else { Transport::Tcp };
@@ -871,6 +877,22 @@ mod tests {
             judged_when_up > 0,
             "the same checks are judged while the server answers"
         );
+        // Lost only at the final counters, after checks it answered: judged as usual.
+        let mut judged_after = 0;
+        for row in ROWS {
+            let (u, t) = reach(row.reach.0, row.reach.1);
+            let r = row.case.report();
+            let up = evaluate(&r, &facts(&u, &t));
+            let late = Facts {
+                server_lost: Some(crate::verdict::LOST_AT_COUNTERS),
+                ..facts(&u, &t)
+            };
+            if r.pairs.iter().any(|p| p.ok) {
+                assert_eq!(ids(&evaluate(&r, &late)), ids(&up), "{}", row.name);
+                judged_after += 1;
+            }
+        }
+        assert!(judged_after > 0, "some rows have an answered check");
     }
 
     #[test]

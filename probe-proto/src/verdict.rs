@@ -10,6 +10,10 @@ pub const LOSS_ERROR_PCT: f64 = 5.0;
 pub const LATENCY_WARN_MS: f64 = 150.0;
 pub const JITTER_WARN_MS: f64 = 30.0;
 
+/// `Facts::server_lost` when the server stopped answering only at the final exchange of
+/// counters: after the echo phases and the ICE checks.
+pub const LOST_AT_COUNTERS: &str = "the final exchange of counters";
+
 /// Everything the rules look at.
 #[derive(Debug, Clone)]
 pub struct Facts<'a> {

@@ -72,17 +72,12 @@ pub fn script(shell: Shell, bin: &str, mut cmd: Command) -> Vec<u8> {
     out
 }
 
-/// Prints the completion script for one shell on stdout; the exit code.
+/// Prints the completion script for one shell on stdout; the exit code. A reader that went
+/// away ends the process as every other output does ([`crate::cli::write_out`]).
 pub fn print(shell: Shell, bin: &str, cmd: Command) -> i32 {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(&script(shell, bin, cmd))
-        .and_then(|()| stdout.flush())
-    {
-        Ok(()) => 0,
-        Err(e) => crate::cli::fail(bin, format!("cannot write the completions: {e}")),
-    }
+    let text = String::from_utf8_lossy(&script(shell, bin, cmd)).into_owned();
+    crate::cli::write_out(format_args!("{text}"));
+    0
 }
 
 /// Test support for the binaries: generates everything for `bin` into a temporary directory and

@@ -44,6 +44,7 @@ fn a_reader_that_went_away_ends_the_run_quietly() {
             vec!["rtcd-api", "http://127.0.0.1:9", "--json"],
         ),
         (&bins.server, vec!["doctor", "--sample", "1"]),
+        (&bins.client, vec!["completions", "bash"]),
     ];
     for (bin, args) in cases {
         let (code, stderr) = into_a_closed_pipe(bin, &args);

@@ -606,3 +606,26 @@ fn a_port_that_is_not_rtcds_api_is_named_so() {
     );
     assert!(text(f, "fix").contains("8045"), "{f:#}");
 }
+
+/// RTCD's API with TLS on ([api.http.tls]) asked in plain HTTP: Go answers 400 "Client sent an
+/// HTTP request to an HTTPS server."; the fix is the https URL, not another service.
+#[test]
+fn plain_http_to_rtcds_tls_api_asks_for_https() {
+    probe_tests::binaries();
+    let t = Topology::routed();
+    let dir = TempDir::new("rtcd-api-tls");
+    let cert = dir.path().join("cert.pem").display().to_string();
+    let _standin = start_standin(
+        &t.server,
+        &[&CREDS[..], &["--tls-cert-out", &cert]].concat(),
+    );
+    let url = format!("http://{}:8045", t.server_ip);
+    let (done, j) = rtcd_api_url(&t, &url, &CREDS, &[]);
+    assert_eq!(done.code(), Some(1), "{}", done.describe());
+    let f = finding(&j, "rtcd_api_unreachable");
+    assert!(text(f, "summary").contains("serves TLS"), "{f:#}");
+    assert!(
+        text(f, "fix").contains(&format!("https://{}:8045", t.server_ip)),
+        "{f:#}"
+    );
+}

@@ -126,7 +126,18 @@ fn a_server_lost_mid_run_gets_no_ice_diagnosis() {
         &argv(&["--pin", &pin, "--duration", "5", "--json"]),
         Duration::from_secs(40),
     );
-    std::thread::sleep(Duration::from_millis(2500));
+    // Stopped a second into the 5 s UDP echo: after the session opened (not at a fixed time,
+    // which a loaded machine may reach before the welcome).
+    let until = std::time::Instant::now() + Duration::from_secs(20);
+    while !h.stderr().contains("session opened") {
+        assert!(
+            std::time::Instant::now() < until,
+            "no session opened: {}",
+            h.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_secs(1));
     let server_out = h.stop();
     let done = run.finish(Duration::from_secs(30));
     assert_eq!(done.code(), Some(1), "{}", done.describe());

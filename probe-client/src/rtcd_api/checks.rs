@@ -24,6 +24,8 @@ pub enum Failure {
     NoAnswer(String),
     /// An HTTP answer without RTCD's JSON: another service listens there.
     NotRtcd(String),
+    /// Go's answer to plain HTTP on a TLS listener: RTCD's API serves TLS ([api.http.tls]).
+    WantsTls(String),
     /// The TLS handshake failed (an untrusted certificate, most of the time).
     Tls(String),
     /// RTCD refused the credentials on `/ws`; with what `/login` says about them.
@@ -242,7 +244,15 @@ fn version(cx: &mut Ctx, out: &mut AddrRun) -> Result<(), Failure> {
         );
         cx.push("version", Status::Fail, why.clone());
         cx.skip_rest(&["ws_upgrade"], "not RTCD's API");
-        return Err(Failure::NotRtcd(why));
+        // Go's net/http answers plain HTTP on a TLS listener with this 400 (server.go,
+        // "Client sent an HTTP request to an HTTPS server."): RTCD's API with [api.http.tls].
+        let tls_only = r.head.status == 400
+            && String::from_utf8_lossy(&r.body).contains("HTTP request to an HTTPS server");
+        return Err(if tls_only {
+            Failure::WantsTls(why)
+        } else {
+            Failure::NotRtcd(why)
+        });
     };
     let verdict = semver::plugin_verdict(cx.plan.min, ver);
     let (status, note) = version_note(&verdict);

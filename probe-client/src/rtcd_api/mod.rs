@@ -450,12 +450,11 @@ fn at_address(url: &Url, ip: Ipv4Addr, count: usize) -> String {
 /// The plugin's credentials and where it takes them (plugin server/rtcd.go:465-533).
 const CREDS_FIX: &str = "the Calls plugin authenticates to /ws with Basic CLIENT_ID:AUTH_KEY: MM_CALLS_RTCD_CLIENT_ID (or MM_CLOUD_INSTALLATION_ID) and MM_CALLS_RTCD_AUTH_KEY in Mattermost's environment, else the CLIENT_ID:AUTH_KEY@ of its RTCD service URL, else its diagnostic ID and a key it generated and stored. Make that pair one RTCD has registered (POST /register with RTCD's admin key, or [api] security.allow_self_registration = true so the plugin registers itself when its login is refused), then restart the plugin";
 
-fn address_findings(url: &Url, at: &str, run: &AddrRun, min_text: &str) -> Vec<Finding> {
+/// The finding for why an address's checks stopped.
+fn failure_finding(url: &Url, at: &str, failure: &Failure) -> Finding {
     let base = url.base();
-    let mut out = Vec::new();
-    match &run.failure {
-        None => {}
-        Some(Failure::Unreachable(why)) => out.push(Finding::new(
+    match failure {
+        Failure::Unreachable(why) => Finding::new(
             FindingId::RtcdApiUnreachable,
             Severity::Error,
             format!("{at}RTCD's API at {base} cannot be used: {why}"),
@@ -463,8 +462,13 @@ fn address_findings(url: &Url, at: &str, run: &AddrRun, min_text: &str) -> Vec<F
                 "open TCP {} from this Mattermost host to RTCD (firewalls, security groups), check that RTCD runs and listens there ([api] http.listen_address), and that the plugin's RTCD service URL names it",
                 url.port
             ),
-        )),
-        Some(Failure::NoAnswer(why)) => out.push(Finding::new(
+        ),
+        // RTCD's ICE TCP port closes a connection whose first bytes are not a STUN frame it
+        // can take: rtcd v1.2.6 service/rtc/server.go:370-382 builds pion's TCP mux, whose
+        // handleConn (pion/ice tcp_mux.go:203-225 at 8a048a6; RTCD pins a fork of v4.2.0,
+        // go.mod:91) reads the first RFC 4571 frame into a 512-byte buffer
+        // (readStreamingPacket :443-458): "GE" is an 18,245-byte length, ErrShortBuffer, closed.
+        Failure::NoAnswer(why) => Finding::new(
             FindingId::RtcdApiUnreachable,
             Severity::Error,
             format!("{at}TCP {} connects, but RTCD's API does not answer at {base}: {why}", url.port),
@@ -472,17 +476,26 @@ fn address_findings(url: &Url, at: &str, run: &AddrRun, min_text: &str) -> Vec<F
                 "check that {} is RTCD's API port ([api] http.listen_address, 8045 by default): RTCD's ICE port (8443) closes HTTP connections; if it is, something between this host and RTCD holds the connection (a proxy or inspecting firewall)",
                 url.port
             ),
-        )),
-        Some(Failure::NotRtcd(why)) => out.push(Finding::new(
+        ),
+        Failure::NotRtcd(why) => Finding::new(
             FindingId::RtcdApiUnreachable,
             Severity::Error,
             format!("{at}another service answers at {base}, not RTCD's API: {why}"),
             format!(
-                "point the plugin's RTCD service URL at RTCD's API ([api] http.listen_address, 8045 by default): what answers on port {} is not it (RTCD's ICE port 8443, Mattermost itself or a proxy)",
+                "point the plugin's RTCD service URL at RTCD's API ([api] http.listen_address, 8045 by default): what answers on port {} is not it (Mattermost itself or a proxy, say)",
                 url.port
             ),
-        )),
-        Some(Failure::Tls(why)) => out.push(Finding::new(
+        ),
+        Failure::WantsTls(why) => Finding::new(
+            FindingId::RtcdApiUnreachable,
+            Severity::Error,
+            format!("{at}RTCD's API at {base} serves TLS, and this URL asks in plain HTTP: {why}"),
+            format!(
+                "use https://{}:{} in the plugin's RTCD service URL (RTCD's [api.http.tls] is on)",
+                url.host, url.port
+            ),
+        ),
+        Failure::Tls(why) => Finding::new(
             FindingId::RtcdApiUnreachable,
             Severity::Error,
             format!("{at}TLS to RTCD's API at {base} fails: {why}"),
@@ -490,8 +503,8 @@ fn address_findings(url: &Url, at: &str, run: &AddrRun, min_text: &str) -> Vec<F
                 "the Mattermost host must trust RTCD's certificate for {}: use one from a public CA for that name, or add its CA to this host's trust store (Go also reads SSL_CERT_FILE)",
                 url.host
             ),
-        )),
-        Some(Failure::AuthFailed { why, login }) => out.push(Finding::new(
+        ),
+        Failure::AuthFailed { why, login } => Finding::new(
             FindingId::RtcdApiAuthFailed,
             Severity::Error,
             format!(
@@ -499,14 +512,23 @@ fn address_findings(url: &Url, at: &str, run: &AddrRun, min_text: &str) -> Vec<F
                 login.as_ref().map(|l| format!("; {l}")).unwrap_or_default()
             ),
             CREDS_FIX,
-        )),
-        Some(Failure::WsFailed(why)) => out.push(Finding::new(
+        ),
+        Failure::WsFailed(why) => Finding::new(
             FindingId::RtcdWsFailed,
             Severity::Error,
             format!("{at}the WebSocket upgrade to {}/ws does not complete: {why}", root(url)),
             "make sure nothing between Mattermost and RTCD (reverse proxy, load balancer) answers /ws itself or drops its Upgrade and Connection headers",
-        )),
+        ),
     }
+}
+
+fn address_findings(url: &Url, at: &str, run: &AddrRun, min_text: &str) -> Vec<Finding> {
+    let mut out: Vec<Finding> = run
+        .failure
+        .as_ref()
+        .map(|f| failure_finding(url, at, f))
+        .into_iter()
+        .collect();
     let ver = run.version.as_deref().unwrap_or_default();
     match &run.verdict {
         Some(PluginVerdict::TooOld) => out.push(Finding::new(

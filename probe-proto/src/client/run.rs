@@ -379,7 +379,7 @@ impl Run {
         } else if stopped(&self.tcp_echo) {
             "the TCP echo phase"
         } else {
-            "the final exchange of counters"
+            crate::verdict::LOST_AT_COUNTERS
         })
     }
 

@@ -98,6 +98,9 @@ pub enum OwnerVisibility {
     Full,
     /// Some processes' fds were refused (other users' processes, without root).
     NotRoot,
+    /// Some were refused to root itself: no CAP_SYS_PTRACE (a container's default set), or
+    /// hidepid or a security module.
+    Restricted,
     /// The scan did not finish before its deadline.
     Late,
 }
@@ -109,6 +112,9 @@ impl OwnerVisibility {
         match self {
             OwnerVisibility::NotRoot => {
                 "a process the doctor cannot identify (other users' processes are hidden from it: run the doctor as root)"
+            }
+            OwnerVisibility::Restricted => {
+                "a process the doctor cannot identify (even root may not read other processes' fds here: in a container the doctor needs CAP_SYS_PTRACE, e.g. docker run --cap-add SYS_PTRACE; or run it on the host)"
             }
             OwnerVisibility::Late => {
                 "a process the doctor cannot identify (its scan of /proc/*/fd ran out of time: run the doctor again)"
@@ -125,6 +131,9 @@ impl OwnerVisibility {
     pub fn unknown_holder_short(self) -> &'static str {
         match self {
             OwnerVisibility::NotRoot => "a process the doctor cannot identify (run as root)",
+            OwnerVisibility::Restricted => {
+                "a process the doctor cannot identify (root without CAP_SYS_PTRACE?)"
+            }
             OwnerVisibility::Late => "a process not found before the deadline (run again)",
             OwnerVisibility::Full => "a process outside the doctor's view (run it on the host)",
         }

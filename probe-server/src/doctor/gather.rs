@@ -142,11 +142,7 @@ impl Start {
             .map(|s| s.inode)
             .collect();
         let scan = procnet::scan_owners(&inodes, t0 + OWNER_SCAN_DEADLINE);
-        let visibility = match (scan.complete, scan.refused) {
-            (false, _) => OwnerVisibility::Late,
-            (true, 0) => OwnerVisibility::Full,
-            (true, _) => OwnerVisibility::NotRoot,
-        };
+        let visibility = visibility(scan.complete, scan.refused, running_as_root());
         let holders = |socks: &[Sock]| {
             let refs: Vec<&Sock> = socks.iter().collect();
             let (main, all) = procnet::main_owner(&refs, &scan.by_inode);
@@ -443,8 +439,38 @@ impl<T> Pending<T> {
     }
 }
 
+/// How much the owner scan saw; refusals mean "not root" only when the doctor is not root.
+fn visibility(complete: bool, refused: usize, root: bool) -> OwnerVisibility {
+    match (complete, refused, root) {
+        (false, _, _) => OwnerVisibility::Late,
+        (true, 0, _) => OwnerVisibility::Full,
+        (true, _, false) => OwnerVisibility::NotRoot,
+        (true, _, true) => OwnerVisibility::Restricted,
+    }
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn refused_fds_name_their_cause() {
+        use OwnerVisibility::{Full, Late, NotRoot, Restricted};
+        assert_eq!(visibility(false, 3, true), Late);
+        assert_eq!(visibility(true, 0, false), Full);
+        assert_eq!(visibility(true, 2, false), NotRoot);
+        // Root refused (a container without CAP_SYS_PTRACE) is not told to run as root.
+        assert_eq!(visibility(true, 2, true), Restricted);
+        assert!(!Restricted
+            .unknown_holder()
+            .contains("run the doctor as root"));
+        assert!(Restricted.unknown_holder().contains("CAP_SYS_PTRACE"));
+    }
+
     use super::*;
 
     fn o(pid: u32, process: &str) -> Owner {

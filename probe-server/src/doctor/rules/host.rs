@@ -44,7 +44,10 @@ enum Held<'a> {
     Server(&'a Owner),
     /// On an RTCD host, the Calls plugin's process: it runs calls itself.
     CallsPlugin(&'a Owner),
-    /// Any other process (a probe-server, nc, docker-proxy).
+    /// A port forwarder into a container (docker-proxy, rootlesskit, slirp4netns, pasta): the
+    /// media server runs behind it, its own sockets are in the container's namespace.
+    Forwarder(&'a Owner),
+    /// Any other process (a probe-server or nc test left running).
     Other(&'a Owner),
     /// The kernel shows sockets but the scan found no process holding them.
     Unknown(OwnerVisibility),
@@ -70,8 +73,28 @@ fn held<'a>(socks: &[Sock], h: &'a Holders, v: OwnerVisibility, plugin: bool) ->
         None => Held::Unknown(v),
         Some(o) if o.is(server_target(plugin)) => Held::Server(o),
         Some(o) if !plugin && o.is(&MATTERMOST) => Held::CallsPlugin(o),
+        Some(o) if is_forwarder(o) => Held::Forwarder(o),
         Some(o) => Held::Other(o),
     }
+}
+
+/// Processes that publish a container's port on the host (`docker run -p 8443:8443/udp` with
+/// Docker's userland proxy, rootless Docker and Podman): RTCD's documented Docker deployment
+/// looks like this, so it is never "another process" to kill.
+fn is_forwarder(o: &Owner) -> bool {
+    const FORWARDERS: [&str; 4] = ["docker-proxy", "rootlesskit", "slirp4netns", "pasta"];
+    let says = |name: &str| FORWARDERS.iter().any(|f| name == *f || name.starts_with(f));
+    says(&o.process) || o.exe.as_deref().is_some_and(says)
+}
+
+/// The check's detail for a forwarded port: where the media server's own sockets can be seen.
+fn forwarded(on: &str, o: &Owner, server: &str) -> String {
+    format!(
+        "{on} {} (pid {}), which forwards it into a container: {server}'s own sockets are in the \
+         container's network namespace; run the doctor there: `nsenter -t PID -n probe-server doctor …` with \
+         PID from `docker inspect -f '{{{{.State.Pid}}}}' CONTAINER`",
+        o.process, o.pid
+    )
 }
 
 /// The UDP and TCP ports' holders.
@@ -97,6 +120,10 @@ fn not_server(h: Held, proto: &str, port: u16, server: &str) -> String {
         ),
         Held::Other(o) => format!(
             "{proto} {port} is held by {} (pid {}), not {server}",
+            o.process, o.pid
+        ),
+        Held::Forwarder(o) => format!(
+            "{proto} {port} is forwarded into a container by {} (pid {}): {server}'s own sockets are in the container's network namespace",
             o.process, o.pid
         ),
         Held::Unknown(v) => format!("{proto} {port} is held by {}", v.unknown_holder()),
@@ -128,6 +155,7 @@ fn udp_port(p: &PortFacts, udp: Held, tcp: Held, where_: &str, out: &mut Judged)
             (Status::Fail, format!("nothing listens on UDP {ice_udp}"))
         }
         Held::Unknown(v) => return out.skipped("udp_port", format!("{on} {}", v.unknown_holder())),
+        Held::Forwarder(o) => return out.skipped("udp_port", forwarded(&on, o, out.server())),
         Held::Server(_) => (
             Status::Pass,
             format!("{on} {}", owners_text(&p.udp_holders.all)),
@@ -254,6 +282,7 @@ fn tcp_port(p: &PortFacts, udp: Held, tcp: Held, out: &mut Judged) {
             (Status::Warn, format!("nothing listens on TCP {ice_tcp}"))
         }
         Held::Unknown(v) => return out.skipped("tcp_port", format!("{on} {}", v.unknown_holder())),
+        Held::Forwarder(o) => return out.skipped("tcp_port", forwarded(&on, o, out.server())),
         Held::Server(_) => (Status::Pass, format!("{on} {holders}")),
         Held::CallsPlugin(o) => {
             if !matches!(udp, Held::CallsPlugin(u) if u.pid == o.pid) {

@@ -309,7 +309,10 @@ const unadvertised = new WeakSet();
  * the run's first ask waits longer (other runs may hold the places). A first ask still
  * refused at its end stops the run: nothing was tested, and the server said why.
  */
-async function askSession(leg, first, sdp, say) {
+async function askSession(leg, slot, sdp, say) {
+  // Only the run's first ask may wait the long wait: the budget counts it once.
+  const first = slot.first;
+  slot.first = false;
   const end = now() + (first ? FIRST_SLOT_WAIT_MS : SLOT_WAIT_MS);
   for (;;) {
     try {
@@ -318,7 +321,7 @@ async function askSession(leg, first, sdp, say) {
       const wait = SLOT_RETRY_MS * (1 + Math.random());
       if (!(e && e.status === 429)) throw e;
       if (now() + wait >= end) {
-        if (first) e.stopRun = `The server stayed busy with other tests for ${secs(FIRST_SLOT_WAIT_MS)} (${errText(e)}); run the test again in a few minutes.`;
+        if (first) e.stopRun = `The server stayed busy with other tests for ${secs(FIRST_SLOT_WAIT_MS)}; run the test again in a few minutes.`;
         throw e;
       }
       console.info(`${leg}: busy: ${errText(e)}`); // the server's sentence, for whoever reads the console
@@ -329,7 +332,7 @@ async function askSession(leg, first, sdp, say) {
   }
 }
 
-async function connectLeg(pc, r, first, say) {
+async function connectLeg(pc, r, slot, say) {
   const dc = pc.createDataChannel("probe", { ordered: false, maxRetransmits: 0 });
   dc.binaryType = "arraybuffer";
   const sent = listenEchoes(dc);
@@ -340,7 +343,7 @@ async function connectLeg(pc, r, first, say) {
   say("asking the server for a session…");
   let reply;
   try {
-    reply = await askSession(r.leg, first, pc.localDescription.sdp, say);
+    reply = await askSession(r.leg, slot, pc.localDescription.sdp, say);
     if (!reply.answer || typeof reply.answer.sdp !== "string") throw new Error("The test server's answer carried no SDP; ask the administrator to check probe-server's log.");
   } catch (e) {
     r.error = `Signalling failed: ${errText(e)}`;
@@ -373,7 +376,7 @@ async function connectLeg(pc, r, first, say) {
   r.burst = samplesOf(BURST, burst);
 }
 
-async function runLeg(leg, first, say) {
+async function runLeg(leg, slot, say) {
   const r = blankLeg(leg);
   let pc;
   try {
@@ -384,7 +387,7 @@ async function runLeg(leg, first, say) {
     return r;
   }
   try {
-    await connectLeg(pc, r, first, say);
+    await connectLeg(pc, r, slot, say);
   } catch (e) {
     r.error = r.error || errText(e);
   }
@@ -534,6 +537,7 @@ async function measure(run, site) {
     setPhase(run, "gathering", "failed", `failed: ${errText(e)}`);
   }
   const legs = [];
+  const slot = { first: true }; // the run's first ask for a session (see askSession)
   for (const leg of ["udp", "tcp", "dialed"]) {
     // The dialed leg is the reference that tells "UDP blocked" from "wrong advertised address":
     // only needed when an advertised leg failed.
@@ -542,8 +546,7 @@ async function measure(run, site) {
       continue;
     }
     setPhase(run, leg, "running", "starting…");
-    const first = legs.every((l) => !l.session);
-    const r = await runLeg(leg, first, (text) => setPhase(run, leg, "running", text));
+    const r = await runLeg(leg, slot, (text) => setPhase(run, leg, "running", text));
     if (r.stopRun) {
       setPhase(run, leg, "failed", "the server stayed busy");
       throw new Error(r.stopRun);
