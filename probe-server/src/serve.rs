@@ -25,24 +25,63 @@ pub fn run(args: ServeArgs) -> i32 {
 fn bind_error(proto: &str, args: &ServeArgs, e: std::io::Error) -> i32 {
     let addr = args.listen;
     let port = addr.port();
-    match e.kind() {
-        ErrorKind::AddrInUse => fail(format!(
-            "{proto} port {port} on {} is already in use — RTCD is probably running there; stop RTCD while you \
-             test (the probe needs its port), or run the probe on another port with --listen {}:{}.",
+    let elsewhere = format!(
+        "or run the probe on another port with --listen {}:{}",
+        addr.ip(),
+        port.wrapping_add(1)
+    );
+    match (e.kind(), port_holder(proto, addr)) {
+        (ErrorKind::AddrInUse, Some(o)) if o.is(&crate::rtcd_env::RTCD) => fail(format!(
+            "{proto} port {port} on {} is already in use by RTCD ({}, pid {}); stop RTCD while you test \
+             (the probe needs its port), {elsewhere}.",
             addr.ip(),
-            addr.ip(),
-            port.wrapping_add(1)
+            o.process,
+            o.pid
         )),
-        ErrorKind::PermissionDenied => fail(format!(
+        (ErrorKind::AddrInUse, Some(o)) => fail(format!(
+            "{proto} port {port} on {} is already in use by {} (pid {}), not RTCD; stop it (kill {}), {elsewhere}.",
+            addr.ip(),
+            o.process,
+            o.pid,
+            o.pid
+        )),
+        (ErrorKind::AddrInUse, None) => fail(format!(
+            "{proto} port {port} on {} is already in use — RTCD is probably running there; stop RTCD while you \
+             test (the probe needs its port), {elsewhere}.",
+            addr.ip()
+        )),
+        (ErrorKind::PermissionDenied, _) => fail(format!(
             "not allowed to bind {proto} {addr}: ports below 1024 need root or CAP_NET_BIND_SERVICE; choose a \
              higher port with --listen."
         )),
-        ErrorKind::AddrNotAvailable => fail(format!(
+        (ErrorKind::AddrNotAvailable, _) => fail(format!(
             "cannot bind {proto} {addr}: that address is not on this host; use 0.0.0.0:{port} or one of this \
              host's addresses with --listen."
         )),
         _ => fail(format!("cannot bind {proto} {addr}: {e}.")),
     }
+}
+
+/// Who holds `addr`'s port for `proto`, as the doctor finds it (`/proc/net` + `/proc/*/fd`;
+/// root sees every process): None when no process it can see holds it. Bounded: 500 ms.
+fn port_holder(proto: &str, addr: SocketAddr) -> Option<crate::doctor::procnet::Owner> {
+    use crate::doctor::procnet::{self, Proto};
+    let p = if proto == "UDP" {
+        Proto::Udp
+    } else {
+        Proto::Tcp
+    };
+    let socks = procnet::read_tables(p).ok()?;
+    // A wildcard bind collides with every address; a bound address with itself and wildcards.
+    let addrs: Vec<std::net::IpAddr> = Some(addr.ip())
+        .filter(|ip| !ip.is_unspecified())
+        .into_iter()
+        .collect();
+    let on = procnet::on_port(&socks, addr.port(), &addrs, proto == "TCP");
+    let inodes = on.iter().map(|s| s.inode).collect();
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    let (by_inode, _) = procnet::owners(&inodes, deadline);
+    procnet::main_owner(&on, &by_inode).0
 }
 
 /// The UDP port, and TCP on the same address (the port UDP got, when `--listen` asks for any),

@@ -87,6 +87,46 @@ fn port_taken_says_rtcd_and_exits_2() {
             && done.stderr.contains("already in use")
             && done.stderr.contains("RTCD")
     );
+    // The holder is named: here a probe-server left running, which is not RTCD.
+    assert!(
+        done.stderr.contains("by probe-server (pid ") && done.stderr.contains("not RTCD"),
+        "{}",
+        done.stderr
+    );
+    one_sentence(&done.stderr);
+}
+
+/// RTCD (the stand-in, whose name says rtcd) on the port: the probe says it is RTCD's.
+#[test]
+fn port_held_by_rtcd_names_it() {
+    let ns = Netns::new("cli");
+    let standin = ns.spawn(
+        &[env!("CARGO_BIN_EXE_rtcd-standin"), "serve"],
+        Duration::from_secs(60),
+    );
+    standin
+        .stdout_capture()
+        .wait_for_line(Duration::from_secs(10), |l| {
+            l.starts_with("rtcd-standin ready")
+        })
+        .unwrap_or_else(|e| panic!("stand-in not ready ({e:?}): {}", standin.stderr()));
+    let state = TempDir::new("rtcd-held");
+    let done = server_cmd(
+        &ns,
+        &[
+            "--listen",
+            LISTEN,
+            "--state-dir",
+            &state.path().display().to_string(),
+        ],
+    );
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+    assert!(
+        done.stderr
+            .contains("already in use by RTCD (rtcd-standin, pid "),
+        "{}",
+        done.stderr
+    );
     one_sentence(&done.stderr);
 }
 
