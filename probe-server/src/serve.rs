@@ -30,7 +30,11 @@ fn bind_error(proto: &str, args: &ServeArgs, e: std::io::Error) -> i32 {
         addr.ip(),
         port.wrapping_add(1)
     );
-    match (e.kind(), port_holder(proto, addr)) {
+    // Only a taken port has a holder to look up (a bounded /proc scan).
+    let holder = (e.kind() == ErrorKind::AddrInUse)
+        .then(|| port_holder(proto, addr))
+        .flatten();
+    match (e.kind(), holder) {
         (ErrorKind::AddrInUse, Some(o)) if o.is(&crate::rtcd_env::RTCD) => fail(format!(
             "{proto} port {port} on {} is already in use by RTCD ({}, pid {}); stop RTCD while you test \
              (the probe needs its port), {elsewhere}.",
