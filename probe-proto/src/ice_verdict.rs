@@ -697,6 +697,7 @@ mod tests {
             tcp,
             server_lost: None,
             refused: None,
+            token_given: false,
         }
     }
 

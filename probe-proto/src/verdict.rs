@@ -27,25 +27,15 @@ pub struct Facts<'a> {
     /// The phase in which the server stopped answering mid-run, if it did.
     pub server_lost: Option<&'a str>,
     pub refused: Option<&'a Refused>,
-}
-
-/// What the user handed probe-client besides the target. Kept apart from [`Facts`], which the
-/// test page and live mode build too: no token reaches their probes this way.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Given {
-    /// `--token` (or PROBE_TOKEN) was given, so every probe was signed with it.
-    pub token: bool,
+    /// probe-client was given `--token` (or PROBE_TOKEN), so every probe was signed with it
+    /// (false for the test page and live mode, whose probes carry none).
+    pub token_given: bool,
 }
 
 pub fn evaluate(f: &Facts) -> Vec<Finding> {
-    evaluate_given(f, Given::default())
-}
-
-/// [`evaluate`] for a probe-client run, whose advice depends on what the user gave it.
-pub fn evaluate_given(f: &Facts, given: Given) -> Vec<Finding> {
     let mut out = Vec::new();
     out.extend(f.refused.map(refused));
-    reachability(&mut out, f, given);
+    reachability(&mut out, f);
     out.extend(f.server_lost.map(server_lost));
     quality(&mut out, f);
     out
@@ -76,11 +66,11 @@ fn refused(r: &Refused) -> Finding {
 
 /// Whether the server answered at all, and if so whether one transport is blocked while the
 /// other works (only judged when both were tested).
-fn reachability(out: &mut Vec<Finding>, f: &Facts, given: Given) {
+fn reachability(out: &mut Vec<Finding>, f: &Facts) {
     let port = f.port;
     let any_reachable = (f.udp_tested && f.udp.reachable) || (f.tcp_tested && f.tcp.reachable);
     if !any_reachable && (f.udp_tested || f.tcp_tested) {
-        out.push(unreachable(f, given));
+        out.push(unreachable(f));
         return;
     }
     if f.udp_tested && f.tcp_tested && !f.udp.reachable && f.tcp.reachable {
@@ -116,7 +106,7 @@ fn reachability(out: &mut Vec<Finding>, f: &Facts, given: Given) {
 
 /// Nothing answered. A TCP connect that succeeded means something holds the port but did not
 /// speak the probe: most likely a missing `--token`, or a wrong one when one was given.
-fn unreachable(f: &Facts, given: Given) -> Finding {
+fn unreachable(f: &Facts) -> Finding {
     // Only what was tried: `--no-tcp`, or the test page in live mode (RTCD holds TCP).
     let over = match (f.udp_tested, f.tcp_tested) {
         (true, false) => "UDP",
@@ -131,13 +121,13 @@ fn unreachable(f: &Facts, given: Given) -> Finding {
              (browsers log \"timed out waiting for rtc connection\").",
             f.server
         ),
-        unreachable_fix(f, given),
+        unreachable_fix(f),
     )
 }
 
-fn unreachable_fix(f: &Facts, given: Given) -> String {
+fn unreachable_fix(f: &Facts) -> String {
     let firewall = firewall_fix(f.port);
-    match (f.tcp.connect_ms.is_some(), given.token) {
+    match (f.tcp.connect_ms.is_some(), f.token_given) {
         // A probe-server with --token stays silent to a probe signed with another token, and one
         // without --token answers signed probes too (session.rs `Core::stun`): so the token is
         // wrong, or the port is not probe-server's. TCP got through: no firewall advice.
@@ -263,6 +253,7 @@ mod tests {
             tcp,
             server_lost: None,
             refused: None,
+            token_given: false,
         };
         evaluate(&f)
             .into_iter()
@@ -323,6 +314,7 @@ mod tests {
             tcp: &tcp,
             server_lost: None,
             refused: None,
+            token_given: false,
         };
         let found = evaluate(&f);
         assert_eq!(found[0].id, "server_unreachable");
@@ -358,8 +350,9 @@ mod tests {
                 tcp,
                 server_lost: None,
                 refused: None,
+                token_given: token,
             };
-            let found = evaluate_given(&f, Given { token });
+            let found = evaluate(&f);
             assert_eq!(found.len(), 1);
             assert!(found[0].is(FindingId::ServerUnreachable));
             let fix = &found[0].fix;
@@ -395,6 +388,7 @@ mod tests {
             tcp: &tcp,
             server_lost: None,
             refused: None,
+            token_given: false,
         };
         let s = &evaluate(&f)[0].summary;
         assert!(s.contains("downstream") && !s.contains("upstream"), "{s}");
@@ -424,6 +418,7 @@ mod tests {
             tcp: &tcp,
             server_lost: Some("the UDP echo phase"),
             refused: None,
+            token_given: false,
         };
         let got: Vec<String> = evaluate(&f).into_iter().map(|f| f.id).collect();
         assert_eq!(got, vec!["server_lost".to_string()]);

@@ -24,7 +24,7 @@ use crate::msg::{Control, Counters, Hello, IceOffer, Refused, Welcome, PROTO_MAX
 use crate::path::{self, cut, quiet::QuietOutcome};
 use crate::report::{self, Finding, IceReport, Report, Severity, StunResult, TcpResult, UdpResult};
 use crate::stats::EchoSummary;
-use crate::verdict::{self, Facts, Given};
+use crate::verdict::{self, Facts};
 use std::net::SocketAddr;
 
 /// Control payloads are padded to this size so the server's answer is never larger.
@@ -438,11 +438,9 @@ impl Run {
             tcp: &tcp,
             server_lost: self.server_lost(),
             refused: self.refused.as_ref(),
+            token_given: self.plan.token,
         };
-        let given = Given {
-            token: self.plan.token,
-        };
-        let mut findings = verdict::evaluate_given(&facts, given);
+        let mut findings = verdict::evaluate(&facts);
         findings.extend(self.extra.iter().cloned());
         if let Some(n) = c.map(|c| c.rate_limited).filter(|n| *n > 0) {
             findings.push(server_rate_limited(n));

@@ -215,6 +215,7 @@ pub fn report(o: &Outcome, meta: Meta) -> Report {
         tcp: &tcp,
         server_lost: None,
         refused: None,
+        token_given: false,
     };
     let mut findings = verdict::evaluate(&facts);
     if let Some(ice) = &ice {

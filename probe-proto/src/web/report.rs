@@ -61,6 +61,7 @@ pub fn build_report(m: &Measurements, counts: &[ServerCounts], ctx: &PageContext
         tcp: &tcp,
         server_lost: None,
         refused: None,
+        token_given: false,
     };
     let mut found = verdict::evaluate(&facts);
     let mut ice_report = None;
