@@ -149,11 +149,7 @@ impl QuicControl {
         })
     }
 
-    pub async fn request(&mut self, msg: &Control, timeout: Duration) -> Result<Control, String> {
-        self.call(msg, timeout).await.map_err(|e| e.to_string())
-    }
-
-    /// [`Self::request`] with a typed error, for callers that act on a bad token MAC.
+    /// A control exchange; the error is typed, for callers that act on a bad token MAC.
     pub async fn call(
         &mut self,
         msg: &Control,
@@ -245,12 +241,8 @@ impl TlsControl {
         })
     }
 
-    /// A control exchange; frames of other kinds are skipped.
-    pub async fn request(&mut self, msg: &Control, timeout: Duration) -> Result<Control, String> {
-        self.call(msg, timeout).await.map_err(|e| e.to_string())
-    }
-
-    /// [`Self::request`] with a typed error, for callers that act on a bad token MAC.
+    /// A control exchange; frames of other kinds are skipped. The error is typed, for
+    /// callers that act on a bad token MAC.
     pub async fn call(
         &mut self,
         msg: &Control,
@@ -476,7 +468,7 @@ mod tests {
             .await
             .expect("connect");
         assert_eq!(ctl.pin_seen.as_deref(), Some(&*pin));
-        let answer = ctl.request(&finish(), T).await;
+        let answer = ctl.call(&finish(), T).await.map_err(|e| e.to_string());
         assert_eq!(answer, Ok(Control::Counters(counters)));
     }
 
@@ -503,7 +495,10 @@ mod tests {
         let mut ctl = TlsControl::connect(addr, None, None, T)
             .await
             .expect("connect");
-        let answer = ctl.request(&finish(), Duration::from_millis(100)).await;
+        let answer = ctl
+            .call(&finish(), Duration::from_millis(100))
+            .await
+            .map_err(|e| e.to_string());
         assert_eq!(answer, Err("no answer on the control channel".into()));
     }
 

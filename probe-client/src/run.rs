@@ -44,7 +44,7 @@ pub enum Ctl {
 }
 
 impl Ctl {
-    async fn request(&mut self, msg: &Control) -> Result<Control, String> {
+    pub(crate) async fn request(&mut self, msg: &Control) -> Result<Control, String> {
         self.call(msg).await.map_err(|e| e.to_string())
     }
 

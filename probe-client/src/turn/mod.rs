@@ -207,18 +207,16 @@ const CONTROL_ANSWER: Duration = Duration::from_secs(3);
 
 impl ControlChannel for crate::control::QuicControl {
     async fn request(&mut self, msg: Control) -> Result<Control, String> {
-        crate::control::QuicControl::request(self, &msg, CONTROL_ANSWER).await
+        self.call(&msg, CONTROL_ANSWER)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
 /// The run's channel, whichever came up (QUIC, or the TCP fallback).
 impl ControlChannel for crate::run::Ctl {
     async fn request(&mut self, msg: Control) -> Result<Control, String> {
-        match self {
-            crate::run::Ctl::Quic(q) => q.request(&msg, CONTROL_ANSWER).await,
-            crate::run::Ctl::Tcp(t) => t.request(&msg, CONTROL_ANSWER).await,
-            crate::run::Ctl::None => Err("no control channel".into()),
-        }
+        crate::run::Ctl::request(self, &msg).await
     }
 }
 
