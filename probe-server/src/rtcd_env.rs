@@ -260,12 +260,6 @@ fn looks_like_rtcd(name: &str) -> bool {
     name.to_ascii_lowercase().contains("rtcd")
 }
 
-fn exe_name(pid: u32) -> Option<String> {
-    std::fs::read_link(format!("/proc/{pid}/exe"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-}
-
 /// RTCD's process: the holder of its ports (in this network namespace) whose name says rtcd,
 /// else the only process whose comm or executable is `rtcd` (e.g. in a container whose ports
 /// live in another namespace). Never this process, nor a port holder that is not RTCD
@@ -340,8 +334,7 @@ fn port_holder(
             if o.pid == me {
                 continue;
             }
-            let exe = exe_name(o.pid).unwrap_or_default();
-            if (target.says)(&o.process) || (target.says)(&exe) {
+            if o.is(target) {
                 return Ok((o.pid, o.process.clone()));
             }
             let label = format!(
@@ -386,7 +379,7 @@ fn named_process(
             continue;
         }
         let comm = procnet::process_name(pid);
-        let exe = exe_name(pid);
+        let exe = procnet::exe_name(pid);
         if target
             .names
             .iter()

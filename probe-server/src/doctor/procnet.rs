@@ -210,7 +210,7 @@ pub fn scan_owners(inodes: &HashSet<u64>, deadline: Instant) -> OwnerScan {
 }
 
 /// `/proc/PID/exe`'s file name (readable by the process's owner and root).
-fn exe_name(pid: u32) -> Option<String> {
+pub fn exe_name(pid: u32) -> Option<String> {
     std::fs::read_link(format!("/proc/{pid}/exe"))
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
