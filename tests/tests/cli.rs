@@ -66,20 +66,25 @@ fn sigterm(h: &mut ServerHandle) -> (Option<std::process::ExitStatus>, Duration)
     (st, t0.elapsed())
 }
 
-#[test]
-fn port_taken_says_rtcd_and_exits_2() {
-    let ns = Netns::new("cli");
-    let _first = server(&ns, &[]);
-    let state = TempDir::new("second");
-    let done = server_cmd(
-        &ns,
+/// probe-server started on [`LISTEN`] while something else holds it.
+fn server_on_a_taken_port(ns: &Netns) -> probe_tests::Finished {
+    let state = TempDir::new("taken");
+    server_cmd(
+        ns,
         &[
             "--listen",
             LISTEN,
             "--state-dir",
             &state.path().display().to_string(),
         ],
-    );
+    )
+}
+
+#[test]
+fn port_taken_says_rtcd_and_exits_2() {
+    let ns = Netns::new("cli");
+    let _first = server(&ns, &[]);
+    let done = server_on_a_taken_port(&ns);
     assert_eq!(done.code(), Some(2), "{}", done.describe());
     assert!(done.stdout.is_empty(), "no ready line: {}", done.stdout);
     assert!(
@@ -110,16 +115,7 @@ fn port_held_by_rtcd_names_it() {
             l.starts_with("rtcd-standin ready")
         })
         .unwrap_or_else(|e| panic!("stand-in not ready ({e:?}): {}", standin.stderr()));
-    let state = TempDir::new("rtcd-held");
-    let done = server_cmd(
-        &ns,
-        &[
-            "--listen",
-            LISTEN,
-            "--state-dir",
-            &state.path().display().to_string(),
-        ],
-    );
+    let done = server_on_a_taken_port(&ns);
     assert_eq!(done.code(), Some(2), "{}", done.describe());
     assert!(
         done.stderr
