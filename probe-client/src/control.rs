@@ -293,18 +293,42 @@ pub struct TcpLink {
     pub token: Option<[u8; 32]>,
 }
 
+/// Why a TCP connect failed: the OS's words, and whether it was a refusal (a reset, or an
+/// ICMP unreachable the stack turned into ECONNREFUSED) rather than silence.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub refused: bool,
+    text: String,
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 impl TcpLink {
     /// Connects; returns the link and the connect time in ms.
     pub async fn connect(
         server: SocketAddr,
         token: Option<[u8; 32]>,
         timeout: Duration,
-    ) -> Result<(Self, f64), String> {
+    ) -> Result<(Self, f64), ConnectError> {
         let t0 = Instant::now();
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(server)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err("TCP connect timed out".into()),
+            Ok(Err(e)) => {
+                return Err(ConnectError {
+                    refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
+                    text: e.to_string(),
+                })
+            }
+            Err(_) => {
+                return Err(ConnectError {
+                    refused: false,
+                    text: "TCP connect timed out".into(),
+                })
+            }
         };
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
         let _ = stream.set_nodelay(true);

@@ -163,6 +163,12 @@ pub struct StunAnswer {
     pub rtt_ms: f64,
 }
 
+/// No STUN answer before the deadline; `refused` when a send drew "port unreachable".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoAnswer {
+    pub refused: bool,
+}
+
 pub async fn udp_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
     let bind: SocketAddr = if server.is_ipv4() {
         "0.0.0.0:0".parse().expect("literal")
@@ -175,13 +181,14 @@ pub async fn udp_socket(server: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 /// Binding request with retransmissions; padded so the answer is never larger than the request.
-pub async fn udp_stun(sock: &UdpSocket, token: Option<&[u8; 32]>) -> Option<StunAnswer> {
+pub async fn udp_stun(sock: &UdpSocket, token: Option<&[u8; 32]>) -> Result<StunAnswer, NoAnswer> {
     let t0 = Instant::now();
     let give_up = tokio::time::Instant::from_std(t0 + STUN_GIVE_UP);
     let mut buf = [0u8; 1500];
     // Each send is its own transaction, so the RTT is measured from the send that was
     // answered: a first request lost to a flood does not add the resend delay to the figure.
     let mut sent: Vec<([u8; 12], Instant)> = Vec::with_capacity(STUN_SENDS_MS.len());
+    let mut refused = false;
     loop {
         let resend_at = STUN_SENDS_MS
             .get(sent.len())
@@ -192,13 +199,20 @@ pub async fn udp_stun(sock: &UdpSocket, token: Option<&[u8; 32]>) -> Option<Stun
                 let _ = sock.send(&stun_request(tid, token)).await;
                 sent.push((tid, Instant::now()));
             }
-            r = sock.recv(&mut buf) => {
-                // Errors are ICMP unreachables from earlier sends; keep waiting until the deadline.
-                if let Some(answer) = r.ok().and_then(|n| stun_answer(&buf[..n], &sent)) {
-                    return Some(answer);
+            r = sock.recv(&mut buf) => match r {
+                Ok(n) => {
+                    if let Some(answer) = stun_answer(&buf[..n], &sent) {
+                        return Ok(answer);
+                    }
                 }
-            }
-            _ = sleep_until(give_up) => return None,
+                // An ICMP unreachable for an earlier send (Windows reports it as a reset);
+                // a later send may still be answered, so keep waiting until the deadline.
+                Err(e) => {
+                    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
+                    refused |= matches!(e.kind(), ConnectionRefused | ConnectionReset);
+                }
+            },
+            _ = sleep_until(give_up) => return Err(NoAnswer { refused }),
         }
     }
 }
@@ -361,6 +375,32 @@ mod tests {
 
     /// A server that ignores the first Binding (lost to a flood) and answers the resend: the
     /// RTT is the resend's, not 250 ms more.
+    #[tokio::test]
+    async fn a_closed_port_is_told_apart_from_silence() {
+        // A port nothing listens on: the host answers "port unreachable" (loopback always does).
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let sock = udp_socket(addr).await.expect("socket");
+        let got = udp_stun(&sock, None).await.err().expect("no answer");
+        assert!(got.refused, "loopback answers a closed port with ICMP");
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = tcp.local_addr().expect("addr");
+        drop(tcp);
+        let e = crate::control::TcpLink::connect(addr, None, Duration::from_secs(2))
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.refused, "{e}");
+        // A socket that stays silent: no refusal.
+        let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        let sock = udp_socket(silent.local_addr().expect("addr"))
+            .await
+            .expect("socket");
+        let got = udp_stun(&sock, None).await.err().expect("no answer");
+        assert!(!got.refused);
+    }
+
     #[tokio::test]
     async fn stun_rtt_is_timed_from_the_answered_send() {
         let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();

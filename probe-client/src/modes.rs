@@ -82,7 +82,7 @@ async fn once(args: &ProbeArgs, progress: bool, print: impl Fn(&Report)) -> Resu
         }
     }
     print(&done.report);
-    if !args.no_upload {
+    if !args.no_upload && done.has_session() {
         if let Err(e) = done.upload(args.site_token.as_deref()).await {
             // The server's words reach the terminal: no control character gets through.
             let e = probe_proto::sites::clean_text(&e, 512);

@@ -76,6 +76,12 @@ pub struct Finished {
 }
 
 impl Finished {
+    /// A session was opened: without one no server took part, so there is no one to upload
+    /// to, and the report's findings already say why.
+    pub fn has_session(&self) -> bool {
+        self.session.is_some()
+    }
+
     /// Sends the report to the server to keep, with `site_token`'s MAC when given; returns why
     /// not when it was not kept.
     pub async fn upload(&mut self, site_token: Option<&str>) -> Result<(), String> {
@@ -283,28 +289,31 @@ impl Io {
         };
         let tcp_probe = async {
             if !tcp {
-                return (None, None);
+                return (None, Err(false));
             }
             match TcpLink::connect(addr, token, TCP_CONNECT).await {
                 Ok((mut link, ms)) => {
                     let ok = link.stun(TCP_STUN).await.is_ok();
-                    (Some(link).filter(|_| ok), Some(ms))
+                    (Some(link).filter(|_| ok), Ok(ms))
                 }
                 Err(e) => {
                     tracing::info!("TCP {addr}: {e}");
-                    (None, None)
+                    (None, Err(e.refused))
                 }
             }
         };
-        let (udp_p, (link, connect_ms)) = tokio::join!(udp_probe, tcp_probe);
-        let (sock, answer) = udp_p.map_or((None, None), |(s, a)| (Some(s), a));
+        let (udp_p, (link, connected)) = tokio::join!(udp_probe, tcp_probe);
+        let (sock, answer) = udp_p.map_or((None, None), |(s, a)| (Some(s), Some(a)));
         self.udp_sock = sock;
         let tcp_stun_ok = link.is_some();
         self.tcp_link = link;
+        let answered = answer.as_ref().and_then(|a| a.as_ref().ok());
         Reach {
-            udp_stun: answer.map(|a| (a.mapped, a.rtt_ms)),
-            tcp_connect_ms: connect_ms,
+            udp_stun: answered.map(|a| (a.mapped, a.rtt_ms)),
+            tcp_connect_ms: connected.ok(),
             tcp_stun_ok,
+            udp_refused: matches!(answer, Some(Err(echo::NoAnswer { refused: true }))),
+            tcp_refused: connected == Err(true),
         }
     }
 
@@ -402,7 +411,10 @@ impl Io {
         o.server_samples = samples;
         if quiet.is_some() {
             progress.show("asking STUN for the public address after the quiet period");
-            o.mapped_after = echo::udp_stun(sock, token.as_ref()).await.map(|a| a.mapped);
+            o.mapped_after = echo::udp_stun(sock, token.as_ref())
+                .await
+                .ok()
+                .map(|a| a.mapped);
         }
         Some(o)
     }
@@ -431,7 +443,7 @@ impl Io {
             let TcpEchoLink::Fresh = tcp?;
             let link = match TcpLink::connect(*addr, *token, TCP_CONNECT).await {
                 Ok((l, _)) => Ok(tcp_link.insert(l)),
-                Err(e) => Err(e),
+                Err(e) => Err(e.to_string()),
             };
             Some(match link {
                 Ok(link) => echo::tcp_echo(link, &session).await,

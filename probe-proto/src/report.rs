@@ -80,6 +80,14 @@ pub struct UdpResult {
     pub reachable: bool,
     pub stun: StunResult,
     pub echo: Option<EchoSummary>,
+    /// Not tested (`--no-udp`): `reachable` false says nothing about the path. Omitted
+    /// (false) when UDP was tested, so reports of earlier versions read the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    /// The host, or a firewall rejecting the port, answered "port unreachable": nothing
+    /// listens there. Omitted (false) for silence.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -87,6 +95,13 @@ pub struct TcpResult {
     pub reachable: bool,
     pub connect_ms: Option<f64>,
     pub echo: Option<EchoSummary>,
+    /// Not tested (`--no-tcp`); see [`UdpResult::skipped`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
+    /// The connection was refused (a reset, or an ICMP unreachable): the host, or a firewall
+    /// rejecting the port, says nothing listens there. Omitted (false) for silence.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 /// One host candidate the server advertised on RTCD's behalf, as the client judged it.
@@ -489,8 +504,12 @@ pub fn render_text(r: &Report) -> String {
     let mut out = header_line(r);
     let udp_state = if r.udp.reachable {
         "reachable"
+    } else if r.udp.skipped {
+        "NOT TESTED (--no-udp)"
     } else if r.findings.iter().any(|f| f.is(FindingId::BrowserNoUdp)) {
         "NOT TESTED (this browser may not use UDP)"
+    } else if r.udp.refused {
+        "REFUSED (\"port unreachable\": nothing listens there, or a firewall rejects it)"
     } else {
         "NO ANSWER"
     };
@@ -507,6 +526,10 @@ pub fn render_text(r: &Report) -> String {
     }
     let tcp_state = if r.tcp.reachable {
         "reachable"
+    } else if r.tcp.skipped {
+        "NOT TESTED (--no-tcp)"
+    } else if r.tcp.refused {
+        "REFUSED (nothing listens there, or a firewall rejects it)"
     } else if r.live && r.browser.is_some() {
         // The page in live mode: RTCD holds its TCP port, so the page had no TCP leg.
         "NOT TESTED (live mode: RTCD holds the TCP port)"
@@ -761,5 +784,47 @@ mod printable_tests {
             !text.lines().any(|l| l.starts_with("ERROR    forged")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_skipped_or_refused_transport_is_not_shown_as_silence() {
+        let mut r: Report = serde_json::from_value(serde_json::json!({
+            "schema": 1, "tool_version": "0.1.0", "site": "s", "server": "203.0.113.2:8443",
+            "started_at": "2026-11-26T08:00:00.000Z", "duration_ms": 1, "ok": false,
+            "udp": {"reachable": false, "stun": {"mapped": null, "rtt_ms": null}, "echo": null},
+            "tcp": {"reachable": false}, "findings": []
+        }))
+        .unwrap();
+        // A report without the fields (earlier versions) reads as tested and silent.
+        assert!(!r.udp.skipped && !r.udp.refused && !r.tcp.skipped && !r.tcp.refused);
+        let text = render_text(&r);
+        assert!(
+            text.contains("UDP  NO ANSWER") && text.contains("TCP  NO ANSWER"),
+            "{text}"
+        );
+        r.udp.skipped = true;
+        r.tcp.refused = true;
+        let text = render_text(&r);
+        assert!(text.contains("UDP  NOT TESTED (--no-udp)"), "{text}");
+        assert!(
+            text.contains("TCP  REFUSED (nothing listens there"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["udp"]["skipped"], true);
+        assert_eq!(json["tcp"]["refused"], true);
+        // Omitted when false, so a normal run's JSON is what it always was.
+        assert!(json["udp"].get("refused").is_none() && json["tcp"].get("skipped").is_none());
+        r.udp = UdpResult {
+            refused: true,
+            ..Default::default()
+        };
+        r.tcp.skipped = true;
+        let text = render_text(&r);
+        assert!(
+            text.contains("UDP  REFUSED (\"port unreachable\""),
+            "{text}"
+        );
+        assert!(text.contains("TCP  NOT TESTED (--no-tcp)"), "{text}");
     }
 }

@@ -44,6 +44,8 @@ pub struct Run {
     pub site: String,
     pub ok: bool,
     pub udp_reachable: bool,
+    /// False for a run that did not test UDP (`--no-udp`): its `udp_reachable` says nothing.
+    pub udp_tested: bool,
     /// The UDP echo's figures; None when the run had no UDP echo.
     pub echo: Option<EchoFigures>,
     /// Finding ids, in report order.
@@ -98,6 +100,7 @@ impl Run {
             site: r.site.clone(),
             ok: r.ok,
             udp_reachable: r.udp.reachable,
+            udp_tested: !r.udp.skipped,
             echo: r.udp.echo.as_ref().map(|e| EchoFigures {
                 sent: e.sent,
                 loss_up_pct: e.loss_up_pct,
@@ -158,6 +161,9 @@ pub struct SiteRow {
     /// Median over those runs of the time into the run at which it stopped.
     #[serde(default)]
     pub path_cut_after_s: Option<f64>,
+    /// Runs that tested UDP (all but `--no-udp` ones): what `udp_reachable` counts out of.
+    #[serde(default)]
+    pub udp_tested: u64,
 }
 
 /// The whole table, as `--json` prints it.
@@ -232,6 +238,7 @@ fn row(site: &str, runs: &[&Run]) -> SiteRow {
         mtu_down_min: runs.iter().filter_map(|r| r.path.mtu_down).min(),
         path_cut_runs: cuts.len() as u64,
         path_cut_after_s: percentile(&cuts, 50.0),
+        udp_tested: runs.iter().filter(|r| r.udp_tested).count() as u64,
     }
 }
 
@@ -395,7 +402,7 @@ pub fn render_text(t: &Table) -> String {
                 s.runs.to_string(),
                 format!("{:.0} %", s.pass_rate_pct),
                 short_time(&s.last_run),
-                format!("{}/{}", s.udp_reachable, s.runs),
+                udp_cell(s),
                 fmt_ms(s.rtt_p50_ms),
                 fmt_ms(s.rtt_p95_ms),
                 fmt_pct(s.loss_up_pct),
@@ -495,12 +502,21 @@ fn num(v: Option<f64>) -> String {
     v.map_or_else(String::new, |v| format!("{v:.3}"))
 }
 
+/// Runs UDP answered in, out of the runs that tested it.
+fn udp_cell(s: &SiteRow) -> String {
+    if s.udp_tested == 0 {
+        "not tested".into()
+    } else {
+        format!("{}/{}", s.udp_reachable, s.udp_tested)
+    }
+}
+
 /// Same columns as the JSON; empty cells where JSON has null; findings as `id:runs;…`.
 pub fn render_csv(t: &Table) -> String {
     let mut out = String::from(
         "site,runs,passed,pass_rate_pct,first_run,last_run,failing_since,udp_reachable,\
          rtt_p50_ms,rtt_p95_ms,loss_up_pct,loss_down_pct,top_findings,mtu_up_min,mtu_down_min,\
-         path_cut_runs,path_cut_after_s\n",
+         path_cut_runs,path_cut_after_s,udp_tested\n",
     );
     for s in &t.sites {
         let findings: Vec<String> = s
@@ -526,6 +542,7 @@ pub fn render_csv(t: &Table) -> String {
             s.mtu_down_min.map_or_else(String::new, |v| v.to_string()),
             s.path_cut_runs.to_string(),
             num(s.path_cut_after_s),
+            s.udp_tested.to_string(),
         ];
         out.push_str(&cells.join(","));
         out.push('\n');
@@ -678,6 +695,47 @@ mod tests {
     }
 
     #[test]
+    fn runs_that_did_not_test_udp_are_not_counted_as_blocked() {
+        let skipped = |at| Run {
+            udp_tested: false,
+            ..run("tcp-only", at, None, &[])
+        };
+        let mut runs = vec![
+            skipped(T0),
+            run("tcp-only", T0 + 1, Some(echo(600, 0.0, 0.0, 1.0, 2.0)), &[]),
+        ];
+        let s = &table(&runs).sites[0];
+        assert_eq!((s.udp_reachable, s.udp_tested, s.runs), (1, 1, 2));
+        let text = render_text(&table(&runs));
+        assert!(text.contains(" 1/1 "), "{text}");
+        runs.pop();
+        let t = table(&runs);
+        assert_eq!((t.sites[0].udp_reachable, t.sites[0].udp_tested), (0, 0));
+        assert!(
+            render_text(&t).contains("not tested"),
+            "{}",
+            render_text(&t)
+        );
+        let csv = render_csv(&t);
+        let (head, line) = csv.split_once('\n').unwrap();
+        assert!(
+            head.ends_with(",udp_tested") && line.trim_end().ends_with(",0"),
+            "{csv}"
+        );
+        // From a report: `--no-udp` sets `udp.skipped`.
+        let mut r: Report = serde_json::from_value(serde_json::json!({
+            "schema": 1, "tool_version": "0.1.0", "site": "s", "server": "203.0.113.2:8443",
+            "started_at": "2026-11-26T08:00:00.000Z", "duration_ms": 1, "ok": true,
+            "udp": {"reachable": false, "stun": {"mapped": null, "rtt_ms": null}, "echo": null},
+            "tcp": {"reachable": true}, "findings": []
+        }))
+        .unwrap();
+        assert!(Run::from_report(&r, 0).udp_tested);
+        r.udp.skipped = true;
+        assert!(!Run::from_report(&r, 0).udp_tested);
+    }
+
+    #[test]
     fn udp_blocked_site_has_no_udp_figures_and_fails() {
         let runs = vec![run(
             "blocked",
@@ -762,7 +820,7 @@ mod tests {
         let csv = render_csv(&t);
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0].split(',').count(), 17);
+        assert_eq!(lines[0].split(',').count(), 18);
         assert!(lines[1].starts_with("clean,1,1,100.0,"), "{csv}");
         assert!(
             lines[2].starts_with("\"lossy, \"\"east\"\"\",1,0,0.0,"),

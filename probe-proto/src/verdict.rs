@@ -74,11 +74,17 @@ fn reachability(out: &mut Vec<Finding>, f: &Facts) {
         return;
     }
     if f.udp_tested && f.tcp_tested && !f.udp.reachable && f.tcp.reachable {
+        // TCP answered on the same port, so the server runs: a refusal is a firewall's reject.
+        let what = if f.udp.refused {
+            "was refused (\"port unreachable\", a firewall's reject rule)"
+        } else {
+            "got no answer"
+        };
         out.push(Finding::new(
             FindingId::UdpBlocked,
             Severity::Error,
             format!(
-                "UDP to port {port} got no answer while TCP did: media will be forced onto TCP fallback \
+                "UDP to port {port} {what} while TCP did answer: media will be forced onto TCP fallback \
                  (RTCD v0.11+ and Calls v0.17+) or fail with \"timed out waiting for rtc connection\"."
             ),
             format!(
@@ -89,11 +95,16 @@ fn reachability(out: &mut Vec<Finding>, f: &Facts) {
         ));
     }
     if f.udp_tested && f.tcp_tested && f.udp.reachable && !f.tcp.reachable {
+        let what = if f.tcp.refused {
+            "was refused (nothing listens on TCP there, or a firewall rejects it)"
+        } else {
+            "got no answer"
+        };
         out.push(Finding::new(
             FindingId::TcpBlocked,
             Severity::Warning,
             format!(
-                "TCP to port {port} got no answer while UDP works: users on networks that block UDP cannot use \
+                "TCP to port {port} {what} while UDP works: users on networks that block UDP cannot use \
                  TCP fallback."
             ),
             format!(
@@ -113,16 +124,49 @@ fn unreachable(f: &Facts) -> Finding {
         (false, true) => "TCP",
         _ => "UDP or TCP",
     };
+    let what = if any_refused(f) {
+        refusal(f)
+    } else {
+        format!("Nothing answered on {} over {over}", f.server)
+    };
     Finding::new(
         FindingId::ServerUnreachable,
         Severity::Error,
         format!(
-            "Nothing answered on {} over {over}: calls from this network cannot connect \
-             (browsers log \"timed out waiting for rtc connection\").",
-            f.server
+            "{what}: calls from this network cannot connect \
+             (browsers log \"timed out waiting for rtc connection\")."
         ),
         unreachable_fix(f),
     )
+}
+
+/// "H refused UDP and TCP", "H refused TCP, and UDP got no answer".
+fn refusal(f: &Facts) -> String {
+    let refused: Vec<&str> = [
+        (f.udp_tested && f.udp.refused, "UDP"),
+        (f.tcp_tested && f.tcp.refused, "TCP"),
+    ]
+    .into_iter()
+    .filter_map(|(r, name)| r.then_some(name))
+    .collect();
+    let silent: Vec<&str> = [
+        (f.udp_tested && !f.udp.refused, "UDP"),
+        (f.tcp_tested && !f.tcp.refused, "TCP"),
+    ]
+    .into_iter()
+    .filter_map(|(s, name)| s.then_some(name))
+    .collect();
+    let mut out = format!("{} refused {}", f.server, refused.join(" and "));
+    if !silent.is_empty() {
+        out.push_str(&format!(", and {} got no answer", silent.join(" and ")));
+    }
+    out
+}
+
+/// A tested transport drew a refusal (a TCP reset, an ICMP unreachable): the host, or a
+/// firewall rejecting the port, answered instead of staying silent.
+fn any_refused(f: &Facts) -> bool {
+    (f.udp_tested && f.udp.refused) || (f.tcp_tested && f.tcp.refused)
 }
 
 fn unreachable_fix(f: &Facts) -> String {
@@ -137,6 +181,14 @@ fn unreachable_fix(f: &Facts) -> String {
         (true, false) => format!(
             "TCP connected, but nothing answered the probe: if the admin started probe-server with --token, \
              run again with --token (or PROBE_TOKEN); otherwise another service holds the port. {firewall}"
+        ),
+        // A refusal comes from the host itself (or a firewall's reject rule): the address is
+        // right and routed, so first suspect that nothing listens on the port.
+        (false, _) if any_refused(f) => format!(
+            "Nothing listens on port {port} at that address: start probe-server (or check that RTCD runs and \
+             listens on {port}: `ss -lunpt 'sport = :{port}'` on its host), and check that you dialled the right \
+             port. If it is listening, a firewall rejects the port. {firewall}",
+            port = f.port
         ),
         (false, _) => {
             format!("Check that probe-server (or RTCD) is running on that host and port. {firewall}")
@@ -295,6 +347,113 @@ mod tests {
         assert_eq!(
             ids(&up(None), &TcpResult::default()),
             vec![("tcp_blocked".into(), Severity::Warning)]
+        );
+    }
+
+    fn judged(udp: &UdpResult, tcp: &TcpResult) -> Vec<Finding> {
+        evaluate(&Facts {
+            server: "rtcd.example:8443",
+            port: 8443,
+            udp_tested: true,
+            tcp_tested: true,
+            udp,
+            tcp,
+            server_lost: None,
+            refused: None,
+            token_given: false,
+        })
+    }
+
+    #[test]
+    fn a_refusal_says_nothing_listens_and_silence_does_not() {
+        let refused_udp = UdpResult {
+            refused: true,
+            ..Default::default()
+        };
+        let refused_tcp = TcpResult {
+            refused: true,
+            ..Default::default()
+        };
+        // Either transport refused: the host answered, so first suspect nothing listens.
+        for (udp, tcp) in [
+            (&refused_udp, &refused_tcp),
+            (&UdpResult::default(), &refused_tcp),
+            (&refused_udp, &TcpResult::default()),
+        ] {
+            let f = judged(udp, tcp);
+            assert_eq!(f.len(), 1);
+            assert!(f[0].is(FindingId::ServerUnreachable));
+            assert!(
+                f[0].summary.starts_with("rtcd.example:8443 refused "),
+                "{}",
+                f[0].summary
+            );
+            assert!(
+                f[0].fix.starts_with("Nothing listens on port 8443"),
+                "{}",
+                f[0].fix
+            );
+            assert!(f[0].fix.contains("sport = :8443"), "{}", f[0].fix);
+        }
+        let says = |udp, tcp| {
+            judged(udp, tcp)[0]
+                .summary
+                .split(": calls")
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            says(&refused_udp, &refused_tcp),
+            "rtcd.example:8443 refused UDP and TCP"
+        );
+        assert_eq!(
+            says(&UdpResult::default(), &refused_tcp),
+            "rtcd.example:8443 refused TCP, and UDP got no answer"
+        );
+        let silent = judged(&UdpResult::default(), &TcpResult::default());
+        assert!(
+            silent[0].summary.starts_with("Nothing answered on"),
+            "{}",
+            silent[0].summary
+        );
+        assert!(
+            !silent[0].fix.contains("Nothing listens"),
+            "{}",
+            silent[0].fix
+        );
+        // One transport answered: the server runs, the refusal is the other's firewall.
+        let f = judged(&refused_udp, &tcp_up());
+        assert!(f[0].is(FindingId::UdpBlocked));
+        assert!(f[0].summary.contains("was refused"), "{}", f[0].summary);
+        let f = judged(&UdpResult::default(), &tcp_up());
+        assert!(f[0].summary.contains("got no answer"), "{}", f[0].summary);
+        let f = judged(&up(None), &refused_tcp);
+        assert!(f[0].is(FindingId::TcpBlocked));
+        assert!(f[0].summary.contains("was refused"), "{}", f[0].summary);
+    }
+
+    #[test]
+    fn a_refusal_on_an_untested_transport_is_not_judged() {
+        let refused_udp = UdpResult {
+            refused: true,
+            ..Default::default()
+        };
+        let f = evaluate(&Facts {
+            server: "h:1",
+            port: 1,
+            udp_tested: false,
+            tcp_tested: true,
+            udp: &refused_udp,
+            tcp: &TcpResult::default(),
+            server_lost: None,
+            refused: None,
+            token_given: false,
+        });
+        assert!(
+            f[0].summary.starts_with("Nothing answered on h:1 over TCP"),
+            "{}",
+            f[0].summary
         );
     }
 

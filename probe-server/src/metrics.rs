@@ -387,7 +387,7 @@ impl Metrics {
         );
         registry.register(
             "probe_site_udp_reachable",
-            "Whether UDP reached the server in the site's last run (1) or not (0)",
+            "Whether UDP reached the server in the site's last run (1) or not (0); absent when it did not test UDP",
             self.udp_reachable.clone(),
         );
         registry.register(
@@ -465,9 +465,15 @@ impl Metrics {
                 outcome,
             })
             .inc();
-        self.udp_reachable
-            .get_or_create(&key)
-            .set(i64::from(r.udp.reachable));
+        // A run that did not test UDP (`--no-udp`) says nothing: no sample rather than a 0
+        // that an alert on blocked UDP would fire on.
+        if r.udp.skipped {
+            self.udp_reachable.remove(&key);
+        } else {
+            self.udp_reachable
+                .get_or_create(&key)
+                .set(i64::from(r.udp.reachable));
+        }
         self.passed.get_or_create(&key).set(i64::from(r.ok));
         self.last_run
             .get_or_create(&key)
@@ -894,7 +900,14 @@ mod tests {
             &report("blocked", None, &["udp_blocked"]),
             1_795_651_200_000,
         );
+        let mut tcp_only = report("tcp-only", None, &[]);
+        tcp_only.udp.skipped = true;
+        m.record(&tcp_only, 1_795_651_200_000);
         let text = m.encode(&shared(), Some(&UploadStats::default()), false);
+        assert!(
+            !text.contains("probe_site_udp_reachable{site=\"tcp-only\"}"),
+            "a --no-udp run has no UDP sample:\n{text}"
+        );
         for want in [
             "probe_site_runs_total{site=\"lossy\",outcome=\"fail\"} 1",
             "probe_site_runs_total{site=\"earlier\",outcome=\"pass\"} 0",
@@ -902,6 +915,7 @@ mod tests {
             "probe_site_loss_up_ratio{site=\"blocked\"} NaN",
             "probe_site_udp_reachable{site=\"blocked\"} 0",
             "probe_site_last_run_passed{site=\"lossy\"} 0",
+            "probe_site_last_run_passed{site=\"tcp-only\"} 1",
             "probe_site_findings_total{site=\"blocked\",finding=\"udp_blocked\"} 1",
             "probe_site_rtt_seconds_count{site=\"lossy\"} 1",
             "probe_site_last_run_timestamp_seconds{site=\"lossy\"} 1795651200",

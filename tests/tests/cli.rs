@@ -194,6 +194,23 @@ fn human_report_on_stdout_and_quiet_stderr_when_not_a_terminal() {
 }
 
 #[test]
+fn a_closed_port_is_a_verdict_not_a_log_line() {
+    // Nothing listens: the report says "refused", and no warning about an upload that had no
+    // server to go to follows it.
+    let ns = Netns::new("cli");
+    let run = client(&ns, &["127.0.0.1:8449", "--duration", "0.5"]);
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    assert!(run.stdout.contains("UDP  REFUSED"), "{}", run.stdout);
+    assert!(run.stdout.contains("TCP  REFUSED"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("127.0.0.1:8449 refused UDP and TCP"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stderr.is_empty(), "{:?}", run.stderr);
+}
+
+#[test]
 fn bad_input_gets_one_sentence_and_exit_2() {
     let ns = Netns::new("cli");
     let h = server(&ns, &[]);

@@ -21,7 +21,10 @@ pub async fn check(target: SocketAddr, creds: &Creds, bound: Duration) -> Outcom
             // The OS's words stay here (they can name the user's own network); the report says
             // only what kind of failure it was.
             tracing::debug!("ICE-TCP connect to {target}: {e}");
-            return Outcome::failed(&format!("TCP connect failed: {}", super::error_kind(&e)));
+            return Outcome::failed(&format!(
+                "TCP connect failed: {}",
+                super::error_kind(&e.to_string())
+            ));
         }
     };
     let username = creds.username();

@@ -57,6 +57,10 @@ pub struct Reach {
     pub tcp_connect_ms: Option<f64>,
     /// The STUN Binding over that connection was answered.
     pub tcp_stun_ok: bool,
+    /// The UDP STUN requests drew "port unreachable" and no answer.
+    pub udp_refused: bool,
+    /// The TCP connect was refused (a reset or an ICMP unreachable).
+    pub tcp_refused: bool,
 }
 
 /// How the QUIC control channel attempt (or the TLS one on the TCP port) ended.
@@ -234,11 +238,15 @@ impl Run {
                 rtt_ms: r.udp_stun.map(|(_, ms)| round3(ms)),
             },
             echo: None,
+            skipped: !self.plan.udp,
+            refused: r.udp_refused && r.udp_stun.is_none(),
         };
         self.tcp = TcpResult {
             reachable: r.tcp_stun_ok,
             connect_ms: r.tcp_connect_ms.map(round3),
             echo: None,
+            skipped: !self.plan.tcp,
+            refused: r.tcp_refused && r.tcp_connect_ms.is_none(),
         };
         // QUIC over the UDP port when UDP works, else control messages on the TCP port.
         self.phase = if self.udp.reachable {

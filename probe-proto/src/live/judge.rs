@@ -198,11 +198,15 @@ pub fn report(o: &Outcome, meta: Meta) -> Report {
         reachable: udp_reachable(o),
         stun: Default::default(),
         echo: main_echo(o),
+        skipped: !o.udp_tested,
+        refused: false,
     };
     let tcp = TcpResult {
         reachable: o.tcp.connected,
         connect_ms: o.tcp.connect_ms,
         echo: None,
+        skipped: !o.tcp_tested,
+        refused: false,
     };
     // Without a hello (UDP blocked) nothing is known of RTCD's candidates.
     let ice = answered_hello(o).then(|| ice_report(o));

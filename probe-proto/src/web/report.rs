@@ -156,6 +156,7 @@ fn udp_result(views: &[LegView]) -> UdpResult {
                 .and_then(|p| p.rtt_ms),
         },
         echo,
+        ..UdpResult::default()
     }
 }
 
@@ -168,6 +169,7 @@ fn tcp_result(views: &[LegView], ctx: &PageContext) -> TcpResult {
         reachable: ctx.served_on_probe_port || tcp_leg.is_some_and(LegView::ice_answered),
         connect_ms: None,
         echo: tcp_leg.and_then(audio),
+        ..TcpResult::default()
     }
 }
 

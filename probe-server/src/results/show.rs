@@ -124,7 +124,7 @@ fn render_runs(store: &Store, runs: &[StoredRun], args: &ResultsArgs) -> rusqlit
 fn runs_csv(runs: &[StoredRun]) -> String {
     let mut out = String::from(
         "id,received_at,site,ok,client_addr,reflexive_addr,tool_version,udp_reachable,\
-         rtt_p50_ms,rtt_p95_ms,loss_up_pct,loss_down_pct,findings\n",
+         rtt_p50_ms,rtt_p95_ms,loss_up_pct,loss_down_pct,findings,udp_tested\n",
     );
     for r in runs {
         let e = r.run.echo;
@@ -143,6 +143,7 @@ fn runs_csv(runs: &[StoredRun]) -> String {
             num(e.and_then(|e| e.loss_up_pct)),
             num(e.and_then(|e| e.loss_down_pct)),
             csv_field(&r.run.findings.join(" ")),
+            r.run.udp_tested.to_string(),
         ];
         out.push_str(&cells.join(","));
         out.push('\n');
@@ -179,7 +180,12 @@ fn runs_text(runs: &[StoredRun], site: &str) -> String {
                 if r.run.ok { "PASS" } else { "FAIL" }.into(),
                 r.client_addr.clone(),
                 printable(r.reflexive_addr.as_deref().unwrap_or("-")),
-                if r.run.udp_reachable { "yes" } else { "no" }.into(),
+                match (r.run.udp_tested, r.run.udp_reachable) {
+                    (false, _) => "not tested",
+                    (true, true) => "yes",
+                    (true, false) => "no",
+                }
+                .into(),
                 fmt_ms(e.and_then(|e| e.rtt_p50_ms)),
                 fmt_ms(e.and_then(|e| e.rtt_p95_ms)),
                 fmt_pct(e.and_then(|e| e.loss_up_pct)),
@@ -206,6 +212,7 @@ struct RunJson<'a> {
     reflexive_addr: Option<&'a str>,
     tool_version: &'a str,
     udp_reachable: bool,
+    udp_tested: bool,
     rtt_p50_ms: Option<f64>,
     rtt_p95_ms: Option<f64>,
     loss_up_pct: Option<f64>,
@@ -230,6 +237,7 @@ impl<'a> RunJson<'a> {
             reflexive_addr: r.reflexive_addr.as_deref(),
             tool_version: &r.tool_version,
             udp_reachable: r.run.udp_reachable,
+            udp_tested: r.run.udp_tested,
             rtt_p50_ms: e.and_then(|e| e.rtt_p50_ms),
             rtt_p95_ms: e.and_then(|e| e.rtt_p95_ms),
             loss_up_pct: e.and_then(|e| e.loss_up_pct),

@@ -12,13 +12,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// `PRAGMA user_version` of the layout below; a file with a higher one is left alone.
-const LAYOUT: i64 = 2;
+const LAYOUT: i64 = 3;
 
 /// Layout 1 → 2: the path figures that sites are compared on (issue 13).
 const TO_LAYOUT_2: &str = "
 ALTER TABLE runs ADD COLUMN mtu_up INTEGER;
 ALTER TABLE runs ADD COLUMN mtu_down INTEGER;
 ALTER TABLE runs ADD COLUMN cut_after_s REAL;
+";
+
+/// Layout 2 → 3: whether the run tested UDP at all (`--no-udp`). Runs stored before it did.
+const TO_LAYOUT_3: &str = "
+ALTER TABLE runs ADD COLUMN udp_tested INTEGER NOT NULL DEFAULT 1;
 ";
 
 const CREATE: &str = "
@@ -41,7 +46,8 @@ CREATE TABLE IF NOT EXISTS runs (
     report         TEXT    NOT NULL,  -- the schema-1 JSON as the client sent it
     mtu_up         INTEGER,           -- largest unfragmented UDP payload up (0: < 1200); null: not measured
     mtu_down       INTEGER,           -- the same, down
-    cut_after_s    REAL               -- the path stopped for good this far into the run
+    cut_after_s    REAL,              -- the path stopped for good this far into the run
+    udp_tested     INTEGER NOT NULL DEFAULT 1  -- 0: --no-udp, udp_reachable says nothing
 );
 CREATE INDEX IF NOT EXISTS runs_site_time ON runs (site, received_ms);
 CREATE INDEX IF NOT EXISTS runs_time ON runs (received_ms);
@@ -336,7 +342,11 @@ impl Store {
                 ));
             }
         }
-        let upgrade = if version == 1 { TO_LAYOUT_2 } else { "" };
+        let upgrade = match version {
+            1 => format!("{TO_LAYOUT_2} {TO_LAYOUT_3}"),
+            2 => TO_LAYOUT_3.to_string(),
+            _ => String::new(),
+        };
         // One transaction: the new columns, their backfill and the new layout number land
         // together or not at all. Also the write test: on a read-only medium it fails here.
         let upgraded = self
@@ -386,9 +396,9 @@ impl Store {
             let mut st = tx.prepare(
                 "INSERT INTO runs (received_ms, site, client_addr, reflexive_addr, started_at, \
                  tool_version, ok, udp_reachable, udp_sent, loss_up_pct, loss_down_pct, rtt_p50_ms, \
-                 rtt_p95_ms, findings, report, mtu_up, mtu_down, cut_after_s) \
+                 rtt_p95_ms, findings, report, mtu_up, mtu_down, cut_after_s, udp_tested) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, \
-                 ?17, ?18)",
+                 ?17, ?18, ?19)",
             )?;
             for row in rows {
                 let r = &row.report;
@@ -413,6 +423,7 @@ impl Store {
                     fig.path.mtu_up,
                     fig.path.mtu_down,
                     fig.path.cut_after_s,
+                    fig.udp_tested,
                 ])?;
             }
         }
@@ -463,10 +474,11 @@ impl Store {
         } else {
             "NULL, NULL, NULL"
         };
+        let udp_tested = if layout >= 3 { "udp_tested" } else { "1" };
         let mut st = self.conn.prepare(&format!(
             "SELECT id, received_ms, site, ok, udp_reachable, udp_sent, loss_up_pct, loss_down_pct, \
              rtt_p50_ms, rtt_p95_ms, findings, client_addr, reflexive_addr, tool_version, \
-             {path_cols} FROM runs WHERE (?1 IS NULL OR site = ?1) AND received_ms >= ?2 \
+             {path_cols}, {udp_tested} FROM runs WHERE (?1 IS NULL OR site = ?1) AND received_ms >= ?2 \
              ORDER BY received_ms, id"
         ))?;
         let rows = st.query_map(params![site, since_ms as i64], |r| {
@@ -479,6 +491,7 @@ impl Store {
                     site: r.get(2)?,
                     ok: r.get(3)?,
                     udp_reachable: r.get(4)?,
+                    udp_tested: r.get(17)?,
                     echo: match sent {
                         None => None,
                         Some(sent) => Some(EchoFigures {
@@ -592,6 +605,7 @@ pub mod tests_support {
                     reordered: 0,
                     duplicates: 0,
                 }),
+                ..UdpResult::default()
             },
             tcp: TcpResult {
                 reachable: true,
@@ -720,7 +734,38 @@ mod tests {
         assert_eq!(runs.len(), 3, "nothing lost in the upgrade");
         assert_eq!(runs[0].run.path.cut_after_s, Some(14.8), "backfilled");
         assert_eq!(runs[1].run.path, PathFigures::default());
+        assert!(
+            runs.iter().all(|r| r.run.udp_tested),
+            "runs before --no-udp was kept tested UDP"
+        );
         assert_eq!(r.layout_version().unwrap(), LAYOUT);
+    }
+
+    #[test]
+    fn a_layout_2_store_learns_which_runs_tested_udp() {
+        let (_dir, path) = tmp("layout2");
+        let mut s = Store::open_for_writing(&path).unwrap();
+        s.insert(&[row("branch", 1000, Some(0.0))]).unwrap();
+        // Back to layout 2 as an older server left it: no udp_tested column.
+        s.conn
+            .execute_batch("ALTER TABLE runs DROP COLUMN udp_tested; PRAGMA user_version = 2;")
+            .unwrap();
+        drop(s);
+        let before = Store::open_for_reading(&path).unwrap();
+        assert!(before.runs(None, 0).unwrap()[0].run.udp_tested);
+        drop(before);
+        let mut s = Store::open_for_writing(&path).unwrap();
+        let mut skipped = row("branch", 2000, None);
+        skipped.report.udp.skipped = true;
+        s.insert(&[skipped]).unwrap();
+        let runs = s.runs(None, 0).unwrap();
+        assert_eq!(runs.len(), 2, "nothing lost in the upgrade");
+        assert!(runs[0].run.udp_tested);
+        assert!(
+            !runs[1].run.udp_tested,
+            "a --no-udp run is kept as not tested"
+        );
+        assert_eq!(s.layout_version().unwrap(), LAYOUT);
     }
 
     #[test]

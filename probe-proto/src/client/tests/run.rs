@@ -283,11 +283,37 @@ fn only_the_transports_asked_for_are_probed() {
     r.on_hello(HelloOutcome::Welcome(Box::new(welcome(false))));
     r.on_udp_echo(Some(echo_ok(2)));
     r.on_counters(Some(counters(2, 0)));
-    assert_eq!(
-        ids(&r.report(meta())),
-        Vec::<&str>::new(),
-        "TCP not tested: not blocked"
+    let rep = r.report(meta());
+    assert_eq!(ids(&rep), Vec::<&str>::new(), "TCP not tested: not blocked");
+    assert!(
+        rep.tcp.skipped && !rep.udp.skipped,
+        "the report says which was not tested"
     );
+}
+
+#[test]
+fn a_refusal_is_kept_only_when_nothing_answered() {
+    let mut r = Run::new(plan());
+    r.on_reach(Reach {
+        udp_refused: true,
+        tcp_refused: true,
+        ..Reach::default()
+    });
+    let rep = r.report(meta());
+    assert!(rep.udp.refused && rep.tcp.refused);
+    assert!(
+        rep.findings[0].summary.contains("refused UDP and TCP"),
+        "{}",
+        rep.findings[0].summary
+    );
+    // An earlier send refused, a later one answered: the transport answered.
+    let mut r = Run::new(plan());
+    r.on_reach(Reach {
+        udp_refused: true,
+        ..both_ok()
+    });
+    let rep = r.report(meta());
+    assert!(!rep.udp.refused && rep.udp.reachable);
 }
 
 #[test]
