@@ -354,6 +354,17 @@ fn port_holder(
     Err(others)
 }
 
+/// RTCD's pid, found as [`discover`] finds it: the holder of UDP `udp` or TCP `tcp`, else the
+/// only process named rtcd (an unprivileged user sees names, not other users' sockets).
+pub fn rtcd_pid(udp: u16, tcp: u16, deadline: Instant) -> Option<u32> {
+    let hints = Hints {
+        udp_ports: vec![udp],
+        tcp_ports: vec![tcp],
+        unit: DEFAULT_UNIT,
+    };
+    find_process(&RTCD, &hints, deadline, &mut Vec::new()).map(|(pid, _)| pid)
+}
+
 /// Every other process whose comm or executable is one of the target's names (`rtcd`), by a
 /// scan of `/proc` bounded by
 /// the deadline. By name: comm is readable by anyone, exe only by the owner or root.

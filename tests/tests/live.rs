@@ -18,8 +18,13 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The RTCD stand-in: UDP + TCP 8443 with SO_REUSEPORT, echoing its own media.
 fn standin(ns: &Netns) -> Proc {
+    standin_from(ns, STANDIN)
+}
+
+/// The stand-in started from `bin` (a copy named `rtcd` is found as RTCD by its name).
+fn standin_from(ns: &Netns, bin: &str) -> Proc {
     probe_tests::binaries();
-    let p = ns.spawn(&[STANDIN, "serve"], LIFETIME);
+    let p = ns.spawn(&[bin, "serve"], LIFETIME);
     if let Err(e) = p
         .stdout_capture()
         .wait_for_line(Duration::from_secs(10), |l| {
@@ -334,6 +339,60 @@ fn wrong_ice_host_override_does_not_arrive() {
     );
     // The address the user named did answer, through the NAT, arriving at the private address.
     assert_eq!(j["udp"]["reachable"], true);
+}
+
+#[test]
+fn a_restarted_rtcd_is_followed_an_edited_file_is_not() {
+    let t = Topology::routed();
+    let dir = TempDir::new("live");
+    let cfg = rtcd_config(&dir, "ice_host_override = \"203.0.113.99\"");
+    // RTCD's process is found by its name on the port: the stand-in runs as `rtcd`.
+    let bin = dir.path().join("rtcd");
+    std::fs::copy(STANDIN, &bin).expect("copy the stand-in");
+    let bin = bin.display().to_string();
+    let mut rtcd = standin_from(&t.server, &bin);
+    let server = live_server(&t.server, &["--rtcd-config", &cfg]);
+    let target = t.server_public_ip.to_string();
+    let run = client(&t.client, &target, &["--duration", "2"]);
+    let j = report(&run);
+    assert!(
+        findings(&j).contains(&"ice_host_override_wrong".to_string()),
+        "{}",
+        run.describe()
+    );
+    // The admin fixes the file. RTCD reads it only at start, so nothing changes yet.
+    rtcd_config(&dir, "ice_host_override = \"203.0.113.2\"");
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(
+        events(&server, "advertise").is_empty(),
+        "an edited file is not what RTCD advertises: {}",
+        server.stdout()
+    );
+    // RTCD restarts: said when it stops, and what it advertises now is read.
+    rtcd.kill();
+    let stopped = wait_events(&server, "rtcd_stopped", 1);
+    assert_eq!(stopped.len(), 1, "{}", server.stdout());
+    let _rtcd = standin_from(&t.server, &bin);
+    let adv = wait_events(&server, "advertise", 1);
+    assert_eq!(adv.len(), 1, "{}\n{}", server.stdout(), server.stderr());
+    assert!(adv[0]["rtcd_pid"].is_u64(), "{}", adv[0]);
+    assert!(
+        adv[0]["advertised"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c == "203.0.113.2:8443/udp")),
+        "{}",
+        adv[0]
+    );
+    let run = client(&t.client, &target, &["--duration", "2"]);
+    let j = report(&run);
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert!(
+        !findings(&j)
+            .iter()
+            .any(|f| f.starts_with("ice_host_override")),
+        "{}",
+        run.describe()
+    );
 }
 
 #[test]

@@ -1028,6 +1028,9 @@ const LIVE_WEB_PORT: u16 = 8080;
 struct LivePage {
     topo: Topology,
     standin: probe_tests::Proc,
+    /// The stand-in's copy named `rtcd` (found as RTCD by its name), and RTCD's config file.
+    rtcd_bin: String,
+    rtcd_config: std::path::PathBuf,
     server: probe_tests::Proc,
     url: String,
     store: std::path::PathBuf,
@@ -1046,18 +1049,10 @@ fn live_page(ice_host_override: &str) -> LivePage {
         "[rtc]\nice_port_udp = {PORT}\nice_port_tcp = {PORT}\nice_host_override = \"{ice_host_override}\"\n"
     );
     std::fs::write(&rtcd, rtc).expect("write rtcd.toml");
-    let standin = topo.server.spawn(
-        &[env!("CARGO_BIN_EXE_media-standin"), "serve"],
-        SERVER_LIFETIME,
-    );
-    if let Err(e) = standin
-        .stdout_capture()
-        .wait_for_line(Duration::from_secs(10), |l| {
-            l.starts_with("media-standin ready")
-        })
-    {
-        panic!("media-standin not ready ({e:?}): {}", standin.stderr());
-    }
+    let rtcd_bin = dir.path().join("rtcd");
+    std::fs::copy(env!("CARGO_BIN_EXE_media-standin"), &rtcd_bin).expect("copy the stand-in");
+    let rtcd_bin = rtcd_bin.display().to_string();
+    let standin = live_standin(&topo, &rtcd_bin);
     let store = dir.path().join("results.sqlite");
     let web = format!("0.0.0.0:{LIVE_WEB_PORT}");
     let argv = [
@@ -1095,11 +1090,27 @@ fn live_page(ice_host_override: &str) -> LivePage {
     LivePage {
         topo,
         standin,
+        rtcd_bin,
+        rtcd_config: rtcd,
         server,
         url,
         store,
         _dir: dir,
     }
+}
+
+/// The RTCD stand-in from `bin`, once it is ready.
+fn live_standin(topo: &Topology, bin: &str) -> probe_tests::Proc {
+    let standin = topo.server.spawn(&[bin, "serve"], SERVER_LIFETIME);
+    if let Err(e) = standin
+        .stdout_capture()
+        .wait_for_line(Duration::from_secs(10), |l| {
+            l.starts_with("media-standin ready")
+        })
+    {
+        panic!("media-standin not ready ({e:?}): {}", standin.stderr());
+    }
+    standin
 }
 
 impl LivePage {
@@ -1291,6 +1302,29 @@ fn live_mode_page_with_a_wrong_override() {
         why()
     );
     assert_eq!(stored_runs(&p.store, "web-live-wrong-override").len(), 1);
+    // The admin fixes the override and restarts RTCD: the page follows without a restart of
+    // probe-server live, and the same link now passes.
+    let mut p = p;
+    let fixed = format!(
+        "[rtc]\nice_port_udp = {PORT}\nice_port_tcp = {PORT}\nice_host_override = \"{NAT_PUBLIC_IP}\"\n"
+    );
+    std::fs::write(&p.rtcd_config, fixed).expect("write rtcd.toml");
+    p.standin.kill();
+    p.standin = live_standin(&p.topo, &p.rtcd_bin);
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !p.server.stdout().contains("\"event\":\"advertise\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RTCD's restart not followed: {}",
+            p.server.stdout()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (reply, run) = p.run("live-fixed-override", 1);
+    let report = &reply["report"];
+    let why = || format!("{report:#}\n{}", p.describe(&run));
+    assert!(errors(report).is_empty(), "{}", why());
+    assert_eq!(outcome(report, "udp"), "passed", "{}", why());
 }
 
 /// The runs a results store kept for `site` (`probe-server results --runs --json`).

@@ -114,6 +114,17 @@ impl Responder {
         }
     }
 
+    /// What later hellos announce: RTCD restarted with another configuration, or its hostname
+    /// override resolves differently now. Sessions under way keep their figures.
+    pub fn set_hello(&mut self, hello: HelloInfo) {
+        self.hello = hello;
+    }
+
+    /// What hellos announce now.
+    pub fn hello(&self) -> &HelloInfo {
+        &self.hello
+    }
+
     /// A tapped UDP datagram to RTCD's port, `to` being the local address it arrived at.
     /// Returns the reply payload to send from `to` back to `from`, if any.
     pub fn on_udp(

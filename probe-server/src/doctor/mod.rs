@@ -5,7 +5,7 @@ mod advertise;
 mod api;
 pub(crate) mod cmd;
 pub mod config;
-mod cpu;
+pub mod cpu;
 pub mod facts;
 mod gather;
 pub mod logs;

@@ -18,6 +18,7 @@
 //!   --template '{{.info.pid}}' CONTAINER`).
 
 mod config;
+mod follow;
 mod page;
 mod tap;
 
@@ -79,24 +80,26 @@ pub struct LiveArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-pub fn run(args: LiveArgs) -> i32 {
+/// The page's socket and store, RTCD's namespace entered, the token read.
+fn prepare(args: &LiveArgs) -> Result<(Option<page::PageSetup>, Option<String>), String> {
     // Bound and opened before anything is logged (a bad address or store is one sentence),
     // and before entering RTCD's namespace: the page is served from the host's.
-    let page_setup = match page::prepare(&args) {
-        Ok(p) => p,
-        Err(msg) => return crate::fail(msg),
-    };
+    let page_setup = page::prepare(args)?;
     // Before any thread exists (a namespace is per thread); only the page's sockets precede it.
     if let Some(pid) = args.rtcd_pid {
-        if let Err(e) = tap::enter_netns(pid) {
-            return crate::fail(format!(
+        tap::enter_netns(pid).map_err(|e| {
+            format!(
                 "cannot enter the network namespace of pid {pid} (/proc/{pid}/ns/net): {e}; \
                  give RTCD's pid and run as root"
-            ));
-        }
+            )
+        })?;
     }
-    let token = match read_token(&args) {
-        Ok(t) => t,
+    Ok((page_setup, read_token(args)?))
+}
+
+pub fn run(args: LiveArgs) -> i32 {
+    let (page_setup, token) = match prepare(&args) {
+        Ok(p) => p,
         Err(msg) => return crate::fail(msg),
     };
     let (cfg, deployment) = match config::load(&args) {
@@ -109,6 +112,8 @@ pub fn run(args: LiveArgs) -> i32 {
         Err(msg) => return crate::fail(msg),
     };
     let (udp_port, tcp_port) = (hello.rtcd_port_udp, hello.rtcd_port_tcp);
+    // The RTCD whose configuration was just read: a restart after this is followed.
+    let first = follow::holder((udp_port, tcp_port));
     if let Some(Err(msg)) = page_setup.as_ref().map(|p| p.check_port(tcp_port)) {
         return crate::fail(msg);
     }
@@ -117,22 +122,21 @@ pub fn run(args: LiveArgs) -> i32 {
         Err(msg) => return crate::fail(msg),
     };
     crate::ice::log_advertised_for(&cfg, &adv, udp_port, &deployment);
-    let page = match page_setup {
-        None => None,
-        Some(setup) => {
-            let mut offer = crate::ice::offer_for(&cfg, &adv, udp_port, &deployment);
-            // The page tests RTCD's own ports (the offer names them in its fixes).
-            offer.probe_port_tcp = tcp_port;
-            match page::start(
-                setup,
-                offer,
-                token.as_deref(),
-                (sender.clone(), args.max_pps),
-            ) {
-                Ok(p) => Some(p),
-                Err(msg) => return crate::fail(msg),
-            }
-        }
+    if let Some(note) = follow::stale_config_note(args.rtcd_config.as_deref(), first) {
+        tracing::warn!("{note}");
+    }
+    let page = page_setup.map(|setup| {
+        let offer = crate::ice::offer_for(&cfg, &adv, udp_port, &deployment);
+        page::start(
+            setup,
+            offer,
+            token.as_deref(),
+            (sender.clone(), args.max_pps),
+        )
+    });
+    let page = match page.transpose() {
+        Ok(p) => p,
+        Err(msg) => return crate::fail(msg),
     };
     let limits = Limits {
         total_pps: args.max_pps.max(1),
@@ -154,16 +158,53 @@ pub fn run(args: LiveArgs) -> i32 {
     {
         announce_page(args.json, &url, note.as_deref());
     }
-    serve(&args, &taps, (&sender, page.as_ref()), &mut r, started)
+    let changes = follow::start(&args, rules, &deployment, &hello, first);
+    let out = Out {
+        sender: &sender,
+        page: page.as_ref(),
+        changes: changes.as_ref(),
+    };
+    serve(&args, &taps, &out, &mut r, started)
 }
 
-fn announce(
-    args: &LiveArgs,
-    (udp, tcp): (u16, u16),
-    candidates: &[probe_proto::msg::WireCandidate],
-    pps: u32,
-) {
-    let adv: Vec<String> = candidates
+/// Where the loop's answers and news go.
+struct Out<'a> {
+    sender: &'a Sender,
+    page: Option<&'a page::LivePage>,
+    /// RTCD's restarts (and a hostname override's new address), from [`follow`].
+    changes: Option<&'a std::sync::mpsc::Receiver<follow::Change>>,
+}
+
+/// Applies what the follower found; Err(exit code) when live mode cannot go on.
+fn apply_changes(args: &LiveArgs, out: &Out, r: &mut Responder) -> Result<(), i32> {
+    let Some(rx) = out.changes else {
+        return Ok(());
+    };
+    while let Ok(c) = rx.try_recv() {
+        match c {
+            follow::Change::Advertise { hello, offer, pid } => {
+                if let Some(p) = out.page {
+                    p.set_ice(*offer);
+                }
+                announce_advertised(args.json, pid, &hello.candidates);
+                r.set_hello(*hello);
+            }
+            follow::Change::Stopped => announce_stopped(args.json, r.hello()),
+            follow::Change::Unreadable(e) => tracing::warn!(
+                "RTCD restarted, but its configuration does not load here: {e}; new clients still get                  what it advertised before"
+            ),
+            follow::Change::PortsMoved { udp, tcp } => {
+                return Err(crate::fail(format!(
+                    "RTCD restarted on UDP {udp} and TCP {tcp}, not the ports this live probe taps; start                      probe-server live again (its systemd unit restarts it)"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn candidate_list(candidates: &[probe_proto::msg::WireCandidate]) -> Vec<String> {
+    candidates
         .iter()
         .map(|c| {
             format!(
@@ -173,7 +214,55 @@ fn announce(
             )
             .to_lowercase()
         })
-        .collect();
+        .collect()
+}
+
+fn announce_advertised(
+    json: bool,
+    pid: Option<u32>,
+    candidates: &[probe_proto::msg::WireCandidate],
+) {
+    let adv = candidate_list(candidates);
+    if json {
+        probe_shell::outln!(
+            "{}",
+            serde_json::json!({"event": "advertise", "rtcd_pid": pid, "advertised": adv})
+        );
+        return;
+    }
+    let why = match pid {
+        Some(pid) => format!("RTCD (re)started (pid {pid})"),
+        None => "ice_host_override resolves differently now".into(),
+    };
+    let adv = if adv.is_empty() {
+        "nothing".to_string()
+    } else {
+        adv.join(", ")
+    };
+    probe_shell::outln!("live: {why}; RTCD advertises {adv}; new clients are told so");
+}
+
+fn announce_stopped(json: bool, hello: &probe_proto::live::HelloInfo) {
+    let (udp, tcp) = (hello.rtcd_port_udp, hello.rtcd_port_tcp);
+    if json {
+        probe_shell::outln!(
+            "{}",
+            serde_json::json!({"event": "rtcd_stopped", "udp_port": udp, "tcp_port": tcp})
+        );
+    } else {
+        probe_shell::outln!(
+            "live: no RTCD holds UDP {udp} or TCP {tcp} any more: calls cannot connect until it starts again              (what it then advertises is read at its start)"
+        );
+    }
+}
+
+fn announce(
+    args: &LiveArgs,
+    (udp, tcp): (u16, u16),
+    candidates: &[probe_proto::msg::WireCandidate],
+    pps: u32,
+) {
+    let adv = candidate_list(candidates);
     if args.json {
         probe_shell::outln!(
             "{}",
@@ -284,13 +373,7 @@ fn now_us(started: Instant) -> u64 {
 }
 
 /// The loop: wait for the taps (bounded, so idle nonces are reported on time), answer, report.
-fn serve(
-    args: &LiveArgs,
-    taps: &[Tap],
-    out: (&Sender, Option<&page::LivePage>),
-    r: &mut Responder,
-    started: Instant,
-) -> i32 {
+fn serve(args: &LiveArgs, taps: &[Tap], out: &Out, r: &mut Responder, started: Instant) -> i32 {
     let mut fds: Vec<libc::pollfd> = taps
         .iter()
         .map(|t| libc::pollfd {
@@ -312,8 +395,11 @@ fn serve(
         }
         for (i, t) in taps.iter().enumerate() {
             if fds[i].revents & libc::POLLIN != 0 {
-                drain(t, &mut buf, out, r, started);
+                drain(t, &mut buf, (out.sender, out.page), r, started);
             }
+        }
+        if let Err(code) = apply_changes(args, out, r) {
+            return code;
         }
         if started.elapsed() >= next_poll {
             r.poll(now_us(started));

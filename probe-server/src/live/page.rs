@@ -73,6 +73,7 @@ pub struct PageSetup {
 pub struct LivePage {
     _runtime: tokio::runtime::Runtime,
     peer: Peer,
+    shared: Arc<Shared>,
     pub addr: Option<SocketAddr>,
 }
 
@@ -120,7 +121,7 @@ impl PageSetup {
 /// Starts the page: the results store's writer, a small tokio runtime, the peer on `sender`.
 pub fn start(
     setup: PageSetup,
-    offer: IceOffer,
+    mut offer: IceOffer,
     token: Option<&str>,
     (sender, max_pps): (Arc<Sender>, u32),
 ) -> Result<LivePage, String> {
@@ -133,6 +134,8 @@ pub fn start(
         .build()
         .map_err(|e| format!("cannot start the test page's runtime: {e}"))?;
     let _in = runtime.enter();
+    // The page tests RTCD's own ports (the offer names them in its fixes).
+    offer.probe_port_tcp = offer.rtcd_port_tcp;
     let port = offer.rtcd_port_udp;
     let core = probe_proto::session::Core::with_token(
         probe_proto::session::Limits::default(),
@@ -166,11 +169,16 @@ pub fn start(
         .and_then(|()| tokio::net::TcpListener::from_std(setup.listener))
         .map_err(|e| format!("cannot serve the test page: {e}"))?;
     let conns = ConnLimits::new(serve.max_tcp_connections, serve.max_tcp_connections_per_ip);
-    runtime.spawn(crate::web::http::serve_listener(listener, shared, conns));
+    runtime.spawn(crate::web::http::serve_listener(
+        listener,
+        shared.clone(),
+        conns,
+    ));
     drop(_in);
     Ok(LivePage {
         _runtime: runtime,
         peer,
+        shared,
         addr,
     })
 }
@@ -189,6 +197,13 @@ fn start_results(
 }
 
 impl LivePage {
+    /// What new page sessions are answered with (RTCD restarted, or its override resolves
+    /// differently now); RTCD's ports, as at [`start`].
+    pub fn set_ice(&self, mut offer: IceOffer) {
+        offer.probe_port_tcp = offer.rtcd_port_tcp;
+        self.shared.set_ice(offer);
+    }
+
     /// From the page's tap, per STUN or DTLS datagram to RTCD's port: a page session's (STUN
     /// for its ufrag, DTLS from an address it learnt) goes to the peer, anything else (RTCD's
     /// own STUN and DTLS pass here too) is left to RTCD. Cheap on a miss: no lock while no

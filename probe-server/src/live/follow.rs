@@ -1,0 +1,256 @@
+//! Live mode follows RTCD while it runs beside it. RTCD reads its configuration once, at start
+//! (rtcd cmd/rtcd/main.go:21 `loadConfig`; :40 handles only SIGINT and SIGTERM, no reload), and
+//! takes its local addresses and STUN-discovered ones once too (service/rtc/server.go:87-160
+//! `Start`). So what the live hello announces must change when RTCD restarts, and not when its
+//! file is edited: an edited file is what RTCD does at its next start. A hostname override is
+//! re-resolved every [`RESOLVE_EVERY`], as `probe-server` does: RTCD resolves it on every join.
+//!
+//! Not followed: `--rtcd-pid` (a restarted container is another pid, in another namespace) and
+//! the Calls plugin's own media server (its settings change with the plugin, not a process).
+
+use super::LiveArgs;
+use probe_proto::calls::Deployment;
+use probe_proto::live::HelloInfo;
+use probe_proto::msg::IceOffer;
+use probe_proto::rtcd::PionRules;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+/// How often the port's holder is looked at: a restarted RTCD is followed within this.
+const LOOK_EVERY: Duration = Duration::from_secs(3);
+/// How often a hostname override is resolved again (`probe-server`'s --resolve-interval default).
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+
+/// One RTCD process: its pid and start time, so a restart that reuses the pid is still seen.
+pub type Ident = (u32, Option<u64>);
+
+/// What the loop is told.
+#[derive(Debug)]
+pub enum Change {
+    /// New hellos and page sessions get this: RTCD (re)started (`pid`), or the override
+    /// resolves differently (`pid` None).
+    Advertise {
+        hello: Box<HelloInfo>,
+        offer: Box<IceOffer>,
+        pid: Option<u32>,
+    },
+    /// No RTCD holds the ports any more.
+    Stopped,
+    /// RTCD came back on other ports than the ones tapped.
+    PortsMoved { udp: u16, tcp: u16 },
+    /// RTCD restarted, but its configuration no longer loads here: the old hello stays.
+    Unreadable(String),
+}
+
+/// What one look at the port's holder calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Nothing,
+    Stopped,
+    Reload(u32),
+    Resolve,
+}
+
+/// From the holder seen last and now. Pure, so the transitions are unit-tested.
+pub fn step(last: Option<Ident>, now: Option<Ident>, resolve_due: bool) -> Step {
+    match (last, now) {
+        (Some(_), None) => Step::Stopped,
+        (l, Some(n)) if l != Some(n) => Step::Reload(n.0),
+        _ if resolve_due => Step::Resolve,
+        _ => Step::Nothing,
+    }
+}
+
+/// The RTCD process now: the holder of the tapped ports, else the only process named rtcd.
+pub fn holder((udp, tcp): (u16, u16)) -> Option<Ident> {
+    let pid = crate::rtcd_env::rtcd_pid(udp, tcp, Instant::now() + Duration::from_secs(2))?;
+    let start = crate::doctor::logs::process_start(pid, crate::doctor::cpu::ticks_per_sec());
+    Some((pid, start))
+}
+
+/// The process `id` names is still the one that started then.
+fn still_running((pid, start): Ident) -> bool {
+    start.is_some()
+        && crate::doctor::logs::process_start(pid, crate::doctor::cpu::ticks_per_sec()) == start
+}
+
+/// Starts the follower when this deployment can be followed; its changes arrive on the receiver.
+pub fn start(
+    args: &LiveArgs,
+    rules: PionRules,
+    deployment: &Deployment,
+    hello: &HelloInfo,
+    first: Option<Ident>,
+) -> Option<Receiver<Change>> {
+    if args.rtcd_pid.is_some() || !matches!(deployment, Deployment::Rtcd) {
+        tracing::info!(
+            "what RTCD advertises is read once: restart probe-server live after RTCD restarts"
+        );
+        return None;
+    }
+    let (tx, rx) = mpsc::channel();
+    let f = Follower {
+        args: args.clone(),
+        rules,
+        ports: (hello.rtcd_port_udp, hello.rtcd_port_tcp),
+        hostname: is_hostname(hello),
+        current: hello.candidates.clone(),
+        last: first,
+        tx,
+    };
+    let spawned = std::thread::Builder::new()
+        .name("live-follow".into())
+        .spawn(move || f.run());
+    if let Err(e) = spawned {
+        tracing::warn!("cannot follow RTCD's restarts: {e}");
+        return None;
+    }
+    Some(rx)
+}
+
+/// RTCD resolves a hostname override on every join (sfu.go `initSettingEngine`).
+fn is_hostname(hello: &HelloInfo) -> bool {
+    hello.override_form == "hostname"
+}
+
+struct Follower {
+    args: LiveArgs,
+    rules: PionRules,
+    ports: (u16, u16),
+    hostname: bool,
+    current: Vec<probe_proto::msg::WireCandidate>,
+    last: Option<Ident>,
+    tx: Sender<Change>,
+}
+
+impl Follower {
+    fn run(mut self) {
+        let mut resolved_at = Instant::now();
+        loop {
+            std::thread::sleep(LOOK_EVERY);
+            // RTCD cannot restart without its process ending: while it runs, the cheap look at
+            // its own /proc entry stands in for the scan of every process's sockets.
+            let now = match self.last {
+                Some(id) if still_running(id) => Some(id),
+                _ => holder(self.ports),
+            };
+            let due = self.hostname && resolved_at.elapsed() >= RESOLVE_EVERY;
+            let change = match step(self.last, now, due) {
+                Step::Nothing => None,
+                Step::Stopped => Some(Change::Stopped),
+                Step::Reload(pid) => self.reload(Some(pid)),
+                Step::Resolve => {
+                    resolved_at = Instant::now();
+                    self.reload(None)
+                }
+            };
+            self.last = now;
+            if let Some(c) = change {
+                if self.tx.send(c).is_err() {
+                    return; // the loop has ended
+                }
+            }
+        }
+    }
+
+    /// RTCD's configuration and what it advertises now; a change only when it differs (a
+    /// restart always says so: the admin is waiting for it).
+    fn reload(&mut self, pid: Option<u32>) -> Option<Change> {
+        let loaded = super::config::load(&self.args).and_then(|(cfg, deployment)| {
+            let (hello, adv) = super::config::hello(&cfg, self.rules, &deployment)?;
+            let offer = crate::ice::offer_for(&cfg, &adv, hello.rtcd_port_udp, &deployment);
+            if pid.is_some() {
+                crate::ice::log_advertised_for(&cfg, &adv, hello.rtcd_port_udp, &deployment);
+            }
+            Ok((hello, offer))
+        });
+        let (hello, offer) = match loaded {
+            Ok(h) => h,
+            Err(e) if pid.is_some() => return Some(Change::Unreadable(e)),
+            Err(e) => {
+                tracing::warn!("re-resolving RTCD's override failed: {e}");
+                return None;
+            }
+        };
+        if (hello.rtcd_port_udp, hello.rtcd_port_tcp) != self.ports {
+            return Some(Change::PortsMoved {
+                udp: hello.rtcd_port_udp,
+                tcp: hello.rtcd_port_tcp,
+            });
+        }
+        if pid.is_none() && hello.candidates == self.current {
+            return None;
+        }
+        self.current = hello.candidates.clone();
+        self.hostname = is_hostname(&hello);
+        Some(Change::Advertise {
+            hello: Box::new(hello),
+            offer: Box::new(offer),
+            pid,
+        })
+    }
+}
+
+/// RTCD's file changed after RTCD started: RTCD advertises what it said then, the probe what it
+/// says now; said once at start, so the admin restarts RTCD before trusting either.
+pub fn stale_config_note(path: Option<&std::path::Path>, first: Option<Ident>) -> Option<String> {
+    let path = path?;
+    let (pid, started) = first?;
+    let started = started?;
+    let modified = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    (modified > started).then(|| {
+        format!(
+            "{} changed after RTCD (pid {pid}) started at {}: RTCD advertises what the file said then, \
+             this probe what it says now; restart RTCD so that both agree",
+            path.display(),
+            probe_proto::report::rfc3339(started * 1000)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restart_reloads_a_stop_is_said_and_dns_waits_its_turn() {
+        let a = Some((100, Some(1_000)));
+        // The same process: nothing, or a due re-resolution.
+        assert_eq!(step(a, a, false), Step::Nothing);
+        assert_eq!(step(a, a, true), Step::Resolve);
+        // Another pid, or the same pid started again: a restart.
+        assert_eq!(step(a, Some((101, Some(1_000))), false), Step::Reload(101));
+        assert_eq!(step(a, Some((100, Some(2_000))), true), Step::Reload(100));
+        // RTCD stopped: said once, then quiet while it stays down.
+        assert_eq!(step(a, None, true), Step::Stopped);
+        assert_eq!(step(None, None, false), Step::Nothing);
+        // Live started while RTCD was down, and RTCD starts: what it advertises is read then.
+        assert_eq!(step(None, a, false), Step::Reload(100));
+    }
+
+    #[test]
+    fn a_file_newer_than_rtcd_is_said_once_at_start() {
+        let dir = std::env::temp_dir().join(format!("follow-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rtcd.toml");
+        std::fs::write(&path, "[rtc]\n").unwrap();
+        let note = stale_config_note(Some(&path), Some((42, Some(1_000))));
+        let note = note.expect("the file is newer than a process started in 1970");
+        assert!(
+            note.contains("pid 42") && note.contains("restart RTCD"),
+            "{note}"
+        );
+        assert_eq!(
+            stale_config_note(Some(&path), Some((42, Some(u64::MAX / 4096)))),
+            None
+        );
+        assert_eq!(stale_config_note(Some(&path), None), None, "no RTCD found");
+        assert_eq!(stale_config_note(None, Some((42, Some(1_000)))), None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
