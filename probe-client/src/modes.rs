@@ -254,6 +254,33 @@ async fn load(args: &ProbeArgs, n: u32) -> i32 {
     }
 }
 
+/// One reason the server gave for refusing sessions, and how many it refused so.
+#[derive(Debug, serde::Serialize, PartialEq)]
+pub struct RefusedBecause {
+    pub reason: String,
+    pub sessions: usize,
+}
+
+/// The server_refused findings' sentences, counted, most frequent first.
+fn refusals(reports: &[Report]) -> Vec<RefusedBecause> {
+    let mut counts: Vec<RefusedBecause> = Vec::new();
+    let refused = reports
+        .iter()
+        .flat_map(|r| &r.findings)
+        .filter(|f| f.is(FindingId::ServerRefused));
+    for f in refused {
+        match counts.iter_mut().find(|c| c.reason == f.summary) {
+            Some(c) => c.sessions += 1,
+            None => counts.push(RefusedBecause {
+                reason: f.summary.clone(),
+                sessions: 1,
+            }),
+        }
+    }
+    counts.sort_by(|a, b| b.sessions.cmp(&a.sessions));
+    counts
+}
+
 /// Load mode's summary: totals over all sessions.
 #[derive(Debug, serde::Serialize)]
 pub struct LoadSummary {
@@ -262,6 +289,9 @@ pub struct LoadSummary {
     pub failed: usize,
     pub errors: usize,
     pub refused: usize,
+    /// Why the server refused sessions (its sentence, naming the limit), most frequent first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub refused_because: Vec<RefusedBecause>,
     pub sent: u64,
     pub received: u64,
     /// Round-trip loss over all sessions' UDP echo, in percent.
@@ -302,12 +332,9 @@ impl LoadSummary {
             errors,
             refused: reports
                 .iter()
-                .filter(|r| {
-                    r.findings
-                        .iter()
-                        .any(|f| f.id == FindingId::ServerRefused.as_str())
-                })
+                .filter(|r| r.findings.iter().any(|f| f.is(FindingId::ServerRefused)))
                 .count(),
+            refused_because: refusals(reports),
             sent,
             received,
             loss_pct: if sent == 0 {
@@ -324,10 +351,21 @@ impl LoadSummary {
 
     pub fn render(&self) -> String {
         let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |x| format!("{x:.3}{unit}"));
+        let mut because = String::new();
+        for r in &self.refused_because {
+            // The server's words: no control character reaches the terminal.
+            let reason = probe_proto::sites::clean_text(&r.reason, 300);
+            because.push_str(&format!("refused {}: {reason}\n", r.sessions));
+        }
+        if !because.is_empty() {
+            because.push_str(
+                "(run fewer --sessions, or ask the admin to raise that probe-server limit)\n",
+            );
+        }
         format!(
             "load: {} sessions  passed {}  failed {}  could not run {}  refused {}\n\
              packets: sent {}  received {}  round-trip loss {:.3}%  (up {}  down {})\n\
-             median RTT across sessions: p50 {}  p95 {}\n",
+             median RTT across sessions: p50 {}  p95 {}\n{because}",
             self.sessions,
             self.passed,
             self.failed,

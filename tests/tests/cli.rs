@@ -211,6 +211,47 @@ fn a_closed_port_is_a_verdict_not_a_log_line() {
 }
 
 #[test]
+fn load_mode_says_why_sessions_were_refused() {
+    // 12 sessions from one address against the default of 8 per address: the summary names
+    // the limit the server gave, not only a count.
+    let ns = Netns::new("cli");
+    let h = server(&ns, &[]);
+    let run = client(
+        &ns,
+        &[
+            "127.0.0.1:8443",
+            "--sessions",
+            "12",
+            "--duration",
+            "3",
+            "--pin",
+            h.pin(),
+        ],
+    );
+    assert_eq!(run.code(), Some(1), "{}", run.describe());
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("refused ") && l.contains("max-sessions-per-ip=8"))
+        .unwrap_or_else(|| panic!("no reason line:\n{}", run.describe()));
+    let n: usize = line["refused ".len()..]
+        .split(':')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(
+        run.stdout.contains(&format!("refused {n}\n")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("run fewer --sessions"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn bad_input_gets_one_sentence_and_exit_2() {
     let ns = Netns::new("cli");
     let h = server(&ns, &[]);
