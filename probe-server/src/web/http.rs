@@ -263,7 +263,8 @@ fn authorized(shared: &Shared, req: &Request) -> bool {
 }
 
 const NO_TOKEN: &str = "this test page needs its link with the access token (…/?t=…); ask the \
-                        admin for the link probe-server logged at start.";
+                        admin for the link probe-server logged at start (a token holding + / = \
+                        goes into the link URL-encoded, as %2B %2F %3D).";
 
 /// The 403 for a request to the page or its API without the server's token (counted).
 fn token_refusal(req: &Request, shared: &Shared) -> Option<Reply> {

@@ -101,23 +101,52 @@ pub fn link_query(
     match (token, file) {
         (Some(t), _) if env == Some(t) => (
             HIDDEN.into(),
-            Some("TOKEN: the access token in PROBE_SERVER_TOKEN, URL-encoded".into()),
+            Some(format!(
+                "TOKEN: the access token in PROBE_SERVER_TOKEN{}",
+                encoding_note(t.trim())
+            )),
         ),
         (Some(t), _) if !t.trim().is_empty() && t.trim().bytes().all(|b| b.is_ascii_graphic()) => {
             (format!("?t={}", percent_encode(t.trim())), None)
         }
-        (Some(_), _) => (
+        (Some(t), _) => (
             HIDDEN.into(),
-            Some("TOKEN: the access token, URL-encoded".into()),
+            Some(format!(
+                "TOKEN: the access token{}",
+                encoding_note(t.trim())
+            )),
         ),
         (None, Some(f)) => {
             let shown = crate::cert::printable_path(f);
+            // Read again only to say how to write it (the start read it already).
+            let first = std::fs::read_to_string(f)
+                .ok()
+                .and_then(|text| text.lines().next().map(|l| l.trim().to_string()));
+            let how = first
+                .as_deref()
+                .map_or(", URL-encoded".into(), encoding_note);
             (
                 HIDDEN.into(),
-                Some(format!("TOKEN: the first line of {shown}, URL-encoded")),
+                Some(format!("TOKEN: the first line of {shown}{how}")),
             )
         }
         (None, None) => (String::new(), None),
+    }
+}
+
+/// How a hidden token goes into the link, without showing it: a token of URL-safe characters
+/// (a hex one, as the README suggests) goes as it is; another one must be URL-encoded, which
+/// people forget for base64's `+`, `/` and `=` (the page then answers 403).
+fn encoding_note(token: &str) -> String {
+    let safe = token
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if safe {
+        " as it is (it needs no URL encoding)".into()
+    } else {
+        ", URL-encoded: it holds characters a link cannot carry as they are (base64's + / = \
+         become %2B %2F %3D)"
+            .into()
     }
 }
 
@@ -144,6 +173,25 @@ mod tests {
         assert!(!odd.contains("two"), "{odd}");
         let file = q(None, Some(Path::new("/etc/probe.token")), None);
         assert!(file.contains("/etc/probe.token"), "{file}");
+        // Hidden tokens: the note says whether to encode, never the token.
+        let dir = std::env::temp_dir().join(format!("link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (hex, b64) = (dir.join("hex"), dir.join("b64"));
+        std::fs::write(&hex, "0f1e2d3c4b5a69788796a5b4c3d2e1f0\n").unwrap();
+        std::fs::write(&b64, "q+/w9Z==\n").unwrap();
+        let note = q(None, Some(&hex), None);
+        assert!(
+            note.contains("needs no URL encoding") && !note.contains("0f1e"),
+            "{note}"
+        );
+        let note = q(None, Some(&b64), None);
+        assert!(
+            note.contains("%2B %2F %3D") && !note.contains("q+/w"),
+            "{note}"
+        );
+        let note = q(Some("q+/w9Z=="), None, Some("q+/w9Z=="));
+        assert!(note.contains("PROBE_SERVER_TOKEN, URL-encoded"), "{note}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
