@@ -277,7 +277,7 @@ fn refusals(reports: &[Report]) -> Vec<RefusedBecause> {
             }),
         }
     }
-    counts.sort_by(|a, b| b.sessions.cmp(&a.sessions));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.sessions));
     counts
 }
 
