@@ -436,9 +436,14 @@ fn reached_text(dialed: SocketAddr) -> String {
 fn set_fix(d: &Diag, dialed: SocketAddr, lead: &str) -> String {
     let (terms, restart) = (d.terms, d.terms.restart());
     if is_private(dialed.ip()) {
+        // A lead that already says "the address users reach … at:" is not said twice.
+        let what = if lead.ends_with(':') {
+            "the public one, not the private address this client used".to_string()
+        } else {
+            format!("the public address users reach {} at", terms.server())
+        };
         format!(
-            "{lead} the public address users reach {} at, e.g. {}; {restart}.",
-            terms.server(),
+            "{lead} {what}, e.g. {}; {restart}.",
             terms.short_host_line("PUBLIC_IP")
         )
     } else {
@@ -1007,6 +1012,12 @@ mod tests {
         assert_eq!(ids(&f), vec!["ice_host_override_missing"]);
         assert!(!f[0].fix.contains("\"10.1.2.3\""), "{}", f[0].fix);
         assert!(f[0].fix.contains("PUBLIC_IP"));
+        assert_eq!(
+            f[0].fix.matches("users reach").count(),
+            1,
+            "said once: {}",
+            f[0].fix
+        );
     }
 
     #[test]

@@ -310,6 +310,11 @@ fn ice_lines(out: &mut String, ice: &IceReport) {
                 Some(rtt) => format!("answers ({} ms)", ms(rtt)),
                 None => "answers".into(),
             },
+            // The client's own words ("TCP connect failed: connection refused"): the host
+            // answered that nothing listens there, which silence does not say.
+            Some(p) if p.detail.as_deref().is_some_and(|d| d.ends_with("refused")) => {
+                "REFUSED".into()
+            }
             Some(_) => "NO ANSWER".into(),
             None => "not checked".into(),
         };
@@ -826,5 +831,44 @@ mod printable_tests {
             "{text}"
         );
         assert!(text.contains("TCP  NOT TESTED (--no-tcp)"), "{text}");
+        // An ICE check the host refused, beside one that got silence.
+        let cand = |address: &str, protocol| AdvertisedCandidate {
+            address: address.into(),
+            port: 8443,
+            protocol,
+            private: false,
+            source: CandidateSource::Local,
+        };
+        let pair = |remote: &str, protocol, detail: &str| PairResult {
+            remote: remote.into(),
+            protocol,
+            ok: false,
+            rtt_ms: None,
+            detail: Some(detail.into()),
+        };
+        r.ice = Some(IceReport {
+            advertised: vec![
+                cand("192.0.2.7", Transport::Tcp),
+                cand("192.0.2.8", Transport::Udp),
+            ],
+            pairs: vec![
+                pair(
+                    "192.0.2.7:8443",
+                    Transport::Tcp,
+                    "TCP connect failed: connection refused",
+                ),
+                pair("192.0.2.8:8443", Transport::Udp, "no answer within 2.5 s"),
+            ],
+            ..IceReport::default()
+        });
+        let text = render_text(&r);
+        let line = |ip: &str| {
+            text.lines()
+                .find(|l| l.contains(ip))
+                .unwrap_or_default()
+                .to_string()
+        };
+        assert!(line("192.0.2.7:8443").ends_with("REFUSED"), "{text}");
+        assert!(line("192.0.2.8:8443").ends_with("NO ANSWER"), "{text}");
     }
 }

@@ -534,7 +534,10 @@ impl Core {
             ))
         } else if hello.duration_ms > l.max_duration_ms {
             Err(refuse(
-                format!("a {} ms test is longer than allowed", hello.duration_ms),
+                format!(
+                    "a {} s test is longer than allowed",
+                    seconds(hello.duration_ms.into())
+                ),
                 format!("max-duration={}s", l.max_duration_ms / 1000),
             ))
         } else if hello.interval_us < l.min_interval_us {
@@ -1025,6 +1028,15 @@ fn answer_echo(
     Some(n)
 }
 
+/// Seconds as people write them: `150`, `2.5`.
+fn seconds(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        (ms / 1000).to_string()
+    } else {
+        format!("{:.1}", ms as f64 / 1000.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1383,6 +1395,8 @@ mod tests {
             .open(0, "198.51.100.3".parse().unwrap(), &long, 3, [0; 32], None)
             .unwrap_err();
         assert!(r.limit.unwrap().starts_with("max-duration="));
+        assert_eq!(r.reason, "a 10000 s test is longer than allowed");
+        assert_eq!(seconds(2_500), "2.5");
         assert_eq!(core.stats.sessions_refused, 2);
     }
 

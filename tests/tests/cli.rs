@@ -354,6 +354,14 @@ fn server_bad_input_exits_2() {
             ],
             "give --store a writable file",
         ),
+        (
+            &["doctor", "--rtcd-log", "/var/log/no-such-rtcd.log"],
+            "--rtcd-log: cannot read /var/log/no-such-rtcd.log",
+        ),
+        (
+            &["bundle", "--rtcd-log", "/var/log/no-such-rtcd.log"],
+            "--rtcd-log: cannot read /var/log/no-such-rtcd.log",
+        ),
     ];
     for (args, says) in cases {
         let done = server_cmd(&ns, args);

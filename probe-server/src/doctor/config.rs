@@ -41,9 +41,37 @@ pub struct Loaded {
     pub calls_api: Option<CallsApiFacts>,
 }
 
+/// A log the user named must be readable: a typo would otherwise only show as a skipped check
+/// among thirty, and the run would look complete.
+fn check_logs(inputs: &Inputs) -> Result<(), String> {
+    let named = [
+        (
+            inputs.rtcd_log.as_ref(),
+            "--rtcd-log",
+            "RTCD's log (e.g. `journalctl -u rtcd > rtcd.log`)",
+        ),
+        (
+            inputs.mattermost_log.as_ref(),
+            "--mattermost-log",
+            "Mattermost's mattermost.log",
+        ),
+    ];
+    for (path, flag, what) in named {
+        let Some(path) = path else { continue };
+        if let Err(e) = std::fs::File::open(path) {
+            return Err(format!(
+                "{flag}: cannot read {}: {e}; give the path of {what}",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads the config and environment; `Err` is the one sentence for stderr (exit 2).
 pub fn load(inputs: &Inputs) -> Result<Loaded, String> {
     let started = Instant::now();
+    check_logs(inputs)?;
     if inputs.calls_config.is_some() || inputs.mattermost.is_some() {
         return load_calls(inputs, started);
     }
