@@ -1030,7 +1030,7 @@ fn answer_echo(
 
 /// Seconds as people write them: `150`, `2.5`.
 fn seconds(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         (ms / 1000).to_string()
     } else {
         format!("{:.1}", ms as f64 / 1000.0)
