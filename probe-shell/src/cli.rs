@@ -79,24 +79,45 @@ pub fn fail(program: &str, msg: impl std::fmt::Display) -> i32 {
 /// Parses the command line; `--help` and `--version` print and exit 0, a usage error becomes
 /// one line on stderr and exit 2.
 pub fn parse_args<C: clap::Parser>(program: &str) -> C {
-    match C::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    match C::try_parse_from(&args) {
         Ok(a) => a,
-        Err(e) => match usage_error(program, &e) {
-            None => e.exit(),
-            Some(line) => std::process::exit(fail(program, line)),
-        },
+        Err(e) => {
+            let named = subcommand_named(&C::command(), &args);
+            match usage_error(program, &e, named.as_deref()) {
+                None => e.exit(),
+                Some(line) => std::process::exit(fail(program, line)),
+            }
+        }
     }
 }
 
 /// The line a clap error becomes, or `None` for help and version output (not errors).
-fn usage_error(program: &str, e: &clap::Error) -> Option<String> {
+/// `named` is the subcommand the command line names, for errors whose text has no usage line
+/// (a value out of range, a missing value).
+fn usage_error(program: &str, e: &clap::Error, named: Option<&str>) -> Option<String> {
     use clap::error::ErrorKind;
     if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
         return None;
     }
     let text = e.render().to_string();
-    let command = help_command(&text).unwrap_or_else(|| program.to_string());
+    let command = help_command(&text)
+        .or_else(|| named.map(|sub| format!("{program} {sub}")))
+        .unwrap_or_else(|| program.to_string());
     Some(format!("{} (see {command} --help)", one_sentence(&text)))
+}
+
+/// The first word of the command line that is one of the program's subcommands, before any
+/// `--`: a value that happens to equal a subcommand's name is a rare misdirection to the
+/// wrong help page, never a wrong parse.
+fn subcommand_named(cmd: &clap::Command, args: &[std::ffi::OsString]) -> Option<String> {
+    args.iter()
+        .skip(1)
+        .filter_map(|a| a.to_str())
+        .take_while(|a| *a != "--")
+        .filter(|a| !a.starts_with('-'))
+        .find(|a| cmd.find_subcommand(a).is_some())
+        .map(str::to_string)
 }
 
 /// The command whose help explains the error (`probe-server results`, not `probe-server`):
@@ -161,14 +182,14 @@ mod tests {
     #[test]
     fn a_typo_keeps_clap_s_suggestion_and_a_subcommand_error_points_at_its_help() {
         let e = Cli::try_parse_from(["probe-x", "h", "--cuont", "3"]).unwrap_err();
-        let line = usage_error("probe-x", &e).unwrap();
+        let line = usage_error("probe-x", &e, None).unwrap();
         assert!(
             line.contains("'--cuont'") && line.contains("'--count'"),
             "{line}"
         );
         assert!(line.ends_with("(see probe-x --help)"), "{line}");
         let e = Cli::try_parse_from(["probe-x", "results"]).unwrap_err();
-        let line = usage_error("probe-x", &e).unwrap();
+        let line = usage_error("probe-x", &e, None).unwrap();
         assert!(line.contains("--site"), "{line}");
         assert!(line.ends_with("(see probe-x results --help)"), "{line}");
     }
@@ -185,20 +206,36 @@ mod tests {
     #[test]
     fn usage_errors_name_the_program_and_help_is_not_an_error() {
         let e = Cli::try_parse_from(["probe-x", "a", "b"]).unwrap_err();
-        let line = usage_error("probe-x", &e).unwrap();
+        let line = usage_error("probe-x", &e, None).unwrap();
         assert!(!line.contains('\n'), "{line}");
         assert!(line.contains("'b'"), "{line}");
         assert!(line.ends_with("(see probe-x --help)"), "{line}");
         let e = Cli::try_parse_from(["probe-x", "h", "--count", "many"]).unwrap_err();
-        let line = usage_error("probe-x", &e).unwrap();
+        let line = usage_error("probe-x", &e, None).unwrap();
         assert!(
             line.contains("many") && !line.starts_with("error:"),
             "{line}"
         );
         let help = Cli::try_parse_from(["probe-x", "--help"]).unwrap_err();
-        assert_eq!(usage_error("probe-x", &help), None);
+        assert_eq!(usage_error("probe-x", &help, None), None);
         let version = Cli::try_parse_from(["probe-x", "--version"]).unwrap_err();
-        assert_eq!(usage_error("probe-x", &version), None);
+        assert_eq!(usage_error("probe-x", &version, None), None);
+    }
+
+    #[test]
+    fn a_value_error_points_at_the_subcommand_the_line_names() {
+        use clap::CommandFactory;
+        let argv = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        // A missing value: clap's text has no usage line.
+        let args = argv(&["probe-x", "results", "--site"]);
+        let e = Cli::try_parse_from(&args).unwrap_err();
+        let named = subcommand_named(&Cli::command(), &args);
+        assert_eq!(named.as_deref(), Some("results"));
+        let line = usage_error("probe-x", &e, named.as_deref()).unwrap();
+        assert!(line.ends_with("(see probe-x results --help)"), "{line}");
+        // Flags, values and what follows `--` are not subcommands.
+        let args = argv(&["probe-x", "--count", "3", "host", "--", "results"]);
+        assert_eq!(subcommand_named(&Cli::command(), &args), None);
     }
 
     #[test]
