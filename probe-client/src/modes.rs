@@ -363,14 +363,14 @@ impl LoadSummary {
             );
         }
         format!(
-            "load: {} sessions  passed {}  failed {}  could not run {}  refused {}\n\
+            "load: {} sessions  passed {}  failed {} (of which refused {})  could not run {}\n\
              packets: sent {}  received {}  round-trip loss {:.3}%  (up {}  down {})\n\
              median RTT across sessions: p50 {}  p95 {}\n{because}",
             self.sessions,
             self.passed,
             self.failed,
-            self.errors,
             self.refused,
+            self.errors,
             self.sent,
             self.received,
             self.loss_pct,

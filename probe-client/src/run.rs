@@ -254,8 +254,11 @@ impl Io {
                     run.on_udp_echo(o);
                 }
                 Step::TcpEchoAndIce { session, tcp, ice } => {
-                    let reachable = (run.udp_reachable(), run.tcp_reachable());
-                    let (t, i) = self.tcp_echo_and_ice(session, tcp, ice, reachable).await;
+                    let reach = Transports {
+                        reachable: (run.udp_reachable(), run.tcp_reachable()),
+                        tested: run.tested(),
+                    };
+                    let (t, i) = self.tcp_echo_and_ice(session, tcp, ice, reach).await;
                     run.on_tcp_echo_and_ice(t, i);
                 }
                 Step::Counters { session_id } => {
@@ -327,7 +330,9 @@ impl Io {
             }
             Err(ChannelError::PinMismatch { seen }) => QuicOutcome::PinMismatch { seen },
             Err(ChannelError::Failed(e)) => {
-                tracing::warn!("QUIC control channel failed: {e}");
+                // TLS on the TCP port follows; if it fails too, the report's control_failed
+                // says so (a warning per session was noise in load mode).
+                tracing::info!("QUIC control channel failed: {e}; trying TLS on the TCP port");
                 QuicOutcome::Failed
             }
         }
@@ -424,8 +429,10 @@ impl Io {
         w: &Welcome,
         tcp: Option<TcpEchoLink>,
         offer: Option<&IceOffer>,
-        (udp_reachable, tcp_reachable): (bool, bool),
+        reach: Transports,
     ) -> (Option<EchoOutcome>, Option<IceReport>) {
+        let (udp_reachable, tcp_reachable) = reach.reachable;
+        let (udp_tested, tcp_tested) = reach.tested;
         let key = SessionKey::new(&w.key);
         // Destructured so the two phases borrow disjoint parts.
         let Io {
@@ -458,6 +465,8 @@ impl Io {
                     host,
                     udp_reachable,
                     tcp_reachable,
+                    udp_tested,
+                    tcp_tested,
                 })
                 .await,
             )
@@ -546,6 +555,13 @@ fn echo_session<'a>(
         progress,
         quiet: None,
     }
+}
+
+/// What the TCP-and-ICE phase needs to know of the transports: reached, and asked for.
+#[derive(Debug, Clone, Copy)]
+struct Transports {
+    reachable: (bool, bool),
+    tested: (bool, bool),
 }
 
 #[cfg(test)]

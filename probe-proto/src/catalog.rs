@@ -273,6 +273,10 @@ catalog! {
         "RTCD would refuse this configuration at start-up (RTCD's own error text).",
         "Fix the setting named.",
         "rtcd cmd/rtcd/main.go:21-28 load + IsValid fatal; service/config.go:62-106; service/rtc/config.go:52-102 (nack_buffer_size checked only when ≠ 0, :85), :183-224, :335-398; logger/config.go:25-49 (v1.2.6)";
+    RtcdConfigChangedSinceStart = "rtcd_config_changed_since_start", Host, "warning",
+        "RTCD's configuration file was changed after RTCD started: RTCD still runs with what the file said then, while this run judged the file as it is now.",
+        "Restart RTCD so that it reads the file (e.g. systemctl restart rtcd), then run the check again.",
+        "rtcd cmd/rtcd/main.go:21 loadConfig once at start, :40 handles only SIGINT/SIGTERM (no reload) (b3dee59)";
     RtcdStunFailedAtStart = "rtcd_stun_failed_at_start", Host, "error; warning when RTCD's start line is not in the log",
         "RTCD's STUN lookup failed when it started, so it advertises its private address until restarted, although STUN answers now.",
         "Restart RTCD; set rtc.ice_host_override so RTCD does not depend on STUN at start.",

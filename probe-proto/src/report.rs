@@ -605,8 +605,14 @@ fn verdict_line(r: &Report) -> String {
         "\nVerdict: NOT TESTED — only STUN answered: no session opened, so the path itself was not judged (see above).\n"
             .to_string()
     } else if r.ok {
+        // A PASS covers only what was tested.
+        let over = match (r.udp.skipped, r.tcp.skipped) {
+            (true, _) => " over TCP (UDP not tested)",
+            (_, true) => " over UDP (TCP not tested)",
+            _ => "",
+        };
         format!(
-            "\nVerdict: PASS — media can reach this server from here ({warnings} warning(s)).\n"
+            "\nVerdict: PASS — media can reach this server from here{over} ({warnings} warning(s)).\n"
         )
     } else {
         format!("\nVerdict: FAIL — {errors} error(s), {warnings} warning(s). Calls from this network will not work as they should.\n")
@@ -814,6 +820,12 @@ mod printable_tests {
         assert!(
             text.contains("TCP  REFUSED (nothing listens there"),
             "{text}"
+        );
+        r.set_findings(Vec::new());
+        let pass = render_text(&r);
+        assert!(
+            pass.contains("PASS — media can reach this server from here over TCP (UDP not tested)"),
+            "{pass}"
         );
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["udp"]["skipped"], true);

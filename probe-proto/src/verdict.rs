@@ -129,13 +129,25 @@ fn unreachable(f: &Facts) -> Finding {
     } else {
         format!("Nothing answered on {} over {over}", f.server)
     };
+    // With one transport not tested, the other's failure says less than "calls fail".
+    let consequence = match (f.udp_tested, f.tcp_tested) {
+        (false, true) => {
+            "UDP was not tested (--no-udp), so this says only that calls from this network have \
+             no TCP fallback"
+        }
+        (true, false) => {
+            "TCP was not tested, so this says only that media cannot reach the server over UDP \
+             from this network: calls would depend on TCP fallback"
+        }
+        _ => {
+            "calls from this network cannot connect (browsers log \"timed out waiting for rtc \
+             connection\")"
+        }
+    };
     Finding::new(
         FindingId::ServerUnreachable,
         Severity::Error,
-        format!(
-            "{what}: calls from this network cannot connect \
-             (browsers log \"timed out waiting for rtc connection\")."
-        ),
+        format!("{what}: {consequence}."),
         unreachable_fix(f),
     )
 }
@@ -185,9 +197,9 @@ fn unreachable_fix(f: &Facts) -> String {
         // A refusal comes from the host itself (or a firewall's reject rule): the address is
         // right and routed, so first suspect that nothing listens on the port.
         (false, _) if any_refused(f) => format!(
-            "Nothing listens on port {port} at that address: start probe-server (or check that RTCD runs and \
-             listens on {port}: `ss -lunpt 'sport = :{port}'` on its host), and check that you dialled the right \
-             port. If it is listening, a firewall rejects the port. {firewall}",
+            "The host (or a firewall on the way) refused port {port}. Either nothing listens there: start \
+             probe-server, or check that RTCD runs and listens on {port} (`ss -lunpt 'sport = :{port}'` on its \
+             host) and that you dialled the right port. Or a firewall rejects it: {firewall}",
             port = f.port
         ),
         (false, _) => {
@@ -389,7 +401,9 @@ mod tests {
                 f[0].summary
             );
             assert!(
-                f[0].fix.starts_with("Nothing listens on port 8443"),
+                f[0].fix.starts_with(
+                    "The host (or a firewall on the way) refused port 8443. Either nothing listens"
+                ),
                 "{}",
                 f[0].fix
             );
@@ -418,7 +432,7 @@ mod tests {
             silent[0].summary
         );
         assert!(
-            !silent[0].fix.contains("Nothing listens"),
+            !silent[0].fix.contains("nothing listens"),
             "{}",
             silent[0].fix
         );
@@ -455,6 +469,12 @@ mod tests {
             "{}",
             f[0].summary
         );
+        assert!(
+            f[0].summary.contains("UDP was not tested (--no-udp)"),
+            "{}",
+            f[0].summary
+        );
+        assert!(!f[0].summary.contains("cannot connect"), "{}", f[0].summary);
     }
 
     #[test]

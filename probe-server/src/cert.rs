@@ -167,7 +167,10 @@ pub fn token_hint(token: Option<&str>, file: Option<&Path>, env: Option<&str>) -
         (Some(_), _) => " --token \"$PROBE_TOKEN\"".into(),
         (None, Some(f)) => {
             let shown = printable_path(f);
-            format!(" --token \"$(cat '{}')\"", shown.replace('\'', "'\\''"))
+            format!(
+                " --token \"$(head -n1 '{}')\"",
+                shown.replace('\'', "'\\''")
+            )
         }
         (None, None) => String::new(),
     }
@@ -184,7 +187,7 @@ mod tests {
         let env = token_hint(Some(secret), None, Some(secret));
         assert_eq!(env, " --token \"$PROBE_SERVER_TOKEN\"");
         let file = token_hint(None, Some(Path::new("/etc/probe-server.token")), None);
-        assert_eq!(file, " --token \"$(cat '/etc/probe-server.token')\"");
+        assert_eq!(file, " --token \"$(head -n1 '/etc/probe-server.token')\"");
         assert!(!file.contains(secret) && !env.contains(secret));
         // Typed on the command line: echoed, quoted for the shell.
         assert_eq!(token_hint(Some("abc"), None, None), " --token 'abc'");

@@ -240,9 +240,14 @@ fn load_mode_says_why_sessions_were_refused() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
     assert!(
-        run.stdout.contains(&format!("refused {n}\n")),
+        run.stdout.contains(&format!("(of which refused {n})")),
         "{}",
         run.stdout
+    );
+    assert!(
+        !run.stderr.contains("WARN"),
+        "one summary, no warning per session: {}",
+        run.stderr
     );
     assert!(
         run.stdout.contains("run fewer --sessions"),

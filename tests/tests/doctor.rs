@@ -377,6 +377,49 @@ fn udp_flood_makes_rtcd_sockets_drop() {
 }
 
 #[test]
+fn a_config_changed_after_rtcd_started_is_not_what_rtcd_runs() {
+    let ns = rtcd_host("203.0.113.2/24");
+    let dir = TempDir::new("doctor-age");
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(&cfg, "[rtc]\nice_host_override = \"203.0.113.2\"\n").expect("write config");
+    let cfg_arg = cfg.display().to_string();
+    let standin = start_standin(&ns, &[]);
+    let r = doctor(&ns, &["--rtcd-config", &cfg_arg], &[]);
+    let age = check(&r.json, "config_age");
+    assert_eq!(age["status"], "pass", "{:#}", r.json);
+    assert!(
+        age["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("pid {}", standin.pid())),
+        "{age:#}"
+    );
+    assert!(finding(&r.json, "rtcd_config_changed_since_start").is_none());
+    // The admin edits the file and does not restart RTCD (dated ahead: no waiting here).
+    let later = std::time::SystemTime::now() + Duration::from_secs(600);
+    std::fs::File::options()
+        .write(true)
+        .open(&cfg)
+        .and_then(|f| f.set_modified(later))
+        .expect("date the file");
+    let r = doctor(&ns, &["--rtcd-config", &cfg_arg], &[]);
+    assert_eq!(
+        check(&r.json, "config_age")["status"],
+        "warn",
+        "{:#}",
+        r.json
+    );
+    let f = expect_finding(&r, "rtcd_config_changed_since_start", "warning");
+    assert!(
+        f["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Restart RTCD"),
+        "{f:#}"
+    );
+}
+
+#[test]
 fn old_rtcd_version() {
     let ns = rtcd_host("203.0.113.2/24");
     let _standin = start_standin(&ns, &["--version", "v0.10.3"]);

@@ -372,7 +372,24 @@ fn a_restarted_rtcd_is_followed_an_edited_file_is_not() {
     rtcd.kill();
     let stopped = wait_events(&server, "rtcd_stopped", 1);
     assert_eq!(stopped.len(), 1, "{}", server.stdout());
+    // While it is down, the port is closed for clients too: not "RTCD was running".
+    let run = client(&t.client, &target, &["--duration", "2"]);
+    let j = report(&run);
+    assert_eq!(run.code, Some(1), "{}", run.describe());
+    assert!(j.get("live").is_none(), "{}", run.describe());
+    assert_eq!(j["udp"]["refused"], true, "{}", run.describe());
+    assert!(
+        findings(&j).contains(&"server_unreachable".to_string()),
+        "{}",
+        run.describe()
+    );
     let _rtcd = standin_from(&t.server, &bin);
+    assert_eq!(
+        wait_events(&server, "rtcd_started", 1).len(),
+        1,
+        "{}",
+        server.stdout()
+    );
     let adv = wait_events(&server, "advertise", 1);
     assert_eq!(adv.len(), 1, "{}\n{}", server.stdout(), server.stderr());
     assert!(adv[0]["rtcd_pid"].is_u64(), "{}", adv[0]);

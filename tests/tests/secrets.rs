@@ -405,7 +405,7 @@ fn token_from_env_or_file_never_appears_in_the_start_log() {
     .unwrap_or_else(|e| panic!("{e}"));
     let line = users_run_line(&server);
     assert!(
-        line.contains(&format!("--token \"$(cat '{}')\"", file.display())),
+        line.contains(&format!("--token \"$(head -n1 '{}')\"", file.display())),
         "the command points at the file: {line}"
     );
     let all = server.stderr() + &server.stdout();

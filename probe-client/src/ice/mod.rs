@@ -38,6 +38,9 @@ pub struct IceInputs<'a> {
     pub host: &'a str,
     pub udp_reachable: bool,
     pub tcp_reachable: bool,
+    /// The transports the user asked to test: `--no-udp` / `--no-tcp` leave out their checks.
+    pub udp_tested: bool,
+    pub tcp_tested: bool,
 }
 
 /// ICE credentials of one check: we are the controlling agent toward the server.
@@ -383,6 +386,12 @@ async fn checks(inputs: &IceInputs<'_>, report: &mut IceReport) {
     let dialed = SocketAddr::new(inputs.dialed.ip().to_canonical(), inputs.dialed.port());
     let mut udp_plan = targets(offer, Transport::Udp);
     let mut tcp_plan = targets(offer, Transport::Tcp);
+    if !inputs.udp_tested {
+        udp_plan.clear();
+    }
+    if !inputs.tcp_tested {
+        tcp_plan.clear();
+    }
     // The reference check toward the dialed address, on each transport that reached it.
     let udp_ref =
         (inputs.udp_reachable && !udp_plan.iter().any(|(a, _)| *a == dialed)).then_some(dialed);
@@ -446,6 +455,9 @@ async fn checks(inputs: &IceInputs<'_>, report: &mut IceReport) {
 /// The ICE agent toward the dialled UDP candidates, when UDP reached the server at all.
 async fn run_agent(inputs: &IceInputs<'_>, udp_cands: &[SocketAddr]) -> agent::AgentOutcome {
     let not_run = |state: &str| agent::AgentOutcome::only(state.into());
+    if !inputs.udp_tested {
+        return not_run("not run: --no-udp");
+    }
     if !inputs.udp_reachable {
         return not_run("not run: UDP unreachable");
     }

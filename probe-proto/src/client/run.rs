@@ -333,6 +333,11 @@ impl Run {
         self.welcome.as_ref()
     }
 
+    /// The transports the user asked to test (`--no-udp`, `--no-tcp` leave one out).
+    pub fn tested(&self) -> (bool, bool) {
+        (self.plan.udp, self.plan.tcp)
+    }
+
     pub fn udp_reachable(&self) -> bool {
         self.udp.reachable
     }

@@ -77,6 +77,8 @@ pub struct Drops {
     pub bad_mac: u64,
     pub rate_limited: u64,
     pub table_full: u64,
+    /// Live UDP while nothing held RTCD's port (RTCD not running): left unanswered.
+    pub not_running: u64,
 }
 
 #[derive(Debug)]
@@ -84,6 +86,10 @@ pub struct Responder {
     key: Option<[u8; 32]>,
     limits: Limits,
     hello: HelloInfo,
+    /// Something holds RTCD's UDP port. When nothing does, RTCD is not running: answering
+    /// would tell the client that media reaches RTCD, so the port is left as the kernel
+    /// leaves it, closed ("port unreachable").
+    held: bool,
     total: Bucket,
     per_source: PerSource,
     nonces: HashMap<u64, NonceStats>,
@@ -103,6 +109,7 @@ impl Responder {
             key,
             limits,
             hello,
+            held: true,
             total: Bucket::new(total, total / 10.0 + 1.0, now_us),
             per_source: PerSource::new(per, per / 5.0 + 1.0, limits.max_nonces),
             nonces: HashMap::new(),
@@ -125,6 +132,15 @@ impl Responder {
         &self.hello
     }
 
+    /// Whether something holds RTCD's UDP port (see `held`); live UDP is answered only then.
+    pub fn set_held(&mut self, held: bool) {
+        self.held = held;
+    }
+
+    pub fn held(&self) -> bool {
+        self.held
+    }
+
     /// A tapped UDP datagram to RTCD's port, `to` being the local address it arrived at.
     /// Returns the reply payload to send from `to` back to `from`, if any.
     pub fn on_udp(
@@ -134,6 +150,10 @@ impl Responder {
         p: &[u8],
         now_us: u64,
     ) -> Option<Vec<u8>> {
+        if !self.held {
+            self.drops.not_running += 1;
+            return None;
+        }
         let (kind, nonce) = match packet::check(p, self.key.as_ref()) {
             Ok(k) => k,
             Err(packet::LiveError::BadMac) => {

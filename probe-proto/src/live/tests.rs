@@ -159,6 +159,22 @@ fn hello_returns_what_rtcd_advertises_and_where_it_arrived() {
 }
 
 #[test]
+fn nothing_is_answered_while_rtcd_does_not_hold_its_port() {
+    let mut r = Responder::new(None, Limits::default(), HelloInfo::default(), 0);
+    let hello = packet::hello_request(1, None);
+    let (from, to) = (sa("198.51.100.7:1"), sa("10.0.0.2:8443"));
+    r.set_held(false);
+    assert_eq!(r.on_udp(from, to, &hello, 0), None);
+    assert_eq!(r.drops.not_running, 1);
+    // RTCD back: answered again, and a new hello gets a new nonce.
+    r.set_held(true);
+    assert!(r
+        .on_udp(from, to, &packet::hello_request(2, None), 1)
+        .is_some());
+    assert_eq!(r.drops.not_running, 1);
+}
+
+#[test]
 fn nonce_table_is_bounded_per_source_and_in_total() {
     let limits = Limits {
         nonces_per_source: 2,

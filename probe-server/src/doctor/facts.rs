@@ -50,6 +50,16 @@ pub struct Setup {
     pub deployment: probe_proto::calls::Deployment,
     /// What Mattermost's API said about the Calls plugin (`--mattermost`), else `None`.
     pub calls_api: Option<CallsApiFacts>,
+    /// RTCD's configuration file's last change and RTCD's start, in seconds since the epoch,
+    /// when both are known (a file given, RTCD's process found).
+    pub config_age: Option<ConfigAge>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfigAge {
+    pub modified_s: u64,
+    pub rtcd_started_s: u64,
+    pub pid: u32,
 }
 
 /// Mattermost's API on the Calls plugin: its status and, when an RTCD service URL is set,

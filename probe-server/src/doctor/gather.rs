@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::facts::{
-    ApiSide, CpuFacts, CpuSample, DropFacts, FirewallFacts, Holders, HostFacts, LogFacts, NatFacts,
-    OwnerVisibility, PortFacts, Setup,
+    ApiSide, ConfigAge, CpuFacts, CpuSample, DropFacts, FirewallFacts, Holders, HostFacts,
+    LogFacts, NatFacts, OwnerVisibility, PortFacts, Setup,
 };
 use super::procnet::{self, Owner, Proto, Sock};
 use super::{advertise, api, choose_rules, cpu, logs, nat, nft, snmp, sysctl, Inputs, Loaded};
@@ -80,6 +80,7 @@ pub fn gather(inputs: &Inputs, loaded: &Loaded) -> HostFacts {
             env_error: loaded.env_error.clone(),
             deployment: loaded.deployment.clone(),
             calls_api: loaded.calls_api.clone(),
+            config_age: config_age(inputs, loaded),
         },
         ports: start.ports,
         buffers,
@@ -417,6 +418,28 @@ fn spawn_log(
         }
         (None, None) => None,
     }
+}
+
+/// When RTCD's file last changed and when RTCD started (RTCD only: the plugin's settings
+/// apply when they change, not at Mattermost's start).
+fn config_age(inputs: &Inputs, loaded: &Loaded) -> Option<ConfigAge> {
+    if !loaded.deployment.is_rtcd() {
+        return None;
+    }
+    let path = inputs.rtcd_config.as_ref()?;
+    let modified_s = std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    let pid = loaded.env.pid?;
+    let rtcd_started_s = logs::process_start(pid, cpu::ticks_per_sec())?;
+    Some(ConfigAge {
+        modified_s,
+        rtcd_started_s,
+        pid,
+    })
 }
 
 /// A read running in its own thread; `join` gives up at the deadline (the thread is then

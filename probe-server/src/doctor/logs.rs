@@ -137,6 +137,10 @@ pub fn read_journal(
     Ok(scan)
 }
 
+/// How far a process's start time from [`process_start`] may be off: whole seconds, from a
+/// boot time that is itself rounded. A file changed within this of a start is not "after" it.
+pub const START_SLACK_S: u64 = 2;
+
 /// When process `pid` started, in seconds since the epoch (`/proc/PID/stat` starttime +
 /// `/proc/stat` btime).
 pub fn process_start(pid: u32, ticks_per_sec: f64) -> Option<u64> {

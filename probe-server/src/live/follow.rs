@@ -34,31 +34,38 @@ pub enum Change {
         offer: Box<IceOffer>,
         pid: Option<u32>,
     },
-    /// No RTCD holds the ports any more.
-    Stopped,
+    /// Whether anything holds RTCD's UDP port now: read from the port tables, which anyone
+    /// may read, so it holds even when RTCD's process is not visible to this user.
+    Held(bool),
     /// RTCD came back on other ports than the ones tapped.
     PortsMoved { udp: u16, tcp: u16 },
     /// RTCD restarted, but its configuration no longer loads here: the old hello stays.
     Unreadable(String),
 }
 
-/// What one look at the port's holder calls for.
+/// What one look at RTCD's process calls for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     Nothing,
-    Stopped,
     Reload(u32),
     Resolve,
 }
 
-/// From the holder seen last and now. Pure, so the transitions are unit-tested.
+/// From the RTCD process seen last and now (None: not running, or not visible). Pure, so the
+/// transitions are unit-tested.
 pub fn step(last: Option<Ident>, now: Option<Ident>, resolve_due: bool) -> Step {
     match (last, now) {
-        (Some(_), None) => Step::Stopped,
         (l, Some(n)) if l != Some(n) => Step::Reload(n.0),
         _ if resolve_due => Step::Resolve,
         _ => Step::Nothing,
     }
+}
+
+/// Whether any socket is bound to UDP `port` here; None when the tables cannot be read.
+pub fn port_held(port: u16) -> Option<bool> {
+    use crate::doctor::procnet::{on_port, read_tables, Proto};
+    let table = read_tables(Proto::Udp).ok()?;
+    Some(!on_port(&table, port, &[], false).is_empty())
 }
 
 /// The RTCD process now: the holder of the tapped ports, else the only process named rtcd.
@@ -74,28 +81,31 @@ fn still_running((pid, start): Ident) -> bool {
         && crate::doctor::logs::process_start(pid, crate::doctor::cpu::ticks_per_sec()) == start
 }
 
-/// Starts the follower when this deployment can be followed; its changes arrive on the receiver.
+/// Starts the follower; its changes arrive on the receiver. Whether the port is held is
+/// always watched; restarts only where they can be followed (see the module's text).
 pub fn start(
     args: &LiveArgs,
     rules: PionRules,
     deployment: &Deployment,
     hello: &HelloInfo,
-    first: Option<Ident>,
+    (first, held): (Option<Ident>, Option<bool>),
 ) -> Option<Receiver<Change>> {
-    if args.rtcd_pid.is_some() || !matches!(deployment, Deployment::Rtcd) {
+    let reload = args.rtcd_pid.is_none() && matches!(deployment, Deployment::Rtcd);
+    if !reload {
         tracing::info!(
-            "what RTCD advertises is read once: restart probe-server live after RTCD restarts"
+            "what the media server advertises is read once: restart probe-server live after it restarts"
         );
-        return None;
     }
     let (tx, rx) = mpsc::channel();
     let f = Follower {
         args: args.clone(),
         rules,
         ports: (hello.rtcd_port_udp, hello.rtcd_port_tcp),
-        hostname: is_hostname(hello),
+        reload,
+        hostname: reload && is_hostname(hello),
         current: hello.candidates.clone(),
         last: first,
+        held,
         tx,
     };
     let spawned = std::thread::Builder::new()
@@ -117,9 +127,12 @@ struct Follower {
     args: LiveArgs,
     rules: PionRules,
     ports: (u16, u16),
+    /// RTCD's restarts are followed (not with --rtcd-pid, not for the Calls plugin).
+    reload: bool,
     hostname: bool,
     current: Vec<probe_proto::msg::WireCandidate>,
     last: Option<Ident>,
+    held: Option<bool>,
     tx: Sender<Change>,
 }
 
@@ -128,24 +141,32 @@ impl Follower {
         let mut resolved_at = Instant::now();
         loop {
             std::thread::sleep(LOOK_EVERY);
-            // RTCD cannot restart without its process ending: while it runs, the cheap look at
-            // its own /proc entry stands in for the scan of every process's sockets.
-            let now = match self.last {
-                Some(id) if still_running(id) => Some(id),
-                _ => holder(self.ports),
-            };
-            let due = self.hostname && resolved_at.elapsed() >= RESOLVE_EVERY;
-            let change = match step(self.last, now, due) {
-                Step::Nothing => None,
-                Step::Stopped => Some(Change::Stopped),
-                Step::Reload(pid) => self.reload(Some(pid)),
-                Step::Resolve => {
-                    resolved_at = Instant::now();
-                    self.reload(None)
-                }
-            };
-            self.last = now;
-            if let Some(c) = change {
+            let mut changes = Vec::new();
+            let held = port_held(self.ports.0);
+            if held.is_some() && held != self.held {
+                changes.extend(held.map(Change::Held));
+                self.held = held;
+            }
+            if self.reload {
+                // RTCD cannot restart without its process ending: while it runs, the cheap
+                // look at its own /proc entry stands in for the scan of every process's sockets.
+                let now = match self.last {
+                    Some(id) if still_running(id) => Some(id),
+                    _ => holder(self.ports),
+                };
+                let due = self.hostname && resolved_at.elapsed() >= RESOLVE_EVERY;
+                let change = match step(self.last, now, due) {
+                    Step::Nothing => None,
+                    Step::Reload(pid) => self.reload(Some(pid)),
+                    Step::Resolve => {
+                        resolved_at = Instant::now();
+                        self.reload(None)
+                    }
+                };
+                self.last = now;
+                changes.extend(change);
+            }
+            for c in changes {
                 if self.tx.send(c).is_err() {
                     return; // the loop has ended
                 }
@@ -203,7 +224,7 @@ pub fn stale_config_note(path: Option<&std::path::Path>, first: Option<Ident>) -
         .duration_since(std::time::UNIX_EPOCH)
         .ok()?
         .as_secs();
-    (modified > started).then(|| {
+    (modified > started + crate::doctor::logs::START_SLACK_S).then(|| {
         format!(
             "{} changed after RTCD (pid {pid}) started at {}: RTCD advertises what the file said then, \
              this probe what it says now; restart RTCD so that both agree",
@@ -218,7 +239,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_restart_reloads_a_stop_is_said_and_dns_waits_its_turn() {
+    fn a_restart_reloads_and_dns_waits_its_turn() {
         let a = Some((100, Some(1_000)));
         // The same process: nothing, or a due re-resolution.
         assert_eq!(step(a, a, false), Step::Nothing);
@@ -226,8 +247,8 @@ mod tests {
         // Another pid, or the same pid started again: a restart.
         assert_eq!(step(a, Some((101, Some(1_000))), false), Step::Reload(101));
         assert_eq!(step(a, Some((100, Some(2_000))), true), Step::Reload(100));
-        // RTCD stopped: said once, then quiet while it stays down.
-        assert_eq!(step(a, None, true), Step::Stopped);
+        // Gone (or not visible): nothing to reload; whether the port is held says the rest.
+        assert_eq!(step(a, None, false), Step::Nothing);
         assert_eq!(step(None, None, false), Step::Nothing);
         // Live started while RTCD was down, and RTCD starts: what it advertises is read then.
         assert_eq!(step(None, a, false), Step::Reload(100));

@@ -114,6 +114,7 @@ pub fn run(args: LiveArgs) -> i32 {
     let (udp_port, tcp_port) = (hello.rtcd_port_udp, hello.rtcd_port_tcp);
     // The RTCD whose configuration was just read: a restart after this is followed.
     let first = follow::holder((udp_port, tcp_port));
+    let held = follow::port_held(udp_port);
     if let Some(Err(msg)) = page_setup.as_ref().map(|p| p.check_port(tcp_port)) {
         return crate::fail(msg);
     }
@@ -152,13 +153,17 @@ pub fn run(args: LiveArgs) -> i32 {
         &hello.candidates,
         limits.total_pps,
     );
+    if held == Some(false) {
+        r.set_held(false);
+        announce_not_held(args.json, &hello, true);
+    }
     if let Some((url, note)) = page
         .as_ref()
         .map(|p| page_link(&args, p, &hello.candidates))
     {
         announce_page(args.json, &url, note.as_deref());
     }
-    let changes = follow::start(&args, rules, &deployment, &hello, first);
+    let changes = follow::start(&args, rules, &deployment, &hello, (first, held));
     let out = Out {
         sender: &sender,
         page: page.as_ref(),
@@ -189,13 +194,20 @@ fn apply_changes(args: &LiveArgs, out: &Out, r: &mut Responder) -> Result<(), i3
                 announce_advertised(args.json, pid, &hello.candidates);
                 r.set_hello(*hello);
             }
-            follow::Change::Stopped => announce_stopped(args.json, r.hello()),
+            follow::Change::Held(held) => {
+                r.set_held(held);
+                if held {
+                    announce_held(args.json, r.hello());
+                } else {
+                    announce_not_held(args.json, r.hello(), false);
+                }
+            }
             follow::Change::Unreadable(e) => tracing::warn!(
-                "RTCD restarted, but its configuration does not load here: {e}; new clients still get                  what it advertised before"
+                "RTCD restarted, but its configuration does not load here: {e}; new clients still get what it advertised before"
             ),
             follow::Change::PortsMoved { udp, tcp } => {
                 return Err(crate::fail(format!(
-                    "RTCD restarted on UDP {udp} and TCP {tcp}, not the ports this live probe taps; start                      probe-server live again (its systemd unit restarts it)"
+                    "RTCD restarted on UDP {udp} and TCP {tcp}, not the ports this live probe taps; start probe-server live again (its systemd unit restarts it)"
                 )))
             }
         }
@@ -242,17 +254,34 @@ fn announce_advertised(
     probe_shell::outln!("live: {why}; RTCD advertises {adv}; new clients are told so");
 }
 
-fn announce_stopped(json: bool, hello: &probe_proto::live::HelloInfo) {
-    let (udp, tcp) = (hello.rtcd_port_udp, hello.rtcd_port_tcp);
+/// Nothing holds RTCD's UDP port (at start, or since now): RTCD is not running, and live mode
+/// leaves the port closed until it is held again.
+fn announce_not_held(json: bool, hello: &probe_proto::live::HelloInfo, at_start: bool) {
+    let udp = hello.rtcd_port_udp;
     if json {
         probe_shell::outln!(
             "{}",
-            serde_json::json!({"event": "rtcd_stopped", "udp_port": udp, "tcp_port": tcp})
+            serde_json::json!({"event": "rtcd_stopped", "udp_port": udp, "at_start": at_start})
+        );
+        return;
+    }
+    let when = if at_start { "" } else { " any more" };
+    probe_shell::outln!(
+        "live: nothing holds UDP {udp} here{when}: RTCD is not running, and calls cannot connect. \
+         Live mode leaves the port closed until RTCD holds it again, so clients see it refused; to \
+         test the port while RTCD is stopped, run probe-server --listen 0.0.0.0:{udp} instead"
+    );
+}
+
+fn announce_held(json: bool, hello: &probe_proto::live::HelloInfo) {
+    let udp = hello.rtcd_port_udp;
+    if json {
+        probe_shell::outln!(
+            "{}",
+            serde_json::json!({"event": "rtcd_started", "udp_port": udp})
         );
     } else {
-        probe_shell::outln!(
-            "live: no RTCD holds UDP {udp} or TCP {tcp} any more: calls cannot connect until it starts again              (what it then advertises is read at its start)"
-        );
+        probe_shell::outln!("live: UDP {udp} is held again: answering live probes");
     }
 }
 
@@ -427,8 +456,9 @@ fn drain(
         };
         let now = now_us(started);
         if t.is_page() {
-            // STUN or DTLS: the page's peer takes its sessions' (RTCD drops those), not RTCD's.
-            if let Some(p) = page {
+            // STUN or DTLS: the page's peer takes its sessions' (RTCD drops those), not RTCD's;
+            // none while RTCD does not hold its port (the page would pass a closed port).
+            if let Some(p) = page.filter(|_| r.held()) {
                 p.take_udp(pkt.from, pkt.to, &pkt.payload);
             }
         } else if t.is_tcp() {

@@ -244,6 +244,52 @@ pub fn environment(setup: &Setup, out: &mut Judged) {
             e.hint.clone(),
         );
     }
+    config_age(setup, out);
+}
+
+/// `config_age`: RTCD reads its file once, at start (rtcd cmd/rtcd/main.go:21, no reload:
+/// :40), so a file changed since is not what RTCD runs, and every check judged from it speaks
+/// of RTCD's next start.
+pub fn config_age(setup: &Setup, out: &mut Judged) {
+    let Some(age) = setup.config_age else {
+        return;
+    };
+    let when = |s: u64| probe_proto::report::rfc3339(s.saturating_mul(1000));
+    if age.modified_s <= age.rtcd_started_s + super::logs::START_SLACK_S {
+        return out.check(
+            "config_age",
+            Status::Pass,
+            format!(
+                "RTCD (pid {}) started at {}, after {} last changed",
+                age.pid,
+                when(age.rtcd_started_s),
+                setup.config_source
+            ),
+        );
+    }
+    out.check(
+        "config_age",
+        Status::Warn,
+        format!(
+            "{} changed at {}, after RTCD (pid {}) started at {}",
+            setup.config_source,
+            when(age.modified_s),
+            age.pid,
+            when(age.rtcd_started_s)
+        ),
+    );
+    out.finding(
+        FindingId::RtcdConfigChangedSinceStart,
+        Severity::Warning,
+        format!(
+            "{} was changed at {}, after RTCD started at {}: RTCD still runs with what the file said then, \
+             while this run judged the file as it is now",
+            setup.config_source,
+            when(age.modified_s),
+            when(age.rtcd_started_s)
+        ),
+        "Restart RTCD so that it reads the file (e.g. systemctl restart rtcd), then run the doctor again.",
+    );
 }
 
 /// What RTCD advertises, as `advertise` judged it, with the pion/ice rules named; returns the

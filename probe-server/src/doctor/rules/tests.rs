@@ -1104,7 +1104,51 @@ fn setup(source: Source, pid: Option<u32>) -> Setup {
         },
         env_error: None,
         deployment: probe_proto::calls::Deployment::Rtcd,
+        config_age: None,
     }
+}
+
+#[test]
+fn a_file_changed_after_rtcd_started_is_not_what_rtcd_runs() {
+    use crate::doctor::facts::ConfigAge;
+    let age = |modified_s, rtcd_started_s| {
+        let mut s = setup(Source::Own, Some(812));
+        s.config_age = Some(ConfigAge {
+            modified_s,
+            rtcd_started_s,
+            pid: 812,
+        });
+        let mut out = Judged::default();
+        config_age(&s, &mut out);
+        out
+    };
+    // Edited after RTCD started (RTCD reads it only then).
+    let out = age(1_796_000_100, 1_796_000_000);
+    assert_eq!(out.checks[0].status, Status::Warn);
+    assert_eq!(
+        ids(&out),
+        [id(
+            FindingId::RtcdConfigChangedSinceStart,
+            Severity::Warning
+        )]
+    );
+    assert!(
+        out.findings[0].summary.contains("/opt/rtcd/config.toml"),
+        "{}",
+        out.findings[0].summary
+    );
+    assert!(out.findings[0].fix.starts_with("Restart RTCD"));
+    // Edited, then RTCD restarted: what the file says is what RTCD runs.
+    let out = age(1_796_000_000, 1_796_000_100);
+    assert_eq!(out.checks[0].status, Status::Pass);
+    assert!(out.findings.is_empty());
+    // Within the start time's rounding: not "after".
+    let out = age(1_796_000_002, 1_796_000_000);
+    assert!(out.findings.is_empty());
+    // Unknown (no file given, RTCD not found): no row, no finding.
+    let mut out = Judged::default();
+    config_age(&setup(Source::Own, None), &mut out);
+    assert!(out.checks.is_empty() && out.findings.is_empty());
 }
 
 #[test]
