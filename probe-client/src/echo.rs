@@ -196,7 +196,10 @@ pub async fn udp_stun(sock: &UdpSocket, token: Option<&[u8; 32]>) -> Result<Stun
         tokio::select! {
             _ = sleep_until(resend_at.unwrap_or(give_up)), if resend_at.is_some() => {
                 let tid: [u8; 12] = rand_bytes();
-                let _ = sock.send(&stun_request(tid, token)).await;
+                // The ICMP error of an earlier send may surface here instead of at recv.
+                if let Err(e) = sock.send(&stun_request(tid, token)).await {
+                    refused |= is_refusal(&e);
+                }
                 sent.push((tid, Instant::now()));
             }
             r = sock.recv(&mut buf) => match r {
@@ -207,14 +210,18 @@ pub async fn udp_stun(sock: &UdpSocket, token: Option<&[u8; 32]>) -> Result<Stun
                 }
                 // An ICMP unreachable for an earlier send (Windows reports it as a reset);
                 // a later send may still be answered, so keep waiting until the deadline.
-                Err(e) => {
-                    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
-                    refused |= matches!(e.kind(), ConnectionRefused | ConnectionReset);
-                }
+                Err(e) => refused |= is_refusal(&e),
             },
             _ = sleep_until(give_up) => return Err(NoAnswer { refused }),
         }
     }
+}
+
+/// "Port unreachable" on a connected UDP socket: ECONNREFUSED (Linux, macOS), WSAECONNRESET
+/// (Windows).
+fn is_refusal(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
+    matches!(e.kind(), ConnectionRefused | ConnectionReset)
 }
 
 /// A Binding success for one of our transactions, timed from that transaction's send.

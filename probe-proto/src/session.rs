@@ -1030,7 +1030,10 @@ fn answer_echo(
 
 /// Seconds as people write them: `150`, `2.5`.
 fn seconds(ms: u64) -> String {
-    if ms.is_multiple_of(1000) {
+    // Not `is_multiple_of`: stable only since Rust 1.87, and the workspace says 1.85.
+    #[allow(clippy::manual_is_multiple_of)]
+    let whole = ms % 1000 == 0;
+    if whole {
         (ms / 1000).to_string()
     } else {
         format!("{:.1}", ms as f64 / 1000.0)

@@ -76,7 +76,8 @@ fn reachability(out: &mut Vec<Finding>, f: &Facts) {
     if f.udp_tested && f.tcp_tested && !f.udp.reachable && f.tcp.reachable {
         // TCP answered on the same port, so the server runs: a refusal is a firewall's reject.
         let what = if f.udp.refused {
-            "was refused (\"port unreachable\", a firewall's reject rule)"
+            "was refused (\"port unreachable\": a firewall's reject rule, a container port published for TCP \
+             only, or a server bound to other addresses than the one dialled)"
         } else {
             "got no answer"
         };

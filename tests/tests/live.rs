@@ -413,6 +413,50 @@ fn a_restarted_rtcd_is_followed_an_edited_file_is_not() {
 }
 
 #[test]
+fn a_hostname_override_is_resolved_again_from_what_rtcd_started_with() {
+    let t = Topology::routed();
+    let dir = TempDir::new("live");
+    // RTCD resolves the name on its own host, on every join.
+    t.server.write_hosts(&["203.0.113.99 calls.example.test"]);
+    let cfg = rtcd_config(&dir, "ice_host_override = \"calls.example.test\"");
+    let bin = dir.path().join("rtcd");
+    std::fs::copy(STANDIN, &bin).expect("copy the stand-in");
+    let _rtcd = standin_from(&t.server, &bin.display().to_string());
+    let server = live_server(&t.server, &["--rtcd-config", &cfg]);
+    // The admin edits the file without restarting RTCD, and the name moves in DNS: the probe
+    // follows the name RTCD started with, not the file's new one.
+    rtcd_config(&dir, "ice_host_override = \"other.example.test\"");
+    t.server.write_hosts(&[
+        "203.0.113.2 calls.example.test",
+        "203.0.113.77 other.example.test",
+    ]);
+    // Re-resolved every 30 s.
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    let adv = loop {
+        let adv = events(&server, "advertise");
+        if !adv.is_empty() || std::time::Instant::now() > deadline {
+            break adv;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(adv.len(), 1, "{}\n{}", server.stdout(), server.stderr());
+    assert!(adv[0]["rtcd_pid"].is_null(), "not a restart: {}", adv[0]);
+    let list = adv[0]["advertised"].as_array().cloned().unwrap_or_default();
+    assert!(
+        list.iter().any(|c| c == "203.0.113.2:8443/udp"),
+        "{}",
+        adv[0]
+    );
+    assert!(
+        !list
+            .iter()
+            .any(|c| c.as_str().unwrap_or_default().starts_with("203.0.113.77")),
+        "{}",
+        adv[0]
+    );
+}
+
+#[test]
 fn nat_with_the_right_override_arrives_and_replies_pass() {
     let t = Topology::nat(NatConfig::default());
     let dir = TempDir::new("live");

@@ -1114,7 +1114,8 @@ fn live_standin(topo: &Topology, bin: &str) -> probe_tests::Proc {
 }
 
 impl LivePage {
-    fn run(&self, scenario: &str, audio_s: u32) -> (Value, PageRun) {
+    /// The page run as the browser ends it: its result object, and the run.
+    fn run_raw(&self, scenario: &str, audio_s: u32) -> (Value, PageRun, std::path::PathBuf) {
         let url = format!(
             "{}&deadline_ms={PHASE_MS}&audio_s={audio_s}&site=web-{scenario}",
             self.url
@@ -1132,6 +1133,11 @@ impl LivePage {
             Ok(v) => v.clone(),
             Err(e) => panic!("{scenario}: {e}\n{}", self.describe(&run)),
         };
+        (reply, run, shot)
+    }
+
+    fn run(&self, scenario: &str, audio_s: u32) -> (Value, PageRun) {
+        let (reply, run, shot) = self.run_raw(scenario, audio_s);
         let r = &reply["report"];
         eprintln!(
             "{scenario}: findings {:?}; legs udp {}, tcp {}, dialed {}\n{}",
@@ -1310,9 +1316,33 @@ fn live_mode_page_with_a_wrong_override() {
     );
     std::fs::write(&p.rtcd_config, fixed).expect("write rtcd.toml");
     p.standin.kill();
+    // While RTCD is down the page does not pass a closed port: it stops with the sentence.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !p.server.stdout().contains("\"event\":\"rtcd_stopped\"") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RTCD's stop not seen: {}",
+            p.server.stdout()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (down, run, _) = p.run_raw("live-rtcd-down", 1);
+    let err = down["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("(RTCD) is not running on that host"),
+        "{down:#}\n{}",
+        p.describe(&run)
+    );
+    assert!(
+        run.page_text.contains("is not running on that host"),
+        "{}",
+        run.page_text
+    );
     p.standin = live_standin(&p.topo, &p.rtcd_bin);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !p.server.stdout().contains("\"event\":\"advertise\"") {
+    while !(p.server.stdout().contains("\"event\":\"advertise\"")
+        && p.server.stdout().contains("\"event\":\"rtcd_started\""))
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "RTCD's restart not followed: {}",

@@ -12,7 +12,7 @@ use super::LiveArgs;
 use probe_proto::calls::Deployment;
 use probe_proto::live::HelloInfo;
 use probe_proto::msg::IceOffer;
-use probe_proto::rtcd::PionRules;
+use probe_proto::rtcd::{PionRules, RtcdConfig};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
@@ -85,8 +85,7 @@ fn still_running((pid, start): Ident) -> bool {
 /// always watched; restarts only where they can be followed (see the module's text).
 pub fn start(
     args: &LiveArgs,
-    rules: PionRules,
-    deployment: &Deployment,
+    (cfg, rules, deployment): (&RtcdConfig, PionRules, &Deployment),
     hello: &HelloInfo,
     (first, held): (Option<Ident>, Option<bool>),
 ) -> Option<Receiver<Change>> {
@@ -99,6 +98,7 @@ pub fn start(
     let (tx, rx) = mpsc::channel();
     let f = Follower {
         args: args.clone(),
+        started_with: (cfg.clone(), deployment.clone()),
         rules,
         ports: (hello.rtcd_port_udp, hello.rtcd_port_tcp),
         reload,
@@ -106,6 +106,7 @@ pub fn start(
         current: hello.candidates.clone(),
         last: first,
         held,
+        unseen_said: false,
         tx,
     };
     let spawned = std::thread::Builder::new()
@@ -125,6 +126,9 @@ fn is_hostname(hello: &HelloInfo) -> bool {
 
 struct Follower {
     args: LiveArgs,
+    /// The configuration RTCD's running process started with: a hostname override is
+    /// re-resolved from it, never from a file edited since.
+    started_with: (RtcdConfig, Deployment),
     rules: PionRules,
     ports: (u16, u16),
     /// RTCD's restarts are followed (not with --rtcd-pid, not for the Calls plugin).
@@ -133,6 +137,8 @@ struct Follower {
     current: Vec<probe_proto::msg::WireCandidate>,
     last: Option<Ident>,
     held: Option<bool>,
+    /// Said once: the port is held, but by no process this user can tell is RTCD.
+    unseen_said: bool,
     tx: Sender<Change>,
 }
 
@@ -142,11 +148,6 @@ impl Follower {
         loop {
             std::thread::sleep(LOOK_EVERY);
             let mut changes = Vec::new();
-            let held = port_held(self.ports.0);
-            if held.is_some() && held != self.held {
-                changes.extend(held.map(Change::Held));
-                self.held = held;
-            }
             if self.reload {
                 // RTCD cannot restart without its process ending: while it runs, the cheap
                 // look at its own /proc entry stands in for the scan of every process's sockets.
@@ -166,6 +167,14 @@ impl Follower {
                 self.last = now;
                 changes.extend(change);
             }
+            // After the process look: a restarted RTCD found by its port holds it by now, so
+            // its new hello is not announced as "not running".
+            let held = port_held(self.ports.0);
+            if held.is_some() && held != self.held {
+                changes.extend(held.map(Change::Held));
+                self.held = held;
+            }
+            self.say_unseen();
             for c in changes {
                 if self.tx.send(c).is_err() {
                     return; // the loop has ended
@@ -174,18 +183,37 @@ impl Follower {
         }
     }
 
-    /// RTCD's configuration and what it advertises now; a change only when it differs (a
-    /// restart always says so: the admin is waiting for it).
+    /// The port is held, but RTCD's process cannot be told (an unprivileged user sees no other
+    /// user's sockets, and only a process named exactly `rtcd` by name): say once that restarts
+    /// are not followed, rather than follow nothing in silence.
+    fn say_unseen(&mut self) {
+        if self.reload && self.last.is_none() && self.held == Some(true) && !self.unseen_said {
+            self.unseen_said = true;
+            tracing::warn!(
+                "UDP {} is held, but not by a process this user can tell is RTCD: RTCD's restarts are \
+                 not followed (run probe-server live as root to follow them, or restart it after restarting RTCD)",
+                self.ports.0
+            );
+        }
+    }
+
+    /// What RTCD advertises now: after a restart (`pid`) from its configuration read again,
+    /// else (a hostname override re-resolved) from the one it started with. A change only when
+    /// it differs; a restart always says so, since the admin is waiting for it.
     fn reload(&mut self, pid: Option<u32>) -> Option<Change> {
-        let loaded = super::config::load(&self.args).and_then(|(cfg, deployment)| {
+        let config = match pid {
+            Some(_) => super::config::load(&self.args),
+            None => Ok(self.started_with.clone()),
+        };
+        let loaded = config.and_then(|(cfg, deployment)| {
             let (hello, adv) = super::config::hello(&cfg, self.rules, &deployment)?;
             let offer = crate::ice::offer_for(&cfg, &adv, hello.rtcd_port_udp, &deployment);
             if pid.is_some() {
                 crate::ice::log_advertised_for(&cfg, &adv, hello.rtcd_port_udp, &deployment);
             }
-            Ok((hello, offer))
+            Ok((hello, offer, (cfg, deployment)))
         });
-        let (hello, offer) = match loaded {
+        let (hello, offer, started_with) = match loaded {
             Ok(h) => h,
             Err(e) if pid.is_some() => return Some(Change::Unreadable(e)),
             Err(e) => {
@@ -202,6 +230,7 @@ impl Follower {
         if pid.is_none() && hello.candidates == self.current {
             return None;
         }
+        self.started_with = started_with;
         self.current = hello.candidates.clone();
         self.hostname = is_hostname(&hello);
         Some(Change::Advertise {

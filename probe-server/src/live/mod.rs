@@ -155,7 +155,10 @@ pub fn run(args: LiveArgs) -> i32 {
     );
     if held == Some(false) {
         r.set_held(false);
-        announce_not_held(args.json, &hello, true);
+        if let Some(p) = &page {
+            p.set_held(false);
+        }
+        announce_not_held(&args, &hello, true);
     }
     if let Some((url, note)) = page
         .as_ref()
@@ -163,11 +166,12 @@ pub fn run(args: LiveArgs) -> i32 {
     {
         announce_page(args.json, &url, note.as_deref());
     }
-    let changes = follow::start(&args, rules, &deployment, &hello, (first, held));
+    let changes = follow::start(&args, (&cfg, rules, &deployment), &hello, (first, held));
     let out = Out {
         sender: &sender,
         page: page.as_ref(),
         changes: changes.as_ref(),
+        follower_gone: std::cell::Cell::new(false),
     };
     serve(&args, &taps, &out, &mut r, started)
 }
@@ -178,28 +182,55 @@ struct Out<'a> {
     page: Option<&'a page::LivePage>,
     /// RTCD's restarts (and a hostname override's new address), from [`follow`].
     changes: Option<&'a std::sync::mpsc::Receiver<follow::Change>>,
+    /// The follower's thread has ended (said once).
+    follower_gone: std::cell::Cell<bool>,
 }
 
 /// Applies what the follower found; Err(exit code) when live mode cannot go on.
 fn apply_changes(args: &LiveArgs, out: &Out, r: &mut Responder) -> Result<(), i32> {
+    use std::sync::mpsc::TryRecvError;
     let Some(rx) = out.changes else {
         return Ok(());
     };
-    while let Ok(c) = rx.try_recv() {
+    loop {
+        let c = match rx.try_recv() {
+            Ok(c) => c,
+            Err(TryRecvError::Empty) => return Ok(()),
+            Err(TryRecvError::Disconnected) => {
+                // Never left mute by a watcher that is gone.
+                if !out.follower_gone.replace(true) {
+                    tracing::warn!(
+                        "the thread watching RTCD ended: live probes are answered from now on, and RTCD's \
+                         restarts are no longer followed"
+                    );
+                    r.set_held(true);
+                    if let Some(p) = out.page {
+                        p.set_held(true);
+                    }
+                }
+                return Ok(());
+            }
+        };
         match c {
             follow::Change::Advertise { hello, offer, pid } => {
+                announce_advertised(args.json, pid, &hello.candidates);
                 if let Some(p) = out.page {
                     p.set_ice(*offer);
+                    // The link names the address RTCD advertises: the one to share changed too.
+                    let (url, note) = page_link(args, p, &hello.candidates);
+                    announce_page(args.json, &url, note.as_deref());
                 }
-                announce_advertised(args.json, pid, &hello.candidates);
                 r.set_hello(*hello);
             }
             follow::Change::Held(held) => {
                 r.set_held(held);
+                if let Some(p) = out.page {
+                    p.set_held(held);
+                }
                 if held {
                     announce_held(args.json, r.hello());
                 } else {
-                    announce_not_held(args.json, r.hello(), false);
+                    announce_not_held(args, r.hello(), false);
                 }
             }
             follow::Change::Unreadable(e) => tracing::warn!(
@@ -212,7 +243,6 @@ fn apply_changes(args: &LiveArgs, out: &Out, r: &mut Responder) -> Result<(), i3
             }
         }
     }
-    Ok(())
 }
 
 fn candidate_list(candidates: &[probe_proto::msg::WireCandidate]) -> Vec<String> {
@@ -256,20 +286,37 @@ fn announce_advertised(
 
 /// Nothing holds RTCD's UDP port (at start, or since now): RTCD is not running, and live mode
 /// leaves the port closed until it is held again.
-fn announce_not_held(json: bool, hello: &probe_proto::live::HelloInfo, at_start: bool) {
+fn announce_not_held(args: &LiveArgs, hello: &probe_proto::live::HelloInfo, at_start: bool) {
     let udp = hello.rtcd_port_udp;
-    if json {
+    if args.json {
         probe_shell::outln!(
             "{}",
             serde_json::json!({"event": "rtcd_stopped", "udp_port": udp, "at_start": at_start})
         );
         return;
     }
+    let name = if hello.deployment.is_rtcd() {
+        "RTCD"
+    } else {
+        "the Calls plugin's RTC server"
+    };
     let when = if at_start { "" } else { " any more" };
+    // The port tables are per network namespace: a container's RTCD behind a DNAT rule (no
+    // proxy process on the host) holds its port in its own.
+    let why = match args.rtcd_pid {
+        Some(pid) => format!(
+            "{name} is not running in the network namespace of pid {pid}; if its container restarted, \
+             start live mode again with --rtcd-pid of the new process"
+        ),
+        None => format!(
+            "{name} is not running here, or runs in a container's own network namespace (then run \
+             live mode with --rtcd-pid PID)"
+        ),
+    };
     probe_shell::outln!(
-        "live: nothing holds UDP {udp} here{when}: RTCD is not running, and calls cannot connect. \
-         Live mode leaves the port closed until RTCD holds it again, so clients see it refused; to \
-         test the port while RTCD is stopped, run probe-server --listen 0.0.0.0:{udp} instead"
+        "live: nothing holds UDP {udp} in this network namespace{when}: {why}. Until the port is \
+         held, live mode leaves it closed, so clients see it refused; to test the port while \
+         {name} is stopped, run probe-server --listen 0.0.0.0:{udp} instead"
     );
 }
 

@@ -197,6 +197,12 @@ fn start_results(
 }
 
 impl LivePage {
+    /// Whether RTCD holds its UDP port: while it does not, page sessions are refused with a
+    /// sentence (the peer would answer for a port nothing listens on).
+    pub fn set_held(&self, held: bool) {
+        self.shared.web_state.set_media_down(!held);
+    }
+
     /// What new page sessions are answered with (RTCD restarted, or its override resolves
     /// differently now); RTCD's ports, as at [`start`].
     pub fn set_ice(&self, mut offer: IceOffer) {

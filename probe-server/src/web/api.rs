@@ -27,6 +27,10 @@ struct Offer {
 }
 
 /// `POST /session?leg=…`: the answer, the session id and the candidates the answer carries.
+/// The page's sentence while live mode sees nothing holding RTCD's UDP port.
+pub const MEDIA_DOWN: &str = "the media server (RTCD) is not running on that host, so calls cannot \
+                              connect at all; tell the admin (probe-server live says so in its log).";
+
 pub async fn session(shared: &Shared, client: SocketAddr, req: &Request, leg: Leg) -> Reply {
     let offer: Offer = match serde_json::from_slice(&req.body) {
         Ok(o) => o,
@@ -34,6 +38,10 @@ pub async fn session(shared: &Shared, client: SocketAddr, req: &Request, leg: Le
     };
     if offer.kind != "offer" || offer.sdp.trim().is_empty() {
         return Reply::error(400, "the body must be {\"type\":\"offer\",\"sdp\":\"…\"}.");
+    }
+    if shared.web_state.media_down() {
+        // Answering would pass a port nothing listens on: say what is wrong instead.
+        return Reply::error(503, MEDIA_DOWN);
     }
     let Some(peer) = shared.web() else {
         return Reply::error(503, "this server runs without the test page's WebRTC peer.");
@@ -372,6 +380,29 @@ mod tests {
 
     /// A report naming no session its sender opened (here: none the server knows) is built and
     /// answered, but not stored: only a page run's own report is.
+    #[tokio::test]
+    async fn no_session_starts_while_rtcd_does_not_hold_its_port() {
+        let shared = Shared::new(
+            probe_proto::session::Core::new(probe_proto::session::Limits::default()),
+            Some(offer()),
+        );
+        let req = Request {
+            body: br#"{"type":"offer","sdp":"v=0"}"#.to_vec(),
+            ..post(Some("203.0.113.5:18443"))
+        };
+        let client = "192.0.2.7:5000".parse().expect("literal");
+        shared.web_state.set_media_down(true);
+        let r = session(&shared, client, &req, Leg::Udp).await;
+        assert_eq!(r.status, 503);
+        assert!(String::from_utf8_lossy(&r.body).contains("is not running on that host"));
+        shared.web_state.set_media_down(false);
+        let r = session(&shared, client, &req, Leg::Udp).await;
+        assert!(
+            !String::from_utf8_lossy(&r.body).contains("is not running"),
+            "past the check"
+        );
+    }
+
     #[tokio::test]
     async fn a_report_of_no_session_of_its_sender_is_answered_not_stored() {
         let shared = Shared::new(

@@ -34,6 +34,8 @@ pub struct WebState {
     lookups: std::sync::Arc<tokio::sync::Semaphore>,
     /// Served by `probe-server live --web`: RTCD holds the TCP port (no ICE-TCP leg).
     live: std::sync::atomic::AtomicBool,
+    /// Live mode: nothing holds RTCD's UDP port (RTCD is not running), so no session starts.
+    media_down: std::sync::atomic::AtomicBool,
 }
 
 impl Default for WebState {
@@ -47,6 +49,7 @@ impl Default for WebState {
             starts: Mutex::new(VecDeque::new()),
             lookups: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
             live: std::sync::atomic::AtomicBool::new(false),
+            media_down: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -67,6 +70,15 @@ impl WebState {
 
     pub fn is_live(&self) -> bool {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Live mode: whether RTCD's UDP port is held (see `media_down`).
+    pub fn set_media_down(&self, down: bool) {
+        self.media_down.store(down, Ordering::Relaxed);
+    }
+
+    pub fn media_down(&self) -> bool {
+        self.media_down.load(Ordering::Relaxed)
     }
 
     fn note_start(&self, session: &str, wall_ms: u64) {

@@ -319,6 +319,9 @@ async function askSession(leg, slot, sdp, say) {
       return await api(`session?leg=${leg}`, { type: "offer", sdp });
     } catch (e) {
       const wait = SLOT_RETRY_MS * (1 + Math.random());
+      // 503: the server cannot run any session (RTCD not running beside live mode, its peer
+      // stopped): asking again, or for another leg, cannot help; its sentence ends the run.
+      if (e && e.status === 503) e.stopRun = errText(e);
       if (!(e && e.status === 429)) throw e;
       if (now() + wait >= end) {
         if (first) e.stopRun = `The server stayed busy with other tests for ${secs(FIRST_SLOT_WAIT_MS)}; run the test again in a few minutes.`;
@@ -548,7 +551,7 @@ async function measure(run, site) {
     setPhase(run, leg, "running", "starting…");
     const r = await runLeg(leg, slot, (text) => setPhase(run, leg, "running", text));
     if (r.stopRun) {
-      setPhase(run, leg, "failed", "the server stayed busy");
+      setPhase(run, leg, "failed", "not run: the server could not run a test (see below)");
       throw new Error(r.stopRun);
     }
     const d = describeLeg(r);
