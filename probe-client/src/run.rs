@@ -88,7 +88,9 @@ impl Finished {
         let Some(session_id) = self.session else {
             return Err("no session with the server".into());
         };
-        let report = serde_json::to_string(&self.report).expect("reports serialise");
+        let proto = self.welcome.map_or(1, |(_, p)| p);
+        let report =
+            serde_json::to_string(&self.report.for_proto(proto)).expect("reports serialise");
         let msg = upload_message(session_id, report, self.welcome, site_token);
         match self.ctl.request(&msg).await? {
             Control::Stored { accepted: true, .. } => Ok(()),

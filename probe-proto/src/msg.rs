@@ -21,7 +21,10 @@ pub const PROTO_MIN: u16 = 1;
 /// 5: [`Control::SignedUpload`] (an upload with its site token's MAC); a client sends it only
 /// when the welcome's `proto` is 5 or more, and [`Control::Upload`] otherwise, so older clients
 /// still upload to sites without a token and older servers never see the new variant.
-pub const PROTO_MAX: u16 = 5;
+/// 6: the report's `udp`/`tcp` `skipped` and `refused`; an older server refuses a report with
+/// fields it does not know, so a client uploads them only when the welcome's `proto` is 6 or
+/// more ([`crate::report::Report::for_proto`]).
+pub const PROTO_MAX: u16 = 6;
 /// First payload byte of a control frame.
 pub const CONTROL_TAG: u8 = 0x50;
 /// Upper bound of an encoded control message; larger frames are refused before decoding.

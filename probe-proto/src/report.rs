@@ -240,6 +240,23 @@ impl Report {
         self.findings = findings;
     }
 
+    /// The report as a server speaking `proto` can take: without the fields it does not know
+    /// (it refuses a report with unknown fields). What the fields said stays in the findings'
+    /// words.
+    pub fn for_proto(&self, proto: u16) -> std::borrow::Cow<'_, Report> {
+        if proto >= 6 {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut r = self.clone();
+        for (skipped, refused) in [
+            (&mut r.udp.skipped, &mut r.udp.refused),
+            (&mut r.tcp.skipped, &mut r.tcp.refused),
+        ] {
+            (*skipped, *refused) = (false, false);
+        }
+        std::borrow::Cow::Owned(r)
+    }
+
     /// Exit code of a completed run: 1 when any finding is an error.
     pub fn exit_code(&self) -> i32 {
         if self.ok {
@@ -832,6 +849,11 @@ mod printable_tests {
         assert_eq!(json["tcp"]["refused"], true);
         // Omitted when false, so a normal run's JSON is what it always was.
         assert!(json["udp"].get("refused").is_none() && json["tcp"].get("skipped").is_none());
+        // A server older than proto 6 refuses unknown fields: they are left out for it.
+        let old = serde_json::to_value(r.for_proto(5).as_ref()).unwrap();
+        assert!(old["udp"].get("skipped").is_none() && old["tcp"].get("refused").is_none());
+        assert_eq!(old["findings"], json["findings"]);
+        assert_eq!(serde_json::to_value(r.for_proto(6).as_ref()).unwrap(), json);
         r.udp = UdpResult {
             refused: true,
             ..Default::default()
