@@ -23,7 +23,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 
-const TCP_CONNECT: Duration = Duration::from_secs(2);
+/// Windows answers a reset to its SYN by trying again (twice, 0.5 s apart) before it reports
+/// the refusal, so its budget leaves room for that: a closed port is "refused", not silence.
+const TCP_CONNECT: Duration = if cfg!(windows) {
+    Duration::from_millis(3000)
+} else {
+    Duration::from_secs(2)
+};
 const TCP_STUN: Duration = Duration::from_millis(1500);
 const QUIC_CONNECT: Duration = Duration::from_secs(3);
 /// TCP connect and TLS handshake for control on the TCP port.

@@ -1338,6 +1338,11 @@ fn live_mode_page_with_a_wrong_override() {
         "{}",
         run.page_text
     );
+    assert!(
+        !run.page_text.contains("waiting"),
+        "no step left waiting: {}",
+        run.page_text
+    );
     p.standin = live_standin(&p.topo, &p.rtcd_bin);
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while !(p.server.stdout().contains("\"event\":\"advertise\"")

@@ -552,6 +552,9 @@ async function measure(run, site) {
     const r = await runLeg(leg, slot, (text) => setPhase(run, leg, "running", text));
     if (r.stopRun) {
       setPhase(run, leg, "failed", "not run: the server could not run a test (see below)");
+      // The legs after it will not run either: not left "waiting".
+      const later = ["udp", "tcp", "dialed"].slice(["udp", "tcp", "dialed"].indexOf(leg) + 1);
+      for (const l of later) setPhase(run, l, "skipped", "not run");
       throw new Error(r.stopRun);
     }
     const d = describeLeg(r);
