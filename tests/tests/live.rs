@@ -394,6 +394,11 @@ fn a_restarted_rtcd_is_followed_an_edited_file_is_not() {
     assert_eq!(adv.len(), 1, "{}\n{}", server.stdout(), server.stderr());
     assert!(adv[0]["rtcd_pid"].is_u64(), "{}", adv[0]);
     assert!(
+        adv[0]["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "stamped: {}",
+        adv[0]
+    );
+    assert!(
         adv[0]["advertised"]
             .as_array()
             .is_some_and(|a| a.iter().any(|c| c == "203.0.113.2:8443/udp")),

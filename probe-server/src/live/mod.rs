@@ -245,6 +245,18 @@ fn apply_changes(args: &LiveArgs, out: &Out, r: &mut Responder) -> Result<(), i3
     }
 }
 
+/// One JSON event line, stamped with the wall clock (`ts`, RFC 3339): `--json` output is
+/// often kept in a file, where journald's timestamps are not.
+fn emit(mut event: serde_json::Value) {
+    if let Some(o) = event.as_object_mut() {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        o.insert("ts".into(), probe_proto::report::rfc3339(ms).into());
+    }
+    probe_shell::outln!("{event}");
+}
+
 fn candidate_list(candidates: &[probe_proto::msg::WireCandidate]) -> Vec<String> {
     candidates
         .iter()
@@ -266,10 +278,7 @@ fn announce_advertised(
 ) {
     let adv = candidate_list(candidates);
     if json {
-        probe_shell::outln!(
-            "{}",
-            serde_json::json!({"event": "advertise", "rtcd_pid": pid, "advertised": adv})
-        );
+        emit(serde_json::json!({"event": "advertise", "rtcd_pid": pid, "advertised": adv}));
         return;
     }
     let why = match pid {
@@ -289,10 +298,7 @@ fn announce_advertised(
 fn announce_not_held(args: &LiveArgs, hello: &probe_proto::live::HelloInfo, at_start: bool) {
     let udp = hello.rtcd_port_udp;
     if args.json {
-        probe_shell::outln!(
-            "{}",
-            serde_json::json!({"event": "rtcd_stopped", "udp_port": udp, "at_start": at_start})
-        );
+        emit(serde_json::json!({"event": "rtcd_stopped", "udp_port": udp, "at_start": at_start}));
         return;
     }
     let name = if hello.deployment.is_rtcd() {
@@ -323,10 +329,7 @@ fn announce_not_held(args: &LiveArgs, hello: &probe_proto::live::HelloInfo, at_s
 fn announce_held(json: bool, hello: &probe_proto::live::HelloInfo) {
     let udp = hello.rtcd_port_udp;
     if json {
-        probe_shell::outln!(
-            "{}",
-            serde_json::json!({"event": "rtcd_started", "udp_port": udp})
-        );
+        emit(serde_json::json!({"event": "rtcd_started", "udp_port": udp}));
     } else {
         probe_shell::outln!("live: UDP {udp} is held again: answering live probes");
     }
@@ -340,9 +343,8 @@ fn announce(
 ) {
     let adv = candidate_list(candidates);
     if args.json {
-        probe_shell::outln!(
-            "{}",
-            serde_json::json!({"event": "start", "udp_port": udp, "tcp_port": tcp, "advertised": adv, "max_pps": pps})
+        emit(
+            serde_json::json!({"event": "start", "udp_port": udp, "tcp_port": tcp, "advertised": adv, "max_pps": pps}),
         );
     } else {
         probe_shell::outln!(
@@ -369,10 +371,7 @@ fn page_link(
 
 fn announce_page(json: bool, url: &str, note: Option<&str>) {
     if json {
-        probe_shell::outln!(
-            "{}",
-            serde_json::json!({"event": "page", "url": url, "note": note, "tcp_tested": false})
-        );
+        emit(serde_json::json!({"event": "page", "url": url, "note": note, "tcp_tested": false}));
     } else {
         let note = note.map(|n| format!("; {n}")).unwrap_or_default();
         probe_shell::outln!(
@@ -568,7 +567,7 @@ fn print_event(json: bool, e: &Event) {
         ),
     };
     if json {
-        probe_shell::outln!("{j}");
+        emit(j);
     } else {
         probe_shell::outln!("{text}");
     }
