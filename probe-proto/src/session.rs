@@ -1031,9 +1031,7 @@ fn answer_echo(
 /// Seconds as people write them: `150`, `2.5`.
 fn seconds(ms: u64) -> String {
     // Not `is_multiple_of`: stable only since Rust 1.87, and the workspace says 1.85.
-    #[allow(clippy::manual_is_multiple_of)]
-    let whole = ms % 1000 == 0;
-    if whole {
+    if ms % 1000 == 0 {
         (ms / 1000).to_string()
     } else {
         format!("{:.1}", ms as f64 / 1000.0)

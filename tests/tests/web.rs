@@ -1329,7 +1329,7 @@ fn live_mode_page_with_a_wrong_override() {
     let (down, run, _) = p.run_raw("live-rtcd-down", 1);
     let err = down["error"].as_str().unwrap_or_default();
     assert!(
-        err.contains("(RTCD) is not running on that host"),
+        err.contains("is not running on that host, so calls cannot connect"),
         "{down:#}\n{}",
         p.describe(&run)
     );

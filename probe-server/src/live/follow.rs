@@ -3,7 +3,9 @@
 //! takes its local addresses and STUN-discovered ones once too (service/rtc/server.go:87-160
 //! `Start`). So what the live hello announces must change when RTCD restarts, and not when its
 //! file is edited: an edited file is what RTCD does at its next start. A hostname override is
-//! re-resolved every [`RESOLVE_EVERY`], as `probe-server` does: RTCD resolves it on every join.
+//! re-resolved every [`RESOLVE_EVERY`], as `probe-server` does (RTCD resolves it on every join),
+//! from the configuration read at RTCD's last restart, or at live mode's start (a file already
+//! edited then is warned about: [`stale_config_note`]).
 //!
 //! Not followed: `--rtcd-pid` (a restarted container is another pid, in another namespace) and
 //! the Calls plugin's own media server (its settings change with the plugin, not a process).
@@ -107,6 +109,7 @@ pub fn start(
         last: first,
         held,
         unseen_said: false,
+        unreadable_said: None,
         tx,
     };
     let spawned = std::thread::Builder::new()
@@ -139,6 +142,8 @@ struct Follower {
     held: Option<bool>,
     /// Said once: the port is held, but by no process this user can tell is RTCD.
     unseen_said: bool,
+    /// The RTCD process whose configuration did not load, said once.
+    unreadable_said: Option<u32>,
     tx: Sender<Change>,
 }
 
@@ -164,8 +169,20 @@ impl Follower {
                         self.reload(None)
                     }
                 };
-                self.last = now;
-                changes.extend(change);
+                // A configuration that did not load is read again at the next look (an editor
+                // may have been half-way through saving it), said once per process.
+                match change {
+                    Some(Change::Unreadable(e)) => {
+                        if self.unreadable_said != now.map(|n| n.0) {
+                            self.unreadable_said = now.map(|n| n.0);
+                            changes.push(Change::Unreadable(e));
+                        }
+                    }
+                    other => {
+                        self.last = now;
+                        changes.extend(other);
+                    }
+                }
             }
             // After the process look: a restarted RTCD found by its port holds it by now, so
             // its new hello is not announced as "not running".
@@ -189,9 +206,18 @@ impl Follower {
     fn say_unseen(&mut self) {
         if self.reload && self.last.is_none() && self.held == Some(true) && !self.unseen_said {
             self.unseen_said = true;
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let root = unsafe { libc::geteuid() } == 0;
+            let how = if root {
+                "it is not named rtcd, or the search ran out of time; restart probe-server live after \
+                 restarting RTCD"
+            } else {
+                "this user cannot see other users' sockets; run probe-server live as root to follow \
+                 them, or restart it after restarting RTCD"
+            };
             tracing::warn!(
-                "UDP {} is held, but not by a process this user can tell is RTCD: RTCD's restarts are \
-                 not followed (run probe-server live as root to follow them, or restart it after restarting RTCD)",
+                "UDP {} is held, but not by a process found to be RTCD: RTCD's restarts are not \
+                 followed ({how})",
                 self.ports.0
             );
         }

@@ -167,6 +167,13 @@ pub fn run(args: LiveArgs) -> i32 {
         announce_page(args.json, &url, note.as_deref());
     }
     let changes = follow::start(&args, (&cfg, rules, &deployment), &hello, (first, held));
+    if changes.is_none() {
+        // Nothing would ever say the port is held again: never mute without a watcher.
+        r.set_held(true);
+        if let Some(p) = &page {
+            p.set_held(true);
+        }
+    }
     let out = Out {
         sender: &sender,
         page: page.as_ref(),
@@ -322,7 +329,7 @@ fn announce_not_held(args: &LiveArgs, hello: &probe_proto::live::HelloInfo, at_s
     probe_shell::outln!(
         "live: nothing holds UDP {udp} in this network namespace{when}: {why}. Until the port is \
          held, live mode leaves it closed, so clients see it refused; to test the port while \
-         {name} is stopped, run probe-server --listen 0.0.0.0:{udp} instead"
+         {name} is stopped, stop live mode and run probe-server --listen 0.0.0.0:{udp} instead"
     );
 }
 

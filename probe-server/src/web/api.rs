@@ -26,11 +26,13 @@ struct Offer {
     sdp: String,
 }
 
-/// `POST /session?leg=…`: the answer, the session id and the candidates the answer carries.
-/// The page's sentence while live mode sees nothing holding RTCD's UDP port.
-pub const MEDIA_DOWN: &str = "the media server (RTCD) is not running on that host, so calls cannot \
-                              connect at all; tell the admin (probe-server live says so in its log).";
+/// The page's sentence while live mode sees nothing holding the media port (RTCD, or the
+/// Calls plugin's own server, not running).
+pub const MEDIA_DOWN: &str = "the calls media server (RTCD, or the Calls plugin's own) is not running \
+                              on that host, so calls cannot connect at all; tell the admin (probe-server \
+                              live says so in its log).";
 
+/// `POST /session?leg=…`: the answer, the session id and the candidates the answer carries.
 pub async fn session(shared: &Shared, client: SocketAddr, req: &Request, leg: Leg) -> Reply {
     let offer: Offer = match serde_json::from_slice(&req.body) {
         Ok(o) => o,
@@ -378,8 +380,6 @@ mod tests {
         );
     }
 
-    /// A report naming no session its sender opened (here: none the server knows) is built and
-    /// answered, but not stored: only a page run's own report is.
     #[tokio::test]
     async fn no_session_starts_while_rtcd_does_not_hold_its_port() {
         let shared = Shared::new(
@@ -403,6 +403,8 @@ mod tests {
         );
     }
 
+    /// A report naming no session its sender opened (here: none the server knows) is built and
+    /// answered, but not stored: only a page run's own report is.
     #[tokio::test]
     async fn a_report_of_no_session_of_its_sender_is_answered_not_stored() {
         let shared = Shared::new(
