@@ -309,18 +309,7 @@ mod tests {
     }
 
     fn ids(udp: &UdpResult, tcp: &TcpResult) -> Vec<(String, Severity)> {
-        let f = Facts {
-            server: "rtcd.example:8443",
-            port: 8443,
-            udp_tested: true,
-            tcp_tested: true,
-            udp,
-            tcp,
-            server_lost: None,
-            refused: None,
-            token_given: false,
-        };
-        evaluate(&f)
+        judged(udp, tcp)
             .into_iter()
             .map(|f| (f.id, f.severity))
             .collect()

@@ -23,7 +23,7 @@ mod page;
 mod tap;
 
 use probe_proto::live::bpf::Proto;
-use probe_proto::live::{Event, Limits, Responder};
+use probe_proto::live::{Event, HelloInfo, Limits, Responder};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tap::{Sender, Tap};
@@ -139,25 +139,16 @@ pub fn run(args: LiveArgs) -> i32 {
         Ok(p) => p,
         Err(msg) => return crate::fail(msg),
     };
-    let limits = Limits {
-        total_pps: args.max_pps.max(1),
-        per_source_pps: args.source_pps.max(1),
-        ..Limits::default()
-    };
-    let key = token.as_deref().map(probe_proto::auth::token_key);
     let started = Instant::now();
-    let mut r = Responder::new(key, limits, hello.clone(), 0);
+    let mut r = responder(&args, token.as_deref(), &hello);
     announce(
         &args,
         (udp_port, tcp_port),
         &hello.candidates,
-        limits.total_pps,
+        args.max_pps.max(1),
     );
     if held == Some(false) {
-        r.set_held(false);
-        if let Some(p) = &page {
-            p.set_held(false);
-        }
+        hold(&mut r, page.as_ref(), false);
         announce_not_held(&args, &hello, true);
     }
     if let Some((url, note)) = page
@@ -169,10 +160,7 @@ pub fn run(args: LiveArgs) -> i32 {
     let changes = follow::start(&args, (&cfg, rules, &deployment), &hello, (first, held));
     if changes.is_none() {
         // Nothing would ever say the port is held again: never mute without a watcher.
-        r.set_held(true);
-        if let Some(p) = &page {
-            p.set_held(true);
-        }
+        hold(&mut r, page.as_ref(), true);
     }
     let out = Out {
         sender: &sender,
@@ -181,6 +169,25 @@ pub fn run(args: LiveArgs) -> i32 {
         follower_gone: std::cell::Cell::new(false),
     };
     serve(&args, &taps, &out, &mut r, started)
+}
+
+/// The live responder within `--max-pps` and `--source-pps`, with the token's key.
+fn responder(args: &LiveArgs, token: Option<&str>, hello: &HelloInfo) -> Responder {
+    let limits = Limits {
+        total_pps: args.max_pps.max(1),
+        per_source_pps: args.source_pps.max(1),
+        ..Limits::default()
+    };
+    let key = token.map(probe_proto::auth::token_key);
+    Responder::new(key, limits, hello.clone(), 0)
+}
+
+/// Whether RTCD holds its UDP port, for the responder and the page alike.
+fn hold(r: &mut Responder, page: Option<&page::LivePage>, held: bool) {
+    r.set_held(held);
+    if let Some(p) = page {
+        p.set_held(held);
+    }
 }
 
 /// Where the loop's answers and news go.
@@ -210,10 +217,7 @@ fn apply_changes(args: &LiveArgs, out: &Out, r: &mut Responder) -> Result<(), i3
                         "the thread watching RTCD ended: live probes are answered from now on, and RTCD's \
                          restarts are no longer followed"
                     );
-                    r.set_held(true);
-                    if let Some(p) = out.page {
-                        p.set_held(true);
-                    }
+                    hold(r, out.page, true);
                 }
                 return Ok(());
             }
@@ -230,10 +234,7 @@ fn apply_changes(args: &LiveArgs, out: &Out, r: &mut Responder) -> Result<(), i3
                 r.set_hello(*hello);
             }
             follow::Change::Held(held) => {
-                r.set_held(held);
-                if let Some(p) = out.page {
-                    p.set_held(held);
-                }
+                hold(r, out.page, held);
                 if held {
                     announce_held(args.json, r.hello());
                 } else {
