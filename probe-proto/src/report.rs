@@ -248,12 +248,8 @@ impl Report {
             return std::borrow::Cow::Borrowed(self);
         }
         let mut r = self.clone();
-        for (skipped, refused) in [
-            (&mut r.udp.skipped, &mut r.udp.refused),
-            (&mut r.tcp.skipped, &mut r.tcp.refused),
-        ] {
-            (*skipped, *refused) = (false, false);
-        }
+        (r.udp.skipped, r.udp.refused) = (false, false);
+        (r.tcp.skipped, r.tcp.refused) = (false, false);
         std::borrow::Cow::Owned(r)
     }
 

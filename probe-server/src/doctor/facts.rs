@@ -62,6 +62,29 @@ pub struct ConfigAge {
     pub pid: u32,
 }
 
+impl ConfigAge {
+    /// `path`'s last change beside the start of RTCD's process `pid` (`rtcd_started_s`).
+    pub fn read(path: &std::path::Path, pid: u32, rtcd_started_s: u64) -> Option<Self> {
+        let modified_s = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        Some(Self {
+            modified_s,
+            rtcd_started_s,
+            pid,
+        })
+    }
+
+    /// The file changed after RTCD started (beyond the start time's rounding): RTCD, which
+    /// reads it only at start, runs with what it said before.
+    pub fn changed_since_start(&self) -> bool {
+        self.modified_s > self.rtcd_started_s + super::logs::START_SLACK_S
+    }
+}
+
 /// Mattermost's API on the Calls plugin: its status and, when an RTCD service URL is set,
 /// whether the licence makes the plugin use it.
 #[derive(Debug, Clone)]

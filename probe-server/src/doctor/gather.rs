@@ -426,20 +426,9 @@ fn config_age(inputs: &Inputs, loaded: &Loaded) -> Option<ConfigAge> {
     if !loaded.deployment.is_rtcd() {
         return None;
     }
-    let path = inputs.rtcd_config.as_ref()?;
-    let modified_s = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()?
-        .duration_since(UNIX_EPOCH)
-        .ok()?
-        .as_secs();
     let pid = loaded.env.pid?;
-    let rtcd_started_s = logs::process_start(pid, cpu::ticks_per_sec())?;
-    Some(ConfigAge {
-        modified_s,
-        rtcd_started_s,
-        pid,
-    })
+    let started = logs::process_start(pid, cpu::ticks_per_sec())?;
+    ConfigAge::read(inputs.rtcd_config.as_ref()?, pid, started)
 }
 
 /// A read running in its own thread; `join` gives up at the deadline (the thread is then

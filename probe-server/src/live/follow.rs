@@ -270,21 +270,14 @@ impl Follower {
 /// RTCD's file changed after RTCD started: RTCD advertises what it said then, the probe what it
 /// says now; said once at start, so the admin restarts RTCD before trusting either.
 pub fn stale_config_note(path: Option<&std::path::Path>, first: Option<Ident>) -> Option<String> {
-    let path = path?;
-    let (pid, started) = first?;
-    let started = started?;
-    let modified = std::fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    (modified > started + crate::doctor::logs::START_SLACK_S).then(|| {
+    let (path, (pid, started)) = (path?, first?);
+    let age = crate::doctor::facts::ConfigAge::read(path, pid, started?)?;
+    age.changed_since_start().then(|| {
         format!(
             "{} changed after RTCD (pid {pid}) started at {}: RTCD advertises what the file said then, \
              this probe what it says now; restart RTCD so that both agree",
             path.display(),
-            probe_proto::report::rfc3339(started * 1000)
+            probe_proto::report::rfc3339(age.rtcd_started_s * 1000)
         )
     })
 }

@@ -255,7 +255,7 @@ pub fn config_age(setup: &Setup, out: &mut Judged) {
         return;
     };
     let when = |s: u64| probe_proto::report::rfc3339(s.saturating_mul(1000));
-    if age.modified_s <= age.rtcd_started_s + super::logs::START_SLACK_S {
+    if !age.changed_since_start() {
         return out.check(
             "config_age",
             Status::Pass,
