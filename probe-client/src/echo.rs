@@ -219,7 +219,7 @@ pub async fn udp_stun(sock: &UdpSocket, token: Option<&[u8; 32]>) -> Result<Stun
 
 /// "Port unreachable" on a connected UDP socket: ECONNREFUSED (Linux, macOS), WSAECONNRESET
 /// (Windows).
-fn is_refusal(e: &std::io::Error) -> bool {
+pub(crate) fn is_refusal(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::{ConnectionRefused, ConnectionReset};
     matches!(e.kind(), ConnectionRefused | ConnectionReset)
 }

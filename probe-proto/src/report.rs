@@ -328,6 +328,14 @@ fn ice_lines(out: &mut String, ice: &IceReport) {
             Some(p) if p.detail.as_deref().is_some_and(|d| d.ends_with("refused")) => {
                 "REFUSED".into()
             }
+            // Never dialled (a loopback address, a port outside the probe's): not silence.
+            Some(p)
+                if p.detail
+                    .as_deref()
+                    .is_some_and(|d| d.starts_with("not dialled")) =>
+            {
+                p.detail.clone().unwrap_or_default()
+            }
             Some(_) => "NO ANSWER".into(),
             None => "not checked".into(),
         };
@@ -880,6 +888,7 @@ mod printable_tests {
             advertised: vec![
                 cand("192.0.2.7", Transport::Tcp),
                 cand("192.0.2.8", Transport::Udp),
+                cand("127.0.0.1", Transport::Udp),
             ],
             pairs: vec![
                 pair(
@@ -888,6 +897,11 @@ mod printable_tests {
                     "TCP connect failed: connection refused",
                 ),
                 pair("192.0.2.8:8443", Transport::Udp, "no answer within 2.5 s"),
+                pair(
+                    "127.0.0.1:8443",
+                    Transport::Udp,
+                    "not dialled: loopback address",
+                ),
             ],
             ..IceReport::default()
         });
@@ -900,5 +914,10 @@ mod printable_tests {
         };
         assert!(line("192.0.2.7:8443").ends_with("REFUSED"), "{text}");
         assert!(line("192.0.2.8:8443").ends_with("NO ANSWER"), "{text}");
+        // A candidate never dialled says so, rather than that it was silent.
+        assert!(
+            line("127.0.0.1:8443").ends_with("not dialled: loopback address"),
+            "{text}"
+        );
     }
 }

@@ -351,7 +351,23 @@ fn a_restarted_rtcd_is_followed_an_edited_file_is_not() {
     std::fs::copy(STANDIN, &bin).expect("copy the stand-in");
     let bin = bin.display().to_string();
     let mut rtcd = standin_from(&t.server, &bin);
+    // The file is saved again after RTCD started (past the start time's 2-s rounding): live
+    // mode says RTCD runs what it read before, on stdout too for --json readers.
+    std::thread::sleep(Duration::from_secs(3));
+    rtcd_config(&dir, "ice_host_override = \"203.0.113.99\"");
     let server = live_server(&t.server, &["--rtcd-config", &cfg]);
+    let start = events(&server, "start");
+    assert_eq!(start[0]["rtcd_holds_port"], true, "{}", server.stdout());
+    let stale = wait_events(&server, "config_changed_since_start", 1);
+    assert!(
+        stale.len() == 1
+            && stale[0]["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("restart")),
+        "{}\n{}",
+        server.stdout(),
+        server.stderr()
+    );
     let target = t.server_public_ip.to_string();
     let run = client(&t.client, &target, &["--duration", "2"]);
     let j = report(&run);

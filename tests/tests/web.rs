@@ -779,6 +779,7 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 fn the_page_needs_the_token() {
     let w = web(&NAT_PUBLIC_IP.to_string());
     let ns = &w.topo.client;
+    let mut sentences = Vec::new();
     for path in ["/", "/?t=wrong-token", "/index.html", "/?site=x"] {
         let (status, head, body) = http(ns, get(path));
         assert_eq!(status, 403, "GET {path}: {head}\n{body}");
@@ -792,7 +793,14 @@ fn the_page_needs_the_token() {
             "GET {path}: want one sentence, got {body:?}"
         );
         assert!(!body.contains(TOKEN), "the 403 leaks the token: {body}");
+        sentences.push(sentence.to_string());
     }
+    // A link that lost its token and one whose token was changed need different help.
+    assert_ne!(
+        sentences[0], sentences[1],
+        "missing and wrong tokens are told apart"
+    );
+    assert_eq!(sentences[0], sentences[2], "{sentences:?}");
     let (status, head, body) = http(ns, get(&format!("/?t={TOKEN}")));
     assert_eq!(status, 200, "{head}\n{body}");
     assert!(
@@ -832,6 +840,15 @@ fn the_page_needs_the_token() {
     assert!(
         log.contains(&format!("?t={TOKEN}")),
         "the server did not log the link to share:\n{log}"
+    );
+    // The admin sees why a user got a 403, once a minute however many there were.
+    let refusals: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("refused a request without this server's access token"))
+        .collect();
+    assert!(
+        refusals.len() == 1 && refusals[0].contains("missing"),
+        "want one log line for the five refusals, the first a missing token:\n{log}"
     );
 }
 

@@ -4,6 +4,12 @@
 //! through a peer-reflexive pair while the advertised address is dead. Here a target passes only
 //! when a Binding success response with the server's MESSAGE-INTEGRITY comes back from exactly
 //! that `IP:PORT`.
+//!
+//! The checks leave from one unconnected socket, which also sees an answer from the wrong
+//! address. The first check to each target also leaves from a socket connected to it (a
+//! sentinel): only a connected socket is told of an ICMP port unreachable (ECONNREFUSED;
+//! WSAECONNRESET on Windows), so a closed or rejected port reads REFUSED, as the echo does,
+//! rather than as silence.
 
 use super::{Creds, Outcome};
 use probe_proto::stun;
@@ -81,11 +87,40 @@ async fn check_family(
     let mut tick = tokio::time::interval(PACE);
     let mut buf = vec![0u8; 2048];
     let username = creds.username();
+    let (news, mut heard) = tokio::sync::mpsc::channel(addrs.len().max(1));
+    // Dropped with this function: no sentinel outlives the checks.
+    let mut sentinels = tokio::task::JoinSet::new();
+    for (i, t) in targets.iter_mut().enumerate() {
+        let tid: stun::TransactionId = crate::control::rand_bytes();
+        let req = stun::ice_check_request(&creds.check(tid, &username));
+        t.sent.insert(tid, Instant::now());
+        sentinels.spawn(sentinel(
+            i,
+            t.addr,
+            bind.to_owned(),
+            req,
+            deadline,
+            news.clone(),
+        ));
+    }
+    drop(news);
     loop {
         if targets.iter().all(|t| t.result.is_some()) {
             break;
         }
         tokio::select! {
+            Some(heard) = heard.recv() => match heard {
+                Heard::Answer(i, pkt) => {
+                    let src = targets[i].addr;
+                    on_answer(&mut targets, &pkt, src, creds);
+                }
+                Heard::Refused(i) => {
+                    let t = &mut targets[i];
+                    if t.result.is_none() {
+                        t.result = Some(Outcome::failed("port unreachable: connection refused"));
+                    }
+                }
+            },
             _ = tick.tick() => {
                 for t in targets.iter_mut().filter(|t| t.result.is_none()) {
                     let tid: stun::TransactionId = crate::control::rand_bytes();
@@ -122,6 +157,43 @@ async fn check_family(
             })
         })
         .collect()
+}
+
+/// What a sentinel heard from its target.
+enum Heard {
+    /// A datagram from exactly the target (the socket is connected to it).
+    Answer(usize, Vec<u8>),
+    /// The target's host (or a firewall before it) answered "port unreachable".
+    Refused(usize),
+}
+
+/// Sends one check to target `i` from a socket connected to it and reports what comes back
+/// before `deadline`; nothing when the socket cannot be had (the shared socket still checks).
+async fn sentinel(
+    i: usize,
+    target: SocketAddr,
+    bind: String,
+    req: Vec<u8>,
+    deadline: Instant,
+    news: tokio::sync::mpsc::Sender<Heard>,
+) {
+    let Ok(sock) = UdpSocket::bind(bind.as_str()).await else {
+        return;
+    };
+    if sock.connect(target).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 2048];
+    let heard = match sock.send(&req).await {
+        Err(e) if crate::echo::is_refusal(&e) => Heard::Refused(i),
+        Err(_) => return,
+        Ok(_) => match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+            Ok(Ok(n)) => Heard::Answer(i, buf[..n].to_vec()),
+            Ok(Err(e)) if crate::echo::is_refusal(&e) => Heard::Refused(i),
+            _ => return,
+        },
+    };
+    let _ = news.send(heard).await;
 }
 
 fn on_answer(targets: &mut [Target], pkt: &[u8], src: SocketAddr, creds: &Creds) {
@@ -209,5 +281,26 @@ mod tests {
             .contains("MESSAGE-INTEGRITY"));
         assert!(!out[3].ok);
         assert!(out[3].detail.as_deref().unwrap().starts_with("no answer"));
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_refused_not_silent() {
+        // Nothing listens there: loopback answers "port unreachable", which only the
+        // sentinel's connected socket is told of.
+        let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        let good = sock().await;
+        responder(good.clone(), good.clone(), PWD);
+        let targets = [addr, good.local_addr().unwrap()];
+        let bound = Duration::from_secs(5);
+        let started = Instant::now();
+        let out = check_all(&targets, &creds(), bound).await;
+        assert!(!out[0].ok);
+        let detail = out[0].detail.as_deref().unwrap();
+        // The report shows REFUSED for a detail ending so (report.rs).
+        assert!(detail.ends_with("refused"), "{detail}");
+        assert!(out[1].ok, "{:?}", out[1]);
+        assert!(started.elapsed() < bound, "a refusal ends the check early");
     }
 }

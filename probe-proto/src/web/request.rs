@@ -328,15 +328,31 @@ fn asset_name(n: &str) -> bool {
         })
 }
 
-/// Whether `given` is the server's access token, whose key ([`crate::auth::token_key`]) the
-/// server holds. Compares the derived keys in constant time: neither the token's bytes nor
-/// its length leak through timing.
-pub fn token_matches(key: &[u8; 32], given: Option<&str>) -> bool {
-    let Some(given) = given else {
-        return false;
+/// A request's `?t=` against the server's access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenCheck {
+    Matches,
+    /// No `t` at all, or an empty one: the link lost its query (pasted without it).
+    Missing,
+    /// Some other token: cut short, mangled in sharing (`+` unencoded reads as a space), or
+    /// from a server that now runs with another token.
+    Wrong,
+}
+
+/// Checks `given` against the server's access token, whose key ([`crate::auth::token_key`])
+/// the server holds. Compares the derived keys in constant time: neither the token's bytes
+/// nor its length leak through timing (only whether one was given at all).
+pub fn check_token(key: &[u8; 32], given: Option<&str>) -> TokenCheck {
+    let given = match given {
+        None | Some("") => return TokenCheck::Missing,
+        Some(g) => g,
     };
     let k = crate::auth::token_key(given);
-    k.iter().zip(key).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    if k.iter().zip(key).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 {
+        TokenCheck::Matches
+    } else {
+        TokenCheck::Wrong
+    }
 }
 
 /// A `Host` header's host (brackets dropped) and port, if it has one.
@@ -526,15 +542,21 @@ mod tests {
     #[test]
     fn the_token_must_match_exactly() {
         let key = crate::auth::token_key("s3cret");
-        assert!(token_matches(&key, Some("s3cret")));
-        for wrong in ["s3cre", "s3crett", "S3cret", ""] {
-            assert!(!token_matches(&key, Some(wrong)), "{wrong}");
+        assert_eq!(check_token(&key, Some("s3cret")), TokenCheck::Matches);
+        for wrong in ["s3cre", "s3crett", "S3cret", "s3cret "] {
+            assert_eq!(check_token(&key, Some(wrong)), TokenCheck::Wrong, "{wrong}");
         }
-        assert!(!token_matches(&key, None));
+        assert_eq!(check_token(&key, None), TokenCheck::Missing);
+        assert_eq!(check_token(&key, Some("")), TokenCheck::Missing);
         // A value with reserved characters survives the link's encoding.
         let odd = "a b+c&d=é%";
         let r = get(&format!("/?t={}", percent_encode(odd)));
-        assert!(token_matches(&crate::auth::token_key(odd), r.param("t")));
+        let odd_key = crate::auth::token_key(odd);
+        assert_eq!(check_token(&odd_key, r.param("t")), TokenCheck::Matches);
+        // An unencoded `+` arrives as a space: a wrong token, not a missing one.
+        let r = get("/?t=a+b");
+        let plus = crate::auth::token_key("a+b");
+        assert_eq!(check_token(&plus, r.param("t")), TokenCheck::Wrong);
     }
 
     #[test]

@@ -123,9 +123,6 @@ pub fn run(args: LiveArgs) -> i32 {
         Err(msg) => return crate::fail(msg),
     };
     crate::ice::log_advertised_for(&cfg, &adv, udp_port, &deployment);
-    if let Some(note) = follow::stale_config_note(args.rtcd_config.as_deref(), first) {
-        tracing::warn!("{note}");
-    }
     let page = page_setup.map(|setup| {
         let offer = crate::ice::offer_for(&cfg, &adv, udp_port, &deployment);
         page::start(
@@ -145,8 +142,11 @@ pub fn run(args: LiveArgs) -> i32 {
         &args,
         (udp_port, tcp_port),
         &hello.candidates,
-        args.max_pps.max(1),
+        (args.max_pps.max(1), held),
     );
+    if let Some(note) = follow::stale_config_note(args.rtcd_config.as_deref(), first) {
+        announce_stale(args.json, &note);
+    }
     if held == Some(false) {
         hold(&mut r, page.as_ref(), false);
         announce_not_held(&args, &hello, true);
@@ -334,6 +334,15 @@ fn announce_not_held(args: &LiveArgs, hello: &probe_proto::live::HelloInfo, at_s
     );
 }
 
+/// RTCD's configuration file changed after RTCD started: it still runs the old one. A warning
+/// in the log, and with `--json` an event on stdout too, where scripts read.
+fn announce_stale(json: bool, note: &str) {
+    tracing::warn!("{note}");
+    if json {
+        emit(serde_json::json!({"event": "config_changed_since_start", "note": note}));
+    }
+}
+
 fn announce_held(json: bool, hello: &probe_proto::live::HelloInfo) {
     let udp = hello.rtcd_port_udp;
     if json {
@@ -343,16 +352,17 @@ fn announce_held(json: bool, hello: &probe_proto::live::HelloInfo) {
     }
 }
 
+/// The start line; `held` is whether something holds RTCD's UDP port (null: not known).
 fn announce(
     args: &LiveArgs,
     (udp, tcp): (u16, u16),
     candidates: &[probe_proto::msg::WireCandidate],
-    pps: u32,
+    (pps, held): (u32, Option<bool>),
 ) {
     let adv = candidate_list(candidates);
     if args.json {
         emit(
-            serde_json::json!({"event": "start", "udp_port": udp, "tcp_port": tcp, "advertised": adv, "max_pps": pps}),
+            serde_json::json!({"event": "start", "udp_port": udp, "tcp_port": tcp, "advertised": adv, "max_pps": pps, "rtcd_holds_port": held}),
         );
     } else {
         probe_shell::outln!(

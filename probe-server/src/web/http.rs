@@ -10,7 +10,7 @@
 use super::api;
 use crate::shared::{ConnSlot, Shared};
 use probe_proto::http::Parse;
-use probe_proto::web::request::{self, Method, Request, RequestError, Route};
+use probe_proto::web::request::{self, Method, Request, RequestError, Route, TokenCheck};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,7 +155,7 @@ async fn serve_conn_by<S: AsyncRead + AsyncWrite + Unpin>(
     by: Instant,
 ) {
     let client = via.client;
-    let (reply, head_only) = match read_request(&mut stream, by, shared).await {
+    let (reply, head_only) = match read_request(&mut stream, client, by, shared).await {
         Ok(req) => {
             let head_only = req.method == Method::Head;
             (answer(&req, via, shared).await, head_only)
@@ -178,6 +178,7 @@ async fn serve_conn_by<S: AsyncRead + AsyncWrite + Unpin>(
 /// answered, before any body is read; only an admitted body is buffered, up to its route's cap.
 async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
+    client: SocketAddr,
     by: Instant,
     shared: &Shared,
 ) -> Result<Request, Option<Reply>> {
@@ -213,7 +214,7 @@ async fn read_request<S: AsyncRead + Unpin>(
         if head.is_none() {
             match request::parse_head(&buf) {
                 Ok(Parse::Incomplete) => {}
-                Ok(Parse::Done(h, len)) => head = Some(admit_head(h, len, shared)?),
+                Ok(Parse::Done(h, len)) => head = Some(admit_head(h, len, client, shared)?),
                 Err(e) => return Err(Some(refused(&e))),
             }
         }
@@ -229,9 +230,10 @@ const MAX_OFFER_BODY: usize = 32 * 1024;
 fn admit_head(
     h: request::HeadOnly,
     head_len: usize,
+    client: SocketAddr,
     shared: &Shared,
 ) -> Result<(Request, usize, usize), Option<Reply>> {
-    if let Some(no) = token_refusal(&h.request, shared) {
+    if let Some(no) = token_refusal(&h.request, client, shared) {
         return Err(Some(no));
     }
     let body_len = match h.request.route() {
@@ -253,30 +255,55 @@ fn refused(e: &RequestError) -> Reply {
     Reply::text(e.status().0, &format!("{e}."))
 }
 
-/// Whether the request carries the server's token, when it has one.
-fn authorized(shared: &Shared, req: &Request) -> bool {
-    let key = shared.core().token().copied();
-    match key {
-        None => true,
-        Some(key) => request::token_matches(&key, req.param("t")),
+/// The request's token against the server's, when it has one.
+fn token_check(shared: &Shared, req: &Request) -> TokenCheck {
+    match shared.core().token().copied() {
+        None => TokenCheck::Matches,
+        Some(key) => request::check_token(&key, req.param("t")),
     }
 }
 
 const NO_TOKEN: &str = "this test page needs its link with the access token (…/?t=…); ask the \
-                        admin for the link probe-server logged at start (a token holding + / = \
-                        goes into the link URL-encoded, as %2B %2F %3D).";
+                        admin for the link probe-server logged at start.";
 
-/// The 403 for a request to the page or its API without the server's token (counted).
-fn token_refusal(req: &Request, shared: &Shared) -> Option<Reply> {
+const WRONG_TOKEN: &str = "this link's access token is not this server's: it was cut short or \
+                           changed when it was shared (a token holding + / = goes into the link \
+                           URL-encoded, as %2B %2F %3D), or probe-server now runs with another \
+                           token; ask the admin for the link probe-server logged at start.";
+
+/// The 403 for a request to the page or its API without the server's token: counted, and
+/// logged at most once a minute, so an admin whose user reports a 403 sees why, and a flood
+/// cannot fill the log.
+fn token_refusal(req: &Request, client: SocketAddr, shared: &Shared) -> Option<Reply> {
     let route = req.route();
     let guarded = matches!(route, Route::Page | Route::Session(_) | Route::Report);
-    if !guarded || authorized(shared, req) {
-        return None;
+    let check = if guarded {
+        token_check(shared, req)
+    } else {
+        TokenCheck::Matches
+    };
+    let why = match check {
+        TokenCheck::Matches => return None,
+        TokenCheck::Missing => NO_TOKEN,
+        TokenCheck::Wrong => WRONG_TOKEN,
+    };
+    let state = &shared.web_state;
+    super::WebState::bump(&state.token_refused);
+    if state.may_log_refusal(std::time::Instant::now()) {
+        let token = match check {
+            TokenCheck::Missing => "missing",
+            _ => "wrong",
+        };
+        tracing::info!(
+            %client,
+            token,
+            refused_so_far = super::WebState::load(&state.token_refused),
+            "test page refused a request without this server's access token (logged at most once a minute)"
+        );
     }
-    super::WebState::bump(&shared.web_state.token_refused);
     Some(match route {
-        Route::Page => Reply::text(403, NO_TOKEN),
-        _ => Reply::error(403, NO_TOKEN),
+        Route::Page => Reply::text(403, why),
+        _ => Reply::error(403, why),
     })
 }
 
@@ -431,18 +458,20 @@ mod tests {
             page.contains("Content-Type: text/html") && page.ends_with(PAGE),
             "{page}"
         );
-        for target in [
-            "/",
-            "/?t=s3cret",
-            "/?t=s3cret%26x%20",
-            "/index.html?t=S3CRET%26x",
+        // A link without its token, and one whose token was cut or changed, are told apart.
+        for (target, why) in [
+            ("/", NO_TOKEN),
+            ("/?t=", NO_TOKEN),
+            ("/?t=s3cret", WRONG_TOKEN),
+            ("/?t=s3cret%26x%20", WRONG_TOKEN),
+            ("/index.html?t=S3CRET%26x", WRONG_TOKEN),
         ] {
             let no = ask(&s, &get(target), secs).await;
             assert!(
                 no.starts_with("HTTP/1.1 403 Forbidden\r\n"),
                 "{target}: {no}"
             );
-            assert!(no.ends_with(&format!("{NO_TOKEN}\n")), "{no}");
+            assert!(no.ends_with(&format!("{why}\n")), "{target}: {no}");
         }
         let api = ask(&s, &post("/session?leg=udp&t=nope", "{}"), secs).await;
         assert!(
@@ -461,7 +490,7 @@ mod tests {
         assert!(js.contains("Content-Type: text/javascript"), "{js}");
         assert_eq!(
             crate::web::WebState::load(&s.web_state.token_refused),
-            7,
+            8,
             "every refusal is counted"
         );
         // Without a server token, no token is asked for.

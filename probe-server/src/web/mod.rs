@@ -28,6 +28,8 @@ pub struct WebState {
     pub reports_failed: AtomicU64,
     /// Requests refused for a missing or wrong `?t=`.
     pub token_refused: AtomicU64,
+    /// When a refusal was last logged (at most one line a minute).
+    refusal_logged: Mutex<Option<std::time::Instant>>,
     /// When each recent session was opened (wall clock, ms), oldest first.
     starts: Mutex<VecDeque<(String, u64)>>,
     /// Shared with the blocking lookups, which hold a permit until they end.
@@ -46,6 +48,7 @@ impl Default for WebState {
             reports_not_stored: AtomicU64::new(0),
             reports_failed: AtomicU64::new(0),
             token_refused: AtomicU64::new(0),
+            refusal_logged: Mutex::new(None),
             starts: Mutex::new(VecDeque::new()),
             lookups: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_LOOKUPS)),
             live: std::sync::atomic::AtomicBool::new(false),
@@ -54,7 +57,25 @@ impl Default for WebState {
     }
 }
 
+/// How often a refused token may be logged.
+const REFUSAL_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl WebState {
+    /// Whether a token refusal at `now` gets a log line: the first one, then one a minute.
+    pub fn may_log_refusal(&self, now: std::time::Instant) -> bool {
+        let mut last = self
+            .refusal_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match *last {
+            Some(t) if now.saturating_duration_since(t) < REFUSAL_LOG_EVERY => false,
+            _ => {
+                *last = Some(now);
+                true
+            }
+        }
+    }
+
     pub fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -166,6 +187,18 @@ fn encoding_note(token: &str) -> String {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn a_refused_token_is_logged_once_a_minute() {
+        let w = WebState::default();
+        let t0 = std::time::Instant::now();
+        assert!(w.may_log_refusal(t0), "the first refusal is logged");
+        assert!(!w.may_log_refusal(t0 + std::time::Duration::from_secs(59)));
+        assert!(w.may_log_refusal(t0 + std::time::Duration::from_secs(60)));
+        assert!(!w.may_log_refusal(t0 + std::time::Duration::from_secs(61)));
+        // A clock read out of order never panics and never logs twice.
+        assert!(!w.may_log_refusal(t0));
+    }
 
     #[test]
     fn the_link_shows_a_token_only_where_the_client_command_does() {
