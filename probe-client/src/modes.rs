@@ -123,13 +123,21 @@ fn summary_line(r: &Report) -> String {
         .and_then(|e| e.rtt_ms)
         .map_or("n/a".to_string(), |r| format!("{:.1}ms", r.p50));
     let findings: Vec<&str> = r.findings.iter().map(|f| f.id.as_str()).collect();
+    // As the text report says: a transport left out is not one that failed.
+    let state = |reachable: bool, skipped: bool, refused: bool| match (reachable, skipped, refused)
+    {
+        (true, _, _) => "ok",
+        (_, true, _) => "untested",
+        (_, _, true) => "refused",
+        _ => "no",
+    };
     format!(
         "{} {} {} udp={} tcp={} loss_up={} loss_down={} rtt_p50={} findings={}",
         r.started_at,
         r.site,
         if r.ok { "PASS" } else { "FAIL" },
-        if r.udp.reachable { "ok" } else { "no" },
-        if r.tcp.reachable { "ok" } else { "no" },
+        state(r.udp.reachable, r.udp.skipped, r.udp.refused),
+        state(r.tcp.reachable, r.tcp.skipped, r.tcp.refused),
         pct(echo.and_then(|e| e.loss_up_pct)),
         pct(echo.and_then(|e| e.loss_down_pct)),
         rtt,
@@ -149,6 +157,14 @@ async fn continuous(args: &ProbeArgs, every: Duration) -> i32 {
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             let _ = tx.send(true);
+            // Said at once: a run can last minutes, and silence reads as a hang.
+            eprintln!(
+                "probe-client: stopping after the current run (its report is kept); Ctrl-C again stops now"
+            );
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("probe-client: stopped; the current run was not finished");
+                std::process::exit(130);
+            }
         }
     });
     let (mut worst, mut carried_out, mut said_overrun) = (0, false, false);
@@ -379,5 +395,48 @@ impl LoadSummary {
             opt(self.rtt_p50_ms, " ms"),
             opt(self.rtt_p95_ms, " ms"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_line_tells_untested_and_refused_from_silent() {
+        let mut r = Report {
+            schema: 1,
+            tool_version: "t".into(),
+            site: "s".into(),
+            server: "h:1".into(),
+            started_at: "x".into(),
+            duration_ms: 1,
+            ok: true,
+            udp: Default::default(),
+            tcp: Default::default(),
+            findings: vec![],
+            server_version: None,
+            server_pin: None,
+            ice: None,
+            turn: None,
+            mtu: None,
+            live: false,
+            browser: None,
+        };
+        r.udp.reachable = true;
+        r.tcp.skipped = true;
+        assert!(
+            summary_line(&r).contains(" udp=ok tcp=untested "),
+            "{}",
+            summary_line(&r)
+        );
+        r.udp.reachable = false;
+        r.udp.refused = true;
+        r.tcp.skipped = false;
+        assert!(
+            summary_line(&r).contains(" udp=refused tcp=no "),
+            "{}",
+            summary_line(&r)
+        );
     }
 }

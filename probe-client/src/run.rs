@@ -380,7 +380,8 @@ impl Io {
                 HelloOutcome::Failed
             }
             Err(e) => {
-                tracing::warn!("hello failed: {e}");
+                // The report or the abort sentence says what it means (-v shows the cause).
+                tracing::info!("hello failed: {e}");
                 match e {
                     RequestError::TokenMac => HelloOutcome::BadTokenMac,
                     RequestError::Other(_) => HelloOutcome::Failed,

@@ -155,3 +155,57 @@ fn every_says_when_runs_overrun_and_exits_2_when_none_ran() {
         run.describe()
     );
 }
+
+/// Ctrl-C in `--every` says at once that the loop ends after the current run (a run can last
+/// minutes; silence reads as a hang), and a second Ctrl-C stops at once with 130.
+#[test]
+fn every_answers_ctrl_c_at_once_and_a_second_one_stops_now() {
+    let bins = probe_tests::binaries();
+    let ns = probe_tests::Netns::new("output-int");
+    let server = probe_tests::probe::start_server_with_state(
+        &ns,
+        "127.0.0.1:8443",
+        &[] as &[&str],
+        &std::collections::BTreeMap::new(),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let client = bins.client.display().to_string();
+    let args = [
+        &client[..],
+        "127.0.0.1",
+        "--pin",
+        server.pin(),
+        "--every",
+        "60s",
+        "--duration",
+        "30",
+        "--no-mtu",
+        "--no-upload",
+    ];
+    let mut p = ns.spawn(&args, Duration::from_secs(60));
+    // Well into the first run (its echo lasts 30 s).
+    std::thread::sleep(Duration::from_secs(3));
+    let int = |p: &probe_tests::proc::Proc| unsafe {
+        libc::kill(p.pid() as libc::pid_t, libc::SIGINT);
+    };
+    int(&p);
+    let said = p
+        .stderr_capture()
+        .wait_for_line(Duration::from_secs(5), |l| {
+            l.contains("stopping after the current run")
+        });
+    assert!(said.is_ok(), "no word after Ctrl-C: {}", p.stderr());
+    assert!(
+        p.try_status().is_none(),
+        "the first Ctrl-C lets the run finish"
+    );
+    int(&p);
+    let status = p.wait_timeout(Duration::from_secs(5));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(130),
+        "a second Ctrl-C stops at once: {}",
+        p.stderr()
+    );
+}

@@ -140,6 +140,7 @@ security.admin_secret_key = "{}"
 ice_host_override = "203.0.113.2"
 ice_servers = [{{ urls = ["turn:203.0.113.20:3478"], username = "calls", credential = "{}" }}]
 turn.static_auth_secret = "{}"
+turn.credentials_expiration_minutes = 1440
 
 [store]
 data_source = "postgres://rtcd:{}@203.0.113.30:5432/rtcd?sslmode=disable&password={}"
@@ -306,6 +307,13 @@ fn bundle_redacts_32_planted_secrets_from_config_env_and_logs() {
     }
     assert!(
         cfg.contains("REDACTED") && cfg.contains("203.0.113.2"),
+        "{cfg}"
+    );
+    // Still TOML, and a lifetime is not a secret: support judges expired TURN credentials by it.
+    let parsed: toml::Table = cfg.parse().unwrap_or_else(|e| panic!("{e}:\n{cfg}"));
+    assert_eq!(
+        parsed["rtc"]["turn"]["credentials_expiration_minutes"].as_integer(),
+        Some(1440),
         "{cfg}"
     );
     let env = file("rtcd-env.txt");

@@ -180,6 +180,9 @@ pub struct Run {
     tcp_echo: Option<EchoOutcome>,
     ice: Option<IceReport>,
     counters: Option<Counters>,
+    /// TCP connected but nothing answered a probe: the TLS channel is opened only to learn
+    /// whether a probe-server that wants another token (or one) is what stays silent.
+    silent: bool,
 }
 
 impl Run {
@@ -198,6 +201,7 @@ impl Run {
             tcp_echo: None,
             ice: None,
             counters: None,
+            silent: false,
         }
     }
 
@@ -304,9 +308,34 @@ impl Run {
                 self.refused = Some(r);
                 Phase::Done
             }
+            // A probe-server (it agreed on the probe's TLS protocol) ignored our signed STUN
+            // and now our hello: the token is the cause, not the path.
+            HelloOutcome::Failed | HelloOutcome::BadTokenMac if self.silent => {
+                Phase::Abort(self.token_refused())
+            }
             HelloOutcome::Failed => self.no_control(NoControl::Channel),
             HelloOutcome::BadTokenMac => self.no_control(NoControl::TokenMac),
         };
+    }
+
+    fn token_refused(&self) -> String {
+        let pinned = if self.plan.pin.is_some() && self.pin_seen.is_some() {
+            " (its certificate matches the pin)"
+        } else {
+            ""
+        };
+        let server = self.plan.dialed;
+        if self.plan.token {
+            format!(
+                "the server at {server} is a probe-server{pinned}, but it ignores probes signed with the token \
+                 given: the token is wrong, or the server now runs with another; ask the admin for the current token"
+            )
+        } else {
+            format!(
+                "the server at {server} is a probe-server{pinned} that requires an access token: run again with \
+                 --token (or PROBE_TOKEN) and the token the admin gives you"
+            )
+        }
     }
 
     /// The UDP echo's outcome (`None` if it could not run).
@@ -347,11 +376,17 @@ impl Run {
     }
 
     /// Without a working QUIC channel, control runs inside TLS on the TCP port if TCP works.
+    /// When TCP connected but nothing answered, TLS still asks who is there: a probe-server
+    /// completes its handshake without the token, and only then refuses the hello.
     fn control_over_tcp(&mut self) -> Phase {
-        if !self.tcp.reachable {
-            return self.no_control(NoControl::Channel);
+        if self.tcp.reachable {
+            return Phase::Tls;
         }
-        Phase::Tls
+        if !self.udp.reachable && self.tcp.connect_ms.is_some() {
+            self.silent = true;
+            return Phase::Tls;
+        }
+        self.no_control(NoControl::Channel)
     }
 
     /// No session: the server answered STUN but its control channel did not, or nothing did.

@@ -414,12 +414,66 @@ fn a_silent_port_with_a_token_given_blames_the_token() {
             tcp_connect_ms: Some(0.5),
             ..Reach::default()
         });
+        // TLS asks who is there; not a probe-server (or none answering TLS): as before.
+        assert_eq!(r.step(), Step::OpenTls);
+        r.on_tls(QuicOutcome::Failed);
+        assert_eq!(r.step(), Step::Done);
         let rep = r.report(meta());
         assert_eq!(ids(&rep), ["server_unreachable"]);
         let fix = &rep.findings[0].fix;
         assert_eq!(fix.contains("the token is wrong"), token, "{fix}");
         assert_eq!(fix.contains("firewall"), !token, "{fix}");
     }
+}
+
+/// The silent port is a probe-server (it agreed on the probe's TLS protocol) that refuses the
+/// hello: the token given is wrong, or one is needed. Not "nothing answered": exit 2, as for a
+/// wrong pin, so a stale token in a schedule is not taken for an outage.
+#[test]
+fn a_probe_server_that_ignores_our_token_is_told_apart_from_silence() {
+    for (token, pin, want) in [
+        (true, None, "ignores probes signed with the token given"),
+        (
+            false,
+            None,
+            "requires an access token: run again with --token",
+        ),
+        (
+            true,
+            Some("sha256:aa"),
+            "probe-server (its certificate matches the pin)",
+        ),
+    ] {
+        let mut r = Run::new(Plan {
+            token,
+            pin: pin.map(String::from),
+            ..plan()
+        });
+        r.on_reach(Reach {
+            tcp_connect_ms: Some(0.5),
+            ..Reach::default()
+        });
+        r.on_tls(QuicOutcome::Up {
+            pin_seen: pin.map(String::from),
+        });
+        assert_eq!(r.step(), Step::Hello(Channel::Tcp));
+        r.on_hello(HelloOutcome::Failed);
+        let Step::Abort(why) = r.step() else {
+            panic!("{:?}", r.step())
+        };
+        assert!(
+            why.starts_with("the server at 192.0.2.10:8443 is a probe-server")
+                && why.contains(want),
+            "{why}"
+        );
+    }
+    // A port refused or silent on TCP too never opens TLS: nothing is there to ask.
+    let mut r = Run::new(Plan {
+        token: true,
+        ..plan()
+    });
+    r.on_reach(Reach::default());
+    assert_eq!(r.step(), Step::Done);
 }
 
 #[test]
