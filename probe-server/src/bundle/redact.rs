@@ -35,7 +35,9 @@ impl Redactor {
             secret.to_ascii_lowercase().as_str(),
             "true" | "false" | "null" | "none" | "yes" | "redacted"
         ) || (secret.len() < 6 && secret.bytes().all(|b| b.is_ascii_digit()));
-        if secret.len() >= 4 && !plain && secret != MASK {
+        // Never a text holding the mask itself: "REDACTED\"" kept from a second pass would
+        // strip the closing quote from every masked value (the bundle's TOML stops parsing).
+        if secret.len() >= 4 && !plain && !secret.contains(MASK) {
             self.secrets.insert(secret.to_string());
         }
     }
@@ -403,7 +405,8 @@ impl Redactor {
             || header
             || looks_generated(&value)
             || (value.chars().count() >= 6 && value.chars().any(|x| x.is_ascii_digit()));
-        if value.is_empty() || value == MASK || value.trim_matches('\'') == MASK || !secretish {
+        let already = value.trim_matches(|q| q == '\'' || q == '"') == MASK;
+        if value.is_empty() || already || !secretish {
             return Some(j);
         }
         if header {
@@ -669,6 +672,25 @@ api_token = "tok-123456"
         ] {
             assert_eq!(r.scrub(line), line);
         }
+    }
+
+    /// The bundle masks a config by key, then scrubs every file as text: the second pass must
+    /// leave the first one's masks (and their quotes) alone, or the TOML stops parsing.
+    #[test]
+    fn a_masked_config_scrubbed_again_is_still_toml() {
+        let cfg: toml::Value = toml::from_str(
+            "[a]\ncert_key = \"/etc/k.pem\"\nnotes = \"Authorization: Bearer abcdef0123456789XYZ\"\n\
+             [b]\nadmin_secret_key = \"s3cret-value-1\"\nlisten = \":8045\"\n",
+        )
+        .unwrap();
+        let mut r = Redactor::default();
+        let text = toml::to_string(&r.toml("", &cfg)).unwrap();
+        let once = r.scrub(&text);
+        let twice = r.scrub(&once);
+        let back: toml::Table = twice.parse().unwrap_or_else(|e| panic!("{e}:\n{twice}"));
+        assert_eq!(back["a"]["cert_key"].as_str(), Some(MASK), "{twice}");
+        assert_eq!(back["b"]["listen"].as_str(), Some(":8045"), "{twice}");
+        assert!(!twice.contains("abcdef0123456789XYZ") && !twice.contains("s3cret"), "{twice}");
     }
 
     #[test]
