@@ -31,43 +31,70 @@ pub struct BundleArgs {
 }
 
 pub fn run(args: BundleArgs) -> i32 {
-    let loaded = match doctor::config::load(&args.inputs) {
-        Ok(l) => l,
-        Err(msg) => return crate::fail(msg),
-    };
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let loaded = match doctor::config::load(&args.inputs) {
+        Ok(l) => l,
+        // RTCD refuses such a file at start too: exactly when support needs it, so it is
+        // packed as it is, with why, instead of no bundle at all.
+        Err(msg) => match unparsable_config(&args.inputs) {
+            Some(text) => return partial(&args, &text, &msg, now),
+            None => return crate::fail(msg),
+        },
+    };
     let dir = archive_dir(now);
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("{dir}.tar.gz")));
+    let output = output_path(&args, &dir);
     // Fail on an unwritable destination before spending the sample on the doctor.
     let (file, tmp_path) = match open_private(&output) {
         Ok(f) => f,
-        Err(e) => {
-            return crate::fail(format!(
-                "cannot write {}: {e}; give a writable path with -o",
-                output.display()
-            ))
-        }
+        Err(e) => return cannot_write(&output, &e),
     };
-
     let done = doctor::collect(&args.inputs, &loaded);
+    let files = contents(&args.inputs, &loaded, &done, stored(&args, now));
+    // The archive was written: the run succeeded whatever the doctor found.
+    match finish(file, (&tmp_path, &output), &dir, &files, now) {
+        Ok(()) => 0,
+        Err(code) => code,
+    }
+}
+
+fn output_path(args: &BundleArgs, dir: &str) -> PathBuf {
+    args.output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{dir}.tar.gz")))
+}
+
+fn cannot_write(output: &std::path::Path, e: &std::io::Error) -> i32 {
+    crate::fail(format!(
+        "cannot write {}: {e}; give a writable path with -o",
+        output.display()
+    ))
+}
+
+/// The latest stored probe-client reports, as a bundle file.
+fn stored(args: &BundleArgs, now: u64) -> (String, String) {
     let store = args
         .store
         .clone()
         .unwrap_or_else(|| results::default_path(args.state_dir.clone()));
-    let files = contents(
-        &args.inputs,
-        &loaded,
-        &done,
-        results::file(&store, now * 1000),
-    );
-    if let Err(e) = write_archive(file, &tmp_path, &output, &dir, &files, now) {
-        let _ = std::fs::remove_file(&tmp_path);
-        return crate::fail(format!("cannot write {}: {e}", output.display()));
+    results::file(&store, now * 1000)
+}
+
+/// Writes the archive and says what it holds; Err(exit code) when it could not be written.
+fn finish(
+    file: std::fs::File,
+    (tmp_path, output): (&std::path::Path, &std::path::Path),
+    dir: &str,
+    files: &[(String, String)],
+    now: u64,
+) -> Result<(), i32> {
+    if let Err(e) = write_archive(file, tmp_path, output, dir, files, now) {
+        let _ = std::fs::remove_file(tmp_path);
+        return Err(crate::fail(format!(
+            "cannot write {}: {e}",
+            output.display()
+        )));
     }
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     probe_shell::outln!(
@@ -76,8 +103,54 @@ pub fn run(args: BundleArgs) -> i32 {
         files.len(),
         names.join(", ")
     );
-    // The archive was written: the run succeeded whatever the doctor found.
-    0
+    Ok(())
+}
+
+/// `--rtcd-config`'s text when it reads but does not parse as RTCD's configuration.
+fn unparsable_config(inputs: &doctor::Inputs) -> Option<String> {
+    let text = std::fs::read_to_string(inputs.rtcd_config.as_ref()?).ok()?;
+    probe_proto::rtcd::RtcdConfig::from_toml_str(&text)
+        .is_err()
+        .then_some(text)
+}
+
+/// The bundle of a host whose RTCD config does not parse: the file as it is (redacted), why,
+/// the system and the stored reports; the doctor needs a config, so it did not run. Exit 1:
+/// the bundle is written, and something is wrong.
+fn partial(args: &BundleArgs, text: &str, why: &str, now: u64) -> i32 {
+    let dir = archive_dir(now);
+    let output = output_path(args, &dir);
+    let (file, tmp_path) = match open_private(&output) {
+        Ok(f) => f,
+        Err(e) => return cannot_write(&output, &e),
+    };
+    let readme = format!(
+        "Support bundle made by probe-server {}: RTCD's config does not parse, so the host checks \
+         (probe-server doctor) did not run.\n\n\
+         config-error.txt              why the config was refused (RTCD refuses it at start too)\n\
+         rtcd-config.toml              RTCD's config file as it is, secrets replaced by REDACTED\n\
+         system.txt                    OS, kernel, CPU count, probe version\n\
+         probe-results.json            the latest stored probe-client reports (or .txt: why there are none)\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    let mut r = Redactor::default();
+    let files: Vec<(String, String)> = vec![
+        ("README.txt".into(), readme),
+        ("config-error.txt".into(), format!("{why}\n")),
+        ("rtcd-config.toml".into(), text.to_string()),
+        ("system.txt".into(), system()),
+        stored(args, now),
+    ]
+    .into_iter()
+    .map(|(n, t)| (n, r.scrub(&t)))
+    .collect();
+    if let Err(code) = finish(file, (&tmp_path, &output), &dir, &files, now) {
+        return code;
+    }
+    eprintln!(
+        "probe-server: {why}; the bundle holds the file as it is, and the doctor did not run"
+    );
+    1
 }
 
 /// `rtcd-bundle-HOST-TIME`: the archive's top directory and default name, the host name made

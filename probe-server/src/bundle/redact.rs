@@ -690,7 +690,10 @@ api_token = "tok-123456"
         let back: toml::Table = twice.parse().unwrap_or_else(|e| panic!("{e}:\n{twice}"));
         assert_eq!(back["a"]["cert_key"].as_str(), Some(MASK), "{twice}");
         assert_eq!(back["b"]["listen"].as_str(), Some(":8045"), "{twice}");
-        assert!(!twice.contains("abcdef0123456789XYZ") && !twice.contains("s3cret"), "{twice}");
+        assert!(
+            !twice.contains("abcdef0123456789XYZ") && !twice.contains("s3cret"),
+            "{twice}"
+        );
     }
 
     #[test]
