@@ -278,7 +278,7 @@ fn plugin_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<(boo
         } else {
             format!(
                 "users outside this network connect only through the relay on its TURN server ({}, Server Side \
-                 TURN), which this probe does not test",
+                 TURN, which allocated a relay from this host)",
                 relays.join(", ")
             )
         };
@@ -376,8 +376,8 @@ fn advertised_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<
                 .to_string()
         } else {
             format!(
-                "users outside this network connect only through the relay RTCD gathers on its TURN server ({}), \
-                 which this probe does not test",
+                "users outside this network connect only through the relay RTCD gathers on its TURN server ({}, \
+                 which allocated a relay from this host)",
                 relays.join(", ")
             )
         };

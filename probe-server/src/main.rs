@@ -13,6 +13,7 @@ mod interfaces;
 mod live;
 mod metrics;
 mod quic;
+mod relay;
 mod results;
 mod rtcd_env;
 mod rtcd_io;

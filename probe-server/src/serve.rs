@@ -416,6 +416,9 @@ async fn rtcd_offer(
     };
     // STUN and name lookups block for up to seconds.
     let (cfg, adv) = match tokio::task::spawn_blocking(move || {
+        let mut rtcd_cfg = rtcd_cfg;
+        // Server-side TURN counts only where it allocates from this host (relay.rs).
+        crate::relay::check_into(&mut rtcd_cfg);
         ice::advertise(&rtcd_cfg, probe_port, rules).map(|a| (rtcd_cfg, a))
     })
     .await

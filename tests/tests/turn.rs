@@ -1145,3 +1145,58 @@ fn human_report_shows_the_turn_mtu_line() {
     );
     println!("{}", run.stdout);
 }
+
+/// Server-side TURN (a `turn:` entry and RTCD's `turn.static_auth_secret`) lowers a host
+/// candidate error to a warning only when it allocates from RTCD's host, as RTCD's own relay
+/// candidate needs: with the TURN server's secret the client is warned; with another secret
+/// (coturn answers 401) the error stays, and probe-server says why at start.
+#[test]
+fn server_side_turn_counts_only_where_it_allocates() {
+    let lab = lab(&[]);
+    let turn = format!("turn:{}:3478", lab.t.router_client_ip);
+    for (secret, severity, said) in [
+        (SECRET, "warning", "allocated relay"),
+        (
+            "not-the-secret",
+            "error",
+            "did not allocate a relay from this host (401",
+        ),
+    ] {
+        let dir = TempDir::new("server-side-turn");
+        let cfg = dir.path().join("rtcd.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[rtc]\nice_host_override = \"172.31.9.9\"\nice_servers = [\"{turn}\"]\nturn.static_auth_secret = \"{secret}\"\n"
+            ),
+        )
+        .unwrap();
+        let server = start_server_with_state(
+            &lab.t.server,
+            "0.0.0.0:8444",
+            &["--rtcd-config", cfg.to_str().unwrap()],
+            &BTreeMap::new(),
+            LIFETIME,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let args = [
+            format!("{}:8444", lab.t.server_ip),
+            "--json".into(),
+            "--pin".into(),
+            server.pin().to_string(),
+            "--duration".into(),
+            "1".into(),
+            "--no-upload".into(),
+        ];
+        let run = try_run_client_env(&lab.t.client, &args, &BTreeMap::new(), CLIENT_BOUND);
+        let j = json(&run);
+        let f = finding(j, "ice_host_override_wrong")
+            .unwrap_or_else(|| panic!("{secret}: no ice_host_override_wrong\n{}", run.describe()));
+        assert_eq!(f["severity"], severity, "{secret}: {f}\n{}", run.describe());
+        assert!(
+            server.stderr().contains(said),
+            "{secret}: the server's log should say {said:?}:\n{}",
+            server.stderr()
+        );
+    }
+}

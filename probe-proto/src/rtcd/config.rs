@@ -154,6 +154,12 @@ pub struct RtcdConfig {
     pub table: Table,
     /// Names of the `RTCD_*` variables `apply_env` applied, in RTCD's order.
     pub env_applied: Vec<String>,
+    /// Not a setting: server-side TURN entries (by their first URL) where an allocation tried
+    /// from RTCD's host failed, with why. RTCD gathers no relay candidate through them, so
+    /// [`Self::relay_servers`] leaves them out. Filled by the server (`probe-server`'s `relay`
+    /// module), never parsed.
+    #[serde(skip)]
+    pub relay_failed: Vec<(String, String)>,
 }
 
 impl Default for RtcdConfig {
@@ -177,6 +183,7 @@ impl Default for RtcdConfig {
             logger: LoggerConfig::default(),
             table: Table::new(),
             env_applied: Vec::new(),
+            relay_failed: Vec::new(),
         }
     }
 }
@@ -216,6 +223,19 @@ impl RtcdConfig {
     /// and credential). With one, clients outside can reach RTCD through the relay even when its
     /// host candidates are private.
     pub fn relay_servers(&self) -> Vec<&IceServer> {
+        self.configured_relays()
+            .into_iter()
+            .filter(|s| {
+                !self
+                    .relay_failed
+                    .iter()
+                    .any(|(u, _)| s.urls.first() == Some(u))
+            })
+            .collect()
+    }
+
+    /// The server-side TURN entries as configured, whether or not they allocate.
+    pub fn configured_relays(&self) -> Vec<&IceServer> {
         if self.turn.static_auth_secret.is_empty() {
             return Vec::new();
         }
@@ -708,5 +728,10 @@ allow_self_registration = true
             RtcdConfig::from_toml_str(&format!("{toml}turn.static_auth_secret = \"s\"\n")).unwrap();
         assert_eq!(c.relay_servers().len(), 1);
         assert_eq!(c.relay_servers()[0].urls[0], "turn:t.example.com:3478");
+        // One that failed to allocate from RTCD's host gives RTCD no relay candidate.
+        let mut c = c;
+        c.relay_failed = vec![("turn:t.example.com:3478".into(), "401 Unauthorized".into())];
+        assert!(c.relay_servers().is_empty());
+        assert_eq!(c.configured_relays().len(), 1);
     }
 }

@@ -288,10 +288,16 @@ fn private_only(cfg: &RtcdConfig, where_: &str, adv: &Advertised) -> Finding {
         .filter(|c| !c.address.is_loopback())
         .map(|c| c.address.to_string())
         .collect();
-    let stun_note = if rtcd::stun_url(cfg).is_some() {
+    let ov = cfg.ice_host_override.trim();
+    // An override is set and is itself the private address (or maps to one): the admin has
+    // an override already, and must change it, not add one.
+    let stun_note = if !ov.is_empty() {
+        format!(", from ice_host_override = \"{ov}\", which is not an address users reach")
+    } else if rtcd::stun_url(cfg).is_some() {
         " and its STUN server gave no public address (outbound STUN blocked? Calls plugin issue #110)"
+            .to_string()
     } else {
-        " and no STUN server is configured (ice_servers is empty by default)"
+        " and no STUN server is configured in ice_servers".to_string()
     };
     // rtcd sfu.go:231-252: with a TURN entry and turn.static_auth_secret RTCD also gathers
     // relay candidates on that TURN server at every join, so clients outside still connect
@@ -301,21 +307,41 @@ fn private_only(cfg: &RtcdConfig, where_: &str, adv: &Advertised) -> Finding {
         .iter()
         .map(|s| s.urls[0].as_str())
         .collect();
-    let (severity, consequence) = if relays.is_empty() {
+    let failed: Vec<String> = cfg
+        .relay_failed
+        .iter()
+        .map(|(url, why)| format!("{url}: {why}"))
+        .collect();
+    let (severity, consequence) = if !relays.is_empty() {
+        (
+            Severity::Warning,
+            format!(
+                "clients outside this network can connect only through the relay RTCD gathers on its TURN server ({}, \
+                 which allocated a relay from this host); a direct path needs a public host candidate",
+                relays.join(", ")
+            ),
+        )
+    } else if !failed.is_empty() {
+        (
+            Severity::Error,
+            format!(
+                "clients outside this network time out (\"timed out waiting for rtc connection\"), since RTCD's \
+                 server-side TURN did not allocate a relay from this host either ({}; {})",
+                failed.join("; "),
+                crate::relay::fix_for(&cfg.relay_failed[0].1)
+            ),
+        )
+    } else {
         (
             Severity::Error,
             "clients outside this network time out (\"timed out waiting for rtc connection\")"
                 .to_string(),
         )
+    };
+    let fix_verb = if ov.is_empty() {
+        "add `ice_host_override = \"PUBLIC_IP\"`".to_string()
     } else {
-        (
-            Severity::Warning,
-            format!(
-                "clients outside this network can connect only through the relay RTCD gathers on its TURN server ({}), \
-                 which this check does not test; a direct path needs a public host candidate",
-                relays.join(", ")
-            ),
-        )
+        format!("change `ice_host_override = \"{ov}\"` to `ice_host_override = \"PUBLIC_IP\"`")
     };
     Finding::new(
         FindingId::RtcdAdvertisesPrivate,
@@ -325,7 +351,7 @@ fn private_only(cfg: &RtcdConfig, where_: &str, adv: &Advertised) -> Finding {
             if addrs.is_empty() { "loopback".to_string() } else { addrs.join(", ") }
         ),
         format!(
-            "set the address users reach RTCD on: in {where_} under [rtc] add `ice_host_override = \"PUBLIC_IP\"` \
+            "set the address users reach RTCD on: in {where_} under [rtc] {fix_verb} \
              (or RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP in RTCD's environment) and restart RTCD; behind NAT also forward UDP/TCP {} to this host",
             adv.rtcd_port_udp
         ),
@@ -526,6 +552,71 @@ mod tests {
             f.fix
         );
         assert_eq!(o.check.status, Status::Fail);
+    }
+
+    /// A private override names itself and is to be changed; server-side TURN lowers the error
+    /// only when it allocated from this host (relay.rs), else the error says why not.
+    #[test]
+    fn private_override_and_server_side_turn_are_told_as_they_are() {
+        let o = run(
+            "[rtc]\nice_host_override = \"10.0.0.5\"\n",
+            &["10.0.0.5"],
+            &[],
+        );
+        let f = &o.findings[0];
+        assert!(
+            f.summary.contains("from ice_host_override = \"10.0.0.5\""),
+            "{}",
+            f.summary
+        );
+        assert!(
+            f.fix.contains("change `ice_host_override = \"10.0.0.5\"`"),
+            "{}",
+            f.fix
+        );
+        let turn = "[rtc]\nice_servers = [\"turn:turn.example.com:3478\"]\nturn.static_auth_secret = \"s\"\n";
+        let judged = |failed: bool| {
+            let mut cfg = RtcdConfig::from_toml_str(turn).unwrap();
+            if failed {
+                cfg.relay_failed = vec![(
+                    "turn:turn.example.com:3478".into(),
+                    "401 Unauthorized".into(),
+                )];
+            }
+            let locals = [LocalAddr {
+                ip: "172.31.1.2".parse().unwrap(),
+                loopback: false,
+            }];
+            let rules = rtcd::PionRules::default();
+            let r = rtcd::compute_advertised(
+                &cfg,
+                &locals,
+                &|_, _| Err("x".into()),
+                &|_| None,
+                8443,
+                8443,
+                rules,
+            );
+            judge(&cfg, "/etc/rtcd.toml", rules, r, false).findings
+        };
+        let ok = judged(false);
+        assert_eq!(ok[0].severity, Severity::Warning);
+        assert!(
+            ok[0].summary.contains("allocated a relay from this host"),
+            "{}",
+            ok[0].summary
+        );
+        let failed = judged(true);
+        assert_eq!(failed[0].severity, Severity::Error);
+        assert!(
+            failed[0]
+                .summary
+                .contains("did not allocate a relay from this host either")
+                && failed[0].summary.contains("401 Unauthorized")
+                && failed[0].summary.contains("static_auth_secret"),
+            "{}",
+            failed[0].summary
+        );
     }
 
     #[test]

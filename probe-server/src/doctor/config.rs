@@ -102,6 +102,8 @@ pub fn load(inputs: &Inputs) -> Result<Loaded, String> {
         started + ENV_DEADLINE,
     );
     let env_error = cfg.apply_env(&|k| env.get(k)).err();
+    // Server-side TURN counts only where it allocates from this host (relay.rs).
+    crate::relay::check_into(&mut cfg);
     let source = if cfg.env_applied.is_empty() {
         source
     } else {
@@ -183,7 +185,9 @@ fn load_calls(inputs: &Inputs, started: Instant) -> Result<Loaded, String> {
     s.apply_env(&|k| env.get(k));
     s.validate().map_err(|e| format!("{shown}: {e}"))?;
     let num_cpu = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cfg = s.to_rtcd(num_cpu).map_err(|e| format!("{shown}: {e}"))?;
+    let mut cfg = s.to_rtcd(num_cpu).map_err(|e| format!("{shown}: {e}"))?;
+    // Server-side TURN counts only where it allocates from this host (relay.rs).
+    crate::relay::check_into(&mut cfg);
     let (rtcd_url, rtcd_line) =
         crate::calls::rtcd_decision(s.rtcd_url_or_none(), api.as_ref(), &text);
     let calls_api = api.map(|api| CallsApiFacts {

@@ -12,15 +12,19 @@ use std::time::{Duration, Instant};
 /// The media server's configuration and whose it is: the Calls plugin's settings
 /// (`--calls-config`, `--mattermost`, read as `probe-server` reads them) or RTCD's.
 pub fn load(args: &LiveArgs) -> Result<(RtcdConfig, Deployment), String> {
-    if args.calls.wanted() {
+    let (mut cfg, deployment) = if args.calls.wanted() {
         let mut serve = serve_defaults();
         serve.calls = args.calls.clone();
         serve.ice_host_override = args.ice_host_override.clone();
         let l = crate::calls::load(&serve)?;
         crate::ice::log_lines(&l.lines);
-        return Ok((l.cfg, l.deployment));
-    }
-    load_rtcd(args).map(|c| (c, Deployment::Rtcd))
+        (l.cfg, l.deployment)
+    } else {
+        (load_rtcd(args)?, Deployment::Rtcd)
+    };
+    // Server-side TURN counts only where it allocates from this host (relay.rs).
+    crate::relay::check_into(&mut cfg);
+    Ok((cfg, deployment))
 }
 
 /// RTCD's configuration: the file (if any), then RTCD's `RTCD_*` environment.
