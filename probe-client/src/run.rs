@@ -154,13 +154,18 @@ pub async fn run(args: &ProbeArgs, opts: RunOpts) -> Result<Finished, String> {
         pin,
         token: token.is_some(),
     });
+    let fetched = if args.turn.enabled() {
+        crate::turn::prefetch(&args.turn).await?
+    } else {
+        None
+    };
     io.drive(&mut run).await?;
     let mtu = io.mtu(&run, opts.mtu).await;
     // The TURN check (issue 18) needs the welcome's session and RTCD's candidates.
     let turn = if args.turn.enabled() {
         io.progress.show("TURN");
         let ctx = crate::turn::Context::from_run(run.welcome(), addr, args, t0, started_ms);
-        Some(crate::turn::check(&args.turn, &ctx, &mut io.ctl).await)
+        Some(crate::turn::check(&args.turn, &ctx, &mut io.ctl, fetched).await)
     } else {
         None
     };

@@ -655,11 +655,17 @@ fn credentials_from_the_mattermost_stand_in() {
     assert!(mm
         .stderr()
         .contains("GET /plugins/com.mattermost.calls/turn-credentials"));
-    // A wrong token: Mattermost's 401 on the config, so no TURN at all.
+    // A wrong token: Mattermost's 401 on the config. The user's input, not the plugin's
+    // settings: one sentence and exit 2, before the run, not a finding about TURN.
     let run = lab.client(&["--mattermost", &url, "--mm-token", "nope"]);
-    let f = finding(json(&run), "turn_credentials_endpoint_failed")
-        .unwrap_or_else(|| panic!("{:#}", json(&run)["findings"]));
-    assert!(f["summary"].as_str().unwrap().contains("401"), "{f}");
+    assert_eq!(run.code, Some(2), "{}", run.describe());
+    assert!(
+        run.stderr
+            .contains("Mattermost refused the token given with --mm-token (HTTP 401")
+            && run.json.is_none(),
+        "{}",
+        run.describe()
+    );
 }
 
 #[test]

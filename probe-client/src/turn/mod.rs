@@ -259,9 +259,10 @@ pub async fn check<C: ControlChannel>(
     args: &TurnArgs,
     ctx: &Context,
     control: &mut C,
+    fetched: Option<mattermost::Fetched>,
 ) -> (TurnReport, Outcome) {
     let mut report = TurnReport::default();
-    let (servers, skew) = servers(args, ctx, &mut report).await;
+    let (servers, skew) = servers(args, ctx, &mut report, fetched);
     if let Some(s) = servers.first() {
         report.credentials = Some(credential_info(&s.username, skew));
     }
@@ -307,10 +308,38 @@ struct Servers {
 /// The clock offset to judge credential expiry by, and whose clock it is measured against.
 type Skew = Option<(i64, &'static str)>;
 
-/// The TURN servers to test: from Mattermost, as the Calls web app gets them, or from the flags.
-async fn servers(args: &TurnArgs, ctx: &Context, report: &mut TurnReport) -> (Vec<Servers>, Skew) {
+/// With `--mattermost`, the web app's two requests, made before the run: a token Mattermost
+/// refuses (401) is the user's input, not the plugin's settings, so it ends the run at once (exit
+/// 2) instead of a finding about TURNStaticAuthSecret after the whole test.
+pub async fn prefetch(args: &TurnArgs) -> Result<Option<mattermost::Fetched>, String> {
+    let Some(mm) = args.mattermost.clone() else {
+        return Ok(None);
+    };
+    let token = args.mm_token.clone().unwrap_or_default();
+    let fetched =
+        tokio::task::spawn_blocking(move || mattermost::fetch(&mm, &token, Duration::from_secs(5)))
+            .await
+            .map_err(|e| format!("the Mattermost request failed: {e}"))?;
+    if fetched.endpoint.status == Some(401) {
+        return Err(format!(
+            "Mattermost refused the token given with --mm-token (HTTP 401 on {}): give a valid personal \
+             access token or session token (--mm-token or PROBE_MM_TOKEN); users' calls are not affected",
+            fetched.endpoint.url
+        ));
+    }
+    Ok(Some(fetched))
+}
+
+/// The TURN servers to test: from Mattermost, as the Calls web app gets them ([`prefetch`]), or
+/// from the flags.
+fn servers(
+    args: &TurnArgs,
+    ctx: &Context,
+    report: &mut TurnReport,
+    fetched: Option<mattermost::Fetched>,
+) -> (Vec<Servers>, Skew) {
     let mut skew = ctx.server_offset_ms.map(|ms| (ms, "probe-server"));
-    let Some(mm) = &args.mattermost else {
+    let Some(fetched) = fetched.filter(|_| args.mattermost.is_some()) else {
         report.source = "flags".into();
         let (username, password) = flag_credentials(args);
         let s = Servers {
@@ -321,11 +350,6 @@ async fn servers(args: &TurnArgs, ctx: &Context, report: &mut TurnReport) -> (Ve
         return (vec![s], skew);
     };
     report.source = "mattermost".into();
-    let (mm, token) = (mm.clone(), args.mm_token.clone().unwrap_or_default());
-    let fetched =
-        tokio::task::spawn_blocking(move || mattermost::fetch(&mm, &token, Duration::from_secs(5)))
-            .await
-            .expect("the fetch does not panic");
     if let Some(ms) = fetched.skew_ms {
         skew = Some((ms, "mattermost"));
     }
