@@ -588,6 +588,40 @@ fn unusable_store_stops_the_start_with_one_sentence() {
     );
     check(&done, &path, "cannot be written");
 
+    // A full disk at the start: said so (not "cannot open"), and no empty file is left behind
+    // for a later `results` to call damaged.
+    let full = state.path().join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    let full_s = full.display().to_string();
+    let path = format!("{full_s}/results.sqlite");
+    let mut script = format!(
+        "mount -t tmpfs -o size=64k tmpfs {full_s}; dd if=/dev/zero of={full_s}/fill bs=4k 2>/dev/null || true; \
+         \"$0\""
+    );
+    let args = serve(&path);
+    for (i, _) in args.iter().enumerate() {
+        script.push_str(&format!(" \"${}\"", i + 1));
+    }
+    script.push_str(&format!("; rc=$?; echo left: $(ls {full_s}); exit $rc"));
+    let mut argv: Vec<String> = vec![
+        "unshare".into(),
+        "-m".into(),
+        "sh".into(),
+        "-c".into(),
+        script,
+    ];
+    argv.push(binaries().server.display().to_string());
+    argv.extend(args);
+    let mut cmd = ns.argv_command(&argv);
+    probe_env(&mut cmd, &BTreeMap::new());
+    let done = run_bounded(cmd, "probe-server (full disk)", TOOL_BOUND);
+    check(&done, &path, "is full; free space there");
+    assert!(
+        done.stdout.contains("left: fill") && !done.stdout.contains("results.sqlite"),
+        "{}",
+        done.describe()
+    );
+
     // A damaged store (an SQLite header, garbage after it) is named and left as it is.
     let junk = state.path().join("junk.sqlite");
     let mut bytes = b"SQLite format 3\0".to_vec();
@@ -754,4 +788,54 @@ fn full_disk_costs_uploads_never_echo_replies() {
     assert_eq!(num(site(&table, "full-disk"), "runs"), 1.0, "{table:#}");
     let log = stop_gracefully(server);
     assert!(log.contains("writable again"), "{log}");
+}
+
+/// The store is the serving user's (0600, in a 0700 state directory): an admin who runs
+/// `probe-server results` as another user is told to use sudo, not that the disk is read-only
+/// or that there is no store.
+#[test]
+fn a_store_this_user_may_not_open_says_sudo() {
+    let dir = probe_tests::TempDir::new("results-denied");
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("results.sqlite"), b"SQLite format 3\0 not read").unwrap();
+    let bins = probe_tests::binaries();
+    let as_nobody = |mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::set_permissions(
+            state.join("results.sqlite"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        // Everyone may reach the scratch directory itself.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let argv = [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            bins.server.to_str().unwrap(),
+            "results",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        probe_tests::run_bounded(
+            probe_tests::proc::command(&argv),
+            "probe-server results as nobody",
+            Duration::from_secs(20),
+        )
+    };
+    // The state directory closed (0700), then open but the file the owner's alone (0600).
+    for mode in [0o700, 0o755] {
+        let done = as_nobody(mode);
+        assert_eq!(done.code(), Some(2), "{mode:o}: {}", done.describe());
+        assert!(
+            done.stderr
+                .contains("this user may not open the result store")
+                && done.stderr.contains("sudo"),
+            "{mode:o}: {}",
+            done.describe()
+        );
+    }
 }

@@ -82,6 +82,10 @@ pub enum OpenError {
     /// The file is no SQLite database at all: most likely a wrong path (a config file, say).
     NotAStore(PathBuf),
     Missing(PathBuf),
+    /// This user may not open it (the store is the serving user's, mode 0600).
+    Denied(PathBuf, String),
+    /// The disk holding it is full.
+    Full(PathBuf),
     Other(PathBuf, String),
 }
 
@@ -111,6 +115,18 @@ impl std::fmt::Display for OpenError {
                  (with the same --store or --state-dir)",
                 p.display()
             ),
+            OpenError::Denied(p, why) => write!(
+                f,
+                "this user may not open the result store {} ({why}); it belongs to the user probe-server \
+                 serves as: run the command with sudo, or as that user",
+                p.display()
+            ),
+            OpenError::Full(p) => write!(
+                f,
+                "the disk holding the result store {} is full; free space there, or give --store a path \
+                 on another disk",
+                p.display()
+            ),
             OpenError::Other(p, why) => {
                 write!(f, "cannot open the result store {}: {why}", p.display())
             }
@@ -121,15 +137,17 @@ impl std::fmt::Display for OpenError {
 fn classify(path: &Path, e: &rusqlite::Error) -> OpenError {
     let p = path.to_path_buf();
     match e.sqlite_error_code() {
-        Some(ErrorCode::ReadOnly) | Some(ErrorCode::PermissionDenied) => {
-            OpenError::ReadOnly(p, e.to_string())
+        Some(ErrorCode::DiskFull) => OpenError::Full(p),
+        Some(ErrorCode::PermissionDenied) => {
+            fs_problem(path).unwrap_or_else(|| OpenError::Denied(p, "permission denied".into()))
         }
+        Some(ErrorCode::ReadOnly) => OpenError::ReadOnly(p, e.to_string()),
         Some(ErrorCode::NotADatabase) if !sqlite_header(path) => OpenError::NotAStore(p),
         Some(ErrorCode::NotADatabase) | Some(ErrorCode::DatabaseCorrupt) => {
             OpenError::Corrupt(p, e.to_string())
         }
-        Some(ErrorCode::CannotOpen) if read_only_fs(path) => {
-            OpenError::ReadOnly(p, "read-only file system".into())
+        Some(ErrorCode::CannotOpen) => {
+            fs_problem(path).unwrap_or_else(|| OpenError::Other(p, e.to_string()))
         }
         _ => OpenError::Other(p, e.to_string()),
     }
@@ -146,21 +164,37 @@ fn sqlite_header(path: &Path) -> bool {
         .is_ok_and(|()| &head == b"SQLite format 3\0")
 }
 
-/// SQLite says only "unable to open database file"; ask the OS what it is.
-fn read_only_fs(path: &Path) -> bool {
+/// SQLite says only "unable to open database file"; ask the OS what it is: a read-only file
+/// system, or a file or directory this user may not use (the store is the serving user's).
+fn fs_problem(path: &Path) -> Option<OpenError> {
+    let p = path.to_path_buf();
+    let denied =
+        |e: &std::io::Error| matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM));
+    if let Err(e) = std::fs::File::open(path) {
+        if denied(&e) {
+            return Some(OpenError::Denied(
+                p,
+                format!("permission denied on {}", path.display()),
+            ));
+        }
+    }
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    let probe = dir
-        .unwrap_or(Path::new("."))
-        .join(".probe-server-write-test");
+    let dir = dir.unwrap_or(Path::new("."));
+    let probe = dir.join(".probe-server-write-test");
     match std::fs::File::create(&probe) {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
-            false
+            None
         }
-        Err(e) => matches!(
-            e.raw_os_error(),
-            Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
-        ),
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+            Some(OpenError::ReadOnly(p, "read-only file system".into()))
+        }
+        Err(e) if denied(&e) => Some(OpenError::Denied(
+            p,
+            format!("permission denied on {}", dir.display()),
+        )),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => Some(OpenError::Full(p)),
+        Err(_) => None,
     }
 }
 
@@ -219,7 +253,19 @@ impl Store {
                 });
             }
         }
+        let existed = path.symlink_metadata().is_ok();
         create_private(path)?;
+        let opened = Self::open_created(path);
+        // Nothing left behind that a later `results` would call damaged: an empty file this
+        // start created (a full disk, say) goes again.
+        if opened.is_err() && !existed && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            let _ = std::fs::remove_file(path);
+        }
+        opened
+    }
+
+    /// [`Self::open_for_writing`] once the file exists, 0600.
+    fn open_created(path: &Path) -> Result<Self, OpenError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -243,8 +289,23 @@ impl Store {
 
     /// Opens an existing store read-only, for `probe-server results`.
     pub fn open_for_reading(path: &Path) -> Result<Self, OpenError> {
-        if !path.exists() {
-            return Err(OpenError::Missing(path.into()));
+        // exists() says false for a file in a directory this user may not enter.
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(OpenError::Missing(path.into()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(OpenError::Denied(
+                    path.into(),
+                    format!(
+                        "permission denied on {}",
+                        path.parent().unwrap_or(path).display()
+                    ),
+                ))
+            }
+            // Created by a server that could not write a byte (a full disk at its start).
+            Ok(m) if m.len() == 0 => return Err(OpenError::Missing(path.into())),
+            _ => {}
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| classify(path, &e))?;
@@ -640,6 +701,24 @@ mod tests {
             json: serde_json::to_string(&report).unwrap(),
             report,
         }
+    }
+
+    /// An empty file (a server that could not write a byte) is no store yet, not a damaged one;
+    /// and a server start that fails leaves no empty file behind.
+    #[test]
+    fn an_empty_file_is_no_store_yet() {
+        let dir = Scratch::new("store-empty");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let path = dir.path().join("results.sqlite");
+        std::fs::write(&path, b"").unwrap();
+        assert!(matches!(
+            Store::open_for_reading(&path),
+            Err(OpenError::Missing(_))
+        ));
+        let bad = dir.path().join("not-a-store.sqlite");
+        std::fs::write(&bad, b"this is a config file, not a database at all\n").unwrap();
+        assert!(Store::open_for_writing(&bad).is_err());
+        assert!(bad.exists(), "a file that was there is never removed");
     }
 
     fn tmp(name: &str) -> (Scratch, PathBuf) {

@@ -118,11 +118,23 @@ fn write_loop(
     }
 }
 
+/// SQLite's extended result code, when the error carries one.
+fn e_extended(e: &rusqlite::Error) -> Option<i32> {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
+        _ => None,
+    }
+}
+
 /// What the operator should look at, by SQLite's error class.
 fn hint(e: &rusqlite::Error) -> &'static str {
     use rusqlite::ErrorCode::*;
     match e.sqlite_error_code() {
         Some(DiskFull) => "the disk is full",
+        // SQLITE_READONLY_DBMOVED: the file was moved or deleted under the running server.
+        Some(ReadOnly) if e_extended(e) == Some(1032) => {
+            "the store file was moved or deleted while the server runs; restart probe-server to start a new one"
+        }
         Some(ReadOnly) => "the store became read-only",
         Some(SystemIoFailure) => "I/O error: check the disk and the kernel log",
         Some(DatabaseCorrupt) | Some(NotADatabase) => {
@@ -143,6 +155,19 @@ mod tests {
         let dir = Scratch::new(name);
         let path = dir.path().join("results.sqlite");
         (dir, path)
+    }
+
+    /// A store moved aside under the running server is named as such, not "read-only".
+    #[test]
+    fn a_store_moved_away_says_so() {
+        let (dir, path) = tmp("writer-moved");
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+            .unwrap();
+        std::fs::rename(&path, dir.path().join("old.sqlite")).unwrap();
+        let e = conn.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
+        assert!(hint(&e).contains("moved or deleted"), "{e}: {}", hint(&e));
     }
 
     fn upload(site: &str) -> UploadedRun {
