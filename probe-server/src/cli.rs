@@ -171,7 +171,7 @@ pub struct ServeArgs {
     #[arg(long, env = "PROBE_SERVER_MAX_STORE_MB", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_store_mb: u64,
     /// Only these sites (comma-separated) may upload results; they get their metrics labels at once.
-    #[arg(long, env = "PROBE_SERVER_SITES", value_name = "SITE,…")]
+    #[arg(long, env = "PROBE_SERVER_SITES", value_name = "SITE,…", value_parser = parse_sites)]
     pub sites: Option<String>,
     /// A site whose runs are kept only from clients holding this token (probe-client --site-token);
     /// repeatable; such a site may upload whatever --sites says. Token: 16+ random characters.
@@ -185,6 +185,14 @@ pub struct ServeArgs {
 /// `--rtcd-version`: the pion rules that RTCD version runs.
 fn parse_rtcd_version(v: &str) -> Result<probe_proto::rtcd::PionRules, String> {
     probe_proto::rtcd::PionRules::for_rtcd_version(v)
+}
+
+/// `--sites`: at least one name, or every upload would be refused.
+fn parse_sites(s: &str) -> Result<String, String> {
+    if s.split(',').all(|n| n.trim().is_empty()) {
+        return Err("it names no site: list the sites, comma-separated, or leave --sites out to keep every site's runs".into());
+    }
+    Ok(s.to_string())
 }
 
 #[cfg(test)]
@@ -248,5 +256,9 @@ mod tests {
         assert_eq!(s.sites.as_deref(), Some("a,b"));
         assert!(parse(&["--max-store-mb", "0"]).is_err());
         assert!(parse(&["--retention", "forever"]).is_err());
+        // A list that names no site would refuse every upload.
+        for empty in ["", " ", ",", " , "] {
+            assert!(parse(&["--sites", empty]).is_err(), "{empty:?}");
+        }
     }
 }

@@ -22,14 +22,27 @@ pub fn run(args: ServeArgs) -> i32 {
     rt.block_on(serve(args))
 }
 
+/// The next port above `addr`'s that UDP and TCP can both bind right now, to suggest: a port
+/// suggested blindly may be the next one the same program holds.
+fn free_port_near(addr: std::net::SocketAddr) -> Option<u16> {
+    (1..=50u16)
+        .filter_map(|d| addr.port().checked_add(d))
+        .find(|&p| {
+            let a = std::net::SocketAddr::new(addr.ip(), p);
+            std::net::UdpSocket::bind(a).is_ok() && std::net::TcpListener::bind(a).is_ok()
+        })
+}
+
 fn bind_error(proto: &str, args: &ServeArgs, e: std::io::Error) -> i32 {
     let addr = args.listen;
     let port = addr.port();
-    let elsewhere = format!(
-        "or run the probe on another port with --listen {}:{}",
-        addr.ip(),
-        port.wrapping_add(1)
-    );
+    let elsewhere = match free_port_near(addr) {
+        Some(p) => format!(
+            "or run the probe on another port with --listen {}:{p} (free for UDP and TCP now)",
+            addr.ip()
+        ),
+        None => "or run the probe on another free port with --listen".to_string(),
+    };
     // Only a taken port has a holder to look up (a bounded /proc scan).
     let holder = (e.kind() == ErrorKind::AddrInUse)
         .then(|| port_holder(proto, addr))

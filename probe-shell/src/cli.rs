@@ -80,13 +80,23 @@ pub fn fail(program: &str, msg: impl std::fmt::Display) -> i32 {
 /// one line on stderr and exit 2.
 pub fn parse_args<C: clap::Parser>(program: &str) -> C {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Still one thread here: nothing else reads the environment while it changes.
+    for name in env_to_ignore(&C::command(), &args, &|n| std::env::var_os(n)) {
+        std::env::remove_var(name);
+    }
     match C::try_parse_from(&args) {
         Ok(a) => a,
         Err(e) => {
             let named = subcommand_named(&C::command(), &args);
             match usage_error(program, &e, named.as_deref()) {
                 None => e.exit(),
-                Some(line) => std::process::exit(fail(program, line)),
+                Some(line) => {
+                    let line = match env_source(&C::command(), &e, &args) {
+                        Some(var) => format!("{var} in the environment: {line}"),
+                        None => line,
+                    };
+                    std::process::exit(fail(program, line))
+                }
             }
         }
     }
@@ -105,6 +115,72 @@ fn usage_error(program: &str, e: &clap::Error, named: Option<&str>) -> Option<St
         .or_else(|| named.map(|sub| format!("{program} {sub}")))
         .unwrap_or_else(|| program.to_string());
     Some(format!("{} (see {command} --help)", one_sentence(&text)))
+}
+
+/// The variable a refused value came from, when the flag is not on the command line: the
+/// operator never typed `--listen`, a unit's environment file set it.
+fn env_source(cmd: &clap::Command, e: &clap::Error, args: &[std::ffi::OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = arg.split_whitespace().next()?.strip_prefix("--")?;
+    let typed = args.iter().filter_map(|a| a.to_str()).any(|a| {
+        a.strip_prefix("--")
+            .is_some_and(|rest| rest == long || rest.starts_with(&format!("{long}=")))
+    });
+    if typed {
+        return None;
+    }
+    let mut cmds = vec![cmd];
+    cmds.extend(cmd.get_subcommands());
+    cmds.iter()
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .filter(|v| std::env::var_os(v).is_some())
+        .map(|v| v.to_string_lossy().into_owned())
+}
+
+/// Environment variables clap would read that must not break a command line which does not
+/// use them: an empty one (`X=` in a systemd EnvironmentFile) counts as unset, and one that
+/// only the default command reads (`PROBE_SERVER_LISTEN`) is ignored when a subcommand runs.
+/// Without this, `PROBE_SERVER_METRICS= probe-server results` failed on `--metrics`, a flag
+/// `results` does not have.
+fn env_to_ignore(
+    cmd: &clap::Command,
+    args: &[std::ffi::OsString],
+    get: &dyn Fn(&std::ffi::OsStr) -> Option<std::ffi::OsString>,
+) -> Vec<std::ffi::OsString> {
+    fn names(cmd: &clap::Command, out: &mut Vec<std::ffi::OsString>) {
+        out.extend(
+            cmd.get_arguments()
+                .filter_map(|a| a.get_env())
+                .map(|e| e.to_owned()),
+        );
+        for sub in cmd.get_subcommands() {
+            names(sub, out);
+        }
+    }
+    let mut all = Vec::new();
+    names(cmd, &mut all);
+    let mut out: Vec<std::ffi::OsString> = all
+        .into_iter()
+        .filter(|n| get(n).is_some_and(|v| v.is_empty()))
+        .collect();
+    if let Some(sub) = subcommand_named(cmd, args).and_then(|s| cmd.find_subcommand(&s)) {
+        let own: Vec<&std::ffi::OsStr> = sub.get_arguments().filter_map(|a| a.get_env()).collect();
+        out.extend(
+            cmd.get_arguments()
+                .filter(|a| !a.is_global_set())
+                .filter_map(|a| a.get_env())
+                .filter(|e| !own.contains(e) && get(e).is_some())
+                .map(|e| e.to_owned()),
+        );
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The first word of the command line that is one of the program's subcommands, before any
@@ -159,7 +235,7 @@ pub fn one_sentence(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
 
     #[derive(Parser, Debug)]
     #[command(name = "probe-x", version)]
@@ -192,6 +268,67 @@ mod tests {
         let line = usage_error("probe-x", &e, None).unwrap();
         assert!(line.contains("--site"), "{line}");
         assert!(line.ends_with("(see probe-x results --help)"), "{line}");
+    }
+
+    #[derive(Parser, Debug)]
+    #[command(name = "probe-y", args_conflicts_with_subcommands = true)]
+    struct Served {
+        #[arg(long, global = true, env = "Y_LOG", default_value = "info")]
+        log: String,
+        #[arg(long, env = "Y_LISTEN")]
+        listen: Option<u16>,
+        #[arg(long, env = "Y_STATE")]
+        state: Option<String>,
+        #[command(subcommand)]
+        sub: Option<Report>,
+    }
+
+    #[derive(clap::Subcommand, Debug)]
+    enum Report {
+        Results {
+            #[arg(long, env = "Y_STATE")]
+            state: Option<String>,
+        },
+    }
+
+    /// An empty variable is unset; one only the default command reads is ignored by a
+    /// subcommand; one the subcommand reads, and the global one, are kept.
+    #[test]
+    fn environment_a_command_line_does_not_use_is_ignored() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |n: &std::ffi::OsStr| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| std::ffi::OsStr::new(k) == n)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let argv = |a: &[&str]| a.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        static SET: [(&str, &str); 3] = [
+            ("Y_LISTEN", "not-a-port"),
+            ("Y_STATE", "/s"),
+            ("Y_LOG", "debug"),
+        ];
+        let set = &SET;
+        let got = env_to_ignore(
+            &Served::command(),
+            &argv(&["probe-y", "results"]),
+            &env(set),
+        );
+        assert_eq!(got, vec![std::ffi::OsString::from("Y_LISTEN")]);
+        let got = env_to_ignore(&Served::command(), &argv(&["probe-y"]), &env(set));
+        assert!(
+            got.is_empty(),
+            "the default command reads them all: {got:?}"
+        );
+        static EMPTY: [(&str, &str); 2] = [("Y_STATE", ""), ("Y_LOG", "")];
+        let empty = &EMPTY;
+        let mut got = env_to_ignore(&Served::command(), &argv(&["probe-y"]), &env(empty));
+        got.sort();
+        assert_eq!(
+            got,
+            vec![std::ffi::OsString::from("Y_LOG"), "Y_STATE".into()]
+        );
     }
 
     #[test]

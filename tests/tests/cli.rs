@@ -84,8 +84,23 @@ fn server_on_a_taken_port(ns: &Netns) -> probe_tests::Finished {
 fn port_taken_says_rtcd_and_exits_2() {
     let ns = Netns::new("cli");
     let _first = server(&ns, &[]);
+    // The next port is taken too: the port suggested is one that is free.
+    let _next = start_server_with_state(
+        &ns,
+        "127.0.0.1:8444",
+        &[] as &[&str],
+        &BTreeMap::new(),
+        LIFETIME,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let done = server_on_a_taken_port(&ns);
     assert_eq!(done.code(), Some(2), "{}", done.describe());
+    assert!(
+        done.stderr
+            .contains("--listen 127.0.0.1:8445 (free for UDP and TCP now)"),
+        "{}",
+        done.stderr
+    );
     assert!(done.stdout.is_empty(), "no ready line: {}", done.stdout);
     assert!(
         done.stderr.contains("8443")
@@ -499,5 +514,62 @@ fn replies_leave_from_the_address_the_client_dialed() {
         report["udp"]["echo"]["received"].as_u64().unwrap_or(0) >= 20,
         "{}",
         run.stdout
+    );
+}
+
+/// A unit's environment file with `X=` lines, or a serve-only variable, must not break a
+/// command that does not use it; a bad value from the environment names its variable.
+#[test]
+fn environment_a_command_does_not_use_breaks_nothing() {
+    let dir = TempDir::new("cli-env");
+    let store = dir.path().join("none.sqlite");
+    let run = |bin: &std::path::Path, env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        probe_tests::run_bounded(cmd, "env", Duration::from_secs(20))
+    };
+    let bins = binaries();
+    let store_s = store.display().to_string();
+    let done = run(
+        &bins.server,
+        &[
+            ("PROBE_SERVER_METRICS", ""),
+            ("PROBE_SERVER_LISTEN", "foo"),
+            ("PROBE_SERVER_STATE_DIR", ""),
+        ],
+        &["results", "--store", &store_s],
+    );
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+    assert!(
+        done.stderr.contains("no result store") && !done.stderr.contains("--metrics"),
+        "{}",
+        done.describe()
+    );
+    let done = run(
+        &bins.server,
+        &[("PROBE_SERVER_LISTEN", "foo")],
+        &["--store", &store_s],
+    );
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+    assert!(
+        done.stderr
+            .contains("PROBE_SERVER_LISTEN in the environment: invalid value 'foo'"),
+        "{}",
+        done.describe()
+    );
+    // The client: an empty PROBE_SITE or PROBE_PIN is unset, not an empty value.
+    let done = run(
+        &bins.client,
+        &[("PROBE_SITE", ""), ("PROBE_PIN", "")],
+        &["no-such-host.invalid"],
+    );
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+    assert!(
+        !done.stderr.contains("--site") && !done.stderr.contains("pin"),
+        "{}",
+        done.describe()
     );
 }
