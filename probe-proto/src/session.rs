@@ -206,6 +206,9 @@ impl EchoFrom {
 #[derive(Debug)]
 struct RelayPeer {
     ip: IpAddr,
+    /// A relay on the client's own IP (a TURN server behind the same NAT, or both on one
+    /// host): told apart from the direct path only by its exact relayed address.
+    exact: Option<SocketAddr>,
     cookie: [u8; RELAY_COOKIE_LEN],
     confirmed: bool,
     /// The exact address the confirming request came from (when the shell gave the port).
@@ -577,7 +580,13 @@ impl Core {
         if ip.is_unspecified() || ip.is_multicast() {
             return Err(format!("{ip} cannot be a relay"));
         }
-        if source_key(ip) == source_key(s.peer) || s.relays.iter().any(|r| r.ip == ip) {
+        let same_ip = source_key(ip) == source_key(s.peer);
+        let relayed = SocketAddr::new(ip, relayed.port());
+        let known = s
+            .relays
+            .iter()
+            .any(|r| if same_ip { r.exact == Some(relayed) } else { r.ip == ip && r.exact.is_none() });
+        if known {
             return Ok(());
         }
         if s.relays.len() >= MAX_RELAYS_PER_SESSION {
@@ -587,6 +596,7 @@ impl Core {
         }
         s.relays.push(RelayPeer {
             ip,
+            exact: same_ip.then_some(relayed),
             cookie,
             confirmed: false,
             from: None,
@@ -803,7 +813,6 @@ impl Core {
         let at: EchoAt = at.into();
         let now_us = at.now_us;
         let from: EchoFrom = src.into();
-        let src = from.ip;
         if pkt.starts_with(&crate::live::packet::MAGIC) {
             // A probe-client's live hello: expected here, not malformed; no answer.
             self.stats.ignored_live_hello += 1;
@@ -823,16 +832,11 @@ impl Core {
             self.stats.drop_unknown_session += 1;
             return None;
         };
-        let relay = if source_key(src) == source_key(s.peer) {
-            None
-        } else {
-            let src = src.to_canonical();
-            match s.relays.iter().position(|r| r.ip == src) {
-                Some(i) => Some(i),
-                None => {
-                    self.stats.drop_wrong_peer += 1;
-                    return None;
-                }
+        let relay = match relay_path(s, from) {
+            Ok(r) => r,
+            Err(()) => {
+                self.stats.drop_wrong_peer += 1;
+                return None;
             }
         };
         if echo::verify_request(&s.key, pkt).is_err() {
@@ -925,12 +929,30 @@ impl Core {
 /// exact address that path's echo came from.
 fn mtu_path(s: &Session, from: EchoFrom, udp: bool) -> Option<u8> {
     let exact = |pinned: Option<SocketAddr>| !udp || from.matches(pinned);
-    if source_key(from.ip) == source_key(s.peer) {
-        return exact(s.echo_from).then_some(0);
+    match relay_path(s, from).ok()? {
+        None => exact(s.echo_from).then_some(0),
+        Some(i) if s.relays[i].confirmed => exact(s.relays[i].from).then_some(i as u8 + 1),
+        Some(_) => None,
     }
+}
+
+/// Which path a request from `from` came on: `Ok(None)` the session's peer, `Ok(Some(i))`
+/// relay i, `Err` neither. A relay on the peer's own IP is known by its exact address only.
+fn relay_path(s: &Session, from: EchoFrom) -> Result<Option<usize>, ()> {
     let ip = from.ip.to_canonical();
-    let i = s.relays.iter().position(|r| r.confirmed && r.ip == ip)?;
-    exact(s.relays[i].from).then_some(i as u8 + 1)
+    if let Some(a) = from.addr() {
+        let a = SocketAddr::new(a.ip().to_canonical(), a.port());
+        if let Some(i) = s.relays.iter().position(|r| r.exact == Some(a)) {
+            return Ok(Some(i));
+        }
+    }
+    if source_key(from.ip) == source_key(s.peer) {
+        return Ok(None);
+    }
+    match s.relays.iter().position(|r| r.exact.is_none() && r.ip == ip) {
+        Some(i) => Ok(Some(i)),
+        None => Err(()),
+    }
 }
 
 /// Whether probe `key` may be answered once more over UDP (see [`MTU_SEQ_ANSWERS`]).
@@ -1319,6 +1341,43 @@ mod tests {
             );
             assert_eq!(r.is_ok(), i + 1 < MAX_RELAYS_PER_SESSION, "{i}");
         }
+    }
+
+    /// A TURN server on the client's own IP (behind the same NAT, or on one host): its relayed
+    /// address is told apart from the direct path by its port, so the relay's echo is counted
+    /// as the relay's, not as direct echo with the relay showing 100 % loss.
+    #[test]
+    fn a_relay_on_the_clients_own_ip_is_known_by_its_port() {
+        let mut core = Core::new(Limits::default());
+        let key = [4u8; 32];
+        let sk = SessionKey::new(&key);
+        core.open(0, src().ip(), &hello(), 77, key, None).unwrap();
+        let relay = SocketAddr::new(src().ip(), 49152);
+        core.add_relay_peer(77, relay, [0xC0; 8]).unwrap();
+        core.add_relay_peer(77, relay, [0xC0; 8]).unwrap();
+        let mut out = [0u8; 1500];
+        let mut req = [0u8; 200];
+        let mut send = |core: &mut Core, from: SocketAddr, seq: u32, cookie: bool| {
+            let n = echo::encode_request(&sk, 77, seq, 10, 160, &mut req);
+            if cookie {
+                req[RELAY_COOKIE_AT..RELAY_COOKIE_AT + 8].copy_from_slice(&[0xC0; 8]);
+            }
+            core.on_echo(1, from, Transport::Udp, &req[..n], &mut out)
+                .map(|m| out[..m].to_vec())
+        };
+        // Direct echo from the client's own socket.
+        for seq in 0..3 {
+            assert!(send(&mut core, src(), seq, false).is_some());
+        }
+        // Through the relay: primed with the cookie, then confirmed and counted apart.
+        let primed = send(&mut core, relay, 10, false).expect("priming reply");
+        assert_eq!(&primed[RELAY_COOKIE_AT..RELAY_COOKIE_AT + 8], &[0xC0; 8]);
+        for seq in 11..16 {
+            assert!(send(&mut core, relay, seq, true).is_some());
+        }
+        let rc = core.relay_counters(77).unwrap();
+        assert_eq!((rc.udp_rx, rc.udp_tx), (5, 5));
+        assert_eq!(core.counters(77).unwrap().udp_rx, 3, "direct stays direct");
     }
 
     /// Path-MTU probes through a TURN relay: answered toward the relay only once the session
