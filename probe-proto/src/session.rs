@@ -582,10 +582,13 @@ impl Core {
         }
         let same_ip = source_key(ip) == source_key(s.peer);
         let relayed = SocketAddr::new(ip, relayed.port());
-        let known = s
-            .relays
-            .iter()
-            .any(|r| if same_ip { r.exact == Some(relayed) } else { r.ip == ip && r.exact.is_none() });
+        let known = s.relays.iter().any(|r| {
+            if same_ip {
+                r.exact == Some(relayed)
+            } else {
+                r.ip == ip && r.exact.is_none()
+            }
+        });
         if known {
             return Ok(());
         }
@@ -949,7 +952,11 @@ fn relay_path(s: &Session, from: EchoFrom) -> Result<Option<usize>, ()> {
     if source_key(from.ip) == source_key(s.peer) {
         return Ok(None);
     }
-    match s.relays.iter().position(|r| r.exact.is_none() && r.ip == ip) {
+    match s
+        .relays
+        .iter()
+        .position(|r| r.exact.is_none() && r.ip == ip)
+    {
         Some(i) => Ok(Some(i)),
         None => Err(()),
     }

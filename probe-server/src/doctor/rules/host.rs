@@ -133,13 +133,21 @@ fn not_server(h: Held, proto: &str, port: u16, server: &str) -> String {
 /// `udp_port` and `tcp_port`: something listens on the media server's ICE ports, and it is
 /// the media server (RTCD, or the Calls plugin's process when `out.plugin`). A holder the
 /// doctor cannot identify is never a pass.
-pub fn ports(p: &PortFacts, where_: &str, out: &mut Judged) {
+/// `running`: RTCD's process, when discovery found one by other means (its API port, its name)
+/// although nothing holds the configured ports: then it runs with another configuration.
+pub fn ports(p: &PortFacts, where_: &str, running: Option<(u32, &str)>, out: &mut Judged) {
     let (udp, tcp) = both(p, out.plugin);
-    udp_port(p, udp, tcp, where_, out);
-    tcp_port(p, udp, tcp, out);
+    udp_port(p, udp, tcp, (where_, running), out);
+    tcp_port(p, udp, tcp, running.is_some(), out);
 }
 
-fn udp_port(p: &PortFacts, udp: Held, tcp: Held, where_: &str, out: &mut Judged) {
+fn udp_port(
+    p: &PortFacts,
+    udp: Held,
+    tcp: Held,
+    (where_, running): (&str, Option<(u32, &str)>),
+    out: &mut Judged,
+) {
     let ice_udp = p.ice_udp;
     if let Some(e) = &p.udp_error {
         return out.skipped("udp_port", e);
@@ -151,7 +159,7 @@ fn udp_port(p: &PortFacts, udp: Held, tcp: Held, where_: &str, out: &mut Judged)
     );
     let (status, detail) = match udp {
         Held::Nothing => {
-            not_listening(ice_udp, where_, out);
+            not_listening(ice_udp, (where_, running), out);
             (Status::Fail, format!("nothing listens on UDP {ice_udp}"))
         }
         Held::Unknown(v) => return out.skipped("udp_port", format!("{on} {}", v.unknown_holder())),
@@ -193,8 +201,19 @@ fn port_label(p: &PortFacts, with_tcp: bool) -> (String, &'static str) {
 }
 
 /// `rtcd_not_listening`, in the deployment's words.
-fn not_listening(ice_udp: u16, where_: &str, out: &mut Judged) {
-    let (summary, fix) = if out.plugin {
+fn not_listening(ice_udp: u16, (where_, running): (&str, Option<(u32, &str)>), out: &mut Judged) {
+    let (summary, fix) = if let (Some((pid, name)), false) = (running, out.plugin) {
+        (
+            format!(
+                "nothing listens on UDP port {ice_udp} (ice_port_udp in {where_}) on this host, although RTCD runs \
+                 here ({name}, pid {pid}): it runs with another configuration than {where_}"
+            ),
+            format!(
+                "pass the file RTCD runs with (its -config flag: `ps -o args= -p {pid}`) with --rtcd-config, \
+                 and run the doctor again"
+            ),
+        )
+    } else if out.plugin {
         (
             format!(
                 "nothing listens on UDP port {ice_udp} (the Calls plugin's \"RTC Server Port (UDP)\") on this host: \
@@ -265,17 +284,23 @@ fn other_process(o: &Owner, (ports, verb): &(String, &str), out: &mut Judged) {
 /// run without it (rtcd v1.2.6 service/rtc/server.go:164 fails Start when initTCP fails;
 /// config.go:65 requires ice_port_tcp), nor can the Calls plugin's server (plugin
 /// server/activate.go:170-180 passes `TCPServerPort` to rtc).
-fn tcp_port(p: &PortFacts, udp: Held, tcp: Held, out: &mut Judged) {
+fn tcp_port(p: &PortFacts, udp: Held, tcp: Held, runs_elsewhere: bool, out: &mut Judged) {
     let ice_tcp = p.ice_tcp;
     let on = format!("TCP {ice_tcp} listening on {}, held by", addresses(&p.tcp));
     let holders = owners_text(&p.tcp_holders.all);
     let (status, detail) = match tcp {
         Held::Nothing if udp == Held::Nothing && p.udp_error.is_none() => (
             Status::Fail,
-            format!(
-                "nothing listens on TCP {ice_tcp} either ({} is not running: see udp_port)",
-                out.server()
-            ),
+            if runs_elsewhere && !out.plugin {
+                format!(
+                    "nothing listens on TCP {ice_tcp} either (RTCD runs with another configuration: see udp_port)"
+                )
+            } else {
+                format!(
+                    "nothing listens on TCP {ice_tcp} either ({} is not running: see udp_port)",
+                    out.server()
+                )
+            },
         ),
         Held::Nothing => {
             tcp_fallback_off(ice_tcp, out);

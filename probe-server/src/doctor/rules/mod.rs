@@ -83,7 +83,11 @@ pub fn judge(facts: HostFacts) -> Done {
     if plugin {
         calls_plugin(facts.setup.calls_api.as_ref(), &mut out);
     }
-    ports(&facts.ports, &facts.setup.where_, &mut out);
+    let running = match &facts.setup.env.source {
+        crate::rtcd_env::Source::Process { pid, process } => Some((*pid, process.as_str())),
+        _ => facts.setup.env.pid.map(|pid| (pid, "its process")),
+    };
+    ports(&facts.ports, &facts.setup.where_, running, &mut out);
     let small = socket_buffers(&facts.buffers, &mut out);
     udp_drops(&facts.drops, &facts.ports, &small, &mut out);
     cpu(&facts.cpu, &facts.ports, &mut out);

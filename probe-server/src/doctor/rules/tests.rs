@@ -117,6 +117,7 @@ fn ports_held_by_rtcd_pass() {
     ports(
         &ports_facts(Some(owner(812, "rtcd"))),
         "config.toml",
+        None,
         &mut out,
     );
     assert!(out.findings.is_empty(), "{:?}", out.findings);
@@ -142,6 +143,7 @@ fn ports_held_by_the_calls_plugin_are_not_another_process() {
         ports(
             &ports_facts(Some(owner(4242, name))),
             "config.toml",
+            None,
             &mut out,
         );
         let ids: Vec<&str> = out.findings.iter().map(|f| f.id.as_str()).collect();
@@ -305,7 +307,7 @@ fn ports_by_holder() {
             plugin,
             ..Judged::default()
         };
-        ports(&two_owners(udp, tcp, v), "config.toml", &mut out);
+        ports(&two_owners(udp, tcp, v), "config.toml", None, &mut out);
         assert_eq!(
             statuses(&out),
             [st("udp_port", want[0]), st("tcp_port", want[1])],
@@ -331,6 +333,7 @@ fn unknown_holder_details_say_what_to_do() {
     ports(
         &two_owners(None, None, OwnerVisibility::NotRoot),
         "c",
+        None,
         &mut out,
     );
     assert_eq!(
@@ -347,6 +350,7 @@ fn unknown_holder_details_say_what_to_do() {
     ports(
         &two_owners(None, None, OwnerVisibility::Late),
         "c",
+        None,
         &mut out,
     );
     assert!(out.checks[1]
@@ -362,6 +366,7 @@ fn another_process_is_named_once_with_its_kill() {
     ports(
         &two_owners(Some(ps.clone()), Some(ps), OwnerVisibility::Full),
         "c",
+        None,
         &mut out,
     );
     assert_eq!(out.findings.len(), 1, "{:?}", out.findings);
@@ -381,7 +386,7 @@ fn another_process_is_named_once_with_its_kill() {
         Some(owner(77, "nc")),
         OwnerVisibility::Full,
     );
-    ports(&facts, "c", &mut out);
+    ports(&facts, "c", None, &mut out);
     assert_eq!(
         out.findings[0].summary,
         "TCP port 8443 is held by nc (pid 77), not by RTCD"
@@ -396,7 +401,7 @@ fn nothing_listening_and_unreadable_tables() {
     p.udp.clear();
     p.tcp.clear();
     let mut out = Judged::default();
-    ports(&p, "/opt/rtcd/config.toml", &mut out);
+    ports(&p, "/opt/rtcd/config.toml", None, &mut out);
     assert_eq!(
         ids(&out),
         [id(FindingId::RtcdNotListening, Severity::Error)]
@@ -410,11 +415,30 @@ fn nothing_listening_and_unreadable_tables() {
         out.checks[1].detail,
         "nothing listens on TCP 8443 either (RTCD is not running: see udp_port)"
     );
+    // RTCD found by other means (its API port, its name): the file given is not its config.
+    let mut out = Judged::default();
+    ports(&p, "/tmp/other.toml", Some((6759, "rtcd")), &mut out);
+    assert!(
+        out.findings[0]
+            .summary
+            .contains("although RTCD runs here (rtcd, pid 6759): it runs with another configuration than /tmp/other.toml"),
+        "{}",
+        out.findings[0].summary
+    );
+    assert!(
+        out.findings[0].fix.contains("ps -o args= -p 6759"),
+        "{}",
+        out.findings[0].fix
+    );
+    assert_eq!(
+        out.checks[1].detail,
+        "nothing listens on TCP 8443 either (RTCD runs with another configuration: see udp_port)"
+    );
 
     let mut p = ports_facts(Some(owner(812, "rtcd")));
     p.tcp.clear();
     let mut out = Judged::default();
-    ports(&p, "c", &mut out);
+    ports(&p, "c", None, &mut out);
     assert_eq!(
         ids(&out),
         [id(FindingId::TcpFallbackOff, Severity::Warning)]
@@ -427,7 +451,7 @@ fn nothing_listening_and_unreadable_tables() {
     let mut p = ports_facts(None);
     p.udp_error = Some("cannot read /proc/net/udp: denied".into());
     let mut out = Judged::default();
-    ports(&p, "c", &mut out);
+    ports(&p, "c", None, &mut out);
     assert_eq!(out.checks[0].status, Status::Skipped);
     assert_eq!(
         out.checks[0].detail,
