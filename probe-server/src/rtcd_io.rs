@@ -211,8 +211,8 @@ fn stun_answers(
         .map(|ip| SocketAddr::new(ip, port));
     let (tx, rx) = mpsc::channel();
     let mut asked = 0;
-    for l in locals {
-        let ip = rtcd::canonical(l.ip);
+    // From RTCD's own local IPs only: never the IPv6 or link-local ones RTCD leaves out.
+    for ip in rtcd::rtcd_local_ips(cfg, locals) {
         out.insert(ip, None);
         let Some(server) = server.filter(|s| s.is_ipv4() == ip.is_ipv4() && !ip.is_loopback())
         else {

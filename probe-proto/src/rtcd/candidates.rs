@@ -170,6 +170,19 @@ pub enum AdvertiseError {
     },
 }
 
+/// What to do about an override RTCD cannot resolve. RTCD passes the value to Go's
+/// `LookupIP` as it is (rtcd service/rtc/net.go:157-170, utils.go:71-81): no trimming, and
+/// `ip4` unless enable_ipv6, so an IPv6 literal is "no suitable address" rather than DNS.
+fn resolve_fix(host: &str) -> &'static str {
+    if host.trim() != host {
+        "remove the spaces around the value (RTCD does not trim it)"
+    } else if host.parse::<std::net::Ipv6Addr>().is_ok() {
+        "an IPv6 address needs enable_ipv6 = true (env RTCD_RTC_ENABLEIPV6); otherwise give the IPv4 address users reach RTCD at"
+    } else {
+        "fix DNS on the RTCD host or give the public IP address instead"
+    }
+}
+
 impl fmt::Display for AdvertiseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -194,7 +207,8 @@ impl fmt::Display for AdvertiseError {
                 f,
                 "failed to resolve host: failed to resolve host {host:?}: {reason} — RTCD resolves \
                  ice_host_override (env RTCD_RTC_ICEHOSTOVERRIDE) on every call join, so every join \
-                 would fail; fix DNS on the RTCD host or give the public IP address instead"
+                 would fail; {}",
+                resolve_fix(host)
             ),
             Self::Mapping { entry, generated: false, rules: PionRules::V4_0 } => write!(
                 f,
@@ -523,6 +537,13 @@ struct Locals {
     narrowed: Vec<IpAddr>,
     /// Whether an `ice_address_*` filter is set.
     filtered: bool,
+}
+
+/// RTCD's own local IPs (rtcd server.go:97-122): IPv6 only when global with enable_ipv6,
+/// narrowed by `ice_address_*`. They, not every interface address, are what RTCD asks its STUN
+/// server from (server.go:138-160); empty when RTCD would not start.
+pub fn rtcd_local_ips(cfg: &RtcdConfig, locals: &[LocalAddr]) -> Vec<IpAddr> {
+    Locals::new(cfg, locals).map_or_else(|_| Vec::new(), |l| l.narrowed)
 }
 
 impl Locals {
@@ -858,6 +879,19 @@ mod tests {
     /// The usual host: loopback, the LAN address, a Docker bridge.
     const HOST: &[&str] = &["127.0.0.1", "10.0.0.5", "172.17.0.1"];
 
+    /// RTCD asks STUN from its own local IPs only: no IPv6 without enable_ipv6, never
+    /// loopback or link-local IPv6, and only those `ice_address_*` names.
+    #[test]
+    fn rtcd_local_ips_are_rtcds_not_every_interface_address() {
+        let all = locals(&["127.0.0.1", "10.0.0.5", "::1", "fe80::1", "2001:db8::5"]);
+        let got = rtcd_local_ips(&cfg(""), &all);
+        assert_eq!(got, vec![ip("127.0.0.1"), ip("10.0.0.5")]);
+        let got = rtcd_local_ips(&cfg("[rtc]\nenable_ipv6 = true"), &all);
+        assert_eq!(got, vec![ip("127.0.0.1"), ip("10.0.0.5"), ip("2001:db8::5")]);
+        let got = rtcd_local_ips(&cfg("[rtc]\nice_address_udp = \"10.0.0.5\""), &all);
+        assert_eq!(got, vec![ip("10.0.0.5")]);
+    }
+
     fn cfg(toml: &str) -> RtcdConfig {
         RtcdConfig::from_toml_str(toml).unwrap()
     }
@@ -1095,9 +1129,17 @@ mod tests {
         // Not a name Go would look up: no DNS at all.
         let e = run(&cfg("[rtc]\nice_host_override = \" 203.0.113.7\""), HOST).unwrap_err();
         assert!(e.to_string().contains("no such host"), "{e}");
+        // The fix is the value's spaces, not DNS.
+        assert!(
+            e.to_string()
+                .ends_with("remove the spaces around the value (RTCD does not trim it)"),
+            "{e}"
+        );
         // An IPv6 literal needs enable_ipv6 (RTCD resolves with \"ip4\").
         let e = run(&cfg("[rtc]\nice_host_override = \"2001:db8::7\""), HOST).unwrap_err();
         assert!(e.to_string().contains("no suitable address found"), "{e}");
+        assert!(e.to_string().contains("needs enable_ipv6 = true"), "{e}");
+        assert!(!e.to_string().contains("fix DNS"), "{e}");
     }
 
     #[test]

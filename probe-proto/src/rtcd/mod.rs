@@ -42,8 +42,9 @@ mod rewrite;
 mod validate;
 
 pub use candidates::{
-    compute_advertised, rtcd_stun_target, stun_url, AdvertiseError, Advertised, Candidate,
-    FilterIgnores, LocalAddr, OverrideForm, Protocol, Resolve, Source, DEFAULT_STUN_PORT,
+    compute_advertised, rtcd_local_ips, rtcd_stun_target, stun_url, AdvertiseError, Advertised,
+    Candidate, FilterIgnores, LocalAddr, OverrideForm, Protocol, Resolve, Source,
+    DEFAULT_STUN_PORT,
 };
 pub use config::{
     parse_ice_address, ApiConfig, IceServer, RtcdConfig, TurnConfig, DEFAULT_ICE_PORT,
