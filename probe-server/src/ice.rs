@@ -58,6 +58,7 @@ pub fn load_config(args: &ServeArgs) -> Result<(RtcdConfig, EnvLine), String> {
     let line = EnvLine {
         source: env.kind(),
         summary: env.summary(),
+        unknown_keys: probe_proto::rtcd::keys::unknown_keys(&cfg.table),
     };
     cfg.apply_env(&|k| env.get(k))
         .map_err(|e| format!("{e} (the variable is in {})", env.describe()))?;
@@ -78,11 +79,26 @@ pub fn load_config(args: &ServeArgs) -> Result<(RtcdConfig, EnvLine), String> {
 pub struct EnvLine {
     pub source: &'static str,
     pub summary: String,
+    /// Keys of RTCD's file that RTCD ignores (rtcd cmd/rtcd/config.go:28; see `rtcd::keys`).
+    pub unknown_keys: Vec<probe_proto::rtcd::keys::UnknownKey>,
 }
 
 impl EnvLine {
     pub fn log(&self) {
         tracing::info!(env_source = self.source, "{}", self.summary);
+        for u in &self.unknown_keys {
+            let meant = u
+                .did_you_mean
+                .as_deref()
+                .map(|k| format!(" (did you mean {k}?)"))
+                .unwrap_or_default();
+            tracing::warn!(
+                "RTCD's config has the key {}{meant}, which RTCD does not know and ignores without a word \
+                 ({}): the setting it was meant to be keeps its default",
+                u.path,
+                probe_proto::catalog::FindingId::RtcdConfigUnknownKey
+            );
+        }
     }
 }
 

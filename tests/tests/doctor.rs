@@ -298,6 +298,21 @@ fn private_addresses_without_override_and_the_fix() {
         .as_str()
         .unwrap()
         .contains("203.0.113.10:8443"));
+
+    // The same fix misspelled in the file: RTCD ignores the key without a word, so does not
+    // the doctor.
+    let dir = TempDir::new("doctor-unknown-key");
+    let cfg = dir.path().join("rtcd.toml");
+    std::fs::write(&cfg, "[rtc]\nicehostoverride = \"203.0.113.10\"\n").unwrap();
+    let r = doctor(&ns, &["--rtcd-config", cfg.to_str().unwrap()], &[]);
+    let f = expect_finding(&r, "rtcd_config_unknown_key", "warning");
+    assert!(
+        f["summary"]
+            .as_str()
+            .unwrap()
+            .contains("rtc.icehostoverride (did you mean rtc.ice_host_override?)"),
+        "{f:#}"
+    );
 }
 
 #[test]

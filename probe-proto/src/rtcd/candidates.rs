@@ -887,7 +887,10 @@ mod tests {
         let got = rtcd_local_ips(&cfg(""), &all);
         assert_eq!(got, vec![ip("127.0.0.1"), ip("10.0.0.5")]);
         let got = rtcd_local_ips(&cfg("[rtc]\nenable_ipv6 = true"), &all);
-        assert_eq!(got, vec![ip("127.0.0.1"), ip("10.0.0.5"), ip("2001:db8::5")]);
+        assert_eq!(
+            got,
+            vec![ip("127.0.0.1"), ip("10.0.0.5"), ip("2001:db8::5")]
+        );
         let got = rtcd_local_ips(&cfg("[rtc]\nice_address_udp = \"10.0.0.5\""), &all);
         assert_eq!(got, vec![ip("10.0.0.5")]);
     }

@@ -35,6 +35,7 @@ mod config;
 pub(crate) mod env;
 pub mod findings;
 mod goparse;
+pub mod keys;
 mod mapping;
 mod net;
 mod pion;

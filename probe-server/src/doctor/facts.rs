@@ -53,6 +53,8 @@ pub struct Setup {
     /// RTCD's configuration file's last change and RTCD's start, in seconds since the epoch,
     /// when both are known (a file given, RTCD's process found).
     pub config_age: Option<ConfigAge>,
+    /// Keys of RTCD's file that RTCD ignores (misspelled or misplaced).
+    pub unknown_keys: Vec<probe_proto::rtcd::keys::UnknownKey>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -81,6 +81,13 @@ pub fn gather(inputs: &Inputs, loaded: &Loaded) -> HostFacts {
             deployment: loaded.deployment.clone(),
             calls_api: loaded.calls_api.clone(),
             config_age: config_age(inputs, loaded),
+            // The Calls plugin's settings are JSON with their own names: RTCD's file only.
+            unknown_keys: match loaded.deployment {
+                probe_proto::calls::Deployment::Rtcd => {
+                    probe_proto::rtcd::keys::unknown_keys(&loaded.cfg.table)
+                }
+                _ => Vec::new(),
+            },
         },
         ports: start.ports,
         buffers,

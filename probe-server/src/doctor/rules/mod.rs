@@ -249,6 +249,33 @@ pub fn environment(setup: &Setup, out: &mut Judged) {
         );
     }
     config_age(setup, out);
+    unknown_keys(setup, out);
+}
+
+/// `rtcd_config_unknown_key`: RTCD ignores keys it does not know without a word (rtcd
+/// cmd/rtcd/config.go:28), so a misspelled setting keeps its default.
+pub fn unknown_keys(setup: &Setup, out: &mut Judged) {
+    if setup.unknown_keys.is_empty() {
+        return;
+    }
+    let named: Vec<String> = setup
+        .unknown_keys
+        .iter()
+        .map(|u| match &u.did_you_mean {
+            Some(k) => format!("{} (did you mean {k}?)", u.path),
+            None => u.path.clone(),
+        })
+        .collect();
+    out.finding(
+        FindingId::RtcdConfigUnknownKey,
+        Severity::Warning,
+        format!(
+            "{} has key(s) RTCD does not know and ignores without a word: {}; the settings they were meant to be keep their defaults",
+            setup.config_source,
+            named.join(", ")
+        ),
+        "Rename each key to the one RTCD knows (named above when one is close), then restart RTCD.",
+    );
 }
 
 /// `config_age`: RTCD reads its file once, at start (rtcd cmd/rtcd/main.go:21, no reload:

@@ -1112,6 +1112,32 @@ fn firewall_open_unreadable_or_late() {
     assert!(out.findings.is_empty());
 }
 
+/// A key RTCD does not know is named, with the one meant; none, no finding.
+#[test]
+fn unknown_keys_are_a_warning_naming_the_key_meant() {
+    let mut s = setup(Source::Own, None);
+    let mut out = Judged::default();
+    unknown_keys(&s, &mut out);
+    assert!(out.findings.is_empty());
+    s.unknown_keys = probe_proto::rtcd::keys::unknown_keys(
+        &"[rtc]\nicehostoverride = \"203.0.113.7\"\n"
+            .parse()
+            .unwrap(),
+    );
+    unknown_keys(&s, &mut out);
+    assert_eq!(
+        ids(&out),
+        [id(FindingId::RtcdConfigUnknownKey, Severity::Warning)]
+    );
+    assert!(
+        out.findings[0]
+            .summary
+            .contains("rtc.icehostoverride (did you mean rtc.ice_host_override?)"),
+        "{}",
+        out.findings[0].summary
+    );
+}
+
 fn setup(source: Source, pid: Option<u32>) -> Setup {
     Setup {
         calls_api: None,
@@ -1129,6 +1155,7 @@ fn setup(source: Source, pid: Option<u32>) -> Setup {
         env_error: None,
         deployment: probe_proto::calls::Deployment::Rtcd,
         config_age: None,
+        unknown_keys: Vec::new(),
     }
 }
 
