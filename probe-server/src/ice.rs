@@ -58,7 +58,13 @@ pub fn load_config(args: &ServeArgs) -> Result<(RtcdConfig, EnvLine), String> {
     let line = EnvLine {
         source: env.kind(),
         summary: env.summary(),
-        unknown_keys: probe_proto::rtcd::keys::unknown_keys(&cfg.table),
+        unknown_keys: {
+            let mut u = probe_proto::rtcd::keys::unknown_keys(&cfg.table);
+            u.extend(probe_proto::rtcd::keys::unknown_env(
+                env.vars.keys().map(String::as_str),
+            ));
+            u
+        },
     };
     cfg.apply_env(&|k| env.get(k))
         .map_err(|e| format!("{e} (the variable is in {})", env.describe()))?;
@@ -93,7 +99,7 @@ impl EnvLine {
                 .map(|k| format!(" (did you mean {k}?)"))
                 .unwrap_or_default();
             tracing::warn!(
-                "RTCD's config has the key {}{meant}, which RTCD does not know and ignores without a word \
+                "RTCD's configuration sets {}{meant}, which RTCD does not know and ignores without a word \
                  ({}): the setting it was meant to be keeps its default",
                 u.path,
                 probe_proto::catalog::FindingId::RtcdConfigUnknownKey

@@ -9,7 +9,13 @@
 //! `service/auth/session_cache.go:18`, `service/rtc/config.go:14-50,175-179`,
 //! `service/rtc/turn.go:17-22`, `logger/config.go:14-23`; untagged fields by their Go name),
 //! matched case-insensitively, as BurntSushi matches fields.
+//!
+//! The environment the same way: envconfig reads only the `RTCD_*` names of those fields
+//! (rtcd `cmd/rtcd/config.go:31`), so `RTCD_RTC_TURN_STATICAUTHSECRET` (the section's Go name is
+//! `TURNConfig`) changes nothing. The names it reads are the ones [`RtcdConfig::apply_env`]
+//! asks for, so the two lists cannot drift apart.
 
+use super::RtcdConfig;
 use toml::{Table, Value};
 
 /// Every key path RTCD's structs take (lower case). `rtc.ice_servers.*` is an entry's keys.
@@ -87,6 +93,42 @@ fn walk(table: &Table, shown: &str, known: &str, out: &mut Vec<UnknownKey>) {
             }),
         }
     }
+}
+
+/// Every `RTCD_*` variable RTCD reads: the names [`RtcdConfig::apply_env`] asks for.
+pub fn known_env() -> Vec<String> {
+    let asked = std::cell::RefCell::new(Vec::new());
+    let _ = RtcdConfig::default().apply_env(&|k| {
+        asked.borrow_mut().push(k.to_string());
+        None
+    });
+    asked.into_inner()
+}
+
+/// The `RTCD_*` variables among `names` that RTCD does not read, with the name most likely
+/// meant; sorted.
+pub fn unknown_env<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<UnknownKey> {
+    let known = known_env();
+    let squash = |s: &str| s.replace('_', "").to_ascii_uppercase();
+    let mut out: Vec<UnknownKey> = names
+        .into_iter()
+        .filter(|n| n.starts_with("RTCD_") && !known.iter().any(|k| k == n))
+        .map(|n| {
+            let limit = 2 + n.len() / 5;
+            let meant = known
+                .iter()
+                .map(|k| (edits(&squash(k), &squash(n)), k))
+                .filter(|(d, _)| *d <= limit)
+                .min_by_key(|(d, _)| *d)
+                .map(|(_, k)| k.clone());
+            UnknownKey {
+                path: n.to_string(),
+                did_you_mean: meant,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
 }
 
 fn join(a: &str, b: &str) -> String {
@@ -189,6 +231,45 @@ enable_color = true
         assert_eq!(
             unknown("[RTC]\nICE_Host_Override = \"203.0.113.7\"\n"),
             vec![]
+        );
+    }
+
+    /// The names envconfig reads, from `apply_env` itself; a near miss is named with the one meant.
+    #[test]
+    fn environment_names_rtcd_does_not_read() {
+        let known = known_env();
+        assert!(known.len() >= 25, "{known:?}");
+        for n in [
+            "RTCD_RTC_ICEHOSTOVERRIDE",
+            "RTCD_RTC_TURNCONFIG_STATICAUTHSECRET",
+            "RTCD_LOGGER_ENABLECOLOR",
+        ] {
+            assert!(known.iter().any(|k| k == n), "{n}");
+        }
+        let got = unknown_env([
+            "RTCD_RTC_ICEHOSTOVERRIDE",
+            "RTCD_RTC_TURN_STATICAUTHSECRET",
+            "RTCD_RTC_ICE_HOST_OVERRIDE",
+            "RTCD_SOMETHING_ELSE_ENTIRELY",
+            "PATH",
+        ]);
+        let got: Vec<(&str, Option<&str>)> = got
+            .iter()
+            .map(|u| (u.path.as_str(), u.did_you_mean.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "RTCD_RTC_ICE_HOST_OVERRIDE",
+                    Some("RTCD_RTC_ICEHOSTOVERRIDE")
+                ),
+                (
+                    "RTCD_RTC_TURN_STATICAUTHSECRET",
+                    Some("RTCD_RTC_TURNCONFIG_STATICAUTHSECRET")
+                ),
+                ("RTCD_SOMETHING_ELSE_ENTIRELY", None),
+            ]
         );
     }
 

@@ -84,7 +84,11 @@ pub fn gather(inputs: &Inputs, loaded: &Loaded) -> HostFacts {
             // The Calls plugin's settings are JSON with their own names: RTCD's file only.
             unknown_keys: match loaded.deployment {
                 probe_proto::calls::Deployment::Rtcd => {
-                    probe_proto::rtcd::keys::unknown_keys(&loaded.cfg.table)
+                    let mut u = probe_proto::rtcd::keys::unknown_keys(&loaded.cfg.table);
+                    u.extend(probe_proto::rtcd::keys::unknown_env(
+                        loaded.env.vars.keys().map(String::as_str),
+                    ));
+                    u
                 }
                 _ => Vec::new(),
             },

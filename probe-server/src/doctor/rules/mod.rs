@@ -258,21 +258,31 @@ pub fn unknown_keys(setup: &Setup, out: &mut Judged) {
     if setup.unknown_keys.is_empty() {
         return;
     }
-    let named: Vec<String> = setup
-        .unknown_keys
-        .iter()
-        .map(|u| match &u.did_you_mean {
-            Some(k) => format!("{} (did you mean {k}?)", u.path),
-            None => u.path.clone(),
-        })
-        .collect();
+    let named = |env: bool| -> Vec<String> {
+        setup
+            .unknown_keys
+            .iter()
+            .filter(|u| u.path.starts_with("RTCD_") == env)
+            .map(|u| match &u.did_you_mean {
+                Some(k) => format!("{} (did you mean {k}?)", u.path),
+                None => u.path.clone(),
+            })
+            .collect()
+    };
+    let mut where_: Vec<String> = Vec::new();
+    let (keys, vars) = (named(false), named(true));
+    if !keys.is_empty() {
+        where_.push(format!("in {}: {}", setup.config_source, keys.join(", ")));
+    }
+    if !vars.is_empty() {
+        where_.push(format!("in {}: {}", setup.env.describe(), vars.join(", ")));
+    }
     out.finding(
         FindingId::RtcdConfigUnknownKey,
         Severity::Warning,
         format!(
-            "{} has key(s) RTCD does not know and ignores without a word: {}; the settings they were meant to be keep their defaults",
-            setup.config_source,
-            named.join(", ")
+            "RTCD does not know, and ignores without a word, {}; the settings they were meant to be keep their defaults",
+            where_.join("; ")
         ),
         "Rename each key to the one RTCD knows (named above when one is close), then restart RTCD.",
     );

@@ -1124,15 +1124,25 @@ fn unknown_keys_are_a_warning_naming_the_key_meant() {
             .parse()
             .unwrap(),
     );
+    s.unknown_keys.extend(probe_proto::rtcd::keys::unknown_env([
+        "RTCD_RTC_TURN_STATICAUTHSECRET",
+    ]));
     unknown_keys(&s, &mut out);
     assert_eq!(
         ids(&out),
         [id(FindingId::RtcdConfigUnknownKey, Severity::Warning)]
     );
     assert!(
-        out.findings[0]
-            .summary
-            .contains("rtc.icehostoverride (did you mean rtc.ice_host_override?)"),
+        out.findings[0].summary.contains(
+            "in /opt/rtcd/config.toml: rtc.icehostoverride (did you mean rtc.ice_host_override?)"
+        ),
+        "{}",
+        out.findings[0].summary
+    );
+    assert!(
+        out.findings[0].summary.contains(
+            "RTCD_RTC_TURN_STATICAUTHSECRET (did you mean RTCD_RTC_TURNCONFIG_STATICAUTHSECRET?)"
+        ),
         "{}",
         out.findings[0].summary
     );
