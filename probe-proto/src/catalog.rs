@@ -279,7 +279,7 @@ catalog! {
         "rtcd cmd/rtcd/main.go:21 loadConfig once at start, :40 handles only SIGINT/SIGTERM (no reload) (b3dee59)";
     RtcdConfigUnknownKey = "rtcd_config_unknown_key", Host, "warning",
         "RTCD's configuration file has a key, or its environment an RTCD_* variable, that RTCD does not know (misspelled, or in the wrong section): RTCD ignores it without a word, so the setting it was meant to be keeps its default.",
-        "Rename the key or variable to the one RTCD knows (the finding names the closest), then restart RTCD.",
+        "Give each key or variable the name RTCD knows (the closest is named when there is one), or remove it; then restart RTCD.",
         "rtcd cmd/rtcd/config.go:28 toml.DecodeFile, MetaData.Undecoded never checked; :31 envconfig.Process reads only its fields' names; BurntSushi/toml v1.4.0 matches field names case-insensitively (b3dee59)";
     RtcdStunFailedAtStart = "rtcd_stun_failed_at_start", Host, "error; warning when RTCD's start line is not in the log",
         "RTCD's STUN lookup failed when it started, so it advertises its private address until restarted, although STUN answers now.",

@@ -108,7 +108,7 @@ fn through_relay(mut f: Finding, ice: &IceReport, t: &Terms) -> Finding {
     }
     f.severity = Severity::Warning;
     f.summary = format!(
-        "{} {} also relays through {} (server-side TURN, which allocated a relay from RTCD's host), so calls from here can still connect through the relay, with the extra hop, if this network reaches the TURN server's relay ports.",
+        "{} {} also relays through {} (server-side TURN; probe-server leaves out a TURN server that refuses to allocate from RTCD's host), so calls from here can still connect through the relay, with the extra hop, if this network reaches the TURN server's relay ports.",
         f.summary,
         t.server(),
         ice.relay_servers.join(", ")

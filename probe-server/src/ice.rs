@@ -58,13 +58,10 @@ pub fn load_config(args: &ServeArgs) -> Result<(RtcdConfig, EnvLine), String> {
     let line = EnvLine {
         source: env.kind(),
         summary: env.summary(),
-        unknown_keys: {
-            let mut u = probe_proto::rtcd::keys::unknown_keys(&cfg.table);
-            u.extend(probe_proto::rtcd::keys::unknown_env(
-                env.vars.keys().map(String::as_str),
-            ));
-            u
-        },
+        unknown_keys: probe_proto::rtcd::keys::unknown_all(
+            &cfg.table,
+            env.vars.keys().map(String::as_str),
+        ),
     };
     cfg.apply_env(&|k| env.get(k))
         .map_err(|e| format!("{e} (the variable is in {})", env.describe()))?;
@@ -93,15 +90,9 @@ impl EnvLine {
     pub fn log(&self) {
         tracing::info!(env_source = self.source, "{}", self.summary);
         for u in &self.unknown_keys {
-            let meant = u
-                .did_you_mean
-                .as_deref()
-                .map(|k| format!(" (did you mean {k}?)"))
-                .unwrap_or_default();
             tracing::warn!(
-                "RTCD's configuration sets {}{meant}, which RTCD does not know and ignores without a word \
+                "RTCD's configuration sets {u}, which RTCD does not know and ignores without a word \
                  ({}): the setting it was meant to be keeps its default",
-                u.path,
                 probe_proto::catalog::FindingId::RtcdConfigUnknownKey
             );
         }
@@ -289,19 +280,14 @@ fn plugin_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<(boo
         )));
     } else if !udp.is_empty() && udp.iter().all(|c| c.private) {
         let addrs: Vec<String> = udp_ips.iter().map(ToString::to_string).collect();
-        let relays: Vec<&str> = cfg
-            .relay_servers()
-            .iter()
-            .map(|s| s.urls[0].as_str())
-            .collect();
-        let consequence = if relays.is_empty() {
+        let consequence = if cfg.relay_servers().is_empty() {
             "users outside this network cannot connect (\"timed out waiting for rtc connection\")"
                 .to_string()
         } else {
             format!(
-                "users outside this network connect only through the relay on its TURN server ({}, Server Side \
-                 TURN, which allocated a relay from this host)",
-                relays.join(", ")
+                "users outside this network connect only through the relay on its TURN server (Server Side \
+                 TURN: {})",
+                relay_list(cfg)
             )
         };
         out.push((true, format!(
@@ -313,6 +299,15 @@ fn plugin_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<(boo
         )));
     }
     out
+}
+
+/// The server-side TURN servers counted on, each with what its check said.
+fn relay_list(cfg: &RtcdConfig) -> String {
+    cfg.relay_servers()
+        .iter()
+        .map(|s| format!("{}, {}", s.urls[0], cfg.relay_note(&s.urls[0])))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// `udp 203.0.113.7:8443 (Override), …` or `nothing`.
@@ -388,19 +383,13 @@ fn advertised_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<
         let addrs: Vec<String> = udp.iter().map(|c| c.address.to_string()).collect();
         // rtcd sfu.go:231-252: with server-side TURN (a turn: entry and turn.static_auth_secret)
         // RTCD also gathers relay candidates, so outside users still connect through the relay.
-        let relays: Vec<&str> = cfg
-            .relay_servers()
-            .iter()
-            .map(|s| s.urls[0].as_str())
-            .collect();
-        let consequence = if relays.is_empty() {
+        let consequence = if cfg.relay_servers().is_empty() {
             "users outside this network cannot connect (\"timed out waiting for rtc connection\")"
                 .to_string()
         } else {
             format!(
-                "users outside this network connect only through the relay RTCD gathers on its TURN server ({}, \
-                 which allocated a relay from this host)",
-                relays.join(", ")
+                "users outside this network connect only through the relay RTCD gathers on its TURN server ({})",
+                relay_list(cfg)
             )
         };
         out.push((

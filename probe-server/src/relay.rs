@@ -19,13 +19,24 @@ use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// All entries are tried side by side within this bound (DNS included).
+/// All entries, and all URLs of an entry, are tried side by side within this bound (DNS
+/// included), as pion gathers from every URL at once.
 pub const BOUND: Duration = Duration::from_secs(4);
 /// One Allocate transaction, retransmissions included.
 const TRANSACTION: Duration = Duration::from_secs(3);
 
-/// Tries RTCD's server-side TURN entries and records the ones that failed in
-/// `cfg.relay_failed`; logs what it found. Does nothing without server-side TURN.
+/// How one entry (or one of its URLs) fared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tried {
+    Allocated(SocketAddr),
+    /// TCP or TLS TURN only: counted on as configured.
+    Untried,
+    /// Why not, with what to check.
+    Failed(String),
+}
+
+/// Tries RTCD's server-side TURN entries and records the outcome in `cfg.relay_failed` and
+/// `cfg.relay_allocated`; logs what it found. Does nothing without server-side TURN.
 pub fn check_into(cfg: &mut RtcdConfig) {
     let entries: Vec<IceServer> = cfg.configured_relays().into_iter().cloned().collect();
     if entries.is_empty() {
@@ -35,42 +46,33 @@ pub fn check_into(cfg: &mut RtcdConfig) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let minutes = u64::try_from(cfg.turn.credentials_expiration_minutes.max(1)).unwrap_or(1);
-    let secret = cfg.turn.static_auth_secret.clone();
     let (tx, rx) = mpsc::channel();
     for (i, e) in entries.iter().enumerate() {
-        let (tx, e, secret) = (tx.clone(), e.clone(), secret.clone());
-        let creds = credentials(&e, &secret, now_unix + minutes * 60);
+        let (tx, e) = (tx.clone(), e.clone());
+        let creds = credentials(&e, &cfg.turn.static_auth_secret, now_unix + minutes * 60);
         // Detached: a thread stuck in DNS ends on its own; the verdict does not wait for it.
         std::thread::spawn(move || {
             let _ = tx.send((i, try_entry(&e, &creds)));
         });
     }
     drop(tx);
-    let deadline = Instant::now() + BOUND;
-    let mut results: Vec<Option<Result<String, String>>> = vec![None; entries.len()];
-    while results.iter().any(Option::is_none) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok((i, r)) => results[i] = Some(r),
-            Err(_) => break,
-        }
-    }
+    let results = collect(&rx, entries.len(), Instant::now() + BOUND);
     cfg.relay_failed.clear();
+    cfg.relay_allocated.clear();
     for (e, r) in entries.iter().zip(results) {
         let url = e.urls.first().cloned().unwrap_or_default();
-        let r = r.unwrap_or_else(|| {
-            Err(format!(
-                "no answer within {} s (DNS or the TURN server)",
-                BOUND.as_secs()
-            ))
-        });
         match r {
-            Ok(what) => tracing::info!("RTCD's server-side TURN {url}: {what}"),
-            Err(why) => {
+            Tried::Allocated(relayed) => {
+                tracing::info!("RTCD's server-side TURN {url}: allocated relay {relayed} from this host");
+                cfg.relay_allocated.push(url);
+            }
+            Tried::Untried => tracing::info!(
+                "RTCD's server-side TURN {url}: not tried (TCP or TLS TURN only), counted on as configured"
+            ),
+            Tried::Failed(why) => {
                 tracing::warn!(
                     "RTCD's server-side TURN {url} did not allocate a relay from this host ({why}): RTCD gathers \
-                     no relay candidate there, so it is not counted on; {}",
-                    fix_for(&why)
+                     no relay candidate there, so it is not counted on"
                 );
                 cfg.relay_failed.push((url, why));
             }
@@ -78,10 +80,32 @@ pub fn check_into(cfg: &mut RtcdConfig) {
     }
 }
 
+/// The results of `n` tries sent on `rx`, in order; one that did not come by `deadline` failed.
+fn collect(rx: &mpsc::Receiver<(usize, Tried)>, n: usize, deadline: Instant) -> Vec<Tried> {
+    let mut results: Vec<Option<Tried>> = vec![None; n];
+    while results.iter().any(Option::is_none) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok((i, r)) => results[i] = Some(r),
+            Err(_) => break,
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Tried::Failed(format!(
+                    "no answer within {} s: check that RTCD's host resolves and reaches the TURN server",
+                    BOUND.as_secs()
+                ))
+            })
+        })
+        .collect()
+}
+
 /// The credentials RTCD would give pion for this entry (rtcd sfu.go:236-245): its own when it
 /// has any, else REST credentials from the static secret (turn.go `genTURNCredentials`).
 fn credentials(e: &IceServer, secret: &str, expiry_unix: u64) -> rest::Credentials {
-    if !e.username.is_empty() || !e.credential.is_empty() {
+    if own_credentials(e) {
         return rest::Credentials {
             username: e.username.clone(),
             password: e.credential.clone(),
@@ -90,50 +114,70 @@ fn credentials(e: &IceServer, secret: &str, expiry_unix: u64) -> rest::Credentia
     rest::credentials(secret, "probe-server", expiry_unix)
 }
 
-/// What to do about a failed allocation, by its cause.
-pub fn fix_for(why: &str) -> &'static str {
-    if why.starts_with("401") || why.starts_with("441") {
-        "check that turn.static_auth_secret is the TURN server's shared secret (coturn: use-auth-secret with static-auth-secret)"
-    } else if why.starts_with("no answer") || why.starts_with("no response") {
-        "check that RTCD's host reaches the TURN server's UDP port (firewall, DNS)"
+fn own_credentials(e: &IceServer) -> bool {
+    !e.username.is_empty() || !e.credential.is_empty()
+}
+
+/// Every URL of the entry at once: allocated when one allocates (pion gathers from all of
+/// them), not tried when none could be tried over UDP, else failed with the first URL's why.
+fn try_entry(e: &IceServer, creds: &rest::Credentials) -> Tried {
+    let (tx, rx) = mpsc::channel();
+    let own = own_credentials(e);
+    for (i, url) in e.urls.iter().enumerate() {
+        let (tx, url, creds) = (tx.clone(), url.clone(), creds.clone());
+        std::thread::spawn(move || {
+            let r = match uri::parse(&url) {
+                Ok(u) if u.transports.contains(&TurnTransport::Udp) => {
+                    match allocate_udp(&u.authority(), &creds) {
+                        Ok(relayed) => Tried::Allocated(relayed),
+                        Err(why) => Tried::Failed(with_fix(&why, own)),
+                    }
+                }
+                _ => Tried::Untried,
+            };
+            let _ = tx.send((i, r));
+        });
+    }
+    drop(tx);
+    let all = collect(&rx, e.urls.len(), Instant::now() + BOUND);
+    if let Some(a) = all.iter().find(|r| matches!(r, Tried::Allocated(_))) {
+        return a.clone();
+    }
+    if all.contains(&Tried::Untried) {
+        return Tried::Untried;
+    }
+    all.into_iter().next().unwrap_or(Tried::Untried)
+}
+
+/// A failure with what to check, by its cause.
+fn with_fix(why: &str, own_credentials: bool) -> String {
+    let fix = if why.starts_with("401") || why.starts_with("441") {
+        if own_credentials {
+            "check the entry's username and credential, which RTCD uses instead of the secret"
+        } else {
+            "check that turn.static_auth_secret is the TURN server's shared secret (coturn: use-auth-secret with static-auth-secret)"
+        }
+    } else if why.starts_with("cannot resolve") || why.contains("no IPv4 address") {
+        "check that RTCD's host resolves the TURN server's name to an IPv4 address (DNS)"
+    } else if why.contains("port unreachable") {
+        "check that the TURN server runs and listens on that UDP port"
+    } else if why.starts_with("no answer") {
+        "check that RTCD's host reaches the TURN server's UDP port (firewall)"
     } else {
         "check the TURN server's log for this allocation"
-    }
+    };
+    format!("{why}: {fix}")
 }
 
-/// Ok(what) when one of the entry's UDP URLs allocated, or none could be tried over UDP;
-/// Err(why) of the last URL tried otherwise.
-fn try_entry(e: &IceServer, creds: &rest::Credentials) -> Result<String, String> {
-    let mut last = None;
-    for url in &e.urls {
-        let Ok(u) = uri::parse(url) else { continue };
-        if !u.transports.contains(&TurnTransport::Udp) {
-            continue;
-        }
-        match allocate_udp(&u.authority(), creds) {
-            Ok(relayed) => return Ok(format!("allocated relay {relayed} from this host")),
-            Err(why) => last = Some(why),
-        }
-    }
-    match last {
-        Some(why) => Err(why),
-        None => Ok("not tried (no turn: URL over UDP; TCP and TLS TURN are not checked)".into()),
-    }
-}
-
-/// One Allocate over UDP to `authority`; the relayed address, or why not.
+/// One Allocate over UDP to `authority`, over IPv4 as pion's relay gathering does (it listens
+/// on `udp4` and resolves the TURN server for it); the relayed address, or why not.
 fn allocate_udp(authority: &str, creds: &rest::Credentials) -> Result<SocketAddr, String> {
     let addr = authority
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve {authority}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{authority} resolves to no address"))?;
-    let bind: SocketAddr = if addr.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let sock = UdpSocket::bind(bind).map_err(|e| format!("no UDP socket: {e}"))?;
+        .find(SocketAddr::is_ipv4)
+        .ok_or_else(|| format!("{authority} has no IPv4 address"))?;
+    let sock = UdpSocket::bind(("0.0.0.0", 0)).map_err(|e| format!("no UDP socket: {e}"))?;
     sock.connect(addr)
         .map_err(|e| format!("cannot reach {addr}: {e}"))?;
     let mut c = Client::new(
@@ -230,6 +274,10 @@ mod tests {
         let t0 = Instant::now();
         let err = allocate_udp(&format!("127.0.0.1:{port}"), &creds).unwrap_err();
         assert!(err.contains("port unreachable"), "{err}");
+        assert!(
+            with_fix(&err, false).ends_with("listens on that UDP port"),
+            "{err}"
+        );
         assert!(t0.elapsed() < TRANSACTION, "{:?}", t0.elapsed());
         let mut cfg = RtcdConfig::from_toml_str(&format!(
             "[rtc]\nice_servers = [\"turn:127.0.0.1:{port}\"]\nturn.static_auth_secret = \"s\"\n"
@@ -240,5 +288,14 @@ mod tests {
         assert!(cfg.relay_servers().is_empty(), "{:?}", cfg.relay_failed);
         assert_eq!(cfg.relay_failed.len(), 1);
         assert_eq!(cfg.configured_relays().len(), 1);
+        // A dead UDP URL beside a TCP one: pion may still gather over TCP, so not failed.
+        let mut cfg = RtcdConfig::from_toml_str(&format!(
+            "[rtc]\nice_servers = [{{urls = [\"turn:127.0.0.1:{port}\", \"turn:127.0.0.1:{port}?transport=tcp\"]}}]\nturn.static_auth_secret = \"s\"\n"
+        ))
+        .unwrap();
+        check_into(&mut cfg);
+        assert!(cfg.relay_failed.is_empty(), "{:?}", cfg.relay_failed);
+        assert!(cfg.relay_allocated.is_empty());
+        assert_eq!(cfg.relay_servers().len(), 1);
     }
 }

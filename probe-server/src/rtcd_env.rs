@@ -402,6 +402,11 @@ fn named_process(
     named
 }
 
+/// Whether `pid` shares this process's network namespace; `None` when either cannot be read.
+pub fn same_net_ns(pid: u32) -> Option<bool> {
+    Some(net_ns(&pid.to_string())? == net_ns("self")?)
+}
+
 /// The network namespace of `pid` (`net:[4026531840]`), or `self`.
 fn net_ns(pid: &str) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/net")).ok()

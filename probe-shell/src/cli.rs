@@ -166,9 +166,9 @@ fn env_to_ignore(
     names(cmd, &mut all);
     let mut out: Vec<std::ffi::OsString> = all
         .into_iter()
-        .filter(|n| get(n).is_some_and(|v| v.is_empty()))
+        .filter(|n| get(n).is_some_and(|v| v.is_empty()) && !guards(n))
         .collect();
-    if let Some(sub) = subcommand_named(cmd, args).and_then(|s| cmd.find_subcommand(&s)) {
+    if let Some(sub) = leading_subcommand(cmd, args) {
         let own: Vec<&std::ffi::OsStr> = sub.get_arguments().filter_map(|a| a.get_env()).collect();
         out.extend(
             cmd.get_arguments()
@@ -181,6 +181,40 @@ fn env_to_ignore(
     out.sort();
     out.dedup();
     out
+}
+
+/// A variable that secures something (a token, a pin, a secret): set but empty, it must stay
+/// and be refused as the flag is, never read as unset, or an empty `PROBE_SERVER_TOKEN=`
+/// would start an open server.
+fn guards(name: &std::ffi::OsStr) -> bool {
+    let n = name.to_string_lossy().to_ascii_uppercase();
+    ["TOKEN", "PIN", "SECRET", "PASS", "KEY"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// The subcommand the command line runs: only the first word after the global options (and
+/// their values) can be one, since the default command's options conflict with subcommands.
+/// Not any later word, which may be an option's value (`--state-dir results`).
+fn leading_subcommand<'c>(
+    cmd: &'c clap::Command,
+    args: &[std::ffi::OsString],
+) -> Option<&'c clap::Command> {
+    let mut words = args.iter().skip(1).filter_map(|a| a.to_str());
+    loop {
+        let w = words.next()?;
+        let Some(long) = w.strip_prefix("--") else {
+            return cmd.find_subcommand(w);
+        };
+        let name = long.split('=').next().unwrap_or(long);
+        let global = cmd
+            .get_arguments()
+            .find(|a| a.is_global_set() && a.get_long() == Some(name))?;
+        // `--log debug`: its value is the next word.
+        if !long.contains('=') && global.get_action().takes_values() {
+            words.next()?;
+        }
+    }
 }
 
 /// The first word of the command line that is one of the program's subcommands, before any
@@ -279,6 +313,8 @@ mod tests {
         listen: Option<u16>,
         #[arg(long, env = "Y_STATE")]
         state: Option<String>,
+        #[arg(long, env = "Y_TOKEN")]
+        token: Option<String>,
         #[command(subcommand)]
         sub: Option<Report>,
     }
@@ -316,12 +352,27 @@ mod tests {
             &env(set),
         );
         assert_eq!(got, vec![std::ffi::OsString::from("Y_LISTEN")]);
+        // After the global option and its value, too.
+        let got = env_to_ignore(
+            &Served::command(),
+            &argv(&["probe-y", "--log", "debug", "results"]),
+            &env(set),
+        );
+        assert_eq!(got, vec![std::ffi::OsString::from("Y_LISTEN")]);
+        // A subcommand's name as an option's value runs the default command: nothing goes.
+        let got = env_to_ignore(
+            &Served::command(),
+            &argv(&["probe-y", "--state", "results"]),
+            &env(set),
+        );
+        assert!(got.is_empty(), "{got:?}");
         let got = env_to_ignore(&Served::command(), &argv(&["probe-y"]), &env(set));
         assert!(
             got.is_empty(),
             "the default command reads them all: {got:?}"
         );
-        static EMPTY: [(&str, &str); 2] = [("Y_STATE", ""), ("Y_LOG", "")];
+        // An empty token stays, to be refused as an empty --token is.
+        static EMPTY: [(&str, &str); 3] = [("Y_STATE", ""), ("Y_LOG", ""), ("Y_TOKEN", "")];
         let empty = &EMPTY;
         let mut got = env_to_ignore(&Served::command(), &argv(&["probe-y"]), &env(empty));
         got.sort();

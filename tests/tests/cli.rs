@@ -560,16 +560,26 @@ fn environment_a_command_does_not_use_breaks_nothing() {
         "{}",
         done.describe()
     );
-    // The client: an empty PROBE_SITE or PROBE_PIN is unset, not an empty value.
+    // An empty token is refused as `--token ""` is: never read as "no token", which would
+    // start an open server.
+    let state = dir.path().join("state").display().to_string();
     let done = run(
-        &bins.client,
-        &[("PROBE_SITE", ""), ("PROBE_PIN", "")],
-        &["no-such-host.invalid"],
+        &bins.server,
+        &[("PROBE_SERVER_TOKEN", "")],
+        &["--listen", "127.0.0.1:0", "--state-dir", &state],
     );
     assert_eq!(done.code(), Some(2), "{}", done.describe());
     assert!(
-        !done.stderr.contains("--site") && !done.stderr.contains("pin"),
+        done.stderr.contains("token") && !done.stdout.contains("ready"),
         "{}",
         done.describe()
     );
+    // The client: an empty PROBE_SITE is unset, not an empty value.
+    let done = run(
+        &bins.client,
+        &[("PROBE_SITE", "")],
+        &["no-such-host.invalid"],
+    );
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+    assert!(!done.stderr.contains("--site"), "{}", done.describe());
 }

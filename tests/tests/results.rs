@@ -826,6 +826,43 @@ fn a_store_this_user_may_not_open_says_sudo() {
             Duration::from_secs(20),
         )
     };
+    // The server itself, as a user that may not open the store: that user's rights are the
+    // fix, never sudo.
+    let own = dir.path().join("own");
+    std::fs::create_dir(&own).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let store = state.join("results.sqlite");
+    let argv = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        bins.server.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--state-dir",
+        own.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+    ];
+    let done = probe_tests::run_bounded(
+        probe_tests::proc::command(&argv),
+        "probe-server as nobody",
+        Duration::from_secs(20),
+    );
+    assert_eq!(done.code(), Some(2), "{}", done.describe());
+    assert!(
+        done.stderr
+            .contains("give the user probe-server runs as write access")
+            && !done.stderr.contains("sudo"),
+        "{}",
+        done.describe()
+    );
     // The state directory closed (0700), then open but the file the owner's alone (0600).
     for mode in [0o700, 0o755] {
         let done = as_nobody(mode);

@@ -81,8 +81,10 @@ fn a_token_the_server_does_not_hold_fails_and_names_the_token() {
     assert_eq!(plain.code(), Some(0), "{}", plain.describe());
 }
 
-/// A token the server ignores: the advice says the token is wrong and leaves the firewall out
-/// (TCP connected); without any token the advice is still to pass one.
+/// A token the server ignores: the client learns from the TLS handshake on the TCP port that
+/// the silent server is the pinned probe-server, and says the token is wrong (exit 2, no
+/// report: nothing was tested), never that the firewall blocks; without any token it says one
+/// is needed.
 #[test]
 fn a_wrong_token_is_named_instead_of_the_firewall() {
     let ns = Netns::new("verdict");
@@ -90,26 +92,25 @@ fn a_wrong_token_is_named_instead_of_the_firewall() {
     let pin = h.pin().to_string();
     let base = ["--pin", &pin, "--duration", "0.5", "--json"];
     let wrong = client(&ns, &[&base[..], &["--token", "wrong"]].concat());
-    assert_eq!(wrong.code(), Some(1), "{}", wrong.describe());
-    let r = json(&wrong);
-    assert!(r["tcp"]["connect_ms"].is_number(), "{r:#}");
-    let f = finding(&r, "server_unreachable").unwrap_or_else(|| panic!("{r:#}"));
-    let fix = text(f, "fix");
+    assert_eq!(wrong.code(), Some(2), "{}", wrong.describe());
     assert!(
-        fix.contains("ignored the probe signed with the token given")
-            && fix.contains("ask the admin for the current token")
-            && !fix.contains("firewall")
-            && !fix.contains("run again with --token"),
-        "{fix}"
+        wrong
+            .stderr
+            .contains("ignores probes signed with the token given: the token is wrong")
+            && wrong.stderr.contains("ask the admin for the current token")
+            && !wrong.stderr.contains("firewall")
+            && wrong.stdout.is_empty(),
+        "{}",
+        wrong.describe()
     );
     let none = client(&ns, &base);
-    assert_eq!(none.code(), Some(1), "{}", none.describe());
-    let r = json(&none);
-    let fix = finding(&r, "server_unreachable").map(|f| text(f, "fix"));
+    assert_eq!(none.code(), Some(2), "{}", none.describe());
     assert!(
-        fix.as_deref()
-            .is_some_and(|f| f.contains("run again with --token") && !f.contains("token is wrong")),
-        "{r:#}"
+        none.stderr
+            .contains("requires an access token: run again with --token")
+            && !none.stderr.contains("token is wrong"),
+        "{}",
+        none.describe()
     );
     let right = client(&ns, &[&base[..], &["--token", "right"]].concat());
     assert_eq!(right.code(), Some(0), "{}", right.describe());

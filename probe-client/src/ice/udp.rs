@@ -86,56 +86,13 @@ async fn check_family(
     let deadline = Instant::now() + bound;
     let mut tick = tokio::time::interval(PACE);
     let mut buf = vec![0u8; 2048];
-    let username = creds.username();
     let (news, mut heard) = tokio::sync::mpsc::channel(addrs.len().max(1));
     // Dropped with this function: no sentinel outlives the checks.
-    let mut sentinels = tokio::task::JoinSet::new();
-    for (i, t) in targets.iter_mut().enumerate() {
-        let tid: stun::TransactionId = crate::control::rand_bytes();
-        let req = stun::ice_check_request(&creds.check(tid, &username));
-        t.sent.insert(tid, Instant::now());
-        sentinels.spawn(sentinel(
-            i,
-            t.addr,
-            bind.to_owned(),
-            req,
-            deadline,
-            news.clone(),
-        ));
-    }
-    drop(news);
-    loop {
-        if targets.iter().all(|t| t.result.is_some()) {
-            break;
-        }
+    let _sentinels = spawn_sentinels(&mut targets, bind, creds, deadline, news);
+    while targets.iter().any(|t| t.result.is_none()) {
         tokio::select! {
-            Some(heard) = heard.recv() => match heard {
-                Heard::Answer(i, pkt) => {
-                    let src = targets[i].addr;
-                    on_answer(&mut targets, &pkt, src, creds);
-                }
-                Heard::Refused(i) => {
-                    let t = &mut targets[i];
-                    if t.result.is_none() {
-                        t.result = Some(Outcome::failed("port unreachable: connection refused"));
-                    }
-                }
-            },
-            _ = tick.tick() => {
-                for t in targets.iter_mut().filter(|t| t.result.is_none()) {
-                    let tid: stun::TransactionId = crate::control::rand_bytes();
-                    let req = stun::ice_check_request(&creds.check(tid, &username));
-                    match sock.send_to(&req, t.addr).await {
-                        Ok(_) => {
-                            t.sent.insert(tid, Instant::now());
-                        }
-                        Err(e) => {
-                            tracing::debug!("ICE-UDP send to {}: {e}", t.addr);
-                            t.detail = Some(format!("cannot send: {}", super::error_kind(&e.to_string())));
-                        }
-                    }
-                }
-            }
+            Some(h) = heard.recv() => on_heard(&mut targets, h, creds),
+            _ = tick.tick() => send_round(&sock, &mut targets, creds).await,
             r = sock.recv_from(&mut buf) => {
                 // Errors here are ICMP reports surfacing on some platforms (Windows reports
                 // WSAECONNRESET on unconnected sockets): keep listening until the deadline.
@@ -159,6 +116,68 @@ async fn check_family(
         .collect()
 }
 
+/// One check to every target still open, from the shared socket.
+async fn send_round(sock: &UdpSocket, targets: &mut [Target], creds: &Creds) {
+    let username = creds.username();
+    for t in targets.iter_mut().filter(|t| t.result.is_none()) {
+        let tid: stun::TransactionId = crate::control::rand_bytes();
+        let req = stun::ice_check_request(&creds.check(tid, &username));
+        match sock.send_to(&req, t.addr).await {
+            Ok(_) => {
+                t.sent.insert(tid, Instant::now());
+            }
+            Err(e) => {
+                tracing::debug!("ICE-UDP send to {}: {e}", t.addr);
+                t.detail = Some(format!(
+                    "cannot send: {}",
+                    super::error_kind(&e.to_string())
+                ));
+            }
+        }
+    }
+}
+
+/// A sentinel per target, each with its own check (see the module docs).
+fn spawn_sentinels(
+    targets: &mut [Target],
+    bind: &str,
+    creds: &Creds,
+    deadline: Instant,
+    news: tokio::sync::mpsc::Sender<Heard>,
+) -> tokio::task::JoinSet<()> {
+    let username = creds.username();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, t) in targets.iter_mut().enumerate() {
+        let tid: stun::TransactionId = crate::control::rand_bytes();
+        let req = stun::ice_check_request(&creds.check(tid, &username));
+        t.sent.insert(tid, Instant::now());
+        set.spawn(sentinel(
+            i,
+            t.addr,
+            bind.to_owned(),
+            req,
+            deadline,
+            news.clone(),
+        ));
+    }
+    set
+}
+
+fn on_heard(targets: &mut [Target], h: Heard, creds: &Creds) {
+    match h {
+        Heard::Answer(i, pkt) => {
+            let src = targets[i].addr;
+            on_answer(targets, &pkt, src, creds);
+        }
+        Heard::Refused(i) => {
+            let t = &mut targets[i];
+            if t.result.is_none() {
+                t.result = Some(Outcome::failed("port unreachable: connection refused"));
+            }
+        }
+    }
+}
+
 /// What a sentinel heard from its target.
 enum Heard {
     /// A datagram from exactly the target (the socket is connected to it).
@@ -167,7 +186,7 @@ enum Heard {
     Refused(usize),
 }
 
-/// Sends one check to target `i` from a socket connected to it and reports what comes back
+/// Sends a check to target `i` from a socket connected to it and reports what comes back
 /// before `deadline`; nothing when the socket cannot be had (the shared socket still checks).
 async fn sentinel(
     i: usize,
@@ -184,17 +203,34 @@ async fn sentinel(
         return;
     }
     let mut buf = vec![0u8; 2048];
-    let heard = match sock.send(&req).await {
-        Err(e) if crate::echo::is_refusal(&e) => Heard::Refused(i),
-        Err(_) => return,
-        Ok(_) => match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+    // The same check up to three times (a retransmission): one ICMP answer can be lost, or
+    // held back by the kernel's ICMP rate limit.
+    for attempt in 0..SENTINEL_SENDS {
+        if let Err(e) = sock.send(&req).await {
+            if crate::echo::is_refusal(&e) {
+                let _ = news.send(Heard::Refused(i)).await;
+            }
+            return;
+        }
+        let until = if attempt + 1 == SENTINEL_SENDS {
+            deadline
+        } else {
+            (Instant::now() + PACE).min(deadline)
+        };
+        let heard = match tokio::time::timeout_at(until, sock.recv(&mut buf)).await {
             Ok(Ok(n)) => Heard::Answer(i, buf[..n].to_vec()),
             Ok(Err(e)) if crate::echo::is_refusal(&e) => Heard::Refused(i),
-            _ => return,
-        },
-    };
-    let _ = news.send(heard).await;
+            Ok(Err(_)) => return,
+            Err(_) if until < deadline => continue,
+            Err(_) => return,
+        };
+        let _ = news.send(heard).await;
+        return;
+    }
 }
+
+/// Sends of a sentinel's check at most.
+const SENTINEL_SENDS: u32 = 3;
 
 fn on_answer(targets: &mut [Target], pkt: &[u8], src: SocketAddr, creds: &Creds) {
     let Ok(m) = stun::decode(pkt) else { return };

@@ -160,6 +160,10 @@ pub struct RtcdConfig {
     /// module), never parsed.
     #[serde(skip)]
     pub relay_failed: Vec<(String, String)>,
+    /// Not a setting: the server-side TURN entries (by their first URL) that allocated a relay
+    /// from RTCD's host. An entry in neither list could not be tried (TCP or TLS TURN).
+    #[serde(skip)]
+    pub relay_allocated: Vec<String>,
 }
 
 impl Default for RtcdConfig {
@@ -184,6 +188,7 @@ impl Default for RtcdConfig {
             table: Table::new(),
             env_applied: Vec::new(),
             relay_failed: Vec::new(),
+            relay_allocated: Vec::new(),
         }
     }
 }
@@ -232,6 +237,16 @@ impl RtcdConfig {
                     .any(|(u, _)| s.urls.first() == Some(u))
             })
             .collect()
+    }
+
+    /// What a relay's check said, for texts: "allocated a relay from this host", or that it
+    /// was not tried.
+    pub fn relay_note(&self, url: &str) -> &'static str {
+        if self.relay_allocated.iter().any(|u| u == url) {
+            "which allocated a relay from this host"
+        } else {
+            "TCP or TLS TURN, not tried from here"
+        }
     }
 
     /// The server-side TURN entries as configured, whether or not they allocate.

@@ -55,12 +55,34 @@ const KNOWN: &[&str] = &[
     "logger.enable_color",
 ];
 
+/// Variables RTCD reads outside envconfig, with `os.Getenv`.
+const EXTRA_ENV: &[&str] = &[
+    // rtcd service/rtc/sfu.go:98 (b3dee59).
+    "RTCD_RTC_DTLS_INSECURE_SKIP_HELLOVERIFY",
+];
+
 /// A key RTCD ignores, with the known key it most likely meant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownKey {
-    /// As written, dotted (`rtc.icehostoverride`).
+    /// As written, dotted (`rtc.icehostoverride`), or the variable's name.
     pub path: String,
     pub did_you_mean: Option<String>,
+}
+
+impl std::fmt::Display for UnknownKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.did_you_mean {
+            Some(k) => write!(f, "{} (did you mean {k}?)", self.path),
+            None => f.write_str(&self.path),
+        }
+    }
+}
+
+/// The file's unknown keys, then the environment's unknown `RTCD_*` variables.
+pub fn unknown_all<'a>(table: &Table, env: impl IntoIterator<Item = &'a str>) -> Vec<UnknownKey> {
+    let mut out = unknown_keys(table);
+    out.extend(unknown_env(env));
+    out
 }
 
 /// The keys of `table` (RTCD's file as parsed) that RTCD ignores, sorted by path.
@@ -71,10 +93,21 @@ pub fn unknown_keys(table: &Table) -> Vec<UnknownKey> {
 }
 
 /// `shown`: the path as written; `known`: the same in lower case with `*` for array entries.
+/// An `ice_servers` entry's keys are matched exactly: RTCD reads them from a map
+/// (`m["username"]`, rtcd service/rtc/config.go:266-272), not through the decoder's
+/// case-insensitive field matching.
 fn walk(table: &Table, shown: &str, known: &str, out: &mut Vec<UnknownKey>) {
+    let exact = known.ends_with(".*");
     for (k, v) in table {
         let shown = join(shown, k);
-        let known = join(known, &k.to_ascii_lowercase());
+        let known = join(
+            known,
+            &if exact {
+                k.clone()
+            } else {
+                k.to_ascii_lowercase()
+            },
+        );
         let is_leaf = KNOWN.contains(&known.as_str());
         let is_section = KNOWN.iter().any(|p| p.starts_with(&format!("{known}.")));
         match v {
@@ -88,7 +121,7 @@ fn walk(table: &Table, shown: &str, known: &str, out: &mut Vec<UnknownKey>) {
             }
             _ if is_leaf => {}
             _ => out.push(UnknownKey {
-                did_you_mean: nearest(&known),
+                did_you_mean: nearest(&known, exact),
                 path: shown,
             }),
         }
@@ -102,7 +135,9 @@ pub fn known_env() -> Vec<String> {
         asked.borrow_mut().push(k.to_string());
         None
     });
-    asked.into_inner()
+    let mut known = asked.into_inner();
+    known.extend(EXTRA_ENV.iter().map(|s| s.to_string()));
+    known
 }
 
 /// The `RTCD_*` variables among `names` that RTCD does not read, with the name most likely
@@ -141,9 +176,16 @@ fn join(a: &str, b: &str) -> String {
 
 /// The known key closest to `path`: the same but for underscores, else within two edits of
 /// its last part in the same section, else the same name in another section.
-fn nearest(path: &str) -> Option<String> {
-    let squash = |s: &str| s.replace(['_', '-'], "");
+/// `entry`: a key of an `ice_servers` entry, whose suggestion is the entry key's own name.
+fn nearest(path: &str, entry: bool) -> Option<String> {
+    let squash = |s: &str| s.to_ascii_lowercase().replace(['_', '-'], "");
     let (parent, last) = path.rsplit_once('.').unwrap_or(("", path));
+    if entry {
+        return ["urls", "username", "credential"]
+            .iter()
+            .find(|k| squash(k) == squash(last) || edits(k, &last.to_ascii_lowercase()) <= 2)
+            .map(|k| k.to_string());
+    }
     let leaves = KNOWN.iter().filter(|k| !k.contains('*'));
     let best = leaves
         .clone()
@@ -232,6 +274,14 @@ enable_color = true
             unknown("[RTC]\nICE_Host_Override = \"203.0.113.7\"\n"),
             vec![]
         );
+        // But an ice_servers entry is a map RTCD reads by exact key.
+        assert_eq!(
+            unknown("[rtc]\nice_servers = [{urls = [\"turn:t\"], Username = \"u\"}]\n"),
+            vec![(
+                "rtc.ice_servers[0].Username".into(),
+                Some("username".into())
+            )]
+        );
     }
 
     /// The names envconfig reads, from `apply_env` itself; a near miss is named with the one meant.
@@ -243,6 +293,7 @@ enable_color = true
             "RTCD_RTC_ICEHOSTOVERRIDE",
             "RTCD_RTC_TURNCONFIG_STATICAUTHSECRET",
             "RTCD_LOGGER_ENABLECOLOR",
+            "RTCD_RTC_DTLS_INSECURE_SKIP_HELLOVERIFY",
         ] {
             assert!(known.iter().any(|k| k == n), "{n}");
         }

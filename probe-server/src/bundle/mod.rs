@@ -134,10 +134,16 @@ fn partial(args: &BundleArgs, text: &str, why: &str, now: u64) -> i32 {
         env!("CARGO_PKG_VERSION")
     );
     let mut r = Redactor::default();
+    // The secrets first, by key where the text is TOML at all (a type RTCD refuses still
+    // parses), so that the error text and every other file lose them too.
+    if let Ok(t) = text.parse::<toml::Table>() {
+        r.toml("", &toml::Value::Table(t));
+    }
+    let config = r.scrub(text);
     let files: Vec<(String, String)> = vec![
         ("README.txt".into(), readme),
         ("config-error.txt".into(), format!("{why}\n")),
-        ("rtcd-config.toml".into(), text.to_string()),
+        ("rtcd-config.toml".into(), config),
         ("system.txt".into(), system()),
         stored(args, now),
     ]

@@ -282,66 +282,52 @@ fn findings(cfg: &RtcdConfig, where_: &str, adv: &Advertised) -> Vec<Finding> {
 /// `rtcd_advertises_private`: only private host candidates (an error, or a warning when
 /// server-side TURN relays).
 fn private_only(cfg: &RtcdConfig, where_: &str, adv: &Advertised) -> Finding {
-    let udp: Vec<_> = adv.udp().collect();
-    let addrs: Vec<String> = udp
-        .iter()
+    let addrs: Vec<String> = adv
+        .udp()
         .filter(|c| !c.address.is_loopback())
         .map(|c| c.address.to_string())
         .collect();
     let ov = cfg.ice_host_override.trim();
     // An override is set and is itself the private address (or maps to one): the admin has
-    // an override already, and must change it, not add one.
-    let stun_note = if !ov.is_empty() {
-        format!(", from ice_host_override = \"{ov}\", which is not an address users reach")
-    } else if rtcd::stun_url(cfg).is_some() {
-        " and its STUN server gave no public address (outbound STUN blocked? Calls plugin issue #110)"
-            .to_string()
-    } else {
-        " and no STUN server is configured in ice_servers".to_string()
-    };
-    // rtcd sfu.go:231-252: with a TURN entry and turn.static_auth_secret RTCD also gathers
-    // relay candidates on that TURN server at every join, so clients outside still connect
-    // through the relay: media works, the host candidates only cost a direct path.
-    let relays: Vec<&str> = cfg
-        .relay_servers()
+    // an override already, and must change it, not add one, where it is set. The variable
+    // wins over the file (rtcd cmd/rtcd/config.go:31).
+    let from_env = cfg
+        .env_applied
         .iter()
-        .map(|s| s.urls[0].as_str())
-        .collect();
-    let failed: Vec<String> = cfg
-        .relay_failed
-        .iter()
-        .map(|(url, why)| format!("{url}: {why}"))
-        .collect();
-    let (severity, consequence) = if !relays.is_empty() {
-        (
-            Severity::Warning,
-            format!(
-                "clients outside this network can connect only through the relay RTCD gathers on its TURN server ({}, \
-                 which allocated a relay from this host); a direct path needs a public host candidate",
-                relays.join(", ")
-            ),
-        )
-    } else if !failed.is_empty() {
-        (
-            Severity::Error,
-            format!(
-                "clients outside this network time out (\"timed out waiting for rtc connection\"), since RTCD's \
-                 server-side TURN did not allocate a relay from this host either ({}; {})",
-                failed.join("; "),
-                crate::relay::fix_for(&cfg.relay_failed[0].1)
-            ),
-        )
-    } else {
-        (
-            Severity::Error,
-            "clients outside this network time out (\"timed out waiting for rtc connection\")"
-                .to_string(),
-        )
+        .any(|v| v == "RTCD_RTC_ICEHOSTOVERRIDE");
+    let stun_note = match (ov.is_empty(), from_env) {
+        (false, true) => format!(
+            ", from RTCD_RTC_ICEHOSTOVERRIDE={ov}, which is not an address users reach"
+        ),
+        (false, false) => format!(
+            ", from ice_host_override = \"{ov}\", which is not an address users reach"
+        ),
+        _ if rtcd::stun_url(cfg).is_some() => {
+            " and its STUN server gave no public address (outbound STUN blocked? Calls plugin issue #110)"
+                .to_string()
+        }
+        _ => " and no STUN server is configured in ice_servers".to_string(),
     };
-    let fix_verb = if ov.is_empty() {
-        "add `ice_host_override = \"PUBLIC_IP\"`".to_string()
-    } else {
-        format!("change `ice_host_override = \"{ov}\"` to `ice_host_override = \"PUBLIC_IP\"`")
+    let (severity, consequence) = through_relay(cfg);
+    let port = adv.rtcd_port_udp;
+    let fix = match (ov.is_empty(), from_env) {
+        (false, true) => format!(
+            "set the address users reach RTCD on: change `RTCD_RTC_ICEHOSTOVERRIDE={ov}` in RTCD's environment to \
+             `RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP` (it wins over {where_}) and restart RTCD; behind NAT also forward \
+             UDP/TCP {port} to this host"
+        ),
+        _ => {
+            let verb = if ov.is_empty() {
+                "add `ice_host_override = \"PUBLIC_IP\"`".to_string()
+            } else {
+                format!("change `ice_host_override = \"{ov}\"` to `ice_host_override = \"PUBLIC_IP\"`")
+            };
+            format!(
+                "set the address users reach RTCD on: in {where_} under [rtc] {verb} \
+                 (or RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP in RTCD's environment) and restart RTCD; behind NAT also \
+                 forward UDP/TCP {port} to this host"
+            )
+        }
     };
     Finding::new(
         FindingId::RtcdAdvertisesPrivate,
@@ -350,12 +336,46 @@ fn private_only(cfg: &RtcdConfig, where_: &str, adv: &Advertised) -> Finding {
             "RTCD advertises only private addresses ({}) as its ICE host candidates{stun_note}: {consequence}",
             if addrs.is_empty() { "loopback".to_string() } else { addrs.join(", ") }
         ),
-        format!(
-            "set the address users reach RTCD on: in {where_} under [rtc] {fix_verb} \
-             (or RTCD_RTC_ICEHOSTOVERRIDE=PUBLIC_IP in RTCD's environment) and restart RTCD; behind NAT also forward UDP/TCP {} to this host",
-            adv.rtcd_port_udp
-        ),
+        fix,
     )
+}
+
+/// What private host candidates cost, with server-side TURN in the picture: rtcd
+/// sfu.go:231-252 gathers relay candidates on that TURN server at every join, so clients
+/// outside still connect through a relay that allocates (relay.rs checked it from here).
+fn through_relay(cfg: &RtcdConfig) -> (Severity, String) {
+    let relays: Vec<String> = cfg
+        .relay_servers()
+        .iter()
+        .map(|s| format!("{}, {}", s.urls[0], cfg.relay_note(&s.urls[0])))
+        .collect();
+    let failed: Vec<String> = cfg
+        .relay_failed
+        .iter()
+        .map(|(url, why)| format!("{url}: {why}"))
+        .collect();
+    let timeout =
+        "clients outside this network time out (\"timed out waiting for rtc connection\")";
+    if !relays.is_empty() {
+        (
+            Severity::Warning,
+            format!(
+                "clients outside this network can connect only through the relay RTCD gathers on its TURN server ({}); \
+                 a direct path needs a public host candidate",
+                relays.join("; ")
+            ),
+        )
+    } else if !failed.is_empty() {
+        (
+            Severity::Error,
+            format!(
+                "{timeout}, since RTCD's server-side TURN did not allocate a relay from this host either ({})",
+                failed.join("; ")
+            ),
+        )
+    } else {
+        (Severity::Error, timeout.to_string())
+    }
 }
 
 /// With enable_ipv6 and an IPv6 override, rtcd utils.go:105-112 pairs every loopback address
@@ -580,8 +600,10 @@ mod tests {
             if failed {
                 cfg.relay_failed = vec![(
                     "turn:turn.example.com:3478".into(),
-                    "401 Unauthorized".into(),
+                    "401 Unauthorized: check that turn.static_auth_secret is the TURN server's shared secret".into(),
                 )];
+            } else {
+                cfg.relay_allocated = vec!["turn:turn.example.com:3478".into()];
             }
             let locals = [LocalAddr {
                 ip: "172.31.1.2".parse().unwrap(),
@@ -599,6 +621,31 @@ mod tests {
             );
             judge(&cfg, "/etc/rtcd.toml", rules, r, false).findings
         };
+        // The override from RTCD's environment: the fix names the variable, which wins.
+        let mut cfg = RtcdConfig::default();
+        cfg.apply_env(&|k| (k == "RTCD_RTC_ICEHOSTOVERRIDE").then(|| "10.0.0.5".to_string()))
+            .unwrap();
+        let locals = [LocalAddr {
+            ip: "10.0.0.5".parse().unwrap(),
+            loopback: false,
+        }];
+        let rules = rtcd::PionRules::default();
+        let r = rtcd::compute_advertised(
+            &cfg,
+            &locals,
+            &|_, _| Err("x".into()),
+            &|_| None,
+            8443,
+            8443,
+            rules,
+        );
+        let f = &judge(&cfg, "/etc/rtcd.toml", rules, r, false).findings[0];
+        assert!(
+            f.summary.contains("from RTCD_RTC_ICEHOSTOVERRIDE=10.0.0.5")
+                && f.fix.contains("change `RTCD_RTC_ICEHOSTOVERRIDE=10.0.0.5`")
+                && !f.fix.contains("under [rtc]"),
+            "{f:?}"
+        );
         let ok = judged(false);
         assert_eq!(ok[0].severity, Severity::Warning);
         assert!(

@@ -53,6 +53,9 @@ pub struct Setup {
     /// RTCD's configuration file's last change and RTCD's start, in seconds since the epoch,
     /// when both are known (a file given, RTCD's process found).
     pub config_age: Option<ConfigAge>,
+    /// Whether RTCD's process (when found) shares the doctor's network namespace; `None`:
+    /// not found, or not readable.
+    pub rtcd_same_netns: Option<bool>,
     /// Keys of RTCD's file that RTCD ignores (misspelled or misplaced).
     pub unknown_keys: Vec<probe_proto::rtcd::keys::UnknownKey>,
 }

@@ -81,15 +81,13 @@ pub fn gather(inputs: &Inputs, loaded: &Loaded) -> HostFacts {
             deployment: loaded.deployment.clone(),
             calls_api: loaded.calls_api.clone(),
             config_age: config_age(inputs, loaded),
+            rtcd_same_netns: loaded.env.pid.and_then(crate::rtcd_env::same_net_ns),
             // The Calls plugin's settings are JSON with their own names: RTCD's file only.
             unknown_keys: match loaded.deployment {
-                probe_proto::calls::Deployment::Rtcd => {
-                    let mut u = probe_proto::rtcd::keys::unknown_keys(&loaded.cfg.table);
-                    u.extend(probe_proto::rtcd::keys::unknown_env(
-                        loaded.env.vars.keys().map(String::as_str),
-                    ));
-                    u
-                }
+                probe_proto::calls::Deployment::Rtcd => probe_proto::rtcd::keys::unknown_all(
+                    &loaded.cfg.table,
+                    loaded.env.vars.keys().map(String::as_str),
+                ),
                 _ => Vec::new(),
             },
         },

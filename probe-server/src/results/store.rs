@@ -201,7 +201,8 @@ fn fs_problem(path: &Path) -> Option<OpenError> {
 /// The store holds client addresses and reports: the owner's alone. A new file is created
 /// 0600 (and SQLite gives its journal the database file's mode); an existing one, and any
 /// `-journal`/`-wal`/`-shm` beside it, is tightened to 0600. A symlink at the path is refused.
-fn create_private(path: &Path) -> Result<(), OpenError> {
+/// Whether this call created the file (so that a failed start may remove it again).
+fn create_private(path: &Path) -> Result<bool, OpenError> {
     use std::os::unix::fs::OpenOptionsExt;
     let created = std::fs::OpenOptions::new()
         .write(true)
@@ -209,6 +210,7 @@ fn create_private(path: &Path) -> Result<(), OpenError> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path);
+    let new = created.is_ok();
     match created {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -220,7 +222,7 @@ fn create_private(path: &Path) -> Result<(), OpenError> {
             }
         }
         // Let SQLite say what is wrong (read-only, missing directory, …) in its own words.
-        Err(_) => return Ok(()),
+        Err(_) => return Ok(false),
     }
     let name = path.as_os_str().to_string_lossy();
     for p in [
@@ -231,7 +233,27 @@ fn create_private(path: &Path) -> Result<(), OpenError> {
     ] {
         crate::cert::tighten(Path::new(&p));
     }
-    Ok(())
+    Ok(new)
+}
+
+/// A store the serving user may not open: the fix is that user's rights, never sudo (which
+/// would push an exposed server towards root).
+fn for_the_server(e: OpenError) -> OpenError {
+    match e {
+        OpenError::Denied(p, why) => {
+            let dir = p
+                .parent()
+                .map_or_else(|| ".".into(), |d| d.display().to_string());
+            OpenError::Other(
+                p,
+                format!(
+                    "{why}; give the user probe-server runs as write access to {dir} and the file, or a --store \
+                     (or --state-dir) that user owns"
+                ),
+            )
+        }
+        e => e,
+    }
 }
 
 pub struct Store {
@@ -253,12 +275,11 @@ impl Store {
                 });
             }
         }
-        let existed = path.symlink_metadata().is_ok();
-        create_private(path)?;
-        let opened = Self::open_created(path);
+        let created = create_private(path).map_err(for_the_server)?;
+        let opened = Self::open_created(path).map_err(for_the_server);
         // Nothing left behind that a later `results` would call damaged: an empty file this
-        // start created (a full disk, say) goes again.
-        if opened.is_err() && !existed && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+        // start created itself (a full disk, say) goes again.
+        if opened.is_err() && created && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
             let _ = std::fs::remove_file(path);
         }
         opened

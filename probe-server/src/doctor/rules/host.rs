@@ -133,9 +133,18 @@ fn not_server(h: Held, proto: &str, port: u16, server: &str) -> String {
 /// `udp_port` and `tcp_port`: something listens on the media server's ICE ports, and it is
 /// the media server (RTCD, or the Calls plugin's process when `out.plugin`). A holder the
 /// doctor cannot identify is never a pass.
-/// `running`: RTCD's process, when discovery found one by other means (its API port, its name)
-/// although nothing holds the configured ports: then it runs with another configuration.
-pub fn ports(p: &PortFacts, where_: &str, running: Option<(u32, &str)>, out: &mut Judged) {
+/// RTCD's process, found by other means than the configured ports (its API port, its name).
+#[derive(Debug, Clone, Copy)]
+pub struct Running<'a> {
+    pub pid: u32,
+    pub name: &'a str,
+    /// Whether it shares the doctor's network namespace (`None`: cannot tell).
+    pub same_netns: Option<bool>,
+}
+
+/// `running`: RTCD's process, when discovery found one by other means although nothing holds
+/// the configured ports: then it runs with another configuration, or in a container.
+pub fn ports(p: &PortFacts, where_: &str, running: Option<Running<'_>>, out: &mut Judged) {
     let (udp, tcp) = both(p, out.plugin);
     udp_port(p, udp, tcp, (where_, running), out);
     tcp_port(p, udp, tcp, running.is_some(), out);
@@ -145,7 +154,7 @@ fn udp_port(
     p: &PortFacts,
     udp: Held,
     tcp: Held,
-    (where_, running): (&str, Option<(u32, &str)>),
+    (where_, running): (&str, Option<Running<'_>>),
     out: &mut Judged,
 ) {
     let ice_udp = p.ice_udp;
@@ -201,18 +210,9 @@ fn port_label(p: &PortFacts, with_tcp: bool) -> (String, &'static str) {
 }
 
 /// `rtcd_not_listening`, in the deployment's words.
-fn not_listening(ice_udp: u16, (where_, running): (&str, Option<(u32, &str)>), out: &mut Judged) {
-    let (summary, fix) = if let (Some((pid, name)), false) = (running, out.plugin) {
-        (
-            format!(
-                "nothing listens on UDP port {ice_udp} (ice_port_udp in {where_}) on this host, although RTCD runs \
-                 here ({name}, pid {pid}): it runs with another configuration than {where_}"
-            ),
-            format!(
-                "pass the file RTCD runs with (its -config flag: `ps -o args= -p {pid}`) with --rtcd-config, \
-                 and run the doctor again"
-            ),
-        )
+fn not_listening(ice_udp: u16, (where_, running): (&str, Option<Running<'_>>), out: &mut Judged) {
+    let (summary, fix) = if let (Some(r), false) = (running, out.plugin) {
+        runs_elsewhere(ice_udp, where_, r)
     } else if out.plugin {
         (
             format!(
@@ -232,6 +232,36 @@ fn not_listening(ice_udp: u16, (where_, running): (&str, Option<(u32, &str)>), o
         )
     };
     out.finding(FindingId::RtcdNotListening, Severity::Error, summary, fix);
+}
+
+/// `rtcd_not_listening` while RTCD runs: another configuration, or another network namespace
+/// (a container without host networking, whose ports the host namespace does not show).
+fn runs_elsewhere(ice_udp: u16, where_: &str, r: Running<'_>) -> (String, String) {
+    let (pid, name) = (r.pid, r.name);
+    let head = format!(
+        "nothing listens on UDP port {ice_udp} (ice_port_udp in {where_}) in this network namespace, although RTCD \
+         runs ({name}, pid {pid})"
+    );
+    let config_fix = format!(
+        "pass the file RTCD runs with (its -config flag: `ps -o args= -p {pid}`) with --rtcd-config, and run the doctor again"
+    );
+    let ns_fix = format!(
+        "run the doctor in RTCD's network namespace (`nsenter -t {pid} -n probe-server doctor …`, or inside its container)"
+    );
+    match r.same_netns {
+        Some(true) => (
+            format!("{head}: it runs with another configuration than {where_}"),
+            config_fix,
+        ),
+        Some(false) => (
+            format!("{head} in another network namespace (a container): its ports are not visible from here"),
+            ns_fix,
+        ),
+        None => (
+            format!("{head}: it runs with another configuration than {where_}, or in a container's own network namespace"),
+            format!("{config_fix}; or {ns_fix}"),
+        ),
+    }
 }
 
 /// `calls_plugin_holds_port` on an RTCD host. Not "another process": the Calls plugin runs
@@ -289,19 +319,19 @@ fn tcp_port(p: &PortFacts, udp: Held, tcp: Held, runs_elsewhere: bool, out: &mut
     let on = format!("TCP {ice_tcp} listening on {}, held by", addresses(&p.tcp));
     let holders = owners_text(&p.tcp_holders.all);
     let (status, detail) = match tcp {
-        Held::Nothing if udp == Held::Nothing && p.udp_error.is_none() => (
-            Status::Fail,
-            if runs_elsewhere && !out.plugin {
-                format!(
-                    "nothing listens on TCP {ice_tcp} either (RTCD runs with another configuration: see udp_port)"
-                )
-            } else {
-                format!(
-                    "nothing listens on TCP {ice_tcp} either ({} is not running: see udp_port)",
-                    out.server()
-                )
-            },
-        ),
+        Held::Nothing if udp == Held::Nothing && p.udp_error.is_none() => {
+            (
+                Status::Fail,
+                if runs_elsewhere && !out.plugin {
+                    format!("nothing listens on TCP {ice_tcp} either (RTCD runs elsewhere: see udp_port)")
+                } else {
+                    format!(
+                        "nothing listens on TCP {ice_tcp} either ({} is not running: see udp_port)",
+                        out.server()
+                    )
+                },
+            )
+        }
         Held::Nothing => {
             tcp_fallback_off(ice_tcp, out);
             (Status::Warn, format!("nothing listens on TCP {ice_tcp}"))

@@ -15,7 +15,7 @@ mod host;
 mod nat;
 mod services;
 
-pub use host::{cpu, ports, socket_buffers, udp_drops};
+pub use host::{cpu, ports, socket_buffers, udp_drops, Running};
 pub use services::{api, firewall, log_findings};
 
 /// Checks and findings as the rules add them.
@@ -74,6 +74,19 @@ impl Judged {
 }
 
 /// Every rule over the facts, in the report's order, and the report.
+/// RTCD's process as discovery found it, for the port rules.
+fn running(setup: &Setup) -> Option<Running<'_>> {
+    let name = match &setup.env.source {
+        crate::rtcd_env::Source::Process { process, .. } => process.as_str(),
+        _ => "its process",
+    };
+    setup.env.pid.map(|pid| Running {
+        pid,
+        name,
+        same_netns: setup.rtcd_same_netns,
+    })
+}
+
 pub fn judge(facts: HostFacts) -> Done {
     let plugin = !facts.setup.deployment.is_rtcd();
     let mut out = Judged {
@@ -83,11 +96,8 @@ pub fn judge(facts: HostFacts) -> Done {
     if plugin {
         calls_plugin(facts.setup.calls_api.as_ref(), &mut out);
     }
-    let running = match &facts.setup.env.source {
-        crate::rtcd_env::Source::Process { pid, process } => Some((*pid, process.as_str())),
-        _ => facts.setup.env.pid.map(|pid| (pid, "its process")),
-    };
-    ports(&facts.ports, &facts.setup.where_, running, &mut out);
+    let rtcd = running(&facts.setup);
+    ports(&facts.ports, &facts.setup.where_, rtcd, &mut out);
     let small = socket_buffers(&facts.buffers, &mut out);
     udp_drops(&facts.drops, &facts.ports, &small, &mut out);
     cpu(&facts.cpu, &facts.ports, &mut out);
@@ -263,10 +273,7 @@ pub fn unknown_keys(setup: &Setup, out: &mut Judged) {
             .unknown_keys
             .iter()
             .filter(|u| u.path.starts_with("RTCD_") == env)
-            .map(|u| match &u.did_you_mean {
-                Some(k) => format!("{} (did you mean {k}?)", u.path),
-                None => u.path.clone(),
-            })
+            .map(ToString::to_string)
             .collect()
     };
     let mut where_: Vec<String> = Vec::new();
@@ -284,7 +291,7 @@ pub fn unknown_keys(setup: &Setup, out: &mut Judged) {
             "RTCD does not know, and ignores without a word, {}; the settings they were meant to be keep their defaults",
             where_.join("; ")
         ),
-        "Rename each key to the one RTCD knows (named above when one is close), then restart RTCD.",
+        "Give each key or variable the name RTCD knows (the closest is named when there is one), or remove it; then restart RTCD.",
     );
 }
 

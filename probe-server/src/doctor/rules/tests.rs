@@ -415,24 +415,43 @@ fn nothing_listening_and_unreadable_tables() {
         out.checks[1].detail,
         "nothing listens on TCP 8443 either (RTCD is not running: see udp_port)"
     );
-    // RTCD found by other means (its API port, its name): the file given is not its config.
+    // RTCD found by other means (its API port, its name): in this network namespace, the file
+    // given is not its config; in another one, a container; unknown, either.
+    let running = |same_netns| Running {
+        pid: 6759,
+        name: "rtcd",
+        same_netns,
+    };
     let mut out = Judged::default();
-    ports(&p, "/tmp/other.toml", Some((6759, "rtcd")), &mut out);
+    ports(&p, "/tmp/other.toml", Some(running(Some(true))), &mut out);
+    let f = &out.findings[0];
     assert!(
-        out.findings[0]
-            .summary
-            .contains("although RTCD runs here (rtcd, pid 6759): it runs with another configuration than /tmp/other.toml"),
-        "{}",
-        out.findings[0].summary
-    );
-    assert!(
-        out.findings[0].fix.contains("ps -o args= -p 6759"),
-        "{}",
-        out.findings[0].fix
+        f.summary.contains(
+            "although RTCD runs (rtcd, pid 6759): it runs with another configuration than /tmp/other.toml"
+        ) && f.fix.contains("ps -o args= -p 6759")
+            && !f.fix.contains("nsenter"),
+        "{f:?}"
     );
     assert_eq!(
         out.checks[1].detail,
-        "nothing listens on TCP 8443 either (RTCD runs with another configuration: see udp_port)"
+        "nothing listens on TCP 8443 either (RTCD runs elsewhere: see udp_port)"
+    );
+    let mut out = Judged::default();
+    ports(&p, "/tmp/other.toml", Some(running(Some(false))), &mut out);
+    let f = &out.findings[0];
+    assert!(
+        f.summary
+            .contains("in another network namespace (a container)")
+            && f.fix.contains("nsenter -t 6759 -n")
+            && !f.summary.contains("another configuration"),
+        "{f:?}"
+    );
+    let mut out = Judged::default();
+    ports(&p, "/tmp/other.toml", Some(running(None)), &mut out);
+    let f = &out.findings[0];
+    assert!(
+        f.summary.contains("another configuration") && f.summary.contains("container"),
+        "{f:?}"
     );
 
     let mut p = ports_facts(Some(owner(812, "rtcd")));
@@ -1165,6 +1184,7 @@ fn setup(source: Source, pid: Option<u32>) -> Setup {
         env_error: None,
         deployment: probe_proto::calls::Deployment::Rtcd,
         config_age: None,
+        rtcd_same_netns: None,
         unknown_keys: Vec::new(),
     }
 }
