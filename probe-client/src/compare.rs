@@ -42,7 +42,11 @@ pub fn run(args: CompareArgs) -> i32 {
         };
         match parse(&text) {
             Ok(mut r) => runs.append(&mut r),
-            Err(why) => return fail(format!("{label}: {why}.")),
+            Err(why) => {
+            return fail(format!(
+                "{label}: {why}; compare reads the reports probe-client writes with --json (one object, or one a line from --every --json)"
+            ))
+        }
         }
     }
     let table = sites::table(&runs);

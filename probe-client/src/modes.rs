@@ -159,7 +159,7 @@ async fn continuous(args: &ProbeArgs, every: Duration) -> i32 {
             let _ = tx.send(true);
             // Said at once: a run can last minutes, and silence reads as a hang.
             eprintln!(
-                "probe-client: stopping after the current run (its report is kept); Ctrl-C again stops now"
+                "probe-client: stopping after the run under way, if any (its report is kept); Ctrl-C again stops now"
             );
             if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("probe-client: stopped; the current run was not finished");
@@ -191,7 +191,8 @@ async fn continuous(args: &ProbeArgs, every: Duration) -> i32 {
                 worst = worst.max(1);
             }
         }
-        if !said_overrun && tokio::time::Instant::now() > next {
+        // A run stopped by Ctrl-C ends the loop: its length is no news.
+        if !said_overrun && !*rx.borrow() && tokio::time::Instant::now() > next {
             said_overrun = true;
             tracing::warn!(
                 "a run took {:.0} s, longer than --every {:.0} s: runs follow one another without a pause",

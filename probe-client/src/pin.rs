@@ -8,11 +8,16 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::sync::{Arc, Mutex};
 
-/// Normalises `sha256:HEX` (case-insensitive, optional prefix, optional colons).
+/// Normalises `sha256:HEX` (case-insensitive, optional prefix, optional colons); the
+/// `pin=` of the ready line, pasted with it, is taken off too.
 pub fn parse_pin(s: &str) -> Result<String, String> {
-    let hex: String = s
-        .trim()
-        .trim_start_matches("sha256:")
+    let t = s.trim();
+    let t = t.strip_prefix("pin=").unwrap_or(t);
+    let t = match t.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("sha256:") => &t[7..],
+        _ => t,
+    };
+    let hex: String = t
         .chars()
         .filter(|c| *c != ':')
         .collect::<String>()
@@ -132,6 +137,17 @@ mod tests {
             parse_pin(&hex.to_uppercase()).unwrap(),
             format!("sha256:{hex}")
         );
+        // The ready line's `pin=…` pasted whole, and an upper-case prefix.
+        for pasted in [
+            format!("pin=sha256:{hex}"),
+            format!("SHA256:{}", hex.to_uppercase()),
+        ] {
+            assert_eq!(
+                parse_pin(&pasted).unwrap(),
+                format!("sha256:{hex}"),
+                "{pasted}"
+            );
+        }
         assert!(parse_pin("sha256:abc").is_err());
         assert!(parse_pin(&"zz".repeat(32)).is_err());
     }

@@ -281,6 +281,10 @@ catalog! {
         "RTCD's configuration file has a key, or its environment an RTCD_* variable, that RTCD does not know (misspelled, or in the wrong section): RTCD ignores it without a word, so the setting it was meant to be keeps its default.",
         "Give each key or variable the name RTCD knows (the closest is named when there is one), or remove it; then restart RTCD.",
         "rtcd cmd/rtcd/config.go:28 toml.DecodeFile, MetaData.Undecoded never checked; :31 envconfig.Process reads only its fields' names; BurntSushi/toml v1.4.0 matches field names case-insensitively (b3dee59)";
+    RtcdTurnRelayFailed = "rtcd_turn_relay_failed", Host, "warning (with private host candidates rtcd_advertises_private carries it as an error)",
+        "RTCD's server-side TURN (a turn: entry and turn.static_auth_secret) did not allocate a relay when tried from RTCD's host with RTCD's credentials: RTCD gathers no relay candidate there.",
+        "Fix the cause named (the shared secret, DNS, the firewall between RTCD and the TURN server), then restart RTCD.",
+        "rtcd service/rtc/sfu.go:231-252 TURN entries with credentials made from static_auth_secret (turn.go:37-62); pion/ice gathers relay candidates over udp4 (b3dee59)";
     RtcdStunFailedAtStart = "rtcd_stun_failed_at_start", Host, "error; warning when RTCD's start line is not in the log",
         "RTCD's STUN lookup failed when it started, so it advertises its private address until restarted, although STUN answers now.",
         "Restart RTCD; set rtc.ice_host_override so RTCD does not depend on STUN at start.",

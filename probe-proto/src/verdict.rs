@@ -140,6 +140,12 @@ fn unreachable(f: &Facts) -> Finding {
             "TCP was not tested, so this says only that media cannot reach the server over UDP \
              from this network: calls would depend on TCP fallback"
         }
+        // Something accepted TCP: the port is not closed on the way, the listener is not a
+        // probe-server this client can use (RTCD itself, or one wanting another token).
+        _ if f.tcp.connect_ms.is_some() => {
+            "TCP connected, so something listens there, but no probe-server this client can use: \
+             the path itself was not judged"
+        }
         _ => {
             "calls from this network cannot connect (browsers log \"timed out waiting for rtc \
              connection\")"
@@ -189,12 +195,14 @@ fn unreachable_fix(f: &Facts) -> String {
         // without --token answers signed probes too (session.rs `Core::stun`): so the token is
         // wrong, or the port is not probe-server's. TCP got through: no firewall advice.
         (true, true) => "TCP connected, but the server ignored the probe signed with the token given: the token \
-             is wrong, or something other than probe-server holds the port; ask the admin for the current token."
+             is wrong, or something other than probe-server holds the port (RTCD itself answers only calls: \
+             test it with probe-server live, or stop it and run probe-server there); ask the admin for the \
+             current token."
             .into(),
-        (true, false) => format!(
-            "TCP connected, but nothing answered the probe: if the admin started probe-server with --token, \
-             run again with --token (or PROBE_TOKEN); otherwise another service holds the port. {firewall}"
-        ),
+        (true, false) => "TCP connected, but nothing answered the probe: something other than probe-server holds \
+             the port (RTCD itself answers only calls: test it with probe-server live, or stop it and run \
+             probe-server there), or probe-server runs with --token: then run again with --token (or PROBE_TOKEN)."
+            .into(),
         // A refusal comes from the host itself (or a firewall's reject rule): the address is
         // right and routed, so first suspect that nothing listens on the port.
         (false, _) if any_refused(f) => format!(
@@ -505,7 +513,8 @@ mod tests {
         // (TCP, token given, the fix has: token is wrong, "run again with --token", firewall)
         let table = [
             (&connected, true, (true, false, false)),
-            (&connected, false, (false, true, true)),
+            // TCP connected: no firewall advice; RTCD (or another service) holds the port.
+            (&connected, false, (false, true, false)),
             (&closed, true, (false, false, true)),
             (&closed, false, (false, false, true)),
         ];

@@ -57,7 +57,15 @@ pub fn pin_of(cert_der: &[u8]) -> String {
 pub fn load_or_create(dir: &Path) -> Result<Identity> {
     let cert_path = dir.join("cert.der");
     let key_path = dir.join("key.der");
-    if cert_path.exists() && key_path.exists() {
+    let empty = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.len() == 0);
+    if empty(&cert_path) || empty(&key_path) {
+        // Left by a first start that failed half-way (a full disk) before writes were atomic:
+        // nothing was ever pinned by it, so a new identity is made.
+        tracing::warn!(
+            dir = %dir.display(),
+            "the stored certificate or key is empty (a start that failed half-way): a new one, with a new pin, is made"
+        );
+    } else if cert_path.exists() && key_path.exists() {
         let cert_der = std::fs::read(&cert_path)
             .with_context(|| format!("cannot read {}", cert_path.display()))?;
         let key_der = std::fs::read(&key_path)
@@ -127,21 +135,38 @@ pub fn tighten(path: &Path) {
     }
 }
 
+/// Written whole or not at all (a temporary file renamed over the path): a disk that fills
+/// half-way leaves no empty file that a later start would take for the identity.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opts = std::fs::OpenOptions::new();
-    // Mode 0600 from the first byte; a planted symlink is refused, not followed.
-    opts.write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW);
     use std::io::Write;
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .map_or_else(Default::default, |n| n.to_string_lossy());
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let _ = std::fs::remove_file(&tmp);
+    let what = || {
+        format!(
+            "cannot write {}; free space on that disk, or choose another --state-dir",
+            path.display()
+        )
+    };
+    let written = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            // Mode 0600 from the first byte; a planted symlink is refused, not followed.
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.with_context(what)
 }
 
 /// A path as it may appear in a log line: its control characters (a newline that would forge a
@@ -180,6 +205,27 @@ pub fn token_hint(token: Option<&str>, file: Option<&Path>, env: Option<&str>) -
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// Empty files from a first start that failed half-way are not an identity: a new one is
+    /// made (before, every later start failed on "certificate and key do not match").
+    #[test]
+    fn empty_identity_files_are_made_again() {
+        let dir = std::env::temp_dir().join(format!("probe-cert-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert.der"), b"").unwrap();
+        std::fs::write(dir.join("key.der"), b"").unwrap();
+        let id = load_or_create(&dir).unwrap();
+        assert!(tls_server_config(&id, b"x").is_ok());
+        assert!(std::fs::metadata(dir.join("cert.der")).unwrap().len() > 0);
+        assert!(
+            !dir.join(".cert.der.tmp").exists(),
+            "no temporary file left"
+        );
+        // And the same identity on the next start.
+        assert_eq!(load_or_create(&dir).unwrap().pin, id.pin);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn token_from_env_or_file_is_never_in_the_client_command() {
@@ -227,7 +273,15 @@ mod tests {
         let target = dir.join("elsewhere");
         std::fs::write(&target, b"keep").unwrap();
         std::os::unix::fs::symlink(&target, dir.join("key.der")).unwrap();
-        assert!(write_private(&dir.join("key.der"), b"secret").is_err());
+        // The write replaces the link itself (a rename), never what it points at.
+        write_private(&dir.join("key.der"), b"secret").unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+        let meta = std::fs::symlink_metadata(dir.join("key.der")).unwrap();
+        assert!(meta.file_type().is_file(), "a regular file now, 0600");
+        assert_eq!(mode(&dir.join("key.der")), 0o600);
+        // A link planted at the temporary name is not followed either.
+        std::os::unix::fs::symlink(&target, dir.join(".cert.der.tmp")).unwrap();
+        write_private(&dir.join("cert.der"), b"c").unwrap();
         assert_eq!(std::fs::read(&target).unwrap(), b"keep");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, env = "PROBE_SERVER_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "PROBE_SERVER_LOG", default_value = "info", value_parser = probe_shell::cli::parse_log_level)]
     pub log: String,
     #[command(subcommand)]
     pub command: Option<Command>,

@@ -28,7 +28,8 @@ const TRANSACTION: Duration = Duration::from_secs(3);
 /// How one entry (or one of its URLs) fared.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tried {
-    Allocated(SocketAddr),
+    /// The URL that allocated, and the relayed address.
+    Allocated(String, SocketAddr),
     /// TCP or TLS TURN only: counted on as configured.
     Untried,
     /// Why not, with what to check.
@@ -62,16 +63,22 @@ pub fn check_into(cfg: &mut RtcdConfig) {
     for (e, r) in entries.iter().zip(results) {
         let url = e.urls.first().cloned().unwrap_or_default();
         match r {
-            Tried::Allocated(relayed) => {
-                tracing::info!("RTCD's server-side TURN {url}: allocated relay {relayed} from this host");
-                cfg.relay_allocated.push(url);
+            Tried::Allocated(by, relayed) => {
+                tracing::info!("RTCD's server-side TURN {by}: allocated relay {relayed} from this host");
+                cfg.relay_allocated.push((url, by));
             }
             Tried::Untried => tracing::info!(
                 "RTCD's server-side TURN {url}: not tried (TCP or TLS TURN only), counted on as configured"
             ),
             Tried::Failed(why) => {
+                // Each cause names its URL (an entry that never reported names them all).
+                let why = if e.urls.iter().any(|u| why.starts_with(u.as_str())) {
+                    why
+                } else {
+                    format!("{}: {why}", e.urls.join(", "))
+                };
                 tracing::warn!(
-                    "RTCD's server-side TURN {url} did not allocate a relay from this host ({why}): RTCD gathers \
+                    "RTCD's server-side TURN did not allocate a relay from this host ({why}): RTCD gathers \
                      no relay candidate there, so it is not counted on"
                 );
                 cfg.relay_failed.push((url, why));
@@ -129,8 +136,8 @@ fn try_entry(e: &IceServer, creds: &rest::Credentials) -> Tried {
             let r = match uri::parse(&url) {
                 Ok(u) if u.transports.contains(&TurnTransport::Udp) => {
                     match allocate_udp(&u.authority(), &creds) {
-                        Ok(relayed) => Tried::Allocated(relayed),
-                        Err(why) => Tried::Failed(with_fix(&why, own)),
+                        Ok(relayed) => Tried::Allocated(url.clone(), relayed),
+                        Err(why) => Tried::Failed(format!("{url}: {}", with_fix(&why, own))),
                     }
                 }
                 _ => Tried::Untried,
@@ -140,13 +147,23 @@ fn try_entry(e: &IceServer, creds: &rest::Credentials) -> Tried {
     }
     drop(tx);
     let all = collect(&rx, e.urls.len(), Instant::now() + BOUND);
-    if let Some(a) = all.iter().find(|r| matches!(r, Tried::Allocated(_))) {
+    if let Some(a) = all.iter().find(|r| matches!(r, Tried::Allocated(..))) {
         return a.clone();
     }
     if all.contains(&Tried::Untried) {
         return Tried::Untried;
     }
-    all.into_iter().next().unwrap_or(Tried::Untried)
+    // Every URL's cause: the first may hide the one that matters (a 401 behind a dead URL).
+    let whys: Vec<String> = all
+        .into_iter()
+        .zip(&e.urls)
+        .filter_map(|(r, u)| match r {
+            Tried::Failed(why) if why.starts_with(u.as_str()) => Some(why),
+            Tried::Failed(why) => Some(format!("{u}: {why}")),
+            _ => None,
+        })
+        .collect();
+    Tried::Failed(whys.join("; "))
 }
 
 /// A failure with what to check, by its cause.

@@ -7,7 +7,12 @@
 pub fn init_logging(level: &str) {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // An empty RUST_LOG (`RUST_LOG=` in a unit's environment file) is unset, not "log nothing".
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .and_then(|v| EnvFilter::try_new(v).ok());
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(level));
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -15,6 +20,24 @@ pub fn init_logging(level: &str) {
         .with_ansi(colours(std::io::stderr().is_terminal(), no_color))
         .with_target(false)
         .init();
+}
+
+/// A `--log` value: a level, or a directive with a target (`probe_server=debug`). Any other
+/// word would parse as a target name and silently log nothing (`warning`, `verbose`).
+pub fn parse_log_level(s: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let t = s.trim();
+    let ok = LEVELS.iter().any(|l| t.eq_ignore_ascii_case(l))
+        || (t.contains('=')
+            && t.split(',').all(|d| {
+                d.split_once('=')
+                    .is_some_and(|(_, l)| LEVELS.iter().any(|k| l.trim().eq_ignore_ascii_case(k)))
+            }));
+    if ok {
+        Ok(t.to_string())
+    } else {
+        Err("use one of off, error, warn, info, debug, trace (or a directive such as probe_server=debug)".into())
+    }
 }
 
 /// Whether log lines get ANSI colours (<https://no-color.org>).
@@ -380,6 +403,22 @@ mod tests {
             got,
             vec![std::ffi::OsString::from("Y_LOG"), "Y_STATE".into()]
         );
+    }
+
+    #[test]
+    fn log_levels_are_levels_not_target_names() {
+        for ok in [
+            "info",
+            "WARN",
+            " debug ",
+            "probe_server=debug",
+            "a=info,b=trace",
+        ] {
+            assert!(parse_log_level(ok).is_ok(), "{ok}");
+        }
+        for bad in ["warning", "verbose", "", "probe_server=loud", "a=info,b"] {
+            assert!(parse_log_level(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

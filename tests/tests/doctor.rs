@@ -1244,79 +1244,80 @@ smtp_password = "{}"
 
 /// A config RTCD refuses at start (a port written as a string) still gets a bundle: the file as
 /// it is (secrets redacted), why it was refused, the system. Exit 1: written, but the doctor
-/// did not run. Before, no bundle at all (exit 2), exactly when support needs one.
+/// did not run. Before, no bundle at all (exit 2), exactly when support needs one. A file that is
+/// not TOML at all stays out: its secrets cannot be found reliably (a multi-line string).
 #[test]
 fn an_unparsable_config_still_gets_a_bundle() {
-    let dir = TempDir::new("bundle-unparsable");
-    let config = dir.path().join("rtcd.toml");
-    std::fs::write(
-        &config,
-        "[api]\nsecurity.admin_secret_key = \"kept-out-of-the-bundle-42\"\n\n[rtc]\nice_port_udp = \"8443\"\nice_host_override = \"203.0.113.2\"\n",
-    )
-    .unwrap();
-    let out = dir.path().join("support.tar.gz");
-    let bins = probe_tests::binaries();
-    let store = dir.path().join("results.sqlite");
-    let argv = [
-        bins.server.to_str().unwrap(),
-        "bundle",
-        "-o",
-        out.to_str().unwrap(),
-        "--rtcd-config",
-        config.to_str().unwrap(),
-        "--store",
-        store.to_str().unwrap(),
-    ];
-    let done = probe_tests::run_bounded(
-        probe_tests::proc::command(&argv),
-        "probe-server bundle",
-        Duration::from_secs(30),
-    );
-    assert_eq!(done.code(), Some(1), "{}", done.describe());
-    assert!(
-        done.stderr.contains("does not parse") && done.stderr.contains("the doctor did not run"),
-        "{}",
-        done.describe()
-    );
-    let x = dir.path().join("x");
-    std::fs::create_dir(&x).unwrap();
-    let untar = probe_tests::run_bounded(
-        probe_tests::proc::command(&[
-            "tar",
-            "-xzf",
+    let type_error = "[api]\nsecurity.admin_secret_key = \"kept-out-of-the-bundle-42\"\n\n[rtc]\nice_port_udp = \"8443\"\nice_host_override = \"203.0.113.2\"\n";
+    let syntax_error = "[api]\nsecurity.admin_secret_key = \'\'\'kept-out-of-the-bundle-42\'\'\'\n[rtc]\nturn.static_auth_secret = \"\"\"\nkept-out-too-43\"\"\"\nice_host_override = \"203.0.113.2\"\nice_host_override = \"203.0.113.3\"\n";
+    for (text, whole) in [(type_error, true), (syntax_error, false)] {
+        let dir = TempDir::new("bundle-unparsable");
+        let config = dir.path().join("rtcd.toml");
+        std::fs::write(&config, text).unwrap();
+        let out = dir.path().join("support.tar.gz");
+        let bins = probe_tests::binaries();
+        let store = dir.path().join("results.sqlite");
+        let argv = [
+            bins.server.to_str().unwrap(),
+            "bundle",
+            "-o",
             out.to_str().unwrap(),
-            "-C",
-            x.to_str().unwrap(),
-        ]),
-        "tar -xzf",
-        Duration::from_secs(20),
-    );
-    assert!(untar.success(), "{}", untar.describe());
-    let mut files = Vec::new();
-    walk(&x, &mut files);
-    let read = |name: &str| {
-        let p = files
-            .iter()
-            .find(|p| p.file_name().unwrap() == name)
-            .unwrap_or_else(|| panic!("{name} missing from {files:?}"));
-        std::fs::read_to_string(p).unwrap()
-    };
-    let cfg = read("rtcd-config.toml");
-    assert!(
-        cfg.contains("ice_port_udp = \"8443\"") && cfg.contains("REDACTED"),
-        "the file as it is, redacted:\n{cfg}"
-    );
-    assert!(
-        read("config-error.txt").contains("ice_port_udp")
-            || read("config-error.txt").contains("does not parse")
-    );
-    assert!(read("system.txt").contains("probe-server"));
-    for f in &files {
-        let text = std::fs::read_to_string(f).unwrap_or_default();
-        assert!(
-            !text.contains("kept-out-of-the-bundle-42"),
-            "{}",
-            f.display()
+            "--rtcd-config",
+            config.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+        ];
+        let done = probe_tests::run_bounded(
+            probe_tests::proc::command(&argv),
+            "probe-server bundle",
+            Duration::from_secs(30),
         );
+        assert_eq!(done.code(), Some(1), "{}", done.describe());
+        assert!(
+            done.stderr.contains("does not parse")
+                && done.stderr.contains("the doctor did not run"),
+            "{}",
+            done.describe()
+        );
+        let x = dir.path().join("x");
+        std::fs::create_dir(&x).unwrap();
+        let untar = probe_tests::run_bounded(
+            probe_tests::proc::command(&[
+                "tar",
+                "-xzf",
+                out.to_str().unwrap(),
+                "-C",
+                x.to_str().unwrap(),
+            ]),
+            "tar -xzf",
+            Duration::from_secs(20),
+        );
+        assert!(untar.success(), "{}", untar.describe());
+        let mut files = Vec::new();
+        walk(&x, &mut files);
+        let read = |name: &str| {
+            let p = files
+                .iter()
+                .find(|p| p.file_name().unwrap() == name)
+                .unwrap_or_else(|| panic!("{name} missing from {files:?}"));
+            std::fs::read_to_string(p).unwrap()
+        };
+        let cfg = read("rtcd-config.toml");
+        if whole {
+            assert!(
+                cfg.contains("ice_port_udp = \"8443\"") && cfg.contains("REDACTED"),
+                "the file as it is, redacted:\n{cfg}"
+            );
+        } else {
+            assert!(cfg.contains("left out"), "{cfg}");
+        }
+        assert!(read("config-error.txt").contains("does not parse"));
+        assert!(read("system.txt").contains("probe-server"));
+        for f in &files {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            for secret in ["kept-out-of-the-bundle-42", "kept-out-too-43"] {
+                assert!(!text.contains(secret), "{secret} in {}", f.display());
+            }
+        }
     }
 }

@@ -193,7 +193,7 @@ fn every_answers_ctrl_c_at_once_and_a_second_one_stops_now() {
     let said = p
         .stderr_capture()
         .wait_for_line(Duration::from_secs(5), |l| {
-            l.contains("stopping after the current run")
+            l.contains("stopping after the run under way")
         });
     assert!(said.is_ok(), "no word after Ctrl-C: {}", p.stderr());
     assert!(

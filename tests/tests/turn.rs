@@ -1165,7 +1165,7 @@ fn server_side_turn_counts_only_where_it_allocates() {
         (
             "not-the-secret",
             "error",
-            "did not allocate a relay from this host (401",
+            ":3478: 401 Unauthorized: check that turn.static_auth_secret",
         ),
     ] {
         let dir = TempDir::new("server-side-turn");

@@ -268,6 +268,8 @@ impl Run {
                 Phase::Hello(Channel::Quic)
             }
             QuicOutcome::PinMismatch { seen } => self.pin_mismatch(&seen),
+            // Asked only to learn who is silent: nothing more to try.
+            QuicOutcome::Failed if self.silent => self.no_control(NoControl::Channel),
             QuicOutcome::Failed => self.control_over_tcp(),
         };
     }
@@ -385,6 +387,13 @@ impl Run {
         if !self.udp.reachable && self.tcp.connect_ms.is_some() {
             self.silent = true;
             return Phase::Tls;
+        }
+        // No TCP to ask (--no-tcp, or blocked) but a token given: QUIC needs no token either, so
+        // a probe-server that ignores ours still completes its handshake. Only with a token, so
+        // a fully blocked path without one costs no QUIC timeout.
+        if !self.udp.reachable && self.plan.udp && self.plan.token && !self.udp.refused {
+            self.silent = true;
+            return Phase::Quic;
         }
         self.no_control(NoControl::Channel)
     }

@@ -161,9 +161,10 @@ pub struct RtcdConfig {
     #[serde(skip)]
     pub relay_failed: Vec<(String, String)>,
     /// Not a setting: the server-side TURN entries (by their first URL) that allocated a relay
-    /// from RTCD's host. An entry in neither list could not be tried (TCP or TLS TURN).
+    /// from RTCD's host, with the URL that did. An entry in neither list could not be tried
+    /// (TCP or TLS TURN).
     #[serde(skip)]
-    pub relay_allocated: Vec<String>,
+    pub relay_allocated: Vec<(String, String)>,
 }
 
 impl Default for RtcdConfig {
@@ -241,11 +242,11 @@ impl RtcdConfig {
 
     /// What a relay's check said, for texts: "allocated a relay from this host", or that it
     /// was not tried.
-    pub fn relay_note(&self, url: &str) -> &'static str {
-        if self.relay_allocated.iter().any(|u| u == url) {
-            "which allocated a relay from this host"
-        } else {
-            "TCP or TLS TURN, not tried from here"
+    pub fn relay_note(&self, url: &str) -> String {
+        match self.relay_allocated.iter().find(|(k, _)| k == url) {
+            Some((k, by)) if by == k => "which allocated a relay from this host".into(),
+            Some((_, by)) => format!("where {by} allocated a relay from this host"),
+            None => "TCP or TLS TURN, not tried from here".into(),
         }
     }
 

@@ -124,22 +124,35 @@ fn partial(args: &BundleArgs, text: &str, why: &str, now: u64) -> i32 {
         Ok(f) => f,
         Err(e) => return cannot_write(&output, &e),
     };
+    let mut r = Redactor::default();
+    // The secrets first, by key, so that the error text and every other file lose them too.
+    // Only where the text is TOML at all (a type RTCD refuses still parses): in a file that is
+    // not, the values cannot be told apart reliably (multi-line strings, odd quoting), so the
+    // file stays out rather than risk a secret.
+    let (config, how) = match text.parse::<toml::Table>() {
+        Ok(t) => {
+            r.toml("", &toml::Value::Table(t));
+            (
+                r.scrub(text),
+                "RTCD's config file as it is, secrets replaced by REDACTED",
+            )
+        }
+        Err(_) => (
+            "# RTCD's config file is not TOML at all (see config-error.txt), so it is left out: its secrets\n\
+             # could not be found reliably. Send it yourself after removing them.\n"
+                .to_string(),
+            "left out: the file is not TOML, so its secrets could not be found reliably",
+        ),
+    };
     let readme = format!(
         "Support bundle made by probe-server {}: RTCD's config does not parse, so the host checks \
          (probe-server doctor) did not run.\n\n\
          config-error.txt              why the config was refused (RTCD refuses it at start too)\n\
-         rtcd-config.toml              RTCD's config file as it is, secrets replaced by REDACTED\n\
+         rtcd-config.toml              {how}\n\
          system.txt                    OS, kernel, CPU count, probe version\n\
          probe-results.json            the latest stored probe-client reports (or .txt: why there are none)\n",
         env!("CARGO_PKG_VERSION")
     );
-    let mut r = Redactor::default();
-    // The secrets first, by key where the text is TOML at all (a type RTCD refuses still
-    // parses), so that the error text and every other file lose them too.
-    if let Ok(t) = text.parse::<toml::Table>() {
-        r.toml("", &toml::Value::Table(t));
-    }
-    let config = r.scrub(text);
     let files: Vec<(String, String)> = vec![
         ("README.txt".into(), readme),
         ("config-error.txt".into(), format!("{why}\n")),
@@ -154,7 +167,7 @@ fn partial(args: &BundleArgs, text: &str, why: &str, now: u64) -> i32 {
         return code;
     }
     eprintln!(
-        "probe-server: {why}; the bundle holds the file as it is, and the doctor did not run"
+        "probe-server: {why}; the doctor did not run, and the bundle's rtcd-config.toml is {how}"
     );
     1
 }

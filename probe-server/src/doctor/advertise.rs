@@ -276,7 +276,29 @@ fn findings(cfg: &RtcdConfig, where_: &str, adv: &Advertised) -> Vec<Finding> {
         findings.push(f);
     }
     findings.extend(hostname_override(where_, adv));
+    // With private host candidates, rtcd_advertises_private already says it.
+    if !all_private && !cfg.relay_failed.is_empty() {
+        findings.push(relay_failed(cfg));
+    }
     findings
+}
+
+/// `rtcd_turn_relay_failed`: server-side TURN that does not allocate from RTCD's host gives
+/// RTCD no relay candidate (rtcd sfu.go:231-252 hands pion the same servers and credentials);
+/// calls still connect directly, but not for users whose network needs the relay.
+fn relay_failed(cfg: &RtcdConfig) -> Finding {
+    let why: Vec<&str> = cfg.relay_failed.iter().map(|(_, w)| w.as_str()).collect();
+    Finding::new(
+        FindingId::RtcdTurnRelayFailed,
+        Severity::Warning,
+        format!(
+            "RTCD's server-side TURN did not allocate a relay from this host ({}): RTCD gathers no relay candidate \
+             there, so users whose network reaches only the TURN server cannot connect",
+            why.join("; ")
+        ),
+        "Fix what the summary names for each TURN server (the secret, DNS, the firewall between RTCD and the \
+         TURN server), then restart RTCD; or remove the entry from ice_servers if RTCD should not relay.",
+    )
 }
 
 /// `rtcd_advertises_private`: only private host candidates (an error, or a warning when
@@ -352,7 +374,7 @@ fn through_relay(cfg: &RtcdConfig) -> (Severity, String) {
     let failed: Vec<String> = cfg
         .relay_failed
         .iter()
-        .map(|(url, why)| format!("{url}: {why}"))
+        .map(|(_, why)| why.clone())
         .collect();
     let timeout =
         "clients outside this network time out (\"timed out waiting for rtc connection\")";
@@ -577,6 +599,45 @@ mod tests {
     /// A private override names itself and is to be changed; server-side TURN lowers the error
     /// only when it allocated from this host (relay.rs), else the error says why not.
     #[test]
+    fn a_relay_that_does_not_allocate_is_a_warning_beside_public_candidates() {
+        let mut cfg = RtcdConfig::from_toml_str(
+            "[rtc]\nice_servers = [\"turn:turn.example.com:3478\"]\nturn.static_auth_secret = \"s\"\n",
+        )
+        .unwrap();
+        let judged = |cfg: &RtcdConfig| {
+            let locals = [LocalAddr {
+                ip: "203.0.113.2".parse().unwrap(),
+                loopback: false,
+            }];
+            let rules = rtcd::PionRules::default();
+            let r = rtcd::compute_advertised(
+                cfg,
+                &locals,
+                &|_, _| Err("x".into()),
+                &|_| None,
+                8443,
+                8443,
+                rules,
+            );
+            judge(cfg, "/etc/rtcd.toml", rules, r, false).findings
+        };
+        assert!(judged(&cfg).is_empty());
+        cfg.relay_failed = vec![(
+            "turn:turn.example.com:3478".into(),
+            "turn:turn.example.com:3478: 401 Unauthorized: check the secret".into(),
+        )];
+        let f = judged(&cfg);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].id, FindingId::RtcdTurnRelayFailed.as_str());
+        assert_eq!(f[0].severity, Severity::Warning);
+        assert!(
+            f[0].summary.contains("401 Unauthorized"),
+            "{}",
+            f[0].summary
+        );
+    }
+
+    #[test]
     fn private_override_and_server_side_turn_are_told_as_they_are() {
         let o = run(
             "[rtc]\nice_host_override = \"10.0.0.5\"\n",
@@ -600,10 +661,13 @@ mod tests {
             if failed {
                 cfg.relay_failed = vec![(
                     "turn:turn.example.com:3478".into(),
-                    "401 Unauthorized: check that turn.static_auth_secret is the TURN server's shared secret".into(),
+                    "turn:turn.example.com:3478: 401 Unauthorized: check that turn.static_auth_secret is the TURN server's shared secret".into(),
                 )];
             } else {
-                cfg.relay_allocated = vec!["turn:turn.example.com:3478".into()];
+                cfg.relay_allocated = vec![(
+                    "turn:turn.example.com:3478".into(),
+                    "turn:turn.example.com:3478".into(),
+                )];
             }
             let locals = [LocalAddr {
                 ip: "172.31.1.2".parse().unwrap(),

@@ -111,8 +111,8 @@ impl std::fmt::Display for OpenError {
             ),
             OpenError::Missing(p) => write!(
                 f,
-                "there is no result store at {}; probe-server creates it when it starts serving \
-                 (with the same --store or --state-dir)",
+                "there is no result store at {} (or only an empty file: no upload was ever kept); \
+                 probe-server creates it when it starts serving (with the same --store or --state-dir)",
                 p.display()
             ),
             OpenError::Denied(p, why) => write!(

@@ -422,7 +422,18 @@ fn a_silent_port_with_a_token_given_blames_the_token() {
         assert_eq!(ids(&rep), ["server_unreachable"]);
         let fix = &rep.findings[0].fix;
         assert_eq!(fix.contains("the token is wrong"), token, "{fix}");
-        assert_eq!(fix.contains("firewall"), !token, "{fix}");
+        // TCP connected: not a firewall; RTCD itself may hold the port.
+        assert!(
+            !fix.contains("firewall") && fix.contains("probe-server live"),
+            "{fix}"
+        );
+        assert!(
+            rep.findings[0]
+                .summary
+                .contains("the path itself was not judged"),
+            "{}",
+            rep.findings[0].summary
+        );
     }
 }
 
@@ -467,12 +478,46 @@ fn a_probe_server_that_ignores_our_token_is_told_apart_from_silence() {
             "{why}"
         );
     }
-    // A port refused or silent on TCP too never opens TLS: nothing is there to ask.
+    // No TCP to ask, a token given: QUIC asks instead (it needs no token either).
+    let mut r = Run::new(Plan {
+        token: true,
+        tcp: false,
+        ..plan()
+    });
+    r.on_reach(Reach::default());
+    assert_eq!(r.step(), Step::OpenQuic);
+    r.on_quic(QuicOutcome::Up { pin_seen: None });
+    assert_eq!(r.step(), Step::Hello(Channel::Quic));
+    r.on_hello(HelloOutcome::Failed);
+    let Step::Abort(why) = r.step() else {
+        panic!("{:?}", r.step())
+    };
+    assert!(
+        why.contains("ignores probes signed with the token given"),
+        "{why}"
+    );
+    // Nothing answers QUIC either: silence, as before, with no second try.
     let mut r = Run::new(Plan {
         token: true,
         ..plan()
     });
     r.on_reach(Reach::default());
+    assert_eq!(r.step(), Step::OpenQuic);
+    r.on_quic(QuicOutcome::Failed);
+    assert_eq!(r.step(), Step::Done);
+    assert_eq!(ids(&r.report(meta())), ["server_unreachable"]);
+    // Without a token, a silent path costs no QUIC attempt; a refused UDP port neither.
+    let mut r = Run::new(plan());
+    r.on_reach(Reach::default());
+    assert_eq!(r.step(), Step::Done);
+    let mut r = Run::new(Plan {
+        token: true,
+        ..plan()
+    });
+    r.on_reach(Reach {
+        udp_refused: true,
+        ..Reach::default()
+    });
     assert_eq!(r.step(), Step::Done);
 }
 
