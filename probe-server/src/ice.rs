@@ -287,7 +287,7 @@ fn plugin_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<(boo
             format!(
                 "users outside this network connect only through the relay on its TURN server (Server Side \
                  TURN: {})",
-                relay_list(cfg)
+                cfg.relays_described()
             )
         };
         out.push((true, format!(
@@ -299,15 +299,6 @@ fn plugin_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<(boo
         )));
     }
     out
-}
-
-/// The server-side TURN servers counted on, each with what its check said.
-fn relay_list(cfg: &RtcdConfig) -> String {
-    cfg.relay_servers()
-        .iter()
-        .map(|s| format!("{}, {}", s.urls[0], cfg.relay_note(&s.urls[0])))
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// `udp 203.0.113.7:8443 (Override), …` or `nothing`.
@@ -389,7 +380,7 @@ fn advertised_lines(cfg: &RtcdConfig, adv: &Advertised, probe_port: u16) -> Vec<
         } else {
             format!(
                 "users outside this network connect only through the relay RTCD gathers on its TURN server ({})",
-                relay_list(cfg)
+                cfg.relays_described()
             )
         };
         out.push((

@@ -167,36 +167,50 @@ fn try_entry(e: &IceServer, creds: &rest::Credentials) -> Tried {
 }
 
 /// A failure with what to check, by its cause.
-fn with_fix(why: &str, own_credentials: bool) -> String {
-    let fix = if why.starts_with("401") || why.starts_with("441") {
-        if own_credentials {
+fn with_fix((kind, why): &Failure, own_credentials: bool) -> String {
+    let fix = match kind {
+        Kind::Auth if own_credentials => {
             "check the entry's username and credential, which RTCD uses instead of the secret"
-        } else {
+        }
+        Kind::Auth => {
             "check that turn.static_auth_secret is the TURN server's shared secret (coturn: use-auth-secret with static-auth-secret)"
         }
-    } else if why.starts_with("cannot resolve") || why.contains("no IPv4 address") {
-        "check that RTCD's host resolves the TURN server's name to an IPv4 address (DNS)"
-    } else if why.contains("port unreachable") {
-        "check that the TURN server runs and listens on that UDP port"
-    } else if why.starts_with("no answer") {
-        "check that RTCD's host reaches the TURN server's UDP port (firewall)"
-    } else {
-        "check the TURN server's log for this allocation"
+        Kind::Dns => "check that RTCD's host resolves the TURN server's name to an IPv4 address (DNS)",
+        Kind::Refused => "check that the TURN server runs and listens on that UDP port",
+        Kind::Silent => "check that RTCD's host reaches the TURN server's UDP port (firewall)",
+        Kind::Other => "check the TURN server's log for this allocation",
     };
     format!("{why}: {fix}")
 }
 
+/// What kind of failure an allocation met, which decides what to check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dns,
+    /// ICMP port unreachable: nothing listens there.
+    Refused,
+    /// No answer at all.
+    Silent,
+    /// 401 (with credentials) or 441: the credentials.
+    Auth,
+    Other,
+}
+
+/// A failed allocation: its kind and, in words, what happened.
+type Failure = (Kind, String);
+
 /// One Allocate over UDP to `authority`, over IPv4 as pion's relay gathering does (it listens
 /// on `udp4` and resolves the TURN server for it); the relayed address, or why not.
-fn allocate_udp(authority: &str, creds: &rest::Credentials) -> Result<SocketAddr, String> {
+fn allocate_udp(authority: &str, creds: &rest::Credentials) -> Result<SocketAddr, Failure> {
     let addr = authority
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {authority}: {e}"))?
+        .map_err(|e| (Kind::Dns, format!("cannot resolve {authority}: {e}")))?
         .find(SocketAddr::is_ipv4)
-        .ok_or_else(|| format!("{authority} has no IPv4 address"))?;
-    let sock = UdpSocket::bind(("0.0.0.0", 0)).map_err(|e| format!("no UDP socket: {e}"))?;
+        .ok_or_else(|| (Kind::Dns, format!("{authority} has no IPv4 address")))?;
+    let other = |what: String| (Kind::Other, what);
+    let sock = UdpSocket::bind(("0.0.0.0", 0)).map_err(|e| other(format!("no UDP socket: {e}")))?;
     sock.connect(addr)
-        .map_err(|e| format!("cannot reach {addr}: {e}"))?;
+        .map_err(|e| other(format!("cannot reach {addr}: {e}")))?;
     let mut c = Client::new(
         Config {
             username: creds.username.clone(),
@@ -208,7 +222,11 @@ fn allocate_udp(authority: &str, creds: &rest::Credentials) -> Result<SocketAddr
         },
         seed(),
     );
-    let send = |b: &[u8]| sock.send(b).map(|_| ()).map_err(|e| format!("{addr}: {e}"));
+    let send = |b: &[u8]| {
+        sock.send(b)
+            .map(|_| ())
+            .map_err(|e| other(format!("{addr}: {e}")))
+    };
     send(&c.allocate(Instant::now()))?;
     let mut buf = vec![0u8; 2048];
     loop {
@@ -222,8 +240,9 @@ fn allocate_udp(authority: &str, creds: &rest::Credentials) -> Result<SocketAddr
         let out = match sock.recv(&mut buf) {
             Ok(n) => c.handle(Instant::now(), &buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(format!(
-                    "no TURN server listens on {addr} (port unreachable)"
+                return Err((
+                    Kind::Refused,
+                    format!("no TURN server listens on {addr} (port unreachable)"),
                 ));
             }
             Err(_) => c.handle_timeout(Instant::now()),
@@ -237,8 +256,9 @@ fn allocate_udp(authority: &str, creds: &rest::Credentials) -> Result<SocketAddr
             }
             Output::Event(Event::Failed { error, .. }) => {
                 return Err(match client::cause(&error) {
-                    client::Cause::Unreachable => format!("no answer from {addr}"),
-                    _ => error.to_string(),
+                    client::Cause::Unreachable => (Kind::Silent, format!("no answer from {addr}")),
+                    client::Cause::Auth => (Kind::Auth, error.to_string()),
+                    _ => other(error.to_string()),
                 });
             }
             _ => {}
@@ -289,10 +309,11 @@ mod tests {
         drop(closed);
         let creds = rest::credentials("s", "probe-server", 100);
         let t0 = Instant::now();
-        let err = allocate_udp(&format!("127.0.0.1:{port}"), &creds).unwrap_err();
+        let failure = allocate_udp(&format!("127.0.0.1:{port}"), &creds).unwrap_err();
+        let err = &failure.1;
         assert!(err.contains("port unreachable"), "{err}");
         assert!(
-            with_fix(&err, false).ends_with("listens on that UDP port"),
+            with_fix(&failure, false).ends_with("listens on that UDP port"),
             "{err}"
         );
         assert!(t0.elapsed() < TRANSACTION, "{:?}", t0.elapsed());

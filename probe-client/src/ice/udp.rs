@@ -120,8 +120,7 @@ async fn check_family(
 async fn send_round(sock: &UdpSocket, targets: &mut [Target], creds: &Creds) {
     let username = creds.username();
     for t in targets.iter_mut().filter(|t| t.result.is_none()) {
-        let tid: stun::TransactionId = crate::control::rand_bytes();
-        let req = stun::ice_check_request(&creds.check(tid, &username));
+        let (tid, req) = new_check(creds, &username);
         match sock.send_to(&req, t.addr).await {
             Ok(_) => {
                 t.sent.insert(tid, Instant::now());
@@ -148,8 +147,7 @@ fn spawn_sentinels(
     let username = creds.username();
     let mut set = tokio::task::JoinSet::new();
     for (i, t) in targets.iter_mut().enumerate() {
-        let tid: stun::TransactionId = crate::control::rand_bytes();
-        let req = stun::ice_check_request(&creds.check(tid, &username));
+        let (tid, req) = new_check(creds, &username);
         t.sent.insert(tid, Instant::now());
         set.spawn(sentinel(
             i,
@@ -161,6 +159,12 @@ fn spawn_sentinels(
         ));
     }
     set
+}
+
+/// A connectivity check with a fresh transaction id.
+fn new_check(creds: &Creds, username: &str) -> (stun::TransactionId, Vec<u8>) {
+    let tid: stun::TransactionId = crate::control::rand_bytes();
+    (tid, stun::ice_check_request(&creds.check(tid, username)))
 }
 
 fn on_heard(targets: &mut [Target], h: Heard, creds: &Creds) {

@@ -240,14 +240,22 @@ impl RtcdConfig {
             .collect()
     }
 
-    /// What a relay's check said, for texts: "allocated a relay from this host", or that it
-    /// was not tried.
-    pub fn relay_note(&self, url: &str) -> String {
-        match self.relay_allocated.iter().find(|(k, _)| k == url) {
-            Some((k, by)) if by == k => "which allocated a relay from this host".into(),
-            Some((_, by)) => format!("where {by} allocated a relay from this host"),
-            None => "TCP or TLS TURN, not tried from here".into(),
-        }
+    /// The relays counted on, each with what its check said, for texts:
+    /// `turn:… , which allocated a relay from this host; turn:…, TCP or TLS TURN, not tried …`.
+    pub fn relays_described(&self) -> String {
+        self.relay_servers()
+            .iter()
+            .map(|s| {
+                let url = &s.urls[0];
+                let note = match self.relay_allocated.iter().find(|(k, _)| k == url) {
+                    Some((k, by)) if by == k => "which allocated a relay from this host".into(),
+                    Some((_, by)) => format!("where {by} allocated a relay from this host"),
+                    None => "TCP or TLS TURN, not tried from here".into(),
+                };
+                format!("{url}, {note}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     /// The server-side TURN entries as configured, whether or not they allocate.

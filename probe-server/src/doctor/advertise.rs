@@ -366,11 +366,7 @@ fn private_only(cfg: &RtcdConfig, where_: &str, adv: &Advertised) -> Finding {
 /// sfu.go:231-252 gathers relay candidates on that TURN server at every join, so clients
 /// outside still connect through a relay that allocates (relay.rs checked it from here).
 fn through_relay(cfg: &RtcdConfig) -> (Severity, String) {
-    let relays: Vec<String> = cfg
-        .relay_servers()
-        .iter()
-        .map(|s| format!("{}, {}", s.urls[0], cfg.relay_note(&s.urls[0])))
-        .collect();
+    let relays = cfg.relays_described();
     let failed: Vec<String> = cfg
         .relay_failed
         .iter()
@@ -384,7 +380,7 @@ fn through_relay(cfg: &RtcdConfig) -> (Severity, String) {
             format!(
                 "clients outside this network can connect only through the relay RTCD gathers on its TURN server ({}); \
                  a direct path needs a public host candidate",
-                relays.join("; ")
+                relays
             ),
         )
     } else if !failed.is_empty() {
